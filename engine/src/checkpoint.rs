@@ -1,0 +1,355 @@
+//! Index checkpoints: `index/<seq:016x>.ckpt`, the whole index plus the log position it covers,
+//! written tmp → fsync → rename → fsync dir, verified by a whole-file xxh3 on load. The newest
+//! two are kept so a corrupt newest one falls back to the previous one (byte layout in FORMAT.md).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::index::{Entry, Index};
+use crate::io::{io_err, sync_dir};
+use crate::record::{le_u32, le_u64};
+use crate::{EngineError, Hlc, Summary};
+
+/// Magic at the start of a checkpoint file.
+const CKPT_MAGIC: [u8; 8] = *b"LEOFSCKP";
+/// Checkpoint format version written by this build.
+const CKPT_VERSION: u32 = 1;
+/// Bytes of the fixed checkpoint header.
+const CKPT_HEADER_BYTES: usize = 80;
+/// Bytes of one segment-table row (id, life).
+const CKPT_SEGMENT_BYTES: usize = 16;
+/// Bytes of one entry before its key.
+const CKPT_ENTRY_BYTES: usize = 80;
+/// Bytes of the trailing checksum.
+const CKPT_TRAILER_BYTES: usize = 8;
+/// How many checkpoint files are kept.
+pub(crate) const CHECKPOINTS_KEPT: usize = 2;
+/// File name suffix of a checkpoint.
+const CKPT_SUFFIX: &str = ".ckpt";
+
+/// Where replay resumes and what a checkpoint covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogPosition {
+    /// Every record with an LSN ≤ this is reflected in the checkpoint's index.
+    pub covered_lsn: u64,
+    /// The next LSN the engine would have handed out.
+    pub next_lsn: u64,
+    /// Segment where replay starts (the oldest unapplied write, or the head).
+    pub replay_segment: u64,
+    /// That segment's life at checkpoint time (a different life: start at its header).
+    pub replay_life: u64,
+    /// Offset in that segment where replay starts.
+    pub replay_offset: u64,
+}
+
+/// A loaded checkpoint.
+pub(crate) struct Checkpoint {
+    pub seq: u64,
+    pub position: LogPosition,
+    /// Life of every segment the entries point into, at checkpoint time.
+    pub segment_lives: HashMap<u64, u64>,
+    pub index: Index,
+    /// Newest HLC in the index (the clock starts after it).
+    pub hlc_max: Hlc,
+}
+
+/// `<index dir>/<seq:016x>.ckpt`.
+pub(crate) fn checkpoint_path(index_dir: &Path, seq: u64) -> PathBuf {
+    index_dir.join(format!("{seq:016x}{CKPT_SUFFIX}"))
+}
+
+/// Serialises the index and position into checkpoint bytes.
+pub(crate) fn encode(
+    seq: u64,
+    position: &LogPosition,
+    segment_lives: &[(u64, u64)],
+    index: &Index,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        CKPT_HEADER_BYTES
+            + segment_lives.len() * CKPT_SEGMENT_BYTES
+            + index.len() as usize * (CKPT_ENTRY_BYTES + 32),
+    );
+    out.extend_from_slice(&CKPT_MAGIC);
+    out.extend_from_slice(&CKPT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for v in [
+        seq,
+        position.covered_lsn,
+        position.next_lsn,
+        position.replay_segment,
+        position.replay_life,
+        position.replay_offset,
+        segment_lives.len() as u64,
+        index.len(),
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for (id, life) in segment_lives {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&life.to_le_bytes());
+    }
+    for (partition, key, e) in index.iter() {
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&e.segment.to_le_bytes());
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.len.to_le_bytes());
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.push(e.tombstone as u8);
+        out.push(0);
+        out.extend_from_slice(&e.hlc.logical.to_le_bytes());
+        out.extend_from_slice(&e.hlc.physical_us.to_le_bytes());
+        out.extend_from_slice(&e.hlc.node_id.to_le_bytes());
+        out.extend_from_slice(&e.summary.tag.to_le_bytes());
+        out.extend_from_slice(&e.lsn.to_le_bytes());
+        out.extend_from_slice(&e.summary.size.to_le_bytes());
+        out.extend_from_slice(&e.body_len.to_le_bytes());
+        out.extend_from_slice(&e.summary.digest);
+        out.extend_from_slice(key);
+    }
+    let sum = xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Parses and verifies checkpoint bytes.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    if bytes.len() < CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES || bytes[..8] != CKPT_MAGIC {
+        return Err("not a checkpoint (bad magic or too short)".into());
+    }
+    let body_end = bytes.len() - CKPT_TRAILER_BYTES;
+    if xxh3_64(&bytes[..body_end]) != le_u64(bytes, body_end) {
+        return Err("checkpoint checksum mismatch".into());
+    }
+    let version = le_u32(bytes, 8);
+    if version != CKPT_VERSION {
+        return Err(format!(
+            "checkpoint format version {version}, this build reads {CKPT_VERSION}"
+        ));
+    }
+    let seq = le_u64(bytes, 16);
+    let position = LogPosition {
+        covered_lsn: le_u64(bytes, 24),
+        next_lsn: le_u64(bytes, 32),
+        replay_segment: le_u64(bytes, 40),
+        replay_life: le_u64(bytes, 48),
+        replay_offset: le_u64(bytes, 56),
+    };
+    let segment_count = le_u64(bytes, 64);
+    let entry_count = le_u64(bytes, 72);
+    let truncated = || "checkpoint truncated".to_string();
+    let mut at = CKPT_HEADER_BYTES;
+    let mut segment_lives = HashMap::new();
+    for _ in 0..segment_count {
+        if at + CKPT_SEGMENT_BYTES > body_end {
+            return Err(truncated());
+        }
+        segment_lives.insert(le_u64(bytes, at), le_u64(bytes, at + 8));
+        at += CKPT_SEGMENT_BYTES;
+    }
+    let mut items =
+        Vec::with_capacity(entry_count.min((body_end / CKPT_ENTRY_BYTES) as u64) as usize);
+    let mut hlc_max = Hlc::default();
+    for _ in 0..entry_count {
+        if at + CKPT_ENTRY_BYTES > body_end {
+            return Err(truncated());
+        }
+        let e = &bytes[at..at + CKPT_ENTRY_BYTES];
+        let key_len = u16::from_le_bytes([e[16], e[17]]) as usize;
+        let key_at = at + CKPT_ENTRY_BYTES;
+        if key_at + key_len > body_end {
+            return Err(truncated());
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&e[64..80]);
+        let entry = Entry {
+            segment: le_u32(e, 4),
+            offset: le_u32(e, 8),
+            len: le_u32(e, 12),
+            tombstone: e[18] & 1 == 1,
+            hlc: Hlc {
+                physical_us: le_u64(e, 24),
+                logical: le_u32(e, 20),
+                node_id: le_u32(e, 32),
+            },
+            lsn: le_u64(e, 40),
+            summary: Summary {
+                size: le_u64(e, 48),
+                digest,
+                tag: le_u32(e, 36),
+            },
+            body_len: le_u64(e, 56),
+        };
+        if !segment_lives.contains_key(&(entry.segment as u64)) {
+            return Err(format!(
+                "entry points into segment {:x} missing from the table",
+                entry.segment
+            ));
+        }
+        hlc_max = hlc_max.max(entry.hlc);
+        items.push((le_u32(e, 0), bytes[key_at..key_at + key_len].into(), entry));
+        at = key_at + key_len;
+    }
+    let mut index = Index::default();
+    index.bulk_load(items);
+    if at != body_end {
+        return Err("checkpoint has trailing bytes".into());
+    }
+    Ok(Checkpoint {
+        seq,
+        position,
+        segment_lives,
+        index,
+        hlc_max,
+    })
+}
+
+/// Writes checkpoint `seq` durably (fail point `engine::checkpoint_write`), then removes all but
+/// the newest [`CHECKPOINTS_KEPT`].
+pub(crate) async fn write(index_dir: &Path, seq: u64, bytes: Vec<u8>) -> Result<(), EngineError> {
+    let path = checkpoint_path(index_dir, seq);
+    let tmp = index_dir.join(format!("{seq:016x}{CKPT_SUFFIX}.tmp"));
+    let fail = || -> Result<(), std::io::Error> {
+        fail::fail_point!("engine::checkpoint_write", |arg| Err(crate::io::injected(
+            arg
+        )));
+        Ok(())
+    };
+    fail().map_err(|e| io_err("write checkpoint", &tmp, e))?;
+    let file = monoio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| io_err("create", &tmp, e))?;
+    let (res, _) = file.write_all_at(bytes, 0).await;
+    res.map_err(|e| io_err("write checkpoint", &tmp, e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| io_err("fsync", &tmp, e))?;
+    file.close().await.map_err(|e| io_err("close", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err("rename", &tmp, e))?;
+    sync_dir(index_dir).await?;
+    let mut seqs = list(index_dir)?;
+    seqs.sort_unstable();
+    let old = seqs.len().saturating_sub(CHECKPOINTS_KEPT);
+    for old_seq in &seqs[..old] {
+        let p = checkpoint_path(index_dir, *old_seq);
+        std::fs::remove_file(&p).map_err(|e| io_err("remove", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Sequence numbers of the checkpoint files present (temporary files are removed).
+pub(crate) fn list(index_dir: &Path) -> Result<Vec<u64>, EngineError> {
+    let mut seqs = Vec::new();
+    let rd = std::fs::read_dir(index_dir).map_err(|e| io_err("read dir", index_dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| io_err("read dir", index_dir, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            std::fs::remove_file(ent.path()).map_err(|e| io_err("remove", &ent.path(), e))?;
+        } else if let Some(stem) = name.strip_suffix(CKPT_SUFFIX)
+            && let Ok(seq) = u64::from_str_radix(stem, 16)
+        {
+            seqs.push(seq);
+        }
+    }
+    Ok(seqs)
+}
+
+/// Loads the newest valid checkpoint (a corrupt one is reported and skipped); also returns the
+/// highest sequence number present.
+pub(crate) async fn load_newest(
+    index_dir: &Path,
+) -> Result<(Option<Checkpoint>, u64), EngineError> {
+    let mut seqs = list(index_dir)?;
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    let max_seq = seqs.first().copied().unwrap_or(0);
+    for seq in seqs {
+        let path = checkpoint_path(index_dir, seq);
+        let bytes = monoio::fs::read(&path)
+            .await
+            .map_err(|e| io_err("read", &path, e))?;
+        match decode(&bytes) {
+            Ok(ckpt) => return Ok((Some(ckpt), max_seq)),
+            Err(detail) => {
+                tracing::warn!(path = %path.display(), %detail, "skipping invalid checkpoint")
+            }
+        }
+    }
+    Ok((None, max_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_index() -> Index {
+        let mut idx = Index::default();
+        for i in 0..100u32 {
+            let e = Entry {
+                segment: i % 3,
+                offset: 4096 + i * 8,
+                len: 200 + i,
+                tombstone: i % 7 == 0,
+                hlc: Hlc {
+                    physical_us: 1000 + i as u64,
+                    logical: i,
+                    node_id: 2,
+                },
+                lsn: i as u64 + 1,
+                summary: Summary {
+                    size: i as u64,
+                    digest: [i as u8; 16],
+                    tag: i * 3,
+                },
+                body_len: i as u64 * 10,
+            };
+            idx.apply(i % 4, format!("key-{i}").as_bytes(), e);
+        }
+        idx
+    }
+
+    #[test]
+    fn round_trip() {
+        let idx = sample_index();
+        let pos = LogPosition {
+            covered_lsn: 100,
+            next_lsn: 101,
+            replay_segment: 2,
+            replay_life: 7,
+            replay_offset: 8192,
+        };
+        let lives = [(0, 1), (1, 5), (2, 7)];
+        let bytes = encode(9, &pos, &lives, &idx);
+        let ckpt = decode(&bytes).unwrap();
+        assert_eq!(ckpt.seq, 9);
+        assert_eq!(ckpt.position, pos);
+        assert_eq!(ckpt.segment_lives.len(), 3);
+        let a: Vec<_> = idx.iter().map(|(p, k, e)| (p, k.to_vec(), *e)).collect();
+        let b: Vec<_> = ckpt
+            .index
+            .iter()
+            .map(|(p, k, e)| (p, k.to_vec(), *e))
+            .collect();
+        assert_eq!(a, b);
+        assert_eq!(ckpt.hlc_max.physical_us, 1099);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let bytes = encode(
+            1,
+            &LogPosition::default(),
+            &[(0, 1), (1, 1), (2, 1)],
+            &sample_index(),
+        );
+        for at in [0, 20, 100, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at {at} undetected");
+        }
+        assert!(decode(&bytes[..bytes.len() - 9]).is_err());
+    }
+}

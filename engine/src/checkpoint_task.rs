@@ -1,0 +1,73 @@
+//! Taking checkpoints: snapshotting the index with the log position it covers (on demand, on
+//! close, and periodically from a background task).
+
+use std::rc::Weak;
+
+use crate::EngineError;
+use crate::checkpoint::{self, LogPosition};
+use crate::engine::Inner;
+
+/// Writes a checkpoint of the current index. The snapshot is encoded synchronously (no await),
+/// so it is consistent: it covers every LSN below the oldest unapplied write, and replay
+/// resumes at that write (or at the head when everything is applied).
+pub(crate) async fn checkpoint_now(inner: &Inner) -> Result<(), EngineError> {
+    let _guard = inner.checkpoint_lock.lock().await;
+    let (seq, covered_lsn, bytes) = {
+        let state = inner.state.borrow();
+        let (covered_lsn, (replay_segment, replay_offset)) = match state.unapplied.first_key_value()
+        {
+            Some((&lsn, &at)) => (lsn - 1, at),
+            None => (state.next_lsn - 1, (state.log.head, state.log.head_offset)),
+        };
+        let replay_life = state
+            .log
+            .segments
+            .get(&replay_segment)
+            .map_or(0, |s| s.life_seq);
+        let position = LogPosition {
+            covered_lsn,
+            next_lsn: state.next_lsn,
+            replay_segment,
+            replay_life,
+            replay_offset,
+        };
+        let lives: Vec<(u64, u64)> = state
+            .log
+            .segments
+            .values()
+            .map(|s| (s.id, s.life_seq))
+            .collect();
+        let seq = state.checkpoint_seq + 1;
+        (
+            seq,
+            covered_lsn,
+            checkpoint::encode(seq, &position, &lives, &state.index),
+        )
+    };
+    checkpoint::write(&inner.index_dir, seq, bytes).await?;
+    let mut state = inner.state.borrow_mut();
+    state.checkpoint_seq = seq;
+    state.checkpoint_lsn = covered_lsn;
+    Ok(())
+}
+
+/// Checkpoints every `checkpoint_interval` when something changed; stops with the engine.
+pub(crate) async fn run_periodic(weak: Weak<Inner>) {
+    let Some(interval) = weak.upgrade().map(|i| i.config.checkpoint_interval) else {
+        return;
+    };
+    loop {
+        monoio::time::sleep(interval).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let due = {
+            let state = inner.state.borrow();
+            if state.closed {
+                return;
+            }
+            state.poisoned.is_none() && state.next_lsn - 1 > state.checkpoint_lsn
+        };
+        if due && let Err(e) = checkpoint_now(&inner).await {
+            tracing::warn!(error = %e, "periodic checkpoint failed");
+        }
+    }
+}

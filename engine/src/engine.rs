@@ -1,0 +1,412 @@
+//! The [`Engine`] handle, the shared per-engine state ([`Inner`]) and the public operations;
+//! each operation delegates to the module that owns its mechanism (writer, stream, read,
+//! checkpoint, compaction, recovery).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+
+use crate::aligned::BufPool;
+use crate::cache::ObjectCache;
+use crate::clock::HlcClock;
+use crate::index::{Applied, Entry, Index};
+use crate::record::{Kind, record_len};
+use crate::segment::{Log, SegState};
+use crate::writer::{AppendReq, Request};
+use crate::{
+    CompactionReport, EngineConfig, EngineError, EngineStats, Head, Hlc, MAX_BODY_BYTES,
+    MAX_KEY_BYTES, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, Value,
+};
+
+/// Counters reported by [`Engine::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub corrupt_records: Cell<u64>,
+    pub replayed_records: Cell<u64>,
+    pub batches_written: Cell<u64>,
+    pub syncs: Cell<u64>,
+    pub cache_hits: Cell<u64>,
+    pub cache_misses: Cell<u64>,
+    pub segments_compacted: Cell<u64>,
+}
+
+impl Counters {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+}
+
+/// Mutable state of an engine (never borrowed across an await).
+pub(crate) struct State {
+    pub index: Index,
+    pub log: Log,
+    /// Next LSN to hand out.
+    pub next_lsn: u64,
+    /// Writes whose LSN is assigned but not yet applied to the index: first LSN → (segment, offset).
+    pub unapplied: BTreeMap<u64, (u64, u64)>,
+    /// Set after a failed fdatasync: writes are refused until the engine is reopened.
+    pub poisoned: Option<String>,
+    /// Set by [`Engine::close`].
+    pub closed: bool,
+    /// Sequence number of the newest checkpoint file.
+    pub checkpoint_seq: u64,
+    /// LSN covered by the newest checkpoint.
+    pub checkpoint_lsn: u64,
+    /// The segment pre-writer is running.
+    pub prewriting: bool,
+}
+
+impl State {
+    /// Applies a durable record to the index (and invalidates the cached value on change).
+    pub(crate) fn apply(
+        &mut self,
+        cache: &RefCell<Option<ObjectCache>>,
+        partition: PartitionId,
+        key: &[u8],
+        entry: Entry,
+    ) {
+        if let Applied::Won { .. } = self.index.apply(partition, key, entry)
+            && let Some(cache) = cache.borrow_mut().as_mut()
+        {
+            cache.invalidate(partition, key);
+        }
+    }
+
+    /// Whether a segment holds a write that is not applied yet (compaction must not touch it).
+    pub(crate) fn has_unapplied_in(&self, segment: u64) -> bool {
+        self.unapplied.values().any(|&(s, _)| s == segment)
+    }
+}
+
+/// Everything one engine owns; shared by the handle and its background tasks.
+pub(crate) struct Inner {
+    pub config: EngineConfig,
+    pub log_dir: PathBuf,
+    pub index_dir: PathBuf,
+    pub state: RefCell<State>,
+    pub cache: RefCell<Option<ObjectCache>>,
+    pub clock: HlcClock,
+    pub tx: mpsc::UnboundedSender<Request>,
+    pub pool: BufPool,
+    pub counters: Counters,
+    /// Serialises checkpoints.
+    pub checkpoint_lock: futures_util::lock::Mutex<()>,
+    /// Serialises compaction passes.
+    pub compaction_lock: futures_util::lock::Mutex<()>,
+    /// Serialises segment creation (writer and pre-writer).
+    pub segment_create_lock: futures_util::lock::Mutex<()>,
+    /// fdatasync tasks running beside the writer.
+    pub sync_tasks: Cell<usize>,
+}
+
+impl Inner {
+    /// Err(Closed) once closed or after a failed fdatasync.
+    pub(crate) fn check_writable(&self) -> Result<(), EngineError> {
+        let state = self.state.borrow();
+        if state.closed || state.poisoned.is_some() {
+            Err(EngineError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Err(Closed) once closed (reads keep working after a failed fdatasync).
+    pub(crate) fn check_open(&self) -> Result<(), EngineError> {
+        if self.state.borrow().closed {
+            Err(EngineError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends a request to the writer task.
+    pub(crate) fn send(&self, req: Request) -> Result<(), EngineError> {
+        self.tx.unbounded_send(req).map_err(|_| EngineError::Closed)
+    }
+
+    /// Appends one record through group commit and waits for its acknowledgement.
+    pub(crate) async fn append(
+        &self,
+        req: AppendReq,
+        rx: oneshot::Receiver<Result<Hlc, EngineError>>,
+    ) -> Result<Hlc, EngineError> {
+        self.send(Request::Append(req))?;
+        rx.await.map_err(|_| EngineError::Closed)?
+    }
+}
+
+/// One shard's storage engine: a cheap, cloneable, thread-local handle.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Rc<Inner>,
+}
+
+fn check_limits(key: &[u8], meta_len: usize, body_len: u64) -> Result<(), EngineError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(EngineError::TooLarge {
+            what: "key",
+            len: key.len() as u64,
+            max: MAX_KEY_BYTES as u64,
+        });
+    }
+    if meta_len > MAX_META_BYTES {
+        return Err(EngineError::TooLarge {
+            what: "metadata",
+            len: meta_len as u64,
+            max: MAX_META_BYTES as u64,
+        });
+    }
+    if body_len > MAX_BODY_BYTES {
+        return Err(EngineError::TooLarge {
+            what: "body",
+            len: body_len,
+            max: MAX_BODY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Opens (or creates) the shard directory, loads the newest valid checkpoint and replays the
+    /// log after it, truncating a torn tail, then starts the writer, checkpoint and compaction tasks.
+    pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        crate::recovery::open(config).await
+    }
+
+    fn stamp(&self, hlc: Option<Hlc>) -> Hlc {
+        match hlc {
+            Some(h) => {
+                self.inner.clock.observe(h);
+                h
+            }
+            None => self.inner.clock.now(),
+        }
+    }
+
+    /// Stores `value` under `key`; returns once the record is durable per the sync policy.
+    /// Returns the timestamp stored. A put with an older `hlc` than the key's newest is
+    /// written but does not replace it.
+    pub async fn put(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        value: PutValue,
+    ) -> Result<Hlc, EngineError> {
+        check_limits(key, value.meta.len(), value.body.len() as u64)?;
+        self.inner.check_writable()?;
+        let len = record_len(key.len(), value.meta.len(), value.body.len() as u64);
+        if len > self.inner.config.batch_bytes_max as u64 {
+            let body_len = value.body.len() as u64;
+            let body = futures_util::stream::iter([Ok(value.body.clone())]);
+            return self.put_stream(partition, key, value, body_len, body).await;
+        }
+        let hlc = self.stamp(value.hlc);
+        let (reply, rx) = oneshot::channel();
+        let req = AppendReq {
+            kind: Kind::Put,
+            partition,
+            key: key.into(),
+            meta: value.meta,
+            body: value.body,
+            hlc,
+            summary: value.summary,
+            use_spare: false,
+            reply,
+        };
+        self.inner.append(req, rx).await
+    }
+
+    /// Like [`Engine::put`] but the body of `body_len` bytes arrives in pieces from `body`,
+    /// written to the log in bounded pieces without holding the whole body in memory.
+    pub async fn put_stream<S>(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        header: PutValue,
+        body_len: u64,
+        body: S,
+    ) -> Result<Hlc, EngineError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+    {
+        check_limits(key, header.meta.len(), body_len)?;
+        self.inner.check_writable()?;
+        let hlc = self.stamp(header.hlc);
+        crate::stream::put_stream(&self.inner, partition, key, header, hlc, body_len, body).await
+    }
+
+    /// Reads the newest value for `key`, verified by checksum; None if absent or deleted.
+    pub async fn get(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Value>, EngineError> {
+        crate::read::get(&self.inner, partition, key).await
+    }
+
+    /// Reads only `range` of the body (clamped to the body); for ranged GETs of large chunks.
+    pub async fn get_range(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        range: Range<u64>,
+    ) -> Result<Option<Value>, EngineError> {
+        crate::read::get_range(&self.inner, partition, key, range).await
+    }
+
+    /// Reads metadata and summary for `key` without its body; None if absent or deleted.
+    pub async fn head(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Head>, EngineError> {
+        crate::read::head(&self.inner, partition, key).await
+    }
+
+    /// Appends a tombstone for `key` (durable per the sync policy). Returns the timestamp of the
+    /// tombstone, or None when the key had no live value (a tombstone is still written if `hlc` is given).
+    pub async fn delete(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        hlc: Option<Hlc>,
+    ) -> Result<Option<Hlc>, EngineError> {
+        check_limits(key, 0, 0)?;
+        self.inner.check_writable()?;
+        let had_live = self
+            .inner
+            .state
+            .borrow()
+            .index
+            .get(partition, key)
+            .is_some_and(|e| !e.tombstone);
+        if !had_live && hlc.is_none() {
+            return Ok(None);
+        }
+        let hlc = self.stamp(hlc);
+        let (reply, rx) = oneshot::channel();
+        let req = AppendReq {
+            kind: Kind::Tombstone,
+            partition,
+            key: key.into(),
+            meta: Bytes::new(),
+            body: Bytes::new(),
+            hlc,
+            summary: Summary::default(),
+            use_spare: true,
+            reply,
+        };
+        let hlc = self.inner.append(req, rx).await?;
+        Ok(had_live.then_some(hlc))
+    }
+
+    /// Live keys across all partitions of this engine that start with `prefix` and sort after
+    /// `start_after` (exclusive), in key order, at most `limit`. Index only, no disk I/O.
+    pub fn scan(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Vec<ScanEntry> {
+        self.inner
+            .state
+            .borrow()
+            .index
+            .scan(prefix, start_after, limit)
+    }
+
+    /// Keys of one partition after `start_after`, in order, at most `limit`, including
+    /// tombstones when asked (for repair and rebalancing).
+    pub fn scan_partition(
+        &self,
+        partition: PartitionId,
+        start_after: Option<&[u8]>,
+        limit: usize,
+        include_tombstones: bool,
+    ) -> Vec<ScanEntry> {
+        self.inner.state.borrow().index.scan_partition(
+            partition,
+            start_after,
+            limit,
+            include_tombstones,
+        )
+    }
+
+    /// Partitions that have at least one key (live or tombstone) in this engine.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        self.inner.state.borrow().index.partitions()
+    }
+
+    /// A fresh timestamp from this engine's hybrid logical clock.
+    pub fn now(&self) -> Hlc {
+        self.inner.clock.now()
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> EngineStats {
+        let state = self.inner.state.borrow();
+        let c = &self.inner.counters;
+        let live_bytes = state.index.live_bytes_total();
+        let used_bytes: u64 = state
+            .log
+            .segments
+            .values()
+            .filter(|s| s.state == SegState::Active)
+            .map(|s| state.log.used_bytes(s))
+            .sum();
+        EngineStats {
+            live_bytes,
+            dead_bytes: used_bytes.saturating_sub(live_bytes),
+            live_records: state.index.len() - state.index.tombstones(),
+            tombstones: state.index.tombstones(),
+            segments: (state.log.segments.len() + state.log.broken.len()) as u64,
+            free_segments: state.log.free.len() as u64,
+            index_bytes_per_entry: state.index.bytes_per_entry(),
+            index_bytes: state.index.bytes_total(),
+            corrupt_records: c.corrupt_records.get(),
+            replayed_records: c.replayed_records.get(),
+            batches_written: c.batches_written.get(),
+            syncs: c.syncs.get(),
+            cache_hits: c.cache_hits.get(),
+            cache_misses: c.cache_misses.get(),
+            segments_compacted: c.segments_compacted.get(),
+        }
+    }
+
+    /// Writes an index checkpoint now.
+    pub async fn checkpoint(&self) -> Result<(), EngineError> {
+        self.inner.check_open()?;
+        crate::checkpoint_task::checkpoint_now(&self.inner).await
+    }
+
+    /// Runs one compaction pass now over every segment below the live threshold.
+    pub async fn compact(&self) -> Result<CompactionReport, EngineError> {
+        self.inner.check_writable()?;
+        crate::compaction::compact_once(&self.inner).await
+    }
+
+    /// Flushes pending writes, writes a checkpoint and stops background tasks.
+    pub async fn close(&self) -> Result<(), EngineError> {
+        if self.inner.state.borrow().closed {
+            return Ok(());
+        }
+        // A sync request is answered after every request queued before it.
+        let (reply, rx) = oneshot::channel();
+        let head = self.inner.state.borrow().log.head;
+        let flushed = match self.inner.send(Request::Sync {
+            segment: head,
+            reply,
+        }) {
+            Ok(()) => rx.await.unwrap_or(Err(EngineError::Closed)),
+            Err(e) => Err(e),
+        };
+        self.inner.state.borrow_mut().closed = true;
+        self.inner.tx.close_channel();
+        let checkpointed = crate::checkpoint_task::checkpoint_now(&self.inner).await;
+        match (flushed, checkpointed) {
+            (Ok(()), result) => result,
+            (Err(_), Ok(())) if self.inner.state.borrow().poisoned.is_some() => Ok(()),
+            (Err(e), _) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Group commit: the ONE writer task of an engine, and the write head (rollover, reservations).
+//!
+//! Puts and deletes send their record; the writer takes everything pending (up to
+//! `batch_bytes_max`; a larger record goes alone, and records allowed to use the spare segment
+//! (relocations, tombstones) never share a batch with puts), encodes it into one aligned buffer starting at a block
+//! boundary, issues one write and one fdatasync, then applies the batch to the index and
+//! acknowledges every waiter. Records arriving meanwhile form the next batch. Large records
+//! reserve a region instead ([`Request::Reserve`]) and ask for a shared fdatasync afterwards
+//! ([`Request::Sync`]). It never acknowledges before the data is durable (unless the sync
+//! policy is `NoneUnsafe`), and after a failed fdatasync it refuses every further write.
+
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use monoio::fs::File;
+
+use crate::aligned::align_up;
+use crate::engine::{Counters, Inner};
+use crate::index::Entry;
+use crate::io::{io_err, sync_data, write_all_at};
+use crate::record::{HEADER_BYTES, Kind, RecordHeader, record_len, seal_record};
+use crate::segment::{
+    SEGMENT_HEADER_BYTES, SegState, SegmentHeader, random_u64, write_segment_header,
+};
+use crate::{EngineError, Hlc, PartitionId, Summary, SyncPolicy};
+
+/// fdatasync tasks for caller-written records that may run beside the writer.
+const SYNC_TASKS_MAX: usize = 4;
+
+/// One record to append through group commit.
+pub(crate) struct AppendReq {
+    pub kind: Kind,
+    pub partition: PartitionId,
+    pub key: Box<[u8]>,
+    pub meta: Bytes,
+    pub body: Bytes,
+    pub hlc: Hlc,
+    pub summary: Summary,
+    /// May take the spare segment foreground puts must leave: compaction relocations and
+    /// tombstones (deleting is how space is freed on a full disk). Batches never mix the two kinds.
+    pub use_spare: bool,
+    pub reply: oneshot::Sender<Result<Hlc, EngineError>>,
+}
+
+impl AppendReq {
+    fn len(&self) -> u64 {
+        record_len(self.key.len(), self.meta.len(), self.body.len() as u64)
+    }
+}
+
+/// A region of the head segment handed to a large write.
+pub(crate) struct Reservation {
+    pub segment: u64,
+    pub offset: u64,
+    pub lsn: u64,
+    pub life_seq: u64,
+    pub salt: u64,
+    pub file: Rc<File>,
+    pub path: PathBuf,
+}
+
+/// What the writer task is asked to do.
+pub(crate) enum Request {
+    /// Append a record (group commit).
+    Append(AppendReq),
+    /// Reserve `len` bytes (block aligned) for a record written by the caller.
+    Reserve {
+        len: u64,
+        use_spare: bool,
+        reply: oneshot::Sender<Result<Reservation, EngineError>>,
+    },
+    /// fdatasync `segment` after every write completed before this request was sent.
+    Sync {
+        segment: u64,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+#[derive(Default)]
+struct Batch {
+    appends: Vec<AppendReq>,
+    bytes: u64,
+    use_spare: bool,
+    syncs: Vec<(u64, oneshot::Sender<Result<(), EngineError>>)>,
+}
+
+impl Batch {
+    /// Whether an append joins this batch (the first always does, alone if large).
+    fn fits(&self, req: &AppendReq, bytes_max: u64) -> bool {
+        self.appends.is_empty()
+            || (self.bytes + req.len() <= bytes_max && req.use_spare == self.use_spare)
+    }
+
+    fn add(&mut self, req: AppendReq) {
+        self.use_spare = req.use_spare;
+        self.bytes += req.len();
+        self.appends.push(req);
+    }
+}
+
+/// Copies an error for every waiter of a failed batch (io::Error is not Clone).
+fn copy_err(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Io { op, path, source } => EngineError::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        EngineError::DiskFull { dir } => EngineError::DiskFull { dir: dir.clone() },
+        EngineError::TooLarge { what, len, max } => EngineError::TooLarge {
+            what,
+            len: *len,
+            max: *max,
+        },
+        EngineError::Corrupt { path, offset } => EngineError::Corrupt {
+            path: path.clone(),
+            offset: *offset,
+        },
+        EngineError::Format { path, detail } => EngineError::Format {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        EngineError::Closed => EngineError::Closed,
+        EngineError::Body(s) => EngineError::Body(s.clone()),
+    }
+}
+
+/// The writer task: runs until every handle is gone or the engine is closed.
+pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut carry: Option<AppendReq> = None;
+    loop {
+        let mut batch = Batch::default();
+        let first = match carry.take() {
+            Some(req) => Request::Append(req),
+            None => match rx.next().await {
+                Some(req) => req,
+                None => return,
+            },
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        let bytes_max = inner.config.batch_bytes_max as u64;
+        let window_deadline = match inner.config.sync {
+            SyncPolicy::BatchWindow(d) => Some(Instant::now() + d),
+            _ => None,
+        };
+        let mut next = Some(first);
+        loop {
+            match next.take() {
+                Some(Request::Append(req)) => {
+                    if !batch.fits(&req, bytes_max) {
+                        carry = Some(req);
+                        break;
+                    }
+                    batch.add(req);
+                }
+                Some(Request::Reserve {
+                    len,
+                    use_spare,
+                    reply,
+                }) => {
+                    let _ = reply.send(reserve(&inner, len, use_spare).await);
+                }
+                Some(Request::Sync { segment, reply }) => batch.syncs.push((segment, reply)),
+                None => {}
+            }
+            next = match rx.try_recv() {
+                Ok(req) => Some(req),
+                Err(mpsc::TryRecvError::Closed) => break,
+                Err(mpsc::TryRecvError::Empty) => match window_deadline {
+                    Some(deadline) if !batch.appends.is_empty() && batch.bytes < bytes_max => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match monoio::time::timeout(left, rx.next()).await {
+                            Ok(Some(req)) => Some(req),
+                            _ => break,
+                        }
+                    }
+                    _ => break,
+                },
+            };
+        }
+        commit(&inner, batch).await;
+    }
+}
+
+/// Writes, syncs, applies and acknowledges one batch.
+async fn commit(inner: &Rc<Inner>, batch: Batch) {
+    let Batch {
+        appends,
+        bytes,
+        use_spare,
+        syncs,
+    } = batch;
+    if let Some(reason) = inner.state.borrow().poisoned.clone() {
+        tracing::debug!(%reason, "write refused: engine stopped writing after a failed fdatasync");
+        for req in appends {
+            let _ = req.reply.send(Err(EngineError::Closed));
+        }
+        for (_, reply) in syncs {
+            let _ = reply.send(Err(EngineError::Closed));
+        }
+        return;
+    }
+    let mut synced_head = None;
+    if !appends.is_empty() {
+        match write_batch(inner, &appends, bytes, use_spare).await {
+            Ok((segment, entries)) => {
+                synced_head = Some(segment);
+                let mut state = inner.state.borrow_mut();
+                for (req, entry) in appends.into_iter().zip(entries) {
+                    state.apply(&inner.cache, req.partition, &req.key, entry);
+                    let _ = req.reply.send(Ok(req.hlc));
+                }
+            }
+            Err(e) => {
+                for req in appends {
+                    let _ = req.reply.send(Err(copy_err(&e)));
+                }
+            }
+        }
+    }
+    if syncs.is_empty() {
+        return;
+    }
+    // Syncs of caller-written records do not hold up the next batch: up to
+    // SYNC_TASKS_MAX of them run beside the writer (each still starts after its writes completed).
+    if inner.sync_tasks.get() < SYNC_TASKS_MAX {
+        inner.sync_tasks.set(inner.sync_tasks.get() + 1);
+        let inner = inner.clone();
+        monoio::spawn(async move {
+            finish_syncs(&inner, syncs, synced_head).await;
+            inner.sync_tasks.set(inner.sync_tasks.get() - 1);
+        });
+    } else {
+        finish_syncs(inner, syncs, synced_head).await;
+    }
+}
+
+/// Answers sync requests: one fdatasync per segment named (none for the head just synced).
+async fn finish_syncs(
+    inner: &Inner,
+    syncs: Vec<(u64, oneshot::Sender<Result<(), EngineError>>)>,
+    synced_head: Option<u64>,
+) {
+    let mut segments: Vec<u64> = syncs.iter().map(|(s, _)| *s).collect();
+    segments.sort_unstable();
+    segments.dedup();
+    let mut results = Vec::new();
+    for segment in segments {
+        let result = if Some(segment) == synced_head || inner.config.sync == SyncPolicy::NoneUnsafe
+        {
+            Ok(())
+        } else {
+            sync_segment(inner, segment).await
+        };
+        results.push((segment, result));
+    }
+    for (segment, reply) in syncs {
+        let result = match results.iter().find(|(s, _)| *s == segment) {
+            Some((_, Ok(()))) => Ok(()),
+            Some((_, Err(e))) => Err(copy_err(e)),
+            None => Err(EngineError::Closed),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// fdatasync of one segment; a failure poisons the engine (see module docs).
+pub(crate) async fn sync_segment(inner: &Inner, segment: u64) -> Result<(), EngineError> {
+    let (file, path) = {
+        let state = inner.state.borrow();
+        match state.log.segments.get(&segment) {
+            Some(s) => (s.file.clone(), s.path.clone()),
+            None => return Err(EngineError::Closed),
+        }
+    };
+    Counters::add(&inner.counters.syncs, 1);
+    let result = sync_data(&file, &path).await;
+    if let Err(e) = &result {
+        poison(inner, e);
+    }
+    result
+}
+
+fn poison(inner: &Inner, e: &EngineError) {
+    tracing::error!(error = %e, "fdatasync failed: refusing further writes until the engine is reopened");
+    inner.state.borrow_mut().poisoned = Some(e.to_string());
+}
+
+/// Positions, encodes, writes and syncs a batch; returns the segment and each record's entry.
+async fn write_batch(
+    inner: &Rc<Inner>,
+    appends: &[AppendReq],
+    bytes: u64,
+    use_spare: bool,
+) -> Result<(u64, Vec<Entry>), EngineError> {
+    let region = align_up(bytes);
+    ensure_room(inner, region, use_spare).await?;
+    let mut buf = inner.pool.get(region as usize);
+    let (segment, offset, first_lsn, file, path, entries) = {
+        let mut state = inner.state.borrow_mut();
+        let head = state.log.head();
+        let (segment, life_seq, salt, file, path) = (
+            head.id,
+            head.life_seq,
+            head.salt,
+            head.file.clone(),
+            head.path.clone(),
+        );
+        let offset = state.log.head_offset;
+        debug_assert!(
+            offset.is_multiple_of(crate::aligned::BLOCK_BYTES as u64),
+            "batches start on a block"
+        );
+        debug_assert!(offset + region <= head.size_bytes, "ensure_room made room");
+        let first_lsn = state.next_lsn;
+        let out = buf.spare_mut();
+        let mut at = 0usize;
+        let mut entries = Vec::with_capacity(appends.len());
+        for (i, req) in appends.iter().enumerate() {
+            let len = req.len() as usize;
+            let header = RecordHeader {
+                kind: req.kind,
+                flags: 0,
+                partition: req.partition,
+                key_len: req.key.len() as u32,
+                meta_len: req.meta.len() as u32,
+                body_len: req.body.len() as u64,
+                hlc: req.hlc,
+                lsn: first_lsn + i as u64,
+                life_seq,
+                summary: req.summary,
+                record_checksum: 0,
+            };
+            let rec = &mut out[at..at + len];
+            header.write_fields(rec);
+            let mut p = HEADER_BYTES;
+            for part in [&req.key[..], &req.meta[..], &req.body[..]] {
+                rec[p..p + part.len()].copy_from_slice(part);
+                p += part.len();
+            }
+            rec[p..].fill(0);
+            seal_record(salt, rec, req.key.len(), req.meta.len(), req.body.len());
+            entries.push(Entry {
+                segment: segment as u32,
+                offset: (offset + at as u64) as u32,
+                len: len as u32,
+                tombstone: req.kind == Kind::Tombstone,
+                hlc: req.hlc,
+                lsn: header.lsn,
+                summary: req.summary,
+                body_len: req.body.len() as u64,
+            });
+            at += len;
+        }
+        out[at..region as usize].fill(0);
+        buf.set_len(region as usize);
+        state.next_lsn += appends.len() as u64;
+        state.log.head_offset += region;
+        state.unapplied.insert(first_lsn, (segment, offset));
+        (segment, offset, first_lsn, file, path, entries)
+    };
+    let result = write_and_sync(inner, buf, &file, &path, offset, region).await;
+    inner.state.borrow_mut().unapplied.remove(&first_lsn);
+    result?;
+    Counters::add(&inner.counters.batches_written, 1);
+    Ok((segment, entries))
+}
+
+async fn write_and_sync(
+    inner: &Inner,
+    buf: crate::aligned::AlignedBuf,
+    file: &File,
+    path: &std::path::Path,
+    offset: u64,
+    region: u64,
+) -> Result<(), EngineError> {
+    let (result, mut buf) = write_all_at(file, buf, offset, path).await;
+    if let Err(e) = result {
+        // The region becomes a hole; best effort so that no part of the failed batch survives.
+        buf.spare_mut()[..region as usize].fill(0);
+        let (_, buf) = write_all_at(file, buf, offset, path).await;
+        inner.pool.put(buf);
+        return Err(e);
+    }
+    inner.pool.put(buf);
+    if inner.config.sync != SyncPolicy::NoneUnsafe {
+        Counters::add(&inner.counters.syncs, 1);
+        if let Err(e) = sync_data(file, path).await {
+            poison(inner, &e);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Reserves a block-aligned region of `len` bytes in the head for a caller-written record.
+async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reservation, EngineError> {
+    if let Some(reason) = inner.state.borrow().poisoned.clone() {
+        tracing::debug!(%reason, "reservation refused");
+        return Err(EngineError::Closed);
+    }
+    let region = align_up(len);
+    ensure_room(inner, region, use_spare).await?;
+    let mut state = inner.state.borrow_mut();
+    let head = state.log.head();
+    let reservation = Reservation {
+        segment: head.id,
+        offset: state.log.head_offset,
+        lsn: state.next_lsn,
+        life_seq: head.life_seq,
+        salt: head.salt,
+        file: head.file.clone(),
+        path: head.path.clone(),
+    };
+    state.next_lsn += 1;
+    state.log.head_offset += region;
+    state
+        .unapplied
+        .insert(reservation.lsn, (reservation.segment, reservation.offset));
+    Ok(reservation)
+}
+
+/// Makes sure the head has `region` bytes left, rolling over to a free segment if not.
+async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<(), EngineError> {
+    let (size, offset) = {
+        let state = inner.state.borrow();
+        (state.log.head().size_bytes, state.log.head_offset)
+    };
+    if offset + region <= size {
+        return Ok(());
+    }
+    let room_max = inner.config.segment_size_bytes - SEGMENT_HEADER_BYTES;
+    if region > room_max {
+        return Err(EngineError::TooLarge {
+            what: "record (for the segment size)",
+            len: region,
+            max: room_max,
+        });
+    }
+    let rollover = || -> Result<(), std::io::Error> {
+        fail::fail_point!("engine::segment_rollover", |arg| Err(crate::io::injected(
+            arg
+        )));
+        Ok(())
+    };
+    rollover().map_err(|e| io_err("segment rollover", &inner.log_dir, e))?;
+    let next = take_free(inner, use_spare).await?;
+    let life_seq = {
+        let mut state = inner.state.borrow_mut();
+        state.log.next_life += 1;
+        state.log.next_life - 1
+    };
+    let salt = random_u64();
+    let (file, path, id, size_bytes) = {
+        let state = inner.state.borrow();
+        let s = &state.log.segments[&next];
+        (s.file.clone(), s.path.clone(), s.id, s.size_bytes)
+    };
+    let header = SegmentHeader {
+        id,
+        life_seq,
+        state: SegState::Active,
+        size_bytes,
+        salt,
+    };
+    let result = write_segment_header(&file, &path, &header, &inner.pool).await;
+    let mut state = inner.state.borrow_mut();
+    if let Err(e) = result {
+        // The segment's header may be half written; it stays free and is rewritten on next use.
+        state.log.free.insert(0, next);
+        return Err(e);
+    }
+    let seg = state
+        .log
+        .segments
+        .get_mut(&next)
+        .ok_or(EngineError::Closed)?;
+    seg.life_seq = life_seq;
+    seg.salt = salt;
+    seg.state = SegState::Active;
+    state.log.head = next;
+    state.log.head_offset = SEGMENT_HEADER_BYTES;
+    drop(state);
+    crate::segment_pool::kick(inner);
+    Ok(())
+}
+
+/// Takes a free segment: foreground writes must leave one spare for compaction.
+async fn take_free(inner: &Rc<Inner>, use_spare: bool) -> Result<u64, EngineError> {
+    loop {
+        {
+            let mut state = inner.state.borrow_mut();
+            let spare_needed = if use_spare {
+                0
+            } else {
+                crate::segment_pool::SPARE_SEGMENTS
+            };
+            if state.log.free.len() > spare_needed {
+                return Ok(state.log.free.remove(0));
+            }
+        }
+        crate::segment_pool::create_one(inner).await?;
+    }
+}

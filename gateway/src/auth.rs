@@ -1,0 +1,279 @@
+//! Who may do what: SigV4 secret lookup for s3s (backed by the manager's lock-free snapshot),
+//! canned bucket ACL enforcement, virtual-host parsing for the configured domain, and the bucket
+//! naming rules. Signature verification itself (headers, presigned URLs, expiry, aws-chunked
+//! chunk signatures) is done by s3s with the secret returned here.
+
+use std::sync::Arc;
+
+use leofs_manager::{BucketAcl, Manager, ManagerState};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::host::{S3Host, VirtualHost};
+use s3s::path::S3Path;
+use s3s::validation::NameValidation;
+use s3s::{S3Error, S3ErrorCode, S3Result};
+
+/// What an operation needs from the bucket's ACL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpClass {
+    /// Reading objects or listing (allowed to anyone on public-read and public-read-write).
+    Read,
+    /// Writing objects (allowed to anyone on public-read-write).
+    Write,
+    /// Bucket administration (owner or admin only).
+    Owner,
+    /// Not about one existing bucket (ListBuckets, CreateBucket): any authenticated user.
+    Service,
+}
+
+/// Classifies an s3s operation name.
+pub fn classify(op: &str) -> OpClass {
+    match op {
+        "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions"
+        | "HeadBucket" | "GetBucketLocation" => OpClass::Read,
+        "PutObject"
+        | "DeleteObject"
+        | "DeleteObjects"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "ListParts"
+        | "ListMultipartUploads" => OpClass::Write,
+        "ListBuckets" | "CreateBucket" => OpClass::Service,
+        _ => OpClass::Owner,
+    }
+}
+
+fn denied() -> S3Error {
+    S3Error::with_message(S3ErrorCode::AccessDenied, "Access Denied")
+}
+
+/// Decides whether the holder of `access_key` (None: anonymous) may perform an operation of
+/// class `class` on `bucket` (None: no bucket in the request).
+pub fn authorize(
+    state: &ManagerState,
+    access_key: Option<&str>,
+    bucket: Option<&str>,
+    class: OpClass,
+) -> S3Result<()> {
+    let user = access_key
+        .and_then(|ak| state.access_key(ak))
+        .map(|k| k.user_id.as_str());
+    let (Some(bucket), false) = (bucket, class == OpClass::Service) else {
+        return if user.is_some() {
+            Ok(())
+        } else {
+            Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "Signature is required",
+            ))
+        };
+    };
+    let Some(b) = state.bucket(bucket) else {
+        // The operation reports NoSuchBucket to authenticated callers; anonymous ones learn nothing.
+        return if user.is_some() {
+            Ok(())
+        } else {
+            Err(denied())
+        };
+    };
+    if let Some(user) = user
+        && (b.owner == user || state.user(user).is_some_and(|u| u.is_admin))
+    {
+        return Ok(());
+    }
+    let allowed = matches!(
+        (b.acl, class),
+        (BucketAcl::PublicRead, OpClass::Read)
+            | (BucketAcl::PublicReadWrite, OpClass::Read | OpClass::Write)
+    );
+    if allowed { Ok(()) } else { Err(denied()) }
+}
+
+/// The caller's user id, if the request was signed with a known key.
+pub fn caller_user(state: &ManagerState, access_key: Option<&str>) -> Option<String> {
+    access_key
+        .and_then(|ak| state.access_key(ak))
+        .map(|k| k.user_id.clone())
+}
+
+/// s3s secret lookup: unknown key → `InvalidAccessKeyId`; s3s then checks the signature
+/// (mismatch → `SignatureDoesNotMatch`).
+pub struct ManagerAuth {
+    manager: Arc<Manager>,
+}
+
+impl ManagerAuth {
+    /// Looks secrets up in `manager`'s current snapshot.
+    pub fn new(manager: Arc<Manager>) -> Self {
+        Self { manager }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for ManagerAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let state = self.manager.snapshot();
+        match state.access_key(access_key) {
+            Some(k) => Ok(SecretKey::from(k.secret_access_key.as_str())),
+            None => Err(S3Error::with_message(
+                S3ErrorCode::InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records.",
+            )),
+        }
+    }
+}
+
+/// s3s access check: applies [`authorize`] to every request before the operation runs.
+pub struct AclAccess {
+    manager: Arc<Manager>,
+}
+
+impl AclAccess {
+    /// Checks against `manager`'s current snapshot.
+    pub fn new(manager: Arc<Manager>) -> Self {
+        Self { manager }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for AclAccess {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let state = self.manager.snapshot();
+        let bucket = match cx.s3_path() {
+            S3Path::Root => None,
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
+        };
+        let access_key = cx.credentials().map(|c| c.access_key.as_str());
+        authorize(&state, access_key, bucket, classify(cx.s3_op().name()))
+    }
+}
+
+/// Virtual-host parsing for one configured domain: `bucket.<domain>` addresses `bucket`; the
+/// domain itself and any other host name are path-style (unlike s3s's `SingleDomain`, which would
+/// take an unknown host such as `localhost` for a bucket name).
+pub struct DomainHost {
+    domain: String,
+}
+
+impl DomainHost {
+    /// Virtual hosts under `domain` (lowercase, without port).
+    pub fn new(domain: &str) -> Self {
+        Self {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+}
+
+impl S3Host for DomainHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let name = name.trim_end_matches('.');
+        if let Some(bucket) = name
+            .strip_suffix(self.domain.as_str())
+            .and_then(|h| h.strip_suffix('.'))
+            && !bucket.is_empty()
+        {
+            return Ok(VirtualHost::new(self.domain.as_str()).with_bucket(bucket));
+        }
+        Ok(VirtualHost::new(name))
+    }
+}
+
+/// Bucket names follow the manager's rules (one definition for S3, REST and admin).
+pub struct ManagerNameValidation;
+
+impl NameValidation for ManagerNameValidation {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        leofs_manager::validate_bucket_name(name).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leofs_manager::{AccessKey, Bucket, User};
+
+    fn state(acl: BucketAcl) -> ManagerState {
+        let mut s = ManagerState::default();
+        for (user, admin) in [("owner", false), ("other", false), ("root", true)] {
+            s.users.insert(
+                user.into(),
+                User {
+                    id: user.into(),
+                    is_admin: admin,
+                    created_unix_ms: 0,
+                },
+            );
+            s.keys.insert(
+                format!("AK{user}"),
+                AccessKey {
+                    access_key_id: format!("AK{user}"),
+                    secret_access_key: "s".into(),
+                    user_id: user.into(),
+                },
+            );
+        }
+        s.buckets.insert(
+            "b".into(),
+            Bucket {
+                name: "b".into(),
+                owner: "owner".into(),
+                acl,
+                created_unix_ms: 0,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn private_bucket_is_owner_and_admin_only() {
+        let s = state(BucketAcl::Private);
+        assert!(authorize(&s, Some("AKowner"), Some("b"), OpClass::Write).is_ok());
+        assert!(authorize(&s, Some("AKroot"), Some("b"), OpClass::Owner).is_ok());
+        assert!(authorize(&s, Some("AKother"), Some("b"), OpClass::Read).is_err());
+        assert!(authorize(&s, None, Some("b"), OpClass::Read).is_err());
+    }
+
+    #[test]
+    fn public_acls_open_reads_then_writes_to_anyone() {
+        let s = state(BucketAcl::PublicRead);
+        assert!(authorize(&s, None, Some("b"), OpClass::Read).is_ok());
+        assert!(authorize(&s, None, Some("b"), OpClass::Write).is_err());
+        let s = state(BucketAcl::PublicReadWrite);
+        assert!(authorize(&s, None, Some("b"), OpClass::Write).is_ok());
+        assert!(authorize(&s, Some("AKother"), Some("b"), OpClass::Owner).is_err());
+    }
+
+    #[test]
+    fn listing_buckets_needs_a_signature() {
+        let s = state(BucketAcl::PublicReadWrite);
+        assert!(authorize(&s, None, None, OpClass::Service).is_err());
+        assert!(authorize(&s, Some("AKother"), None, OpClass::Service).is_ok());
+    }
+
+    #[test]
+    fn virtual_host_only_under_the_domain() {
+        let h = DomainHost::new("s3.example.com");
+        assert_eq!(
+            h.parse_host_header("b.s3.example.com:8080")
+                .unwrap()
+                .bucket(),
+            Some("b")
+        );
+        assert_eq!(
+            h.parse_host_header("s3.example.com").unwrap().bucket(),
+            None
+        );
+        assert_eq!(
+            h.parse_host_header("localhost:8080").unwrap().bucket(),
+            None
+        );
+    }
+}

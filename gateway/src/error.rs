@@ -1,0 +1,155 @@
+//! Every gateway failure in one enum, and the ONE place that maps each internal error (shard,
+//! engine, manager, corrupt records, body streams) to an S3 error code and HTTP status.
+
+use http::StatusCode;
+use leofs_engine::EngineError;
+use leofs_manager::ManagerError;
+use leofs_shard::ShardError;
+use s3s::{S3Error, S3ErrorCode};
+
+/// Every way a gateway operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The shard layer (routing, cross-core messaging or its engine) failed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The local engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The manager refused or failed.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    /// A gateway record read from the engine does not decode.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// A chunk named by a manifest is missing or has the wrong length.
+    #[error("object data missing or short: {0}")]
+    MissingChunk(String),
+    /// The request body stream failed (client went away, bad aws-chunked framing…).
+    #[error("request body failed: {0}")]
+    Body(String),
+    /// A protocol-level S3 error, already carrying its code.
+    #[error("{0}")]
+    S3(#[from] S3Error),
+    /// A listener could not be started.
+    #[error("cannot serve on {addr}: {detail}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// The S3 error code clients see when the disk is full (507, like WebDAV's Insufficient Storage).
+const INSUFFICIENT_STORAGE: &str = "InsufficientStorage";
+
+fn engine_error(e: &EngineError) -> S3Error {
+    match e {
+        EngineError::DiskFull { .. } => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom(INSUFFICIENT_STORAGE.into()),
+                "The node has no free space for new data; reads still work.",
+            );
+            err.set_status_code(StatusCode::INSUFFICIENT_STORAGE);
+            err
+        }
+        EngineError::TooLarge { what, .. } if what.contains("key") => {
+            S3Error::new(S3ErrorCode::KeyTooLongError)
+        }
+        EngineError::TooLarge { .. } => S3Error::new(S3ErrorCode::EntityTooLarge),
+        EngineError::Body(msg) => S3Error::with_message(S3ErrorCode::IncompleteBody, msg.clone()),
+        EngineError::Closed => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, "storage is shutting down")
+        }
+        EngineError::Io { .. } | EngineError::Corrupt { .. } | EngineError::Format { .. } => {
+            S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+        }
+    }
+}
+
+fn manager_error(e: ManagerError) -> S3Error {
+    let code = match &e {
+        ManagerError::InvalidBucketName { .. } => S3ErrorCode::InvalidBucketName,
+        ManagerError::BucketAlreadyExists(_) => S3ErrorCode::BucketAlreadyExists,
+        ManagerError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        ManagerError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        _ => S3ErrorCode::InternalError,
+    };
+    S3Error::with_message(code, e.to_string())
+}
+
+impl From<GatewayError> for S3Error {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::S3(err) => err,
+            GatewayError::Engine(err) => engine_error(&err),
+            GatewayError::Shard(ShardError::Engine(err)) => engine_error(&err),
+            GatewayError::Shard(err) => {
+                S3Error::with_message(S3ErrorCode::ServiceUnavailable, err.to_string())
+            }
+            GatewayError::Manager(err) => manager_error(err),
+            GatewayError::Body(msg) => S3Error::with_message(S3ErrorCode::IncompleteBody, msg),
+            GatewayError::Corrupt { .. }
+            | GatewayError::MissingChunk(_)
+            | GatewayError::Serve { .. } => {
+                tracing::error!(error = %e, "internal error");
+                S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+            }
+        }
+    }
+}
+
+impl GatewayError {
+    /// Shorthand for a protocol error with a message.
+    pub fn s3(code: S3ErrorCode, msg: impl Into<String>) -> Self {
+        Self::S3(S3Error::with_message(code, msg.into()))
+    }
+
+    /// HTTP status for the plain REST API (same mapping as S3).
+    pub fn status(self) -> (StatusCode, S3ErrorCode) {
+        let err = S3Error::from(self);
+        (
+            err.status_code()
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            err.code().clone(),
+        )
+    }
+}
+
+/// Converts a body-stream error, keeping the S3 code when the stream raised one (e.g. a bad
+/// aws-chunked signature is `SignatureDoesNotMatch`).
+pub fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> GatewayError {
+    match e.downcast::<S3Error>() {
+        Ok(s3) => GatewayError::S3(*s3),
+        Err(other) => GatewayError::Body(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_507_insufficient_storage() {
+        let err = S3Error::from(GatewayError::Engine(EngineError::DiskFull {
+            dir: "/x".into(),
+        }));
+        assert_eq!(err.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
+        assert_eq!(err.code().as_str(), INSUFFICIENT_STORAGE);
+    }
+
+    #[test]
+    fn manager_conflicts_keep_their_s3_codes() {
+        let err = S3Error::from(GatewayError::Manager(
+            ManagerError::BucketAlreadyOwnedByYou("b".into()),
+        ));
+        assert_eq!(err.code(), &S3ErrorCode::BucketAlreadyOwnedByYou);
+        assert_eq!(err.status_code(), Some(StatusCode::CONFLICT));
+    }
+}

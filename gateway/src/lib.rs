@@ -1,0 +1,45 @@
+//! leofs-gateway: S3 and REST over HTTP/1.1 on s3s and hyper: routing, auth, chunking, multipart,
+//! listing.
+//!
+//! - [`service`]: `serve_core`, building the s3s service (auth, host, access) per core;
+//! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
+//! - [`s3`]: the S3 operations, one file per family (bucket, put, get, list, multipart, copy, delete);
+//! - [`rest`]: LeoFS's plain REST API;
+//! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, collection);
+//! - [`layout`]: engine keys, chunk arithmetic, ETags and record encodings;
+//! - [`error`]: every internal error mapped to one S3 error code.
+
+pub mod auth;
+pub mod error;
+pub mod layout;
+pub mod rest;
+pub mod s3;
+pub mod service;
+pub mod store;
+
+pub use error::GatewayError;
+pub use service::serve_core;
+
+/// Default chunk size of large objects (bytes).
+pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Gateway settings shared by every core.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Region reported to clients and accepted as location constraint ("us-east-1").
+    pub region: String,
+    /// Base domain for virtual-host-style addressing (`bucket.<domain>`); None: path style only.
+    pub virtual_host_domain: Option<String>,
+    /// Objects larger than this are cut into chunks of this size (bytes, ≤ the engine's body limit).
+    pub chunk_size_bytes: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            virtual_host_domain: None,
+            chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! LeoFS's plain REST API (optional listener, `rest_addr`): `GET/HEAD/PUT/DELETE /<bucket>/<key>`
+//! on the same storage as S3, without S3's extras (no XML, no multipart, no conditions).
+//!
+//! Authentication: the REST API carries no signatures, so every request is anonymous and is
+//! allowed exactly what the bucket's canned ACL grants to anyone: GET/HEAD on `public-read` and
+//! `public-read-write` buckets, PUT/DELETE on `public-read-write` buckets. Private buckets are
+//! only reachable through S3 with SigV4. Errors are a status code and the S3 error code as text.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::stream::LocalBoxStream;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyStream, StreamBody};
+use hyper::body::{Frame, Incoming};
+
+use crate::auth::{OpClass, authorize};
+use crate::error::GatewayError;
+use crate::layout::{BodyLayout, Headers, MAX_OBJECT_KEY_BYTES, ObjectMeta};
+use crate::s3::timestamp;
+use crate::store::Ctx;
+
+/// Response body of the REST API: a chunk stream (core-local, hence not `Send`).
+pub type RestBody = StreamBody<LocalBoxStream<'static, Result<Frame<Bytes>, GatewayError>>>;
+
+fn full(bytes: Bytes) -> RestBody {
+    StreamBody::new(stream::once(async move { Ok(Frame::data(bytes)) }).boxed_local())
+}
+
+/// The REST API as a hyper service for one core.
+#[derive(Clone)]
+pub struct RestService {
+    ctx: Ctx,
+}
+
+impl RestService {
+    /// Serves the REST API over `ctx`'s storage.
+    pub fn new(ctx: Ctx) -> Self {
+        Self { ctx }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for RestService {
+    type Response = Response<RestBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            Ok(match handle(&ctx, req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let (status, code) = e.status();
+                    text(status, code.as_str().to_owned())
+                }
+            })
+        })
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<RestBody> {
+    let len = body.len();
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if status != StatusCode::NO_CONTENT {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn bad_request(msg: &str) -> GatewayError {
+    GatewayError::s3(s3s::S3ErrorCode::InvalidRequest, msg.to_owned())
+}
+
+/// Splits `/<bucket>/<key>` (percent-decoded).
+pub fn split_path(path: &str) -> Option<(String, String)> {
+    let decoded = percent_decode(path)?;
+    let rest = decoded.strip_prefix('/')?;
+    let (bucket, key) = rest.split_once('/')?;
+    if bucket.is_empty() || key.is_empty() || key.len() > MAX_OBJECT_KEY_BYTES {
+        return None;
+    }
+    Some((bucket.to_owned(), key.to_owned()))
+}
+
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<RestBody>, GatewayError> {
+    let (bucket, key) =
+        split_path(req.uri().path()).ok_or_else(|| bad_request("expected /<bucket>/<key>"))?;
+    let class = match *req.method() {
+        Method::GET | Method::HEAD => OpClass::Read,
+        Method::PUT | Method::DELETE => OpClass::Write,
+        _ => {
+            return Ok(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed".into(),
+            ));
+        }
+    };
+    authorize(&ctx.manager.snapshot(), None, Some(&bucket), class)?;
+    crate::s3::require_bucket(ctx, &bucket)?;
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let head_only = req.method() == Method::HEAD;
+            let obj = if head_only {
+                ctx.head_object(&bucket, &key).await?
+            } else {
+                ctx.get_object(&bucket, &key).await?
+            };
+            let obj = obj.ok_or_else(crate::s3::no_such_key)?;
+            let body: RestBody = if head_only {
+                full(Bytes::new())
+            } else {
+                let chunks = ctx.read_object(&bucket, &key, &obj, 0..obj.meta.size_bytes);
+                StreamBody::new(chunks.map_ok(Frame::data).boxed_local())
+            };
+            let mut resp = Response::new(body);
+            let h = resp.headers_mut();
+            let content_type = obj
+                .meta
+                .headers
+                .content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream");
+            if let Ok(v) = http::HeaderValue::from_str(content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(
+                header::CONTENT_LENGTH,
+                http::HeaderValue::from(obj.meta.size_bytes),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", obj.meta.etag())) {
+                h.insert(header::ETAG, v);
+            }
+            let mut date = Vec::new();
+            if timestamp(obj.hlc)
+                .format(s3s::dto::TimestampFormat::HttpDate, &mut date)
+                .is_ok()
+                && let Ok(v) = http::HeaderValue::from_bytes(&date)
+            {
+                h.insert(header::LAST_MODIFIED, v);
+            }
+            Ok(resp)
+        }
+        Method::PUT => {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = BodyStream::new(req.into_body())
+                .filter_map(|frame| async move {
+                    match frame {
+                        Ok(f) => f.into_data().ok().map(Ok),
+                        Err(e) => Some(Err(GatewayError::Body(e.to_string()))),
+                    }
+                })
+                .boxed_local();
+            let written = ctx.write_body(&bucket, &key, body, true, &[]).await?;
+            let meta = ObjectMeta {
+                size_bytes: written.size_bytes,
+                md5: written.md5,
+                parts_count: 0,
+                headers: Headers {
+                    content_type,
+                    ..Headers::default()
+                },
+                checksums: written.checksums,
+                layout: match written.segment {
+                    Some(seg) => BodyLayout::Chunked(vec![seg]),
+                    None => BodyLayout::Inline,
+                },
+            };
+            ctx.commit_object(&bucket, &key, &meta, written.inline.unwrap_or_default())
+                .await?;
+            let mut resp = text(StatusCode::OK, String::new());
+            if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag())) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(resp)
+        }
+        _ => {
+            ctx.delete_object(&bucket, &key).await?;
+            Ok(text(StatusCode::NO_CONTENT, String::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_paths_split_into_bucket_and_key() {
+        assert_eq!(split_path("/b/a%20b/c"), Some(("b".into(), "a b/c".into())));
+        assert_eq!(split_path("/b/"), None);
+        assert_eq!(split_path("/b"), None);
+        assert_eq!(split_path(&format!("/b/{}", "k".repeat(1025))), None);
+    }
+}

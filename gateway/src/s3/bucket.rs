@@ -1,0 +1,235 @@
+//! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation and
+//! canned bucket ACLs (Get/PutBucketAcl). Bucket records live in the manager; emptiness is checked
+//! against the object records of the bucket.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use leofs_manager::BucketAcl;
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response};
+
+use super::{access_key, multipart, require_bucket};
+use crate::auth::caller_user;
+use crate::error::GatewayError;
+use crate::layout::{object_prefix, split_upload_suffix, upload_prefix};
+use crate::store::Ctx;
+
+/// The URI of S3's "all users" group in ACL grants.
+const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+/// Uploads aborted per scan page when a bucket is deleted.
+const UPLOAD_SCAN_PAGE: usize = 1000;
+
+fn parse_acl(acl: Option<&BucketCannedACL>) -> Result<BucketAcl, GatewayError> {
+    match acl.map(BucketCannedACL::as_str) {
+        None | Some(BucketCannedACL::PRIVATE) => Ok(BucketAcl::Private),
+        Some(BucketCannedACL::PUBLIC_READ) => Ok(BucketAcl::PublicRead),
+        Some(BucketCannedACL::PUBLIC_READ_WRITE) => Ok(BucketAcl::PublicReadWrite),
+        Some(other) => Err(GatewayError::s3(
+            S3ErrorCode::NotImplemented,
+            format!("canned ACL {other} is not supported"),
+        )),
+    }
+}
+
+fn caller(ctx: &Ctx, key: Option<&str>) -> Result<String, GatewayError> {
+    caller_user(&ctx.manager.snapshot(), key)
+        .ok_or_else(|| GatewayError::s3(S3ErrorCode::AccessDenied, "Access Denied"))
+}
+
+/// ListBuckets: the buckets the caller owns (all buckets for an admin).
+pub async fn list_buckets(
+    ctx: &Ctx,
+    req: S3Request<ListBucketsInput>,
+) -> Result<S3Response<ListBucketsOutput>, GatewayError> {
+    let user = caller(ctx, access_key(&req))?;
+    let state = ctx.manager.snapshot();
+    let is_admin = state.user(&user).is_some_and(|u| u.is_admin);
+    let prefix = req.input.prefix.as_deref().unwrap_or("");
+    let buckets = state
+        .buckets
+        .values()
+        .filter(|b| (is_admin || b.owner == user) && b.name.starts_with(prefix))
+        .map(|b| Bucket {
+            bucket_region: Some(ctx.config.region.clone()),
+            creation_date: Some(Timestamp::from(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(b.created_unix_ms),
+            )),
+            name: Some(b.name.clone()),
+        })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput {
+        buckets: Some(buckets),
+        owner: Some(Owner {
+            display_name: Some(user.clone()),
+            id: Some(user),
+        }),
+        ..Default::default()
+    }))
+}
+
+/// CreateBucket with the manager's naming rules and an optional canned ACL.
+pub async fn create_bucket(
+    ctx: &Ctx,
+    req: S3Request<CreateBucketInput>,
+) -> Result<S3Response<CreateBucketOutput>, GatewayError> {
+    let user = caller(ctx, access_key(&req))?;
+    let input = req.input;
+    leofs_manager::validate_bucket_name(&input.bucket)?;
+    if let Some(constraint) = input
+        .create_bucket_configuration
+        .as_ref()
+        .and_then(|c| c.location_constraint.as_ref())
+        && !constraint.as_str().is_empty()
+        && constraint.as_str() != ctx.config.region
+    {
+        return Err(GatewayError::s3(
+            S3ErrorCode::IllegalLocationConstraintException,
+            format!(
+                "The {} location constraint is incompatible for the region specific endpoint this request was sent to.",
+                constraint.as_str()
+            ),
+        ));
+    }
+    let acl = parse_acl(input.acl.as_ref())?;
+    ctx.manager.create_bucket(&input.bucket, &user, acl)?;
+    Ok(S3Response::new(CreateBucketOutput {
+        location: Some(format!("/{}", input.bucket)),
+    }))
+}
+
+/// HeadBucket: 200 if it exists (access already checked), else 404.
+pub async fn head_bucket(
+    ctx: &Ctx,
+    req: S3Request<HeadBucketInput>,
+) -> Result<S3Response<HeadBucketOutput>, GatewayError> {
+    require_bucket(ctx, &req.input.bucket)?;
+    Ok(S3Response::new(HeadBucketOutput {
+        bucket_region: Some(ctx.config.region.clone()),
+        ..Default::default()
+    }))
+}
+
+/// DeleteBucket: refused with BucketNotEmpty while an object exists; aborts uploads in progress.
+pub async fn delete_bucket(
+    ctx: &Ctx,
+    req: S3Request<DeleteBucketInput>,
+) -> Result<S3Response<DeleteBucketOutput>, GatewayError> {
+    let bucket = req.input.bucket;
+    require_bucket(ctx, &bucket)?;
+    let any = ctx
+        .shard
+        .scan_all(Bytes::from(object_prefix(&bucket)), None, 1)
+        .await?;
+    if !any.is_empty() {
+        return Err(GatewayError::s3(
+            S3ErrorCode::BucketNotEmpty,
+            "The bucket you tried to delete is not empty",
+        ));
+    }
+    let prefix = upload_prefix(&bucket);
+    loop {
+        let uploads = ctx
+            .shard
+            .scan_all(Bytes::from(prefix.clone()), None, UPLOAD_SCAN_PAGE)
+            .await?;
+        if uploads.is_empty() {
+            break;
+        }
+        for entry in uploads {
+            if let Some((key, upload_id)) = split_upload_suffix(&entry.key[prefix.len()..]) {
+                multipart::abort_upload(ctx, &bucket, key, upload_id).await?;
+            } else {
+                ctx.delete_keys(std::iter::once(entry.key)).await;
+            }
+        }
+    }
+    ctx.manager.delete_bucket(&bucket)?;
+    Ok(S3Response::new(DeleteBucketOutput {}))
+}
+
+/// GetBucketLocation: empty for us-east-1 (S3's convention), else the configured region.
+pub async fn get_bucket_location(
+    ctx: &Ctx,
+    req: S3Request<GetBucketLocationInput>,
+) -> Result<S3Response<GetBucketLocationOutput>, GatewayError> {
+    require_bucket(ctx, &req.input.bucket)?;
+    let region = &ctx.config.region;
+    let location_constraint = if region == "us-east-1" {
+        None
+    } else {
+        Some(BucketLocationConstraint::from(region.clone()))
+    };
+    Ok(S3Response::new(GetBucketLocationOutput {
+        location_constraint,
+    }))
+}
+
+/// GetBucketAcl: the owner's FULL_CONTROL plus AllUsers READ/WRITE per the canned ACL.
+pub async fn get_bucket_acl(
+    ctx: &Ctx,
+    req: S3Request<GetBucketAclInput>,
+) -> Result<S3Response<GetBucketAclOutput>, GatewayError> {
+    let bucket = require_bucket(ctx, &req.input.bucket)?;
+    let owner = super::owner_of(&bucket);
+    let mut grants = vec![Grant {
+        grantee: Some(Grantee {
+            display_name: owner.display_name.clone(),
+            email_address: None,
+            id: owner.id.clone(),
+            type_: Type::from_static(Type::CANONICAL_USER),
+            uri: None,
+        }),
+        permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+    }];
+    let all_users = |perm: &'static str| Grant {
+        grantee: Some(Grantee {
+            display_name: None,
+            email_address: None,
+            id: None,
+            type_: Type::from_static(Type::GROUP),
+            uri: Some(ALL_USERS_URI.into()),
+        }),
+        permission: Some(Permission::from_static(perm)),
+    };
+    match bucket.acl {
+        BucketAcl::Private => {}
+        BucketAcl::PublicRead => grants.push(all_users(Permission::READ)),
+        BucketAcl::PublicReadWrite => {
+            grants.push(all_users(Permission::READ));
+            grants.push(all_users(Permission::WRITE));
+        }
+    }
+    Ok(S3Response::new(GetBucketAclOutput {
+        grants: Some(grants),
+        owner: Some(owner),
+    }))
+}
+
+/// PutBucketAcl with a canned `x-amz-acl` (grant documents are not supported).
+pub async fn put_bucket_acl(
+    ctx: &Ctx,
+    req: S3Request<PutBucketAclInput>,
+) -> Result<S3Response<PutBucketAclOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    if input.acl.is_none() {
+        return Err(GatewayError::s3(
+            S3ErrorCode::NotImplemented,
+            "only canned ACLs (x-amz-acl: private, public-read, public-read-write) are supported",
+        ));
+    }
+    let acl = parse_acl(input.acl.as_ref())?;
+    ctx.manager.set_bucket_acl(&input.bucket, acl)?;
+    Ok(S3Response::new(PutBucketAclOutput {}))
+}
+
+/// GetBucketVersioning: versioning is never enabled, so the status is absent (tools such as
+/// rclone ask before purging a bucket).
+pub async fn get_bucket_versioning(
+    ctx: &Ctx,
+    req: S3Request<GetBucketVersioningInput>,
+) -> Result<S3Response<GetBucketVersioningOutput>, GatewayError> {
+    require_bucket(ctx, &req.input.bucket)?;
+    Ok(S3Response::new(GetBucketVersioningOutput::default()))
+}

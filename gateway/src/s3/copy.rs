@@ -1,0 +1,242 @@
+//! CopyObject (COPY/REPLACE metadata directive; copying onto itself needs REPLACE) and
+//! UploadPartCopy (with x-amz-copy-source-range). The source is streamed chunk by chunk into new
+//! chunks of the destination, so a copy is bounded in memory like a PUT.
+
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response};
+
+use super::{
+    ConditionOutcome, Conditions, access_key, etag, evaluate, headers_from, multipart, no_such_key,
+    precondition_failed, require_bucket, timestamp,
+};
+use crate::auth::{OpClass, authorize};
+use crate::error::GatewayError;
+use crate::layout::{BodyLayout, ObjectMeta};
+use crate::store::{Ctx, StoredObject};
+
+/// Resolves `x-amz-copy-source`, checks the caller may read it and its preconditions.
+async fn load_source(
+    ctx: &Ctx,
+    access_key: Option<&str>,
+    source: &CopySource,
+    conditions: &Conditions<'_>,
+) -> Result<(String, String, StoredObject), GatewayError> {
+    let CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = source
+    else {
+        return Err(GatewayError::s3(
+            S3ErrorCode::NotImplemented,
+            "access point copy sources are not supported",
+        ));
+    };
+    if version_id.as_deref().is_some_and(|v| v != "null") {
+        return Err(GatewayError::s3(
+            S3ErrorCode::InvalidArgument,
+            "versioning is not enabled; only versionId=null exists",
+        ));
+    }
+    authorize(
+        &ctx.manager.snapshot(),
+        access_key,
+        Some(bucket),
+        OpClass::Read,
+    )?;
+    require_bucket(ctx, bucket)?;
+    let obj = ctx.get_object(bucket, key).await?.ok_or_else(no_such_key)?;
+    match evaluate(conditions, &obj.meta.etag(), &timestamp(obj.hlc)) {
+        ConditionOutcome::Proceed => Ok((bucket.to_string(), key.to_string(), obj)),
+        ConditionOutcome::NotModified | ConditionOutcome::Failed => Err(precondition_failed()),
+    }
+}
+
+/// CopyObject.
+pub async fn copy_object(
+    ctx: &Ctx,
+    req: S3Request<CopyObjectInput>,
+) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
+    let ak = access_key(&req).map(str::to_owned);
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let conditions = Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+    };
+    let (src_bucket, src_key, src) =
+        load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    if let Some(d) = &input.metadata_directive
+        && d.as_str() != MetadataDirective::REPLACE
+        && d.as_str() != MetadataDirective::COPY
+    {
+        return Err(GatewayError::s3(
+            S3ErrorCode::InvalidArgument,
+            "Unknown metadata directive.",
+        ));
+    }
+    if src_bucket == input.bucket && src_key == input.key && !replace {
+        return Err(GatewayError::s3(
+            S3ErrorCode::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let headers = if replace {
+        headers_from(
+            input.content_type,
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+            input.metadata,
+        )?
+    } else {
+        src.meta.headers.clone()
+    };
+    let mut kinds: Vec<_> = src.meta.checksums.iter().map(|c| c.kind).collect();
+    if let Some(k) = input
+        .checksum_algorithm
+        .as_ref()
+        .and_then(|a| crate::layout::ChecksumKind::from_name(a.as_str()))
+        && !kinds.contains(&k)
+    {
+        kinds.push(k);
+    }
+    let (meta, inline) = match &src.meta.layout {
+        // An inline source with no extra checksum asked for is copied as is (no re-hashing).
+        BodyLayout::Inline if kinds.len() == src.meta.checksums.len() => {
+            let meta = ObjectMeta {
+                headers,
+                parts_count: 0,
+                ..src.meta.clone()
+            };
+            (meta, src.inline.clone())
+        }
+        _ => {
+            let body = ctx.read_object(&src_bucket, &src_key, &src, 0..src.meta.size_bytes);
+            let written = ctx
+                .write_body(&input.bucket, &input.key, body, true, &kinds)
+                .await?;
+            let layout = match written.segment {
+                Some(seg) => BodyLayout::Chunked(vec![seg]),
+                None => BodyLayout::Inline,
+            };
+            let meta = ObjectMeta {
+                size_bytes: written.size_bytes,
+                md5: written.md5,
+                parts_count: 0,
+                headers,
+                checksums: written.checksums,
+                layout,
+            };
+            (meta, written.inline.unwrap_or_default())
+        }
+    };
+    let hlc = ctx
+        .commit_object(&input.bucket, &input.key, &meta, inline)
+        .await?;
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&meta.checksums);
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(meta.etag())),
+            last_modified: Some(timestamp(hlc)),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// UploadPartCopy.
+pub async fn upload_part_copy(
+    ctx: &Ctx,
+    req: S3Request<UploadPartCopyInput>,
+) -> Result<S3Response<UploadPartCopyOutput>, GatewayError> {
+    let ak = access_key(&req).map(str::to_owned);
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let part_number = u32::try_from(input.part_number)
+        .ok()
+        .filter(|n| (1..=crate::layout::MAX_PART_NUMBER.unsigned_abs()).contains(n))
+        .ok_or_else(|| {
+            GatewayError::s3(
+                S3ErrorCode::InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
+    let (upload, _) =
+        multipart::load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let conditions = Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+    };
+    let (src_bucket, src_key, src) =
+        load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let range = match &input.copy_source_range {
+        Some(r) => {
+            let parsed = Range::parse(r).map_err(|_| {
+                GatewayError::s3(
+                    S3ErrorCode::InvalidArgument,
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                )
+            })?;
+            if let Range::Int {
+                last: Some(last), ..
+            } = parsed
+                && last >= src.meta.size_bytes
+            {
+                return Err(GatewayError::s3(
+                    S3ErrorCode::InvalidRange,
+                    "The requested range is not satisfiable",
+                ));
+            }
+            parsed.check(src.meta.size_bytes).map_err(|_| {
+                GatewayError::s3(
+                    S3ErrorCode::InvalidRange,
+                    "The requested range is not satisfiable",
+                )
+            })?
+        }
+        None => 0..src.meta.size_bytes,
+    };
+    let kinds: Vec<_> = upload.checksum_algorithm.into_iter().collect();
+    let body = ctx.read_object(&src_bucket, &src_key, &src, range);
+    let written = ctx
+        .write_body(&input.bucket, &input.key, body, false, &kinds)
+        .await?;
+    let part = multipart::store_part(
+        ctx,
+        &input.bucket,
+        &input.key,
+        &input.upload_id,
+        part_number,
+        written,
+    )
+    .await?;
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&part.checksums);
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(etag(hex::encode(part.segment.md5))),
+            last_modified: Some(timestamp(ctx.shard.now())),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+        }),
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,91 @@
+//! DeleteObject (204 whether or not the key existed, as S3) and DeleteObjects (≤ 1000 keys,
+//! Quiet mode reporting only errors). Deleting an object tombstones its record, then its chunks.
+
+use futures_util::{StreamExt, stream};
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
+
+use super::require_bucket;
+use crate::error::GatewayError;
+use crate::layout::MAX_OBJECT_KEY_BYTES;
+use crate::store::Ctx;
+
+/// Most keys one DeleteObjects request may name (S3's limit).
+pub const MAX_DELETE_KEYS: usize = 1000;
+/// Keys of one DeleteObjects request deleted concurrently.
+const DELETE_OBJECTS_CONCURRENCY: usize = 16;
+
+/// DeleteObject.
+pub async fn delete_object(
+    ctx: &Ctx,
+    req: S3Request<DeleteObjectInput>,
+) -> Result<S3Response<DeleteObjectOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    ctx.delete_object(&input.bucket, &input.key).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+/// DeleteObjects.
+pub async fn delete_objects(
+    ctx: &Ctx,
+    req: S3Request<DeleteObjectsInput>,
+) -> Result<S3Response<DeleteObjectsOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let objects = input.delete.objects;
+    if objects.len() > MAX_DELETE_KEYS {
+        return Err(GatewayError::s3(
+            S3ErrorCode::MalformedXML,
+            "DeleteObjects accepts at most 1000 keys",
+        ));
+    }
+    let quiet = input.delete.quiet.unwrap_or(false);
+    let bucket = input.bucket.as_str();
+    let outcomes: Vec<_> = stream::iter(objects)
+        .map(|obj| async move {
+            if obj.key.is_empty() || obj.key.len() > MAX_OBJECT_KEY_BYTES {
+                let code = if obj.key.is_empty() {
+                    S3ErrorCode::InvalidArgument
+                } else {
+                    S3ErrorCode::KeyTooLongError
+                };
+                return (obj, Err(S3Error::with_message(code, "invalid key")));
+            }
+            let result = ctx
+                .delete_object(bucket, &obj.key)
+                .await
+                .map_err(S3Error::from);
+            (obj, result.map(|_| ()))
+        })
+        .buffered(DELETE_OBJECTS_CONCURRENCY)
+        .collect()
+        .await;
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for (obj, result) in outcomes {
+        match result {
+            Ok(()) if quiet => {}
+            Ok(()) => deleted.push(DeletedObject {
+                key: Some(obj.key),
+                version_id: obj.version_id,
+                ..Default::default()
+            }),
+            Err(err) => errors.push(Error {
+                code: Some(err.code().as_str().to_owned()),
+                key: Some(obj.key),
+                message: err.message().map(str::to_owned),
+                version_id: obj.version_id,
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: if errors.is_empty() {
+            None
+        } else {
+            Some(errors)
+        },
+        ..Default::default()
+    }))
+}

@@ -1,0 +1,588 @@
+//! Multipart uploads: Create (an upload record), UploadPart (the part's bytes as chunk records
+//! plus a part record), Complete (a manifest referencing the parts' chunks, no copy), Abort,
+//! ListParts and ListMultipartUploads. Uploads are records, so they survive restarts.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use leofs_shard::{Hlc, PutValue, ScanEntry, Summary};
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response};
+
+use super::list::{Item, RawEntry, list_page};
+use super::put::check_write_conditions;
+use super::{
+    access_key, checksum_fields, checksum_request, etag, headers_from, owner_of, require_bucket,
+    timestamp, verify_integrity,
+};
+use crate::auth::caller_user;
+use crate::error::{GatewayError, body_error};
+use crate::layout::{
+    BodyLayout, ChecksumKind, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta, PartMeta, Segment,
+    TAG_PART, TAG_UPLOAD, UploadMeta, is_valid_upload_id, multipart_md5, new_upload_id, part_key,
+    part_prefix, upload_key, upload_prefix,
+};
+use crate::store::{Ctx, Written};
+
+/// Part records read per scan page.
+const PART_SCAN_PAGE: usize = 1000;
+/// Default and largest max-parts / max-uploads (S3's limit).
+const MAX_LIST: usize = 1000;
+/// Initiator recorded for anonymous uploads (public-read-write buckets).
+const ANONYMOUS: &str = "anonymous";
+
+fn no_such_upload() -> GatewayError {
+    GatewayError::s3(
+        S3ErrorCode::NoSuchUpload,
+        "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+    )
+}
+
+fn part_number_of(n: i32) -> Result<u32, GatewayError> {
+    if (1..=MAX_PART_NUMBER).contains(&n) {
+        Ok(n.unsigned_abs())
+    } else {
+        Err(GatewayError::s3(
+            S3ErrorCode::InvalidArgument,
+            "Part number must be an integer between 1 and 10000, inclusive",
+        ))
+    }
+}
+
+/// Reads an upload record, or `NoSuchUpload`.
+pub async fn load_upload(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(UploadMeta, Hlc), GatewayError> {
+    if !is_valid_upload_id(upload_id) {
+        return Err(no_such_upload());
+    }
+    let ukey = upload_key(bucket, key, upload_id);
+    let head = ctx
+        .shard
+        .head(ctx.record_partition(&ukey), ukey)
+        .await?
+        .ok_or_else(no_such_upload)?;
+    Ok((UploadMeta::decode(&head.meta)?, head.hlc))
+}
+
+/// Every part record of an upload, in part-number order.
+async fn scan_parts(ctx: &Ctx, upload_id: &str) -> Result<Vec<ScanEntry>, GatewayError> {
+    let prefix = Bytes::from(part_prefix(upload_id));
+    let mut out: Vec<ScanEntry> = Vec::new();
+    loop {
+        let after = out.last().map(|e| e.key.clone());
+        let page = ctx
+            .shard
+            .scan_all(prefix.clone(), after, PART_SCAN_PAGE)
+            .await?;
+        let done = page.len() < PART_SCAN_PAGE;
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+fn part_number_of_key(key: &[u8]) -> Option<u32> {
+    let tail: [u8; 4] = key.get(key.len().checked_sub(4)?..)?.try_into().ok()?;
+    Some(u32::from_be_bytes(tail))
+}
+
+async fn read_part(ctx: &Ctx, key: Bytes) -> Result<Option<PartMeta>, GatewayError> {
+    match ctx.shard.head(ctx.record_partition(&key), key).await? {
+        Some(h) => Ok(Some(PartMeta::decode(&h.meta)?)),
+        None => Ok(None),
+    }
+}
+
+/// Stores a written part (record after chunks), then collects the part it replaced.
+pub async fn store_part(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    part_number: u32,
+    written: Written,
+) -> Result<PartMeta, GatewayError> {
+    let segment = written.segment.unwrap_or(Segment {
+        version: crate::layout::VersionId::random(),
+        size_bytes: 0,
+        chunk_size_bytes: ctx.config.chunk_size_bytes,
+        md5: written.md5,
+    });
+    let segment = Segment {
+        md5: written.md5,
+        ..segment
+    };
+    let meta = PartMeta {
+        segment,
+        checksums: written.checksums,
+    };
+    let pkey = part_key(upload_id, part_number);
+    let partition = ctx.record_partition(&pkey);
+    let old = read_part(ctx, pkey.clone()).await.ok().flatten();
+    let summary = Summary {
+        size: meta.segment.size_bytes,
+        digest: meta.segment.md5,
+        tag: TAG_PART,
+    };
+    ctx.shard
+        .put(
+            partition,
+            pkey,
+            PutValue {
+                meta: meta.encode(),
+                body: Bytes::new(),
+                summary,
+                hlc: None,
+            },
+        )
+        .await?;
+    if let Some(old) = old {
+        ctx.delete_segments(bucket, key, std::slice::from_ref(&old.segment))
+            .await;
+    }
+    Ok(meta)
+}
+
+/// Deletes an upload: its parts' chunks, its part records, then its upload record.
+pub async fn abort_upload(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), GatewayError> {
+    let parts = scan_parts(ctx, upload_id).await?;
+    for entry in &parts {
+        if let Some(part) = read_part(ctx, entry.key.clone()).await? {
+            ctx.delete_segments(bucket, key, std::slice::from_ref(&part.segment))
+                .await;
+        }
+    }
+    ctx.delete_keys(parts.into_iter().map(|e| e.key)).await;
+    let ukey = upload_key(bucket, key, upload_id);
+    ctx.shard
+        .delete(ctx.record_partition(&ukey), ukey, None)
+        .await?;
+    Ok(())
+}
+
+/// CreateMultipartUpload.
+pub async fn create_multipart_upload(
+    ctx: &Ctx,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> Result<S3Response<CreateMultipartUploadOutput>, GatewayError> {
+    let initiator =
+        caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let checksum_algorithm = match input.checksum_algorithm.as_ref() {
+        Some(a) => Some(ChecksumKind::from_name(a.as_str()).ok_or_else(|| {
+            GatewayError::s3(
+                S3ErrorCode::InvalidArgument,
+                format!("unknown checksum algorithm {}", a.as_str()),
+            )
+        })?),
+        None => None,
+    };
+    let meta = UploadMeta {
+        headers: headers_from(
+            input.content_type,
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+            input.metadata,
+        )?,
+        checksum_algorithm,
+        initiator,
+    };
+    let upload_id = new_upload_id();
+    let ukey = upload_key(&input.bucket, &input.key, &upload_id);
+    let summary = Summary {
+        size: 0,
+        digest: [0; 16],
+        tag: TAG_UPLOAD,
+    };
+    let value = PutValue {
+        meta: meta.encode(),
+        body: Bytes::new(),
+        summary,
+        hlc: None,
+    };
+    ctx.shard
+        .put(ctx.record_partition(&ukey), ukey, value)
+        .await?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        checksum_algorithm: input.checksum_algorithm,
+        ..Default::default()
+    }))
+}
+
+/// UploadPart.
+pub async fn upload_part(
+    ctx: &Ctx,
+    req: S3Request<UploadPartInput>,
+) -> Result<S3Response<UploadPartOutput>, GatewayError> {
+    let trailers = req.trailing_headers.clone();
+    let headers = req.headers;
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let part_number = part_number_of(input.part_number)?;
+    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let mut sums = checksum_request(
+        input.checksum_algorithm.as_ref(),
+        [
+            (ChecksumKind::Crc32, input.checksum_crc32.as_ref()),
+            (ChecksumKind::Crc32c, input.checksum_crc32c.as_ref()),
+            (ChecksumKind::Crc64Nvme, input.checksum_crc64nvme.as_ref()),
+            (ChecksumKind::Sha1, input.checksum_sha1.as_ref()),
+            (ChecksumKind::Sha256, input.checksum_sha256.as_ref()),
+        ],
+        &headers,
+    )?;
+    if let Some(kind) = upload.checksum_algorithm
+        && !sums.kinds.contains(&kind)
+    {
+        sums.kinds.push(kind);
+    }
+    let body = input
+        .body
+        .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
+        .map(|r| r.map_err(body_error));
+    let written = ctx
+        .write_body(&input.bucket, &input.key, body, false, &sums.kinds)
+        .await?;
+    if let Err(e) = verify_integrity(
+        input.content_md5.as_deref(),
+        &written.md5,
+        &sums,
+        trailers.as_ref(),
+        &written.checksums,
+    ) {
+        if let Some(seg) = &written.segment {
+            ctx.delete_segments(&input.bucket, &input.key, std::slice::from_ref(seg))
+                .await;
+        }
+        return Err(e);
+    }
+    let part = store_part(
+        ctx,
+        &input.bucket,
+        &input.key,
+        &input.upload_id,
+        part_number,
+        written,
+    )
+    .await?;
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&part.checksums);
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(etag(hex::encode(part.segment.md5))),
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_crc64nvme: crc64nvme,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        ..Default::default()
+    }))
+}
+
+fn invalid_part(msg: &str) -> GatewayError {
+    GatewayError::s3(S3ErrorCode::InvalidPart, msg.to_owned())
+}
+
+/// CompleteMultipartUpload.
+pub async fn complete_multipart_upload(
+    ctx: &Ctx,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> Result<S3Response<CompleteMultipartUploadOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let requested = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default();
+    if requested.is_empty() {
+        return Err(GatewayError::s3(
+            S3ErrorCode::MalformedXML,
+            "You must specify at least one part",
+        ));
+    }
+    let mut numbers = Vec::with_capacity(requested.len());
+    for p in &requested {
+        let n = part_number_of(p.part_number.unwrap_or(0))
+            .map_err(|_| invalid_part("invalid part number"))?;
+        if numbers.last().is_some_and(|&last| n <= last) {
+            return Err(GatewayError::s3(
+                S3ErrorCode::InvalidPartOrder,
+                "The list of parts was not in ascending order. The parts list must be specified in order by part number.",
+            ));
+        }
+        numbers.push(n);
+    }
+    let mut segments = Vec::with_capacity(requested.len());
+    for (i, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
+        let part = read_part(ctx, part_key(&input.upload_id, n))
+            .await?
+            .ok_or_else(|| {
+                invalid_part("One or more of the specified parts could not be found.")
+            })?;
+        if let Some(given) = &p.e_tag
+            && given.value().trim_matches('"') != hex::encode(part.segment.md5)
+        {
+            return Err(invalid_part(
+                "One or more of the specified parts could not be found.",
+            ));
+        }
+        let given = [
+            (ChecksumKind::Crc32, &p.checksum_crc32),
+            (ChecksumKind::Crc32c, &p.checksum_crc32c),
+            (ChecksumKind::Crc64Nvme, &p.checksum_crc64nvme),
+            (ChecksumKind::Sha1, &p.checksum_sha1),
+            (ChecksumKind::Sha256, &p.checksum_sha256),
+        ];
+        for (kind, value) in given {
+            if let Some(value) = value
+                && let Some(stored) = part.checksums.iter().find(|c| c.kind == kind)
+                && stored.value != *value
+            {
+                return Err(invalid_part(
+                    "One or more of the specified parts could not be found.",
+                ));
+            }
+        }
+        if i + 1 < requested.len() && part.segment.size_bytes < MIN_PART_BYTES {
+            return Err(GatewayError::s3(
+                S3ErrorCode::EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            ));
+        }
+        segments.push(part.segment);
+    }
+    check_write_conditions(
+        ctx,
+        &input.bucket,
+        &input.key,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+    )
+    .await?;
+    let md5 = multipart_md5(segments.iter().map(|s| &s.md5));
+    let size_bytes = segments.iter().map(|s| s.size_bytes).sum();
+    let meta = ObjectMeta {
+        size_bytes,
+        md5,
+        parts_count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
+        headers: upload.headers,
+        checksums: Vec::new(),
+        layout: BodyLayout::Chunked(segments),
+    };
+    ctx.commit_object(&input.bucket, &input.key, &meta, Bytes::new())
+        .await?;
+    // The manifest now owns the listed parts' chunks; drop the records and unlisted parts.
+    let parts = scan_parts(ctx, &input.upload_id).await?;
+    for entry in &parts {
+        let used =
+            part_number_of_key(&entry.key).is_some_and(|n| numbers.binary_search(&n).is_ok());
+        if !used && let Some(part) = read_part(ctx, entry.key.clone()).await? {
+            ctx.delete_segments(
+                &input.bucket,
+                &input.key,
+                std::slice::from_ref(&part.segment),
+            )
+            .await;
+        }
+    }
+    ctx.delete_keys(parts.into_iter().map(|e| e.key)).await;
+    let ukey = upload_key(&input.bucket, &input.key, &input.upload_id);
+    ctx.shard
+        .delete(ctx.record_partition(&ukey), ukey, None)
+        .await?;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        e_tag: Some(etag(meta.etag())),
+        key: Some(input.key.clone()),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    }))
+}
+
+/// AbortMultipartUpload.
+pub async fn abort_multipart_upload(
+    ctx: &Ctx,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> Result<S3Response<AbortMultipartUploadOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    abort_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+/// ListParts.
+pub async fn list_parts(
+    ctx: &Ctx,
+    req: S3Request<ListPartsInput>,
+) -> Result<S3Response<ListPartsOutput>, GatewayError> {
+    let input = req.input;
+    let bucket = require_bucket(ctx, &input.bucket)?;
+    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let max_parts = input
+        .max_parts
+        .map_or(MAX_LIST, |n| usize::try_from(n).unwrap_or(0).min(MAX_LIST));
+    let marker = input.part_number_marker.unwrap_or(0);
+    let start_after = u32::try_from(marker)
+        .ok()
+        .filter(|&m| m > 0)
+        .map(|m| part_key(&input.upload_id, m));
+    let entries = ctx
+        .shard
+        .scan_all(
+            Bytes::from(part_prefix(&input.upload_id)),
+            start_after,
+            max_parts + 1,
+        )
+        .await?;
+    let truncated = entries.len() > max_parts;
+    let parts: Vec<Part> = entries
+        .iter()
+        .take(max_parts)
+        .filter_map(|e| {
+            let n = part_number_of_key(&e.key)?;
+            Some(Part {
+                e_tag: Some(etag(hex::encode(e.summary.digest))),
+                last_modified: Some(timestamp(e.hlc)),
+                part_number: i32::try_from(n).ok(),
+                size: i64::try_from(e.summary.size).ok(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let next = parts.last().and_then(|p| p.part_number);
+    let owner = owner_of(&bucket);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        initiator: Some(Initiator {
+            display_name: Some(upload.initiator.clone()),
+            id: Some(upload.initiator),
+        }),
+        owner: Some(owner),
+        max_parts: i32::try_from(max_parts).ok(),
+        part_number_marker: Some(marker),
+        next_part_number_marker: if truncated { next } else { None },
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        checksum_algorithm: upload
+            .checksum_algorithm
+            .map(|k| ChecksumAlgorithm::from(k.name().to_owned())),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        ..Default::default()
+    }))
+}
+
+/// ListMultipartUploads (prefix, delimiter, key-marker, upload-id-marker, max-uploads).
+pub async fn list_multipart_uploads(
+    ctx: &Ctx,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> Result<S3Response<ListMultipartUploadsOutput>, GatewayError> {
+    let input = req.input;
+    let bucket = require_bucket(ctx, &input.bucket)?;
+    let max_uploads = input
+        .max_uploads
+        .map_or(MAX_LIST, |n| usize::try_from(n).unwrap_or(0).min(MAX_LIST));
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
+    let ns = upload_prefix(&input.bucket);
+    let mut scan_prefix = ns.clone();
+    scan_prefix.extend_from_slice(prefix.as_bytes());
+    let scan_prefix = Bytes::from(scan_prefix);
+    // Upload entries are listed as "key\0upload-id" so that key-marker/upload-id-marker resume exactly.
+    let marker = input
+        .key_marker
+        .as_ref()
+        .map(|k| match &input.upload_id_marker {
+            Some(id) => format!("{k}\0{id}"),
+            None => format!("{k}\u{1}"),
+        });
+    let fetch = |after: Option<Vec<u8>>, limit: usize| {
+        let ns = ns.clone();
+        let scan_prefix = scan_prefix.clone();
+        async move {
+            let start_after = after.map(|a| {
+                let mut k = ns.clone();
+                k.extend_from_slice(&a);
+                Bytes::from(k)
+            });
+            let entries = ctx.shard.scan_all(scan_prefix, start_after, limit).await?;
+            Ok(entries
+                .into_iter()
+                .filter_map(|e| {
+                    let key = std::str::from_utf8(e.key.get(ns.len()..)?).ok()?.to_owned();
+                    Some(RawEntry {
+                        key,
+                        summary: e.summary,
+                        hlc: e.hlc,
+                    })
+                })
+                .collect())
+        }
+    };
+    let page = list_page(fetch, &prefix, delimiter, marker.as_deref(), max_uploads).await?;
+    let owner = owner_of(&bucket);
+    let mut uploads = Vec::new();
+    let mut common_prefixes = Vec::new();
+    for item in &page.items {
+        match item {
+            Item::Object(e) => {
+                let Some((key, id)) = e.key.rsplit_once('\0') else {
+                    continue;
+                };
+                uploads.push(MultipartUpload {
+                    initiated: Some(timestamp(e.hlc)),
+                    initiator: Some(Initiator {
+                        display_name: owner.display_name.clone(),
+                        id: owner.id.clone(),
+                    }),
+                    key: Some(key.to_owned()),
+                    owner: Some(owner.clone()),
+                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                    upload_id: Some(id.to_owned()),
+                    ..Default::default()
+                });
+            }
+            Item::Prefix(p) => common_prefixes.push(CommonPrefix {
+                prefix: Some(p.clone()),
+            }),
+        }
+    }
+    let (next_key_marker, next_upload_id_marker) = match page.next_marker() {
+        Some(m) => match m.rsplit_once('\0') {
+            Some((k, id)) => (Some(k.to_owned()), Some(id.to_owned())),
+            None => (Some(m), None),
+        },
+        None => (None, None),
+    };
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        common_prefixes: Some(common_prefixes),
+        delimiter: input.delimiter,
+        is_truncated: Some(page.truncated),
+        key_marker: input.key_marker,
+        max_uploads: i32::try_from(max_uploads).ok(),
+        next_key_marker,
+        next_upload_id_marker,
+        prefix: input.prefix,
+        upload_id_marker: input.upload_id_marker,
+        uploads: Some(uploads),
+        ..Default::default()
+    }))
+}

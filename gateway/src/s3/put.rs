@@ -1,0 +1,137 @@
+//! PutObject: conditional writes (If-None-Match: *, If-Match), the body streamed into storage
+//! with MD5 and requested `x-amz-checksum-*` computed on the way, Content-MD5 and checksums
+//! verified (BadDigest) before the manifest commits.
+
+use futures_util::StreamExt;
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response};
+
+use super::{
+    checksum_fields, checksum_request, etag, headers_from, no_such_key, precondition_failed,
+    require_bucket, verify_integrity,
+};
+use crate::error::{GatewayError, body_error};
+use crate::layout::{BodyLayout, ChecksumKind, ObjectMeta};
+use crate::store::Ctx;
+
+/// Checks `If-None-Match: *` / `If-Match` of a write against the current object.
+pub async fn check_write_conditions(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> Result<(), GatewayError> {
+    if if_match.is_none() && if_none_match.is_none() {
+        return Ok(());
+    }
+    let current = ctx.head_object(bucket, key).await?;
+    if let Some(cond) = if_none_match {
+        match (cond, &current) {
+            (ETagCondition::Any, Some(_)) => return Err(precondition_failed()),
+            (ETagCondition::ETag(e), Some(obj)) if e.value() == obj.meta.etag() => {
+                return Err(precondition_failed());
+            }
+            _ => {}
+        }
+    }
+    if let Some(cond) = if_match {
+        let Some(obj) = &current else {
+            return Err(no_such_key());
+        };
+        if let ETagCondition::ETag(e) = cond
+            && e.value() != obj.meta.etag()
+        {
+            return Err(precondition_failed());
+        }
+    }
+    Ok(())
+}
+
+/// PutObject.
+pub async fn put_object(
+    ctx: &Ctx,
+    req: S3Request<PutObjectInput>,
+) -> Result<S3Response<PutObjectOutput>, GatewayError> {
+    let trailers = req.trailing_headers.clone();
+    let request_headers = req.headers;
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    check_write_conditions(
+        ctx,
+        &input.bucket,
+        &input.key,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+    )
+    .await?;
+    let sums = checksum_request(
+        input.checksum_algorithm.as_ref(),
+        [
+            (ChecksumKind::Crc32, input.checksum_crc32.as_ref()),
+            (ChecksumKind::Crc32c, input.checksum_crc32c.as_ref()),
+            (ChecksumKind::Crc64Nvme, input.checksum_crc64nvme.as_ref()),
+            (ChecksumKind::Sha1, input.checksum_sha1.as_ref()),
+            (ChecksumKind::Sha256, input.checksum_sha256.as_ref()),
+        ],
+        &request_headers,
+    )?;
+    let headers = headers_from(
+        input.content_type,
+        input.cache_control,
+        input.content_disposition,
+        input.content_encoding,
+        input.content_language,
+        input.expires,
+        input.metadata,
+    )?;
+    let body = input
+        .body
+        .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
+        .map(|r| r.map_err(body_error));
+    let written = ctx
+        .write_body(&input.bucket, &input.key, body, true, &sums.kinds)
+        .await?;
+    let integrity = verify_integrity(
+        input.content_md5.as_deref(),
+        &written.md5,
+        &sums,
+        trailers.as_ref(),
+        &written.checksums,
+    );
+    if let Err(e) = integrity {
+        if let Some(seg) = &written.segment {
+            ctx.delete_segments(&input.bucket, &input.key, std::slice::from_ref(seg))
+                .await;
+        }
+        return Err(e);
+    }
+    let meta = ObjectMeta {
+        size_bytes: written.size_bytes,
+        md5: written.md5,
+        parts_count: 0,
+        headers,
+        checksums: written.checksums,
+        layout: match written.segment {
+            Some(seg) => BodyLayout::Chunked(vec![seg]),
+            None => BodyLayout::Inline,
+        },
+    };
+    ctx.commit_object(
+        &input.bucket,
+        &input.key,
+        &meta,
+        written.inline.unwrap_or_default(),
+    )
+    .await?;
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&meta.checksums);
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(etag(meta.etag())),
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_crc64nvme: crc64nvme,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        ..Default::default()
+    }))
+}

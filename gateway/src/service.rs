@@ -1,0 +1,48 @@
+//! Per-core service setup: builds the s3s service (SigV4 auth backed by the manager, bucket ACL
+//! access checks, virtual-host parsing for the configured domain, the manager's bucket-name
+//! rules) around [`S3Gateway`](crate::s3::S3Gateway) and serves it, plus the optional REST API,
+//! with `leofs_shard::serve_http` on the current core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leofs_manager::Manager;
+use leofs_shard::Shard;
+use s3s::service::S3ServiceBuilder;
+
+use crate::GatewayConfig;
+use crate::auth::{AclAccess, DomainHost, ManagerAuth, ManagerNameValidation};
+use crate::error::GatewayError;
+use crate::rest::RestService;
+use crate::s3::S3Gateway;
+use crate::store::Ctx;
+
+/// On the current core: serve S3 on `s3_addr` and, if given, the LeoFS REST API on `rest_addr`
+/// (both via `leofs_shard::serve_http`). Called from the `init_core` closure of `start_node`,
+/// i.e. on the core's own thread, which the services never leave.
+pub fn serve_core(
+    shard: Shard,
+    manager: Arc<Manager>,
+    config: Arc<GatewayConfig>,
+    s3_addr: SocketAddr,
+    rest_addr: Option<SocketAddr>,
+) -> Result<(), GatewayError> {
+    let ctx = Ctx::new(shard.clone(), manager.clone(), config.clone());
+    let mut builder = S3ServiceBuilder::new(S3Gateway::new(ctx.clone()));
+    builder.set_auth(ManagerAuth::new(manager.clone()));
+    builder.set_access(AclAccess::new(manager));
+    builder.set_validation(ManagerNameValidation);
+    if let Some(domain) = config
+        .virtual_host_domain
+        .as_deref()
+        .filter(|d| !d.is_empty())
+    {
+        builder.set_host(DomainHost::new(domain));
+    }
+    let service = builder.build();
+    leofs_shard::serve_http(&shard, s3_addr, service)?;
+    if let Some(addr) = rest_addr {
+        leofs_shard::serve_http(&shard, addr, RestService::new(ctx))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! Object I/O shared by the S3 and REST front ends: streaming a request body into chunk records
+//! (≤ ~2 chunks in memory), committing manifests (the commit point) and collecting the chunks they
+//! replace, streaming bodies back with bounded read-ahead, and deleting objects.
+//!
+//! It never buffers a whole object: memory per request is bounded by ~2 × `chunk_size_bytes` on
+//! PUT and `READ_AHEAD_CHUNKS` chunks on GET.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, stream};
+use leofs_manager::Manager;
+use leofs_shard::{Hlc, PartitionId, PutValue, Shard, Summary, hash_bytes, object_hash};
+use md5::{Digest, Md5};
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::Checksum as _;
+
+use crate::GatewayConfig;
+use crate::error::GatewayError;
+use crate::layout::{
+    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, VersionId, chunk_key,
+    object_key, plan_reads,
+};
+
+/// Chunks fetched ahead of the one being sent on a GET.
+pub const READ_AHEAD_CHUNKS: usize = 2;
+/// Concurrent deletes when collecting the chunks of a replaced or deleted object.
+pub const DELETE_CONCURRENCY: usize = 16;
+
+/// What every request handler on a core needs: the core's shard handle, the manager and the config.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The core's shard handle (`!Send`; lives on this core).
+    pub shard: Shard,
+    /// Users, keys and buckets.
+    pub manager: Arc<Manager>,
+    /// Gateway settings.
+    pub config: Arc<crate::GatewayConfig>,
+}
+
+/// A stored object: its manifest, timestamp and (for inline objects) body.
+pub struct StoredObject {
+    /// The decoded manifest.
+    pub meta: ObjectMeta,
+    /// Timestamp of the object record (Last-Modified).
+    pub hlc: Hlc,
+    /// The inline body (empty for chunked objects or when read with `head`).
+    pub inline: Bytes,
+}
+
+/// A body written by [`write_body`].
+pub struct Written {
+    /// Bytes written.
+    pub size_bytes: u64,
+    /// MD5 of the body.
+    pub md5: [u8; 16],
+    /// Checksums computed for the requested kinds.
+    pub checksums: Vec<StoredChecksum>,
+    /// Inline body (`Some`) or the chunked segment written.
+    pub inline: Option<Bytes>,
+    /// The chunked segment written (`None` for inline bodies).
+    pub segment: Option<Segment>,
+}
+
+impl Ctx {
+    /// Builds the per-core context.
+    pub fn new(shard: Shard, manager: Arc<Manager>, config: Arc<GatewayConfig>) -> Self {
+        Self {
+            shard,
+            manager,
+            config,
+        }
+    }
+
+    /// Partition of an object record.
+    pub fn object_partition(&self, bucket: &str, key: &str) -> PartitionId {
+        self.shard
+            .partition_of(object_hash(bucket.as_bytes(), key.as_bytes()))
+    }
+
+    /// Partition of any other record (chunks, uploads, parts): hashed on its engine key.
+    pub fn record_partition(&self, engine_key: &[u8]) -> PartitionId {
+        self.shard.partition_of(hash_bytes(engine_key))
+    }
+
+    /// Reads an object record with its inline body.
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<StoredObject>, GatewayError> {
+        let part = self.object_partition(bucket, key);
+        let Some(v) = self.shard.get(part, object_key(bucket, key)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredObject {
+            meta: ObjectMeta::decode(&v.meta)?,
+            hlc: v.hlc,
+            inline: v.body,
+        }))
+    }
+
+    /// Reads an object record's manifest without its body.
+    pub async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<StoredObject>, GatewayError> {
+        let part = self.object_partition(bucket, key);
+        let Some(h) = self.shard.head(part, object_key(bucket, key)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredObject {
+            meta: ObjectMeta::decode(&h.meta)?,
+            hlc: h.hlc,
+            inline: Bytes::new(),
+        }))
+    }
+
+    /// Writes the object record (the commit point), then collects the chunks of the version it
+    /// replaced. Returns the record's timestamp.
+    pub async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        inline: Bytes,
+    ) -> Result<Hlc, GatewayError> {
+        let part = self.object_partition(bucket, key);
+        let okey = object_key(bucket, key);
+        let old = self.shard.head(part, okey.clone()).await?;
+        let value = PutValue {
+            meta: meta.encode(),
+            body: inline,
+            summary: meta.summary(),
+            hlc: None,
+        };
+        let hlc = self.shard.put(part, okey, value).await?;
+        if let Some(old) = old
+            && let Ok(old_meta) = ObjectMeta::decode(&old.meta)
+            && let BodyLayout::Chunked(segments) = old_meta.layout
+        {
+            self.delete_segments(bucket, key, &segments).await;
+        }
+        // A concurrent overwrite with a newer timestamp may have won: then nobody references
+        // our chunks any more (the winner only collected what it saw before committing).
+        if let BodyLayout::Chunked(ours) = &meta.layout
+            && let Some(current) = self.shard.head(part, object_key(bucket, key)).await?
+            && current.hlc != hlc
+            && ObjectMeta::decode(&current.meta).is_ok_and(|m| m.layout != meta.layout)
+        {
+            self.delete_segments(bucket, key, ours).await;
+        }
+        Ok(hlc)
+    }
+
+    /// Deletes an object record and its chunks. Returns false when there was no object.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
+        let part = self.object_partition(bucket, key);
+        let okey = object_key(bucket, key);
+        let old = self.shard.head(part, okey.clone()).await?;
+        let Some(old) = old else { return Ok(false) };
+        self.shard.delete(part, okey, None).await?;
+        if let Ok(meta) = ObjectMeta::decode(&old.meta)
+            && let BodyLayout::Chunked(segments) = meta.layout
+        {
+            self.delete_segments(bucket, key, &segments).await;
+        }
+        Ok(true)
+    }
+
+    /// Deletes every chunk of `segments` (best effort: a failure leaves an orphan chunk, logged).
+    pub async fn delete_segments(&self, bucket: &str, key: &str, segments: &[Segment]) {
+        let keys = segments.iter().flat_map(|seg| {
+            let count = crate::layout::chunk_count(seg.size_bytes, seg.chunk_size_bytes.max(1));
+            (0..count).map(move |i| {
+                chunk_key(
+                    bucket,
+                    key,
+                    &seg.version,
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                )
+            })
+        });
+        self.delete_keys(keys).await;
+    }
+
+    /// Deletes the first `count` chunks of `version` (cleanup of a failed write).
+    async fn delete_chunks(&self, bucket: &str, key: &str, version: &VersionId, count: u32) {
+        self.delete_keys((0..count).map(|i| chunk_key(bucket, key, version, i)))
+            .await;
+    }
+
+    /// Deletes records by engine key, a bounded number at a time (best effort, failures logged).
+    pub async fn delete_keys(&self, keys: impl Iterator<Item = Bytes>) {
+        stream::iter(keys)
+            .for_each_concurrent(DELETE_CONCURRENCY, |k| async move {
+                let part = self.record_partition(&k);
+                if let Err(e) = self.shard.delete(part, k, None).await {
+                    tracing::warn!(error = %e, "could not delete a record; it stays as an orphan");
+                }
+            })
+            .await;
+    }
+
+    /// Streams `body` into storage. With `allow_inline`, a body of at most one chunk is returned
+    /// inline (the caller stores it in the object record); otherwise it is cut into chunk records
+    /// under a fresh version id, the next chunk being read while the previous one is written.
+    /// On error, chunks already written are deleted.
+    pub async fn write_body<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: S,
+        allow_inline: bool,
+        checksum_kinds: &[ChecksumKind],
+    ) -> Result<Written, GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+    {
+        let chunk_size = self
+            .config
+            .chunk_size_bytes
+            .clamp(1, leofs_engine::MAX_BODY_BYTES);
+        let mut g = Gather::new(body, checksum_kinds);
+        g.fill(chunk_size + 1).await?;
+        if allow_inline && g.ended && g.pending_len <= chunk_size {
+            let len = g.pending_len;
+            let inline = g.take(len);
+            let (md5, checksums, size_bytes) = g.finish();
+            return Ok(Written {
+                size_bytes,
+                md5,
+                checksums,
+                inline: Some(inline),
+                segment: None,
+            });
+        }
+        let version = VersionId::random();
+        let mut written = 0u32;
+        let result = self
+            .write_chunks(bucket, key, &version, &mut g, chunk_size, &mut written)
+            .await;
+        if let Err(e) = result {
+            self.delete_chunks(bucket, key, &version, written.saturating_add(1))
+                .await;
+            return Err(e);
+        }
+        let (md5, checksums, size_bytes) = g.finish();
+        let segment = Segment {
+            version,
+            size_bytes,
+            chunk_size_bytes: chunk_size,
+            md5,
+        };
+        Ok(Written {
+            size_bytes,
+            md5,
+            checksums,
+            inline: None,
+            segment: Some(segment),
+        })
+    }
+
+    async fn write_chunks<S>(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &VersionId,
+        g: &mut Gather<S>,
+        chunk_size: u64,
+        written: &mut u32,
+    ) -> Result<(), GatewayError>
+    where
+        S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+    {
+        while g.pending_len > 0 {
+            let chunk = g.take(g.pending_len.min(chunk_size));
+            let ckey = chunk_key(bucket, key, version, *written);
+            let part = self.record_partition(&ckey);
+            let summary = Summary {
+                size: chunk.len() as u64,
+                digest: [0; 16],
+                tag: TAG_CHUNK,
+            };
+            let value = PutValue {
+                meta: Bytes::new(),
+                body: chunk,
+                summary,
+                hlc: None,
+            };
+            let (put, filled) =
+                futures_util::future::join(self.shard.put(part, ckey, value), g.fill(chunk_size))
+                    .await;
+            put?;
+            filled?;
+            *written += 1;
+        }
+        Ok(())
+    }
+
+    /// Streams `range` of a chunked body: chunk after chunk, `READ_AHEAD_CHUNKS` in flight.
+    pub fn read_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        segments: Rc<[Segment]>,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
+        let shard = self.shard.clone();
+        let bucket: Rc<str> = Rc::from(bucket);
+        let key: Rc<str> = Rc::from(key);
+        let plan = plan_reads(segments.clone(), range);
+        stream::iter(plan)
+            .map(move |piece| {
+                let shard = shard.clone();
+                let ckey = chunk_key(&bucket, &key, &segments[piece.segment].version, piece.chunk);
+                async move {
+                    let part = shard.partition_of(hash_bytes(&ckey));
+                    let want = piece.range.end - piece.range.start;
+                    let value = if piece.range.start == 0 && piece.range.end == piece.chunk_len {
+                        shard.get(part, ckey.clone()).await?
+                    } else {
+                        shard
+                            .get_range(part, ckey.clone(), piece.range.clone())
+                            .await?
+                    };
+                    match value {
+                        Some(v) if v.body.len() as u64 == want => Ok(v.body),
+                        _ => Err(GatewayError::MissingChunk(
+                            String::from_utf8_lossy(&ckey[1..]).into_owned(),
+                        )),
+                    }
+                }
+            })
+            .buffered(READ_AHEAD_CHUNKS)
+    }
+
+    /// Streams `range` of a stored object, whatever its layout.
+    pub fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        obj: &StoredObject,
+        range: Range<u64>,
+    ) -> futures_util::stream::LocalBoxStream<'static, Result<Bytes, GatewayError>> {
+        match &obj.meta.layout {
+            BodyLayout::Inline => {
+                let len = obj.inline.len() as u64;
+                let body = obj
+                    .inline
+                    .slice(range.start.min(len) as usize..range.end.min(len) as usize);
+                stream::once(async move { Ok(body) }).boxed_local()
+            }
+            BodyLayout::Chunked(segments) => self
+                .read_chunks(bucket, key, Rc::from(segments.as_slice()), range)
+                .boxed_local(),
+        }
+    }
+}
+
+/// Collects body pieces into chunks while hashing them.
+struct Gather<S> {
+    body: S,
+    pending: VecDeque<Bytes>,
+    pending_len: u64,
+    ended: bool,
+    total: u64,
+    md5: Md5,
+    sums: ChecksumHasher,
+}
+
+impl<S> Gather<S>
+where
+    S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
+{
+    fn new(body: S, kinds: &[ChecksumKind]) -> Self {
+        let mut sums = ChecksumHasher::default();
+        for kind in kinds {
+            match kind {
+                ChecksumKind::Crc32 => sums.crc32 = Some(s3s::crypto::Crc32::new()),
+                ChecksumKind::Crc32c => sums.crc32c = Some(s3s::crypto::Crc32c::new()),
+                ChecksumKind::Crc64Nvme => sums.crc64nvme = Some(s3s::crypto::Crc64Nvme::new()),
+                ChecksumKind::Sha1 => sums.sha1 = Some(s3s::crypto::Sha1::new()),
+                ChecksumKind::Sha256 => sums.sha256 = Some(s3s::crypto::Sha256::new()),
+            }
+        }
+        Self {
+            body,
+            pending: VecDeque::new(),
+            pending_len: 0,
+            ended: false,
+            total: 0,
+            md5: Md5::new(),
+            sums,
+        }
+    }
+
+    /// Reads pieces until `want` bytes are pending or the body ends.
+    async fn fill(&mut self, want: u64) -> Result<(), GatewayError> {
+        while !self.ended && self.pending_len < want {
+            match self.body.next().await {
+                Some(Ok(piece)) => {
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    self.md5.update(&piece);
+                    self.sums.update(&piece);
+                    self.total += piece.len() as u64;
+                    self.pending_len += piece.len() as u64;
+                    self.pending.push_back(piece);
+                }
+                Some(Err(e)) => return Err(e),
+                None => self.ended = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `n` pending bytes (n ≤ pending_len), without copying when one piece suffices.
+    fn take(&mut self, n: u64) -> Bytes {
+        let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
+        self.pending_len -= n;
+        if let Some(front) = self.pending.front_mut()
+            && front.len() >= n_usize
+        {
+            let out = front.split_to(n_usize);
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+            return out;
+        }
+        let mut out = BytesMut::with_capacity(n_usize);
+        while out.len() < n_usize {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let need = n_usize - out.len();
+            if front.len() <= need {
+                out.extend_from_slice(front);
+                self.pending.pop_front();
+            } else {
+                out.extend_from_slice(&front.split_to(need));
+            }
+        }
+        out.freeze()
+    }
+
+    fn finish(self) -> ([u8; 16], Vec<StoredChecksum>, u64) {
+        let md5: [u8; 16] = self.md5.finalize().into();
+        let c = self.sums.finalize();
+        let mut checksums = Vec::new();
+        for (kind, value) in [
+            (ChecksumKind::Crc32, c.checksum_crc32),
+            (ChecksumKind::Crc32c, c.checksum_crc32c),
+            (ChecksumKind::Crc64Nvme, c.checksum_crc64nvme),
+            (ChecksumKind::Sha1, c.checksum_sha1),
+            (ChecksumKind::Sha256, c.checksum_sha256),
+        ] {
+            if let Some(value) = value {
+                checksums.push(StoredChecksum { kind, value });
+            }
+        }
+        (md5, checksums, self.total)
+    }
+}

@@ -1,0 +1,400 @@
+//! The `leofs-adm` commands: each calls the admin API through [`AdminClient`] and renders the
+//! answer as an aligned table (LeoFS style) or, with `--json`, as pretty JSON for scripts. The
+//! binary (`src/adm.rs` at the workspace root) only parses arguments and prints.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::admin::NodeStatus;
+use crate::admin::wire::{Deleted, UserInfo};
+use crate::client::{AdminClient, ClientError};
+use crate::store::{ADMIN_TOKEN_FILE, MANAGER_DIR};
+use crate::{Bucket, Credentials};
+
+/// Default admin API address (`--admin`, `LEOFS_ADMIN_LISTEN`).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:10010";
+/// Default data directory, where the admin token is read from (`--data-dir`, `LEOFS_DATA_DIR`).
+pub const DEFAULT_DATA_DIR: &str = "./leofs-data";
+
+const SECONDS_PER_MINUTE: u64 = 60;
+const SECONDS_PER_HOUR: u64 = 60 * SECONDS_PER_MINUTE;
+const SECONDS_PER_DAY: u64 = 24 * SECONDS_PER_HOUR;
+const MILLIS_PER_SECOND: u64 = 1_000;
+const BYTE_UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+/// One `leofs-adm` command with its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmCommand {
+    /// Node, endpoint, uptime and per-shard figures.
+    Status,
+    /// Create a user and print its key pair once.
+    CreateUser {
+        /// The new user's id.
+        user_id: String,
+    },
+    /// List users and their access key ids.
+    GetUsers,
+    /// Delete a user (refused while it owns buckets).
+    DeleteUser {
+        /// The user to delete.
+        user_id: String,
+    },
+    /// Create a bucket owned by the user of an access key.
+    AddBucket {
+        /// The bucket name.
+        bucket: String,
+        /// An access key id of the owner.
+        access_key_id: String,
+    },
+    /// List buckets.
+    GetBuckets,
+    /// Delete an empty bucket.
+    DeleteBucket {
+        /// The bucket name.
+        bucket: String,
+    },
+    /// Change a bucket's canned ACL.
+    UpdateAcl {
+        /// The bucket name.
+        bucket: String,
+        /// An access key id of the owner (or an administrator).
+        access_key_id: String,
+        /// `private`, `public-read` or `public-read-write`.
+        acl: String,
+    },
+}
+
+/// Why a command failed; its `Display` is the one line printed on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmError {
+    /// The admin API call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No token given and none in the data directory.
+    #[error("admin token not found at {}: pass --token or --data-dir", path.display())]
+    TokenNotFound {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The token file exists but cannot be read.
+    #[error("cannot read admin token at {}: {source} (run as the user that runs `leofs server`, or pass --token)", path.display())]
+    TokenUnreadable {
+        /// The token file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The answer could not be rendered as JSON.
+    #[error("cannot render the answer as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The admin token: `explicit` (from `--token` or `LEOFS_ADMIN_TOKEN`) if given, else the one
+/// stored in `<data_dir>/manager/admin.token`.
+pub fn resolve_token(explicit: Option<String>, data_dir: &Path) -> Result<String, AdmError> {
+    if let Some(token) = explicit.filter(|token| !token.trim().is_empty()) {
+        return Ok(token.trim().to_owned());
+    }
+    let path = data_dir.join(MANAGER_DIR).join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(AdmError::TokenNotFound { path }),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(AdmError::TokenNotFound { path }),
+        Err(source) => Err(AdmError::TokenUnreadable { path, source }),
+    }
+}
+
+/// Runs `command` against `client`; returns what to print on stdout (JSON if `json`).
+pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<String, AdmError> {
+    match command {
+        AdmCommand::Status => render(&client.status()?, json, status_text),
+        AdmCommand::CreateUser { user_id } => {
+            render(&client.create_user(user_id)?, json, credentials_text)
+        }
+        AdmCommand::GetUsers => render(&client.users()?, json, |users| users_table(users)),
+        AdmCommand::DeleteUser { user_id } => render(&client.delete_user(user_id)?, json, ok_text),
+        AdmCommand::AddBucket {
+            bucket,
+            access_key_id,
+        } => render(
+            &client.add_bucket(bucket, access_key_id, None)?,
+            json,
+            |_| "OK".to_owned(),
+        ),
+        AdmCommand::GetBuckets => {
+            render(&client.buckets()?, json, |buckets| buckets_table(buckets))
+        }
+        AdmCommand::DeleteBucket { bucket } => {
+            render(&client.delete_bucket(bucket)?, json, ok_text)
+        }
+        AdmCommand::UpdateAcl {
+            bucket,
+            access_key_id,
+            acl,
+        } => render(
+            &client.update_acl(bucket, access_key_id, acl)?,
+            json,
+            |_| "OK".to_owned(),
+        ),
+    }
+}
+
+fn render<T: Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<String, AdmError> {
+    if json {
+        Ok(serde_json::to_string_pretty(value)?)
+    } else {
+        Ok(text(value))
+    }
+}
+
+fn ok_text(_: &Deleted) -> String {
+    "OK".to_owned()
+}
+
+fn credentials_text(credentials: &Credentials) -> String {
+    format!(
+        "user-id: {}\naccess-key-id: {}\nsecret-access-key: {}",
+        credentials.user_id, credentials.access_key_id, credentials.secret_access_key
+    )
+}
+
+fn users_table(users: &[UserInfo]) -> String {
+    let mut rows = Vec::new();
+    for user in users {
+        let role = if user.is_admin { "admin" } else { "user" };
+        let created = format_unix_ms(user.created_unix_ms);
+        if user.access_key_ids.is_empty() {
+            rows.push(vec![
+                user.user_id.clone(),
+                role.to_owned(),
+                "-".to_owned(),
+                created.clone(),
+            ]);
+        }
+        for key in &user.access_key_ids {
+            rows.push(vec![
+                user.user_id.clone(),
+                role.to_owned(),
+                key.clone(),
+                created.clone(),
+            ]);
+        }
+    }
+    table(&["user_id", "role", "access_key_id", "created_at"], &rows)
+}
+
+fn buckets_table(buckets: &[Bucket]) -> String {
+    let rows: Vec<Vec<String>> = buckets
+        .iter()
+        .map(|bucket| {
+            vec![
+                bucket.name.clone(),
+                bucket.owner.clone(),
+                bucket.acl.as_str().to_owned(),
+                format_unix_ms(bucket.created_unix_ms),
+            ]
+        })
+        .collect();
+    table(&["bucket", "owner", "permissions", "created_at"], &rows)
+}
+
+fn status_text(status: &NodeStatus) -> String {
+    let summary = table(
+        &["item", "value"],
+        &[
+            vec!["version".to_owned(), status.version.clone()],
+            vec!["s3 endpoint".to_owned(), status.s3_endpoint.clone()],
+            vec!["cores".to_owned(), status.cores.to_string()],
+            vec!["partitions".to_owned(), status.partitions.to_string()],
+            vec![
+                "uptime".to_owned(),
+                format_duration_secs(status.uptime_secs),
+            ],
+        ],
+    );
+    let shards: Vec<Vec<String>> = status
+        .shards
+        .iter()
+        .map(|shard| {
+            vec![
+                shard.core.to_string(),
+                shard.partitions_owned.to_string(),
+                shard.live_records.to_string(),
+                shard.tombstones.to_string(),
+                format_bytes(shard.live_bytes),
+                format_bytes(shard.dead_bytes),
+                shard.segments.to_string(),
+                format_bytes(shard.index_bytes),
+                shard.corrupt_records.to_string(),
+            ]
+        })
+        .collect();
+    let shard_table = table(
+        &[
+            "core",
+            "partitions",
+            "records",
+            "tombstones",
+            "live",
+            "dead",
+            "segments",
+            "index",
+            "corrupt",
+        ],
+        &shards,
+    );
+    format!("[node]\n{summary}\n\n[shards]\n{shard_table}")
+}
+
+/// An aligned table in the LeoFS `leofs-adm` style: ` | ` between columns, `-+-` under headers.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join(" | ").trim_end().to_owned()
+    };
+    let mut out = vec![line(&mut headers.iter().copied())];
+    out.push(
+        widths
+            .iter()
+            .map(|width| "-".repeat(*width))
+            .collect::<Vec<_>>()
+            .join("-+-"),
+    );
+    for row in rows {
+        out.push(line(&mut row.iter().map(String::as_str)));
+    }
+    out.join("\n")
+}
+
+/// `1536` → `1.5 KiB`; exact bytes below 1 KiB.
+pub fn format_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < BYTE_UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", BYTE_UNITS[unit])
+}
+
+/// `93784` → `1d 02:03:04`; `3723` → `01:02:03`.
+pub fn format_duration_secs(secs: u64) -> String {
+    let days = secs / SECONDS_PER_DAY;
+    let hours = secs % SECONDS_PER_DAY / SECONDS_PER_HOUR;
+    let minutes = secs % SECONDS_PER_HOUR / SECONDS_PER_MINUTE;
+    let seconds = secs % SECONDS_PER_MINUTE;
+    if days > 0 {
+        format!("{days}d {hours:02}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{hours:02}:{minutes:02}:{seconds:02}")
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD hh:mm:ss +0000` (UTC).
+pub fn format_unix_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / MILLIS_PER_SECOND;
+    let (year, month, day) = civil_from_days(secs / SECONDS_PER_DAY);
+    let of_day = secs % SECONDS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000",
+        of_day / SECONDS_PER_HOUR,
+        of_day % SECONDS_PER_HOUR / SECONDS_PER_MINUTE,
+        of_day % SECONDS_PER_MINUTE
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["alice".to_owned(), "1".to_owned()],
+            vec!["b".to_owned(), "12345".to_owned()],
+        ];
+        assert_eq!(
+            table(&["user_id", "n"], &rows),
+            "user_id | n\n--------+------\nalice   | 1\nb       | 12345"
+        );
+    }
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(format_unix_ms(0), "1970-01-01 00:00:00 +0000");
+        assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00 +0000");
+        assert_eq!(
+            format_unix_ms(1_795_545_039_999),
+            "2026-11-24 18:30:39 +0000"
+        );
+    }
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(format_duration_secs(3_723), "01:02:03");
+        assert_eq!(format_duration_secs(93_784), "1d 02:03:04");
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1_023), "1023 B");
+        assert_eq!(format_bytes(1_536), "1.5 KiB");
+        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn token_comes_from_the_flag_first_then_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            resolve_token(Some("t0k".to_owned()), dir.path()).unwrap(),
+            "t0k"
+        );
+        let err = resolve_token(None, dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "admin token not found at {}: pass --token or --data-dir",
+                dir.path().join("manager/admin.token").display()
+            )
+        );
+        std::fs::create_dir_all(dir.path().join("manager")).unwrap();
+        std::fs::write(dir.path().join("manager/admin.token"), "abc\n").unwrap();
+        assert_eq!(resolve_token(None, dir.path()).unwrap(), "abc");
+    }
+}

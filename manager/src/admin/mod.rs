@@ -1,0 +1,254 @@
+//! The admin API: HTTP+JSON on its own OS thread (a current-thread monoio runtime serving hyper
+//! http1), bound to loopback by default, every request authorized by the bearer token stored in
+//! `<data_dir>/manager/admin.token`. It never touches the data path: object counts and bucket
+//! emptiness come from the node through [`NodeStatusSource`].
+
+mod routes;
+pub mod wire;
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use monoio::io::IntoPollIo;
+
+use crate::{Manager, ManagerError};
+
+/// Most admin connections served at once; more are closed on accept.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Longest an admin connection may stay open (bounds slow or idle clients; requests are tiny).
+pub const MAX_ADMIN_CONNECTION_MS: u64 = 60_000;
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_RETRY_DELAY_MS: u64 = 100;
+/// How long `shutdown` waits to connect to the listener to wake its accept loop.
+const WAKE_CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// What the node tells the admin API about itself; implemented by the binary over the running node.
+pub trait NodeStatusSource: Send + Sync + 'static {
+    /// A point-in-time view of the node and its shards (may block briefly to gather shard stats).
+    fn node_status(&self) -> NodeStatus;
+
+    /// Whether `bucket` holds no object (`None`: this node cannot tell). `delete-bucket` only
+    /// removes a bucket when this returns `Some(true)`; the default refuses every deletion.
+    fn bucket_is_empty(&self, bucket: &str) -> Option<bool> {
+        let _ = bucket;
+        None
+    }
+}
+
+/// The node as `leofs-adm status` shows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// leofs version.
+    pub version: String,
+    /// The S3 endpoint URL or address.
+    pub s3_endpoint: String,
+    /// Cores (shards) serving.
+    pub cores: usize,
+    /// Partitions of the ring.
+    pub partitions: u32,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+    /// One entry per shard.
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One shard (core) of the node: its partitions and its engine's figures.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    /// Core index.
+    pub core: usize,
+    /// Partitions this core owns.
+    pub partitions_owned: u32,
+    /// Live objects (records).
+    pub live_records: u64,
+    /// Tombstones not yet compacted away.
+    pub tombstones: u64,
+    /// Bytes of live data.
+    pub live_bytes: u64,
+    /// Bytes of dead data (reclaimable by compaction).
+    pub dead_bytes: u64,
+    /// Log segments on disk.
+    pub segments: u64,
+    /// Bytes of the in-memory index.
+    pub index_bytes: u64,
+    /// Records found corrupt while reading or recovering.
+    pub corrupt_records: u64,
+}
+
+/// A running admin API server; `shutdown` stops it. Dropping it leaves the server running until
+/// the process exits.
+pub struct AdminServer {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// The bound address (useful when binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, drops open connections and joins the server thread.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept loop with a connection of our own; it then sees `stop`.
+        let wake_addr = SocketAddr::new(connectable(self.local_addr.ip()), self.local_addr.port());
+        if let Err(err) =
+            TcpStream::connect_timeout(&wake_addr, Duration::from_millis(WAKE_CONNECT_TIMEOUT_MS))
+        {
+            tracing::warn!(%wake_addr, %err, "could not wake the admin API accept loop");
+        }
+        if self.thread.join().is_err() {
+            tracing::error!("the admin API thread panicked");
+        }
+    }
+}
+
+/// An address to connect to for a listener bound to `ip` (loopback for a wildcard bind).
+fn connectable(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// Serves the admin API on its own OS thread (loopback by default), token-protected.
+pub fn spawn_admin_server(
+    addr: SocketAddr,
+    manager: Arc<Manager>,
+    status: Arc<dyn NodeStatusSource>,
+) -> Result<AdminServer, ManagerError> {
+    let bind_error = |source| ManagerError::AdminBind { addr, source };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    if !local_addr.ip().is_loopback() {
+        tracing::warn!(%local_addr, "the admin API listens beyond loopback; only the token protects it");
+    }
+    let context = routes::AdminContext::new(manager, status);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = Arc::clone(&stop);
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("leofs-admin".to_owned())
+        .spawn(move || run_server(listener, context, thread_stop, ready_tx))
+        .map_err(bind_error)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(AdminServer {
+            local_addr,
+            stop,
+            thread,
+        }),
+        Ok(Err(source)) => {
+            // The thread has already returned after reporting the failure.
+            let _ = thread.join();
+            Err(bind_error(source))
+        }
+        Err(_) => Err(bind_error(io::Error::other(
+            "the admin API thread exited while starting",
+        ))),
+    }
+}
+
+/// The server thread: a current-thread monoio runtime accepting until `stop` is set.
+fn run_server(
+    listener: TcpListener,
+    context: routes::AdminContext,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::SyncSender<io::Result<()>>,
+) {
+    let mut runtime = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let _ = ready.send(Err(err));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let context = Rc::new(context);
+        let active = Rc::new(Cell::new(0usize));
+        loop {
+            let accepted = listener.accept().await;
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            match accepted {
+                Ok((stream, peer)) => {
+                    if active.get() >= MAX_ADMIN_CONNECTIONS {
+                        tracing::warn!(%peer, "admin API connection limit reached; closing connection");
+                        continue;
+                    }
+                    let slot = ConnectionSlot::take(&active);
+                    monoio::spawn(serve_connection(stream, Rc::clone(&context), slot));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "admin API accept failed");
+                    // Blocking this thread is fine: it only serves the admin API.
+                    std::thread::sleep(Duration::from_millis(ACCEPT_RETRY_DELAY_MS));
+                }
+            }
+        }
+    });
+}
+
+/// Counts a connection against [`MAX_ADMIN_CONNECTIONS`] until dropped.
+struct ConnectionSlot(Rc<Cell<usize>>);
+
+impl ConnectionSlot {
+    fn take(active: &Rc<Cell<usize>>) -> ConnectionSlot {
+        active.set(active.get() + 1);
+        ConnectionSlot(Rc::clone(active))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Serves one connection with hyper http1 (keep-alive) until the client closes it.
+async fn serve_connection(
+    stream: monoio::net::TcpStream,
+    context: Rc<routes::AdminContext>,
+    _slot: ConnectionSlot,
+) {
+    let io = match stream.into_poll_io() {
+        Ok(io) => TokioIo::new(io),
+        Err(err) => {
+            tracing::debug!(%err, "admin API connection setup failed");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |request| {
+        let context = Rc::clone(&context);
+        async move { Ok::<_, Infallible>(routes::handle(&context, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    match monoio::time::timeout(Duration::from_millis(MAX_ADMIN_CONNECTION_MS), connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(%err, "admin API connection ended with an error"),
+        Err(_) => tracing::debug!("admin API connection closed after {MAX_ADMIN_CONNECTION_MS} ms"),
+    }
+}

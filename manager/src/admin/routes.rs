@@ -1,0 +1,368 @@
+//! Admin API request handling: bearer-token check, routing to one handler per endpoint, JSON in
+//! and out, and the single mapping of every failure to an HTTP status and error code.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::NodeStatusSource;
+use super::wire::{
+    API_PREFIX, AddBucketRequest, ApiError, CreateUserRequest, Deleted, UpdateAclRequest, UserInfo,
+    decode_path_segment,
+};
+use crate::{BucketAcl, Manager, ManagerError, ManagerState};
+
+/// Largest request body accepted (admin requests are tiny JSON documents).
+pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler needs; one per server thread.
+pub(super) struct AdminContext {
+    manager: Arc<Manager>,
+    status: Arc<dyn NodeStatusSource>,
+    /// `Bearer <token>`, compared in constant time with the request's header.
+    expected_authorization: Vec<u8>,
+}
+
+impl AdminContext {
+    pub(super) fn new(manager: Arc<Manager>, status: Arc<dyn NodeStatusSource>) -> AdminContext {
+        let expected_authorization = format!("Bearer {}", manager.admin_token()).into_bytes();
+        AdminContext {
+            manager,
+            status,
+            expected_authorization,
+        }
+    }
+}
+
+/// A failed request: HTTP status, stable code, sentence.
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ManagerError> for Failure {
+    fn from(err: ManagerError) -> Failure {
+        let (status, code) = match &err {
+            ManagerError::InvalidBucketName { .. } => {
+                (StatusCode::BAD_REQUEST, "InvalidBucketName")
+            }
+            ManagerError::InvalidUserId { .. } => (StatusCode::BAD_REQUEST, "InvalidUserId"),
+            ManagerError::InvalidCredentials(_) => (StatusCode::BAD_REQUEST, "InvalidCredentials"),
+            ManagerError::BucketAlreadyExists(_) => (StatusCode::CONFLICT, "BucketAlreadyExists"),
+            ManagerError::BucketAlreadyOwnedByYou(_) => {
+                (StatusCode::CONFLICT, "BucketAlreadyOwnedByYou")
+            }
+            ManagerError::UserExists(_) => (StatusCode::CONFLICT, "UserAlreadyExists"),
+            ManagerError::UserOwnsBuckets(_) => (StatusCode::CONFLICT, "UserOwnsBuckets"),
+            ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
+            ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),
+            ManagerError::AdminBind { .. }
+            | ManagerError::Io { .. }
+            | ManagerError::Corrupt { .. } => {
+                tracing::error!(%err, "admin API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
+        };
+        Failure::new(status, code, err.to_string())
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, Failure>;
+
+/// Answers one request; never fails at the HTTP level (errors become JSON answers).
+pub(super) async fn handle(
+    context: &AdminContext,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match route(context, request).await {
+        Ok(response) => response,
+        Err(failure) => json_response(
+            failure.status,
+            &ApiError {
+                error: failure.code.to_owned(),
+                message: failure.message,
+            },
+        ),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "admin API request");
+    response
+}
+
+async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
+    authorize(context, &request)?;
+    let path = request.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix(API_PREFIX) else {
+        return Err(not_found(&path));
+    };
+    let mut segments = Vec::new();
+    for raw in rest.split('/').skip(1) {
+        let segment = decode_path_segment(raw).ok_or_else(|| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidPath",
+                format!("malformed path {path}"),
+            )
+        })?;
+        segments.push(segment);
+    }
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = request.method().clone();
+    match (segments.as_slice(), method) {
+        (["status"], Method::GET) => json_ok(&context.status.node_status()),
+        (["users"], Method::GET) => json_ok(&list_users(&context.manager.snapshot())),
+        (["users"], Method::POST) => {
+            let body: CreateUserRequest = read_json(request).await?;
+            let credentials = context.manager.create_user(&body.user_id)?;
+            Ok(json_response(StatusCode::CREATED, &credentials))
+        }
+        (["users", user_id], Method::DELETE) => delete_user(context, user_id),
+        (["buckets"], Method::GET) => {
+            let snapshot = context.manager.snapshot();
+            json_ok(&snapshot.buckets.values().collect::<Vec<_>>())
+        }
+        (["buckets"], Method::POST) => {
+            let body: AddBucketRequest = read_json(request).await?;
+            add_bucket(context, body)
+        }
+        (["buckets", name], Method::DELETE) => delete_bucket(context, name),
+        (["buckets", name, "acl"], Method::PUT) => {
+            let name = (*name).to_owned();
+            let body: UpdateAclRequest = read_json(request).await?;
+            update_acl(context, &name, body)
+        }
+        (
+            ["status"]
+            | ["users"]
+            | ["users", _]
+            | ["buckets"]
+            | ["buckets", _]
+            | ["buckets", _, "acl"],
+            method,
+        ) => Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(not_found(&path)),
+    }
+}
+
+fn not_found(path: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("no admin endpoint at {path}"),
+    )
+}
+
+/// Requires `Authorization: Bearer <token>`, compared without leaking the match length by timing.
+fn authorize(context: &AdminContext, request: &Request<Incoming>) -> Result<(), Failure> {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes())
+        .unwrap_or_default();
+    if constant_time_eq(given, &context.expected_authorization) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "missing or wrong admin token (Authorization: Bearer <token from <data-dir>/manager/admin.token>)",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn list_users(state: &ManagerState) -> Vec<UserInfo> {
+    state
+        .users
+        .values()
+        .map(|user| UserInfo {
+            user_id: user.id.clone(),
+            is_admin: user.is_admin,
+            access_key_ids: state
+                .keys_of(&user.id)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            created_unix_ms: user.created_unix_ms,
+        })
+        .collect()
+}
+
+fn delete_user(context: &AdminContext, user_id: &str) -> Reply {
+    let snapshot = context.manager.snapshot();
+    let user = snapshot
+        .user(user_id)
+        .ok_or_else(|| ManagerError::NoSuchUser(user_id.to_owned()))?;
+    if user.is_admin {
+        return Err(Failure::new(
+            StatusCode::CONFLICT,
+            "CannotDeleteAdmin",
+            format!("user {user_id} is an administrator and cannot be deleted"),
+        ));
+    }
+    context.manager.delete_user(user_id)?;
+    json_ok(&Deleted {
+        deleted: user_id.to_owned(),
+    })
+}
+
+fn add_bucket(context: &AdminContext, body: AddBucketRequest) -> Reply {
+    let acl = match body.acl.as_deref() {
+        Some(text) => parse_acl(text)?,
+        None => BucketAcl::Private,
+    };
+    let owner = owner_of_key(&context.manager.snapshot(), &body.access_key_id)?;
+    let bucket = context.manager.create_bucket(&body.bucket, &owner, acl)?;
+    Ok(json_response(StatusCode::CREATED, &bucket))
+}
+
+fn delete_bucket(context: &AdminContext, name: &str) -> Reply {
+    if context.manager.snapshot().bucket(name).is_none() {
+        return Err(ManagerError::NoSuchBucket(name.to_owned()).into());
+    }
+    match context.status.bucket_is_empty(name) {
+        Some(true) => {}
+        Some(false) => {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                "BucketNotEmpty",
+                format!("bucket {name} is not empty; delete its objects first"),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "EmptinessUnknown",
+                format!(
+                    "this node cannot check that bucket {name} is empty; refusing to delete it"
+                ),
+            ));
+        }
+    }
+    context.manager.delete_bucket(name)?;
+    json_ok(&Deleted {
+        deleted: name.to_owned(),
+    })
+}
+
+fn update_acl(context: &AdminContext, name: &str, body: UpdateAclRequest) -> Reply {
+    let acl = parse_acl(&body.acl)?;
+    let snapshot = context.manager.snapshot();
+    let bucket = snapshot
+        .bucket(name)
+        .ok_or_else(|| ManagerError::NoSuchBucket(name.to_owned()))?;
+    let caller = owner_of_key(&snapshot, &body.access_key_id)?;
+    let caller_is_admin = snapshot.user(&caller).is_some_and(|user| user.is_admin);
+    if bucket.owner != caller && !caller_is_admin {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "access key {} does not own bucket {name}",
+                body.access_key_id
+            ),
+        ));
+    }
+    context.manager.set_bucket_acl(name, acl)?;
+    let updated = context.manager.snapshot();
+    let bucket = updated
+        .bucket(name)
+        .ok_or_else(|| ManagerError::NoSuchBucket(name.to_owned()))?;
+    json_ok(bucket)
+}
+
+fn owner_of_key(state: &ManagerState, access_key_id: &str) -> Result<String, Failure> {
+    state
+        .access_key(access_key_id)
+        .map(|key| key.user_id.clone())
+        .ok_or_else(|| {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchAccessKey",
+                format!("no such access key {access_key_id}"),
+            )
+        })
+}
+
+fn parse_acl(text: &str) -> Result<BucketAcl, Failure> {
+    BucketAcl::parse(text).ok_or_else(|| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidAcl",
+            format!("invalid ACL {text:?}: expected private, public-read or public-read-write"),
+        )
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Failure> {
+    let body = Limited::new(request.into_body(), MAX_ADMIN_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|err| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidBody",
+                format!(
+                    "cannot read the request body (at most {MAX_ADMIN_BODY_BYTES} bytes): {err}"
+                ),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|err| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidJson",
+            format!("invalid request body: {err}"),
+        )
+    })
+}
+
+fn json_ok<T: Serialize + ?Sized>(value: &T) -> Reply {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        Err(err) => {
+            tracing::error!(%err, "admin API cannot encode its answer");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":"InternalError","message":"cannot encode the answer"}"#.to_vec(),
+            )
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,124 @@
+//! The admin API's JSON bodies, shared by the server ([`super::spawn_admin_server`]) and the
+//! client ([`crate::client`]) so both sides agree by construction.
+//!
+//! Endpoints (every request carries `Authorization: Bearer <token>`):
+//! - `GET /v1/status` → [`super::NodeStatus`]
+//! - `GET /v1/users` → `[UserInfo]`; `POST /v1/users` [`CreateUserRequest`] → 201 [`crate::Credentials`]
+//! - `DELETE /v1/users/<id>` → [`Deleted`]
+//! - `GET /v1/buckets` → `[Bucket]`; `POST /v1/buckets` [`AddBucketRequest`] → 201 [`crate::Bucket`]
+//! - `DELETE /v1/buckets/<name>` → [`Deleted`] (only when the node reports the bucket empty)
+//! - `PUT /v1/buckets/<name>/acl` [`UpdateAclRequest`] → [`crate::Bucket`]
+//!
+//! Failures answer `{"error": code, "message": text}` ([`ApiError`]) with a 4xx/5xx status.
+
+/// Path prefix of every endpoint (the API version).
+pub const API_PREFIX: &str = "/v1";
+
+/// A user and its access key ids (secrets are never listed).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    /// The user id.
+    pub user_id: String,
+    /// Whether the user administers every bucket.
+    pub is_admin: bool,
+    /// Its access key ids, sorted.
+    pub access_key_ids: Vec<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CreateUserRequest {
+    /// The new user's id.
+    pub user_id: String,
+}
+
+/// Body of `POST /v1/buckets`: the owner is the user of `access_key_id`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AddBucketRequest {
+    /// The bucket name.
+    pub bucket: String,
+    /// An access key id of the future owner.
+    pub access_key_id: String,
+    /// Canned ACL (`private` when absent).
+    #[serde(default)]
+    pub acl: Option<String>,
+}
+
+/// Body of `PUT /v1/buckets/<name>/acl`: the key must belong to the owner or an administrator.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct UpdateAclRequest {
+    /// An access key id of the owner (or of an administrator).
+    pub access_key_id: String,
+    /// `private`, `public-read` or `public-read-write`.
+    pub acl: String,
+}
+
+/// Answer of the `DELETE` endpoints.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Deleted {
+    /// What was deleted (user id or bucket name).
+    pub deleted: String,
+}
+
+/// Body of every error answer.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    /// A stable code (`NoSuchUser`, `BucketNotEmpty`, `Unauthorized`, …).
+    pub error: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Encodes one path segment: unreserved characters stay, every other byte becomes `%XX`.
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes one `%XX`-encoded path segment; `None` if malformed or not UTF-8.
+pub fn decode_path_segment(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_round_trip() {
+        for segment in ["plain", "a b/c%d", "ünï", "user@example.com", ""] {
+            let encoded = encode_path_segment(segment);
+            assert!(!encoded.contains('/') && !encoded.contains(' '));
+            assert_eq!(decode_path_segment(&encoded).as_deref(), Some(segment));
+        }
+    }
+
+    #[test]
+    fn malformed_segments_are_rejected() {
+        for segment in ["%", "%4", "%zz", "%ff"] {
+            assert_eq!(decode_path_segment(segment), None, "{segment:?}");
+        }
+    }
+}

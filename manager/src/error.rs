@@ -1,0 +1,74 @@
+//! Every way a manager operation can fail, in one enum; the gateway maps it to S3 error codes and
+//! the admin API to HTTP statuses.
+
+use std::path::PathBuf;
+
+/// Every way a manager operation can fail; the gateway maps these to S3 error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The bucket name breaks the S3 naming rules (the string says which rule).
+    #[error("invalid bucket name {name:?}: {reason}")]
+    InvalidBucketName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// Another user owns a bucket of that name.
+    #[error("bucket {0} already exists")]
+    BucketAlreadyExists(String),
+    /// The caller already owns a bucket of that name.
+    #[error("bucket {0} already exists and is owned by you")]
+    BucketAlreadyOwnedByYou(String),
+    /// No bucket of that name.
+    #[error("no such bucket {0}")]
+    NoSuchBucket(String),
+    /// A user of that id already exists.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// No user of that id.
+    #[error("no such user {0}")]
+    NoSuchUser(String),
+    /// The user still owns buckets.
+    #[error("user {0} still owns buckets")]
+    UserOwnsBuckets(String),
+    /// The user id breaks the naming rules (the string says which rule).
+    #[error("invalid user id {user_id:?}: {reason}")]
+    InvalidUserId {
+        /// The rejected id.
+        user_id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// Root credentials given at first start are unusable (the string says why).
+    #[error("invalid root credentials: {0}")]
+    InvalidCredentials(&'static str),
+    /// The admin API could not bind its address or start its thread.
+    #[error("cannot start the admin API on {addr}: {source}")]
+    AdminBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the state on disk failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state file on disk is unreadable.
+    #[error("corrupt manager state in {path}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}

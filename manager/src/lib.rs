@@ -1,0 +1,29 @@
+//! leofs-manager: users, access keys, buckets and node status: the single-node form of the
+//! LeoFS manager, its admin API (HTTP+JSON on loopback) and the `leofs-adm` commands.
+//!
+//! CONTRACT (fixed; the gateway and the binaries build against it): the public items re-exported
+//! below and their signatures. Implementations may add items, never change these without
+//! coordinating.
+//!
+//! - [`model`]: users, keys, buckets, ACLs and the lock-free [`ManagerState`] snapshot.
+//! - [`error`]: the [`ManagerError`] enum.
+//! - [`bucket_name`]: the S3 bucket naming rules.
+//! - [`store`]: the durable [`Manager`] (`<data_dir>/manager/`).
+//! - [`persist`]: atomic, owner-only file writes and secret generation.
+//! - [`admin`]: the token-protected HTTP+JSON admin API server.
+//! - [`client`]: a small blocking client of the admin API.
+//! - [`adm`]: the `leofs-adm` commands and their table/JSON output.
+
+pub mod adm;
+pub mod admin;
+pub mod bucket_name;
+pub mod client;
+pub mod error;
+pub mod model;
+pub mod persist;
+pub mod store;
+
+pub use bucket_name::validate_bucket_name;
+pub use error::ManagerError;
+pub use model::{AccessKey, Bucket, BucketAcl, Credentials, ManagerState, User};
+pub use store::Manager;

@@ -1,0 +1,123 @@
+//! The manager's records (users, access keys, buckets, canned ACLs) and the immutable snapshot
+//! that the data path reads without locks. Pure data: no I/O here.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A canned bucket ACL (S3 `x-amz-acl`); the only access control leofs offers today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketAcl {
+    /// Only the owner may read or write.
+    Private,
+    /// Anyone may read objects (anonymous GET/HEAD/list); only the owner writes.
+    PublicRead,
+    /// Anyone may read and write.
+    PublicReadWrite,
+}
+
+impl BucketAcl {
+    /// The canonical S3 spelling (`private`, `public-read`, `public-read-write`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketAcl::Private => "private",
+            BucketAcl::PublicRead => "public-read",
+            BucketAcl::PublicReadWrite => "public-read-write",
+        }
+    }
+
+    /// Parses the canonical S3 spelling; `None` for anything else.
+    pub fn parse(text: &str) -> Option<BucketAcl> {
+        match text {
+            "private" => Some(BucketAcl::Private),
+            "public-read" => Some(BucketAcl::PublicRead),
+            "public-read-write" => Some(BucketAcl::PublicReadWrite),
+            _ => None,
+        }
+    }
+}
+
+/// A bucket as the manager records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bucket {
+    /// The bucket name (S3 naming rules).
+    pub name: String,
+    /// User id of the owner.
+    pub owner: String,
+    /// Canned ACL.
+    pub acl: BucketAcl,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// A user: owns buckets and access keys.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct User {
+    /// Unique user id (also its display name).
+    pub id: String,
+    /// Administrators may manage every bucket.
+    pub is_admin: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// An S3 access key pair and the user it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessKey {
+    /// The public access key id (20 characters, `AKIA…`-like).
+    pub access_key_id: String,
+    /// The secret (40 characters).
+    pub secret_access_key: String,
+    /// Owner of the key.
+    pub user_id: String,
+}
+
+/// Credentials returned when a user or the root key pair is created (printed once).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credentials {
+    /// The user the key belongs to.
+    pub user_id: String,
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+/// An immutable snapshot of users, keys and buckets; readers never take a lock.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ManagerState {
+    /// Users by id.
+    pub users: BTreeMap<String, User>,
+    /// Access keys by access key id.
+    pub keys: HashMap<String, AccessKey>,
+    /// Buckets by name.
+    pub buckets: BTreeMap<String, Bucket>,
+}
+
+impl ManagerState {
+    /// The key pair for an access key id, if it exists.
+    pub fn access_key(&self, access_key_id: &str) -> Option<&AccessKey> {
+        self.keys.get(access_key_id)
+    }
+
+    /// A bucket by name, if it exists.
+    pub fn bucket(&self, name: &str) -> Option<&Bucket> {
+        self.buckets.get(name)
+    }
+
+    /// A user by id, if it exists.
+    pub fn user(&self, user_id: &str) -> Option<&User> {
+        self.users.get(user_id)
+    }
+
+    /// The access key ids of a user, sorted (for stable listings).
+    pub fn keys_of(&self, user_id: &str) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .keys
+            .values()
+            .filter(|key| key.user_id == user_id)
+            .map(|key| key.access_key_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}

@@ -1,0 +1,111 @@
+//! The one error type of the node: every way starting, routing or serving can fail.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Every way a node operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The owning core's engine failed.
+    #[error(transparent)]
+    Engine(#[from] leofs_engine::EngineError),
+    /// The node configuration is unusable (the string says why and what to do).
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// The data directory was created with a different layout than requested.
+    #[error(
+        "data dir {dir} was created with {stored_cores} cores and {stored_partitions} partitions, \
+         but {cores} cores and {partitions} partitions were requested; start with --cores \
+         {stored_cores} (changing the core count of a data dir is not supported)"
+    )]
+    LayoutMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// Core count stored in `node.toml`.
+        stored_cores: usize,
+        /// Partition count stored in `node.toml`.
+        stored_partitions: u32,
+        /// Core count requested.
+        cores: usize,
+        /// Partition count requested.
+        partitions: u32,
+    },
+    /// Reading or writing a node file failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node layout file exists but cannot be understood.
+    #[error("corrupt node layout {path}: {detail}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}: {}", bind_reason(error))]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error (not a `source`: the message already says it, once).
+        error: std::io::Error,
+    },
+    /// A core thread or its io_uring runtime could not be started.
+    #[error("cannot start core {core}: {source}")]
+    CoreStart {
+        /// The core.
+        core: usize,
+        /// The OS error (a failed io_uring setup usually means RLIMIT_MEMLOCK is below 1 MiB).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller's per-core initialisation failed.
+    #[error("initialising core {core} failed: {source}")]
+    Init {
+        /// The core.
+        core: usize,
+        /// The caller's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A partition number outside the node's partition map.
+    #[error("partition {partition} out of range (the node has {partitions} partitions)")]
+    PartitionOutOfRange {
+        /// The partition asked for.
+        partition: u32,
+        /// Partitions of the node.
+        partitions: u32,
+    },
+    /// The core that owns the data has stopped (the node is shutting down).
+    #[error("core {core} has stopped")]
+    CoreStopped {
+        /// The core.
+        core: usize,
+    },
+    /// The node is shutting down and accepts no new listeners.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// A core thread panicked.
+    #[error("core {core} panicked")]
+    CorePanicked {
+        /// The core.
+        core: usize,
+    },
+}
+
+/// A short human reason for a bind failure ("address in use" rather than the errno text).
+fn bind_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => error.to_string(),
+    }
+}

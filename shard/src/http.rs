@@ -1,0 +1,257 @@
+//! HTTP listeners of one core: SO_REUSEPORT binding, the accept loop, hyper http1 connections
+//! (keep-alive, TCP_NODELAY, header limits) and their graceful shutdown.
+//!
+//! Every listener and connection registers in its core's [`ConnectionHub`]; on shutdown the hub
+//! tells each to stop (listeners stop accepting, connections finish the request in flight and
+//! close) and the node waits, bounded, until the hub is empty.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use monoio::io::IntoPollIo;
+use monoio::net::{ListenerOpts, TcpListener};
+use send_wrapper::SendWrapper;
+
+use crate::{Shard, ShardError};
+
+/// Longest time a client may take to send a request's headers (also closes idle keep-alive
+/// connections after this long).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line + headers) in bytes; larger gets 431 from hyper.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most headers in one request; more gets 431 from hyper.
+pub const MAX_HEADERS: usize = 128;
+/// Pending connections the kernel queues per listener.
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Listeners and connections alive on one core, each with a stop signal.
+#[derive(Default)]
+pub(crate) struct ConnectionHub {
+    next_id: Cell<u64>,
+    stopping: Cell<bool>,
+    /// Stop signal per live registration (taken when sent; the entry stays until the task ends).
+    live: RefCell<HashMap<u64, Option<oneshot::Sender<()>>>>,
+    /// Listeners bound on this core so far (the ordinal of the next `serve_http` call).
+    listeners_bound: Cell<usize>,
+}
+
+impl ConnectionHub {
+    /// Registers a listener or connection; None once the core is stopping.
+    fn register(&self) -> Option<(u64, oneshot::Receiver<()>)> {
+        if self.stopping.get() {
+            return None;
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (stop, stopped) = oneshot::channel();
+        self.live.borrow_mut().insert(id, Some(stop));
+        Some((id, stopped))
+    }
+
+    /// Tells every listener and connection to stop; refuses new ones from now on.
+    pub(crate) fn stop_all(&self) {
+        self.stopping.set(true);
+        let stops: Vec<_> = self
+            .live
+            .borrow_mut()
+            .values_mut()
+            .filter_map(Option::take)
+            .collect();
+        for stop in stops {
+            // A task that already ended has dropped its receiver: nothing to tell it.
+            let _ = stop.send(());
+        }
+    }
+
+    /// Listeners and connections still running.
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.borrow().len()
+    }
+}
+
+/// Removes a registration from the hub when its task ends.
+struct Registration {
+    shard: Shard,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shard
+            .core
+            .connections
+            .live
+            .borrow_mut()
+            .remove(&self.id);
+    }
+}
+
+/// Binds `addr` with SO_REUSEPORT on the current core, sets TCP_NODELAY on accepted connections and
+/// serves each with hyper http1 (keep-alive) until shutdown; in-flight requests finish on shutdown.
+///
+/// Every core of a node binds the same address; with port 0 the first core's ephemeral port is
+/// reused by the others (cores run `init_core` one after another). The first bind of an address
+/// in the node checks that no other process listens there, so "address in use" is reported
+/// instead of silently sharing a port with another SO_REUSEPORT user.
+pub fn serve_http<S, B>(shard: &Shard, addr: SocketAddr, service: S) -> Result<(), ShardError>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = bind(shard, addr)?;
+    let Some((id, mut stop)) = shard.core.connections.register() else {
+        return Err(ShardError::ShuttingDown);
+    };
+    let registration = Registration {
+        shard: shard.clone(),
+        id,
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(MonoioTimer)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    monoio::spawn(async move {
+        loop {
+            let accepted = match select(pin!(listener.accept()), &mut stop).await {
+                Either::Left((accepted, _)) => accepted,
+                Either::Right(_) => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let Some((conn_id, conn_stop)) = registration.shard.core.connections.register()
+                    else {
+                        break;
+                    };
+                    let conn_registration = Registration {
+                        shard: registration.shard.clone(),
+                        id: conn_id,
+                    };
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let io = match stream.into_poll_io() {
+                        Ok(io) => TokioIo::new(io),
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot switch connection to poll mode");
+                            continue;
+                        }
+                    };
+                    let connection = builder.serve_connection(io, service.clone());
+                    monoio::spawn(async move {
+                        let _registration = conn_registration;
+                        let mut connection = pin!(connection);
+                        let result = match select(connection.as_mut(), conn_stop).await {
+                            Either::Left((result, _)) => result,
+                            Either::Right(_) => {
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "accept failed");
+                    monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        drop(registration);
+    });
+    Ok(())
+}
+
+/// Binds the listener of `addr` on this core (see [`serve_http`] for port 0 and the in-use check).
+fn bind(shard: &Shard, addr: SocketAddr) -> Result<TcpListener, ShardError> {
+    let node = &shard.core.node;
+    let ordinal = shard.core.connections.listeners_bound.get();
+    let known = node.bound_addr(ordinal, addr);
+    let bind_addr = match known {
+        Some(bound) => bound,
+        None => {
+            if addr.port() != 0 {
+                // Another process on this port? std binds without SO_REUSEPORT, so it fails then.
+                std::net::TcpListener::bind(addr)
+                    .map_err(|error| ShardError::Bind { addr, error })?;
+            }
+            addr
+        }
+    };
+    let opts = ListenerOpts::new().reuse_port(true).backlog(LISTEN_BACKLOG);
+    let listener = TcpListener::bind_with_config(bind_addr, &opts)
+        .map_err(|error| ShardError::Bind { addr, error })?;
+    let local = listener
+        .local_addr()
+        .map_err(|error| ShardError::Bind { addr, error })?;
+    if known.is_none() {
+        node.record_bound_addr(ordinal, addr, local);
+    }
+    shard.core.connections.listeners_bound.set(ordinal + 1);
+    tracing::debug!(core = shard.core.id, %local, "listening");
+    Ok(listener)
+}
+
+/// hyper's timer on the current monoio runtime.
+#[derive(Clone, Copy, Debug)]
+struct MonoioTimer;
+
+/// A monoio sleep made `Send + Sync` for hyper's `Sleep` bound. Sound: monoio never moves a task
+/// to another thread, so the wrapper is only touched on the thread that created it (SendWrapper
+/// checks this at run time).
+struct MonoioSleep(SendWrapper<Pin<Box<monoio::time::Sleep>>>);
+
+impl std::future::Future for MonoioSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for MonoioSleep {}
+
+impl hyper::rt::Timer for MonoioTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(MonoioSleep(SendWrapper::new(Box::pin(
+            monoio::time::sleep(duration),
+        ))))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let deadline = monoio::time::Instant::from_std(deadline);
+        Box::pin(MonoioSleep(SendWrapper::new(Box::pin(
+            monoio::time::sleep_until(deadline),
+        ))))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        // Re-arm the existing timer instead of allocating a new one for every request.
+        match sleep.as_mut().downcast_mut_pin::<MonoioSleep>() {
+            Some(mut ours) => ours
+                .0
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(new_deadline)),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+}

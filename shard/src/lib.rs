@@ -1,0 +1,75 @@
+//! leofs-shard: the thread-per-core node. One pinned OS thread per core, each with its own
+//! monoio io_uring runtime and storage engine; a fixed partition map from object hashes to
+//! owning cores; cross-core forwarding; HTTP listeners with SO_REUSEPORT.
+//!
+//! - [`partition`]: hash → partition → core.
+//! - [`cross_core`]: the only way to reach another core (bounded, counted messages).
+//! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
+//! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
+//! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
+//! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
+
+pub mod cross_core;
+mod error;
+pub mod http;
+pub mod layout;
+pub mod node;
+pub mod partition;
+pub mod shard;
+
+pub use error::ShardError;
+pub use http::serve_http;
+pub use layout::{NodeLayout, read_layout};
+pub use leofs_engine::{EngineConfig, Head, Hlc, PartitionId, PutValue, ScanEntry, Summary, Value};
+pub use node::{CoreStats, NodeConfig, NodeHandle, NodeStats, ShutdownTrigger, start_node};
+pub use partition::PartitionMap;
+pub use shard::Shard;
+
+/// Default number of partitions of a node (power of two, fixed at creation; DESIGN §4).
+pub const DEFAULT_PARTITIONS: u32 = 1024;
+
+/// Longest `bucket ‖ 0x00 ‖ key` hashed from a stack buffer; longer inputs use the streaming hasher.
+const OBJECT_HASH_STACK_BYTES: usize = 1280;
+
+/// xxh3_64(bucket ‖ 0x00 ‖ key) (DESIGN §4); other namespaces hash their own byte strings with
+/// [`hash_bytes`]. No allocation for S3-sized names (bucket ≤ 63, key ≤ 1024 bytes).
+pub fn object_hash(bucket: &[u8], key: &[u8]) -> u64 {
+    let len = bucket.len() + 1 + key.len();
+    if len <= OBJECT_HASH_STACK_BYTES {
+        let mut buf = [0u8; OBJECT_HASH_STACK_BYTES];
+        buf[..bucket.len()].copy_from_slice(bucket);
+        buf[bucket.len() + 1..len].copy_from_slice(key);
+        return hash_bytes(&buf[..len]);
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(bucket);
+    hasher.update(&[0]);
+    hasher.update(key);
+    hasher.digest()
+}
+
+/// xxh3_64 of a byte string: the ring hash for namespaces other than objects.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_hash_is_xxh3_of_bucket_nul_key_for_short_and_long_names() {
+        for key_len in [0usize, 1, 100, 1024, 2000, 5000] {
+            let key = vec![b'k'; key_len];
+            let mut joined = b"bucket".to_vec();
+            joined.push(0);
+            joined.extend_from_slice(&key);
+            assert_eq!(
+                object_hash(b"bucket", &key),
+                hash_bytes(&joined),
+                "key_len={key_len}"
+            );
+        }
+        assert_ne!(object_hash(b"ab", b"c"), object_hash(b"a", b"bc"));
+    }
+}

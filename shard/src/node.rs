@@ -1,0 +1,704 @@
+//! Starting and stopping a node: one pinned OS thread per core, each with its own monoio io_uring
+//! runtime and engine, the SIGTERM/SIGINT watcher, shutdown and cross-thread stats.
+//!
+//! Lifecycle of a core thread: pin → build runtime → open engine (`<data_dir>/shard-<i>`) →
+//! serve its mailbox → run `init_core` when told (cores initialise one after another, so port 0
+//! resolves to one port for all) → on shutdown: stop listeners and let connections finish
+//! (all cores, bounded by [`DRAIN_TIMEOUT`]) → close the engine (checkpoint) → exit.
+//!
+//! Signals: SIGTERM and SIGINT are blocked in the thread calling [`start_node`] before any core
+//! thread is spawned (threads inherit the mask), and one watcher thread takes them with
+//! `sigtimedwait`. No async-signal-safety concerns (nothing runs in a handler), no extra crate,
+//! and io_uring waits on core threads are never interrupted. A second signal during shutdown
+//! exits the process at once.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
+use leofs_engine::{Engine, EngineConfig, EngineStats, ScanEntry};
+
+use crate::cross_core::{self, Forwarder, Mailboxes};
+use crate::http::ConnectionHub;
+use crate::layout::ensure_layout;
+use crate::shard::Core;
+use crate::{PartitionMap, Shard, ShardError};
+
+/// Longest time shutdown waits for in-flight requests before closing the engines anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a draining core checks whether its connections are gone.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest time [`NodeStats::stats`] and [`NodeStats::scan_all`] wait for the cores to answer.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the signal watcher checks whether the node has finished.
+const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// io_uring submission queue entries per core.
+const URING_ENTRIES: u32 = 1024;
+
+/// What a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The data directory (`node.toml`, `shard-<i>/`).
+    pub data_dir: std::path::PathBuf,
+    /// Cores (shards) to run; fixed when the data directory is created.
+    pub cores: usize,
+    /// Partitions (power of two, default [`crate::DEFAULT_PARTITIONS`]); fixed at creation.
+    pub partitions: u32,
+    /// Engine configuration template; `dir` is replaced by `<data_dir>/shard-<i>` per core.
+    pub engine: EngineConfig,
+}
+
+/// State of the node shared by every thread (Send + Sync).
+pub(crate) struct NodeShared {
+    mailboxes: Mailboxes,
+    map: PartitionMap,
+    shutdown: Arc<ShutdownState>,
+    /// (ordinal of the listener on a core, requested address) → bound address, for port 0.
+    bound: Mutex<Vec<(usize, SocketAddr, SocketAddr)>>,
+}
+
+impl NodeShared {
+    /// The address an earlier core bound for the `ordinal`-th listener requested at `requested`.
+    pub(crate) fn bound_addr(&self, ordinal: usize, requested: SocketAddr) -> Option<SocketAddr> {
+        let bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        bound
+            .iter()
+            .find(|(o, r, _)| *o == ordinal && *r == requested)
+            .map(|(_, _, b)| *b)
+    }
+
+    /// Records the address the first core bound for a listener.
+    pub(crate) fn record_bound_addr(
+        &self,
+        ordinal: usize,
+        requested: SocketAddr,
+        bound: SocketAddr,
+    ) {
+        let mut all = self
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.push((ordinal, requested, bound));
+    }
+}
+
+/// Set once when shutdown is requested; wakes whoever waits in [`NodeHandle::wait`].
+#[derive(Default)]
+struct ShutdownState {
+    requested: Mutex<bool>,
+    changed: Condvar,
+    /// Set when the node has stopped: the signal watcher exits.
+    finished: AtomicBool,
+}
+
+impl ShutdownState {
+    fn request(&self) {
+        let mut requested = self
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *requested = true;
+        self.changed.notify_all();
+    }
+
+    fn is_requested(&self) -> bool {
+        *self
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait(&self) {
+        let mut requested = self
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while !*requested {
+            requested = self
+                .changed
+                .wait(requested)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
+/// Requests a graceful shutdown of the node from any thread. Send + Sync + Clone.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    state: Arc<ShutdownState>,
+}
+
+impl ShutdownTrigger {
+    /// Requests shutdown; [`NodeHandle::wait`] then stops the node. Idempotent.
+    pub fn trigger(&self) {
+        self.state.request();
+    }
+}
+
+/// Gathers per-core stats from any thread (blocking). Send + Sync + Clone, for status sources.
+#[derive(Clone)]
+pub struct NodeStats {
+    shared: Arc<NodeShared>,
+}
+
+impl NodeStats {
+    /// `(core, engine stats, partitions owned, cross-core calls forwarded)` of every core that
+    /// answers within [`STATS_TIMEOUT`], by core.
+    pub fn core_stats(&self) -> Vec<CoreStats> {
+        let cores = self.shared.map.cores();
+        let (tx, rx) = mpsc::channel();
+        let mut asked = 0;
+        for core in 0..cores {
+            let tx = tx.clone();
+            let job: cross_core::Job = Box::new(move |shard: &Shard| {
+                let _ = tx.send(CoreStats {
+                    core: shard.core.id,
+                    engine: shard.core.engine.stats(),
+                    partitions_owned: shard.core.map.partitions_owned(shard.core.id),
+                    forwarded_calls: shard.core.forwarder.forwarded(),
+                });
+            });
+            if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + STATS_TIMEOUT;
+        let mut stats = Vec::with_capacity(asked);
+        while stats.len() < asked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(one) => stats.push(one),
+                Err(_) => break,
+            }
+        }
+        stats.sort_by_key(|s| s.core);
+        stats
+    }
+
+    /// Per-shard `(core, engine stats, partitions owned)`, as [`NodeHandle::stats`].
+    pub fn stats(&self) -> Vec<(usize, EngineStats, u32)> {
+        self.core_stats()
+            .into_iter()
+            .map(|s| (s.core, s.engine, s.partitions_owned))
+            .collect()
+    }
+
+    /// Live keys starting with `prefix` across all cores, in key order, at most `limit`, asked
+    /// from a non-core thread (blocking; core 0 runs the merge). For admin checks such as
+    /// "is this bucket empty".
+    pub fn scan_all(
+        &self,
+        prefix: impl Into<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        let (tx, rx) = mpsc::channel();
+        let prefix = prefix.into();
+        let job: cross_core::Job = Box::new(move |shard: &Shard| {
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                let _ = tx.send(shard.scan_all(prefix, None, limit).await);
+            });
+        });
+        cross_core::post(&self.shared.mailboxes, 0, job)?;
+        rx.recv_timeout(STATS_TIMEOUT)
+            .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
+    }
+
+    /// Number of cores of the node.
+    pub fn cores(&self) -> usize {
+        self.shared.map.cores()
+    }
+
+    /// Number of partitions of the node.
+    pub fn partitions(&self) -> u32 {
+        self.shared.map.partitions()
+    }
+}
+
+/// One core's counters.
+#[derive(Clone, Debug)]
+pub struct CoreStats {
+    /// The core.
+    pub core: usize,
+    /// Its engine's counters.
+    pub engine: EngineStats,
+    /// Partitions it owns.
+    pub partitions_owned: u32,
+    /// Cross-core calls it forwarded since start.
+    pub forwarded_calls: u64,
+}
+
+/// A running node, returned by [`start_node`].
+pub struct NodeHandle {
+    shared: Arc<NodeShared>,
+    /// Core threads, by core; each returns its engine's close result.
+    threads: Vec<JoinHandle<Result<(), ShardError>>>,
+    /// Tells each core to close its engine and exit.
+    exits: Vec<oneshot::Sender<()>>,
+    /// The SIGTERM/SIGINT watcher thread.
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// What a core thread reports to the starting thread.
+enum CoreEvent {
+    /// The engine is open (or failed to open).
+    Opened(Result<(), ShardError>),
+    /// `init_core` ran (or failed).
+    Initialised(Result<(), ShardError>),
+}
+
+/// Starts one pinned thread per core, each with its own monoio io_uring runtime and engine
+/// (`<data_dir>/shard-<i>`), then calls `init_core(shard)` on that thread inside its runtime
+/// (that is where the caller spawns its listeners with [`crate::serve_http`]).
+///
+/// Blocks SIGTERM and SIGINT in the calling thread (see the module docs); call it before
+/// spawning other threads that must not receive them.
+pub fn start_node<F>(config: NodeConfig, init_core: F) -> Result<NodeHandle, ShardError>
+where
+    F: Fn(Shard) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync + 'static,
+{
+    let map = PartitionMap::new(config.partitions, config.cores)?;
+    ensure_layout(&config.data_dir, config.cores, config.partitions)?;
+    let signals = block_shutdown_signals()?;
+    let (mailboxes, receivers) = cross_core::mailboxes(map.cores());
+    let shared = Arc::new(NodeShared {
+        mailboxes,
+        map,
+        shutdown: Arc::new(ShutdownState::default()),
+        bound: Mutex::new(Vec::new()),
+    });
+    let cpus = allowed_cpus();
+    let init_core = Arc::new(init_core);
+    let (events_tx, events) = mpsc::channel();
+    let mut handle = NodeHandle {
+        shared: shared.clone(),
+        threads: Vec::new(),
+        exits: Vec::new(),
+        watcher: None,
+    };
+    let mut go_inits = Vec::new();
+    for (id, receiver) in receivers.into_iter().enumerate() {
+        let (go_init, go_init_rx) = oneshot::channel();
+        let (exit, exit_rx) = oneshot::channel();
+        go_inits.push(go_init);
+        handle.exits.push(exit);
+        let mut engine = config.engine.clone();
+        engine.dir = config.data_dir.join(format!("shard-{id}"));
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        let thread = CoreThread {
+            id,
+            cpu,
+            engine,
+            shared: shared.clone(),
+            receiver,
+            go_init: go_init_rx,
+            exit: exit_rx,
+            events: events_tx.clone(),
+            init_core: init_core.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("leofs-core-{id}"))
+            .spawn(move || thread.run());
+        match spawned {
+            Ok(join) => handle.threads.push(join),
+            Err(source) => {
+                drop(go_inits);
+                handle.abort();
+                return Err(ShardError::CoreStart { core: id, source });
+            }
+        }
+    }
+    drop(events_tx);
+    // Every engine opens in parallel; then cores initialise one after another.
+    if let Err(e) = wait_opened(&events, map.cores()) {
+        drop(go_inits);
+        handle.abort();
+        return Err(e);
+    }
+    let mut pending = go_inits.into_iter().enumerate();
+    while let Some((id, go_init)) = pending.next() {
+        let _ = go_init.send(());
+        let initialised = match events.recv() {
+            Ok(CoreEvent::Initialised(result)) => result,
+            // Only Initialised events are sent at this stage; anything else means the thread died.
+            Ok(CoreEvent::Opened(..)) | Err(_) => Err(ShardError::CorePanicked { core: id }),
+        };
+        if let Err(e) = initialised {
+            // Cores not initialised yet see their go-ahead dropped and wait for the exit.
+            drop(pending);
+            handle.abort();
+            return Err(e);
+        }
+    }
+    handle.watcher = Some(spawn_signal_watcher(signals, shared.shutdown.clone())?);
+    Ok(handle)
+}
+
+/// Waits until every core reported its engine open; the first failure is returned.
+fn wait_opened(events: &mpsc::Receiver<CoreEvent>, cores: usize) -> Result<(), ShardError> {
+    let mut first_error = None;
+    for _ in 0..cores {
+        match events.recv() {
+            Ok(CoreEvent::Opened(Ok(()))) => {}
+            Ok(CoreEvent::Opened(Err(e))) | Ok(CoreEvent::Initialised(Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Ok(CoreEvent::Initialised(Ok(()))) => {}
+            Err(_) => {
+                first_error.get_or_insert(ShardError::CorePanicked { core: 0 });
+                break;
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+impl NodeHandle {
+    /// Blocks until SIGTERM/SIGINT or a [`ShutdownTrigger`], then stops listeners, lets in-flight
+    /// requests finish (bounded by [`DRAIN_TIMEOUT`]), checkpoints and closes every engine.
+    pub fn wait(mut self) -> Result<(), ShardError> {
+        self.shared.shutdown.wait();
+        tracing::info!("shutting down: draining connections");
+        self.drain();
+        tracing::info!("closing engines");
+        self.stop_threads()
+    }
+
+    /// A handle that requests shutdown from any thread.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            state: self.shared.shutdown.clone(),
+        }
+    }
+
+    /// Per-shard stats, gathered from the core threads (callable from any thread, blocking).
+    pub fn stats(&self) -> Vec<(usize, EngineStats, u32)> {
+        self.stats_handle().stats()
+    }
+
+    /// A cloneable, thread-safe stats source that outlives [`NodeHandle::wait`]'s borrow.
+    pub fn stats_handle(&self) -> NodeStats {
+        NodeStats {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Addresses the listeners of core 0 are bound to, in the order `init_core` bound them
+    /// (the real port when port 0 was asked for).
+    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
+        let bound = self
+            .shared
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bound: Vec<_> = bound
+            .iter()
+            .map(|(ordinal, _, addr)| (*ordinal, *addr))
+            .collect();
+        bound.sort_by_key(|(ordinal, _)| *ordinal);
+        bound.into_iter().map(|(_, addr)| addr).collect()
+    }
+
+    /// Tells every core to stop its listeners and waits until their connections are gone.
+    fn drain(&self) {
+        let (tx, rx) = mpsc::channel();
+        let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+        let mut asked = 0;
+        for core in 0..self.shared.map.cores() {
+            let tx = tx.clone();
+            let job: cross_core::Job = Box::new(move |shard: &Shard| {
+                shard.core.connections.stop_all();
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    let deadline = monoio::time::Instant::from_std(deadline);
+                    while shard.core.connections.live_count() > 0
+                        && monoio::time::Instant::now() < deadline
+                    {
+                        monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
+                    }
+                    let _ = tx.send((shard.core.id, shard.core.connections.live_count()));
+                });
+            });
+            if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        for _ in 0..asked {
+            let left = deadline.saturating_duration_since(std::time::Instant::now())
+                + DRAIN_POLL_INTERVAL * 10;
+            match rx.recv_timeout(left) {
+                Ok((core, 0)) => tracing::debug!(core, "drained"),
+                Ok((core, live)) => {
+                    tracing::warn!(core, live, "connections still open after the drain timeout")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Tells every core to close its engine and exit; joins them and returns the first error.
+    fn stop_threads(&mut self) -> Result<(), ShardError> {
+        for exit in self.exits.drain(..) {
+            let _ = exit.send(());
+        }
+        let mut first_error = None;
+        for (core, thread) in self.threads.drain(..).enumerate() {
+            let result = thread
+                .join()
+                .unwrap_or(Err(ShardError::CorePanicked { core }));
+            if let Err(e) = result {
+                tracing::error!(core, error = %e, "core stopped with an error");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.shared.shutdown.finished.store(true, Ordering::Release);
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops a node that failed to start (no drain: nothing was served yet).
+    fn abort(&mut self) {
+        self.shared.shutdown.request();
+        if let Err(e) = self.stop_threads() {
+            tracing::debug!(error = %e, "a core failed while aborting the start");
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    /// A handle dropped without [`NodeHandle::wait`] still stops its cores (without draining).
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.abort();
+        }
+    }
+}
+
+/// Everything one core thread starts with.
+struct CoreThread<F> {
+    id: usize,
+    cpu: Option<usize>,
+    engine: EngineConfig,
+    shared: Arc<NodeShared>,
+    receiver: futures_channel::mpsc::UnboundedReceiver<cross_core::Job>,
+    go_init: oneshot::Receiver<()>,
+    exit: oneshot::Receiver<()>,
+    events: mpsc::Sender<CoreEvent>,
+    init_core: Arc<F>,
+}
+
+impl<F> CoreThread<F>
+where
+    F: Fn(Shard) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync + 'static,
+{
+    /// The thread body: pin, build the runtime, run the core.
+    fn run(self) -> Result<(), ShardError> {
+        let id = self.id;
+        if let Some(cpu) = self.cpu
+            && let Err(e) = monoio::utils::bind_to_cpu_set([cpu])
+        {
+            tracing::warn!(core = id, cpu, error = %e, "cannot pin core thread; running unpinned");
+        }
+        let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build();
+        let mut runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(source) => {
+                let reporter = Reporter::new(id, self.events);
+                reporter.opened(Err(ShardError::CoreStart { core: id, source }));
+                return Ok(());
+            }
+        };
+        runtime.block_on(self.serve())
+    }
+
+    /// Inside the runtime: open the engine, serve the mailbox, initialise when told, close on exit.
+    async fn serve(self) -> Result<(), ShardError> {
+        let CoreThread {
+            id,
+            engine,
+            shared,
+            receiver,
+            go_init,
+            exit,
+            events,
+            init_core,
+            ..
+        } = self;
+        let reporter = Reporter::new(id, events);
+        let engine = match Engine::open(engine).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                reporter.opened(Err(e.into()));
+                return Ok(());
+            }
+        };
+        let shard = Shard {
+            core: Rc::new(Core {
+                id,
+                map: shared.map,
+                engine: engine.clone(),
+                forwarder: Forwarder::new(shared.mailboxes.clone()),
+                connections: ConnectionHub::default(),
+                node: shared.clone(),
+            }),
+        };
+        reporter.opened(Ok(()));
+        let lifecycle = async {
+            if go_init.await.is_ok() {
+                let initialised = init_core(shard.clone())
+                    .map_err(|source| ShardError::Init { core: id, source });
+                reporter.initialised(initialised);
+            }
+            let _ = exit.await;
+        };
+        let mailbox = cross_core::run_mailbox(shard.clone(), receiver);
+        match select(std::pin::pin!(lifecycle), std::pin::pin!(mailbox)).await {
+            Either::Left(((), _)) | Either::Right(((), _)) => {}
+        }
+        shard.core.connections.stop_all();
+        drop(shard);
+        engine.close().await?;
+        tracing::debug!(core = id, "engine closed");
+        Ok(())
+    }
+}
+
+/// Reports a core's start to [`start_node`]; if the thread dies (panics) before it finished
+/// starting, the drop reports that instead, so the starting thread never waits forever.
+struct Reporter {
+    core: usize,
+    events: mpsc::Sender<CoreEvent>,
+    stage: std::cell::Cell<StartStage>,
+}
+
+/// How far a core got in starting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StartStage {
+    Opening,
+    Initialising,
+    Started,
+}
+
+impl Reporter {
+    fn new(core: usize, events: mpsc::Sender<CoreEvent>) -> Self {
+        Self {
+            core,
+            events,
+            stage: std::cell::Cell::new(StartStage::Opening),
+        }
+    }
+
+    fn opened(&self, result: Result<(), ShardError>) {
+        let next = if result.is_ok() {
+            StartStage::Initialising
+        } else {
+            StartStage::Started
+        };
+        self.stage.set(next);
+        let _ = self.events.send(CoreEvent::Opened(result));
+    }
+
+    fn initialised(&self, result: Result<(), ShardError>) {
+        self.stage.set(StartStage::Started);
+        let _ = self.events.send(CoreEvent::Initialised(result));
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let died = Err(ShardError::CorePanicked { core: self.core });
+        let _ = match self.stage.get() {
+            StartStage::Opening => self.events.send(CoreEvent::Opened(died)),
+            StartStage::Initialising => self.events.send(CoreEvent::Initialised(died)),
+            StartStage::Started => Ok(()),
+        };
+    }
+}
+
+/// CPUs this process may run on, in order (empty if unknown: threads are then left unpinned).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it, and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread (inherited by threads it spawns later) and
+/// returns the set for the watcher.
+fn block_shutdown_signals() -> Result<libc::sigset_t, ShardError> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; pthread_sigmask
+    // only changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(ShardError::CoreStart {
+                core: 0,
+                source: std::io::Error::from_raw_os_error(rc),
+            });
+        }
+        Ok(set)
+    }
+}
+
+/// Takes SIGTERM/SIGINT on a dedicated thread: the first requests a graceful shutdown, a second
+/// one exits the process immediately.
+fn spawn_signal_watcher(
+    signals: libc::sigset_t,
+    shutdown: Arc<ShutdownState>,
+) -> Result<JoinHandle<()>, ShardError> {
+    std::thread::Builder::new()
+        .name("leofs-signals".to_owned())
+        .spawn(move || {
+            let timeout = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: SIGNAL_POLL_INTERVAL.as_nanos() as libc::c_long,
+            };
+            while !shutdown.finished.load(Ordering::Acquire) {
+                // SAFETY: `signals` is an initialised set; a null siginfo pointer is allowed.
+                let signal =
+                    unsafe { libc::sigtimedwait(&signals, std::ptr::null_mut(), &timeout) };
+                if signal != libc::SIGTERM && signal != libc::SIGINT {
+                    continue;
+                }
+                let name = if signal == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                if shutdown.is_requested() {
+                    tracing::warn!(signal = name, "second signal during shutdown: exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal = name, "signal received: graceful shutdown");
+                shutdown.request();
+            }
+        })
+        .map_err(|source| ShardError::CoreStart { core: 0, source })
+}

@@ -1,0 +1,123 @@
+//! `leofs-adm`: the operator CLI of a running `leofs server`, talking to its admin API. This file
+//! only parses arguments and prints; the commands live in `leofs_manager::adm`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leofs_manager::adm::{self, AdmCommand, DEFAULT_ADMIN_ADDR, DEFAULT_DATA_DIR};
+use leofs_manager::client::AdminClient;
+
+/// Manage users, keys and buckets of a leofs node, and show its status.
+#[derive(Parser)]
+#[command(name = "leofs-adm", version)]
+struct Cli {
+    /// Address of the admin API.
+    #[arg(long, value_name = "ADDR", env = "LEOFS_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_ADDR, global = true)]
+    admin: String,
+    /// Data directory of the node; the admin token is read from <DIR>/manager/admin.token.
+    #[arg(long, value_name = "DIR", env = "LEOFS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    data_dir: PathBuf,
+    /// Admin token (overrides the one in the data directory).
+    #[arg(
+        long,
+        value_name = "T",
+        env = "LEOFS_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the node, its S3 endpoint, uptime and per-shard figures.
+    Status,
+    /// Create a user with a fresh key pair (the secret is shown only once).
+    CreateUser {
+        /// User id.
+        name: String,
+    },
+    /// List users and their access key ids.
+    GetUsers,
+    /// Delete a user and its keys (refused while it owns buckets).
+    DeleteUser {
+        /// User id.
+        name: String,
+    },
+    /// Create a bucket owned by the user of ACCESS_KEY_ID.
+    AddBucket {
+        /// Bucket name (S3 naming rules).
+        bucket: String,
+        /// An access key id of the owner.
+        access_key_id: String,
+    },
+    /// List buckets with their owners and ACLs.
+    GetBuckets,
+    /// Delete an empty bucket.
+    DeleteBucket {
+        /// Bucket name.
+        bucket: String,
+    },
+    /// Set a bucket's canned ACL: private, public-read or public-read-write.
+    UpdateAcl {
+        /// Bucket name.
+        bucket: String,
+        /// An access key id of the owner (or an administrator).
+        access_key_id: String,
+        /// private | public-read | public-read-write
+        acl: String,
+    },
+}
+
+impl From<Command> for AdmCommand {
+    fn from(command: Command) -> AdmCommand {
+        match command {
+            Command::Status => AdmCommand::Status,
+            Command::CreateUser { name } => AdmCommand::CreateUser { user_id: name },
+            Command::GetUsers => AdmCommand::GetUsers,
+            Command::DeleteUser { name } => AdmCommand::DeleteUser { user_id: name },
+            Command::AddBucket {
+                bucket,
+                access_key_id,
+            } => AdmCommand::AddBucket {
+                bucket,
+                access_key_id,
+            },
+            Command::GetBuckets => AdmCommand::GetBuckets,
+            Command::DeleteBucket { bucket } => AdmCommand::DeleteBucket { bucket },
+            Command::UpdateAcl {
+                bucket,
+                access_key_id,
+                acl,
+            } => AdmCommand::UpdateAcl {
+                bucket,
+                access_key_id,
+                acl,
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = adm::resolve_token(cli.token, &cli.data_dir).and_then(|token| {
+        let client = AdminClient::new(cli.admin, token);
+        adm::run(&client, &cli.command.into(), cli.json)
+    });
+    match outcome {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("leofs-adm: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `leofs`: the storage node binary. This file parses arguments and configuration (flag > env >
+//! leofs.toml > default) and wires the manager, the admin API, the thread-per-core node and the
+//! S3 gateway together; the work lives in the crates.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use leofs_engine::{EngineConfig, SyncPolicy};
+use leofs_gateway::GatewayConfig;
+use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
+use leofs_manager::store::ADMIN_USER_ID;
+use leofs_manager::{Credentials, Manager};
+use leofs_shard::{DEFAULT_PARTITIONS, NodeConfig, NodeStats, ShardError, read_layout, start_node};
+use serde::Deserialize;
+
+/// Data directory when none is configured.
+const DEFAULT_DATA_DIR: &str = "./leofs-data";
+/// S3 listen address when none is configured.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Admin API listen address when none is configured.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:10010";
+/// Region when none is configured.
+const DEFAULT_REGION: &str = "us-east-1";
+/// Configuration file read from the working directory when present and no --config is given.
+const DEFAULT_CONFIG_FILE: &str = "leofs.toml";
+
+/// leofs: a thread-per-core S3-compatible object store.
+#[derive(Parser)]
+#[command(name = "leofs", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a storage node: S3 API, admin API and one shard per core.
+    Server(ServerArgs),
+}
+
+/// Flags of `leofs server`; each also reads its LEOFS_* environment variable.
+#[derive(Args)]
+struct ServerArgs {
+    /// Configuration file (default: ./leofs.toml if present).
+    #[arg(long, value_name = "FILE", env = "LEOFS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./leofs-data].
+    #[arg(long, value_name = "DIR", env = "LEOFS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// S3 listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", env = "LEOFS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin API listen address [default: 127.0.0.1:10010].
+    #[arg(long, value_name = "ADDR", env = "LEOFS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// LeoFS REST API listen address [default: off].
+    #[arg(long, value_name = "ADDR", env = "LEOFS_REST_LISTEN")]
+    rest_listen: Option<SocketAddr>,
+    /// Cores (shards) [default: the data dir's count, else the number of CPUs]; fixed when the
+    /// data dir is created.
+    #[arg(long, value_name = "N", env = "LEOFS_CORES")]
+    cores: Option<usize>,
+    /// Domain for virtual-host-style buckets (`bucket.DOMAIN`) [default: path style only].
+    #[arg(long, value_name = "DOMAIN", env = "LEOFS_DOMAIN")]
+    domain: Option<String>,
+    /// Region reported to S3 clients [default: us-east-1].
+    #[arg(long, value_name = "REGION", env = "LEOFS_REGION")]
+    region: Option<String>,
+}
+
+/// The keys of leofs.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    rest_listen: Option<SocketAddr>,
+    cores: Option<usize>,
+    domain: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    engine: EngineFileConfig,
+}
+
+/// The `[engine]` table of leofs.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineFileConfig {
+    segment_size_bytes: Option<u64>,
+    /// "always" | "batch:<ms>" | "none-unsafe".
+    sync: Option<String>,
+    cache_bytes: Option<u64>,
+}
+
+/// The server configuration after precedence is applied.
+struct ServerConfig {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    rest_listen: Option<SocketAddr>,
+    /// Explicitly configured core count, if any.
+    cores: Option<usize>,
+    gateway: GatewayConfig,
+    engine: EngineConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Server(args) => resolve(args).and_then(run_server),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leofs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Applies flag > env (both via clap) > leofs.toml > default.
+fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => read_config_file(path)?,
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+            read_config_file(Path::new(DEFAULT_CONFIG_FILE))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| parse_default(DEFAULT_LISTEN));
+    let admin_listen = args
+        .admin_listen
+        .or(file.admin_listen)
+        .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN));
+    let gateway = GatewayConfig {
+        region: args
+            .region
+            .or(file.region)
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+        virtual_host_domain: args.domain.or(file.domain),
+        ..GatewayConfig::default()
+    };
+    let mut engine = EngineConfig::new(data_dir.join("shard-0"));
+    if let Some(segment_size_bytes) = file.engine.segment_size_bytes {
+        if segment_size_bytes == 0 || segment_size_bytes % 4096 != 0 {
+            bail!(
+                "engine.segment_size_bytes must be a positive multiple of 4096, got {segment_size_bytes}"
+            );
+        }
+        engine.segment_size_bytes = segment_size_bytes;
+    }
+    if let Some(sync) = &file.engine.sync {
+        engine.sync = parse_sync(sync)?;
+    }
+    if let Some(cache_bytes) = file.engine.cache_bytes {
+        engine.cache_bytes = cache_bytes;
+    }
+    Ok(ServerConfig {
+        data_dir,
+        listen,
+        admin_listen,
+        rest_listen: args.rest_listen.or(file.rest_listen),
+        cores: args.cores.or(file.cores),
+        gateway,
+        engine,
+    })
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse()
+        .unwrap_or_else(|_| unreachable!("default address {addr} is valid"))
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow!("invalid config file {}: {}", path.display(), e.message()))
+}
+
+/// `always` | `batch:<ms>` | `none-unsafe`.
+fn parse_sync(text: &str) -> anyhow::Result<SyncPolicy> {
+    match text {
+        "always" => Ok(SyncPolicy::Always),
+        "none-unsafe" => Ok(SyncPolicy::NoneUnsafe),
+        _ => match text
+            .strip_prefix("batch:")
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            Some(ms) => Ok(SyncPolicy::BatchWindow(Duration::from_millis(ms))),
+            None => bail!(
+                "engine.sync must be \"always\", \"batch:<ms>\" or \"none-unsafe\", got {text:?}"
+            ),
+        },
+    }
+}
+
+/// Root credentials from LEOFS_ROOT_ACCESS_KEY / LEOFS_ROOT_SECRET_KEY (both or neither).
+fn root_credentials() -> anyhow::Result<Option<Credentials>> {
+    let access = std::env::var("LEOFS_ROOT_ACCESS_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let secret = std::env::var("LEOFS_ROOT_SECRET_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (access, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
+            user_id: ADMIN_USER_ID.to_owned(),
+            access_key_id,
+            secret_access_key,
+        })),
+        (None, None) => Ok(None),
+        _ => bail!("set both LEOFS_ROOT_ACCESS_KEY and LEOFS_ROOT_SECRET_KEY, or neither"),
+    }
+}
+
+/// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
+fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+    let root = root_credentials()?;
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let cores = match (config.cores, read_layout(data_dir)?) {
+        (Some(cores), _) => cores,
+        (None, Some(layout)) => layout.cores,
+        (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let (manager, created) =
+        Manager::open(data_dir, root).context("cannot open the manager state")?;
+    let manager = Arc::new(manager);
+    let gateway = Arc::new(config.gateway);
+    let (s3_addr, rest_addr) = (config.listen, config.rest_listen);
+    let node_config = NodeConfig {
+        data_dir: data_dir.clone(),
+        cores,
+        partitions: DEFAULT_PARTITIONS,
+        engine: config.engine,
+    };
+    let core_manager = manager.clone();
+    let started = Instant::now();
+    let node = start_node(node_config, move |shard| {
+        leofs_gateway::serve_core(
+            shard,
+            core_manager.clone(),
+            gateway.clone(),
+            s3_addr,
+            rest_addr,
+        )?;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        // The gateway's own message already says what failed ("cannot bind …").
+        ShardError::Init { source, .. } => anyhow!(source),
+        other => anyhow!(other),
+    })?;
+    let bound = node.bound_addrs();
+    let s3_endpoint = bound.first().copied().unwrap_or(s3_addr);
+    let status = Arc::new(StatusSource {
+        stats: node.stats_handle(),
+        s3_endpoint: format!("http://{s3_endpoint}"),
+        started,
+    });
+    let admin = spawn_admin_server(config.admin_listen, manager, status)?;
+    println!("S3 endpoint: http://{s3_endpoint}");
+    if let (Some(_), Some(rest)) = (rest_addr, bound.get(1)) {
+        println!("REST API: http://{rest}");
+    }
+    println!("Admin API: http://{}", admin.local_addr());
+    if let Some(root) = created {
+        println!("Access key: {}", root.access_key_id);
+        println!("Secret key: {}", root.secret_access_key);
+    }
+    println!("leofs ready");
+    tracing::info!(cores, data_dir = %data_dir.display(), "leofs ready");
+    let result = node.wait();
+    admin.shutdown();
+    result?;
+    tracing::info!("leofs stopped");
+    Ok(())
+}
+
+/// The admin API's view of the running node.
+struct StatusSource {
+    stats: NodeStats,
+    s3_endpoint: String,
+    started: Instant,
+}
+
+impl NodeStatusSource for StatusSource {
+    fn node_status(&self) -> NodeStatus {
+        let shards = self
+            .stats
+            .stats()
+            .into_iter()
+            .map(|(core, engine, partitions_owned)| ShardStatus {
+                core,
+                partitions_owned,
+                live_records: engine.live_records,
+                tombstones: engine.tombstones,
+                live_bytes: engine.live_bytes,
+                dead_bytes: engine.dead_bytes,
+                segments: engine.segments,
+                index_bytes: engine.index_bytes,
+                corrupt_records: engine.corrupt_records,
+            })
+            .collect();
+        NodeStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            cores: self.stats.cores(),
+            partitions: self.stats.partitions(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            shards,
+        }
+    }
+
+    fn bucket_is_empty(&self, bucket: &str) -> Option<bool> {
+        let objects = self
+            .stats
+            .scan_all(leofs_gateway::layout::object_prefix(bucket), 1)
+            .ok()?;
+        let uploads = self
+            .stats
+            .scan_all(leofs_gateway::layout::upload_prefix(bucket), 1)
+            .ok()?;
+        Some(objects.is_empty() && uploads.is_empty())
+    }
+}

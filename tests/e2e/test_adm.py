@@ -1,0 +1,134 @@
+"""leofs-adm against a real server's admin API: users, buckets, ACLs, status, token checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+
+def find_strings(value) -> set[str]:
+    """Every string anywhere in a parsed JSON value."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(find_strings(v) for v in value.values()), set(value.keys()))
+    if isinstance(value, list):
+        return set().union(set(), *(find_strings(v) for v in value))
+    return set()
+
+
+def records(value, field: str) -> list[dict]:
+    """The list of objects in a --json answer (a bare list or one list inside an object)."""
+    if isinstance(value, list):
+        return value
+    lists = [v for v in value.values() if isinstance(v, list)]
+    assert len(lists) == 1, value
+    return lists[0]
+
+
+def test_status(make_server):
+    srv = make_server()
+    human = srv.adm("status")
+    assert human.stdout.strip()
+    status = json.loads(srv.adm("status", json_output=True).stdout)
+    assert status["cores"] == 2
+    assert status["partitions"] >= 2
+    assert status["s3_endpoint"] in (srv.endpoint, f"127.0.0.1:{srv.s3_port}")
+    assert sorted(s["core"] for s in status["shards"]) == [0, 1]
+    assert sum(s["partitions_owned"] for s in status["shards"]) == status["partitions"]
+    assert status["version"]
+
+
+def test_users_buckets_acl_lifecycle(make_server):
+    srv = make_server()
+    root = srv.client()
+    root.create_bucket(Bucket="root-private")
+    root.put_object(Bucket="root-private", Key="secret.txt", Body=b"root only")
+
+    creds = json.loads(srv.adm("create-user", "alice", json_output=True).stdout)
+    assert creds["user_id"] == "alice"
+    ak, sk = creds["access_key_id"], creds["secret_access_key"]
+    human = srv.adm("create-user", "bob")
+    assert "bob" in human.stdout
+
+    users = json.loads(srv.adm("get-users", json_output=True).stdout)
+    assert {"alice", "bob"} <= find_strings(users)
+    assert "alice" in srv.adm("get-users").stdout
+    dup = srv.adm("create-user", "alice", check=False)
+    assert dup.returncode == 1 and dup.stderr.strip()
+
+    alice = srv.client(ak, sk)
+    alice.create_bucket(Bucket="alice-bucket")
+    alice.put_object(Bucket="alice-bucket", Key="a.txt", Body=b"alice data")
+    assert alice.get_object(Bucket="alice-bucket", Key="a.txt")["Body"].read() == b"alice data"
+    with pytest.raises(ClientError) as e:
+        alice.get_object(Bucket="root-private", Key="secret.txt")
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        root.create_bucket(Bucket="alice-bucket")
+    assert e.value.response["Error"]["Code"] == "BucketAlreadyExists"
+    assert [b["Name"] for b in alice.list_buckets()["Buckets"]] == ["alice-bucket"]
+
+    # add-bucket on behalf of a key; get-buckets shows owner.
+    srv.adm("add-bucket", "alice-second", ak)
+    assert "alice-second" in {b["Name"] for b in alice.list_buckets()["Buckets"]}
+    buckets = records(json.loads(srv.adm("get-buckets", json_output=True).stdout), "buckets")
+    by_name = {b["name"]: b for b in buckets}
+    assert {"root-private", "alice-bucket", "alice-second"} <= set(by_name)
+    assert by_name["alice-second"]["owner"] == "alice"
+    assert "alice-second" in srv.adm("get-buckets").stdout
+
+    # update-acl: public-read lets anonymous clients read.
+    r = requests.get(f"{srv.endpoint}/alice-bucket/a.txt", timeout=30)
+    assert r.status_code == 403
+    srv.adm("update-acl", "alice-bucket", ak, "public-read")
+    r = requests.get(f"{srv.endpoint}/alice-bucket/a.txt", timeout=30)
+    assert r.status_code == 200 and r.content == b"alice data"
+    buckets = records(json.loads(srv.adm("get-buckets", json_output=True).stdout), "buckets")
+    assert {b["name"]: b for b in buckets}["alice-bucket"]["acl"] == "public-read"
+
+    # Deleting a user who owns buckets is refused.
+    refused = srv.adm("delete-user", "alice", check=False)
+    assert refused.returncode == 1 and refused.stderr.strip()
+    alice.delete_object(Bucket="alice-bucket", Key="a.txt")
+    srv.adm("delete-bucket", "alice-bucket")
+    srv.adm("delete-bucket", "alice-second")
+    assert not {"alice-bucket", "alice-second"} & {
+        b["name"] for b in records(json.loads(srv.adm("get-buckets", json_output=True).stdout), "buckets")}
+    srv.adm("delete-user", "alice")
+    assert "alice" not in find_strings(json.loads(srv.adm("get-users", json_output=True).stdout))
+    with pytest.raises(ClientError) as e:
+        srv.client(ak, sk).list_buckets()
+    assert e.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+    # Users and buckets survive a restart.
+    srv.restart()
+    assert "bob" in find_strings(json.loads(srv.adm("get-users", json_output=True).stdout))
+    assert srv.client().get_object(Bucket="root-private", Key="secret.txt")["Body"].read() == b"root only"
+
+
+def test_wrong_token_and_errors(make_server):
+    srv = make_server()
+    bad = srv.adm("get-users", token="not-the-token", check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() and len(bad.stderr.strip().splitlines()) <= 3
+    bad = srv.adm("status", json_output=True, token="not-the-token", check=False)
+    assert bad.returncode == 1
+    missing = srv.adm("delete-user", "nobody", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip()
+    bad_bucket = srv.adm("add-bucket", "Bad_Name", srv.access_key, check=False)
+    assert bad_bucket.returncode == 1
+    # The admin API itself refuses unauthenticated calls.
+    for path in ("/v1/status", "/v1/users", "/v1/buckets"):
+        r = requests.get(f"http://{srv.admin_addr}{path}", timeout=10)
+        assert r.status_code in (401, 403), (path, r.status_code)
+        r = requests.get(f"http://{srv.admin_addr}{path}", headers={"authorization": "Bearer wrong"},
+                         timeout=10)
+        assert r.status_code in (401, 403), (path, r.status_code)
+    token = (srv.data_dir / "manager" / "admin.token").read_text().strip()
+    r = requests.get(f"http://{srv.admin_addr}/v1/status", headers={"authorization": f"Bearer {token}"},
+                     timeout=10)
+    assert r.status_code == 200 and r.json()["cores"] == 2

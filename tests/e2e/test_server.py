@@ -1,0 +1,98 @@
+"""The `leofs server` command itself: printed lines, first-start keys, config precedence, signals."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from botocore.exceptions import ClientError
+
+from leofs_harness import ROOT_ACCESS_KEY, LeofsServer, ServerError, free_port
+
+
+def test_printed_lines_with_env_keys(make_server):
+    srv = make_server()
+    assert srv.printed["S3 endpoint"] == srv.endpoint
+    assert srv.printed["Admin API"] == f"http://{srv.admin_addr}"
+    assert srv.stdout_lines[-1] == "leofs ready"
+    client = srv.client()
+    assert client.list_buckets()["Buckets"] == []
+    assert srv.stop() == 0
+
+
+def test_generated_keys_printed_once_and_stored_0600(make_server):
+    srv = make_server(root_keys=False)
+    access, secret = srv.printed.get("Access key"), srv.printed.get("Secret key")
+    assert access and secret, srv.stdout_lines
+    assert access != ROOT_ACCESS_KEY
+    assert len(secret) >= 30
+    client = srv.client(access, secret)
+    client.create_bucket(Bucket="generated")
+    client.put_object(Bucket="generated", Key="k", Body=b"v")
+
+    manager_dir = srv.data_dir / "manager"
+    holding = [p for p in manager_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert holding, f"secret not stored under {manager_dir}"
+    for path in holding:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == 0o600, f"{path} has mode {oct(mode)}"
+
+    # A wrong secret for the printed key is refused.
+    with pytest.raises(ClientError) as e:
+        srv.client(access, "w" * 40).list_buckets()
+    assert e.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+    srv.restart()
+    assert "Access key" not in "\n".join(srv.stdout_lines)
+    assert "Secret key" not in "\n".join(srv.stdout_lines)
+    assert srv.client(access, secret).get_object(Bucket="generated", Key="k")["Body"].read() == b"v"
+
+
+def test_env_keys_ignored_after_first_start(make_server):
+    """The root keys are fixed at first start; a later env value does not replace them."""
+    srv = make_server()
+    srv.client().create_bucket(Bucket="first")
+    srv.stop()
+    srv.extra_env = {"LEOFS_ROOT_ACCESS_KEY": "LEOFSOTHERKEY0000000", "LEOFS_ROOT_SECRET_KEY": "o" * 40}
+    srv.start()
+    assert "first" in {b["Name"] for b in srv.client().list_buckets()["Buckets"]}
+
+
+def test_config_file_and_flag_precedence(make_server):
+    """leofs.toml supplies settings; a flag beats the file, an env variable beats the file."""
+    file_port = free_port()
+    toml = f'listen = "127.0.0.1:{file_port}"\nregion = "us-east-1"\n'
+    srv = make_server(config_toml=toml)  # the harness passes --listen, which must win
+    assert srv.printed["S3 endpoint"] == srv.endpoint != f"http://127.0.0.1:{file_port}"
+    srv.client().list_buckets()
+    assert srv.stop() == 0
+
+    # Without the flag, the file's address is used.
+    srv.listen_flag = False
+    srv.s3_port = file_port
+    srv.start()
+    assert srv.printed["S3 endpoint"] == f"http://127.0.0.1:{file_port}"
+    srv.client().list_buckets()
+    assert srv.stop() == 0
+
+    # The environment beats the file.
+    env_port = free_port()
+    srv.extra_env = {"LEOFS_LISTEN": f"127.0.0.1:{env_port}"}
+    srv.s3_port = env_port
+    srv.start()
+    assert srv.printed["S3 endpoint"] == f"http://127.0.0.1:{env_port}"
+    srv.client().list_buckets()
+
+
+def test_second_server_on_same_data_dir_is_refused(make_server):
+    """Two processes on one data directory would corrupt it: the second must refuse to start."""
+    srv = make_server()
+    srv.client().create_bucket(Bucket="lock")
+    other = LeofsServer(srv.data_dir)  # same data dir, other ports
+    try:
+        with pytest.raises(ServerError, match="exited with"):
+            other.start(timeout_s=30)
+    finally:
+        other.kill9()
+    # The first one is unharmed.
+    assert "lock" in {b["Name"] for b in srv.client().list_buckets()["Buckets"]}
