@@ -125,10 +125,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default info).
+/// Logs to stderr, filtered by RUST_LOG (default `info,s3s=off`: s3s logs every 4xx answer,
+/// such as a 404 or 304, at error level; the gateway logs its own internal errors).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

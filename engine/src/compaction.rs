@@ -158,7 +158,10 @@ async fn move_live(
                 .copied()
         };
         let Some(entry) = live else { continue };
-        if entry.tombstone && now_us().saturating_sub(entry.hlc.physical_us) >= grace_us {
+        if entry.tombstone
+            && now_us().saturating_sub(entry.hlc.physical_us) >= grace_us
+            && replay_skips(inner, entry.lsn)
+        {
             if inner
                 .state
                 .borrow_mut()
@@ -199,6 +202,19 @@ async fn move_live(
     Ok(())
 }
 
+/// Whether every checkpoint taken from now on covers `lsn`, so that replay after a crash never
+/// re-applies the older puts a tombstone with that LSN hides. A write still unapplied with a
+/// lower LSN (a long streamed put) holds the covered LSN and the replay start back; dropping
+/// the tombstone then would let replay resurrect the put under it, so it is kept this pass.
+fn replay_skips(inner: &Inner, lsn: u64) -> bool {
+    inner
+        .state
+        .borrow()
+        .unapplied
+        .first_key_value()
+        .is_none_or(|(&oldest, _)| oldest > lsn)
+}
+
 async fn wait_group(
     group: &mut Vec<oneshot::Receiver<Result<Hlc, EngineError>>>,
 ) -> Result<(), EngineError> {
@@ -235,7 +251,10 @@ async fn recycle(inner: &Rc<Inner>, segment: u64) -> Result<Option<u64>, EngineE
         };
         (seg.file.clone(), seg.path.clone(), header, reclaimed)
     };
-    write_segment_header(&file, &path, &header, &inner.pool).await?;
+    if let Err(e) = write_segment_header(&file, &path, &header, &inner.pool).await {
+        crate::writer::poison_if_sync_failed(inner, &e);
+        return Err(e);
+    }
     let mut state = inner.state.borrow_mut();
     if let Some(seg) = state.log.segments.get_mut(&segment) {
         seg.life_seq = header.life_seq;

@@ -800,3 +800,170 @@ fn disk_full_then_recovers_after_deletes_and_compaction() {
         assert!(engine.stats().segments <= 5);
     });
 }
+
+#[test]
+fn failed_segment_header_fdatasync_stops_writes() {
+    // Fail points are process-wide: nextest runs each test in its own process.
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        engine
+            .put(0, b"a", value(&body_of(1, 700_000)))
+            .await
+            .unwrap();
+        // The next large put needs a rollover, whose header rewrite fails its fdatasync: the
+        // device may have dropped other completed writes, so no later sync may acknowledge.
+        fail::cfg("engine::segment_header_fdatasync", "1*return").unwrap();
+        let failed = engine.put(0, b"b", value(&body_of(2, 700_000))).await;
+        fail::remove("engine::segment_header_fdatasync");
+        assert!(failed.is_err(), "{failed:?}");
+        let after = engine.put(0, b"c", value(b"small")).await;
+        assert!(matches!(after, Err(EngineError::Closed)), "{after:?}");
+        assert_eq!(get_body(&engine, 0, "a").await, Some(body_of(1, 700_000)));
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        assert_eq!(get_body(&engine, 0, "a").await, Some(body_of(1, 700_000)));
+        assert_eq!(get_body(&engine, 0, "b").await, None);
+        engine.put(0, b"c", value(b"small")).await.unwrap();
+        assert_eq!(get_body(&engine, 0, "c").await.unwrap(), b"small");
+    });
+    scenario.teardown();
+}
+
+#[test]
+fn dropped_tombstone_stays_dropped_while_a_stream_holds_the_replay_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        tombstone_grace: Duration::ZERO,
+        ..config(dir.path())
+    };
+    run(async {
+        let engine = Engine::open(cfg.clone()).await.unwrap();
+        // A streamed put that never finishes: its reservation holds every checkpoint's replay
+        // start (and covered LSN) back to before the puts below.
+        let (body_tx, body_rx) = futures_channel::mpsc::unbounded();
+        body_tx
+            .unbounded_send(Ok(Bytes::from(vec![1u8; 1000])))
+            .unwrap();
+        let streamer = engine.clone();
+        monoio::spawn(async move {
+            let _keep_open = body_tx;
+            streamer
+                .put_stream(0, b"stalled", value(b""), 200_000, body_rx)
+                .await
+        });
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        engine.put(0, b"gone", value(b"old")).await.unwrap();
+        for i in 0..20 {
+            engine
+                .put(0, format!("pad-{i}").as_bytes(), value(&body_of(i, 50_000)))
+                .await
+                .unwrap();
+        }
+        engine.delete(0, b"gone", None).await.unwrap();
+        for round in 0..3 {
+            for i in 0..20 {
+                engine
+                    .put(
+                        0,
+                        format!("churn-{i}").as_bytes(),
+                        value(&body_of(i + round, 50_000)),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let report = engine.compact().await.unwrap();
+        assert!(report.segments_compacted >= 1, "{report:?}");
+        assert_eq!(get_body(&engine, 0, "gone").await, None);
+        // The runtime ends with the stream still pending: a crash.
+    });
+    run(async {
+        let engine = Engine::open(cfg.clone()).await.unwrap();
+        assert_eq!(
+            get_body(&engine, 0, "gone").await,
+            None,
+            "the put under a dropped tombstone came back after a crash"
+        );
+        assert_eq!(
+            get_body(&engine, 0, "churn-3").await,
+            Some(body_of(5, 50_000))
+        );
+        assert_eq!(get_body(&engine, 0, "stalled").await, None);
+    });
+}
+
+#[test]
+fn stream_sharing_a_failed_fdatasync_is_not_acknowledged() {
+    // Fail points are process-wide: nextest runs each test in its own process.
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let cfg = EngineConfig {
+            sync: SyncPolicy::BatchWindow(Duration::from_millis(100)),
+            ..config(dir.path())
+        };
+        let engine = Engine::open(cfg).await.unwrap();
+        while engine.stats().free_segments < 2 {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The put opens a batch window; the streamed put reserves, writes its pieces and asks
+        // for its sync inside that window, so both wait on the batch's fdatasync, which fails.
+        fail::cfg("engine::fdatasync", "1*return").unwrap();
+        let small = engine.put(0, b"small", value(b"x"));
+        let streamer = engine.clone();
+        let stream = monoio::spawn(async move {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+            let body = futures_util::stream::iter([Ok(Bytes::from(body_of(3, 200_000)))]);
+            streamer
+                .put_stream(0, b"streamed", value(b""), 200_000, body)
+                .await
+        });
+        let small = small.await;
+        let streamed = stream.await;
+        fail::remove("engine::fdatasync");
+        assert!(small.is_err(), "{small:?}");
+        assert!(
+            streamed.is_err(),
+            "a record covered only by a failed fdatasync was acknowledged: {streamed:?}"
+        );
+        assert_eq!(get_body(&engine, 0, "streamed").await, None);
+    });
+    scenario.teardown();
+}
+
+#[test]
+fn earlier_life_leftovers_in_a_reused_segment_are_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for round in 0..3 {
+            for i in 0..40 {
+                engine
+                    .put(
+                        0,
+                        format!("key-{i}").as_bytes(),
+                        value(&body_of(i + round, 50_000)),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let report = engine.compact().await.unwrap();
+        assert!(report.segments_compacted >= 2, "{report:?}");
+        for i in 0..6 {
+            engine
+                .put(
+                    0,
+                    format!("big-{i}").as_bytes(),
+                    value(&body_of(i, 600_000)),
+                )
+                .await
+                .unwrap();
+        }
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        assert_eq!(engine.stats().corrupt_records, 0);
+    });
+}

@@ -201,11 +201,18 @@ impl SegmentScanner {
             }
             let hbytes = self.slice(pos, HEADER_BYTES);
             let aligned = pos.is_multiple_of(BLOCK_BYTES as u64);
-            let header = RecordHeader::parse(hbytes).filter(|h| h.life_seq == self.life_seq);
+            let parsed = RecordHeader::parse(hbytes);
+            let earlier_life = parsed.is_some_and(|h| h.life_seq < self.life_seq);
+            let header = parsed.filter(|h| h.life_seq == self.life_seq);
             let Some(h) = header else {
                 if aligned {
-                    // A batch (or a hole) starts here: only our magic or our life seq marks damage.
-                    if le_u32(hbytes, 0) == RECORD_MAGIC || le_u64(hbytes, 56) == self.life_seq {
+                    // A batch (or a hole) starts here: only our magic or our life seq marks
+                    // damage; a well-formed record of an earlier life is a leftover of a
+                    // reused segment (a hole, or the tail after the last batch of this life).
+                    if !earlier_life
+                        && (le_u32(hbytes, 0) == RECORD_MAGIC
+                            || le_u64(hbytes, 56) == self.life_seq)
+                    {
                         self.note_corrupt(pos, "unparseable header");
                     }
                 } else {

@@ -156,6 +156,11 @@ pub(crate) async fn write_segment_header(
     let (res, buf) = write_all_at(file, buf, 0, path).await;
     pool.put(buf);
     res?;
+    fail::fail_point!("engine::segment_header_fdatasync", |arg| Err(io_err(
+        "fdatasync",
+        path,
+        crate::io::injected(arg)
+    )));
     sync_data(file, path).await
 }
 

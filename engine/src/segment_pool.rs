@@ -43,7 +43,8 @@ pub(crate) async fn create_one(inner: &Rc<Inner>) -> Result<(), EngineError> {
         life_seq,
         &inner.pool,
     )
-    .await?;
+    .await
+    .inspect_err(|e| crate::writer::poison_if_sync_failed(inner, e))?;
     let mut state = inner.state.borrow_mut();
     state.log.segments.insert(id, seg);
     state.log.free.push(id);

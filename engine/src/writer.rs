@@ -271,26 +271,53 @@ async fn finish_syncs(
     }
 }
 
-/// fdatasync of one segment; a failure poisons the engine (see module docs).
+/// fdatasync of one segment; a failure poisons the engine (see module docs). Refused once the
+/// engine is poisoned: after a failed fdatasync a later one can succeed without the writes the
+/// failed one covered being durable, so it must never acknowledge them.
 pub(crate) async fn sync_segment(inner: &Inner, segment: u64) -> Result<(), EngineError> {
     let (file, path) = {
         let state = inner.state.borrow();
+        if state.poisoned.is_some() {
+            return Err(EngineError::Closed);
+        }
         match state.log.segments.get(&segment) {
             Some(s) => (s.file.clone(), s.path.clone()),
             None => return Err(EngineError::Closed),
         }
     };
     Counters::add(&inner.counters.syncs, 1);
-    let result = sync_data(&file, &path).await;
-    if let Err(e) = &result {
-        poison(inner, e);
+    sync_data(&file, &path)
+        .await
+        .inspect_err(|e| poison(inner, e))?;
+    refuse_if_poisoned(inner)
+}
+
+/// Err(Closed) if an fdatasync failed while ours ran: one that overlapped a failed fdatasync of
+/// the same device does not prove the writes it covers durable.
+fn refuse_if_poisoned(inner: &Inner) -> Result<(), EngineError> {
+    match inner.state.borrow().poisoned {
+        Some(_) => Err(EngineError::Closed),
+        None => Ok(()),
     }
-    result
 }
 
 fn poison(inner: &Inner, e: &EngineError) {
     tracing::error!(error = %e, "fdatasync failed: refusing further writes until the engine is reopened");
     inner.state.borrow_mut().poisoned = Some(e.to_string());
+}
+
+/// Poisons the engine if `e` is a failed fdatasync/fsync of any log file (a segment header
+/// rewrite, a segment being created): a failed flush may have dropped other completed but not
+/// yet synced writes (the device cache is shared), which a later successful fdatasync would
+/// then acknowledge.
+pub(crate) fn poison_if_sync_failed(inner: &Inner, e: &EngineError) {
+    if let EngineError::Io {
+        op: "fdatasync" | "fsync",
+        ..
+    } = e
+    {
+        poison(inner, e);
+    }
 }
 
 /// Positions, encodes, writes and syncs a batch; returns the segment and each record's entry.
@@ -396,6 +423,7 @@ async fn write_and_sync(
             poison(inner, &e);
             return Err(e);
         }
+        refuse_if_poisoned(inner)?;
     }
     Ok(())
 }
@@ -475,6 +503,8 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
     if let Err(e) = result {
         // The segment's header may be half written; it stays free and is rewritten on next use.
         state.log.free.insert(0, next);
+        drop(state);
+        poison_if_sync_failed(inner, &e);
         return Err(e);
     }
     let seg = state

@@ -429,6 +429,8 @@ async fn free_space(engine: &Engine, expect: &mut Expect, prefix: &str, filled: 
 
 #[test]
 fn disk_bytes_max_is_disk_full_and_compaction_frees_space() {
+    // No fail point, but the scenario keeps other tests' fail points away under `cargo test`.
+    let scenario = fail::FailScenario::setup();
     let dir = common::test_dir();
     let mut config = common::test_config(dir.path());
     config.disk_bytes_max = Some(12 * common::TEST_SEGMENT_BYTES);
@@ -446,6 +448,7 @@ fn disk_bytes_max_is_disk_full_and_compaction_frees_space() {
     });
     drop(runtime);
     reopen_and_verify(&config, &mut expect, "disk_bytes_max");
+    scenario.teardown();
 }
 
 /// A small ext4 filesystem on a loop device, unmounted (lazily if busy) on drop.
@@ -500,6 +503,8 @@ fn run(command: &mut Command) -> Result<(), String> {
 
 #[test]
 fn real_disk_full_on_small_ext4_then_freed_space_resumes_writes() {
+    // No fail point, but the scenario keeps other tests' fail points away under `cargo test`.
+    let scenario = fail::FailScenario::setup();
     let disk = match SmallDisk::mount() {
         Ok(disk) => disk,
         Err(why) => {
@@ -557,4 +562,5 @@ fn real_disk_full_on_small_ext4_then_freed_space_resumes_writes() {
     drop(runtime);
     reopen_and_verify(&config, &mut expect, "real disk full");
     drop(disk);
+    scenario.teardown();
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 
 
 def shard_live(srv) -> dict[int, int]:
@@ -21,10 +22,13 @@ def test_objects_spread_over_both_shards(make_server):
     before = shard_live(srv)
     keys = [f"key-{i:04}" for i in range(200)]
 
+    local = threading.local()
+
     def put(k):
-        # Many connections so that both cores also accept requests (SO_REUSEPORT).
-        c = srv.client()
-        c.put_object(Bucket="spread", Key=k, Body=k.encode())
+        # One client per thread: many connections, so both cores also accept requests (SO_REUSEPORT).
+        if not hasattr(local, "client"):
+            local.client = srv.client()
+        local.client.put_object(Bucket="spread", Key=k, Body=k.encode())
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         list(pool.map(put, keys))

@@ -60,9 +60,8 @@ def test_tampered_body_with_signed_payload(server, bucket):
                             {}, hashlib.sha256(b"original").hexdigest(), server.access_key,
                             server.secret_key)
     r = raw_request(server, "PUT", f"/{bucket}/tampered", headers=headers, body=b"tampered", sign=False)
-    assert r.status in (400, 403), r
-    assert r.error_code() in ("XAmzContentSHA256Mismatch", "SignatureDoesNotMatch", "BadDigest"), r
     assert_absent(server, bucket, "tampered")
+    assert_error(r, 400, "XAmzContentSHA256Mismatch")
 
 
 def test_request_time_too_skewed(server, bucket):
@@ -119,12 +118,14 @@ def test_bad_content_md5(server, bucket):
                     headers={"content-md5": b64(hashlib.md5(b"other").digest())})
     assert_error(r, 400, "BadDigest")
     assert_absent(server, bucket, "md5")
-    r = raw_request(server, "PUT", f"/{bucket}/md5", body=b"payload", headers={"content-md5": "not!base64"})
-    assert_error(r, 400, "InvalidDigest")
-    assert_absent(server, bucket, "md5")
     r = raw_request(server, "PUT", f"/{bucket}/md5", body=b"payload",
                     headers={"content-md5": b64(hashlib.md5(b"payload").digest())})
     assert r.status == 200 and r.headers["etag"] == f'"{hashlib.md5(b"payload").hexdigest()}"'
+    # Not base64 of 16 bytes: S3 answers InvalidDigest.
+    r = raw_request(server, "PUT", f"/{bucket}/md5-invalid", body=b"payload",
+                    headers={"content-md5": "not!base64"})
+    assert_absent(server, bucket, "md5-invalid")
+    assert_error(r, 400, "InvalidDigest")
 
 
 def test_wrong_checksum_header(server, bucket):
@@ -266,7 +267,8 @@ def test_client_disconnects_mid_upload(server, bucket):
 @pytest.mark.parametrize("method", ["PATCH", "TRACE"])
 def test_unsupported_method(server, bucket, method):
     r = raw_request(server, method, f"/{bucket}/k")
-    assert 400 <= r.status < 500, r
+    assert r.status in (405, 501), r
+    assert r.error_code() in ("MethodNotAllowed", "NotImplemented"), r
     assert_still_serves(server, bucket)
 
 
@@ -292,5 +294,5 @@ def test_signed_streaming_chunks(server, bucket, s3):
     assert r.headers["etag"] == f'"{hashlib.md5(body).hexdigest()}"'
     assert s3.get_object(Bucket=bucket, Key="signed-chunks")["Body"].read() == body
     r = put_signed_chunks(server, bucket, "tampered-chunks", body, tamper_chunk=1)
-    assert_error(r, 403, "SignatureDoesNotMatch")
     assert_absent(server, bucket, "tampered-chunks")
+    assert_error(r, 403, "SignatureDoesNotMatch")

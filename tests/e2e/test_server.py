@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import stat
+import subprocess
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -96,3 +99,57 @@ def test_second_server_on_same_data_dir_is_refused(make_server):
         other.kill9()
     # The first one is unharmed.
     assert "lock" in {b["Name"] for b in srv.client().list_buckets()["Buckets"]}
+
+
+def _sigterm_must_end(proc, srv, what: str) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"server still running 30 s after SIGTERM ({what})\n{srv.stderr_tail()}")
+
+
+def test_closed_stdout_does_not_hang(make_server):
+    """A supervisor that stops reading stdout (EPIPE on the startup lines, as in
+    `leofs server | head -1`) must not leave a server that ignores SIGTERM."""
+    srv = make_server(start=False, root_keys=False)
+    srv.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(srv.stderr_path, "ab") as stderr:
+        proc = subprocess.Popen(srv.command(), stdout=subprocess.PIPE, stderr=stderr,
+                                stdin=subprocess.DEVNULL, cwd=srv.workdir, env=srv.env())
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(b"S3 endpoint:"), first
+        proc.stdout.close()  # the rest of the startup lines may hit a closed pipe
+        time.sleep(2)
+        _sigterm_must_end(proc, srv, "stdout closed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_closed_stderr_still_shuts_down_gracefully(make_server):
+    """The log pipe (stderr) going away after start, e.g. a dead log collector, must not break
+    graceful shutdown: SIGTERM still ends the server with exit code 0."""
+    srv = make_server(start=False)
+    srv.data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(srv.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, cwd=srv.workdir, env=srv.env())
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == b"leofs ready":
+                break
+        assert lines and lines[-1].strip() == b"leofs ready", lines
+        time.sleep(0.5)
+        proc.stderr.close()
+        code = _sigterm_must_end(proc, srv, "stderr closed")
+        assert code == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
