@@ -2,7 +2,9 @@
 //! leofs.toml > default) and wires the manager, the admin API, the thread-per-core node and the
 //! S3 gateway together; the work lives in the crates.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -119,10 +121,50 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("leofs: {e:#}");
+            // Nowhere is left to report a failed write of the final error line.
+            let _ = writeln!(std::io::stderr(), "leofs: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the start-up lines on stdout. A closed stdout (the reader went away) must not stop
+/// the server, so a failed write is logged instead of panicking as `println!` would.
+fn announce(lines: &[String]) {
+    let mut out = std::io::stdout().lock();
+    let written = lines
+        .iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot print the start-up lines on stdout");
+    }
+}
+
+/// Takes an exclusive `flock` on `<data_dir>/LOCK` for the life of the process, so a second
+/// server on the same data dir is refused instead of corrupting it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: `file` owns a valid open descriptor for the duration of the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "data dir {} is in use by another leofs process (lock {})",
+                data_dir.display(),
+                path.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default `info,s3s=off`: s3s logs every 4xx answer,
@@ -130,8 +172,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
+    // A closed stderr must not turn logging into panics (which would kill the signal watcher).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .init();
 }
@@ -245,6 +289,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let _data_dir_lock = lock_data_dir(data_dir)?;
     let cores = match (config.cores, read_layout(data_dir)?) {
         (Some(cores), _) => cores,
         (None, Some(layout)) => layout.cores,
@@ -286,16 +331,17 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         started,
     });
     let admin = spawn_admin_server(config.admin_listen, manager, status)?;
-    println!("S3 endpoint: http://{s3_endpoint}");
+    let mut lines = vec![format!("S3 endpoint: http://{s3_endpoint}")];
     if let (Some(_), Some(rest)) = (rest_addr, bound.get(1)) {
-        println!("REST API: http://{rest}");
+        lines.push(format!("REST API: http://{rest}"));
     }
-    println!("Admin API: http://{}", admin.local_addr());
+    lines.push(format!("Admin API: http://{}", admin.local_addr()));
     if let Some(root) = created {
-        println!("Access key: {}", root.access_key_id);
-        println!("Secret key: {}", root.secret_access_key);
+        lines.push(format!("Access key: {}", root.access_key_id));
+        lines.push(format!("Secret key: {}", root.secret_access_key));
     }
-    println!("leofs ready");
+    lines.push("leofs ready".to_owned());
+    announce(&lines);
     tracing::info!(cores, data_dir = %data_dir.display(), "leofs ready");
     let result = node.wait();
     admin.shutdown();

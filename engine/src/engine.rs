@@ -59,6 +59,11 @@ pub(crate) struct State {
     pub checkpoint_lsn: u64,
     /// The segment pre-writer is running.
     pub prewriting: bool,
+    /// Group-commit batches are being written: the pre-writer zero-fills ahead of the head
+    /// (cleared by reservations, whose large writes go straight into unwritten extents).
+    pub zero_wanted: bool,
+    /// The zero-fill write in flight, if any (the writer waits for it if it overlaps).
+    pub zero_claim: Option<crate::segment_pool::ZeroClaim>,
 }
 
 impl State {

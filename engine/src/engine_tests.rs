@@ -967,3 +967,106 @@ fn earlier_life_leftovers_in_a_reused_segment_are_not_corruption() {
         assert_eq!(engine.stats().corrupt_records, 0);
     });
 }
+
+/// Offset of the first hole at or after `from` (ext4 reports unwritten extents as holes).
+fn first_hole(path: &Path, from: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: lseek on a file descriptor we own, with no pointers involved.
+    let at = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, libc::SEEK_HOLE) };
+    assert!(at >= 0, "lseek: {}", std::io::Error::last_os_error());
+    at as u64
+}
+
+#[test]
+fn small_batches_are_zero_filled_ahead_and_new_segments_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let cfg = EngineConfig {
+            segment_size_bytes: 4 * 1024 * 1024,
+            ..config(dir.path())
+        };
+        let engine = Engine::open(cfg).await.unwrap();
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 2, "head and free segments: {files:?}");
+        for f in &files {
+            assert_eq!(first_hole(f, 4096), 4096, "created unwritten: {f:?}");
+        }
+        for i in 0..8 {
+            let key = format!("small-{i}");
+            engine
+                .put(1, key.as_bytes(), value(&body_of(i, 4000)))
+                .await
+                .unwrap();
+        }
+        monoio::time::sleep(Duration::from_millis(500)).await;
+        // The head (the oldest segment) is zero-filled to its end, well ahead of 8 records.
+        assert_eq!(first_hole(&files[0], 4096), 4 * 1024 * 1024);
+        for i in 0..8 {
+            let key = format!("small-{i}");
+            assert_eq!(get_body(&engine, 1, &key).await, Some(body_of(i, 4000)));
+        }
+    });
+}
+
+#[test]
+fn zero_fill_ahead_never_overwrites_records() {
+    const ROUNDS: usize = 40;
+    const PUTS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments: a zero piece covers most of a free segment, so rollovers into a segment
+    // whose zero-fill is in flight are frequent.
+    let cfg = |dir: &Path| EngineConfig {
+        segment_size_bytes: 512 * 1024,
+        ..config(dir)
+    };
+    run(async {
+        let engine = Engine::open(cfg(dir.path())).await.unwrap();
+        // Small batches (zeroing wanted) and streamed records (written into unwritten
+        // extents) interleaved across many 1 MiB segments: the pre-writer zero-fills the next
+        // free segment while it becomes the head.
+        for round in 0..ROUNDS {
+            let puts = (0..PUTS).map(|j| {
+                let i = round * 100 + j;
+                let len = if j == 0 { 300_000 } else { 3000 };
+                let engine = &engine;
+                async move {
+                    let key = format!("k-{i}");
+                    engine
+                        .put(1, key.as_bytes(), value(&body_of(i, len)))
+                        .await
+                        .unwrap();
+                }
+            });
+            join_all(puts).await;
+        }
+        let check = |engine: &Engine| {
+            let engine = engine.clone();
+            async move {
+                for round in 0..ROUNDS {
+                    for j in 0..PUTS {
+                        let i = round * 100 + j;
+                        let len = if j == 0 { 300_000 } else { 3000 };
+                        let key = format!("k-{i}");
+                        assert_eq!(
+                            get_body(&engine, 1, &key).await,
+                            Some(body_of(i, len)),
+                            "{key}"
+                        );
+                    }
+                }
+            }
+        };
+        check(&engine).await;
+        assert_eq!(engine.stats().corrupt_records, 0);
+        drop(engine);
+        let engine = Engine::open(cfg(dir.path())).await.unwrap();
+        assert_eq!(engine.stats().corrupt_records, 0);
+        check(&engine).await;
+    });
+}

@@ -225,6 +225,8 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
             checkpoint_seq,
             checkpoint_lsn: covered_lsn,
             prewriting: false,
+            zero_wanted: false,
+            zero_claim: None,
         }),
         cache: RefCell::new(ObjectCache::new(
             config.cache_bytes,

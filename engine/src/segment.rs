@@ -1,14 +1,13 @@
-//! Log segments: the 4 KiB segment header, creating (zero-filled) segment files, (re)writing
+//! Log segments: the 4 KiB segment header, creating (fallocated) segment files, (re)writing
 //! headers when a segment is activated or recycled, and the in-memory segment table with the
-//! write head. Segment files are never grown by appends: every block is written at creation.
+//! write head. Segment files are never grown by appends: every block is allocated at creation,
+//! and the pre-writer (`segment_pool`) zero-fills blocks ahead of the head in the background.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use futures_util::StreamExt;
-use monoio::buf::IoBuf;
 use monoio::fs::File;
 use std::os::fd::AsRawFd;
 use xxhash_rust::xxh3::xxh3_64;
@@ -26,10 +25,6 @@ pub(crate) const SEGMENT_VERSION: u32 = 1;
 pub(crate) const SEGMENT_HEADER_BYTES: u64 = BLOCK_BYTES as u64;
 /// Offset of the header's xxh3-64 checksum (it covers the bytes before it).
 const SEGMENT_CHECKSUM_AT: usize = BLOCK_BYTES - 8;
-/// Bytes of one zero-fill write when a segment is created.
-const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
-/// Zero-fill writes in flight at once when a segment is created.
-const ZERO_FILL_WRITES_IN_FLIGHT: usize = 8;
 /// File name suffix of a segment.
 const SEGMENT_SUFFIX: &str = ".seg";
 /// File name suffix of a segment being created (removed at open).
@@ -141,6 +136,10 @@ pub(crate) struct Segment {
     pub life_seq: u64,
     pub salt: u64,
     pub state: SegState,
+    /// Every block below this offset has been written (zeros or records) in some life, so a
+    /// write there overwrites allocated, written blocks and its fdatasync changes no metadata;
+    /// blocks above it may still be unwritten extents (they read as zeros).
+    pub zeroed_until: u64,
 }
 
 /// Writes a segment's header block (a new life, or a new state) and makes it durable.
@@ -164,8 +163,9 @@ pub(crate) async fn write_segment_header(
     sync_data(file, path).await
 }
 
-/// Creates segment `id`: a temporary file fully written (header block in state free, zeros
-/// after it), fdatasync'ed, renamed into place, directory fsync'ed. ENOSPC → [`EngineError::DiskFull`].
+/// Creates segment `id`: a temporary file of `size_bytes` allocated with `fallocate` (the
+/// blocks read as zeros), its header block written in state free, fdatasync'ed, renamed into
+/// place, directory fsync'ed. ENOSPC → [`EngineError::DiskFull`].
 pub(crate) async fn create_segment(
     log_dir: &Path,
     id: u64,
@@ -216,6 +216,7 @@ pub(crate) async fn create_segment(
         life_seq,
         salt: 0,
         state: SegState::Free,
+        zeroed_until: SEGMENT_HEADER_BYTES,
     })
 }
 
@@ -235,6 +236,12 @@ async fn fill_new_segment(
         if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
             return Err(io_err("fallocate", tmp, e));
         }
+        // No fallocate here: a sparse file of the full size still reads as zeros.
+        // SAFETY: ftruncate on a file descriptor we own, with no pointers involved.
+        let rc = unsafe { libc::ftruncate(file.as_raw_fd(), size_bytes as libc::off_t) };
+        if rc != 0 {
+            return Err(io_err("ftruncate", tmp, std::io::Error::last_os_error()));
+        }
     }
     let mut block = pool.get(BLOCK_BYTES);
     SegmentHeader {
@@ -249,23 +256,6 @@ async fn fill_new_segment(
     let (res, block) = write_all_at(&file, block, 0, tmp).await;
     pool.put(block);
     res?;
-    let chunk = ZERO_FILL_CHUNK_BYTES as u64;
-    let mut zeros = AlignedBuf::new(ZERO_FILL_CHUNK_BYTES);
-    zeros.set_len(ZERO_FILL_CHUNK_BYTES);
-    let zeros = Rc::new(zeros);
-    let positions = (SEGMENT_HEADER_BYTES..size_bytes).step_by(chunk as usize);
-    let mut writes = futures_util::stream::iter(positions)
-        .map(|pos| {
-            let n = chunk.min(size_bytes - pos) as usize;
-            let piece = zeros.clone().slice(0..n);
-            let file = &file;
-            async move { write_all_at(file, piece, pos, tmp).await.0 }
-        })
-        .buffer_unordered(ZERO_FILL_WRITES_IN_FLIGHT);
-    while let Some(res) = writes.next().await {
-        res?;
-    }
-    drop(writes);
     sync_data(&file, tmp).await?;
     Ok(file)
 }
@@ -294,6 +284,8 @@ pub(crate) async fn open_segment(
         life_seq: header.life_seq,
         salt: header.salt,
         state: header.state,
+        // Unknown after a restart: assume written (writes beyond are correct, only slower).
+        zeroed_until: header.size_bytes,
     }))
 }
 

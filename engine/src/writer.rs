@@ -391,8 +391,12 @@ async fn write_batch(
         state.next_lsn += appends.len() as u64;
         state.log.head_offset += region;
         state.unapplied.insert(first_lsn, (segment, offset));
+        state.zero_wanted = true;
+        passed_zeroed(&mut state, segment, offset + region);
         (segment, offset, first_lsn, file, path, entries)
     };
+    crate::segment_pool::wait_for_zeroing(inner, segment, offset, offset + region).await;
+    crate::segment_pool::kick(inner);
     let result = write_and_sync(inner, buf, &file, &path, offset, region).await;
     inner.state.borrow_mut().unapplied.remove(&first_lsn);
     result?;
@@ -436,6 +440,15 @@ async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reserva
     }
     let region = align_up(len);
     ensure_room(inner, region, use_spare).await?;
+    let reservation = reserve_region(inner, region);
+    let end = reservation.offset + region;
+    crate::segment_pool::wait_for_zeroing(inner, reservation.segment, reservation.offset, end)
+        .await;
+    Ok(reservation)
+}
+
+/// Takes `region` bytes at the head offset (the head has room) for a caller-written record.
+fn reserve_region(inner: &Inner, region: u64) -> Reservation {
     let mut state = inner.state.borrow_mut();
     let head = state.log.head();
     let reservation = Reservation {
@@ -452,7 +465,19 @@ async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reserva
     state
         .unapplied
         .insert(reservation.lsn, (reservation.segment, reservation.offset));
-    Ok(reservation)
+    // Large records go straight into unwritten extents (their fdatasync's extent conversion
+    // is small next to their data); zeroing ahead is for small batches.
+    state.zero_wanted = false;
+    passed_zeroed(&mut state, reservation.segment, reservation.offset + region);
+    reservation
+}
+
+/// The writer's region ends at `end`: the zero-fill frontier moves past it, so the pre-writer
+/// never zero-fills behind the head.
+fn passed_zeroed(state: &mut crate::engine::State, segment: u64, end: u64) {
+    if let Some(seg) = state.log.segments.get_mut(&segment) {
+        seg.zeroed_until = seg.zeroed_until.max(end);
+    }
 }
 
 /// Makes sure the head has `region` bytes left, rolling over to a free segment if not.

@@ -127,13 +127,48 @@ impl GatewayError {
 pub fn body_error(e: Box<dyn std::error::Error + Send + Sync>) -> GatewayError {
     match e.downcast::<S3Error>() {
         Ok(s3) => GatewayError::S3(*s3),
-        Err(other) => GatewayError::Body(other.to_string()),
+        Err(other) => stream_integrity_error(other.to_string()),
+    }
+}
+
+/// Maps s3s's body-verification failures to S3's codes. s3s 0.14.1 keeps those error types
+/// private (`UploadStreamError`, `AwsChunkedStreamError`), so they are recognised by their
+/// Display text; the s3s version is pinned, and a unit test below guards the mapping.
+fn stream_integrity_error(text: String) -> GatewayError {
+    if text.contains("Sha256Mismatch") {
+        let mut err = S3Error::with_message(
+            S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        );
+        err.set_status_code(StatusCode::BAD_REQUEST);
+        GatewayError::S3(err)
+    } else if text.contains("SignatureMismatch") {
+        GatewayError::s3(
+            S3ErrorCode::SignatureDoesNotMatch,
+            "The signature of an aws-chunked body chunk does not match.",
+        )
+    } else {
+        GatewayError::Body(text)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3s_body_verification_failures_map_to_s3_codes() {
+        let sha = S3Error::from(stream_integrity_error(
+            "UploadStreamError: Sha256Mismatch".to_owned(),
+        ));
+        assert_eq!(sha.code().as_str(), "XAmzContentSHA256Mismatch");
+        assert_eq!(sha.status_code(), Some(StatusCode::BAD_REQUEST));
+        let sig = S3Error::from(stream_integrity_error(
+            "AwsChunkedStreamError: SignatureMismatch".to_owned(),
+        ));
+        assert_eq!(sig.code(), &S3ErrorCode::SignatureDoesNotMatch);
+        assert_eq!(sig.status_code(), Some(StatusCode::FORBIDDEN));
+    }
 
     #[test]
     fn disk_full_is_507_insufficient_storage() {

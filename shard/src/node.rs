@@ -696,8 +696,9 @@ fn spawn_signal_watcher(
                     tracing::warn!(signal = name, "second signal during shutdown: exiting now");
                     std::process::exit(1);
                 }
-                tracing::info!(signal = name, "signal received: graceful shutdown");
+                // Request first: the shutdown must not depend on logging working.
                 shutdown.request();
+                tracing::info!(signal = name, "signal received: graceful shutdown");
             }
         })
         .map_err(|source| ShardError::CoreStart { core: 0, source })

@@ -260,8 +260,18 @@ pub fn checksum_request(
     Ok(out)
 }
 
+/// True when `value` can be the base64 form of a 16-byte MD5: 22 alphabet characters and `==`.
+fn is_base64_md5(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
 /// Checks Content-MD5 and every expected checksum (headers and trailer) against what was
-/// computed: a mismatch is `BadDigest`.
+/// computed: a malformed Content-MD5 is `InvalidDigest`, a mismatch is `BadDigest`.
 pub fn verify_integrity(
     content_md5: Option<&str>,
     md5: &[u8; 16],
@@ -269,13 +279,20 @@ pub fn verify_integrity(
     trailers: Option<&s3s::TrailingHeaders>,
     computed: &[StoredChecksum],
 ) -> Result<(), GatewayError> {
-    if let Some(given) = content_md5
-        && given.trim() != base64_encode(md5)
-    {
-        return Err(GatewayError::s3(
-            S3ErrorCode::BadDigest,
-            "The Content-MD5 you specified did not match what we received.",
-        ));
+    if let Some(given) = content_md5 {
+        let given = given.trim();
+        if !is_base64_md5(given) {
+            return Err(GatewayError::s3(
+                S3ErrorCode::InvalidDigest,
+                "The Content-MD5 you specified is not valid.",
+            ));
+        }
+        if given != base64_encode(md5) {
+            return Err(GatewayError::s3(
+                S3ErrorCode::BadDigest,
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
     }
     let mut expected = request.expected.clone();
     if let (Some(kind), Some(trailers)) = (request.trailer, trailers)
@@ -419,6 +436,14 @@ pub fn access_key<T>(req: &S3Request<T>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_md5_must_be_24_base64_characters() {
+        assert!(is_base64_md5("1B2M2Y8AsgTpgAmY7PhCfg=="));
+        assert!(!is_base64_md5("not base64 at all!!!!!!="));
+        assert!(!is_base64_md5("1B2M2Y8AsgTpgAmY7PhCfg"));
+        assert!(!is_base64_md5(""));
+    }
 
     fn ts(secs: u64) -> Timestamp {
         Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
