@@ -506,23 +506,28 @@ fn corrupt_record_in_the_middle_is_skipped_and_counted() {
     });
 }
 
+/// Puts 40 keys of 50 KB three times over, so two thirds of the log is dead.
+async fn overwrite_forty_keys_three_times(engine: &Engine) {
+    for round in 0..3 {
+        for i in 0..40 {
+            engine
+                .put(
+                    0,
+                    format!("key-{i}").as_bytes(),
+                    value(&body_of(i + round, 50_000)),
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
 #[test]
 fn compaction_reclaims_space_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let engine = Engine::open(config(dir.path())).await.unwrap();
-        for round in 0..3 {
-            for i in 0..40 {
-                engine
-                    .put(
-                        0,
-                        format!("key-{i}").as_bytes(),
-                        value(&body_of(i + round, 50_000)),
-                    )
-                    .await
-                    .unwrap();
-            }
-        }
+        overwrite_forty_keys_three_times(&engine).await;
         let before = engine.stats();
         assert!(before.dead_bytes > before.live_bytes, "{before:?}");
         let report = engine.compact().await.unwrap();
@@ -938,18 +943,7 @@ fn earlier_life_leftovers_in_a_reused_segment_are_not_corruption() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let engine = Engine::open(config(dir.path())).await.unwrap();
-        for round in 0..3 {
-            for i in 0..40 {
-                engine
-                    .put(
-                        0,
-                        format!("key-{i}").as_bytes(),
-                        value(&body_of(i + round, 50_000)),
-                    )
-                    .await
-                    .unwrap();
-            }
-        }
+        overwrite_forty_keys_three_times(&engine).await;
         let report = engine.compact().await.unwrap();
         assert!(report.segments_compacted >= 2, "{report:?}");
         for i in 0..6 {
