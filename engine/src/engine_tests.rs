@@ -506,14 +506,14 @@ fn corrupt_record_in_the_middle_is_skipped_and_counted() {
     });
 }
 
-/// Puts 40 keys of 50 KB three times over, so two thirds of the log is dead.
-async fn overwrite_forty_keys_three_times(engine: &Engine) {
+/// Puts `count` keys `<prefix>-<i>` of 50 KB three times over, so two thirds of those bytes are dead.
+async fn overwrite_keys_three_times(engine: &Engine, prefix: &str, count: usize) {
     for round in 0..3 {
-        for i in 0..40 {
+        for i in 0..count {
             engine
                 .put(
                     0,
-                    format!("key-{i}").as_bytes(),
+                    format!("{prefix}-{i}").as_bytes(),
                     value(&body_of(i + round, 50_000)),
                 )
                 .await
@@ -527,7 +527,7 @@ fn compaction_reclaims_space_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let engine = Engine::open(config(dir.path())).await.unwrap();
-        overwrite_forty_keys_three_times(&engine).await;
+        overwrite_keys_three_times(&engine, "key", 40).await;
         let before = engine.stats();
         assert!(before.dead_bytes > before.live_bytes, "{before:?}");
         let report = engine.compact().await.unwrap();
@@ -574,18 +574,7 @@ fn compaction_reclaims_space_and_keeps_data() {
 async fn tombstone_in_sealed_segment(engine: &Engine) {
     engine.put(0, b"gone", value(b"v")).await.unwrap();
     engine.delete(0, b"gone", None).await.unwrap();
-    for round in 0..3 {
-        for i in 0..20 {
-            engine
-                .put(
-                    0,
-                    format!("filler-{i}").as_bytes(),
-                    value(&body_of(i + round, 50_000)),
-                )
-                .await
-                .unwrap();
-        }
-    }
+    overwrite_keys_three_times(engine, "filler", 20).await;
 }
 
 #[test]
@@ -867,18 +856,7 @@ fn dropped_tombstone_stays_dropped_while_a_stream_holds_the_replay_start() {
                 .unwrap();
         }
         engine.delete(0, b"gone", None).await.unwrap();
-        for round in 0..3 {
-            for i in 0..20 {
-                engine
-                    .put(
-                        0,
-                        format!("churn-{i}").as_bytes(),
-                        value(&body_of(i + round, 50_000)),
-                    )
-                    .await
-                    .unwrap();
-            }
-        }
+        overwrite_keys_three_times(&engine, "churn", 20).await;
         let report = engine.compact().await.unwrap();
         assert!(report.segments_compacted >= 1, "{report:?}");
         assert_eq!(get_body(&engine, 0, "gone").await, None);
@@ -943,7 +921,7 @@ fn earlier_life_leftovers_in_a_reused_segment_are_not_corruption() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let engine = Engine::open(config(dir.path())).await.unwrap();
-        overwrite_forty_keys_three_times(&engine).await;
+        overwrite_keys_three_times(&engine, "key", 40).await;
         let report = engine.compact().await.unwrap();
         assert!(report.segments_compacted >= 2, "{report:?}");
         for i in 0..6 {
