@@ -13,7 +13,8 @@
 //!
 //! Options: `--dir D` (parent of the temp dir; default /work/tmp, must support O_DIRECT),
 //! `--seconds S`, `--gib G`, `--writers N`, `--sync always|none|batch-us:N`, `--records N`,
-//! `--segment-mib N` (segment size for put1m/put4k; default: the engine's default).
+//! `--segment-mib N` (segment size for put1m/put4k; default: the engine's default),
+//! `--hashed-keys` (recovery: keys in random order instead of log order within a partition).
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -59,13 +60,14 @@ struct Options {
     sync: SyncPolicy,
     records: u64,
     segment_mib: Option<u64>,
+    hashed_keys: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p leofs-engine --bench engine -- <put1m|put4k|get|recovery|all>... \
          [--dir D] [--seconds S] [--gib G] [--writers N] [--writer-list 1,16,64,256] \
-         [--sync always|none|batch-us:N] [--records N] [--segment-mib N]"
+         [--sync always|none|batch-us:N] [--records N] [--segment-mib N] [--hashed-keys]"
     );
     std::process::exit(2)
 }
@@ -95,6 +97,7 @@ fn parse_args() -> (Vec<String>, Options) {
         sync: SyncPolicy::Always,
         records: DEFAULT_RECORDS,
         segment_mib: None,
+        hashed_keys: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -117,6 +120,7 @@ fn parse_args() -> (Vec<String>, Options) {
             "--segment-mib" => {
                 options.segment_mib = Some(value().parse().unwrap_or_else(|_| usage()))
             }
+            "--hashed-keys" => options.hashed_keys = true,
             "put1m" | "put4k" | "get" | "recovery" | "all" => workloads.push(arg),
             "-h" | "--help" => usage(),
             _ => usage(),
@@ -309,7 +313,17 @@ fn bench_put4k(options: &Options) {
 }
 
 /// Puts `count` objects of `len` bytes under `prefix` with [`LOADERS`] concurrent tasks.
-async fn load(engine: &Engine, prefix: &str, count: u64, len: usize) {
+/// Name of the `i`th benchmark object: `prefix/` and `i` as 12 decimal digits (log order is key
+/// order within a partition), or with `hashed` a 64-bit hash of `i` in hex (random order).
+fn object_key(prefix: &str, i: u64, hashed: bool) -> String {
+    if hashed {
+        format!("{prefix}/{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    } else {
+        format!("{prefix}/{i:012}")
+    }
+}
+
+async fn load(engine: &Engine, prefix: &str, count: u64, len: usize, hashed: bool) {
     let payload = body(len, 7);
     let next = Rc::new(Cell::new(0u64));
     let tasks: Vec<_> = (0..LOADERS)
@@ -327,7 +341,7 @@ async fn load(engine: &Engine, prefix: &str, count: u64, len: usize) {
                         break;
                     }
                     next.set(i + 1);
-                    let key = format!("{prefix}/{i:012}");
+                    let key = object_key(&prefix, i, hashed);
                     engine
                         .put((i % 64) as u32, key.as_bytes(), value(&payload))
                         .await
@@ -369,7 +383,7 @@ async fn get_load(
                     state ^= state >> 7;
                     state ^= state << 17;
                     let i = state % count;
-                    let key = format!("{prefix}/{i:012}");
+                    let key = object_key(&prefix, i, false);
                     let t = Instant::now();
                     let v = engine
                         .get((i % 64) as u32, key.as_bytes())
@@ -416,8 +430,8 @@ fn bench_get(options: &Options) {
     runtime().block_on(async {
         let engine = Engine::open(cached.clone()).await.expect("open");
         let t = Instant::now();
-        load(&engine, "small", GET_SMALL_OBJECTS, 4096).await;
-        load(&engine, "large", GET_LARGE_OBJECTS, MIB as usize).await;
+        load(&engine, "small", GET_SMALL_OBJECTS, 4096, false).await;
+        load(&engine, "large", GET_LARGE_OBJECTS, MIB as usize, false).await;
         eprintln!("get: loaded in {:.1?}", t.elapsed());
         // Warm the cache with one pass, then measure.
         let _ = get_load(&engine, "small", GET_SMALL_OBJECTS, seconds.min(3.0)).await;
@@ -483,7 +497,14 @@ fn bench_recovery(options: &Options) {
     let t = Instant::now();
     runtime().block_on(async {
         let engine = Engine::open(build.clone()).await.expect("open");
-        load(&engine, "obj", records, RECOVERY_BODY_BYTES).await;
+        load(
+            &engine,
+            "obj",
+            records,
+            RECOVERY_BODY_BYTES,
+            options.hashed_keys,
+        )
+        .await;
         // Dropped without close: no checkpoint, so the next open replays the whole log.
     });
     eprintln!("recovery: built {records} records in {:.1?}", t.elapsed());

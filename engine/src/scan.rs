@@ -49,6 +49,9 @@ pub(crate) struct SegmentScanner {
     window_start: u64,
     /// The chunk after the window, being read.
     prefetch: Option<ReadAhead>,
+    /// A retired window kept for the next read-ahead: fresh 4 MiB buffers cost a page fault
+    /// per page when the kernel pins them for the read.
+    spare: Option<AlignedBuf>,
     /// Offsets of definitely corrupt records not yet followed by a valid one.
     pending_corrupt: Vec<u64>,
     corrupt_records: u64,
@@ -70,6 +73,7 @@ impl SegmentScanner {
             window: AlignedBuf::new(BLOCK_BYTES),
             window_start: 0,
             prefetch: None,
+            spare: None,
             pending_corrupt: Vec::new(),
             corrupt_records: 0,
             valid_end: start,
@@ -140,10 +144,13 @@ impl SegmentScanner {
             .max(align_up(b) - start)
             .min(self.size_bytes - start) as usize;
         let buf = std::mem::replace(&mut self.window, AlignedBuf::new(BLOCK_BYTES));
-        let buf = if buf.capacity() < len {
-            AlignedBuf::new(len)
-        } else {
+        let buf = if buf.capacity() >= len {
             buf
+        } else {
+            match self.spare.take() {
+                Some(spare) if spare.capacity() >= len => spare,
+                _ => AlignedBuf::new(len),
+            }
         };
         let (res, buf) = crate::io::read_exact_at(&self.file, buf, len, start, &self.path).await;
         self.install(res, buf, start)?;
@@ -157,7 +164,10 @@ impl SegmentScanner {
         buf: AlignedBuf,
         start: u64,
     ) -> Result<(), EngineError> {
-        self.window = buf;
+        let retired = std::mem::replace(&mut self.window, buf);
+        if retired.capacity() >= SCAN_WINDOW_BYTES {
+            self.spare = Some(retired);
+        }
         self.window_start = start;
         if res.is_err() {
             self.window.set_len(0);
@@ -173,8 +183,9 @@ impl SegmentScanner {
         }
         let len = (SCAN_WINDOW_BYTES as u64).min(self.size_bytes - start) as usize;
         let (file, path) = (self.file.clone(), self.path.clone());
+        let spare = self.spare.take().filter(|b| b.capacity() >= len);
         let read = monoio::spawn(async move {
-            let buf = AlignedBuf::new(len);
+            let buf = spare.unwrap_or_else(|| AlignedBuf::new(len));
             crate::io::read_exact_at(&file, buf, len, start, &path).await
         });
         self.prefetch = Some(ReadAhead { start, len, read });
