@@ -19,6 +19,7 @@
 #                are used: `return 200`, then the static 4 KiB file
 #   DURATION     leofs-bench measured phase (default 10s), WARMUP (default 2s)
 #   THREADS      leofs-bench client threads (default 1)
+#   FIO          0 skips the fio jobs (request-path ceilings only)
 # Output: a table on stdout; raw fio and leofs-bench JSON in OUT_DIR.
 set -euo pipefail
 
@@ -32,6 +33,7 @@ NGINX_PORT="${NGINX_PORT:-38080}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 THREADS="${THREADS:-1}"
+FIO="${FIO:-1}"
 
 log() { echo "[limits] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -81,10 +83,12 @@ fio_job() { # name rw bs iodepth [extra fio args]
     --runtime="$FIO_RUNTIME" --ramp_time=2 --group_reporting --output-format=json \
     >"$OUT/fio-$1.json"
 }
-fio_job seq-write-1m write 1M 8
-fio_job seq-read-1m read 1M 8
-fio_job rand-read-4k randread 4k 32
-fio_job sync-write-4k write 4k 1 --fdatasync=1
+if [[ "$FIO" != 0 ]]; then
+  fio_job seq-write-1m write 1M 8
+  fio_job seq-read-1m read 1M 8
+  fio_job rand-read-4k randread 4k 32
+  fio_job sync-write-4k write 4k 1 --fdatasync=1
+fi
 
 # ---- request path: nginx on loopback ----
 mkdir -p "$NGINX_DIR/www" "$NGINX_DIR/tmp"
@@ -148,6 +152,7 @@ bench nginx-put-1m "$NGINX_PORT" --workload put --size 1MiB --concurrency 8
 
 # ---- table ----
 fio_row() { # name file kind(write|read)
+  [[ -f "$2" ]] || return 0
   jq -r --arg name "$1" --arg kind "$3" '.jobs[0][$kind] as $j |
     [$name, ($j.iops | floor), ($j.bw_bytes / 1e6 * 10 | floor / 10),
      (($j.clat_ns.percentile["50.000000"] // 0) / 1e6 * 1000 | floor / 1000),
@@ -171,7 +176,7 @@ bench_row() { # label file
   bench_row "nginx return-200 GET (empty) c=32" "$OUT/bench-nginx-get-empty.json"
   bench_row "nginx static GET 4KiB c=32" "$OUT/bench-nginx-get-4k.json"
   bench_row "nginx return-200 PUT 1MiB c=8" "$OUT/bench-nginx-put-1m.json"
-} | column -t -s $'\t'
+} | column -t -s $'\t' | tee "$OUT/table.txt"
 echo
 echo "load average before each measurement (other processes share this machine):"
 sed 's/^/  /' "$OUT/loadavg.txt"

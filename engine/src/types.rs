@@ -52,9 +52,9 @@ pub struct EngineConfig {
     pub batch_bytes_max: usize,
     /// How often the index is checkpointed (also on clean close).
     pub checkpoint_interval: Duration,
-    /// Memory cache budget in bytes for hot small objects (0 disables).
+    /// Memory cache budget in bytes for hot objects (0 disables).
     pub cache_bytes: u64,
-    /// Objects larger than this are never cached.
+    /// Objects larger than this are never cached (default 4 MiB: a gateway chunk).
     pub cache_object_bytes_max: u64,
     /// How long tombstones are kept before compaction may drop them.
     pub tombstone_grace: Duration,
@@ -80,7 +80,7 @@ impl EngineConfig {
             batch_bytes_max: 1024 * 1024,
             checkpoint_interval: Duration::from_secs(60),
             cache_bytes: 64 * 1024 * 1024,
-            cache_object_bytes_max: 256 * 1024,
+            cache_object_bytes_max: 4 * 1024 * 1024,
             tombstone_grace: Duration::from_secs(24 * 3600),
             compaction_live_ratio_min: 0.5,
             compaction_bytes_per_sec_max: 64 * 1024 * 1024,
