@@ -130,15 +130,16 @@ impl Ctx {
         inline: Bytes,
     ) -> Result<Hlc, GatewayError> {
         let part = self.object_partition(bucket, key);
-        let okey = object_key(bucket, key);
-        let old = self.shard.head(part, okey.clone()).await?;
         let value = PutValue {
             meta: meta.encode(),
             body: inline,
             summary: meta.summary(),
             hlc: None,
         };
-        let hlc = self.shard.put(part, okey, value).await?;
+        let (hlc, old) = self
+            .shard
+            .put_replacing(part, object_key(bucket, key), value)
+            .await?;
         if let Some(old) = old
             && let Ok(old_meta) = ObjectMeta::decode(&old.meta)
             && let BodyLayout::Chunked(segments) = old_meta.layout

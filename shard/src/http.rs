@@ -12,14 +12,21 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
 use futures_channel::oneshot;
+use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use monoio::io::IntoPollIo;
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use send_wrapper::SendWrapper;
 
+use crate::balance::{ConnectionBalancer, Handoff};
+use crate::node::NodeShared;
 use crate::{Shard, ShardError};
 
 /// Longest time a client may take to send a request's headers (also closes idle keep-alive
@@ -98,6 +105,8 @@ impl Drop for Registration {
 
 /// Binds `addr` with SO_REUSEPORT on the current core, sets TCP_NODELAY on accepted connections and
 /// serves each with hyper http1 (keep-alive) until shutdown; in-flight requests finish on shutdown.
+/// A connection accepted while another core serves fewer connections is moved there (see
+/// `balance`), through this listener's inbox on that core.
 ///
 /// Every core of a node binds the same address; with port 0 the first core's ephemeral port is
 /// reused by the others (cores run `init_core` one after another). The first bind of an address
@@ -113,13 +122,20 @@ where
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let ordinal = shard.core.connections.listeners_bound.get();
     let listener = bind(shard, addr)?;
-    let Some((id, mut stop)) = shard.core.connections.register() else {
+    let hub = &shard.core.connections;
+    let (Some((id, mut stop)), Some((inbox_id, mut inbox_stop))) = (hub.register(), hub.register())
+    else {
         return Err(ShardError::ShuttingDown);
     };
     let registration = Registration {
         shard: shard.clone(),
         id,
+    };
+    let inbox_registration = Registration {
+        shard: shard.clone(),
+        id: inbox_id,
     };
     let mut builder = http1::Builder::new();
     builder
@@ -128,6 +144,31 @@ where
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
+    let server = Rc::new(ConnectionServer {
+        shard: shard.clone(),
+        builder,
+        service,
+    });
+    let core = shard.core.id;
+    let mut inbox = shard.core.node.balancer.register_inbox(ordinal, core);
+    let inbox_server = server.clone();
+    monoio::spawn(async move {
+        let _registration = inbox_registration;
+        loop {
+            let handoff = match select(inbox.next(), &mut inbox_stop).await {
+                Either::Left((Some(handoff), _)) => handoff,
+                _ => break,
+            };
+            // The sending core already counted the connection on this core.
+            let slot = ConnectionSlot::counted(&inbox_server.shard);
+            match TcpStream::from_std(std::net::TcpStream::from(handoff.fd)) {
+                Ok(stream) => inbox_server.spawn(stream, handoff.peer, slot),
+                Err(e) => {
+                    tracing::warn!(peer = %handoff.peer, error = %e, "cannot adopt a connection from another core");
+                }
+            }
+        }
+    });
     monoio::spawn(async move {
         loop {
             let accepted = match select(pin!(listener.accept()), &mut stop).await {
@@ -136,39 +177,22 @@ where
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let Some((conn_id, conn_stop)) = registration.shard.core.connections.register()
-                    else {
-                        break;
-                    };
-                    let conn_registration = Registration {
-                        shard: registration.shard.clone(),
-                        id: conn_id,
-                    };
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-                    }
-                    let io = match stream.into_poll_io() {
-                        Ok(io) => TokioIo::new(io),
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "cannot switch connection to poll mode");
-                            continue;
-                        }
-                    };
-                    let connection = builder.serve_connection(io, service.clone());
-                    monoio::spawn(async move {
-                        let _registration = conn_registration;
-                        let mut connection = pin!(connection);
-                        let result = match select(connection.as_mut(), conn_stop).await {
-                            Either::Left((result, _)) => result,
-                            Either::Right(_) => {
-                                connection.as_mut().graceful_shutdown();
-                                connection.await
+                    let balancer = &server.shard.core.node.balancer;
+                    let target = balancer.place(core);
+                    let stream = if target == core {
+                        stream
+                    } else {
+                        match hand_off(balancer, ordinal, target, stream, peer) {
+                            None => continue,
+                            Some(stream) => {
+                                balancer.closed(target);
+                                balancer.opened(core);
+                                stream
                             }
-                        };
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
-                    });
+                    };
+                    let slot = ConnectionSlot::counted(&server.shard);
+                    server.spawn(stream, peer, slot);
                 }
                 Err(e) => {
                     tracing::warn!(%addr, error = %e, "accept failed");
@@ -179,6 +203,115 @@ where
         drop(registration);
     });
     Ok(())
+}
+
+/// Moves an accepted connection to `target`'s inbox of listener `ordinal`. Gives the stream back
+/// when that fails (the caller serves it here); releases `target`'s count if it was lost.
+fn hand_off(
+    balancer: &ConnectionBalancer,
+    ordinal: usize,
+    target: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TcpStream> {
+    // SAFETY: `stream` owns this descriptor and outlives the borrow, which ends with the dup.
+    let dup = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    let fd = match dup {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot duplicate a connection for another core");
+            return Some(stream);
+        }
+    };
+    drop(stream);
+    let back = balancer
+        .hand_off(ordinal, target, Handoff { fd, peer })
+        .err()?;
+    match TcpStream::from_std(std::net::TcpStream::from(back.fd)) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "lost a connection while moving it between cores");
+            balancer.closed(target);
+            None
+        }
+    }
+}
+
+/// Counts a connection on its core while it lives (released on drop).
+struct ConnectionSlot {
+    node: Arc<NodeShared>,
+    core: usize,
+}
+
+impl ConnectionSlot {
+    /// A slot for a connection already counted on `shard`'s core.
+    fn counted(shard: &Shard) -> Self {
+        Self {
+            node: shard.core.node.clone(),
+            core: shard.core.id,
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.node.balancer.closed(self.core);
+    }
+}
+
+/// What a listener needs to serve a connection on its core.
+struct ConnectionServer<S> {
+    shard: Shard,
+    builder: http1::Builder,
+    service: S,
+}
+
+impl<S, B> ConnectionServer<S>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Serves one connection on this core until it closes or the core stops.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+        let Some((conn_id, conn_stop)) = self.shard.core.connections.register() else {
+            return;
+        };
+        let conn_registration = Registration {
+            shard: self.shard.clone(),
+            id: conn_id,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let io = match stream.into_poll_io() {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot switch connection to poll mode");
+                return;
+            }
+        };
+        let connection = self.builder.serve_connection(io, self.service.clone());
+        monoio::spawn(async move {
+            let _registration = conn_registration;
+            let _slot = slot;
+            let mut connection = pin!(connection);
+            let result = match select(connection.as_mut(), conn_stop).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Binds the listener of `addr` on this core (see [`serve_http`] for port 0 and the in-use check).

@@ -6,9 +6,11 @@
 //! - [`cross_core`]: the only way to reach another core (bounded, counted messages).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
+//! - `balance`: moves new connections to the core serving the fewest.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
 //! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
 
+mod balance;
 pub mod cross_core;
 mod error;
 pub mod http;

@@ -24,6 +24,7 @@ use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 use leofs_engine::{Engine, EngineConfig, EngineStats, ScanEntry};
 
+use crate::balance::ConnectionBalancer;
 use crate::cross_core::{self, Forwarder, Mailboxes};
 use crate::http::ConnectionHub;
 use crate::layout::ensure_layout;
@@ -61,6 +62,8 @@ pub(crate) struct NodeShared {
     shutdown: Arc<ShutdownState>,
     /// (ordinal of the listener on a core, requested address) → bound address, for port 0.
     bound: Mutex<Vec<(usize, SocketAddr, SocketAddr)>>,
+    /// Open connections per core; where a new connection is served.
+    pub(crate) balancer: ConnectionBalancer,
 }
 
 impl NodeShared {
@@ -165,6 +168,7 @@ impl NodeStats {
                     engine: shard.core.engine.stats(),
                     partitions_owned: shard.core.map.partitions_owned(shard.core.id),
                     forwarded_calls: shard.core.forwarder.forwarded(),
+                    open_connections: shard.core.node.balancer.open_on(shard.core.id),
                 });
             });
             if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
@@ -236,6 +240,8 @@ pub struct CoreStats {
     pub partitions_owned: u32,
     /// Cross-core calls it forwarded since start.
     pub forwarded_calls: u64,
+    /// HTTP connections it serves now (all listeners).
+    pub open_connections: usize,
 }
 
 /// A running node, returned by [`start_node`].
@@ -276,6 +282,7 @@ where
         map,
         shutdown: Arc::new(ShutdownState::default()),
         bound: Mutex::new(Vec::new()),
+        balancer: ConnectionBalancer::new(map.cores()),
     });
     let cpus = allowed_cpus();
     let init_core = Arc::new(init_core);

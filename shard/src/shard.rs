@@ -104,6 +104,38 @@ impl Shard {
             .map_err(ShardError::from)
     }
 
+    /// Like [`Shard::put`], and also returns the head `key` had just before (read on the owning
+    /// core in the same call: one cross-core round trip instead of two for a caller that must
+    /// clean up what the put replaces).
+    pub async fn put_replacing(
+        &self,
+        partition: PartitionId,
+        key: Bytes,
+        value: PutValue,
+    ) -> Result<(Hlc, Option<Head>), ShardError> {
+        async fn on_owner(
+            engine: &Engine,
+            partition: PartitionId,
+            key: &[u8],
+            value: PutValue,
+        ) -> Result<(Hlc, Option<Head>), leofs_engine::EngineError> {
+            let old = engine.head(partition, key).await?;
+            Ok((engine.put(partition, key, value).await?, old))
+        }
+        let owner = self.route(partition)?;
+        if owner == self.core.id {
+            return Ok(on_owner(&self.core.engine, partition, &key, value).await?);
+        }
+        self.core
+            .forwarder
+            .call(owner, move |shard| async move {
+                shard.debug_assert_owns(partition);
+                on_owner(&shard.core.engine, partition, &key, value).await
+            })
+            .await?
+            .map_err(ShardError::from)
+    }
+
     /// Reads the newest value for `key`; None if absent or deleted.
     pub async fn get(
         &self,

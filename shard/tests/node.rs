@@ -378,6 +378,35 @@ fn serve_http_answers_on_loopback_with_tcp_nodelay_and_keep_alive() {
 }
 
 #[test]
+fn keep_alive_connections_are_spread_evenly_over_the_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = start_http_node(dir.path(), 2, Duration::ZERO);
+    // Whatever listener the kernel picks for each, every core ends up serving half of them.
+    let mut streams = Vec::new();
+    let mut per_core = [0usize; 2];
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut stream);
+        let core = if response.ends_with("core 0") { 0 } else { 1 };
+        assert!(response.ends_with(&format!("core {core}")), "{response}");
+        per_core[core] += 1;
+        // Moved connections keep being served by the core they were moved to.
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut stream).ends_with(&format!("core {core}")));
+        streams.push(stream);
+    }
+    assert_eq!(per_core, [4, 4]);
+    drop(streams);
+    node.shutdown_trigger().trigger();
+    node.wait().unwrap();
+}
+
+#[test]
 fn oversized_request_headers_get_431() {
     let dir = tempfile::tempdir().unwrap();
     let (node, addr) = start_http_node(dir.path(), 1, Duration::ZERO);
