@@ -79,6 +79,10 @@ struct ServerArgs {
     /// Region reported to S3 clients [default: us-east-1].
     #[arg(long, value_name = "REGION", env = "LEOFS_REGION")]
     region: Option<String>,
+    /// Pin each core thread to one CPU [default: true]; `false` when other busy processes share
+    /// the CPUs.
+    #[arg(long, value_name = "BOOL", env = "LEOFS_PIN_CORES")]
+    pin_cores: Option<bool>,
 }
 
 /// The keys of leofs.toml.
@@ -92,6 +96,7 @@ struct FileConfig {
     cores: Option<usize>,
     domain: Option<String>,
     region: Option<String>,
+    pin_cores: Option<bool>,
     #[serde(default)]
     engine: EngineFileConfig,
 }
@@ -115,6 +120,8 @@ struct ServerConfig {
     rest_listen: Option<SocketAddr>,
     /// Explicitly configured core count, if any.
     cores: Option<usize>,
+    /// Whether core threads are pinned to CPUs.
+    pin_cores: bool,
     gateway: GatewayConfig,
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
@@ -242,6 +249,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         admin_listen,
         rest_listen: args.rest_listen.or(file.rest_listen),
         cores: args.cores.or(file.cores),
+        pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(true),
         gateway,
         engine,
         cache_configured: file.engine.cache_bytes.is_some(),
@@ -344,6 +352,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         cores,
         partitions: DEFAULT_PARTITIONS,
         engine,
+        pin_cores: config.pin_cores,
     };
     let core_manager = manager.clone();
     let started = Instant::now();

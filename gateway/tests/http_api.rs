@@ -68,6 +68,7 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         cores: 2,
         partitions: 64,
         engine,
+        pin_cores: true,
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let handle = start_node(node_config, move |shard| {

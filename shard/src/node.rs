@@ -1,7 +1,7 @@
-//! Starting and stopping a node: one pinned OS thread per core, each with its own monoio io_uring
+//! Starting and stopping a node: one OS thread per core (pinned unless configured otherwise), each with its own monoio io_uring
 //! runtime and engine, the SIGTERM/SIGINT watcher, shutdown and cross-thread stats.
 //!
-//! Lifecycle of a core thread: pin → build runtime → open engine (`<data_dir>/shard-<i>`) →
+//! Lifecycle of a core thread: pin (if configured) → build runtime → open engine (`<data_dir>/shard-<i>`) →
 //! serve its mailbox → run `init_core` when told (cores initialise one after another, so port 0
 //! resolves to one port for all) → on shutdown: stop listeners and let connections finish
 //! (all cores, bounded by [`DRAIN_TIMEOUT`]) → close the engine (checkpoint) → exit.
@@ -53,6 +53,10 @@ pub struct NodeConfig {
     pub partitions: u32,
     /// Engine configuration template; `dir` is replaced by `<data_dir>/shard-<i>` per core.
     pub engine: EngineConfig,
+    /// Pin each core thread to its own CPU (the default). Turn off when other busy processes
+    /// share the CPUs (a load generator on the same machine, an overcommitted VM): a pinned
+    /// thread waits for its CPU while another CPU idles, where the kernel would move it.
+    pub pin_cores: bool,
 }
 
 /// State of the node shared by every thread (Send + Sync).
@@ -263,7 +267,7 @@ enum CoreEvent {
     Initialised(Result<(), ShardError>),
 }
 
-/// Starts one pinned thread per core, each with its own monoio io_uring runtime and engine
+/// Starts one thread per core (pinned if `config.pin_cores`), each with its own monoio io_uring runtime and engine
 /// (`<data_dir>/shard-<i>`), then calls `init_core(shard)` on that thread inside its runtime
 /// (that is where the caller spawns its listeners with [`crate::serve_http`]).
 ///
@@ -284,7 +288,11 @@ where
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores()),
     });
-    let cpus = allowed_cpus();
+    let cpus = if config.pin_cores {
+        allowed_cpus()
+    } else {
+        Vec::new()
+    };
     let init_core = Arc::new(init_core);
     let (events_tx, events) = mpsc::channel();
     let mut handle = NodeHandle {

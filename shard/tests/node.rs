@@ -27,6 +27,7 @@ fn config(dir: &std::path::Path, cores: usize) -> NodeConfig {
         cores,
         partitions: 1024,
         engine,
+        pin_cores: true,
     }
 }
 

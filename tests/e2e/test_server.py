@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -84,6 +86,35 @@ def test_config_file_and_flag_precedence(make_server):
     srv.s3_port = env_port
     srv.start()
     assert srv.printed["S3 endpoint"] == f"http://127.0.0.1:{env_port}"
+    srv.client().list_buckets()
+
+
+def _core_thread_cpus(pid: int) -> list[str]:
+    """Cpus_allowed_list of every leofs-core-N thread of process `pid`."""
+    tasks = Path(f"/proc/{pid}/task")
+    lists = []
+    for task in tasks.iterdir():
+        if (task / "comm").read_text().startswith("leofs-core-"):
+            status = (task / "status").read_text()
+            lists.append(next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                              if line.startswith("Cpus_allowed_list:")))
+    return sorted(lists)
+
+
+def test_core_threads_are_pinned_unless_configured_otherwise(make_server):
+    """By default each core thread may run on one CPU; `pin_cores = false` leaves all of them."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs to tell a pinned thread from an unpinned one")
+    srv = make_server(cores=2)
+    pinned = _core_thread_cpus(srv.pid)
+    assert pinned == sorted(str(cpu) for cpu in allowed[:2]), pinned
+    assert srv.stop() == 0
+
+    srv.extra_env = {"LEOFS_PIN_CORES": "false"}
+    srv.start()
+    unpinned = _core_thread_cpus(srv.pid)
+    assert len(unpinned) == 2 and all("," in c or "-" in c for c in unpinned), unpinned
     srv.client().list_buckets()
 
 
