@@ -16,7 +16,8 @@
 #
 # Knobs (environment):
 #   LEOFS_BIN     leofs binary (default: target/release/leofs)
-#   LEOFS_ARGS    extra `leofs server` arguments (e.g. "--cores 1")
+#   LEOFS_ARGS    extra `leofs server` arguments (e.g. "--cores 1", or "--pin-cores false": the
+#                 setting for CPUs shared with other busy processes, here the load generator)
 #   BENCH_BIN     leofs-bench (default: $CARGO_TARGET_DIR/release/leofs-bench, then target/release)
 #   ROUNDS        runs per side and workload (default 2)
 #   DURATION      measured phase per run (default 10s); WARMUP (default 2s)

@@ -3,6 +3,8 @@
 //!
 //! - [`service`]: `serve_core`, building the s3s service (auth, host, access) per core;
 //! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
+//! - [`fast_read`]: plain GetObject/HeadObject answered in front of s3s, with [`sigv4`]
+//!   verification and a per-core signing-key cache;
 //! - [`s3`]: the S3 operations, one file per family (bucket, put, get, list, multipart, copy, delete);
 //! - [`rest`]: LeoFS's plain REST API;
 //! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, collection);
@@ -11,10 +13,12 @@
 
 pub mod auth;
 pub mod error;
+pub mod fast_read;
 pub mod layout;
 pub mod rest;
 pub mod s3;
 pub mod service;
+pub mod sigv4;
 pub mod store;
 
 pub use error::GatewayError;
