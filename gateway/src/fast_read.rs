@@ -153,11 +153,12 @@ impl<S> FastReads<S> {
             return None;
         }
         let headers = req.headers();
-        // A repeated header is for s3s to judge (it refuses some, joins others).
+        // A repeated header is for s3s to judge (it refuses some, joins others), and so is a
+        // value that is not visible ASCII (s3s refuses some, drops others from the signature).
         if headers.len() != headers.keys_len()
-            || !headers
-                .keys()
-                .all(|name| PLAIN_READ_HEADERS.contains(&name.as_str()))
+            || !headers.iter().all(|(name, value)| {
+                PLAIN_READ_HEADERS.contains(&name.as_str()) && value.to_str().is_ok()
+            })
         {
             return None;
         }
@@ -206,9 +207,14 @@ impl<S> FastReads<S> {
         if amz_date.get(..8) != Some(auth.date) {
             return None;
         }
-        let sent = amz_date_unix_secs(amz_date)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        if now.abs_diff(sent) > CLOCK_SKEW_MAX_SECS {
+        // Compared in nanoseconds, as s3s does: whole seconds would let a request that is a
+        // fraction of a second too old through.
+        let sent_ns = u128::from(amz_date_unix_secs(amz_date)?) * 1_000_000_000;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        if now_ns.abs_diff(sent_ns) > u128::from(CLOCK_SKEW_MAX_SECS) * 1_000_000_000 {
             return None;
         }
         let payload_hash = headers.get("x-amz-content-sha256")?.to_str().ok()?;

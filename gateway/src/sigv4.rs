@@ -41,40 +41,57 @@ pub struct AuthorizationV4<'a> {
 }
 
 impl<'a> AuthorizationV4<'a> {
-    /// Parses a header value; `None` if it is not a well-formed SigV4 header authorization.
+    /// Parses a header value; `None` unless it is exactly `AWS4-HMAC-SHA256 Credential=…,
+    /// SignedHeaders=…, Signature=<64 lower-case hex digits>` (s3s's grammar: whitespace only
+    /// after the algorithm and after each comma) with a region that s3s accepts (empty or
+    /// `[a-z0-9-]+`).
     pub fn parse(value: &'a str) -> Option<Self> {
-        let rest = value.strip_prefix(ALGORITHM)?;
-        if !rest.starts_with(' ') {
+        let is_space = |c: char| c.is_ascii_whitespace();
+        let after_algorithm = value.strip_prefix(ALGORITHM)?;
+        let rest = after_algorithm.trim_start_matches(is_space);
+        if rest.len() == after_algorithm.len() {
             return None;
         }
-        let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-        for field in rest.split(',') {
-            let (name, value) = field.trim().split_once('=')?;
-            let slot = match name {
-                "Credential" => &mut credential,
-                "SignedHeaders" => &mut signed_headers,
-                "Signature" => &mut signature,
-                _ => return None,
-            };
-            if slot.replace(value).is_some() {
-                return None;
-            }
+        let (credential, rest) = rest.strip_prefix("Credential=")?.split_once(',')?;
+        let (signed_headers, rest) = rest
+            .trim_start_matches(is_space)
+            .strip_prefix("SignedHeaders=")?
+            .split_once(',')?;
+        let signature = rest
+            .trim_start_matches(is_space)
+            .strip_prefix("Signature=")?
+            .trim_end_matches(is_space);
+        if signature.len() != 64
+            || !signature
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
         }
-        let mut scope = credential?.split('/');
+        let mut scope = credential.split('/');
         let parsed = Self {
             access_key: scope.next()?,
             date: scope.next()?,
             region: scope.next()?,
             service: scope.next()?,
-            signed_headers: signed_headers?,
-            signature: signature?,
+            signed_headers,
+            signature,
         };
-        (scope.next() == Some("aws4_request") && scope.next().is_none()).then_some(parsed)
+        let region_ok = parsed
+            .region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        (region_ok
+            && !parsed.service.is_empty()
+            && scope.next() == Some("aws4_request")
+            && scope.next().is_none())
+        .then_some(parsed)
     }
 }
 
 /// The canonical request of a request without a query string: `None` if a signed header is
-/// missing, repeated in the list, not lower case or not visible ASCII (s3s then decides).
+/// missing, repeated in the list, not a lower-case token or its value not visible ASCII (s3s
+/// then decides).
 pub fn canonical_request(
     method: &str,
     canonical_uri: &str,
@@ -96,7 +113,8 @@ pub fn canonical_request(
     out.push_str(canonical_uri);
     out.push_str("\n\n");
     for name in &names {
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if name.is_empty() || !name.bytes().all(token) {
             return None;
         }
         out.push_str(name);
@@ -301,6 +319,8 @@ mod tests {
 
     const EXAMPLE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     const EXAMPLE_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
+    const EXAMPLE_SIGNATURE: &str =
+        "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
 
     fn example_headers() -> HeaderMap {
         headers(&[
@@ -416,16 +436,57 @@ mod tests {
         );
         let spaced = EXAMPLE_AUTH.replace(",", ", ");
         assert_eq!(AuthorizationV4::parse(&spaced), Some(auth));
+        let trailing = format!("{EXAMPLE_AUTH} \n");
+        assert!(AuthorizationV4::parse(&trailing).is_some());
+        let sig = EXAMPLE_SIGNATURE;
+        let upper = sig.to_ascii_uppercase();
         for bad in [
-            "AWS AKIAIOSFODNN7EXAMPLE:sig",
-            "AWS4-HMAC-SHA256Credential=a/b/c/d/aws4_request,SignedHeaders=host,Signature=00",
-            "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request,SignedHeaders=host",
-            "AWS4-HMAC-SHA256 Credential=a/b/c/d/other,SignedHeaders=host,Signature=00",
-            "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request/x,SignedHeaders=host,Signature=00",
-            "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request,SignedHeaders=h,Signature=0,Signature=0",
+            "AWS AKIAIOSFODNN7EXAMPLE:sig".to_owned(),
+            format!(
+                "AWS4-HMAC-SHA256Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host,Signature={sig}"
+            ),
+            "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host"
+                .to_owned(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/other,SignedHeaders=host,Signature={sig}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request/x,SignedHeaders=host,Signature={sig}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r//aws4_request,SignedHeaders=host,Signature={sig}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/US-EAST-1/s3/aws4_request,SignedHeaders=host,Signature={sig}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/eu_west/s3/aws4_request,SignedHeaders=host,Signature={sig}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host,Signature={upper}"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host,Signature={sig}0"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host,Signature={sig} x"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Signature={sig},Credential=a/20130524/r/s3/aws4_request,SignedHeaders=host"
+            ),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=a/20130524/r/s3/aws4_request ,SignedHeaders=host,Signature={sig}"
+            ),
         ] {
-            assert_eq!(AuthorizationV4::parse(bad), None, "{bad}");
+            assert_eq!(AuthorizationV4::parse(&bad), None, "{bad}");
         }
+        let no_region = format!(
+            "AWS4-HMAC-SHA256 Credential=a/20130524//s3/aws4_request,SignedHeaders=host,Signature={sig}"
+        );
+        assert_eq!(
+            AuthorizationV4::parse(&no_region).map(|a| a.region),
+            Some("")
+        );
     }
 
     #[test]

@@ -155,6 +155,14 @@ def test_refusals_and_misses_get_the_s3s_answers(traced):
     resp = raw_request(traced, "GET", "/fast-reads/k", headers=headers, sign=False)
     assert (resp.status, resp.error_code()) == (403, "RequestTimeTooSkewed")
 
+    # The right signature in upper-case hex: s3s compares the text and refuses it.
+    headers = sigv4_headers("GET", host, "/fast-reads/k", None, {}, "UNSIGNED-PAYLOAD",
+                            traced.access_key, traced.secret_key)
+    auth, signature = headers["authorization"].rsplit("Signature=", 1)
+    headers["authorization"] = f"{auth}Signature={signature.upper()}"
+    resp = raw_request(traced, "GET", "/fast-reads/k", headers=headers, sign=False)
+    assert (resp.status, resp.error_code()) == (403, "SignatureDoesNotMatch")
+
     ranged = s3.get_object(Bucket="fast-reads", Key="k", Range="bytes=1-2")
     assert ranged["Body"].read() == b"al"
     etag = s3.head_object(Bucket="fast-reads", Key="k")["ETag"]  # the one fast read here
