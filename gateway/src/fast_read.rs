@@ -348,8 +348,8 @@ fn is_ip_address(host: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes (and nothing else, like s3s); `None` on a malformed escape or a result
-/// that is not UTF-8.
-fn percent_decode(path: &str) -> Option<String> {
+/// that is not UTF-8. The REST API decodes its paths with it too.
+pub(crate) fn percent_decode(path: &str) -> Option<String> {
     if !path.contains('%') {
         return Some(path.to_owned());
     }

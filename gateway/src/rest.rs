@@ -76,30 +76,13 @@ fn text(status: StatusCode, body: String) -> Response<RestBody> {
     resp
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn bad_request(msg: &str) -> GatewayError {
     GatewayError::s3(s3s::S3ErrorCode::InvalidRequest, msg.to_owned())
 }
 
 /// Splits `/<bucket>/<key>` (percent-decoded).
 pub fn split_path(path: &str) -> Option<(String, String)> {
-    let decoded = percent_decode(path)?;
+    let decoded = crate::fast_read::percent_decode(path)?;
     let rest = decoded.strip_prefix('/')?;
     let (bucket, key) = rest.split_once('/')?;
     if bucket.is_empty() || key.is_empty() || key.len() > MAX_OBJECT_KEY_BYTES {
