@@ -3,8 +3,8 @@
 //!
 //! - [`service`]: `serve_core`, building the s3s service (auth, host, access) per core;
 //! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
-//! - [`fast_read`]: plain GetObject/HeadObject answered in front of s3s, with [`sigv4`]
-//!   verification and a per-core signing-key cache;
+//! - [`fast_path`]: plain GetObject/HeadObject/PutObject answered in front of s3s, with
+//!   [`sigv4`] verification and a per-core signing-key cache;
 //! - [`s3`]: the S3 operations, one file per family (bucket, put, get, list, multipart, copy, delete);
 //! - [`rest`]: LeoFS's plain REST API;
 //! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, collection);
@@ -13,7 +13,7 @@
 
 pub mod auth;
 pub mod error;
-pub mod fast_read;
+pub mod fast_path;
 pub mod layout;
 pub mod rest;
 pub mod s3;

@@ -82,7 +82,7 @@ fn bad_request(msg: &str) -> GatewayError {
 
 /// Splits `/<bucket>/<key>` (percent-decoded).
 pub fn split_path(path: &str) -> Option<(String, String)> {
-    let decoded = crate::fast_read::percent_decode(path)?;
+    let decoded = crate::fast_path::percent_decode(path)?;
     let rest = decoded.strip_prefix('/')?;
     let (bucket, key) = rest.split_once('/')?;
     if bucket.is_empty() || key.is_empty() || key.len() > MAX_OBJECT_KEY_BYTES {

@@ -1,7 +1,7 @@
 //! Per-core service setup: builds the s3s service (SigV4 auth backed by the manager, bucket ACL
 //! access checks, virtual-host parsing for the configured domain, the manager's bucket-name
-//! rules) around [`S3Gateway`](crate::s3::S3Gateway), puts the plain-read fast path
-//! ([`FastReads`]) in front of it and serves it, plus the optional REST API,
+//! rules) around [`S3Gateway`](crate::s3::S3Gateway), puts the fast path for plain
+//! requests ([`FastPath`]) in front of it and serves it, plus the optional REST API,
 //! with `leofs_shard::serve_http` on the current core.
 
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use s3s::service::S3ServiceBuilder;
 use crate::GatewayConfig;
 use crate::auth::{AclAccess, DomainHost, ManagerAuth, ManagerNameValidation};
 use crate::error::GatewayError;
-use crate::fast_read::FastReads;
+use crate::fast_path::FastPath;
 use crate::rest::RestService;
 use crate::s3::S3Gateway;
 use crate::store::Ctx;
@@ -41,7 +41,7 @@ pub fn serve_core(
     {
         builder.set_host(DomainHost::new(domain));
     }
-    let service = FastReads::new(builder.build(), ctx.clone());
+    let service = FastPath::new(builder.build(), ctx.clone());
     leofs_shard::serve_http(&shard, s3_addr, service)?;
     if let Some(addr) = rest_addr {
         leofs_shard::serve_http(&shard, addr, RestService::new(ctx))?;

@@ -1,5 +1,5 @@
 //! SigV4 verification of requests signed in the `Authorization` header, for the fast read path
-//! ([`crate::fast_read`]): parsing the header, the canonical request, the string to sign, and a
+//! ([`crate::fast_path`]): parsing the header, the canonical request, the string to sign, and a
 //! per-core cache of signing keys.
 //!
 //! s3s derives the signing key (four HMACs) on every request; the key only changes with the

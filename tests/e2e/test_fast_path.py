@@ -1,10 +1,11 @@
-"""The plain-read fast path (gateway/src/fast_read.rs).
+"""The fast path for plain requests (gateway/src/fast_path.rs).
 
-A GetObject or HeadObject of a whole object, signed in the Authorization header, is answered in
-front of s3s. Each answer must carry exactly the status, headers and body the s3s path sends for
-the same object, and every request the fast path cannot answer with 200 (bad signature, unknown
-key, missing object, ACL refusal, skewed clock, ranges, preconditions, virtual hosts) must still
-get s3s's answer. Which path served a request is read from the server's trace log.
+A GetObject or HeadObject of a whole object, and a PutObject with a Content-Length and no
+checksum, metadata or precondition headers, signed in the Authorization header, are answered in
+front of s3s. Each answer must carry exactly the status, headers and body the s3s path sends, and
+every read the fast path cannot answer with 200 (bad signature, unknown key, missing object, ACL
+refusal, skewed clock, ranges, preconditions, virtual hosts) must still get s3s's answer. Which
+path served a request is read from the server's trace log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime
 import hashlib
 import json
 import os
+import socket
 
 import pytest
 from botocore.exceptions import ClientError
@@ -21,12 +23,18 @@ from leofs_harness import raw_request, sigv4_headers
 
 MIB = 1 << 20
 FAST_LOG = "plain read served on the fast path"
-TRACE_ENV = {"RUST_LOG": "info,s3s=off,leofs_gateway::fast_read=trace"}
+FAST_WRITE_LOG = "plain write served on the fast path"
+TRACE_ENV = {"RUST_LOG": "info,s3s=off,leofs_gateway::fast_path=trace"}
 
 
 def fast_reads(srv) -> int:
     """Reads the fast path has served so far."""
     return srv.stderr_path.read_text(errors="replace").count(FAST_LOG)
+
+
+def fast_writes(srv) -> int:
+    """Writes the fast path has served so far."""
+    return srv.stderr_path.read_text(errors="replace").count(FAST_WRITE_LOG)
 
 
 def comparable(headers: dict[str, str]) -> dict[str, str]:
@@ -182,3 +190,70 @@ def test_virtual_hosted_reads_take_the_s3s_path(make_server):
     resp = raw_request(srv, "GET", "/vhost/k", payload_sha256="UNSIGNED-PAYLOAD")
     assert (resp.status, resp.body) == (200, b"value")
     assert fast_reads(srv) == before + 1
+
+
+def put_raw(srv, key: str, body: bytes, headers: dict[str, str] | None = None):
+    """A PUT the way leofs-bench and simple clients send it: UNSIGNED-PAYLOAD, Content-Length."""
+    return raw_request(srv, "PUT", f"/fast-reads/{key}", headers=headers or {}, body=body,
+                       payload_sha256="UNSIGNED-PAYLOAD")
+
+
+def test_plain_puts_match_the_s3s_path(traced):
+    s3 = traced.client()
+    for size in (0, 5000, 9 * MIB + 5):  # empty, inline, more than two 4 MiB chunks
+        body = os.urandom(size)
+        before = fast_writes(traced)
+        fast = put_raw(traced, f"fast-{size}", body, {"content-type": "text/plain"})
+        assert fast.status == 200, fast.body
+        assert fast_writes(traced) == before + 1, "the plain PUT did not take the fast path"
+        slow = put_raw(traced, f"slow-{size}", body, {"content-type": "text/plain",
+                                                      "x-amz-expected-bucket-owner": "1"})
+        assert slow.status == 200, slow.body
+        assert fast_writes(traced) == before + 1, "a PUT with an extra header took the fast path"
+        assert comparable(fast.headers) == comparable(slow.headers)
+        assert fast.headers["etag"] == f'"{hashlib.md5(body).hexdigest()}"'
+        for key in (f"fast-{size}", f"slow-{size}"):
+            got = s3.get_object(Bucket="fast-reads", Key=key)
+            assert got["Body"].read() == body
+            assert got["ContentType"] == "text/plain"
+        fast_head = s3.head_object(Bucket="fast-reads", Key=f"fast-{size}")["ResponseMetadata"]
+        slow_head = s3.head_object(Bucket="fast-reads", Key=f"slow-{size}")["ResponseMetadata"]
+        assert comparable(fast_head["HTTPHeaders"]) == comparable(slow_head["HTTPHeaders"])
+
+    # An overwrite through the fast path replaces the chunked object (and collects its chunks).
+    put_raw(traced, "fast-9437189", b"small now")
+    assert s3.get_object(Bucket="fast-reads", Key="fast-9437189")["Body"].read() == b"small now"
+
+    # Expect: 100-continue is answered by hyper on either path.
+    resp = put_raw(traced, "expect", b"body", {"expect": "100-continue"})
+    assert resp.status == 200
+    assert s3.get_object(Bucket="fast-reads", Key="expect")["Body"].read() == b"body"
+
+
+def test_refused_puts_get_the_s3s_answers(traced):
+    before = fast_writes(traced)
+    creds = json.loads(traced.adm("create-user", "eve", json_output=True).stdout)
+    resp = raw_request(traced, "PUT", "/fast-reads/k", body=b"x", payload_sha256="UNSIGNED-PAYLOAD",
+                       access_key=creds["access_key_id"], secret_key=creds["secret_access_key"])
+    assert (resp.status, resp.error_code()) == (403, "AccessDenied")
+    resp = raw_request(traced, "PUT", "/no-such-bucket-x/k", body=b"x",
+                       payload_sha256="UNSIGNED-PAYLOAD")
+    assert (resp.status, resp.error_code()) == (404, "NoSuchBucket")
+    resp = raw_request(traced, "PUT", "/fast-reads/k", body=b"x", payload_sha256="UNSIGNED-PAYLOAD",
+                       secret_key="wrong")
+    assert (resp.status, resp.error_code()) == (403, "SignatureDoesNotMatch")
+    assert fast_writes(traced) == before
+
+
+def test_a_truncated_plain_put_stores_nothing(traced):
+    """The client promises 1000 bytes, sends 10 and hangs up: nothing may be acknowledged."""
+    host = f"127.0.0.1:{traced.s3_port}"
+    headers = sigv4_headers("PUT", host, "/fast-reads/cut", None, {"content-length": "1000"},
+                            "UNSIGNED-PAYLOAD", traced.access_key, traced.secret_key)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", traced.s3_port), timeout=10) as sock:
+        sock.sendall(f"PUT /fast-reads/cut HTTP/1.1\r\n{head}\r\n".encode() + b"0123456789")
+        sock.shutdown(socket.SHUT_WR)
+        reply = sock.recv(4096)
+    assert not reply.startswith(b"HTTP/1.1 200"), reply
+    assert error_of(lambda: traced.client().head_object(Bucket="fast-reads", Key="cut"))[0] == 404

@@ -1,13 +1,19 @@
-//! The fast path for plain reads: GetObject and HeadObject of a whole object, path style, signed
-//! in the `Authorization` header, with no query string, range or precondition. That is most of
-//! what S3 clients send, and on it s3s spent more time (routing, header parsing, deriving the
-//! signing key on every request, serializing a 40-field output) than the read itself.
+//! The fast path for plain requests: GetObject and HeadObject of a whole object, and PutObject
+//! of a body with a Content-Length and no checksum, metadata or precondition headers; path
+//! style, signed in the `Authorization` header, no query string. That is most of what S3 clients
+//! send, and on it s3s spent as much time (routing, parsing every possible header, deriving the
+//! signing key on every request, serializing a 40-field output) as the operation itself.
 //!
-//! [`FastReads`] wraps the s3s service. A plain read is verified here (SigV4 with a per-core
-//! signing-key cache, clock skew, the bucket ACL), read from the shard and answered with the same
-//! headers the s3s path writes. Every other request, and every plain read it cannot answer with
-//! 200 (a signature it cannot verify, an unknown key, a missing bucket or object, any error), goes
-//! to s3s unchanged: errors have one source, and this path only ever says yes.
+//! [`FastPath`] wraps the s3s service. A plain request is verified here (SigV4 with a per-core
+//! signing-key cache, clock skew, the bucket ACL) and answered with the same status, headers and
+//! body the s3s path produces:
+//! - a plain read is answered only with 200; any request it cannot answer so (a signature it
+//!   cannot verify, an unknown key, a missing bucket or object, any error) goes to s3s unchanged;
+//! - a plain write that passes the checks runs the same `put_object` the s3s path runs; errors
+//!   met once the body is being read (a bad body, a full disk) can no longer go to s3s and are
+//!   written here as s3s writes them (status, XML document, headers).
+//!
+//! Every other request goes to s3s as it is.
 //!
 //! Must never: answer a request s3s would refuse, or answer differently from s3s.
 
@@ -21,9 +27,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::Service;
-use s3s::Body;
-use s3s::dto::{StreamingBlob, Timestamp, TimestampFormat};
+use s3s::dto::{PutObjectInput, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::host::S3Host;
+use s3s::{Body, S3Error, S3Request};
 use send_wrapper::SendWrapper;
 
 use crate::auth::{DomainHost, OpClass, authorize};
@@ -35,9 +41,9 @@ use crate::sigv4::{
 };
 use crate::store::{Ctx, StoredObject};
 
-/// Request headers a plain read may carry. Any other header (a range, a precondition, a security
-/// token, SSE-C keys, a checksum other than the mode) sends the request to s3s.
-const PLAIN_READ_HEADERS: &[&str] = &[
+/// Request headers any plain request may carry. Any other header (a range, a precondition, a
+/// security token, SSE-C keys, checksums, metadata, Content-MD5) sends the request to s3s.
+const PLAIN_HEADERS: &[&str] = &[
     "accept",
     "accept-encoding",
     "amz-sdk-invocation-id",
@@ -48,29 +54,39 @@ const PLAIN_READ_HEADERS: &[&str] = &[
     "host",
     "keep-alive",
     "user-agent",
-    "x-amz-checksum-mode",
     "x-amz-content-sha256",
     "x-amz-date",
     "x-amz-user-agent",
 ];
 
+/// Headers a plain read may carry besides [`PLAIN_HEADERS`].
+const PLAIN_READ_HEADERS: &[&str] = &["x-amz-checksum-mode"];
+
+/// Headers a plain write may carry besides [`PLAIN_HEADERS`] (`expect` only as
+/// `100-continue`, which hyper answers when the body is first read, on either path).
+const PLAIN_WRITE_HEADERS: &[&str] = &["content-type", "expect"];
+
 /// SHA-256 of the empty body, the one signed payload hash a GET without a body may declare.
 const EMPTY_PAYLOAD_SHA256: &str =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// The payload hash of a body the signature does not cover (the only kind a plain write has:
+/// s3s would hash a signed body, and refuse it on a mismatch).
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
 /// The longest key s3s accepts (bytes).
 const KEY_BYTES_MAX: usize = 1024;
 
-/// The s3s service with plain reads answered in front of it.
+/// The s3s service with plain requests answered in front of it.
 #[derive(Clone)]
-pub struct FastReads<S> {
+pub struct FastPath<S> {
     inner: S,
     ctx: Ctx,
     domain: Option<Rc<DomainHost>>,
     signing_keys: Rc<SigningKeys>,
 }
 
-impl<S> FastReads<S> {
+impl<S> FastPath<S> {
     /// Wraps `inner` (the s3s service of this core).
     pub fn new(inner: S, ctx: Ctx) -> Self {
         let domain = ctx
@@ -88,7 +104,7 @@ impl<S> FastReads<S> {
     }
 }
 
-impl<S> Service<Request<Incoming>> for FastReads<S>
+impl<S> Service<Request<Incoming>> for FastPath<S>
 where
     S: Service<Request<Incoming>, Response = Response<Body>> + Clone + 'static,
     S::Future: Unpin + 'static,
@@ -98,24 +114,30 @@ where
     type Future = Answer<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        match self.plain_read(&req) {
-            Some(read) => {
-                let this = self.clone();
-                Answer::Fast(Box::pin(async move {
-                    match this.serve(&read).await {
+        let Some(plain) = self.plain_request(&req) else {
+            return Answer::Inner(self.inner.call(req));
+        };
+        let this = self.clone();
+        Answer::Fast(Box::pin(async move {
+            if !this.allowed(&plain) {
+                return this.inner.call(req).await;
+            }
+            match plain.kind {
+                PlainKind::Read { head, checksums } => {
+                    match this.serve_read(&plain, head, checksums).await {
                         Some(resp) => Ok(resp),
                         None => this.inner.call(req).await,
                     }
-                }))
+                }
+                PlainKind::Write => Ok(this.serve_write(plain, req).await),
             }
-            None => Answer::Inner(self.inner.call(req)),
-        }
+        }))
     }
 }
 
 /// The response future: the fast path's, or s3s's as it is (no extra allocation).
 pub enum Answer<F: Future> {
-    /// A plain read (falls back to s3s inside if it cannot answer).
+    /// A plain request (a read falls back to s3s inside if it cannot answer).
     Fast(Pin<Box<dyn Future<Output = F::Output>>>),
     /// Any other request.
     Inner(F),
@@ -132,21 +154,29 @@ impl<F: Future + Unpin> Future for Answer<F> {
     }
 }
 
-/// A verified plain read.
-struct PlainRead {
-    head: bool,
+/// What a verified plain request asks for.
+enum PlainKind {
+    /// GetObject (`head` false) or HeadObject of the whole object.
+    Read { head: bool, checksums: bool },
+    /// PutObject with a Content-Length.
+    Write,
+}
+
+/// A plain request whose signature verified.
+struct PlainRequest {
+    kind: PlainKind,
     bucket: String,
     key: String,
     access_key: String,
-    checksums: bool,
 }
 
-impl<S> FastReads<S> {
-    /// The request as a verified plain read, or `None` for s3s.
-    fn plain_read(&self, req: &Request<Incoming>) -> Option<PlainRead> {
-        let head = match *req.method() {
-            Method::GET => false,
-            Method::HEAD => true,
+impl<S> FastPath<S> {
+    /// The request as a verified plain request, or `None` for s3s.
+    fn plain_request(&self, req: &Request<Incoming>) -> Option<PlainRequest> {
+        let method = req.method();
+        let extra_headers = match *method {
+            Method::GET | Method::HEAD => PLAIN_READ_HEADERS,
+            Method::PUT => PLAIN_WRITE_HEADERS,
             _ => return None,
         };
         if req.uri().query().is_some() || req.version() != http::Version::HTTP_11 {
@@ -157,25 +187,45 @@ impl<S> FastReads<S> {
         // value that is not visible ASCII (s3s refuses some, drops others from the signature).
         if headers.len() != headers.keys_len()
             || !headers.iter().all(|(name, value)| {
-                PLAIN_READ_HEADERS.contains(&name.as_str()) && value.to_str().is_ok()
+                let name = name.as_str();
+                (PLAIN_HEADERS.contains(&name) || extra_headers.contains(&name))
+                    && value.to_str().is_ok()
             })
         {
             return None;
         }
-        if headers
+        let content_length = headers
             .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-        {
-            return None;
-        }
+            .map(HeaderValue::as_bytes);
+        let kind = if *method == Method::PUT {
+            // Without a Content-Length the body would be chunked: s3s's business.
+            content_length?;
+            if headers
+                .get(header::EXPECT)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+            {
+                return None;
+            }
+            PlainKind::Write
+        } else {
+            if content_length.is_some_and(|v| v != b"0") {
+                return None;
+            }
+            let checksums = headers
+                .get("x-amz-checksum-mode")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ENABLED"));
+            PlainKind::Read {
+                head: *method == Method::HEAD,
+                checksums,
+            }
+        };
         if let (Some(domain), Some(host)) = (&self.domain, headers.get(header::HOST)) {
             let host = host.to_str().ok()?;
             if !is_ip_address(host) && domain.parse_host_header(host).ok()?.bucket().is_some() {
                 return None;
             }
         }
-        let raw_path = req.uri().path();
-        let path = percent_decode(raw_path)?;
+        let path = percent_decode(req.uri().path())?;
         let (bucket, key) = path.strip_prefix('/')?.split_once('/')?;
         if key.is_empty()
             || key.len() > KEY_BYTES_MAX
@@ -183,21 +233,23 @@ impl<S> FastReads<S> {
         {
             return None;
         }
-        let access_key = self.verify_signature(req, &path)?;
-        let checksums = headers
-            .get("x-amz-checksum-mode")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ENABLED"));
-        Some(PlainRead {
-            head,
+        let write = matches!(kind, PlainKind::Write);
+        let access_key = self.verify_signature(req, &path, write)?;
+        Some(PlainRequest {
+            kind,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             access_key,
-            checksums,
         })
     }
 
     /// The access key whose signature `req` carries, if it verifies now.
-    fn verify_signature(&self, req: &Request<Incoming>, decoded_path: &str) -> Option<String> {
+    fn verify_signature(
+        &self,
+        req: &Request<Incoming>,
+        decoded_path: &str,
+        write: bool,
+    ) -> Option<String> {
         let headers = req.headers();
         let auth = AuthorizationV4::parse(headers.get(header::AUTHORIZATION)?.to_str().ok()?)?;
         if auth.service != "s3" {
@@ -218,7 +270,7 @@ impl<S> FastReads<S> {
             return None;
         }
         let payload_hash = headers.get("x-amz-content-sha256")?.to_str().ok()?;
-        if payload_hash != "UNSIGNED-PAYLOAD" && payload_hash != EMPTY_PAYLOAD_SHA256 {
+        if payload_hash != UNSIGNED_PAYLOAD && (write || payload_hash != EMPTY_PAYLOAD_SHA256) {
             return None;
         }
         let canonical = canonical_request(
@@ -237,30 +289,34 @@ impl<S> FastReads<S> {
             .then(|| auth.access_key.to_owned())
     }
 
-    /// Answers a verified plain read with 200, or `None` for s3s.
-    async fn serve(&self, read: &PlainRead) -> Option<Response<Body>> {
-        let allowed = self.ctx.manager.with_snapshot(|state| {
-            state.bucket(&read.bucket).is_some()
-                && authorize(
-                    state,
-                    Some(&read.access_key),
-                    Some(&read.bucket),
-                    OpClass::Read,
-                )
-                .is_ok()
-        });
-        if !allowed {
-            return None;
-        }
-        let found = if read.head {
+    /// Whether the bucket exists and the ACL lets the caller do what the request asks.
+    fn allowed(&self, plain: &PlainRequest) -> bool {
+        let class = match plain.kind {
+            PlainKind::Read { .. } => OpClass::Read,
+            PlainKind::Write => OpClass::Write,
+        };
+        self.ctx.manager.with_snapshot(|state| {
+            state.bucket(&plain.bucket).is_some()
+                && authorize(state, Some(&plain.access_key), Some(&plain.bucket), class).is_ok()
+        })
+    }
+
+    /// Answers a verified, allowed plain read with 200, or `None` for s3s.
+    async fn serve_read(
+        &self,
+        read: &PlainRequest,
+        head: bool,
+        checksums: bool,
+    ) -> Option<Response<Body>> {
+        let found = if head {
             self.ctx.head_object(&read.bucket, &read.key).await
         } else {
             self.ctx.get_object(&read.bucket, &read.key).await
         };
         let obj = found.ok()??;
         let mut resp = Response::new(Body::empty());
-        object_headers(resp.headers_mut(), &obj, read.checksums)?;
-        if !read.head {
+        object_headers(resp.headers_mut(), &obj, checksums)?;
+        if !head {
             *resp.body_mut() = match &obj.meta.layout {
                 BodyLayout::Inline if obj.inline.len() as u64 == obj.meta.size_bytes => {
                     Body::from(obj.inline.clone())
@@ -276,10 +332,110 @@ impl<S> FastReads<S> {
                 }
             };
         }
-        tracing::trace!(bucket = %read.bucket, key = %read.key, head = read.head, "plain read served on the fast path");
+        tracing::trace!(bucket = %read.bucket, key = %read.key, head, "plain read served on the fast path");
         *resp.status_mut() = StatusCode::OK;
         Some(resp)
     }
+
+    /// Runs a verified, allowed plain write through the same `put_object` as the s3s path and
+    /// writes its answer (or error) as s3s would.
+    async fn serve_write(&self, write: PlainRequest, req: Request<Incoming>) -> Response<Body> {
+        let PlainRequest {
+            bucket,
+            key,
+            access_key,
+            ..
+        } = write;
+        let (parts, body) = req.into_parts();
+        let credentials = self.ctx.manager.with_snapshot(|state| {
+            state
+                .access_key(&access_key)
+                .map(|k| s3s::auth::Credentials {
+                    access_key: k.access_key_id.clone(),
+                    secret_key: k.secret_access_key.as_str().into(),
+                })
+        });
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let content_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let input = PutObjectInput {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            body: Some(StreamingBlob::from(Body::from(body))),
+            content_length,
+            content_type,
+            ..PutObjectInput::default()
+        };
+        let request = S3Request {
+            input,
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            extensions: parts.extensions,
+            credentials,
+            region: None,
+            service: Some("s3".to_owned()),
+            trailing_headers: None,
+        };
+        match crate::s3::put::put_object(&self.ctx, request).await {
+            Ok(done) => {
+                let mut resp = Response::new(Body::empty());
+                let out = done.output;
+                let headers = resp.headers_mut();
+                for (name, value) in [
+                    ("x-amz-checksum-crc32", out.checksum_crc32),
+                    ("x-amz-checksum-crc32c", out.checksum_crc32c),
+                    ("x-amz-checksum-crc64nvme", out.checksum_crc64nvme),
+                    ("x-amz-checksum-sha1", out.checksum_sha1),
+                    ("x-amz-checksum-sha256", out.checksum_sha256),
+                ] {
+                    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                        headers.insert(HeaderName::from_static(name), v);
+                    }
+                }
+                if let Some(etag) = out.e_tag.as_ref().and_then(|e| e.to_http_header().ok()) {
+                    headers.insert(header::ETAG, etag);
+                }
+                tracing::trace!(%bucket, %key, "plain write served on the fast path");
+                resp
+            }
+            Err(e) => error_response(S3Error::from(e)),
+        }
+    }
+}
+
+/// An S3 error as s3s writes it: its status, the XML `<Error>` document, and the error's own
+/// headers instead of the defaults when it carries some.
+fn error_response(error: S3Error) -> Response<Body> {
+    let mut xml = Vec::with_capacity(256);
+    let written = {
+        let mut ser = s3s::xml::Serializer::new(&mut xml);
+        ser.decl()
+            .and_then(|()| s3s::xml::Serialize::serialize(&error, &mut ser))
+    };
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = error
+        .status_code()
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if written.is_ok() {
+        *resp.body_mut() = Body::from(xml);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+    } else {
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if let Some(headers) = error.headers() {
+        *resp.headers_mut() = headers.clone();
+    }
+    resp
 }
 
 /// The headers GetObject and HeadObject answer a whole-object read with, in s3s's order;
@@ -400,6 +556,28 @@ mod tests {
         assert_eq!(percent_decode("/b/%4"), None);
         assert_eq!(percent_decode("/b/%+1"), None);
         assert_eq!(percent_decode("/b/%FF"), None);
+    }
+
+    #[test]
+    fn errors_are_written_as_s3s_writes_them() {
+        let resp = error_response(S3Error::with_message(
+            s3s::S3ErrorCode::NoSuchBucket,
+            "The specified bucket does not exist",
+        ));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/xml");
+        let body = resp.body().bytes().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchBucket</Code>\
+             <Message>The specified bucket does not exist</Message></Error>"
+        );
+        let disk_full =
+            crate::GatewayError::Engine(leofs_engine::EngineError::DiskFull { dir: "/x".into() });
+        assert_eq!(
+            error_response(S3Error::from(disk_full)).status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
     }
 
     #[test]
