@@ -168,6 +168,8 @@ struct PlainRequest {
     bucket: String,
     key: String,
     access_key: String,
+    /// The credential scope's region (s3s passes it to the operation).
+    region: String,
 }
 
 impl<S> FastPath<S> {
@@ -198,8 +200,12 @@ impl<S> FastPath<S> {
             .get(header::CONTENT_LENGTH)
             .map(HeaderValue::as_bytes);
         let kind = if *method == Method::PUT {
-            // Without a Content-Length the body would be chunked: s3s's business.
-            content_length?;
+            // Without a Content-Length the body would be chunked, and s3s refuses one that is
+            // not an i64 before reading the body: both are s3s's business.
+            std::str::from_utf8(content_length?)
+                .ok()?
+                .parse::<i64>()
+                .ok()?;
             if headers
                 .get(header::EXPECT)
                 .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
@@ -234,22 +240,23 @@ impl<S> FastPath<S> {
             return None;
         }
         let write = matches!(kind, PlainKind::Write);
-        let access_key = self.verify_signature(req, &path, write)?;
+        let (access_key, region) = self.verify_signature(req, &path, write)?;
         Some(PlainRequest {
             kind,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             access_key,
+            region,
         })
     }
 
-    /// The access key whose signature `req` carries, if it verifies now.
+    /// The access key whose signature `req` carries, and its scope's region, if it verifies now.
     fn verify_signature(
         &self,
         req: &Request<Incoming>,
         decoded_path: &str,
         write: bool,
-    ) -> Option<String> {
+    ) -> Option<(String, String)> {
         let headers = req.headers();
         let auth = AuthorizationV4::parse(headers.get(header::AUTHORIZATION)?.to_str().ok()?)?;
         if auth.service != "s3" {
@@ -286,7 +293,7 @@ impl<S> FastPath<S> {
         })?;
         let to_sign = string_to_sign(amz_date, &auth, &canonical);
         signature_matches(&signing_key, &to_sign, auth.signature)
-            .then(|| auth.access_key.to_owned())
+            .then(|| (auth.access_key.to_owned(), auth.region.to_owned()))
     }
 
     /// Whether the bucket exists and the ACL lets the caller do what the request asks.
@@ -344,6 +351,7 @@ impl<S> FastPath<S> {
             bucket,
             key,
             access_key,
+            region,
             ..
         } = write;
         let (parts, body) = req.into_parts();
@@ -355,10 +363,12 @@ impl<S> FastPath<S> {
                     secret_key: k.secret_access_key.as_str().into(),
                 })
         });
+        // s3s reads an empty header as an absent one.
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
             .map(str::to_owned);
         let content_length = parts
             .headers
@@ -379,35 +389,45 @@ impl<S> FastPath<S> {
             headers: parts.headers,
             extensions: parts.extensions,
             credentials,
-            region: None,
+            region: s3s::region::Region::new(region.into()).ok(),
             service: Some("s3".to_owned()),
             trailing_headers: None,
         };
         match crate::s3::put::put_object(&self.ctx, request).await {
-            Ok(done) => {
-                let mut resp = Response::new(Body::empty());
-                let out = done.output;
-                let headers = resp.headers_mut();
-                for (name, value) in [
-                    ("x-amz-checksum-crc32", out.checksum_crc32),
-                    ("x-amz-checksum-crc32c", out.checksum_crc32c),
-                    ("x-amz-checksum-crc64nvme", out.checksum_crc64nvme),
-                    ("x-amz-checksum-sha1", out.checksum_sha1),
-                    ("x-amz-checksum-sha256", out.checksum_sha256),
-                ] {
-                    if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                        headers.insert(HeaderName::from_static(name), v);
-                    }
+            Ok(done) => match put_response(&done.output) {
+                Ok(resp) => {
+                    tracing::trace!(%bucket, %key, "plain write served on the fast path");
+                    resp
                 }
-                if let Some(etag) = out.e_tag.as_ref().and_then(|e| e.to_http_header().ok()) {
-                    headers.insert(header::ETAG, etag);
-                }
-                tracing::trace!(%bucket, %key, "plain write served on the fast path");
-                resp
-            }
+                Err(e) => error_response(S3Error::internal_error(e)),
+            },
             Err(e) => error_response(S3Error::from(e)),
         }
     }
+}
+
+/// PutObject's answer as s3s's `serialize_http` writes it (a value that cannot be a header is
+/// an internal error there too).
+fn put_response(
+    out: &s3s::dto::PutObjectOutput,
+) -> Result<Response<Body>, http::header::InvalidHeaderValue> {
+    let mut resp = Response::new(Body::empty());
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        ("x-amz-checksum-crc32", &out.checksum_crc32),
+        ("x-amz-checksum-crc32c", &out.checksum_crc32c),
+        ("x-amz-checksum-crc64nvme", &out.checksum_crc64nvme),
+        ("x-amz-checksum-sha1", &out.checksum_sha1),
+        ("x-amz-checksum-sha256", &out.checksum_sha256),
+    ] {
+        if let Some(value) = value {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_str(value)?);
+        }
+    }
+    if let Some(etag) = &out.e_tag {
+        headers.insert(header::ETAG, etag.to_http_header()?);
+    }
+    Ok(resp)
 }
 
 /// An S3 error as s3s writes it: its status, the XML `<Error>` document, and the error's own

@@ -224,6 +224,12 @@ def test_plain_puts_match_the_s3s_path(traced):
     put_raw(traced, "fast-9437189", b"small now")
     assert s3.get_object(Bucket="fast-reads", Key="fast-9437189")["Body"].read() == b"small now"
 
+    # An empty Content-Type is an absent one on both paths (GET then says binary/octet-stream).
+    for key, extra in (("fast-untyped", {}), ("slow-untyped", {"x-amz-expected-bucket-owner": "1"})):
+        assert put_raw(traced, key, b"x", {"content-type": "", **extra}).status == 200
+        got = s3.get_object(Bucket="fast-reads", Key=key)
+        assert got["ContentType"] == "binary/octet-stream", key
+
     # Expect: 100-continue is answered by hyper on either path.
     resp = put_raw(traced, "expect", b"body", {"expect": "100-continue"})
     assert resp.status == 200
