@@ -34,6 +34,7 @@ use send_wrapper::SendWrapper;
 
 use crate::auth::{DomainHost, OpClass, authorize};
 use crate::layout::{BodyLayout, ChecksumKind};
+use crate::rest::split_path;
 use crate::s3::{header_fields, timestamp};
 use crate::sigv4::{
     AuthorizationV4, CLOCK_SKEW_MAX_SECS, SigningKeys, amz_date_unix_secs, canonical_request,
@@ -73,9 +74,6 @@ const EMPTY_PAYLOAD_SHA256: &str =
 /// The payload hash of a body the signature does not cover (the only kind a plain write has:
 /// s3s would hash a signed body, and refuse it on a mismatch).
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
-
-/// The longest key s3s accepts (bytes).
-const KEY_BYTES_MAX: usize = 1024;
 
 /// The s3s service with plain requests answered in front of it.
 #[derive(Clone)]
@@ -129,7 +127,9 @@ where
                         None => this.inner.call(req).await,
                     }
                 }
-                PlainKind::Write => Ok(this.serve_write(plain, req).await),
+                PlainKind::Write { content_length } => {
+                    Ok(this.serve_write(plain, content_length, req).await)
+                }
             }
         }))
     }
@@ -158,8 +158,8 @@ impl<F: Future + Unpin> Future for Answer<F> {
 enum PlainKind {
     /// GetObject (`head` false) or HeadObject of the whole object.
     Read { head: bool, checksums: bool },
-    /// PutObject with a Content-Length.
-    Write,
+    /// PutObject with a Content-Length (as s3s parses it).
+    Write { content_length: i64 },
 }
 
 /// A plain request whose signature verified.
@@ -202,7 +202,7 @@ impl<S> FastPath<S> {
         let kind = if *method == Method::PUT {
             // Without a Content-Length the body would be chunked, and s3s refuses one that is
             // not an i64 before reading the body: both are s3s's business.
-            std::str::from_utf8(content_length?)
+            let content_length = std::str::from_utf8(content_length?)
                 .ok()?
                 .parse::<i64>()
                 .ok()?;
@@ -212,7 +212,7 @@ impl<S> FastPath<S> {
             {
                 return None;
             }
-            PlainKind::Write
+            PlainKind::Write { content_length }
         } else {
             if content_length.is_some_and(|v| v != b"0") {
                 return None;
@@ -231,20 +231,16 @@ impl<S> FastPath<S> {
                 return None;
             }
         }
-        let path = percent_decode(req.uri().path())?;
-        let (bucket, key) = path.strip_prefix('/')?.split_once('/')?;
-        if key.is_empty()
-            || key.len() > KEY_BYTES_MAX
-            || leofs_manager::validate_bucket_name(bucket).is_err()
-        {
-            return None;
-        }
-        let write = matches!(kind, PlainKind::Write);
-        let (access_key, region) = self.verify_signature(req, &path, write)?;
+        // The same split (and key length limit) as s3s and the REST API.
+        let (bucket, key) = split_path(req.uri().path())?;
+        leofs_manager::validate_bucket_name(&bucket).ok()?;
+        let write = matches!(kind, PlainKind::Write { .. });
+        let decoded_path = format!("/{bucket}/{key}");
+        let (access_key, region) = self.verify_signature(req, &decoded_path, write)?;
         Some(PlainRequest {
             kind,
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
+            bucket,
+            key,
             access_key,
             region,
         })
@@ -300,7 +296,7 @@ impl<S> FastPath<S> {
     fn allowed(&self, plain: &PlainRequest) -> bool {
         let class = match plain.kind {
             PlainKind::Read { .. } => OpClass::Read,
-            PlainKind::Write => OpClass::Write,
+            PlainKind::Write { .. } => OpClass::Write,
         };
         self.ctx.manager.with_snapshot(|state| {
             state.bucket(&plain.bucket).is_some()
@@ -346,7 +342,12 @@ impl<S> FastPath<S> {
 
     /// Runs a verified, allowed plain write through the same `put_object` as the s3s path and
     /// writes its answer (or error) as s3s would.
-    async fn serve_write(&self, write: PlainRequest, req: Request<Incoming>) -> Response<Body> {
+    async fn serve_write(
+        &self,
+        write: PlainRequest,
+        content_length: i64,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let PlainRequest {
             bucket,
             key,
@@ -370,15 +371,11 @@ impl<S> FastPath<S> {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
-        let content_length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
         let input = PutObjectInput {
             bucket: bucket.clone(),
             key: key.clone(),
             body: Some(StreamingBlob::from(Body::from(body))),
-            content_length,
+            content_length: Some(content_length),
             content_type,
             ..PutObjectInput::default()
         };
@@ -413,15 +410,19 @@ fn put_response(
 ) -> Result<Response<Body>, http::header::InvalidHeaderValue> {
     let mut resp = Response::new(Body::empty());
     let headers = resp.headers_mut();
-    for (name, value) in [
-        ("x-amz-checksum-crc32", &out.checksum_crc32),
-        ("x-amz-checksum-crc32c", &out.checksum_crc32c),
-        ("x-amz-checksum-crc64nvme", &out.checksum_crc64nvme),
-        ("x-amz-checksum-sha1", &out.checksum_sha1),
-        ("x-amz-checksum-sha256", &out.checksum_sha256),
-    ] {
+    let sums = [
+        &out.checksum_crc32,
+        &out.checksum_crc32c,
+        &out.checksum_crc64nvme,
+        &out.checksum_sha1,
+        &out.checksum_sha256,
+    ];
+    for (kind, value) in ChecksumKind::ALL.into_iter().zip(sums) {
         if let Some(value) = value {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from_str(value)?);
+            headers.insert(
+                HeaderName::from_static(kind.header()),
+                HeaderValue::from_str(value)?,
+            );
         }
     }
     if let Some(etag) = &out.e_tag {
@@ -468,15 +469,9 @@ fn object_headers(out: &mut http::HeaderMap, obj: &StoredObject, checksums: bool
         out.insert(header::CACHE_CONTROL, value(v)?);
     }
     if checksums && obj.meta.parts_count == 0 {
-        for (kind, name) in [
-            (ChecksumKind::Crc32, "x-amz-checksum-crc32"),
-            (ChecksumKind::Crc32c, "x-amz-checksum-crc32c"),
-            (ChecksumKind::Crc64Nvme, "x-amz-checksum-crc64nvme"),
-            (ChecksumKind::Sha1, "x-amz-checksum-sha1"),
-            (ChecksumKind::Sha256, "x-amz-checksum-sha256"),
-        ] {
+        for kind in ChecksumKind::ALL {
             if let Some(sum) = obj.meta.checksums.iter().find(|c| c.kind == kind) {
-                out.insert(HeaderName::from_static(name), value(&sum.value)?);
+                out.insert(HeaderName::from_static(kind.header()), value(&sum.value)?);
             }
         }
     }
@@ -523,28 +518,6 @@ fn is_ip_address(host: &str) -> bool {
     host.parse::<std::net::SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok()
 }
 
-/// Decodes `%XX` escapes (and nothing else, like s3s); `None` on a malformed escape or a result
-/// that is not UTF-8. The REST API decodes its paths with it too.
-pub(crate) fn percent_decode(path: &str) -> Option<String> {
-    if !path.contains('%') {
-        return Some(path.to_owned());
-    }
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let digit = |at: usize| char::from(*bytes.get(at)?).to_digit(16);
-            out.push(u8::try_from(digit(i + 1)? * 16 + digit(i + 2)?).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// S3's canonical URI of a decoded path: every byte but `A-Z a-z 0-9 - . _ ~ /` as `%XX`.
 fn uri_encode_path(path: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -564,19 +537,6 @@ fn uri_encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_decode_like_s3s() {
-        assert_eq!(
-            percent_decode("/b/k%20x/%C3%BC+~").as_deref(),
-            Some("/b/k x/ü+~")
-        );
-        assert_eq!(percent_decode("/b/plain").as_deref(), Some("/b/plain"));
-        assert_eq!(percent_decode("/b/%zz"), None);
-        assert_eq!(percent_decode("/b/%4"), None);
-        assert_eq!(percent_decode("/b/%+1"), None);
-        assert_eq!(percent_decode("/b/%FF"), None);
-    }
 
     #[test]
     fn errors_are_written_as_s3s_writes_them() {

@@ -76,13 +76,36 @@ fn text(status: StatusCode, body: String) -> Response<RestBody> {
     resp
 }
 
+/// Decodes `%XX` escapes (and nothing else, like s3s); `None` on a malformed escape or a result
+/// that is not UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return Some(path.to_owned());
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let digit = |at: usize| char::from(*bytes.get(at)?).to_digit(16);
+            out.push(u8::try_from(digit(i + 1)? * 16 + digit(i + 2)?).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn bad_request(msg: &str) -> GatewayError {
     GatewayError::s3(s3s::S3ErrorCode::InvalidRequest, msg.to_owned())
 }
 
-/// Splits `/<bucket>/<key>` (percent-decoded).
+/// Splits `/<bucket>/<key>` (percent-decoded like s3s; a key of at most
+/// [`MAX_OBJECT_KEY_BYTES`]); the S3 fast path splits its paths with it too.
 pub fn split_path(path: &str) -> Option<(String, String)> {
-    let decoded = crate::fast_path::percent_decode(path)?;
+    let decoded = percent_decode(path)?;
     let rest = decoded.strip_prefix('/')?;
     let (bucket, key) = rest.split_once('/')?;
     if bucket.is_empty() || key.is_empty() || key.len() > MAX_OBJECT_KEY_BYTES {
@@ -196,6 +219,19 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<RestBody>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_decode_like_s3s() {
+        assert_eq!(
+            percent_decode("/b/k%20x/%C3%BC+~").as_deref(),
+            Some("/b/k x/ü+~")
+        );
+        assert_eq!(percent_decode("/b/plain").as_deref(), Some("/b/plain"));
+        assert_eq!(percent_decode("/b/%zz"), None);
+        assert_eq!(percent_decode("/b/%4"), None);
+        assert_eq!(percent_decode("/b/%+1"), None);
+        assert_eq!(percent_decode("/b/%FF"), None);
+    }
 
     #[test]
     fn rest_paths_split_into_bucket_and_key() {
