@@ -28,8 +28,8 @@
 use std::ops::Range;
 use std::rc::Rc;
 
+use crate::md5::Md5;
 use bytes::{BufMut, Bytes, BytesMut};
-use md5::{Digest, Md5};
 
 use crate::error::GatewayError;
 
@@ -196,7 +196,7 @@ pub fn multipart_md5<'a>(part_md5s: impl IntoIterator<Item = &'a [u8; 16]>) -> [
     for md5 in part_md5s {
         hasher.update(md5);
     }
-    hasher.finalize().into()
+    hasher.finalize()
 }
 
 /// Standard base64 (with padding) of `input`; used for Content-MD5 comparison.
@@ -796,12 +796,13 @@ mod tests {
 
     #[test]
     fn multipart_etag_is_md5_of_part_md5s() {
-        let p1: [u8; 16] = Md5::digest(b"hello").into();
-        let p2: [u8; 16] = Md5::digest(b"world").into();
+        use ::md5::Digest as _;
+        let p1: [u8; 16] = ::md5::Md5::digest(b"hello").into();
+        let p2: [u8; 16] = ::md5::Md5::digest(b"world").into();
         let mut cat = Vec::new();
         cat.extend_from_slice(&p1);
         cat.extend_from_slice(&p2);
-        let expected: [u8; 16] = Md5::digest(&cat).into();
+        let expected: [u8; 16] = ::md5::Md5::digest(&cat).into();
         let md5 = multipart_md5([&p1, &p2]);
         assert_eq!(md5, expected);
         assert_eq!(etag_string(&md5, 2), format!("{}-2", hex::encode(expected)));

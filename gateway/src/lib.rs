@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod fast_path;
 pub mod layout;
+pub mod md5;
 pub mod rest;
 pub mod s3;
 pub mod service;

@@ -14,7 +14,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
 use leofs_manager::Manager;
 use leofs_shard::{Hlc, PartitionId, PutValue, Shard, Summary, hash_bytes, object_hash};
-use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
 
@@ -24,6 +23,7 @@ use crate::layout::{
     BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, VersionId, chunk_key,
     object_key, plan_reads,
 };
+use crate::md5::Md5;
 
 /// Chunks fetched ahead of the one being sent on a GET.
 pub const READ_AHEAD_CHUNKS: usize = 2;
@@ -451,7 +451,7 @@ where
     }
 
     fn finish(self) -> ([u8; 16], Vec<StoredChecksum>, u64) {
-        let md5: [u8; 16] = self.md5.finalize().into();
+        let md5 = self.md5.finalize();
         let c = self.sums.finalize();
         let mut checksums = Vec::new();
         for (kind, value) in [
