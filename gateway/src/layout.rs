@@ -28,10 +28,10 @@
 use std::ops::Range;
 use std::rc::Rc;
 
-use crate::md5::Md5;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::GatewayError;
+use crate::md5::Md5;
 
 /// Namespace byte of object records.
 pub const NS_OBJECT: u8 = b'o';
