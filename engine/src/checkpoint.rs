@@ -1,6 +1,8 @@
-//! Index checkpoints: `index/<seq:016x>.ckpt`, the whole index plus the log position it covers,
-//! written tmp → fsync → rename → fsync dir, verified by a whole-file xxh3 on load. The newest
-//! two are kept so a corrupt newest one falls back to the previous one (byte layout in FORMAT.md).
+//! Index checkpoints: `index/<seq:016x>.ckpt`, the whole index plus the log position it covers
+//! and what every segment's header said (a second source for each header, and for the shard's
+//! salt), written tmp → fsync → rename → fsync dir, verified by a whole-file xxh3 on load. The
+//! newest two are kept so a corrupt newest one falls back to the previous one (byte layout in
+//! FORMAT.md §5). Both format versions are read; only the current one is written.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,16 +12,25 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::index::{Entry, Index};
 use crate::io::{io_err, sync_dir};
 use crate::record::{le_u32, le_u64};
+use crate::segment::SegState;
 use crate::{EngineError, Hlc, Summary};
 
 /// Magic at the start of a checkpoint file.
 const CKPT_MAGIC: [u8; 8] = *b"LEOFSCKP";
-/// Checkpoint format version written by this build.
-const CKPT_VERSION: u32 = 1;
-/// Bytes of the fixed checkpoint header.
-const CKPT_HEADER_BYTES: usize = 80;
-/// Bytes of one segment-table row (id, life).
-const CKPT_SEGMENT_BYTES: usize = 16;
+/// Checkpoint format version written by this build (segment rows with salt, state and format).
+const CKPT_VERSION: u32 = 2;
+/// The first checkpoint format (segment rows of id and life only): read, never written.
+const CKPT_VERSION_V1: u32 = 1;
+/// Bytes of the fixed checkpoint header (version 2).
+const CKPT_HEADER_BYTES: usize = 96;
+/// Bytes of the fixed checkpoint header (version 1).
+const CKPT_HEADER_BYTES_V1: usize = 80;
+/// Bytes of one segment-table row (version 2: id, life, salt, state, format, flags).
+const CKPT_SEGMENT_BYTES: usize = 32;
+/// Bytes of one segment-table row (version 1: id, life).
+const CKPT_SEGMENT_BYTES_V1: usize = 16;
+/// Row flag: the salt field is known.
+const ROW_SALT_KNOWN: u8 = 1;
 /// Bytes of one entry before its key.
 const CKPT_ENTRY_BYTES: usize = 80;
 /// Bytes of the trailing checksum.
@@ -44,12 +55,26 @@ pub(crate) struct LogPosition {
     pub replay_offset: u64,
 }
 
+/// What a checkpoint records of one segment: its header at checkpoint time (fields a first-
+/// format checkpoint did not record are None).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentRow {
+    pub id: u64,
+    pub life: u64,
+    pub salt: Option<u64>,
+    pub state: Option<SegState>,
+    /// Segment header format version.
+    pub version: Option<u32>,
+}
+
 /// A loaded checkpoint.
 pub(crate) struct Checkpoint {
     pub seq: u64,
     pub position: LogPosition,
-    /// Life of every segment the entries point into, at checkpoint time.
-    pub segment_lives: HashMap<u64, u64>,
+    /// Every segment the engine knew at checkpoint time (all those the entries point into).
+    pub segment_rows: HashMap<u64, SegmentRow>,
+    /// The shard's record salt (None in a first-format checkpoint).
+    pub shard_salt: Option<u64>,
     pub index: Index,
     /// Newest HLC in the index (the clock starts after it).
     pub hlc_max: Hlc,
@@ -64,12 +89,13 @@ pub(crate) fn checkpoint_path(index_dir: &Path, seq: u64) -> PathBuf {
 pub(crate) fn encode(
     seq: u64,
     position: &LogPosition,
-    segment_lives: &[(u64, u64)],
+    rows: &[SegmentRow],
+    shard_salt: u64,
     index: &Index,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         CKPT_HEADER_BYTES
-            + segment_lives.len() * CKPT_SEGMENT_BYTES
+            + rows.len() * CKPT_SEGMENT_BYTES
             + index.len() as usize * (CKPT_ENTRY_BYTES + 32),
     );
     out.extend_from_slice(&CKPT_MAGIC);
@@ -82,14 +108,26 @@ pub(crate) fn encode(
         position.replay_segment,
         position.replay_life,
         position.replay_offset,
-        segment_lives.len() as u64,
+        rows.len() as u64,
         index.len(),
+        shard_salt,
+        0,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for (id, life) in segment_lives {
-        out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&life.to_le_bytes());
+    debug_assert_eq!(out.len(), CKPT_HEADER_BYTES);
+    for row in rows {
+        out.extend_from_slice(&row.id.to_le_bytes());
+        out.extend_from_slice(&row.life.to_le_bytes());
+        out.extend_from_slice(&row.salt.unwrap_or(0).to_le_bytes());
+        out.push(row.state.map_or(0, |s| s as u8));
+        out.push(row.version.map_or(0, |v| v as u8));
+        out.push(if row.salt.is_some() {
+            ROW_SALT_KNOWN
+        } else {
+            0
+        });
+        out.extend_from_slice(&[0u8; 5]);
     }
     for (partition, key, e) in index.iter() {
         out.extend_from_slice(&partition.to_le_bytes());
@@ -124,10 +162,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         return Err("checkpoint checksum mismatch".into());
     }
     let version = le_u32(bytes, 8);
-    if version != CKPT_VERSION {
-        return Err(format!(
-            "checkpoint format version {version}, this build reads {CKPT_VERSION}"
-        ));
+    let (header_bytes, row_bytes) = match version {
+        CKPT_VERSION => (CKPT_HEADER_BYTES, CKPT_SEGMENT_BYTES),
+        CKPT_VERSION_V1 => (CKPT_HEADER_BYTES_V1, CKPT_SEGMENT_BYTES_V1),
+        _ => {
+            return Err(format!(
+                "checkpoint format version {version}, this build reads {CKPT_VERSION_V1} and {CKPT_VERSION}"
+            ));
+        }
+    };
+    if body_end < header_bytes {
+        return Err("checkpoint truncated".into());
     }
     let seq = le_u64(bytes, 16);
     let position = LogPosition {
@@ -139,15 +184,29 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     };
     let segment_count = le_u64(bytes, 64);
     let entry_count = le_u64(bytes, 72);
+    let shard_salt = (version == CKPT_VERSION).then(|| le_u64(bytes, 80));
     let truncated = || "checkpoint truncated".to_string();
-    let mut at = CKPT_HEADER_BYTES;
-    let mut segment_lives = HashMap::new();
+    let mut at = header_bytes;
+    let mut segment_rows = HashMap::new();
     for _ in 0..segment_count {
-        if at + CKPT_SEGMENT_BYTES > body_end {
+        if at + row_bytes > body_end {
             return Err(truncated());
         }
-        segment_lives.insert(le_u64(bytes, at), le_u64(bytes, at + 8));
-        at += CKPT_SEGMENT_BYTES;
+        let mut row = SegmentRow {
+            id: le_u64(bytes, at),
+            life: le_u64(bytes, at + 8),
+            salt: None,
+            state: None,
+            version: None,
+        };
+        if version == CKPT_VERSION {
+            let flags = bytes[at + 26];
+            row.salt = (flags & ROW_SALT_KNOWN != 0).then(|| le_u64(bytes, at + 16));
+            row.state = SegState::from_u32(u32::from(bytes[at + 24]));
+            row.version = Some(u32::from(bytes[at + 25])).filter(|&v| v != 0);
+        }
+        segment_rows.insert(row.id, row);
+        at += row_bytes;
     }
     let mut items =
         Vec::with_capacity(entry_count.min((body_end / CKPT_ENTRY_BYTES) as u64) as usize);
@@ -182,7 +241,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
             },
             body_len: le_u64(e, 56),
         };
-        if !segment_lives.contains_key(&(entry.segment as u64)) {
+        if !segment_rows.contains_key(&(entry.segment as u64)) {
             return Err(format!(
                 "entry points into segment {:x} missing from the table",
                 entry.segment
@@ -200,7 +259,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     Ok(Checkpoint {
         seq,
         position,
-        segment_lives,
+        segment_rows,
+        shard_salt,
         index,
         hlc_max,
     })
@@ -311,6 +371,16 @@ mod tests {
         idx
     }
 
+    fn row(id: u64, life: u64) -> SegmentRow {
+        SegmentRow {
+            id,
+            life,
+            salt: (id != 2).then_some(id * 11),
+            state: Some(SegState::Active),
+            version: Some(crate::segment::SEGMENT_VERSION),
+        }
+    }
+
     #[test]
     fn round_trip() {
         let idx = sample_index();
@@ -321,12 +391,14 @@ mod tests {
             replay_life: 7,
             replay_offset: 8192,
         };
-        let lives = [(0, 1), (1, 5), (2, 7)];
-        let bytes = encode(9, &pos, &lives, &idx);
+        let rows = [row(0, 1), row(1, 5), row(2, 7)];
+        let bytes = encode(9, &pos, &rows, 0xfeed, &idx);
         let ckpt = decode(&bytes).unwrap();
         assert_eq!(ckpt.seq, 9);
         assert_eq!(ckpt.position, pos);
-        assert_eq!(ckpt.segment_lives.len(), 3);
+        assert_eq!(ckpt.shard_salt, Some(0xfeed));
+        assert_eq!(ckpt.segment_rows.len(), 3);
+        assert_eq!(ckpt.segment_rows[&1], rows[1]);
         let a: Vec<_> = idx.iter().map(|(p, k, e)| (p, k.to_vec(), *e)).collect();
         let b: Vec<_> = ckpt
             .index
@@ -337,12 +409,51 @@ mod tests {
         assert_eq!(ckpt.hlc_max.physical_us, 1099);
     }
 
+    /// A first-format checkpoint (80-byte header, 16-byte rows) still loads.
+    #[test]
+    fn first_format_checkpoint_is_read() {
+        let idx = sample_index();
+        let current = encode(
+            4,
+            &LogPosition::default(),
+            &[row(0, 1), row(1, 2), row(2, 3)],
+            5,
+            &idx,
+        );
+        let rows_at = CKPT_HEADER_BYTES;
+        let entries_at = rows_at + 3 * CKPT_SEGMENT_BYTES;
+        let mut v1 = current[..CKPT_HEADER_BYTES_V1].to_vec();
+        v1[8..12].copy_from_slice(&CKPT_VERSION_V1.to_le_bytes());
+        for i in 0..3 {
+            let at = rows_at + i * CKPT_SEGMENT_BYTES;
+            v1.extend_from_slice(&current[at..at + CKPT_SEGMENT_BYTES_V1]);
+        }
+        v1.extend_from_slice(&current[entries_at..current.len() - CKPT_TRAILER_BYTES]);
+        let sum = xxh3_64(&v1);
+        v1.extend_from_slice(&sum.to_le_bytes());
+        let ckpt = decode(&v1).unwrap();
+        assert_eq!(ckpt.seq, 4);
+        assert_eq!(ckpt.shard_salt, None);
+        assert_eq!(
+            ckpt.segment_rows[&1],
+            SegmentRow {
+                id: 1,
+                life: 2,
+                salt: None,
+                state: None,
+                version: None
+            }
+        );
+        assert_eq!(ckpt.index.len(), idx.len());
+    }
+
     #[test]
     fn corruption_is_detected() {
         let bytes = encode(
             1,
             &LogPosition::default(),
-            &[(0, 1), (1, 1), (2, 1)],
+            &[row(0, 1), row(1, 1), row(2, 1)],
+            7,
             &sample_index(),
         );
         for at in [0, 20, 100, bytes.len() / 2, bytes.len() - 1] {

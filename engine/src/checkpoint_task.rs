@@ -4,7 +4,7 @@
 use std::rc::Weak;
 
 use crate::EngineError;
-use crate::checkpoint::{self, LogPosition};
+use crate::checkpoint::{self, LogPosition, SegmentRow};
 use crate::engine::Inner;
 
 /// Writes a checkpoint of the current index. The snapshot is encoded synchronously (no await),
@@ -31,17 +31,26 @@ pub(crate) async fn checkpoint_now(inner: &Inner) -> Result<(), EngineError> {
             replay_life,
             replay_offset,
         };
-        let lives: Vec<(u64, u64)> = state
+        // Set-aside segments keep the row they were last seen with, so the entries that still
+        // point into them stay valid in this checkpoint (they read as corrupt until repaired).
+        let rows: Vec<SegmentRow> = state
             .log
             .segments
             .values()
-            .map(|s| (s.id, s.life_seq))
+            .map(|s| SegmentRow {
+                id: s.id,
+                life: s.life_seq,
+                salt: Some(s.salt),
+                state: Some(s.state),
+                version: Some(s.version),
+            })
+            .chain(state.log.set_aside.iter().filter_map(|a| a.row))
             .collect();
         let seq = state.checkpoint_seq + 1;
         (
             seq,
             covered_lsn,
-            checkpoint::encode(seq, &position, &lives, &state.index),
+            checkpoint::encode(seq, &position, &rows, state.log.shard_salt, &state.index),
         )
     };
     checkpoint::write(&inner.index_dir, seq, bytes).await?;

@@ -16,9 +16,7 @@ use crate::index::Entry;
 use crate::io::io_err;
 use crate::record::{HEADER_BYTES, Kind};
 use crate::scan::SegmentScanner;
-use crate::segment::{
-    SEGMENT_HEADER_BYTES, SegState, SegmentHeader, random_u64, write_segment_header,
-};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegState, write_segment_header};
 use crate::segment_pool::SPARE_SEGMENTS;
 use crate::writer::AppendReq;
 use crate::{CompactionReport, EngineError, Hlc};
@@ -79,7 +77,7 @@ fn candidates(inner: &Inner) -> Vec<u64> {
         .sealed()
         .filter(|s| !state.has_unapplied_in(s.id))
         .map(|s| {
-            let room = (s.size_bytes - SEGMENT_HEADER_BYTES) as f64;
+            let room = (s.records_end() - SEGMENT_HEADER_BYTES) as f64;
             (state.index.live_bytes(s.id as u32) as f64 / room, s.id)
         })
         .filter(|(ratio, _)| *ratio < inner.config.compaction_live_ratio_min)
@@ -236,30 +234,21 @@ async fn recycle(inner: &Rc<Inner>, segment: u64) -> Result<Option<u64>, EngineE
             tracing::warn!(segment, "segment still referenced after compaction; kept");
             return Ok(None);
         }
-        state.log.next_life += 1;
-        let life_seq = state.log.next_life - 1;
         let Some(seg) = state.log.segments.get(&segment) else {
             return Ok(None);
         };
         let reclaimed = state.log.used_bytes(seg);
-        let header = SegmentHeader {
-            id: seg.id,
-            life_seq,
-            state: SegState::Free,
-            size_bytes: seg.size_bytes,
-            salt: random_u64(),
-        };
-        (seg.file.clone(), seg.path.clone(), header, reclaimed)
+        let (file, path, size_bytes) = (seg.file.clone(), seg.path.clone(), seg.size_bytes);
+        let header = state.log.new_life(segment, size_bytes, SegState::Free);
+        (file, path, header, reclaimed)
     };
     if let Err(e) = write_segment_header(&file, &path, &header, &inner.pool).await {
         crate::writer::poison_if_sync_failed(inner, &e);
         return Err(e);
     }
     let mut state = inner.state.borrow_mut();
-    if let Some(seg) = state.log.segments.get_mut(&segment) {
-        seg.life_seq = header.life_seq;
-        seg.salt = header.salt;
-        seg.state = SegState::Free;
+    if state.log.segments.contains_key(&segment) {
+        state.log.set_header(&header);
         state.log.free.push(segment);
     }
     Ok(Some(reclaimed))

@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub cache_hits: Cell<u64>,
     pub cache_misses: Cell<u64>,
     pub segments_compacted: Cell<u64>,
+    pub segment_headers_repaired: Cell<u64>,
 }
 
 impl Counters {
@@ -364,7 +365,9 @@ impl Engine {
             dead_bytes: used_bytes.saturating_sub(live_bytes),
             live_records: state.index.len() - state.index.tombstones(),
             tombstones: state.index.tombstones(),
-            segments: (state.log.segments.len() + state.log.broken.len()) as u64,
+            segments: state.log.segments.len() as u64,
+            segments_set_aside: state.log.set_aside.len() as u64,
+            segment_headers_repaired: c.segment_headers_repaired.get(),
             free_segments: state.log.free.len() as u64,
             index_bytes_per_entry: state.index.bytes_per_entry(),
             index_bytes: state.index.bytes_total(),

@@ -1,6 +1,9 @@
-//! Opening a shard directory: segment discovery, newest valid checkpoint, replay of the log after
-//! it in life-sequence order, torn-tail truncation (the rest of the head is zero-filled before
-//! any new write), and the start of the writer and background tasks.
+//! Opening a shard directory: newest valid checkpoint, segment discovery (each header from either
+//! of its two copies, a damaged copy rewritten from the other; with both copies damaged, from the
+//! checkpoint's row and the records themselves; else the segment is set aside and the entries
+//! into it are kept, reading as corrupt), replay of the log after the checkpoint in
+//! life-sequence order, torn-tail truncation (the rest of the head is zero-filled before any new
+//! write), and the start of the writer and background tasks.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,18 +12,19 @@ use std::rc::Rc;
 
 use futures_channel::mpsc;
 
-use crate::aligned::{BLOCK_BYTES, BufPool};
+use crate::aligned::{AlignedBuf, BLOCK_BYTES, BufPool};
 use crate::cache::ObjectCache;
-use crate::checkpoint;
+use crate::checkpoint::{self, Checkpoint, SegmentRow};
 use crate::clock::HlcClock;
 use crate::engine::{Counters, Engine, Inner, State};
 use crate::index::{Entry, Index};
 use crate::io::{io_err, read_exact_at, sync_data, write_all_at};
-use crate::record::{HEADER_BYTES, Kind};
-use crate::scan::SegmentScanner;
+use crate::record::{HEADER_BYTES, Kind, RecordHeader, verify_header};
+use crate::scan::{SCAN_WINDOW_BYTES, SegmentScanner};
 use crate::segment::{
-    Log, LogFile, SEGMENT_HEADER_BYTES, SegState, Segment, SegmentHeader, open_segment,
-    parse_segment_name, random_u64, write_segment_header,
+    HeaderRead, Log, LogFile, OpenedFile, SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES,
+    SEGMENT_VERSION, SEGMENT_VERSION_V1, SegState, Segment, SegmentHeader, SetAside, open_segment,
+    parse_segment_name, random_u64, repair_header_copy, write_segment_header,
 };
 use crate::stream::PIECE_BYTES;
 use crate::{EngineConfig, EngineError, Hlc};
@@ -82,7 +86,8 @@ fn validate(config: &EngineConfig) -> Result<(), EngineError> {
 pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError> {
     validate(&config)?;
     // A batch never needs more than a segment's room (half of it keeps rollovers cheap).
-    let batch_room = ((config.segment_size_bytes - SEGMENT_HEADER_BYTES) / 2) as usize;
+    let batch_room =
+        ((config.segment_size_bytes - SEGMENT_HEADER_BYTES - SEGMENT_MIRROR_BYTES) / 2) as usize;
     config.batch_bytes_max = config.batch_bytes_max.min(batch_room).max(BLOCK_BYTES);
     let log_dir = config.dir.join("log");
     let index_dir = config.dir.join("index");
@@ -90,8 +95,9 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
     }
     let pool = BufPool::new(PIECE_BYTES);
-    let mut log = discover(&log_dir).await?;
     let (ckpt, checkpoint_seq) = checkpoint::load_newest(&index_dir).await?;
+    let counters = Counters::default();
+    let mut log = discover(&log_dir, ckpt.as_ref(), &pool, &counters).await?;
     let mut corrupt_records = 0u64;
     let (mut index, position, mut hlc_max) = match ckpt {
         Some(ckpt) => {
@@ -101,13 +107,13 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
                 "loaded checkpoint"
             );
             let mut index = ckpt.index;
-            for (&id, &life) in &ckpt.segment_lives {
-                let current = log
-                    .segments
-                    .get(&id)
-                    .filter(|s| s.state == SegState::Active)
-                    .map(|s| s.life_seq);
-                if current != Some(life) {
+            for (&id, row) in &ckpt.segment_rows {
+                // A segment that cannot be read (set aside, or its file is gone) keeps its
+                // entries: they read as corrupt, and come back when the segment is repaired.
+                let Some(seg) = log.segments.get(&id) else {
+                    continue;
+                };
+                if seg.state != SegState::Active || seg.life_seq != row.life {
                     let dropped = index.drop_segment(id as u32);
                     if dropped > 0 {
                         tracing::warn!(
@@ -130,6 +136,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         .collect();
     active.sort_by_key(|s| s.life_seq);
     let head_id = active.last().map(|s| s.id);
+    let head_inferred = active.last().is_some_and(|s| s.inferred);
     let replay_life = position.map_or(0, |p| p.replay_life);
     let mut last_lsn = 0u64;
     let mut replayed = 0u64;
@@ -196,6 +203,9 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         }
     }
     index.bulk_load(replayed_items);
+    // Set-aside segments nothing points into need no row any more.
+    log.set_aside
+        .retain(|a| a.row.is_none() || index.live_bytes(a.id as u32) > 0);
     let next_lsn = position.map_or(1, |p| p.next_lsn).max(last_lsn + 1);
     log.free = log
         .segments
@@ -204,6 +214,17 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         .map(|s| s.id)
         .collect();
     match head_id {
+        // A head whose header had to be established from its records is sealed as it is:
+        // appends go to a segment with a header of its own.
+        Some(id) if head_inferred => {
+            tracing::warn!(
+                segment = id,
+                "the newest segment's header was re-established; it is sealed and a new head is started"
+            );
+            log.head = id;
+            log.head_offset = head_offset;
+            activate_first(&config, &log_dir, &mut log, &pool).await?;
+        }
         Some(id) => {
             log.head = id;
             log.head_offset = head_offset;
@@ -235,7 +256,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         clock: HlcClock::new(config.node_id, hlc_max),
         tx,
         pool,
-        counters: Counters::default(),
+        counters,
         checkpoint_lock: Default::default(),
         compaction_lock: Default::default(),
         segment_create_lock: Default::default(),
@@ -254,17 +275,18 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     Ok(Engine { inner })
 }
 
-/// Lists and opens the segment files; unreadable headers are reported and set aside.
-async fn discover(log_dir: &Path) -> Result<Log, EngineError> {
-    let mut log = Log {
-        segments: BTreeMap::new(),
-        broken: Vec::new(),
-        free: Vec::new(),
-        head: 0,
-        head_offset: SEGMENT_HEADER_BYTES,
-        next_life: 1,
-        next_segment_id: 0,
-    };
+/// Lists and opens the segment files and settles each one's header: from either copy (a damaged
+/// or stale copy is rewritten from the other), or, with both copies unreadable, from the
+/// checkpoint's row and the records in the segment ([`infer_header`]); a segment whose header
+/// cannot be settled, and a segment the checkpoint knew whose file is gone, is set aside.
+async fn discover(
+    log_dir: &Path,
+    ckpt: Option<&Checkpoint>,
+    pool: &BufPool,
+    counters: &Counters,
+) -> Result<Log, EngineError> {
+    let mut opened: Vec<(u64, OpenedFile)> = Vec::new();
+    let mut next_segment_id = 0u64;
     let rd = std::fs::read_dir(log_dir).map_err(|e| io_err("read dir", log_dir, e))?;
     for ent in rd {
         let ent = ent.map_err(|e| io_err("read dir", log_dir, e))?;
@@ -276,7 +298,7 @@ async fn discover(log_dir: &Path) -> Result<Log, EngineError> {
         let id = match parsed {
             LogFile::Segment(id) => id,
             LogFile::Temporary(id) => {
-                log.next_segment_id = log.next_segment_id.max(id + 1);
+                next_segment_id = next_segment_id.max(id + 1);
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(io_err("remove", &path, e));
@@ -285,22 +307,197 @@ async fn discover(log_dir: &Path) -> Result<Log, EngineError> {
                 }
             }
         };
-        log.next_segment_id = log.next_segment_id.max(id + 1);
-        match open_segment(&path, id).await? {
-            Ok(seg) => {
-                log.next_life = log.next_life.max(seg.life_seq + 1);
-                log.segments.insert(id, seg);
+        next_segment_id = next_segment_id.max(id + 1);
+        opened.push((id, open_segment(&path, id).await?));
+    }
+    let rows = ckpt.map(|c| &c.segment_rows);
+    // Every current-format header carries the shard's salt; so does every checkpoint.
+    let shard_salt = most_common(opened.iter().filter_map(|(_, o)| match &o.read {
+        HeaderRead::Valid { header, .. } if header.version == SEGMENT_VERSION => Some(header.salt),
+        _ => None,
+    }))
+    .or(ckpt.and_then(|c| c.shard_salt))
+    .unwrap_or_else(random_u64);
+    let mut log = Log {
+        segments: BTreeMap::new(),
+        set_aside: Vec::new(),
+        free: Vec::new(),
+        head: 0,
+        head_offset: SEGMENT_HEADER_BYTES,
+        next_life: 1,
+        next_segment_id,
+        shard_salt,
+    };
+    for (id, file) in opened {
+        let path = file.path.clone();
+        let row = rows.and_then(|r| r.get(&id)).copied();
+        let settled = match &file.read {
+            HeaderRead::Valid { header, repair } => Some((*header, repair.clone(), false)),
+            HeaderRead::Damaged { detail } => {
+                tracing::warn!(path = %path.display(), %detail, "both copies of a segment header are unreadable");
+                infer_header(&file, id, row, shard_salt)
+                    .await?
+                    .map(|header| (header, None, true))
             }
-            Err(detail) => {
-                tracing::warn!(path = %path.display(), %detail, "unreadable segment header; segment set aside");
-                log.broken.push(id);
+        };
+        let Some((header, repair, inferred)) = settled else {
+            tracing::error!(path = %path.display(), "segment set aside: its header cannot be established; index entries pointing into it read as corrupt until it is repaired");
+            log.set_aside.push(SetAside { id, row });
+            continue;
+        };
+        if inferred {
+            tracing::warn!(path = %path.display(), life = header.life_seq, "segment header established from the checkpoint and the records; the segment is read, never written, until compaction recycles it");
+        }
+        log.next_life = log.next_life.max(header.life_seq + 1);
+        let seg = file.into_segment(&header, inferred);
+        if let Some((offset, detail)) = repair {
+            tracing::warn!(path = %path.display(), offset, %detail, "segment header copy damaged or stale; rewriting it from the other copy");
+            match repair_header_copy(&seg, offset, pool).await {
+                Ok(()) => Counters::add(&counters.segment_headers_repaired, 1),
+                Err(e) => tracing::warn!(error = %e, "could not rewrite the segment header copy"),
             }
+        }
+        log.segments.insert(id, seg);
+    }
+    for row in rows.into_iter().flat_map(|r| r.values()) {
+        log.next_life = log.next_life.max(row.life + 1);
+        log.next_segment_id = log.next_segment_id.max(row.id + 1);
+        let known =
+            log.segments.contains_key(&row.id) || log.set_aside.iter().any(|a| a.id == row.id);
+        if !known && row.state != Some(SegState::Free) {
+            tracing::error!(
+                segment = row.id,
+                "a segment file named in the checkpoint is missing; index entries pointing into it read as corrupt"
+            );
+            log.set_aside.push(SetAside {
+                id: row.id,
+                row: Some(*row),
+            });
         }
     }
     Ok(log)
 }
 
-/// Makes a free (or new) segment the head of an empty log.
+/// The value seen most often (ties: the smallest), if any.
+fn most_common(values: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(v, n)| (n, std::cmp::Reverse(v)))
+        .map(|(v, _)| v)
+}
+
+/// Establishes the header of a segment whose two copies are both unreadable. Records are
+/// self-describing: every record carries its life sequence and verifies with the shard's salt
+/// (or, for a first-format segment, the salt its checkpoint row recorded). The segment's life is
+/// the newest life among the records that verify, unless the checkpoint recorded a newer one
+/// (the segment was recycled, or activated and not yet written): then the row is used.
+/// None when neither the records nor a row with a salt tell.
+async fn infer_header(
+    file: &OpenedFile,
+    id: u64,
+    row: Option<SegmentRow>,
+    shard_salt: u64,
+) -> Result<Option<SegmentHeader>, EngineError> {
+    let mut salts = Vec::with_capacity(2);
+    if let Some(salt) = row.and_then(|r| r.salt) {
+        salts.push(salt);
+    }
+    if !salts.contains(&shard_salt) {
+        salts.push(shard_salt);
+    }
+    let version_of = |salt: u64| {
+        if salt == shard_salt {
+            SEGMENT_VERSION
+        } else {
+            row.and_then(|r| r.version).unwrap_or(SEGMENT_VERSION_V1)
+        }
+    };
+    for &salt in &salts {
+        let Some(life) = newest_record_life(file, salt).await? else {
+            continue;
+        };
+        if row.is_none_or(|r| life >= r.life) {
+            return Ok(Some(SegmentHeader {
+                id,
+                life_seq: life,
+                state: SegState::Active,
+                size_bytes: file.len,
+                salt,
+                version: version_of(salt),
+            }));
+        }
+    }
+    Ok(row.and_then(|r| {
+        let salt = r.salt?;
+        Some(SegmentHeader {
+            id,
+            life_seq: r.life,
+            state: r.state.unwrap_or(SegState::Active),
+            size_bytes: file.len,
+            salt,
+            version: r.version.unwrap_or_else(|| version_of(salt)),
+        })
+    }))
+}
+
+/// The newest life sequence among the records of a segment that verify with `salt`, looking at
+/// every block boundary (every batch, and so every life's writes, starts on one).
+async fn newest_record_life(file: &OpenedFile, salt: u64) -> Result<Option<u64>, EngineError> {
+    let mut newest = None;
+    let end = file.len;
+    let mut window_start = SEGMENT_HEADER_BYTES;
+    while window_start < end {
+        let len = (SCAN_WINDOW_BYTES as u64).min(end - window_start) as usize;
+        let (res, window) = read_exact_at(
+            &file.file,
+            AlignedBuf::new(len),
+            len,
+            window_start,
+            &file.path,
+        )
+        .await;
+        if res.is_err() {
+            // An unreadable stretch tells nothing; the next one may.
+            window_start += len as u64;
+            continue;
+        }
+        for at in (0..len).step_by(BLOCK_BYTES) {
+            let Some(h) = RecordHeader::parse(&window[at..]) else {
+                continue;
+            };
+            if newest.is_some_and(|n| h.life_seq <= n) {
+                continue;
+            }
+            let km_end = at + HEADER_BYTES + h.key_meta_len();
+            let verified = if km_end <= len {
+                verify_header(salt, &window[at..km_end], &h)
+            } else {
+                let span = (km_end - at).next_multiple_of(BLOCK_BYTES);
+                let pos = window_start + at as u64;
+                if pos + span as u64 > end {
+                    false
+                } else {
+                    let (res, buf) =
+                        read_exact_at(&file.file, AlignedBuf::new(span), span, pos, &file.path)
+                            .await;
+                    res.is_ok() && verify_header(salt, &buf[..km_end - at], &h)
+                }
+            };
+            if verified {
+                newest = Some(h.life_seq);
+            }
+        }
+        window_start += len as u64;
+    }
+    Ok(newest)
+}
+
+/// Makes a free (or new) segment the head: of an empty log, or after a head that must stay
+/// sealed.
 async fn activate_first(
     config: &EngineConfig,
     log_dir: &Path,
@@ -322,34 +519,17 @@ async fn activate_first(
             }
             let id = log.next_segment_id;
             log.next_segment_id += 1;
-            log.next_life += 1;
-            let seg = crate::segment::create_segment(
-                log_dir,
-                id,
-                config.segment_size_bytes,
-                log.next_life - 1,
-                pool,
-            )
-            .await?;
+            let header = log.new_life(id, config.segment_size_bytes, SegState::Free);
+            let seg = crate::segment::create_segment(log_dir, header, pool).await?;
             log.segments.insert(id, seg);
             id
         }
     };
-    let life_seq = log.next_life;
-    log.next_life += 1;
-    let salt = random_u64();
-    let seg = log.segments.get_mut(&id).ok_or(EngineError::Closed)?;
-    let header = SegmentHeader {
-        id,
-        life_seq,
-        state: SegState::Active,
-        size_bytes: seg.size_bytes,
-        salt,
-    };
-    write_segment_header(&seg.file, &seg.path, &header, pool).await?;
-    seg.life_seq = life_seq;
-    seg.salt = salt;
-    seg.state = SegState::Active;
+    let seg = log.segments.get(&id).ok_or(EngineError::Closed)?;
+    let (file, path, size_bytes) = (seg.file.clone(), seg.path.clone(), seg.size_bytes);
+    let header = log.new_life(id, size_bytes, SegState::Active);
+    write_segment_header(&file, &path, &header, pool).await?;
+    log.set_header(&header);
     log.head = id;
     log.head_offset = SEGMENT_HEADER_BYTES;
     Ok(())
@@ -360,8 +540,9 @@ async fn activate_first(
 async fn zero_fill_tail(seg: &Segment, from: u64, pool: &BufPool) -> Result<(), EngineError> {
     let mut pos = from;
     let mut wrote = false;
-    while pos < seg.size_bytes {
-        let n = (PIECE_BYTES as u64).min(seg.size_bytes - pos) as usize;
+    let end = seg.records_end();
+    while pos < end {
+        let n = (PIECE_BYTES as u64).min(end - pos) as usize;
         let buf = pool.get(n);
         let (res, mut buf) = read_exact_at(&seg.file, buf, n, pos, &seg.path).await;
         res?;

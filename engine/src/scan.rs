@@ -42,7 +42,8 @@ pub(crate) struct SegmentScanner {
     path: PathBuf,
     life_seq: u64,
     salt: u64,
-    size_bytes: u64,
+    /// Where the segment's records end (before the header mirror).
+    end: u64,
     pos: u64,
     last_lsn: u64,
     window: AlignedBuf,
@@ -67,7 +68,7 @@ impl SegmentScanner {
             path: seg.path.clone(),
             life_seq: seg.life_seq,
             salt: seg.salt,
-            size_bytes: seg.size_bytes,
+            end: seg.records_end(),
             pos: start,
             last_lsn,
             window: AlignedBuf::new(BLOCK_BYTES),
@@ -112,7 +113,7 @@ impl SegmentScanner {
     /// Sequential scanning reads ahead: the chunk after the window is read while the window
     /// is parsed.
     async fn ensure(&mut self, a: u64, b: u64) -> Result<bool, EngineError> {
-        if b > self.size_bytes {
+        if b > self.end {
             return Ok(false);
         }
         let window_end = self.window_start + self.window.len() as u64;
@@ -142,7 +143,7 @@ impl SegmentScanner {
         let start = align_down(a);
         let len = (SCAN_WINDOW_BYTES as u64)
             .max(align_up(b) - start)
-            .min(self.size_bytes - start) as usize;
+            .min(self.end - start) as usize;
         let buf = std::mem::replace(&mut self.window, AlignedBuf::new(BLOCK_BYTES));
         let buf = if buf.capacity() >= len {
             buf
@@ -178,10 +179,10 @@ impl SegmentScanner {
     /// Starts reading the chunk after the window in the background.
     fn read_ahead(&mut self) {
         let start = self.window_start + self.window.len() as u64;
-        if start >= self.size_bytes {
+        if start >= self.end {
             return;
         }
-        let len = (SCAN_WINDOW_BYTES as u64).min(self.size_bytes - start) as usize;
+        let len = (SCAN_WINDOW_BYTES as u64).min(self.end - start) as usize;
         let (file, path) = (self.file.clone(), self.path.clone());
         let spare = self.spare.take().filter(|b| b.capacity() >= len);
         let read = monoio::spawn(async move {
@@ -205,7 +206,7 @@ impl SegmentScanner {
     pub(crate) async fn next(&mut self) -> Result<Option<Found>, EngineError> {
         loop {
             let pos = self.pos;
-            if pos + HEADER_BYTES as u64 > self.size_bytes
+            if pos + HEADER_BYTES as u64 > self.end
                 || !self.ensure(pos, pos + HEADER_BYTES as u64).await?
             {
                 return Ok(None);
@@ -242,7 +243,7 @@ impl SegmentScanner {
             };
             let len = h.len();
             let km_end = pos + HEADER_BYTES as u64 + h.key_meta_len() as u64;
-            if pos + len > self.size_bytes || !self.ensure(pos, km_end).await? {
+            if pos + len > self.end || !self.ensure(pos, km_end).await? {
                 self.note_corrupt(pos, "record extends past the segment");
                 self.pos = align_up(pos + 1);
                 continue;

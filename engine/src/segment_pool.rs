@@ -22,7 +22,7 @@ use crate::EngineError;
 use crate::aligned::AlignedBuf;
 use crate::engine::{Inner, State};
 use crate::io::io_err;
-use crate::segment::{SEGMENT_HEADER_BYTES, create_segment};
+use crate::segment::{SEGMENT_HEADER_BYTES, SegState, create_segment};
 
 /// Free segments foreground writes must leave for compaction.
 pub(crate) const SPARE_SEGMENTS: usize = 1;
@@ -48,7 +48,7 @@ pub(crate) struct ZeroClaim {
 pub(crate) async fn create_one(inner: &Rc<Inner>) -> Result<(), EngineError> {
     let free_before = inner.state.borrow().log.free.len();
     let _guard = inner.segment_create_lock.lock().await;
-    let (id, life_seq) = {
+    let (id, header) = {
         let mut state = inner.state.borrow_mut();
         if state.log.free.len() > free_before {
             return Ok(());
@@ -62,18 +62,12 @@ pub(crate) async fn create_one(inner: &Rc<Inner>) -> Result<(), EngineError> {
             });
         }
         state.log.next_segment_id += 1;
-        state.log.next_life += 1;
-        (state.log.next_segment_id - 1, state.log.next_life - 1)
+        let id = state.log.next_segment_id - 1;
+        (id, state.log.new_life(id, size, SegState::Free))
     };
-    let seg = create_segment(
-        &inner.log_dir,
-        id,
-        inner.config.segment_size_bytes,
-        life_seq,
-        &inner.pool,
-    )
-    .await
-    .inspect_err(|e| crate::writer::poison_if_sync_failed(inner, e))?;
+    let seg = create_segment(&inner.log_dir, header, &inner.pool)
+        .await
+        .inspect_err(|e| crate::writer::poison_if_sync_failed(inner, e))?;
     let mut state = inner.state.borrow_mut();
     state.log.segments.insert(id, seg);
     state.log.free.push(id);
@@ -134,27 +128,20 @@ fn zero_work(state: &State) -> Option<(u64, u64, u64)> {
     let log = &state.log;
     let head = log.segments.get(&log.head)?;
     let target = log.head_offset + ZERO_AHEAD_BYTES;
+    let head_end = head.records_end();
     let from = head.zeroed_until.max(log.head_offset);
-    if from < target.min(head.size_bytes) {
-        return Some((
-            head.id,
-            from,
-            (from + ZERO_PIECE_BYTES).min(head.size_bytes),
-        ));
+    if from < target.min(head_end) {
+        return Some((head.id, from, (from + ZERO_PIECE_BYTES).min(head_end)));
     }
-    if target <= head.size_bytes {
+    if target <= head_end {
         return None;
     }
+    // A free segment: never its header copies (the mirror is rewritten when it is activated).
     let next = log.segments.get(log.free.first()?)?;
-    let want = (SEGMENT_HEADER_BYTES + target - head.size_bytes).min(next.size_bytes);
+    let next_end = next.records_end();
+    let want = (SEGMENT_HEADER_BYTES + target - head_end).min(next_end);
     let from = next.zeroed_until.max(SEGMENT_HEADER_BYTES);
-    (from < want).then(|| {
-        (
-            next.id,
-            from,
-            (from + ZERO_PIECE_BYTES).min(next.size_bytes),
-        )
-    })
+    (from < want).then(|| (next.id, from, (from + ZERO_PIECE_BYTES).min(next_end)))
 }
 
 /// Claims the next piece to zero-fill (in the same borrow that checked it is ahead of the head).

@@ -171,8 +171,14 @@ pub struct EngineStats {
     pub live_records: u64,
     /// Keys whose newest record is a tombstone.
     pub tombstones: u64,
-    /// Segment files on disk.
+    /// Usable segment files on disk.
     pub segments: u64,
+    /// Segments set aside since open: a header that could not be established from either copy,
+    /// the checkpoint or the records, or a file named by the checkpoint that is gone. Entries
+    /// pointing into them read as corrupt until the segment is repaired.
+    pub segments_set_aside: u64,
+    /// Damaged or stale segment header copies rewritten from the other copy at open.
+    pub segment_headers_repaired: u64,
     /// Segments free for reuse (recycled or pre-written, not yet written).
     pub free_segments: u64,
     /// Estimated bytes of memory per index entry (documented in FORMAT.md).

@@ -23,9 +23,7 @@ use crate::engine::{Counters, Inner};
 use crate::index::Entry;
 use crate::io::{io_err, sync_data, write_all_at};
 use crate::record::{HEADER_BYTES, Kind, RecordHeader, record_len, seal_record};
-use crate::segment::{
-    SEGMENT_HEADER_BYTES, SegState, SegmentHeader, random_u64, write_segment_header,
-};
+use crate::segment::{SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES, SegState, write_segment_header};
 use crate::{EngineError, Hlc, PartitionId, Summary, SyncPolicy};
 
 /// fdatasync tasks for caller-written records that may run beside the writer.
@@ -345,7 +343,10 @@ async fn write_batch(
             offset.is_multiple_of(crate::aligned::BLOCK_BYTES as u64),
             "batches start on a block"
         );
-        debug_assert!(offset + region <= head.size_bytes, "ensure_room made room");
+        debug_assert!(
+            offset + region <= head.records_end(),
+            "ensure_room made room"
+        );
         let first_lsn = state.next_lsn;
         let out = buf.spare_mut();
         let mut at = 0usize;
@@ -482,14 +483,14 @@ fn passed_zeroed(state: &mut crate::engine::State, segment: u64, end: u64) {
 
 /// Makes sure the head has `region` bytes left, rolling over to a free segment if not.
 async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<(), EngineError> {
-    let (size, offset) = {
+    let (end, offset) = {
         let state = inner.state.borrow();
-        (state.log.head().size_bytes, state.log.head_offset)
+        (state.log.head().records_end(), state.log.head_offset)
     };
-    if offset + region <= size {
+    if offset + region <= end {
         return Ok(());
     }
-    let room_max = inner.config.segment_size_bytes - SEGMENT_HEADER_BYTES;
+    let room_max = inner.config.segment_size_bytes - SEGMENT_HEADER_BYTES - SEGMENT_MIRROR_BYTES;
     if region > room_max {
         return Err(EngineError::TooLarge {
             what: "record (for the segment size)",
@@ -505,23 +506,12 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
     };
     rollover().map_err(|e| io_err("segment rollover", &inner.log_dir, e))?;
     let next = take_free(inner, use_spare).await?;
-    let life_seq = {
+    let (file, path, header) = {
         let mut state = inner.state.borrow_mut();
-        state.log.next_life += 1;
-        state.log.next_life - 1
-    };
-    let salt = random_u64();
-    let (file, path, id, size_bytes) = {
-        let state = inner.state.borrow();
         let s = &state.log.segments[&next];
-        (s.file.clone(), s.path.clone(), s.id, s.size_bytes)
-    };
-    let header = SegmentHeader {
-        id,
-        life_seq,
-        state: SegState::Active,
-        size_bytes,
-        salt,
+        let (file, path, size_bytes) = (s.file.clone(), s.path.clone(), s.size_bytes);
+        let header = state.log.new_life(next, size_bytes, SegState::Active);
+        (file, path, header)
     };
     let result = write_segment_header(&file, &path, &header, &inner.pool).await;
     let mut state = inner.state.borrow_mut();
@@ -532,14 +522,10 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
         poison_if_sync_failed(inner, &e);
         return Err(e);
     }
-    let seg = state
-        .log
-        .segments
-        .get_mut(&next)
-        .ok_or(EngineError::Closed)?;
-    seg.life_seq = life_seq;
-    seg.salt = salt;
-    seg.state = SegState::Active;
+    if !state.log.segments.contains_key(&next) {
+        return Err(EngineError::Closed);
+    }
+    state.log.set_header(&header);
     state.log.head = next;
     state.log.head_offset = SEGMENT_HEADER_BYTES;
     drop(state);

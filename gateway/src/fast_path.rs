@@ -326,9 +326,11 @@ impl<S> FastPath<S> {
                 }
                 BodyLayout::Inline => return None,
                 BodyLayout::Chunked(_) => {
-                    let stream =
-                        self.ctx
-                            .read_object(&read.bucket, &read.key, &obj, 0..obj.meta.size_bytes);
+                    let stream = self
+                        .ctx
+                        .open_body(&read.bucket, &read.key, &obj, 0..obj.meta.size_bytes)
+                        .await
+                        .ok()?;
                     // Sound: the stream is polled and dropped by this core's hyper connection
                     // task, like the s3s path's body (see `s3::get`).
                     Body::from(StreamingBlob::wrap(SendWrapper::new(stream)))

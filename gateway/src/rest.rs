@@ -141,7 +141,9 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<RestBody>,
             let body: RestBody = if head_only {
                 full(Bytes::new())
             } else {
-                let chunks = ctx.read_object(&bucket, &key, &obj, 0..obj.meta.size_bytes);
+                let chunks = ctx
+                    .open_body(&bucket, &key, &obj, 0..obj.meta.size_bytes)
+                    .await?;
                 StreamBody::new(chunks.map_ok(Frame::data).boxed_local())
             };
             let mut resp = Response::new(body);

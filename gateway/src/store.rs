@@ -340,8 +340,31 @@ impl Ctx {
             .buffered(READ_AHEAD_CHUNKS)
     }
 
-    /// Streams `range` of a stored object, whatever its layout.
-    pub fn read_object(
+    /// Streams `range` of a stored object, whatever its layout, with its first piece already
+    /// read: a missing or corrupt first chunk is an error here, before any status or byte is
+    /// sent (later chunks are verified as they are read; a failure there cuts the body short).
+    pub async fn open_body(
+        &self,
+        bucket: &str,
+        key: &str,
+        obj: &StoredObject,
+        range: Range<u64>,
+    ) -> Result<
+        futures_util::stream::LocalBoxStream<'static, Result<Bytes, GatewayError>>,
+        GatewayError,
+    > {
+        let mut body = self.read_object(bucket, key, obj, range);
+        match body.next().await {
+            None => Ok(stream::empty().boxed_local()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => Ok(stream::once(async move { Ok(first) })
+                .chain(body)
+                .boxed_local()),
+        }
+    }
+
+    /// Streams `range` of a stored object, whatever its layout (lazily: nothing is read yet).
+    fn read_object(
         &self,
         bucket: &str,
         key: &str,

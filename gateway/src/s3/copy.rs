@@ -120,7 +120,9 @@ pub async fn copy_object(
             (meta, src.inline.clone())
         }
         _ => {
-            let body = ctx.read_object(&src_bucket, &src_key, &src, 0..src.meta.size_bytes);
+            let body = ctx
+                .open_body(&src_bucket, &src_key, &src, 0..src.meta.size_bytes)
+                .await?;
             let written = ctx
                 .write_body(&input.bucket, &input.key, body, true, &kinds)
                 .await?;
@@ -213,7 +215,7 @@ pub async fn upload_part_copy(
         None => 0..src.meta.size_bytes,
     };
     let kinds: Vec<_> = upload.checksum_algorithm.into_iter().collect();
-    let body = ctx.read_object(&src_bucket, &src_key, &src, range);
+    let body = ctx.open_body(&src_bucket, &src_key, &src, range).await?;
     let written = ctx
         .write_body(&input.bucket, &input.key, body, false, &kinds)
         .await?;

@@ -141,7 +141,9 @@ pub async fn get_object(
         };
     let h = header_fields(&obj.meta.headers);
     let content_length = i64::try_from(span.range.end - span.range.start).unwrap_or(i64::MAX);
-    let body = ctx.read_object(&input.bucket, &input.key, &obj, span.range.clone());
+    let body = ctx
+        .open_body(&input.bucket, &input.key, &obj, span.range.clone())
+        .await?;
     // Sound: the stream is polled and dropped by this core's hyper connection task (module docs).
     let body = StreamingBlob::wrap(SendWrapper::new(body));
     Ok(S3Response::new(GetObjectOutput {
