@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::index::{Entry, Index};
 use crate::io::{io_err, sync_dir};
 use crate::record::{le_u32, le_u64};
+use crate::reserve::CheckpointReserve;
 use crate::segment::SegState;
 use crate::{EngineError, Hlc, Summary};
 
@@ -29,6 +30,8 @@ const CKPT_HEADER_BYTES_V1: usize = 80;
 const CKPT_SEGMENT_BYTES: usize = 32;
 /// Bytes of one segment-table row (version 1: id, life).
 const CKPT_SEGMENT_BYTES_V1: usize = 16;
+/// Offset of the content length in a version-2 header (the file may be longer: reserve slack).
+const CKPT_LENGTH_AT: usize = 88;
 /// Row flag: the salt field is known.
 const ROW_SALT_KNOWN: u8 = 1;
 /// Bytes of one entry before its key.
@@ -111,7 +114,7 @@ pub(crate) fn encode(
         rows.len() as u64,
         index.len(),
         shard_salt,
-        0,
+        0, // the content length, set below
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -147,6 +150,8 @@ pub(crate) fn encode(
         out.extend_from_slice(&e.summary.digest);
         out.extend_from_slice(key);
     }
+    let content_len = (out.len() + CKPT_TRAILER_BYTES) as u64;
+    out[CKPT_LENGTH_AT..CKPT_LENGTH_AT + 8].copy_from_slice(&content_len.to_le_bytes());
     let sum = xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out
@@ -154,14 +159,29 @@ pub(crate) fn encode(
 
 /// Parses and verifies checkpoint bytes.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-    if bytes.len() < CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES || bytes[..8] != CKPT_MAGIC {
+    if bytes.len() < CKPT_HEADER_BYTES_V1 + CKPT_TRAILER_BYTES || bytes[..8] != CKPT_MAGIC {
         return Err("not a checkpoint (bad magic or too short)".into());
     }
+    let version = le_u32(bytes, 8);
+    // Version 2 says where its content ends (the rest is slack of the reserve it was written
+    // into); version 1 is the whole file.
+    let content_len = match version {
+        CKPT_VERSION if bytes.len() >= CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES => {
+            usize::try_from(le_u64(bytes, CKPT_LENGTH_AT)).unwrap_or(usize::MAX)
+        }
+        _ => bytes.len(),
+    };
+    if content_len > bytes.len() || content_len < CKPT_HEADER_BYTES_V1 + CKPT_TRAILER_BYTES {
+        return Err(format!(
+            "checkpoint content length {content_len} does not fit the file of {} bytes",
+            bytes.len()
+        ));
+    }
+    let bytes = &bytes[..content_len];
     let body_end = bytes.len() - CKPT_TRAILER_BYTES;
     if xxh3_64(&bytes[..body_end]) != le_u64(bytes, body_end) {
         return Err("checkpoint checksum mismatch".into());
     }
-    let version = le_u32(bytes, 8);
     let (header_bytes, row_bytes) = match version {
         CKPT_VERSION => (CKPT_HEADER_BYTES, CKPT_SEGMENT_BYTES),
         CKPT_VERSION_V1 => (CKPT_HEADER_BYTES_V1, CKPT_SEGMENT_BYTES_V1),
@@ -266,9 +286,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     })
 }
 
-/// Writes checkpoint `seq` durably (fail point `engine::checkpoint_write`), then removes all but
-/// the newest [`CHECKPOINTS_KEPT`].
-pub(crate) async fn write(index_dir: &Path, seq: u64, bytes: Vec<u8>) -> Result<(), EngineError> {
+/// Writes checkpoint `seq` durably (fail point `engine::checkpoint_write`) into the checkpoint
+/// reserve's blocks when there is a reserve (see `reserve`), then keeps the newest
+/// [`CHECKPOINTS_KEPT`]: the newest obsolete one becomes the next reserve, older ones are removed.
+pub(crate) async fn write(
+    index_dir: &Path,
+    seq: u64,
+    bytes: Vec<u8>,
+    reserve: &CheckpointReserve,
+) -> Result<(), EngineError> {
     let path = checkpoint_path(index_dir, seq);
     let tmp = index_dir.join(format!("{seq:016x}{CKPT_SUFFIX}.tmp"));
     let fail = || -> Result<(), std::io::Error> {
@@ -278,25 +304,46 @@ pub(crate) async fn write(index_dir: &Path, seq: u64, bytes: Vec<u8>) -> Result<
         Ok(())
     };
     fail().map_err(|e| io_err("write checkpoint", &tmp, e))?;
-    let file = monoio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| io_err("create", &tmp, e))?;
-    let (res, _) = file.write_all_at(bytes, 0).await;
-    res.map_err(|e| io_err("write checkpoint", &tmp, e))?;
-    file.sync_all()
-        .await
-        .map_err(|e| io_err("fsync", &tmp, e))?;
-    file.close().await.map_err(|e| io_err("close", &tmp, e))?;
+    let reused = reserve
+        .take_into(&tmp)
+        .map_err(|e| io_err("take checkpoint reserve", &tmp, e))?;
+    if let Err(e) = write_file(&tmp, bytes, reused).await {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("write checkpoint", &tmp, e));
+    }
     std::fs::rename(&tmp, &path).map_err(|e| io_err("rename", &tmp, e))?;
     sync_dir(index_dir).await?;
     let mut seqs = list(index_dir)?;
     seqs.sort_unstable();
-    let old = seqs.len().saturating_sub(CHECKPOINTS_KEPT);
-    for old_seq in &seqs[..old] {
+    let old = &seqs[..seqs.len().saturating_sub(CHECKPOINTS_KEPT)];
+    for (i, old_seq) in old.iter().enumerate().rev() {
         let p = checkpoint_path(index_dir, *old_seq);
-        std::fs::remove_file(&p).map_err(|e| io_err("remove", &p, e))?;
+        if i + 1 == old.len() && !reserve.is_held() {
+            reserve
+                .adopt(&p)
+                .map_err(|e| io_err("keep as checkpoint reserve", &p, e))?;
+        } else {
+            std::fs::remove_file(&p).map_err(|e| io_err("remove", &p, e))?;
+        }
     }
     Ok(())
+}
+
+/// Writes `bytes` at the start of `path` and fsyncs it: into the existing blocks of a reserve
+/// (never shortened: the header says where the content ends), or into a new file.
+async fn write_file(path: &Path, bytes: Vec<u8>, existing: bool) -> std::io::Result<()> {
+    let file = if existing {
+        monoio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await?
+    } else {
+        monoio::fs::File::create(path).await?
+    };
+    let (res, _) = file.write_all_at(bytes, 0).await;
+    res?;
+    file.sync_all().await?;
+    file.close().await
 }
 
 /// Sequence numbers of the checkpoint files present (temporary files are removed).
@@ -462,5 +509,9 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {at} undetected");
         }
         assert!(decode(&bytes[..bytes.len() - 9]).is_err());
+        // Slack after the content (a reused reserve) is ignored.
+        let mut slack = bytes.clone();
+        slack.extend_from_slice(&[0xAB; 5000]);
+        assert_eq!(decode(&slack).expect("with slack").seq, 1);
     }
 }

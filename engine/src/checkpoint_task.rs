@@ -12,7 +12,7 @@ use crate::engine::Inner;
 /// resumes at that write (or at the head when everything is applied).
 pub(crate) async fn checkpoint_now(inner: &Inner) -> Result<(), EngineError> {
     let _guard = inner.checkpoint_lock.lock().await;
-    let (seq, covered_lsn, bytes) = {
+    let (seq, covered_lsn, bytes, reserve_bytes) = {
         let state = inner.state.borrow();
         let (covered_lsn, (replay_segment, replay_offset)) = match state.unapplied.first_key_value()
         {
@@ -47,13 +47,19 @@ pub(crate) async fn checkpoint_now(inner: &Inner) -> Result<(), EngineError> {
             .chain(state.log.set_aside.iter().filter_map(|a| a.row))
             .collect();
         let seq = state.checkpoint_seq + 1;
+        let reserve_bytes = inner.reserve_bytes_needed(&state);
         (
             seq,
             covered_lsn,
             checkpoint::encode(seq, &position, &rows, state.log.shard_salt, &state.index),
+            reserve_bytes,
         )
     };
-    checkpoint::write(&inner.index_dir, seq, bytes).await?;
+    checkpoint::write(&inner.index_dir, seq, bytes, &inner.reserve).await?;
+    // Take the room for the next checkpoint again (if this one used it); a new segment insists.
+    if let Err(e) = inner.reserve.ensure(reserve_bytes) {
+        tracing::debug!(error = %e, "checkpoint reserve not restored yet");
+    }
     let mut state = inner.state.borrow_mut();
     state.checkpoint_seq = seq;
     state.checkpoint_lsn = covered_lsn;

@@ -4,6 +4,12 @@
 //! expired tombstones are dropped, a checkpoint is written (so recovery never needs the old
 //! segment), and only then is each segment recycled: a new life in its header, state free.
 //! Relocations may use the spare segment that foreground writes must leave.
+//!
+//! On a full disk (creating a segment failed for lack of room) compaction also takes segments up
+//! to [`PRESSURE_LIVE_RATIO_MAX`] live, fewest live bytes first, so that deleting frees nearly
+//! all it deletes; it starts moving a segment only when the room left (the head's rest and the
+//! free segments) holds its live bytes with a margin, so it never strands a half-moved segment.
+//! A write that finds the disk full wakes it at once instead of waiting for the next interval.
 
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,12 +25,21 @@ use crate::scan::SegmentScanner;
 use crate::segment::{SEGMENT_HEADER_BYTES, SegState, write_segment_header};
 use crate::segment_pool::SPARE_SEGMENTS;
 use crate::writer::AppendReq;
-use crate::{CompactionReport, EngineError, Hlc};
+use crate::{CompactionReport, EngineError, Hlc, MAX_BODY_BYTES, MAX_KEY_BYTES, MAX_META_BYTES};
 
 /// Bytes of relocations sent before waiting for them (one group commit's worth).
 const RELOCATION_GROUP_BYTES: u64 = 1024 * 1024;
 /// How often background compaction looks for work.
 pub(crate) const COMPACTION_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest time between two passes woken by writes that found the disk full.
+const COMPACTION_WAKE_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// On a full disk, segments up to this live fraction are compacted (each frees ≥ 10% of itself).
+pub(crate) const PRESSURE_LIVE_RATIO_MAX: f64 = 0.9;
+/// Relocations are appended in aligned batches of about 1 MiB (at most a block of padding each):
+/// a 1/64 margin on the live bytes covers it.
+const RELOCATION_ALIGNMENT_MARGIN_DIVISOR: u64 = 64;
+/// Bytes of a record beyond its body, at most (header, longest key and metadata, padding).
+const RECORD_OVERHEAD_MAX_BYTES: u64 = (112 + MAX_KEY_BYTES + MAX_META_BYTES + 8) as u64;
 
 /// Runs one pass over every sealed segment below the live threshold.
 pub(crate) async fn compact_once(inner: &Rc<Inner>) -> Result<CompactionReport, EngineError> {
@@ -38,6 +53,13 @@ pub(crate) async fn compact_once(inner: &Rc<Inner>) -> Result<CompactionReport, 
         rate: inner.config.compaction_bytes_per_sec_max.max(1),
     };
     for segment in candidates {
+        if !fits(inner, segment) {
+            tracing::debug!(
+                segment,
+                "compaction: not enough room to move this segment's live records now"
+            );
+            continue;
+        }
         move_live(inner, segment, &mut report, &mut throttle).await?;
         moved.push(segment);
         // Low on free segments (a full disk): make this one reusable before moving the next.
@@ -69,21 +91,54 @@ async fn recycle_moved(
     Ok(())
 }
 
-/// Sealed segments worth compacting, emptiest first.
+/// Whether the disk is full: creating a segment failed for lack of room and few are free.
+fn under_pressure(state: &crate::engine::State) -> bool {
+    state.disk_full && state.log.free.len() <= crate::segment_pool::FREE_SEGMENTS_TARGET
+}
+
+/// Sealed segments worth compacting, fewest live bytes first: below the live threshold, or
+/// below [`PRESSURE_LIVE_RATIO_MAX`] on a full disk.
 fn candidates(inner: &Inner) -> Vec<u64> {
     let state = inner.state.borrow();
-    let mut found: Vec<(f64, u64)> = state
+    let ratio_max = if under_pressure(&state) {
+        PRESSURE_LIVE_RATIO_MAX.max(inner.config.compaction_live_ratio_min)
+    } else {
+        inner.config.compaction_live_ratio_min
+    };
+    let mut found: Vec<(u64, u64)> = state
         .log
         .sealed()
         .filter(|s| !state.has_unapplied_in(s.id))
-        .map(|s| {
+        .map(|s| (state.index.live_bytes(s.id as u32), s))
+        .filter(|&(live, s)| {
             let room = (s.records_end() - SEGMENT_HEADER_BYTES) as f64;
-            (state.index.live_bytes(s.id as u32) as f64 / room, s.id)
+            live == 0 || (live as f64 / room) < ratio_max
         })
-        .filter(|(ratio, _)| *ratio < inner.config.compaction_live_ratio_min)
+        .map(|(live, s)| (live, s.id))
         .collect();
-    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    found.sort_unstable();
     found.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Whether the live records of `segment` fit in the room left for relocations: all in the head's
+/// rest, or in the free segments, less what rollovers between them can leave unused (a record
+/// never crosses segments) and a margin for batch alignment.
+fn fits(inner: &Inner, segment: u64) -> bool {
+    let state = inner.state.borrow();
+    let live = state.index.live_bytes(segment as u32);
+    if live == 0 {
+        return true;
+    }
+    let log = &state.log;
+    let head_room = log.head().records_end().saturating_sub(log.head_offset);
+    if live + live / RELOCATION_ALIGNMENT_MARGIN_DIVISOR <= head_room {
+        return true;
+    }
+    let segment_room = inner.config.segment_size_bytes - 2 * SEGMENT_HEADER_BYTES;
+    let free = log.free.len() as u64;
+    let record_max = segment_room.min(MAX_BODY_BYTES + RECORD_OVERHEAD_MAX_BYTES);
+    let unused_at_rollovers = free.saturating_sub(1) * record_max;
+    live + live / RELOCATION_ALIGNMENT_MARGIN_DIVISOR + unused_at_rollovers <= free * segment_room
 }
 
 struct Throttle {
@@ -254,10 +309,24 @@ async fn recycle(inner: &Rc<Inner>, segment: u64) -> Result<Option<u64>, EngineE
     Ok(Some(reclaimed))
 }
 
-/// Background compaction: a pass every [`COMPACTION_INTERVAL`]; stops with the engine.
+/// Background compaction: a pass every [`COMPACTION_INTERVAL`], or sooner when a write found the
+/// disk full (at most one such pass per [`COMPACTION_WAKE_INTERVAL_MIN`]); stops with the engine.
 pub(crate) async fn run_periodic(weak: Weak<Inner>) {
     loop {
-        monoio::time::sleep(COMPACTION_INTERVAL).await;
+        let woken = {
+            let Some(inner) = weak.upgrade() else { return };
+            let (tx, rx) = oneshot::channel();
+            inner.state.borrow_mut().compaction_wake = Some(tx);
+            rx
+        };
+        let sleep = monoio::time::sleep(COMPACTION_INTERVAL);
+        let was_woken = matches!(
+            futures_util::future::select(std::pin::pin!(sleep), woken).await,
+            futures_util::future::Either::Right((Ok(()), _))
+        );
+        if was_woken {
+            monoio::time::sleep(COMPACTION_WAKE_INTERVAL_MIN).await;
+        }
         let Some(inner) = weak.upgrade() else { return };
         {
             let state = inner.state.borrow();

@@ -65,6 +65,11 @@ pub(crate) struct State {
     pub zero_wanted: bool,
     /// The zero-fill write in flight, if any (the writer waits for it if it overlaps).
     pub zero_claim: Option<crate::segment_pool::ZeroClaim>,
+    /// Creating a segment last failed for lack of room (the disk or `disk_bytes_max`):
+    /// compaction then also takes segments it would leave alone on a roomy disk.
+    pub disk_full: bool,
+    /// Wakes the background compaction task before its next interval.
+    pub compaction_wake: Option<oneshot::Sender<()>>,
 }
 
 impl State {
@@ -108,6 +113,8 @@ pub(crate) struct Inner {
     pub segment_create_lock: futures_util::lock::Mutex<()>,
     /// fdatasync tasks running beside the writer.
     pub sync_tasks: Cell<usize>,
+    /// Disk room held for the next checkpoint.
+    pub reserve: crate::reserve::CheckpointReserve,
 }
 
 impl Inner {
@@ -127,6 +134,22 @@ impl Inner {
             Err(EngineError::Closed)
         } else {
             Ok(())
+        }
+    }
+
+    /// Bytes the checkpoint reserve should hold for the index as it is (see `reserve`).
+    pub(crate) fn reserve_bytes_needed(&self, state: &State) -> u64 {
+        crate::reserve::CheckpointReserve::bytes_needed(
+            &state.index,
+            state.log.segments.len() + state.log.set_aside.len(),
+            self.config.segment_size_bytes,
+        )
+    }
+
+    /// Asks background compaction to run a pass now (a write found the disk full).
+    pub(crate) fn wake_compaction(&self) {
+        if let Some(wake) = self.state.borrow_mut().compaction_wake.take() {
+            let _ = wake.send(());
         }
     }
 

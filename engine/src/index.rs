@@ -296,6 +296,11 @@ impl Index {
         }
     }
 
+    /// Heap bytes of all keys (each at least its length: a safe upper bound of key bytes).
+    pub(crate) fn key_heap_bytes_total(&self) -> u64 {
+        self.key_heap_bytes
+    }
+
     /// Estimated bytes of memory of the whole index.
     pub(crate) fn bytes_total(&self) -> u64 {
         self.entries * BTREE_BYTES_PER_ENTRY + self.key_heap_bytes

@@ -17,7 +17,8 @@
 //! - read path: `index` (per-partition ordered index, live bytes), `read` (verified reads),
 //!   `cache` (hot small objects);
 //! - durability: `recovery` (open: checkpoint + replay), `scan` (record validity),
-//!   `checkpoint` (file format), `checkpoint_task` (taking them), `compaction`;
+//!   `checkpoint` (file format), `checkpoint_task` (taking them), `reserve` (disk room kept for
+//!   the next checkpoint), `compaction`;
 //! - formats and I/O: `record`, `segment`, `aligned` (O_DIRECT buffers), `io` (fail points).
 
 mod aligned;
@@ -33,6 +34,7 @@ mod io;
 mod read;
 mod record;
 mod recovery;
+mod reserve;
 mod scan;
 mod segment;
 mod segment_pool;

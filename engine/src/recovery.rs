@@ -20,6 +20,7 @@ use crate::engine::{Counters, Engine, Inner, State};
 use crate::index::{Entry, Index};
 use crate::io::{io_err, read_exact_at, sync_data, write_all_at};
 use crate::record::{HEADER_BYTES, Kind, RecordHeader, verify_header};
+use crate::reserve::CheckpointReserve;
 use crate::scan::{SCAN_WINDOW_BYTES, SegmentScanner};
 use crate::segment::{
     HeaderRead, Log, LogFile, OpenedFile, SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES,
@@ -207,6 +208,12 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     log.set_aside
         .retain(|a| a.row.is_none() || index.live_bytes(a.id as u32) > 0);
     let next_lsn = position.map_or(1, |p| p.next_lsn).max(last_lsn + 1);
+    let reserve = CheckpointReserve::new(&index_dir);
+    let reserve_bytes = CheckpointReserve::bytes_needed(
+        &index,
+        log.segments.len() + log.set_aside.len(),
+        config.segment_size_bytes,
+    );
     log.free = log
         .segments
         .values()
@@ -223,14 +230,14 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
             );
             log.head = id;
             log.head_offset = head_offset;
-            activate_first(&config, &log_dir, &mut log, &pool).await?;
+            activate_first(&config, &log_dir, &mut log, &pool, &reserve, reserve_bytes).await?;
         }
         Some(id) => {
             log.head = id;
             log.head_offset = head_offset;
             zero_fill_tail(&log.segments[&id], head_offset, &pool).await?;
         }
-        None => activate_first(&config, &log_dir, &mut log, &pool).await?,
+        None => activate_first(&config, &log_dir, &mut log, &pool, &reserve, reserve_bytes).await?,
     }
     let (tx, rx) = mpsc::unbounded();
     let inner = Rc::new(Inner {
@@ -248,6 +255,8 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
             prewriting: false,
             zero_wanted: false,
             zero_claim: None,
+            disk_full: false,
+            compaction_wake: None,
         }),
         cache: RefCell::new(ObjectCache::new(
             config.cache_bytes,
@@ -261,6 +270,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         compaction_lock: Default::default(),
         segment_create_lock: Default::default(),
         sync_tasks: Default::default(),
+        reserve,
         config,
     });
     Counters::add(&inner.counters.corrupt_records, corrupt_records);
@@ -503,6 +513,8 @@ async fn activate_first(
     log_dir: &Path,
     log: &mut Log,
     pool: &BufPool,
+    reserve: &CheckpointReserve,
+    reserve_bytes: u64,
 ) -> Result<(), EngineError> {
     let id = match log.free.first().copied() {
         Some(id) => {
@@ -517,6 +529,9 @@ async fn activate_first(
                     dir: config.dir.clone(),
                 });
             }
+            reserve
+                .ensure(reserve_bytes)
+                .map_err(|e| reserve_error(config, e))?;
             let id = log.next_segment_id;
             log.next_segment_id += 1;
             let header = log.new_life(id, config.segment_size_bytes, SegState::Free);
@@ -533,6 +548,17 @@ async fn activate_first(
     log.head = id;
     log.head_offset = SEGMENT_HEADER_BYTES;
     Ok(())
+}
+
+/// A failure to take the checkpoint reserve: the disk is full, or an I/O error.
+pub(crate) fn reserve_error(config: &EngineConfig, e: std::io::Error) -> EngineError {
+    if crate::io::is_no_space(&e) {
+        EngineError::DiskFull {
+            dir: config.dir.clone(),
+        }
+    } else {
+        io_err("allocate checkpoint reserve", &config.dir, e)
+    }
 }
 
 /// Zero-fills every non-zero piece of the head after `from`, so that no torn or

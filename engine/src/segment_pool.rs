@@ -48,21 +48,41 @@ pub(crate) struct ZeroClaim {
 pub(crate) async fn create_one(inner: &Rc<Inner>) -> Result<(), EngineError> {
     let free_before = inner.state.borrow().log.free.len();
     let _guard = inner.segment_create_lock.lock().await;
-    let (id, header) = {
-        let mut state = inner.state.borrow_mut();
+    let result = create_one_locked(inner, free_before).await;
+    let mut state = inner.state.borrow_mut();
+    match &result {
+        Ok(()) => state.disk_full = false,
+        Err(EngineError::DiskFull { .. }) => state.disk_full = true,
+        Err(_) => {}
+    }
+    result
+}
+
+async fn create_one_locked(inner: &Rc<Inner>, free_before: usize) -> Result<(), EngineError> {
+    let reserve_bytes = {
+        let state = inner.state.borrow();
         if state.log.free.len() > free_before {
             return Ok(());
         }
-        let size = inner.config.segment_size_bytes;
         if let Some(max) = inner.config.disk_bytes_max
-            && state.log.disk_bytes() + size > max
+            && state.log.disk_bytes() + inner.config.segment_size_bytes > max
         {
             return Err(EngineError::DiskFull {
                 dir: inner.config.dir.clone(),
             });
         }
+        inner.reserve_bytes_needed(&state)
+    };
+    // The room for the next checkpoint comes first: segments may fill the disk, never past it.
+    inner
+        .reserve
+        .ensure(reserve_bytes)
+        .map_err(|e| crate::recovery::reserve_error(&inner.config, e))?;
+    let (id, header) = {
+        let mut state = inner.state.borrow_mut();
         state.log.next_segment_id += 1;
         let id = state.log.next_segment_id - 1;
+        let size = inner.config.segment_size_bytes;
         (id, state.log.new_life(id, size, SegState::Free))
     };
     let seg = create_segment(&inner.log_dir, header, &inner.pool)

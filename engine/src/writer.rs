@@ -24,6 +24,7 @@ use crate::index::Entry;
 use crate::io::{io_err, sync_data, write_all_at};
 use crate::record::{HEADER_BYTES, Kind, RecordHeader, record_len, seal_record};
 use crate::segment::{SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES, SegState, write_segment_header};
+use crate::segment_pool::SPARE_SEGMENTS;
 use crate::{EngineError, Hlc, PartitionId, Summary, SyncPolicy};
 
 /// fdatasync tasks for caller-written records that may run beside the writer.
@@ -326,6 +327,9 @@ async fn write_batch(
     use_spare: bool,
 ) -> Result<(u64, Vec<Entry>), EngineError> {
     let region = align_up(bytes);
+    if !use_spare {
+        ensure_spare(inner).await?;
+    }
     ensure_room(inner, region, use_spare).await?;
     let mut buf = inner.pool.get(region as usize);
     let (segment, offset, first_lsn, file, path, entries) = {
@@ -440,6 +444,9 @@ async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reserva
         return Err(EngineError::Closed);
     }
     let region = align_up(len);
+    if !use_spare {
+        ensure_spare(inner).await?;
+    }
     ensure_room(inner, region, use_spare).await?;
     let reservation = reserve_region(inner, region);
     let end = reservation.offset + region;
@@ -533,20 +540,56 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
     Ok(())
 }
 
-/// Takes a free segment: foreground writes must leave one spare for compaction.
+/// Foreground writes never use the spare segment, not even its room as the head: while it is
+/// not free (deletes or compaction took it when the head filled up), a foreground write first
+/// creates a segment, and fails with [`EngineError::DiskFull`] when there is no room for one
+/// (compaction is woken to make some). Compaction can then always finish what it starts.
+async fn ensure_spare(inner: &Rc<Inner>) -> Result<(), EngineError> {
+    while inner.state.borrow().log.free.len() < SPARE_SEGMENTS {
+        if let Err(e) = crate::segment_pool::create_one(inner).await {
+            if matches!(e, EngineError::DiskFull { .. }) {
+                inner.wake_compaction();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Takes a free segment: foreground writes must leave one spare for compaction, and first make
+/// sure the checkpoint reserve covers the index as it can grow in the segment they take (the
+/// segment may be a recycled one, so creating segments alone would not keep it up to date).
 async fn take_free(inner: &Rc<Inner>, use_spare: bool) -> Result<u64, EngineError> {
+    if !use_spare {
+        let reserve_bytes = inner.reserve_bytes_needed(&inner.state.borrow());
+        if let Err(e) = inner.reserve.ensure(reserve_bytes) {
+            let e = crate::recovery::reserve_error(&inner.config, e);
+            if matches!(e, EngineError::DiskFull { .. }) {
+                inner.state.borrow_mut().disk_full = true;
+                inner.wake_compaction();
+            }
+            return Err(e);
+        }
+    }
     loop {
         {
             let mut state = inner.state.borrow_mut();
-            let spare_needed = if use_spare {
-                0
-            } else {
-                crate::segment_pool::SPARE_SEGMENTS
-            };
+            let spare_needed = if use_spare { 0 } else { SPARE_SEGMENTS };
             if state.log.free.len() > spare_needed {
-                return Ok(state.log.free.remove(0));
+                let id = state.log.free.remove(0);
+                if state.log.free.len() < SPARE_SEGMENTS {
+                    // The spare became the head: compaction should give a segment back soon.
+                    drop(state);
+                    inner.wake_compaction();
+                }
+                return Ok(id);
             }
         }
-        crate::segment_pool::create_one(inner).await?;
+        if let Err(e) = crate::segment_pool::create_one(inner).await {
+            if matches!(e, EngineError::DiskFull { .. }) {
+                inner.wake_compaction();
+            }
+            return Err(e);
+        }
     }
 }

@@ -205,7 +205,7 @@ fn targets(dir: &Path, damage: Damage, victim: &Expected) -> Vec<(PathBuf, usize
             let mut checkpoints = common::files_with_suffix(dir, ".ckpt");
             checkpoints.sort();
             let newest = checkpoints.pop().expect("a checkpoint");
-            let len = std::fs::metadata(&newest).expect("stat").len() as usize;
+            let len = common::checkpoint_content_len(&newest);
             vec![(newest, len / 2)]
         }
     }

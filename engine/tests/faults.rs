@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use leofs_engine::{Engine, EngineConfig, EngineError, PartitionId};
@@ -561,6 +561,105 @@ fn real_disk_full_on_small_ext4_then_freed_space_resumes_writes() {
     });
     drop(runtime);
     reopen_and_verify(&config, &mut expect, "real disk full");
+    drop(disk);
+    scenario.teardown();
+}
+
+/// Fills the rest of a filesystem with a file, byte by byte to the last block it will give.
+fn fill_filesystem(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let block = vec![0x5Au8; 64 * 1024];
+    let mut written = 0u64;
+    for size in [64 * 1024, 4096] {
+        loop {
+            match file
+                .write_all(&block[..size])
+                .and_then(|()| file.sync_all())
+            {
+                Ok(()) => written += size as u64,
+                Err(_) => break,
+            }
+        }
+    }
+    written
+}
+
+/// On a filesystem filled to its last block, deletes still go through, compaction still
+/// checkpoints and recycles, and closing (what SIGTERM does) writes its checkpoint: the room for
+/// it was held back in the checkpoint reserve. The reopen then replays nothing.
+#[test]
+fn a_100_percent_full_filesystem_still_deletes_compacts_and_checkpoints_on_close() {
+    let scenario = fail::FailScenario::setup();
+    let disk = match SmallDisk::mount() {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!(
+                "\n*** SKIPPED a_100_percent_full_filesystem: cannot mount a loop ext4 filesystem \
+                 here ({why}); needs root, mkfs.ext4 and loop devices. ***\n"
+            );
+            return;
+        }
+    };
+    let mut config = common::test_config(&disk.mount_point.join("shard-0"));
+    config.segment_size_bytes = SMALL_DISK_SEGMENT_BYTES;
+    config.cache_bytes = 0;
+    let mut expect = Expect::default();
+    common::runtime().block_on(async {
+        let engine = Engine::open(config.clone())
+            .await
+            .expect("open on the small disk");
+        let filled =
+            fill_until_disk_full(&engine, &mut expect, "full", SMALL_DISK_BODY_BYTES).await;
+        let filler = fill_filesystem(&disk.mount_point.join("filler"));
+        eprintln!("{filled} puts, then {filler} bytes of filler: the filesystem is full");
+        fill_until_disk_full(&engine, &mut expect, "tiny", 100).await;
+        // Deletes may take the spare when the head is full; puts may not use its room then.
+        let mut deleted = 0;
+        while engine.stats().free_segments > 0 {
+            assert!(deleted < filled, "deletes never needed the spare");
+            expect
+                .delete_ok(&engine, &format!("full-{deleted:05}"))
+                .await;
+            deleted += 1;
+        }
+        let refused = expect.put_any(&engine, "no-room-yet", 100).await;
+        assert!(
+            matches!(refused, Err(EngineError::DiskFull { .. })),
+            "a put while the spare is the head must be DiskFull, got {refused:?}"
+        );
+        for i in (deleted..filled).filter(|i| i % 3 != 0) {
+            expect.delete_ok(&engine, &format!("full-{i:05}")).await;
+        }
+        let report = engine
+            .compact()
+            .await
+            .expect("compaction on a 100% full filesystem");
+        assert!(
+            report.segments_compacted > 0,
+            "nothing recycled: {report:?}"
+        );
+        expect
+            .put_ok(&engine, "room-again", SMALL_DISK_BODY_BYTES)
+            .await;
+        expect
+            .verify(&engine, "after compaction on a full filesystem")
+            .await;
+        engine
+            .close()
+            .await
+            .expect("close (checkpoint) on a 100% full filesystem");
+    });
+    common::runtime().block_on(async {
+        let engine = Engine::open(config.clone()).await.expect("reopen");
+        assert_eq!(
+            engine.stats().replayed_records,
+            0,
+            "the checkpoint written at close covers everything"
+        );
+        expect.verify(&engine, "after reopen").await;
+        engine.close().await.expect("close");
+    });
     drop(disk);
     scenario.teardown();
 }

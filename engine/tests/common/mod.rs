@@ -166,3 +166,15 @@ pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Bytes of a checkpoint file's content: the whole file for format 1; format 2 records it in its
+/// header (bytes 88..96), and the rest of the file is slack of the reserve it was written into.
+pub fn checkpoint_content_len(path: &Path) -> usize {
+    let bytes = std::fs::read(path).expect("read checkpoint");
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version >= 2 {
+        u64::from_le_bytes(bytes[88..96].try_into().expect("8 bytes")) as usize
+    } else {
+        bytes.len()
+    }
+}
