@@ -83,6 +83,10 @@ struct ServerArgs {
     /// the CPUs.
     #[arg(long, value_name = "BOOL", env = "LEOFS_PIN_CORES")]
     pin_cores: Option<bool>,
+    /// Seconds a request body may make no progress before the request ends with
+    /// RequestTimeout [default: 30].
+    #[arg(long, value_name = "SECS", env = "LEOFS_BODY_IDLE_TIMEOUT_SECS")]
+    body_idle_timeout_secs: Option<u64>,
 }
 
 /// The keys of leofs.toml.
@@ -97,6 +101,7 @@ struct FileConfig {
     domain: Option<String>,
     region: Option<String>,
     pin_cores: Option<bool>,
+    body_idle_timeout_secs: Option<u64>,
     #[serde(default)]
     engine: EngineFileConfig,
 }
@@ -217,7 +222,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         .admin_listen
         .or(file.admin_listen)
         .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN));
-    let gateway = GatewayConfig {
+    let mut gateway = GatewayConfig {
         region: args
             .region
             .or(file.region)
@@ -225,6 +230,12 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         virtual_host_domain: args.domain.or(file.domain),
         ..GatewayConfig::default()
     };
+    if let Some(secs) = args.body_idle_timeout_secs.or(file.body_idle_timeout_secs) {
+        if secs == 0 {
+            bail!("body_idle_timeout_secs must be at least 1, got 0");
+        }
+        gateway.body_idle_timeout = Duration::from_secs(secs);
+    }
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));
     if let Some(segment_size_bytes) = file.engine.segment_size_bytes {
         if segment_size_bytes == 0 || segment_size_bytes % 4096 != 0 {
