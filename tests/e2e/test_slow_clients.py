@@ -4,6 +4,8 @@
   RequestTimeout (400) and the connection is closed, on every path: the fast path, s3s (plain,
   aws-chunked, UploadPart, an XML body) and the REST API; nothing stays open.
 - A body that keeps making progress, however slowly, is not cut.
+- Over `--connections-per-core-max`, a new connection is answered 503 SlowDown, then closed
+  (not reset).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from botocore.exceptions import ClientError
 
-from leofs_harness import sigv4_headers
+from leofs_harness import raw_request, sigv4_headers
 
 IDLE_S = 2
 #: How late after the idle time the answer may come (timer granularity, a loaded CI machine).
@@ -201,3 +204,39 @@ def read_until_closed_or_response(sock: socket.socket) -> bytes:
             _, headers, _ = parse_response(data)
             if len(body) >= int(headers.get("content-length", "0")):
                 return data
+
+
+def test_connections_over_the_cap_get_503_slow_down(make_server):
+    srv = make_server(cores=2, extra_args=["--connections-per-core-max", "2"])
+    # Over a connection of its own, closed at once: it must not hold a slot.
+    assert raw_request(srv, "PUT", "/capped").status == 200
+    time.sleep(0.5)
+    idle = [socket.create_connection(("127.0.0.1", srv.s3_port), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.5)
+        # A fifth connection: 503 SlowDown in S3's format, then an orderly close.
+        r = raw_request(srv, "GET", "/capped", query={"list-type": "2"})
+        assert r.status == 503 and r.error_code() == "SlowDown", r
+        sock = socket.create_connection(("127.0.0.1", srv.s3_port), timeout=10)
+        try:
+            # A PUT whose body the server never reads: still an answer, not a reset.
+            body = os.urandom(256 << 10)
+            head = signed_head(srv, "PUT", "/capped/over", "", {"content-length": str(len(body))})
+            sock.sendall(head.encode() + body)
+            data = read_until_closed(sock, 10)
+        finally:
+            sock.close()
+        status, headers, resp_body = parse_response(data)
+        assert status == 503 and ET.fromstring(resp_body).findtext("Code") == "SlowDown", data[:500]
+        assert headers.get("connection") == "close", headers
+        with pytest.raises(ClientError) as e:
+            srv.client().put_object(Bucket="capped", Key="over", Body=b"x")
+        assert e.value.response["Error"]["Code"] == "SlowDown"
+    finally:
+        for sock in idle:
+            sock.close()
+    # Slots are released as connections close.
+    assert wait_for(lambda: raw_request(srv, "GET", "/capped", query={"list-type": "2"}).status == 200)
+    s3 = srv.client()
+    s3.put_object(Bucket="capped", Key="after", Body=b"served")
+    assert s3.get_object(Bucket="capped", Key="after")["Body"].read() == b"served"
