@@ -6,6 +6,7 @@
 - A body that keeps making progress, however slowly, is not cut.
 - Over `--connections-per-core-max`, a new connection is answered 503 SlowDown, then closed
   (not reset).
+- The admin API still answers while 64 idle local connections are open to it.
 """
 
 from __future__ import annotations
@@ -240,3 +241,25 @@ def test_connections_over_the_cap_get_503_slow_down(make_server):
     s3 = srv.client()
     s3.put_object(Bucket="capped", Key="after", Body=b"served")
     assert s3.get_object(Bucket="capped", Key="after")["Body"].read() == b"served"
+
+
+def test_admin_api_answers_while_64_idle_connections_are_open(make_server):
+    srv = make_server()
+    idle = [socket.create_connection(("127.0.0.1", srv.admin_port), timeout=10) for _ in range(64)]
+    # Some send half a request and stop.
+    for sock in idle[::4]:
+        sock.sendall(b"GET /v1/status HTTP/1.1\r\nhost: x\r\n")
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        status = srv.adm("status", json_output=True)
+        assert '"cores"' in status.stdout
+        assert time.monotonic() - started < 10
+        # Again, with the idle connections replaced by fresh idle ones.
+        more = [socket.create_connection(("127.0.0.1", srv.admin_port), timeout=10) for _ in range(64)]
+        idle += more
+        time.sleep(0.5)
+        assert '"cores"' in srv.adm("status", json_output=True).stdout
+    finally:
+        for sock in idle:
+            sock.close()
