@@ -214,3 +214,14 @@ def test_presigned_urls_beyond_a_week_or_negative_are_refused(server, s3, bucket
         r = requests.get(presign_v4(server, "GET", f"/{bucket}", expires, {"list-type": "2"}), timeout=30)
         assert r.status_code == 403, (expires, r.text)
     assert absent(s3, bucket, "late")
+
+
+def test_a_refused_upload_leaves_the_connection_usable(server, bucket):
+    """boto3 sends PutObject with `Expect: 100-continue` and, answered early, never sends the
+    body: the answer must close the connection, or the next request's first bytes would be
+    taken for that body (it failed with SignatureDoesNotMatch within a few rounds)."""
+    s3 = server.client()
+    for n in range(30):
+        refused(lambda: s3.put_object(Bucket=bucket, Key=f"k{n}", Body=b"x", ACL="public-read"),
+                501, "NotImplemented")
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
