@@ -263,3 +263,32 @@ def test_admin_api_answers_while_64_idle_connections_are_open(make_server):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_limits_come_from_leofs_toml_and_the_environment(make_server):
+    srv = make_server(cores=1, config_toml=f"body_idle_timeout_secs = {IDLE_S}\n",
+                      extra_env={"LEOFS_CONNECTIONS_PER_CORE_MAX": "1"})
+    held = socket.create_connection(("127.0.0.1", srv.s3_port), timeout=10)
+    try:
+        time.sleep(0.3)
+        r = raw_request(srv, "GET", "/")
+        assert r.status == 503 and r.error_code() == "SlowDown", r
+    finally:
+        held.close()
+    time.sleep(0.3)
+    assert raw_request(srv, "PUT", "/from-toml").status == 200
+    time.sleep(0.5)  # the one slot is free again once the server saw that connection close
+    started = time.monotonic()
+    sock = start_stalled(srv.s3_port, signed_head(srv, "PUT", "/from-toml/k", "", {"content-length": "100"}), b"x")
+    try:
+        assert_request_timeout(sock, started)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("flag", ["--body-idle-timeout-secs", "--connections-per-core-max"])
+def test_zero_limits_are_refused_at_start(make_server, flag):
+    srv = make_server(start=False, extra_args=[flag, "0"])
+    with pytest.raises(Exception) as e:
+        srv.start(timeout_s=30)
+    assert "must be at least 1" in str(e.value)
