@@ -17,7 +17,10 @@ use leofs_gateway::GatewayConfig;
 use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
 use leofs_manager::store::ADMIN_USER_ID;
 use leofs_manager::{Credentials, Manager};
-use leofs_shard::{DEFAULT_PARTITIONS, NodeConfig, NodeStats, ShardError, read_layout, start_node};
+use leofs_shard::{
+    DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, NodeConfig, NodeStats, ShardError,
+    read_layout, start_node,
+};
 use serde::Deserialize;
 
 /// The process allocator. With glibc malloc the server's RSS grew by ~60 MB/s of 4 KiB PUTs
@@ -83,6 +86,14 @@ struct ServerArgs {
     /// the CPUs.
     #[arg(long, value_name = "BOOL", env = "LEOFS_PIN_CORES")]
     pin_cores: Option<bool>,
+    /// Seconds a request body may make no progress before the request ends with
+    /// RequestTimeout [default: 30].
+    #[arg(long, value_name = "SECS", env = "LEOFS_BODY_IDLE_TIMEOUT_SECS")]
+    body_idle_timeout_secs: Option<u64>,
+    /// Most connections one core serves; beyond, new connections get 503 SlowDown
+    /// [default: 1024].
+    #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
+    connections_per_core_max: Option<usize>,
 }
 
 /// The keys of leofs.toml.
@@ -97,6 +108,8 @@ struct FileConfig {
     domain: Option<String>,
     region: Option<String>,
     pin_cores: Option<bool>,
+    body_idle_timeout_secs: Option<u64>,
+    connections_per_core_max: Option<usize>,
     #[serde(default)]
     engine: EngineFileConfig,
 }
@@ -122,6 +135,8 @@ struct ServerConfig {
     cores: Option<usize>,
     /// Whether core threads are pinned to CPUs.
     pin_cores: bool,
+    /// Most connections one core serves.
+    connections_per_core_max: usize,
     gateway: GatewayConfig,
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
@@ -217,7 +232,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         .admin_listen
         .or(file.admin_listen)
         .unwrap_or_else(|| parse_default(DEFAULT_ADMIN_LISTEN));
-    let gateway = GatewayConfig {
+    let mut gateway = GatewayConfig {
         region: args
             .region
             .or(file.region)
@@ -225,6 +240,19 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         virtual_host_domain: args.domain.or(file.domain),
         ..GatewayConfig::default()
     };
+    if let Some(secs) = args.body_idle_timeout_secs.or(file.body_idle_timeout_secs) {
+        if secs == 0 {
+            bail!("body_idle_timeout_secs must be at least 1, got 0");
+        }
+        gateway.body_idle_timeout = Duration::from_secs(secs);
+    }
+    let connections_per_core_max = args
+        .connections_per_core_max
+        .or(file.connections_per_core_max)
+        .unwrap_or(DEFAULT_CONNECTIONS_PER_CORE_MAX);
+    if connections_per_core_max == 0 {
+        bail!("connections_per_core_max must be at least 1, got 0");
+    }
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));
     if let Some(segment_size_bytes) = file.engine.segment_size_bytes {
         if segment_size_bytes == 0 || segment_size_bytes % 4096 != 0 {
@@ -250,6 +278,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         rest_listen: args.rest_listen.or(file.rest_listen),
         cores: args.cores.or(file.cores),
         pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(true),
+        connections_per_core_max,
         gateway,
         engine,
         cache_configured: file.engine.cache_bytes.is_some(),
@@ -303,6 +332,33 @@ fn parse_sync(text: &str) -> anyhow::Result<SyncPolicy> {
     }
 }
 
+/// File descriptors a node needs besides its connections (segments, listeners, the admin API).
+const OPEN_FILES_RESERVE: u64 = 256;
+
+/// Warns when the open-files limit is below what `cores` cores at their connection cap need:
+/// accepts would then fail (EMFILE) before the cap answers 503 SlowDown.
+fn check_open_files_limit(cores: usize, connections_per_core_max: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let needed = (cores as u64)
+        .saturating_mul(connections_per_core_max as u64)
+        .saturating_add(OPEN_FILES_RESERVE);
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_files_limit = limit.rlim_cur,
+            needed,
+            "the open-files limit is below cores x connections_per_core_max + {OPEN_FILES_RESERVE}: \
+             raise it (ulimit -n, LimitNOFILE=) or lower connections_per_core_max"
+        );
+    }
+}
+
 /// Root credentials from LEOFS_ROOT_ACCESS_KEY / LEOFS_ROOT_SECRET_KEY (both or neither).
 fn root_credentials() -> anyhow::Result<Option<Credentials>> {
     let access = std::env::var("LEOFS_ROOT_ACCESS_KEY")
@@ -334,6 +390,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         (None, Some(layout)) => layout.cores,
         (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    check_open_files_limit(cores, config.connections_per_core_max);
     let (manager, created) =
         Manager::open(data_dir, root).context("cannot open the manager state")?;
     let manager = Arc::new(manager);
@@ -353,6 +410,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         partitions: DEFAULT_PARTITIONS,
         engine,
         pin_cores: config.pin_cores,
+        connections_per_core_max: config.connections_per_core_max,
     };
     let core_manager = manager.clone();
     let started = Instant::now();

@@ -1,5 +1,6 @@
 //! Who may do what: SigV4 secret lookup for s3s (backed by the manager's lock-free snapshot),
-//! canned bucket ACL enforcement, virtual-host parsing for the configured domain, and the bucket
+//! canned bucket ACL enforcement (and, in the same access check, the refusal of requests the node
+//! cannot honour), virtual-host parsing for the configured domain, and the bucket
 //! naming rules. Signature verification itself (headers, presigned URLs, expiry, aws-chunked
 //! chunk signatures) is done by s3s with the secret returned here.
 
@@ -12,6 +13,8 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::validation::NameValidation;
 use s3s::{S3Error, S3ErrorCode, S3Result};
+
+use crate::s3::unsupported;
 
 /// What an operation needs from the bucket's ACL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +130,8 @@ impl S3Auth for ManagerAuth {
     }
 }
 
-/// s3s access check: applies [`authorize`] to every request before the operation runs.
+/// s3s access check, before every operation runs: [`authorize`], then the refusal of what the
+/// node cannot honour ([`crate::s3::unsupported::check_operation`]).
 pub struct AclAccess {
     manager: Arc<Manager>,
 }
@@ -148,7 +152,9 @@ impl S3Access for AclAccess {
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
         };
         let access_key = cx.credentials().map(|c| c.access_key.as_str());
-        authorize(&state, access_key, bucket, classify(cx.s3_op().name()))
+        let op = cx.s3_op().name();
+        authorize(&state, access_key, bucket, classify(op))?;
+        unsupported::check_operation(op, cx.headers(), bucket.and_then(|b| state.bucket(b)))
     }
 }
 

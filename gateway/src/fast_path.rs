@@ -13,14 +13,20 @@
 //!   met once the body is being read (a bad body, a full disk) can no longer go to s3s and are
 //!   written here as s3s writes them (status, XML document, headers).
 //!
-//! Every other request goes to s3s as it is.
+//! Every other request goes to s3s as it is, except a presigned URL valid for longer than S3
+//! allows, refused here ([`unsupported::check_presigned_expiry`]). No plain request carries a
+//! header `unsupported` refuses (encryption, ACLs): such requests go to s3s, whose access check
+//! refuses them.
+//!
+//! Every request body, on either path, is a [`WatchedBody`]: a body that stops arriving for the
+//! configured idle time ends the request with `RequestTimeout`, and an answer sent before the
+//! body was read to its end closes the connection (see [`crate::body`]).
 //!
 //! Must never: answer a request s3s would refuse, or answer differently from s3s.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -29,13 +35,15 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use s3s::dto::{PutObjectInput, StreamingBlob, Timestamp, TimestampFormat};
 use s3s::host::S3Host;
-use s3s::{Body, S3Error, S3Request};
+use s3s::service::S3Service;
+use s3s::{Body, HttpError, S3Error, S3ErrorCode, S3Request};
 use send_wrapper::SendWrapper;
 
 use crate::auth::{DomainHost, OpClass, authorize};
+use crate::body::WatchedBody;
 use crate::layout::{BodyLayout, ChecksumKind};
 use crate::rest::split_path;
-use crate::s3::{header_fields, timestamp};
+use crate::s3::{header_fields, timestamp, unsupported};
 use crate::sigv4::{
     AuthorizationV4, CLOCK_SKEW_MAX_SECS, SigningKeys, amz_date_unix_secs, canonical_request,
     signature_matches, string_to_sign,
@@ -77,16 +85,16 @@ const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The s3s service with plain requests answered in front of it.
 #[derive(Clone)]
-pub struct FastPath<S> {
-    inner: S,
+pub struct FastPath {
+    inner: S3Service,
     ctx: Ctx,
     domain: Option<Rc<DomainHost>>,
     signing_keys: Rc<SigningKeys>,
 }
 
-impl<S> FastPath<S> {
+impl FastPath {
     /// Wraps `inner` (the s3s service of this core).
-    pub fn new(inner: S, ctx: Ctx) -> Self {
+    pub fn new(inner: S3Service, ctx: Ctx) -> Self {
         let domain = ctx
             .config
             .virtual_host_domain
@@ -102,54 +110,68 @@ impl<S> FastPath<S> {
     }
 }
 
-impl<S> Service<Request<Incoming>> for FastPath<S>
-where
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + 'static,
-    S::Future: Unpin + 'static,
-{
+/// S3's message for a request whose body stopped arriving.
+const REQUEST_TIMEOUT_MESSAGE: &str = "Your socket connection to the server was not read from or \
+     written to within the timeout period. Idle connections will be closed.";
+
+impl Service<Request<Incoming>> for FastPath {
     type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Answer<S::Future>;
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, HttpError>>>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let Some(plain) = self.plain_request(&req) else {
-            return Answer::Inner(self.inner.call(req));
-        };
+        let (parts, body) = req.into_parts();
+        let (body, watch) = WatchedBody::new(body, self.ctx.config.body_idle_timeout);
+        let req = Request::from_parts(parts, body.into_s3s_body());
         let this = self.clone();
-        Answer::Fast(Box::pin(async move {
-            if !this.allowed(&plain) {
-                return this.inner.call(req).await;
+        Box::pin(async move {
+            let answer = this.answer(req).await;
+            if watch.timed_out() {
+                tracing::debug!(
+                    idle_secs = this.ctx.config.body_idle_timeout.as_secs(),
+                    "request body made no progress: RequestTimeout"
+                );
+                let mut resp = error_response(S3Error::with_message(
+                    S3ErrorCode::RequestTimeout,
+                    REQUEST_TIMEOUT_MESSAGE,
+                ));
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok(resp);
             }
-            match plain.kind {
-                PlainKind::Read { head, checksums } => {
-                    match this.serve_read(&plain, head, checksums).await {
-                        Some(resp) => Ok(resp),
-                        None => this.inner.call(req).await,
-                    }
-                }
-                PlainKind::Write { content_length } => {
-                    Ok(this.serve_write(plain, content_length, req).await)
-                }
-            }
-        }))
+            let mut resp = answer?;
+            watch.close_if_unread(resp.headers_mut());
+            Ok(resp)
+        })
     }
 }
 
-/// The response future: the fast path's, or s3s's as it is (no extra allocation).
-pub enum Answer<F: Future> {
-    /// A plain request (a read falls back to s3s inside if it cannot answer).
-    Fast(Pin<Box<dyn Future<Output = F::Output>>>),
-    /// Any other request.
-    Inner(F),
-}
-
-impl<F: Future + Unpin> Future for Answer<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.get_mut() {
-            Answer::Fast(fut) => fut.as_mut().poll(cx),
-            Answer::Inner(fut) => Pin::new(fut).poll(cx),
+impl FastPath {
+    /// The answer to one request: a refusal, the fast path's, or s3s's.
+    async fn answer(&self, req: Request<Body>) -> Result<Response<Body>, HttpError> {
+        // s3s answers a negative expiry with 400 and takes any positive one: S3's 403 comes
+        // from here, before s3s parses the URL.
+        if let Some(query) = req.uri().query()
+            && let Err(refused) = unsupported::check_presigned_expiry(query)
+        {
+            return Ok(error_response(refused));
+        }
+        let Some(plain) = self.plain_request(&req) else {
+            return self.inner.call(req).await;
+        };
+        if !self.allowed(&plain) {
+            return self.inner.call(req).await;
+        }
+        match plain.kind {
+            PlainKind::Read { head, checksums } => {
+                match self.serve_read(&plain, head, checksums).await {
+                    Some(resp) => Ok(resp),
+                    None => self.inner.call(req).await,
+                }
+            }
+            PlainKind::Write { content_length } => {
+                Ok(self.serve_write(plain, content_length, req).await)
+            }
         }
     }
 }
@@ -172,9 +194,9 @@ struct PlainRequest {
     region: String,
 }
 
-impl<S> FastPath<S> {
+impl FastPath {
     /// The request as a verified plain request, or `None` for s3s.
-    fn plain_request(&self, req: &Request<Incoming>) -> Option<PlainRequest> {
+    fn plain_request(&self, req: &Request<Body>) -> Option<PlainRequest> {
         let method = req.method();
         let extra_headers = match *method {
             Method::GET | Method::HEAD => PLAIN_READ_HEADERS,
@@ -249,7 +271,7 @@ impl<S> FastPath<S> {
     /// The access key whose signature `req` carries, and its scope's region, if it verifies now.
     fn verify_signature(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         decoded_path: &str,
         write: bool,
     ) -> Option<(String, String)> {
@@ -348,7 +370,7 @@ impl<S> FastPath<S> {
         &self,
         write: PlainRequest,
         content_length: i64,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Response<Body> {
         let PlainRequest {
             bucket,
@@ -376,7 +398,7 @@ impl<S> FastPath<S> {
         let input = PutObjectInput {
             bucket: bucket.clone(),
             key: key.clone(),
-            body: Some(StreamingBlob::from(Body::from(body))),
+            body: Some(StreamingBlob::from(body)),
             content_length: Some(content_length),
             content_type,
             ..PutObjectInput::default()
@@ -560,6 +582,21 @@ mod tests {
             error_response(S3Error::from(disk_full)).status(),
             StatusCode::INSUFFICIENT_STORAGE
         );
+    }
+
+    #[test]
+    fn plain_requests_never_carry_a_header_the_node_refuses() {
+        for name in unsupported::SSE_HEADERS
+            .iter()
+            .chain(unsupported::ACL_HEADERS)
+        {
+            assert!(
+                !PLAIN_HEADERS.contains(name)
+                    && !PLAIN_READ_HEADERS.contains(name)
+                    && !PLAIN_WRITE_HEADERS.contains(name),
+                "{name} would bypass s3::unsupported on the fast path"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! listing.
 //!
 //! - [`service`]: `serve_core`, building the s3s service (auth, host, access) per core;
+//! - [`body`]: request bodies with the no-progress timer (S3's `RequestTimeout`);
 //! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
 //! - [`fast_path`]: plain GetObject/HeadObject/PutObject answered in front of s3s, with
 //!   [`sigv4`] verification and a per-core signing-key cache;
@@ -12,6 +13,7 @@
 //! - [`error`]: every internal error mapped to one S3 error code.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod fast_path;
 pub mod layout;
@@ -25,8 +27,14 @@ pub mod store;
 pub use error::GatewayError;
 pub use service::serve_core;
 
+use std::time::Duration;
+
 /// Default chunk size of large objects (bytes).
 pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Default longest wait for the next byte of a request body before the request ends with
+/// `RequestTimeout` (see [`body`]).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Gateway settings shared by every core.
 #[derive(Clone, Debug)]
@@ -37,6 +45,9 @@ pub struct GatewayConfig {
     pub virtual_host_domain: Option<String>,
     /// Objects larger than this are cut into chunks of this size (bytes, ≤ the engine's body limit).
     pub chunk_size_bytes: u64,
+    /// Longest wait for the next byte of a request body (S3, fast path and REST alike); then
+    /// the request ends with `RequestTimeout` and its connection closes.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +56,7 @@ impl Default for GatewayConfig {
             region: "us-east-1".into(),
             virtual_host_domain: None,
             chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! allowed exactly what the bucket's canned ACL grants to anyone: GET/HEAD on `public-read` and
 //! `public-read-write` buckets, PUT/DELETE on `public-read-write` buckets. Private buckets are
 //! only reachable through S3 with SigV4. Errors are a status code and the S3 error code as text.
+//! A write carrying what the node cannot honour (encryption, an object ACL other than the
+//! bucket's) is refused like on S3 ([`unsupported::check_object_write`]). A body that stops
+//! arriving ends the request with `RequestTimeout` (see [`crate::body`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +20,10 @@ use http_body_util::{BodyStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use crate::auth::{OpClass, authorize};
+use crate::body::WatchedBody;
 use crate::error::GatewayError;
 use crate::layout::{BodyLayout, Headers, MAX_OBJECT_KEY_BYTES, ObjectMeta};
-use crate::s3::timestamp;
+use crate::s3::{timestamp, unsupported};
 use crate::store::Ctx;
 
 /// Response body of the REST API: a chunk stream (core-local, hence not `Send`).
@@ -49,14 +53,29 @@ impl hyper::service::Service<Request<Incoming>> for RestService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let ctx = self.ctx.clone();
+        let (parts, body) = req.into_parts();
+        let (body, watch) = WatchedBody::new(body, ctx.config.body_idle_timeout);
+        let req = Request::from_parts(parts, body);
         Box::pin(async move {
-            Ok(match handle(&ctx, req).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    let (status, code) = e.status();
-                    text(status, code.as_str().to_owned())
+            let answer = handle(&ctx, req).await;
+            let mut resp = if watch.timed_out() {
+                let timeout = GatewayError::s3(
+                    s3s::S3ErrorCode::RequestTimeout,
+                    "the request body made no progress",
+                );
+                let (status, code) = timeout.status();
+                text(status, code.as_str().to_owned())
+            } else {
+                match answer {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        let (status, code) = e.status();
+                        text(status, code.as_str().to_owned())
+                    }
                 }
-            })
+            };
+            watch.close_if_unread(resp.headers_mut());
+            Ok(resp)
         })
     }
 }
@@ -78,7 +97,7 @@ fn text(status: StatusCode, body: String) -> Response<RestBody> {
 
 /// Decodes `%XX` escapes (and nothing else, like s3s); `None` on a malformed escape or a result
 /// that is not UTF-8.
-fn percent_decode(path: &str) -> Option<String> {
+pub(crate) fn percent_decode(path: &str) -> Option<String> {
     if !path.contains('%') {
         return Some(path.to_owned());
     }
@@ -114,7 +133,7 @@ pub fn split_path(path: &str) -> Option<(String, String)> {
     Some((bucket.to_owned(), key.to_owned()))
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<RestBody>, GatewayError> {
+async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBody>, GatewayError> {
     let (bucket, key) =
         split_path(req.uri().path()).ok_or_else(|| bad_request("expected /<bucket>/<key>"))?;
     let class = match *req.method() {
@@ -128,7 +147,10 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<RestBody>,
         }
     };
     authorize(&ctx.manager.snapshot(), None, Some(&bucket), class)?;
-    crate::s3::require_bucket(ctx, &bucket)?;
+    let bucket_record = crate::s3::require_bucket(ctx, &bucket)?;
+    if req.method() == Method::PUT {
+        unsupported::check_object_write(req.headers(), &bucket_record)?;
+    }
     match *req.method() {
         Method::GET | Method::HEAD => {
             let head_only = req.method() == Method::HEAD;

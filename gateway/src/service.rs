@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use leofs_manager::Manager;
-use leofs_shard::Shard;
+use leofs_shard::{OverloadAnswer, Shard};
 use s3s::service::S3ServiceBuilder;
 
 use crate::GatewayConfig;
@@ -18,6 +18,19 @@ use crate::fast_path::FastPath;
 use crate::rest::RestService;
 use crate::s3::S3Gateway;
 use crate::store::Ctx;
+
+/// The S3 listener's answer to a connection over the node's connection cap: S3's `SlowDown`.
+const S3_OVERLOAD: OverloadAnswer = OverloadAnswer {
+    content_type: "application/xml",
+    body: "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+           <Message>Please reduce your request rate.</Message></Error>",
+};
+
+/// The REST listener's answer to a connection over the cap: its error format (the code as text).
+const REST_OVERLOAD: OverloadAnswer = OverloadAnswer {
+    content_type: "text/plain",
+    body: "SlowDown",
+};
 
 /// On the current core: serve S3 on `s3_addr` and, if given, the LeoFS REST API on `rest_addr`
 /// (both via `leofs_shard::serve_http`). Called from the `init_core` closure of `start_node`,
@@ -42,9 +55,9 @@ pub fn serve_core(
         builder.set_host(DomainHost::new(domain));
     }
     let service = FastPath::new(builder.build(), ctx.clone());
-    leofs_shard::serve_http(&shard, s3_addr, service)?;
+    leofs_shard::serve_http(&shard, s3_addr, service, S3_OVERLOAD)?;
     if let Some(addr) = rest_addr {
-        leofs_shard::serve_http(&shard, addr, RestService::new(ctx))?;
+        leofs_shard::serve_http(&shard, addr, RestService::new(ctx), REST_OVERLOAD)?;
     }
     Ok(())
 }

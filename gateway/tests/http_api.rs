@@ -69,6 +69,7 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         partitions: 64,
         engine,
         pin_cores: true,
+        connections_per_core_max: leofs_shard::DEFAULT_CONNECTIONS_PER_CORE_MAX,
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let handle = start_node(node_config, move |shard| {

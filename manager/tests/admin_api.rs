@@ -323,3 +323,47 @@ fn concurrent_clients_are_all_served_and_recorded() {
     assert_eq!(fx.client.buckets().unwrap().len(), 8);
     fx.server.shutdown();
 }
+
+#[test]
+fn idle_connections_cannot_lock_the_admin_api_out() {
+    let fx = start();
+    let addr = fx.server.local_addr();
+    // Twice the connection limit, idle or stopped halfway through a request head.
+    let mut idle: Vec<TcpStream> = (0..2 * leofs_manager::admin::MAX_ADMIN_CONNECTIONS)
+        .map(|i| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            if i % 4 == 0 {
+                stream
+                    .write_all(b"GET /v1/status HTTP/1.1\r\nhost: x\r\n")
+                    .unwrap();
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_eq!(fx.client.status().unwrap().cores, 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The connections replaced are those idle the longest: the newest still serves a request.
+    let token = admin_token(&fx);
+    let newest = idle.last_mut().unwrap();
+    newest
+        .write_all(
+            format!("GET /v1/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = String::new();
+    newest.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+    fx.server.shutdown();
+}
+
+/// The admin token the fixture's manager wrote.
+fn admin_token(fx: &Fixture) -> String {
+    std::fs::read_to_string(fx.data_dir.join("manager").join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}

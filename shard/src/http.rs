@@ -4,6 +4,15 @@
 //! Every listener and connection registers in its core's [`ConnectionHub`]; on shutdown the hub
 //! tells each to stop (listeners stop accepting, connections finish the request in flight and
 //! close) and the node waits, bounded, until the hub is empty.
+//!
+//! Overload: a core serves at most `connections_per_core_max` connections (`balance` places a
+//! connection on a core with room). A connection accepted while every core is full is not reset:
+//! it is answered once with the listener's [`OverloadAnswer`] (`503`, `Connection: close`), and
+//! the request bytes it sent are read and dropped before the close (a "lingering close": closing
+//! a socket with unread input makes the kernel send a reset, which can destroy the answer before
+//! the client reads it). At most [`REFUSALS_PER_CORE_MAX`] such answers are in flight per core,
+//! each bounded by [`REFUSAL_TIME_MAX`] and [`LINGER_BYTES_MAX`]; beyond that a connection is
+//! closed at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -40,6 +49,42 @@ pub const MAX_HEADERS: usize = 128;
 pub const LISTEN_BACKLOG: i32 = 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Overload answers in flight per core; a connection over the cap beyond these is closed at once.
+pub const REFUSALS_PER_CORE_MAX: usize = 64;
+/// Longest an overload answer may take, from accept to close (request head, answer, linger).
+pub const REFUSAL_TIME_MAX: Duration = Duration::from_secs(5);
+/// Most request bytes read and dropped after an overload answer before the connection closes.
+pub const LINGER_BYTES_MAX: usize = 1024 * 1024;
+/// Read buffer of a lingering close.
+const LINGER_BUFFER_BYTES: usize = 8 * 1024;
+
+/// What a listener answers a connection accepted while every core of the node serves
+/// `connections_per_core_max` connections: `503 Service Unavailable` with this body, then close.
+#[derive(Clone, Copy, Debug)]
+pub struct OverloadAnswer {
+    /// The `Content-Type` of `body`.
+    pub content_type: &'static str,
+    /// The response body (e.g. S3's `SlowDown` error document).
+    pub body: &'static str,
+}
+
+impl OverloadAnswer {
+    /// The response: 503, `Connection: close`, the body.
+    fn response(self) -> http::Response<String> {
+        let mut resp = http::Response::new(self.body.to_owned());
+        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(self.content_type),
+        );
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        resp
+    }
+}
 
 /// Listeners and connections alive on one core, each with a stop signal.
 #[derive(Default)]
@@ -50,6 +95,8 @@ pub(crate) struct ConnectionHub {
     live: RefCell<HashMap<u64, Option<oneshot::Sender<()>>>>,
     /// Listeners bound on this core so far (the ordinal of the next `serve_http` call).
     listeners_bound: Cell<usize>,
+    /// Overload answers in flight on this core (at most [`REFUSALS_PER_CORE_MAX`]).
+    refusals: Cell<usize>,
 }
 
 impl ConnectionHub {
@@ -106,13 +153,19 @@ impl Drop for Registration {
 /// Binds `addr` with SO_REUSEPORT on the current core, sets TCP_NODELAY on accepted connections and
 /// serves each with hyper http1 (keep-alive) until shutdown; in-flight requests finish on shutdown.
 /// A connection accepted while another core serves fewer connections is moved there (see
-/// `balance`), through this listener's inbox on that core.
+/// `balance`), through this listener's inbox on that core; one accepted while every core serves
+/// `connections_per_core_max` gets `overload` (see the module docs).
 ///
 /// Every core of a node binds the same address; with port 0 the first core's ephemeral port is
 /// reused by the others (cores run `init_core` one after another). The first bind of an address
 /// in the node checks that no other process listens there, so "address in use" is reported
 /// instead of silently sharing a port with another SO_REUSEPORT user.
-pub fn serve_http<S, B>(shard: &Shard, addr: SocketAddr, service: S) -> Result<(), ShardError>
+pub fn serve_http<S, B>(
+    shard: &Shard,
+    addr: SocketAddr,
+    service: S,
+    overload: OverloadAnswer,
+) -> Result<(), ShardError>
 where
     S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
         + Clone
@@ -144,10 +197,19 @@ where
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
+    let mut refusal_builder = http1::Builder::new();
+    refusal_builder
+        .keep_alive(false)
+        .timer(MonoioTimer)
+        .header_read_timeout(REFUSAL_TIME_MAX)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     let server = Rc::new(ConnectionServer {
         shard: shard.clone(),
         builder,
         service,
+        refusal_builder,
+        overload,
     });
     let core = shard.core.id;
     let mut inbox = shard.core.node.balancer.register_inbox(ordinal, core);
@@ -178,7 +240,10 @@ where
             match accepted {
                 Ok((stream, peer)) => {
                     let balancer = &server.shard.core.node.balancer;
-                    let target = balancer.place(core);
+                    let Some(target) = balancer.place(core) else {
+                        server.refuse(stream, peer);
+                        continue;
+                    };
                     let stream = if target == core {
                         stream
                     } else {
@@ -264,6 +329,35 @@ struct ConnectionServer<S> {
     shard: Shard,
     builder: http1::Builder,
     service: S,
+    /// hyper settings of overload answers (no keep-alive, short head timeout).
+    refusal_builder: http1::Builder,
+    overload: OverloadAnswer,
+}
+
+/// Counts an overload answer in flight on its core (released on drop).
+struct RefusalSlot {
+    shard: Shard,
+}
+
+impl RefusalSlot {
+    /// Takes a slot on `shard`'s core; `None` when [`REFUSALS_PER_CORE_MAX`] are in flight.
+    fn take(shard: &Shard) -> Option<Self> {
+        let refusals = &shard.core.connections.refusals;
+        if refusals.get() >= REFUSALS_PER_CORE_MAX {
+            return None;
+        }
+        refusals.set(refusals.get() + 1);
+        Some(Self {
+            shard: shard.clone(),
+        })
+    }
+}
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        let refusals = &self.shard.core.connections.refusals;
+        refusals.set(refusals.get().saturating_sub(1));
+    }
 }
 
 impl<S, B> ConnectionServer<S>
@@ -311,6 +405,78 @@ where
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+impl<S> ConnectionServer<S> {
+    /// Answers a connection accepted while every core is full with the overload answer, then
+    /// closes it after a lingering read (see the module docs); closes it at once when
+    /// [`REFUSALS_PER_CORE_MAX`] answers are already in flight on this core.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
+        let Some(slot) = RefusalSlot::take(&self.shard) else {
+            tracing::warn!(%peer, "connection limit reached and too many overload answers in flight; closing");
+            return;
+        };
+        let Some((id, stop)) = self.shard.core.connections.register() else {
+            return;
+        };
+        let registration = Registration {
+            shard: self.shard.clone(),
+            id,
+        };
+        tracing::debug!(%peer, "connection limit reached; answering 503");
+        let io = match stream.into_poll_io() {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot switch connection to poll mode");
+                return;
+            }
+        };
+        let overload = self.overload;
+        let service = hyper::service::service_fn(move |_request| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(overload.response()))
+        });
+        let answered = self
+            .refusal_builder
+            .serve_connection(io, service)
+            .without_shutdown();
+        monoio::spawn(async move {
+            let _registration = registration;
+            let _slot = slot;
+            let refusal = async move {
+                let parts = answered.await?;
+                linger(parts.io.into_inner()).await;
+                Ok::<_, hyper::Error>(())
+            };
+            let bounded = monoio::time::timeout(REFUSAL_TIME_MAX, refusal);
+            if let Either::Left((Ok(Err(e)), _)) = select(pin!(bounded), stop).await {
+                tracing::debug!(%peer, error = %e, "overload answer failed");
+            }
+        });
+    }
+}
+
+/// The lingering close after an overload answer: stops writing (the client sees the end of the
+/// answer), then reads and drops what the client still sends until it closes, at most
+/// [`LINGER_BYTES_MAX`] bytes (the caller bounds the time). Closing with unread input would make
+/// the kernel reset the connection, which can destroy the answer before the client reads it.
+async fn linger(mut io: monoio::net::tcp::stream_poll::TcpStreamPoll) {
+    use monoio::io::poll_io::{AsyncRead, AsyncWrite, ReadBuf};
+    if std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut buf = vec![0u8; LINGER_BUFFER_BYTES];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES_MAX {
+        let mut read = ReadBuf::new(&mut buf);
+        match std::future::poll_fn(|cx| Pin::new(&mut io).poll_read(cx, &mut read)).await {
+            Ok(()) if !read.filled().is_empty() => dropped += read.filled().len(),
+            // The client closed (or the connection failed): nothing more to wait for.
+            _ => return,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [`cross_core`]: the only way to reach another core (bounded, counted messages).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
-//! - `balance`: moves new connections to the core serving the fewest.
+//! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
 //! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
 
@@ -20,10 +20,13 @@ pub mod partition;
 pub mod shard;
 
 pub use error::ShardError;
-pub use http::serve_http;
+pub use http::{OverloadAnswer, serve_http};
 pub use layout::{NodeLayout, read_layout};
 pub use leofs_engine::{EngineConfig, Head, Hlc, PartitionId, PutValue, ScanEntry, Summary, Value};
-pub use node::{CoreStats, NodeConfig, NodeHandle, NodeStats, ShutdownTrigger, start_node};
+pub use node::{
+    CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, NodeConfig, NodeHandle, NodeStats,
+    ShutdownTrigger, start_node,
+};
 pub use partition::PartitionMap;
 pub use shard::Shard;
 

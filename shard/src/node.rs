@@ -31,6 +31,11 @@ use crate::layout::ensure_layout;
 use crate::shard::Core;
 use crate::{PartitionMap, Shard, ShardError};
 
+/// Default most connections one core serves ([`NodeConfig::connections_per_core_max`]). Each
+/// connection costs a file descriptor, a task and hyper's buffers, and an upload in flight holds
+/// up to a chunk (4 MiB) of memory; 1024 per core keeps that bounded while leaving far more than
+/// any benchmark or client pool here uses (at most a few hundred).
+pub const DEFAULT_CONNECTIONS_PER_CORE_MAX: usize = 1024;
 /// Longest time shutdown waits for in-flight requests before closing the engines anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a draining core checks whether its connections are gone.
@@ -57,6 +62,9 @@ pub struct NodeConfig {
     /// share the CPUs (a load generator on the same machine, an overcommitted VM): a pinned
     /// thread waits for its CPU while another CPU idles, where the kernel would move it.
     pub pin_cores: bool,
+    /// Most connections one core serves (all its listeners together); a connection accepted
+    /// while every core serves this many is answered `503` and closed (see [`crate::http`]).
+    pub connections_per_core_max: usize,
 }
 
 /// State of the node shared by every thread (Send + Sync).
@@ -286,7 +294,7 @@ where
         map,
         shutdown: Arc::new(ShutdownState::default()),
         bound: Mutex::new(Vec::new()),
-        balancer: ConnectionBalancer::new(map.cores()),
+        balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()

@@ -11,8 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use leofs_shard::{
-    EngineConfig, NodeConfig, NodeHandle, PutValue, ScanEntry, Shard, ShardError, object_hash,
-    serve_http, start_node,
+    DEFAULT_CONNECTIONS_PER_CORE_MAX, EngineConfig, NodeConfig, NodeHandle, OverloadAnswer,
+    PutValue, ScanEntry, Shard, ShardError, object_hash, serve_http, start_node,
+};
+
+/// What the test listeners answer over the connection cap.
+const OVERLOAD: OverloadAnswer = OverloadAnswer {
+    content_type: "text/plain",
+    body: "too busy",
 };
 
 type Scenario = Box<dyn FnOnce(Shard) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -28,6 +34,7 @@ fn config(dir: &std::path::Path, cores: usize) -> NodeConfig {
         partitions: 1024,
         engine,
         pin_cores: true,
+        connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
     }
 }
 
@@ -283,7 +290,12 @@ fn start_http_node(
     cores: usize,
     delay: Duration,
 ) -> (NodeHandle, SocketAddr) {
-    let node = start_node(config(dir, cores), move |shard| {
+    start_http_node_with(config(dir, cores), delay)
+}
+
+/// [`start_http_node`] with any node configuration.
+fn start_http_node_with(config: NodeConfig, delay: Duration) -> (NodeHandle, SocketAddr) {
+    let node = start_node(config, move |shard| {
         let core = shard.core_id();
         let service = hyper::service::service_fn(
             move |_request: http::Request<hyper::body::Incoming>| async move {
@@ -293,7 +305,7 @@ fn start_http_node(
                 ))))
             },
         );
-        serve_http(&shard, "127.0.0.1:0".parse().unwrap(), service)?;
+        serve_http(&shard, "127.0.0.1:0".parse().unwrap(), service, OVERLOAD)?;
         Ok(())
     })
     .unwrap();
@@ -423,6 +435,67 @@ fn oversized_request_headers_get_431() {
 }
 
 #[test]
+fn connections_over_the_cap_get_the_overload_answer_and_an_orderly_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut capped = config(dir.path(), 2);
+    capped.connections_per_core_max = 2;
+    let (node, addr) = start_http_node_with(capped, Duration::ZERO);
+    // Four served connections fill both cores.
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+                .unwrap();
+            assert!(read_response(&mut stream).contains("core "));
+            stream
+        })
+        .collect();
+    // The fifth gets 503 and the overload body, then an orderly close: its unread request
+    // body (larger than the socket buffers) is read and dropped rather than reset.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let body = vec![b'x'; 1 << 20];
+    stream
+        .write_all(b"PUT / HTTP/1.1\r\nhost: test\r\ncontent-length: 1048576\r\n\r\n")
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("an answer and a close, not a reset");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.ends_with("too busy"), "{answer}");
+    // The held connections are still served.
+    held[0]
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut held[0]).contains("core "));
+    // A slot frees when a served connection closes.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut stream);
+        if response.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(std::time::Instant::now() < deadline, "no slot freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    node.shutdown_trigger().trigger();
+    node.wait().unwrap();
+}
+
+#[test]
 fn binding_a_port_another_process_listens_on_fails_with_address_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -434,6 +507,7 @@ fn binding_a_port_another_process_listens_on_fails_with_address_in_use() {
             hyper::service::service_fn(|_r: http::Request<hyper::body::Incoming>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
             }),
+            OVERLOAD,
         )?)
     })
     .err()

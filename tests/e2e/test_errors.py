@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import socket
 import time
 import zlib
 
 import pytest
+from botocore.exceptions import ClientError
 
 from checksums import s3_checksum
 from leofs_harness import b64, raw_request, sigv4_headers, signed_chunks
@@ -296,3 +298,35 @@ def test_signed_streaming_chunks(server, bucket, s3):
     r = put_signed_chunks(server, bucket, "tampered-chunks", body, tamper_chunk=1)
     assert_absent(server, bucket, "tampered-chunks")
     assert_error(r, 403, "SignatureDoesNotMatch")
+
+
+def test_an_early_error_to_an_upload_leaves_the_client_usable(make_server):
+    """boto3 sends PutObject with `Expect: 100-continue`; answered early (here AccessDenied) it
+    never sends the body. The answer must close the connection: kept open, the next request's
+    first bytes were taken for that body (SignatureDoesNotMatch within a few rounds)."""
+    srv = make_server()
+    srv.client().create_bucket(Bucket="root-only")
+    creds = json.loads(srv.adm("create-user", "mallory", json_output=True).stdout)
+    # On the wire: the early answer says `Connection: close`, and the server closes.
+    headers = sigv4_headers("PUT", f"127.0.0.1:{srv.s3_port}", "/root-only/k", None,
+                            {"content-length": "5", "expect": "100-continue"}, "UNSIGNED-PAYLOAD",
+                            creds["access_key_id"], creds["secret_access_key"])
+    sock = socket.create_connection(("127.0.0.1", srv.s3_port), timeout=10)
+    try:
+        sock.sendall(("PUT /root-only/k HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                      + "\r\n").encode())
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    finally:
+        sock.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 403") and "connection: close" in head, answer
+    # And through boto3, which reuses connections unless told otherwise.
+    other = srv.client(creds["access_key_id"], creds["secret_access_key"])
+    other.create_bucket(Bucket="mallory-bucket")
+    for n in range(30):
+        with pytest.raises(ClientError) as e:
+            other.put_object(Bucket="root-only", Key=f"k{n}", Body=b"x")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        assert other.list_objects_v2(Bucket="mallory-bucket")["KeyCount"] == 0

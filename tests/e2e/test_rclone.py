@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+import requests
+
+from conftest import unique_bucket_name
+from leofs_harness import empty_bucket
 from treeutil import SAMPLE_TREE, make_tree, tree_digests
 
 
@@ -59,3 +63,22 @@ def test_rclone_large_multipart(rclone, s3, bucket, tmp_path):
     assert hashlib.md5(body).hexdigest() == hashlib.md5(data).hexdigest()
     check = rclone("check", str(src), f"leo:{bucket}/big")
     assert "0 differences found" in check.stderr, check.stderr
+
+
+def test_rclone_into_a_public_bucket_needs_acl_public_read(rclone, s3, server, tmp_path):
+    """rclone sends `x-amz-acl: private` by default; in a public-read bucket that would make the
+    object private on S3, which the node cannot honour: refused, and `--s3-acl public-read`
+    (what the README advises) works."""
+    name = unique_bucket_name("rcpub")
+    s3.create_bucket(Bucket=name, ACL="public-read")
+    try:
+        f = tmp_path / "f.txt"
+        f.write_bytes(b"public via rclone")
+        refused = rclone("copy", str(f), f"leo:{name}/", check=False)
+        assert refused.returncode != 0 and "NotImplemented" in refused.stderr, refused.stderr
+        rclone("copy", "--s3-acl", "public-read", str(f), f"leo:{name}/")
+        r = requests.get(f"{server.endpoint}/{name}/f.txt", timeout=30)
+        assert r.status_code == 200 and r.content == b"public via rclone"
+    finally:
+        empty_bucket(s3, name)
+        s3.delete_bucket(Bucket=name)

@@ -15,6 +15,7 @@ pub mod get;
 pub mod list;
 pub mod multipart;
 pub mod put;
+pub mod unsupported;
 
 use std::time::{Duration, SystemTime};
 
@@ -66,7 +67,7 @@ dispatch! {
     get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput => bucket::get_bucket_acl;
     put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => bucket::put_bucket_acl;
     get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => bucket::get_bucket_versioning;
-    put_object(PutObjectInput) -> PutObjectOutput => put::put_object;
+    put_object(PutObjectInput) -> PutObjectOutput => put_or_post_object;
     get_object(GetObjectInput) -> GetObjectOutput => get::get_object;
     head_object(HeadObjectInput) -> HeadObjectOutput => get::head_object;
     delete_object(DeleteObjectInput) -> DeleteObjectOutput => delete::delete_object;
@@ -82,6 +83,21 @@ dispatch! {
     abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput => multipart::abort_multipart_upload;
     list_parts(ListPartsInput) -> ListPartsOutput => multipart::list_parts;
     list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput => multipart::list_multipart_uploads;
+}
+
+/// PutObject, and PostObject (s3s's default `post_object` calls `put_object`). A browser form
+/// carries its ACL and encryption fields in the form, where the access check cannot see them,
+/// so a POST's fields are checked here as headers would be.
+async fn put_or_post_object(
+    ctx: &Ctx,
+    req: S3Request<PutObjectInput>,
+) -> Result<S3Response<PutObjectOutput>, GatewayError> {
+    if req.method == http::Method::POST {
+        let bucket = ctx.manager.snapshot().bucket(&req.input.bucket).cloned();
+        let fields = unsupported::put_input_headers(&req.input);
+        unsupported::check_operation("PutObject", &fields, bucket.as_ref())?;
+    }
+    put::put_object(ctx, req).await
 }
 
 /// The bucket record, or `NoSuchBucket`.

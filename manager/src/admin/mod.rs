@@ -2,27 +2,37 @@
 //! http1), bound to loopback by default, every request authorized by the bearer token stored in
 //! `<data_dir>/manager/admin.token`. It never touches the data path: object counts and bucket
 //! emptiness come from the node through [`NodeStatusSource`].
+//!
+//! Connections: at most [`MAX_ADMIN_CONNECTIONS`] are served at once, each for at most
+//! [`MAX_ADMIN_CONNECTION_MS`]. When all are taken, a new connection replaces the one that has
+//! been idle the longest (no request being handled on it), as a web server reuses idle keep-alive
+//! connections: idle or half-sent connections cannot lock an operator out. Only when every
+//! connection is busy with a request is a new one closed.
 
 mod routes;
 pub mod wire;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
 use hyper_util::rt::TokioIo;
 use monoio::io::IntoPollIo;
 
 use crate::{Manager, ManagerError};
 
-/// Most admin connections served at once; more are closed on accept.
+/// Most admin connections served at once; a new one beyond replaces the one idle the longest.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Longest an admin connection may stay open (bounds slow or idle clients; requests are tiny).
 pub const MAX_ADMIN_CONNECTION_MS: u64 = 60_000;
@@ -187,7 +197,7 @@ fn run_server(
         };
         let _ = ready.send(Ok(()));
         let context = Rc::new(context);
-        let active = Rc::new(Cell::new(0usize));
+        let connections = Rc::new(Connections::default());
         loop {
             let accepted = listener.accept().await;
             if stop.load(Ordering::Acquire) {
@@ -195,12 +205,11 @@ fn run_server(
             }
             match accepted {
                 Ok((stream, peer)) => {
-                    if active.get() >= MAX_ADMIN_CONNECTIONS {
-                        tracing::warn!(%peer, "admin API connection limit reached; closing connection");
+                    let Some(admitted) = connections.admit() else {
+                        tracing::warn!(%peer, "every admin API connection is busy with a request; closing connection");
                         continue;
-                    }
-                    let slot = ConnectionSlot::take(&active);
-                    monoio::spawn(serve_connection(stream, Rc::clone(&context), slot));
+                    };
+                    monoio::spawn(serve_connection(stream, Rc::clone(&context), admitted));
                 }
                 Err(err) => {
                     tracing::warn!(%err, "admin API accept failed");
@@ -212,27 +221,116 @@ fn run_server(
     });
 }
 
-/// Counts a connection against [`MAX_ADMIN_CONNECTIONS`] until dropped.
-struct ConnectionSlot(Rc<Cell<usize>>);
+/// The admin connections of the server thread (see the module docs).
+#[derive(Default)]
+struct Connections {
+    next_id: Cell<u64>,
+    /// Every connection whose task still runs, by accept order.
+    live: RefCell<BTreeMap<u64, Connection>>,
+}
 
-impl ConnectionSlot {
-    fn take(active: &Rc<Cell<usize>>) -> ConnectionSlot {
-        active.set(active.get() + 1);
-        ConnectionSlot(Rc::clone(active))
+/// One admin connection as [`Connections`] sees it.
+struct Connection {
+    activity: Activity,
+    /// Tells the connection's task to drop it; `None` once sent.
+    replace: Option<oneshot::Sender<()>>,
+}
+
+/// When a connection last did something, and whether it is doing something now.
+#[derive(Clone)]
+struct Activity {
+    /// Requests being handled on the connection.
+    in_flight: Rc<Cell<usize>>,
+    /// When a request last started or ended on it (its accept time at first).
+    last: Rc<Cell<Instant>>,
+}
+
+impl Activity {
+    /// Marks a request as being handled until the guard drops.
+    fn begin(&self) -> Busy {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.last.set(Instant::now());
+        Busy(self.clone())
     }
 }
 
-impl Drop for ConnectionSlot {
+/// A request being handled (see [`Activity::begin`]).
+struct Busy(Activity);
+
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        let activity = &self.0;
+        activity
+            .in_flight
+            .set(activity.in_flight.get().saturating_sub(1));
+        activity.last.set(Instant::now());
     }
 }
 
-/// Serves one connection with hyper http1 (keep-alive) until the client closes it.
+/// A connection admitted by [`Connections::admit`]; leaves the set when dropped.
+struct Admitted {
+    connections: Rc<Connections>,
+    id: u64,
+    activity: Activity,
+    /// Resolves when the connection is replaced by a newer one.
+    replaced: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.connections.live.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Connections {
+    /// Admits a new connection. When [`MAX_ADMIN_CONNECTIONS`] are served, the one idle the
+    /// longest is told to go (its task drops it at once); `None` when every connection is busy
+    /// with a request, or when that many replaced ones have not ended yet.
+    fn admit(self: &Rc<Self>) -> Option<Admitted> {
+        let mut live = self.live.borrow_mut();
+        let serving = live.values().filter(|c| c.replace.is_some()).count();
+        if serving >= MAX_ADMIN_CONNECTIONS {
+            let idlest = live
+                .values_mut()
+                .filter(|c| c.replace.is_some() && c.activity.in_flight.get() == 0)
+                .min_by_key(|c| c.activity.last.get())?;
+            if let Some(replace) = idlest.replace.take() {
+                // A task that already ended has dropped its receiver: nothing to tell it.
+                let _ = replace.send(());
+            }
+        }
+        if live.len() >= 2 * MAX_ADMIN_CONNECTIONS {
+            return None;
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let activity = Activity {
+            in_flight: Rc::new(Cell::new(0)),
+            last: Rc::new(Cell::new(Instant::now())),
+        };
+        let (replace, replaced) = oneshot::channel();
+        live.insert(
+            id,
+            Connection {
+                activity: activity.clone(),
+                replace: Some(replace),
+            },
+        );
+        Some(Admitted {
+            connections: Rc::clone(self),
+            id,
+            activity,
+            replaced: Some(replaced),
+        })
+    }
+}
+
+/// Serves one connection with hyper http1 (keep-alive) until the client closes it, it reaches
+/// [`MAX_ADMIN_CONNECTION_MS`], or a newer connection replaces it while it is idle.
 async fn serve_connection(
     stream: monoio::net::TcpStream,
     context: Rc<routes::AdminContext>,
-    _slot: ConnectionSlot,
+    mut admitted: Admitted,
 ) {
     let io = match stream.into_poll_io() {
         Ok(io) => TokioIo::new(io),
@@ -241,14 +339,31 @@ async fn serve_connection(
             return;
         }
     };
+    let activity = admitted.activity.clone();
     let service = hyper::service::service_fn(move |request| {
         let context = Rc::clone(&context);
-        async move { Ok::<_, Infallible>(routes::handle(&context, request).await) }
+        let busy = activity.begin();
+        async move {
+            let response = routes::handle(&context, request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-    match monoio::time::timeout(Duration::from_millis(MAX_ADMIN_CONNECTION_MS), connection).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!(%err, "admin API connection ended with an error"),
-        Err(_) => tracing::debug!("admin API connection closed after {MAX_ADMIN_CONNECTION_MS} ms"),
+    let bounded = monoio::time::timeout(Duration::from_millis(MAX_ADMIN_CONNECTION_MS), connection);
+    let Some(replaced) = admitted.replaced.take() else {
+        return;
+    };
+    match select(pin!(bounded), replaced).await {
+        Either::Left((Ok(Ok(())), _)) => {}
+        Either::Left((Ok(Err(err)), _)) => {
+            tracing::debug!(%err, "admin API connection ended with an error");
+        }
+        Either::Left((Err(_), _)) => {
+            tracing::debug!("admin API connection closed after {MAX_ADMIN_CONNECTION_MS} ms");
+        }
+        Either::Right(_) => {
+            tracing::debug!("idle admin API connection replaced by a new one");
+        }
     }
 }
