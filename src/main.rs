@@ -18,8 +18,8 @@ use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admi
 use leofs_manager::store::ADMIN_USER_ID;
 use leofs_manager::{Credentials, Manager};
 use leofs_shard::{
-    DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, NodeConfig, NodeStats, ShardError,
-    read_layout, start_node,
+    DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, GcConfig, NodeConfig, NodeStats,
+    ShardError, read_layout, start_node,
 };
 use serde::Deserialize;
 
@@ -94,6 +94,10 @@ struct ServerArgs {
     /// [default: 1024].
     #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
     connections_per_core_max: Option<usize>,
+    /// Longest time a GET keeps the chunks it streams from being collected after an overwrite or
+    /// delete; orphan chunks are swept within it [default: 3600].
+    #[arg(long, value_name = "SECS", env = "LEOFS_CHUNK_GRACE_SECS")]
+    chunk_grace_secs: Option<u64>,
 }
 
 /// The keys of leofs.toml.
@@ -110,6 +114,7 @@ struct FileConfig {
     pin_cores: Option<bool>,
     body_idle_timeout_secs: Option<u64>,
     connections_per_core_max: Option<usize>,
+    chunk_grace_secs: Option<u64>,
     #[serde(default)]
     engine: EngineFileConfig,
 }
@@ -137,6 +142,8 @@ struct ServerConfig {
     pin_cores: bool,
     /// Most connections one core serves.
     connections_per_core_max: usize,
+    /// Garbage collection of chunks (read-lease grace, orphan sweeps).
+    gc: GcConfig,
     gateway: GatewayConfig,
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
@@ -253,6 +260,11 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     if connections_per_core_max == 0 {
         bail!("connections_per_core_max must be at least 1, got 0");
     }
+    let gc = match args.chunk_grace_secs.or(file.chunk_grace_secs) {
+        Some(0) => bail!("chunk_grace_secs must be at least 1, got 0"),
+        Some(secs) => GcConfig::with_grace(Duration::from_secs(secs)),
+        None => GcConfig::default(),
+    };
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));
     if let Some(segment_size_bytes) = file.engine.segment_size_bytes {
         if segment_size_bytes == 0 || segment_size_bytes % 4096 != 0 {
@@ -279,6 +291,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         cores: args.cores.or(file.cores),
         pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(true),
         connections_per_core_max,
+        gc,
         gateway,
         engine,
         cache_configured: file.engine.cache_bytes.is_some(),
@@ -411,6 +424,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         engine,
         pin_cores: config.pin_cores,
         connections_per_core_max: config.connections_per_core_max,
+        gc: config.gc,
     };
     let core_manager = manager.clone();
     let started = Instant::now();
@@ -467,18 +481,23 @@ impl NodeStatusSource for StatusSource {
     fn node_status(&self) -> NodeStatus {
         let shards = self
             .stats
-            .stats()
+            .core_stats()
             .into_iter()
-            .map(|(core, engine, partitions_owned)| ShardStatus {
-                core,
-                partitions_owned,
-                live_records: engine.live_records,
-                tombstones: engine.tombstones,
-                live_bytes: engine.live_bytes,
-                dead_bytes: engine.dead_bytes,
-                segments: engine.segments,
-                index_bytes: engine.index_bytes,
-                corrupt_records: engine.corrupt_records,
+            .map(|s| ShardStatus {
+                core: s.core,
+                partitions_owned: s.partitions_owned,
+                live_records: s.engine.live_records,
+                tombstones: s.engine.tombstones,
+                live_bytes: s.engine.live_bytes,
+                dead_bytes: s.engine.dead_bytes,
+                segments: s.engine.segments,
+                index_bytes: s.engine.index_bytes,
+                corrupt_records: s.engine.corrupt_records,
+                free_segments: s.engine.free_segments,
+                segments_set_aside: s.engine.segments_set_aside,
+                garbage_pending: s.gc.entries_pending,
+                chunks_collected: s.gc.chunks_collected,
+                orphan_chunks_swept: s.gc.orphan_chunks_swept,
             })
             .collect();
         NodeStatus {

@@ -34,6 +34,11 @@ impl NodeStatusSource for FixedNode {
                     segments: 4,
                     index_bytes: 65_536,
                     corrupt_records: 0,
+                    free_segments: 1,
+                    segments_set_aside: 0,
+                    garbage_pending: 0,
+                    chunks_collected: 5,
+                    orphan_chunks_swept: 0,
                 })
                 .collect(),
         }

@@ -3,7 +3,8 @@
 #   1. installs what is missing (Python packages from tests/e2e/requirements.txt with pip;
 #      rclone from Debian's apt when running as root),
 #   2. builds the release binaries (`cargo build --release --bins`),
-#   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it),
+#   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it), and
+#      the engine's tests once more with plain `cargo test --release` (one process per binary),
 #   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary.
 # Exits non-zero if any step fails. pytest's closing line is the last test-runner line printed.
 #
@@ -95,6 +96,16 @@ else
         cargo test --workspace "${feature_args[@]}" && rust_ok=ok || rust_ok=FAIL
         record "cargo test (workspace)" "$rust_ok" $(( $(now) - t0 ))
     fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The engine's tests must also pass as plain `cargo test` runs them: every test of a binary in
+# one process, sharing its fail-point registry (nextest runs each test in a process of its own).
+if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" != 1 ]; then
+    step "cargo test -p leofs-engine --release (all tests of a binary in one process)"
+    t0=$(now)
+    cargo test -p leofs-engine --release && engine_ok=ok || engine_ok=FAIL
+    record "cargo test (engine, release)" "$engine_ok" $(( $(now) - t0 ))
 fi
 
 # ---------------------------------------------------------------------------------------------

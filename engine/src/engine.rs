@@ -19,7 +19,7 @@ use crate::record::{Kind, record_len};
 use crate::segment::{Log, SegState};
 use crate::writer::{AppendReq, Request};
 use crate::{
-    CompactionReport, EngineConfig, EngineError, EngineStats, Head, Hlc, MAX_BODY_BYTES,
+    CompactionReport, EngineConfig, EngineError, EngineStats, Head, Hlc, Lookup, MAX_BODY_BYTES,
     MAX_KEY_BYTES, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, Value,
 };
 
@@ -248,6 +248,59 @@ impl Engine {
             reply,
         };
         self.inner.append(req, rx).await
+    }
+
+    /// Stores a small record whose purpose is to free space (the durable note that a deleted
+    /// object's chunks are garbage): like a tombstone it may use the spare segment that
+    /// foreground puts must leave, so that deleting works on a full disk. The record must fit a
+    /// group-commit batch.
+    pub async fn put_reclaiming(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        value: PutValue,
+    ) -> Result<Hlc, EngineError> {
+        check_limits(key, value.meta.len(), value.body.len() as u64)?;
+        self.inner.check_writable()?;
+        let len = record_len(key.len(), value.meta.len(), value.body.len() as u64);
+        if len > self.inner.config.batch_bytes_max as u64 {
+            return Err(EngineError::TooLarge {
+                what: "space-freeing record",
+                len,
+                max: self.inner.config.batch_bytes_max as u64,
+            });
+        }
+        let hlc = self.stamp(value.hlc);
+        let (reply, rx) = oneshot::channel();
+        let req = AppendReq {
+            kind: Kind::Put,
+            partition,
+            key: key.into(),
+            meta: value.meta,
+            body: value.body,
+            hlc,
+            summary: value.summary,
+            use_spare: true,
+            reply,
+        };
+        self.inner.append(req, rx).await
+    }
+
+    /// What the index knows of `key`'s newest record (tombstones included), without I/O: cheap
+    /// enough to evaluate a write's precondition at its commit point.
+    pub fn lookup(&self, partition: PartitionId, key: &[u8]) -> Option<Lookup> {
+        let state = self.inner.state.borrow();
+        let e = state.index.get(partition, key)?;
+        Some(Lookup {
+            hlc: e.hlc,
+            summary: if e.tombstone {
+                Summary::default()
+            } else {
+                e.summary
+            },
+            body_len: if e.tombstone { 0 } else { e.body_len },
+            tombstone: e.tombstone,
+        })
     }
 
     /// Like [`Engine::put`] but the body of `body_len` bytes arrives in pieces from `body`,

@@ -1,8 +1,10 @@
 //! Engine-level unit tests: real files in a temporary directory, a real io_uring runtime.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::{RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +12,43 @@ use futures_util::future::join_all;
 
 use crate::{Engine, EngineConfig, EngineError, Hlc, PutValue, Summary, SyncPolicy};
 
+/// Fail points are process-wide. Under `cargo test` these tests share one process (nextest
+/// gives each its own), so a test that arms a fail point runs alone: it holds this lock for
+/// writing, every other test holds it for reading while its engine runs.
+static FAIL_POINTS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// Set while this test thread holds [`FAIL_POINTS`] for writing.
+    static ARMING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Exclusive use of the fail points for one test (and the `fail` crate's scenario).
+struct FailPoints {
+    scenario: Option<fail::FailScenario<'static>>,
+    _exclusive: RwLockWriteGuard<'static, ()>,
+}
+
+impl FailPoints {
+    fn exclusive() -> Self {
+        let exclusive = FAIL_POINTS.write().unwrap_or_else(|e| e.into_inner());
+        ARMING.with(|a| a.set(true));
+        Self {
+            scenario: Some(fail::FailScenario::setup()),
+            _exclusive: exclusive,
+        }
+    }
+}
+
+impl Drop for FailPoints {
+    fn drop(&mut self) {
+        if let Some(scenario) = self.scenario.take() {}
+        ARMING.with(|a| a.set(false));
+    }
+}
+
 fn run<F: Future>(f: F) -> F::Output {
+    let _shared =
+        (!ARMING.with(Cell::get)).then(|| FAIL_POINTS.read().unwrap_or_else(|e| e.into_inner()));
     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .enable_timer()
         .build()
@@ -797,8 +835,8 @@ fn disk_full_then_recovers_after_deletes_and_compaction() {
 
 #[test]
 fn failed_segment_header_fdatasync_stops_writes() {
-    // Fail points are process-wide: nextest runs each test in its own process.
-    let scenario = fail::FailScenario::setup();
+    // Fail points are process-wide: this test holds them alone (see `FailPoints`).
+    let _fail_points = FailPoints::exclusive();
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let engine = Engine::open(config(dir.path())).await.unwrap();
@@ -822,7 +860,6 @@ fn failed_segment_header_fdatasync_stops_writes() {
         engine.put(0, b"c", value(b"small")).await.unwrap();
         assert_eq!(get_body(&engine, 0, "c").await.unwrap(), b"small");
     });
-    scenario.teardown();
 }
 
 #[test]
@@ -879,8 +916,8 @@ fn dropped_tombstone_stays_dropped_while_a_stream_holds_the_replay_start() {
 
 #[test]
 fn stream_sharing_a_failed_fdatasync_is_not_acknowledged() {
-    // Fail points are process-wide: nextest runs each test in its own process.
-    let scenario = fail::FailScenario::setup();
+    // Fail points are process-wide: this test holds them alone (see `FailPoints`).
+    let _fail_points = FailPoints::exclusive();
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let cfg = EngineConfig {
@@ -913,7 +950,6 @@ fn stream_sharing_a_failed_fdatasync_is_not_acknowledged() {
         );
         assert_eq!(get_body(&engine, 0, "streamed").await, None);
     });
-    scenario.teardown();
 }
 
 #[test]

@@ -48,6 +48,6 @@ mod engine_tests;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use types::{
-    CompactionReport, EngineConfig, EngineStats, Head, Hlc, MAX_BODY_BYTES, MAX_KEY_BYTES,
+    CompactionReport, EngineConfig, EngineStats, Head, Hlc, Lookup, MAX_BODY_BYTES, MAX_KEY_BYTES,
     MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, SyncPolicy, Value,
 };

@@ -143,6 +143,19 @@ pub struct Head {
     pub hlc: Hlc,
 }
 
+/// What the index knows of a key's newest record, from memory alone (no disk read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// Timestamp of the newest record.
+    pub hlc: Hlc,
+    /// Its summary (zeroed for a tombstone).
+    pub summary: Summary,
+    /// Its body length (0 for a tombstone).
+    pub body_len: u64,
+    /// True when the newest record is a tombstone.
+    pub tombstone: bool,
+}
+
 /// One key of a scan, from the index alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanEntry {

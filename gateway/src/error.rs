@@ -84,12 +84,34 @@ fn manager_error(e: ManagerError) -> S3Error {
     S3Error::with_message(code, e.to_string())
 }
 
+impl From<leofs_shard::object_layout::LayoutError> for GatewayError {
+    fn from(e: leofs_shard::object_layout::LayoutError) -> Self {
+        GatewayError::Corrupt {
+            what: e.what,
+            detail: e.detail,
+        }
+    }
+}
+
 impl From<GatewayError> for S3Error {
     fn from(e: GatewayError) -> Self {
         match e {
             GatewayError::S3(err) => err,
             GatewayError::Engine(err) => engine_error(&err),
             GatewayError::Shard(ShardError::Engine(err)) => engine_error(&err),
+            GatewayError::Shard(ShardError::PreconditionFailed) => S3Error::with_message(
+                S3ErrorCode::PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold",
+            ),
+            GatewayError::Shard(ShardError::NoSuchObject) => {
+                S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
+            }
+            GatewayError::Shard(
+                err @ (ShardError::MissingChunk { .. } | ShardError::Record(_)),
+            ) => {
+                tracing::error!(error = %err, "internal error");
+                S3Error::with_message(S3ErrorCode::InternalError, err.to_string())
+            }
             GatewayError::Shard(err) => {
                 S3Error::with_message(S3ErrorCode::ServiceUnavailable, err.to_string())
             }

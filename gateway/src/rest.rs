@@ -225,8 +225,15 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                     None => BodyLayout::Inline,
                 },
             };
-            ctx.commit_object(&bucket, &key, &meta, written.inline.unwrap_or_default())
-                .await?;
+            ctx.commit_object(
+                &bucket,
+                &key,
+                &meta,
+                written.inline.unwrap_or_default(),
+                leofs_shard::WriteCondition::none(),
+                written.registration,
+            )
+            .await?;
             let mut resp = text(StatusCode::OK, String::new());
             if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag())) {
                 resp.headers_mut().insert(header::ETAG, v);

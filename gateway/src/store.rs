@@ -1,9 +1,12 @@
 //! Object I/O shared by the S3 and REST front ends: streaming a request body into chunk records
-//! (≤ ~2 chunks in memory), committing manifests (the commit point) and collecting the chunks they
-//! replace, streaming bodies back with bounded read-ahead, and deleting objects.
+//! (≤ ~2 chunks in memory) under a version registered with storage, committing manifests (the
+//! commit point, where storage evaluates the write's precondition), leasing a chunked object's
+//! chunks for a read and streaming them back with bounded read-ahead, and deleting objects.
 //!
-//! It never buffers a whole object: memory per request is bounded by ~2 × `chunk_size_bytes` on
-//! PUT and `READ_AHEAD_CHUNKS` chunks on GET.
+//! It never owns garbage: storage queues what an overwrite, a delete or an abandoned write
+//! leaves behind (`leofs_shard::objects`), and a read's lease keeps the chunks it streams until
+//! it ends. It never buffers a whole object: memory per request is bounded by
+//! ~2 × `chunk_size_bytes` on PUT and `READ_AHEAD_CHUNKS` chunks on GET.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -13,22 +16,26 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
 use leofs_manager::Manager;
-use leofs_shard::{Hlc, PartitionId, PutValue, Shard, Summary, hash_bytes, object_hash};
+use leofs_shard::{
+    ChunkLease, Hlc, PartitionId, PutValue, Shard, ShardError, Summary, WriteCondition,
+    WriteRegistration, hash_bytes,
+};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
 
 use crate::GatewayConfig;
 use crate::error::GatewayError;
 use crate::layout::{
-    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, VersionId, chunk_key,
+    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key,
     object_key, plan_reads,
 };
 use crate::md5::Md5;
 
 /// Chunks fetched ahead of the one being sent on a GET.
 pub const READ_AHEAD_CHUNKS: usize = 2;
-/// Concurrent deletes when collecting the chunks of a replaced or deleted object.
-pub const DELETE_CONCURRENCY: usize = 16;
+/// Times a read re-reads a manifest whose chunks went missing under it (it was overwritten or
+/// deleted between reading the manifest and leasing the chunks).
+const LEASE_ATTEMPTS_MAX: usize = 5;
 
 /// What every request handler on a core needs: the core's shard handle, the manager and the config.
 #[derive(Clone)]
@@ -49,6 +56,9 @@ pub struct StoredObject {
     pub hlc: Hlc,
     /// The inline body (empty for chunked objects or when read with `head`).
     pub inline: Bytes,
+    /// For a chunked object read with [`Ctx::get_object`]: the lease that keeps its chunks
+    /// until the read (and every body stream opened from it) ends.
+    pub lease: Option<Rc<ChunkLease>>,
 }
 
 /// A body written by [`write_body`].
@@ -63,6 +73,9 @@ pub struct Written {
     pub inline: Option<Bytes>,
     /// The chunked segment written (`None` for inline bodies).
     pub segment: Option<Segment>,
+    /// The registration of the segment's version: hand it to the commit that references the
+    /// segment; dropped instead, storage queues the chunks as garbage.
+    pub registration: Option<WriteRegistration>,
 }
 
 impl Ctx {
@@ -77,8 +90,7 @@ impl Ctx {
 
     /// Partition of an object record.
     pub fn object_partition(&self, bucket: &str, key: &str) -> PartitionId {
-        self.shard
-            .partition_of(object_hash(bucket.as_bytes(), key.as_bytes()))
+        self.shard.object_partition(bucket, key)
     }
 
     /// Partition of any other record (chunks, uploads, parts): hashed on its engine key.
@@ -86,8 +98,61 @@ impl Ctx {
         self.shard.partition_of(hash_bytes(engine_key))
     }
 
-    /// Reads an object record with its inline body.
+    /// Reads an object record with its inline body; for a chunked object, also leases its
+    /// chunks (checking they exist) so that an overwrite or a delete that commits while the
+    /// body streams does not collect them. A chunk found missing because the object changed
+    /// meanwhile means reading it again; missing under an unchanged manifest, it is an error.
     pub async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<StoredObject>, GatewayError> {
+        for _ in 0..LEASE_ATTEMPTS_MAX {
+            let Some(mut obj) = self.read_object_record(bucket, key).await? else {
+                return Ok(None);
+            };
+            let versions = obj.meta.versions();
+            if versions.is_empty() {
+                return Ok(Some(obj));
+            }
+            match self.shard.lease_chunks(bucket, key, &versions).await {
+                // Still the current manifest once the lease is held: whatever replaces it from
+                // now on is collected only after the lease ends. (A version replaced and
+                // collected before the lease would stream missing chunks.)
+                Ok(lease) if self.is_current(bucket, key, &obj).await? => {
+                    obj.lease = Some(Rc::new(lease));
+                    return Ok(Some(obj));
+                }
+                Ok(_) => {}
+                Err(ShardError::MissingChunk { index, .. }) => {
+                    if self.is_current(bucket, key, &obj).await? {
+                        return Err(GatewayError::MissingChunk(format!(
+                            "chunk {index} of {bucket}/{key}"
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(GatewayError::s3(
+            s3s::S3ErrorCode::SlowDown,
+            "The object changed under every read attempt; please retry.",
+        ))
+    }
+
+    /// Whether `obj` is still the object's newest record (an index lookup on its core).
+    async fn is_current(
+        &self,
+        bucket: &str,
+        key: &str,
+        obj: &StoredObject,
+    ) -> Result<bool, GatewayError> {
+        let part = self.object_partition(bucket, key);
+        let now = self.shard.lookup(part, object_key(bucket, key)).await?;
+        Ok(now.is_some_and(|n| !n.tombstone && n.hlc == obj.hlc))
+    }
+
+    async fn read_object_record(
         &self,
         bucket: &str,
         key: &str,
@@ -100,6 +165,7 @@ impl Ctx {
             meta: ObjectMeta::decode(&v.meta)?,
             hlc: v.hlc,
             inline: v.body,
+            lease: None,
         }))
     }
 
@@ -117,100 +183,45 @@ impl Ctx {
             meta: ObjectMeta::decode(&h.meta)?,
             hlc: h.hlc,
             inline: Bytes::new(),
+            lease: None,
         }))
     }
 
-    /// Writes the object record (the commit point), then collects the chunks of the version it
-    /// replaced. Returns the record's timestamp.
+    /// Commits the object record (the commit point): storage checks `condition` there,
+    /// atomically with the write, and queues the chunks of the version it replaces as garbage.
+    /// `registration` is the written segment's (it ends with the commit). Returns the record's
+    /// timestamp.
     pub async fn commit_object(
         &self,
         bucket: &str,
         key: &str,
         meta: &ObjectMeta,
         inline: Bytes,
+        condition: WriteCondition,
+        registration: Option<WriteRegistration>,
     ) -> Result<Hlc, GatewayError> {
-        let part = self.object_partition(bucket, key);
         let value = PutValue {
             meta: meta.encode(),
             body: inline,
             summary: meta.summary(),
             hlc: None,
         };
-        let (hlc, old) = self
+        Ok(self
             .shard
-            .put_replacing(part, object_key(bucket, key), value)
-            .await?;
-        if let Some(old) = old
-            && let Ok(old_meta) = ObjectMeta::decode(&old.meta)
-            && let BodyLayout::Chunked(segments) = old_meta.layout
-        {
-            self.delete_segments(bucket, key, &segments).await;
-        }
-        // A concurrent overwrite with a newer timestamp may have won: then nobody references
-        // our chunks any more (the winner only collected what it saw before committing).
-        if let BodyLayout::Chunked(ours) = &meta.layout
-            && let Some(current) = self.shard.head(part, object_key(bucket, key)).await?
-            && current.hlc != hlc
-            && ObjectMeta::decode(&current.meta).is_ok_and(|m| m.layout != meta.layout)
-        {
-            self.delete_segments(bucket, key, ours).await;
-        }
-        Ok(hlc)
+            .commit_object(bucket, key, value, condition, registration)
+            .await?)
     }
 
-    /// Deletes an object record and its chunks. Returns false when there was no object.
+    /// Deletes an object; storage queues its chunks as garbage. False when there was no object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
-        let part = self.object_partition(bucket, key);
-        let okey = object_key(bucket, key);
-        let old = self.shard.head(part, okey.clone()).await?;
-        let Some(old) = old else { return Ok(false) };
-        self.shard.delete(part, okey, None).await?;
-        if let Ok(meta) = ObjectMeta::decode(&old.meta)
-            && let BodyLayout::Chunked(segments) = meta.layout
-        {
-            self.delete_segments(bucket, key, &segments).await;
-        }
-        Ok(true)
-    }
-
-    /// Deletes every chunk of `segments` (best effort: a failure leaves an orphan chunk, logged).
-    pub async fn delete_segments(&self, bucket: &str, key: &str, segments: &[Segment]) {
-        let keys = segments.iter().flat_map(|seg| {
-            let count = crate::layout::chunk_count(seg.size_bytes, seg.chunk_size_bytes.max(1));
-            (0..count).map(move |i| {
-                chunk_key(
-                    bucket,
-                    key,
-                    &seg.version,
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                )
-            })
-        });
-        self.delete_keys(keys).await;
-    }
-
-    /// Deletes the first `count` chunks of `version` (cleanup of a failed write).
-    async fn delete_chunks(&self, bucket: &str, key: &str, version: &VersionId, count: u32) {
-        self.delete_keys((0..count).map(|i| chunk_key(bucket, key, version, i)))
-            .await;
-    }
-
-    /// Deletes records by engine key, a bounded number at a time (best effort, failures logged).
-    pub async fn delete_keys(&self, keys: impl Iterator<Item = Bytes>) {
-        stream::iter(keys)
-            .for_each_concurrent(DELETE_CONCURRENCY, |k| async move {
-                let part = self.record_partition(&k);
-                if let Err(e) = self.shard.delete(part, k, None).await {
-                    tracing::warn!(error = %e, "could not delete a record; it stays as an orphan");
-                }
-            })
-            .await;
+        Ok(self.shard.delete_object(bucket, key).await?)
     }
 
     /// Streams `body` into storage. With `allow_inline`, a body of at most one chunk is returned
     /// inline (the caller stores it in the object record); otherwise it is cut into chunk records
-    /// under a fresh version id, the next chunk being read while the previous one is written.
-    /// On error, chunks already written are deleted.
+    /// under a fresh version registered with storage, the next chunk being read while the
+    /// previous one is written. On error the registration is dropped: storage queues the chunks
+    /// already written as garbage.
     pub async fn write_body<S>(
         &self,
         bucket: &str,
@@ -238,21 +249,15 @@ impl Ctx {
                 checksums,
                 inline: Some(inline),
                 segment: None,
+                registration: None,
             });
         }
-        let version = VersionId::random();
-        let mut written = 0u32;
-        let result = self
-            .write_chunks(bucket, key, &version, &mut g, chunk_size, &mut written)
-            .await;
-        if let Err(e) = result {
-            self.delete_chunks(bucket, key, &version, written.saturating_add(1))
-                .await;
-            return Err(e);
-        }
+        let mut registration = self.shard.begin_write(bucket, key).await?;
+        self.write_chunks(bucket, key, &mut registration, &mut g, chunk_size)
+            .await?;
         let (md5, checksums, size_bytes) = g.finish();
         let segment = Segment {
-            version,
+            version: registration.version(),
             size_bytes,
             chunk_size_bytes: chunk_size,
             md5,
@@ -263,6 +268,7 @@ impl Ctx {
             checksums,
             inline: None,
             segment: Some(segment),
+            registration: Some(registration),
         })
     }
 
@@ -270,17 +276,21 @@ impl Ctx {
         &self,
         bucket: &str,
         key: &str,
-        version: &VersionId,
+        registration: &mut WriteRegistration,
         g: &mut Gather<S>,
         chunk_size: u64,
-        written: &mut u32,
     ) -> Result<(), GatewayError>
     where
         S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
     {
+        let version = registration.version();
+        let mut index = 0u32;
         while g.pending_len > 0 {
             let chunk = g.take(g.pending_len.min(chunk_size));
-            let ckey = chunk_key(bucket, key, version, *written);
+            let ckey = chunk_key(bucket, key, &version, index);
+            // Counted before it is written: if the write is abandoned, a chunk that landed
+            // anyway is collected with the others (deleting one that did not is a no-op).
+            registration.chunk_written();
             let part = self.record_partition(&ckey);
             let summary = Summary {
                 size: chunk.len() as u64,
@@ -298,7 +308,7 @@ impl Ctx {
                     .await;
             put?;
             filled?;
-            *written += 1;
+            index += 1;
         }
         Ok(())
     }
@@ -354,13 +364,20 @@ impl Ctx {
         GatewayError,
     > {
         let mut body = self.read_object(bucket, key, obj, range);
-        match body.next().await {
-            None => Ok(stream::empty().boxed_local()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(first)) => Ok(stream::once(async move { Ok(first) })
-                .chain(body)
-                .boxed_local()),
-        }
+        let first = match body.next().await {
+            None => return Ok(stream::empty().boxed_local()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(first)) => first,
+        };
+        // The stream holds the object's chunk lease until it ends or is dropped.
+        let lease = obj.lease.clone();
+        Ok(stream::once(async move { Ok(first) })
+            .chain(body)
+            .map(move |piece| {
+                let _held = &lease;
+                piece
+            })
+            .boxed_local())
     }
 
     /// Streams `range` of a stored object, whatever its layout (lazily: nothing is read yet).

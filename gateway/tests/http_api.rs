@@ -70,6 +70,7 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         engine,
         pin_cores: true,
         connections_per_core_max: leofs_shard::DEFAULT_CONNECTIONS_PER_CORE_MAX,
+        gc: Default::default(),
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let handle = start_node(node_config, move |shard| {

@@ -231,8 +231,10 @@ fn status_text(status: &NodeStatus) -> String {
                 format_bytes(shard.live_bytes),
                 format_bytes(shard.dead_bytes),
                 shard.segments.to_string(),
+                shard.free_segments.to_string(),
                 format_bytes(shard.index_bytes),
                 shard.corrupt_records.to_string(),
+                shard.garbage_pending.to_string(),
             ]
         })
         .collect();
@@ -245,8 +247,10 @@ fn status_text(status: &NodeStatus) -> String {
             "live",
             "dead",
             "segments",
+            "free",
             "index",
             "corrupt",
+            "gc queue",
         ],
         &shards,
     );

@@ -36,6 +36,11 @@ impl NodeStatusSource for FixedNode {
                     segments: 3,
                     index_bytes: 2048,
                     corrupt_records: 0,
+                    free_segments: 1,
+                    segments_set_aside: 0,
+                    garbage_pending: 0,
+                    chunks_collected: 5,
+                    orphan_chunks_swept: 0,
                 })
                 .collect(),
         }

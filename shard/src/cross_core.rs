@@ -75,6 +75,15 @@ impl Forwarder {
         self.forwarded.get()
     }
 
+    /// Posts `job` to `core` (this one too) without waiting or taking an in-flight slot: for
+    /// fire-and-forget releases from `Drop`, which may run while the runtime is being torn down
+    /// (then the job is simply never run). Counted like a call.
+    pub(crate) fn post(&self, core: usize, job: Job) {
+        if post(&self.mailboxes, core, job).is_ok() {
+            self.forwarded.set(self.forwarded.get() + 1);
+        }
+    }
+
     /// Runs `work` on core `owner` with its shard and returns the result: one message there,
     /// one reply back.
     pub(crate) async fn call<R, W, Fut>(&self, owner: usize, work: W) -> Result<R, ShardError>

@@ -98,6 +98,25 @@ pub enum ShardError {
         /// The core.
         core: usize,
     },
+    /// A write's precondition (`If-Match`, `If-None-Match`) did not hold at its commit point.
+    #[error("the write's precondition does not hold")]
+    PreconditionFailed,
+    /// A write required an object (`If-Match`) that does not exist at its commit point.
+    #[error("the write requires an existing object, and there is none")]
+    NoSuchObject,
+    /// A chunk a manifest (or a part) references is missing.
+    #[error("chunk {index} of {bucket}/{key} is missing")]
+    MissingChunk {
+        /// The object's bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+        /// Index of the chunk within its version.
+        index: u32,
+    },
+    /// A stored object-layout record does not decode.
+    #[error(transparent)]
+    Record(#[from] crate::object_layout::LayoutError),
 }
 
 /// A short human reason for a bind failure ("address in use" rather than the errno text).

@@ -9,23 +9,35 @@
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
 //! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
+//! - [`object_layout`]: object records' keys and encodings (manifests, uploads, parts).
+//! - [`objects`]: object commits with their preconditions, deletes, part commits, writes in
+//!   flight and read leases, on the owning core; `collector`: the durable garbage queue and the
+//!   orphan sweeper of each core.
 
 mod balance;
+mod collector;
 pub mod cross_core;
 mod error;
 pub mod http;
 pub mod layout;
 pub mod node;
+pub mod object_layout;
+pub mod objects;
 pub mod partition;
 pub mod shard;
 
 pub use error::ShardError;
 pub use http::{OverloadAnswer, serve_http};
 pub use layout::{NodeLayout, read_layout};
-pub use leofs_engine::{EngineConfig, Head, Hlc, PartitionId, PutValue, ScanEntry, Summary, Value};
+pub use leofs_engine::{
+    EngineConfig, Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Summary, Value,
+};
 pub use node::{
     CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, NodeConfig, NodeHandle, NodeStats,
     ShutdownTrigger, start_node,
+};
+pub use objects::{
+    ChunkLease, EtagCondition, GcConfig, GcStats, WriteCondition, WriteRegistration,
 };
 pub use partition::PartitionMap;
 pub use shard::Shard;

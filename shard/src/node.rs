@@ -65,6 +65,8 @@ pub struct NodeConfig {
     /// Most connections one core serves (all its listeners together); a connection accepted
     /// while every core serves this many is answered `503` and closed (see [`crate::http`]).
     pub connections_per_core_max: usize,
+    /// Garbage collection: the read-lease grace and the orphan sweep interval.
+    pub gc: crate::objects::GcConfig,
 }
 
 /// State of the node shared by every thread (Send + Sync).
@@ -181,6 +183,7 @@ impl NodeStats {
                     partitions_owned: shard.core.map.partitions_owned(shard.core.id),
                     forwarded_calls: shard.core.forwarder.forwarded(),
                     open_connections: shard.core.node.balancer.open_on(shard.core.id),
+                    gc: shard.gc_stats(),
                 });
             });
             if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
@@ -254,6 +257,8 @@ pub struct CoreStats {
     pub forwarded_calls: u64,
     /// HTTP connections it serves now (all listeners).
     pub open_connections: usize,
+    /// Its garbage collector's counters.
+    pub gc: crate::objects::GcStats,
 }
 
 /// A running node, returned by [`start_node`].
@@ -322,6 +327,7 @@ where
             id,
             cpu,
             engine,
+            gc: config.gc,
             shared: shared.clone(),
             receiver,
             go_init: go_init_rx,
@@ -515,6 +521,7 @@ struct CoreThread<F> {
     id: usize,
     cpu: Option<usize>,
     engine: EngineConfig,
+    gc: crate::objects::GcConfig,
     shared: Arc<NodeShared>,
     receiver: futures_channel::mpsc::UnboundedReceiver<cross_core::Job>,
     go_init: oneshot::Receiver<()>,
@@ -555,6 +562,7 @@ where
         let CoreThread {
             id,
             engine,
+            gc,
             shared,
             receiver,
             go_init,
@@ -579,8 +587,11 @@ where
                 forwarder: Forwarder::new(shared.mailboxes.clone()),
                 connections: ConnectionHub::default(),
                 node: shared.clone(),
+                objects: Default::default(),
             }),
         };
+        shard.core.objects.config.set(gc);
+        crate::collector::start(&shard);
         reporter.opened(Ok(()));
         let lifecycle = async {
             if go_init.await.is_ok() {
@@ -595,6 +606,7 @@ where
             Either::Left(((), _)) | Either::Right(((), _)) => {}
         }
         shard.core.connections.stop_all();
+        crate::collector::stop(&shard);
         drop(shard);
         engine.close().await?;
         tracing::debug!(core = id, "engine closed");

@@ -24,6 +24,8 @@ pub(crate) struct Core {
     pub(crate) forwarder: Forwarder,
     pub(crate) connections: ConnectionHub,
     pub(crate) node: Arc<NodeShared>,
+    /// Key locks, writes in flight, read leases and the collector's inbox (`objects`).
+    pub(crate) objects: crate::objects::ObjectState,
 }
 
 /// Per-core handle given to the gateway. Clone, `!Send` (`Rc` inside). Every data call goes to
@@ -99,38 +101,6 @@ impl Shard {
             .call(owner, move |shard| async move {
                 shard.debug_assert_owns(partition);
                 shard.core.engine.put(partition, &key, value).await
-            })
-            .await?
-            .map_err(ShardError::from)
-    }
-
-    /// Like [`Shard::put`], and also returns the head `key` had just before (read on the owning
-    /// core in the same call: one cross-core round trip instead of two for a caller that must
-    /// clean up what the put replaces).
-    pub async fn put_replacing(
-        &self,
-        partition: PartitionId,
-        key: Bytes,
-        value: PutValue,
-    ) -> Result<(Hlc, Option<Head>), ShardError> {
-        async fn on_owner(
-            engine: &Engine,
-            partition: PartitionId,
-            key: &[u8],
-            value: PutValue,
-        ) -> Result<(Hlc, Option<Head>), leofs_engine::EngineError> {
-            let old = engine.head(partition, key).await?;
-            Ok((engine.put(partition, key, value).await?, old))
-        }
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(on_owner(&self.core.engine, partition, &key, value).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                on_owner(&shard.core.engine, partition, &key, value).await
             })
             .await?
             .map_err(ShardError::from)

@@ -35,6 +35,7 @@ fn config(dir: &std::path::Path, cores: usize) -> NodeConfig {
         engine,
         pin_cores: true,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
+        gc: Default::default(),
     }
 }
 

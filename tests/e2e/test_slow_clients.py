@@ -39,6 +39,20 @@ def open_fds(srv) -> int:
     return count
 
 
+def settled_fds(srv, timeout_s: float = 10.0) -> int:
+    """The server's socket count once it has stopped changing (connections of earlier requests
+    may still be closing), so that a later count compares against a true baseline."""
+    last = open_fds(srv)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = open_fds(srv)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -126,7 +140,7 @@ def test_stalled_bodies_end_with_request_timeout_on_every_path(slow_server):
         "complete-xml": (srv.s3_port, signed_head(srv, "POST", "/slow/mp", f"uploadId={uid}", {"content-length": "500"}), b"<CompleteMultipartUpload>"),
         "rest": (srv.rest_port, f"PUT /slow-rest/rest HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n", b"x" * 1000),
     }
-    baseline = open_fds(srv)
+    baseline = settled_fds(srv)
     for name, (port, head, prefix) in cases.items():
         started = time.monotonic()
         sock = start_stalled(port, head, prefix)
@@ -145,7 +159,7 @@ def test_stalled_bodies_end_with_request_timeout_on_every_path(slow_server):
 def test_five_stalled_uploads_are_all_closed(slow_server):
     """The issue's case: 5 stalled uploads must not stay open."""
     srv = slow_server
-    baseline = open_fds(srv)
+    baseline = settled_fds(srv)
     started = time.monotonic()
     socks = [start_stalled(srv.s3_port, signed_head(srv, "PUT", f"/slow/stalled-{i}", "",
                                                     {"content-length": str(10 << 20)}), b"y" * 4096)

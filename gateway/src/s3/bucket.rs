@@ -140,7 +140,8 @@ pub async fn delete_bucket(
             if let Some((key, upload_id)) = split_upload_suffix(&entry.key[prefix.len()..]) {
                 multipart::abort_upload(ctx, &bucket, key, upload_id).await?;
             } else {
-                ctx.delete_keys(std::iter::once(entry.key)).await;
+                let partition = ctx.record_partition(&entry.key);
+                ctx.shard.delete(partition, entry.key, None).await?;
             }
         }
     }

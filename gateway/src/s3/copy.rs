@@ -109,7 +109,7 @@ pub async fn copy_object(
     {
         kinds.push(k);
     }
-    let (meta, inline) = match &src.meta.layout {
+    let (meta, inline, registration) = match &src.meta.layout {
         // An inline source with no extra checksum asked for is copied as is (no re-hashing).
         BodyLayout::Inline if kinds.len() == src.meta.checksums.len() => {
             let meta = ObjectMeta {
@@ -117,7 +117,7 @@ pub async fn copy_object(
                 parts_count: 0,
                 ..src.meta.clone()
             };
-            (meta, src.inline.clone())
+            (meta, src.inline.clone(), None)
         }
         _ => {
             let body = ctx
@@ -138,11 +138,22 @@ pub async fn copy_object(
                 checksums: written.checksums,
                 layout,
             };
-            (meta, written.inline.unwrap_or_default())
+            (
+                meta,
+                written.inline.unwrap_or_default(),
+                written.registration,
+            )
         }
     };
     let hlc = ctx
-        .commit_object(&input.bucket, &input.key, &meta, inline)
+        .commit_object(
+            &input.bucket,
+            &input.key,
+            &meta,
+            inline,
+            leofs_shard::WriteCondition::none(),
+            registration,
+        )
         .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&meta.checksums);
     Ok(S3Response::new(CopyObjectOutput {

@@ -1,6 +1,11 @@
 //! Multipart uploads: Create (an upload record), UploadPart (the part's bytes as chunk records
 //! plus a part record), Complete (a manifest referencing the parts' chunks, no copy), Abort,
 //! ListParts and ListMultipartUploads. Uploads are records, so they survive restarts.
+//!
+//! Garbage is storage's: a replaced part, the parts an upload leaves out or aborts go to the
+//! object's durable garbage queue, always after the record that referenced them is gone or
+//! replaced, so that a version is at every moment referenced by a part record, a manifest, or
+//! nothing (and then collected, or swept after a crash).
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -9,7 +14,7 @@ use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::list::{Item, RawEntry, list_page};
-use super::put::check_write_conditions;
+use super::put::{check_write_conditions, write_condition};
 use super::{
     access_key, checksum_fields, checksum_request, etag, headers_from, owner_of, require_bucket,
     timestamp, verify_integrity,
@@ -45,6 +50,14 @@ fn part_number_of(n: i32) -> Result<u32, GatewayError> {
             S3ErrorCode::InvalidArgument,
             "Part number must be an integer between 1 and 10000, inclusive",
         ))
+    }
+}
+
+/// The segments of a chunked manifest (none for an inline one).
+fn segments_of(meta: &ObjectMeta) -> &[Segment] {
+    match &meta.layout {
+        BodyLayout::Chunked(segments) => segments,
+        BodyLayout::Inline => &[],
     }
 }
 
@@ -97,7 +110,7 @@ async fn read_part(ctx: &Ctx, key: Bytes) -> Result<Option<PartMeta>, GatewayErr
     }
 }
 
-/// Stores a written part (record after chunks), then collects the part it replaced.
+/// Stores a written part (record after chunks); storage queues the part it replaced.
 pub async fn store_part(
     ctx: &Ctx,
     bucket: &str,
@@ -120,52 +133,66 @@ pub async fn store_part(
         segment,
         checksums: written.checksums,
     };
-    let pkey = part_key(upload_id, part_number);
-    let partition = ctx.record_partition(&pkey);
-    let old = read_part(ctx, pkey.clone()).await.ok().flatten();
     let summary = Summary {
         size: meta.segment.size_bytes,
         digest: meta.segment.md5,
         tag: TAG_PART,
     };
+    let value = PutValue {
+        meta: meta.encode(),
+        body: Bytes::new(),
+        summary,
+        hlc: None,
+    };
     ctx.shard
-        .put(
-            partition,
-            pkey,
-            PutValue {
-                meta: meta.encode(),
-                body: Bytes::new(),
-                summary,
-                hlc: None,
-            },
+        .commit_part(
+            bucket,
+            key,
+            part_key(upload_id, part_number),
+            value,
+            written.registration,
         )
         .await?;
-    if let Some(old) = old {
-        ctx.delete_segments(bucket, key, std::slice::from_ref(&old.segment))
-            .await;
-    }
     Ok(meta)
 }
 
-/// Deletes an upload: its parts' chunks, its part records, then its upload record.
+/// Deletes an upload: its upload record first (its parts are then referenced by nothing), then
+/// queues its parts' chunks as garbage with storage, then deletes its part records.
 pub async fn abort_upload(
     ctx: &Ctx,
     bucket: &str,
     key: &str,
     upload_id: &str,
 ) -> Result<(), GatewayError> {
-    let parts = scan_parts(ctx, upload_id).await?;
-    for entry in &parts {
-        if let Some(part) = read_part(ctx, entry.key.clone()).await? {
-            ctx.delete_segments(bucket, key, std::slice::from_ref(&part.segment))
-                .await;
-        }
-    }
-    ctx.delete_keys(parts.into_iter().map(|e| e.key)).await;
     let ukey = upload_key(bucket, key, upload_id);
     ctx.shard
         .delete(ctx.record_partition(&ukey), ukey, None)
         .await?;
+    drop_parts(ctx, bucket, key, upload_id, &[]).await
+}
+
+/// Queues the chunks of an upload's parts (except the numbers in `kept`, sorted) as garbage,
+/// then deletes every part record of the upload.
+async fn drop_parts(
+    ctx: &Ctx,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    kept: &[u32],
+) -> Result<(), GatewayError> {
+    let parts = scan_parts(ctx, upload_id).await?;
+    let mut garbage = Vec::new();
+    for entry in &parts {
+        let used = part_number_of_key(&entry.key).is_some_and(|n| kept.binary_search(&n).is_ok());
+        if !used && let Some(part) = read_part(ctx, entry.key.clone()).await? {
+            garbage.push(part.segment.version_chunks());
+        }
+    }
+    ctx.shard.queue_garbage(bucket, key, garbage).await?;
+    for entry in parts {
+        let partition = ctx.record_partition(&entry.key);
+        ctx.shard.delete(partition, entry.key, None).await?;
+    }
     Ok(())
 }
 
@@ -259,19 +286,14 @@ pub async fn upload_part(
     let written = ctx
         .write_body(&input.bucket, &input.key, body, false, &sums.kinds)
         .await?;
-    if let Err(e) = verify_integrity(
+    // On failure the written chunks' registration is dropped: storage collects them.
+    verify_integrity(
         input.content_md5.as_deref(),
         &written.md5,
         &sums,
         trailers.as_ref(),
         &written.checksums,
-    ) {
-        if let Some(seg) = &written.segment {
-            ctx.delete_segments(&input.bucket, &input.key, std::slice::from_ref(seg))
-                .await;
-        }
-        return Err(e);
-    }
+    )?;
     let part = store_part(
         ctx,
         &input.bucket,
@@ -384,27 +406,39 @@ pub async fn complete_multipart_upload(
         checksums: Vec::new(),
         layout: BodyLayout::Chunked(segments),
     };
-    ctx.commit_object(&input.bucket, &input.key, &meta, Bytes::new())
-        .await?;
-    // The manifest now owns the listed parts' chunks; drop the records and unlisted parts.
-    let parts = scan_parts(ctx, &input.upload_id).await?;
-    for entry in &parts {
-        let used =
-            part_number_of_key(&entry.key).is_some_and(|n| numbers.binary_search(&n).is_ok());
-        if !used && let Some(part) = read_part(ctx, entry.key.clone()).await? {
-            ctx.delete_segments(
-                &input.bucket,
-                &input.key,
-                std::slice::from_ref(&part.segment),
-            )
-            .await;
-        }
-    }
-    ctx.delete_keys(parts.into_iter().map(|e| e.key)).await;
+    // The listed parts' chunks must all be there, and stay there until the manifest that
+    // references them is committed (an abort or a collection racing this completion).
+    let versions: Vec<_> = segments_of(&meta)
+        .iter()
+        .map(Segment::version_chunks)
+        .collect();
+    let lease = ctx
+        .shard
+        .lease_chunks(&input.bucket, &input.key, &versions)
+        .await
+        .map_err(|e| match e {
+            leofs_shard::ShardError::MissingChunk { .. } => {
+                invalid_part("One or more of the specified parts could not be found.")
+            }
+            other => other.into(),
+        })?;
+    ctx.commit_object(
+        &input.bucket,
+        &input.key,
+        &meta,
+        Bytes::new(),
+        write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+        None,
+    )
+    .await?;
+    drop(lease);
+    // The manifest now references the listed parts: the upload goes first, then the parts it
+    // left out are queued as garbage and every part record is deleted.
     let ukey = upload_key(&input.bucket, &input.key, &input.upload_id);
     ctx.shard
         .delete(ctx.record_partition(&ukey), ukey, None)
         .await?;
+    drop_parts(ctx, &input.bucket, &input.key, &input.upload_id, &numbers).await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         e_tag: Some(etag(meta.etag())),

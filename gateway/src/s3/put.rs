@@ -1,6 +1,7 @@
-//! PutObject: conditional writes (If-None-Match: *, If-Match), the body streamed into storage
-//! with MD5 and requested `x-amz-checksum-*` computed on the way, Content-MD5 and checksums
-//! verified (BadDigest) before the manifest commits.
+//! PutObject: conditional writes (If-None-Match: *, If-Match: checked early to spare the upload,
+//! and decided by storage at the commit point, atomically with the write), the body streamed
+//! into storage with MD5 and requested `x-amz-checksum-*` computed on the way, Content-MD5 and
+//! checksums verified (BadDigest) before the manifest commits.
 
 use futures_util::StreamExt;
 use s3s::dto::*;
@@ -10,11 +11,30 @@ use super::{
     checksum_fields, checksum_request, etag, headers_from, no_such_key, precondition_failed,
     require_bucket, verify_integrity,
 };
+use leofs_shard::{EtagCondition, WriteCondition};
+
 use crate::error::{GatewayError, body_error};
 use crate::layout::{BodyLayout, ChecksumKind, ObjectMeta};
 use crate::store::Ctx;
 
-/// Checks `If-None-Match: *` / `If-Match` of a write against the current object.
+/// The precondition storage evaluates at a write's commit point.
+pub fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> WriteCondition {
+    let convert = |c: &ETagCondition| match c {
+        ETagCondition::Any => EtagCondition::Any,
+        ETagCondition::ETag(e) => EtagCondition::Etag(e.value().to_owned()),
+    };
+    WriteCondition {
+        if_match: if_match.map(convert),
+        if_none_match: if_none_match.map(convert),
+    }
+}
+
+/// Checks `If-None-Match: *` / `If-Match` of a write against the current object before its body
+/// is read (a request that cannot succeed fails at once); the decision that counts is taken
+/// again by storage at the commit point ([`write_condition`]).
 pub async fn check_write_conditions(
     ctx: &Ctx,
     bucket: &str,
@@ -92,20 +112,14 @@ pub async fn put_object(
     let written = ctx
         .write_body(&input.bucket, &input.key, body, true, &sums.kinds)
         .await?;
-    let integrity = verify_integrity(
+    // On failure the written chunks' registration is dropped: storage collects them.
+    verify_integrity(
         input.content_md5.as_deref(),
         &written.md5,
         &sums,
         trailers.as_ref(),
         &written.checksums,
-    );
-    if let Err(e) = integrity {
-        if let Some(seg) = &written.segment {
-            ctx.delete_segments(&input.bucket, &input.key, std::slice::from_ref(seg))
-                .await;
-        }
-        return Err(e);
-    }
+    )?;
     let meta = ObjectMeta {
         size_bytes: written.size_bytes,
         md5: written.md5,
@@ -122,6 +136,8 @@ pub async fn put_object(
         &input.key,
         &meta,
         written.inline.unwrap_or_default(),
+        write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+        written.registration,
     )
     .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&meta.checksums);

@@ -92,6 +92,22 @@ pub struct ShardStatus {
     pub index_bytes: u64,
     /// Records found corrupt while reading or recovering.
     pub corrupt_records: u64,
+    /// Free segments (recycled or pre-allocated, the compaction spare among them).
+    #[serde(default)]
+    pub free_segments: u64,
+    /// Segments set aside because their header could not be established (entries into them
+    /// read as corrupt until they are repaired).
+    #[serde(default)]
+    pub segments_set_aside: u64,
+    /// Garbage-queue entries (replaced, deleted or abandoned chunks) not yet collected.
+    #[serde(default)]
+    pub garbage_pending: u64,
+    /// Chunks the garbage queue collected since start.
+    #[serde(default)]
+    pub chunks_collected: u64,
+    /// Orphan chunks the sweeper collected since start.
+    #[serde(default)]
+    pub orphan_chunks_swept: u64,
 }
 
 /// A running admin API server; `shutdown` stops it. Dropping it leaves the server running until

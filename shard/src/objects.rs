@@ -1,0 +1,1299 @@
+//! Object operations storage runs on the core that owns the record they change (DESIGN §4a):
+//! committing an object's manifest, with its precondition (`If-Match`, `If-None-Match`)
+//! evaluated at that commit point, atomically with the write (a per-key lock orders the commits
+//! and deletes of one key); deleting an object; committing a multipart part; the registry of
+//! versions being written; and read leases on chunks, held where the chunks live. What an
+//! overwrite, a delete, a replaced part or an abandoned write leaves behind is written to the
+//! durable garbage queue of the object's core (`collector`) in the same group commit, so the
+//! stateless gateway never owns garbage.
+//!
+//! Operations that change state run as tasks of the owner core even when called locally, so a
+//! caller that goes away (a client that disconnects) never leaves one half done.
+//!
+//! Must never: let two commits of one key interleave, or let a version be collected while a
+//! write of it is registered, a manifest or a live upload's part references it, or (for up to
+//! `chunk_grace`) a read holds a lease on it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::StreamExt;
+use leofs_engine::{Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
+
+use crate::cross_core::Job;
+use crate::object_layout::{
+    KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
+    VersionId, chunk_key, etag_string, garbage_key, object_key, parse_chunk_key,
+    parts_count_of_tag, upload_key,
+};
+use crate::{Shard, ShardError, hash_bytes, object_hash};
+
+/// Default of [`GcConfig::chunk_grace`]: long enough for a slow client to stream a large object.
+pub const DEFAULT_CHUNK_GRACE: Duration = Duration::from_secs(3600);
+/// Shortest sweep interval derived from a grace.
+const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(5);
+/// Longest sweep interval derived from a grace.
+const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(15 * 60);
+/// Chunk deletes a core runs at once while collecting (they share group commits).
+const COLLECT_CONCURRENCY_MAX: usize = 64;
+/// Keys per page when listing the uploads of one object (sweeps only).
+const UPLOAD_SCAN_PAGE_KEYS: usize = 1000;
+/// Objects of at most this many chunks have every chunk checked for presence when a read
+/// leases them (a missing one is then an error before the first byte); larger ones are leased
+/// by version only, and a chunk missing later cuts the body short.
+pub const LEASE_PRESENCE_CHECK_CHUNKS_MAX: u64 = 1024;
+/// Format version of a garbage-queue entry's encoding.
+const GARBAGE_FORMAT_VERSION: u8 = 1;
+/// Bytes of a garbage-queue entry's value before its versions (format version, count).
+const GARBAGE_HEADER_BYTES: usize = 5;
+/// Bytes of one version in a garbage-queue entry (id, chunk count).
+const GARBAGE_VERSION_BYTES: usize = VERSION_ID_BYTES + 4;
+/// Most versions one garbage-queue entry names (what fits the engine's metadata limit); more
+/// are written as several entries.
+pub const GARBAGE_VERSIONS_MAX: usize =
+    (MAX_META_BYTES - GARBAGE_HEADER_BYTES) / GARBAGE_VERSION_BYTES;
+
+/// Settings of garbage collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcConfig {
+    /// Longest time a read's lease keeps the chunks it streams from being collected: an
+    /// overwritten or deleted object's chunks go as soon as no read holds them, and at the
+    /// latest this long after the newest read that leased them started.
+    pub chunk_grace: Duration,
+    /// How often each core sweeps its chunks for orphans (versions nothing references: an
+    /// upload cut by a crash). Each core also sweeps once shortly after it starts.
+    pub sweep_interval: Duration,
+}
+
+impl GcConfig {
+    /// A grace of `chunk_grace`, with sweeps every quarter of it (within 5 s ..= 15 min).
+    pub fn with_grace(chunk_grace: Duration) -> Self {
+        Self {
+            chunk_grace,
+            sweep_interval: (chunk_grace / 4).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX),
+        }
+    }
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self::with_grace(DEFAULT_CHUNK_GRACE)
+    }
+}
+
+/// One ETag condition of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EtagCondition {
+    /// `*`: any current object.
+    Any,
+    /// This ETag (without quotes).
+    Etag(String),
+}
+
+/// A write's precondition (S3 `If-Match` / `If-None-Match`), evaluated by storage at the commit
+/// point on the owning core, atomically with the write: of concurrent `If-None-Match: *`
+/// creators of a key exactly one succeeds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteCondition {
+    /// `If-Match`: the current object must exist (and have this ETag).
+    pub if_match: Option<EtagCondition>,
+    /// `If-None-Match`: no current object (`*`), or not one with this ETag.
+    pub if_none_match: Option<EtagCondition>,
+}
+
+impl WriteCondition {
+    /// No precondition.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Checks the condition against the key's newest record.
+    pub fn check(&self, current: Option<&Lookup>) -> Result<(), ShardError> {
+        let etag = current
+            .filter(|c| !c.tombstone)
+            .map(|c| etag_string(&c.summary.digest, parts_count_of_tag(c.summary.tag)));
+        if let Some(cond) = &self.if_none_match {
+            match (cond, &etag) {
+                (EtagCondition::Any, Some(_)) => return Err(ShardError::PreconditionFailed),
+                (EtagCondition::Etag(want), Some(have)) if want == have => {
+                    return Err(ShardError::PreconditionFailed);
+                }
+                _ => {}
+            }
+        }
+        if let Some(cond) = &self.if_match {
+            let Some(have) = &etag else {
+                return Err(ShardError::NoSuchObject);
+            };
+            if let EtagCondition::Etag(want) = cond
+                && want != have
+            {
+                return Err(ShardError::PreconditionFailed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A version being written, as the commit that ends its registration names it (crosses cores).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingWrite {
+    /// The version the chunks are written under.
+    pub version: VersionId,
+    /// Chunks written so far (what to collect if the write does not commit).
+    pub chunks: u32,
+}
+
+impl PendingWrite {
+    /// The chunks to collect if the write does not commit (none if none was written).
+    fn garbage(&self) -> Vec<VersionChunks> {
+        (self.chunks > 0)
+            .then_some(VersionChunks {
+                version: self.version,
+                chunks: self.chunks,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// Counters of garbage collection on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Garbage-queue entries written on this core since start.
+    pub entries_queued: u64,
+    /// Entries fully collected and removed since start.
+    pub entries_done: u64,
+    /// Entries the collector knows and has not finished (waiting for reads, or failing).
+    pub entries_pending: u64,
+    /// Chunks deleted by the collector (queued garbage) on this core.
+    pub chunks_collected: u64,
+    /// Chunk collections put off because a read held a lease.
+    pub chunks_deferred: u64,
+    /// Chunks deleted by the orphan sweeper on this core.
+    pub orphan_chunks_swept: u64,
+    /// Part records of uploads that no longer exist, deleted by the sweeper.
+    pub orphan_parts_swept: u64,
+    /// Versions registered as being written (manifest owner) now.
+    pub writes_in_flight: u64,
+    /// Versions with chunks on this core leased by reads now.
+    pub versions_leased: u64,
+}
+
+/// A read's hold on the chunks of some versions on one core.
+struct LeaseState {
+    holders: u32,
+    newest: Instant,
+}
+
+/// Per-core object state (the core's thread only).
+#[derive(Default)]
+pub(crate) struct ObjectState {
+    locks: KeyLocks,
+    /// Versions being written whose manifest this core owns, with how many writers (1).
+    writes: RefCell<HashMap<VersionId, u32>>,
+    /// Versions whose chunks on this core reads are streaming.
+    leases: RefCell<HashMap<VersionId, LeaseState>>,
+    /// Versions whose chunks on this core are being deleted now: never leased meanwhile (the
+    /// index still shows a chunk until its tombstone is durable).
+    collecting: RefCell<HashMap<VersionId, u32>>,
+    pub(crate) config: Cell<GcConfig>,
+    pub(crate) stats: Cell<GcStats>,
+    /// Garbage-queue entries written here, for the collector task (it also finds them at start).
+    pub(crate) inbox: RefCell<Option<futures_channel::mpsc::UnboundedSender<Bytes>>>,
+    /// Set when the core stops: the collector and the sweeper end.
+    pub(crate) stopping: Cell<bool>,
+}
+
+impl ObjectState {
+    pub(crate) fn count(&self, change: impl FnOnce(&mut GcStats)) {
+        let mut stats = self.stats.get();
+        change(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// The counters, with the registries' current sizes.
+    pub(crate) fn snapshot(&self) -> GcStats {
+        let mut stats = self.stats.get();
+        stats.writes_in_flight = self.writes.borrow().len() as u64;
+        stats.versions_leased = self.leases.borrow().len() as u64;
+        stats
+    }
+
+    fn lease(&self, versions: &[VersionId]) {
+        let now = Instant::now();
+        let mut leases = self.leases.borrow_mut();
+        for v in versions {
+            let state = leases.entry(*v).or_insert(LeaseState {
+                holders: 0,
+                newest: now,
+            });
+            state.holders += 1;
+            state.newest = now;
+        }
+    }
+
+    fn release(&self, versions: &[VersionId]) {
+        let mut leases = self.leases.borrow_mut();
+        for v in versions {
+            if let Some(state) = leases.get_mut(v) {
+                state.holders = state.holders.saturating_sub(1);
+                if state.holders == 0 {
+                    leases.remove(v);
+                }
+            }
+        }
+    }
+
+    /// Forgets leases whose newest holder started more than the grace ago (a release lost to
+    /// a stopping core, or a reader that vanished): they no longer hold anything.
+    pub(crate) fn prune_leases(&self) {
+        let grace = self.config.get().chunk_grace;
+        self.leases
+            .borrow_mut()
+            .retain(|_, s| s.newest.elapsed() < grace);
+    }
+
+    /// Whether a read holds `version` (and its newest lease is younger than the grace).
+    fn is_leased(&self, version: &VersionId) -> bool {
+        let grace = self.config.get().chunk_grace;
+        self.leases
+            .borrow()
+            .get(version)
+            .is_some_and(|s| s.holders > 0 && s.newest.elapsed() < grace)
+    }
+
+    fn begin_write(&self, version: VersionId) {
+        *self.writes.borrow_mut().entry(version).or_default() += 1;
+    }
+
+    fn end_write(&self, version: &VersionId) {
+        let mut writes = self.writes.borrow_mut();
+        if let Some(n) = writes.get_mut(version) {
+            *n -= 1;
+            if *n == 0 {
+                writes.remove(version);
+            }
+        }
+    }
+
+    fn is_writing(&self, version: &VersionId) -> bool {
+        self.writes.borrow().contains_key(version)
+    }
+
+    /// Hands a garbage-queue entry to the collector task.
+    fn notify(&self, entry: Bytes) {
+        if let Some(tx) = self.inbox.borrow().as_ref() {
+            let _ = tx.unbounded_send(entry);
+        }
+    }
+}
+
+/// Marks versions as being collected on this core while it lives.
+struct Collecting<'a> {
+    state: &'a ObjectState,
+    versions: Vec<VersionId>,
+}
+
+impl<'a> Collecting<'a> {
+    fn mark(state: &'a ObjectState, versions: Vec<VersionId>) -> Self {
+        let mut collecting = state.collecting.borrow_mut();
+        for v in &versions {
+            *collecting.entry(*v).or_default() += 1;
+        }
+        drop(collecting);
+        Self { state, versions }
+    }
+}
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        let mut collecting = self.state.collecting.borrow_mut();
+        for v in &self.versions {
+            if let Some(n) = collecting.get_mut(v) {
+                *n -= 1;
+                if *n == 0 {
+                    collecting.remove(v);
+                }
+            }
+        }
+    }
+}
+
+/// An async mutex per key, on one core: commits and deletes of a key run one at a time.
+/// Waiters are woken when the holder releases and race again (cancellation-safe: a waiter that
+/// goes away holds nothing).
+#[derive(Default)]
+struct KeyLocks {
+    held: RefCell<HashMap<Bytes, Vec<oneshot::Sender<()>>>>,
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: &Bytes) -> KeyGuard<'_> {
+        loop {
+            let woken = {
+                let mut held = self.held.borrow_mut();
+                match held.get_mut(key) {
+                    None => {
+                        held.insert(key.clone(), Vec::new());
+                        return KeyGuard {
+                            locks: self,
+                            key: key.clone(),
+                        };
+                    }
+                    Some(waiters) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiters.push(tx);
+                        rx
+                    }
+                }
+            };
+            let _ = woken.await;
+        }
+    }
+}
+
+/// Holds a key's lock; releasing wakes its waiters.
+struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    key: Bytes,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self.locks.held.borrow_mut().remove(&self.key);
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// A version registered as being written. Its chunks are never collected while it is held;
+/// dropped without being handed to a commit (the write failed, or the client went away), it
+/// queues whatever chunks were written as garbage.
+pub struct WriteRegistration {
+    shard: Shard,
+    bucket: String,
+    key: String,
+    pending: PendingWrite,
+    armed: bool,
+}
+
+impl WriteRegistration {
+    /// The version the chunks are written under.
+    pub fn version(&self) -> VersionId {
+        self.pending.version
+    }
+
+    /// Counts a chunk written (so an abandoned write collects it).
+    pub fn chunk_written(&mut self) {
+        self.pending.chunks += 1;
+    }
+
+    /// Ends the registration through a commit (which ends it on the owner).
+    fn hand_over(mut self) -> PendingWrite {
+        self.armed = false;
+        self.pending
+    }
+}
+
+impl Drop for WriteRegistration {
+    /// Posts the abandonment to the object's core (no task is spawned here: this may run while
+    /// the runtime is being torn down, and then the message is simply never delivered).
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (bucket, key) = (
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+        );
+        let pending = self.pending;
+        let partition = self.shard.object_partition(&bucket, &key);
+        let job: Job = Box::new(move |shard: &Shard| {
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                shard.core.objects.end_write(&pending.version);
+                let garbage = pending.garbage();
+                if garbage.is_empty() {
+                    return;
+                }
+                if let Err(e) = shard
+                    .queue_garbage_here(partition, &bucket, &key, &garbage)
+                    .await
+                {
+                    tracing::warn!(error = %e, %bucket, %key, "could not queue an abandoned write's chunks; the sweeper will find them");
+                }
+            });
+        });
+        let owner = self.shard.owner_of(partition);
+        self.shard.core.forwarder.post(owner, job);
+    }
+}
+
+/// A read's lease on the chunks of an object's versions, on every core that holds one of them;
+/// released when dropped.
+pub struct ChunkLease {
+    shard: Shard,
+    held: Vec<(usize, Vec<VersionId>)>,
+}
+
+impl Drop for ChunkLease {
+    /// Releases at once on this core and posts the release to the others (no task is spawned:
+    /// this may run while the runtime is being torn down).
+    fn drop(&mut self) {
+        for (core, versions) in std::mem::take(&mut self.held) {
+            if core == self.shard.core.id {
+                self.shard.core.objects.release(&versions);
+            } else {
+                let job: Job = Box::new(move |shard: &Shard| shard.core.objects.release(&versions));
+                self.shard.core.forwarder.post(core, job);
+            }
+        }
+    }
+}
+
+/// Encodes a garbage-queue entry's value: the versions to collect.
+fn encode_garbage(versions: &[VersionChunks]) -> Bytes {
+    debug_assert!(versions.len() <= GARBAGE_VERSIONS_MAX);
+    let mut out = Vec::with_capacity(GARBAGE_HEADER_BYTES + versions.len() * GARBAGE_VERSION_BYTES);
+    out.push(GARBAGE_FORMAT_VERSION);
+    out.extend_from_slice(&(versions.len() as u32).to_le_bytes());
+    for v in versions {
+        out.extend_from_slice(&v.version.0);
+        out.extend_from_slice(&v.chunks.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// Decodes a garbage-queue entry's value.
+pub(crate) fn decode_garbage(meta: &[u8]) -> Option<Vec<VersionChunks>> {
+    if meta.first() != Some(&GARBAGE_FORMAT_VERSION) || meta.len() < GARBAGE_HEADER_BYTES {
+        return None;
+    }
+    let n = u32::from_le_bytes(meta[1..GARBAGE_HEADER_BYTES].try_into().ok()?) as usize;
+    if n > GARBAGE_VERSIONS_MAX || meta.len() != GARBAGE_HEADER_BYTES + n * GARBAGE_VERSION_BYTES {
+        return None;
+    }
+    meta[GARBAGE_HEADER_BYTES..]
+        .chunks_exact(GARBAGE_VERSION_BYTES)
+        .map(|c| {
+            Some(VersionChunks {
+                version: VersionId(c[..VERSION_ID_BYTES].try_into().ok()?),
+                chunks: u32::from_le_bytes(c[VERSION_ID_BYTES..].try_into().ok()?),
+            })
+        })
+        .collect()
+}
+
+impl Shard {
+    /// The partition of an object's record.
+    pub fn object_partition(&self, bucket: &str, key: &str) -> PartitionId {
+        self.partition_of(object_hash(bucket.as_bytes(), key.as_bytes()))
+    }
+
+    /// Runs `work` as a task of the core owning `partition` (this one or another) and returns
+    /// its result. The work, and the message carrying it, is detached from the caller: it
+    /// finishes even if the caller goes away.
+    async fn on_owner<R, W, Fut>(&self, partition: PartitionId, work: W) -> Result<R, ShardError>
+    where
+        R: Send + 'static,
+        W: FnOnce(Shard) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let owner = self.owner_of(partition);
+        if owner == self.core.id {
+            return Ok(monoio::spawn(work(self.clone())).await);
+        }
+        let shard = self.clone();
+        monoio::spawn(async move { shard.core.forwarder.call(owner, work).await }).await
+    }
+
+    /// What the index knows of `key`'s newest record, on the core owning `partition`.
+    pub async fn lookup(
+        &self,
+        partition: PartitionId,
+        key: Bytes,
+    ) -> Result<Option<Lookup>, ShardError> {
+        let owner = self.owner_of(partition);
+        if owner == self.core.id {
+            return Ok(self.core.engine.lookup(partition, &key));
+        }
+        self.core
+            .forwarder
+            .call(owner, move |shard| async move {
+                shard.core.engine.lookup(partition, &key)
+            })
+            .await
+    }
+
+    /// Commits an object record (manifest, inline body): on the core owning it, under the key's
+    /// lock, checks `condition` against the current object, then writes the record together
+    /// with a garbage-queue entry for the chunks of the version it replaces. `writing` ends the
+    /// registration of the version whose chunks the manifest references; if the commit fails,
+    /// those chunks are queued as garbage. Returns the record's timestamp.
+    pub async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: PutValue,
+        condition: WriteCondition,
+        writing: Option<WriteRegistration>,
+    ) -> Result<Hlc, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let pending = writing.map(WriteRegistration::hand_over);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.on_owner(partition, move |shard| async move {
+            shard
+                .commit_object_here(partition, &bucket, &key, value, &condition, pending)
+                .await
+        })
+        .await?
+    }
+
+    async fn commit_object_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        value: PutValue,
+        condition: &WriteCondition,
+        pending: Option<PendingWrite>,
+    ) -> Result<Hlc, ShardError> {
+        let okey = object_key(bucket, key);
+        let result = self
+            .replace_record(partition, bucket, key, &okey, value, condition)
+            .await;
+        let Some(pending) = pending else {
+            return result;
+        };
+        self.core.objects.end_write(&pending.version);
+        let lost = match &result {
+            Err(_) => true,
+            // A newer record won (a write stamped later elsewhere): ours references nothing.
+            Ok(hlc) => self
+                .core
+                .engine
+                .lookup(partition, &okey)
+                .is_some_and(|now| now.hlc != *hlc),
+        };
+        let garbage = pending.garbage();
+        if lost
+            && !garbage.is_empty()
+            && let Err(e) = self
+                .queue_garbage_here(partition, bucket, key, &garbage)
+                .await
+        {
+            tracing::warn!(error = %e, %bucket, %key, "could not queue the chunks of a write that did not commit; the sweeper will find them");
+        }
+        result
+    }
+
+    /// Under the key's lock: precondition, then the record and the garbage it replaces.
+    async fn replace_record(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        okey: &Bytes,
+        value: PutValue,
+        condition: &WriteCondition,
+    ) -> Result<Hlc, ShardError> {
+        let _lock = self.core.objects.locks.lock(okey).await;
+        let engine = &self.core.engine;
+        let current = engine.lookup(partition, okey);
+        condition.check(current.as_ref())?;
+        let replaced = self.replaced_versions(partition, okey, current).await;
+        if replaced.is_empty() {
+            return Ok(engine.put(partition, okey, value).await?);
+        }
+        let (entry, entry_value) = garbage_entry(bucket, key, &replaced);
+        // One group commit for both: a crash leaves both, neither, or an entry whose versions
+        // the (unchanged) manifest still references, which the collector then leaves alone.
+        let (queued, put) = futures_util::future::join(
+            engine.put(partition, &entry, entry_value),
+            engine.put(partition, okey, value),
+        )
+        .await;
+        let _ = self.queued(queued, entry, bucket, key);
+        Ok(put?)
+    }
+
+    /// The chunked versions the current record of an object references: none if it is inline,
+    /// deleted or absent. Err when its manifest cannot be read or decoded: then nobody may
+    /// conclude that its chunks are unreferenced.
+    async fn manifest_versions(
+        &self,
+        partition: PartitionId,
+        okey: &[u8],
+        current: Option<Lookup>,
+    ) -> Result<Vec<VersionChunks>, ShardError> {
+        match current {
+            Some(c) if !c.tombstone && c.summary.tag & 0xff != TAG_INLINE => {}
+            _ => return Ok(Vec::new()),
+        }
+        match self.core.engine.head(partition, okey).await? {
+            Some(head) => Ok(ObjectMeta::decode(&head.meta)?.versions()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The versions a commit or delete replaces; an unreadable old manifest replaces none
+    /// here (its chunks are left to the orphan sweeper, which skips objects it cannot read).
+    async fn replaced_versions(
+        &self,
+        partition: PartitionId,
+        okey: &[u8],
+        current: Option<Lookup>,
+    ) -> Vec<VersionChunks> {
+        self.manifest_versions(partition, okey, current)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "replaced manifest unreadable; its chunks are left to the sweeper");
+                Vec::new()
+            })
+    }
+
+    /// Hands a written garbage-queue entry to the collector; a failed one is logged (the
+    /// sweeper finds its chunks) and returned.
+    fn queued(
+        &self,
+        queued: Result<Hlc, leofs_engine::EngineError>,
+        entry: Bytes,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), ShardError> {
+        match queued {
+            Ok(_) => {
+                self.core.objects.count(|s| s.entries_queued += 1);
+                self.core.objects.notify(entry);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %bucket, %key, "could not queue chunks as garbage; the sweeper will find them");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Deletes an object (a tombstone) and queues its chunks as garbage, in one group commit,
+    /// on the owning core under the key's lock. False when there was no object.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.on_owner(partition, move |shard| async move {
+            shard.delete_object_here(partition, &bucket, &key).await
+        })
+        .await?
+    }
+
+    async fn delete_object_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<bool, ShardError> {
+        let okey = object_key(bucket, key);
+        let _lock = self.core.objects.locks.lock(&okey).await;
+        let engine = &self.core.engine;
+        let current = engine.lookup(partition, &okey);
+        if current.is_none_or(|c| c.tombstone) {
+            return Ok(false);
+        }
+        let replaced = self.replaced_versions(partition, &okey, current).await;
+        if replaced.is_empty() {
+            return Ok(engine.delete(partition, &okey, None).await?.is_some());
+        }
+        let (entry, entry_value) = garbage_entry(bucket, key, &replaced);
+        let (queued, deleted) = futures_util::future::join(
+            engine.put_reclaiming(partition, &entry, entry_value),
+            engine.delete(partition, &okey, None),
+        )
+        .await;
+        let _ = self.queued(queued, entry, bucket, key);
+        Ok(deleted?.is_some())
+    }
+
+    /// Registers a new version of (bucket, key) as being written, on the core owning the
+    /// object's record: nothing collects its chunks until the registration is handed to a
+    /// commit ([`Shard::commit_object`], [`Shard::commit_part`]) or dropped.
+    pub async fn begin_write(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<WriteRegistration, ShardError> {
+        let version = VersionId::random();
+        let partition = self.object_partition(bucket, key);
+        // Armed before the owner registers it: a caller that goes away ends it either way.
+        let registration = WriteRegistration {
+            shard: self.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            pending: PendingWrite { version, chunks: 0 },
+            armed: true,
+        };
+        self.on_owner(partition, move |shard| async move {
+            shard.core.objects.begin_write(version)
+        })
+        .await?;
+        Ok(registration)
+    }
+
+    /// On the object's core: ends the registration of `ended` (if any), then queues `garbage`.
+    async fn end_write_and_queue(
+        &self,
+        bucket: &str,
+        key: &str,
+        ended: Option<VersionId>,
+        garbage: Vec<VersionChunks>,
+    ) -> Result<(), ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.on_owner(partition, move |shard| async move {
+            if let Some(version) = ended {
+                shard.core.objects.end_write(&version);
+            }
+            if garbage.is_empty() {
+                return Ok(());
+            }
+            shard
+                .queue_garbage_here(partition, &bucket, &key, &garbage)
+                .await
+        })
+        .await?
+    }
+
+    /// Queues versions of (bucket, key) as garbage in the object's durable queue: they are
+    /// collected once nothing references them (an aborted upload's parts, the parts a
+    /// completed upload left out).
+    pub async fn queue_garbage(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: Vec<VersionChunks>,
+    ) -> Result<(), ShardError> {
+        for batch in versions.chunks(GARBAGE_VERSIONS_MAX) {
+            self.end_write_and_queue(bucket, key, None, batch.to_vec())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn queue_garbage_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        garbage: &[VersionChunks],
+    ) -> Result<(), ShardError> {
+        for batch in garbage.chunks(GARBAGE_VERSIONS_MAX) {
+            let (entry, value) = garbage_entry(bucket, key, batch);
+            let queued = self
+                .core
+                .engine
+                .put_reclaiming(partition, &entry, value)
+                .await;
+            self.queued(queued, entry, bucket, key)?;
+        }
+        Ok(())
+    }
+
+    /// Commits a multipart part record (`value`, a [`PartMeta`]) on the core owning it, under
+    /// its key's lock; then, on the object's core, the registration of the part's own version
+    /// ends and the part it replaced (an upload of the same number) is queued as garbage. If
+    /// the commit fails, the part's own chunks are queued instead. All of it runs detached from
+    /// the caller.
+    pub async fn commit_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_key: Bytes,
+        value: PutValue,
+        writing: Option<WriteRegistration>,
+    ) -> Result<Hlc, ShardError> {
+        let partition = self.partition_of(hash_bytes(&part_key));
+        let pending = writing.map(WriteRegistration::hand_over);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.on_owner(partition, move |shard| async move {
+            let result = shard.replace_part_here(partition, part_key, value).await;
+            let garbage = match &result {
+                Ok((_, replaced)) => replaced
+                    .filter(|r| pending.is_none_or(|p| p.version != r.version))
+                    .into_iter()
+                    .collect(),
+                Err(_) => pending.map(|p| p.garbage()).unwrap_or_default(),
+            };
+            let ended = pending.map(|p| p.version);
+            if let Err(e) = shard
+                .end_write_and_queue(&bucket, &key, ended, garbage)
+                .await
+            {
+                tracing::warn!(error = %e, %bucket, %key, "could not end a part's write or queue what it replaced; the sweeper will find it");
+            }
+            result.map(|(hlc, _)| hlc)
+        })
+        .await?
+    }
+
+    async fn replace_part_here(
+        &self,
+        partition: PartitionId,
+        part_key: Bytes,
+        value: PutValue,
+    ) -> Result<(Hlc, Option<VersionChunks>), ShardError> {
+        let _lock = self.core.objects.locks.lock(&part_key).await;
+        let engine = &self.core.engine;
+        let replaced = match engine.lookup(partition, &part_key) {
+            Some(c) if !c.tombstone => match engine.head(partition, &part_key).await {
+                Ok(Some(h)) => PartMeta::decode(&h.meta)
+                    .ok()
+                    .map(|m| m.segment.version_chunks()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let hlc = engine.put(partition, &part_key, value).await?;
+        Ok((hlc, replaced))
+    }
+
+    /// Leases the chunks of `versions` of (bucket, key) for a read, on every core that holds
+    /// one: each keeps them from being collected until the lease is dropped (or
+    /// [`GcConfig::chunk_grace`] has passed), and, for objects of at most
+    /// [`LEASE_PRESENCE_CHECK_CHUNKS_MAX`] chunks, checks that each of its chunks exists. A
+    /// version being collected, or a missing chunk, is [`ShardError::MissingChunk`] (nothing
+    /// stays leased then). Detached from the caller: a lease taken for a caller that went away
+    /// is released.
+    pub async fn lease_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: &[VersionChunks],
+    ) -> Result<ChunkLease, ShardError> {
+        let shard = self.clone();
+        let (bucket, key, versions) = (bucket.to_owned(), key.to_owned(), versions.to_vec());
+        monoio::spawn(async move { shard.lease_everywhere(&bucket, &key, &versions).await }).await
+    }
+
+    async fn lease_everywhere(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: &[VersionChunks],
+    ) -> Result<ChunkLease, ShardError> {
+        let total: u64 = versions.iter().map(|v| u64::from(v.chunks)).sum();
+        let check = total <= LEASE_PRESENCE_CHECK_CHUNKS_MAX;
+        let mut cores = vec![!check; self.core_count()];
+        if check {
+            for v in versions {
+                for index in 0..v.chunks {
+                    let ckey = chunk_key(bucket, key, &v.version, index);
+                    cores[self.owner_of(self.partition_of(hash_bytes(&ckey)))] = true;
+                }
+            }
+        }
+        let calls = cores
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, holds)| holds)
+            .map(|(core, _)| {
+                let (b, k, v) = (bucket.to_owned(), key.to_owned(), versions.to_vec());
+                async move {
+                    let got = if core == self.core.id {
+                        Ok(self.lease_here(&b, &k, &v, check))
+                    } else {
+                        self.core
+                            .forwarder
+                            .call(core, move |shard| async move {
+                                shard.lease_here(&b, &k, &v, check)
+                            })
+                            .await
+                    };
+                    (core, got)
+                }
+            });
+        let mut lease = ChunkLease {
+            shard: self.clone(),
+            held: Vec::new(),
+        };
+        let mut failed = None;
+        for (core, got) in futures_util::future::join_all(calls).await {
+            match got {
+                Ok(Ok(leased)) => lease.held.push((core, leased)),
+                Ok(Err(e)) | Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            None => Ok(lease),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// On this core: refuses versions being collected, checks (if asked) that every chunk of
+    /// `versions` this core holds exists, then leases the versions.
+    fn lease_here(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: &[VersionChunks],
+        check: bool,
+    ) -> Result<Vec<VersionId>, ShardError> {
+        let missing = |index| ShardError::MissingChunk {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            index,
+        };
+        let objects = &self.core.objects;
+        if versions
+            .iter()
+            .any(|v| objects.collecting.borrow().contains_key(&v.version))
+        {
+            return Err(missing(0));
+        }
+        if check {
+            for v in versions {
+                for index in 0..v.chunks {
+                    let ckey = chunk_key(bucket, key, &v.version, index);
+                    let partition = self.partition_of(hash_bytes(&ckey));
+                    if self.owner_of(partition) != self.core.id {
+                        continue;
+                    }
+                    let present = self
+                        .core
+                        .engine
+                        .lookup(partition, &ckey)
+                        .is_some_and(|c| !c.tombstone);
+                    if !present {
+                        return Err(missing(index));
+                    }
+                }
+            }
+        }
+        let leased: Vec<VersionId> = versions.iter().map(|v| v.version).collect();
+        objects.lease(&leased);
+        Ok(leased)
+    }
+
+    /// On core `core`: deletes the chunks in `keys` that no read holds; returns how many were
+    /// put off because one does. `orphans` counts them as swept rather than collected.
+    pub(crate) async fn collect_chunks(
+        &self,
+        core: usize,
+        keys: Vec<Bytes>,
+        orphans: bool,
+    ) -> Result<u64, ShardError> {
+        if core == self.core.id {
+            return self.collect_here(keys, orphans).await;
+        }
+        self.core
+            .forwarder
+            .call(core, move |shard| async move {
+                shard.collect_here(keys, orphans).await
+            })
+            .await?
+    }
+
+    async fn collect_here(&self, keys: Vec<Bytes>, orphans: bool) -> Result<u64, ShardError> {
+        let objects = &self.core.objects;
+        let mut deferred = 0u64;
+        let mut doomed = Vec::with_capacity(keys.len());
+        let mut versions: Vec<VersionId> = Vec::new();
+        for ckey in keys {
+            match parse_chunk_key(&ckey) {
+                Some((_, _, version, _)) if objects.is_leased(&version) => deferred += 1,
+                Some((_, _, version, _)) => {
+                    if !versions.contains(&version) {
+                        versions.push(version);
+                    }
+                    doomed.push(ckey);
+                }
+                None => {}
+            }
+        }
+        // From here until the tombstones are durable, reads may not lease these versions: the
+        // index shows their chunks until then.
+        let _collecting = Collecting::mark(objects, versions);
+        let deletes = futures_util::stream::iter(doomed)
+            .map(|ckey| async move {
+                let partition = self.partition_of(hash_bytes(&ckey));
+                self.core.engine.delete(partition, &ckey, None).await
+            })
+            .buffer_unordered(COLLECT_CONCURRENCY_MAX);
+        let results: Vec<_> = deletes.collect().await;
+        let mut deleted = 0u64;
+        for result in results {
+            if result?.is_some() {
+                deleted += 1;
+            }
+        }
+        objects.count(|s| {
+            if orphans {
+                s.orphan_chunks_swept += deleted;
+            } else {
+                s.chunks_collected += deleted;
+            }
+            s.chunks_deferred += deferred;
+        });
+        Ok(deferred)
+    }
+
+    /// On this core (the object's owner): the versions among `versions` that the object's
+    /// current manifest references or a registered write holds (under the key's lock, so no
+    /// commit lands halfway through the check). Err when the manifest cannot be read: nothing
+    /// may be collected then.
+    pub(crate) async fn referenced_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        versions: &[VersionChunks],
+    ) -> Result<Vec<VersionId>, ShardError> {
+        let okey = object_key(bucket, key);
+        let _lock = self.core.objects.locks.lock(&okey).await;
+        self.referenced_locked(partition, &okey, versions).await
+    }
+
+    async fn referenced_locked(
+        &self,
+        partition: PartitionId,
+        okey: &Bytes,
+        versions: &[VersionChunks],
+    ) -> Result<Vec<VersionId>, ShardError> {
+        let current = self.core.engine.lookup(partition, okey);
+        let manifest: Vec<VersionId> = self
+            .manifest_versions(partition, okey, current)
+            .await?
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        Ok(versions
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| manifest.contains(v) || self.core.objects.is_writing(v))
+            .collect())
+    }
+
+    /// On the object's core: which of `versions` nothing references (not the manifest, not a
+    /// registered write, not a part of a live multipart upload of the object): for the sweeper.
+    /// Err when something cannot be read: the object is skipped then.
+    pub(crate) async fn unreferenced(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: Vec<VersionChunks>,
+    ) -> Result<Vec<VersionChunks>, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.on_owner(partition, move |shard| async move {
+            let objects = &shard.core.objects;
+            // The order is what makes this sound without holding the key's lock across the
+            // upload scan: a part's registration ends only after its part record is durable,
+            // and a completion commits its manifest before it deletes the upload. So a version
+            // not registered now is in a part record found by the scan that follows, or, if
+            // that upload is gone, in the manifest read after it.
+            let mut left: Vec<VersionChunks> = versions
+                .into_iter()
+                .filter(|v| !objects.is_writing(&v.version))
+                .collect();
+            if left.is_empty() {
+                return Ok(left);
+            }
+            let in_parts = shard.upload_part_versions(&bucket, &key).await?;
+            left.retain(|v| !in_parts.contains(&v.version));
+            if left.is_empty() {
+                return Ok(left);
+            }
+            let okey = object_key(&bucket, &key);
+            let _lock = objects.locks.lock(&okey).await;
+            let referenced = shard.referenced_locked(partition, &okey, &left).await?;
+            left.retain(|v| !referenced.contains(&v.version));
+            Ok(left)
+        })
+        .await?
+    }
+
+    /// Versions of the parts of every live multipart upload of (bucket, key). Err when a part
+    /// record cannot be read or decoded.
+    async fn upload_part_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<VersionId>, ShardError> {
+        let prefix = upload_key(bucket, key, "");
+        debug_assert_eq!(prefix.last(), Some(&KEY_SEP));
+        let mut uploads = Vec::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self
+                .scan_all(prefix.clone(), after.clone(), UPLOAD_SCAN_PAGE_KEYS)
+                .await?;
+            let done = page.len() < UPLOAD_SCAN_PAGE_KEYS;
+            after = page.last().map(|e| e.key.clone());
+            for entry in page {
+                if let Ok(upload_id) = std::str::from_utf8(&entry.key[prefix.len()..]) {
+                    uploads.push(upload_id.to_owned());
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let mut versions = Vec::new();
+        for upload_id in uploads {
+            let part_prefix = Bytes::from(crate::object_layout::part_prefix(&upload_id));
+            let mut after: Option<Bytes> = None;
+            loop {
+                let page = self
+                    .scan_all(part_prefix.clone(), after.clone(), UPLOAD_SCAN_PAGE_KEYS)
+                    .await?;
+                let done = page.len() < UPLOAD_SCAN_PAGE_KEYS;
+                after = page.last().map(|e| e.key.clone());
+                for entry in page {
+                    let partition = self.partition_of(hash_bytes(&entry.key));
+                    if let Some(head) = self.head(partition, entry.key).await? {
+                        versions.push(PartMeta::decode(&head.meta)?.segment.version);
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Garbage-collection counters of this core.
+    pub fn gc_stats(&self) -> GcStats {
+        self.core.objects.snapshot()
+    }
+}
+
+/// A garbage-queue entry naming `versions` of (bucket, key): its key and value.
+fn garbage_entry(bucket: &str, key: &str, versions: &[VersionChunks]) -> (Bytes, PutValue) {
+    let id: [u8; VERSION_ID_BYTES] = rand::random();
+    let value = PutValue {
+        meta: encode_garbage(versions),
+        body: Bytes::new(),
+        summary: Summary {
+            size: 0,
+            digest: [0; 16],
+            tag: TAG_GARBAGE,
+        },
+        hlc: None,
+    };
+    (garbage_key(bucket, key, &id), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(tag: u32, digest: u8, tombstone: bool) -> Lookup {
+        Lookup {
+            hlc: Hlc::default(),
+            summary: Summary {
+                size: 1,
+                digest: [digest; 16],
+                tag,
+            },
+            body_len: 1,
+            tombstone,
+        }
+    }
+
+    #[test]
+    fn conditions_hold_as_s3_defines_them() {
+        let none_match_any = WriteCondition {
+            if_none_match: Some(EtagCondition::Any),
+            ..WriteCondition::none()
+        };
+        let current = lookup(TAG_INLINE, 0xab, false);
+        assert!(none_match_any.check(None).is_ok());
+        assert!(
+            none_match_any
+                .check(Some(&lookup(TAG_INLINE, 1, true)))
+                .is_ok()
+        );
+        assert!(matches!(
+            none_match_any.check(Some(&current)),
+            Err(ShardError::PreconditionFailed)
+        ));
+        let etag = etag_string(&[0xab; 16], 0);
+        let if_match = |e: &str| WriteCondition {
+            if_match: Some(EtagCondition::Etag(e.to_owned())),
+            ..WriteCondition::none()
+        };
+        assert!(if_match(&etag).check(Some(&current)).is_ok());
+        assert!(matches!(
+            if_match("other").check(Some(&current)),
+            Err(ShardError::PreconditionFailed)
+        ));
+        assert!(matches!(
+            if_match(&etag).check(None),
+            Err(ShardError::NoSuchObject)
+        ));
+        // A multipart object's ETag carries its part count.
+        let multipart = lookup(crate::object_layout::object_tag(3), 0xab, false);
+        assert!(
+            if_match(&format!("{etag}-3"))
+                .check(Some(&multipart))
+                .is_ok()
+        );
+        assert!(if_match(&etag).check(Some(&multipart)).is_err());
+    }
+
+    #[test]
+    fn garbage_entries_round_trip_and_reject_garbage() {
+        let versions = vec![
+            VersionChunks {
+                version: VersionId([1; 16]),
+                chunks: 3,
+            },
+            VersionChunks {
+                version: VersionId([2; 16]),
+                chunks: 0,
+            },
+        ];
+        let encoded = encode_garbage(&versions);
+        assert_eq!(decode_garbage(&encoded), Some(versions));
+        assert_eq!(decode_garbage(&encoded[..encoded.len() - 1]), None);
+        assert_eq!(decode_garbage(b""), None);
+        // The fullest entry still fits the engine's metadata limit.
+        let most = vec![
+            VersionChunks {
+                version: VersionId([5; 16]),
+                chunks: u32::MAX,
+            };
+            GARBAGE_VERSIONS_MAX
+        ];
+        let encoded = encode_garbage(&most);
+        assert!(encoded.len() <= MAX_META_BYTES, "{}", encoded.len());
+        assert_eq!(
+            decode_garbage(&encoded).map(|v| v.len()),
+            Some(GARBAGE_VERSIONS_MAX)
+        );
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn a_key_lock_orders_holders_and_survives_cancelled_waiters() {
+        let locks = std::rc::Rc::new(KeyLocks::default());
+        let key = Bytes::from_static(b"k");
+        let first = locks.lock(&key).await;
+        // A waiter that gives up holds nothing.
+        let gave_up = monoio::time::timeout(Duration::from_millis(10), locks.lock(&key)).await;
+        assert!(gave_up.is_err());
+        let (l2, k2) = (locks.clone(), key.clone());
+        let second = monoio::spawn(async move {
+            let _g = l2.lock(&k2).await;
+        });
+        monoio::time::sleep(Duration::from_millis(5)).await;
+        drop(first);
+        second.await;
+        let _again = locks.lock(&key).await;
+    }
+}
