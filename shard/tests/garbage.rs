@@ -1,0 +1,292 @@
+//! Storage owns its garbage, tested through the `Shard` API on a real node (real engines and
+//! core threads): chunks a read leases survive an overwrite until the lease ends, then go;
+//! an abandoned write's chunks go; orphan chunks (no manifest, no write) are swept; a lease on
+//! collected chunks is refused; concurrent `If-None-Match: *` commits have one winner.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use leofs_shard::object_layout::{
+    BodyLayout, Headers, ObjectMeta, Segment, VersionChunks, VersionId, chunk_key,
+};
+use leofs_shard::{
+    DEFAULT_CONNECTIONS_PER_CORE_MAX, EngineConfig, EtagCondition, GcConfig, NodeConfig, PutValue,
+    Shard, ShardError, WriteCondition, hash_bytes, start_node,
+};
+
+type Scenario = Box<dyn FnOnce(Shard) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNKS: u32 = 3;
+
+fn run_on_core0(scenario: Scenario) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = EngineConfig::new(dir.path().join("unused"));
+    engine.segment_size_bytes = 4 * 1024 * 1024;
+    engine.background_compaction = false;
+    let config = NodeConfig {
+        data_dir: dir.path().to_path_buf(),
+        cores: 2,
+        partitions: 1024,
+        engine,
+        pin_cores: false,
+        connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
+        gc: GcConfig::with_grace(Duration::from_secs(20)),
+    };
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let scenario = Mutex::new(Some((scenario, done_tx)));
+    let node = start_node(config, move |shard| {
+        if shard.core_id() == 0
+            && let Some((scenario, done)) = scenario.lock().unwrap().take()
+        {
+            monoio::spawn(async move {
+                scenario(shard).await;
+                let _ = done.send(());
+            });
+        }
+        Ok(())
+    })
+    .unwrap();
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("scenario finished (a panic in it shows in the log above)");
+    node.shutdown_trigger().trigger();
+    node.wait().unwrap();
+}
+
+/// Writes `CHUNKS` chunks of a new registered version and returns the registration and layout.
+async fn write_chunks(
+    shard: &Shard,
+    bucket: &str,
+    key: &str,
+) -> (leofs_shard::WriteRegistration, Segment) {
+    let mut registration = shard.begin_write(bucket, key).await.unwrap();
+    let version = registration.version();
+    for index in 0..CHUNKS {
+        registration.chunk_written();
+        put_chunk(shard, bucket, key, &version, index).await;
+    }
+    let segment = Segment {
+        version,
+        size_bytes: u64::from(CHUNKS) * CHUNK_BYTES as u64,
+        chunk_size_bytes: CHUNK_BYTES as u64,
+        md5: [1; 16],
+    };
+    (registration, segment)
+}
+
+async fn put_chunk(shard: &Shard, bucket: &str, key: &str, version: &VersionId, index: u32) {
+    let ckey = chunk_key(bucket, key, version, index);
+    let value = PutValue {
+        body: Bytes::from(vec![index as u8; CHUNK_BYTES]),
+        ..Default::default()
+    };
+    shard
+        .put(shard.partition_of(hash_bytes(&ckey)), ckey, value)
+        .await
+        .unwrap();
+}
+
+fn manifest(layout: BodyLayout, size_bytes: u64) -> PutValue {
+    let meta = ObjectMeta {
+        size_bytes,
+        md5: [2; 16],
+        parts_count: 0,
+        headers: Headers::default(),
+        checksums: Vec::new(),
+        layout,
+    };
+    PutValue {
+        meta: meta.encode(),
+        summary: meta.summary(),
+        ..Default::default()
+    }
+}
+
+/// How many chunks of `version` exist.
+async fn chunks_left(shard: &Shard, bucket: &str, key: &str, version: &VersionId) -> u32 {
+    let mut left = 0;
+    for index in 0..CHUNKS {
+        let ckey = chunk_key(bucket, key, version, index);
+        if shard
+            .get(shard.partition_of(hash_bytes(&ckey)), ckey)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            left += 1;
+        }
+    }
+    left
+}
+
+async fn wait_for_collection(shard: &Shard, bucket: &str, key: &str, version: &VersionId) {
+    let start = Instant::now();
+    while chunks_left(shard, bucket, key, version).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "chunks of {version:?} still there after 15 s"
+        );
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn leased_chunks_outlive_an_overwrite_until_the_read_ends() {
+    run_on_core0(Box::new(|shard: Shard| {
+        Box::pin(async move {
+            let (registration, segment) = write_chunks(&shard, "b", "leased").await;
+            let version = segment.version;
+            let size = segment.size_bytes;
+            shard
+                .commit_object(
+                    "b",
+                    "leased",
+                    manifest(BodyLayout::Chunked(vec![segment.clone()]), size),
+                    WriteCondition::none(),
+                    Some(registration),
+                )
+                .await
+                .unwrap();
+            let lease = shard
+                .lease_chunks("b", "leased", &[segment.version_chunks()])
+                .await
+                .unwrap();
+            // Overwritten while the read holds its lease: the old chunks stay.
+            shard
+                .commit_object(
+                    "b",
+                    "leased",
+                    manifest(BodyLayout::Inline, 0),
+                    WriteCondition::none(),
+                    None,
+                )
+                .await
+                .unwrap();
+            monoio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(chunks_left(&shard, "b", "leased", &version).await, CHUNKS);
+            assert!(shard.gc_stats().chunks_deferred > 0);
+            // The read ends: they go.
+            drop(lease);
+            wait_for_collection(&shard, "b", "leased", &version).await;
+            // A read that finds them gone is told so.
+            let refused = shard
+                .lease_chunks("b", "leased", &[segment.version_chunks()])
+                .await;
+            assert!(matches!(refused, Err(ShardError::MissingChunk { .. })));
+        })
+    }));
+}
+
+#[test]
+fn an_abandoned_write_and_a_deleted_object_free_their_chunks() {
+    run_on_core0(Box::new(|shard: Shard| {
+        Box::pin(async move {
+            let (registration, segment) = write_chunks(&shard, "b", "abandoned").await;
+            drop(registration);
+            wait_for_collection(&shard, "b", "abandoned", &segment.version).await;
+
+            let (registration, segment) = write_chunks(&shard, "b", "deleted").await;
+            let size = segment.size_bytes;
+            let version = segment.version;
+            shard
+                .commit_object(
+                    "b",
+                    "deleted",
+                    manifest(BodyLayout::Chunked(vec![segment]), size),
+                    WriteCondition::none(),
+                    Some(registration),
+                )
+                .await
+                .unwrap();
+            assert_eq!(chunks_left(&shard, "b", "deleted", &version).await, CHUNKS);
+            assert!(shard.delete_object("b", "deleted").await.unwrap());
+            wait_for_collection(&shard, "b", "deleted", &version).await;
+            assert!(!shard.delete_object("b", "deleted").await.unwrap());
+        })
+    }));
+}
+
+#[test]
+fn orphan_chunks_are_swept_and_referenced_ones_are_not() {
+    run_on_core0(Box::new(|shard: Shard| {
+        Box::pin(async move {
+            // What a crash in the middle of an upload leaves: chunks, no write, no manifest.
+            let orphan = VersionId::random();
+            for index in 0..CHUNKS {
+                put_chunk(&shard, "b", "crashed", &orphan, index).await;
+            }
+            // A committed object and a write still in progress, both with chunks.
+            let (registration, kept) = write_chunks(&shard, "b", "kept").await;
+            let size = kept.size_bytes;
+            shard
+                .commit_object(
+                    "b",
+                    "kept",
+                    manifest(BodyLayout::Chunked(vec![kept.clone()]), size),
+                    WriteCondition::none(),
+                    Some(registration),
+                )
+                .await
+                .unwrap();
+            let (in_progress, writing) = write_chunks(&shard, "b", "writing").await;
+            // The first sweep runs 5 s after start.
+            wait_for_collection(&shard, "b", "crashed", &orphan).await;
+            assert_eq!(
+                chunks_left(&shard, "b", "kept", &kept.version).await,
+                CHUNKS
+            );
+            assert_eq!(
+                chunks_left(&shard, "b", "writing", &writing.version).await,
+                CHUNKS
+            );
+            drop(in_progress);
+            wait_for_collection(&shard, "b", "writing", &writing.version).await;
+            let lease = shard
+                .lease_chunks(
+                    "b",
+                    "kept",
+                    &[VersionChunks {
+                        version: kept.version,
+                        chunks: CHUNKS,
+                    }],
+                )
+                .await;
+            assert!(lease.is_ok());
+        })
+    }));
+}
+
+#[test]
+fn concurrent_if_none_match_commits_have_exactly_one_winner() {
+    run_on_core0(Box::new(|shard: Shard| {
+        Box::pin(async move {
+            let attempts = (0..16).map(|i| {
+                let shard = shard.clone();
+                async move {
+                    let condition = WriteCondition {
+                        if_none_match: Some(EtagCondition::Any),
+                        ..WriteCondition::none()
+                    };
+                    let value = PutValue {
+                        body: Bytes::from(vec![i as u8; 4096]),
+                        ..manifest(BodyLayout::Inline, 4096)
+                    };
+                    shard
+                        .commit_object("b", "contended", value, condition, None)
+                        .await
+                }
+            });
+            let results = futures_util::future::join_all(attempts).await;
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            let refused = results
+                .iter()
+                .filter(|r| matches!(r, Err(ShardError::PreconditionFailed)))
+                .count();
+            assert_eq!((won, refused), (1, 15), "{results:?}");
+        })
+    }));
+}
