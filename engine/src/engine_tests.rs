@@ -41,7 +41,9 @@ impl FailPoints {
 
 impl Drop for FailPoints {
     fn drop(&mut self) {
-        if let Some(scenario) = self.scenario.take() {}
+        if let Some(scenario) = self.scenario.take() {
+            scenario.teardown();
+        }
         ARMING.with(|a| a.set(false));
     }
 }

@@ -572,14 +572,12 @@ fn fill_filesystem(path: &Path) -> u64 {
     let block = vec![0x5Au8; 64 * 1024];
     let mut written = 0u64;
     for size in [64 * 1024, 4096] {
-        loop {
-            match file
-                .write_all(&block[..size])
-                .and_then(|()| file.sync_all())
-            {
-                Ok(()) => written += size as u64,
-                Err(_) => break,
-            }
+        while file
+            .write_all(&block[..size])
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {
+            written += size as u64;
         }
     }
     written
