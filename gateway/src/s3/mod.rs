@@ -86,16 +86,22 @@ dispatch! {
 }
 
 /// PutObject, and PostObject (s3s's default `post_object` calls `put_object`). A browser form
-/// carries its ACL and encryption fields in the form, where the access check cannot see them,
-/// so a POST's fields are checked here as headers would be.
+/// carries its fields (ACL, encryption, tags, storage class, …) in the form, where the access
+/// check cannot see them, so a POST's fields are checked here as headers would be.
 async fn put_or_post_object(
     ctx: &Ctx,
     req: S3Request<PutObjectInput>,
 ) -> Result<S3Response<PutObjectOutput>, GatewayError> {
     if req.method == http::Method::POST {
-        let bucket = ctx.manager.snapshot().bucket(&req.input.bucket).cloned();
         let fields = unsupported::put_input_headers(&req.input);
-        unsupported::check_operation("PutObject", &fields, bucket.as_ref())?;
+        let request = unsupported::RequestView {
+            op: "PutObject",
+            headers: &fields,
+            query: None,
+            bucket: Some(&req.input.bucket),
+            signed: req.credentials.is_some(),
+        };
+        unsupported::check_operation(&request, &ctx.manager.snapshot())?;
     }
     put::put_object(ctx, req).await
 }
