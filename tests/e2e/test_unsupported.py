@@ -4,8 +4,10 @@ would differ from the bucket's canned ACL, bucket grant headers, presigned URLs 
 than 7 days or with a negative expiry, object tags, Object Lock, storage classes other than
 STANDARD, website redirects, appends, version ids other than "null", conditional deletes and
 aborts, object-level checksums of multipart uploads, bucket object ownership and directory-bucket
-settings. What the node honours keeps working, and x-amz-expected-bucket-owner (and the copy
-source's), which used to be ignored, is now honoured.
+settings. What the node honours keeps working, and some settings that used to be ignored are now
+honoured: x-amz-expected-bucket-owner (and the copy source's), If-Match/If-None-Match on
+CopyObject, the response-* overrides of GetObject/HeadObject, ListBuckets pagination and
+ListMultipartUploads' encoding-type.
 """
 
 from __future__ import annotations
@@ -381,6 +383,23 @@ def test_requester_pays_acknowledgement_is_taken(server, s3, bucket):
     assert r.status == 400 and r.error_code() == "InvalidArgument", r
 
 
+def test_copy_object_destination_conditions_are_honoured(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"new")
+    old = s3.put_object(Bucket=bucket, Key="dst", Body=b"old")["ETag"]
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfNoneMatch="*"),
+            412, "PreconditionFailed")
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src",
+                                   IfMatch='"0123456789abcdef0123456789abcdef"'), 412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"old"
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="missing", CopySource=f"{bucket}/src", IfMatch=old),
+            404, "NoSuchKey")
+    assert absent(s3, bucket, "missing")
+    s3.copy_object(Bucket=bucket, Key="fresh", CopySource=f"{bucket}/src", IfNoneMatch="*")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfMatch=old)
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"new"
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"new"
+
+
 def test_version_ids_other_than_null_are_invalid(s3, bucket):
     s3.put_object(Bucket=bucket, Key="v", Body=b"the only version")
     bogus = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
@@ -389,13 +408,20 @@ def test_version_ids_other_than_null_are_invalid(s3, bucket):
     refused(lambda: s3.get_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "InvalidArgument")
     refused(lambda: s3.head_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "400")
     refused(lambda: s3.delete_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "InvalidArgument")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "v", "VersionId": bogus}]})
+    assert [e["Code"] for e in out.get("Errors", [])] == ["InvalidArgument"], out
+    assert not out.get("Deleted"), out
     assert not absent(s3, bucket, "v")
     refused(lambda: s3.list_object_versions(Bucket=bucket, KeyMarker="v", VersionIdMarker=bogus),
             400, "InvalidArgument")
     refused(lambda: s3.list_object_versions(Bucket=bucket, VersionIdMarker="null"), 400, "InvalidArgument")
     s3.list_object_versions(Bucket=bucket, KeyMarker="v", VersionIdMarker="null")
+    s3.put_object(Bucket=bucket, Key="w", Body=b"w")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "w", "VersionId": "null"},
+                                                              {"Key": "v", "VersionId": bogus}]})
+    assert [d["Key"] for d in out["Deleted"]] == ["w"] and [e["Key"] for e in out["Errors"]] == ["v"], out
     s3.delete_object(Bucket=bucket, Key="v", VersionId="null")
-    assert absent(s3, bucket, "v")
+    assert absent(s3, bucket, "v") and absent(s3, bucket, "w")
 
 
 def test_conditional_deletes_and_aborts_are_not_implemented(s3, bucket):
@@ -405,6 +431,9 @@ def test_conditional_deletes_and_aborts_are_not_implemented(s3, bucket):
     refused(lambda: s3.delete_object(Bucket=bucket, Key="c", IfMatchSize=3), 501, "NotImplemented")
     refused(lambda: s3.delete_object(Bucket=bucket, Key="c", IfMatchLastModifiedTime=modified),
             501, "NotImplemented")
+    for cond in ({"ETag": etag}, {"Size": 3}, {"LastModifiedTime": modified}):
+        out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c", **cond}]})
+        assert [e["Code"] for e in out.get("Errors", [])] == ["NotImplemented"], (cond, out)
     assert not absent(s3, bucket, "c")
     uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     initiated = s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"]
@@ -434,13 +463,90 @@ def test_object_checksums_of_multipart_uploads_are_not_implemented(s3, bucket):
 # -- reads ---------------------------------------------------------------------------------------
 
 
-def test_listing_options_are_checked(server, s3, bucket):
+def test_response_header_overrides_are_honoured(server, s3):
+    name = unique_bucket_name("overrides")
+    s3.create_bucket(Bucket=name, ACL="public-read")
+    try:
+        s3.put_object(Bucket=name, Key="doc", Body=b"body", ContentType="application/octet-stream")
+        overrides = {
+            "ResponseContentType": "text/plain",
+            "ResponseContentDisposition": 'attachment; filename="doc.txt"',
+            "ResponseCacheControl": "no-cache",
+            "ResponseContentEncoding": "identity",
+            "ResponseContentLanguage": "fr",
+            "ResponseExpires": datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc),
+        }
+        want = {
+            "content-type": "text/plain",
+            "content-disposition": 'attachment; filename="doc.txt"',
+            "cache-control": "no-cache",
+            "content-encoding": "identity",
+            "content-language": "fr",
+            "expires": "Tue, 01 Jan 2030 00:00:00 GMT",
+        }
+        got = s3.get_object(Bucket=name, Key="doc", **overrides)
+        assert got["Body"].read() == b"body"
+        headers = got["ResponseMetadata"]["HTTPHeaders"]
+        assert {k: headers.get(k) for k in want} == want, headers
+        headers = s3.head_object(Bucket=name, Key="doc", **overrides)["ResponseMetadata"]["HTTPHeaders"]
+        assert {k: headers.get(k) for k in want} == want, headers
+        # The stored headers are unchanged.
+        assert s3.get_object(Bucket=name, Key="doc")["ContentType"] == "application/octet-stream"
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "doc",
+                                                              "ResponseContentDisposition": "attachment"})
+        r = requests.get(url, timeout=30)
+        assert r.status_code == 200 and r.headers["content-disposition"] == "attachment", r.text
+        # As in S3, an anonymous request may not choose response headers.
+        r = requests.get(f"{server.endpoint}/{name}/doc", params={"response-content-type": "text/html"}, timeout=30)
+        assert r.status_code == 400 and ET.fromstring(r.content).findtext("Code") == "InvalidRequest", r.text
+        assert requests.get(f"{server.endpoint}/{name}/doc", timeout=30).content == b"body"
+    finally:
+        empty_bucket(s3, name)
+        s3.delete_bucket(Bucket=name)
+
+
+def test_listing_options_are_honoured_or_refused(server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     # Objects in STANDARD have no restore status to report: asking for it is answered.
     s3.list_objects_v2(Bucket=bucket, OptionalObjectAttributes=["RestoreStatus"])
     r = raw_request(server, "GET", f"/{bucket}", query={"list-type": "2"},
                     headers={"x-amz-optional-object-attributes": "Owner"})
     assert r.status == 400 and r.error_code() == "InvalidArgument", r
+
+    key = "dir/a b+c%d"
+    uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        r = raw_request(server, "GET", f"/{bucket}", query={"uploads": "", "encoding-type": "url", "prefix": "dir/a b"})
+        assert r.status == 200, r
+        assert b"<Key>dir/a%20b%2Bc%25d</Key>" in r.body and b"<Prefix>dir/a%20b</Prefix>" in r.body, r
+        assert b"<EncodingType>url</EncodingType>" in r.body, r
+        r = raw_request(server, "GET", f"/{bucket}", query={"uploads": "", "encoding-type": "base64"})
+        assert r.status == 400 and r.error_code() == "InvalidArgument", r
+        assert s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Key"] == key
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
+
+
+def test_list_buckets_pages_and_filters_by_region(server, s3):
+    prefix = unique_bucket_name("pages")
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    try:
+        page = s3.list_buckets(Prefix=prefix, MaxBuckets=2)
+        assert [b["Name"] for b in page["Buckets"]] == names[:2] and page.get("ContinuationToken"), page
+        rest = s3.list_buckets(Prefix=prefix, MaxBuckets=2, ContinuationToken=page["ContinuationToken"])
+        assert [b["Name"] for b in rest["Buckets"]] == names[2:] and not rest.get("ContinuationToken"), rest
+        pages = s3.get_paginator("list_buckets").paginate(Prefix=prefix, PaginationConfig={"PageSize": 1})
+        assert [b["Name"] for p in pages for b in p["Buckets"]] == names
+        assert [b["Name"] for b in s3.list_buckets(Prefix=prefix, BucketRegion=REGION)["Buckets"]] == names
+        assert s3.list_buckets(Prefix=prefix, BucketRegion="eu-west-3")["Buckets"] == []
+        for bad in ("0", "10001", "many"):
+            r = raw_request(server, "GET", "/", query={"max-buckets": bad})
+            assert r.status == 400 and r.error_code() == "InvalidArgument", (bad, r)
+    finally:
+        for name in names:
+            s3.delete_bucket(Bucket=name)
 
 
 # -- buckets -------------------------------------------------------------------------------------
@@ -450,4 +556,23 @@ def test_bucket_settings_the_node_lacks_are_not_implemented(server, s3):
     name = unique_bucket_name("settings")
     for ownership in ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"):
         refused(lambda: s3.create_bucket(Bucket=name, ObjectOwnership=ownership), 501, "NotImplemented")
+    directory = (b"<CreateBucketConfiguration><Location><Type>AvailabilityZone</Type><Name>usw2-az1</Name>"
+                 b"</Location><Bucket><DataRedundancy>SingleAvailabilityZone</DataRedundancy>"
+                 b"<Type>Directory</Type></Bucket></CreateBucketConfiguration>")
+    r = raw_request(server, "PUT", f"/{name}", body=directory)
+    assert r.status == 501 and r.error_code() == "NotImplemented", r
     assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+    s3.create_bucket(Bucket=name)
+    try:
+        owner = s3.list_buckets()["Owner"]["ID"]
+        policy = (f'<AccessControlPolicy><Owner><ID>{owner}</ID></Owner><AccessControlList><Grant>'
+                  f'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
+                  f'<ID>{owner}</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>'
+                  f'</AccessControlList></AccessControlPolicy>').encode()
+        r = raw_request(server, "PUT", f"/{name}", query={"acl": ""}, headers={"x-amz-acl": "public-read"},
+                        body=policy)
+        assert r.status == 501 and r.error_code() == "NotImplemented", r
+        assert [g["Permission"] for g in s3.get_bucket_acl(Bucket=name)["Grants"]] == ["FULL_CONTROL"]
+    finally:
+        s3.delete_bucket(Bucket=name)

@@ -17,7 +17,18 @@
 //! - `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner`) naming someone
 //!   other than the bucket's owner: `AccessDenied`, as S3 (this honours the header);
 //! - values S3 refuses that an operation would otherwise ignore (`x-amz-request-payer` other
-//!   than `requester`, a tagging directive, optional object attributes).
+//!   than `requester`, a tagging directive, `max-buckets`, `encoding-type`, optional object
+//!   attributes, response header overrides on anonymous requests).
+//!
+//! A few settings s3s parses and the operations never read are honoured around the operation
+//! instead (the glue is in `s3/mod.rs`, the rules here): GetObject/HeadObject's `response-*`
+//! overrides ([`ResponseOverrides`]), CopyObject's destination `If-Match`/`If-None-Match`
+//! ([`destination_conditions`]), ListBuckets' `bucket-region`, `continuation-token` and
+//! `max-buckets` ([`BucketPage`]), ListMultipartUploads' `encoding-type=url`
+//! ([`url_encode_uploads`]). What needs the parsed body is checked there too: DeleteObjects'
+//! per-key versions and conditions ([`split_deletes`]), CreateBucket's directory-bucket
+//! configuration and PutBucketAcl's grant document ([`check_bucket_configuration`],
+//! [`check_acl_body`]).
 //!
 //! Callers, which between them see every request: [`crate::auth::AclAccess`] runs
 //! [`check_operation`] for every S3 operation on the s3s path once the signature is verified;
@@ -35,7 +46,10 @@
 use http::{HeaderMap, HeaderValue};
 use leofs_manager::{Bucket, BucketAcl, ManagerState};
 use s3s::dto::{
-    CopySource, ObjectCannedACL, PutObjectInput, ServerSideEncryption, TimestampFormat,
+    CopySource, CreateBucketConfiguration, ETagCondition, GetObjectInput, GetObjectOutput,
+    HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
+    ListMultipartUploadsOutput, ObjectCannedACL, ObjectIdentifier, PutBucketAclInput,
+    PutObjectInput, ServerSideEncryption, Timestamp, TimestampFormat,
 };
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
@@ -242,8 +256,21 @@ pub const CHECKED_HEADERS: &[&str] = &[
     OPTIONAL_ATTRIBUTES_HEADER,
 ];
 
+/// GetObject's and HeadObject's response header overrides (query parameters).
+const RESPONSE_OVERRIDE_PARAMS: &[&str] = &[
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+];
+
 /// The only version id while versioning is never enabled.
 const NULL_VERSION: &str = "null";
+
+/// Most buckets one ListBuckets page may hold (S3's limit and default).
+pub const LIST_BUCKETS_MAX: usize = 10_000;
 
 /// The grantee URI of S3's "all users" group (anyone, signed or not).
 const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
@@ -314,12 +341,17 @@ pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<
             refuse_given(headers, CONDITIONAL_DELETE_HEADERS, "Conditional deletes")?;
             check_version_id(req.query)
         }
-        "GetObject" | "HeadObject" => check_version_id(req.query),
+        "GetObject" | "HeadObject" => {
+            check_version_id(req.query)?;
+            check_response_overrides(req.query, req.signed)
+        }
         "ListObjects" | "ListObjectsV2" => check_optional_attributes(headers),
         "ListObjectVersions" => {
             check_optional_attributes(headers)?;
             check_version_id_marker(req.query)
         }
+        "ListMultipartUploads" => check_encoding_type(req.query),
+        "ListBuckets" => check_max_buckets(req.query),
         _ => Ok(()),
     }
 }
@@ -666,6 +698,22 @@ fn check_version_id_marker(query: Option<&str>) -> S3Result<()> {
     check_version_id(Some(&format!("versionId={marker}")))
 }
 
+/// `InvalidRequest`, with S3's message, for response header overrides on an anonymous
+/// GetObject or HeadObject (signed ones are honoured: [`ResponseOverrides`]).
+fn check_response_overrides(query: Option<&str>, signed: bool) -> S3Result<()> {
+    if !signed
+        && RESPONSE_OVERRIDE_PARAMS
+            .iter()
+            .any(|name| query_param(query, name).is_some())
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Request specific response headers cannot be used for anonymous GET requests.",
+        ));
+    }
+    Ok(())
+}
+
 /// Listings: `RestoreStatus` is the only optional object attribute.
 fn check_optional_attributes(headers: &HeaderMap) -> S3Result<()> {
     let Some(attributes) = given(headers, OPTIONAL_ATTRIBUTES_HEADER) else {
@@ -680,6 +728,35 @@ fn check_optional_attributes(headers: &HeaderMap) -> S3Result<()> {
         Some(other) => Err(S3Error::with_message(
             S3ErrorCode::InvalidArgument,
             format!("Invalid attribute name specified: {other:?}"),
+        )),
+    }
+}
+
+/// ListMultipartUploads: `encoding-type` can only be `url` (honoured: [`url_encode_uploads`]).
+fn check_encoding_type(query: Option<&str>) -> S3Result<()> {
+    match query_param(query, "encoding-type") {
+        Some(e) if !e.eq_ignore_ascii_case("url") => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "Invalid Encoding Method specified in Request",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// ListBuckets: `max-buckets` is a number from 1 to [`LIST_BUCKETS_MAX`] (honoured:
+/// [`BucketPage`]).
+fn check_max_buckets(query: Option<&str>) -> S3Result<()> {
+    match query_param(query, "max-buckets") {
+        Some(n)
+            if n.parse::<usize>()
+                .is_ok_and(|n| (1..=LIST_BUCKETS_MAX).contains(&n)) =>
+        {
+            Ok(())
+        }
+        None => Ok(()),
+        Some(n) => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("max-buckets must be an integer from 1 to {LIST_BUCKETS_MAX}, not {n:?}"),
         )),
     }
 }
@@ -881,6 +958,263 @@ pub fn check_presigned_expiry(query: &str) -> S3Result<()> {
     Ok(())
 }
 
+/// GetObject's and HeadObject's `response-*` overrides, checked to be header values: the
+/// answer carries them instead of the object's stored headers (which stay unchanged).
+#[derive(Debug, Default, PartialEq)]
+pub struct ResponseOverrides {
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    content_type: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+impl ResponseOverrides {
+    /// The overrides of a GetObject; `InvalidArgument` for a value that cannot be a header.
+    pub fn of_get(input: &GetObjectInput) -> S3Result<Self> {
+        Self::checked(Self {
+            cache_control: input.response_cache_control.clone(),
+            content_disposition: input.response_content_disposition.clone(),
+            content_encoding: input.response_content_encoding.clone(),
+            content_language: input.response_content_language.clone(),
+            content_type: input.response_content_type.clone(),
+            expires: input.response_expires.clone(),
+        })
+    }
+
+    /// The overrides of a HeadObject; `InvalidArgument` for a value that cannot be a header.
+    pub fn of_head(input: &HeadObjectInput) -> S3Result<Self> {
+        Self::checked(Self {
+            cache_control: input.response_cache_control.clone(),
+            content_disposition: input.response_content_disposition.clone(),
+            content_encoding: input.response_content_encoding.clone(),
+            content_language: input.response_content_language.clone(),
+            content_type: input.response_content_type.clone(),
+            expires: input.response_expires.clone(),
+        })
+    }
+
+    fn checked(self) -> S3Result<Self> {
+        let texts = [
+            ("response-cache-control", &self.cache_control),
+            ("response-content-disposition", &self.content_disposition),
+            ("response-content-encoding", &self.content_encoding),
+            ("response-content-language", &self.content_language),
+            ("response-content-type", &self.content_type),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value
+                && HeaderValue::from_str(value).is_err()
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidArgument,
+                    format!("{name} is not a valid header value: {value:?}"),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets the overridden headers of a GetObject answer.
+    pub fn apply_to_get(self, out: &mut GetObjectOutput) {
+        let Self {
+            cache_control,
+            content_disposition,
+            content_encoding,
+            content_language,
+            content_type,
+            expires,
+        } = self;
+        override_field(&mut out.cache_control, cache_control);
+        override_field(&mut out.content_disposition, content_disposition);
+        override_field(&mut out.content_encoding, content_encoding);
+        override_field(&mut out.content_language, content_language);
+        override_field(&mut out.content_type, content_type);
+        override_field(&mut out.expires, expires);
+    }
+
+    /// Sets the overridden headers of a HeadObject answer.
+    pub fn apply_to_head(self, out: &mut HeadObjectOutput) {
+        let Self {
+            cache_control,
+            content_disposition,
+            content_encoding,
+            content_language,
+            content_type,
+            expires,
+        } = self;
+        override_field(&mut out.cache_control, cache_control);
+        override_field(&mut out.content_disposition, content_disposition);
+        override_field(&mut out.content_encoding, content_encoding);
+        override_field(&mut out.content_language, content_language);
+        override_field(&mut out.content_type, content_type);
+        override_field(&mut out.expires, expires);
+    }
+}
+
+fn override_field<T>(field: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *field = value;
+    }
+}
+
+/// CopyObject's conditions on the destination (`If-Match`, `If-None-Match`), which s3s's input
+/// does not carry: checked like PutObject's before the copy is written. A value that is not an
+/// entity tag or `*` is `InvalidArgument`.
+pub fn destination_conditions(
+    headers: &HeaderMap,
+) -> S3Result<(Option<ETagCondition>, Option<ETagCondition>)> {
+    let parse = |name: http::HeaderName| -> S3Result<Option<ETagCondition>> {
+        match headers.get(&name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => ETagCondition::parse_http_header(v.as_bytes())
+                .map(Some)
+                .map_err(|_| {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidArgument,
+                        format!("invalid header: {}: {v:?}", name.as_str()),
+                    )
+                }),
+        }
+    };
+    Ok((
+        parse(http::header::IF_MATCH)?,
+        parse(http::header::IF_NONE_MATCH)?,
+    ))
+}
+
+/// ListBuckets' region filter and paging, which the listing itself does not apply: every bucket
+/// is in the node's region; pages are in name order and a page's continuation token is the name
+/// of its last bucket.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BucketPage {
+    region: Option<String>,
+    after: Option<String>,
+    max_buckets: usize,
+}
+
+impl BucketPage {
+    /// The paging of a ListBuckets request (`max-buckets` was checked by [`check_operation`];
+    /// out of range here, it is clamped).
+    pub fn of(input: &ListBucketsInput) -> Self {
+        let max_buckets = input.max_buckets.map_or(LIST_BUCKETS_MAX, |n| {
+            usize::try_from(n).unwrap_or(1).clamp(1, LIST_BUCKETS_MAX)
+        });
+        Self {
+            region: input.bucket_region.clone().filter(|r| !r.is_empty()),
+            after: input.continuation_token.clone().filter(|t| !t.is_empty()),
+            max_buckets,
+        }
+    }
+
+    /// Keeps the buckets of this page in `out` (the whole listing, in name order), with a
+    /// continuation token when more follow.
+    pub fn apply(self, out: &mut ListBucketsOutput, node_region: &str) {
+        let mut buckets = out.buckets.take().unwrap_or_default();
+        if self.region.as_deref().is_some_and(|r| r != node_region) {
+            buckets.clear();
+        }
+        if let Some(after) = &self.after {
+            buckets.retain(|b| b.name.as_deref().is_some_and(|name| name > after.as_str()));
+        }
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        out.continuation_token = None;
+        if buckets.len() > self.max_buckets {
+            buckets.truncate(self.max_buckets);
+            out.continuation_token = buckets.last().and_then(|b| b.name.clone());
+        }
+        out.buckets = Some(buckets);
+    }
+}
+
+/// ListMultipartUploads with `encoding-type=url`: keys, prefixes, the delimiter and the key
+/// markers percent-encoded as in S3's object listings.
+pub fn url_encode_uploads(out: &mut ListMultipartUploadsOutput) {
+    use crate::s3::list::url_encode;
+    let encode = |field: &mut Option<String>| {
+        if let Some(text) = field.as_mut() {
+            *text = url_encode(text);
+        }
+    };
+    for upload in out.uploads.iter_mut().flatten() {
+        encode(&mut upload.key);
+    }
+    for prefix in out.common_prefixes.iter_mut().flatten() {
+        encode(&mut prefix.prefix);
+    }
+    encode(&mut out.prefix);
+    encode(&mut out.delimiter);
+    encode(&mut out.key_marker);
+    encode(&mut out.next_key_marker);
+    out.encoding_type = Some(s3s::dto::EncodingType::from_static(
+        s3s::dto::EncodingType::URL,
+    ));
+}
+
+/// Splits DeleteObjects' keys into those the operation deletes and per-key errors for those it
+/// cannot honour: a version other than `null` (`InvalidArgument`, as DeleteObject) and a
+/// condition on the ETag, modification time or size (`NotImplemented`).
+pub fn split_deletes(
+    objects: Vec<ObjectIdentifier>,
+) -> (Vec<ObjectIdentifier>, Vec<s3s::dto::Error>) {
+    let mut kept = Vec::with_capacity(objects.len());
+    let mut refused = Vec::new();
+    for object in objects {
+        let (code, message) = if object
+            .version_id
+            .as_deref()
+            .is_some_and(|v| v != NULL_VERSION)
+        {
+            ("InvalidArgument", "Invalid version id specified".to_owned())
+        } else if object.e_tag.is_some()
+            || object.last_modified_time.is_some()
+            || object.size.is_some()
+        {
+            (
+                "NotImplemented",
+                "Conditional deletes (ETag, LastModifiedTime, Size) are not implemented by this \
+                 node; the key is left in place rather than deleted unconditionally."
+                    .to_owned(),
+            )
+        } else {
+            kept.push(object);
+            continue;
+        };
+        refused.push(s3s::dto::Error {
+            code: Some(code.to_owned()),
+            key: Some(object.key),
+            message: Some(message),
+            version_id: object.version_id,
+        });
+    }
+    (kept, refused)
+}
+
+/// CreateBucket: a directory bucket's configuration (`Bucket`, `Location`) is `NotImplemented`
+/// (the location constraint is checked by the operation).
+pub fn check_bucket_configuration(config: Option<&CreateBucketConfiguration>) -> S3Result<()> {
+    match config {
+        Some(c) if c.bucket.is_some() || c.location.is_some() => Err(not_implemented(
+            "Directory buckets (CreateBucketConfiguration Bucket and Location) are not \
+             implemented by this node",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// PutBucketAcl: a grant document beside a canned ACL would be ignored (buckets have canned
+/// ACLs only): `NotImplemented`. A grant document alone is refused by the operation.
+pub fn check_acl_body(input: &PutBucketAclInput) -> S3Result<()> {
+    if input.acl.is_some() && input.access_control_policy.is_some() {
+        return Err(not_implemented(
+            "Bucket ACL grant documents (AccessControlPolicy) are not implemented by this node; \
+             send the canned ACL alone",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,15 +1253,15 @@ mod tests {
         check_operation(&req, &state(acl.unwrap_or(BucketAcl::Private)))
     }
 
-    /// `op` with `query` (and no headers) on bucket `b`.
-    fn check_query(op: &str, query: &str) -> Option<String> {
+    /// `op` with `query` (and no headers) on bucket `b`, signed or anonymous.
+    fn check_query(op: &str, query: &str, signed: bool) -> Option<String> {
         let headers = HeaderMap::new();
         let req = RequestView {
             op,
             headers: &headers,
             query: Some(query),
             bucket: Some("b"),
-            signed: true,
+            signed,
         };
         code(check_operation(&req, &state(BucketAcl::PublicRead)))
     }
@@ -1365,9 +1699,9 @@ mod tests {
     #[test]
     fn only_the_null_version_exists() {
         for op in ["GetObject", "HeadObject", "DeleteObject"] {
-            assert_eq!(check_query(op, "versionId=null"), None);
-            assert_eq!(check_query(op, "versionId=%6Eull"), None);
-            assert_eq!(check_query(op, "partNumber=1"), None);
+            assert_eq!(check_query(op, "versionId=null", true), None);
+            assert_eq!(check_query(op, "versionId=%6Eull", true), None);
+            assert_eq!(check_query(op, "partNumber=1", true), None);
             for bad in [
                 "versionId=abc",
                 "versionId=",
@@ -1375,7 +1709,7 @@ mod tests {
                 "x=1&versionId=NULL",
             ] {
                 assert_eq!(
-                    check_query(op, bad).as_deref(),
+                    check_query(op, bad, true).as_deref(),
                     Some("InvalidArgument"),
                     "{op}?{bad}"
                 );
@@ -1383,20 +1717,42 @@ mod tests {
         }
         let versions = "ListObjectVersions";
         assert_eq!(
-            check_query(versions, "versions&key-marker=k&version-id-marker=null"),
+            check_query(
+                versions,
+                "versions&key-marker=k&version-id-marker=null",
+                true
+            ),
             None
         );
-        assert_eq!(check_query(versions, "versions&version-id-marker="), None);
+        assert_eq!(
+            check_query(versions, "versions&version-id-marker=", true),
+            None
+        );
         for bad in [
             "versions&version-id-marker=null",
             "versions&key-marker=&version-id-marker=null",
             "versions&key-marker=k&version-id-marker=abc",
         ] {
             assert_eq!(
-                check_query(versions, bad).as_deref(),
+                check_query(versions, bad, true).as_deref(),
                 Some("InvalidArgument"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn anonymous_reads_cannot_override_response_headers() {
+        for op in ["GetObject", "HeadObject"] {
+            for param in RESPONSE_OVERRIDE_PARAMS {
+                let query = format!("{param}=x");
+                assert_eq!(
+                    check_query(op, &query, false).as_deref(),
+                    Some("InvalidRequest")
+                );
+                assert_eq!(check_query(op, &query, true), None);
+            }
+            assert_eq!(check_query(op, "partNumber=1", false), None);
         }
     }
 
@@ -1407,6 +1763,34 @@ mod tests {
             assert_eq!(on(op, &h), None);
             let h = [("x-amz-optional-object-attributes", "RestoreStatus,Owner")];
             assert_eq!(on(op, &h).as_deref(), Some("InvalidArgument"));
+        }
+        let uploads = "ListMultipartUploads";
+        assert_eq!(
+            check_query(uploads, "uploads&encoding-type=url", true),
+            None
+        );
+        assert_eq!(
+            check_query(uploads, "uploads&encoding-type=URL", true),
+            None
+        );
+        assert_eq!(
+            check_query(uploads, "uploads&encoding-type=base64", true).as_deref(),
+            Some("InvalidArgument")
+        );
+        for ok in ["max-buckets=1", "max-buckets=10000", "prefix=a"] {
+            assert_eq!(check_query("ListBuckets", ok, true), None, "{ok}");
+        }
+        for bad in [
+            "max-buckets=0",
+            "max-buckets=10001",
+            "max-buckets=-1",
+            "max-buckets=x",
+        ] {
+            assert_eq!(
+                check_query("ListBuckets", bad, true).as_deref(),
+                Some("InvalidArgument"),
+                "{bad}"
+            );
         }
     }
 
@@ -1432,6 +1816,41 @@ mod tests {
                 Some("NotImplemented")
             );
         }
+        assert!(check_bucket_configuration(None).is_ok());
+        let constraint = CreateBucketConfiguration {
+            location_constraint: Some("us-east-1".to_owned().into()),
+            ..CreateBucketConfiguration::default()
+        };
+        assert!(check_bucket_configuration(Some(&constraint)).is_ok());
+        let directory = CreateBucketConfiguration {
+            bucket: Some(s3s::dto::BucketInfo::default()),
+            ..CreateBucketConfiguration::default()
+        };
+        assert_eq!(
+            code(check_bucket_configuration(Some(&directory))).as_deref(),
+            Some("NotImplemented")
+        );
+        let directory = CreateBucketConfiguration {
+            location: Some(s3s::dto::LocationInfo::default()),
+            ..CreateBucketConfiguration::default()
+        };
+        assert_eq!(
+            code(check_bucket_configuration(Some(&directory))).as_deref(),
+            Some("NotImplemented")
+        );
+
+        let mut input = PutBucketAclInput {
+            acl: Some(s3s::dto::BucketCannedACL::from_static(
+                s3s::dto::BucketCannedACL::PRIVATE,
+            )),
+            ..PutBucketAclInput::default()
+        };
+        assert!(check_acl_body(&input).is_ok());
+        input.access_control_policy = Some(s3s::dto::AccessControlPolicy::default());
+        assert_eq!(
+            code(check_acl_body(&input)).as_deref(),
+            Some("NotImplemented")
+        );
     }
 
     #[test]
@@ -1456,7 +1875,7 @@ mod tests {
                 ..PutObjectInput::default()
             },
             PutObjectInput {
-                object_lock_retain_until_date: Some(s3s::dto::Timestamp::from(
+                object_lock_retain_until_date: Some(Timestamp::from(
                     std::time::SystemTime::UNIX_EPOCH,
                 )),
                 ..PutObjectInput::default()
@@ -1485,6 +1904,164 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn response_overrides_replace_the_stored_headers() {
+        let input = GetObjectInput {
+            response_content_type: Some("text/plain".into()),
+            response_cache_control: Some("no-cache".into()),
+            ..GetObjectInput::default()
+        };
+        let mut out = GetObjectOutput {
+            content_type: Some("application/octet-stream".into()),
+            content_language: Some("en".into()),
+            ..GetObjectOutput::default()
+        };
+        ResponseOverrides::of_get(&input)
+            .unwrap()
+            .apply_to_get(&mut out);
+        assert_eq!(out.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(out.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(out.content_language.as_deref(), Some("en"));
+        let input = HeadObjectInput {
+            response_content_disposition: Some("attachment".into()),
+            ..HeadObjectInput::default()
+        };
+        let mut out = HeadObjectOutput::default();
+        ResponseOverrides::of_head(&input)
+            .unwrap()
+            .apply_to_head(&mut out);
+        assert_eq!(out.content_disposition.as_deref(), Some("attachment"));
+        let input = GetObjectInput {
+            response_content_type: Some("text/plain\r\nx-evil: 1".into()),
+            ..GetObjectInput::default()
+        };
+        assert_eq!(
+            code(ResponseOverrides::of_get(&input).map(drop)).as_deref(),
+            Some("InvalidArgument")
+        );
+    }
+
+    #[test]
+    fn copy_destination_conditions_are_parsed_from_the_headers() {
+        let (m, n) = destination_conditions(&HeaderMap::new()).unwrap();
+        assert!(m.is_none() && n.is_none());
+        let h = headers(&[("if-match", "\"abc\""), ("if-none-match", "*")]);
+        let (m, n) = destination_conditions(&h).unwrap();
+        assert_eq!(
+            m.and_then(ETagCondition::into_etag)
+                .map(|e| e.value().to_owned())
+                .as_deref(),
+            Some("abc")
+        );
+        assert!(n.is_some_and(|c| c.is_any()));
+        let h = headers(&[("if-match", "\"unterminated")]);
+        assert_eq!(
+            code(destination_conditions(&h).map(drop)).as_deref(),
+            Some("InvalidArgument")
+        );
+    }
+
+    fn listed(names: &[&str]) -> ListBucketsOutput {
+        ListBucketsOutput {
+            buckets: Some(
+                names
+                    .iter()
+                    .map(|n| s3s::dto::Bucket {
+                        name: Some((*n).to_owned()),
+                        ..s3s::dto::Bucket::default()
+                    })
+                    .collect(),
+            ),
+            ..ListBucketsOutput::default()
+        }
+    }
+
+    fn names(out: &ListBucketsOutput) -> Vec<&str> {
+        out.buckets
+            .iter()
+            .flatten()
+            .filter_map(|b| b.name.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn list_buckets_pages_in_name_order() {
+        let page = |max: Option<i32>, after: Option<&str>, region: Option<&str>| {
+            BucketPage::of(&ListBucketsInput {
+                max_buckets: max,
+                continuation_token: after.map(str::to_owned),
+                bucket_region: region.map(str::to_owned),
+                ..ListBucketsInput::default()
+            })
+        };
+        let mut out = listed(&["c", "a", "b"]);
+        page(Some(2), None, None).apply(&mut out, "us-east-1");
+        assert_eq!(names(&out), ["a", "b"]);
+        assert_eq!(out.continuation_token.as_deref(), Some("b"));
+        let mut out = listed(&["a", "b", "c"]);
+        page(Some(2), Some("b"), None).apply(&mut out, "us-east-1");
+        assert_eq!(names(&out), ["c"]);
+        assert_eq!(out.continuation_token, None);
+        let mut out = listed(&["a", "b"]);
+        page(None, None, Some("us-east-1")).apply(&mut out, "us-east-1");
+        assert_eq!(names(&out), ["a", "b"]);
+        let mut out = listed(&["a", "b"]);
+        page(None, None, Some("eu-west-3")).apply(&mut out, "us-east-1");
+        assert!(names(&out).is_empty() && out.buckets.is_some());
+    }
+
+    #[test]
+    fn multipart_upload_listings_are_url_encoded_on_request() {
+        let mut out = ListMultipartUploadsOutput {
+            uploads: Some(vec![s3s::dto::MultipartUpload {
+                key: Some("dir/a b+c%".into()),
+                ..s3s::dto::MultipartUpload::default()
+            }]),
+            common_prefixes: Some(vec![s3s::dto::CommonPrefix {
+                prefix: Some("p q/".into()),
+            }]),
+            prefix: Some("dir/a b".into()),
+            next_key_marker: Some("k&".into()),
+            ..ListMultipartUploadsOutput::default()
+        };
+        url_encode_uploads(&mut out);
+        let upload = &out.uploads.as_ref().unwrap()[0];
+        assert_eq!(upload.key.as_deref(), Some("dir/a%20b%2Bc%25"));
+        assert_eq!(
+            out.common_prefixes.as_ref().unwrap()[0].prefix.as_deref(),
+            Some("p%20q/")
+        );
+        assert_eq!(out.prefix.as_deref(), Some("dir/a%20b"));
+        assert_eq!(out.next_key_marker.as_deref(), Some("k%26"));
+        assert_eq!(out.encoding_type.as_ref().map(|e| e.as_str()), Some("url"));
+    }
+
+    #[test]
+    fn deletes_of_versions_or_with_conditions_are_reported_per_key() {
+        let object = |key: &str, version: Option<&str>| ObjectIdentifier {
+            key: key.into(),
+            version_id: version.map(str::to_owned),
+            ..ObjectIdentifier::default()
+        };
+        let conditional = ObjectIdentifier {
+            size: Some(3),
+            ..object("c", None)
+        };
+        let (kept, refused) = split_deletes(vec![
+            object("a", None),
+            object("b", Some("null")),
+            object("v", Some("abc")),
+            conditional,
+        ]);
+        let kept: Vec<_> = kept.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(kept, ["a", "b"]);
+        let refused: Vec<_> = refused
+            .iter()
+            .map(|e| (e.key.as_deref().unwrap(), e.code.as_deref().unwrap()))
+            .collect();
+        assert_eq!(refused, [("v", "InvalidArgument"), ("c", "NotImplemented")]);
     }
 
     #[test]
