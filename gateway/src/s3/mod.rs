@@ -1,6 +1,7 @@
 //! The S3 API on s3s: [`S3Gateway`] implements `s3s::S3` by dispatching each operation to its
-//! family's file, and this module holds what the families share (bucket lookup, timestamps,
-//! ETags, standard headers, checksums, preconditions).
+//! family's file (through a wrapper here when [`unsupported`] checks or honours an input field
+//! the operation does not read), and this module holds what the families share (bucket lookup,
+//! timestamps, ETags, standard headers, checksums, preconditions).
 //!
 //! s3s wants `Send` futures, but a core's [`Shard`](leofs_shard::Shard) is `!Send` (`Rc`). Every
 //! operation therefore runs inside `send_wrapper::SendWrapper`. This is sound because the service
