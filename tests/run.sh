@@ -2,7 +2,8 @@
 # The one command that tests all of leofs on a fresh machine:
 #   1. installs what is missing (Python packages from tests/e2e/requirements.txt with pip;
 #      rclone from Debian's apt when running as root),
-#   2. builds the release binaries (`cargo build --release --bins`),
+#   2. checks formatting and lints (`cargo fmt --check`, `cargo clippy --workspace`), builds the
+#      release binaries (`cargo build --release --bins`),
 #   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it), and
 #      the engine's tests once more with plain `cargo test --release` (one process per binary),
 #   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary.
@@ -64,6 +65,17 @@ echo "s3cmd:   $(s3cmd --version 2>&1)"
 echo "rclone:  $(rclone version 2>/dev/null | head -n1)"
 echo "pytest:  $(python3 -m pytest --version 2>&1)"
 record "dependencies" "$deps_ok" $(( $(now) - t0 ))
+
+# ---------------------------------------------------------------------------------------------
+step "lint: cargo fmt --check, cargo clippy --workspace --all-targets -D warnings"
+t0=$(now)
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "note: rustfmt or clippy is not installed with this toolchain; lint step skipped"
+elif cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings; then
+    record "fmt + clippy (workspace)" ok $(( $(now) - t0 ))
+else
+    record "fmt + clippy (workspace)" FAIL $(( $(now) - t0 ))
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "cargo build --release --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"

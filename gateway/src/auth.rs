@@ -154,7 +154,14 @@ impl S3Access for AclAccess {
         let access_key = cx.credentials().map(|c| c.access_key.as_str());
         let op = cx.s3_op().name();
         authorize(&state, access_key, bucket, classify(op))?;
-        unsupported::check_operation(op, cx.headers(), bucket.and_then(|b| state.bucket(b)))
+        let request = unsupported::RequestView {
+            op,
+            headers: cx.headers(),
+            query: cx.uri().query(),
+            bucket,
+            signed: access_key.is_some(),
+        };
+        unsupported::check_operation(&request, &state)
     }
 }
 

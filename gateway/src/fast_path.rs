@@ -15,8 +15,8 @@
 //!
 //! Every other request goes to s3s as it is, except a presigned URL valid for longer than S3
 //! allows, refused here ([`unsupported::check_presigned_expiry`]). No plain request carries a
-//! header `unsupported` refuses (encryption, ACLs): such requests go to s3s, whose access check
-//! refuses them.
+//! header `unsupported` checks (encryption, ACLs, tags, storage class, expected owner, …) or a
+//! query: such requests go to s3s, whose access check refuses or honours them.
 //!
 //! Every request body, on either path, is a [`WatchedBody`]: a body that stops arriving for the
 //! configured idle time ends the request with `RequestTimeout`, and an answer sent before the
@@ -589,6 +589,7 @@ mod tests {
         for name in unsupported::SSE_HEADERS
             .iter()
             .chain(unsupported::ACL_HEADERS)
+            .chain(unsupported::CHECKED_HEADERS)
         {
             assert!(
                 !PLAIN_HEADERS.contains(name)

@@ -1,7 +1,13 @@
 """Requests the node cannot honour are refused in S3's error format, never accepted and ignored
 (gateway/src/s3/unsupported.rs): server-side encryption headers, object ACL headers whose effect
-would differ from the bucket's canned ACL, bucket grant headers, and presigned URLs valid for
-more than 7 days or with a negative expiry. What the node honours keeps working.
+would differ from the bucket's canned ACL, bucket grant headers, presigned URLs valid for more
+than 7 days or with a negative expiry, object tags, Object Lock, storage classes other than
+STANDARD, website redirects, appends, version ids other than "null", conditional deletes and
+aborts, object-level checksums of multipart uploads, bucket object ownership and directory-bucket
+settings. What the node honours keeps working, and some settings that used to be ignored are now
+honoured: x-amz-expected-bucket-owner (and the copy source's), If-Match/If-None-Match on
+CopyObject, the response-* overrides of GetObject/HeadObject, ListBuckets pagination and
+ListMultipartUploads' encoding-type.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import hmac
 import os
 import urllib.parse
 import xml.etree.ElementTree as ET
+import zlib
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
 from conftest import unique_bucket_name
-from leofs_harness import REGION, empty_bucket, raw_request
+from leofs_harness import REGION, b64, empty_bucket, raw_request
 
 ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
 SSE_C_KEY = os.urandom(32)
@@ -225,3 +232,349 @@ def test_a_refused_upload_leaves_the_connection_usable(server, bucket):
         refused(lambda: s3.put_object(Bucket=bucket, Key=f"k{n}", Body=b"x", ACL="public-read"),
                 501, "NotImplemented")
         assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+# -- object settings the node has no place for --------------------------------------------------
+
+
+def test_object_tags_are_not_implemented(server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    refused(lambda: s3.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="team=a"), 501, "NotImplemented")
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="t", CopySource=f"{bucket}/src",
+                                   TaggingDirective="REPLACE", Tagging="team=a"), 501, "NotImplemented")
+    refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="t", Tagging="team=a"), 501, "NotImplemented")
+    assert absent(s3, bucket, "t")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    # No object has tags: copying the source's (COPY) or replacing them with none (REPLACE without
+    # x-amz-tagging) is exactly what happens, so both directives are honoured.
+    s3.copy_object(Bucket=bucket, Key="copied", CopySource=f"{bucket}/src", TaggingDirective="COPY")
+    s3.copy_object(Bucket=bucket, Key="replaced", CopySource=f"{bucket}/src", TaggingDirective="REPLACE")
+    r = raw_request(server, "PUT", f"/{bucket}/empty-tags", body=b"x", headers={"x-amz-tagging": ""})
+    assert r.status == 200, r
+    r = raw_request(server, "PUT", f"/{bucket}/bad-directive",
+                    headers={"x-amz-copy-source": f"/{bucket}/src", "x-amz-tagging-directive": "MERGE"})
+    assert r.status == 400 and r.error_code() == "InvalidArgument", r
+    assert absent(s3, bucket, "bad-directive")
+
+
+def test_object_lock_is_refused_as_on_a_bucket_without_it(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    for extra in ({"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": until},
+                  {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until},
+                  {"ObjectLockLegalHoldStatus": "ON"}):
+        e = refused(lambda: s3.put_object(Bucket=bucket, Key="locked", Body=b"x", **extra), 400, "InvalidRequest")
+        assert "Object Lock" in e.response["Error"]["Message"], e.response
+        refused(lambda: s3.copy_object(Bucket=bucket, Key="locked", CopySource=f"{bucket}/src", **extra),
+                400, "InvalidRequest")
+        refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="locked", **extra), 400, "InvalidRequest")
+    assert absent(s3, bucket, "locked")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    name = unique_bucket_name("lock")
+    refused(lambda: s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True), 501, "NotImplemented")
+    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=False)
+    s3.delete_bucket(Bucket=name)
+
+
+def test_only_the_standard_storage_class_is_taken(server, s3, bucket, aws, s3cmd, tmp_path):
+    s3.put_object(Bucket=bucket, Key="std", Body=b"standard", StorageClass="STANDARD")
+    s3.copy_object(Bucket=bucket, Key="std-copy", CopySource=f"{bucket}/std", StorageClass="STANDARD")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="std-mp", StorageClass="STANDARD")["UploadId"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="std-mp", UploadId=uid)
+    for cls in ("REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER",
+                "GLACIER_IR", "DEEP_ARCHIVE", "EXPRESS_ONEZONE"):
+        e = refused(lambda: s3.put_object(Bucket=bucket, Key="cold", Body=b"x", StorageClass=cls),
+                    501, "NotImplemented")
+        assert cls in e.response["Error"]["Message"], e.response
+        refused(lambda: s3.copy_object(Bucket=bucket, Key="cold", CopySource=f"{bucket}/std", StorageClass=cls),
+                501, "NotImplemented")
+        refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="cold", StorageClass=cls),
+                501, "NotImplemented")
+    assert absent(s3, bucket, "cold")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    r = raw_request(server, "PUT", f"/{bucket}/odd", body=b"x", headers={"x-amz-storage-class": "FASTEST"})
+    assert r.status == 400 and r.error_code() == "InvalidStorageClass", r
+    assert absent(s3, bucket, "odd")
+
+    # s3cmd sends x-amz-storage-class: STANDARD with every upload; the CLIs send a class when asked.
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"from a client")
+    s3cmd("put", str(f), f"s3://{bucket}/s3cmd-default")
+    # s3cmd retries an upload answered with any 5xx (3 + 6 + … seconds): once is enough here.
+    res = s3cmd("put", "--max-retries=1", "--storage-class=STANDARD_IA", str(f), f"s3://{bucket}/s3cmd-ia",
+                check=False)
+    assert res.returncode != 0 and "NotImplemented" in res.stdout + res.stderr, res
+    aws("s3", "cp", str(f), f"s3://{bucket}/aws-standard", "--storage-class", "STANDARD")
+    res = aws("s3", "cp", str(f), f"s3://{bucket}/aws-glacier", "--storage-class", "GLACIER", check=False)
+    assert res.returncode != 0 and "NotImplemented" in res.stdout + res.stderr, res
+    assert absent(s3, bucket, "s3cmd-ia") and absent(s3, bucket, "aws-glacier")
+    assert s3.get_object(Bucket=bucket, Key="aws-standard")["Body"].read() == b"from a client"
+
+
+def test_website_redirects_and_appends_are_not_implemented(server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    refused(lambda: s3.put_object(Bucket=bucket, Key="r", Body=b"x", WebsiteRedirectLocation="/elsewhere"),
+            501, "NotImplemented")
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="r", CopySource=f"{bucket}/src", MetadataDirective="REPLACE",
+                                   WebsiteRedirectLocation="/elsewhere"), 501, "NotImplemented")
+    refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="r", WebsiteRedirectLocation="/elsewhere"),
+            501, "NotImplemented")
+    assert absent(s3, bucket, "r")
+    # An append (x-amz-write-offset-bytes) would otherwise replace the object with the appended bytes.
+    refused(lambda: s3.put_object(Bucket=bucket, Key="src", Body=b" and more", WriteOffsetBytes=6),
+            501, "NotImplemented")
+    r = raw_request(server, "PUT", f"/{bucket}/src", body=b"!", headers={"x-amz-write-offset-bytes": "6"})
+    assert r.status == 501 and r.error_code() == "NotImplemented", r
+    assert s3.get_object(Bucket=bucket, Key="src")["Body"].read() == b"source"
+
+
+def test_checksums_the_node_does_not_compute_are_not_implemented(server, s3, bucket):
+    for name in ("md5", "sha512", "xxhash64", "xxhash3", "xxhash128"):
+        r = raw_request(server, "PUT", f"/{bucket}/sum", body=b"x", headers={f"x-amz-checksum-{name}": "AAAAAAAAAAA="})
+        assert r.status == 501 and r.error_code() == "NotImplemented", (name, r)
+        assert f"x-amz-checksum-{name}".encode() in r.body, r
+    r = raw_request(server, "PUT", f"/{bucket}/sum", body=b"x", headers={"x-amz-sdk-checksum-algorithm": "SHA512"})
+    assert r.status == 501 and r.error_code() == "NotImplemented", r
+    assert absent(s3, bucket, "sum")
+    # What it computes keeps working.
+    s3.put_object(Bucket=bucket, Key="sum", Body=b"x", ChecksumAlgorithm="SHA256")
+
+
+# -- conditions and owners ----------------------------------------------------------------------
+
+
+def test_expected_bucket_owners_are_checked(s3, bucket):
+    owner = s3.list_buckets()["Owner"]["ID"]
+    other = "123456789012"
+    s3.put_object(Bucket=bucket, Key="k", Body=b"mine", ExpectedBucketOwner=owner)
+    assert s3.get_object(Bucket=bucket, Key="k", ExpectedBucketOwner=owner)["Body"].read() == b"mine"
+    s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=owner)
+    assert s3.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=owner)["KeyCount"] == 1
+
+    refused(lambda: s3.put_object(Bucket=bucket, Key="o", Body=b"x", ExpectedBucketOwner=other), 403, "AccessDenied")
+    refused(lambda: s3.get_object(Bucket=bucket, Key="k", ExpectedBucketOwner=other), 403, "AccessDenied")
+    refused(lambda: s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=other), 403, "403")
+    refused(lambda: s3.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=other), 403, "AccessDenied")
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="k", ExpectedBucketOwner=other), 403, "AccessDenied")
+    refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="o", ExpectedBucketOwner=other),
+            403, "AccessDenied")
+    assert absent(s3, bucket, "o") and not absent(s3, bucket, "k")
+
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource=f"{bucket}/k", ExpectedBucketOwner=owner,
+                   ExpectedSourceBucketOwner=owner)
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="copy2", CopySource=f"{bucket}/k",
+                                   ExpectedSourceBucketOwner=other), 403, "AccessDenied")
+    assert absent(s3, bucket, "copy2")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    refused(lambda: s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1,
+                                        CopySource=f"{bucket}/k", ExpectedSourceBucketOwner=other),
+            403, "AccessDenied")
+    assert not s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid).get("Parts")
+    s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, CopySource=f"{bucket}/k",
+                        ExpectedSourceBucketOwner=owner)
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid)
+
+
+def test_requester_pays_acknowledgement_is_taken(server, s3, bucket):
+    # Nobody is charged for requests, so a requester's consent to pay changes nothing.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"paid", RequestPayer="requester")
+    assert s3.get_object(Bucket=bucket, Key="k", RequestPayer="requester")["Body"].read() == b"paid"
+    r = raw_request(server, "GET", f"/{bucket}/k", headers={"x-amz-request-payer": "bucket-owner"})
+    assert r.status == 400 and r.error_code() == "InvalidArgument", r
+
+
+def test_copy_object_destination_conditions_are_honoured(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"new")
+    old = s3.put_object(Bucket=bucket, Key="dst", Body=b"old")["ETag"]
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfNoneMatch="*"),
+            412, "PreconditionFailed")
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src",
+                                   IfMatch='"0123456789abcdef0123456789abcdef"'), 412, "PreconditionFailed")
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"old"
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="missing", CopySource=f"{bucket}/src", IfMatch=old),
+            404, "NoSuchKey")
+    assert absent(s3, bucket, "missing")
+    s3.copy_object(Bucket=bucket, Key="fresh", CopySource=f"{bucket}/src", IfNoneMatch="*")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfMatch=old)
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"new"
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"new"
+
+
+def test_version_ids_other_than_null_are_invalid(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="v", Body=b"the only version")
+    bogus = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
+    assert s3.get_object(Bucket=bucket, Key="v", VersionId="null")["Body"].read() == b"the only version"
+    s3.head_object(Bucket=bucket, Key="v", VersionId="null")
+    refused(lambda: s3.get_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "InvalidArgument")
+    refused(lambda: s3.head_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "400")
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="v", VersionId=bogus), 400, "InvalidArgument")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "v", "VersionId": bogus}]})
+    assert [e["Code"] for e in out.get("Errors", [])] == ["InvalidArgument"], out
+    assert not out.get("Deleted"), out
+    assert not absent(s3, bucket, "v")
+    refused(lambda: s3.list_object_versions(Bucket=bucket, KeyMarker="v", VersionIdMarker=bogus),
+            400, "InvalidArgument")
+    refused(lambda: s3.list_object_versions(Bucket=bucket, VersionIdMarker="null"), 400, "InvalidArgument")
+    s3.list_object_versions(Bucket=bucket, KeyMarker="v", VersionIdMarker="null")
+    s3.put_object(Bucket=bucket, Key="w", Body=b"w")
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "w", "VersionId": "null"},
+                                                              {"Key": "v", "VersionId": bogus}]})
+    assert [d["Key"] for d in out["Deleted"]] == ["w"] and [e["Key"] for e in out["Errors"]] == ["v"], out
+    s3.delete_object(Bucket=bucket, Key="v", VersionId="null")
+    assert absent(s3, bucket, "v") and absent(s3, bucket, "w")
+
+
+def test_conditional_deletes_and_aborts_are_not_implemented(s3, bucket):
+    etag = s3.put_object(Bucket=bucket, Key="c", Body=b"abc")["ETag"]
+    modified = s3.head_object(Bucket=bucket, Key="c")["LastModified"]
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="c", IfMatch=etag), 501, "NotImplemented")
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="c", IfMatchSize=3), 501, "NotImplemented")
+    refused(lambda: s3.delete_object(Bucket=bucket, Key="c", IfMatchLastModifiedTime=modified),
+            501, "NotImplemented")
+    for cond in ({"ETag": etag}, {"Size": 3}, {"LastModifiedTime": modified}):
+        out = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c", **cond}]})
+        assert [e["Code"] for e in out.get("Errors", [])] == ["NotImplemented"], (cond, out)
+    assert not absent(s3, bucket, "c")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    initiated = s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Initiated"]
+    refused(lambda: s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, IfMatchInitiatedTime=initiated),
+            501, "NotImplemented")
+    assert s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["UploadId"] == uid
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid)
+
+
+def test_object_checksums_of_multipart_uploads_are_not_implemented(s3, bucket):
+    for kind in ("FULL_OBJECT", "COMPOSITE"):
+        refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC32",
+                                                   ChecksumType=kind), 501, "NotImplemented")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"part")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    crc32 = b64(zlib.crc32(b"part").to_bytes(4, "big"))
+    for extra in ({"ChecksumCRC32": crc32}, {"ChecksumType": "FULL_OBJECT"}, {"MpuObjectSize": 4}):
+        refused(lambda: s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload=parts,
+                                                     **extra), 501, "NotImplemented")
+    assert absent(s3, bucket, "mp")
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload=parts)
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"part"
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+def test_response_header_overrides_are_honoured(server, s3):
+    name = unique_bucket_name("overrides")
+    s3.create_bucket(Bucket=name, ACL="public-read")
+    try:
+        s3.put_object(Bucket=name, Key="doc", Body=b"body", ContentType="application/octet-stream")
+        overrides = {
+            "ResponseContentType": "text/plain",
+            "ResponseContentDisposition": 'attachment; filename="doc.txt"',
+            "ResponseCacheControl": "no-cache",
+            "ResponseContentEncoding": "identity",
+            "ResponseContentLanguage": "fr",
+            "ResponseExpires": datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc),
+        }
+        want = {
+            "content-type": "text/plain",
+            "content-disposition": 'attachment; filename="doc.txt"',
+            "cache-control": "no-cache",
+            "content-encoding": "identity",
+            "content-language": "fr",
+            "expires": "Tue, 01 Jan 2030 00:00:00 GMT",
+        }
+        got = s3.get_object(Bucket=name, Key="doc", **overrides)
+        assert got["Body"].read() == b"body"
+        headers = got["ResponseMetadata"]["HTTPHeaders"]
+        assert {k: headers.get(k) for k in want} == want, headers
+        headers = s3.head_object(Bucket=name, Key="doc", **overrides)["ResponseMetadata"]["HTTPHeaders"]
+        assert {k: headers.get(k) for k in want} == want, headers
+        # The stored headers are unchanged.
+        assert s3.get_object(Bucket=name, Key="doc")["ContentType"] == "application/octet-stream"
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "doc",
+                                                              "ResponseContentDisposition": "attachment"})
+        r = requests.get(url, timeout=30)
+        assert r.status_code == 200 and r.headers["content-disposition"] == "attachment", r.text
+        # As in S3, an anonymous request may not choose response headers.
+        r = requests.get(f"{server.endpoint}/{name}/doc", params={"response-content-type": "text/html"}, timeout=30)
+        assert r.status_code == 400 and ET.fromstring(r.content).findtext("Code") == "InvalidRequest", r.text
+        assert requests.get(f"{server.endpoint}/{name}/doc", timeout=30).content == b"body"
+    finally:
+        empty_bucket(s3, name)
+        s3.delete_bucket(Bucket=name)
+
+
+def test_listing_options_are_honoured_or_refused(server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    # Objects in STANDARD have no restore status to report: asking for it is answered.
+    s3.list_objects_v2(Bucket=bucket, OptionalObjectAttributes=["RestoreStatus"])
+    r = raw_request(server, "GET", f"/{bucket}", query={"list-type": "2"},
+                    headers={"x-amz-optional-object-attributes": "Owner"})
+    assert r.status == 400 and r.error_code() == "InvalidArgument", r
+
+    key = "dir/a b+c%d"
+    uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        r = raw_request(server, "GET", f"/{bucket}", query={"uploads": "", "encoding-type": "url", "prefix": "dir/a b"})
+        assert r.status == 200, r
+        assert b"<Key>dir/a%20b%2Bc%25d</Key>" in r.body and b"<Prefix>dir/a%20b</Prefix>" in r.body, r
+        assert b"<EncodingType>url</EncodingType>" in r.body, r
+        r = raw_request(server, "GET", f"/{bucket}", query={"uploads": "", "encoding-type": "base64"})
+        assert r.status == 400 and r.error_code() == "InvalidArgument", r
+        assert s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["Key"] == key
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
+
+
+def test_list_buckets_pages_and_filters_by_region(server, s3):
+    prefix = unique_bucket_name("pages")
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    try:
+        page = s3.list_buckets(Prefix=prefix, MaxBuckets=2)
+        assert [b["Name"] for b in page["Buckets"]] == names[:2] and page.get("ContinuationToken"), page
+        rest = s3.list_buckets(Prefix=prefix, MaxBuckets=2, ContinuationToken=page["ContinuationToken"])
+        assert [b["Name"] for b in rest["Buckets"]] == names[2:] and not rest.get("ContinuationToken"), rest
+        pages = s3.get_paginator("list_buckets").paginate(Prefix=prefix, PaginationConfig={"PageSize": 1})
+        assert [b["Name"] for p in pages for b in p["Buckets"]] == names
+        assert [b["Name"] for b in s3.list_buckets(Prefix=prefix, BucketRegion=REGION)["Buckets"]] == names
+        assert s3.list_buckets(Prefix=prefix, BucketRegion="eu-west-3")["Buckets"] == []
+        for bad in ("0", "10001", "many"):
+            r = raw_request(server, "GET", "/", query={"max-buckets": bad})
+            assert r.status == 400 and r.error_code() == "InvalidArgument", (bad, r)
+    finally:
+        for name in names:
+            s3.delete_bucket(Bucket=name)
+
+
+# -- buckets -------------------------------------------------------------------------------------
+
+
+def test_bucket_settings_the_node_lacks_are_not_implemented(server, s3):
+    name = unique_bucket_name("settings")
+    for ownership in ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter"):
+        refused(lambda: s3.create_bucket(Bucket=name, ObjectOwnership=ownership), 501, "NotImplemented")
+    directory = (b"<CreateBucketConfiguration><Location><Type>AvailabilityZone</Type><Name>usw2-az1</Name>"
+                 b"</Location><Bucket><DataRedundancy>SingleAvailabilityZone</DataRedundancy>"
+                 b"<Type>Directory</Type></Bucket></CreateBucketConfiguration>")
+    r = raw_request(server, "PUT", f"/{name}", body=directory)
+    assert r.status == 501 and r.error_code() == "NotImplemented", r
+    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+    s3.create_bucket(Bucket=name)
+    try:
+        owner = s3.list_buckets()["Owner"]["ID"]
+        policy = (f'<AccessControlPolicy><Owner><ID>{owner}</ID></Owner><AccessControlList><Grant>'
+                  f'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">'
+                  f'<ID>{owner}</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>'
+                  f'</AccessControlList></AccessControlPolicy>').encode()
+        r = raw_request(server, "PUT", f"/{name}", query={"acl": ""}, headers={"x-amz-acl": "public-read"},
+                        body=policy)
+        assert r.status == 501 and r.error_code() == "NotImplemented", r
+        assert [g["Permission"] for g in s3.get_bucket_acl(Bucket=name)["Grants"]] == ["FULL_CONTROL"]
+    finally:
+        s3.delete_bucket(Bucket=name)

@@ -56,6 +56,7 @@ async fn load_source(
 pub async fn copy_object(
     ctx: &Ctx,
     req: S3Request<CopyObjectInput>,
+    condition: leofs_shard::WriteCondition,
 ) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
     let input = req.input;
@@ -151,7 +152,7 @@ pub async fn copy_object(
             &input.key,
             &meta,
             inline,
-            leofs_shard::WriteCondition::none(),
+            condition,
             registration,
         )
         .await?;

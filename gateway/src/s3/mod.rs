@@ -1,6 +1,7 @@
 //! The S3 API on s3s: [`S3Gateway`] implements `s3s::S3` by dispatching each operation to its
-//! family's file, and this module holds what the families share (bucket lookup, timestamps,
-//! ETags, standard headers, checksums, preconditions).
+//! family's file (through a wrapper here when [`unsupported`] checks or honours an input field
+//! the operation does not read), and this module holds what the families share (bucket lookup,
+//! timestamps, ETags, standard headers, checksums, preconditions).
 //!
 //! s3s wants `Send` futures, but a core's [`Shard`](leofs_shard::Shard) is `!Send` (`Rc`). Every
 //! operation therefore runs inside `send_wrapper::SendWrapper`. This is sound because the service
@@ -59,20 +60,20 @@ macro_rules! dispatch {
 }
 
 dispatch! {
-    list_buckets(ListBucketsInput) -> ListBucketsOutput => bucket::list_buckets;
-    create_bucket(CreateBucketInput) -> CreateBucketOutput => bucket::create_bucket;
+    list_buckets(ListBucketsInput) -> ListBucketsOutput => list_buckets_page;
+    create_bucket(CreateBucketInput) -> CreateBucketOutput => create_bucket_checked;
     head_bucket(HeadBucketInput) -> HeadBucketOutput => bucket::head_bucket;
     delete_bucket(DeleteBucketInput) -> DeleteBucketOutput => bucket::delete_bucket;
     get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput => bucket::get_bucket_location;
     get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput => bucket::get_bucket_acl;
-    put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => bucket::put_bucket_acl;
+    put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => put_bucket_acl_checked;
     get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => bucket::get_bucket_versioning;
     put_object(PutObjectInput) -> PutObjectOutput => put_or_post_object;
-    get_object(GetObjectInput) -> GetObjectOutput => get::get_object;
-    head_object(HeadObjectInput) -> HeadObjectOutput => get::head_object;
+    get_object(GetObjectInput) -> GetObjectOutput => get_object_overridden;
+    head_object(HeadObjectInput) -> HeadObjectOutput => head_object_overridden;
     delete_object(DeleteObjectInput) -> DeleteObjectOutput => delete::delete_object;
-    delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput => delete::delete_objects;
-    copy_object(CopyObjectInput) -> CopyObjectOutput => copy::copy_object;
+    delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput => delete_objects_checked;
+    copy_object(CopyObjectInput) -> CopyObjectOutput => copy_object_if;
     list_objects(ListObjectsInput) -> ListObjectsOutput => list::list_objects;
     list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output => list::list_objects_v2;
     list_object_versions(ListObjectVersionsInput) -> ListObjectVersionsOutput => list::list_object_versions;
@@ -82,22 +83,144 @@ dispatch! {
     complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput => multipart::complete_multipart_upload;
     abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput => multipart::abort_multipart_upload;
     list_parts(ListPartsInput) -> ListPartsOutput => multipart::list_parts;
-    list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput => multipart::list_multipart_uploads;
+    list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput => list_multipart_uploads_encoded;
 }
 
+// What `unsupported` checks or honours once s3s has parsed the input: the operations never read
+// these fields (see `unsupported`'s module docs).
+
 /// PutObject, and PostObject (s3s's default `post_object` calls `put_object`). A browser form
-/// carries its ACL and encryption fields in the form, where the access check cannot see them,
-/// so a POST's fields are checked here as headers would be.
+/// carries its fields (ACL, encryption, tags, storage class, …) in the form, where the access
+/// check cannot see them, so a POST's fields are checked here as headers would be.
 async fn put_or_post_object(
     ctx: &Ctx,
     req: S3Request<PutObjectInput>,
 ) -> Result<S3Response<PutObjectOutput>, GatewayError> {
     if req.method == http::Method::POST {
-        let bucket = ctx.manager.snapshot().bucket(&req.input.bucket).cloned();
         let fields = unsupported::put_input_headers(&req.input);
-        unsupported::check_operation("PutObject", &fields, bucket.as_ref())?;
+        let request = unsupported::RequestView {
+            op: "PutObject",
+            headers: &fields,
+            query: None,
+            bucket: Some(&req.input.bucket),
+            signed: req.credentials.is_some(),
+        };
+        unsupported::check_operation(&request, &ctx.manager.snapshot())?;
     }
     put::put_object(ctx, req).await
+}
+
+/// GetObject with its `response-*` overrides applied.
+async fn get_object_overridden(
+    ctx: &Ctx,
+    req: S3Request<GetObjectInput>,
+) -> Result<S3Response<GetObjectOutput>, GatewayError> {
+    let overrides = unsupported::ResponseOverrides::of_get(&req.input)?;
+    let mut resp = get::get_object(ctx, req).await?;
+    overrides.apply_to_get(&mut resp.output);
+    Ok(resp)
+}
+
+/// HeadObject with its `response-*` overrides applied.
+async fn head_object_overridden(
+    ctx: &Ctx,
+    req: S3Request<HeadObjectInput>,
+) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
+    let overrides = unsupported::ResponseOverrides::of_head(&req.input)?;
+    let mut resp = get::head_object(ctx, req).await?;
+    overrides.apply_to_head(&mut resp.output);
+    Ok(resp)
+}
+
+/// CopyObject with its destination's `If-Match` / `If-None-Match` (which s3s does not parse):
+/// checked before the copy to fail fast, and decided by storage at the commit point, atomically
+/// with the write, as PutObject's.
+async fn copy_object_if(
+    ctx: &Ctx,
+    req: S3Request<CopyObjectInput>,
+) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
+    let (if_match, if_none_match) = unsupported::destination_conditions(&req.headers)?;
+    if if_match.is_some() || if_none_match.is_some() {
+        require_bucket(ctx, &req.input.bucket)?;
+        put::check_write_conditions(
+            ctx,
+            &req.input.bucket,
+            &req.input.key,
+            if_match.as_ref(),
+            if_none_match.as_ref(),
+        )
+        .await?;
+    }
+    let condition = put::write_condition(if_match.as_ref(), if_none_match.as_ref());
+    copy::copy_object(ctx, req, condition).await
+}
+
+/// DeleteObjects without the keys it cannot honour (a version, a condition), which are reported
+/// as errors instead of being deleted.
+async fn delete_objects_checked(
+    ctx: &Ctx,
+    mut req: S3Request<DeleteObjectsInput>,
+) -> Result<S3Response<DeleteObjectsOutput>, GatewayError> {
+    // Too many keys is the operation's refusal, for all of them.
+    if req.input.delete.objects.len() > delete::MAX_DELETE_KEYS {
+        return delete::delete_objects(ctx, req).await;
+    }
+    let (kept, refused) = unsupported::split_deletes(std::mem::take(&mut req.input.delete.objects));
+    req.input.delete.objects = kept;
+    let mut resp = delete::delete_objects(ctx, req).await?;
+    if !refused.is_empty() {
+        resp.output
+            .errors
+            .get_or_insert_with(Vec::new)
+            .extend(refused);
+    }
+    Ok(resp)
+}
+
+/// CreateBucket without a directory bucket's configuration.
+async fn create_bucket_checked(
+    ctx: &Ctx,
+    req: S3Request<CreateBucketInput>,
+) -> Result<S3Response<CreateBucketOutput>, GatewayError> {
+    unsupported::check_bucket_configuration(req.input.create_bucket_configuration.as_ref())?;
+    bucket::create_bucket(ctx, req).await
+}
+
+/// PutBucketAcl without a grant document beside its canned ACL.
+async fn put_bucket_acl_checked(
+    ctx: &Ctx,
+    req: S3Request<PutBucketAclInput>,
+) -> Result<S3Response<PutBucketAclOutput>, GatewayError> {
+    unsupported::check_acl_body(&req.input)?;
+    bucket::put_bucket_acl(ctx, req).await
+}
+
+/// ListBuckets with its region filter and paging applied.
+async fn list_buckets_page(
+    ctx: &Ctx,
+    req: S3Request<ListBucketsInput>,
+) -> Result<S3Response<ListBucketsOutput>, GatewayError> {
+    let page = unsupported::BucketPage::of(&req.input);
+    let mut resp = bucket::list_buckets(ctx, req).await?;
+    page.apply(&mut resp.output, &ctx.config.region);
+    Ok(resp)
+}
+
+/// ListMultipartUploads, percent-encoded when `encoding-type=url` asks for it.
+async fn list_multipart_uploads_encoded(
+    ctx: &Ctx,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> Result<S3Response<ListMultipartUploadsOutput>, GatewayError> {
+    let url = req
+        .input
+        .encoding_type
+        .as_ref()
+        .is_some_and(|e| e.as_str().eq_ignore_ascii_case(EncodingType::URL));
+    let mut resp = multipart::list_multipart_uploads(ctx, req).await?;
+    if url {
+        unsupported::url_encode_uploads(&mut resp.output);
+    }
+    Ok(resp)
 }
 
 /// The bucket record, or `NoSuchBucket`.
