@@ -10,6 +10,9 @@
 #        (default OUT_DIR: /work/tmp/leofs-before-after/<timestamp>)
 # Knobs: WORKLOADS (default "put-4k get-4k put-1m get-1m"), ROUNDS (default 3), LEOFS_ARGS
 # (passed to both leofs binaries), DATA_ROOT (default /work/tmp); the rest as perf/compare.sh.
+# Run 1 keeps two leofs data dirs at once, and a 1 MiB PUT run writes ~0.7 GB/s: it is measured
+# for DIRECT_DURATION (default 4s) after DIRECT_WARMUP (1s), DIRECT_ROUNDS (4) times, so that
+# both dirs fit the disk (~30 GB for put-1m); runs 2 and 3 use compare.sh's usual 10 s.
 # Output: OUT_DIR/{after-vs-before,after-vs-garage,before-vs-garage}/summary.md.
 set -euo pipefail
 
@@ -57,7 +60,8 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 log "before-leofs ready on 127.0.0.1:$port (pid $PEER_PID)"
-PEER_ENDPOINT="http://127.0.0.1:$port" PEER_REGION=us-east-1 PEER_BUCKET=bench \
+PEER=before PEER_ENDPOINT="http://127.0.0.1:$port" PEER_REGION=us-east-1 PEER_BUCKET=bench \
+  DURATION="${DIRECT_DURATION:-4s}" WARMUP="${DIRECT_WARMUP:-1s}" ROUNDS="${DIRECT_ROUNDS:-4}" \
   LEOFS_BIN="$AFTER" LEOFS_ARGS="$LEOFS_ARGS" "$HERE/compare.sh" "$OUT/after-vs-before"
 cleanup
 PEER_PID=""

@@ -62,10 +62,24 @@ impl CheckpointReserve {
     }
 
     /// Makes the reserve at least `bytes` (allocated blocks); ENOSPC when the disk lacks room.
+    /// It grows geometrically (to twice what it held, when the disk has that room), so the
+    /// blocking `fallocate` on the core thread is rare. Not synced: the reservation matters to
+    /// the running process's use of the disk; after a crash the reserve is taken again from
+    /// what the file then holds.
     pub(crate) fn ensure(&self, bytes: u64) -> std::io::Result<()> {
-        if self.held_bytes.get() >= bytes {
+        let held = self.held_bytes.get();
+        if held >= bytes {
             return Ok(());
         }
+        let ample = bytes.max(held.saturating_mul(2));
+        match self.allocate(ample) {
+            Err(e) if ample > bytes && crate::io::is_no_space(&e) => self.allocate(bytes),
+            other => other,
+        }
+    }
+
+    /// Allocates the file's blocks up to `bytes`.
+    fn allocate(&self, bytes: u64) -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -90,7 +104,6 @@ impl CheckpointReserve {
                 left -= n as u64;
             }
         }
-        file.sync_all()?;
         self.held_bytes.set(bytes);
         Ok(())
     }
@@ -147,12 +160,14 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 100_000);
         reserve.ensure(50_000).expect("smaller is a no-op");
         assert_eq!(reserve.held_bytes(), 100_000);
+        reserve.ensure(120_000).expect("grow");
+        assert_eq!(reserve.held_bytes(), 200_000, "grows to twice what it held");
         let tmp = dir.path().join("x.tmp");
         assert!(reserve.take_into(&tmp).expect("take"));
         assert!(!reserve.is_held() && !path.exists() && tmp.exists());
         assert!(!reserve.take_into(&tmp).expect("nothing left to take"));
         reserve.adopt(&tmp).expect("adopt");
-        assert_eq!(CheckpointReserve::new(dir.path()).held_bytes(), 100_000);
+        assert_eq!(CheckpointReserve::new(dir.path()).held_bytes(), 200_000);
     }
 
     #[test]

@@ -1055,10 +1055,13 @@ impl Shard {
     ) -> Result<Vec<VersionId>, ShardError> {
         let okey = object_key(bucket, key);
         let _lock = self.core.objects.locks.lock(&okey).await;
-        self.referenced_locked(partition, &okey, versions).await
+        self.referenced_now(partition, &okey, versions).await
     }
 
-    async fn referenced_locked(
+    /// The versions among `versions` the current manifest references or a registered write
+    /// holds. Exact only under the key's lock (a commit may land otherwise); without it, the
+    /// answer may only be used to keep versions, never to collect them.
+    async fn referenced_now(
         &self,
         partition: PartitionId,
         okey: &Bytes,
@@ -1091,14 +1094,18 @@ impl Shard {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         self.on_owner(partition, move |shard| async move {
             let objects = &shard.core.objects;
-            // The order is what makes this sound without holding the key's lock across the
-            // upload scan: a part's registration ends only after its part record is durable,
-            // and a completion commits its manifest before it deletes the upload. So a version
-            // not registered now is in a part record found by the scan that follows, or, if
-            // that upload is gone, in the manifest read after it.
+            let okey = object_key(&bucket, &key);
+            // Most chunks belong to the current manifest: those are settled by one read, without
+            // the lock (keeping a version is always safe), and without the upload scan below.
+            let referenced = shard.referenced_now(partition, &okey, &versions).await?;
+            // The order from here is what makes this sound without holding the key's lock
+            // across the upload scan: a part's registration ends only after its part record is
+            // durable, and a completion commits its manifest before it deletes the upload. So a
+            // version not registered now is in a part record found by the scan that follows,
+            // or, if that upload is gone, in the manifest read after it.
             let mut left: Vec<VersionChunks> = versions
                 .into_iter()
-                .filter(|v| !objects.is_writing(&v.version))
+                .filter(|v| !referenced.contains(&v.version) && !objects.is_writing(&v.version))
                 .collect();
             if left.is_empty() {
                 return Ok(left);
@@ -1108,9 +1115,8 @@ impl Shard {
             if left.is_empty() {
                 return Ok(left);
             }
-            let okey = object_key(&bucket, &key);
             let _lock = objects.locks.lock(&okey).await;
-            let referenced = shard.referenced_locked(partition, &okey, &left).await?;
+            let referenced = shard.referenced_now(partition, &okey, &left).await?;
             left.retain(|v| !referenced.contains(&v.version));
             Ok(left)
         })
