@@ -13,6 +13,7 @@
 # Run 1 keeps two leofs data dirs at once, and a 1 MiB PUT run writes ~0.7 GB/s: it is measured
 # for DIRECT_DURATION (default 4s) after DIRECT_WARMUP (1s), DIRECT_ROUNDS (4) times, so that
 # both dirs fit the disk (~30 GB for put-1m); runs 2 and 3 use compare.sh's usual 10 s.
+# STEPS (default "direct after-garage before-garage") picks which of the three runs to make.
 # Output: OUT_DIR/{after-vs-before,after-vs-garage,before-vs-garage}/summary.md.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ export WORKLOADS="${WORKLOADS:-put-4k get-4k put-1m get-1m}"
 export ROUNDS="${ROUNDS:-3}"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
 LEOFS_ARGS="${LEOFS_ARGS:-}"
+STEPS=" ${STEPS:-direct after-garage before-garage} "
 
 log() { echo "[before-after] $*" >&2; }
 for bin in "$BEFORE" "$AFTER"; do
@@ -43,6 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. AFTER against BEFORE, BEFORE started here as a running peer.
+if [[ "$STEPS" == *" direct "* ]]; then
 port=38600
 while ss -Htln "sport = :$port" | grep -q .; do port=$((port + 1)); done
 admin=$((port + 1))
@@ -66,8 +69,13 @@ PEER=before PEER_ENDPOINT="http://127.0.0.1:$port" PEER_REGION=us-east-1 PEER_BU
 cleanup
 PEER_PID=""
 unset PEER_ACCESS_KEY PEER_SECRET_KEY
+fi
 
 # 2. and 3.: each against Garage (started and stopped by compare.sh).
-LEOFS_BIN="$AFTER" LEOFS_ARGS="$LEOFS_ARGS" "$HERE/compare.sh" "$OUT/after-vs-garage"
-LEOFS_BIN="$BEFORE" LEOFS_ARGS="$LEOFS_ARGS" "$HERE/compare.sh" "$OUT/before-vs-garage"
+if [[ "$STEPS" == *" after-garage "* ]]; then
+  LEOFS_BIN="$AFTER" LEOFS_ARGS="$LEOFS_ARGS" "$HERE/compare.sh" "$OUT/after-vs-garage"
+fi
+if [[ "$STEPS" == *" before-garage "* ]]; then
+  LEOFS_BIN="$BEFORE" LEOFS_ARGS="$LEOFS_ARGS" "$HERE/compare.sh" "$OUT/before-vs-garage"
+fi
 log "done: $OUT/{after-vs-before,after-vs-garage,before-vs-garage}/summary.md"

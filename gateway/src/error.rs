@@ -2,9 +2,8 @@
 //! engine, manager, corrupt records, body streams) to an S3 error code and HTTP status.
 
 use http::StatusCode;
-use leofs_engine::EngineError;
 use leofs_manager::ManagerError;
-use leofs_shard::ShardError;
+use leofs_shard::{EngineError, ShardError};
 use s3s::{S3Error, S3ErrorCode};
 
 /// Every way a gateway operation can fail.
@@ -13,9 +12,6 @@ pub enum GatewayError {
     /// The shard layer (routing, cross-core messaging or its engine) failed.
     #[error(transparent)]
     Shard(#[from] ShardError),
-    /// The local engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
     /// The manager refused or failed.
     #[error(transparent)]
     Manager(#[from] ManagerError),
@@ -97,7 +93,6 @@ impl From<GatewayError> for S3Error {
     fn from(e: GatewayError) -> Self {
         match e {
             GatewayError::S3(err) => err,
-            GatewayError::Engine(err) => engine_error(&err),
             GatewayError::Shard(ShardError::Engine(err)) => engine_error(&err),
             GatewayError::Shard(ShardError::PreconditionFailed) => S3Error::with_message(
                 S3ErrorCode::PreconditionFailed,
@@ -107,7 +102,9 @@ impl From<GatewayError> for S3Error {
                 S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
             }
             GatewayError::Shard(
-                err @ (ShardError::MissingChunk { .. } | ShardError::Record(_)),
+                err @ (ShardError::MissingChunk { .. }
+                | ShardError::Record(_)
+                | ShardError::UnexpectedResponse { .. }),
             ) => {
                 tracing::error!(error = %err, "internal error");
                 S3Error::with_message(S3ErrorCode::InternalError, err.to_string())
@@ -194,9 +191,9 @@ mod tests {
 
     #[test]
     fn disk_full_is_507_insufficient_storage() {
-        let err = S3Error::from(GatewayError::Engine(EngineError::DiskFull {
-            dir: "/x".into(),
-        }));
+        let err = S3Error::from(GatewayError::Shard(ShardError::Engine(
+            EngineError::DiskFull { dir: "/x".into() },
+        )));
         assert_eq!(err.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
         assert_eq!(err.code().as_str(), INSUFFICIENT_STORAGE);
     }

@@ -576,8 +576,9 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchBucket</Code>\
              <Message>The specified bucket does not exist</Message></Error>"
         );
-        let disk_full =
-            crate::GatewayError::Engine(leofs_engine::EngineError::DiskFull { dir: "/x".into() });
+        let disk_full = crate::GatewayError::Shard(leofs_shard::ShardError::Engine(
+            leofs_shard::EngineError::DiskFull { dir: "/x".into() },
+        ));
         assert_eq!(
             error_response(S3Error::from(disk_full)).status(),
             StatusCode::INSUFFICIENT_STORAGE

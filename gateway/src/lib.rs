@@ -8,7 +8,8 @@
 //!   [`sigv4`] verification and a per-core signing-key cache;
 //! - [`s3`]: the S3 operations, one file per family (bucket, put, get, list, multipart, copy, delete);
 //! - [`rest`]: LeoFS's plain REST API;
-//! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, collection);
+//! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, leases);
+//! - [`storage`]: [`storage::Storage`], the one handle every storage call goes through;
 //! - [`layout`]: engine keys, chunk arithmetic, ETags and record encodings;
 //! - [`error`]: every internal error mapped to one S3 error code.
 
@@ -22,6 +23,7 @@ pub mod rest;
 pub mod s3;
 pub mod service;
 pub mod sigv4;
+pub mod storage;
 pub mod store;
 
 pub use error::GatewayError;

@@ -17,8 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
 use leofs_manager::Manager;
 use leofs_shard::{
-    ChunkLease, Hlc, PartitionId, PutValue, Shard, ShardError, Summary, WriteCondition,
-    WriteRegistration, hash_bytes,
+    ChunkLease, Hlc, PutValue, Shard, ShardError, Summary, WriteCondition, WriteRegistration,
 };
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
@@ -26,10 +25,10 @@ use s3s::crypto::Checksum as _;
 use crate::GatewayConfig;
 use crate::error::GatewayError;
 use crate::layout::{
-    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key,
-    object_key, plan_reads,
+    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key, plan_reads,
 };
 use crate::md5::Md5;
+use crate::storage::{RECORD_BODY_BYTES_MAX, Storage};
 
 /// Chunks fetched ahead of the one being sent on a GET.
 pub const READ_AHEAD_CHUNKS: usize = 2;
@@ -37,11 +36,12 @@ pub const READ_AHEAD_CHUNKS: usize = 2;
 /// deleted between reading the manifest and leasing the chunks).
 const LEASE_ATTEMPTS_MAX: usize = 5;
 
-/// What every request handler on a core needs: the core's shard handle, the manager and the config.
+/// What every request handler on a core needs: the core's storage handle, the manager and the
+/// config.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The core's shard handle (`!Send`; lives on this core).
-    pub shard: Shard,
+    /// The core's storage handle (`!Send`; lives on this core).
+    pub storage: Storage,
     /// Users, keys and buckets.
     pub manager: Arc<Manager>,
     /// Gateway settings.
@@ -82,20 +82,10 @@ impl Ctx {
     /// Builds the per-core context.
     pub fn new(shard: Shard, manager: Arc<Manager>, config: Arc<GatewayConfig>) -> Self {
         Self {
-            shard,
+            storage: Storage::new(shard),
             manager,
             config,
         }
-    }
-
-    /// Partition of an object record.
-    pub fn object_partition(&self, bucket: &str, key: &str) -> PartitionId {
-        self.shard.object_partition(bucket, key)
-    }
-
-    /// Partition of any other record (chunks, uploads, parts): hashed on its engine key.
-    pub fn record_partition(&self, engine_key: &[u8]) -> PartitionId {
-        self.shard.partition_of(hash_bytes(engine_key))
     }
 
     /// Reads an object record with its inline body; for a chunked object, also leases its
@@ -115,7 +105,7 @@ impl Ctx {
             if versions.is_empty() {
                 return Ok(Some(obj));
             }
-            match self.shard.lease_chunks(bucket, key, &versions).await {
+            match self.storage.lease_chunks(bucket, key, &versions).await {
                 // Still the current manifest once the lease is held: whatever replaces it from
                 // now on is collected only after the lease ends. (A version replaced and
                 // collected before the lease would stream missing chunks.)
@@ -147,8 +137,7 @@ impl Ctx {
         key: &str,
         obj: &StoredObject,
     ) -> Result<bool, GatewayError> {
-        let part = self.object_partition(bucket, key);
-        let now = self.shard.lookup(part, object_key(bucket, key)).await?;
+        let now = self.storage.lookup_object(bucket, key).await?;
         Ok(now.is_some_and(|n| !n.tombstone && n.hlc == obj.hlc))
     }
 
@@ -157,8 +146,7 @@ impl Ctx {
         bucket: &str,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
-        let part = self.object_partition(bucket, key);
-        let Some(v) = self.shard.get(part, object_key(bucket, key)).await? else {
+        let Some(v) = self.storage.get_object_record(bucket, key).await? else {
             return Ok(None);
         };
         Ok(Some(StoredObject {
@@ -175,8 +163,7 @@ impl Ctx {
         bucket: &str,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
-        let part = self.object_partition(bucket, key);
-        let Some(h) = self.shard.head(part, object_key(bucket, key)).await? else {
+        let Some(h) = self.storage.head_object_record(bucket, key).await? else {
             return Ok(None);
         };
         Ok(Some(StoredObject {
@@ -207,14 +194,14 @@ impl Ctx {
             hlc: None,
         };
         Ok(self
-            .shard
+            .storage
             .commit_object(bucket, key, value, condition, registration)
             .await?)
     }
 
     /// Deletes an object; storage queues its chunks as garbage. False when there was no object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
-        Ok(self.shard.delete_object(bucket, key).await?)
+        Ok(self.storage.delete_object(bucket, key).await?)
     }
 
     /// Streams `body` into storage. With `allow_inline`, a body of at most one chunk is returned
@@ -233,10 +220,7 @@ impl Ctx {
     where
         S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
     {
-        let chunk_size = self
-            .config
-            .chunk_size_bytes
-            .clamp(1, leofs_engine::MAX_BODY_BYTES);
+        let chunk_size = self.config.chunk_size_bytes.clamp(1, RECORD_BODY_BYTES_MAX);
         let mut g = Gather::new(body, checksum_kinds);
         g.fill(chunk_size + 1).await?;
         if allow_inline && g.ended && g.pending_len <= chunk_size {
@@ -252,7 +236,7 @@ impl Ctx {
                 registration: None,
             });
         }
-        let mut registration = self.shard.begin_write(bucket, key).await?;
+        let mut registration = self.storage.begin_write(bucket, key).await?;
         self.write_chunks(bucket, key, &mut registration, &mut g, chunk_size)
             .await?;
         let (md5, checksums, size_bytes) = g.finish();
@@ -291,7 +275,6 @@ impl Ctx {
             // Counted before it is written: if the write is abandoned, a chunk that landed
             // anyway is collected with the others (deleting one that did not is a no-op).
             registration.chunk_written();
-            let part = self.record_partition(&ckey);
             let summary = Summary {
                 size: chunk.len() as u64,
                 digest: [0; 16],
@@ -303,9 +286,11 @@ impl Ctx {
                 summary,
                 hlc: None,
             };
-            let (put, filled) =
-                futures_util::future::join(self.shard.put(part, ckey, value), g.fill(chunk_size))
-                    .await;
+            let (put, filled) = futures_util::future::join(
+                self.storage.put_record(ckey, value),
+                g.fill(chunk_size),
+            )
+            .await;
             put?;
             filled?;
             index += 1;
@@ -321,22 +306,21 @@ impl Ctx {
         segments: Rc<[Segment]>,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
-        let shard = self.shard.clone();
+        let storage = self.storage.clone();
         let bucket: Rc<str> = Rc::from(bucket);
         let key: Rc<str> = Rc::from(key);
         let plan = plan_reads(segments.clone(), range);
         stream::iter(plan)
             .map(move |piece| {
-                let shard = shard.clone();
+                let storage = storage.clone();
                 let ckey = chunk_key(&bucket, &key, &segments[piece.segment].version, piece.chunk);
                 async move {
-                    let part = shard.partition_of(hash_bytes(&ckey));
                     let want = piece.range.end - piece.range.start;
                     let value = if piece.range.start == 0 && piece.range.end == piece.chunk_len {
-                        shard.get(part, ckey.clone()).await?
+                        storage.get_record(ckey.clone()).await?
                     } else {
-                        shard
-                            .get_range(part, ckey.clone(), piece.range.clone())
+                        storage
+                            .get_record_range(ckey.clone(), piece.range.clone())
                             .await?
                     };
                     match value {

@@ -217,7 +217,7 @@ async fn collect_versions(
     for v in versions {
         for index in 0..v.chunks {
             let ckey = chunk_key(bucket, key, &v.version, index);
-            by_core[shard.owner_of(shard.partition_of(hash_bytes(&ckey)))].push(ckey);
+            by_core[shard.core_of(shard.partition_of(hash_bytes(&ckey)))?].push(ckey);
         }
     }
     let mut deferred = 0;

@@ -1,9 +1,10 @@
 //! Cross-core forwarding: the ONLY way code on one core reaches state owned by another core.
 //!
 //! Every core has one mailbox (an unbounded `futures_channel::mpsc` queue woken across threads
-//! by monoio's `sync` waker). A message is a `Send` closure run on the owner core with that
-//! core's [`Shard`]; async work it starts replies through a `futures_channel::oneshot`. Request
-//! bodies travel as `Bytes` (reference-counted, never copied).
+//! by monoio's `sync` waker). A message is a value, never a closure: a [`StorageRequest`] for
+//! the core's executor, with a `futures_channel::oneshot` for its [`StorageResponse`] (none for
+//! one-way requests), or a node [`Control`] message. Request bodies travel as `Bytes`
+//! (reference-counted, never copied).
 //!
 //! Bounds: a sending core keeps at most [`IN_FLIGHT_PER_PEER_MAX`] forwarded calls outstanding
 //! per destination core; callers beyond that wait on the sending core, so no mailbox holds more
@@ -12,41 +13,68 @@
 //! Must never: block a core thread, or hand a `!Send` value (an `Rc`, an engine) to another core.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 
+use crate::node::Control;
+use crate::request::{StorageRequest, StorageResponse};
 use crate::{Shard, ShardError};
 
 /// Most forwarded calls one core keeps outstanding towards one other core.
 pub const IN_FLIGHT_PER_PEER_MAX: usize = 1024;
 
-/// A message: runs on the owner core with the owner's shard handle.
-pub(crate) type Job = Box<dyn FnOnce(&Shard) + Send>;
+/// Where a core sends the answer to a request.
+pub(crate) type Reply = oneshot::Sender<Result<StorageResponse, ShardError>>;
+
+/// One message to a core.
+pub(crate) enum Message {
+    /// A storage request for the core's executor; `reply` is None for one-way requests.
+    Request {
+        /// The request.
+        request: StorageRequest,
+        /// Where the answer goes.
+        reply: Option<Reply>,
+    },
+    /// A node control message (stats, drain, admin scans).
+    Control(Control),
+}
 
 /// Every core's mailbox sender, indexed by core (Send + Sync: any thread may post).
-pub(crate) type Mailboxes = Arc<[mpsc::UnboundedSender<Job>]>;
+pub(crate) type Mailboxes = Arc<[mpsc::UnboundedSender<Message>]>;
 
 /// Creates one mailbox per core: the shared senders and each core's receiver.
-pub(crate) fn mailboxes(cores: usize) -> (Mailboxes, Vec<mpsc::UnboundedReceiver<Job>>) {
+pub(crate) fn mailboxes(cores: usize) -> (Mailboxes, Vec<mpsc::UnboundedReceiver<Message>>) {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::unbounded()).unzip();
     (senders.into(), receivers)
 }
 
-/// Posts a job to `core` without waiting (control messages from non-core threads).
-pub(crate) fn post(mailboxes: &Mailboxes, core: usize, job: Job) -> Result<(), ShardError> {
+/// Posts a message to `core` without waiting (control messages from non-core threads).
+pub(crate) fn post(mailboxes: &Mailboxes, core: usize, message: Message) -> Result<(), ShardError> {
     mailboxes[core]
-        .unbounded_send(job)
+        .unbounded_send(message)
         .map_err(|_| ShardError::CoreStopped { core })
 }
 
-/// Runs the jobs arriving in this core's mailbox until every sender is gone or the future is dropped.
-pub(crate) async fn run_mailbox(shard: Shard, mut receiver: mpsc::UnboundedReceiver<Job>) {
-    while let Some(job) = receiver.next().await {
-        job(&shard);
+/// Serves the messages arriving in this core's mailbox until every sender is gone or the
+/// future is dropped: each request runs as a task of the core's executor.
+pub(crate) async fn run_mailbox(shard: Shard, mut receiver: mpsc::UnboundedReceiver<Message>) {
+    while let Some(message) = receiver.next().await {
+        match message {
+            Message::Request { request, reply } => {
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    let answer = shard.execute(request).await;
+                    if let Some(reply) = reply {
+                        // The sender may have gone away; its answer is then dropped.
+                        let _ = reply.send(answer);
+                    }
+                });
+            }
+            Message::Control(control) => crate::node::serve_control(&shard, control),
+        }
     }
 }
 
@@ -75,37 +103,36 @@ impl Forwarder {
         self.forwarded.get()
     }
 
-    /// Posts `job` to `core` (this one too) without waiting or taking an in-flight slot: for
-    /// fire-and-forget releases from `Drop`, which may run while the runtime is being torn down
-    /// (then the job is simply never run). Counted like a call.
-    pub(crate) fn post(&self, core: usize, job: Job) {
-        if post(&self.mailboxes, core, job).is_ok() {
+    /// Posts a one-way `request` to `core` (this one too) without waiting or taking an
+    /// in-flight slot: for fire-and-forget releases from `Drop`, which may run while the
+    /// runtime is being torn down (then the request is simply never served). Counted like a call.
+    pub(crate) fn post(&self, core: usize, request: StorageRequest) {
+        let message = Message::Request {
+            request,
+            reply: None,
+        };
+        if post(&self.mailboxes, core, message).is_ok() {
             self.forwarded.set(self.forwarded.get() + 1);
         }
     }
 
-    /// Runs `work` on core `owner` with its shard and returns the result: one message there,
-    /// one reply back.
-    pub(crate) async fn call<R, W, Fut>(&self, owner: usize, work: W) -> Result<R, ShardError>
-    where
-        R: Send + 'static,
-        W: FnOnce(Shard) -> Fut + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-    {
+    /// Serves `request` on core `owner` and returns its answer: one message there, one reply back.
+    pub(crate) async fn call(
+        &self,
+        owner: usize,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
         let _permit = self.in_flight[owner].acquire().await;
         let (reply, replied) = oneshot::channel();
-        let job: Job = Box::new(move |shard: &Shard| {
-            let shard = shard.clone();
-            monoio::spawn(async move {
-                // The caller may have gone away; its answer is then dropped.
-                let _ = reply.send(work(shard).await);
-            });
-        });
-        post(&self.mailboxes, owner, job)?;
+        let message = Message::Request {
+            request,
+            reply: Some(reply),
+        };
+        post(&self.mailboxes, owner, message)?;
         self.forwarded.set(self.forwarded.get() + 1);
         replied
             .await
-            .map_err(|_| ShardError::CoreStopped { core: owner })
+            .map_err(|_| ShardError::CoreStopped { core: owner })?
     }
 }
 

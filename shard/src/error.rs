@@ -114,6 +114,50 @@ pub enum ShardError {
         /// Index of the chunk within its version.
         index: u32,
     },
+    /// A request named a partition whose first replica is on another node; this node cannot
+    /// reach other nodes yet.
+    #[error("partition {partition} is held by node {node}, which this node cannot reach")]
+    RemoteVnode {
+        /// The partition.
+        partition: u32,
+        /// The node holding it.
+        node: u32,
+    },
+    /// A request reached a vnode that does not hold its partition (the sender routed with
+    /// another ring).
+    #[error("partition {partition} is not held by core {core} at ring epoch {epoch}")]
+    NotHeldHere {
+        /// The partition.
+        partition: u32,
+        /// The core the request reached.
+        core: usize,
+        /// The ring epoch of the core.
+        epoch: u64,
+    },
+    /// A request that must name its partition did not.
+    #[error("a {kind} request names no partition and cannot be routed")]
+    UnaddressedRequest {
+        /// The request's kind.
+        kind: &'static str,
+    },
+    /// The executor answered a request with the wrong kind of response (a bug).
+    #[error("expected a {expected} response, got {got}")]
+    UnexpectedResponse {
+        /// The response kind the request calls for.
+        expected: &'static str,
+        /// The response kind received.
+        got: &'static str,
+    },
+    /// A request asked for more than a named limit allows.
+    #[error("{what} of {got} exceeds the limit of {limit}")]
+    LimitExceeded {
+        /// What was limited, with its unit.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What was asked.
+        got: u64,
+    },
     /// A stored object-layout record does not decode.
     #[error(transparent)]
     Record(#[from] crate::object_layout::LayoutError),

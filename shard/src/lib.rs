@@ -2,8 +2,12 @@
 //! monoio io_uring runtime and storage engine; a fixed partition map from object hashes to
 //! owning cores; cross-core forwarding; HTTP listeners with SO_REUSEPORT.
 //!
-//! - [`partition`]: hash → partition → core.
-//! - [`cross_core`]: the only way to reach another core (bounded, counted messages).
+//! - [`partition`]: hash → partition → core, the local layout a single node's ring is built from.
+//! - [`ring`]: [`RingView`], the versioned partition → replica vnodes map every request is
+//!   routed by.
+//! - [`request`]: the storage vocabulary, [`StorageRequest`] and [`StorageResponse`], and the
+//!   executor that serves them on the vnode holding the data.
+//! - [`cross_core`]: the only way to reach another core (bounded, counted messages, values only).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
@@ -24,22 +28,27 @@ pub mod node;
 pub mod object_layout;
 pub mod objects;
 pub mod partition;
+pub mod request;
+pub mod ring;
 pub mod shard;
 
 pub use error::ShardError;
 pub use http::{OverloadAnswer, serve_http};
 pub use layout::{NodeLayout, read_layout};
 pub use leofs_engine::{
-    EngineConfig, Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Summary, Value,
+    EngineConfig, EngineError, Head, Hlc, Lookup, MAX_BODY_BYTES as MAX_RECORD_BODY_BYTES,
+    PartitionId, PutValue, ScanEntry, Summary, Value,
 };
 pub use node::{
     CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, NodeConfig, NodeHandle, NodeStats,
     ShutdownTrigger, start_node,
 };
 pub use objects::{
-    ChunkLease, EtagCondition, GcConfig, GcStats, WriteCondition, WriteRegistration,
+    ChunkLease, EtagCondition, GcConfig, GcStats, PendingWrite, WriteCondition, WriteRegistration,
 };
 pub use partition::PartitionMap;
+pub use request::{StorageRequest, StorageResponse};
+pub use ring::{NodeId, RingView, Vnode};
 pub use shard::Shard;
 
 /// Default number of partitions of a node (power of two, fixed at creation; DESIGN §4).

@@ -25,9 +25,10 @@ use futures_util::future::{Either, select};
 use leofs_engine::{Engine, EngineConfig, EngineStats, ScanEntry};
 
 use crate::balance::ConnectionBalancer;
-use crate::cross_core::{self, Forwarder, Mailboxes};
+use crate::cross_core::{self, Forwarder, Mailboxes, Message};
 use crate::http::ConnectionHub;
 use crate::layout::ensure_layout;
+use crate::ring::{RingView, SINGLE_NODE_ID};
 use crate::shard::Core;
 use crate::{PartitionMap, Shard, ShardError};
 
@@ -69,10 +70,77 @@ pub struct NodeConfig {
     pub gc: crate::objects::GcConfig,
 }
 
+/// A node control message to a core (not storage: stats, drain, admin scans), sent from any
+/// thread; each answers on a std channel.
+pub(crate) enum Control {
+    /// Report the core's counters.
+    Stats {
+        /// Where the counters go.
+        reply: mpsc::Sender<CoreStats>,
+    },
+    /// List live keys of the whole node (core 0 runs the merge).
+    ScanAll {
+        /// Key prefix.
+        prefix: Bytes,
+        /// Most entries.
+        limit: usize,
+        /// Where the entries go.
+        reply: mpsc::Sender<Result<Vec<ScanEntry>, ShardError>>,
+    },
+    /// Stop the core's listeners and report, by `deadline`, `(core, connections still open)`.
+    Drain {
+        /// When to report even if connections remain.
+        deadline: Instant,
+        /// Where the report goes.
+        reply: mpsc::Sender<(usize, usize)>,
+    },
+}
+
+/// Serves a control message on the core it was sent to.
+pub(crate) fn serve_control(shard: &Shard, control: Control) {
+    match control {
+        Control::Stats { reply } => {
+            let _ = reply.send(CoreStats {
+                core: shard.core.id,
+                engine: shard.core.engine.stats(),
+                partitions_owned: shard.core.map.partitions_owned(shard.core.id),
+                forwarded_calls: shard.core.forwarder.forwarded(),
+                open_connections: shard.core.node.balancer.open_on(shard.core.id),
+                gc: shard.gc_stats(),
+            });
+        }
+        Control::ScanAll {
+            prefix,
+            limit,
+            reply,
+        } => {
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                let _ = reply.send(shard.scan_all(prefix, None, limit).await);
+            });
+        }
+        Control::Drain { deadline, reply } => {
+            shard.core.connections.stop_all();
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                let deadline = monoio::time::Instant::from_std(deadline);
+                while shard.core.connections.live_count() > 0
+                    && monoio::time::Instant::now() < deadline
+                {
+                    monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
+                }
+                let _ = reply.send((shard.core.id, shard.core.connections.live_count()));
+            });
+        }
+    }
+}
+
 /// State of the node shared by every thread (Send + Sync).
 pub(crate) struct NodeShared {
     mailboxes: Mailboxes,
     map: PartitionMap,
+    /// The ring every core starts with: this node alone.
+    ring: Arc<RingView>,
     shutdown: Arc<ShutdownState>,
     /// (ordinal of the listener on a core, requested address) → bound address, for port 0.
     bound: Mutex<Vec<(usize, SocketAddr, SocketAddr)>>,
@@ -175,18 +243,8 @@ impl NodeStats {
         let (tx, rx) = mpsc::channel();
         let mut asked = 0;
         for core in 0..cores {
-            let tx = tx.clone();
-            let job: cross_core::Job = Box::new(move |shard: &Shard| {
-                let _ = tx.send(CoreStats {
-                    core: shard.core.id,
-                    engine: shard.core.engine.stats(),
-                    partitions_owned: shard.core.map.partitions_owned(shard.core.id),
-                    forwarded_calls: shard.core.forwarder.forwarded(),
-                    open_connections: shard.core.node.balancer.open_on(shard.core.id),
-                    gc: shard.gc_stats(),
-                });
-            });
-            if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
+            let message = Message::Control(Control::Stats { reply: tx.clone() });
+            if cross_core::post(&self.shared.mailboxes, core, message).is_ok() {
                 asked += 1;
             }
         }
@@ -221,14 +279,12 @@ impl NodeStats {
         limit: usize,
     ) -> Result<Vec<ScanEntry>, ShardError> {
         let (tx, rx) = mpsc::channel();
-        let prefix = prefix.into();
-        let job: cross_core::Job = Box::new(move |shard: &Shard| {
-            let shard = shard.clone();
-            monoio::spawn(async move {
-                let _ = tx.send(shard.scan_all(prefix, None, limit).await);
-            });
+        let message = Message::Control(Control::ScanAll {
+            prefix: prefix.into(),
+            limit,
+            reply: tx,
         });
-        cross_core::post(&self.shared.mailboxes, 0, job)?;
+        cross_core::post(&self.shared.mailboxes, 0, message)?;
         rx.recv_timeout(STATS_TIMEOUT)
             .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
     }
@@ -297,6 +353,7 @@ where
     let shared = Arc::new(NodeShared {
         mailboxes,
         map,
+        ring: Arc::new(RingView::single_node(SINGLE_NODE_ID, map)),
         shutdown: Arc::new(ShutdownState::default()),
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
@@ -444,21 +501,11 @@ impl NodeHandle {
         let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
         let mut asked = 0;
         for core in 0..self.shared.map.cores() {
-            let tx = tx.clone();
-            let job: cross_core::Job = Box::new(move |shard: &Shard| {
-                shard.core.connections.stop_all();
-                let shard = shard.clone();
-                monoio::spawn(async move {
-                    let deadline = monoio::time::Instant::from_std(deadline);
-                    while shard.core.connections.live_count() > 0
-                        && monoio::time::Instant::now() < deadline
-                    {
-                        monoio::time::sleep(DRAIN_POLL_INTERVAL).await;
-                    }
-                    let _ = tx.send((shard.core.id, shard.core.connections.live_count()));
-                });
+            let message = Message::Control(Control::Drain {
+                deadline,
+                reply: tx.clone(),
             });
-            if cross_core::post(&self.shared.mailboxes, core, job).is_ok() {
+            if cross_core::post(&self.shared.mailboxes, core, message).is_ok() {
                 asked += 1;
             }
         }
@@ -523,7 +570,7 @@ struct CoreThread<F> {
     engine: EngineConfig,
     gc: crate::objects::GcConfig,
     shared: Arc<NodeShared>,
-    receiver: futures_channel::mpsc::UnboundedReceiver<cross_core::Job>,
+    receiver: futures_channel::mpsc::UnboundedReceiver<Message>,
     go_init: oneshot::Receiver<()>,
     exit: oneshot::Receiver<()>,
     events: mpsc::Sender<CoreEvent>,
@@ -582,7 +629,9 @@ where
         let shard = Shard {
             core: Rc::new(Core {
                 id,
+                node_id: SINGLE_NODE_ID,
                 map: shared.map,
+                ring: std::cell::RefCell::new(shared.ring.clone()),
                 engine: engine.clone(),
                 forwarder: Forwarder::new(shared.mailboxes.clone()),
                 connections: ConnectionHub::default(),

@@ -16,7 +16,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,12 +23,12 @@ use futures_channel::oneshot;
 use futures_util::StreamExt;
 use leofs_engine::{Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
 
-use crate::cross_core::Job;
 use crate::object_layout::{
     KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
     VersionId, chunk_key, etag_string, garbage_key, object_key, parse_chunk_key,
     parts_count_of_tag, upload_key,
 };
+use crate::request::StorageRequest;
 use crate::{Shard, ShardError, hash_bytes, object_hash};
 
 /// Default of [`GcConfig::chunk_grace`]: long enough for a slow client to stream a large object.
@@ -141,7 +140,7 @@ impl WriteCondition {
 
 /// A version being written, as the commit that ends its registration names it (crosses cores).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PendingWrite {
+pub struct PendingWrite {
     /// The version the chunks are written under.
     pub version: VersionId,
     /// Chunks written so far (what to collect if the write does not commit).
@@ -237,7 +236,7 @@ impl ObjectState {
         }
     }
 
-    fn release(&self, versions: &[VersionId]) {
+    pub(crate) fn release(&self, versions: &[VersionId]) {
         let mut leases = self.leases.borrow_mut();
         for v in versions {
             if let Some(state) = leases.get_mut(v) {
@@ -267,7 +266,7 @@ impl ObjectState {
             .is_some_and(|s| s.holders > 0 && s.newest.elapsed() < grace)
     }
 
-    fn begin_write(&self, version: VersionId) {
+    pub(crate) fn begin_write(&self, version: VersionId) {
         *self.writes.borrow_mut().entry(version).or_default() += 1;
     }
 
@@ -412,26 +411,22 @@ impl Drop for WriteRegistration {
             std::mem::take(&mut self.bucket),
             std::mem::take(&mut self.key),
         );
-        let pending = self.pending;
         let partition = self.shard.object_partition(&bucket, &key);
-        let job: Job = Box::new(move |shard: &Shard| {
-            let shard = shard.clone();
-            monoio::spawn(async move {
-                shard.core.objects.end_write(&pending.version);
-                let garbage = pending.garbage();
-                if garbage.is_empty() {
-                    return;
-                }
-                if let Err(e) = shard
-                    .queue_garbage_here(partition, &bucket, &key, &garbage)
-                    .await
-                {
-                    tracing::warn!(error = %e, %bucket, %key, "could not queue an abandoned write's chunks; the sweeper will find them");
-                }
-            });
-        });
-        let owner = self.shard.owner_of(partition);
-        self.shard.core.forwarder.post(owner, job);
+        let owner = match self.shard.core_of(partition) {
+            Ok(owner) => owner,
+            Err(e) => {
+                tracing::warn!(error = %e, %bucket, %key, "cannot end an abandoned write; the sweeper will find its chunks");
+                return;
+            }
+        };
+        let request = StorageRequest::EndWrite {
+            partition,
+            bucket,
+            key,
+            ended: Some(self.pending.version),
+            garbage: self.pending.garbage(),
+        };
+        self.shard.core.forwarder.post(owner, request);
     }
 }
 
@@ -450,8 +445,8 @@ impl Drop for ChunkLease {
             if core == self.shard.core.id {
                 self.shard.core.objects.release(&versions);
             } else {
-                let job: Job = Box::new(move |shard: &Shard| shard.core.objects.release(&versions));
-                self.shard.core.forwarder.post(core, job);
+                let request = StorageRequest::ReleaseChunks { versions };
+                self.shard.core.forwarder.post(core, request);
             }
         }
     }
@@ -496,39 +491,15 @@ impl Shard {
         self.partition_of(object_hash(bucket.as_bytes(), key.as_bytes()))
     }
 
-    /// Runs `work` as a task of the core owning `partition` (this one or another) and returns
-    /// its result. The work, and the message carrying it, is detached from the caller: it
-    /// finishes even if the caller goes away.
-    async fn on_owner<R, W, Fut>(&self, partition: PartitionId, work: W) -> Result<R, ShardError>
-    where
-        R: Send + 'static,
-        W: FnOnce(Shard) -> Fut + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-    {
-        let owner = self.owner_of(partition);
-        if owner == self.core.id {
-            return Ok(monoio::spawn(work(self.clone())).await);
-        }
-        let shard = self.clone();
-        monoio::spawn(async move { shard.core.forwarder.call(owner, work).await }).await
-    }
-
     /// What the index knows of `key`'s newest record, on the core owning `partition`.
     pub async fn lookup(
         &self,
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Lookup>, ShardError> {
-        let owner = self.owner_of(partition);
-        if owner == self.core.id {
-            return Ok(self.core.engine.lookup(partition, &key));
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.core.engine.lookup(partition, &key)
-            })
-            .await
+        self.send(StorageRequest::Lookup { partition, key })
+            .await?
+            .into_lookup()
     }
 
     /// Commits an object record (manifest, inline body): on the core owning it, under the key's
@@ -544,18 +515,18 @@ impl Shard {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        let partition = self.object_partition(bucket, key);
-        let pending = writing.map(WriteRegistration::hand_over);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.on_owner(partition, move |shard| async move {
-            shard
-                .commit_object_here(partition, &bucket, &key, value, &condition, pending)
-                .await
-        })
-        .await?
+        let request = StorageRequest::CommitObject {
+            partition: self.object_partition(bucket, key),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            value,
+            condition,
+            writing: writing.map(WriteRegistration::hand_over),
+        };
+        self.send(request).await?.into_stored()
     }
 
-    async fn commit_object_here(
+    pub(crate) async fn commit_object_here(
         &self,
         partition: PartitionId,
         bucket: &str,
@@ -683,15 +654,15 @@ impl Shard {
     /// Deletes an object (a tombstone) and queues its chunks as garbage, in one group commit,
     /// on the owning core under the key's lock. False when there was no object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
-        let partition = self.object_partition(bucket, key);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.on_owner(partition, move |shard| async move {
-            shard.delete_object_here(partition, &bucket, &key).await
-        })
-        .await?
+        let request = StorageRequest::DeleteObject {
+            partition: self.object_partition(bucket, key),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        self.send(request).await?.into_removed()
     }
 
-    async fn delete_object_here(
+    pub(crate) async fn delete_object_here(
         &self,
         partition: PartitionId,
         bucket: &str,
@@ -736,10 +707,9 @@ impl Shard {
             pending: PendingWrite { version, chunks: 0 },
             armed: true,
         };
-        self.on_owner(partition, move |shard| async move {
-            shard.core.objects.begin_write(version)
-        })
-        .await?;
+        self.send(StorageRequest::BeginWrite { partition, version })
+            .await?
+            .into_done()?;
         Ok(registration)
     }
 
@@ -751,20 +721,33 @@ impl Shard {
         ended: Option<VersionId>,
         garbage: Vec<VersionChunks>,
     ) -> Result<(), ShardError> {
-        let partition = self.object_partition(bucket, key);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.on_owner(partition, move |shard| async move {
-            if let Some(version) = ended {
-                shard.core.objects.end_write(&version);
-            }
-            if garbage.is_empty() {
-                return Ok(());
-            }
-            shard
-                .queue_garbage_here(partition, &bucket, &key, &garbage)
-                .await
-        })
-        .await?
+        let request = StorageRequest::EndWrite {
+            partition: self.object_partition(bucket, key),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            ended,
+            garbage,
+        };
+        self.send(request).await?.into_done()
+    }
+
+    /// The executor's side of [`StorageRequest::EndWrite`].
+    pub(crate) async fn end_write_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        ended: Option<VersionId>,
+        garbage: &[VersionChunks],
+    ) -> Result<(), ShardError> {
+        if let Some(version) = ended {
+            self.core.objects.end_write(&version);
+        }
+        if garbage.is_empty() {
+            return Ok(());
+        }
+        self.queue_garbage_here(partition, bucket, key, garbage)
+            .await
     }
 
     /// Queues versions of (bucket, key) as garbage in the object's durable queue: they are
@@ -815,28 +798,40 @@ impl Shard {
         value: PutValue,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        let partition = self.partition_of(hash_bytes(&part_key));
-        let pending = writing.map(WriteRegistration::hand_over);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.on_owner(partition, move |shard| async move {
-            let result = shard.replace_part_here(partition, part_key, value).await;
-            let garbage = match &result {
-                Ok((_, replaced)) => replaced
-                    .filter(|r| pending.is_none_or(|p| p.version != r.version))
-                    .into_iter()
-                    .collect(),
-                Err(_) => pending.map(|p| p.garbage()).unwrap_or_default(),
-            };
-            let ended = pending.map(|p| p.version);
-            if let Err(e) = shard
-                .end_write_and_queue(&bucket, &key, ended, garbage)
-                .await
-            {
-                tracing::warn!(error = %e, %bucket, %key, "could not end a part's write or queue what it replaced; the sweeper will find it");
-            }
-            result.map(|(hlc, _)| hlc)
-        })
-        .await?
+        let request = StorageRequest::CommitPart {
+            partition: self.partition_of(hash_bytes(&part_key)),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            part_key,
+            value,
+            writing: writing.map(WriteRegistration::hand_over),
+        };
+        self.send(request).await?.into_stored()
+    }
+
+    /// The executor's side of [`StorageRequest::CommitPart`].
+    pub(crate) async fn commit_part_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        part_key: Bytes,
+        value: PutValue,
+        pending: Option<PendingWrite>,
+    ) -> Result<Hlc, ShardError> {
+        let result = self.replace_part_here(partition, part_key, value).await;
+        let garbage = match &result {
+            Ok((_, replaced)) => replaced
+                .filter(|r| pending.is_none_or(|p| p.version != r.version))
+                .into_iter()
+                .collect(),
+            Err(_) => pending.map(|p| p.garbage()).unwrap_or_default(),
+        };
+        let ended = pending.map(|p| p.version);
+        if let Err(e) = self.end_write_and_queue(bucket, key, ended, garbage).await {
+            tracing::warn!(error = %e, %bucket, %key, "could not end a part's write or queue what it replaced; the sweeper will find it");
+        }
+        result.map(|(hlc, _)| hlc)
     }
 
     async fn replace_part_here(
@@ -891,7 +886,7 @@ impl Shard {
             for v in versions {
                 for index in 0..v.chunks {
                     let ckey = chunk_key(bucket, key, &v.version, index);
-                    cores[self.owner_of(self.partition_of(hash_bytes(&ckey)))] = true;
+                    cores[self.core_of(self.partition_of(hash_bytes(&ckey)))?] = true;
                 }
             }
         }
@@ -900,17 +895,16 @@ impl Shard {
             .enumerate()
             .filter(|&(_, holds)| holds)
             .map(|(core, _)| {
-                let (b, k, v) = (bucket.to_owned(), key.to_owned(), versions.to_vec());
+                let request = StorageRequest::LeaseChunks {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    versions: versions.to_vec(),
+                    check_presence: check,
+                };
                 async move {
-                    let got = if core == self.core.id {
-                        Ok(self.lease_here(&b, &k, &v, check))
-                    } else {
-                        self.core
-                            .forwarder
-                            .call(core, move |shard| async move {
-                                shard.lease_here(&b, &k, &v, check)
-                            })
-                            .await
+                    let got = match self.send_to(core, request).await {
+                        Ok(answer) => answer.into_leased(),
+                        Err(e) => Err(e),
                     };
                     (core, got)
                 }
@@ -922,8 +916,8 @@ impl Shard {
         let mut failed = None;
         for (core, got) in futures_util::future::join_all(calls).await {
             match got {
-                Ok(Ok(leased)) => lease.held.push((core, leased)),
-                Ok(Err(e)) | Err(e) => {
+                Ok(leased) => lease.held.push((core, leased)),
+                Err(e) => {
                     failed.get_or_insert(e);
                 }
             }
@@ -936,7 +930,7 @@ impl Shard {
 
     /// On this core: refuses versions being collected, checks (if asked) that every chunk of
     /// `versions` this core holds exists, then leases the versions.
-    fn lease_here(
+    pub(crate) fn lease_here(
         &self,
         bucket: &str,
         key: &str,
@@ -960,7 +954,7 @@ impl Shard {
                 for index in 0..v.chunks {
                     let ckey = chunk_key(bucket, key, &v.version, index);
                     let partition = self.partition_of(hash_bytes(&ckey));
-                    if self.owner_of(partition) != self.core.id {
+                    if self.core_of(partition)? != self.core.id {
                         continue;
                     }
                     let present = self
@@ -987,18 +981,16 @@ impl Shard {
         keys: Vec<Bytes>,
         orphans: bool,
     ) -> Result<u64, ShardError> {
-        if core == self.core.id {
-            return self.collect_here(keys, orphans).await;
-        }
-        self.core
-            .forwarder
-            .call(core, move |shard| async move {
-                shard.collect_here(keys, orphans).await
-            })
+        self.send_to(core, StorageRequest::CollectChunks { keys, orphans })
             .await?
+            .into_deferred()
     }
 
-    async fn collect_here(&self, keys: Vec<Bytes>, orphans: bool) -> Result<u64, ShardError> {
+    pub(crate) async fn collect_here(
+        &self,
+        keys: Vec<Bytes>,
+        orphans: bool,
+    ) -> Result<u64, ShardError> {
         let objects = &self.core.objects;
         let mut deferred = 0u64;
         let mut doomed = Vec::with_capacity(keys.len());
@@ -1090,37 +1082,49 @@ impl Shard {
         key: &str,
         versions: Vec<VersionChunks>,
     ) -> Result<Vec<VersionChunks>, ShardError> {
-        let partition = self.object_partition(bucket, key);
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.on_owner(partition, move |shard| async move {
-            let objects = &shard.core.objects;
-            let okey = object_key(&bucket, &key);
-            // Most chunks belong to the current manifest: those are settled by one read, without
-            // the lock (keeping a version is always safe), and without the upload scan below.
-            let referenced = shard.referenced_now(partition, &okey, &versions).await?;
-            // The order from here is what makes this sound without holding the key's lock
-            // across the upload scan: a part's registration ends only after its part record is
-            // durable, and a completion commits its manifest before it deletes the upload. So a
-            // version not registered now is in a part record found by the scan that follows,
-            // or, if that upload is gone, in the manifest read after it.
-            let mut left: Vec<VersionChunks> = versions
-                .into_iter()
-                .filter(|v| !referenced.contains(&v.version) && !objects.is_writing(&v.version))
-                .collect();
-            if left.is_empty() {
-                return Ok(left);
-            }
-            let in_parts = shard.upload_part_versions(&bucket, &key).await?;
-            left.retain(|v| !in_parts.contains(&v.version));
-            if left.is_empty() {
-                return Ok(left);
-            }
-            let _lock = objects.locks.lock(&okey).await;
-            let referenced = shard.referenced_now(partition, &okey, &left).await?;
-            left.retain(|v| !referenced.contains(&v.version));
-            Ok(left)
-        })
-        .await?
+        let request = StorageRequest::Unreferenced {
+            partition: self.object_partition(bucket, key),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            versions,
+        };
+        self.send(request).await?.into_versions()
+    }
+
+    /// The executor's side of [`StorageRequest::Unreferenced`].
+    pub(crate) async fn unreferenced_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        versions: Vec<VersionChunks>,
+    ) -> Result<Vec<VersionChunks>, ShardError> {
+        let objects = &self.core.objects;
+        let okey = object_key(bucket, key);
+        // Most chunks belong to the current manifest: those are settled by one read, without
+        // the lock (keeping a version is always safe), and without the upload scan below.
+        let referenced = self.referenced_now(partition, &okey, &versions).await?;
+        // The order from here is what makes this sound without holding the key's lock across
+        // the upload scan: a part's registration ends only after its part record is durable,
+        // and a completion commits its manifest before it deletes the upload. So a version not
+        // registered now is in a part record found by the scan that follows, or, if that
+        // upload is gone, in the manifest read after it.
+        let mut left: Vec<VersionChunks> = versions
+            .into_iter()
+            .filter(|v| !referenced.contains(&v.version) && !objects.is_writing(&v.version))
+            .collect();
+        if left.is_empty() {
+            return Ok(left);
+        }
+        let in_parts = self.upload_part_versions(bucket, key).await?;
+        left.retain(|v| !in_parts.contains(&v.version));
+        if left.is_empty() {
+            return Ok(left);
+        }
+        let _lock = objects.locks.lock(&okey).await;
+        let referenced = self.referenced_now(partition, &okey, &left).await?;
+        left.retain(|v| !referenced.contains(&v.version));
+        Ok(left)
     }
 
     /// Versions of the parts of every live multipart upload of (bucket, key). Err when a part

@@ -1,7 +1,8 @@
-//! [`Shard`]: the per-core handle the gateway uses. It owns this core's engine and routes every
-//! data call to the core owning the partition: a direct engine call when that is this core,
-//! else exactly one message through [`crate::cross_core`].
+//! [`Shard`]: the per-core handle the gateway uses. It owns this core's engine and sends every
+//! data call as a [`StorageRequest`] to the vnode the ring routes its partition to: this core's
+//! executor when that is this core, else exactly one message through [`crate::cross_core`].
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Range;
@@ -14,12 +15,18 @@ use leofs_engine::{Engine, Head, Hlc, PartitionId, PutValue, ScanEntry, Value};
 use crate::cross_core::Forwarder;
 use crate::http::ConnectionHub;
 use crate::node::NodeShared;
+use crate::request::{StorageRequest, StorageResponse};
+use crate::ring::{NodeId, RingView};
 use crate::{PartitionMap, ShardError};
 
 /// Everything one core owns; reachable only from its own thread.
 pub(crate) struct Core {
     pub(crate) id: usize,
+    /// The node this core belongs to (its id in the ring).
+    pub(crate) node_id: NodeId,
     pub(crate) map: PartitionMap,
+    /// The ring every request is routed by.
+    pub(crate) ring: RefCell<Arc<RingView>>,
     pub(crate) engine: Engine,
     pub(crate) forwarder: Forwarder,
     pub(crate) connections: ConnectionHub,
@@ -29,7 +36,7 @@ pub(crate) struct Core {
 }
 
 /// Per-core handle given to the gateway. Clone, `!Send` (`Rc` inside). Every data call goes to
-/// the core that owns the partition: a direct engine call if local, else one cross-core message.
+/// the core that holds the partition: this core's executor if local, else one cross-core message.
 #[derive(Clone)]
 pub struct Shard {
     pub(crate) core: Rc<Core>,
@@ -51,16 +58,14 @@ impl Shard {
         self.core.map
     }
 
-    /// The partition of a hash (`hash >> (64 - log2 P)`).
-    pub fn partition_of(&self, hash: u64) -> PartitionId {
-        self.core.map.partition_of(hash)
+    /// The ring this core routes by.
+    pub fn ring(&self) -> Arc<RingView> {
+        self.core.ring.borrow().clone()
     }
 
-    /// The core owning `partition` (partitions past the map's end are clamped to the last core).
-    pub fn owner_of(&self, partition: PartitionId) -> usize {
-        self.core
-            .map
-            .owner_of(partition.min(self.core.map.partitions() - 1))
+    /// The partition of a hash (`hash >> (64 - log2 P)`).
+    pub fn partition_of(&self, hash: u64) -> PartitionId {
+        self.core.ring.borrow().partition_of(hash)
     }
 
     /// Cross-core calls this core has forwarded since start (a metric).
@@ -68,21 +73,52 @@ impl Shard {
         self.core.forwarder.forwarded()
     }
 
-    /// The owner of `partition`, checked against the map.
-    fn route(&self, partition: PartitionId) -> Result<usize, ShardError> {
-        let partitions = self.core.map.partitions();
-        if partition >= partitions {
-            return Err(ShardError::PartitionOutOfRange {
+    /// The core of this node that serves `partition`: its first replica in the ring.
+    pub(crate) fn core_of(&self, partition: PartitionId) -> Result<usize, ShardError> {
+        let ring = self.core.ring.borrow();
+        let vnode = ring.route(partition)?[0];
+        if vnode.node != self.core.node_id {
+            return Err(ShardError::RemoteVnode {
                 partition,
-                partitions,
+                node: vnode.node,
             });
         }
-        Ok(self.core.map.owner_of(partition))
+        Ok(usize::from(vnode.shard))
     }
 
-    /// The owner's engine must be the one serving: checked where a forwarded call lands.
-    fn debug_assert_owns(&self, partition: PartitionId) {
-        debug_assert_eq!(self.core.map.owner_of(partition), self.core.id);
+    /// Serves `request` on core `core` of this node: this core's executor, or one message to
+    /// that core, which refuses it if it does not hold the request's partition. A request that
+    /// changes object state runs detached from the caller (it finishes even if the caller goes
+    /// away).
+    pub async fn send_to(
+        &self,
+        core: usize,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        match (core == self.core.id, request.runs_detached()) {
+            (true, false) => self.execute(request).await,
+            (true, true) => {
+                let shard = self.clone();
+                monoio::spawn(async move { shard.execute(request).await }).await
+            }
+            (false, false) => self.core.forwarder.call(core, request).await,
+            (false, true) => {
+                let shard = self.clone();
+                monoio::spawn(async move { shard.core.forwarder.call(core, request).await }).await
+            }
+        }
+    }
+
+    /// Serves a request that names its partition on the core the ring routes it to.
+    pub(crate) async fn send(
+        &self,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        let partition = request.partition().ok_or(ShardError::UnaddressedRequest {
+            kind: request.kind(),
+        })?;
+        let core = self.core_of(partition)?;
+        self.send_to(core, request).await
     }
 
     /// Stores `value` under `key` on the owning core; returns the stored timestamp once durable.
@@ -92,18 +128,13 @@ impl Shard {
         key: Bytes,
         value: PutValue,
     ) -> Result<Hlc, ShardError> {
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(self.core.engine.put(partition, &key, value).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                shard.core.engine.put(partition, &key, value).await
-            })
-            .await?
-            .map_err(ShardError::from)
+        self.send(StorageRequest::Put {
+            partition,
+            key,
+            value,
+        })
+        .await?
+        .into_stored()
     }
 
     /// Reads the newest value for `key`; None if absent or deleted.
@@ -112,18 +143,9 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Value>, ShardError> {
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(self.core.engine.get(partition, &key).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                shard.core.engine.get(partition, &key).await
-            })
+        self.send(StorageRequest::Get { partition, key })
             .await?
-            .map_err(ShardError::from)
+            .into_value()
     }
 
     /// Reads `range` of the body of `key` (clamped to the body); None if absent or deleted.
@@ -133,18 +155,13 @@ impl Shard {
         key: Bytes,
         range: Range<u64>,
     ) -> Result<Option<Value>, ShardError> {
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(self.core.engine.get_range(partition, &key, range).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                shard.core.engine.get_range(partition, &key, range).await
-            })
-            .await?
-            .map_err(ShardError::from)
+        self.send(StorageRequest::GetRange {
+            partition,
+            key,
+            range,
+        })
+        .await?
+        .into_value()
     }
 
     /// Reads metadata and summary of `key` without its body; None if absent or deleted.
@@ -153,18 +170,9 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Head>, ShardError> {
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(self.core.engine.head(partition, &key).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                shard.core.engine.head(partition, &key).await
-            })
+        self.send(StorageRequest::Head { partition, key })
             .await?
-            .map_err(ShardError::from)
+            .into_head()
     }
 
     /// Deletes `key` (a durable tombstone); returns the tombstone's timestamp, None if the key
@@ -175,22 +183,18 @@ impl Shard {
         key: Bytes,
         hlc: Option<Hlc>,
     ) -> Result<Option<Hlc>, ShardError> {
-        let owner = self.route(partition)?;
-        if owner == self.core.id {
-            return Ok(self.core.engine.delete(partition, &key, hlc).await?);
-        }
-        self.core
-            .forwarder
-            .call(owner, move |shard| async move {
-                shard.debug_assert_owns(partition);
-                shard.core.engine.delete(partition, &key, hlc).await
-            })
-            .await?
-            .map_err(ShardError::from)
+        self.send(StorageRequest::Delete {
+            partition,
+            key,
+            hlc,
+        })
+        .await?
+        .into_deleted()
     }
 
-    /// Live keys starting with `prefix`, after `start_after`, across ALL cores, merged in key
-    /// order, at most `limit`. Every core is asked in parallel for its first `limit` keys.
+    /// Live keys starting with `prefix`, after `start_after`, across every partition of the
+    /// ring, merged in key order, at most `limit`: one scan request per range of partitions
+    /// that a vnode is first replica for, all in parallel, each for its first `limit` keys.
     pub async fn scan_all(
         &self,
         prefix: Bytes,
@@ -200,24 +204,31 @@ impl Shard {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let remote = (0..self.core_count())
-            .filter(|&core| core != self.core.id)
-            .map(|core| {
-                let (prefix, start_after) = (prefix.clone(), start_after.clone());
-                self.core.forwarder.call(core, move |shard| async move {
-                    shard
-                        .core
-                        .engine
-                        .scan(&prefix, start_after.as_deref(), limit)
-                })
-            });
-        let remote = futures_util::future::join_all(remote);
-        let local = self
-            .core
-            .engine
-            .scan(&prefix, start_after.as_deref(), limit);
-        let mut pages = remote.await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        pages.push(local);
+        let limit = limit.min(crate::request::SCAN_LIMIT_MAX);
+        let plan = self.core.ring.borrow().first_replica_ranges();
+        let mut scans = Vec::new();
+        for (vnode, ranges) in plan {
+            if vnode.node != self.core.node_id {
+                return Err(ShardError::RemoteVnode {
+                    partition: ranges.first().map_or(0, |r| r.start),
+                    node: vnode.node,
+                });
+            }
+            for partitions in ranges {
+                let request = StorageRequest::Scan {
+                    partitions,
+                    prefix: prefix.clone(),
+                    start_after: start_after.clone(),
+                    limit,
+                };
+                scans.push(self.send_to(usize::from(vnode.shard), request));
+            }
+        }
+        let pages = futures_util::future::join_all(scans)
+            .await
+            .into_iter()
+            .map(|answer| answer?.into_entries())
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(merge_sorted(pages, limit))
     }
 

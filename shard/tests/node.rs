@@ -12,7 +12,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use leofs_shard::{
     DEFAULT_CONNECTIONS_PER_CORE_MAX, EngineConfig, NodeConfig, NodeHandle, OverloadAnswer,
-    PutValue, ScanEntry, Shard, ShardError, object_hash, serve_http, start_node,
+    PutValue, ScanEntry, Shard, ShardError, StorageRequest, StorageResponse, object_hash,
+    serve_http, start_node,
 };
 
 /// What the test listeners answer over the connection cap.
@@ -83,7 +84,7 @@ fn put_on_one_core_for_a_partition_owned_by_another_is_readable_from_both() {
             let (partition, key) = (0..)
                 .map(|i| object("bkt", &format!("key-{i}")))
                 .map(|(hash, key)| (shard.partition_of(hash), key))
-                .find(|(partition, _)| shard.owner_of(*partition) == 1)
+                .find(|(partition, _)| shard.partition_map().owner_of(*partition) == 1)
                 .unwrap();
             shard
                 .put(partition, key.clone(), put_value("hello from core 0"))
@@ -99,7 +100,7 @@ fn put_on_one_core_for_a_partition_owned_by_another_is_readable_from_both() {
     let reader: Scenario = Box::new(move |shard: Shard| {
         Box::pin(async move {
             let (partition, key) = stored_rx.await.unwrap();
-            assert_eq!(shard.owner_of(partition), shard.core_id());
+            assert_eq!(shard.partition_map().owner_of(partition), shard.core_id());
             let read = shard.get(partition, key).await.unwrap().unwrap();
             done_tx
                 .send((1, read.body.to_vec(), shard.forwarded_calls()))
@@ -139,7 +140,7 @@ fn more_concurrent_forwards_than_the_in_flight_bound_all_complete() {
             let (partition, key) = (0..)
                 .map(|i| object("bkt", &format!("key-{i}")))
                 .map(|(hash, key)| (shard.partition_of(hash), key))
-                .find(|(partition, _)| shard.owner_of(*partition) == 1)
+                .find(|(partition, _)| shard.partition_map().owner_of(*partition) == 1)
                 .unwrap();
             shard
                 .put(partition, key.clone(), put_value("v"))
@@ -158,6 +159,70 @@ fn more_concurrent_forwards_than_the_in_flight_bound_all_complete() {
     let (found, forwarded) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(found, CALLS);
     assert_eq!(forwarded, CALLS as u64 + 1);
+    node.shutdown_trigger().trigger();
+    node.wait().unwrap();
+}
+
+#[test]
+fn requests_cross_cores_as_values_and_a_core_refuses_partitions_it_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let scenario: Scenario = Box::new(move |shard: Shard| {
+        Box::pin(async move {
+            let (partition, key) = (0..)
+                .map(|i| object("bkt", &format!("key-{i}")))
+                .map(|(hash, key)| (shard.partition_of(hash), key))
+                .find(|(partition, _)| shard.partition_map().owner_of(*partition) == 1)
+                .unwrap();
+            let mut seen = Vec::new();
+            let put = StorageRequest::Put {
+                partition,
+                key: key.clone(),
+                value: put_value("v"),
+            };
+            seen.push(match shard.send_to(1, put).await {
+                Ok(StorageResponse::Stored(_)) => "stored on its owner".to_owned(),
+                other => format!("{other:?}"),
+            });
+            let get = StorageRequest::Get {
+                partition,
+                key: key.clone(),
+            };
+            seen.push(match shard.send_to(0, get).await {
+                Err(ShardError::NotHeldHere { core: 0, .. }) => "refused by core 0".to_owned(),
+                other => format!("{other:?}"),
+            });
+            let get = StorageRequest::Get { partition, key };
+            seen.push(match shard.send_to(1, get).await {
+                Ok(StorageResponse::Value(Some(v))) => {
+                    format!("read {}", String::from_utf8_lossy(&v.body))
+                }
+                other => format!("{other:?}"),
+            });
+            let scan = StorageRequest::Scan {
+                partitions: 0..1,
+                prefix: Bytes::new(),
+                start_after: None,
+                limit: leofs_shard::request::SCAN_LIMIT_MAX + 1,
+            };
+            seen.push(match shard.send_to(0, scan).await {
+                Err(ShardError::LimitExceeded { .. }) => "scan limit refused".to_owned(),
+                other => format!("{other:?}"),
+            });
+            tx.send(seen).unwrap();
+        })
+    });
+    let node = start_with(dir.path(), 2, vec![(0, scenario)]);
+    let seen = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        seen,
+        [
+            "stored on its owner",
+            "refused by core 0",
+            "read v",
+            "scan limit refused"
+        ]
+    );
     node.shutdown_trigger().trigger();
     node.wait().unwrap();
 }

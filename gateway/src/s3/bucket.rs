@@ -118,8 +118,8 @@ pub async fn delete_bucket(
     let bucket = req.input.bucket;
     require_bucket(ctx, &bucket)?;
     let any = ctx
-        .shard
-        .scan_all(Bytes::from(object_prefix(&bucket)), None, 1)
+        .storage
+        .scan(Bytes::from(object_prefix(&bucket)), None, 1)
         .await?;
     if !any.is_empty() {
         return Err(GatewayError::s3(
@@ -130,8 +130,8 @@ pub async fn delete_bucket(
     let prefix = upload_prefix(&bucket);
     loop {
         let uploads = ctx
-            .shard
-            .scan_all(Bytes::from(prefix.clone()), None, UPLOAD_SCAN_PAGE)
+            .storage
+            .scan(Bytes::from(prefix.clone()), None, UPLOAD_SCAN_PAGE)
             .await?;
         if uploads.is_empty() {
             break;
@@ -140,8 +140,7 @@ pub async fn delete_bucket(
             if let Some((key, upload_id)) = split_upload_suffix(&entry.key[prefix.len()..]) {
                 multipart::abort_upload(ctx, &bucket, key, upload_id).await?;
             } else {
-                let partition = ctx.record_partition(&entry.key);
-                ctx.shard.delete(partition, entry.key, None).await?;
+                ctx.storage.delete_record(entry.key).await?;
             }
         }
     }

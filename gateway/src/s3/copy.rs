@@ -244,7 +244,7 @@ pub async fn upload_part_copy(
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(hex::encode(part.segment.md5))),
-            last_modified: Some(timestamp(ctx.shard.now())),
+            last_modified: Some(timestamp(ctx.storage.now())),
             checksum_crc32: crc32,
             checksum_crc32c: crc32c,
             checksum_crc64nvme: crc64nvme,

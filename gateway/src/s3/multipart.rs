@@ -73,8 +73,8 @@ pub async fn load_upload(
     }
     let ukey = upload_key(bucket, key, upload_id);
     let head = ctx
-        .shard
-        .head(ctx.record_partition(&ukey), ukey)
+        .storage
+        .head_record(ukey)
         .await?
         .ok_or_else(no_such_upload)?;
     Ok((UploadMeta::decode(&head.meta)?, head.hlc))
@@ -87,8 +87,8 @@ async fn scan_parts(ctx: &Ctx, upload_id: &str) -> Result<Vec<ScanEntry>, Gatewa
     loop {
         let after = out.last().map(|e| e.key.clone());
         let page = ctx
-            .shard
-            .scan_all(prefix.clone(), after, PART_SCAN_PAGE)
+            .storage
+            .scan(prefix.clone(), after, PART_SCAN_PAGE)
             .await?;
         let done = page.len() < PART_SCAN_PAGE;
         out.extend(page);
@@ -104,7 +104,7 @@ fn part_number_of_key(key: &[u8]) -> Option<u32> {
 }
 
 async fn read_part(ctx: &Ctx, key: Bytes) -> Result<Option<PartMeta>, GatewayError> {
-    match ctx.shard.head(ctx.record_partition(&key), key).await? {
+    match ctx.storage.head_record(key).await? {
         Some(h) => Ok(Some(PartMeta::decode(&h.meta)?)),
         None => Ok(None),
     }
@@ -144,7 +144,7 @@ pub async fn store_part(
         summary,
         hlc: None,
     };
-    ctx.shard
+    ctx.storage
         .commit_part(
             bucket,
             key,
@@ -165,9 +165,7 @@ pub async fn abort_upload(
     upload_id: &str,
 ) -> Result<(), GatewayError> {
     let ukey = upload_key(bucket, key, upload_id);
-    ctx.shard
-        .delete(ctx.record_partition(&ukey), ukey, None)
-        .await?;
+    ctx.storage.delete_record(ukey).await?;
     drop_parts(ctx, bucket, key, upload_id, &[]).await
 }
 
@@ -188,10 +186,9 @@ async fn drop_parts(
             garbage.push(part.segment.version_chunks());
         }
     }
-    ctx.shard.queue_garbage(bucket, key, garbage).await?;
+    ctx.storage.queue_garbage(bucket, key, garbage).await?;
     for entry in parts {
-        let partition = ctx.record_partition(&entry.key);
-        ctx.shard.delete(partition, entry.key, None).await?;
+        ctx.storage.delete_record(entry.key).await?;
     }
     Ok(())
 }
@@ -240,9 +237,7 @@ pub async fn create_multipart_upload(
         summary,
         hlc: None,
     };
-    ctx.shard
-        .put(ctx.record_partition(&ukey), ukey, value)
-        .await?;
+    ctx.storage.put_record(ukey, value).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -413,7 +408,7 @@ pub async fn complete_multipart_upload(
         .map(Segment::version_chunks)
         .collect();
     let lease = ctx
-        .shard
+        .storage
         .lease_chunks(&input.bucket, &input.key, &versions)
         .await
         .map_err(|e| match e {
@@ -435,9 +430,7 @@ pub async fn complete_multipart_upload(
     // The manifest now references the listed parts: the upload goes first, then the parts it
     // left out are queued as garbage and every part record is deleted.
     let ukey = upload_key(&input.bucket, &input.key, &input.upload_id);
-    ctx.shard
-        .delete(ctx.record_partition(&ukey), ukey, None)
-        .await?;
+    ctx.storage.delete_record(ukey).await?;
     drop_parts(ctx, &input.bucket, &input.key, &input.upload_id, &numbers).await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
@@ -477,8 +470,8 @@ pub async fn list_parts(
         .filter(|&m| m > 0)
         .map(|m| part_key(&input.upload_id, m));
     let entries = ctx
-        .shard
-        .scan_all(
+        .storage
+        .scan(
             Bytes::from(part_prefix(&input.upload_id)),
             start_after,
             max_parts + 1,
@@ -556,7 +549,7 @@ pub async fn list_multipart_uploads(
                 k.extend_from_slice(&a);
                 Bytes::from(k)
             });
-            let entries = ctx.shard.scan_all(scan_prefix, start_after, limit).await?;
+            let entries = ctx.storage.scan(scan_prefix, start_after, limit).await?;
             Ok(entries
                 .into_iter()
                 .filter_map(|e| {

@@ -1,0 +1,182 @@
+//! [`Storage`]: the one handle through which the gateway reaches storage (DESIGN §4a). Every
+//! storage call of the S3 and REST front ends goes through it; it is the only gateway module
+//! that knows records live in partitions: it hashes a record's key to its partition with the
+//! ring and hands the request to `leofs-shard`, which routes it to the vnode holding it (a
+//! local core today; a remote shard over the wire once nodes talk).
+//!
+//! Records are named by their storage key (`layout`'s namespaces): object records by
+//! (bucket, key), everything else (chunks, uploads, parts) by its full key.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use leofs_shard::object_layout::{VersionChunks, object_key};
+use leofs_shard::{
+    ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
+    WriteRegistration, hash_bytes,
+};
+
+/// Largest body of one record (bytes): chunks are at most this long.
+pub const RECORD_BODY_BYTES_MAX: u64 = leofs_shard::MAX_RECORD_BODY_BYTES;
+
+/// The gateway's handle to storage on one core. Clone, `!Send` (it lives on its core).
+#[derive(Clone)]
+pub struct Storage {
+    shard: Shard,
+}
+
+impl Storage {
+    /// The handle of the core `shard` belongs to.
+    pub fn new(shard: Shard) -> Self {
+        Self { shard }
+    }
+
+    /// An object record with its inline body; None if absent or deleted.
+    pub async fn get_object_record(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Value>, ShardError> {
+        let partition = self.shard.object_partition(bucket, key);
+        self.shard.get(partition, object_key(bucket, key)).await
+    }
+
+    /// An object record's metadata without its body; None if absent or deleted.
+    pub async fn head_object_record(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Head>, ShardError> {
+        let partition = self.shard.object_partition(bucket, key);
+        self.shard.head(partition, object_key(bucket, key)).await
+    }
+
+    /// What the index knows of an object record (no disk I/O).
+    pub async fn lookup_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Lookup>, ShardError> {
+        let partition = self.shard.object_partition(bucket, key);
+        self.shard.lookup(partition, object_key(bucket, key)).await
+    }
+
+    /// Commits an object record (the commit point): `condition` is checked there, atomically
+    /// with the write, and what the record replaces is queued as garbage.
+    pub async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: PutValue,
+        condition: WriteCondition,
+        writing: Option<WriteRegistration>,
+    ) -> Result<Hlc, ShardError> {
+        self.shard
+            .commit_object(bucket, key, value, condition, writing)
+            .await
+    }
+
+    /// Deletes an object and queues its chunks; false when there was no object.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
+        self.shard.delete_object(bucket, key).await
+    }
+
+    /// Registers a new version of an object as being written.
+    pub async fn begin_write(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<WriteRegistration, ShardError> {
+        self.shard.begin_write(bucket, key).await
+    }
+
+    /// Leases the chunks of `versions` of an object for a read.
+    pub async fn lease_chunks(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: &[VersionChunks],
+    ) -> Result<ChunkLease, ShardError> {
+        self.shard.lease_chunks(bucket, key, versions).await
+    }
+
+    /// Commits a multipart part record (`value`) under `part_key`.
+    pub async fn commit_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_key: Bytes,
+        value: PutValue,
+        writing: Option<WriteRegistration>,
+    ) -> Result<Hlc, ShardError> {
+        self.shard
+            .commit_part(bucket, key, part_key, value, writing)
+            .await
+    }
+
+    /// Queues versions of an object for collection once nothing references them.
+    pub async fn queue_garbage(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: Vec<VersionChunks>,
+    ) -> Result<(), ShardError> {
+        self.shard.queue_garbage(bucket, key, versions).await
+    }
+
+    /// Stores a record other than an object record (a chunk, an upload, a part).
+    pub async fn put_record(&self, key: Bytes, value: PutValue) -> Result<Hlc, ShardError> {
+        let partition = self.record_partition(&key);
+        self.shard.put(partition, key, value).await
+    }
+
+    /// Reads a record other than an object record; None if absent or deleted.
+    pub async fn get_record(&self, key: Bytes) -> Result<Option<Value>, ShardError> {
+        let partition = self.record_partition(&key);
+        self.shard.get(partition, key).await
+    }
+
+    /// Reads `range` of a record's body; None if absent or deleted.
+    pub async fn get_record_range(
+        &self,
+        key: Bytes,
+        range: Range<u64>,
+    ) -> Result<Option<Value>, ShardError> {
+        let partition = self.record_partition(&key);
+        self.shard.get_range(partition, key, range).await
+    }
+
+    /// Reads a record's metadata without its body; None if absent or deleted.
+    pub async fn head_record(&self, key: Bytes) -> Result<Option<Head>, ShardError> {
+        let partition = self.record_partition(&key);
+        self.shard.head(partition, key).await
+    }
+
+    /// Deletes a record (a tombstone) whose key comes from a scan; the tombstone's timestamp,
+    /// None if it had no live value.
+    pub async fn delete_record(&self, key: Bytes) -> Result<Option<Hlc>, ShardError> {
+        let partition = self.record_partition(&key);
+        self.shard.delete(partition, key, None).await
+    }
+
+    /// Live keys (of any namespace) starting with `prefix`, after `start_after`, in key order,
+    /// at most `limit`, over every partition of the ring.
+    pub async fn scan(
+        &self,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        self.shard.scan_all(prefix, start_after, limit).await
+    }
+
+    /// A fresh timestamp from this core's clock.
+    pub fn now(&self) -> Hlc {
+        self.shard.now()
+    }
+
+    /// The partition of a record other than an object record: its key's hash on the ring.
+    fn record_partition(&self, key: &[u8]) -> leofs_shard::PartitionId {
+        self.shard.partition_of(hash_bytes(key))
+    }
+}

@@ -1,0 +1,571 @@
+//! The storage vocabulary (DESIGN §4a): every request that reaches a shard's storage is one
+//! [`StorageRequest`] value, answered by one [`StorageResponse`], and served by one executor
+//! ([`Shard::execute`]) on the vnode that holds the data. The same values cross cores inside a
+//! node (no closure ever does) and, with `leofs-wire`, will cross nodes; replication, hints and
+//! read repair will add variants here rather than paths beside it.
+//!
+//! Requests are addressed to a vnode: most name the partition they act on (and are refused by
+//! a vnode that does not hold it); leases, releases and chunk collection act on the vnode's own
+//! chunks, which the sender chose by routing each chunk's partition.
+//!
+//! Must hold: a request that changes an object's state (commits, deletes, write registrations,
+//! queued garbage) runs to its end on the owner even when its sender goes away.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use leofs_engine::{Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Value};
+
+use crate::object_layout::{VersionChunks, VersionId};
+use crate::objects::{PendingWrite, WriteCondition};
+use crate::{Shard, ShardError};
+
+/// Most keys one scan request returns.
+pub const SCAN_LIMIT_MAX: usize = 100_000;
+
+/// One request to a vnode's storage.
+#[derive(Debug)]
+pub enum StorageRequest {
+    /// Stores a record; answered [`StorageResponse::Stored`] once durable.
+    Put {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+        /// What to store.
+        value: PutValue,
+    },
+    /// Reads a record's newest value; [`StorageResponse::Value`].
+    Get {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+    },
+    /// Reads a byte range of a record's body (clamped to the body); [`StorageResponse::Value`].
+    GetRange {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+        /// Body bytes wanted.
+        range: Range<u64>,
+    },
+    /// Reads a record's metadata without its body; [`StorageResponse::Head`].
+    Head {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+    },
+    /// What the index knows of a record, without disk I/O; [`StorageResponse::Lookup`].
+    Lookup {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+    },
+    /// Deletes a record (a durable tombstone); [`StorageResponse::Deleted`].
+    Delete {
+        /// The record's partition.
+        partition: PartitionId,
+        /// The record's key.
+        key: Bytes,
+        /// The tombstone's timestamp (None: a fresh one).
+        hlc: Option<Hlc>,
+    },
+    /// Live keys of the partitions in `partitions` that start with `prefix`, after
+    /// `start_after`, in key order, at most `limit` (≤ [`SCAN_LIMIT_MAX`]);
+    /// [`StorageResponse::Entries`].
+    Scan {
+        /// The partitions to list (all of them held by the vnode).
+        partitions: Range<PartitionId>,
+        /// Key prefix.
+        prefix: Bytes,
+        /// Exclusive lower bound.
+        start_after: Option<Bytes>,
+        /// Most entries.
+        limit: usize,
+    },
+    /// Commits an object record (manifest or inline body) under the key's lock, after checking
+    /// `condition`, together with a garbage-queue entry for what it replaces; ends `writing`'s
+    /// registration (queuing its chunks if the commit fails). [`StorageResponse::Stored`].
+    CommitObject {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The record.
+        value: PutValue,
+        /// The precondition, decided at the commit point.
+        condition: WriteCondition,
+        /// The registered write whose chunks the record references.
+        writing: Option<PendingWrite>,
+    },
+    /// Deletes an object and queues its chunks; [`StorageResponse::Removed`].
+    DeleteObject {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+    },
+    /// Registers a version of an object as being written; [`StorageResponse::Done`].
+    BeginWrite {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The version.
+        version: VersionId,
+    },
+    /// Ends a registration (if any), then queues `garbage` as the object's garbage;
+    /// [`StorageResponse::Done`].
+    EndWrite {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The registration to end.
+        ended: Option<VersionId>,
+        /// Versions to queue for collection.
+        garbage: Vec<VersionChunks>,
+    },
+    /// Commits a multipart part record under its key's lock; then the part's registration ends
+    /// and the part it replaced is queued, on the object's vnode. [`StorageResponse::Stored`].
+    CommitPart {
+        /// The part record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The part record's key.
+        part_key: Bytes,
+        /// The part record.
+        value: PutValue,
+        /// The registered write of the part's chunks.
+        writing: Option<PendingWrite>,
+    },
+    /// Leases this vnode's chunks of `versions` for a read, checking (if asked) that each of
+    /// them exists; [`StorageResponse::Leased`].
+    LeaseChunks {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The versions read.
+        versions: Vec<VersionChunks>,
+        /// Whether to check that every chunk this vnode holds exists.
+        check_presence: bool,
+    },
+    /// Releases a lease taken by [`StorageRequest::LeaseChunks`]; [`StorageResponse::Done`].
+    ReleaseChunks {
+        /// The versions leased.
+        versions: Vec<VersionId>,
+    },
+    /// Deletes the chunks in `keys` (all held by this vnode) that no read leases;
+    /// [`StorageResponse::Deferred`].
+    CollectChunks {
+        /// Chunk keys.
+        keys: Vec<Bytes>,
+        /// Count them as orphans swept rather than garbage collected.
+        orphans: bool,
+    },
+    /// Which of `versions` of an object nothing references (not its manifest, a registered
+    /// write, or a live upload's part); [`StorageResponse::Versions`].
+    Unreferenced {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The versions asked about.
+        versions: Vec<VersionChunks>,
+    },
+}
+
+impl StorageRequest {
+    /// The request's name (logs and errors).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Put { .. } => "put",
+            Self::Get { .. } => "get",
+            Self::GetRange { .. } => "get-range",
+            Self::Head { .. } => "head",
+            Self::Lookup { .. } => "lookup",
+            Self::Delete { .. } => "delete",
+            Self::Scan { .. } => "scan",
+            Self::CommitObject { .. } => "commit-object",
+            Self::DeleteObject { .. } => "delete-object",
+            Self::BeginWrite { .. } => "begin-write",
+            Self::EndWrite { .. } => "end-write",
+            Self::CommitPart { .. } => "commit-part",
+            Self::LeaseChunks { .. } => "lease-chunks",
+            Self::ReleaseChunks { .. } => "release-chunks",
+            Self::CollectChunks { .. } => "collect-chunks",
+            Self::Unreferenced { .. } => "unreferenced",
+        }
+    }
+
+    /// The partition the request acts on, for those that name one.
+    pub fn partition(&self) -> Option<PartitionId> {
+        match self {
+            Self::Put { partition, .. }
+            | Self::Get { partition, .. }
+            | Self::GetRange { partition, .. }
+            | Self::Head { partition, .. }
+            | Self::Lookup { partition, .. }
+            | Self::Delete { partition, .. }
+            | Self::CommitObject { partition, .. }
+            | Self::DeleteObject { partition, .. }
+            | Self::BeginWrite { partition, .. }
+            | Self::EndWrite { partition, .. }
+            | Self::CommitPart { partition, .. }
+            | Self::Unreferenced { partition, .. } => Some(*partition),
+            Self::Scan { .. }
+            | Self::LeaseChunks { .. }
+            | Self::ReleaseChunks { .. }
+            | Self::CollectChunks { .. } => None,
+        }
+    }
+
+    /// Whether the request changes object state and must finish even if its sender goes away.
+    pub fn runs_detached(&self) -> bool {
+        matches!(
+            self,
+            Self::CommitObject { .. }
+                | Self::DeleteObject { .. }
+                | Self::BeginWrite { .. }
+                | Self::EndWrite { .. }
+                | Self::CommitPart { .. }
+                | Self::Unreferenced { .. }
+        )
+    }
+}
+
+/// The answer to one [`StorageRequest`].
+#[derive(Debug)]
+pub enum StorageResponse {
+    /// A record was stored, at this timestamp.
+    Stored(Hlc),
+    /// A record's value (None: absent or deleted).
+    Value(Option<Value>),
+    /// A record's metadata (None: absent or deleted).
+    Head(Option<Head>),
+    /// What the index knows of a record (None: never written, or forgotten).
+    Lookup(Option<Lookup>),
+    /// A tombstone's timestamp (None: there was no live value).
+    Deleted(Option<Hlc>),
+    /// Whether an object existed and was deleted.
+    Removed(bool),
+    /// Scanned entries, in key order.
+    Entries(Vec<ScanEntry>),
+    /// Done, nothing to return.
+    Done,
+    /// The versions leased here.
+    Leased(Vec<VersionId>),
+    /// Chunk collections put off because a read leases them.
+    Deferred(u64),
+    /// Versions (of an [`StorageRequest::Unreferenced`] question).
+    Versions(Vec<VersionChunks>),
+}
+
+impl StorageResponse {
+    /// The response's name (errors).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stored(_) => "stored",
+            Self::Value(_) => "value",
+            Self::Head(_) => "head",
+            Self::Lookup(_) => "lookup",
+            Self::Deleted(_) => "deleted",
+            Self::Removed(_) => "removed",
+            Self::Entries(_) => "entries",
+            Self::Done => "done",
+            Self::Leased(_) => "leased",
+            Self::Deferred(_) => "deferred",
+            Self::Versions(_) => "versions",
+        }
+    }
+
+    fn unexpected(self, expected: &'static str) -> ShardError {
+        ShardError::UnexpectedResponse {
+            expected,
+            got: self.kind(),
+        }
+    }
+
+    /// The timestamp of [`StorageResponse::Stored`].
+    pub fn into_stored(self) -> Result<Hlc, ShardError> {
+        match self {
+            Self::Stored(hlc) => Ok(hlc),
+            other => Err(other.unexpected("stored")),
+        }
+    }
+
+    /// The value of [`StorageResponse::Value`].
+    pub fn into_value(self) -> Result<Option<Value>, ShardError> {
+        match self {
+            Self::Value(value) => Ok(value),
+            other => Err(other.unexpected("value")),
+        }
+    }
+
+    /// The metadata of [`StorageResponse::Head`].
+    pub fn into_head(self) -> Result<Option<Head>, ShardError> {
+        match self {
+            Self::Head(head) => Ok(head),
+            other => Err(other.unexpected("head")),
+        }
+    }
+
+    /// The index entry of [`StorageResponse::Lookup`].
+    pub fn into_lookup(self) -> Result<Option<Lookup>, ShardError> {
+        match self {
+            Self::Lookup(lookup) => Ok(lookup),
+            other => Err(other.unexpected("lookup")),
+        }
+    }
+
+    /// The tombstone of [`StorageResponse::Deleted`].
+    pub fn into_deleted(self) -> Result<Option<Hlc>, ShardError> {
+        match self {
+            Self::Deleted(hlc) => Ok(hlc),
+            other => Err(other.unexpected("deleted")),
+        }
+    }
+
+    /// The answer of [`StorageResponse::Removed`].
+    pub fn into_removed(self) -> Result<bool, ShardError> {
+        match self {
+            Self::Removed(removed) => Ok(removed),
+            other => Err(other.unexpected("removed")),
+        }
+    }
+
+    /// The entries of [`StorageResponse::Entries`].
+    pub fn into_entries(self) -> Result<Vec<ScanEntry>, ShardError> {
+        match self {
+            Self::Entries(entries) => Ok(entries),
+            other => Err(other.unexpected("entries")),
+        }
+    }
+
+    /// [`StorageResponse::Done`].
+    pub fn into_done(self) -> Result<(), ShardError> {
+        match self {
+            Self::Done => Ok(()),
+            other => Err(other.unexpected("done")),
+        }
+    }
+
+    /// The versions of [`StorageResponse::Leased`].
+    pub fn into_leased(self) -> Result<Vec<VersionId>, ShardError> {
+        match self {
+            Self::Leased(versions) => Ok(versions),
+            other => Err(other.unexpected("leased")),
+        }
+    }
+
+    /// The count of [`StorageResponse::Deferred`].
+    pub fn into_deferred(self) -> Result<u64, ShardError> {
+        match self {
+            Self::Deferred(count) => Ok(count),
+            other => Err(other.unexpected("deferred")),
+        }
+    }
+
+    /// The versions of [`StorageResponse::Versions`].
+    pub fn into_versions(self) -> Result<Vec<VersionChunks>, ShardError> {
+        match self {
+            Self::Versions(versions) => Ok(versions),
+            other => Err(other.unexpected("versions")),
+        }
+    }
+}
+
+impl Shard {
+    /// The executor: serves `request` on this vnode, which must hold the data it names.
+    pub(crate) async fn execute(
+        &self,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        if let Some(partition) = request.partition() {
+            self.check_holds(partition)?;
+        }
+        let engine = &self.core.engine;
+        Ok(match request {
+            StorageRequest::Put {
+                partition,
+                key,
+                value,
+            } => StorageResponse::Stored(engine.put(partition, &key, value).await?),
+            StorageRequest::Get { partition, key } => {
+                StorageResponse::Value(engine.get(partition, &key).await?)
+            }
+            StorageRequest::GetRange {
+                partition,
+                key,
+                range,
+            } => StorageResponse::Value(engine.get_range(partition, &key, range).await?),
+            StorageRequest::Head { partition, key } => {
+                StorageResponse::Head(engine.head(partition, &key).await?)
+            }
+            StorageRequest::Lookup { partition, key } => {
+                StorageResponse::Lookup(engine.lookup(partition, &key))
+            }
+            StorageRequest::Delete {
+                partition,
+                key,
+                hlc,
+            } => StorageResponse::Deleted(engine.delete(partition, &key, hlc).await?),
+            StorageRequest::Scan {
+                partitions,
+                prefix,
+                start_after,
+                limit,
+            } => {
+                StorageResponse::Entries(self.scan_here(partitions, &prefix, start_after, limit)?)
+            }
+            // The object operations are boxed: they are large futures, and the record
+            // operations above are the hot path.
+            StorageRequest::CommitObject {
+                partition,
+                bucket,
+                key,
+                value,
+                condition,
+                writing,
+            } => StorageResponse::Stored(
+                Box::pin(
+                    self.commit_object_here(partition, &bucket, &key, value, &condition, writing),
+                )
+                .await?,
+            ),
+            StorageRequest::DeleteObject {
+                partition,
+                bucket,
+                key,
+            } => StorageResponse::Removed(
+                Box::pin(self.delete_object_here(partition, &bucket, &key)).await?,
+            ),
+            StorageRequest::BeginWrite { version, .. } => {
+                self.core.objects.begin_write(version);
+                StorageResponse::Done
+            }
+            StorageRequest::EndWrite {
+                partition,
+                bucket,
+                key,
+                ended,
+                garbage,
+            } => {
+                Box::pin(self.end_write_here(partition, &bucket, &key, ended, &garbage)).await?;
+                StorageResponse::Done
+            }
+            StorageRequest::CommitPart {
+                partition,
+                bucket,
+                key,
+                part_key,
+                value,
+                writing,
+            } => StorageResponse::Stored(
+                Box::pin(self.commit_part_here(partition, &bucket, &key, part_key, value, writing))
+                    .await?,
+            ),
+            StorageRequest::LeaseChunks {
+                bucket,
+                key,
+                versions,
+                check_presence,
+            } => StorageResponse::Leased(self.lease_here(
+                &bucket,
+                &key,
+                &versions,
+                check_presence,
+            )?),
+            StorageRequest::ReleaseChunks { versions } => {
+                self.core.objects.release(&versions);
+                StorageResponse::Done
+            }
+            StorageRequest::CollectChunks { keys, orphans } => {
+                StorageResponse::Deferred(Box::pin(self.collect_here(keys, orphans)).await?)
+            }
+            StorageRequest::Unreferenced {
+                partition,
+                bucket,
+                key,
+                versions,
+            } => StorageResponse::Versions(
+                Box::pin(self.unreferenced_here(partition, &bucket, &key, versions)).await?,
+            ),
+        })
+    }
+
+    /// Refuses a request for a partition this vnode does not hold (a sender routing with
+    /// another ring).
+    fn check_holds(&self, partition: PartitionId) -> Result<(), ShardError> {
+        let ring = self.core.ring.borrow();
+        let holds = ring
+            .route(partition)?
+            .iter()
+            .any(|v| v.node == self.core.node_id && usize::from(v.shard) == self.core.id);
+        if holds {
+            Ok(())
+        } else {
+            Err(ShardError::NotHeldHere {
+                partition,
+                core: self.core.id,
+                epoch: ring.epoch(),
+            })
+        }
+    }
+
+    /// Live keys of `partitions` with `prefix` after `start_after`, at most `limit`. Every
+    /// partition in the range must be held here.
+    fn scan_here(
+        &self,
+        partitions: Range<PartitionId>,
+        prefix: &[u8],
+        start_after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        if limit > SCAN_LIMIT_MAX {
+            return Err(ShardError::LimitExceeded {
+                what: "scan limit (keys)",
+                limit: SCAN_LIMIT_MAX as u64,
+                got: limit as u64,
+            });
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        for partition in partitions.clone() {
+            self.check_holds(partition)?;
+        }
+        let engine = &self.core.engine;
+        let mut entries = Vec::new();
+        let mut after = start_after;
+        // The engine lists all of its partitions; the ones outside the range are skipped, and
+        // the scan goes on until `limit` entries of the range are found or the keys run out.
+        loop {
+            let page = engine.scan(prefix, after.as_deref(), limit);
+            let exhausted = page.len() < limit;
+            after = page.last().map(|e| e.key.clone());
+            entries.extend(
+                page.into_iter()
+                    .filter(|e| partitions.contains(&e.partition)),
+            );
+            if exhausted || entries.len() >= limit {
+                entries.truncate(limit);
+                return Ok(entries);
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The ring view (DESIGN §4): which vnodes (node, shard) hold each partition, versioned by an
+//! epoch and identified by a checksum of its canonical encoding. Every storage request is
+//! routed through it. A single node is a ring of one node with one replica per partition, the
+//! core its [`PartitionMap`] names: there is one code path, not a local one beside a cluster one.
+//!
+//! Must hold: P is a power of two; every partition has exactly `replicas` vnodes, on distinct
+//! nodes; the checksum is a pure function of the assignment (two views with equal checksums
+//! route every partition alike).
+
+use std::ops::Range;
+
+use leofs_engine::PartitionId;
+
+use crate::partition::MAX_PARTITIONS;
+use crate::{PartitionMap, ShardError};
+
+/// A node's id in the cluster (a single node is node 0).
+pub type NodeId = u32;
+
+/// The id of the node in a ring of one.
+pub const SINGLE_NODE_ID: NodeId = 0;
+
+/// Most replicas of one partition.
+pub const MAX_REPLICAS: usize = 8;
+
+/// Format version of the canonical encoding the checksum is taken over.
+const RING_ENCODING_VERSION: u8 = 1;
+
+/// One shard (core) of one node: where a replica of a partition lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vnode {
+    /// The node.
+    pub node: NodeId,
+    /// The shard (core) on that node.
+    pub shard: u16,
+}
+
+/// A versioned assignment of partitions to replica vnodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingView {
+    epoch: u64,
+    checksum: u64,
+    partitions: u32,
+    /// `64 - log2(partitions)`: the right shift from a hash to its partition.
+    shift: u32,
+    replicas: usize,
+    /// `partitions × replicas` vnodes: partition `p`'s replicas at `[p·N, (p+1)·N)`.
+    table: Box<[Vnode]>,
+}
+
+impl RingView {
+    /// A ring at `epoch` from its table (`partitions × replicas` vnodes, partition-major),
+    /// checked: P a power of two ≤ [`MAX_PARTITIONS`], 1 ≤ N ≤ [`MAX_REPLICAS`], the replicas of
+    /// a partition on distinct nodes.
+    pub fn new(
+        epoch: u64,
+        partitions: u32,
+        replicas: usize,
+        table: Vec<Vnode>,
+    ) -> Result<Self, ShardError> {
+        if !partitions.is_power_of_two() || partitions > MAX_PARTITIONS {
+            return Err(ShardError::Config(format!(
+                "ring partitions must be a power of two between 1 and {MAX_PARTITIONS}, got {partitions}"
+            )));
+        }
+        if replicas == 0 || replicas > MAX_REPLICAS {
+            return Err(ShardError::Config(format!(
+                "ring replicas must be between 1 and {MAX_REPLICAS}, got {replicas}"
+            )));
+        }
+        if table.len() != partitions as usize * replicas {
+            return Err(ShardError::Config(format!(
+                "ring table has {} vnodes, expected {partitions} partitions × {replicas} replicas",
+                table.len()
+            )));
+        }
+        for (partition, set) in table.chunks_exact(replicas).enumerate() {
+            for (i, vnode) in set.iter().enumerate() {
+                if set[..i].iter().any(|other| other.node == vnode.node) {
+                    return Err(ShardError::Config(format!(
+                        "ring partition {partition} has two replicas on node {}",
+                        vnode.node
+                    )));
+                }
+            }
+        }
+        let mut ring = Self {
+            epoch,
+            checksum: 0,
+            partitions,
+            shift: 64 - partitions.trailing_zeros(),
+            replicas,
+            table: table.into_boxed_slice(),
+        };
+        ring.checksum = ring.compute_checksum();
+        Ok(ring)
+    }
+
+    /// The ring of one node: each partition's single replica is the core `map` names.
+    pub fn single_node(node: NodeId, map: PartitionMap) -> Self {
+        let table = (0..map.partitions())
+            .map(|p| Vnode {
+                node,
+                // PartitionMap caps cores at MAX_CORES (1024), which fits u16.
+                shard: map.owner_of(p) as u16,
+            })
+            .collect();
+        Self::new(1, map.partitions(), 1, table)
+            .expect("a partition map is a valid ring of one node")
+    }
+
+    /// Increments on every change of the assignment.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// xxh3 of the canonical encoding of the assignment (P, N, the table).
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
+    /// Number of partitions P.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Replicas per partition N.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The partition of a hash: its top `log2 P` bits.
+    pub fn partition_of(&self, hash: u64) -> PartitionId {
+        // A shift of 64 (one partition) is not defined for `>>`: everything is partition 0.
+        hash.checked_shr(self.shift).unwrap_or(0) as PartitionId
+    }
+
+    /// The replica vnodes of `partition`, in preference order.
+    pub fn route(&self, partition: PartitionId) -> Result<&[Vnode], ShardError> {
+        if partition >= self.partitions {
+            return Err(ShardError::PartitionOutOfRange {
+                partition,
+                partitions: self.partitions,
+            });
+        }
+        let first = partition as usize * self.replicas;
+        Ok(&self.table[first..first + self.replicas])
+    }
+
+    /// Each vnode that is the first replica of some partition, with the ranges of partitions it
+    /// is first for, in partition order: the plan of a listing (one replica per partition).
+    pub fn first_replica_ranges(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
+        let mut plan: Vec<(Vnode, Vec<Range<PartitionId>>)> = Vec::new();
+        let mut start = 0;
+        for partition in 1..=self.partitions {
+            let vnode = self.table[start as usize * self.replicas];
+            let ends = partition == self.partitions
+                || self.table[partition as usize * self.replicas] != vnode;
+            if !ends {
+                continue;
+            }
+            let range = start..partition;
+            match plan.iter_mut().find(|(v, _)| *v == vnode) {
+                Some((_, ranges)) => ranges.push(range),
+                None => plan.push((vnode, vec![range])),
+            }
+            start = partition;
+        }
+        plan
+    }
+
+    fn compute_checksum(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&[RING_ENCODING_VERSION]);
+        hasher.update(&self.partitions.to_le_bytes());
+        hasher.update(&(self.replicas as u32).to_le_bytes());
+        for vnode in self.table.iter() {
+            hasher.update(&vnode.node.to_le_bytes());
+            hasher.update(&vnode.shard.to_le_bytes());
+        }
+        hasher.digest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vnode(node: NodeId, shard: u16) -> Vnode {
+        Vnode { node, shard }
+    }
+
+    /// The listing plan as (vnode, [(start, end)]).
+    fn spans(ring: &RingView) -> Vec<(Vnode, Vec<(u32, u32)>)> {
+        ring.first_replica_ranges()
+            .into_iter()
+            .map(|(v, ranges)| (v, ranges.iter().map(|r| (r.start, r.end)).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_single_node_ring_routes_like_its_partition_map() {
+        let map = PartitionMap::new(1024, 3).unwrap();
+        let ring = RingView::single_node(SINGLE_NODE_ID, map);
+        assert_eq!(
+            (ring.epoch(), ring.partitions(), ring.replicas()),
+            (1, 1024, 1)
+        );
+        for p in 0..1024 {
+            assert_eq!(
+                ring.route(p).unwrap(),
+                &[vnode(SINGLE_NODE_ID, map.owner_of(p) as u16)]
+            );
+        }
+        for hash in [0, 1 << 54, u64::MAX] {
+            assert_eq!(ring.partition_of(hash), map.partition_of(hash));
+        }
+        assert!(matches!(
+            ring.route(1024),
+            Err(ShardError::PartitionOutOfRange { .. })
+        ));
+        assert_eq!(
+            spans(&ring),
+            vec![
+                (vnode(0, 0), vec![(0, 342)]),
+                (vnode(0, 1), vec![(342, 683)]),
+                (vnode(0, 2), vec![(683, 1024)])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_checksum_follows_the_assignment_not_the_epoch() {
+        let table = vec![vnode(1, 0), vnode(2, 0), vnode(2, 1), vnode(1, 1)];
+        let a = RingView::new(1, 2, 2, table.clone()).unwrap();
+        let b = RingView::new(7, 2, 2, table).unwrap();
+        assert_eq!(a.checksum(), b.checksum());
+        let c = RingView::new(
+            8,
+            2,
+            2,
+            vec![vnode(1, 0), vnode(2, 0), vnode(1, 1), vnode(2, 1)],
+        )
+        .unwrap();
+        assert_ne!(a.checksum(), c.checksum());
+        assert_eq!(c.route(1).unwrap(), &[vnode(1, 1), vnode(2, 1)]);
+        // A vnode first for partitions that are not adjacent gets one range for each run.
+        let d = RingView::new(
+            1,
+            4,
+            1,
+            vec![vnode(1, 0), vnode(1, 0), vnode(2, 0), vnode(1, 0)],
+        )
+        .unwrap();
+        assert_eq!(
+            spans(&d),
+            vec![
+                (vnode(1, 0), vec![(0, 2), (3, 4)]),
+                (vnode(2, 0), vec![(2, 3)])
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_rings() {
+        assert!(RingView::new(1, 3, 1, vec![vnode(0, 0); 3]).is_err());
+        assert!(RingView::new(1, 2, 0, vec![]).is_err());
+        assert!(RingView::new(1, 2, 1, vec![vnode(0, 0)]).is_err());
+        let same_node = vec![vnode(1, 0), vnode(1, 1), vnode(1, 0), vnode(2, 0)];
+        assert!(RingView::new(1, 2, 2, same_node).is_err());
+    }
+}
