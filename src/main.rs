@@ -427,11 +427,16 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         gc: config.gc,
     };
     let core_manager = manager.clone();
+    // The manager's own thread makes catalog changes asked for from core threads. It is
+    // started once the node runs (start_node blocks SIGTERM/SIGINT in this thread first, and
+    // threads inherit that mask); changes wait in its queue until then.
+    let (catalog, catalog_changes) = leofs_manager::CatalogWriter::channel();
     let started = Instant::now();
     let node = start_node(node_config, move |shard| {
         leofs_gateway::serve_core(
             shard,
             core_manager.clone(),
+            catalog.clone(),
             gateway.clone(),
             s3_addr,
             rest_addr,
@@ -443,6 +448,8 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         ShardError::Init { source, .. } => anyhow!(source),
         other => anyhow!(other),
     })?;
+    // Ends with the last writer (the cores' contexts), when the node has stopped.
+    let _catalog_thread = catalog_changes.spawn(manager.clone())?;
     let bound = node.bound_addrs();
     let s3_endpoint = bound.first().copied().unwrap_or(s3_addr);
     let status = Arc::new(StatusSource {
@@ -510,14 +517,15 @@ impl NodeStatusSource for StatusSource {
         }
     }
 
-    fn bucket_is_empty(&self, bucket: &str) -> Option<bool> {
+    fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {
+        let bucket = leofs_gateway::layout::bucket_id(bucket);
         let objects = self
             .stats
-            .scan_all(leofs_gateway::layout::object_prefix(bucket), 1)
+            .scan_all(leofs_gateway::layout::object_prefix(&bucket), 1)
             .ok()?;
         let uploads = self
             .stats
-            .scan_all(leofs_gateway::layout::upload_prefix(bucket), 1)
+            .scan_all(leofs_gateway::layout::upload_prefix(&bucket), 1)
             .ok()?;
         Some(objects.is_empty() && uploads.is_empty())
     }

@@ -44,8 +44,8 @@ impl NodeStatusSource for FixedNode {
         }
     }
 
-    fn bucket_is_empty(&self, bucket: &str) -> Option<bool> {
-        Some(!self.non_empty.lock().unwrap().contains(bucket))
+    fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {
+        Some(!self.non_empty.lock().unwrap().contains(&bucket.name))
     }
 }
 

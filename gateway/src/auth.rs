@@ -240,6 +240,7 @@ mod tests {
                 owner: "owner".into(),
                 acl,
                 created_unix_ms: 0,
+                incarnation: 1,
             },
         );
         s

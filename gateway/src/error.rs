@@ -75,6 +75,8 @@ fn manager_error(e: ManagerError) -> S3Error {
         ManagerError::BucketAlreadyExists(_) => S3ErrorCode::BucketAlreadyExists,
         ManagerError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        ManagerError::Busy { .. } => S3ErrorCode::SlowDown,
+        ManagerError::Stopped => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, e.to_string())

@@ -41,7 +41,7 @@ use send_wrapper::SendWrapper;
 
 use crate::auth::{DomainHost, OpClass, authorize};
 use crate::body::WatchedBody;
-use crate::layout::{BodyLayout, ChecksumKind};
+use crate::layout::{BodyLayout, BucketId, ChecksumKind, bucket_id};
 use crate::rest::split_path;
 use crate::s3::{header_fields, timestamp, unsupported};
 use crate::sigv4::{
@@ -159,12 +159,12 @@ impl FastPath {
         let Some(plain) = self.plain_request(&req) else {
             return self.inner.call(req).await;
         };
-        if !self.allowed(&plain) {
+        let Some(bucket) = self.allowed(&plain) else {
             return self.inner.call(req).await;
-        }
+        };
         match plain.kind {
             PlainKind::Read { head, checksums } => {
-                match self.serve_read(&plain, head, checksums).await {
+                match self.serve_read(&bucket, &plain, head, checksums).await {
                     Some(resp) => Ok(resp),
                     None => self.inner.call(req).await,
                 }
@@ -314,29 +314,32 @@ impl FastPath {
             .then(|| (auth.access_key.to_owned(), auth.region.to_owned()))
     }
 
-    /// Whether the bucket exists and the ACL lets the caller do what the request asks.
-    fn allowed(&self, plain: &PlainRequest) -> bool {
+    /// The bucket's storage identity, if it exists and the ACL lets the caller do what the
+    /// request asks.
+    fn allowed(&self, plain: &PlainRequest) -> Option<BucketId> {
         let class = match plain.kind {
             PlainKind::Read { .. } => OpClass::Read,
             PlainKind::Write { .. } => OpClass::Write,
         };
         self.ctx.manager.with_snapshot(|state| {
-            state.bucket(&plain.bucket).is_some()
-                && authorize(state, Some(&plain.access_key), Some(&plain.bucket), class).is_ok()
+            let bucket = state.bucket(&plain.bucket)?;
+            authorize(state, Some(&plain.access_key), Some(&plain.bucket), class).ok()?;
+            Some(bucket_id(bucket))
         })
     }
 
     /// Answers a verified, allowed plain read with 200, or `None` for s3s.
     async fn serve_read(
         &self,
+        bucket: &BucketId,
         read: &PlainRequest,
         head: bool,
         checksums: bool,
     ) -> Option<Response<Body>> {
         let found = if head {
-            self.ctx.head_object(&read.bucket, &read.key).await
+            self.ctx.head_object(bucket, &read.key).await
         } else {
-            self.ctx.get_object(&read.bucket, &read.key).await
+            self.ctx.get_object(bucket, &read.key).await
         };
         let obj = found.ok()??;
         let mut resp = Response::new(Body::empty());
@@ -350,7 +353,7 @@ impl FastPath {
                 BodyLayout::Chunked(_) => {
                     let stream = self
                         .ctx
-                        .open_body(&read.bucket, &read.key, &obj, 0..obj.meta.size_bytes)
+                        .open_body(bucket, &read.key, &obj, 0..obj.meta.size_bytes)
                         .await
                         .ok()?;
                     // Sound: the stream is polled and dropped by this core's hyper connection

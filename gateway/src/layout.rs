@@ -1,10 +1,40 @@
 //! The object layout as the gateway uses it: engine keys and record encodings belong to storage
 //! (`leofs_shard::object_layout`, re-exported here so the S3 and REST code reads `layout::…`),
 //! plus the two digests only the gateway computes: the multipart ETag and Content-MD5's base64.
+//! The key functions that name a bucket take a [`BucketId`] here (never a bare bucket name), so
+//! every key the gateway builds carries the bucket's incarnation.
 
 pub use leofs_shard::object_layout::*;
 
+use bytes::Bytes;
+use leofs_shard::object_layout as stored;
+
 use crate::md5::Md5;
+
+/// The storage identity of a bucket from its catalog record.
+pub fn bucket_id(bucket: &leofs_manager::Bucket) -> BucketId {
+    BucketId::new(&bucket.name, bucket.incarnation)
+}
+
+/// Engine key prefix under which every object record of `bucket` lives.
+pub fn object_prefix(bucket: &BucketId) -> Vec<u8> {
+    stored::object_prefix(bucket.as_str())
+}
+
+/// Engine key prefix of every multipart upload of `bucket`.
+pub fn upload_prefix(bucket: &BucketId) -> Vec<u8> {
+    stored::upload_prefix(bucket.as_str())
+}
+
+/// Engine key of an upload record.
+pub fn upload_key(bucket: &BucketId, key: &str, upload_id: &str) -> Bytes {
+    stored::upload_key(bucket.as_str(), key, upload_id)
+}
+
+/// Engine key of chunk `index` of version `version` of (bucket, key).
+pub fn chunk_key(bucket: &BucketId, key: &str, version: &VersionId, index: u32) -> Bytes {
+    stored::chunk_key(bucket.as_str(), key, version, index)
+}
 
 /// The MD5 of the concatenated binary part MD5s (the digest part of a multipart ETag).
 pub fn multipart_md5<'a>(part_md5s: impl IntoIterator<Item = &'a [u8; 16]>) -> [u8; 16] {

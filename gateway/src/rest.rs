@@ -148,6 +148,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
     };
     authorize(&ctx.manager.snapshot(), None, Some(&bucket), class)?;
     let bucket_record = crate::s3::require_bucket(ctx, &bucket)?;
+    let bucket_id = crate::layout::bucket_id(&bucket_record);
     if req.method() == Method::PUT {
         unsupported::check_object_write(req.headers(), &bucket_record)?;
     }
@@ -155,16 +156,16 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
         Method::GET | Method::HEAD => {
             let head_only = req.method() == Method::HEAD;
             let obj = if head_only {
-                ctx.head_object(&bucket, &key).await?
+                ctx.head_object(&bucket_id, &key).await?
             } else {
-                ctx.get_object(&bucket, &key).await?
+                ctx.get_object(&bucket_id, &key).await?
             };
             let obj = obj.ok_or_else(crate::s3::no_such_key)?;
             let body: RestBody = if head_only {
                 full(Bytes::new())
             } else {
                 let chunks = ctx
-                    .open_body(&bucket, &key, &obj, 0..obj.meta.size_bytes)
+                    .open_body(&bucket_id, &key, &obj, 0..obj.meta.size_bytes)
                     .await?;
                 StreamBody::new(chunks.map_ok(Frame::data).boxed_local())
             };
@@ -210,7 +211,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                     }
                 })
                 .boxed_local();
-            let written = ctx.write_body(&bucket, &key, body, true, &[]).await?;
+            let written = ctx.write_body(&bucket_id, &key, body, true, &[]).await?;
             let meta = ObjectMeta {
                 size_bytes: written.size_bytes,
                 md5: written.md5,
@@ -226,7 +227,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                 },
             };
             ctx.commit_object(
-                &bucket,
+                &bucket_id,
                 &key,
                 &meta,
                 written.inline.unwrap_or_default(),
@@ -241,7 +242,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
             Ok(resp)
         }
         _ => {
-            ctx.delete_object(&bucket, &key).await?;
+            ctx.delete_object(&bucket_id, &key).await?;
             Ok(text(StatusCode::NO_CONTENT, String::new()))
         }
     }

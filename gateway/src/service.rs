@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use leofs_manager::Manager;
+use leofs_manager::{CatalogWriter, Manager};
 use leofs_shard::{OverloadAnswer, Shard};
 use s3s::service::S3ServiceBuilder;
 
@@ -38,11 +38,12 @@ const REST_OVERLOAD: OverloadAnswer = OverloadAnswer {
 pub fn serve_core(
     shard: Shard,
     manager: Arc<Manager>,
+    catalog: CatalogWriter,
     config: Arc<GatewayConfig>,
     s3_addr: SocketAddr,
     rest_addr: Option<SocketAddr>,
 ) -> Result<(), GatewayError> {
-    let ctx = Ctx::new(shard.clone(), manager.clone(), config.clone());
+    let ctx = Ctx::new(shard.clone(), manager.clone(), catalog, config.clone());
     let mut builder = S3ServiceBuilder::new(S3Gateway::new(ctx.clone()));
     builder.set_auth(ManagerAuth::new(manager.clone()));
     builder.set_access(AclAccess::new(manager));

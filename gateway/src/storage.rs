@@ -5,12 +5,13 @@
 //! local core today; a remote shard over the wire once nodes talk).
 //!
 //! Records are named by their storage key (`layout`'s namespaces): object records by
-//! (bucket, key), everything else (chunks, uploads, parts) by its full key.
+//! (bucket, key), everything else (chunks, uploads, parts) by its full key. A bucket is always a
+//! [`BucketId`] (its name and incarnation), never a bare name.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use leofs_shard::object_layout::{VersionChunks, object_key};
+use leofs_shard::object_layout::{BucketId, VersionChunks, object_key};
 use leofs_shard::{
     ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
     WriteRegistration, hash_bytes,
@@ -34,94 +35,104 @@ impl Storage {
     /// An object record with its inline body; None if absent or deleted.
     pub async fn get_object_record(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<Value>, ShardError> {
-        let partition = self.shard.object_partition(bucket, key);
-        self.shard.get(partition, object_key(bucket, key)).await
+        let partition = self.shard.object_partition(bucket.as_str(), key);
+        self.shard
+            .get(partition, object_key(bucket.as_str(), key))
+            .await
     }
 
     /// An object record's metadata without its body; None if absent or deleted.
     pub async fn head_object_record(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<Head>, ShardError> {
-        let partition = self.shard.object_partition(bucket, key);
-        self.shard.head(partition, object_key(bucket, key)).await
+        let partition = self.shard.object_partition(bucket.as_str(), key);
+        self.shard
+            .head(partition, object_key(bucket.as_str(), key))
+            .await
     }
 
     /// What the index knows of an object record (no disk I/O).
     pub async fn lookup_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<Lookup>, ShardError> {
-        let partition = self.shard.object_partition(bucket, key);
-        self.shard.lookup(partition, object_key(bucket, key)).await
+        let partition = self.shard.object_partition(bucket.as_str(), key);
+        self.shard
+            .lookup(partition, object_key(bucket.as_str(), key))
+            .await
     }
 
     /// Commits an object record (the commit point): `condition` is checked there, atomically
     /// with the write, and what the record replaces is queued as garbage.
     pub async fn commit_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         value: PutValue,
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
         self.shard
-            .commit_object(bucket, key, value, condition, writing)
+            .commit_object(bucket.as_str(), key, value, condition, writing)
             .await
     }
 
     /// Deletes an object and queues its chunks; false when there was no object.
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
-        self.shard.delete_object(bucket, key).await
+    pub async fn delete_object(&self, bucket: &BucketId, key: &str) -> Result<bool, ShardError> {
+        self.shard.delete_object(bucket.as_str(), key).await
     }
 
     /// Registers a new version of an object as being written.
     pub async fn begin_write(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<WriteRegistration, ShardError> {
-        self.shard.begin_write(bucket, key).await
+        self.shard.begin_write(bucket.as_str(), key).await
     }
 
     /// Leases the chunks of `versions` of an object for a read.
     pub async fn lease_chunks(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         versions: &[VersionChunks],
     ) -> Result<ChunkLease, ShardError> {
-        self.shard.lease_chunks(bucket, key, versions).await
+        self.shard
+            .lease_chunks(bucket.as_str(), key, versions)
+            .await
     }
 
     /// Commits a multipart part record (`value`) under `part_key`.
     pub async fn commit_part(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         part_key: Bytes,
         value: PutValue,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
         self.shard
-            .commit_part(bucket, key, part_key, value, writing)
+            .commit_part(bucket.as_str(), key, part_key, value, writing)
             .await
     }
 
     /// Queues versions of an object for collection once nothing references them.
     pub async fn queue_garbage(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         versions: Vec<VersionChunks>,
     ) -> Result<(), ShardError> {
-        self.shard.queue_garbage(bucket, key, versions).await
+        self.shard
+            .queue_garbage(bucket.as_str(), key, versions)
+            .await
     }
 
     /// Stores a record other than an object record (a chunk, an upload, a part).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
-use leofs_manager::Manager;
+use leofs_manager::{CatalogWriter, Manager};
 use leofs_shard::{
     ChunkLease, Hlc, PutValue, Shard, ShardError, Summary, WriteCondition, WriteRegistration,
 };
@@ -25,7 +25,8 @@ use s3s::crypto::Checksum as _;
 use crate::GatewayConfig;
 use crate::error::GatewayError;
 use crate::layout::{
-    BodyLayout, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key, plan_reads,
+    BodyLayout, BucketId, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key,
+    plan_reads,
 };
 use crate::md5::Md5;
 use crate::storage::{RECORD_BODY_BYTES_MAX, Storage};
@@ -42,8 +43,10 @@ const LEASE_ATTEMPTS_MAX: usize = 5;
 pub struct Ctx {
     /// The core's storage handle (`!Send`; lives on this core).
     pub storage: Storage,
-    /// Users, keys and buckets.
+    /// Users, keys and buckets: the lock-free snapshot is read here.
     pub manager: Arc<Manager>,
+    /// Catalog changes (bucket create, delete, ACL), made on the manager's own thread.
+    pub catalog: CatalogWriter,
     /// Gateway settings.
     pub config: Arc<crate::GatewayConfig>,
 }
@@ -80,10 +83,16 @@ pub struct Written {
 
 impl Ctx {
     /// Builds the per-core context.
-    pub fn new(shard: Shard, manager: Arc<Manager>, config: Arc<GatewayConfig>) -> Self {
+    pub fn new(
+        shard: Shard,
+        manager: Arc<Manager>,
+        catalog: CatalogWriter,
+        config: Arc<GatewayConfig>,
+    ) -> Self {
         Self {
             storage: Storage::new(shard),
             manager,
+            catalog,
             config,
         }
     }
@@ -94,7 +103,7 @@ impl Ctx {
     /// meanwhile means reading it again; missing under an unchanged manifest, it is an error.
     pub async fn get_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
         for _ in 0..LEASE_ATTEMPTS_MAX {
@@ -117,7 +126,8 @@ impl Ctx {
                 Err(ShardError::MissingChunk { index, .. }) => {
                     if self.is_current(bucket, key, &obj).await? {
                         return Err(GatewayError::MissingChunk(format!(
-                            "chunk {index} of {bucket}/{key}"
+                            "chunk {index} of {}/{key}",
+                            bucket.as_str()
                         )));
                     }
                 }
@@ -133,7 +143,7 @@ impl Ctx {
     /// Whether `obj` is still the object's newest record (an index lookup on its core).
     async fn is_current(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         obj: &StoredObject,
     ) -> Result<bool, GatewayError> {
@@ -143,7 +153,7 @@ impl Ctx {
 
     async fn read_object_record(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
         let Some(v) = self.storage.get_object_record(bucket, key).await? else {
@@ -160,7 +170,7 @@ impl Ctx {
     /// Reads an object record's manifest without its body.
     pub async fn head_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
         let Some(h) = self.storage.head_object_record(bucket, key).await? else {
@@ -180,7 +190,7 @@ impl Ctx {
     /// timestamp.
     pub async fn commit_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         meta: &ObjectMeta,
         inline: Bytes,
@@ -200,7 +210,7 @@ impl Ctx {
     }
 
     /// Deletes an object; storage queues its chunks as garbage. False when there was no object.
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, GatewayError> {
+    pub async fn delete_object(&self, bucket: &BucketId, key: &str) -> Result<bool, GatewayError> {
         Ok(self.storage.delete_object(bucket, key).await?)
     }
 
@@ -211,7 +221,7 @@ impl Ctx {
     /// already written as garbage.
     pub async fn write_body<S>(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         body: S,
         allow_inline: bool,
@@ -258,7 +268,7 @@ impl Ctx {
 
     async fn write_chunks<S>(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         registration: &mut WriteRegistration,
         g: &mut Gather<S>,
@@ -301,13 +311,13 @@ impl Ctx {
     /// Streams `range` of a chunked body: chunk after chunk, `READ_AHEAD_CHUNKS` in flight.
     pub fn read_chunks(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         segments: Rc<[Segment]>,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
         let storage = self.storage.clone();
-        let bucket: Rc<str> = Rc::from(bucket);
+        let bucket = Rc::new(bucket.clone());
         let key: Rc<str> = Rc::from(key);
         let plan = plan_reads(segments.clone(), range);
         stream::iter(plan)
@@ -339,7 +349,7 @@ impl Ctx {
     /// sent (later chunks are verified as they are read; a failure there cuts the body short).
     pub async fn open_body(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         obj: &StoredObject,
         range: Range<u64>,
@@ -367,7 +377,7 @@ impl Ctx {
     /// Streams `range` of a stored object, whatever its layout (lazily: nothing is read yet).
     fn read_object(
         &self,
-        bucket: &str,
+        bucket: &BucketId,
         key: &str,
         obj: &StoredObject,
         range: Range<u64>,

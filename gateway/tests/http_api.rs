@@ -73,8 +73,17 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         gc: Default::default(),
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (catalog, _thread) = leofs_manager::CatalogWriter::start(manager.clone()).unwrap();
     let handle = start_node(node_config, move |shard| {
-        serve_core(shard, manager.clone(), config.clone(), any, Some(any)).map_err(Into::into)
+        serve_core(
+            shard,
+            manager.clone(),
+            catalog.clone(),
+            config.clone(),
+            any,
+            Some(any),
+        )
+        .map_err(Into::into)
     })
     .unwrap();
     let addrs = handle.bound_addrs();

@@ -63,6 +63,18 @@ pub enum ManagerError {
         #[source]
         source: std::io::Error,
     },
+    /// Too many catalog changes are waiting for the manager's thread; the caller may retry.
+    #[error("the manager is busy: {queued_max} catalog changes are already waiting")]
+    Busy {
+        /// The bound on waiting changes.
+        queued_max: usize,
+    },
+    /// The manager's thread has stopped (the node is shutting down).
+    #[error("the manager's thread has stopped")]
+    Stopped,
+    /// The manager's thread could not be started.
+    #[error("cannot start the manager's thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The state file on disk is unreadable.
     #[error("corrupt manager state in {path}: {detail}")]
     Corrupt {

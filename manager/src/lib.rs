@@ -9,6 +9,8 @@
 //! - [`error`]: the [`ManagerError`] enum.
 //! - [`bucket_name`]: the S3 bucket naming rules.
 //! - [`store`]: the durable [`Manager`] (`<data_dir>/manager/`).
+//! - [`catalog`]: [`CatalogWriter`], the manager's own thread that makes catalog changes asked
+//!   for from core threads (which must never block on the state file's fsync).
 //! - [`persist`]: atomic, owner-only file writes and secret generation.
 //! - [`admin`]: the token-protected HTTP+JSON admin API server.
 //! - [`client`]: a small blocking client of the admin API.
@@ -17,6 +19,7 @@
 pub mod adm;
 pub mod admin;
 pub mod bucket_name;
+pub mod catalog;
 pub mod client;
 pub mod error;
 pub mod model;
@@ -24,6 +27,7 @@ pub mod persist;
 pub mod store;
 
 pub use bucket_name::validate_bucket_name;
+pub use catalog::CatalogWriter;
 pub use error::ManagerError;
 pub use model::{AccessKey, Bucket, BucketAcl, Credentials, ManagerState, User};
 pub use store::Manager;

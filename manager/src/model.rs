@@ -47,6 +47,11 @@ pub struct Bucket {
     pub acl: BucketAcl,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// Random and nonzero, set when the bucket is created; part of the storage key of each of
+    /// its objects, so a bucket deleted and created again under the same name never sees the
+    /// old bucket's objects. 0 for buckets created before incarnations existed.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A user: owns buckets and access keys.

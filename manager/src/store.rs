@@ -159,6 +159,7 @@ impl Manager {
                 owner: owner.to_owned(),
                 acl,
                 created_unix_ms: now_unix_ms(),
+                incarnation: new_incarnation()?,
             };
             state.buckets.insert(name.to_owned(), bucket.clone());
             Ok(bucket)
@@ -238,6 +239,18 @@ impl Manager {
         persist_state(&self.state_path, &next)?;
         self.state.store(Arc::new(next));
         Ok(out)
+    }
+}
+
+/// A fresh bucket incarnation: random and nonzero (0 marks buckets older than incarnations).
+fn new_incarnation() -> Result<u64, ManagerError> {
+    loop {
+        let mut bytes = [0u8; 8];
+        crate::persist::random_bytes(&mut bytes)?;
+        let incarnation = u64::from_le_bytes(bytes);
+        if incarnation != 0 {
+            return Ok(incarnation);
+        }
     }
 }
 
@@ -649,6 +662,37 @@ mod tests {
             snapshot.bucket("keep").unwrap().acl,
             BucketAcl::PublicReadWrite
         );
+    }
+
+    #[test]
+    fn a_bucket_created_again_gets_a_new_incarnation_and_old_buckets_keep_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = open(dir.path());
+        manager.create_user("alice").unwrap();
+        let first = manager
+            .create_bucket("again", "alice", BucketAcl::Private)
+            .unwrap();
+        manager.delete_bucket("again").unwrap();
+        let second = manager
+            .create_bucket("again", "alice", BucketAcl::Private)
+            .unwrap();
+        assert_ne!(first.incarnation, 0);
+        assert_ne!(second.incarnation, 0);
+        assert_ne!(first.incarnation, second.incarnation);
+        drop(manager);
+        // A state file written before incarnations existed: its buckets read as incarnation 0.
+        let path = dir.path().join(MANAGER_DIR).join(STATE_FILE);
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let reopened_incarnation = state["state"]["buckets"]["again"]["incarnation"].clone();
+        assert_eq!(reopened_incarnation, serde_json::json!(second.incarnation));
+        state["state"]["buckets"]["again"]
+            .as_object_mut()
+            .unwrap()
+            .remove("incarnation");
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let (manager, _) = open(dir.path());
+        assert_eq!(manager.snapshot().bucket("again").unwrap().incarnation, 0);
     }
 
     #[test]

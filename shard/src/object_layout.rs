@@ -3,7 +3,9 @@
 //!
 //! Storage owns this (DESIGN §4a): it must know which chunks a manifest or a part references to
 //! collect the garbage an overwrite, a delete or an abort leaves (`collector`), and the gateway
-//! builds its records with it. It does no I/O. Every engine key starts with one namespace byte:
+//! builds its records with it. It does no I/O. `bucket` in keys is a [`BucketId`]'s storage
+//! name (`name~incarnation` in hex, or the bare name for buckets older than incarnations).
+//! Every engine key starts with one namespace byte:
 //! - `o` bucket 0x00 key: the object record (manifest; inline body for small objects). Placed by
 //!   `object_hash(bucket, key)`; `scan_all("o" bucket 0x00 prefix)` lists a bucket in key order.
 //! - `c` bucket 0x00 key 0x00 version(16) index(u32 BE): one chunk of an object or part.
@@ -153,6 +155,33 @@ fn with_bucket_key(ns: u8, bucket: &str, key: &str, extra: usize) -> BytesMut {
     out.put_u8(KEY_SEP);
     out.put_slice(key.as_bytes());
     out
+}
+
+/// Separates a bucket's name from its incarnation in storage keys (S3 bucket names never
+/// contain it).
+pub const INCARNATION_SEP: char = '~';
+
+/// A bucket as storage names it in keys: its name and its incarnation (random and nonzero, set
+/// when the bucket is created), so that a bucket deleted and created again under the same name
+/// never shares a key with the old one, even through a gateway whose catalog is late. Buckets
+/// created before incarnations existed have incarnation 0 and are named by their name alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BucketId(String);
+
+impl BucketId {
+    /// The storage name of bucket `name` at `incarnation`.
+    pub fn new(name: &str, incarnation: u64) -> Self {
+        if incarnation == 0 {
+            Self(name.to_owned())
+        } else {
+            Self(format!("{name}{INCARNATION_SEP}{incarnation:016x}"))
+        }
+    }
+
+    /// The name in keys (the `bucket` argument of this module's key functions).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Engine key of an object record.
@@ -803,6 +832,19 @@ impl PartMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_ids_carry_the_incarnation_and_old_buckets_keep_their_bare_name() {
+        assert_eq!(BucketId::new("photos", 0).as_str(), "photos");
+        assert_eq!(
+            BucketId::new("photos", 0xab).as_str(),
+            "photos~00000000000000ab"
+        );
+        let (old, new) = (BucketId::new("photos", 1), BucketId::new("photos", 2));
+        assert_ne!(object_key(old.as_str(), "k"), object_key(new.as_str(), "k"));
+        assert!(!object_key(new.as_str(), "k").starts_with(&object_prefix(old.as_str())));
+        assert!(!object_key(old.as_str(), "k").starts_with(&object_prefix("photos")));
+    }
 
     fn seg(size: u64, cs: u64) -> Segment {
         Segment {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -50,15 +51,14 @@ def segments(data_dir: Path) -> list[Path]:
     return sorted(data_dir.glob("shard-*/log/*.seg"))
 
 
-def find_once(data_dir: Path, needle: bytes) -> tuple[Path, int]:
+def find_once(data_dir: Path, needle: bytes | re.Pattern) -> tuple[Path, int, int]:
+    """(segment, offset, length) of the one place `needle` (bytes or a bytes regex) occurs."""
+    pattern = needle if isinstance(needle, re.Pattern) else re.compile(re.escape(needle))
     hits = []
     for seg in segments(data_dir):
         data = seg.read_bytes()
-        at = data.find(needle)
-        while at != -1:
-            hits.append((seg, at))
-            at = data.find(needle, at + 1)
-    assert len(hits) == 1, f"{needle[:40]!r} found {len(hits)} times"
+        hits.extend((seg, m.start(), m.end() - m.start()) for m in pattern.finditer(data))
+    assert len(hits) == 1, f"{pattern.pattern[:40]!r} found {len(hits)} times"
     return hits[0]
 
 
@@ -80,12 +80,16 @@ def flip(path: Path, offset: int) -> None:
 
 def object_record(data_dir: Path, key: str) -> tuple[Path, int, int]:
     """(segment, offset of the record, offset of its body) of an object's record."""
-    engine_key = b"o" + BUCKET.encode() + b"\0" + key.encode()
-    seg, key_at = find_once(data_dir, engine_key)
+    # The storage key: "o", the bucket's name with its incarnation ("~" and 16 hex digits), NUL,
+    # the object key.
+    engine_key = re.compile(
+        b"o" + re.escape(BUCKET.encode()) + b"~[0-9a-f]{16}\x00" + re.escape(key.encode())
+    )
+    seg, key_at, engine_key_len = find_once(data_dir, engine_key)
     record_at = key_at - RECORD_HEADER_BYTES
     header = seg.read_bytes()[record_at : record_at + RECORD_HEADER_BYTES]
     key_len, meta_len = struct.unpack_from("<II", header, 12)
-    assert key_len == len(engine_key)
+    assert key_len == engine_key_len
     return seg, record_at, key_at + key_len + meta_len
 
 
@@ -183,7 +187,7 @@ def test_damaged_small_object_answers_5xx_until_repaired(store, where):
 def test_damaged_first_chunk_answers_5xx_before_any_byte(store):
     data = store.srv.data_dir
     marker = store.objects[BIG_KEY][:12]
-    seg, at = find_once(data, marker)
+    seg, at, _ = find_once(data, marker)
     flip(seg, at + 1000)
     store.srv.start()
     status = store.get_status(BIG_KEY)
@@ -199,7 +203,7 @@ def test_damaged_middle_chunk_is_never_a_complete_wrong_body(store):
     data = store.srv.data_dir
     body = store.objects[BIG_KEY]
     marker = body[4 * MIB : 4 * MIB + 12]
-    seg, at = find_once(data, marker)
+    seg, at, _ = find_once(data, marker)
     flip(seg, at + 5000)
     store.srv.start()
     client = store.srv.client()

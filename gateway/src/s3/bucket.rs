@@ -9,7 +9,7 @@ use leofs_manager::BucketAcl;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
-use super::{access_key, multipart, require_bucket};
+use super::{access_key, multipart, require_bucket, require_bucket_id};
 use crate::auth::caller_user;
 use crate::error::GatewayError;
 use crate::layout::{object_prefix, split_upload_suffix, upload_prefix};
@@ -92,7 +92,7 @@ pub async fn create_bucket(
         ));
     }
     let acl = parse_acl(input.acl.as_ref())?;
-    ctx.manager.create_bucket(&input.bucket, &user, acl)?;
+    ctx.catalog.create_bucket(&input.bucket, &user, acl).await?;
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     }))
@@ -115,8 +115,8 @@ pub async fn delete_bucket(
     ctx: &Ctx,
     req: S3Request<DeleteBucketInput>,
 ) -> Result<S3Response<DeleteBucketOutput>, GatewayError> {
-    let bucket = req.input.bucket;
-    require_bucket(ctx, &bucket)?;
+    let name = req.input.bucket;
+    let bucket = require_bucket_id(ctx, &name)?;
     let any = ctx
         .storage
         .scan(Bytes::from(object_prefix(&bucket)), None, 1)
@@ -144,7 +144,7 @@ pub async fn delete_bucket(
             }
         }
     }
-    ctx.manager.delete_bucket(&bucket)?;
+    ctx.catalog.delete_bucket(&name).await?;
     Ok(S3Response::new(DeleteBucketOutput {}))
 }
 
@@ -220,7 +220,7 @@ pub async fn put_bucket_acl(
         ));
     }
     let acl = parse_acl(input.acl.as_ref())?;
-    ctx.manager.set_bucket_acl(&input.bucket, acl)?;
+    ctx.catalog.set_bucket_acl(&input.bucket, acl).await?;
     Ok(S3Response::new(PutBucketAclOutput {}))
 }
 

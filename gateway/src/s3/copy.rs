@@ -7,11 +7,11 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{
     ConditionOutcome, Conditions, access_key, etag, evaluate, headers_from, multipart, no_such_key,
-    precondition_failed, require_bucket, timestamp,
+    precondition_failed, require_bucket_id, timestamp,
 };
 use crate::auth::{OpClass, authorize};
 use crate::error::GatewayError;
-use crate::layout::{BodyLayout, ObjectMeta};
+use crate::layout::{BodyLayout, BucketId, ObjectMeta};
 use crate::store::{Ctx, StoredObject};
 
 /// Resolves `x-amz-copy-source`, checks the caller may read it and its preconditions.
@@ -20,7 +20,7 @@ async fn load_source(
     access_key: Option<&str>,
     source: &CopySource,
     conditions: &Conditions<'_>,
-) -> Result<(String, String, StoredObject), GatewayError> {
+) -> Result<(BucketId, String, StoredObject), GatewayError> {
     let CopySource::Bucket {
         bucket,
         key,
@@ -44,10 +44,13 @@ async fn load_source(
         Some(bucket),
         OpClass::Read,
     )?;
-    require_bucket(ctx, bucket)?;
-    let obj = ctx.get_object(bucket, key).await?.ok_or_else(no_such_key)?;
+    let bucket = require_bucket_id(ctx, bucket)?;
+    let obj = ctx
+        .get_object(&bucket, key)
+        .await?
+        .ok_or_else(no_such_key)?;
     match evaluate(conditions, &obj.meta.etag(), &timestamp(obj.hlc)) {
-        ConditionOutcome::Proceed => Ok((bucket.to_string(), key.to_string(), obj)),
+        ConditionOutcome::Proceed => Ok((bucket, key.to_string(), obj)),
         ConditionOutcome::NotModified | ConditionOutcome::Failed => Err(precondition_failed()),
     }
 }
@@ -60,7 +63,7 @@ pub async fn copy_object(
 ) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     let conditions = Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -82,7 +85,7 @@ pub async fn copy_object(
             "Unknown metadata directive.",
         ));
     }
-    if src_bucket == input.bucket && src_key == input.key && !replace {
+    if src_bucket == bucket && src_key == input.key && !replace {
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -125,7 +128,7 @@ pub async fn copy_object(
                 .open_body(&src_bucket, &src_key, &src, 0..src.meta.size_bytes)
                 .await?;
             let written = ctx
-                .write_body(&input.bucket, &input.key, body, true, &kinds)
+                .write_body(&bucket, &input.key, body, true, &kinds)
                 .await?;
             let layout = match written.segment {
                 Some(seg) => BodyLayout::Chunked(vec![seg]),
@@ -147,14 +150,7 @@ pub async fn copy_object(
         }
     };
     let hlc = ctx
-        .commit_object(
-            &input.bucket,
-            &input.key,
-            &meta,
-            inline,
-            condition,
-            registration,
-        )
+        .commit_object(&bucket, &input.key, &meta, inline, condition, registration)
         .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&meta.checksums);
     Ok(S3Response::new(CopyObjectOutput {
@@ -179,7 +175,7 @@ pub async fn upload_part_copy(
 ) -> Result<S3Response<UploadPartCopyOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     let part_number = u32::try_from(input.part_number)
         .ok()
         .filter(|n| (1..=crate::layout::MAX_PART_NUMBER.unsigned_abs()).contains(n))
@@ -189,8 +185,7 @@ pub async fn upload_part_copy(
                 "Part number must be an integer between 1 and 10000, inclusive",
             )
         })?;
-    let (upload, _) =
-        multipart::load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let (upload, _) = multipart::load_upload(ctx, &bucket, &input.key, &input.upload_id).await?;
     let conditions = Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -229,11 +224,11 @@ pub async fn upload_part_copy(
     let kinds: Vec<_> = upload.checksum_algorithm.into_iter().collect();
     let body = ctx.open_body(&src_bucket, &src_key, &src, range).await?;
     let written = ctx
-        .write_body(&input.bucket, &input.key, body, false, &kinds)
+        .write_body(&bucket, &input.key, body, false, &kinds)
         .await?;
     let part = multipart::store_part(
         ctx,
-        &input.bucket,
+        &bucket,
         &input.key,
         &input.upload_id,
         part_number,

@@ -5,7 +5,7 @@ use futures_util::{StreamExt, stream};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
 
-use super::require_bucket;
+use super::require_bucket_id;
 use crate::error::GatewayError;
 use crate::layout::MAX_OBJECT_KEY_BYTES;
 use crate::store::Ctx;
@@ -21,8 +21,8 @@ pub async fn delete_object(
     req: S3Request<DeleteObjectInput>,
 ) -> Result<S3Response<DeleteObjectOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
-    ctx.delete_object(&input.bucket, &input.key).await?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
+    ctx.delete_object(&bucket, &input.key).await?;
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -32,7 +32,7 @@ pub async fn delete_objects(
     req: S3Request<DeleteObjectsInput>,
 ) -> Result<S3Response<DeleteObjectsOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     let objects = input.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
         return Err(GatewayError::s3(
@@ -41,7 +41,7 @@ pub async fn delete_objects(
         ));
     }
     let quiet = input.delete.quiet.unwrap_or(false);
-    let bucket = input.bucket.as_str();
+    let bucket = &bucket;
     let outcomes: Vec<_> = stream::iter(objects)
         .map(|obj| async move {
             if obj.key.is_empty() || obj.key.len() > MAX_OBJECT_KEY_BYTES {

@@ -11,7 +11,7 @@ use send_wrapper::SendWrapper;
 
 use super::{
     Conditions, check_read_conditions, checksum_fields, etag, header_fields, no_such_key,
-    require_bucket, timestamp,
+    require_bucket_id, timestamp,
 };
 use crate::error::GatewayError;
 use crate::layout::{MAX_PART_NUMBER, ObjectMeta};
@@ -118,9 +118,9 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> Result<S3Response<GetObjectOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     let obj = ctx
-        .get_object(&input.bucket, &input.key)
+        .get_object(&bucket, &input.key)
         .await?
         .ok_or_else(no_such_key)?;
     let last_modified = timestamp(obj.hlc);
@@ -142,7 +142,7 @@ pub async fn get_object(
     let h = header_fields(&obj.meta.headers);
     let content_length = i64::try_from(span.range.end - span.range.start).unwrap_or(i64::MAX);
     let body = ctx
-        .open_body(&input.bucket, &input.key, &obj, span.range.clone())
+        .open_body(&bucket, &input.key, &obj, span.range.clone())
         .await?;
     // Sound: the stream is polled and dropped by this core's hyper connection task (module docs).
     let body = StreamingBlob::wrap(SendWrapper::new(body));
@@ -176,9 +176,9 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     let obj = ctx
-        .head_object(&input.bucket, &input.key)
+        .head_object(&bucket, &input.key)
         .await?
         .ok_or_else(no_such_key)?;
     let last_modified = timestamp(obj.hlc);

@@ -12,7 +12,7 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{etag, owner_of, require_bucket, timestamp};
 use crate::error::GatewayError;
-use crate::layout::{etag_string, object_prefix, parts_count_of_tag};
+use crate::layout::{BucketId, bucket_id, etag_string, object_prefix, parts_count_of_tag};
 use crate::store::Ctx;
 
 /// Largest and default max-keys (S3's limit).
@@ -176,7 +176,7 @@ fn wants_url(encoding: Option<&EncodingType>) -> Result<bool, GatewayError> {
 
 async fn list_bucket(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     prefix: &str,
     delimiter: Option<&str>,
     marker: Option<&str>,
@@ -254,7 +254,7 @@ pub async fn list_objects(
     let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
     let page = list_bucket(
         ctx,
-        &input.bucket,
+        &bucket_id(&bucket),
         &prefix,
         delimiter,
         input.marker.as_deref(),
@@ -309,7 +309,7 @@ pub async fn list_objects_v2(
     };
     let page = list_bucket(
         ctx,
-        &input.bucket,
+        &bucket_id(&bucket),
         &prefix,
         delimiter,
         marker.as_deref(),
@@ -353,7 +353,7 @@ pub async fn list_object_versions(
     let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
     let page = list_bucket(
         ctx,
-        &input.bucket,
+        &bucket_id(&bucket),
         &prefix,
         delimiter,
         input.key_marker.as_deref(),

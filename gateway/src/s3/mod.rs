@@ -28,7 +28,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use send_wrapper::SendWrapper;
 
 use crate::error::GatewayError;
-use crate::layout::{ChecksumKind, Headers, StoredChecksum, base64_encode};
+use crate::layout::{BucketId, ChecksumKind, Headers, StoredChecksum, base64_encode, bucket_id};
 use crate::store::Ctx;
 
 /// The per-core S3 implementation handed to s3s.
@@ -141,10 +141,10 @@ async fn copy_object_if(
 ) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
     let (if_match, if_none_match) = unsupported::destination_conditions(&req.headers)?;
     if if_match.is_some() || if_none_match.is_some() {
-        require_bucket(ctx, &req.input.bucket)?;
+        let bucket = require_bucket_id(ctx, &req.input.bucket)?;
         put::check_write_conditions(
             ctx,
-            &req.input.bucket,
+            &bucket,
             &req.input.key,
             if_match.as_ref(),
             if_none_match.as_ref(),
@@ -231,6 +231,11 @@ pub fn require_bucket(ctx: &Ctx, name: &str) -> Result<leofs_manager::Bucket, Ga
             "The specified bucket does not exist",
         )
     })
+}
+
+/// The storage identity (name and incarnation) of an existing bucket, or `NoSuchBucket`.
+pub fn require_bucket_id(ctx: &Ctx, name: &str) -> Result<BucketId, GatewayError> {
+    require_bucket(ctx, name).map(|bucket| bucket_id(&bucket))
 }
 
 /// `NoSuchKey`.

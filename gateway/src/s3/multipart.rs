@@ -17,14 +17,14 @@ use super::list::{Item, RawEntry, list_page};
 use super::put::{check_write_conditions, write_condition};
 use super::{
     access_key, checksum_fields, checksum_request, etag, headers_from, owner_of, require_bucket,
-    timestamp, verify_integrity,
+    require_bucket_id, timestamp, verify_integrity,
 };
 use crate::auth::caller_user;
 use crate::error::{GatewayError, body_error};
 use crate::layout::{
-    BodyLayout, ChecksumKind, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta, PartMeta, Segment,
-    TAG_PART, TAG_UPLOAD, UploadMeta, is_valid_upload_id, multipart_md5, new_upload_id, part_key,
-    part_prefix, upload_key, upload_prefix,
+    BodyLayout, BucketId, ChecksumKind, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta, PartMeta,
+    Segment, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id, multipart_md5,
+    new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
 };
 use crate::store::{Ctx, Written};
 
@@ -64,7 +64,7 @@ fn segments_of(meta: &ObjectMeta) -> &[Segment] {
 /// Reads an upload record, or `NoSuchUpload`.
 pub async fn load_upload(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     key: &str,
     upload_id: &str,
 ) -> Result<(UploadMeta, Hlc), GatewayError> {
@@ -113,7 +113,7 @@ async fn read_part(ctx: &Ctx, key: Bytes) -> Result<Option<PartMeta>, GatewayErr
 /// Stores a written part (record after chunks); storage queues the part it replaced.
 pub async fn store_part(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     key: &str,
     upload_id: &str,
     part_number: u32,
@@ -160,7 +160,7 @@ pub async fn store_part(
 /// queues its parts' chunks as garbage with storage, then deletes its part records.
 pub async fn abort_upload(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     key: &str,
     upload_id: &str,
 ) -> Result<(), GatewayError> {
@@ -173,7 +173,7 @@ pub async fn abort_upload(
 /// then deletes every part record of the upload.
 async fn drop_parts(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     key: &str,
     upload_id: &str,
     kept: &[u32],
@@ -201,7 +201,7 @@ pub async fn create_multipart_upload(
     let initiator =
         caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket_id = require_bucket_id(ctx, &input.bucket)?;
     let checksum_algorithm = match input.checksum_algorithm.as_ref() {
         Some(a) => Some(ChecksumKind::from_name(a.as_str()).ok_or_else(|| {
             GatewayError::s3(
@@ -225,7 +225,7 @@ pub async fn create_multipart_upload(
         initiator,
     };
     let upload_id = new_upload_id();
-    let ukey = upload_key(&input.bucket, &input.key, &upload_id);
+    let ukey = upload_key(&bucket_id, &input.key, &upload_id);
     let summary = Summary {
         size: 0,
         digest: [0; 16],
@@ -255,9 +255,9 @@ pub async fn upload_part(
     let trailers = req.trailing_headers.clone();
     let headers = req.headers;
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket_id = require_bucket_id(ctx, &input.bucket)?;
     let part_number = part_number_of(input.part_number)?;
-    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     let mut sums = checksum_request(
         input.checksum_algorithm.as_ref(),
         [
@@ -279,7 +279,7 @@ pub async fn upload_part(
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
         .map(|r| r.map_err(body_error));
     let written = ctx
-        .write_body(&input.bucket, &input.key, body, false, &sums.kinds)
+        .write_body(&bucket_id, &input.key, body, false, &sums.kinds)
         .await?;
     // On failure the written chunks' registration is dropped: storage collects them.
     verify_integrity(
@@ -291,7 +291,7 @@ pub async fn upload_part(
     )?;
     let part = store_part(
         ctx,
-        &input.bucket,
+        &bucket_id,
         &input.key,
         &input.upload_id,
         part_number,
@@ -320,8 +320,8 @@ pub async fn complete_multipart_upload(
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> Result<S3Response<CompleteMultipartUploadOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
-    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let bucket_id = require_bucket_id(ctx, &input.bucket)?;
+    let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     let requested = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -385,7 +385,7 @@ pub async fn complete_multipart_upload(
     }
     check_write_conditions(
         ctx,
-        &input.bucket,
+        &bucket_id,
         &input.key,
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -409,7 +409,7 @@ pub async fn complete_multipart_upload(
         .collect();
     let lease = ctx
         .storage
-        .lease_chunks(&input.bucket, &input.key, &versions)
+        .lease_chunks(&bucket_id, &input.key, &versions)
         .await
         .map_err(|e| match e {
             leofs_shard::ShardError::MissingChunk { .. } => {
@@ -418,7 +418,7 @@ pub async fn complete_multipart_upload(
             other => other.into(),
         })?;
     ctx.commit_object(
-        &input.bucket,
+        &bucket_id,
         &input.key,
         &meta,
         Bytes::new(),
@@ -429,9 +429,9 @@ pub async fn complete_multipart_upload(
     drop(lease);
     // The manifest now references the listed parts: the upload goes first, then the parts it
     // left out are queued as garbage and every part record is deleted.
-    let ukey = upload_key(&input.bucket, &input.key, &input.upload_id);
+    let ukey = upload_key(&bucket_id, &input.key, &input.upload_id);
     ctx.storage.delete_record(ukey).await?;
-    drop_parts(ctx, &input.bucket, &input.key, &input.upload_id, &numbers).await?;
+    drop_parts(ctx, &bucket_id, &input.key, &input.upload_id, &numbers).await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         e_tag: Some(etag(meta.etag())),
@@ -447,9 +447,9 @@ pub async fn abort_multipart_upload(
     req: S3Request<AbortMultipartUploadInput>,
 ) -> Result<S3Response<AbortMultipartUploadOutput>, GatewayError> {
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
-    load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
-    abort_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let bucket_id = require_bucket_id(ctx, &input.bucket)?;
+    load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
+    abort_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
@@ -460,7 +460,8 @@ pub async fn list_parts(
 ) -> Result<S3Response<ListPartsOutput>, GatewayError> {
     let input = req.input;
     let bucket = require_bucket(ctx, &input.bucket)?;
-    let (upload, _) = load_upload(ctx, &input.bucket, &input.key, &input.upload_id).await?;
+    let bucket_id = bucket_id(&bucket);
+    let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     let max_parts = input
         .max_parts
         .map_or(MAX_LIST, |n| usize::try_from(n).unwrap_or(0).min(MAX_LIST));
@@ -523,12 +524,13 @@ pub async fn list_multipart_uploads(
 ) -> Result<S3Response<ListMultipartUploadsOutput>, GatewayError> {
     let input = req.input;
     let bucket = require_bucket(ctx, &input.bucket)?;
+    let bucket_id = bucket_id(&bucket);
     let max_uploads = input
         .max_uploads
         .map_or(MAX_LIST, |n| usize::try_from(n).unwrap_or(0).min(MAX_LIST));
     let prefix = input.prefix.clone().unwrap_or_default();
     let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
-    let ns = upload_prefix(&input.bucket);
+    let ns = upload_prefix(&bucket_id);
     let mut scan_prefix = ns.clone();
     scan_prefix.extend_from_slice(prefix.as_bytes());
     let scan_prefix = Bytes::from(scan_prefix);

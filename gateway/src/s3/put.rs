@@ -9,12 +9,12 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{
     checksum_fields, checksum_request, etag, headers_from, no_such_key, precondition_failed,
-    require_bucket, verify_integrity,
+    require_bucket_id, verify_integrity,
 };
 use leofs_shard::{EtagCondition, WriteCondition};
 
 use crate::error::{GatewayError, body_error};
-use crate::layout::{BodyLayout, ChecksumKind, ObjectMeta};
+use crate::layout::{BodyLayout, BucketId, ChecksumKind, ObjectMeta};
 use crate::store::Ctx;
 
 /// The precondition storage evaluates at a write's commit point.
@@ -37,7 +37,7 @@ pub fn write_condition(
 /// again by storage at the commit point ([`write_condition`]).
 pub async fn check_write_conditions(
     ctx: &Ctx,
-    bucket: &str,
+    bucket: &BucketId,
     key: &str,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
@@ -76,10 +76,10 @@ pub async fn put_object(
     let trailers = req.trailing_headers.clone();
     let request_headers = req.headers;
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
+    let bucket = require_bucket_id(ctx, &input.bucket)?;
     check_write_conditions(
         ctx,
-        &input.bucket,
+        &bucket,
         &input.key,
         input.if_match.as_ref(),
         input.if_none_match.as_ref(),
@@ -110,7 +110,7 @@ pub async fn put_object(
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
         .map(|r| r.map_err(body_error));
     let written = ctx
-        .write_body(&input.bucket, &input.key, body, true, &sums.kinds)
+        .write_body(&bucket, &input.key, body, true, &sums.kinds)
         .await?;
     // On failure the written chunks' registration is dropped: storage collects them.
     verify_integrity(
@@ -132,7 +132,7 @@ pub async fn put_object(
         },
     };
     ctx.commit_object(
-        &input.bucket,
+        &bucket,
         &input.key,
         &meta,
         written.inline.unwrap_or_default(),

@@ -1225,6 +1225,7 @@ mod tests {
             owner: "alice".into(),
             acl,
             created_unix_ms: 0,
+            incarnation: 1,
         }
     }
 

@@ -48,7 +48,7 @@ pub trait NodeStatusSource: Send + Sync + 'static {
 
     /// Whether `bucket` holds no object (`None`: this node cannot tell). `delete-bucket` only
     /// removes a bucket when this returns `Some(true)`; the default refuses every deletion.
-    fn bucket_is_empty(&self, bucket: &str) -> Option<bool> {
+    fn bucket_is_empty(&self, bucket: &crate::Bucket) -> Option<bool> {
         let _ = bucket;
         None
     }

@@ -71,7 +71,10 @@ impl From<ManagerError> for Failure {
             ManagerError::UserOwnsBuckets(_) => (StatusCode::CONFLICT, "UserOwnsBuckets"),
             ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
             ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),
+            ManagerError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
+            ManagerError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             ManagerError::AdminBind { .. }
+            | ManagerError::Thread(_)
             | ManagerError::Io { .. }
             | ManagerError::Corrupt { .. } => {
                 tracing::error!(%err, "admin API request failed");
@@ -243,10 +246,10 @@ fn add_bucket(context: &AdminContext, body: AddBucketRequest) -> Reply {
 }
 
 fn delete_bucket(context: &AdminContext, name: &str) -> Reply {
-    if context.manager.snapshot().bucket(name).is_none() {
+    let Some(bucket) = context.manager.snapshot().bucket(name).cloned() else {
         return Err(ManagerError::NoSuchBucket(name.to_owned()).into());
-    }
-    match context.status.bucket_is_empty(name) {
+    };
+    match context.status.bucket_is_empty(&bucket) {
         Some(true) => {}
         Some(false) => {
             return Err(Failure::new(
