@@ -519,14 +519,11 @@ impl NodeStatusSource for StatusSource {
 
     fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {
         let bucket = leofs_gateway::layout::bucket_id(bucket);
-        let objects = self
-            .stats
-            .scan_all(leofs_gateway::layout::object_prefix(&bucket), 1)
-            .ok()?;
-        let uploads = self
-            .stats
-            .scan_all(leofs_gateway::layout::upload_prefix(&bucket), 1)
-            .ok()?;
-        Some(objects.is_empty() && uploads.is_empty())
+        for prefix in leofs_gateway::layout::bucket_content_prefixes(&bucket) {
+            if !self.stats.scan_all(prefix, 1).ok()?.is_empty() {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 }

@@ -26,6 +26,14 @@ pub fn upload_prefix(bucket: &BucketId) -> Vec<u8> {
     stored::upload_prefix(bucket.as_str())
 }
 
+/// What makes a bucket non-empty: the one definition that S3's DeleteBucket and the admin API's
+/// `delete-bucket` share. A bucket holds content while an object record or a multipart upload
+/// in progress lives under one of these prefixes (as in S3, uploads must be completed or
+/// aborted before their bucket can be deleted).
+pub fn bucket_content_prefixes(bucket: &BucketId) -> [Vec<u8>; 2] {
+    [object_prefix(bucket), upload_prefix(bucket)]
+}
+
 /// Engine key of an upload record.
 pub fn upload_key(bucket: &BucketId, key: &str, upload_id: &str) -> Bytes {
     stored::upload_key(bucket.as_str(), key, upload_id)

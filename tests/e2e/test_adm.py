@@ -132,3 +132,30 @@ def test_wrong_token_and_errors(make_server):
     r = requests.get(f"http://{srv.admin_addr}/v1/status", headers={"authorization": f"Bearer {token}"},
                      timeout=10)
     assert r.status_code == 200 and r.json()["cores"] == 2
+
+
+def test_one_definition_of_empty_for_s3_and_admin(make_server):
+    """A multipart upload in progress keeps a bucket from being deleted, through S3 and through
+    the admin API alike (one definition of "empty"); once it is aborted both may delete. A
+    bucket created again under the same name starts empty."""
+    srv = make_server()
+    s3 = srv.client()
+    s3.create_bucket(Bucket="pending-upload")
+    upload = s3.create_multipart_upload(Bucket="pending-upload", Key="big")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        s3.delete_bucket(Bucket="pending-upload")
+    assert e.value.response["Error"]["Code"] == "BucketNotEmpty"
+    refused = srv.adm("delete-bucket", "pending-upload", check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    s3.abort_multipart_upload(Bucket="pending-upload", Key="big", UploadId=upload)
+    s3.delete_bucket(Bucket="pending-upload")
+
+    s3.create_bucket(Bucket="pending-upload")
+    s3.put_object(Bucket="pending-upload", Key="k", Body=b"v")
+    refused = srv.adm("delete-bucket", "pending-upload", check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    s3.delete_object(Bucket="pending-upload", Key="k")
+    srv.adm("delete-bucket", "pending-upload")
+    s3.create_bucket(Bucket="pending-upload")
+    assert s3.list_objects_v2(Bucket="pending-upload").get("KeyCount") == 0
+    assert s3.list_multipart_uploads(Bucket="pending-upload").get("Uploads", []) == []

@@ -1,6 +1,6 @@
 //! Bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation and
-//! canned bucket ACLs (Get/PutBucketAcl). Bucket records live in the manager; emptiness is checked
-//! against the object records of the bucket.
+//! canned bucket ACLs (Get/PutBucketAcl). Bucket records live in the manager (changed on its own
+//! thread); emptiness is `layout::bucket_content_prefixes`, the definition the admin API shares.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,16 +9,14 @@ use leofs_manager::BucketAcl;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
-use super::{access_key, multipart, require_bucket, require_bucket_id};
+use super::{access_key, require_bucket, require_bucket_id};
 use crate::auth::caller_user;
 use crate::error::GatewayError;
-use crate::layout::{object_prefix, split_upload_suffix, upload_prefix};
+use crate::layout::bucket_content_prefixes;
 use crate::store::Ctx;
 
 /// The URI of S3's "all users" group in ACL grants.
 const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-/// Uploads aborted per scan page when a bucket is deleted.
-const UPLOAD_SCAN_PAGE: usize = 1000;
 
 fn parse_acl(acl: Option<&BucketCannedACL>) -> Result<BucketAcl, GatewayError> {
     match acl.map(BucketCannedACL::as_str) {
@@ -110,38 +108,21 @@ pub async fn head_bucket(
     }))
 }
 
-/// DeleteBucket: refused with BucketNotEmpty while an object exists; aborts uploads in progress.
+/// DeleteBucket: refused with BucketNotEmpty while the bucket holds an object or a multipart
+/// upload in progress (`layout::bucket_content_prefixes`, shared with the admin API).
 pub async fn delete_bucket(
     ctx: &Ctx,
     req: S3Request<DeleteBucketInput>,
 ) -> Result<S3Response<DeleteBucketOutput>, GatewayError> {
     let name = req.input.bucket;
     let bucket = require_bucket_id(ctx, &name)?;
-    let any = ctx
-        .storage
-        .scan(Bytes::from(object_prefix(&bucket)), None, 1)
-        .await?;
-    if !any.is_empty() {
-        return Err(GatewayError::s3(
-            S3ErrorCode::BucketNotEmpty,
-            "The bucket you tried to delete is not empty",
-        ));
-    }
-    let prefix = upload_prefix(&bucket);
-    loop {
-        let uploads = ctx
-            .storage
-            .scan(Bytes::from(prefix.clone()), None, UPLOAD_SCAN_PAGE)
-            .await?;
-        if uploads.is_empty() {
-            break;
-        }
-        for entry in uploads {
-            if let Some((key, upload_id)) = split_upload_suffix(&entry.key[prefix.len()..]) {
-                multipart::abort_upload(ctx, &bucket, key, upload_id).await?;
-            } else {
-                ctx.storage.delete_record(entry.key).await?;
-            }
+    for prefix in bucket_content_prefixes(&bucket) {
+        let any = ctx.storage.scan(Bytes::from(prefix), None, 1).await?;
+        if !any.is_empty() {
+            return Err(GatewayError::s3(
+                S3ErrorCode::BucketNotEmpty,
+                "The bucket you tried to delete is not empty (objects, or multipart uploads in progress)",
+            ));
         }
     }
     ctx.catalog.delete_bucket(&name).await?;
