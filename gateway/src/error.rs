@@ -82,12 +82,20 @@ fn manager_error(e: ManagerError) -> S3Error {
     S3Error::with_message(code, e.to_string())
 }
 
-impl From<leofs_shard::object_layout::LayoutError> for GatewayError {
-    fn from(e: leofs_shard::object_layout::LayoutError) -> Self {
+impl From<leofs_shard::object::LayoutError> for GatewayError {
+    fn from(e: leofs_shard::object::LayoutError) -> Self {
         GatewayError::Corrupt {
             what: e.what,
             detail: e.detail,
         }
+    }
+}
+
+impl From<leofs_shard::object::EncodeError> for GatewayError {
+    /// A header or metadata value too long (or too many) to store whole: refused, never
+    /// truncated.
+    fn from(e: leofs_shard::object::EncodeError) -> Self {
+        GatewayError::s3(S3ErrorCode::MetadataTooLarge, e.to_string())
     }
 }
 

@@ -1,13 +1,13 @@
 //! The object layout as the gateway uses it: engine keys and record encodings belong to storage
-//! (`leofs_shard::object_layout`, re-exported here so the S3 and REST code reads `layout::…`),
+//! (`leofs_shard::object`, re-exported here so the S3 and REST code reads `layout::…`),
 //! plus the two digests only the gateway computes: the multipart ETag and Content-MD5's base64.
 //! The key functions that name a bucket take a [`BucketId`] here (never a bare bucket name), so
 //! every key the gateway builds carries the bucket's incarnation.
 
-pub use leofs_shard::object_layout::*;
+pub use leofs_shard::object::*;
 
 use bytes::Bytes;
-use leofs_shard::object_layout as stored;
+use leofs_shard::object as stored;
 
 use crate::md5::Md5;
 

@@ -221,7 +221,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                     ..Headers::default()
                 },
                 checksums: written.checksums,
-                layout: match written.segment {
+                layout: match written.run {
                     Some(seg) => BodyLayout::Chunked(vec![seg]),
                     None => BodyLayout::Inline,
                 },

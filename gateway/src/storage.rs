@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use leofs_shard::object_layout::{BucketId, VersionChunks, object_key};
+use leofs_shard::object::{BucketId, VersionChunks, object_key};
 use leofs_shard::{
     ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
     WriteRegistration, hash_bytes,

@@ -25,7 +25,7 @@ use s3s::crypto::Checksum as _;
 use crate::GatewayConfig;
 use crate::error::GatewayError;
 use crate::layout::{
-    BodyLayout, BucketId, ChecksumKind, ObjectMeta, Segment, StoredChecksum, TAG_CHUNK, chunk_key,
+    BodyLayout, BucketId, ChecksumKind, ChunkRun, ObjectMeta, StoredChecksum, TAG_CHUNK, chunk_key,
     plan_reads,
 };
 use crate::md5::Md5;
@@ -72,12 +72,12 @@ pub struct Written {
     pub md5: [u8; 16],
     /// Checksums computed for the requested kinds.
     pub checksums: Vec<StoredChecksum>,
-    /// Inline body (`Some`) or the chunked segment written.
+    /// Inline body (`Some`) or the chunked run written.
     pub inline: Option<Bytes>,
-    /// The chunked segment written (`None` for inline bodies).
-    pub segment: Option<Segment>,
-    /// The registration of the segment's version: hand it to the commit that references the
-    /// segment; dropped instead, storage queues the chunks as garbage.
+    /// The chunked run written (`None` for inline bodies).
+    pub run: Option<ChunkRun>,
+    /// The registration of the run's version: hand it to the commit that references the
+    /// run; dropped instead, storage queues the chunks as garbage.
     pub registration: Option<WriteRegistration>,
 }
 
@@ -186,7 +186,7 @@ impl Ctx {
 
     /// Commits the object record (the commit point): storage checks `condition` there,
     /// atomically with the write, and queues the chunks of the version it replaces as garbage.
-    /// `registration` is the written segment's (it ends with the commit). Returns the record's
+    /// `registration` is the written run's (it ends with the commit). Returns the record's
     /// timestamp.
     pub async fn commit_object(
         &self,
@@ -198,7 +198,7 @@ impl Ctx {
         registration: Option<WriteRegistration>,
     ) -> Result<Hlc, GatewayError> {
         let value = PutValue {
-            meta: meta.encode(),
+            meta: meta.encode()?,
             body: inline,
             summary: meta.summary(),
             hlc: None,
@@ -242,7 +242,7 @@ impl Ctx {
                 md5,
                 checksums,
                 inline: Some(inline),
-                segment: None,
+                run: None,
                 registration: None,
             });
         }
@@ -250,7 +250,7 @@ impl Ctx {
         self.write_chunks(bucket, key, &mut registration, &mut g, chunk_size)
             .await?;
         let (md5, checksums, size_bytes) = g.finish();
-        let segment = Segment {
+        let run = ChunkRun {
             version: registration.version(),
             size_bytes,
             chunk_size_bytes: chunk_size,
@@ -261,7 +261,7 @@ impl Ctx {
             md5,
             checksums,
             inline: None,
-            segment: Some(segment),
+            run: Some(run),
             registration: Some(registration),
         })
     }
@@ -313,17 +313,17 @@ impl Ctx {
         &self,
         bucket: &BucketId,
         key: &str,
-        segments: Rc<[Segment]>,
+        runs: Rc<[ChunkRun]>,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
         let storage = self.storage.clone();
         let bucket = Rc::new(bucket.clone());
         let key: Rc<str> = Rc::from(key);
-        let plan = plan_reads(segments.clone(), range);
+        let plan = plan_reads(runs.clone(), range);
         stream::iter(plan)
             .map(move |piece| {
                 let storage = storage.clone();
-                let ckey = chunk_key(&bucket, &key, &segments[piece.segment].version, piece.chunk);
+                let ckey = chunk_key(&bucket, &key, &runs[piece.run].version, piece.chunk);
                 async move {
                     let want = piece.range.end - piece.range.start;
                     let value = if piece.range.start == 0 && piece.range.end == piece.chunk_len {
@@ -390,8 +390,8 @@ impl Ctx {
                     .slice(range.start.min(len) as usize..range.end.min(len) as usize);
                 stream::once(async move { Ok(body) }).boxed_local()
             }
-            BodyLayout::Chunked(segments) => self
-                .read_chunks(bucket, key, Rc::from(segments.as_slice()), range)
+            BodyLayout::Chunked(runs) => self
+                .read_chunks(bucket, key, Rc::from(runs.as_slice()), range)
                 .boxed_local(),
         }
     }

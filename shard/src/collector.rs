@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use leofs_engine::EngineError;
 
-use crate::object_layout::{
+use crate::object::{
     NS_CHUNK, NS_GARBAGE, NS_PART, NS_UPLOAD, VERSION_ID_BYTES, VersionChunks, VersionId,
     chunk_key, parse_chunk_key, parse_garbage_key,
 };

@@ -160,7 +160,7 @@ pub enum ShardError {
     },
     /// A stored object-layout record does not decode.
     #[error(transparent)]
-    Record(#[from] crate::object_layout::LayoutError),
+    Record(#[from] crate::object::LayoutError),
 }
 
 /// A short human reason for a bind failure ("address in use" rather than the errno text).

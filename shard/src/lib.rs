@@ -13,7 +13,7 @@
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
 //! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
-//! - [`object_layout`]: object records' keys and encodings (manifests, uploads, parts).
+//! - [`object`]: object records' keys and encodings (manifests, uploads, parts).
 //! - [`objects`]: object commits with their preconditions, deletes, part commits, writes in
 //!   flight and read leases, on the owning core; `collector`: the durable garbage queue and the
 //!   orphan sweeper of each core.
@@ -25,7 +25,7 @@ mod error;
 pub mod http;
 pub mod layout;
 pub mod node;
-pub mod object_layout;
+pub mod object;
 pub mod objects;
 pub mod partition;
 pub mod request;

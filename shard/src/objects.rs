@@ -23,7 +23,7 @@ use futures_channel::oneshot;
 use futures_util::StreamExt;
 use leofs_engine::{Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
 
-use crate::object_layout::{
+use crate::object::{
     KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
     VersionId, chunk_key, etag_string, garbage_key, object_key, parse_chunk_key,
     parts_count_of_tag, upload_key,
@@ -846,7 +846,7 @@ impl Shard {
             Some(c) if !c.tombstone => match engine.head(partition, &part_key).await {
                 Ok(Some(h)) => PartMeta::decode(&h.meta)
                     .ok()
-                    .map(|m| m.segment.version_chunks()),
+                    .map(|m| m.run.version_chunks()),
                 _ => None,
             },
             _ => None,
@@ -1155,7 +1155,7 @@ impl Shard {
         }
         let mut versions = Vec::new();
         for upload_id in uploads {
-            let part_prefix = Bytes::from(crate::object_layout::part_prefix(&upload_id));
+            let part_prefix = Bytes::from(crate::object::part_prefix(&upload_id));
             let mut after: Option<Bytes> = None;
             loop {
                 let page = self
@@ -1166,7 +1166,7 @@ impl Shard {
                 for entry in page {
                     let partition = self.partition_of(hash_bytes(&entry.key));
                     if let Some(head) = self.head(partition, entry.key).await? {
-                        versions.push(PartMeta::decode(&head.meta)?.segment.version);
+                        versions.push(PartMeta::decode(&head.meta)?.run.version);
                     }
                 }
                 if done {
@@ -1248,7 +1248,7 @@ mod tests {
             Err(ShardError::NoSuchObject)
         ));
         // A multipart object's ETag carries its part count.
-        let multipart = lookup(crate::object_layout::object_tag(3), 0xab, false);
+        let multipart = lookup(crate::object::object_tag(3), 0xab, false);
         assert!(
             if_match(&format!("{etag}-3"))
                 .check(Some(&multipart))

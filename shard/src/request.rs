@@ -16,7 +16,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use leofs_engine::{Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Value};
 
-use crate::object_layout::{VersionChunks, VersionId};
+use crate::object::{VersionChunks, VersionId};
 use crate::objects::{PendingWrite, WriteCondition};
 use crate::{Shard, ShardError};
 

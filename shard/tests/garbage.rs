@@ -9,8 +9,8 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leofs_shard::object_layout::{
-    BodyLayout, Headers, ObjectMeta, Segment, VersionChunks, VersionId, chunk_key,
+use leofs_shard::object::{
+    BodyLayout, ChunkRun, Headers, ObjectMeta, VersionChunks, VersionId, chunk_key,
 };
 use leofs_shard::{
     DEFAULT_CONNECTIONS_PER_CORE_MAX, EngineConfig, EtagCondition, GcConfig, NodeConfig, PutValue,
@@ -62,14 +62,14 @@ async fn write_chunks(
     shard: &Shard,
     bucket: &str,
     key: &str,
-) -> (leofs_shard::WriteRegistration, Segment) {
+) -> (leofs_shard::WriteRegistration, ChunkRun) {
     let mut registration = shard.begin_write(bucket, key).await.unwrap();
     let version = registration.version();
     for index in 0..CHUNKS {
         registration.chunk_written();
         put_chunk(shard, bucket, key, &version, index).await;
     }
-    let segment = Segment {
+    let segment = ChunkRun {
         version,
         size_bytes: u64::from(CHUNKS) * CHUNK_BYTES as u64,
         chunk_size_bytes: CHUNK_BYTES as u64,
@@ -100,7 +100,7 @@ fn manifest(layout: BodyLayout, size_bytes: u64) -> PutValue {
         layout,
     };
     PutValue {
-        meta: meta.encode(),
+        meta: meta.encode().unwrap(),
         summary: meta.summary(),
         ..Default::default()
     }

@@ -330,3 +330,26 @@ def test_an_early_error_to_an_upload_leaves_the_client_usable(make_server):
             other.put_object(Bucket="root-only", Key=f"k{n}", Body=b"x")
         assert e.value.response["Error"]["Code"] == "AccessDenied"
         assert other.list_objects_v2(Bucket="mallory-bucket")["KeyCount"] == 0
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_header_too_long_to_store_is_refused_not_truncated(server, s3, bucket, multipart):
+    """A standard header longer than a stored field may be (8 KiB) is refused with
+    MetadataTooLarge and nothing is written; one at the limit is stored whole."""
+    at_limit = "text/" + "x" * (8 * 1024 - 5)
+    too_long = at_limit + "y"
+    if multipart:
+        with pytest.raises(ClientError) as e:
+            s3.create_multipart_upload(Bucket=bucket, Key="long-mpu", ContentType=too_long)
+        assert e.value.response["Error"]["Code"] == "MetadataTooLarge"
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="long-mpu", ContentType=at_limit)
+        s3.abort_multipart_upload(Bucket=bucket, Key="long-mpu", UploadId=upload["UploadId"])
+        return
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="long-type", Body=b"v", ContentType=too_long)
+    assert e.value.response["Error"]["Code"] == "MetadataTooLarge"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert_absent(server, bucket, "long-type")
+    s3.put_object(Bucket=bucket, Key="long-type", Body=b"v", ContentType=at_limit)
+    assert s3.head_object(Bucket=bucket, Key="long-type")["ContentType"] == at_limit

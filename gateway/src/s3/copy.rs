@@ -130,7 +130,7 @@ pub async fn copy_object(
             let written = ctx
                 .write_body(&bucket, &input.key, body, true, &kinds)
                 .await?;
-            let layout = match written.segment {
+            let layout = match written.run {
                 Some(seg) => BodyLayout::Chunked(vec![seg]),
                 None => BodyLayout::Inline,
             };
@@ -238,7 +238,7 @@ pub async fn upload_part_copy(
     let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&part.checksums);
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
-            e_tag: Some(etag(hex::encode(part.segment.md5))),
+            e_tag: Some(etag(hex::encode(part.run.md5))),
             last_modified: Some(timestamp(ctx.storage.now())),
             checksum_crc32: crc32,
             checksum_crc32c: crc32c,

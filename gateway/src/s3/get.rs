@@ -229,7 +229,7 @@ pub async fn head_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{BodyLayout, Headers, Segment, VersionId};
+    use crate::layout::{BodyLayout, ChunkRun, Headers, VersionId};
 
     fn meta(size: u64, parts: &[u64]) -> ObjectMeta {
         let layout = if parts.is_empty() {
@@ -238,7 +238,7 @@ mod tests {
             BodyLayout::Chunked(
                 parts
                     .iter()
-                    .map(|&s| Segment {
+                    .map(|&s| ChunkRun {
                         version: VersionId([0; 16]),
                         size_bytes: s,
                         chunk_size_bytes: 4,

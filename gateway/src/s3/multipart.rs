@@ -22,8 +22,8 @@ use super::{
 use crate::auth::caller_user;
 use crate::error::{GatewayError, body_error};
 use crate::layout::{
-    BodyLayout, BucketId, ChecksumKind, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta, PartMeta,
-    Segment, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id, multipart_md5,
+    BodyLayout, BucketId, ChecksumKind, ChunkRun, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta,
+    PartMeta, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id, multipart_md5,
     new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
 };
 use crate::store::{Ctx, Written};
@@ -53,10 +53,10 @@ fn part_number_of(n: i32) -> Result<u32, GatewayError> {
     }
 }
 
-/// The segments of a chunked manifest (none for an inline one).
-fn segments_of(meta: &ObjectMeta) -> &[Segment] {
+/// The runs of a chunked manifest (none for an inline one).
+fn runs_of(meta: &ObjectMeta) -> &[ChunkRun] {
     match &meta.layout {
-        BodyLayout::Chunked(segments) => segments,
+        BodyLayout::Chunked(runs) => runs,
         BodyLayout::Inline => &[],
     }
 }
@@ -119,27 +119,27 @@ pub async fn store_part(
     part_number: u32,
     written: Written,
 ) -> Result<PartMeta, GatewayError> {
-    let segment = written.segment.unwrap_or(Segment {
+    let run = written.run.unwrap_or(ChunkRun {
         version: crate::layout::VersionId::random(),
         size_bytes: 0,
         chunk_size_bytes: ctx.config.chunk_size_bytes,
         md5: written.md5,
     });
-    let segment = Segment {
+    let run = ChunkRun {
         md5: written.md5,
-        ..segment
+        ..run
     };
     let meta = PartMeta {
-        segment,
+        run,
         checksums: written.checksums,
     };
     let summary = Summary {
-        size: meta.segment.size_bytes,
-        digest: meta.segment.md5,
+        size: meta.run.size_bytes,
+        digest: meta.run.md5,
         tag: TAG_PART,
     };
     let value = PutValue {
-        meta: meta.encode(),
+        meta: meta.encode()?,
         body: Bytes::new(),
         summary,
         hlc: None,
@@ -183,7 +183,7 @@ async fn drop_parts(
     for entry in &parts {
         let used = part_number_of_key(&entry.key).is_some_and(|n| kept.binary_search(&n).is_ok());
         if !used && let Some(part) = read_part(ctx, entry.key.clone()).await? {
-            garbage.push(part.segment.version_chunks());
+            garbage.push(part.run.version_chunks());
         }
     }
     ctx.storage.queue_garbage(bucket, key, garbage).await?;
@@ -232,7 +232,7 @@ pub async fn create_multipart_upload(
         tag: TAG_UPLOAD,
     };
     let value = PutValue {
-        meta: meta.encode(),
+        meta: meta.encode()?,
         body: Bytes::new(),
         summary,
         hlc: None,
@@ -300,7 +300,7 @@ pub async fn upload_part(
     .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&part.checksums);
     Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(etag(hex::encode(part.segment.md5))),
+        e_tag: Some(etag(hex::encode(part.run.md5))),
         checksum_crc32: crc32,
         checksum_crc32c: crc32c,
         checksum_crc64nvme: crc64nvme,
@@ -344,7 +344,7 @@ pub async fn complete_multipart_upload(
         }
         numbers.push(n);
     }
-    let mut segments = Vec::with_capacity(requested.len());
+    let mut runs = Vec::with_capacity(requested.len());
     for (i, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
         let part = read_part(ctx, part_key(&input.upload_id, n))
             .await?
@@ -352,7 +352,7 @@ pub async fn complete_multipart_upload(
                 invalid_part("One or more of the specified parts could not be found.")
             })?;
         if let Some(given) = &p.e_tag
-            && given.value().trim_matches('"') != hex::encode(part.segment.md5)
+            && given.value().trim_matches('"') != hex::encode(part.run.md5)
         {
             return Err(invalid_part(
                 "One or more of the specified parts could not be found.",
@@ -375,13 +375,13 @@ pub async fn complete_multipart_upload(
                 ));
             }
         }
-        if i + 1 < requested.len() && part.segment.size_bytes < MIN_PART_BYTES {
+        if i + 1 < requested.len() && part.run.size_bytes < MIN_PART_BYTES {
             return Err(GatewayError::s3(
                 S3ErrorCode::EntityTooSmall,
                 "Your proposed upload is smaller than the minimum allowed object size.",
             ));
         }
-        segments.push(part.segment);
+        runs.push(part.run);
     }
     check_write_conditions(
         ctx,
@@ -391,21 +391,21 @@ pub async fn complete_multipart_upload(
         input.if_none_match.as_ref(),
     )
     .await?;
-    let md5 = multipart_md5(segments.iter().map(|s| &s.md5));
-    let size_bytes = segments.iter().map(|s| s.size_bytes).sum();
+    let md5 = multipart_md5(runs.iter().map(|s| &s.md5));
+    let size_bytes = runs.iter().map(|s| s.size_bytes).sum();
     let meta = ObjectMeta {
         size_bytes,
         md5,
-        parts_count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
+        parts_count: u32::try_from(runs.len()).unwrap_or(u32::MAX),
         headers: upload.headers,
         checksums: Vec::new(),
-        layout: BodyLayout::Chunked(segments),
+        layout: BodyLayout::Chunked(runs),
     };
     // The listed parts' chunks must all be there, and stay there until the manifest that
     // references them is committed (an abort or a collection racing this completion).
-    let versions: Vec<_> = segments_of(&meta)
+    let versions: Vec<_> = runs_of(&meta)
         .iter()
-        .map(Segment::version_chunks)
+        .map(ChunkRun::version_chunks)
         .collect();
     let lease = ctx
         .storage

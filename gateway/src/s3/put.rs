@@ -126,7 +126,7 @@ pub async fn put_object(
         parts_count: 0,
         headers,
         checksums: written.checksums,
-        layout: match written.segment {
+        layout: match written.run {
             Some(seg) => BodyLayout::Chunked(vec![seg]),
             None => BodyLayout::Inline,
         },

@@ -1,0 +1,248 @@
+//! The binary encoding of manifests, upload and part records (little-endian; strings are a u16
+//! length and UTF-8; `opt` is a 0/1 byte then the value). Encoding refuses what it cannot
+//! store whole ([`EncodeError`]) rather than truncating it; decoding refuses anything
+//! malformed ([`LayoutError`]).
+
+use bytes::{BufMut, BytesMut};
+
+use super::{
+    ChecksumKind, ChunkRun, Headers, LayoutError, StoredChecksum, VERSION_ID_BYTES, VersionId,
+};
+
+/// Current version of the manifest/upload/part encodings.
+pub const FORMAT_VERSION: u8 = 1;
+/// Longest string field the codec stores (bytes).
+pub const MAX_FIELD_BYTES: usize = 8 * 1024;
+/// Most user metadata pairs stored with an object.
+pub const MAX_USER_META_PAIRS: usize = u16::MAX as usize;
+
+/// A record the codec cannot store whole: it is refused, never truncated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string field is longer than [`MAX_FIELD_BYTES`].
+    #[error("{field} is {bytes} bytes long; at most {limit} bytes can be stored")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More items than the encoding can count.
+    #[error("{count} {what} given; at most {limit} can be stored")]
+    TooMany {
+        /// What was counted.
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Builds one encoded record, starting with the format version.
+pub(super) struct Writer(pub(super) BytesMut);
+
+impl Writer {
+    pub(super) fn new() -> Self {
+        let mut out = BytesMut::with_capacity(128);
+        out.put_u8(FORMAT_VERSION);
+        Self(out)
+    }
+
+    /// A count of `count` items in the integer type `T`, or the error naming `what`.
+    pub(super) fn count<T: TryFrom<usize>>(
+        count: usize,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<T, EncodeError> {
+        T::try_from(count)
+            .ok()
+            .filter(|_| count <= limit)
+            .ok_or(EncodeError::TooMany { what, count, limit })
+    }
+
+    pub(super) fn str(&mut self, field: &'static str, s: &str) -> Result<(), EncodeError> {
+        if s.len() > MAX_FIELD_BYTES {
+            return Err(EncodeError::FieldTooLong {
+                field,
+                bytes: s.len(),
+                limit: MAX_FIELD_BYTES,
+            });
+        }
+        // MAX_FIELD_BYTES fits a u16.
+        self.0.put_u16_le(s.len() as u16);
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+
+    pub(super) fn opt_str(
+        &mut self,
+        field: &'static str,
+        s: Option<&String>,
+    ) -> Result<(), EncodeError> {
+        match s {
+            Some(s) => {
+                self.0.put_u8(1);
+                self.str(field, s)
+            }
+            None => {
+                self.0.put_u8(0);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn headers(&mut self, h: &Headers) -> Result<(), EncodeError> {
+        self.opt_str("Content-Type", h.content_type.as_ref())?;
+        self.opt_str("Cache-Control", h.cache_control.as_ref())?;
+        self.opt_str("Content-Disposition", h.content_disposition.as_ref())?;
+        self.opt_str("Content-Encoding", h.content_encoding.as_ref())?;
+        self.opt_str("Content-Language", h.content_language.as_ref())?;
+        self.opt_str("Expires", h.expires.as_ref())?;
+        let pairs: u16 = Self::count(
+            h.user_meta.len(),
+            "user metadata pairs",
+            MAX_USER_META_PAIRS,
+        )?;
+        self.0.put_u16_le(pairs);
+        for (k, v) in &h.user_meta {
+            self.str("a user metadata name", k)?;
+            self.str("a user metadata value", v)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn checksums(&mut self, c: &[StoredChecksum]) -> Result<(), EncodeError> {
+        let count: u8 = Self::count(c.len(), "checksums", ChecksumKind::ALL.len())?;
+        self.0.put_u8(count);
+        for cs in c {
+            self.0.put_u8(cs.kind as u8);
+            self.str("a checksum", &cs.value)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn run(&mut self, s: &ChunkRun) {
+        self.0.put_slice(&s.version.0);
+        self.0.put_u64_le(s.size_bytes);
+        self.0.put_u64_le(s.chunk_size_bytes);
+        self.0.put_slice(&s.md5);
+    }
+}
+
+/// Reads one encoded record, after checking its format version.
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(buf: &'a [u8], what: &'static str) -> Result<Self, LayoutError> {
+        let mut r = Self { buf, what };
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(r.corrupt("unknown format version"));
+        }
+        Ok(r)
+    }
+    pub(super) fn corrupt(&self, detail: &'static str) -> LayoutError {
+        LayoutError {
+            what: self.what,
+            detail,
+        }
+    }
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], LayoutError> {
+        if self.buf.len() < n {
+            return Err(self.corrupt("truncated"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub(super) fn u8(&mut self) -> Result<u8, LayoutError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(super) fn u16(&mut self) -> Result<u16, LayoutError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub(super) fn u32(&mut self) -> Result<u32, LayoutError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    pub(super) fn u64(&mut self) -> Result<u64, LayoutError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub(super) fn md5(&mut self) -> Result<[u8; 16], LayoutError> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16)?);
+        Ok(a)
+    }
+    pub(super) fn str(&mut self) -> Result<String, LayoutError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("string is not UTF-8"))
+    }
+    pub(super) fn opt_str(&mut self) -> Result<Option<String>, LayoutError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(self.corrupt("bad option tag")),
+        }
+    }
+    pub(super) fn headers(&mut self) -> Result<Headers, LayoutError> {
+        let content_type = self.opt_str()?;
+        let cache_control = self.opt_str()?;
+        let content_disposition = self.opt_str()?;
+        let content_encoding = self.opt_str()?;
+        let content_language = self.opt_str()?;
+        let expires = self.opt_str()?;
+        let n = usize::from(self.u16()?);
+        let mut user_meta = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            user_meta.push((self.str()?, self.str()?));
+        }
+        Ok(Headers {
+            content_type,
+            cache_control,
+            content_disposition,
+            content_encoding,
+            content_language,
+            expires,
+            user_meta,
+        })
+    }
+    pub(super) fn checksums(&mut self) -> Result<Vec<StoredChecksum>, LayoutError> {
+        let n = self.u8()?;
+        let mut out = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let kind = ChecksumKind::from_u8(self.u8()?)
+                .ok_or_else(|| self.corrupt("unknown checksum kind"))?;
+            out.push(StoredChecksum {
+                kind,
+                value: self.str()?,
+            });
+        }
+        Ok(out)
+    }
+    pub(super) fn run(&mut self) -> Result<ChunkRun, LayoutError> {
+        let mut version = [0u8; VERSION_ID_BYTES];
+        version.copy_from_slice(self.take(VERSION_ID_BYTES)?);
+        let size_bytes = self.u64()?;
+        let chunk_size_bytes = self.u64()?;
+        if chunk_size_bytes == 0 && size_bytes > 0 {
+            return Err(self.corrupt("zero chunk size"));
+        }
+        Ok(ChunkRun {
+            version: VersionId(version),
+            size_bytes,
+            chunk_size_bytes,
+            md5: self.md5()?,
+        })
+    }
+}
