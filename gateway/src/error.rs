@@ -114,7 +114,9 @@ impl From<GatewayError> for S3Error {
             GatewayError::Shard(
                 err @ (ShardError::MissingChunk { .. }
                 | ShardError::Record(_)
-                | ShardError::UnexpectedResponse { .. }),
+                | ShardError::UnexpectedResponse { .. }
+                | ShardError::UnaddressedRequest { .. }
+                | ShardError::LimitExceeded { .. }),
             ) => {
                 tracing::error!(error = %err, "internal error");
                 S3Error::with_message(S3ErrorCode::InternalError, err.to_string())

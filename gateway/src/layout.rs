@@ -28,8 +28,9 @@ pub fn upload_prefix(bucket: &BucketId) -> Vec<u8> {
 
 /// What makes a bucket non-empty: the one definition that S3's DeleteBucket and the admin API's
 /// `delete-bucket` share. A bucket holds content while an object record or a multipart upload
-/// in progress lives under one of these prefixes (as in S3, uploads must be completed or
-/// aborted before their bucket can be deleted).
+/// in progress lives under one of these prefixes: uploads must be completed or aborted before
+/// their bucket can be deleted (a deliberate choice, as several S3-compatible stores make it;
+/// nothing is discarded that a client did not discard).
 pub fn bucket_content_prefixes(bucket: &BucketId) -> [Vec<u8>; 2] {
     [object_prefix(bucket), upload_prefix(bucket)]
 }

@@ -28,6 +28,7 @@ enum Change {
     },
     DeleteBucket {
         name: String,
+        incarnation: u64,
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     SetBucketAcl {
@@ -76,11 +77,12 @@ impl CatalogWriter {
         answer.await.map_err(|_| ManagerError::Stopped)?
     }
 
-    /// Removes a bucket record (see [`Manager::delete_bucket`]).
-    pub async fn delete_bucket(&self, name: &str) -> Result<(), ManagerError> {
+    /// Removes the record of bucket `name` at `incarnation` (see [`Manager::delete_bucket`]).
+    pub async fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
         let (reply, answer) = oneshot::channel();
         self.send(Change::DeleteBucket {
             name: name.to_owned(),
+            incarnation,
             reply,
         })?;
         answer.await.map_err(|_| ManagerError::Stopped)?
@@ -139,8 +141,12 @@ fn apply(manager: &Manager, change: Change) {
         } => {
             let _ = reply.send(manager.create_bucket(&name, &owner, acl));
         }
-        Change::DeleteBucket { name, reply } => {
-            let _ = reply.send(manager.delete_bucket(&name));
+        Change::DeleteBucket {
+            name,
+            incarnation,
+            reply,
+        } => {
+            let _ = reply.send(manager.delete_bucket(&name, incarnation));
         }
         Change::SetBucketAcl { name, acl, reply } => {
             let _ = reply.send(manager.set_bucket_acl(&name, acl));
@@ -177,7 +183,12 @@ mod tests {
             manager.snapshot().bucket("bucket1").unwrap().acl,
             BucketAcl::PublicRead
         );
-        writer.delete_bucket("bucket1").await.unwrap();
+        let incarnation = manager.snapshot().bucket("bucket1").unwrap().incarnation;
+        writer
+            .delete_bucket("bucket1", incarnation + 1)
+            .await
+            .unwrap_err();
+        writer.delete_bucket("bucket1", incarnation).await.unwrap();
         assert!(manager.snapshot().bucket("bucket1").is_none());
         let clone = writer.clone();
         drop(writer);

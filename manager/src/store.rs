@@ -166,11 +166,16 @@ impl Manager {
         })
     }
 
-    /// Removes a bucket record (the caller has checked that the bucket is empty).
-    pub fn delete_bucket(&self, name: &str) -> Result<(), ManagerError> {
-        self.mutate(|state| match state.buckets.remove(name) {
-            Some(_) => Ok(()),
-            None => Err(ManagerError::NoSuchBucket(name.to_owned())),
+    /// Removes the record of bucket `name` at `incarnation` (the caller has checked that this
+    /// incarnation is empty). A bucket of that name created again since is left alone: the
+    /// answer is then NoSuchBucket, as the bucket that was checked is gone.
+    pub fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        self.mutate(|state| match state.buckets.get(name) {
+            Some(bucket) if bucket.incarnation == incarnation => {
+                state.buckets.remove(name);
+                Ok(())
+            }
+            _ => Err(ManagerError::NoSuchBucket(name.to_owned())),
         })
     }
 
@@ -473,6 +478,10 @@ mod tests {
         Manager::open(dir, None).unwrap()
     }
 
+    fn incarnation_of(manager: &Manager, bucket: &str) -> u64 {
+        manager.snapshot().bucket(bucket).unwrap().incarnation
+    }
+
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o777
     }
@@ -645,9 +654,11 @@ mod tests {
         manager
             .set_bucket_acl("keep", BucketAcl::PublicReadWrite)
             .unwrap();
-        manager.delete_bucket("drop").unwrap();
+        manager
+            .delete_bucket("drop", incarnation_of(&manager, "drop"))
+            .unwrap();
         assert!(matches!(
-            manager.delete_bucket("drop"),
+            manager.delete_bucket("drop", 0),
             Err(ManagerError::NoSuchBucket(_))
         ));
         assert!(matches!(
@@ -672,7 +683,7 @@ mod tests {
         let first = manager
             .create_bucket("again", "alice", BucketAcl::Private)
             .unwrap();
-        manager.delete_bucket("again").unwrap();
+        manager.delete_bucket("again", first.incarnation).unwrap();
         let second = manager
             .create_bucket("again", "alice", BucketAcl::Private)
             .unwrap();
@@ -720,7 +731,9 @@ mod tests {
             manager.delete_user("alice"),
             Err(ManagerError::UserOwnsBuckets(_))
         ));
-        manager.delete_bucket("alices").unwrap();
+        manager
+            .delete_bucket("alices", incarnation_of(&manager, "alices"))
+            .unwrap();
         manager.delete_user("alice").unwrap();
         assert!(matches!(
             manager.delete_user("alice"),

@@ -66,10 +66,17 @@ pub(crate) async fn run_mailbox(shard: Shard, mut receiver: mpsc::UnboundedRecei
             Message::Request { request, reply } => {
                 let shard = shard.clone();
                 monoio::spawn(async move {
+                    let kind = request.kind();
                     let answer = shard.execute(request).await;
-                    if let Some(reply) = reply {
+                    match (reply, answer) {
                         // The sender may have gone away; its answer is then dropped.
-                        let _ = reply.send(answer);
+                        (Some(reply), answer) => {
+                            let _ = reply.send(answer);
+                        }
+                        (None, Err(e)) => {
+                            tracing::warn!(error = %e, request = kind, "a one-way request failed; the sweeper will find what it left");
+                        }
+                        (None, Ok(_)) => {}
                     }
                 });
             }

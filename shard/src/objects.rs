@@ -526,6 +526,7 @@ impl Shard {
         self.send(request).await?.into_stored()
     }
 
+    /// The executor's side of [`StorageRequest::CommitObject`].
     pub(crate) async fn commit_object_here(
         &self,
         partition: PartitionId,
@@ -662,6 +663,7 @@ impl Shard {
         self.send(request).await?.into_removed()
     }
 
+    /// The executor's side of [`StorageRequest::DeleteObject`].
     pub(crate) async fn delete_object_here(
         &self,
         partition: PartitionId,
@@ -986,6 +988,7 @@ impl Shard {
             .into_deferred()
     }
 
+    /// The executor's side of [`StorageRequest::CollectChunks`].
     pub(crate) async fn collect_here(
         &self,
         keys: Vec<Bytes>,

@@ -234,7 +234,8 @@ impl StorageRequest {
         }
     }
 
-    /// Whether the request changes object state and must finish even if its sender goes away.
+    /// Whether the request changes object state (beyond a record) and must finish even if its
+    /// sender goes away.
     pub fn runs_detached(&self) -> bool {
         matches!(
             self,
@@ -243,7 +244,7 @@ impl StorageRequest {
                 | Self::BeginWrite { .. }
                 | Self::EndWrite { .. }
                 | Self::CommitPart { .. }
-                | Self::Unreferenced { .. }
+                | Self::CollectChunks { .. }
         )
     }
 }
@@ -543,7 +544,7 @@ impl Shard {
                 got: limit as u64,
             });
         }
-        if limit == 0 {
+        if limit == 0 || partitions.is_empty() {
             return Ok(Vec::new());
         }
         for partition in partitions.clone() {

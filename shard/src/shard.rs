@@ -95,6 +95,13 @@ impl Shard {
         core: usize,
         request: StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
+        if core >= self.core_count() {
+            return Err(ShardError::NotHeldHere {
+                partition: request.partition().unwrap_or(0),
+                core,
+                epoch: self.core.ring.borrow().epoch(),
+            });
+        }
         match (core == self.core.id, request.runs_detached()) {
             (true, false) => self.execute(request).await,
             (true, true) => {

@@ -9,10 +9,10 @@ use leofs_manager::BucketAcl;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
-use super::{access_key, require_bucket, require_bucket_id};
+use super::{access_key, require_bucket};
 use crate::auth::caller_user;
 use crate::error::GatewayError;
-use crate::layout::bucket_content_prefixes;
+use crate::layout::{bucket_content_prefixes, bucket_id};
 use crate::store::Ctx;
 
 /// The URI of S3's "all users" group in ACL grants.
@@ -115,7 +115,8 @@ pub async fn delete_bucket(
     req: S3Request<DeleteBucketInput>,
 ) -> Result<S3Response<DeleteBucketOutput>, GatewayError> {
     let name = req.input.bucket;
-    let bucket = require_bucket_id(ctx, &name)?;
+    let record = require_bucket(ctx, &name)?;
+    let bucket = bucket_id(&record);
     for prefix in bucket_content_prefixes(&bucket) {
         let any = ctx.storage.scan(Bytes::from(prefix), None, 1).await?;
         if !any.is_empty() {
@@ -125,7 +126,8 @@ pub async fn delete_bucket(
             ));
         }
     }
-    ctx.catalog.delete_bucket(&name).await?;
+    // Only the incarnation checked above: a bucket created again meanwhile stays.
+    ctx.catalog.delete_bucket(&name, record.incarnation).await?;
     Ok(S3Response::new(DeleteBucketOutput {}))
 }
 

@@ -268,7 +268,8 @@ fn delete_bucket(context: &AdminContext, name: &str) -> Reply {
             ));
         }
     }
-    context.manager.delete_bucket(name)?;
+    // Only the incarnation checked above: a bucket created again meanwhile stays.
+    context.manager.delete_bucket(name, bucket.incarnation)?;
     json_ok(&Deleted {
         deleted: name.to_owned(),
     })
