@@ -234,20 +234,7 @@ impl Engine {
             let body = futures_util::stream::iter([Ok(value.body.clone())]);
             return self.put_stream(partition, key, value, body_len, body).await;
         }
-        let hlc = self.stamp(value.hlc);
-        let (reply, rx) = oneshot::channel();
-        let req = AppendReq {
-            kind: Kind::Put,
-            partition,
-            key: key.into(),
-            meta: value.meta,
-            body: value.body,
-            hlc,
-            summary: value.summary,
-            use_spare: false,
-            reply,
-        };
-        self.inner.append(req, rx).await
+        self.append_put(partition, key, value, false).await
     }
 
     /// Stores a small record whose purpose is to free space (the durable note that a deleted
@@ -270,6 +257,18 @@ impl Engine {
                 max: self.inner.config.batch_bytes_max as u64,
             });
         }
+        self.append_put(partition, key, value, true).await
+    }
+
+    /// Appends a put record that fits one group-commit batch (checked by the caller); with
+    /// `use_spare` it may take the spare segment foreground puts must leave.
+    async fn append_put(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        value: PutValue,
+        use_spare: bool,
+    ) -> Result<Hlc, EngineError> {
         let hlc = self.stamp(value.hlc);
         let (reply, rx) = oneshot::channel();
         let req = AppendReq {
@@ -280,7 +279,7 @@ impl Engine {
             body: value.body,
             hlc,
             summary: value.summary,
-            use_spare: true,
+            use_spare,
             reply,
         };
         self.inner.append(req, rx).await

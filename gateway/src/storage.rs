@@ -181,6 +181,12 @@ impl Storage {
         self.shard.scan_all(prefix, start_after, limit).await
     }
 
+    /// Every live key starting with `prefix`, in key order, page after page: only for prefixes
+    /// whose keys are few (an upload's parts).
+    pub async fn scan_all_pages(&self, prefix: Bytes) -> Result<Vec<ScanEntry>, ShardError> {
+        self.shard.scan_all_pages(prefix).await
+    }
+
     /// A fresh timestamp from this core's clock.
     pub fn now(&self) -> Hlc {
         self.shard.now()

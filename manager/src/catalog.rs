@@ -67,35 +67,42 @@ impl CatalogWriter {
         owner: &str,
         acl: BucketAcl,
     ) -> Result<Bucket, ManagerError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Change::CreateBucket {
+        self.ask(|reply| Change::CreateBucket {
             name: name.to_owned(),
             owner: owner.to_owned(),
             acl,
             reply,
-        })?;
-        answer.await.map_err(|_| ManagerError::Stopped)?
+        })
+        .await
     }
 
     /// Removes the record of bucket `name` at `incarnation` (see [`Manager::delete_bucket`]).
     pub async fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Change::DeleteBucket {
+        self.ask(|reply| Change::DeleteBucket {
             name: name.to_owned(),
             incarnation,
             reply,
-        })?;
-        answer.await.map_err(|_| ManagerError::Stopped)?
+        })
+        .await
     }
 
     /// Sets a bucket's canned ACL (see [`Manager::set_bucket_acl`]).
     pub async fn set_bucket_acl(&self, name: &str, acl: BucketAcl) -> Result<(), ManagerError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Change::SetBucketAcl {
+        self.ask(|reply| Change::SetBucketAcl {
             name: name.to_owned(),
             acl,
             reply,
-        })?;
+        })
+        .await
+    }
+
+    /// Queues the change `make` builds around its reply channel and awaits the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ManagerError>>) -> Change,
+    ) -> Result<T, ManagerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply))?;
         answer.await.map_err(|_| ManagerError::Stopped)?
     }
 

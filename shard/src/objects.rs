@@ -39,8 +39,6 @@ const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(5);
 const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(15 * 60);
 /// Chunk deletes a core runs at once while collecting (they share group commits).
 const COLLECT_CONCURRENCY_MAX: usize = 64;
-/// Keys per page when listing the uploads of one object (sweeps only).
-const UPLOAD_SCAN_PAGE_KEYS: usize = 1000;
 /// Objects of at most this many chunks have every chunk checked for presence when a read
 /// leases them (a missing one is then an error before the first byte); larger ones are leased
 /// by version only, and a chunk missing later cuts the body short.
@@ -1139,41 +1137,16 @@ impl Shard {
     ) -> Result<Vec<VersionId>, ShardError> {
         let prefix = upload_key(bucket, key, "");
         debug_assert_eq!(prefix.last(), Some(&KEY_SEP));
-        let mut uploads = Vec::new();
-        let mut after: Option<Bytes> = None;
-        loop {
-            let page = self
-                .scan_all(prefix.clone(), after.clone(), UPLOAD_SCAN_PAGE_KEYS)
-                .await?;
-            let done = page.len() < UPLOAD_SCAN_PAGE_KEYS;
-            after = page.last().map(|e| e.key.clone());
-            for entry in page {
-                if let Ok(upload_id) = std::str::from_utf8(&entry.key[prefix.len()..]) {
-                    uploads.push(upload_id.to_owned());
-                }
-            }
-            if done {
-                break;
-            }
-        }
         let mut versions = Vec::new();
-        for upload_id in uploads {
-            let part_prefix = Bytes::from(crate::object::part_prefix(&upload_id));
-            let mut after: Option<Bytes> = None;
-            loop {
-                let page = self
-                    .scan_all(part_prefix.clone(), after.clone(), UPLOAD_SCAN_PAGE_KEYS)
-                    .await?;
-                let done = page.len() < UPLOAD_SCAN_PAGE_KEYS;
-                after = page.last().map(|e| e.key.clone());
-                for entry in page {
-                    let partition = self.partition_of(hash_bytes(&entry.key));
-                    if let Some(head) = self.head(partition, entry.key).await? {
-                        versions.push(PartMeta::decode(&head.meta)?.run.version);
-                    }
-                }
-                if done {
-                    break;
+        for upload in self.scan_all_pages(prefix.clone()).await? {
+            let Ok(upload_id) = std::str::from_utf8(&upload.key[prefix.len()..]) else {
+                continue;
+            };
+            let part_prefix = Bytes::from(crate::object::part_prefix(upload_id));
+            for part in self.scan_all_pages(part_prefix).await? {
+                let partition = self.partition_of(hash_bytes(&part.key));
+                if let Some(head) = self.head(partition, part.key).await? {
+                    versions.push(PartMeta::decode(&head.meta)?.run.version);
                 }
             }
         }

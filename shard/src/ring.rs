@@ -46,6 +46,8 @@ pub struct RingView {
     replicas: usize,
     /// `partitions × replicas` vnodes: partition `p`'s replicas at `[p·N, (p+1)·N)`.
     table: Box<[Vnode]>,
+    /// The listing plan, derived from `table` once ([`RingView::first_replica_ranges`]).
+    listing_plan: Vec<(Vnode, Vec<Range<PartitionId>>)>,
 }
 
 impl RingView {
@@ -91,8 +93,10 @@ impl RingView {
             shift: 64 - partitions.trailing_zeros(),
             replicas,
             table: table.into_boxed_slice(),
+            listing_plan: Vec::new(),
         };
         ring.checksum = ring.compute_checksum();
+        ring.listing_plan = ring.plan_listing();
         Ok(ring)
     }
 
@@ -149,7 +153,11 @@ impl RingView {
 
     /// Each vnode that is the first replica of some partition, with the ranges of partitions it
     /// is first for, in partition order: the plan of a listing (one replica per partition).
-    pub fn first_replica_ranges(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
+    pub fn first_replica_ranges(&self) -> &[(Vnode, Vec<Range<PartitionId>>)] {
+        &self.listing_plan
+    }
+
+    fn plan_listing(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
         let mut plan: Vec<(Vnode, Vec<Range<PartitionId>>)> = Vec::new();
         let mut start = 0;
         for partition in 1..=self.partitions {
@@ -193,8 +201,8 @@ mod tests {
     /// The listing plan as (vnode, [(start, end)]).
     fn spans(ring: &RingView) -> Vec<(Vnode, Vec<(u32, u32)>)> {
         ring.first_replica_ranges()
-            .into_iter()
-            .map(|(v, ranges)| (v, ranges.iter().map(|r| (r.start, r.end)).collect()))
+            .iter()
+            .map(|(v, ranges)| (*v, ranges.iter().map(|r| (r.start, r.end)).collect()))
             .collect()
     }
 

@@ -212,9 +212,9 @@ impl Shard {
             return Ok(Vec::new());
         }
         let limit = limit.min(crate::request::SCAN_LIMIT_MAX);
-        let plan = self.core.ring.borrow().first_replica_ranges();
+        let ring = self.ring();
         let mut scans = Vec::new();
-        for (vnode, ranges) in plan {
+        for (vnode, ranges) in ring.first_replica_ranges() {
             if vnode.node != self.core.node_id {
                 return Err(ShardError::RemoteVnode {
                     partition: ranges.first().map_or(0, |r| r.start),
@@ -223,7 +223,7 @@ impl Shard {
             }
             for partitions in ranges {
                 let request = StorageRequest::Scan {
-                    partitions,
+                    partitions: partitions.clone(),
                     prefix: prefix.clone(),
                     start_after: start_after.clone(),
                     limit,
@@ -239,11 +239,30 @@ impl Shard {
         Ok(merge_sorted(pages, limit))
     }
 
+    /// Every live key starting with `prefix`, in key order, read [`SCAN_PAGE_KEYS`] at a
+    /// time. Only for prefixes whose keys are few (an upload's parts, an object's uploads): the
+    /// whole answer is held in memory.
+    pub async fn scan_all_pages(&self, prefix: Bytes) -> Result<Vec<ScanEntry>, ShardError> {
+        let mut out: Vec<ScanEntry> = Vec::new();
+        loop {
+            let after = out.last().map(|e| e.key.clone());
+            let page = self.scan_all(prefix.clone(), after, SCAN_PAGE_KEYS).await?;
+            let done = page.len() < SCAN_PAGE_KEYS;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     /// A fresh timestamp from this core's engine clock.
     pub fn now(&self) -> Hlc {
         self.core.engine.now()
     }
 }
+
+/// Keys per page of [`Shard::scan_all_pages`].
+pub const SCAN_PAGE_KEYS: usize = 1000;
 
 /// K-way merge of pages each sorted by key (keys are disjoint across pages: each partition has
 /// one owner), keeping the first `limit` entries.

@@ -28,8 +28,6 @@ use crate::layout::{
 };
 use crate::store::{Ctx, Written};
 
-/// Part records read per scan page.
-const PART_SCAN_PAGE: usize = 1000;
 /// Default and largest max-parts / max-uploads (S3's limit).
 const MAX_LIST: usize = 1000;
 /// Initiator recorded for anonymous uploads (public-read-write buckets).
@@ -83,19 +81,7 @@ pub async fn load_upload(
 /// Every part record of an upload, in part-number order.
 async fn scan_parts(ctx: &Ctx, upload_id: &str) -> Result<Vec<ScanEntry>, GatewayError> {
     let prefix = Bytes::from(part_prefix(upload_id));
-    let mut out: Vec<ScanEntry> = Vec::new();
-    loop {
-        let after = out.last().map(|e| e.key.clone());
-        let page = ctx
-            .storage
-            .scan(prefix.clone(), after, PART_SCAN_PAGE)
-            .await?;
-        let done = page.len() < PART_SCAN_PAGE;
-        out.extend(page);
-        if done {
-            return Ok(out);
-        }
-    }
+    Ok(ctx.storage.scan_all_pages(prefix).await?)
 }
 
 fn part_number_of_key(key: &[u8]) -> Option<u32> {
