@@ -14,13 +14,17 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use leofs_engine::{EngineConfig, SyncPolicy};
 use leofs_gateway::GatewayConfig;
+use leofs_gateway::cluster::{CatalogCopy, ManagerServices};
 use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
 use leofs_manager::store::ADMIN_USER_ID;
 use leofs_manager::{Credentials, Manager};
+use leofs_shard::remote::blocking::BlockingPeer;
+use leofs_shard::ring::NO_VNODE_NODE_ID;
 use leofs_shard::{
-    DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, GcConfig, NodeConfig, NodeStats,
-    ShardError, read_layout, start_node,
+    DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, GcConfig, JoinedCluster, NodeConfig,
+    NodeServices, NodeStats, PeersConfig, RpcConfig, ShardError, read_layout, start_node,
 };
+use leofs_wire::{ClusterAuth, ClusterId, ClusterSecret};
 use serde::Deserialize;
 
 /// The process allocator. With glibc malloc the server's RSS grew by ~60 MB/s of 4 KiB PUTs
@@ -98,6 +102,22 @@ struct ServerArgs {
     /// delete; orphan chunks are swept within it [default: 3600].
     #[arg(long, value_name = "SECS", env = "LEOFS_CHUNK_GRACE_SECS")]
     chunk_grace_secs: Option<u64>,
+    /// This node's roles, any of `manager,storage,gateway` [default: all three]. Supported
+    /// today: all three; `manager,storage` (with --rpc-listen); `gateway` (with --join).
+    #[arg(long, value_name = "ROLES", env = "LEOFS_ROLES")]
+    roles: Option<String>,
+    /// Address peers reach this node's storage on; shard i listens on its port + i
+    /// [default: off].
+    #[arg(long, value_name = "ADDR", env = "LEOFS_RPC_LISTEN")]
+    rpc_listen: Option<SocketAddr>,
+    /// The --rpc-listen address of a node with the manager role, to join (a node without
+    /// storage serves data stored there).
+    #[arg(long, value_name = "ADDR", env = "LEOFS_JOIN")]
+    join: Option<SocketAddr>,
+    /// File holding the cluster secret [default: LEOFS_CLUSTER_SECRET, else
+    /// <data dir>/cluster.secret, generated there by a node with the manager role].
+    #[arg(long, value_name = "FILE", env = "LEOFS_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// The keys of leofs.toml.
@@ -115,6 +135,10 @@ struct FileConfig {
     body_idle_timeout_secs: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
+    roles: Option<String>,
+    rpc_listen: Option<SocketAddr>,
+    join: Option<SocketAddr>,
+    cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     engine: EngineFileConfig,
 }
@@ -148,6 +172,48 @@ struct ServerConfig {
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
     cache_configured: bool,
+    /// This node's roles.
+    roles: Roles,
+    /// Where peers reach this node's storage.
+    rpc_listen: Option<SocketAddr>,
+    /// The node to join.
+    join: Option<SocketAddr>,
+    /// The cluster secret's file, if configured.
+    cluster_secret_file: Option<PathBuf>,
+}
+
+/// Which of the three roles a node runs (DESIGN §9a).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Roles {
+    manager: bool,
+    storage: bool,
+    gateway: bool,
+}
+
+impl Roles {
+    const ALL: Roles = Roles {
+        manager: true,
+        storage: true,
+        gateway: true,
+    };
+
+    /// `manager,storage,gateway` in any order and combination.
+    fn parse(text: &str) -> anyhow::Result<Roles> {
+        let mut roles = Roles {
+            manager: false,
+            storage: false,
+            gateway: false,
+        };
+        for role in text.split(',').map(str::trim) {
+            match role {
+                "manager" => roles.manager = true,
+                "storage" => roles.storage = true,
+                "gateway" => roles.gateway = true,
+                other => bail!("unknown role {other:?}: roles are manager, storage and gateway"),
+            }
+        }
+        Ok(roles)
+    }
 }
 
 fn main() -> ExitCode {
@@ -283,7 +349,15 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     if let Some(max) = file.engine.cache_object_bytes_max {
         engine.cache_object_bytes_max = max;
     }
+    let roles = match args.roles.or(file.roles) {
+        Some(text) => Roles::parse(&text)?,
+        None => Roles::ALL,
+    };
     Ok(ServerConfig {
+        roles,
+        rpc_listen: args.rpc_listen.or(file.rpc_listen),
+        join: args.join.or(file.join),
+        cluster_secret_file: args.cluster_secret_file.or(file.cluster_secret_file),
         data_dir,
         listen,
         admin_listen,
@@ -391,56 +465,217 @@ fn root_credentials() -> anyhow::Result<Option<Credentials>> {
     }
 }
 
+/// File of a generated cluster secret, in the data dir.
+const CLUSTER_SECRET_FILE: &str = "cluster.secret";
+/// Longest wait for each step of joining a node (connect, each answer).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cluster secret: `--cluster-secret-file`, else LEOFS_CLUSTER_SECRET, else
+/// `<data_dir>/cluster.secret`; generated there when `may_generate`. Returns the secret and,
+/// when it was generated now, its text (printed once, like the keys).
+fn cluster_secret(
+    config: &ServerConfig,
+    may_generate: bool,
+) -> anyhow::Result<Option<(ClusterSecret, Option<String>)>> {
+    let from_text = |text: &str, source: &str| -> anyhow::Result<ClusterSecret> {
+        ClusterSecret::new(text.trim().as_bytes().to_vec())
+            .map_err(|e| anyhow!("the cluster secret from {source}: {e}"))
+    };
+    if let Some(path) = &config.cluster_secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the cluster secret file {}", path.display()))?;
+        return Ok(Some((from_text(&text, &path.display().to_string())?, None)));
+    }
+    if let Some(text) = std::env::var("LEOFS_CLUSTER_SECRET")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some((from_text(&text, "LEOFS_CLUSTER_SECRET")?, None)));
+    }
+    let path = config.data_dir.join(CLUSTER_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((from_text(&text, &path.display().to_string())?, None))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_generate => {
+            let text = hex_of(&rand_bytes()?);
+            write_secret_file(&path, &text)?;
+            Ok(Some((
+                from_text(&text, &path.display().to_string())?,
+                Some(text),
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// 32 random bytes from the OS.
+fn rand_bytes() -> anyhow::Result<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a secret file (mode 0600, fsynced).
+fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
 fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+    let roles = config.roles;
+    let supported = roles == Roles::ALL
+        || (roles.manager && roles.storage && !roles.gateway)
+        || (!roles.manager && !roles.storage && roles.gateway);
+    if !supported {
+        bail!(
+            "unsupported roles: run all three, manager,storage (with --rpc-listen) or gateway \
+             (with --join); storage nodes joining a separate manager come with the cluster"
+        );
+    }
+    if roles.storage && !roles.gateway && config.rpc_listen.is_none() {
+        bail!(
+            "a node with storage and without the gateway role serves only its peers: set --rpc-listen"
+        );
+    }
+    if !roles.storage && config.join.is_none() {
+        bail!(
+            "a node without the storage role serves data stored elsewhere: set --join to the --rpc-listen address of a node with the manager and storage roles"
+        );
+    }
+    if roles.manager && config.join.is_some() {
+        bail!("--join is for nodes without the manager role");
+    }
     let root = root_credentials()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(data_dir)?;
-    let cores = match (config.cores, read_layout(data_dir)?) {
-        (Some(cores), _) => cores,
-        (None, Some(layout)) => layout.cores,
-        (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let needs_secret = config.rpc_listen.is_some() || config.join.is_some();
+    let secret = if needs_secret {
+        cluster_secret(&config, roles.manager)?
+    } else {
+        None
+    };
+    let auth = match (needs_secret, secret.as_ref()) {
+        (false, _) => None,
+        (true, Some((secret, _))) => Some(ClusterAuth {
+            cluster: ClusterId::derived_from(secret),
+            secret: secret.clone(),
+        }),
+        (true, None) => bail!(
+            "this node talks to peers and needs the cluster secret: --cluster-secret-file FILE or \
+             LEOFS_CLUSTER_SECRET (the manager node generated it into <its data dir>/{CLUSTER_SECRET_FILE})"
+        ),
+    };
+    // A node without the manager role holds a copy of the catalog of the node it joined, and
+    // routes by that node's ring.
+    let mut joined = None;
+    let (manager, created) = if roles.manager {
+        let (manager, created) =
+            Manager::open(data_dir, root).context("cannot open the manager state")?;
+        (Arc::new(manager), created)
+    } else {
+        let (Some(join), Some(auth)) = (config.join, auth.clone()) else {
+            unreachable!("checked above: a node without the manager role joins, with a secret");
+        };
+        let mut peer = BlockingPeer::new(join, auth, JOIN_TIMEOUT);
+        let node = leofs_gateway::cluster::join(&mut peer)
+            .with_context(|| format!("cannot join {join}"))?;
+        let copy = Arc::new(Manager::read_only_copy(node.catalog));
+        joined = Some((peer, node.ring, node.catalog_version));
+        (copy, None)
+    };
+    let cores = match (config.cores, roles.storage, read_layout(data_dir)?) {
+        (Some(cores), _, _) => cores,
+        (None, true, Some(layout)) => layout.cores,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     check_open_files_limit(cores, config.connections_per_core_max);
-    let (manager, created) =
-        Manager::open(data_dir, root).context("cannot open the manager state")?;
-    let manager = Arc::new(manager);
     let gateway = Arc::new(config.gateway);
     let (s3_addr, rest_addr) = (config.listen, config.rest_listen);
     let mut engine = config.engine;
-    if !config.cache_configured {
-        engine.cache_bytes = default_cache_bytes(cores, engine.cache_bytes);
+    if roles.storage {
+        if !config.cache_configured {
+            engine.cache_bytes = default_cache_bytes(cores, engine.cache_bytes);
+        }
+        tracing::info!(
+            cache_mib_per_shard = engine.cache_bytes >> 20,
+            "object cache sized"
+        );
     }
-    tracing::info!(
-        cache_mib_per_shard = engine.cache_bytes >> 20,
-        "object cache sized"
-    );
+    // The manager's own thread makes catalog changes asked for from core threads. It is
+    // started once the node runs (start_node blocks SIGTERM/SIGINT in this thread first, and
+    // threads inherit that mask); changes wait in its queue until then.
+    let (catalog, catalog_changes) = if roles.manager {
+        leofs_manager::CatalogWriter::channel()
+    } else {
+        leofs_manager::CatalogWriter::channel_for_copy()
+    };
+    let rpc = match (config.rpc_listen, auth.clone()) {
+        (Some(listen), Some(auth)) => Some(RpcConfig { listen, auth }),
+        _ => None,
+    };
+    let services: Option<Arc<dyn NodeServices>> = (roles.manager && rpc.is_some()).then(|| {
+        Arc::new(ManagerServices::new(manager.clone(), catalog.clone())) as Arc<dyn NodeServices>
+    });
+    let (partitions, joined_cluster, catalog_copy) = match (joined, auth.clone()) {
+        (Some((peer, ring, version)), Some(auth)) => {
+            let partitions = ring.ring.partitions();
+            let cluster = JoinedCluster {
+                node_id: NO_VNODE_NODE_ID,
+                ring: ring.ring,
+                peers: PeersConfig {
+                    nodes: ring.nodes,
+                    auth,
+                    request_timeout: leofs_wire::client::REQUEST_TIMEOUT,
+                },
+            };
+            (partitions, Some(cluster), Some((peer, version)))
+        }
+        _ => (DEFAULT_PARTITIONS, None, None),
+    };
     let node_config = NodeConfig {
         data_dir: data_dir.clone(),
         cores,
-        partitions: DEFAULT_PARTITIONS,
+        partitions,
         engine,
         pin_cores: config.pin_cores,
         connections_per_core_max: config.connections_per_core_max,
         gc: config.gc,
+        storage: roles.storage,
+        rpc: rpc.clone(),
+        joined: joined_cluster,
+        services,
     };
     let core_manager = manager.clone();
-    // The manager's own thread makes catalog changes asked for from core threads. It is
-    // started once the node runs (start_node blocks SIGTERM/SIGINT in this thread first, and
-    // threads inherit that mask); changes wait in its queue until then.
-    let (catalog, catalog_changes) = leofs_manager::CatalogWriter::channel();
+    let serves_s3 = roles.gateway;
     let started = Instant::now();
     let node = start_node(node_config, move |shard| {
-        leofs_gateway::serve_core(
-            shard,
-            core_manager.clone(),
-            catalog.clone(),
-            gateway.clone(),
-            s3_addr,
-            rest_addr,
-        )?;
+        if serves_s3 {
+            leofs_gateway::serve_core(
+                shard,
+                core_manager.clone(),
+                catalog.clone(),
+                gateway.clone(),
+                s3_addr,
+                rest_addr,
+            )?;
+        }
         Ok(())
     })
     .map_err(|e| match e {
@@ -449,29 +684,64 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         other => anyhow!(other),
     })?;
     // Ends with the last writer (the cores' contexts), when the node has stopped.
-    let _catalog_thread = catalog_changes.spawn(manager.clone())?;
+    let _catalog_thread = match catalog_copy {
+        Some((peer, version)) => {
+            catalog_changes.spawn_with(CatalogCopy::new(peer, manager.clone(), version))?
+        }
+        None => catalog_changes.spawn(manager.clone())?,
+    };
     let bound = node.bound_addrs();
+    let mut lines = Vec::new();
     let s3_endpoint = bound.first().copied().unwrap_or(s3_addr);
-    let status = Arc::new(StatusSource {
-        stats: node.stats_handle(),
-        s3_endpoint: format!("http://{s3_endpoint}"),
-        started,
-    });
-    let admin = spawn_admin_server(config.admin_listen, manager, status)?;
-    let mut lines = vec![format!("S3 endpoint: http://{s3_endpoint}")];
-    if let (Some(_), Some(rest)) = (rest_addr, bound.get(1)) {
-        lines.push(format!("REST API: http://{rest}"));
+    if roles.gateway {
+        lines.push(format!("S3 endpoint: http://{s3_endpoint}"));
+        if let (Some(_), Some(rest)) = (rest_addr, bound.get(1)) {
+            lines.push(format!("REST API: http://{rest}"));
+        }
     }
-    lines.push(format!("Admin API: http://{}", admin.local_addr()));
+    if let Some(rpc) = &rpc {
+        lines.push(format!(
+            "RPC: {} (shard i on port {} + i, {cores} shards)",
+            rpc.listen,
+            rpc.listen.port()
+        ));
+    }
+    if let Some(join) = config.join {
+        lines.push(format!("Joined: {join} (storage and catalog there)"));
+    }
+    let admin = if roles.manager {
+        let status = Arc::new(StatusSource {
+            stats: node.stats_handle(),
+            s3_endpoint: if roles.gateway {
+                format!("http://{s3_endpoint}")
+            } else {
+                String::new()
+            },
+            started,
+        });
+        let admin = spawn_admin_server(config.admin_listen, manager, status)?;
+        lines.push(format!("Admin API: http://{}", admin.local_addr()));
+        Some(admin)
+    } else {
+        None
+    };
     if let Some(root) = created {
         lines.push(format!("Access key: {}", root.access_key_id));
         lines.push(format!("Secret key: {}", root.secret_access_key));
+    }
+    if let Some((_, Some(text))) = &secret {
+        lines.push(format!(
+            "Cluster secret: {text} (kept in {})",
+            data_dir.join(CLUSTER_SECRET_FILE).display()
+        ));
     }
     lines.push("leofs ready".to_owned());
     announce(&lines);
     tracing::info!(cores, data_dir = %data_dir.display(), "leofs ready");
     let result = node.wait();
-    admin.shutdown();
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
     result?;
     tracing::info!("leofs stopped");
     Ok(())
@@ -505,6 +775,8 @@ impl NodeStatusSource for StatusSource {
                 garbage_pending: s.gc.entries_pending,
                 chunks_collected: s.gc.chunks_collected,
                 orphan_chunks_swept: s.gc.orphan_chunks_swept,
+                wire_requests_sent: s.wire_requests_sent,
+                wire_requests_served: s.wire_requests_served,
             })
             .collect();
         NodeStatus {

@@ -6,7 +6,8 @@
 #      release binaries (`cargo build --release --bins`),
 #   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it), and
 #      the engine's tests once more with plain `cargo test --release` (one process per binary),
-#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary.
+#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary, twice:
+#      all-in-one, and split (a storage process and a gateway-only process; LEOFS_E2E_DEPLOYMENT).
 # Exits non-zero if any step fails. pytest's closing line is the last test-runner line printed.
 #
 # Knobs (environment):
@@ -28,7 +29,7 @@ declare -a SUMMARY=()
 FAILED=0
 step() { printf '\n==> %s\n' "$*"; }
 record() { # record NAME STATUS SECONDS
-    SUMMARY+=("$(printf '%-28s %-6s %5ss' "$1" "$2" "$3")")
+    SUMMARY+=("$(printf '%-34s %-6s %5ss' "$1" "$2" "$3")")
     [ "$2" = ok ] || FAILED=1
 }
 now() { date +%s; }
@@ -121,20 +122,25 @@ if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" != 1 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-step "end-to-end suite: pytest tests/e2e (LEOFS_BIN=$LEOFS_BIN)"
-t0=$(now)
-if [ "$build_ok" != ok ]; then
-    echo "skipped: the release build failed"
-    record "pytest tests/e2e" "FAIL" 0
-else
+# Twice: against one process with every role, then split (every server a storage process and a
+# gateway-only process joined to it over the wire).
+for deployment in all-in-one split; do
+    step "end-to-end suite ($deployment): pytest tests/e2e (LEOFS_BIN=$LEOFS_BIN)"
+    t0=$(now)
+    if [ "$build_ok" != ok ]; then
+        echo "skipped: the release build failed"
+        record "pytest tests/e2e ($deployment)" "FAIL" 0
+        continue
+    fi
     # shellcheck disable=SC2086
-    python3 -m pytest tests/e2e -q --durations=15 ${PYTEST_ARGS:-}
+    LEOFS_E2E_DEPLOYMENT=$deployment python3 -m pytest tests/e2e -q --durations=15 ${PYTEST_ARGS:-}
     rc=$?
     # Exit code 5 (no test collected) is a failure too.
     [ "$rc" = 0 ] && e2e_ok=ok || e2e_ok=FAIL
-    record "pytest tests/e2e" "$e2e_ok" $(( $(now) - t0 ))
-fi
+    record "pytest tests/e2e ($deployment)" "$e2e_ok" $(( $(now) - t0 ))
+done
 
+# ---------------------------------------------------------------------------------------------
 step "summary (step, status, seconds)"
 for line in "${SUMMARY[@]}"; do echo "  $line"; done
 if [ "$FAILED" = 0 ]; then echo "  => everything ok"; else echo "  => FAILED"; fi

@@ -5,8 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Hlc;
 
-/// A per-engine HLC; monotonic even if the wall clock steps backwards.
-pub(crate) struct HlcClock {
+/// A per-engine HLC (also the clock of a core without an engine); monotonic even if the wall
+/// clock steps backwards.
+pub struct HlcClock {
     last: Cell<Hlc>,
     node_id: u32,
 }
@@ -19,7 +20,7 @@ fn wall_us() -> u64 {
 
 impl HlcClock {
     /// A clock stamping `node_id`, starting no earlier than `floor` (the newest timestamp seen on disk).
-    pub(crate) fn new(node_id: u32, floor: Hlc) -> Self {
+    pub fn new(node_id: u32, floor: Hlc) -> Self {
         Self {
             last: Cell::new(Hlc { node_id, ..floor }),
             node_id,
@@ -27,7 +28,7 @@ impl HlcClock {
     }
 
     /// A timestamp greater than every one issued or observed before.
-    pub(crate) fn now(&self) -> Hlc {
+    pub fn now(&self) -> Hlc {
         self.next_after(wall_us())
     }
 

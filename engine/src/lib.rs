@@ -26,6 +26,7 @@ mod cache;
 mod checkpoint;
 mod checkpoint_task;
 mod clock;
+pub use clock::HlcClock;
 mod compaction;
 mod engine;
 mod error;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use leofs_manager::{BucketAcl, Manager, ManagerState};
+use leofs_manager::{BucketAcl, CatalogWriter, Manager, ManagerState};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
@@ -107,19 +107,25 @@ pub fn caller_user(state: &ManagerState, access_key: Option<&str>) -> Option<Str
 /// (mismatch → `SignatureDoesNotMatch`).
 pub struct ManagerAuth {
     manager: Arc<Manager>,
+    catalog: CatalogWriter,
 }
 
 impl ManagerAuth {
-    /// Looks secrets up in `manager`'s current snapshot.
-    pub fn new(manager: Arc<Manager>) -> Self {
-        Self { manager }
+    /// Looks secrets up in `manager`'s current snapshot; a key not there is looked for again
+    /// once `catalog` has brought a copied catalog up to date.
+    pub fn new(manager: Arc<Manager>, catalog: CatalogWriter) -> Self {
+        Self { manager, catalog }
     }
 }
 
 #[async_trait::async_trait]
 impl S3Auth for ManagerAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        let state = self.manager.snapshot();
+        let mut state = self.manager.snapshot();
+        if state.access_key(access_key).is_none() {
+            refresh(&self.catalog).await?;
+            state = self.manager.snapshot();
+        }
         match state.access_key(access_key) {
             Some(k) => Ok(SecretKey::from(k.secret_access_key.as_str())),
             None => Err(S3Error::with_message(
@@ -134,25 +140,51 @@ impl S3Auth for ManagerAuth {
 /// node cannot honour ([`crate::s3::unsupported::check_operation`]).
 pub struct AclAccess {
     manager: Arc<Manager>,
+    catalog: CatalogWriter,
 }
 
 impl AclAccess {
-    /// Checks against `manager`'s current snapshot.
-    pub fn new(manager: Arc<Manager>) -> Self {
-        Self { manager }
+    /// Checks against `manager`'s current snapshot; a bucket not there is looked for again
+    /// once `catalog` has brought a copied catalog up to date.
+    pub fn new(manager: Arc<Manager>, catalog: CatalogWriter) -> Self {
+        Self { manager, catalog }
     }
+}
+
+/// Brings a copied catalog up to date (a no-op for the manager's own).
+async fn refresh(catalog: &CatalogWriter) -> S3Result<()> {
+    catalog
+        .refresh()
+        .await
+        .map_err(|e| S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string()))
 }
 
 #[async_trait::async_trait]
 impl S3Access for AclAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let state = self.manager.snapshot();
+        let mut state = self.manager.snapshot();
         let bucket = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
         };
         let access_key = cx.credentials().map(|c| c.access_key.as_str());
         let op = cx.s3_op().name();
+        let missing = bucket.is_some_and(|name| state.bucket(name).is_none());
+        if missing || authorize(&state, access_key, bucket, classify(op)).is_err() {
+            // A copied catalog may be a moment late (a bucket, key or ACL changed through
+            // another node): look again once it is up to date.
+            refresh(&self.catalog).await?;
+            state = self.manager.snapshot();
+            if let Some(key) = access_key
+                && state.access_key(key).is_none()
+            {
+                // Deleted since the signature was checked against the copy.
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                ));
+            }
+        }
         authorize(&state, access_key, bucket, classify(op))?;
         let request = unsupported::RequestView {
             op,

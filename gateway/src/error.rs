@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use leofs_manager::ManagerError;
-use leofs_shard::{EngineError, ShardError};
+use leofs_shard::{ErrorClass, ShardError};
 use s3s::{S3Error, S3ErrorCode};
 
 /// Every way a gateway operation can fail.
@@ -45,9 +45,11 @@ pub enum GatewayError {
 /// The S3 error code clients see when the disk is full (507, like WebDAV's Insufficient Storage).
 const INSUFFICIENT_STORAGE: &str = "InsufficientStorage";
 
-fn engine_error(e: &EngineError) -> S3Error {
-    match e {
-        EngineError::DiskFull { .. } => {
+/// The S3 error of a storage failure, by its class: the same whether storage is a core of
+/// this node or a shard of another one.
+fn shard_error(e: &ShardError) -> S3Error {
+    match e.class() {
+        ErrorClass::DiskFull => {
             let mut err = S3Error::with_message(
                 S3ErrorCode::Custom(INSUFFICIENT_STORAGE.into()),
                 "The node has no free space for new data; reads still work.",
@@ -55,15 +57,24 @@ fn engine_error(e: &EngineError) -> S3Error {
             err.set_status_code(StatusCode::INSUFFICIENT_STORAGE);
             err
         }
-        EngineError::TooLarge { what, .. } if what.contains("key") => {
-            S3Error::new(S3ErrorCode::KeyTooLongError)
+        ErrorClass::KeyTooLarge => S3Error::new(S3ErrorCode::KeyTooLongError),
+        ErrorClass::TooLarge => S3Error::new(S3ErrorCode::EntityTooLarge),
+        ErrorClass::Body => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+        ErrorClass::PreconditionFailed => S3Error::with_message(
+            S3ErrorCode::PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold",
+        ),
+        ErrorClass::NoSuchObject => {
+            S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
         }
-        EngineError::TooLarge { .. } => S3Error::new(S3ErrorCode::EntityTooLarge),
-        EngineError::Body(msg) => S3Error::with_message(S3ErrorCode::IncompleteBody, msg.clone()),
-        EngineError::Closed => {
-            S3Error::with_message(S3ErrorCode::ServiceUnavailable, "storage is shutting down")
+        ErrorClass::Unavailable | ErrorClass::NotHeldHere => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
-        EngineError::Io { .. } | EngineError::Corrupt { .. } | EngineError::Format { .. } => {
+        ErrorClass::Internal
+        | ErrorClass::MissingChunk
+        | ErrorClass::Corrupt
+        | ErrorClass::LimitExceeded => {
+            tracing::error!(error = %e, "internal error");
             S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
         }
     }
@@ -76,7 +87,7 @@ fn manager_error(e: ManagerError) -> S3Error {
         ManagerError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
         ManagerError::Busy { .. } => S3ErrorCode::SlowDown,
-        ManagerError::Stopped => S3ErrorCode::ServiceUnavailable,
+        ManagerError::Stopped | ManagerError::Unreachable(_) => S3ErrorCode::ServiceUnavailable,
         _ => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, e.to_string())
@@ -103,27 +114,7 @@ impl From<GatewayError> for S3Error {
     fn from(e: GatewayError) -> Self {
         match e {
             GatewayError::S3(err) => err,
-            GatewayError::Shard(ShardError::Engine(err)) => engine_error(&err),
-            GatewayError::Shard(ShardError::PreconditionFailed) => S3Error::with_message(
-                S3ErrorCode::PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold",
-            ),
-            GatewayError::Shard(ShardError::NoSuchObject) => {
-                S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
-            }
-            GatewayError::Shard(
-                err @ (ShardError::MissingChunk { .. }
-                | ShardError::Record(_)
-                | ShardError::UnexpectedResponse { .. }
-                | ShardError::UnaddressedRequest { .. }
-                | ShardError::LimitExceeded { .. }),
-            ) => {
-                tracing::error!(error = %err, "internal error");
-                S3Error::with_message(S3ErrorCode::InternalError, err.to_string())
-            }
-            GatewayError::Shard(err) => {
-                S3Error::with_message(S3ErrorCode::ServiceUnavailable, err.to_string())
-            }
+            GatewayError::Shard(err) => shard_error(&err),
             GatewayError::Manager(err) => manager_error(err),
             GatewayError::Body(msg) => S3Error::with_message(S3ErrorCode::IncompleteBody, msg),
             GatewayError::Corrupt { .. }
@@ -203,11 +194,18 @@ mod tests {
 
     #[test]
     fn disk_full_is_507_insufficient_storage() {
-        let err = S3Error::from(GatewayError::Shard(ShardError::Engine(
-            EngineError::DiskFull { dir: "/x".into() },
+        let local = S3Error::from(GatewayError::Shard(ShardError::Engine(
+            leofs_shard::EngineError::DiskFull { dir: "/x".into() },
         )));
-        assert_eq!(err.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
-        assert_eq!(err.code().as_str(), INSUFFICIENT_STORAGE);
+        let remote = S3Error::from(GatewayError::Shard(ShardError::Remote {
+            class: ErrorClass::DiskFull,
+            message: "disk full".into(),
+            index: 0,
+        }));
+        for err in [local, remote] {
+            assert_eq!(err.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
+            assert_eq!(err.code().as_str(), INSUFFICIENT_STORAGE);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! listing.
 //!
 //! - [`service`]: `serve_core`, building the s3s service (auth, host, access) per core;
+//! - [`cluster`]: the catalog between nodes (a manager's services, a joined node's copy);
 //! - [`body`]: request bodies with the no-progress timer (S3's `RequestTimeout`);
 //! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
 //! - [`fast_path`]: plain GetObject/HeadObject/PutObject answered in front of s3s, with
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cluster;
 pub mod error;
 pub mod fast_path;
 pub mod layout;

@@ -146,6 +146,11 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
             ));
         }
     };
+    if ctx.manager.snapshot().bucket(&bucket).is_none() {
+        // A bucket created a moment ago through another node: look again once a copied
+        // catalog is up to date.
+        ctx.catalog.refresh().await?;
+    }
     authorize(&ctx.manager.snapshot(), None, Some(&bucket), class)?;
     let bucket_record = crate::s3::require_bucket(ctx, &bucket)?;
     let bucket_id = crate::layout::bucket_id(&bucket_record);

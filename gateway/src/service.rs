@@ -43,10 +43,15 @@ pub fn serve_core(
     s3_addr: SocketAddr,
     rest_addr: Option<SocketAddr>,
 ) -> Result<(), GatewayError> {
-    let ctx = Ctx::new(shard.clone(), manager.clone(), catalog, config.clone());
+    let ctx = Ctx::new(
+        shard.clone(),
+        manager.clone(),
+        catalog.clone(),
+        config.clone(),
+    );
     let mut builder = S3ServiceBuilder::new(S3Gateway::new(ctx.clone()));
-    builder.set_auth(ManagerAuth::new(manager.clone()));
-    builder.set_access(AclAccess::new(manager));
+    builder.set_auth(ManagerAuth::new(manager.clone(), catalog.clone()));
+    builder.set_access(AclAccess::new(manager, catalog));
     builder.set_validation(ManagerNameValidation);
     if let Some(domain) = config
         .virtual_host_domain

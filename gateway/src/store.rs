@@ -16,9 +16,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, stream};
 use leofs_manager::{CatalogWriter, Manager};
-use leofs_shard::{
-    ChunkLease, Hlc, PutValue, Shard, ShardError, Summary, WriteCondition, WriteRegistration,
-};
+use leofs_shard::{ChunkLease, Hlc, PutValue, Shard, Summary, WriteCondition, WriteRegistration};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
 
@@ -123,7 +121,10 @@ impl Ctx {
                     return Ok(Some(obj));
                 }
                 Ok(_) => {}
-                Err(ShardError::MissingChunk { index, .. }) => {
+                Err(e) => {
+                    let Some(index) = e.missing_chunk() else {
+                        return Err(e.into());
+                    };
                     if self.is_current(bucket, key, &obj).await? {
                         return Err(GatewayError::MissingChunk(format!(
                             "chunk {index} of {}/{key}",
@@ -131,7 +132,6 @@ impl Ctx {
                         )));
                     }
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(GatewayError::s3(

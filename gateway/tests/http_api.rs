@@ -71,6 +71,10 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         pin_cores: true,
         connections_per_core_max: leofs_shard::DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        storage: true,
+        rpc: None,
+        joined: None,
+        services: None,
     };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let (catalog, _thread) = leofs_manager::CatalogWriter::start(manager.clone()).unwrap();

@@ -26,6 +26,10 @@ fn config(dir: &std::path::Path) -> NodeConfig {
         pin_cores: false,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        storage: true,
+        rpc: None,
+        joined: None,
+        services: None,
     }
 }
 

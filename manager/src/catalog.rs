@@ -1,4 +1,5 @@
-//! Catalog changes off the core threads. A bucket change rewrites `state.json` and fsyncs it
+//! Catalog changes off the core threads (on a node without the manager role, forwarded to the
+//! manager it joined through a [`CatalogApplier`]). A bucket change rewrites `state.json` and fsyncs it
 //! under the manager's writer lock: blocking work that must never run on an io_uring core
 //! thread. [`CatalogWriter::start`] runs one thread, the manager's own, that makes every change
 //! it is sent; callers on core threads await its answer (a `futures_channel::oneshot`, woken
@@ -8,8 +9,9 @@
 //! [`ManagerError::Busy`] (S3 `SlowDown`), never by blocking the sender.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use futures_channel::oneshot;
 
@@ -17,6 +19,50 @@ use crate::{Bucket, BucketAcl, Manager, ManagerError};
 
 /// Most catalog changes waiting for the manager's thread.
 pub const CATALOG_CHANGES_QUEUED_MAX: usize = 1024;
+/// How long the thread waits for a change before calling [`CatalogApplier::idle`].
+pub const CATALOG_IDLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a node's catalog changes are made: its own manager, or, on a node without the
+/// manager role, the manager of the node it joined. Runs on the catalog thread only, so it may
+/// block.
+pub trait CatalogApplier: Send + 'static {
+    /// See [`Manager::create_bucket`].
+    fn create_bucket(
+        &mut self,
+        name: &str,
+        owner: &str,
+        acl: BucketAcl,
+    ) -> Result<Bucket, ManagerError>;
+    /// See [`Manager::delete_bucket`].
+    fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError>;
+    /// See [`Manager::set_bucket_acl`].
+    fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError>;
+    /// Brings a copy of the catalog up to date (nothing to do for the manager itself).
+    fn refresh(&mut self) -> Result<(), ManagerError> {
+        Ok(())
+    }
+    /// Called when no change arrived for [`CATALOG_IDLE_INTERVAL`] (a copy refreshes itself).
+    fn idle(&mut self) {}
+}
+
+impl CatalogApplier for Arc<Manager> {
+    fn create_bucket(
+        &mut self,
+        name: &str,
+        owner: &str,
+        acl: BucketAcl,
+    ) -> Result<Bucket, ManagerError> {
+        Manager::create_bucket(self, name, owner, acl)
+    }
+
+    fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        Manager::delete_bucket(self, name, incarnation)
+    }
+
+    fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError> {
+        Manager::set_bucket_acl(self, name, acl)
+    }
+}
 
 /// One change to the catalog.
 enum Change {
@@ -36,6 +82,9 @@ enum Change {
         acl: BucketAcl,
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
+    Refresh {
+        reply: oneshot::Sender<Result<(), ManagerError>>,
+    },
 }
 
 /// Sends catalog changes to the manager's thread. Clone and `Send`: every core holds one; the
@@ -43,6 +92,8 @@ enum Change {
 #[derive(Clone)]
 pub struct CatalogWriter {
     changes: SyncSender<Change>,
+    /// Whether the catalog read beside it is a copy that [`CatalogWriter::refresh`] updates.
+    copy: bool,
 }
 
 impl CatalogWriter {
@@ -57,7 +108,31 @@ impl CatalogWriter {
     /// sent meanwhile wait in the queue.
     pub fn channel() -> (Self, CatalogChanges) {
         let (changes, queue) = mpsc::sync_channel(CATALOG_CHANGES_QUEUED_MAX);
-        (Self { changes }, CatalogChanges { queue })
+        (
+            Self {
+                changes,
+                copy: false,
+            },
+            CatalogChanges { queue },
+        )
+    }
+
+    /// As [`CatalogWriter::channel`], for a node whose catalog is a copy of another node's:
+    /// [`CatalogWriter::refresh`] then asks the catalog thread to bring it up to date.
+    pub fn channel_for_copy() -> (Self, CatalogChanges) {
+        let (mut writer, changes) = Self::channel();
+        writer.copy = true;
+        (writer, changes)
+    }
+
+    /// Brings a copy of the catalog up to date before answering (a key or bucket created a
+    /// moment ago through another node); at once where the catalog is the manager's own.
+    /// Concurrent refreshes share one fetch.
+    pub async fn refresh(&self) -> Result<(), ManagerError> {
+        if !self.copy {
+            return Ok(());
+        }
+        self.ask(|reply| Change::Refresh { reply }).await
     }
 
     /// Creates a bucket owned by `owner` (see [`Manager::create_bucket`]).
@@ -125,20 +200,59 @@ impl CatalogChanges {
     /// Starts the manager's thread (`leofs-manager`): it makes every queued change on
     /// `manager`, until the last writer is dropped.
     pub fn spawn(self, manager: Arc<Manager>) -> Result<JoinHandle<()>, ManagerError> {
+        self.spawn_with(manager)
+    }
+
+    /// Starts the catalog thread (`leofs-catalog`) with `applier` making the changes; it calls
+    /// [`CatalogApplier::idle`] whenever no change came for [`CATALOG_IDLE_INTERVAL`].
+    pub fn spawn_with(
+        self,
+        mut applier: impl CatalogApplier,
+    ) -> Result<JoinHandle<()>, ManagerError> {
         let queue = self.queue;
         std::thread::Builder::new()
-            .name("leofs-manager".into())
+            .name("leofs-catalog".into())
             .spawn(move || {
-                for change in queue {
-                    apply(&manager, change);
+                loop {
+                    match queue.recv_timeout(CATALOG_IDLE_INTERVAL) {
+                        Ok(Change::Refresh { reply }) => refresh(&mut applier, &queue, reply),
+                        Ok(change) => apply(&mut applier, change),
+                        Err(RecvTimeoutError::Timeout) => applier.idle(),
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
                 }
             })
             .map_err(ManagerError::Thread)
     }
 }
 
-/// Makes one change on the manager's thread and answers (the asker may have gone away).
-fn apply(manager: &Manager, change: Change) {
+/// Answers every refresh queued so far with one fetch: the queued ones asked before it
+/// started, so it is as new as each of them needs. Other changes met in the queue are made in
+/// their order.
+fn refresh(
+    applier: &mut impl CatalogApplier,
+    queue: &mpsc::Receiver<Change>,
+    first: oneshot::Sender<Result<(), ManagerError>>,
+) {
+    let mut replies = vec![first];
+    while let Ok(change) = queue.try_recv() {
+        match change {
+            Change::Refresh { reply } => replies.push(reply),
+            other => apply(applier, other),
+        }
+    }
+    let refreshed = applier.refresh();
+    for reply in replies {
+        let answer = match &refreshed {
+            Ok(()) => Ok(()),
+            Err(e) => Err(ManagerError::Unreachable(e.to_string())),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Makes one change on the catalog thread and answers (the asker may have gone away).
+fn apply(manager: &mut impl CatalogApplier, change: Change) {
     match change {
         Change::CreateBucket {
             name,
@@ -157,6 +271,9 @@ fn apply(manager: &Manager, change: Change) {
         }
         Change::SetBucketAcl { name, acl, reply } => {
             let _ = reply.send(manager.set_bucket_acl(&name, acl));
+        }
+        Change::Refresh { reply } => {
+            let _ = reply.send(manager.refresh());
         }
     }
 }

@@ -72,6 +72,16 @@ pub enum ManagerError {
     /// The manager's thread has stopped (the node is shutting down).
     #[error("the manager's thread has stopped")]
     Stopped,
+    /// This node holds a read-only copy of the catalog (it has no manager role); changes go
+    /// to the manager of the node it joined.
+    #[error("this node holds a read-only copy of the catalog; change it through the manager")]
+    ReadOnlyCopy,
+    /// The manager of the node this one joined cannot be reached (retryable).
+    #[error("the manager is unreachable: {0}")]
+    Unreachable(String),
+    /// The manager of the node this one joined failed the change.
+    #[error("the manager failed the change: {0}")]
+    Remote(String),
     /// The manager's thread could not be started.
     #[error("cannot start the manager's thread: {0}")]
     Thread(#[source] std::io::Error),

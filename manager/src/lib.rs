@@ -27,7 +27,7 @@ pub mod persist;
 pub mod store;
 
 pub use bucket_name::validate_bucket_name;
-pub use catalog::CatalogWriter;
+pub use catalog::{CatalogApplier, CatalogWriter};
 pub use error::ManagerError;
 pub use model::{AccessKey, Bucket, BucketAcl, Credentials, ManagerState, User};
 pub use store::Manager;

@@ -73,7 +73,8 @@ struct StateFileRef<'a> {
 
 /// The durable single-node manager: `Send + Sync`, shared as `Arc<Manager>` by every core.
 pub struct Manager {
-    state_path: PathBuf,
+    /// None: a read-only copy of another node's catalog ([`Manager::read_only_copy`]).
+    state_path: Option<PathBuf>,
     state: ArcSwap<ManagerState>,
     /// Serializes mutations (admin path only; readers use `state`).
     writer: Mutex<()>,
@@ -116,12 +117,52 @@ impl Manager {
             }
         };
         let manager = Manager {
-            state_path,
+            state_path: Some(state_path),
             state: ArcSwap::from_pointee(state),
             writer: Mutex::new(()),
             admin_token,
         };
         Ok((manager, created))
+    }
+
+    /// A read-only copy of another node's catalog, for a node without the manager role: it is
+    /// replaced whole by [`Manager::install`]; every change through it is refused with
+    /// [`ManagerError::ReadOnlyCopy`].
+    pub fn read_only_copy(state: ManagerState) -> Manager {
+        Manager {
+            state_path: None,
+            state: ArcSwap::from_pointee(state),
+            writer: Mutex::new(()),
+            admin_token: String::new(),
+        }
+    }
+
+    /// Replaces a read-only copy's state with a newer snapshot of the catalog.
+    pub fn install(&self, state: ManagerState) -> Result<(), ManagerError> {
+        if self.state_path.is_some() {
+            return Err(ManagerError::Corrupt {
+                path: PathBuf::new(),
+                detail: "a snapshot can only be installed into a read-only copy".into(),
+            });
+        }
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// The state encoded as a snapshot (the `state.json` layout, compact): what a node
+    /// without the manager role fetches.
+    pub fn encode_snapshot(state: &ManagerState) -> Vec<u8> {
+        let file = StateFileRef {
+            format_version: STATE_FORMAT_VERSION,
+            state,
+        };
+        // Maps with string keys and plain values always serialize.
+        serde_json::to_vec(&file).unwrap_or_default()
+    }
+
+    /// Decodes (and checks) a snapshot made by [`Manager::encode_snapshot`].
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<ManagerState, ManagerError> {
+        parse_state(Path::new("<catalog snapshot>"), bytes)
     }
 
     /// The current state; lock-free, cheap enough to call on every request.
@@ -237,11 +278,12 @@ impl Manager {
         &self,
         change: impl FnOnce(&mut ManagerState) -> Result<T, ManagerError>,
     ) -> Result<T, ManagerError> {
+        let state_path = self.state_path.as_ref().ok_or(ManagerError::ReadOnlyCopy)?;
         // The guarded data is `()`, so a panic in another writer leaves nothing inconsistent.
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = ManagerState::clone(&self.state.load());
         let out = change(&mut next)?;
-        persist_state(&self.state_path, &next)?;
+        persist_state(state_path, &next)?;
         self.state.store(Arc::new(next));
         Ok(out)
     }

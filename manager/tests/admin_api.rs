@@ -41,6 +41,8 @@ impl NodeStatusSource for FixedNode {
                     garbage_pending: 0,
                     chunks_collected: 5,
                     orphan_chunks_swept: 0,
+                    wire_requests_sent: 0,
+                    wire_requests_served: 0,
                 })
                 .collect(),
         }

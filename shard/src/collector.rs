@@ -34,6 +34,7 @@ use crate::object::{
     chunk_key, parse_chunk_key, parse_garbage_key,
 };
 use crate::objects::decode_garbage;
+use crate::ring::Vnode;
 use crate::{Shard, ShardError, hash_bytes};
 
 /// How often entries whose chunks a read leases are tried again.
@@ -152,12 +153,12 @@ async fn run_queue(shard: Shard, mut inbox: mpsc::UnboundedReceiver<Bytes>) {
 /// Garbage-queue entries in this core's index (written before a restart, or not yet learnt).
 fn queued_entries(shard: &Shard) -> BTreeSet<Bytes> {
     let mut found = BTreeSet::new();
+    let Some(engine) = &shard.core.engine else {
+        return found;
+    };
     let mut after: Option<Bytes> = None;
     loop {
-        let page = shard
-            .core
-            .engine
-            .scan(&[NS_GARBAGE], after.as_deref(), SCAN_PAGE_KEYS);
+        let page = engine.scan(&[NS_GARBAGE], after.as_deref(), SCAN_PAGE_KEYS);
         let done = page.len() < SCAN_PAGE_KEYS;
         after = page.last().map(|e| e.key.clone());
         found.extend(page.into_iter().map(|e| e.key));
@@ -170,7 +171,7 @@ fn queued_entries(shard: &Shard) -> BTreeSet<Bytes> {
 /// Collects one queue entry; true when it is done (and deleted), false when a read still
 /// leases some of its chunks.
 async fn process(shard: &Shard, entry: &Bytes) -> Result<bool, ShardError> {
-    let engine = &shard.core.engine;
+    let engine = shard.core.engine()?;
     let Some((bucket, key)) = parse_garbage_key(entry) else {
         tracing::warn!("unparseable garbage queue key; left alone");
         return Ok(true);
@@ -213,18 +214,17 @@ async fn collect_versions(
     key: &str,
     versions: &[VersionChunks],
 ) -> Result<u64, ShardError> {
-    let mut by_core: Vec<Vec<Bytes>> = vec![Vec::new(); shard.core_count()];
+    let mut by_vnode: BTreeMap<Vnode, Vec<Bytes>> = BTreeMap::new();
     for v in versions {
         for index in 0..v.chunks {
             let ckey = chunk_key(bucket, key, &v.version, index);
-            by_core[shard.core_of(shard.partition_of(hash_bytes(&ckey)))?].push(ckey);
+            let vnode = shard.vnode_of(shard.partition_of(hash_bytes(&ckey)))?;
+            by_vnode.entry(vnode).or_default().push(ckey);
         }
     }
     let mut deferred = 0;
-    for (core, keys) in by_core.into_iter().enumerate() {
-        if !keys.is_empty() {
-            deferred += shard.collect_chunks(core, keys, false).await?;
-        }
+    for (vnode, keys) in by_vnode {
+        deferred += shard.collect_chunks(vnode, keys, false).await?;
     }
     Ok(deferred)
 }
@@ -269,7 +269,7 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
         }
         let page = shard
             .core
-            .engine
+            .engine()?
             .scan(&[NS_CHUNK], after.as_deref(), SCAN_PAGE_KEYS);
         let done = page.len() < SCAN_PAGE_KEYS;
         after = page.last().map(|e| e.key.clone());
@@ -304,7 +304,7 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
                 if let Some(keys) = versions.get(&orphan.version) {
                     let count = keys.len() as u64;
                     let deferred = shard
-                        .collect_chunks(shard.core_id(), keys.clone(), true)
+                        .collect_chunks(shard.here(), keys.clone(), true)
                         .await?;
                     swept += count - deferred;
                 }
@@ -321,7 +321,7 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
 /// deleting an upload and its parts); their chunks are then referenced by nothing, and the next
 /// chunk sweep takes them. Returns how many were deleted.
 async fn sweep_parts(shard: &Shard) -> Result<u64, ShardError> {
-    let engine = &shard.core.engine;
+    let engine = shard.core.engine()?;
     if engine.scan(&[NS_PART], None, 1).is_empty() {
         return Ok(0);
     }

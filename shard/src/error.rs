@@ -161,6 +161,110 @@ pub enum ShardError {
     /// A stored object-layout record does not decode.
     #[error(transparent)]
     Record(#[from] crate::object::LayoutError),
+    /// A peer node could not be reached, or its connection failed (retryable).
+    #[error("storage node unreachable: {0}")]
+    Wire(#[from] leofs_wire::WireError),
+    /// A peer node's storage failed or refused the request; `class` says how, as it would
+    /// for the same failure on this node.
+    #[error("storage node answered: {message}")]
+    Remote {
+        /// What kind of failure.
+        class: ErrorClass,
+        /// The peer's sentence.
+        message: String,
+        /// For [`ErrorClass::MissingChunk`], the chunk's index.
+        index: u32,
+    },
+    /// A peer sent an answer this node cannot use (a bug or a version skew).
+    #[error("bad answer from a storage node: {0}")]
+    BadAnswer(String),
+    /// A storage request reached a node without the storage role.
+    #[error("this node stores nothing (it has no storage role)")]
+    NoStorage,
+}
+
+/// What kind of failure a [`ShardError`] is, the same whether it happened on this node or on a
+/// peer: what a gateway answers for it, and what travels on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A bug or a failed disk: the request cannot succeed as asked.
+    Internal,
+    /// Storage is stopping, unreachable or busy: retry later.
+    Unavailable,
+    /// No room for new data.
+    DiskFull,
+    /// A body or metadata over its limit.
+    TooLarge,
+    /// A key over its limit.
+    KeyTooLarge,
+    /// The request's body stream failed.
+    Body,
+    /// A write's precondition did not hold.
+    PreconditionFailed,
+    /// A write required an object that does not exist.
+    NoSuchObject,
+    /// A chunk a manifest references is missing.
+    MissingChunk,
+    /// The vnode does not hold the partition (rings differ).
+    NotHeldHere,
+    /// A stored record does not decode.
+    Corrupt,
+    /// A request asked for more than a named limit.
+    LimitExceeded,
+}
+
+impl ShardError {
+    /// The kind of failure (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use leofs_engine::EngineError as E;
+        match self {
+            Self::Engine(E::DiskFull { .. }) => ErrorClass::DiskFull,
+            Self::Engine(E::TooLarge { what, .. }) if what.contains("key") => {
+                ErrorClass::KeyTooLarge
+            }
+            Self::Engine(E::TooLarge { .. }) => ErrorClass::TooLarge,
+            Self::Engine(E::Body(_)) => ErrorClass::Body,
+            Self::Engine(E::Closed)
+            | Self::CoreStopped { .. }
+            | Self::ShuttingDown
+            | Self::RemoteVnode { .. }
+            | Self::Wire(_)
+            | Self::NoStorage => ErrorClass::Unavailable,
+            Self::PreconditionFailed => ErrorClass::PreconditionFailed,
+            Self::NoSuchObject => ErrorClass::NoSuchObject,
+            Self::MissingChunk { .. } => ErrorClass::MissingChunk,
+            Self::NotHeldHere { .. } => ErrorClass::NotHeldHere,
+            Self::Record(_) => ErrorClass::Corrupt,
+            Self::LimitExceeded { .. } => ErrorClass::LimitExceeded,
+            Self::Remote { class, .. } => *class,
+            Self::Engine(E::Io { .. } | E::Corrupt { .. } | E::Format { .. })
+            | Self::Config(_)
+            | Self::LayoutMismatch { .. }
+            | Self::Io { .. }
+            | Self::Layout { .. }
+            | Self::Bind { .. }
+            | Self::CoreStart { .. }
+            | Self::Init { .. }
+            | Self::PartitionOutOfRange { .. }
+            | Self::CorePanicked { .. }
+            | Self::UnaddressedRequest { .. }
+            | Self::UnexpectedResponse { .. }
+            | Self::BadAnswer(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// The index of the missing chunk, for a [`ErrorClass::MissingChunk`] failure.
+    pub fn missing_chunk(&self) -> Option<u32> {
+        match self {
+            Self::MissingChunk { index, .. } => Some(*index),
+            Self::Remote {
+                class: ErrorClass::MissingChunk,
+                index,
+                ..
+            } => Some(*index),
+            _ => None,
+        }
+    }
 }
 
 /// A short human reason for a bind failure ("address in use" rather than the errno text).

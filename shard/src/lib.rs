@@ -9,6 +9,7 @@
 //!   executor that serves them on the vnode holding the data.
 //! - [`cross_core`]: the only way to reach another core (bounded, counted messages, values only).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
+//! - [`remote`]: the vocabulary over the wire to and from other nodes (`leofs-wire`).
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
@@ -28,10 +29,12 @@ pub mod node;
 pub mod object;
 pub mod objects;
 pub mod partition;
+pub mod remote;
 pub mod request;
 pub mod ring;
 pub mod shard;
 
+pub use error::ErrorClass;
 pub use error::ShardError;
 pub use http::{OverloadAnswer, serve_http};
 pub use layout::{NodeLayout, read_layout};
@@ -40,13 +43,14 @@ pub use leofs_engine::{
     PartitionId, PutValue, ScanEntry, Summary, Value,
 };
 pub use node::{
-    CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, NodeConfig, NodeHandle, NodeStats,
+    CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, JoinedCluster, NodeConfig, NodeHandle, NodeStats,
     ShutdownTrigger, start_node,
 };
 pub use objects::{
     ChunkLease, EtagCondition, GcConfig, GcStats, PendingWrite, WriteCondition, WriteRegistration,
 };
 pub use partition::PartitionMap;
+pub use remote::{NodeServices, PeersConfig, RpcConfig};
 pub use request::{StorageRequest, StorageResponse};
 pub use ring::{NodeId, RingView, Vnode};
 pub use shard::Shard;

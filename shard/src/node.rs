@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
-use leofs_engine::{Engine, EngineConfig, EngineStats, ScanEntry};
+use leofs_engine::{Engine, EngineConfig, EngineStats, Hlc, HlcClock, ScanEntry};
 
 use crate::balance::ConnectionBalancer;
 use crate::cross_core::{self, Forwarder, Mailboxes, Message};
 use crate::http::ConnectionHub;
 use crate::layout::ensure_layout;
-use crate::ring::{RingView, SINGLE_NODE_ID};
+use crate::remote::{NodeServices, PeersConfig, RemotePeers, RpcConfig};
+use crate::ring::{NodeId, RingView, SINGLE_NODE_ID};
 use crate::shard::Core;
 use crate::{PartitionMap, Shard, ShardError};
 
@@ -49,7 +50,7 @@ const SIGNAL_POLL_INTERVAL: Duration = Duration::from_millis(200);
 const URING_ENTRIES: u32 = 1024;
 
 /// What a node needs to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The data directory (`node.toml`, `shard-<i>/`).
     pub data_dir: std::path::PathBuf,
@@ -68,6 +69,27 @@ pub struct NodeConfig {
     pub connections_per_core_max: usize,
     /// Garbage collection: the read-lease grace and the orphan sweep interval.
     pub gc: crate::objects::GcConfig,
+    /// The storage role: each core opens its engine (`<data_dir>/shard-<i>`). A node without
+    /// it stores nothing and routes every request to the peers its ring names.
+    pub storage: bool,
+    /// Serve peers over the wire: core *i* on the RPC port + *i*.
+    pub rpc: Option<RpcConfig>,
+    /// The ring and peers of a node that joined another (a gateway-only node); None: the
+    /// node is a ring of one.
+    pub joined: Option<JoinedCluster>,
+    /// What peers may ask besides storage (the catalog, on a node with the manager role).
+    pub services: Option<Arc<dyn NodeServices>>,
+}
+
+/// The cluster a node joined: the ring it routes by and how to reach the nodes in it.
+#[derive(Clone, Debug)]
+pub struct JoinedCluster {
+    /// This node's id (not in the ring for a gateway-only node).
+    pub node_id: NodeId,
+    /// The ring.
+    pub ring: RingView,
+    /// The peers' addresses and the credentials to reach them.
+    pub peers: PeersConfig,
 }
 
 /// A node control message to a core (not storage: stats, drain, admin scans), sent from any
@@ -100,13 +122,16 @@ pub(crate) enum Control {
 pub(crate) fn serve_control(shard: &Shard, control: Control) {
     match control {
         Control::Stats { reply } => {
+            let core = &shard.core;
             let _ = reply.send(CoreStats {
-                core: shard.core.id,
-                engine: shard.core.engine.stats(),
-                partitions_owned: shard.core.map.partitions_owned(shard.core.id),
-                forwarded_calls: shard.core.forwarder.forwarded(),
-                open_connections: shard.core.node.balancer.open_on(shard.core.id),
+                core: core.id,
+                engine: core.engine.as_ref().map(Engine::stats).unwrap_or_default(),
+                partitions_owned: shard.partitions_owned(),
+                forwarded_calls: core.forwarder.forwarded(),
+                open_connections: core.node.balancer.open_on(core.id),
                 gc: shard.gc_stats(),
+                wire_requests_sent: core.remote.sent.get(),
+                wire_requests_served: core.remote.served.get(),
             });
         }
         Control::ScanAll {
@@ -139,8 +164,16 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
 pub(crate) struct NodeShared {
     mailboxes: Mailboxes,
     map: PartitionMap,
-    /// The ring every core starts with: this node alone.
+    /// This node's id in the ring.
+    node_id: NodeId,
+    /// The ring every core starts with: this node alone, or the one it joined.
     ring: Arc<RingView>,
+    /// How peers reach this node (None: they do not).
+    rpc: Option<RpcConfig>,
+    /// How this node reaches its peers.
+    peers: Option<PeersConfig>,
+    /// What peers may ask besides storage.
+    services: Option<Arc<dyn NodeServices>>,
     shutdown: Arc<ShutdownState>,
     /// (ordinal of the listener on a core, requested address) → bound address, for port 0.
     bound: Mutex<Vec<(usize, SocketAddr, SocketAddr)>>,
@@ -149,6 +182,19 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
+    /// The nodes peers can reach, with their RPC addresses: this one, if it serves peers.
+    pub(crate) fn rpc_nodes(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.rpc
+            .iter()
+            .map(|rpc| (self.node_id, rpc.listen))
+            .collect()
+    }
+
+    /// What peers may ask besides storage.
+    pub(crate) fn services(&self) -> Option<&Arc<dyn NodeServices>> {
+        self.services.as_ref()
+    }
+
     /// The address an earlier core bound for the `ordinal`-th listener requested at `requested`.
     pub(crate) fn bound_addr(&self, ordinal: usize, requested: SocketAddr) -> Option<SocketAddr> {
         let bound = self
@@ -315,6 +361,10 @@ pub struct CoreStats {
     pub open_connections: usize,
     /// Its garbage collector's counters.
     pub gc: crate::objects::GcStats,
+    /// Requests it sent to other nodes over the wire.
+    pub wire_requests_sent: u64,
+    /// Requests it served for other nodes over the wire.
+    pub wire_requests_served: u64,
 }
 
 /// A running node, returned by [`start_node`].
@@ -347,13 +397,34 @@ where
     F: Fn(Shard) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync + 'static,
 {
     let map = PartitionMap::new(config.partitions, config.cores)?;
-    ensure_layout(&config.data_dir, config.cores, config.partitions)?;
+    if config.storage {
+        ensure_layout(&config.data_dir, config.cores, config.partitions)?;
+    }
+    let (node_id, ring, peers) = match config.joined {
+        Some(joined) => (joined.node_id, joined.ring, Some(joined.peers)),
+        None => (
+            SINGLE_NODE_ID,
+            RingView::single_node(SINGLE_NODE_ID, map),
+            None,
+        ),
+    };
+    if ring.partitions() != map.partitions() {
+        return Err(ShardError::Config(format!(
+            "the ring has {} partitions, the node was configured with {}",
+            ring.partitions(),
+            map.partitions()
+        )));
+    }
     let signals = block_shutdown_signals()?;
     let (mailboxes, receivers) = cross_core::mailboxes(map.cores());
     let shared = Arc::new(NodeShared {
         mailboxes,
         map,
-        ring: Arc::new(RingView::single_node(SINGLE_NODE_ID, map)),
+        node_id,
+        ring: Arc::new(ring),
+        rpc: config.rpc,
+        peers,
+        services: config.services,
         shutdown: Arc::new(ShutdownState::default()),
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
@@ -377,8 +448,11 @@ where
         let (exit, exit_rx) = oneshot::channel();
         go_inits.push(go_init);
         handle.exits.push(exit);
-        let mut engine = config.engine.clone();
-        engine.dir = config.data_dir.join(format!("shard-{id}"));
+        let engine = config.storage.then(|| {
+            let mut engine = config.engine.clone();
+            engine.dir = config.data_dir.join(format!("shard-{id}"));
+            engine
+        });
         let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
         let thread = CoreThread {
             id,
@@ -567,7 +641,8 @@ impl Drop for NodeHandle {
 struct CoreThread<F> {
     id: usize,
     cpu: Option<usize>,
-    engine: EngineConfig,
+    /// None: the node has no storage role.
+    engine: Option<EngineConfig>,
     gc: crate::objects::GcConfig,
     shared: Arc<NodeShared>,
     receiver: futures_channel::mpsc::UnboundedReceiver<Message>,
@@ -619,28 +694,41 @@ where
             ..
         } = self;
         let reporter = Reporter::new(id, events);
-        let engine = match Engine::open(engine).await {
-            Ok(engine) => engine,
-            Err(e) => {
-                reporter.opened(Err(e.into()));
-                return Ok(());
-            }
+        let engine = match engine {
+            Some(config) => match Engine::open(config).await {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    reporter.opened(Err(e.into()));
+                    return Ok(());
+                }
+            },
+            None => None,
         };
         let shard = Shard {
             core: Rc::new(Core {
                 id,
-                node_id: SINGLE_NODE_ID,
+                node_id: shared.node_id,
                 map: shared.map,
                 ring: std::cell::RefCell::new(shared.ring.clone()),
                 engine: engine.clone(),
+                clock: HlcClock::new(shared.node_id, Hlc::default()),
                 forwarder: Forwarder::new(shared.mailboxes.clone()),
                 connections: ConnectionHub::default(),
+                remote: RemotePeers::new(shared.peers.as_ref()),
                 node: shared.clone(),
                 objects: Default::default(),
             }),
         };
         shard.core.objects.config.set(gc);
-        crate::collector::start(&shard);
+        if engine.is_some() {
+            crate::collector::start(&shard);
+        }
+        if let Some(rpc) = &shared.rpc
+            && let Err(e) = crate::remote::server::start(&shard, rpc)
+        {
+            reporter.opened(Err(e));
+            return Ok(());
+        }
         reporter.opened(Ok(()));
         let lifecycle = async {
             if go_init.await.is_ok() {
@@ -657,8 +745,10 @@ where
         shard.core.connections.stop_all();
         crate::collector::stop(&shard);
         drop(shard);
-        engine.close().await?;
-        tracing::debug!(core = id, "engine closed");
+        if let Some(engine) = engine {
+            engine.close().await?;
+            tracing::debug!(core = id, "engine closed");
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@
 //! `chunk_grace`) a read holds a lease on it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use crate::object::{
     parts_count_of_tag, upload_key,
 };
 use crate::request::StorageRequest;
+use crate::ring::Vnode;
 use crate::{Shard, ShardError, hash_bytes, object_hash};
 
 /// Default of [`GcConfig::chunk_grace`]: long enough for a slow client to stream a large object.
@@ -410,7 +411,7 @@ impl Drop for WriteRegistration {
             std::mem::take(&mut self.key),
         );
         let partition = self.shard.object_partition(&bucket, &key);
-        let owner = match self.shard.core_of(partition) {
+        let owner = match self.shard.vnode_of(partition) {
             Ok(owner) => owner,
             Err(e) => {
                 tracing::warn!(error = %e, %bucket, %key, "cannot end an abandoned write; the sweeper will find its chunks");
@@ -424,27 +425,27 @@ impl Drop for WriteRegistration {
             ended: Some(self.pending.version),
             garbage: self.pending.garbage(),
         };
-        self.shard.core.forwarder.post(owner, request);
+        self.shard.post_to_vnode(owner, request);
     }
 }
 
-/// A read's lease on the chunks of an object's versions, on every core that holds one of them;
-/// released when dropped.
+/// A read's lease on the chunks of an object's versions, on every vnode that holds one of
+/// them; released when dropped.
 pub struct ChunkLease {
     shard: Shard,
-    held: Vec<(usize, Vec<VersionId>)>,
+    held: Vec<(Vnode, Vec<VersionId>)>,
 }
 
 impl Drop for ChunkLease {
     /// Releases at once on this core and posts the release to the others (no task is spawned:
     /// this may run while the runtime is being torn down).
     fn drop(&mut self) {
-        for (core, versions) in std::mem::take(&mut self.held) {
-            if core == self.shard.core.id {
+        for (vnode, versions) in std::mem::take(&mut self.held) {
+            if vnode == self.shard.here() {
                 self.shard.core.objects.release(&versions);
             } else {
                 let request = StorageRequest::ReleaseChunks { versions };
-                self.shard.core.forwarder.post(core, request);
+                self.shard.post_to_vnode(vnode, request);
             }
         }
     }
@@ -547,7 +548,7 @@ impl Shard {
             // A newer record won (a write stamped later elsewhere): ours references nothing.
             Ok(hlc) => self
                 .core
-                .engine
+                .engine()?
                 .lookup(partition, &okey)
                 .is_some_and(|now| now.hlc != *hlc),
         };
@@ -574,7 +575,7 @@ impl Shard {
         condition: &WriteCondition,
     ) -> Result<Hlc, ShardError> {
         let _lock = self.core.objects.locks.lock(okey).await;
-        let engine = &self.core.engine;
+        let engine = self.core.engine()?;
         let current = engine.lookup(partition, okey);
         condition.check(current.as_ref())?;
         let replaced = self.replaced_versions(partition, okey, current).await;
@@ -606,7 +607,7 @@ impl Shard {
             Some(c) if !c.tombstone && c.summary.tag & 0xff != TAG_INLINE => {}
             _ => return Ok(Vec::new()),
         }
-        match self.core.engine.head(partition, okey).await? {
+        match self.core.engine()?.head(partition, okey).await? {
             Some(head) => Ok(ObjectMeta::decode(&head.meta)?.versions()),
             None => Ok(Vec::new()),
         }
@@ -670,7 +671,7 @@ impl Shard {
     ) -> Result<bool, ShardError> {
         let okey = object_key(bucket, key);
         let _lock = self.core.objects.locks.lock(&okey).await;
-        let engine = &self.core.engine;
+        let engine = self.core.engine()?;
         let current = engine.lookup(partition, &okey);
         if current.is_none_or(|c| c.tombstone) {
             return Ok(false);
@@ -777,7 +778,7 @@ impl Shard {
             let (entry, value) = garbage_entry(bucket, key, batch);
             let queued = self
                 .core
-                .engine
+                .engine()?
                 .put_reclaiming(partition, &entry, value)
                 .await;
             self.queued(queued, entry, bucket, key)?;
@@ -841,7 +842,7 @@ impl Shard {
         value: PutValue,
     ) -> Result<(Hlc, Option<VersionChunks>), ShardError> {
         let _lock = self.core.objects.locks.lock(&part_key).await;
-        let engine = &self.core.engine;
+        let engine = self.core.engine()?;
         let replaced = match engine.lookup(partition, &part_key) {
             Some(c) if !c.tombstone => match engine.head(partition, &part_key).await {
                 Ok(Some(h)) => PartMeta::decode(&h.meta)
@@ -881,42 +882,40 @@ impl Shard {
     ) -> Result<ChunkLease, ShardError> {
         let total: u64 = versions.iter().map(|v| u64::from(v.chunks)).sum();
         let check = total <= LEASE_PRESENCE_CHECK_CHUNKS_MAX;
-        let mut cores = vec![!check; self.core_count()];
+        let mut vnodes = BTreeSet::new();
         if check {
             for v in versions {
                 for index in 0..v.chunks {
                     let ckey = chunk_key(bucket, key, &v.version, index);
-                    cores[self.core_of(self.partition_of(hash_bytes(&ckey)))?] = true;
+                    vnodes.insert(self.vnode_of(self.partition_of(hash_bytes(&ckey)))?);
                 }
             }
+        } else {
+            vnodes.extend(self.ring().vnodes().iter().copied());
         }
-        let calls = cores
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, holds)| holds)
-            .map(|(core, _)| {
-                let request = StorageRequest::LeaseChunks {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    versions: versions.to_vec(),
-                    check_presence: check,
+        let calls = vnodes.into_iter().map(|vnode| {
+            let request = StorageRequest::LeaseChunks {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                versions: versions.to_vec(),
+                check_presence: check,
+            };
+            async move {
+                let got = match self.send_to_vnode(vnode, request).await {
+                    Ok(answer) => answer.into_leased(),
+                    Err(e) => Err(e),
                 };
-                async move {
-                    let got = match self.send_to(core, request).await {
-                        Ok(answer) => answer.into_leased(),
-                        Err(e) => Err(e),
-                    };
-                    (core, got)
-                }
-            });
+                (vnode, got)
+            }
+        });
         let mut lease = ChunkLease {
             shard: self.clone(),
             held: Vec::new(),
         };
         let mut failed = None;
-        for (core, got) in futures_util::future::join_all(calls).await {
+        for (vnode, got) in futures_util::future::join_all(calls).await {
             match got {
-                Ok(leased) => lease.held.push((core, leased)),
+                Ok(leased) => lease.held.push((vnode, leased)),
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
@@ -954,12 +953,12 @@ impl Shard {
                 for index in 0..v.chunks {
                     let ckey = chunk_key(bucket, key, &v.version, index);
                     let partition = self.partition_of(hash_bytes(&ckey));
-                    if self.core_of(partition)? != self.core.id {
+                    if self.vnode_of(partition)? != self.here() {
                         continue;
                     }
                     let present = self
                         .core
-                        .engine
+                        .engine()?
                         .lookup(partition, &ckey)
                         .is_some_and(|c| !c.tombstone);
                     if !present {
@@ -973,15 +972,15 @@ impl Shard {
         Ok(leased)
     }
 
-    /// On core `core`: deletes the chunks in `keys` that no read holds; returns how many were
-    /// put off because one does. `orphans` counts them as swept rather than collected.
+    /// On `vnode`: deletes the chunks in `keys` that no read holds; returns how many were put
+    /// off because one does. `orphans` counts them as swept rather than collected.
     pub(crate) async fn collect_chunks(
         &self,
-        core: usize,
+        vnode: Vnode,
         keys: Vec<Bytes>,
         orphans: bool,
     ) -> Result<u64, ShardError> {
-        self.send_to(core, StorageRequest::CollectChunks { keys, orphans })
+        self.send_to_vnode(vnode, StorageRequest::CollectChunks { keys, orphans })
             .await?
             .into_deferred()
     }
@@ -1011,10 +1010,11 @@ impl Shard {
         // From here until the tombstones are durable, reads may not lease these versions: the
         // index shows their chunks until then.
         let _collecting = Collecting::mark(objects, versions);
+        let engine = self.core.engine()?;
         let deletes = futures_util::stream::iter(doomed)
             .map(|ckey| async move {
                 let partition = self.partition_of(hash_bytes(&ckey));
-                self.core.engine.delete(partition, &ckey, None).await
+                engine.delete(partition, &ckey, None).await
             })
             .buffer_unordered(COLLECT_CONCURRENCY_MAX);
         let results: Vec<_> = deletes.collect().await;
@@ -1060,7 +1060,7 @@ impl Shard {
         okey: &Bytes,
         versions: &[VersionChunks],
     ) -> Result<Vec<VersionId>, ShardError> {
-        let current = self.core.engine.lookup(partition, okey);
+        let current = self.core.engine()?.lookup(partition, okey);
         let manifest: Vec<VersionId> = self
             .manifest_versions(partition, okey, current)
             .await?

@@ -399,7 +399,7 @@ impl Shard {
         if let Some(partition) = request.partition() {
             self.check_holds(partition)?;
         }
-        let engine = &self.core.engine;
+        let engine = self.core.engine()?;
         Ok(match request {
             StorageRequest::Put {
                 partition,
@@ -550,7 +550,7 @@ impl Shard {
         for partition in partitions.clone() {
             self.check_holds(partition)?;
         }
-        let engine = &self.core.engine;
+        let engine = self.core.engine()?;
         let mut entries = Vec::new();
         let mut after = start_after;
         // The engine lists all of its partitions; the ones outside the range are skipped, and

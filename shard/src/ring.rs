@@ -20,6 +20,10 @@ pub type NodeId = u32;
 /// The id of the node in a ring of one.
 pub const SINGLE_NODE_ID: NodeId = 0;
 
+/// The id of a node that holds no vnode (a gateway-only node), until the manager hands out
+/// node ids.
+pub const NO_VNODE_NODE_ID: NodeId = NodeId::MAX;
+
 /// Most replicas of one partition.
 pub const MAX_REPLICAS: usize = 8;
 
@@ -48,6 +52,8 @@ pub struct RingView {
     table: Box<[Vnode]>,
     /// The listing plan, derived from `table` once ([`RingView::first_replica_ranges`]).
     listing_plan: Vec<(Vnode, Vec<Range<PartitionId>>)>,
+    /// Every vnode of the table once, in order.
+    vnodes: Vec<Vnode>,
 }
 
 impl RingView {
@@ -94,9 +100,14 @@ impl RingView {
             replicas,
             table: table.into_boxed_slice(),
             listing_plan: Vec::new(),
+            vnodes: Vec::new(),
         };
         ring.checksum = ring.compute_checksum();
         ring.listing_plan = ring.plan_listing();
+        let mut vnodes: Vec<Vnode> = ring.table.to_vec();
+        vnodes.sort_unstable();
+        vnodes.dedup();
+        ring.vnodes = vnodes;
         Ok(ring)
     }
 
@@ -149,6 +160,16 @@ impl RingView {
         }
         let first = partition as usize * self.replicas;
         Ok(&self.table[first..first + self.replicas])
+    }
+
+    /// The assignment: `partitions × replicas` vnodes, partition-major.
+    pub fn table(&self) -> &[Vnode] {
+        &self.table
+    }
+
+    /// Every vnode that holds some partition, once each, in order.
+    pub fn vnodes(&self) -> &[Vnode] {
+        &self.vnodes
     }
 
     /// Each vnode that is the first replica of some partition, with the ranges of partitions it

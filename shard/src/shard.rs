@@ -10,13 +10,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use leofs_engine::{Engine, Head, Hlc, PartitionId, PutValue, ScanEntry, Value};
+use leofs_engine::{Engine, Head, Hlc, HlcClock, PartitionId, PutValue, ScanEntry, Value};
 
 use crate::cross_core::Forwarder;
 use crate::http::ConnectionHub;
 use crate::node::NodeShared;
+use crate::remote::RemotePeers;
 use crate::request::{StorageRequest, StorageResponse};
-use crate::ring::{NodeId, RingView};
+use crate::ring::{NodeId, RingView, Vnode};
 use crate::{PartitionMap, ShardError};
 
 /// Everything one core owns; reachable only from its own thread.
@@ -27,12 +28,24 @@ pub(crate) struct Core {
     pub(crate) map: PartitionMap,
     /// The ring every request is routed by.
     pub(crate) ring: RefCell<Arc<RingView>>,
-    pub(crate) engine: Engine,
+    /// None on a node without the storage role.
+    pub(crate) engine: Option<Engine>,
+    /// Timestamps on a node without storage (with storage, the engine's clock).
+    pub(crate) clock: HlcClock,
     pub(crate) forwarder: Forwarder,
     pub(crate) connections: ConnectionHub,
+    /// The other nodes this core calls, and its wire counters.
+    pub(crate) remote: RemotePeers,
     pub(crate) node: Arc<NodeShared>,
     /// Key locks, writes in flight, read leases and the collector's inbox (`objects`).
     pub(crate) objects: crate::objects::ObjectState,
+}
+
+impl Core {
+    /// This core's engine, or [`ShardError::NoStorage`] on a node without the storage role.
+    pub(crate) fn engine(&self) -> Result<&Engine, ShardError> {
+        self.engine.as_ref().ok_or(ShardError::NoStorage)
+    }
 }
 
 /// Per-core handle given to the gateway. Clone, `!Send` (`Rc` inside). Every data call goes to
@@ -73,17 +86,58 @@ impl Shard {
         self.core.forwarder.forwarded()
     }
 
-    /// The core of this node that serves `partition`: its first replica in the ring.
-    pub(crate) fn core_of(&self, partition: PartitionId) -> Result<usize, ShardError> {
-        let ring = self.core.ring.borrow();
-        let vnode = ring.route(partition)?[0];
-        if vnode.node != self.core.node_id {
-            return Err(ShardError::RemoteVnode {
-                partition,
-                node: vnode.node,
-            });
+    /// The vnode that serves `partition`: its first replica in the ring.
+    pub(crate) fn vnode_of(&self, partition: PartitionId) -> Result<Vnode, ShardError> {
+        Ok(self.core.ring.borrow().route(partition)?[0])
+    }
+
+    /// This core as a vnode.
+    pub(crate) fn here(&self) -> Vnode {
+        Vnode {
+            node: self.core.node_id,
+            // PartitionMap caps cores at MAX_CORES (1024), which fits u16.
+            shard: self.core.id as u16,
         }
-        Ok(usize::from(vnode.shard))
+    }
+
+    /// Partitions this core is the first replica of.
+    pub(crate) fn partitions_owned(&self) -> u32 {
+        let here = self.here();
+        self.ring()
+            .first_replica_ranges()
+            .iter()
+            .filter(|(vnode, _)| *vnode == here)
+            .flat_map(|(_, ranges)| ranges.iter().map(|r| r.end - r.start))
+            .sum()
+    }
+
+    /// Serves `request` on `vnode`: a core of this node (see [`Shard::send_to`]) or a shard
+    /// of another node over the wire. A request that changes object state runs detached from
+    /// the caller either way.
+    pub async fn send_to_vnode(
+        &self,
+        vnode: Vnode,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        if vnode.node == self.core.node_id {
+            return self.send_to(usize::from(vnode.shard), request).await;
+        }
+        if request.runs_detached() {
+            let shard = self.clone();
+            monoio::spawn(async move { shard.call_remote(vnode, request).await }).await
+        } else {
+            self.call_remote(vnode, request).await
+        }
+    }
+
+    /// Posts a one-way `request` to `vnode` without waiting (releases and abandonments from
+    /// `Drop`).
+    pub(crate) fn post_to_vnode(&self, vnode: Vnode, request: StorageRequest) {
+        if vnode.node == self.core.node_id {
+            self.core.forwarder.post(usize::from(vnode.shard), request);
+        } else {
+            self.post_remote(vnode, request);
+        }
     }
 
     /// Serves `request` on core `core` of this node: this core's executor, or one message to
@@ -124,8 +178,8 @@ impl Shard {
         let partition = request.partition().ok_or(ShardError::UnaddressedRequest {
             kind: request.kind(),
         })?;
-        let core = self.core_of(partition)?;
-        self.send_to(core, request).await
+        let vnode = self.vnode_of(partition)?;
+        self.send_to_vnode(vnode, request).await
     }
 
     /// Stores `value` under `key` on the owning core; returns the stored timestamp once durable.
@@ -215,12 +269,6 @@ impl Shard {
         let ring = self.ring();
         let mut scans = Vec::new();
         for (vnode, ranges) in ring.first_replica_ranges() {
-            if vnode.node != self.core.node_id {
-                return Err(ShardError::RemoteVnode {
-                    partition: ranges.first().map_or(0, |r| r.start),
-                    node: vnode.node,
-                });
-            }
             for partitions in ranges {
                 let request = StorageRequest::Scan {
                     partitions: partitions.clone(),
@@ -228,7 +276,7 @@ impl Shard {
                     start_after: start_after.clone(),
                     limit,
                 };
-                scans.push(self.send_to(usize::from(vnode.shard), request));
+                scans.push(self.send_to_vnode(*vnode, request));
             }
         }
         let pages = futures_util::future::join_all(scans)
@@ -255,9 +303,12 @@ impl Shard {
         }
     }
 
-    /// A fresh timestamp from this core's engine clock.
+    /// A fresh timestamp from this core's clock (its engine's, on a storage node).
     pub fn now(&self) -> Hlc {
-        self.core.engine.now()
+        match &self.core.engine {
+            Some(engine) => engine.now(),
+            None => self.core.clock.now(),
+        }
     }
 }
 

@@ -35,6 +35,10 @@ fn run_on_core0(scenario: Scenario) {
         pin_cores: false,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: GcConfig::with_grace(Duration::from_secs(20)),
+        storage: true,
+        rpc: None,
+        joined: None,
+        services: None,
     };
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let scenario = Mutex::new(Some((scenario, done_tx)));

@@ -37,6 +37,10 @@ fn config(dir: &std::path::Path, cores: usize) -> NodeConfig {
         pin_cores: true,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        storage: true,
+        rpc: None,
+        joined: None,
+        services: None,
     }
 }
 

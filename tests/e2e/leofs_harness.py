@@ -41,6 +41,10 @@ READY_TIMEOUT_S = float(os.environ.get("LEOFS_E2E_READY_TIMEOUT_S", "90"))
 STOP_TIMEOUT_S = 60.0
 #: Tail of the server's stderr shown when something goes wrong.
 STDERR_TAIL_BYTES = 8000
+#: How servers are deployed: `all-in-one` (one process with every role) or `split` (a process
+#: with the manager and storage roles, and a gateway-only process joined to it over the wire).
+DEPLOYMENT = os.environ.get("LEOFS_E2E_DEPLOYMENT", "all-in-one")
+assert DEPLOYMENT in ("all-in-one", "split"), f"LEOFS_E2E_DEPLOYMENT={DEPLOYMENT!r}"
 
 
 def _target_dir() -> Path:
@@ -65,6 +69,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_rpc_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports that were free a moment ago (a storage
+    node's shard i listens on its RPC port + i)."""
+    for _ in range(200):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        ok = True
+        for port in range(base + 1, base + count):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def tmp_root_dir() -> Path:
     """Parent of every temporary dir of the suite (on ext4 for O_DIRECT): $LEOFS_E2E_TMP or /tmp."""
     root = Path(os.environ.get("LEOFS_E2E_TMP", tempfile.gettempdir())) / "leofs-e2e"
@@ -86,7 +110,10 @@ class ServerError(RuntimeError):
 
 
 class LeofsServer:
-    """One `leofs server` process (restartable on the same data dir and ports)."""
+    """One `leofs server` (restartable on the same data dir and ports). In the split deployment
+    it is two processes: this one has the manager and storage roles (its data dir, admin API and
+    RPC port), and `self.gateway` is a gateway-only process joined to it, serving the S3 and
+    REST ports. Both write to the same stderr log; start, stop and kill act on both."""
 
     def __init__(
         self,
@@ -100,7 +127,11 @@ class LeofsServer:
         config_toml: str | None = None,
         extra_env: dict[str, str] | None = None,
         listen_flag: bool = True,
+        deployment: str | None = None,
+        gateway_of: "LeofsServer | None" = None,
     ):
+        self.deployment = deployment or DEPLOYMENT
+        self.gateway_of = gateway_of
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.workdir = self.data_dir.parent
@@ -124,6 +155,28 @@ class LeofsServer:
         self.access_key = ROOT_ACCESS_KEY if root_keys else None
         self.secret_key = ROOT_SECRET_KEY if root_keys else None
         self.printed: dict[str, str] = {}
+        self.gateway: LeofsServer | None = None
+        self.rpc_port: int | None = None
+        if gateway_of is not None:
+            # The gateway process of a split server: its ports and log are the server's.
+            self.s3_port, self.rest_port = gateway_of.s3_port, gateway_of.rest_port
+            self.stderr_path = gateway_of.stderr_path
+        elif self.deployment == "split":
+            self.rpc_port = free_rpc_ports(cores)
+            self.gateway = LeofsServer(
+                self.workdir / f"{self.data_dir.name}-gateway",
+                cores=cores,
+                extra_args=extra_args,
+                root_keys=root_keys,
+                rest=rest,
+                domain=domain,
+                extra_env=extra_env,
+                listen_flag=listen_flag,
+                deployment="split",
+                gateway_of=self,
+            )
+            if self.config_path is not None:
+                self.gateway.config_path = self.config_path
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -156,6 +209,22 @@ class LeofsServer:
             "--cores",
             str(self.cores),
         ]
+        if self.gateway is not None:
+            # The storage process: no S3 or REST port of its own.
+            cmd += ["--roles", "manager,storage", "--rpc-listen", f"127.0.0.1:{self.rpc_port}"]
+            if self.config_path is not None:
+                cmd += ["--config", str(self.config_path)]
+            return cmd + self.extra_args
+        if self.gateway_of is not None:
+            storage = self.gateway_of
+            cmd += [
+                "--roles",
+                "gateway",
+                "--join",
+                f"127.0.0.1:{storage.rpc_port}",
+                "--cluster-secret-file",
+                str(storage.data_dir / "cluster.secret"),
+            ]
         if self.listen_flag:
             cmd += ["--listen", f"127.0.0.1:{self.s3_port}"]
         if self.rest_port is not None:
@@ -175,8 +244,10 @@ class LeofsServer:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Spawns the server and waits for `leofs ready`; raises ServerError with its stderr."""
+    def start(self, timeout_s: float = READY_TIMEOUT_S, with_gateway: bool = True) -> None:
+        """Spawns the server and waits for `leofs ready`; raises ServerError with its stderr.
+        `with_gateway=False` starts only the storage process of a split server (its gateway
+        is still running)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         self.stdout_lines = []
@@ -219,6 +290,22 @@ class LeofsServer:
             self._parse_line(line)
             if line.strip() == "leofs ready":
                 break
+        if self.gateway is not None and with_gateway:
+            gateway = self.gateway
+            if gateway.running():
+                # Only the storage process was stopped (a signal sent to `proc`).
+                gateway.stop()
+            gateway.listen_flag, gateway.s3_port, gateway.rest_port = (
+                self.listen_flag, self.s3_port, self.rest_port)
+            gateway.extra_env, gateway.extra_args = self.extra_env, self.extra_args
+            gateway.config_path, gateway.domain = self.config_path, self.domain
+            try:
+                self.gateway.start(timeout_s)
+            except ServerError:
+                self.kill9()
+                raise
+            self.printed.update(self.gateway.printed)
+            self.stdout_lines += self.gateway.stdout_lines
         if "S3 endpoint" in self.printed:
             expected = self.endpoint
             if self.printed["S3 endpoint"] != expected:
@@ -237,8 +324,12 @@ class LeofsServer:
                     self.secret_key = value
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM and wait; returns the exit code (raises ServerError if it does not exit)."""
+        """SIGTERM and wait; returns the exit code (raises ServerError if it does not exit). A
+        split server stops its gateway first; the first non-zero exit code is returned."""
         assert self.proc is not None
+        gateway_code = 0
+        if self.gateway is not None and self.gateway.proc is not None:
+            gateway_code = self.gateway.stop(timeout_s)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -246,10 +337,12 @@ class LeofsServer:
             except subprocess.TimeoutExpired:
                 self.kill9()
                 raise ServerError(f"server did not exit within {timeout_s}s of SIGTERM\n{self.diagnostics()}")
-        return self.proc.returncode
+        return gateway_code or self.proc.returncode
 
     def kill9(self) -> None:
-        """SIGKILL (a crash: nothing is flushed or checkpointed)."""
+        """SIGKILL (a crash: nothing is flushed or checkpointed), of every process."""
+        if self.gateway is not None:
+            self.gateway.kill9()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -266,16 +359,32 @@ class LeofsServer:
         self.kill9()
         self.start()
 
+    def kill9_storage(self) -> None:
+        """SIGKILL of the storage process of a split server only (its gateway keeps running)."""
+        assert self.gateway is not None, "not a split server"
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def http_pid(self) -> int:
+        """The process serving S3 (the gateway process of a split server)."""
+        return self.gateway.pid if self.gateway is not None else self.pid
+
     def rss_bytes(self) -> int:
-        """The server's resident set size (VmRSS from /proc/<pid>/status)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise ServerError("no VmRSS line")
+        """The server's resident set size (VmRSS from /proc/<pid>/status), of every process."""
+        pids = [self.pid] + ([self.gateway.pid] if self.gateway is not None else [])
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/status") as f:
+                lines = [line for line in f if line.startswith("VmRSS:")]
+            if not lines:
+                raise ServerError("no VmRSS line")
+            total += int(lines[0].split()[1]) * 1024
+        return total
 
     def stderr_tail(self) -> str:
         try:
@@ -285,8 +394,9 @@ class LeofsServer:
         return data[-STDERR_TAIL_BYTES:].decode(errors="replace")
 
     def diagnostics(self) -> str:
+        gateway = f"gateway command: {' '.join(self.gateway.command())}\n" if self.gateway else ""
         return (
-            f"command: {' '.join(self.command())}\n"
+            f"command: {' '.join(self.command())}\n{gateway}"
             f"stdout:\n" + "\n".join(self.stdout_lines[-50:]) + "\n"
             f"stderr tail ({self.stderr_path}):\n{self.stderr_tail()}"
         )
@@ -296,6 +406,8 @@ class LeofsServer:
         if os.environ.get("LEOFS_E2E_KEEP") == "1":
             return
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.gateway is not None:
+            shutil.rmtree(self.gateway.data_dir, ignore_errors=True)
         if self.config_path is not None:
             self.config_path.unlink(missing_ok=True)
 
@@ -332,6 +444,43 @@ class LeofsServer:
         if check and res.returncode != 0:
             raise AssertionError(f"{cmd} exited {res.returncode}\nstdout:{res.stdout}\nstderr:{res.stderr}")
         return res
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def _tcp_sockets(pid: int):
+    """(local port, state, inode) of every TCP socket in the network namespace of `pid`."""
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            yield int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+
+
+def connections_on(pid: int, ports: set[int]) -> int:
+    """Established TCP connections process `pid` holds on any of its local `ports`."""
+    inodes = _socket_inodes(pid)
+    return sum(1 for port, state, inode in _tcp_sockets(pid)
+               if inode in inodes and state != "0A" and port in ports)
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process `pid` listens on (its socket inodes matched in /proc/<pid>/net/tcp*)."""
+    inodes = _socket_inodes(pid)
+    return {port for port, state, inode in _tcp_sockets(pid) if state == "0A" and inode in inodes}
 
 
 # -- command-line S3 clients ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from botocore.exceptions import ClientError
 
-from leofs_harness import raw_request, sigv4_headers
+from leofs_harness import connections_on, raw_request, sigv4_headers
 
 IDLE_S = 2
 #: How late after the idle time the answer may come (timer granularity, a loaded CI machine).
@@ -27,16 +27,10 @@ SLACK_S = 3
 
 
 def open_fds(srv) -> int:
-    """Sockets the server process holds open."""
-    fd_dir = f"/proc/{srv.pid}/fd"
-    count = 0
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(f"{fd_dir}/{fd}").startswith("socket:"):
-                count += 1
-        except FileNotFoundError:
-            pass
-    return count
+    """Client connections the server process holds open on its S3 and REST ports (not its
+    listeners, and not the connections a gateway-only process keeps to storage)."""
+    ports = {srv.s3_port} | ({srv.rest_port} if srv.rest_port else set())
+    return connections_on(srv.http_pid, ports)
 
 
 def settled_fds(srv, timeout_s: float = 10.0) -> int:

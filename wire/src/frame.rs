@@ -16,8 +16,8 @@ use crc_fast::{CrcAlgorithm, Digest};
 
 /// Bytes of a frame's fixed header (length, checksum, envelope length).
 pub const FRAME_HEADER_BYTES: usize = 12;
-/// Largest envelope in bytes.
-pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024;
+/// Largest envelope in bytes: room for a record's metadata (at most 64 KiB) and its keys.
+pub const ENVELOPE_BYTES_MAX: usize = 128 * 1024;
 /// Largest payload in bytes: a 4 MiB chunk with room to spare.
 pub const PAYLOAD_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Largest frame in bytes after its length field (checksum, envelope length, envelope,
@@ -80,6 +80,15 @@ fn crc32c(parts: &[&[u8]]) -> u32 {
 impl Frame {
     /// Appends the encoded frame to `out`; refuses an envelope or payload over the bounds.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), FrameError> {
+        out.reserve(FRAME_HEADER_BYTES + self.envelope.len() + self.payload.len());
+        self.encode_head(out)?;
+        out.put_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Appends everything but the payload (header, envelope) to `out`: the payload is then sent
+    /// as it is, without copying it. Refuses an envelope or payload over the bounds.
+    pub fn encode_head(&self, out: &mut BytesMut) -> Result<(), FrameError> {
         let (envelope, payload) = (self.envelope.len(), self.payload.len());
         if envelope > ENVELOPE_BYTES_MAX || payload > PAYLOAD_BYTES_MAX {
             return Err(FrameError::TooLarge { envelope, payload });
@@ -88,12 +97,11 @@ impl Frame {
         let envelope_len = (envelope as u32).to_le_bytes();
         let length = (8 + envelope + payload) as u32;
         let crc = crc32c(&[&envelope_len, &self.envelope, &self.payload]);
-        out.reserve(FRAME_HEADER_BYTES + envelope + payload);
+        out.reserve(FRAME_HEADER_BYTES + envelope);
         out.put_u32_le(length);
         out.put_u32_le(crc);
         out.put_slice(&envelope_len);
         out.put_slice(&self.envelope);
-        out.put_slice(&self.payload);
         Ok(())
     }
 }

@@ -50,6 +50,22 @@ const PROOF_MESSAGE_BYTES: usize = 4 + PROOF_BYTES;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterId(pub [u8; CLUSTER_ID_BYTES]);
 
+impl ClusterId {
+    /// The id of the cluster whose nodes hold `secret`, derived from it (an HMAC of a fixed
+    /// label, which reveals nothing of the secret): nodes given the same secret agree on it
+    /// without another setting, and nodes of clusters with different secrets refuse each
+    /// other before any proof is checked.
+    pub fn derived_from(secret: &ClusterSecret) -> Self {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.0)
+            .unwrap_or_else(|_| unreachable!("HMAC-SHA256 takes keys of any length"));
+        mac.update(b"leofs cluster id");
+        let digest = mac.finalize().into_bytes();
+        let mut id = [0u8; CLUSTER_ID_BYTES];
+        id.copy_from_slice(&digest[..CLUSTER_ID_BYTES]);
+        Self(id)
+    }
+}
+
 /// The secret every node of a cluster holds. Its bytes never appear in `Debug` output.
 #[derive(Clone)]
 pub struct ClusterSecret(Vec<u8>);

@@ -31,8 +31,14 @@ fn parse_acl(acl: Option<&BucketCannedACL>) -> Result<BucketAcl, GatewayError> {
 }
 
 fn caller(ctx: &Ctx, key: Option<&str>) -> Result<String, GatewayError> {
-    caller_user(&ctx.manager.snapshot(), key)
-        .ok_or_else(|| GatewayError::s3(S3ErrorCode::AccessDenied, "Access Denied"))
+    caller_user(&ctx.manager.snapshot(), key).ok_or_else(|| match key {
+        // Deleted since the signature was checked (through another node, on a copied catalog).
+        Some(_) => GatewayError::s3(
+            S3ErrorCode::InvalidAccessKeyId,
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ),
+        None => GatewayError::s3(S3ErrorCode::AccessDenied, "Access Denied"),
+    })
 }
 
 /// ListBuckets: the buckets the caller owns (all buckets for an admin).
@@ -40,6 +46,9 @@ pub async fn list_buckets(
     ctx: &Ctx,
     req: S3Request<ListBucketsInput>,
 ) -> Result<S3Response<ListBucketsOutput>, GatewayError> {
+    // A copied catalog is brought up to date first, so the list shows buckets created a moment
+    // ago through another node.
+    ctx.catalog.refresh().await?;
     let user = caller(ctx, access_key(&req))?;
     let state = ctx.manager.snapshot();
     let is_admin = state.user(&user).is_some_and(|u| u.is_admin);

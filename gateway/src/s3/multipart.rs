@@ -397,11 +397,9 @@ pub async fn complete_multipart_upload(
         .storage
         .lease_chunks(&bucket_id, &input.key, &versions)
         .await
-        .map_err(|e| match e {
-            leofs_shard::ShardError::MissingChunk { .. } => {
-                invalid_part("One or more of the specified parts could not be found.")
-            }
-            other => other.into(),
+        .map_err(|e| match e.missing_chunk() {
+            Some(_) => invalid_part("One or more of the specified parts could not be found."),
+            None => e.into(),
         })?;
     ctx.commit_object(
         &bucket_id,

@@ -108,6 +108,12 @@ pub struct ShardStatus {
     /// Orphan chunks the sweeper collected since start.
     #[serde(default)]
     pub orphan_chunks_swept: u64,
+    /// Requests this core sent to other nodes over the wire since start.
+    #[serde(default)]
+    pub wire_requests_sent: u64,
+    /// Requests this core served for other nodes over the wire since start.
+    #[serde(default)]
+    pub wire_requests_served: u64,
 }
 
 /// A running admin API server; `shutdown` stops it. Dropping it leaves the server running until

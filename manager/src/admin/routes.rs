@@ -72,8 +72,12 @@ impl From<ManagerError> for Failure {
             ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
             ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),
             ManagerError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
-            ManagerError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            ManagerError::Stopped | ManagerError::Unreachable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            }
+            ManagerError::ReadOnlyCopy => (StatusCode::CONFLICT, "ReadOnlyCopy"),
             ManagerError::AdminBind { .. }
+            | ManagerError::Remote(_)
             | ManagerError::Thread(_)
             | ManagerError::Io { .. }
             | ManagerError::Corrupt { .. } => {

@@ -1,0 +1,244 @@
+//! The catalog between nodes: what a node with the manager role offers its peers
+//! ([`ManagerServices`]), and how a node without it keeps a copy of the catalog and forwards
+//! its changes ([`CatalogCopy`], [`join`]).
+//!
+//! A copy is refreshed every [`leofs_manager::catalog::CATALOG_IDLE_INTERVAL`] and after each
+//! change it forwards; between refreshes it may be a second late, which storage keys tolerate:
+//! a bucket's incarnation is in every key, so a late copy never reads a re-created bucket's
+//! objects as its own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use leofs_manager::{
+    Bucket, BucketAcl, CatalogApplier, CatalogWriter, Manager, ManagerError, ManagerState,
+};
+use leofs_shard::remote::blocking::BlockingPeer;
+use leofs_shard::remote::codec::{
+    CatalogChange, CatalogRefusal, CatalogRefusalKind, CatalogSnapshot, ClusterRing,
+};
+use leofs_shard::{NodeServices, ShardError, hash_bytes};
+
+/// The catalog services of a node with the manager role.
+pub struct ManagerServices {
+    manager: Arc<Manager>,
+    catalog: CatalogWriter,
+}
+
+impl ManagerServices {
+    /// Services over the node's manager and its catalog writer.
+    pub fn new(manager: Arc<Manager>, catalog: CatalogWriter) -> Self {
+        Self { manager, catalog }
+    }
+}
+
+/// How the manager refused a change, as the wire carries it.
+fn refusal(e: &ManagerError) -> CatalogRefusal {
+    let kind = match e {
+        ManagerError::InvalidBucketName { .. } => CatalogRefusalKind::InvalidBucketName,
+        ManagerError::BucketAlreadyExists(_) => CatalogRefusalKind::BucketAlreadyExists,
+        ManagerError::BucketAlreadyOwnedByYou(_) => CatalogRefusalKind::BucketAlreadyOwnedByYou,
+        ManagerError::NoSuchBucket(_) => CatalogRefusalKind::NoSuchBucket,
+        ManagerError::Busy { .. } => CatalogRefusalKind::Busy,
+        ManagerError::Stopped | ManagerError::Unreachable(_) => CatalogRefusalKind::Unavailable,
+        _ => CatalogRefusalKind::Internal,
+    };
+    CatalogRefusal {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// The manager error a forwarded change was refused with.
+fn manager_error(refusal: CatalogRefusal, name: &str) -> ManagerError {
+    match refusal.kind {
+        CatalogRefusalKind::InvalidBucketName => ManagerError::InvalidBucketName {
+            name: name.to_owned(),
+            reason: "refused by the manager",
+        },
+        CatalogRefusalKind::BucketAlreadyExists => ManagerError::BucketAlreadyExists(name.into()),
+        CatalogRefusalKind::BucketAlreadyOwnedByYou => {
+            ManagerError::BucketAlreadyOwnedByYou(name.into())
+        }
+        CatalogRefusalKind::NoSuchBucket => ManagerError::NoSuchBucket(name.into()),
+        CatalogRefusalKind::Busy | CatalogRefusalKind::Unavailable => {
+            ManagerError::Unreachable(refusal.message)
+        }
+        CatalogRefusalKind::Internal => ManagerError::Remote(refusal.message),
+    }
+}
+
+fn parse_acl(acl: &str) -> Result<BucketAcl, CatalogRefusal> {
+    BucketAcl::parse(acl).ok_or_else(|| CatalogRefusal {
+        kind: CatalogRefusalKind::Internal,
+        message: format!("unknown canned ACL {acl:?}"),
+    })
+}
+
+impl NodeServices for ManagerServices {
+    fn catalog(&self, known_version: u64) -> Result<CatalogSnapshot, CatalogRefusal> {
+        let bytes = Manager::encode_snapshot(&self.manager.snapshot());
+        let version = hash_bytes(&bytes);
+        Ok(CatalogSnapshot {
+            version,
+            bytes: (version != known_version).then(|| Bytes::from(bytes)),
+        })
+    }
+
+    fn change_catalog(
+        &self,
+        change: CatalogChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), CatalogRefusal>>>> {
+        let catalog = self.catalog.clone();
+        Box::pin(async move {
+            let made = match change {
+                CatalogChange::CreateBucket { name, owner, acl } => {
+                    let acl = parse_acl(&acl)?;
+                    catalog.create_bucket(&name, &owner, acl).await.map(drop)
+                }
+                CatalogChange::DeleteBucket { name, incarnation } => {
+                    catalog.delete_bucket(&name, incarnation).await
+                }
+                CatalogChange::SetBucketAcl { name, acl } => {
+                    let acl = parse_acl(&acl)?;
+                    catalog.set_bucket_acl(&name, acl).await
+                }
+            };
+            made.map_err(|e| refusal(&e))
+        })
+    }
+}
+
+/// A node without the manager role: its copy of the catalog, kept fresh from the node it
+/// joined, and its changes forwarded there. Runs on the catalog thread.
+pub struct CatalogCopy {
+    peer: BlockingPeer,
+    copy: Arc<Manager>,
+    version: u64,
+}
+
+impl CatalogCopy {
+    /// A copy at `version` (from [`join`]), refreshed through `peer`.
+    pub fn new(peer: BlockingPeer, copy: Arc<Manager>, version: u64) -> Self {
+        Self {
+            peer,
+            copy,
+            version,
+        }
+    }
+
+    /// Fetches the catalog if it changed and installs it.
+    fn fetch(&mut self) -> Result<(), ManagerError> {
+        let snapshot = self
+            .peer
+            .fetch_catalog(self.version)
+            .map_err(|e| ManagerError::Unreachable(e.to_string()))?
+            .map_err(|refusal| ManagerError::Unreachable(refusal.message))?;
+        if let Some(bytes) = snapshot.bytes {
+            self.copy.install(Manager::decode_snapshot(&bytes)?)?;
+            self.version = snapshot.version;
+        }
+        Ok(())
+    }
+
+    /// Forwards `change`, then refreshes the copy so the caller sees its own change.
+    fn forward(&mut self, change: CatalogChange, name: &str) -> Result<(), ManagerError> {
+        self.peer
+            .change_catalog(change)
+            .map_err(|e| ManagerError::Unreachable(e.to_string()))?
+            .map_err(|refusal| manager_error(refusal, name))?;
+        self.fetch()
+    }
+}
+
+impl CatalogApplier for CatalogCopy {
+    fn create_bucket(
+        &mut self,
+        name: &str,
+        owner: &str,
+        acl: BucketAcl,
+    ) -> Result<Bucket, ManagerError> {
+        leofs_manager::validate_bucket_name(name)?;
+        let change = CatalogChange::CreateBucket {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            acl: acl.as_str().to_owned(),
+        };
+        self.forward(change, name)?;
+        self.copy
+            .snapshot()
+            .bucket(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::NoSuchBucket(name.to_owned()))
+    }
+
+    fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        let change = CatalogChange::DeleteBucket {
+            name: name.to_owned(),
+            incarnation,
+        };
+        self.forward(change, name)
+    }
+
+    fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError> {
+        let change = CatalogChange::SetBucketAcl {
+            name: name.to_owned(),
+            acl: acl.as_str().to_owned(),
+        };
+        self.forward(change, name)
+    }
+
+    fn refresh(&mut self) -> Result<(), ManagerError> {
+        self.fetch()
+    }
+
+    fn idle(&mut self) {
+        if let Err(e) = self.fetch() {
+            tracing::warn!(peer = %self.peer.addr(), error = %e, "cannot refresh the catalog copy; serving the last one");
+        }
+    }
+}
+
+/// What a node without storage learns from the node it joins: the ring, and the catalog with
+/// its version.
+pub struct Joined {
+    /// The ring and the storage nodes' addresses.
+    pub ring: ClusterRing,
+    /// The catalog.
+    pub catalog: ManagerState,
+    /// Its version.
+    pub catalog_version: u64,
+}
+
+/// Fetches the ring and the catalog from `peer` (blocking; at start-up).
+pub fn join(peer: &mut BlockingPeer) -> Result<Joined, JoinError> {
+    let ring = peer.fetch_ring()?;
+    let snapshot = peer
+        .fetch_catalog(0)?
+        .map_err(|r| JoinError::Catalog(r.message))?;
+    let bytes = snapshot
+        .bytes
+        .ok_or_else(|| JoinError::Catalog("the manager sent no catalog".into()))?;
+    let catalog = Manager::decode_snapshot(&bytes)?;
+    Ok(Joined {
+        ring,
+        catalog,
+        catalog_version: snapshot.version,
+    })
+}
+
+/// Why joining a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The node could not be reached, or answered badly.
+    #[error(transparent)]
+    Node(#[from] ShardError),
+    /// Its catalog could not be had.
+    #[error("the joined node has no catalog to give: {0}")]
+    Catalog(String),
+    /// Its catalog does not decode.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+}

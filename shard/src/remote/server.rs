@@ -1,0 +1,115 @@
+//! The serving side: each core listens on `rpc_port + core` and serves every request that
+//! arrives there on its own executor.
+
+use std::net::SocketAddr;
+
+use leofs_wire::connection::serve_connection;
+use leofs_wire::{Frame, Message};
+use monoio::net::{ListenerOpts, TcpListener};
+
+use super::RpcConfig;
+use super::codec::{
+    self, CatalogRefusal, CatalogRefusalKind, ClusterRing, NodeAnswer, NodeRequest,
+};
+use crate::http::{ACCEPT_ERROR_BACKOFF, LISTEN_BACKLOG};
+use crate::{Shard, ShardError};
+
+/// The address core `core` serves peers on: the RPC port + `core`.
+pub(crate) fn core_addr(listen: SocketAddr, core: usize) -> Result<SocketAddr, ShardError> {
+    let port = u16::try_from(core)
+        .ok()
+        .and_then(|core| listen.port().checked_add(core))
+        .filter(|_| listen.port() != 0)
+        .ok_or_else(|| {
+            ShardError::Config(format!(
+                "rpc listen port {} cannot serve core {core} (shard i listens on the port + i; the port must not be 0)",
+                listen.port()
+            ))
+        })?;
+    let mut addr = listen;
+    addr.set_port(port);
+    Ok(addr)
+}
+
+/// Binds this core's RPC port and serves peers on it until the core stops.
+pub(crate) fn start(shard: &Shard, rpc: &RpcConfig) -> Result<(), ShardError> {
+    let addr = core_addr(rpc.listen, shard.core_id())?;
+    let opts = ListenerOpts::new().backlog(LISTEN_BACKLOG);
+    let listener = TcpListener::bind_with_config(addr, &opts)
+        .map_err(|error| ShardError::Bind { addr, error })?;
+    let (shard, auth) = (shard.clone(), rpc.auth.clone());
+    monoio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let (shard, auth) = (shard.clone(), auth.clone());
+                    monoio::spawn(async move {
+                        serve_connection(stream, peer, &auth, |message| {
+                            answer(shard.clone(), message)
+                        })
+                        .await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "rpc accept failed");
+                    monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Serves one request from a peer; the answer frame, None for a one-way request.
+async fn answer(shard: Shard, message: Message) -> Option<Frame> {
+    let id = message.request_id();
+    let epoch = shard.ring().epoch();
+    let core = &shard.core;
+    core.remote.served.set(core.remote.served.get() + 1);
+    let request = match codec::decode_request(&message) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a request from a peer");
+            return (id != 0).then(|| codec::encode_malformed(id, epoch, &e));
+        }
+    };
+    let answer = match request {
+        NodeRequest::Storage(request) => {
+            let kind = request.kind();
+            let answer = shard.execute(request).await.map(NodeAnswer::Storage);
+            if id == 0 {
+                if let Err(e) = answer {
+                    tracing::warn!(error = %e, request = kind, "a one-way request from a peer failed; the sweeper will find what it left");
+                }
+                return None;
+            }
+            answer
+        }
+        NodeRequest::FetchRing => Ok(NodeAnswer::Ring(ClusterRing {
+            ring: (*shard.ring()).clone(),
+            nodes: core.node.rpc_nodes(),
+        })),
+        NodeRequest::FetchCatalog { known_version } => Ok(match core.node.services() {
+            Some(services) => match services.catalog(known_version) {
+                Ok(snapshot) => NodeAnswer::Catalog(snapshot),
+                Err(refusal) => NodeAnswer::CatalogRefused(refusal),
+            },
+            None => no_manager(),
+        }),
+        NodeRequest::Catalog(change) => Ok(match core.node.services() {
+            Some(services) => match services.change_catalog(change).await {
+                Ok(()) => NodeAnswer::CatalogChanged,
+                Err(refusal) => NodeAnswer::CatalogRefused(refusal),
+            },
+            None => no_manager(),
+        }),
+    };
+    (id != 0).then(|| codec::encode_answer(id, epoch, answer))
+}
+
+fn no_manager() -> NodeAnswer {
+    NodeAnswer::CatalogRefused(CatalogRefusal {
+        kind: CatalogRefusalKind::Unavailable,
+        message: "this node has no manager role: join a node that has one".into(),
+    })
+}

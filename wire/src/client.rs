@@ -1,0 +1,244 @@
+//! The calling side towards one peer node ([`Peer`]), on one core: one connection per (shard,
+//! lane) of the peer, opened on first use and again after a failure; a record of the peer's
+//! recent failures, so that a dead peer costs one timeout and then fails calls at once until
+//! its back-off ends; a cap on the bytes in flight towards the peer.
+//!
+//! Lanes: [`Lane::Bulk`] carries calls with large payloads (chunk bodies) on a connection of
+//! their own, so a 4 MiB transfer never sits between a small request and its answer.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::Shared;
+
+use crate::connection::{Budget, ClientConnection, ClusterAuth, Message, WireError};
+use crate::frame::Frame;
+
+/// Longest time to open a TCP connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default longest time a call waits for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes (requests' payloads and expected answers) in flight towards one peer from one
+/// core; calls beyond wait.
+pub const IN_FLIGHT_BYTES_PER_PEER_MAX: usize = 64 * 1024 * 1024;
+/// Back-off after a peer's first failure; it doubles with each failure in a row.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Which connection to a shard a call travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Requests and answers without large payloads.
+    Small,
+    /// Calls that carry or fetch large payloads.
+    Bulk,
+}
+
+/// A connection attempt several callers await together.
+type Connecting = Shared<Pin<Box<dyn Future<Output = Result<Rc<ClientConnection>, WireError>>>>>;
+
+/// The connection of one (shard, lane).
+enum Channel {
+    Connected(Rc<ClientConnection>),
+    Connecting(Connecting),
+}
+
+/// A peer's recent failures.
+#[derive(Default)]
+struct Health {
+    failures_in_a_row: u32,
+    down_until: Option<Instant>,
+    last_error: String,
+}
+
+/// What is known of a peer's health (metrics, logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerHealth {
+    /// Failures since the last success.
+    pub failures_in_a_row: u32,
+    /// The last failure.
+    pub last_error: String,
+}
+
+/// One peer node as seen from one core. `!Send`.
+pub struct Peer {
+    /// Shard 0's address; shard *i* listens on its port + *i*.
+    base: SocketAddr,
+    auth: ClusterAuth,
+    request_timeout: Duration,
+    health: RefCell<Health>,
+    bytes: Rc<Budget>,
+    channels: RefCell<HashMap<(u16, Lane), Channel>>,
+}
+
+impl Peer {
+    /// A peer whose shard 0 listens on `base`.
+    pub fn new(base: SocketAddr, auth: ClusterAuth, request_timeout: Duration) -> Rc<Self> {
+        Rc::new(Self {
+            base,
+            auth,
+            request_timeout,
+            health: RefCell::new(Health::default()),
+            bytes: Budget::new(IN_FLIGHT_BYTES_PER_PEER_MAX),
+            channels: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The address shard `shard` of the peer listens on.
+    pub fn shard_addr(&self, shard: u16) -> SocketAddr {
+        let mut addr = self.base;
+        addr.set_port(self.base.port().wrapping_add(shard));
+        addr
+    }
+
+    /// The peer's recent failures.
+    pub fn health(&self) -> PeerHealth {
+        let health = self.health.borrow();
+        PeerHealth {
+            failures_in_a_row: health.failures_in_a_row,
+            last_error: health.last_error.clone(),
+        }
+    }
+
+    /// Sends the frame `build` makes (given the request id) to `shard` on `lane` and waits for
+    /// the answer, at most the request timeout. `bytes` is what the call holds of the peer's
+    /// in-flight budget (its payload and the answer's expected size).
+    pub async fn call(
+        self: &Rc<Self>,
+        shard: u16,
+        lane: Lane,
+        bytes: usize,
+        build: impl FnOnce(u64) -> Frame,
+    ) -> Result<Message, WireError> {
+        let started = Instant::now();
+        let _grant =
+            match monoio::time::timeout(self.request_timeout, self.bytes.acquire(bytes)).await {
+                Ok(grant) => grant,
+                Err(_) => {
+                    return Err(WireError::TimedOut {
+                        what: "waiting for the peer's in-flight byte budget",
+                        after_ms: self.request_timeout.as_millis() as u64,
+                    });
+                }
+            };
+        let connection = self.connection(shard, lane).await?;
+        let left = self.request_timeout.saturating_sub(started.elapsed());
+        match connection.call(build, left).await {
+            Ok(message) => {
+                self.succeeded();
+                Ok(message)
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a one-way frame (request id 0) to `shard`: at once on an open connection, else
+    /// from a task once one is open. Best effort: a failure is logged.
+    pub fn post(self: &Rc<Self>, shard: u16, frame: Frame) {
+        if let Some(Channel::Connected(connection)) =
+            self.channels.borrow().get(&(shard, Lane::Small))
+            && connection.post(&frame).is_ok()
+        {
+            return;
+        }
+        let peer = self.clone();
+        monoio::spawn(async move {
+            let posted = match peer.connection(shard, Lane::Small).await {
+                Ok(connection) => connection.post(&frame),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = posted {
+                tracing::warn!(peer = %peer.shard_addr(shard), error = %e, "a one-way request was not sent");
+            }
+        });
+    }
+
+    /// The open connection of (shard, lane), or a new one (shared by every caller that asks
+    /// while it is being opened). Fails at once while the peer is in its back-off.
+    async fn connection(
+        self: &Rc<Self>,
+        shard: u16,
+        lane: Lane,
+    ) -> Result<Rc<ClientConnection>, WireError> {
+        self.check_up(shard)?;
+        let key = (shard, lane);
+        let connecting = match self.channels.borrow().get(&key) {
+            Some(Channel::Connected(connection)) if !connection.is_closed() => {
+                return Ok(connection.clone());
+            }
+            Some(Channel::Connecting(attempt)) => Some(attempt.clone()),
+            _ => None,
+        };
+        if let Some(attempt) = connecting {
+            return attempt.await;
+        }
+        let peer = self.clone();
+        let addr = self.shard_addr(shard);
+        let attempt: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
+            let opened =
+                ClientConnection::connect(addr, &peer.auth, crate::client::CONNECT_TIMEOUT)
+                    .await
+                    .map(Rc::new);
+            let mut channels = peer.channels.borrow_mut();
+            match &opened {
+                Ok(connection) => {
+                    channels.insert(key, Channel::Connected(connection.clone()));
+                }
+                Err(e) => {
+                    channels.remove(&key);
+                    drop(channels);
+                    peer.failed(e);
+                }
+            }
+            opened
+        });
+        let attempt = attempt.shared();
+        self.channels
+            .borrow_mut()
+            .insert(key, Channel::Connecting(attempt.clone()));
+        attempt.await
+    }
+
+    /// Refuses a call while the peer is in its back-off.
+    fn check_up(&self, shard: u16) -> Result<(), WireError> {
+        let health = self.health.borrow();
+        match health.down_until {
+            Some(until) if until > Instant::now() => Err(WireError::PeerDown {
+                peer: self.shard_addr(shard),
+                reason: health.last_error.clone(),
+                retry_in_ms: until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut health = self.health.borrow_mut();
+        health.failures_in_a_row = 0;
+        health.down_until = None;
+    }
+
+    /// Records a failure: the peer is down for a back-off that doubles with each failure in a
+    /// row. Failures of the request itself (the peer answered) never reach here.
+    fn failed(&self, error: &WireError) {
+        let mut health = self.health.borrow_mut();
+        health.failures_in_a_row = health.failures_in_a_row.saturating_add(1);
+        let doublings = health.failures_in_a_row.saturating_sub(1).min(16);
+        let backoff = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);
+        health.down_until = Some(Instant::now() + backoff);
+        if health.failures_in_a_row == 1 {
+            tracing::warn!(peer = %self.base, error = %error, "a peer failed; backing off");
+        }
+        health.last_error = error.to_string();
+    }
+}
