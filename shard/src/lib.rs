@@ -39,8 +39,18 @@ pub use error::ShardError;
 pub use http::{OverloadAnswer, serve_http};
 pub use layout::{NodeLayout, read_layout};
 pub use leofs_engine::{
-    EngineConfig, EngineError, Head, Hlc, Lookup, MAX_BODY_BYTES as MAX_RECORD_BODY_BYTES,
-    PartitionId, PutValue, ScanEntry, Summary, Value,
+    EngineConfig, EngineError, Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Summary, Value,
+};
+
+/// Largest body of one record in bytes: what the engine stores, and what one frame carries
+/// between nodes (a record's body is one frame's payload).
+pub const MAX_RECORD_BODY_BYTES: u64 = {
+    let wire = leofs_wire::frame::PAYLOAD_BYTES_MAX as u64;
+    if leofs_engine::MAX_BODY_BYTES < wire {
+        leofs_engine::MAX_BODY_BYTES
+    } else {
+        wire
+    }
 };
 pub use node::{
     CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, JoinedCluster, NodeConfig, NodeHandle, NodeStats,

@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use futures_util::future::Shared;
 
 use crate::connection::{Budget, ClientConnection, ClusterAuth, Message, WireError};
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameError};
 
 /// Longest time to open a TCP connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,6 +135,8 @@ impl Peer {
                 self.succeeded();
                 Ok(message)
             }
+            // A frame too large to send is this node's mistake, not the peer's.
+            Err(e @ WireError::Frame(FrameError::TooLarge { .. })) => Err(e),
             Err(e) => {
                 self.failed(&e);
                 Err(e)
