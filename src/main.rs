@@ -557,6 +557,14 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             "a node without the storage role serves data stored elsewhere: set --join to the --rpc-listen address of a node with the manager and storage roles"
         );
     }
+    if let Some(listen) = config.rpc_listen
+        && listen.ip().is_unspecified()
+    {
+        bail!(
+            "--rpc-listen {listen}: give the address peers reach this node on (it is handed to \
+             them as is; an advertised address apart from the listen address is not built yet)"
+        );
+    }
     if roles.manager && config.join.is_some() {
         bail!("--join is for nodes without the manager role");
     }

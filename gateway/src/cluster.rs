@@ -63,9 +63,10 @@ fn manager_error(refusal: CatalogRefusal, name: &str) -> ManagerError {
             ManagerError::BucketAlreadyOwnedByYou(name.into())
         }
         CatalogRefusalKind::NoSuchBucket => ManagerError::NoSuchBucket(name.into()),
-        CatalogRefusalKind::Busy | CatalogRefusalKind::Unavailable => {
-            ManagerError::Unreachable(refusal.message)
-        }
+        CatalogRefusalKind::Busy => ManagerError::Busy {
+            queued_max: leofs_manager::catalog::CATALOG_CHANGES_QUEUED_MAX,
+        },
+        CatalogRefusalKind::Unavailable => ManagerError::Unreachable(refusal.message),
         CatalogRefusalKind::Internal => ManagerError::Remote(refusal.message),
     }
 }
@@ -136,20 +137,28 @@ impl CatalogCopy {
             .fetch_catalog(self.version)
             .map_err(|e| ManagerError::Unreachable(e.to_string()))?
             .map_err(|refusal| ManagerError::Unreachable(refusal.message))?;
-        if let Some(bytes) = snapshot.bytes {
-            self.copy.install(Manager::decode_snapshot(&bytes)?)?;
-            self.version = snapshot.version;
+        match snapshot.bytes {
+            Some(bytes) => {
+                self.copy.install(Manager::decode_snapshot(&bytes)?)?;
+                self.version = snapshot.version;
+            }
+            None => self.copy.confirm_current(),
         }
         Ok(())
     }
 
-    /// Forwards `change`, then refreshes the copy so the caller sees its own change.
+    /// Forwards `change`, then refreshes the copy so the caller sees its own change. Once the
+    /// manager made the change it is reported made, even if the refresh fails (the next one
+    /// brings it).
     fn forward(&mut self, change: CatalogChange, name: &str) -> Result<(), ManagerError> {
         self.peer
             .change_catalog(change)
             .map_err(|e| ManagerError::Unreachable(e.to_string()))?
             .map_err(|refusal| manager_error(refusal, name))?;
-        self.fetch()
+        if let Err(e) = self.fetch() {
+            tracing::warn!(peer = %self.peer.addr(), error = %e, "a catalog change was made, but the copy could not be refreshed yet");
+        }
+        Ok(())
     }
 }
 
@@ -167,11 +176,11 @@ impl CatalogApplier for CatalogCopy {
             acl: acl.as_str().to_owned(),
         };
         self.forward(change, name)?;
-        self.copy
-            .snapshot()
-            .bucket(name)
-            .cloned()
-            .ok_or_else(|| ManagerError::NoSuchBucket(name.to_owned()))
+        self.copy.snapshot().bucket(name).cloned().ok_or_else(|| {
+            ManagerError::Unreachable(format!(
+                "bucket {name} was created, but this node's copy of the catalog is not refreshed yet"
+            ))
+        })
     }
 
     fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {

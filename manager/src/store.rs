@@ -14,6 +14,7 @@
 //! First start is detected by the absence of `state.json`, which is written last.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -79,6 +80,9 @@ pub struct Manager {
     /// Serializes mutations (admin path only; readers use `state`).
     writer: Mutex<()>,
     admin_token: String,
+    /// A copy: when it was last known current (ms since the Unix epoch); 0 for the manager's
+    /// own state.
+    confirmed_unix_ms: AtomicU64,
 }
 
 impl Manager {
@@ -121,6 +125,7 @@ impl Manager {
             state: ArcSwap::from_pointee(state),
             writer: Mutex::new(()),
             admin_token,
+            confirmed_unix_ms: AtomicU64::new(0),
         };
         Ok((manager, created))
     }
@@ -134,7 +139,23 @@ impl Manager {
             state: ArcSwap::from_pointee(state),
             writer: Mutex::new(()),
             admin_token: String::new(),
+            confirmed_unix_ms: AtomicU64::new(now_unix_ms().max(1)),
         }
+    }
+
+    /// Records that a copy was found current just now (a fetch answered "unchanged").
+    pub fn confirm_current(&self) {
+        if self.state_path.is_none() {
+            self.confirmed_unix_ms
+                .store(now_unix_ms().max(1), Ordering::Release);
+        }
+    }
+
+    /// How long since a copy was last known current; None for the manager's own state.
+    pub fn copy_age(&self) -> Option<std::time::Duration> {
+        let confirmed = self.confirmed_unix_ms.load(Ordering::Acquire);
+        (confirmed != 0)
+            .then(|| std::time::Duration::from_millis(now_unix_ms().saturating_sub(confirmed)))
     }
 
     /// Replaces a read-only copy's state with a newer snapshot of the catalog.
@@ -146,6 +167,7 @@ impl Manager {
             });
         }
         self.state.store(Arc::new(state));
+        self.confirm_current();
         Ok(())
     }
 

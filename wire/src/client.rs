@@ -186,7 +186,9 @@ impl Peer {
         }
         let peer = self.clone();
         let addr = self.shard_addr(shard);
-        let attempt: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
+        // A task of its own: the attempt finishes (bounded by the connect and handshake
+        // timeouts) even if every caller waiting for it goes away.
+        let attempt = monoio::spawn(async move {
             let opened =
                 ClientConnection::connect(addr, &peer.auth, crate::client::CONNECT_TIMEOUT)
                     .await
@@ -204,6 +206,7 @@ impl Peer {
             }
             opened
         });
+        let attempt: Pin<Box<dyn Future<Output = _>>> = Box::pin(attempt);
         let attempt = attempt.shared();
         self.channels
             .borrow_mut()
@@ -234,6 +237,14 @@ impl Peer {
     /// row. Failures of the request itself (the peer answered) never reach here.
     fn failed(&self, error: &WireError) {
         let mut health = self.health.borrow_mut();
+        if health
+            .down_until
+            .is_some_and(|until| until > Instant::now())
+        {
+            // Another call already reported this failure (every call on a connection that
+            // closed fails at once): one event, one step of back-off.
+            return;
+        }
         health.failures_in_a_row = health.failures_in_a_row.saturating_add(1);
         let doublings = health.failures_in_a_row.saturating_sub(1).min(16);
         let backoff = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);

@@ -9,7 +9,9 @@
 //!   the previous write is in flight); a payload of [`PAYLOAD_COPY_BYTES_MAX`] or more is
 //!   written from its own buffer, never copied.
 //! - Serving ([`serve_connection`]): at most [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`]
-//!   requests run at once per connection; beyond that the connection is not read.
+//!   requests run at once per connection, and at most [`OUTBOX_BYTES_MAX`] of answers wait to
+//!   be written; beyond either, the connection is not read. During the handshake a frame is
+//!   at most [`HANDSHAKE_FRAME_BYTES_MAX`].
 //! - Calling ([`ClientConnection`]): each call has a deadline; a connection whose call timed
 //!   out is closed (its peer is hung or gone), and every call waiting on it fails at once.
 //!
@@ -47,6 +49,12 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 1024;
 pub const PAYLOAD_COPY_BYTES_MAX: usize = 16 * 1024;
 /// Bytes a read asks the kernel for at least.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest frame during the handshake (its messages are under 100 bytes): a peer that has not
+/// proven anything gets no larger buffer.
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 256;
+/// Most bytes of answers waiting to be written on one serving connection; beyond, no further
+/// request is read until the peer has taken some.
+pub const OUTBOX_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What both ends of a connection must share: the cluster secret and the cluster id.
 #[derive(Clone, Debug)]
@@ -87,6 +95,13 @@ pub enum WireError {
         what: &'static str,
         /// The bound.
         after_ms: u64,
+    },
+    /// This node has too much in flight towards the peer (its own queue, not the peer's
+    /// fault); the caller may retry.
+    #[error("too much in flight towards the peer: {what}")]
+    Busy {
+        /// What was full.
+        what: &'static str,
     },
     /// The peer failed recently; it is not tried again before its back-off ends.
     #[error("peer {peer} is down ({reason}); next attempt in {retry_in_ms} ms")]
@@ -167,6 +182,19 @@ impl<R: AsyncReadRent> FrameReader<R> {
         }
     }
 
+    /// A reader over `io` that accepts only handshake-sized frames until
+    /// [`FrameReader::handshake_done`].
+    pub fn for_handshake(io: R) -> Self {
+        let mut reader = Self::new(io);
+        reader.decoder.limit_frames_to(HANDSHAKE_FRAME_BYTES_MAX);
+        reader
+    }
+
+    /// Accepts frames of any size within the bounds from now on.
+    pub fn handshake_done(&mut self) {
+        self.decoder = FrameDecoder::new();
+    }
+
     /// The next verified frame; None at a clean end of stream (between frames). Waits as long
     /// as needed for a frame to start, at most [`FRAME_TIME_MAX`] for a started one to finish.
     pub async fn next(&mut self) -> Result<Option<Frame>, WireError> {
@@ -211,16 +239,36 @@ pub struct Outbox {
     batch: RefCell<BytesMut>,
     writer: Cell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Bytes queued and not yet written.
+    queued: Cell<usize>,
+    /// Tasks waiting for `queued` to drop below a bound.
+    drained: RefCell<Vec<Waker>>,
 }
 
 impl Outbox {
+    /// Waits until fewer than `bytes` are queued (or the outbox is closed).
+    pub async fn below(&self, bytes: usize) {
+        std::future::poll_fn(|cx| {
+            if self.queued.get() < bytes || self.closed.get() {
+                Poll::Ready(())
+            } else {
+                self.drained.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Queues `frame` for writing.
     pub fn push(&self, frame: &Frame) -> Result<(), WireError> {
         if self.closed.get() {
             return Err(WireError::Closed);
         }
         let mut batch = self.batch.borrow_mut();
+        let before = batch.len();
         frame.encode_head(&mut batch)?;
+        let bytes = batch.len() - before + frame.payload.len();
+        self.queued.set(self.queued.get() + bytes);
         if frame.payload.len() >= PAYLOAD_COPY_BYTES_MAX {
             let mut ready = self.ready.borrow_mut();
             ready.push_back(batch.split().freeze());
@@ -239,6 +287,9 @@ impl Outbox {
         self.closed.set(true);
         if let Some(writer) = self.writer.take() {
             writer.wake();
+        }
+        for waiter in self.drained.borrow_mut().drain(..) {
+            waiter.wake();
         }
     }
 
@@ -270,8 +321,14 @@ impl Outbox {
     /// closes it), then shuts the write side down.
     pub async fn write_to<W: AsyncWriteRent>(&self, mut io: W) {
         while let Some(bytes) = self.next_write().await {
+            let len = bytes.len();
             match monoio::time::timeout(FRAME_TIME_MAX, io.write_all(bytes)).await {
-                Ok((Ok(_), _)) => {}
+                Ok((Ok(_), _)) => {
+                    self.queued.set(self.queued.get().saturating_sub(len));
+                    for waiter in self.drained.borrow_mut().drain(..) {
+                        waiter.wake();
+                    }
+                }
                 Ok((Err(e), _)) => {
                     tracing::debug!(error = %e, "node connection write failed");
                     break;
@@ -437,11 +494,12 @@ pub async fn serve_connection<H, F>(
 {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut reader = FrameReader::new(read);
+    let mut reader = FrameReader::for_handshake(read);
     if let Err(e) = server_handshake(&mut reader, &mut write, auth).await {
         tracing::warn!(%peer, error = %e, "refused a node connection");
         return;
     }
+    reader.handshake_done();
     let outbox = Rc::new(Outbox::default());
     let writer = {
         let outbox = outbox.clone();
@@ -521,8 +579,9 @@ impl ClientConnection {
         };
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let mut reader = FrameReader::new(read);
+        let mut reader = FrameReader::for_handshake(read);
         client_handshake(&mut reader, &mut write, auth).await?;
+        reader.handshake_done();
         let (stop_reader, stopped) = oneshot::channel();
         let calls = Rc::new(Calls {
             waiting: RefCell::new(HashMap::new()),
@@ -556,17 +615,21 @@ impl ClientConnection {
         self.calls.close(why);
     }
 
-    /// Sends the frame `build` makes for a fresh request id and waits, at most `deadline`, for
-    /// its answer. A call that times out closes the connection (the peer is hung or gone).
+    /// Sends the frame `build` makes for a fresh request id and waits, at most `deadline` from
+    /// when it is queued, for its answer. A call that times out closes the connection (the
+    /// peer is hung or gone).
     pub async fn call(
         &self,
         build: impl FnOnce(u64) -> Frame,
         deadline: Duration,
     ) -> Result<Message, WireError> {
-        let started = Instant::now();
         let _slot = match monoio::time::timeout(deadline, self.slots.acquire(1)).await {
             Ok(slot) => slot,
-            Err(_) => return Err(WireError::timed_out("waiting for a request slot", deadline)),
+            Err(_) => {
+                return Err(WireError::Busy {
+                    what: "requests in flight on the connection",
+                });
+            }
         };
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -577,8 +640,9 @@ impl ClientConnection {
             id,
         };
         self.calls.outbox.push(&build(id))?;
-        let left = deadline.saturating_sub(started.elapsed());
-        match monoio::time::timeout(left, answer).await {
+        // The deadline runs from the moment the request is queued: time spent waiting on
+        // this node never counts against the peer.
+        match monoio::time::timeout(deadline, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(WireError::Closed),
             Err(_) => {

@@ -36,8 +36,11 @@ pub struct Frame {
 /// Why a frame was refused; the connection that sent it is closed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The length field announces more than [`FRAME_BYTES_MAX`] (or less than the fixed header).
-    #[error("frame length {length} outside 8..={FRAME_BYTES_MAX} bytes")]
+    /// The length field announces more than the decoder accepts (at most [`FRAME_BYTES_MAX`]),
+    /// or less than the fixed header.
+    #[error(
+        "frame length {length} outside the accepted range (8..={FRAME_BYTES_MAX} bytes, less during the handshake)"
+    )]
     BadLength {
         /// The announced length.
         length: u64,
@@ -107,15 +110,30 @@ impl Frame {
 }
 
 /// Reads frames out of a byte stream as its bytes arrive.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
-    _private: (),
+    /// Largest frame length accepted (≤ [`FRAME_BYTES_MAX`]).
+    max_length: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self {
+            max_length: FRAME_BYTES_MAX,
+        }
+    }
 }
 
 impl FrameDecoder {
     /// A decoder for a fresh stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Accepts frames of at most `bytes` after the length field (at most [`FRAME_BYTES_MAX`]):
+    /// a handshake, whose messages are small, reserves no more than that for a stranger.
+    pub fn limit_frames_to(&mut self, bytes: usize) {
+        self.max_length = bytes.clamp(8, FRAME_BYTES_MAX);
     }
 
     /// The next whole, verified frame at the front of `buf` (consumed), None if more bytes are
@@ -126,7 +144,7 @@ impl FrameDecoder {
             return Ok(None);
         }
         let length = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if !(8..=FRAME_BYTES_MAX).contains(&length) {
+        if !(8..=self.max_length).contains(&length) {
             return Err(FrameError::BadLength {
                 length: length as u64,
             });

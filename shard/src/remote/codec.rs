@@ -19,12 +19,17 @@ use leofs_wire::{Frame, Message, fb, flatbuffers};
 use crate::ShardError;
 use crate::error::ErrorClass;
 use crate::object::{VersionChunks, VersionId};
-use crate::objects::{EtagCondition, PendingWrite, WriteCondition};
+use crate::objects::{
+    EtagCondition, LEASE_PRESENCE_CHECK_CHUNKS_MAX, PendingWrite, WriteCondition,
+};
 use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
 use crate::ring::{NodeId, RingView, Vnode};
 
 /// Bytes of a scan page's payload beyond which the page is cut (and marked truncated).
 pub const SCAN_PAGE_BYTES_MAX: usize = PAYLOAD_BYTES_MAX / 2;
+/// Most chunks one version of an object may name in a request from a peer: 8 TiB of 4 MiB
+/// chunks (S3 objects are at most 5 TiB). A larger count is refused before any work.
+pub const CHUNKS_PER_VERSION_MAX: u32 = 1 << 21;
 
 /// A request one node serves for another.
 #[derive(Debug)]
@@ -191,6 +196,20 @@ fn version_chunks_of(
             })
             .collect()
     })
+}
+
+/// Versions a peer sent, each of at most [`CHUNKS_PER_VERSION_MAX`] chunks.
+fn bounded_versions(
+    versions: Option<flatbuffers::Vector<'_, fb::VersionChunks>>,
+) -> Result<Vec<VersionChunks>, Malformed> {
+    let versions = version_chunks_of(versions);
+    match versions.iter().find(|v| v.chunks > CHUNKS_PER_VERSION_MAX) {
+        Some(v) => Err(malformed(format!(
+            "a version of {} chunks (at most {CHUNKS_PER_VERSION_MAX})",
+            v.chunks
+        ))),
+        None => Ok(versions),
+    }
 }
 
 fn bytes_of(vector: Option<flatbuffers::Vector<'_, u8>>) -> Bytes {
@@ -718,6 +737,12 @@ fn etag_of(kind: fb::EtagMatch, etag: Option<&str>) -> Result<Option<EtagConditi
 fn pending_of(writing: Option<fb::PendingWrite<'_>>) -> Result<Option<PendingWrite>, Malformed> {
     writing
         .map(|w| {
+            if w.chunks() > CHUNKS_PER_VERSION_MAX {
+                return Err(malformed(format!(
+                    "a write of {} chunks (at most {CHUNKS_PER_VERSION_MAX})",
+                    w.chunks()
+                )));
+            }
             Ok(PendingWrite {
                 version: version_of(required(w.version(), "the pending write's version")?),
                 chunks: w.chunks(),
@@ -837,7 +862,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
                 ended: t.ended().map(version_of),
-                garbage: version_chunks_of(t.garbage()),
+                garbage: bounded_versions(t.garbage())?,
             })
         }
         fb::Body::CommitPart => {
@@ -853,10 +878,17 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
         }
         fb::Body::LeaseChunks => {
             let t = envelope.body_as_lease_chunks().ok_or_else(missing)?;
+            let versions = bounded_versions(t.versions())?;
+            let total: u64 = versions.iter().map(|v| u64::from(v.chunks)).sum();
+            if t.check_presence() && total > LEASE_PRESENCE_CHECK_CHUNKS_MAX {
+                return Err(malformed(format!(
+                    "a presence check of {total} chunks (at most {LEASE_PRESENCE_CHECK_CHUNKS_MAX})"
+                )));
+            }
             storage(StorageRequest::LeaseChunks {
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
-                versions: version_chunks_of(t.versions()),
+                versions,
                 check_presence: t.check_presence(),
             })
         }
@@ -883,7 +915,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 partition: t.partition(),
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
-                versions: version_chunks_of(t.versions()),
+                versions: bounded_versions(t.versions())?,
             })
         }
         fb::Body::FetchRing => Ok(NodeRequest::FetchRing),
@@ -1595,6 +1627,43 @@ mod tests {
         ];
         for request in requests {
             round_trip(request);
+        }
+    }
+
+    #[test]
+    fn chunk_counts_beyond_the_bounds_are_refused_before_any_work() {
+        let version = VersionId([1; 16]);
+        let huge = vec![VersionChunks {
+            version,
+            chunks: u32::MAX,
+        }];
+        let requests = [
+            StorageRequest::LeaseChunks {
+                bucket: "b".into(),
+                key: "k".into(),
+                versions: huge.clone(),
+                check_presence: false,
+            },
+            StorageRequest::LeaseChunks {
+                bucket: "b".into(),
+                key: "k".into(),
+                versions: vec![VersionChunks {
+                    version,
+                    chunks: LEASE_PRESENCE_CHECK_CHUNKS_MAX as u32 + 1,
+                }],
+                check_presence: true,
+            },
+            StorageRequest::EndWrite {
+                partition: 0,
+                bucket: "b".into(),
+                key: "k".into(),
+                ended: None,
+                garbage: huge,
+            },
+        ];
+        for request in requests {
+            let frame = encode_request(1, 1, &NodeRequest::Storage(request));
+            assert!(decode_request(&message(frame)).is_err());
         }
     }
 

@@ -179,6 +179,16 @@ impl Shard {
                     })
                     .await?;
                 let page = codec::decode_scan_answer(&message)?;
+                let progressed = page
+                    .entries
+                    .last()
+                    .is_some_and(|last| after.as_ref().is_none_or(|a| last.key > *a));
+                if page.truncated && !progressed {
+                    // A cut page must move the scan on, or asking again would never end.
+                    return Err(ShardError::BadAnswer(
+                        "a truncated scan page that does not move past its start".into(),
+                    ));
+                }
                 if let Some(last) = page.entries.last() {
                     after = Some(last.key.clone());
                 }

@@ -1,9 +1,12 @@
 //! The serving side: each core listens on `rpc_port + core` and serves every request that
 //! arrives there on its own executor.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use leofs_wire::connection::serve_connection;
+use leofs_wire::frame::{ENVELOPE_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use leofs_wire::{Frame, Message};
 use monoio::net::{ListenerOpts, TcpListener};
 
@@ -13,6 +16,10 @@ use super::codec::{
 };
 use crate::http::{ACCEPT_ERROR_BACKOFF, LISTEN_BACKLOG};
 use crate::{Shard, ShardError};
+
+/// Most peer connections one core serves at once (handshakes included); one more is closed at
+/// once with a log line.
+pub const RPC_CONNECTIONS_PER_CORE_MAX: usize = 256;
 
 /// The address core `core` serves peers on: the RPC port + `core`.
 pub(crate) fn core_addr(listen: SocketAddr, core: usize) -> Result<SocketAddr, ShardError> {
@@ -38,16 +45,22 @@ pub(crate) fn start(shard: &Shard, rpc: &RpcConfig) -> Result<(), ShardError> {
     let listener = TcpListener::bind_with_config(addr, &opts)
         .map_err(|error| ShardError::Bind { addr, error })?;
     let (shard, auth) = (shard.clone(), rpc.auth.clone());
+    let open = Rc::new(Cell::new(0usize));
     monoio::spawn(async move {
         loop {
             match listener.accept().await {
+                Ok((_, peer)) if open.get() >= RPC_CONNECTIONS_PER_CORE_MAX => {
+                    tracing::warn!(%peer, "refused a node connection: {RPC_CONNECTIONS_PER_CORE_MAX} are open on this core");
+                }
                 Ok((stream, peer)) => {
-                    let (shard, auth) = (shard.clone(), auth.clone());
+                    let (shard, auth, open) = (shard.clone(), auth.clone(), open.clone());
+                    open.set(open.get() + 1);
                     monoio::spawn(async move {
                         serve_connection(stream, peer, &auth, |message| {
                             answer(shard.clone(), message)
                         })
                         .await;
+                        open.set(open.get() - 1);
                     });
                 }
                 Err(e) => {
@@ -104,7 +117,22 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
             None => no_manager(),
         }),
     };
-    (id != 0).then(|| codec::encode_answer(id, epoch, answer))
+    if id == 0 {
+        return None;
+    }
+    let frame = codec::encode_answer(id, epoch, answer);
+    if frame.envelope.len() > ENVELOPE_BYTES_MAX || frame.payload.len() > PAYLOAD_BYTES_MAX {
+        // Too large for one frame (a catalog beyond the payload bound): the asker gets an
+        // error now rather than a timeout.
+        let e = ShardError::LimitExceeded {
+            what: "answer (bytes in one frame)",
+            limit: PAYLOAD_BYTES_MAX as u64,
+            got: frame.payload.len() as u64,
+        };
+        tracing::error!(error = %e, "an answer does not fit a frame");
+        return Some(codec::encode_answer(id, epoch, Err(e)));
+    }
+    Some(frame)
 }
 
 fn no_manager() -> NodeAnswer {
