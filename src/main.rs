@@ -16,7 +16,7 @@ use leofs_engine::{EngineConfig, SyncPolicy};
 use leofs_gateway::GatewayConfig;
 use leofs_gateway::cluster::{CatalogCopy, ManagerServices};
 use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
-use leofs_manager::store::ADMIN_USER_ID;
+use leofs_manager::store::{ADMIN_USER_ID, load_or_create_secret};
 use leofs_manager::{Credentials, Manager};
 use leofs_shard::remote::blocking::BlockingPeer;
 use leofs_shard::ring::NO_VNODE_NODE_ID;
@@ -493,46 +493,12 @@ fn cluster_secret(
         return Ok(Some((from_text(&text, "LEOFS_CLUSTER_SECRET")?, None)));
     }
     let path = config.data_dir.join(CLUSTER_SECRET_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some((from_text(&text, &path.display().to_string())?, None))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_generate => {
-            let text = hex_of(&rand_bytes()?);
-            write_secret_file(&path, &text)?;
-            Ok(Some((
-                from_text(&text, &path.display().to_string())?,
-                Some(text),
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// 32 random bytes from the OS.
-fn rand_bytes() -> anyhow::Result<[u8; 32]> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .context("cannot read /dev/urandom")?;
-    Ok(bytes)
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes a secret file (mode 0600, fsynced).
-fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(format!("{text}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+    let Some((text, created)) = load_or_create_secret(&path, "cluster secret", may_generate)?
+    else {
+        return Ok(None);
+    };
+    let secret = from_text(&text, &path.display().to_string())?;
+    Ok(Some((secret, created.then_some(text))))
 }
 
 /// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.

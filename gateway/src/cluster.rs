@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use leofs_manager::{
@@ -25,12 +25,34 @@ use leofs_shard::{NodeServices, ShardError, hash_bytes};
 pub struct ManagerServices {
     manager: Arc<Manager>,
     catalog: CatalogWriter,
+    /// The last state encoded, with its version and encoding: every gateway asks once a
+    /// second, and the state rarely changes.
+    encoded: Mutex<Option<(Arc<ManagerState>, u64, Bytes)>>,
 }
 
 impl ManagerServices {
     /// Services over the node's manager and its catalog writer.
     pub fn new(manager: Arc<Manager>, catalog: CatalogWriter) -> Self {
-        Self { manager, catalog }
+        Self {
+            manager,
+            catalog,
+            encoded: Mutex::new(None),
+        }
+    }
+
+    /// The current state's version and encoding, encoded once per state.
+    fn encoded(&self) -> (u64, Bytes) {
+        let state = self.manager.snapshot();
+        let mut encoded = self.encoded.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*encoded {
+            Some((of, version, bytes)) if Arc::ptr_eq(of, &state) => (*version, bytes.clone()),
+            _ => {
+                let bytes = Bytes::from(Manager::encode_snapshot(&state));
+                let version = hash_bytes(&bytes);
+                *encoded = Some((state, version, bytes.clone()));
+                (version, bytes)
+            }
+        }
     }
 }
 
@@ -80,11 +102,10 @@ fn parse_acl(acl: &str) -> Result<BucketAcl, CatalogRefusal> {
 
 impl NodeServices for ManagerServices {
     fn catalog(&self, known_version: u64) -> Result<CatalogSnapshot, CatalogRefusal> {
-        let bytes = Manager::encode_snapshot(&self.manager.snapshot());
-        let version = hash_bytes(&bytes);
+        let (version, bytes) = self.encoded();
         Ok(CatalogSnapshot {
             version,
-            bytes: (version != known_version).then(|| Bytes::from(bytes)),
+            bytes: (version != known_version).then_some(bytes),
         })
     }
 

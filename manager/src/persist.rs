@@ -107,8 +107,8 @@ pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, Manag
     Ok(out)
 }
 
-/// A fresh admin API token: 32 random bytes, hex-encoded.
-pub(crate) fn new_admin_token() -> Result<String, ManagerError> {
+/// A fresh secret (the admin API token, a cluster secret): 32 random bytes, hex-encoded.
+pub(crate) fn new_hex_secret() -> Result<String, ManagerError> {
     let mut raw = [0u8; ADMIN_TOKEN_RANDOM_BYTES];
     random_bytes(&mut raw)?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
@@ -155,9 +155,9 @@ mod tests {
 
     #[test]
     fn admin_tokens_are_64_hex_chars_and_unique() {
-        let a = new_admin_token().unwrap();
+        let a = new_hex_secret().unwrap();
         assert_eq!(a.len(), 64);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, new_admin_token().unwrap());
+        assert_ne!(a, new_hex_secret().unwrap());
     }
 }

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::persist::{
-    ensure_private_dir, new_admin_token, random_string, read_if_exists, write_atomic,
+    ensure_private_dir, new_hex_secret, random_string, read_if_exists, write_atomic,
 };
 use crate::{
     AccessKey, Bucket, BucketAcl, Credentials, ManagerError, ManagerState, User,
@@ -444,21 +444,37 @@ fn credentials_file(root: &Credentials) -> String {
 }
 
 fn load_or_create_token(path: &Path) -> Result<String, ManagerError> {
+    let (token, _) = load_or_create_secret(path, "admin token", true)?
+        .unwrap_or_else(|| unreachable!("a token is created when the file is missing"));
+    Ok(token)
+}
+
+/// A secret kept in a file of its own (`admin.token`, the cluster secret): the trimmed text of
+/// `path`, or, when the file does not exist and `create` is set, a fresh one (32 random bytes,
+/// hex-encoded) written there atomically with mode 0600. Returns the text and whether it was
+/// created now; None when the file is missing and `create` is not set. `what` names the secret
+/// in errors.
+pub fn load_or_create_secret(
+    path: &Path,
+    what: &str,
+    create: bool,
+) -> Result<Option<(String, bool)>, ManagerError> {
     match read_if_exists(path)? {
         Some(bytes) => {
-            let token = String::from_utf8(bytes)
+            let secret = String::from_utf8(bytes)
                 .map(|text| text.trim().to_owned())
-                .map_err(|_| corrupt(path, "admin token is not UTF-8".to_owned()))?;
-            if token.is_empty() {
-                return Err(corrupt(path, "admin token file is empty".to_owned()));
+                .map_err(|_| corrupt(path, format!("{what} is not UTF-8")))?;
+            if secret.is_empty() {
+                return Err(corrupt(path, format!("{what} file is empty")));
             }
-            Ok(token)
+            Ok(Some((secret, false)))
         }
-        None => {
-            let token = new_admin_token()?;
-            write_atomic(path, format!("{token}\n").as_bytes())?;
-            Ok(token)
+        None if create => {
+            let secret = new_hex_secret()?;
+            write_atomic(path, format!("{secret}\n").as_bytes())?;
+            Ok(Some((secret, true)))
         }
+        None => Ok(None),
     }
 }
 

@@ -12,12 +12,13 @@
 //!
 //! Must never: block a core thread, or hand a `!Send` value (an `Rc`, an engine) to another core.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
+use leofs_wire::connection::Budget;
 
 use crate::node::Control;
 use crate::request::{StorageRequest, StorageResponse};
@@ -88,8 +89,8 @@ pub(crate) async fn run_mailbox(shard: Shard, mut receiver: mpsc::UnboundedRecei
 /// The sending side on one core: bounded forwarding to every other core, with counters.
 pub(crate) struct Forwarder {
     mailboxes: Mailboxes,
-    /// Outstanding calls per destination core.
-    in_flight: Box<[InFlight]>,
+    /// Outstanding calls per destination core, each at most [`IN_FLIGHT_PER_PEER_MAX`].
+    in_flight: Box<[Rc<Budget>]>,
     /// Calls this core forwarded since start.
     forwarded: Cell<u64>,
 }
@@ -97,7 +98,9 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     /// A forwarder over the node's mailboxes, nothing outstanding.
     pub(crate) fn new(mailboxes: Mailboxes) -> Self {
-        let in_flight = (0..mailboxes.len()).map(|_| InFlight::default()).collect();
+        let in_flight = (0..mailboxes.len())
+            .map(|_| Budget::new(IN_FLIGHT_PER_PEER_MAX))
+            .collect();
         Self {
             mailboxes,
             in_flight,
@@ -129,7 +132,7 @@ impl Forwarder {
         owner: usize,
         request: StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
-        let _permit = self.in_flight[owner].acquire().await;
+        let _permit = self.in_flight[owner].acquire(1).await;
         let (reply, replied) = oneshot::channel();
         let message = Message::Request {
             request,
@@ -140,49 +143,5 @@ impl Forwarder {
         replied
             .await
             .map_err(|_| ShardError::CoreStopped { core: owner })?
-    }
-}
-
-/// A counter of outstanding calls towards one core, with the tasks waiting for room.
-#[derive(Default)]
-struct InFlight {
-    /// Calls sent and not yet answered.
-    count: Cell<usize>,
-    /// Tasks waiting for `count` to drop below the bound.
-    waiters: RefCell<Vec<Waker>>,
-}
-
-impl InFlight {
-    /// Waits until fewer than [`IN_FLIGHT_PER_PEER_MAX`] calls are outstanding and takes a slot.
-    async fn acquire(&self) -> Permit<'_> {
-        std::future::poll_fn(|cx| {
-            if self.count.get() < IN_FLIGHT_PER_PEER_MAX {
-                self.count.set(self.count.get() + 1);
-                Poll::Ready(Permit { in_flight: self })
-            } else {
-                let mut waiters = self.waiters.borrow_mut();
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-/// One outstanding call; frees its slot when dropped.
-struct Permit<'a> {
-    in_flight: &'a InFlight,
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.in_flight.count.set(self.in_flight.count.get() - 1);
-        // Wake every waiter: one takes the slot, the others re-register. Waking all (instead of
-        // one) cannot lose a wake-up to a waiter that was cancelled meanwhile.
-        for waker in self.in_flight.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
     }
 }

@@ -65,17 +65,6 @@ impl PartitionMap {
         debug_assert!(partition < self.partitions);
         (u64::from(partition) * self.cores as u64 / u64::from(self.partitions)) as usize
     }
-
-    /// How many partitions `core` owns.
-    pub fn partitions_owned(&self, core: usize) -> u32 {
-        self.first_partition(core + 1) - self.first_partition(core)
-    }
-
-    /// First partition owned by `core` (`ceil(core·P/n)`); `core == n` gives P.
-    fn first_partition(&self, core: usize) -> u32 {
-        let scaled = core as u64 * u64::from(self.partitions);
-        scaled.div_ceil(self.cores as u64) as u32
-    }
 }
 
 #[cfg(test)]
@@ -104,10 +93,16 @@ mod tests {
                 previous_owner = owner;
                 counted[owner] += 1;
             }
+            // What the node reports each core owns: its ranges in the ring of one node.
+            let ring = crate::RingView::single_node(0, map);
             for (core, count) in counted.iter().enumerate() {
+                let vnode = crate::Vnode {
+                    node: 0,
+                    shard: core as u16,
+                };
                 assert_eq!(
                     *count,
-                    map.partitions_owned(core),
+                    ring.partitions_first_on(vnode),
                     "cores={cores} core={core}"
                 );
             }

@@ -178,6 +178,15 @@ impl RingView {
         &self.listing_plan
     }
 
+    /// How many partitions `vnode` is the first replica of (what a core reports it owns).
+    pub fn partitions_first_on(&self, vnode: Vnode) -> u32 {
+        self.listing_plan
+            .iter()
+            .filter(|(v, _)| *v == vnode)
+            .flat_map(|(_, ranges)| ranges.iter().map(|r| r.end - r.start))
+            .sum()
+    }
+
     fn plan_listing(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
         let mut plan: Vec<(Vnode, Vec<Range<PartitionId>>)> = Vec::new();
         let mut start = 0;

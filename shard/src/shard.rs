@@ -102,13 +102,7 @@ impl Shard {
 
     /// Partitions this core is the first replica of.
     pub(crate) fn partitions_owned(&self) -> u32 {
-        let here = self.here();
-        self.ring()
-            .first_replica_ranges()
-            .iter()
-            .filter(|(vnode, _)| *vnode == here)
-            .flat_map(|(_, ranges)| ranges.iter().map(|r| r.end - r.start))
-            .sum()
+        self.ring().partitions_first_on(self.here())
     }
 
     /// Serves `request` on `vnode`: a core of this node (see [`Shard::send_to`]) or a shard

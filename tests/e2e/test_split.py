@@ -96,11 +96,12 @@ def test_kill9_of_storage_under_load_answers_503_then_recovers(make_server):
     for w in workers:
         w.start()
     time.sleep(2)
+    with lock:
+        before_kill = len(outcomes)
     srv.kill9_storage()
-    killed_at = time.monotonic()
     time.sleep(4)
     with lock:
-        during = len(outcomes)
+        while_down = outcomes[before_kill:]
     srv.start(with_gateway=False)
     # The gateway serves again once the storage node is back (after its back-off).
     deadline = time.monotonic() + 30
@@ -123,7 +124,8 @@ def test_kill9_of_storage_under_load_answers_503_then_recovers(make_server):
     assert codes <= {"ok", "ServiceUnavailable"}, codes
     slowest = max(seconds for _, seconds in outcomes)
     assert slowest < STORAGE_DEADLINE_S, f"a request took {slowest:.1f} s"
-    assert during > 0 and time.monotonic() - killed_at > 4
+    # Clients got answers while storage was down (nobody waited for the restart).
+    assert any(code == "ServiceUnavailable" for code, _ in while_down), while_down
     for key, body in acked.items():
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
     assert s3.get_object(Bucket=bucket, Key="after-restart")["Body"].read() == b"back"

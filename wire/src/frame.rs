@@ -89,13 +89,21 @@ impl Frame {
         Ok(())
     }
 
-    /// Appends everything but the payload (header, envelope) to `out`: the payload is then sent
-    /// as it is, without copying it. Refuses an envelope or payload over the bounds.
-    pub fn encode_head(&self, out: &mut BytesMut) -> Result<(), FrameError> {
+    /// Refuses an envelope over [`ENVELOPE_BYTES_MAX`] or a payload over [`PAYLOAD_BYTES_MAX`]:
+    /// such a frame cannot be sent.
+    pub fn check_bounds(&self) -> Result<(), FrameError> {
         let (envelope, payload) = (self.envelope.len(), self.payload.len());
         if envelope > ENVELOPE_BYTES_MAX || payload > PAYLOAD_BYTES_MAX {
             return Err(FrameError::TooLarge { envelope, payload });
         }
+        Ok(())
+    }
+
+    /// Appends everything but the payload (header, envelope) to `out`: the payload is then sent
+    /// as it is, without copying it. Refuses an envelope or payload over the bounds.
+    pub fn encode_head(&self, out: &mut BytesMut) -> Result<(), FrameError> {
+        self.check_bounds()?;
+        let (envelope, payload) = (self.envelope.len(), self.payload.len());
         // Both bounds keep every length below u32::MAX.
         let envelope_len = (envelope as u32).to_le_bytes();
         let length = (8 + envelope + payload) as u32;

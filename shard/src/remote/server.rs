@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use leofs_wire::connection::serve_connection;
-use leofs_wire::frame::{ENVELOPE_BYTES_MAX, PAYLOAD_BYTES_MAX};
+use leofs_wire::frame::PAYLOAD_BYTES_MAX;
 use leofs_wire::{Frame, Message};
 use monoio::net::{ListenerOpts, TcpListener};
 
@@ -121,15 +121,15 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
         return None;
     }
     let frame = codec::encode_answer(id, epoch, answer);
-    if frame.envelope.len() > ENVELOPE_BYTES_MAX || frame.payload.len() > PAYLOAD_BYTES_MAX {
+    if let Err(e) = frame.check_bounds() {
         // Too large for one frame (a catalog beyond the payload bound): the asker gets an
         // error now rather than a timeout.
+        tracing::error!(error = %e, "an answer does not fit a frame");
         let e = ShardError::LimitExceeded {
             what: "answer (bytes in one frame)",
             limit: PAYLOAD_BYTES_MAX as u64,
             got: frame.payload.len() as u64,
         };
-        tracing::error!(error = %e, "an answer does not fit a frame");
         return Some(codec::encode_answer(id, epoch, Err(e)));
     }
     Some(frame)
