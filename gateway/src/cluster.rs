@@ -64,7 +64,9 @@ fn refusal(e: &ManagerError) -> CatalogRefusal {
         ManagerError::BucketAlreadyOwnedByYou(_) => CatalogRefusalKind::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => CatalogRefusalKind::NoSuchBucket,
         ManagerError::Busy { .. } => CatalogRefusalKind::Busy,
-        ManagerError::Stopped | ManagerError::Unreachable(_) => CatalogRefusalKind::Unavailable,
+        ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
+            CatalogRefusalKind::Unavailable
+        }
         _ => CatalogRefusalKind::Internal,
     };
     CatalogRefusal {

@@ -87,7 +87,9 @@ fn manager_error(e: ManagerError) -> S3Error {
         ManagerError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
         ManagerError::Busy { .. } => S3ErrorCode::SlowDown,
-        ManagerError::Stopped | ManagerError::Unreachable(_) => S3ErrorCode::ServiceUnavailable,
+        ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
+            S3ErrorCode::ServiceUnavailable
+        }
         _ => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, e.to_string())

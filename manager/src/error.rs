@@ -83,6 +83,9 @@ pub enum ManagerError {
     #[error("the manager failed the change: {0}")]
     Remote(String),
     /// The manager's thread could not be started.
+    /// The manager's Raft group failed (storage, or a stopped group).
+    #[error("the manager's Raft group failed: {0}")]
+    Raft(String),
     #[error("cannot start the manager's thread: {0}")]
     Thread(#[source] std::io::Error),
     /// The state file on disk is unreadable.

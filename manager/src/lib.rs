@@ -9,6 +9,8 @@
 //! - [`error`]: the [`ManagerError`] enum.
 //! - [`bucket_name`]: the S3 bucket naming rules.
 //! - [`store`]: the durable [`Manager`] (`<data_dir>/manager/`).
+//! - [`command`]: the catalog changes, as the values the Raft log holds.
+//! - [`raft`]: the manager's state on openraft: its log, state machine and thread.
 //! - [`catalog`]: [`CatalogWriter`], the manager's own thread that makes catalog changes asked
 //!   for from core threads (which must never block on the state file's fsync).
 //! - [`persist`]: atomic, owner-only file writes and secret generation.
@@ -21,9 +23,11 @@ pub mod admin;
 pub mod bucket_name;
 pub mod catalog;
 pub mod client;
+pub mod command;
 pub mod error;
 pub mod model;
 pub mod persist;
+pub mod raft;
 pub mod store;
 
 pub use bucket_name::validate_bucket_name;

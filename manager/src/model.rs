@@ -88,7 +88,7 @@ pub struct Credentials {
 }
 
 /// An immutable snapshot of users, keys and buckets; readers never take a lock.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagerState {
     /// Users by id.
     pub users: BTreeMap<String, User>,

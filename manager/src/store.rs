@@ -1,28 +1,36 @@
-//! The durable single-node manager: owns `<data_dir>/manager/` (`state.json`, `admin.token`,
-//! `credentials`), serializes mutations on a mutex and publishes each new state through an
-//! `ArcSwap`, so the data path reads a snapshot without ever taking a lock.
+//! The durable manager: owns `<data_dir>/manager/`. Every change to users, keys and buckets is
+//! a [`Command`] proposed to the manager's Raft group ([`crate::raft`]) and applied by its
+//! state machine, which publishes each new state through an `ArcSwap`, so the data path reads a
+//! snapshot without ever taking a lock.
 //!
 //! Files (directory mode 0700, every file mode 0600, each replaced atomically: write
 //! `<name>.tmp`, fsync, rename, fsync the directory; a leftover `.tmp` is ignored):
-//! - `state.json`: `{"format_version": 1, "state": {"users": {id: User}, "keys": {access key id:
-//!   AccessKey}, "buckets": {name: Bucket}}}`, rewritten whole on every mutation before the
-//!   mutation is published. Unparseable content, another version or a dangling reference is
-//!   reported as [`ManagerError::Corrupt`]; the file is never reset.
+//! - `state.json`: the state machine (see [`crate::raft::machine`]), rewritten whole after
+//!   every applied batch before it is published. Unparseable content, an unknown version or a
+//!   dangling reference is reported as [`ManagerError::Corrupt`]; the file is never reset. A
+//!   version-1 file (a single node before Raft) is read and carried over.
+//! - `raft.log`, `raft-meta.json`: the Raft log, vote and node id (see [`crate::raft::log`]).
 //! - `admin.token`: the admin API bearer token (64 hex characters and a newline).
 //! - `credentials`: the root key pair in the AWS shared-credentials format, written at first start.
 //!
-//! First start is detected by the absence of `state.json`, which is written last.
+//! First start is detected by the absence of `state.json`, which is written before the Raft
+//! log; a Raft log without `state.json` is refused as damage.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::command::{Command, Refusal};
 use crate::persist::{
     ensure_private_dir, new_hex_secret, random_string, read_if_exists, write_atomic,
 };
+use crate::raft::log::{LogStore, META_FILE};
+use crate::raft::machine::StateMachine;
+use crate::raft::network::{RaftCall, RaftTransport};
+use crate::raft::{GroupStatus, RaftGroup};
 use crate::{
     AccessKey, Bucket, BucketAcl, Credentials, ManagerError, ManagerState, User,
     validate_bucket_name,
@@ -30,14 +38,17 @@ use crate::{
 
 /// Directory of the manager's files inside the data directory.
 pub const MANAGER_DIR: &str = "manager";
-/// Users, keys and buckets (JSON, holds secrets).
+/// The state machine: users, keys and buckets (JSON, holds secrets).
 pub const STATE_FILE: &str = "state.json";
 /// The admin API bearer token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The root key pair, in the AWS shared-credentials format.
 pub const CREDENTIALS_FILE: &str = "credentials";
-/// Version of the `state.json` layout; bumped on any incompatible change.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+/// Version of the catalog snapshot that nodes without the manager role fetch
+/// ([`Manager::encode_snapshot`]); bumped on any incompatible change.
+pub const CATALOG_SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Attempts at creating a user when its generated access key id turns out to be taken.
+const CREATE_USER_ATTEMPTS: usize = 3;
 /// Id of the administrator created at first start.
 pub const ADMIN_USER_ID: &str = "admin";
 /// Length of generated access key ids.
@@ -58,27 +69,38 @@ const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 /// Characters of generated secrets.
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// The on-disk layout of `state.json`, as read.
+/// The catalog snapshot, as read.
 #[derive(serde::Deserialize)]
 struct StateFile {
     format_version: u32,
     state: ManagerState,
 }
 
-/// The on-disk layout of `state.json`, as written (borrows the state instead of cloning it).
+/// The catalog snapshot, as written (borrows the state instead of cloning it).
 #[derive(serde::Serialize)]
 struct StateFileRef<'a> {
     format_version: u32,
     state: &'a ManagerState,
 }
 
-/// The durable single-node manager: `Send + Sync`, shared as `Arc<Manager>` by every core.
+/// How a manager takes part in its Raft group.
+#[derive(Clone, Default)]
+pub struct GroupOptions {
+    /// This manager's wire address (its `--rpc-listen`) as other managers reach it; empty for
+    /// a manager without one (it can only ever be a group of one).
+    pub addr: String,
+    /// Join an existing group instead of bootstrapping one: on first start the manager holds
+    /// nothing and waits until the group adds it (`leofs-adm add-manager`).
+    pub join: bool,
+    /// How it reaches other managers.
+    pub transport: Option<Arc<dyn RaftTransport>>,
+}
+
+/// The durable manager: `Send + Sync`, shared as `Arc<Manager>` by every core.
 pub struct Manager {
     /// None: a read-only copy of another node's catalog ([`Manager::read_only_copy`]).
-    state_path: Option<PathBuf>,
-    state: ArcSwap<ManagerState>,
-    /// Serializes mutations (admin path only; readers use `state`).
-    writer: Mutex<()>,
+    raft: Option<RaftGroup>,
+    state: Arc<ArcSwap<ManagerState>>,
     admin_token: String,
     /// A copy: when it was last known current (ms since the Unix epoch); 0 for the manager's
     /// own state.
@@ -94,36 +116,73 @@ impl Manager {
         data_dir: &Path,
         root: Option<Credentials>,
     ) -> Result<(Manager, Option<Credentials>), ManagerError> {
+        Self::open_with(data_dir, root, GroupOptions::default())
+    }
+
+    /// As [`Manager::open`], taking part in a group as `group` says. A manager that joins
+    /// creates no user and no key on first start: it receives the group's state.
+    pub fn open_with(
+        data_dir: &Path,
+        root: Option<Credentials>,
+        group: GroupOptions,
+    ) -> Result<(Manager, Option<Credentials>), ManagerError> {
         let dir = data_dir.join(MANAGER_DIR);
         ensure_private_dir(&dir)?;
         let admin_token = load_or_create_token(&dir.join(ADMIN_TOKEN_FILE))?;
         let state_path = dir.join(STATE_FILE);
-        let (state, created) = match read_if_exists(&state_path)? {
-            Some(bytes) => {
-                let state = parse_state(&state_path, &bytes)?;
+        let published = Arc::new(ArcSwap::from_pointee(ManagerState::default()));
+        let (machine, created) = match StateMachine::open(&state_path, published.clone())? {
+            Some(machine) => {
                 if let Some(root) = &root {
-                    warn_if_root_differs(&state, root);
+                    warn_if_root_differs(&published.load(), root);
                 }
-                (state, None)
+                (machine, None)
+            }
+            None if dir.join(META_FILE).exists() => {
+                return Err(corrupt(
+                    &state_path,
+                    "missing, but the manager's Raft log exists".into(),
+                ));
+            }
+            None if group.join => {
+                let machine =
+                    StateMachine::create(&state_path, ManagerState::default(), published.clone())?;
+                (machine, None)
             }
             None => {
                 let root = match root {
                     Some(root) => validate_root(root)?,
                     None => generate_credentials(ADMIN_USER_ID, &ManagerState::default())?,
                 };
-                let state = first_state(&root, now_unix_ms());
                 write_atomic(
                     &dir.join(CREDENTIALS_FILE),
                     credentials_file(&root).as_bytes(),
                 )?;
-                persist_state(&state_path, &state)?;
-                (state, Some(root))
+                let state = first_state(&root, now_unix_ms());
+                let machine = StateMachine::create(&state_path, state, published.clone())?;
+                (machine, Some(root))
             }
         };
+        let (log, node_id, log_created) = LogStore::open(&dir)?;
+        let bootstrap = log_created && !group.join;
+        if bootstrap {
+            tracing::info!(
+                node_id,
+                "bootstrapping the manager group with this manager as its only member"
+            );
+        } else if log_created {
+            tracing::info!(
+                node_id,
+                addr = %group.addr,
+                "this manager waits to be added to its group: run `leofs-adm add-manager {}` against a member",
+                group.addr
+            );
+        }
+        let seed = bootstrap.then(|| ManagerState::clone(&published.load()));
+        let raft = RaftGroup::start(node_id, group.addr, log, machine, seed, group.transport)?;
         let manager = Manager {
-            state_path: Some(state_path),
-            state: ArcSwap::from_pointee(state),
-            writer: Mutex::new(()),
+            raft: Some(raft),
+            state: published,
             admin_token,
             confirmed_unix_ms: AtomicU64::new(0),
         };
@@ -135,9 +194,8 @@ impl Manager {
     /// [`ManagerError::ReadOnlyCopy`].
     pub fn read_only_copy(state: ManagerState) -> Manager {
         Manager {
-            state_path: None,
-            state: ArcSwap::from_pointee(state),
-            writer: Mutex::new(()),
+            raft: None,
+            state: Arc::new(ArcSwap::from_pointee(state)),
             admin_token: String::new(),
             confirmed_unix_ms: AtomicU64::new(now_unix_ms().max(1)),
         }
@@ -145,7 +203,7 @@ impl Manager {
 
     /// Records that a copy was found current just now (a fetch answered "unchanged").
     pub fn confirm_current(&self) {
-        if self.state_path.is_none() {
+        if self.raft.is_none() {
             self.confirmed_unix_ms
                 .store(now_unix_ms().max(1), Ordering::Release);
         }
@@ -160,7 +218,7 @@ impl Manager {
 
     /// Replaces a read-only copy's state with a newer snapshot of the catalog.
     pub fn install(&self, state: ManagerState) -> Result<(), ManagerError> {
-        if self.state_path.is_some() {
+        if self.raft.is_some() {
             return Err(ManagerError::Corrupt {
                 path: PathBuf::new(),
                 detail: "a snapshot can only be installed into a read-only copy".into(),
@@ -175,7 +233,7 @@ impl Manager {
     /// without the manager role fetches.
     pub fn encode_snapshot(state: &ManagerState) -> Vec<u8> {
         let file = StateFileRef {
-            format_version: STATE_FORMAT_VERSION,
+            format_version: CATALOG_SNAPSHOT_FORMAT_VERSION,
             state,
         };
         // Maps with string keys and plain values always serialize.
@@ -206,86 +264,64 @@ impl Manager {
         acl: BucketAcl,
     ) -> Result<Bucket, ManagerError> {
         validate_bucket_name(name)?;
-        self.mutate(|state| {
-            if state.user(owner).is_none() {
-                return Err(ManagerError::NoSuchUser(owner.to_owned()));
-            }
-            if let Some(existing) = state.bucket(name) {
-                return Err(if existing.owner == owner {
-                    ManagerError::BucketAlreadyOwnedByYou(name.to_owned())
-                } else {
-                    ManagerError::BucketAlreadyExists(name.to_owned())
-                });
-            }
-            let bucket = Bucket {
-                name: name.to_owned(),
-                owner: owner.to_owned(),
-                acl,
-                created_unix_ms: now_unix_ms(),
-                incarnation: new_incarnation()?,
-            };
-            state.buckets.insert(name.to_owned(), bucket.clone());
-            Ok(bucket)
-        })
+        let bucket = Bucket {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            acl,
+            created_unix_ms: now_unix_ms(),
+            incarnation: new_incarnation()?,
+        };
+        self.propose(Command::CreateBucket {
+            bucket: bucket.clone(),
+        })?;
+        Ok(bucket)
     }
 
     /// Removes the record of bucket `name` at `incarnation` (the caller has checked that this
     /// incarnation is empty). A bucket of that name created again since is left alone: the
     /// answer is then NoSuchBucket, as the bucket that was checked is gone.
     pub fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
-        self.mutate(|state| match state.buckets.get(name) {
-            Some(bucket) if bucket.incarnation == incarnation => {
-                state.buckets.remove(name);
-                Ok(())
-            }
-            _ => Err(ManagerError::NoSuchBucket(name.to_owned())),
+        self.propose(Command::DeleteBucket {
+            name: name.to_owned(),
+            incarnation,
         })
     }
 
     /// Replaces a bucket's canned ACL.
     pub fn set_bucket_acl(&self, name: &str, acl: BucketAcl) -> Result<(), ManagerError> {
-        self.mutate(|state| match state.buckets.get_mut(name) {
-            Some(bucket) => {
-                bucket.acl = acl;
-                Ok(())
-            }
-            None => Err(ManagerError::NoSuchBucket(name.to_owned())),
+        self.propose(Command::SetBucketAcl {
+            name: name.to_owned(),
+            acl,
         })
     }
 
     /// Creates a user with a fresh key pair.
     pub fn create_user(&self, user_id: &str) -> Result<Credentials, ManagerError> {
         validate_user_id(user_id)?;
-        self.mutate(|state| {
-            if state.user(user_id).is_some() {
-                return Err(ManagerError::UserExists(user_id.to_owned()));
-            }
-            let credentials = generate_credentials(user_id, state)?;
-            state.users.insert(
-                user_id.to_owned(),
-                User {
+        let mut attempts = 0;
+        loop {
+            let credentials = generate_credentials(user_id, &self.state.load())?;
+            let command = Command::CreateUser {
+                user: User {
                     id: user_id.to_owned(),
                     is_admin: false,
                     created_unix_ms: now_unix_ms(),
                 },
-            );
-            insert_key(state, &credentials);
-            Ok(credentials)
-        })
+                key: access_key(&credentials),
+            };
+            attempts += 1;
+            match self.raft()?.write(command)? {
+                Ok(()) => return Ok(credentials),
+                Err(Refusal::AccessKeyTaken(_)) if attempts < CREATE_USER_ATTEMPTS => continue,
+                Err(refusal) => return Err(refusal.into()),
+            }
+        }
     }
 
     /// Deletes a user and its keys (refused while it owns buckets).
     pub fn delete_user(&self, user_id: &str) -> Result<(), ManagerError> {
-        self.mutate(|state| {
-            if state.user(user_id).is_none() {
-                return Err(ManagerError::NoSuchUser(user_id.to_owned()));
-            }
-            if state.buckets.values().any(|bucket| bucket.owner == user_id) {
-                return Err(ManagerError::UserOwnsBuckets(user_id.to_owned()));
-            }
-            state.users.remove(user_id);
-            state.keys.retain(|_, key| key.user_id != user_id);
-            Ok(())
+        self.propose(Command::DeleteUser {
+            user_id: user_id.to_owned(),
         })
     }
 
@@ -294,20 +330,42 @@ impl Manager {
         self.admin_token.clone()
     }
 
-    /// Applies `change` to a copy of the current state, makes it durable, then publishes it.
-    /// Nothing is published if `change` or the write fails.
-    fn mutate<T>(
+    /// The manager group as this manager sees it; None for a read-only copy.
+    pub fn group_status(&self) -> Option<GroupStatus> {
+        self.raft.as_ref().map(RaftGroup::status)
+    }
+
+    /// Adds the manager at `addr` (its `--rpc-listen` address) to the group; its node id.
+    pub fn add_manager(&self, addr: &str) -> Result<u64, ManagerError> {
+        self.raft()?.add_manager(addr)
+    }
+
+    /// Removes manager `node_id` from the group.
+    pub fn remove_manager(&self, node_id: u64) -> Result<(), ManagerError> {
+        self.raft()?.remove_manager(node_id)
+    }
+
+    /// Serves a call from another manager (see [`RaftGroup::serve`]).
+    pub fn serve_raft(
         &self,
-        change: impl FnOnce(&mut ManagerState) -> Result<T, ManagerError>,
-    ) -> Result<T, ManagerError> {
-        let state_path = self.state_path.as_ref().ok_or(ManagerError::ReadOnlyCopy)?;
-        // The guarded data is `()`, so a panic in another writer leaves nothing inconsistent.
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = ManagerState::clone(&self.state.load());
-        let out = change(&mut next)?;
-        persist_state(state_path, &next)?;
-        self.state.store(Arc::new(next));
-        Ok(out)
+        call: RaftCall,
+        body: Vec<u8>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<u8>, ManagerError>> + Send + 'static,
+        ManagerError,
+    > {
+        Ok(self.raft()?.serve(call, body))
+    }
+
+    /// The Raft group changes go through; a read-only copy has none.
+    fn raft(&self) -> Result<&RaftGroup, ManagerError> {
+        self.raft.as_ref().ok_or(ManagerError::ReadOnlyCopy)
+    }
+
+    /// Proposes `command` and waits until it is applied (durable on the group, published
+    /// here); a refusal becomes its error. Blocks: never called on a core thread.
+    fn propose(&self, command: Command) -> Result<(), ManagerError> {
+        self.raft()?.write(command)?.map_err(ManagerError::from)
     }
 }
 
@@ -392,15 +450,12 @@ fn generate_credentials(user_id: &str, state: &ManagerState) -> Result<Credentia
     })
 }
 
-fn insert_key(state: &mut ManagerState, credentials: &Credentials) {
-    state.keys.insert(
-        credentials.access_key_id.clone(),
-        AccessKey {
-            access_key_id: credentials.access_key_id.clone(),
-            secret_access_key: credentials.secret_access_key.clone(),
-            user_id: credentials.user_id.clone(),
-        },
-    );
+fn access_key(credentials: &Credentials) -> AccessKey {
+    AccessKey {
+        access_key_id: credentials.access_key_id.clone(),
+        secret_access_key: credentials.secret_access_key.clone(),
+        user_id: credentials.user_id.clone(),
+    }
 }
 
 /// The state of a first start: the admin user and its key pair.
@@ -414,7 +469,9 @@ fn first_state(root: &Credentials, now_unix_ms: u64) -> ManagerState {
             created_unix_ms: now_unix_ms,
         },
     );
-    insert_key(&mut state, root);
+    state
+        .keys
+        .insert(root.access_key_id.clone(), access_key(root));
     state
 }
 
@@ -481,11 +538,11 @@ pub fn load_or_create_secret(
 fn parse_state(path: &Path, bytes: &[u8]) -> Result<ManagerState, ManagerError> {
     let file: StateFile =
         serde_json::from_slice(bytes).map_err(|err| corrupt(path, err.to_string()))?;
-    if file.format_version != STATE_FORMAT_VERSION {
+    if file.format_version != CATALOG_SNAPSHOT_FORMAT_VERSION {
         return Err(corrupt(
             path,
             format!(
-                "format version {} is not supported (expected {STATE_FORMAT_VERSION})",
+                "format version {} is not supported (expected {CATALOG_SNAPSHOT_FORMAT_VERSION})",
                 file.format_version
             ),
         ));
@@ -495,7 +552,7 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<ManagerState, ManagerError> 
 }
 
 /// Every record must point at records that exist, under the id it is filed by.
-fn check_references(state: &ManagerState) -> Result<(), String> {
+pub(crate) fn check_references(state: &ManagerState) -> Result<(), String> {
     for (id, user) in &state.users {
         if *id != user.id {
             return Err(format!("user filed as {id:?} has id {:?}", user.id));
@@ -530,15 +587,6 @@ fn check_references(state: &ManagerState) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn persist_state(path: &Path, state: &ManagerState) -> Result<(), ManagerError> {
-    let file = StateFileRef {
-        format_version: STATE_FORMAT_VERSION,
-        state,
-    };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|err| corrupt(path, err.to_string()))?;
-    write_atomic(path, &bytes)
 }
 
 fn corrupt(path: &Path, detail: String) -> ManagerError {
@@ -888,7 +936,7 @@ mod tests {
         );
         let future_version = String::from_utf8(good.clone())
             .unwrap()
-            .replace("\"format_version\": 1", "\"format_version\": 99");
+            .replace("\"format_version\": 2", "\"format_version\": 99");
         for bad in [
             truncated,
             b"not json at all",
@@ -926,5 +974,97 @@ mod tests {
         assert!(manager.snapshot().user("alice").is_some());
         manager.create_user("bob").unwrap();
         assert!(!crate::persist::temporary_path(&state_path).exists());
+    }
+
+    #[test]
+    fn a_single_node_data_dir_from_before_raft_keeps_its_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager_dir = dir.path().join(MANAGER_DIR);
+        fs::create_dir_all(&manager_dir).unwrap();
+        let before_raft = r#"{
+          "format_version": 1,
+          "state": {
+            "users": {"admin": {"id": "admin", "is_admin": true, "created_unix_ms": 5}},
+            "keys": {"OLDKEY": {"access_key_id": "OLDKEY", "secret_access_key": "oldsecret1", "user_id": "admin"}},
+            "buckets": {"old": {"name": "old", "owner": "admin", "acl": "private", "created_unix_ms": 6}}
+          }
+        }"#;
+        fs::write(manager_dir.join(STATE_FILE), before_raft).unwrap();
+        let (manager, created) = open(dir.path());
+        assert!(
+            created.is_none(),
+            "no new root credentials for an existing data dir"
+        );
+        let state = manager.snapshot();
+        assert_eq!(
+            state.access_key("OLDKEY").unwrap().secret_access_key,
+            "oldsecret1"
+        );
+        assert_eq!(state.bucket("old").unwrap().incarnation, 0);
+        manager
+            .create_bucket("new", "admin", BucketAcl::Private)
+            .unwrap();
+        drop(manager);
+        assert!(manager_dir.join(crate::raft::log::LOG_FILE).exists());
+        let (manager, _) = open(dir.path());
+        let state = manager.snapshot();
+        assert!(state.bucket("old").is_some() && state.bucket("new").is_some());
+        assert!(state.access_key("OLDKEY").is_some());
+    }
+
+    #[test]
+    fn a_raft_log_without_its_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let state_path = dir.path().join(MANAGER_DIR).join(STATE_FILE);
+        fs::remove_file(&state_path).unwrap();
+        match Manager::open(dir.path(), None) {
+            Err(ManagerError::Corrupt { path, .. }) => assert_eq!(path, state_path),
+            Err(other) => panic!("expected Corrupt, got {other}"),
+            Ok(_) => panic!("a manager without its state must not start afresh"),
+        }
+    }
+
+    #[test]
+    fn snapshots_purge_the_log_and_everything_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = open(dir.path());
+        manager.create_user("alice").unwrap();
+        let changes = crate::raft::SNAPSHOT_AFTER_ENTRIES + 50;
+        for i in 0..changes {
+            let acl = if i.is_multiple_of(2) {
+                BucketAcl::Private
+            } else {
+                BucketAcl::PublicRead
+            };
+            if i == 0 {
+                manager.create_bucket("bkt", "alice", acl).unwrap();
+            } else {
+                manager.set_bucket_acl("bkt", acl).unwrap();
+            }
+        }
+        drop(manager);
+        let log = fs::read(
+            dir.path()
+                .join(MANAGER_DIR)
+                .join(crate::raft::log::LOG_FILE),
+        )
+        .unwrap();
+        // A purged log holds at most the entries kept behind the snapshot and those since.
+        let entries_bound = (crate::raft::ENTRIES_KEPT_BEHIND_SNAPSHOT + 100) as usize;
+        let record_bytes_max = 400;
+        assert!(
+            log.len() < entries_bound * record_bytes_max,
+            "the log was not purged: {} bytes",
+            log.len()
+        );
+        let (manager, _) = open(dir.path());
+        let last_acl = if (changes - 1).is_multiple_of(2) {
+            BucketAcl::Private
+        } else {
+            BucketAcl::PublicRead
+        };
+        assert_eq!(manager.snapshot().bucket("bkt").unwrap().acl, last_acl);
+        manager.create_user("bob").unwrap();
     }
 }

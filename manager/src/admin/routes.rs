@@ -72,7 +72,7 @@ impl From<ManagerError> for Failure {
             ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
             ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),
             ManagerError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
-            ManagerError::Stopped | ManagerError::Unreachable(_) => {
+            ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
             ManagerError::ReadOnlyCopy => (StatusCode::CONFLICT, "ReadOnlyCopy"),

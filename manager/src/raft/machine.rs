@@ -1,0 +1,252 @@
+//! The replicated state machine: the catalog (users, keys, buckets) with the Raft position it
+//! reflects, durable in `<data_dir>/manager/state.json` (replaced atomically after every batch
+//! of applied entries, before the new catalog is published to the data path). Its layout is
+//! also the snapshot format that managers send each other:
+//!
+//! `{"format_version": 2, "applied": <log id or null>, "membership": <openraft stored
+//! membership>, "state": {"users": …, "keys": …, "buckets": …}}`
+//!
+//! Version 1 (a single node's file before the manager ran on Raft: no `applied`, no
+//! `membership`) is read as the state before the first entry, so an existing data dir keeps
+//! its users, keys and buckets.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+
+use super::TypeConfig;
+use crate::command::Outcome;
+use crate::persist::{read_if_exists, write_atomic};
+use crate::{ManagerError, ManagerState};
+
+/// Version of `state.json` (and of snapshots) written by this manager.
+pub const STATE_FORMAT_VERSION: u32 = 2;
+/// The single-node layout before Raft; still read.
+pub const STATE_FORMAT_VERSION_BEFORE_RAFT: u32 = 1;
+
+/// `state.json` as read (every version).
+#[derive(serde::Deserialize)]
+struct StoredMachine {
+    format_version: u32,
+    #[serde(default)]
+    applied: Option<LogId<u64>>,
+    #[serde(default)]
+    membership: StoredMembership<u64, BasicNode>,
+    state: ManagerState,
+}
+
+/// `state.json` as written (borrows the state).
+#[derive(serde::Serialize)]
+struct StoredMachineRef<'a> {
+    format_version: u32,
+    applied: Option<LogId<u64>>,
+    membership: &'a StoredMembership<u64, BasicNode>,
+    state: &'a ManagerState,
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    path: PathBuf,
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    state: ManagerState,
+    /// What the data path reads; replaced after each durable change.
+    published: Arc<ArcSwap<ManagerState>>,
+}
+
+impl StateMachine {
+    /// Opens `path`; None when it does not exist.
+    pub fn open(
+        path: &Path,
+        published: Arc<ArcSwap<ManagerState>>,
+    ) -> Result<Option<Self>, ManagerError> {
+        let Some(bytes) = read_if_exists(path)? else {
+            return Ok(None);
+        };
+        let stored = decode(&bytes).map_err(|detail| corrupt(path, detail))?;
+        published.store(Arc::new(stored.state.clone()));
+        Ok(Some(Self {
+            path: path.to_path_buf(),
+            applied: stored.applied,
+            membership: stored.membership,
+            state: stored.state,
+            published,
+        }))
+    }
+
+    /// Creates `path` holding `state` before any entry (a first start), durably.
+    pub fn create(
+        path: &Path,
+        state: ManagerState,
+        published: Arc<ArcSwap<ManagerState>>,
+    ) -> Result<Self, ManagerError> {
+        let machine = Self {
+            path: path.to_path_buf(),
+            applied: None,
+            membership: StoredMembership::default(),
+            state,
+            published,
+        };
+        machine.persist()?;
+        machine.published.store(Arc::new(machine.state.clone()));
+        Ok(machine)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        encode(self.applied, &self.membership, &self.state)
+    }
+
+    fn persist(&self) -> Result<(), ManagerError> {
+        write_atomic(&self.path, &self.encode())
+    }
+
+    fn snapshot(&self) -> Snapshot<TypeConfig> {
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: match self.applied {
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term, id.leader_id.node_id, id.index
+                ),
+                None => "empty".into(),
+            },
+        };
+        Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(self.encode())),
+        }
+    }
+}
+
+/// The stored form of a state machine (see the module docs).
+fn encode(
+    applied: Option<LogId<u64>>,
+    membership: &StoredMembership<u64, BasicNode>,
+    state: &ManagerState,
+) -> Vec<u8> {
+    let stored = StoredMachineRef {
+        format_version: STATE_FORMAT_VERSION,
+        applied,
+        membership,
+        state,
+    };
+    // Maps with string keys and plain values always serialize.
+    serde_json::to_vec_pretty(&stored).unwrap_or_default()
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredMachine, String> {
+    let stored: StoredMachine = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match stored.format_version {
+        STATE_FORMAT_VERSION | STATE_FORMAT_VERSION_BEFORE_RAFT => {}
+        other => {
+            return Err(format!(
+                "format version {other} is not supported (expected {STATE_FORMAT_VERSION})"
+            ));
+        }
+    }
+    crate::store::check_references(&stored.state)?;
+    Ok(stored)
+}
+
+fn corrupt(path: &Path, detail: String) -> ManagerError {
+    ManagerError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+fn write_error(e: &ManagerError) -> StorageError<u64> {
+    StorageIOError::write_state_machine(e).into()
+}
+
+/// A snapshot taken when openraft asked for a builder.
+pub struct SnapshotCopy(Option<Snapshot<TypeConfig>>);
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotCopy {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        self.0.take().ok_or_else(|| {
+            StorageIOError::read_state_machine(&std::io::Error::other("snapshot already built"))
+                .into()
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotCopy;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            assert!(
+                Some(entry.log_id) > self.applied,
+                "entries are applied once, in log order"
+            );
+            self.applied = Some(entry.log_id);
+            outcomes.push(match entry.payload {
+                EntryPayload::Blank => Ok(()),
+                EntryPayload::Normal(command) => command.apply(&mut self.state),
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Ok(())
+                }
+            });
+        }
+        self.persist().map_err(|e| write_error(&e))?;
+        self.published.store(Arc::new(self.state.clone()));
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotCopy(Some(self.snapshot()))
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let stored = decode(snapshot.get_ref()).map_err(|detail| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(detail),
+            ))
+        })?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.state = stored.state;
+        self.persist().map_err(|e| write_error(&e))?;
+        self.published.store(Arc::new(self.state.clone()));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        // state.json is the state machine at `applied`: always a valid, current snapshot.
+        Ok(Some(self.snapshot()))
+    }
+}

@@ -1,0 +1,174 @@
+//! Managers in one Raft group, in one process: each manager is real (its own data dir, log,
+//! state machine and Raft thread); the transport between them hands a call straight to the
+//! addressed manager instead of crossing the node wire (the wire has tests of its own, and
+//! the multi-process tests run managers over it).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use leofs_manager::raft::network::{RaftCall, RaftTransport};
+use leofs_manager::store::GroupOptions;
+use leofs_manager::{BucketAcl, Manager, ManagerError};
+
+/// Managers by address; a dropped manager is unreachable.
+#[derive(Default)]
+struct InProcess {
+    managers: Mutex<HashMap<String, Weak<Manager>>>,
+}
+
+impl RaftTransport for InProcess {
+    fn call(
+        &self,
+        addr: &str,
+        call: RaftCall,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let manager = self
+            .managers
+            .lock()
+            .unwrap()
+            .get(addr)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| format!("{addr} is down"))?;
+        let answer = manager.serve_raft(call, body).map_err(|e| e.to_string())?;
+        drop(manager);
+        futures_executor(answer).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a `Send` future to completion on this (blocking) thread.
+fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn start(net: &Arc<InProcess>, dir: &Path, addr: &str, join: bool) -> Arc<Manager> {
+    let options = GroupOptions {
+        addr: addr.into(),
+        join,
+        transport: Some(net.clone() as Arc<dyn RaftTransport>),
+    };
+    let (manager, _) = Manager::open_with(dir, None, options).unwrap();
+    let manager = Arc::new(manager);
+    net.managers
+        .lock()
+        .unwrap()
+        .insert(addr.into(), Arc::downgrade(&manager));
+    manager
+}
+
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_managers_replicate_forward_and_survive_their_leader() {
+    let net = Arc::new(InProcess::default());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let m1 = start(&net, dirs[0].path(), "m1", false);
+    let m2 = start(&net, dirs[1].path(), "m2", true);
+    let m3 = start(&net, dirs[2].path(), "m3", true);
+    // Joined managers hold nothing until they are added.
+    assert!(m2.snapshot().users.is_empty());
+    assert!(m2.group_status().unwrap().members.is_empty());
+
+    let id2 = m1.add_manager("m2").unwrap();
+    let id3 = m1.add_manager("m3").unwrap();
+    let status = m1.group_status().unwrap();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|member| member.voter));
+    assert!(
+        status
+            .members
+            .iter()
+            .any(|m| m.node_id == id2 && m.addr == "m2")
+    );
+    assert!(
+        status
+            .members
+            .iter()
+            .any(|m| m.node_id == id3 && m.addr == "m3")
+    );
+
+    // The admin user reached the new managers with the leader's state.
+    eventually(
+        "the catalog reaches m2 and m3",
+        Duration::from_secs(5),
+        || m2.snapshot().user("admin").is_some() && m3.snapshot().user("admin").is_some(),
+    );
+    m1.create_user("alice").unwrap();
+    // A change through a follower is forwarded to the leader.
+    m3.create_bucket("shared", "alice", BucketAcl::Private)
+        .unwrap();
+    assert!(matches!(
+        m2.create_bucket("shared", "alice", BucketAcl::Private),
+        Err(ManagerError::BucketAlreadyOwnedByYou(_))
+    ));
+    for manager in [&m1, &m2, &m3] {
+        eventually(
+            "every manager has the bucket",
+            Duration::from_secs(5),
+            || manager.snapshot().bucket("shared").is_some(),
+        );
+    }
+
+    // The leader stops: the other two elect one and keep accepting changes.
+    drop(m1);
+    let started = Instant::now();
+    m2.create_user("bob").unwrap();
+    let failover = started.elapsed();
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+    eventually("m3 has bob", Duration::from_secs(5), || {
+        m3.snapshot().user("bob").is_some()
+    });
+
+    // The old leader comes back from its data dir and catches up.
+    let m1 = start(&net, dirs[0].path(), "m1", false);
+    eventually("m1 catches up", Duration::from_secs(10), || {
+        m1.snapshot().user("bob").is_some()
+    });
+    m1.set_bucket_acl("shared", BucketAcl::PublicRead).unwrap();
+
+    // A member is removed from the group through its leader.
+    let managers = [&m1, &m2, &m3];
+    let leader_id = m2.group_status().unwrap().leader.unwrap();
+    let leader = managers
+        .iter()
+        .find(|m| m.group_status().unwrap().node_id == leader_id)
+        .unwrap();
+    let removed = if leader_id == id2 { id3 } else { id2 };
+    leader.remove_manager(removed).unwrap();
+    eventually("two members left", Duration::from_secs(5), || {
+        leader.group_status().unwrap().members.len() == 2
+    });
+    leader.create_user("carol").unwrap();
+}
+
+#[test]
+fn managers_that_only_join_never_form_a_group_of_their_own() {
+    let net = Arc::new(InProcess::default());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ma = start(&net, a.path(), "a", true);
+    let mb = start(&net, b.path(), "b", true);
+    std::thread::sleep(Duration::from_secs(3));
+    for manager in [&ma, &mb] {
+        let status = manager.group_status().unwrap();
+        assert!(
+            status.members.is_empty() && status.leader.is_none(),
+            "{status:?}"
+        );
+        assert!(manager.snapshot().users.is_empty());
+    }
+}
