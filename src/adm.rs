@@ -1,6 +1,7 @@
 //! `leofs-adm`: the operator CLI of a running `leofs server`, talking to its admin API. This file
 //! only parses arguments and prints; the commands live in `leofs_manager::adm`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,6 +74,18 @@ enum Command {
         /// private | public-read | public-read-write
         acl: String,
     },
+    /// Show the manager group: members, their roles, the leader and the term.
+    Managers,
+    /// Add the manager listening at ADDR (its --rpc-listen, started with --join) to the group.
+    AddManager {
+        /// The new manager's --rpc-listen address.
+        addr: String,
+    },
+    /// Remove the manager NODE_ID from the group (see `managers` for the ids).
+    RemoveManager {
+        /// The manager's node id.
+        node_id: u64,
+    },
 }
 
 impl From<Command> for AdmCommand {
@@ -100,6 +113,9 @@ impl From<Command> for AdmCommand {
                 access_key_id,
                 acl,
             },
+            Command::Managers => AdmCommand::Managers,
+            Command::AddManager { addr } => AdmCommand::AddManager { addr },
+            Command::RemoveManager { node_id } => AdmCommand::RemoveManager { node_id },
         }
     }
 }
@@ -112,7 +128,8 @@ fn main() -> ExitCode {
     });
     match outcome {
         Ok(output) => {
-            println!("{output}");
+            // A reader that closed the pipe early (`| head`) is not an error of the command.
+            let _ = writeln!(std::io::stdout(), "{output}");
             ExitCode::SUCCESS
         }
         Err(err) => {

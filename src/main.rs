@@ -14,9 +14,10 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use leofs_engine::{EngineConfig, SyncPolicy};
 use leofs_gateway::GatewayConfig;
-use leofs_gateway::cluster::{CatalogCopy, ManagerServices};
+use leofs_gateway::cluster::{CatalogCopy, ManagerServices, WireRaftTransport};
 use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
-use leofs_manager::store::{ADMIN_USER_ID, load_or_create_secret};
+use leofs_manager::raft::network::RaftTransport;
+use leofs_manager::store::{ADMIN_USER_ID, GroupOptions, load_or_create_secret};
 use leofs_manager::{Credentials, Manager};
 use leofs_shard::remote::blocking::BlockingPeer;
 use leofs_shard::ring::NO_VNODE_NODE_ID;
@@ -103,21 +104,28 @@ struct ServerArgs {
     #[arg(long, value_name = "SECS", env = "LEOFS_CHUNK_GRACE_SECS")]
     chunk_grace_secs: Option<u64>,
     /// This node's roles, any of `manager,storage,gateway` [default: all three]. Supported
-    /// today: all three; `manager,storage` (with --rpc-listen); `gateway` (with --join).
+    /// today: all three; `manager,storage` (with --rpc-listen); `manager` (with --rpc-listen);
+    /// `gateway` (with --join).
     #[arg(long, value_name = "ROLES", env = "LEOFS_ROLES")]
     roles: Option<String>,
     /// Address peers reach this node's storage on; shard i listens on its port + i
     /// [default: off].
     #[arg(long, value_name = "ADDR", env = "LEOFS_RPC_LISTEN")]
     rpc_listen: Option<SocketAddr>,
-    /// The --rpc-listen address of a node with the manager role, to join (a node without
-    /// storage serves data stored there).
+    /// The --rpc-listen address of a node with the manager role, to join. A node without
+    /// storage serves data stored there; a manager joins that node's manager group instead of
+    /// starting one of its own (it is added with `leofs-adm add-manager`).
     #[arg(long, value_name = "ADDR", env = "LEOFS_JOIN")]
     join: Option<SocketAddr>,
     /// File holding the cluster secret [default: LEOFS_CLUSTER_SECRET, else
     /// <data dir>/cluster.secret, generated there by a node with the manager role].
     #[arg(long, value_name = "FILE", env = "LEOFS_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// Start a new manager group of one from this manager's catalog, setting its Raft log
+    /// aside: the way back after the group lost its quorum for good (README: "Recovering a
+    /// manager group"). Never while the old group can still elect a leader.
+    #[arg(long)]
+    recover_group: bool,
 }
 
 /// The keys of leofs.toml.
@@ -180,6 +188,8 @@ struct ServerConfig {
     join: Option<SocketAddr>,
     /// The cluster secret's file, if configured.
     cluster_secret_file: Option<PathBuf>,
+    /// Start a new manager group of one from this manager's catalog.
+    recover_group: bool,
 }
 
 /// Which of the three roles a node runs (DESIGN §9a).
@@ -271,11 +281,12 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default `info,s3s=off`: s3s logs every 4xx answer,
-/// such as a 404 or 304, at error level; the gateway logs its own internal errors).
+/// Logs to stderr, filtered by RUST_LOG (default `info,s3s=off,openraft=warn`: s3s logs every
+/// 4xx answer, such as a 404 or 304, at error level, and the gateway logs its own internal
+/// errors; openraft logs its whole state at info level on every start and election).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off,openraft=warn"));
     // A closed stderr must not turn logging into panics (which would kill the signal watcher).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -358,6 +369,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         rpc_listen: args.rpc_listen.or(file.rpc_listen),
         join: args.join.or(file.join),
         cluster_secret_file: args.cluster_secret_file.or(file.cluster_secret_file),
+        recover_group: args.recover_group,
         data_dir,
         listen,
         admin_listen,
@@ -504,21 +516,27 @@ fn cluster_secret(
 /// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
 fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let roles = config.roles;
+    let manager_only = roles.manager && !roles.storage && !roles.gateway;
     let supported = roles == Roles::ALL
         || (roles.manager && roles.storage && !roles.gateway)
-        || (!roles.manager && !roles.storage && roles.gateway);
+        || (!roles.manager && !roles.storage && roles.gateway)
+        || manager_only;
     if !supported {
         bail!(
-            "unsupported roles: run all three, manager,storage (with --rpc-listen) or gateway \
-             (with --join); storage nodes joining a separate manager come with the cluster"
+            "unsupported roles: run all three, manager,storage (with --rpc-listen), manager \
+             (with --rpc-listen) or gateway (with --join); storage nodes joining a separate \
+             manager come with the cluster"
         );
+    }
+    if manager_only && config.rpc_listen.is_none() {
+        bail!("a node with only the manager role serves other nodes: set --rpc-listen");
     }
     if roles.storage && !roles.gateway && config.rpc_listen.is_none() {
         bail!(
             "a node with storage and without the gateway role serves only its peers: set --rpc-listen"
         );
     }
-    if !roles.storage && config.join.is_none() {
+    if !roles.storage && !roles.manager && config.join.is_none() {
         bail!(
             "a node without the storage role serves data stored elsewhere: set --join to the --rpc-listen address of a node with the manager and storage roles"
         );
@@ -531,8 +549,14 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
              them as is; an advertised address apart from the listen address is not built yet)"
         );
     }
-    if roles.manager && config.join.is_some() {
-        bail!("--join is for nodes without the manager role");
+    if config.recover_group && (!roles.manager || config.join.is_some()) {
+        bail!(
+            "--recover-group starts a new manager group from this node's catalog: it needs the \
+             manager role and no --join"
+        );
+    }
+    if roles.manager && config.join.is_some() && config.rpc_listen.is_none() {
+        bail!("a manager that joins others (--join) must be reachable by them: set --rpc-listen");
     }
     let root = root_credentials()?;
     let data_dir = &config.data_dir;
@@ -540,8 +564,9 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(data_dir)?;
     let needs_secret = config.rpc_listen.is_some() || config.join.is_some();
+    // Only a manager that starts a group of its own may create the group's secret.
     let secret = if needs_secret {
-        cluster_secret(&config, roles.manager)?
+        cluster_secret(&config, roles.manager && config.join.is_none())?
     } else {
         None
     };
@@ -560,8 +585,18 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     // routes by that node's ring.
     let mut joined = None;
     let (manager, created) = if roles.manager {
+        let group = GroupOptions {
+            addr: config
+                .rpc_listen
+                .map_or_else(String::new, |listen| listen.to_string()),
+            join: config.join.is_some(),
+            recover: config.recover_group,
+            transport: auth
+                .clone()
+                .map(|auth| Arc::new(WireRaftTransport::new(auth)) as Arc<dyn RaftTransport>),
+        };
         let (manager, created) =
-            Manager::open(data_dir, root).context("cannot open the manager state")?;
+            Manager::open_with(data_dir, root, group).context("cannot open the manager state")?;
         (Arc::new(manager), created)
     } else {
         let (Some(join), Some(auth)) = (config.join, auth.clone()) else {
@@ -680,8 +715,14 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             rpc.listen.port()
         ));
     }
-    if let Some(join) = config.join {
-        lines.push(format!("Joined: {join} (storage and catalog there)"));
+    match (config.join, roles.manager, &rpc) {
+        (Some(join), true, Some(rpc)) => lines.push(format!(
+            "Manager group: joining the group of {join}; add this manager from any member: \
+             leofs-adm add-manager {}",
+            rpc.listen
+        )),
+        (Some(join), _, _) => lines.push(format!("Joined: {join} (storage and catalog there)")),
+        (None, _, _) => {}
     }
     let admin = if roles.manager {
         let status = Arc::new(StatusSource {

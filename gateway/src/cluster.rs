@@ -7,11 +7,15 @@
 //! a bucket's incarnation is in every key, so a late copy never reads a re-created bucket's
 //! objects as its own.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
+use leofs_manager::raft::network::{RaftCall, RaftTransport};
 use leofs_manager::{
     Bucket, BucketAcl, CatalogApplier, CatalogWriter, Manager, ManagerError, ManagerState,
 };
@@ -20,6 +24,10 @@ use leofs_shard::remote::codec::{
     CatalogChange, CatalogRefusal, CatalogRefusalKind, CatalogSnapshot, ClusterRing,
 };
 use leofs_shard::{NodeServices, ShardError, hash_bytes};
+use leofs_wire::ClusterAuth;
+
+/// Bound on connecting to another manager and on each read and write of a call to it.
+pub const RAFT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The catalog services of a node with the manager role.
 pub struct ManagerServices {
@@ -132,6 +140,68 @@ impl NodeServices for ManagerServices {
             };
             made.map_err(|e| refusal(&e))
         })
+    }
+
+    fn raft(&self, call: u8, body: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+        let served = RaftCall::from_u8(call)
+            .ok_or_else(|| format!("unknown manager call {call}"))
+            .and_then(|call| {
+                self.manager
+                    .serve_raft(call, body.to_vec())
+                    .map_err(|e| e.to_string())
+            });
+        Box::pin(async move { served?.await.map(Bytes::from).map_err(|e| e.to_string()) })
+    }
+}
+
+/// Managers reach each other through the node wire: one blocking connection per manager
+/// address (a call at a time; openraft sends one stream per peer), reopened after a failure.
+pub struct WireRaftTransport {
+    auth: ClusterAuth,
+    peers: Mutex<HashMap<String, Arc<Mutex<BlockingPeer>>>>,
+}
+
+impl WireRaftTransport {
+    /// A transport authenticating with `auth`.
+    pub fn new(auth: ClusterAuth) -> Self {
+        Self {
+            auth,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl RaftTransport for WireRaftTransport {
+    fn call(
+        &self,
+        addr: &str,
+        call: RaftCall,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        // openraft bounds each call itself; the connection's own bound is RAFT_CALL_TIMEOUT.
+        let peer = {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            match peers.get(addr) {
+                Some(peer) => peer.clone(),
+                None => {
+                    let socket: SocketAddr = addr
+                        .parse()
+                        .map_err(|e| format!("manager address {addr:?}: {e}"))?;
+                    let peer = Arc::new(Mutex::new(BlockingPeer::new(
+                        socket,
+                        self.auth.clone(),
+                        RAFT_CALL_TIMEOUT,
+                    )));
+                    peers.insert(addr.to_owned(), peer.clone());
+                    peer
+                }
+            }
+        };
+        let mut peer = peer.lock().unwrap_or_else(PoisonError::into_inner);
+        peer.raft(call as u8, Bytes::from(body))
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| e.to_string())
     }
 }
 

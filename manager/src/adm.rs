@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::admin::NodeStatus;
 use crate::admin::wire::{Deleted, UserInfo};
 use crate::client::{AdminClient, ClientError};
+use crate::raft::GroupStatus;
 use crate::store::{ADMIN_TOKEN_FILE, MANAGER_DIR};
 use crate::{Bucket, Credentials};
 
@@ -63,6 +64,18 @@ pub enum AdmCommand {
         access_key_id: String,
         /// `private`, `public-read` or `public-read-write`.
         acl: String,
+    },
+    /// The manager group: members, leader, term.
+    Managers,
+    /// Add the manager at an address (its `--rpc-listen`) to the group.
+    AddManager {
+        /// The new manager's address.
+        addr: String,
+    },
+    /// Remove a manager from the group by its node id.
+    RemoveManager {
+        /// Its Raft node id (see `managers`).
+        node_id: u64,
     },
 }
 
@@ -139,7 +152,50 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             json,
             |_| "OK".to_owned(),
         ),
+        AdmCommand::Managers => render(&client.managers()?, json, managers_table),
+        AdmCommand::AddManager { addr } => render(&client.add_manager(addr)?, json, |added| {
+            format!(
+                "OK: manager {} at {} is a member",
+                added.node_id, added.addr
+            )
+        }),
+        AdmCommand::RemoveManager { node_id } => {
+            render(&client.remove_manager(*node_id)?, json, ok_text)
+        }
     }
+}
+
+fn managers_table(group: &GroupStatus) -> String {
+    let rows: Vec<Vec<String>> = group
+        .members
+        .iter()
+        .map(|member| {
+            let role = match (group.leader == Some(member.node_id), member.voter) {
+                (true, _) => "leader",
+                (false, true) => "voter",
+                (false, false) => "learner",
+            };
+            let here = if member.node_id == group.node_id {
+                " (asked)"
+            } else {
+                ""
+            };
+            vec![
+                member.node_id.to_string(),
+                member.addr.clone(),
+                format!("{role}{here}"),
+            ]
+        })
+        .collect();
+    let applied = group
+        .applied_index
+        .map_or_else(|| "-".to_owned(), |index| index.to_string());
+    format!(
+        "term {}, applied index {applied}, this manager is {}\n{}",
+        group.term,
+        group.state,
+        table(&["node_id", "address", "role"], &rows)
+    )
 }
 
 fn render<T: Serialize>(

@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
-    API_PREFIX, AddBucketRequest, ApiError, CreateUserRequest, Deleted, UpdateAclRequest, UserInfo,
-    encode_path_segment,
+    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, CreateUserRequest, Deleted,
+    ManagerAdded, UpdateAclRequest, UserInfo, encode_path_segment,
 };
+use crate::raft::GroupStatus;
 use crate::{Bucket, Credentials};
 
 /// How long to wait for the TCP connection.
@@ -103,6 +104,24 @@ impl AdminClient {
             &format!("/users/{}", encode_path_segment(user_id)),
             None::<&()>,
         )
+    }
+
+    /// `GET /v1/managers`: the manager group as the asked manager sees it.
+    pub fn managers(&self) -> Result<GroupStatus, ClientError> {
+        self.call("GET", "/managers", None::<&()>)
+    }
+
+    /// `POST /v1/managers`: adds the manager at `addr` (its `--rpc-listen`) to the group.
+    pub fn add_manager(&self, addr: &str) -> Result<ManagerAdded, ClientError> {
+        let body = AddManagerRequest {
+            addr: addr.to_owned(),
+        };
+        self.call("POST", "/managers", Some(&body))
+    }
+
+    /// `DELETE /v1/managers/<node id>`.
+    pub fn remove_manager(&self, node_id: u64) -> Result<Deleted, ClientError> {
+        self.call("DELETE", &format!("/managers/{node_id}"), None::<&()>)
     }
 
     /// `GET /v1/buckets`.

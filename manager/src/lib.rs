@@ -11,6 +11,7 @@
 //! - [`store`]: the durable [`Manager`] (`<data_dir>/manager/`).
 //! - [`command`]: the catalog changes, as the values the Raft log holds.
 //! - [`raft`]: the manager's state on openraft: its log, state machine and thread.
+//! - [`ring_plan`]: the ring planner, a pure function from membership to ring.
 //! - [`catalog`]: [`CatalogWriter`], the manager's own thread that makes catalog changes asked
 //!   for from core threads (which must never block on the state file's fsync).
 //! - [`persist`]: atomic, owner-only file writes and secret generation.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod model;
 pub mod persist;
 pub mod raft;
+pub mod ring_plan;
 pub mod store;
 
 pub use bucket_name::validate_bucket_name;

@@ -65,7 +65,7 @@ pub(crate) fn temporary_path(path: &Path) -> PathBuf {
 }
 
 /// Fsyncs the directory holding `path` so a rename or create in it is durable.
-fn sync_parent_dir(path: &Path) -> Result<(), ManagerError> {
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), ManagerError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     File::open(dir)
         .and_then(|d| d.sync_all())

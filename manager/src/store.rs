@@ -27,7 +27,7 @@ use crate::command::{Command, Refusal};
 use crate::persist::{
     ensure_private_dir, new_hex_secret, random_string, read_if_exists, write_atomic,
 };
-use crate::raft::log::{LogStore, META_FILE};
+use crate::raft::log::{LOG_FILE, LogStore, META_FILE};
 use crate::raft::machine::StateMachine;
 use crate::raft::network::{RaftCall, RaftTransport};
 use crate::raft::{GroupStatus, RaftGroup};
@@ -92,6 +92,9 @@ pub struct GroupOptions {
     /// Join an existing group instead of bootstrapping one: on first start the manager holds
     /// nothing and waits until the group adds it (`leofs-adm add-manager`).
     pub join: bool,
+    /// Start a new group of one from this manager's catalog, setting its Raft log aside (after
+    /// the group lost its quorum for good).
+    pub recover: bool,
     /// How it reaches other managers.
     pub transport: Option<Arc<dyn RaftTransport>>,
 }
@@ -163,6 +166,28 @@ impl Manager {
                 (machine, Some(root))
             }
         };
+        let mut machine = machine;
+        if group.recover {
+            let aside = set_log_aside(&dir)?;
+            tracing::warn!(
+                set_aside = %aside,
+                "recovering the manager group: starting a new group of one from this manager's catalog"
+            );
+            machine.forget_group()?;
+        } else if !group.join
+            && !dir.join(META_FILE).exists()
+            && let Some(applied) = machine.applied()
+        {
+            return Err(corrupt(
+                &dir.join(LOG_FILE),
+                format!(
+                    "missing, but state.json says this manager was in a Raft group (applied \
+                     index {}): restore the log, or, if the group lost its quorum for good, start \
+                     this manager once with --recover-group (README: Recovering a manager group)",
+                    applied.index
+                ),
+            ));
+        }
         let (log, node_id, log_created) = LogStore::open(&dir)?;
         let bootstrap = log_created && !group.join;
         if bootstrap {
@@ -367,6 +392,23 @@ impl Manager {
     fn propose(&self, command: Command) -> Result<(), ManagerError> {
         self.raft()?.write(command)?.map_err(ManagerError::from)
     }
+}
+
+/// Renames the Raft log and its meta file to `<name>.before-recovery-<unix ms>`; the new
+/// names, for the log line.
+fn set_log_aside(dir: &Path) -> Result<String, ManagerError> {
+    let suffix = format!("before-recovery-{}", now_unix_ms());
+    let mut moved = Vec::new();
+    for name in [LOG_FILE, META_FILE] {
+        let from = dir.join(name);
+        if from.exists() {
+            let to = dir.join(format!("{name}.{suffix}"));
+            std::fs::rename(&from, &to).map_err(crate::persist::io_error("rename", &from))?;
+            moved.push(to.display().to_string());
+        }
+    }
+    crate::persist::sync_parent_dir(&dir.join(LOG_FILE))?;
+    Ok(moved.join(", "))
 }
 
 /// A fresh bucket incarnation: random and nonzero (0 marks buckets older than incarnations).

@@ -48,9 +48,20 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
 }
 
 fn start(net: &Arc<InProcess>, dir: &Path, addr: &str, join: bool) -> Arc<Manager> {
+    start_with(net, dir, addr, join, false)
+}
+
+fn start_with(
+    net: &Arc<InProcess>,
+    dir: &Path,
+    addr: &str,
+    join: bool,
+    recover: bool,
+) -> Arc<Manager> {
     let options = GroupOptions {
         addr: addr.into(),
         join,
+        recover,
         transport: Some(net.clone() as Arc<dyn RaftTransport>),
     };
     let (manager, _) = Manager::open_with(dir, None, options).unwrap();
@@ -171,4 +182,63 @@ fn managers_that_only_join_never_form_a_group_of_their_own() {
         );
         assert!(manager.snapshot().users.is_empty());
     }
+}
+
+#[test]
+fn a_group_that_lost_its_quorum_is_recovered_from_one_managers_catalog() {
+    let net = Arc::new(InProcess::default());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let m1 = start(&net, dirs[0].path(), "m1", false);
+    let m2 = start(&net, dirs[1].path(), "m2", true);
+    let m3 = start(&net, dirs[2].path(), "m3", true);
+    m1.add_manager("m2").unwrap();
+    m1.add_manager("m3").unwrap();
+    m1.create_user("alice").unwrap();
+    eventually("m2 has alice", Duration::from_secs(5), || {
+        m2.snapshot().user("alice").is_some()
+    });
+    // Two of three managers are lost for good: m2 alone cannot make a change.
+    drop((m1, m3));
+    assert!(m2.create_user("bob").is_err());
+    drop(m2);
+
+    // Without its log, a manager that was in a group refuses to start a group on its own...
+    let manager_dir = dirs[1].path().join("manager");
+    let log = manager_dir.join(leofs_manager::raft::log::LOG_FILE);
+    let saved = std::fs::read(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_file(manager_dir.join(leofs_manager::raft::log::META_FILE)).unwrap();
+    let refused = Manager::open_with(
+        dirs[1].path(),
+        None,
+        GroupOptions {
+            addr: "m2".into(),
+            ..GroupOptions::default()
+        },
+    );
+    assert!(matches!(refused, Err(ManagerError::Corrupt { .. })));
+    std::fs::write(&log, saved).unwrap();
+
+    // ...and with --recover-group it starts a new group of one from its catalog.
+    let m2 = start_with(&net, dirs[1].path(), "m2", false, true);
+    let status = m2.group_status().unwrap();
+    assert_eq!(status.members.len(), 1);
+    assert_eq!(status.leader, Some(status.node_id));
+    assert!(m2.snapshot().user("alice").is_some());
+    m2.create_user("bob").unwrap();
+    let m4 = start(
+        &net,
+        tempfile::tempdir().unwrap().keep().as_path(),
+        "m4",
+        true,
+    );
+    m2.add_manager("m4").unwrap();
+    eventually(
+        "m4 has the recovered catalog",
+        Duration::from_secs(5),
+        || {
+            let state = m4.snapshot();
+            state.user("alice").is_some() && state.user("bob").is_some()
+        },
+    );
 }

@@ -181,6 +181,10 @@ pub enum ShardError {
     /// A storage request reached a node without the storage role.
     #[error("this node stores nothing (it has no storage role)")]
     NoStorage,
+    /// A call for the manager reached a node that cannot serve it now (no manager role, or a
+    /// manager that failed the call).
+    #[error("the manager cannot serve this call: {0}")]
+    ManagerUnavailable(String),
 }
 
 /// What kind of failure a [`ShardError`] is, the same whether it happened on this node or on a
@@ -229,7 +233,8 @@ impl ShardError {
             | Self::ShuttingDown
             | Self::RemoteVnode { .. }
             | Self::Wire(_)
-            | Self::NoStorage => ErrorClass::Unavailable,
+            | Self::NoStorage
+            | Self::ManagerUnavailable(_) => ErrorClass::Unavailable,
             Self::PreconditionFailed => ErrorClass::PreconditionFailed,
             Self::NoSuchObject => ErrorClass::NoSuchObject,
             Self::MissingChunk { .. } => ErrorClass::MissingChunk,

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::NodeStatusSource;
 use super::wire::{
-    API_PREFIX, AddBucketRequest, ApiError, CreateUserRequest, Deleted, UpdateAclRequest, UserInfo,
-    decode_path_segment,
+    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, CreateUserRequest, Deleted,
+    ManagerAdded, UpdateAclRequest, UserInfo, decode_path_segment,
 };
 use crate::{BucketAcl, Manager, ManagerError, ManagerState};
 
@@ -149,6 +149,34 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             add_bucket(context, body)
         }
         (["buckets", name], Method::DELETE) => delete_bucket(context, name),
+        (["managers"], Method::GET) => json_ok(
+            &context
+                .manager
+                .group_status()
+                .ok_or(ManagerError::ReadOnlyCopy)?,
+        ),
+        (["managers"], Method::POST) => {
+            let body: AddManagerRequest = read_json(request).await?;
+            let node_id = context.manager.add_manager(&body.addr)?;
+            let added = ManagerAdded {
+                node_id,
+                addr: body.addr,
+            };
+            Ok(json_response(StatusCode::CREATED, &added))
+        }
+        (["managers", node_id], Method::DELETE) => {
+            let id: u64 = node_id.parse().map_err(|_| {
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidNodeId",
+                    format!("{node_id:?} is not a manager's node id (see leofs-adm managers)"),
+                )
+            })?;
+            context.manager.remove_manager(id)?;
+            json_ok(&Deleted {
+                deleted: node_id.to_string(),
+            })
+        }
         (["buckets", name, "acl"], Method::PUT) => {
             let name = (*name).to_owned();
             let body: UpdateAclRequest = read_json(request).await?;
@@ -160,7 +188,9 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["users", _]
             | ["buckets"]
             | ["buckets", _]
-            | ["buckets", _, "acl"],
+            | ["buckets", _, "acl"]
+            | ["managers"]
+            | ["managers", _],
             method,
         ) => Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -55,6 +55,22 @@ pub struct UpdateAclRequest {
     pub acl: String,
 }
 
+/// Body of `POST /v1/managers`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AddManagerRequest {
+    /// The new manager's `--rpc-listen` address.
+    pub addr: String,
+}
+
+/// Answer of `POST /v1/managers`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ManagerAdded {
+    /// The new member's Raft node id.
+    pub node_id: u64,
+    /// Its address.
+    pub addr: String,
+}
+
 /// Answer of the `DELETE` endpoints.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Deleted {

@@ -99,6 +99,30 @@ impl StateMachine {
         Ok(machine)
     }
 
+    /// The last entry it applied; None before the first (or for a single node's catalog from
+    /// before Raft).
+    pub fn applied(&self) -> Option<LogId<u64>> {
+        self.applied
+    }
+
+    /// Forgets the group it was in, keeping the catalog: the state of a manager that starts a
+    /// new group from it (durable before returning).
+    pub fn forget_group(&mut self) -> Result<(), ManagerError> {
+        self.applied = None;
+        self.membership = StoredMembership::default();
+        self.persist()
+    }
+
+    /// Its file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The catalog it publishes to.
+    pub fn published(&self) -> Arc<ArcSwap<ManagerState>> {
+        self.published.clone()
+    }
+
     fn encode(&self) -> Vec<u8> {
         encode(self.applied, &self.membership, &self.state)
     }

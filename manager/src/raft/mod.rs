@@ -18,10 +18,12 @@ pub mod network;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 
@@ -53,18 +55,30 @@ pub const SNAPSHOT_AFTER_ENTRIES: u64 = 1_000;
 pub const ENTRIES_KEPT_BEHIND_SNAPSHOT: u64 = 200;
 /// How long a proposal waits for a leader and for its entry to be applied.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two reopenings of a group that openraft stopped.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before forwarding a change again after the leader could not be reached.
 pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// One manager's membership in the Raft group, with its thread. Dropping it stops openraft and
 /// joins the thread.
 pub struct RaftGroup {
-    raft: Raft<TypeConfig>,
+    /// Replaced whole when the group is reopened after a fatal storage error.
+    raft: ArcSwap<Raft<TypeConfig>>,
+    /// Serializes reopening.
+    reopening: Mutex<()>,
+    config: Arc<Config>,
+    /// The state machine's file (beside the log), to reopen from.
+    state_path: PathBuf,
+    addr: String,
+    published: Arc<ArcSwap<ManagerState>>,
     runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     node_id: u64,
     transport: Option<Arc<dyn RaftTransport>>,
+    /// When the group was last reopened (or started).
+    reopened_at: Mutex<std::time::Instant>,
 }
 
 /// A manager's view of its group, for `leofs-adm status`.
@@ -109,6 +123,7 @@ impl RaftGroup {
         seed: Option<ManagerState>,
         transport: Option<Arc<dyn RaftTransport>>,
     ) -> Result<Self, ManagerError> {
+        let (state_path, published) = (machine.path().to_path_buf(), machine.published());
         let config = Config {
             cluster_name: "leofs".into(),
             heartbeat_interval: HEARTBEAT_INTERVAL_MS,
@@ -120,6 +135,7 @@ impl RaftGroup {
         }
         .validate()
         .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let config = Arc::new(config);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -134,24 +150,99 @@ impl RaftGroup {
         let network = WireNetwork {
             transport: transport.clone(),
         };
-        let raft = handle.block_on(Raft::new(node_id, Arc::new(config), network, log, machine));
+        let raft = handle.block_on(Raft::new(node_id, config.clone(), network, log, machine));
+        let raft = raft.map_err(|e| ManagerError::Raft(e.to_string()))?;
         let mut group = Self {
-            raft: raft.map_err(|e| ManagerError::Raft(e.to_string()))?,
+            raft: ArcSwap::from_pointee(raft),
+            reopening: Mutex::new(()),
+            config,
+            state_path,
+            addr: addr.clone(),
+            published,
             runtime: handle,
             stop: Some(stop),
             thread: Some(thread),
             node_id,
             transport,
+            reopened_at: Mutex::new(
+                std::time::Instant::now()
+                    .checked_sub(REOPEN_INTERVAL)
+                    .unwrap_or_else(std::time::Instant::now),
+            ),
         };
         group.begin(seed, addr)?;
         Ok(group)
+    }
+
+    /// The running Raft instance.
+    fn raft(&self) -> Raft<TypeConfig> {
+        Raft::clone(&self.raft.load())
+    }
+
+    /// Reopens the group from its files when openraft has stopped on a storage error (a full
+    /// or failing disk: openraft treats every storage error as fatal), so that changes work
+    /// again once the disk does. At most once per [`REOPEN_INTERVAL`].
+    fn reopen_if_stopped(&self) {
+        let _reopening = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.raft();
+        let stopped = match &old.metrics().borrow().running_state {
+            Ok(()) => return,
+            Err(fatal) => fatal.to_string(),
+        };
+        let since = self
+            .reopened_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if since < REOPEN_INTERVAL {
+            return;
+        }
+        tracing::error!(reason = %stopped, "the manager's Raft group stopped; reopening it from its files");
+        let _ = self.runtime.block_on(async move { old.shutdown().await });
+        *self
+            .reopened_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+        let reopened = (|| {
+            let dir = self.state_path.parent().unwrap_or(&self.state_path);
+            let (log, _, _) = LogStore::open(dir)?;
+            let machine = StateMachine::open(&self.state_path, self.published.clone())?
+                .ok_or_else(|| ManagerError::Raft("the state machine's file is gone".into()))?;
+            let network = WireNetwork {
+                transport: self.transport.clone(),
+            };
+            let raft = self.runtime.block_on(Raft::new(
+                self.node_id,
+                self.config.clone(),
+                network,
+                log,
+                machine,
+            ));
+            self.raft.store(Arc::new(
+                raft.map_err(|e| ManagerError::Raft(e.to_string()))?,
+            ));
+            self.begin_with(None, self.addr.clone())
+        })();
+        match reopened {
+            Ok(()) => tracing::info!("the manager's Raft group runs again"),
+            Err(e) => {
+                tracing::error!(error = %e, "the manager's Raft group could not be reopened; changes fail until it can")
+            }
+        }
     }
 
     /// Bootstraps if given a seed; a group whose only voter is this manager is brought to a
     /// leader at once (not after an election timeout) and learns this manager's current
     /// address.
     fn begin(&mut self, seed: Option<ManagerState>, addr: String) -> Result<(), ManagerError> {
-        let raft = self.raft.clone();
+        self.begin_with(seed, addr)
+    }
+
+    fn begin_with(&self, seed: Option<ManagerState>, addr: String) -> Result<(), ManagerError> {
+        let raft = self.raft();
         let node_id = self.node_id;
         self.runtime.block_on(async move {
             if seed.is_some() {
@@ -198,7 +289,15 @@ impl RaftGroup {
     /// against the state it met). A manager that is not the leader forwards it to the
     /// leader. Must not be called from an async runtime's thread.
     pub fn write(&self, command: Command) -> Result<Outcome, ManagerError> {
-        let (raft, node_id) = (self.raft.clone(), self.node_id);
+        let written = self.propose(command);
+        if written.is_err() {
+            self.reopen_if_stopped();
+        }
+        written
+    }
+
+    fn propose(&self, command: Command) -> Result<Outcome, ManagerError> {
+        let (raft, node_id) = (self.raft(), self.node_id);
         let transport = self.transport.clone();
         self.runtime.block_on(async move {
             let write = async {
@@ -263,7 +362,7 @@ impl RaftGroup {
         call: RaftCall,
         body: Vec<u8>,
     ) -> impl std::future::Future<Output = Result<Vec<u8>, ManagerError>> + Send + 'static {
-        let (raft, node_id) = (self.raft.clone(), self.node_id);
+        let (raft, node_id) = (self.raft(), self.node_id);
         let (answer, answered) = futures_channel::oneshot::channel();
         self.runtime.spawn(async move {
             let _ = answer.send(network::serve(raft, node_id, call, body).await);
@@ -273,7 +372,7 @@ impl RaftGroup {
 
     /// The group as this manager sees it.
     pub fn status(&self) -> GroupStatus {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         GroupStatus {
@@ -296,7 +395,7 @@ impl RaftGroup {
     /// Adds the manager at `addr` to the group as a voter: asks it for its node id, lets it
     /// catch up as a learner, then makes it a voter. Made on the leader.
     pub fn add_manager(&self, addr: &str) -> Result<u64, ManagerError> {
-        let (raft, transport) = (self.raft.clone(), self.transport.clone());
+        let (raft, transport) = (self.raft(), self.transport.clone());
         let addr = addr.to_owned();
         self.runtime.block_on(async move {
             let identify = network::send(
@@ -323,7 +422,7 @@ impl RaftGroup {
 
     /// Removes the manager `node_id` from the group. Made on the leader.
     pub fn remove_manager(&self, node_id: u64) -> Result<(), ManagerError> {
-        let raft = self.raft.clone();
+        let raft = self.raft();
         self.runtime.block_on(async move {
             raft.change_membership(ChangeMembers::RemoveVoters([node_id].into()), false)
                 .await
@@ -338,7 +437,7 @@ impl RaftGroup {
 
 impl Drop for RaftGroup {
     fn drop(&mut self) {
-        let raft = self.raft.clone();
+        let raft = self.raft();
         if let Err(e) = self.runtime.block_on(async move { raft.shutdown().await }) {
             tracing::warn!(error = %e, "the Raft group did not stop cleanly");
         }

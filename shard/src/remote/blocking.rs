@@ -87,6 +87,14 @@ impl BlockingPeer {
         }
     }
 
+    /// A call between managers (see `leofs_manager::raft::network`): the answer's bytes.
+    pub fn raft(&mut self, call: u8, body: Bytes) -> Result<Bytes, ShardError> {
+        match self.call(&NodeRequest::Raft { call, body }, Expect::Raft)? {
+            NodeAnswer::Raft(bytes) => Ok(bytes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends one request and reads its answer; a failed connection is dropped (the next call
     /// opens a new one).
     fn call(&mut self, request: &NodeRequest, expect: Expect) -> Result<NodeAnswer, ShardError> {

@@ -45,6 +45,14 @@ pub enum NodeRequest {
     },
     /// A catalog change for the manager.
     Catalog(CatalogChange),
+    /// A call between managers (`leofs_manager::raft::network::RaftCall` as a byte), its body
+    /// the manager's own encoding.
+    Raft {
+        /// Which call.
+        call: u8,
+        /// Its body.
+        body: Bytes,
+    },
 }
 
 /// A catalog change a gateway-only node forwards to the node with the manager role.
@@ -135,6 +143,8 @@ pub enum NodeAnswer {
     CatalogChanged,
     /// A catalog change was refused.
     CatalogRefused(CatalogRefusal),
+    /// The answer to a call between managers.
+    Raft(Bytes),
 }
 
 /// Why a request from a peer cannot be served as sent.
@@ -691,6 +701,11 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 (fb::Body::SetBucketAcl, t.as_union_value())
             }
         },
+        NodeRequest::Raft { call, body } => {
+            payload = body.clone();
+            let t = fb::RaftRequest::create(&mut e.builder, &fb::RaftRequestArgs { call: *call });
+            (fb::Body::RaftRequest, t.as_union_value())
+        }
     };
     e.finish(request_id, ring_epoch, body_type, body, payload, checksum)
 }
@@ -947,6 +962,13 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 acl: string_of(t.acl(), "the ACL")?,
             }))
         }
+        fb::Body::RaftRequest => {
+            let t = envelope.body_as_raft_request().ok_or_else(missing)?;
+            Ok(NodeRequest::Raft {
+                call: t.call(),
+                body: payload.clone(),
+            })
+        }
         other => Err(malformed(format!("body type {} is not a request", other.0))),
     }
 }
@@ -1147,6 +1169,10 @@ pub fn encode_answer(
             )
         }
         NodeAnswer::CatalogChanged => table!(Done, fb::DoneArgs {}),
+        NodeAnswer::Raft(bytes) => {
+            payload = bytes;
+            table!(RaftAnswer, fb::RaftAnswerArgs {})
+        }
         NodeAnswer::CatalogRefused(refusal) => {
             return error_frame(
                 request_id,
@@ -1352,6 +1378,8 @@ pub enum Expect {
     Catalog,
     /// A catalog change's outcome.
     CatalogChange,
+    /// The answer to a call between managers.
+    Raft,
 }
 
 /// Decodes the answer to a request that expected `expect`. A storage error answer is a
@@ -1391,6 +1419,7 @@ pub fn decode_answer(message: &Message, expect: Expect) -> Result<NodeAnswer, Sh
             }))
         }
         (Expect::CatalogChange, fb::Body::Done) => Ok(NodeAnswer::CatalogChanged),
+        (Expect::Raft, fb::Body::RaftAnswer) => Ok(NodeAnswer::Raft(payload.clone())),
         (Expect::Storage(kind), body) => match (kind, body) {
             (_, fb::Body::Stored) => {
                 let t = envelope.body_as_stored().ok_or_else(|| bad("stored"))?;
@@ -1665,6 +1694,33 @@ mod tests {
             let frame = encode_request(1, 1, &NodeRequest::Storage(request));
             assert!(decode_request(&message(frame)).is_err());
         }
+    }
+
+    #[test]
+    fn calls_between_managers_carry_their_bytes() {
+        let body = Bytes::from_static(br#"{"vote":1}"#);
+        let frame = encode_request(
+            9,
+            1,
+            &NodeRequest::Raft {
+                call: 1,
+                body: body.clone(),
+            },
+        );
+        match decode_request(&message(frame)).unwrap() {
+            NodeRequest::Raft { call, body: got } => assert_eq!((call, got), (1, body.clone())),
+            other => panic!("{other:?}"),
+        }
+        let answer = encode_answer(9, 1, Ok(NodeAnswer::Raft(body.clone())));
+        match decode_answer(&message(answer), Expect::Raft).unwrap() {
+            NodeAnswer::Raft(got) => assert_eq!(got, body),
+            other => panic!("{other:?}"),
+        }
+        let refused = ShardError::ManagerUnavailable("no manager role".into());
+        let error =
+            decode_answer(&message(encode_answer(9, 1, Err(refused))), Expect::Raft).unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Unavailable);
+        assert!(error.to_string().contains("no manager role"), "{error}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use leofs_wire::{ClusterAuth, Lane, Peer};
 
 use crate::request::{StorageRequest, StorageResponse};
@@ -67,6 +68,8 @@ pub trait NodeServices: Send + Sync {
         &self,
         change: CatalogChange,
     ) -> Pin<Box<dyn Future<Output = Result<(), CatalogRefusal>>>>;
+    /// Serves a call from another manager (on the manager's own thread) and answers.
+    fn raft(&self, call: u8, body: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>>;
 }
 
 /// The peers one core calls, with its wire counters.

@@ -109,6 +109,16 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
             },
             None => no_manager(),
         }),
+        NodeRequest::Raft { call, body } => match core.node.services() {
+            Some(services) => services
+                .raft(call, body)
+                .await
+                .map(NodeAnswer::Raft)
+                .map_err(ShardError::ManagerUnavailable),
+            None => Err(ShardError::ManagerUnavailable(
+                "this node has no manager role".into(),
+            )),
+        },
         NodeRequest::Catalog(change) => Ok(match core.node.services() {
             Some(services) => match services.change_catalog(change).await {
                 Ok(()) => NodeAnswer::CatalogChanged,

@@ -98,6 +98,10 @@ pub mod leofs {
       pub use self::ring_generated::*;
       mod catalog_generated;
       pub use self::catalog_generated::*;
+      mod raft_request_generated;
+      pub use self::raft_request_generated::*;
+      mod raft_answer_generated;
+      pub use self::raft_answer_generated::*;
       mod error_generated;
       pub use self::error_generated::*;
       mod envelope_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 35;
+pub const ENUM_MAX_BODY: u8 = 37;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 36] = [
+pub const ENUM_VALUES_BODY: [Body; 38] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -45,6 +45,8 @@ pub const ENUM_VALUES_BODY: [Body; 36] = [
   Body::Ring,
   Body::Catalog,
   Body::Error,
+  Body::RaftRequest,
+  Body::RaftAnswer,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -88,9 +90,11 @@ impl Body {
   pub const Ring: Self = Self(33);
   pub const Catalog: Self = Self(34);
   pub const Error: Self = Self(35);
+  pub const RaftRequest: Self = Self(36);
+  pub const RaftAnswer: Self = Self(37);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 35;
+  pub const ENUM_MAX: u8 = 37;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -128,6 +132,8 @@ impl Body {
     Self::Ring,
     Self::Catalog,
     Self::Error,
+    Self::RaftRequest,
+    Self::RaftAnswer,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -168,6 +174,8 @@ impl Body {
       Self::Ring => Some("Ring"),
       Self::Catalog => Some("Catalog"),
       Self::Error => Some("Error"),
+      Self::RaftRequest => Some("RaftRequest"),
+      Self::RaftAnswer => Some("RaftAnswer"),
       _ => None,
     }
   }

@@ -603,6 +603,36 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_raft_request(&self) -> Option<RaftRequest<'a>> {
+    if self.body_type() == Body::RaftRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RaftRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_raft_answer(&self) -> Option<RaftAnswer<'a>> {
+    if self.body_type() == Body::RaftAnswer {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RaftAnswer::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -650,6 +680,8 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::Ring => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ring>>("Body::Ring", pos),
           Body::Catalog => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Catalog>>("Body::Catalog", pos),
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
+          Body::RaftRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftRequest>>("Body::RaftRequest", pos),
+          Body::RaftAnswer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftAnswer>>("Body::RaftAnswer", pos),
           _ => Ok(()),
         }
      })?
@@ -965,6 +997,20 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RaftRequest => {
+          if let Some(x) = self.body_as_raft_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RaftAnswer => {
+          if let Some(x) = self.body_as_raft_answer() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
