@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use leofs_engine::{EngineConfig, SyncPolicy};
 use leofs_gateway::GatewayConfig;
 use leofs_gateway::cluster::{CatalogCopy, ManagerServices, WireRaftTransport};
-use leofs_manager::admin::{NodeStatus, NodeStatusSource, ShardStatus, spawn_admin_server};
+use leofs_manager::admin::{
+    NodeStatus, NodeStatusSource, RequestStatus, ShardStatus, spawn_admin_server,
+};
 use leofs_manager::raft::network::RaftTransport;
 use leofs_manager::store::{ADMIN_USER_ID, GroupOptions, load_or_create_secret};
 use leofs_manager::{Credentials, Manager};
@@ -87,8 +89,8 @@ struct ServerArgs {
     /// Region reported to S3 clients [default: us-east-1].
     #[arg(long, value_name = "REGION", env = "LEOFS_REGION")]
     region: Option<String>,
-    /// Pin each core thread to one CPU [default: true]; `false` when other busy processes share
-    /// the CPUs.
+    /// Pin each core thread to one CPU [default: false]; `true` on a host leofs has to itself
+    /// (unpinned threads do better when a client or other nodes share the CPUs).
     #[arg(long, value_name = "BOOL", env = "LEOFS_PIN_CORES")]
     pin_cores: Option<bool>,
     /// Seconds a request body may make no progress before the request ends with
@@ -375,7 +377,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         admin_listen,
         rest_listen: args.rest_listen.or(file.rest_listen),
         cores: args.cores.or(file.cores),
-        pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(true),
+        pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(false),
         connections_per_core_max,
         gc,
         gateway,
@@ -792,6 +794,23 @@ impl NodeStatusSource for StatusSource {
                 orphan_chunks_swept: s.gc.orphan_chunks_swept,
                 wire_requests_sent: s.wire_requests_sent,
                 wire_requests_served: s.wire_requests_served,
+                cache_hits: s.engine.cache_hits,
+                cache_misses: s.engine.cache_misses,
+                cross_core_calls: s.forwarded_calls,
+                open_connections: s.open_connections as u64,
+                requests: s
+                    .requests
+                    .tallies()
+                    .map(|(operation, status, tally)| RequestStatus {
+                        operation: operation.to_owned(),
+                        status,
+                        requests: tally.requests,
+                        bytes_in: tally.bytes_in,
+                        bytes_out: tally.bytes_out,
+                        latency_us_sum: tally.latency_us_sum,
+                        latency_buckets: tally.latency_buckets.to_vec(),
+                    })
+                    .collect(),
             })
             .collect();
         NodeStatus {
@@ -801,6 +820,7 @@ impl NodeStatusSource for StatusSource {
             partitions: self.stats.partitions(),
             uptime_secs: self.started.elapsed().as_secs(),
             shards,
+            latency_buckets_us: leofs_shard::metrics::LATENCY_BUCKETS_US.to_vec(),
         }
     }
 

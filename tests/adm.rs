@@ -41,8 +41,14 @@ impl NodeStatusSource for FixedNode {
                     orphan_chunks_swept: 0,
                     wire_requests_sent: 0,
                     wire_requests_served: 0,
+                    cache_hits: 0,
+                    cache_misses: 0,
+                    cross_core_calls: 0,
+                    open_connections: 0,
+                    requests: Vec::new(),
                 })
                 .collect(),
+            latency_buckets_us: Vec::new(),
         }
     }
 

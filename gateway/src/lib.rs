@@ -7,6 +7,7 @@
 //! - [`auth`]: SigV4 secret lookup, bucket ACL checks, virtual-host parsing, bucket-name rules;
 //! - [`fast_path`]: plain GetObject/HeadObject/PutObject answered in front of s3s, with
 //!   [`sigv4`] verification and a per-core signing-key cache;
+//! - [`metered`]: every S3 request counted by operation and status, for `/metrics`;
 //! - [`s3`]: the S3 operations, one file per family (bucket, put, get, list, multipart, copy, delete);
 //! - [`rest`]: LeoFS's plain REST API;
 //! - [`store`]: object I/O (chunked streaming writes and reads, manifest commit, leases);
@@ -21,6 +22,7 @@ pub mod error;
 pub mod fast_path;
 pub mod layout;
 pub mod md5;
+pub mod metered;
 pub mod rest;
 pub mod s3;
 pub mod service;

@@ -15,6 +15,7 @@ use crate::GatewayConfig;
 use crate::auth::{AclAccess, DomainHost, ManagerAuth, ManagerNameValidation};
 use crate::error::GatewayError;
 use crate::fast_path::FastPath;
+use crate::metered::Metered;
 use crate::rest::RestService;
 use crate::s3::S3Gateway;
 use crate::store::Ctx;
@@ -60,7 +61,12 @@ pub fn serve_core(
     {
         builder.set_host(DomainHost::new(domain));
     }
-    let service = FastPath::new(builder.build(), ctx.clone());
+    let domain = config.virtual_host_domain.clone().filter(|d| !d.is_empty());
+    let service = Metered::new(
+        FastPath::new(builder.build(), ctx.clone()),
+        shard.clone(),
+        domain,
+    );
     leofs_shard::serve_http(&shard, s3_addr, service, S3_OVERLOAD)?;
     if let Some(addr) = rest_addr {
         leofs_shard::serve_http(&shard, addr, RestService::new(ctx), REST_OVERLOAD)?;

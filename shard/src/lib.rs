@@ -14,6 +14,7 @@
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
 //! - [`layout`]: `<data_dir>/node.toml`, the counts fixed at creation.
+//! - [`metrics`]: requests served per core, by operation and status, for `/metrics`.
 //! - [`object`]: object records' keys and encodings (manifests, uploads, parts).
 //! - [`objects`]: object commits with their preconditions, deletes, part commits, writes in
 //!   flight and read leases, on the owning core; `collector`: the durable garbage queue and the
@@ -25,6 +26,7 @@ pub mod cross_core;
 mod error;
 pub mod http;
 pub mod layout;
+pub mod metrics;
 pub mod node;
 pub mod object;
 pub mod objects;

@@ -132,6 +132,7 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 gc: shard.gc_stats(),
                 wire_requests_sent: core.remote.sent.get(),
                 wire_requests_served: core.remote.served.get(),
+                requests: core.requests.borrow().clone(),
             });
         }
         Control::ScanAll {
@@ -365,6 +366,8 @@ pub struct CoreStats {
     pub wire_requests_sent: u64,
     /// Requests it served for other nodes over the wire.
     pub wire_requests_served: u64,
+    /// Requests it answered, by operation and status.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 /// A running node, returned by [`start_node`].
@@ -717,6 +720,7 @@ where
                 remote: RemotePeers::new(shared.peers.as_ref()),
                 node: shared.clone(),
                 objects: Default::default(),
+                requests: Default::default(),
             }),
         };
         shard.core.objects.config.set(gc);

@@ -39,6 +39,8 @@ pub(crate) struct Core {
     pub(crate) node: Arc<NodeShared>,
     /// Key locks, writes in flight, read leases and the collector's inbox (`objects`).
     pub(crate) objects: crate::objects::ObjectState,
+    /// Requests this core answered, by operation and status.
+    pub(crate) requests: RefCell<crate::metrics::RequestMetrics>,
 }
 
 impl Core {
@@ -59,6 +61,21 @@ impl Shard {
     /// This core's index (0-based).
     pub fn core_id(&self) -> usize {
         self.core.id
+    }
+
+    /// Counts a request this core answered (see [`crate::metrics`]).
+    pub fn record_request(
+        &self,
+        operation: &'static str,
+        status: u16,
+        latency: std::time::Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.core
+            .requests
+            .borrow_mut()
+            .record(operation, status, latency, bytes_in, bytes_out);
     }
 
     /// Number of cores (shards) of the node.

@@ -163,3 +163,38 @@ def test_one_definition_of_empty_for_s3_and_admin(make_server):
     s3.create_bucket(Bucket="pending-upload")
     assert s3.list_objects_v2(Bucket="pending-upload").get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket="pending-upload").get("Uploads", []) == []
+
+
+def _metric(text: str, name: str, core: int | None = None) -> float:
+    wanted = name if core is None else f'{name}{{core="{core}"}}'
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{wanted} not in\n{text}")
+
+
+def test_metrics_are_served_to_prometheus_without_the_token(make_server):
+    srv = make_server(cores=2)
+    url = f"http://{srv.admin_addr}/metrics"
+    before = requests.get(url, timeout=10)
+    assert before.status_code == 200, before.text
+    assert before.headers["content-type"].startswith("application/openmetrics-text")
+    assert before.text.endswith("# EOF\n")
+    assert _metric(before.text, "leofs_raft_is_leader") == 1
+    assert _metric(before.text, "leofs_raft_members") == 1
+    records_before = sum(_metric(before.text, "leofs_live_records", c) for c in range(2))
+    s3 = srv.client()
+    s3.create_bucket(Bucket="metrics")
+    for i in range(20):
+        s3.put_object(Bucket="metrics", Key=f"k{i}", Body=b"x" * 1000)
+    after = requests.get(url, timeout=10).text
+    records_after = sum(_metric(after, "leofs_live_records", c) for c in range(2))
+    assert records_after >= records_before + 20, (records_before, records_after)
+    assert _metric(after, "leofs_buckets") >= 1
+    puts = 'leofs_s3_requests_total{operation="PutObject",status="200"}'
+    assert _metric(after, puts) >= 20, after
+    assert _metric(after, 'leofs_s3_request_bytes_total{operation="PutObject"}') >= 20 * 1000
+    assert _metric(after, 'leofs_s3_request_duration_seconds_count{operation="PutObject"}') >= 20
+    assert _metric(after, 'leofs_s3_requests_total{operation="CreateBucket",status="200"}') == 1
+    # Everything else on the admin listener still needs the token.
+    assert requests.get(f"http://{srv.admin_addr}/v1/status", timeout=10).status_code == 401

@@ -9,6 +9,7 @@
 //! connections: idle or half-sent connections cannot lock an operator out. Only when every
 //! connection is busy with a request is a new one closed.
 
+mod metrics;
 mod routes;
 pub mod wire;
 
@@ -69,6 +70,9 @@ pub struct NodeStatus {
     pub uptime_secs: u64,
     /// One entry per shard.
     pub shards: Vec<ShardStatus>,
+    /// Upper bounds of the request latency buckets, in microseconds.
+    #[serde(default)]
+    pub latency_buckets_us: Vec<u64>,
 }
 
 /// One shard (core) of the node: its partitions and its engine's figures.
@@ -114,6 +118,40 @@ pub struct ShardStatus {
     /// Requests this core served for other nodes over the wire since start.
     #[serde(default)]
     pub wire_requests_served: u64,
+    /// Reads served from the engine's cache since start.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// Reads that missed the engine's cache since start.
+    #[serde(default)]
+    pub cache_misses: u64,
+    /// Calls this core forwarded to other cores since start.
+    #[serde(default)]
+    pub cross_core_calls: u64,
+    /// HTTP connections it serves now.
+    #[serde(default)]
+    pub open_connections: u64,
+    /// S3 requests it answered since start, by operation and status.
+    #[serde(default)]
+    pub requests: Vec<RequestStatus>,
+}
+
+/// The S3 requests one core answered with one status for one operation.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RequestStatus {
+    /// The S3 operation (`GetObject`, `PutObject`, …, `Other`).
+    pub operation: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Requests.
+    pub requests: u64,
+    /// Request body bytes declared.
+    pub bytes_in: u64,
+    /// Answer body bytes.
+    pub bytes_out: u64,
+    /// Sum of the times to the answer's head, in microseconds.
+    pub latency_us_sum: u64,
+    /// Requests per latency bucket ([`NodeStatus::latency_buckets_us`], then the rest).
+    pub latency_buckets: Vec<u64>,
 }
 
 /// A running admin API server; `shutdown` stops it. Dropping it leaves the server running until

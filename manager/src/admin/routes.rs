@@ -18,6 +18,10 @@ use crate::{BucketAcl, Manager, ManagerError, ManagerState};
 
 /// Largest request body accepted (admin requests are tiny JSON documents).
 pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+/// Path of the Prometheus exposition (outside `/v1`, and served without the token).
+pub const METRICS_PATH: &str = "/metrics";
+/// Content type of the exposition (OpenMetrics text, which Prometheus reads).
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What every handler needs; one per server thread.
 pub(super) struct AdminContext {
@@ -113,6 +117,19 @@ pub(super) async fn handle(
 }
 
 async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
+    if request.uri().path() == METRICS_PATH && request.method() == Method::GET {
+        let text = super::metrics::render(
+            &context.status.node_status(),
+            context.manager.group_status().as_ref(),
+            &context.manager.snapshot(),
+        );
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+        );
+        return Ok(response);
+    }
     authorize(context, &request)?;
     let path = request.uri().path().to_owned();
     let Some(rest) = path.strip_prefix(API_PREFIX) else {

@@ -113,9 +113,14 @@ pub(crate) async fn serve(
         RaftCall::InstallSnapshot => encode(&raft.install_snapshot(decode(&body)?).await),
         RaftCall::Propose => {
             let command: Command = decode(&body)?;
-            let answer: ProposeAnswer = match raft.client_write(command).await {
-                Ok(response) => Ok(response.data),
-                Err(e) => Err(format!("manager {node_id} cannot make the change: {e}")),
+            let written = tokio::time::timeout(super::WRITE_TIMEOUT, raft.client_write(command));
+            let answer: ProposeAnswer = match written.await {
+                Ok(Ok(response)) => Ok(response.data),
+                Ok(Err(e)) => Err(format!("manager {node_id} cannot make the change: {e}")),
+                Err(_) => Err(format!(
+                    "manager {node_id} could not commit the change within {:?}",
+                    super::WRITE_TIMEOUT
+                )),
             };
             encode(&answer)
         }

@@ -1,0 +1,88 @@
+//! Requests served by one core, by operation and status: counts, bytes in and out, and a
+//! latency histogram (time to the answer's head). Kept in the core (no lock, no atomics:
+//! only its own thread writes) and read through the node's stats for `/metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds; one more bucket holds the rest.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000,
+];
+
+/// What one (operation, status) pair served.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestTally {
+    /// Requests answered.
+    pub requests: u64,
+    /// Request body bytes (as declared by Content-Length).
+    pub bytes_in: u64,
+    /// Answer body bytes (as known when the head was sent).
+    pub bytes_out: u64,
+    /// Sum of the latencies, in microseconds.
+    pub latency_us_sum: u64,
+    /// Requests per latency bucket ([`LATENCY_BUCKETS_US`], then the rest).
+    pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+}
+
+/// The requests of one core, by (operation, HTTP status).
+#[derive(Clone, Debug, Default)]
+pub struct RequestMetrics {
+    tallies: BTreeMap<(&'static str, u16), RequestTally>,
+}
+
+impl RequestMetrics {
+    /// Counts one request.
+    pub fn record(
+        &mut self,
+        operation: &'static str,
+        status: u16,
+        latency: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let tally = self.tallies.entry((operation, status)).or_default();
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        tally.requests += 1;
+        tally.bytes_in = tally.bytes_in.saturating_add(bytes_in);
+        tally.bytes_out = tally.bytes_out.saturating_add(bytes_out);
+        tally.latency_us_sum = tally.latency_us_sum.saturating_add(micros);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        tally.latency_buckets[bucket] += 1;
+    }
+
+    /// Every (operation, status) pair seen, with its tally.
+    pub fn tallies(&self) -> impl Iterator<Item = (&'static str, u16, &RequestTally)> {
+        self.tallies
+            .iter()
+            .map(|((op, status), t)| (*op, *status, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_fall_into_their_buckets() {
+        let mut metrics = RequestMetrics::default();
+        metrics.record("GetObject", 200, Duration::from_micros(100), 0, 4096);
+        metrics.record("GetObject", 200, Duration::from_millis(3), 0, 4096);
+        metrics.record("GetObject", 200, Duration::from_secs(60), 0, 1);
+        metrics.record("PutObject", 503, Duration::from_micros(300), 10, 0);
+        let tallies: Vec<_> = metrics.tallies().collect();
+        assert_eq!(tallies.len(), 2);
+        let (op, status, get) = tallies[0];
+        assert_eq!(
+            (op, status, get.requests, get.bytes_out),
+            ("GetObject", 200, 3, 8193)
+        );
+        assert_eq!(get.latency_buckets[0], 1);
+        assert_eq!(get.latency_buckets[4], 1, "3 ms is in the 5 ms bucket");
+        assert_eq!(get.latency_buckets[LATENCY_BUCKETS_US.len()], 1);
+        assert_eq!(tallies[1].2.latency_buckets[1], 1);
+    }
+}
