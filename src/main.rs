@@ -19,7 +19,10 @@ use leofs_manager::admin::{
     NodeStatus, NodeStatusSource, RequestStatus, ShardStatus, spawn_admin_server,
 };
 use leofs_manager::raft::network::RaftTransport;
-use leofs_manager::store::{ADMIN_USER_ID, GroupOptions, load_or_create_secret};
+use leofs_manager::store::{
+    ADMIN_USER_ID, CLUSTER_ID_FILE, GroupOptions, load_cluster_id, load_or_create_secret,
+    new_cluster_id, store_cluster_id,
+};
 use leofs_manager::{Credentials, Manager};
 use leofs_shard::remote::blocking::BlockingPeer;
 use leofs_shard::ring::NO_VNODE_NODE_ID;
@@ -479,6 +482,18 @@ fn root_credentials() -> anyhow::Result<Option<Credentials>> {
     }
 }
 
+/// The wire's form of a cluster id kept as 32 hex characters.
+fn cluster_id_of(hex: &str) -> anyhow::Result<ClusterId> {
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .ok_or_else(|| anyhow!("not a cluster id: {hex:?}"))?;
+    }
+    Ok(ClusterId(id))
+}
+
 /// File of a generated cluster secret, in the data dir.
 const CLUSTER_SECRET_FILE: &str = "cluster.secret";
 /// Longest wait for each step of joining a node (connect, each answer).
@@ -572,10 +587,21 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The cluster id this node presents: the one it keeps, or a new one for a manager that
+    // starts a group of its own, else the joining id (it learns the cluster's when it joins).
+    let known_id = load_cluster_id(data_dir).context("cannot read the cluster id")?;
+    let bootstrap_id = match (&known_id, roles.manager && config.join.is_none()) {
+        (None, true) => Some(new_cluster_id().context("cannot draw a cluster id")?),
+        _ => None,
+    };
+    let own_id = known_id.clone().or_else(|| bootstrap_id.clone());
     let auth = match (needs_secret, secret.as_ref()) {
         (false, _) => None,
         (true, Some((secret, _))) => Some(ClusterAuth {
-            cluster: ClusterId::derived_from(secret),
+            cluster: match &own_id {
+                Some(id) => cluster_id_of(id)?,
+                None => ClusterId::derived_from(secret),
+            },
             secret: secret.clone(),
         }),
         (true, None) => bail!(
@@ -593,12 +619,35 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
                 .map_or_else(String::new, |listen| listen.to_string()),
             join: config.join.is_some(),
             recover: config.recover_group,
+            cluster_id: bootstrap_id.clone(),
             transport: auth
                 .clone()
                 .map(|auth| Arc::new(WireRaftTransport::new(auth)) as Arc<dyn RaftTransport>),
         };
         let (manager, created) =
             Manager::open_with(data_dir, root, group).context("cannot open the manager state")?;
+        let mut group_id = manager.snapshot().cluster_id.clone();
+        if let (None, Some(id)) = (&group_id, &bootstrap_id)
+            && manager
+                .group_status()
+                .is_some_and(|g| g.leader == Some(g.node_id))
+        {
+            // A group from before cluster ids: it takes the id this manager drew.
+            group_id = manager
+                .adopt_cluster_id(id)
+                .context("cannot set the cluster id")?;
+        }
+        if let Some(group_id) = &group_id {
+            if own_id.as_ref().is_some_and(|own| own != group_id) {
+                bail!(
+                    "this node presents cluster id {} but its manager group's is {group_id}: \
+                     restore {}/{CLUSTER_ID_FILE} (it holds the group's id)",
+                    own_id.as_deref().unwrap_or_default(),
+                    data_dir.display()
+                );
+            }
+            store_cluster_id(data_dir, group_id).context("cannot keep the cluster id")?;
+        }
         (Arc::new(manager), created)
     } else {
         let (Some(join), Some(auth)) = (config.join, auth.clone()) else {
@@ -607,6 +656,12 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         let mut peer = BlockingPeer::new(join, auth, JOIN_TIMEOUT);
         let node = leofs_gateway::cluster::join(&mut peer)
             .with_context(|| format!("cannot join {join}"))?;
+        if let Some(id) = &node.catalog.cluster_id {
+            if known_id.as_ref().is_some_and(|known| known != id) {
+                bail!("{join} belongs to cluster {id}, this node to another");
+            }
+            store_cluster_id(data_dir, id).context("cannot keep the cluster id")?;
+        }
         let copy = Arc::new(Manager::read_only_copy(node.catalog));
         joined = Some((peer, node.ring, node.catalog_version));
         (copy, None)

@@ -52,6 +52,11 @@ pub enum Command {
         /// The whole catalog.
         state: ManagerState,
     },
+    /// Gives a group bootstrapped before cluster ids existed its id (a no-op once it has one).
+    AdoptClusterId {
+        /// 32 hex characters.
+        id: String,
+    },
 }
 
 /// Why a command was not applied: the state it was proposed against changed (or never allowed
@@ -137,6 +142,12 @@ impl Command {
                 }
                 state.users.insert(user.id.clone(), user.clone());
                 state.keys.insert(key.access_key_id.clone(), key.clone());
+                Ok(())
+            }
+            Command::AdoptClusterId { id } => {
+                if state.cluster_id.is_none() {
+                    state.cluster_id = Some(id.clone());
+                }
                 Ok(())
             }
             Command::Seed { state: seed } => {

@@ -96,6 +96,10 @@ pub struct ManagerState {
     pub keys: HashMap<String, AccessKey>,
     /// Buckets by name.
     pub buckets: BTreeMap<String, Bucket>,
+    /// The cluster's id (32 hex characters), drawn when its manager group was bootstrapped;
+    /// every node keeps it in `<data dir>/cluster.id` and presents it in every handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 impl ManagerState {

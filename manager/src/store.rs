@@ -95,6 +95,9 @@ pub struct GroupOptions {
     /// Start a new group of one from this manager's catalog, setting its Raft log aside (after
     /// the group lost its quorum for good).
     pub recover: bool,
+    /// The id a group bootstrapped by this manager gets, unless its catalog has one already
+    /// (32 hex characters; see [`crate::ManagerState::cluster_id`]).
+    pub cluster_id: Option<String>,
     /// How it reaches other managers.
     pub transport: Option<Arc<dyn RaftTransport>>,
 }
@@ -203,7 +206,13 @@ impl Manager {
                 group.addr
             );
         }
-        let seed = bootstrap.then(|| ManagerState::clone(&published.load()));
+        let seed = bootstrap.then(|| {
+            let mut seed = ManagerState::clone(&published.load());
+            if seed.cluster_id.is_none() {
+                seed.cluster_id = group.cluster_id.clone();
+            }
+            seed
+        });
         let raft = RaftGroup::start(node_id, group.addr, log, machine, seed, group.transport)?;
         let manager = Manager {
             raft: Some(raft),
@@ -355,6 +364,15 @@ impl Manager {
         self.admin_token.clone()
     }
 
+    /// Gives a group without a cluster id (bootstrapped before ids existed) the id `id`; the
+    /// group's id after (which may be one it had already).
+    pub fn adopt_cluster_id(&self, id: &str) -> Result<Option<String>, ManagerError> {
+        if self.snapshot().cluster_id.is_none() {
+            self.propose(Command::AdoptClusterId { id: id.to_owned() })?;
+        }
+        Ok(self.snapshot().cluster_id.clone())
+    }
+
     /// The manager group as this manager sees it; None for a read-only copy.
     pub fn group_status(&self) -> Option<GroupStatus> {
         self.raft.as_ref().map(RaftGroup::status)
@@ -392,6 +410,46 @@ impl Manager {
     fn propose(&self, command: Command) -> Result<(), ManagerError> {
         self.raft()?.write(command)?.map_err(ManagerError::from)
     }
+}
+
+/// The file of a node's cluster id, in its data directory.
+pub const CLUSTER_ID_FILE: &str = "cluster.id";
+/// Characters of a cluster id (16 bytes, hex).
+pub const CLUSTER_ID_CHARS: usize = 32;
+
+/// A fresh cluster id: 16 random bytes as 32 hex characters.
+pub fn new_cluster_id() -> Result<String, ManagerError> {
+    let mut bytes = [0u8; CLUSTER_ID_CHARS / 2];
+    crate::persist::random_bytes(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The cluster id kept in `<data_dir>/cluster.id`; None when the node has not learned one.
+pub fn load_cluster_id(data_dir: &Path) -> Result<Option<String>, ManagerError> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    let Some(bytes) = read_if_exists(&path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let id = text.trim();
+    if id.len() != CLUSTER_ID_CHARS || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(corrupt(&path, format!("not a cluster id: {id:?}")));
+    }
+    Ok(Some(id.to_ascii_lowercase()))
+}
+
+/// Keeps `id` in `<data_dir>/cluster.id` (atomically), unless the file exists.
+pub fn store_cluster_id(data_dir: &Path, id: &str) -> Result<(), ManagerError> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    write_atomic(&path, format!("{id}\n").as_bytes())?;
+    tracing::info!(
+        cluster_id = id,
+        "this node belongs to cluster {id} from now on"
+    );
+    Ok(())
 }
 
 /// Renames the Raft log and its meta file to `<name>.before-recovery-<unix ms>`; the new

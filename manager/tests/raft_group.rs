@@ -12,6 +12,9 @@ use leofs_manager::raft::network::{RaftCall, RaftTransport};
 use leofs_manager::store::GroupOptions;
 use leofs_manager::{BucketAcl, Manager, ManagerError};
 
+/// The id the first manager's group gets.
+const CLUSTER_ID: &str = "0123456789abcdef0123456789abcdef";
+
 /// Managers by address; a dropped manager is unreachable.
 #[derive(Default)]
 struct InProcess {
@@ -62,6 +65,7 @@ fn start_with(
         addr: addr.into(),
         join,
         recover,
+        cluster_id: (!join).then(|| CLUSTER_ID.to_owned()),
         transport: Some(net.clone() as Arc<dyn RaftTransport>),
     };
     let (manager, _) = Manager::open_with(dir, None, options).unwrap();
@@ -116,6 +120,10 @@ fn three_managers_replicate_forward_and_survive_their_leader() {
         Duration::from_secs(5),
         || m2.snapshot().user("admin").is_some() && m3.snapshot().user("admin").is_some(),
     );
+    // So did the cluster id, which each manager keeps in its data dir.
+    assert_eq!(m3.snapshot().cluster_id.as_deref(), Some(CLUSTER_ID));
+    let kept = std::fs::read_to_string(dirs[2].path().join("cluster.id")).unwrap();
+    assert_eq!(kept.trim(), CLUSTER_ID);
     m1.create_user("alice").unwrap();
     // A change through a follower is forwarded to the leader.
     m3.create_bucket("shared", "alice", BucketAcl::Private)

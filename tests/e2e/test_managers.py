@@ -10,7 +10,9 @@ import secrets
 import threading
 import time
 
-from leofs_harness import free_rpc_ports
+import pytest
+
+from leofs_harness import ServerError, free_rpc_ports
 
 #: A new leader is elected within the election timeout (1–2 s) after the old one's last
 #: heartbeat; a change waits for it (WRITE_TIMEOUT 10 s). Room for a loaded machine.
@@ -154,3 +156,34 @@ def test_a_manager_with_another_cluster_secret_cannot_be_added(make_server, tmp_
     assert "ServiceUnavailable" in res.stderr or "unreachable" in res.stderr.lower(), res.stderr
     assert [m["node_id"] for m in group(m1)["members"]] == [group(m1)["node_id"]]
     assert group(stranger)["members"] == []
+
+
+def test_a_node_of_another_cluster_is_refused_even_with_the_same_secret(make_server):
+    a = start_first(make_server)
+    secret = a.data_dir / "cluster.secret"
+    port_b = free_rpc_ports(1)
+    b = make_server(deployment="all-in-one", cores=1,
+                    extra_args=["--rpc-listen", rpc_addr(port_b), "--cluster-secret-file", str(secret)])
+    b.rpc_port = port_b
+    id_a = (a.data_dir / "cluster.id").read_text().strip()
+    id_b = (b.data_dir / "cluster.id").read_text().strip()
+    assert len(id_a) == 32 and id_a != id_b, (id_a, id_b)
+
+    # A manager of cluster B is not added to cluster A: the handshake refuses it.
+    res = a.adm("add-manager", rpc_addr(b.rpc_port), check=False)
+    assert res.returncode != 0, res.stdout
+    assert [m["node_id"] for m in group(a)["members"]] == [group(a)["node_id"]]
+    eventually("B logs the refusal", 5, lambda: "another cluster" in b.stderr_path.read_text())
+
+    # A gateway joins A (its first start presents the joining id and learns A's id) ...
+    gw = make_server(deployment="all-in-one", cores=1, root_keys=False,
+                     extra_args=["--roles", "gateway", "--join", rpc_addr(a.rpc_port),
+                                 "--cluster-secret-file", str(secret)])
+    assert (gw.data_dir / "cluster.id").read_text().strip() == id_a
+    gw.client(a.access_key, a.secret_key).list_buckets()
+    assert gw.stop() == 0
+    # ... and from then on cannot join B.
+    gw.extra_args[gw.extra_args.index(rpc_addr(a.rpc_port))] = rpc_addr(b.rpc_port)
+    with pytest.raises(ServerError):
+        gw.start(timeout_s=30)
+    assert "another cluster" in b.stderr_path.read_text()

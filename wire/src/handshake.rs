@@ -46,15 +46,22 @@ const HELLO_BYTES: usize = 4 + 2 + 2 + CLUSTER_ID_BYTES + NONCE_BYTES;
 const CHALLENGE_BYTES: usize = 4 + 2 + CLUSTER_ID_BYTES + NONCE_BYTES + PROOF_BYTES;
 const PROOF_MESSAGE_BYTES: usize = 4 + PROOF_BYTES;
 
-/// The id of a cluster, set when it is created; peers of different clusters refuse each other.
+/// The id of a cluster, drawn at random when its manager group is bootstrapped and kept by
+/// every node that joined it; peers of different clusters refuse each other, even when they
+/// were given the same secret.
+///
+/// A node that has not learned its cluster's id yet (its first start, joining) presents the
+/// **joining id** instead ([`ClusterId::derived_from`] its secret): a peer accepts it and
+/// answers with its own id, which both proofs then cover. A node with an id of its own accepts
+/// only that id, or a joining node; a node still joining accepts the id of any peer that
+/// proves the secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterId(pub [u8; CLUSTER_ID_BYTES]);
 
 impl ClusterId {
-    /// The id of the cluster whose nodes hold `secret`, derived from it (an HMAC of a fixed
-    /// label, which reveals nothing of the secret): nodes given the same secret agree on it
-    /// without another setting, and nodes of clusters with different secrets refuse each
-    /// other before any proof is checked.
+    /// The joining id of the nodes that hold `secret`, derived from it (an HMAC of a fixed
+    /// label, which reveals nothing of the secret): nodes of clusters with different secrets
+    /// refuse each other before any proof is checked.
     pub fn derived_from(secret: &ClusterSecret) -> Self {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.0)
             .unwrap_or_else(|_| unreachable!("HMAC-SHA256 takes keys of any length"));
@@ -189,9 +196,14 @@ impl ClientHandshake {
         let cluster = &challenge[6..6 + CLUSTER_ID_BYTES];
         let server_nonce = &challenge[6 + CLUSTER_ID_BYTES..6 + CLUSTER_ID_BYTES + NONCE_BYTES];
         let server_proof = &challenge[6 + CLUSTER_ID_BYTES + NONCE_BYTES..];
-        if cluster != self.cluster.0 {
+        let joining = self.cluster == ClusterId::derived_from(&self.secret);
+        if cluster != self.cluster.0 && !joining {
             return Err(HandshakeError::WrongCluster);
         }
+        // A joining client takes the server's id; otherwise the ids are equal.
+        let mut agreed = [0u8; CLUSTER_ID_BYTES];
+        agreed.copy_from_slice(cluster);
+        let agreed = ClusterId(agreed);
         if !(PROTOCOL_VERSION_OLDEST..=PROTOCOL_VERSION).contains(&version) {
             return Err(HandshakeError::NoCommonVersion {
                 ours_oldest: PROTOCOL_VERSION_OLDEST,
@@ -204,7 +216,7 @@ impl ClientHandshake {
             .proof(
                 b"leofs-wire server",
                 version,
-                &self.cluster,
+                &agreed,
                 [&self.nonce, server_nonce],
             )
             .verify_slice(server_proof)
@@ -214,7 +226,7 @@ impl ClientHandshake {
             .proof(
                 b"leofs-wire client",
                 version,
-                &self.cluster,
+                &agreed,
                 [server_nonce, &self.nonce],
             )
             .finalize()
@@ -244,9 +256,18 @@ impl ServerHandshake {
     ) -> Result<(Self, Bytes), HandshakeError> {
         check_magic(hello, HELLO_BYTES, "hello")?;
         let (theirs_oldest, theirs_newest) = (u16_at(hello, 4), u16_at(hello, 6));
-        if hello[8..8 + CLUSTER_ID_BYTES] != cluster.0 {
+        let mut theirs = [0u8; CLUSTER_ID_BYTES];
+        theirs.copy_from_slice(&hello[8..8 + CLUSTER_ID_BYTES]);
+        let theirs = ClusterId(theirs);
+        let joining = ClusterId::derived_from(&secret);
+        // The id both proofs cover: ours, unless we are the one still joining.
+        let cluster = if theirs == cluster || theirs == joining {
+            cluster
+        } else if cluster == joining {
+            theirs
+        } else {
             return Err(HandshakeError::WrongCluster);
-        }
+        };
         let version = PROTOCOL_VERSION.min(theirs_newest);
         if theirs_oldest > theirs_newest || version < PROTOCOL_VERSION_OLDEST.max(theirs_oldest) {
             return Err(HandshakeError::NoCommonVersion {
@@ -352,6 +373,38 @@ mod tests {
         assert_eq!(
             fresh.on_challenge(&challenge).err(),
             Some(HandshakeError::BadProof)
+        );
+    }
+
+    #[test]
+    fn a_joining_node_takes_its_peers_id_and_other_clusters_are_refused() {
+        let handshake = |client: ClusterId, server: ClusterId| {
+            let (state, hello) = ClientHandshake::start(secret(1), client);
+            let (server, challenge) = ServerHandshake::on_hello(secret(1), server, &hello)?;
+            let (version, proof) = state.on_challenge(&challenge)?;
+            assert_eq!(server.on_proof(&proof)?, version);
+            Ok::<_, HandshakeError>(challenge[6..6 + CLUSTER_ID_BYTES].to_vec())
+        };
+        let joining = ClusterId::derived_from(&secret(1));
+        let (ours, theirs) = (
+            ClusterId([1; CLUSTER_ID_BYTES]),
+            ClusterId([2; CLUSTER_ID_BYTES]),
+        );
+        // A joining client is told the server's id; a joining server takes the client's.
+        assert_eq!(handshake(joining, ours).unwrap(), ours.0);
+        assert_eq!(handshake(ours, joining).unwrap(), ours.0);
+        assert_eq!(handshake(joining, joining).unwrap(), joining.0);
+        assert_eq!(handshake(ours, ours).unwrap(), ours.0);
+        // Two clusters that share a secret still refuse each other, in either direction.
+        assert_eq!(handshake(ours, theirs), Err(HandshakeError::WrongCluster));
+        assert_eq!(handshake(theirs, ours), Err(HandshakeError::WrongCluster));
+        // A client with an id of its own refuses a server that answers with another.
+        let (state, _) = ClientHandshake::start(secret(1), ours);
+        let (_, hello) = ClientHandshake::start(secret(1), joining);
+        let (_, challenge) = ServerHandshake::on_hello(secret(1), theirs, &hello).unwrap();
+        assert_eq!(
+            state.on_challenge(&challenge).err(),
+            Some(HandshakeError::WrongCluster)
         );
     }
 

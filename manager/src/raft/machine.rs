@@ -113,6 +113,20 @@ impl StateMachine {
         self.persist()
     }
 
+    /// Keeps the group's cluster id in the node's data directory once it is known (a manager
+    /// that joined learns it here), for the handshakes of its next start.
+    fn remember_cluster_id(&self) {
+        let Some(id) = &self.state.cluster_id else {
+            return;
+        };
+        let data_dir = self.path.parent().and_then(Path::parent);
+        if let Some(data_dir) = data_dir
+            && let Err(e) = crate::store::store_cluster_id(data_dir, id)
+        {
+            tracing::warn!(error = %e, "cannot keep the cluster id; it is written again on the next change");
+        }
+    }
+
     /// Its file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -234,6 +248,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         }
         self.persist().map_err(|e| write_error(&e))?;
+        self.remember_cluster_id();
         self.published.store(Arc::new(self.state.clone()));
         Ok(outcomes)
     }
@@ -263,6 +278,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         self.state = stored.state;
         self.persist().map_err(|e| write_error(&e))?;
+        self.remember_cluster_id();
         self.published.store(Arc::new(self.state.clone()));
         Ok(())
     }
