@@ -43,32 +43,21 @@ fn main() {
 
     let mut grown = nodes.clone();
     grown.push(node(NODES));
-    let started = Instant::now();
-    let after = plan(&grown, PARTITIONS, REPLICAS, Some(&first)).expect("plan");
-    report(
-        "add one node",
-        &after,
-        grown.len(),
-        started.elapsed().as_secs_f64(),
-    );
-    let ideal = first.table.len() as f64 / grown.len() as f64;
-    println!(
-        "  moved {} replicas (ideal {ideal:.0})",
-        after.moves_from(&first)
-    );
-
+    change("add one node", &first, &grown);
     let shrunk: Vec<PlanNode> = nodes.iter().filter(|n| n.id != 7).cloned().collect();
+    change("remove one node", &first, &shrunk);
+}
+
+/// Plans `nodes` from `first` and reports the time and the replicas moved against the ideal
+/// (the replicas of one node: those of the node added or removed).
+fn change(what: &str, first: &RingPlan, nodes: &[PlanNode]) {
     let started = Instant::now();
-    let after = plan(&shrunk, PARTITIONS, REPLICAS, Some(&first)).expect("plan");
-    report(
-        "remove one node",
-        &after,
-        shrunk.len(),
-        started.elapsed().as_secs_f64(),
-    );
-    let ideal = first.table.len() as f64 / nodes.len() as f64;
+    let after = plan(nodes, PARTITIONS, REPLICAS, Some(first)).expect("plan");
+    report(what, &after, nodes.len(), started.elapsed().as_secs_f64());
+    // One node's share of the larger of the two memberships.
+    let ideal = first.table.len() as f64 / nodes.len().max(NODES as usize) as f64;
     println!(
         "  moved {} replicas (ideal {ideal:.0})",
-        after.moves_from(&first)
+        after.moves_from(first)
     );
 }

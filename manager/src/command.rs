@@ -52,6 +52,15 @@ pub enum Command {
         /// The whole catalog.
         state: ManagerState,
     },
+    /// `command`, proposed under `id` (random, drawn once per change): a proposal applied
+    /// again (forwarded anew after its answer was lost) is answered with its first outcome and
+    /// not applied twice.
+    Proposal {
+        /// The proposal's id (32 hex characters).
+        id: String,
+        /// The change.
+        command: Box<Command>,
+    },
     /// Gives a group bootstrapped before cluster ids existed its id (a no-op once it has one).
     AdoptClusterId {
         /// 32 hex characters.
@@ -101,6 +110,13 @@ impl From<Refusal> for ManagerError {
 /// own blank and membership entries).
 pub type Outcome = Result<(), Refusal>;
 
+/// A fresh proposal id: 16 random bytes as 32 hex characters.
+pub fn new_proposal_id() -> Result<String, ManagerError> {
+    let mut bytes = [0u8; 16];
+    crate::persist::random_bytes(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl Command {
     /// Applies the command to `state`, or refuses it and leaves `state` unchanged.
     pub fn apply(&self, state: &mut ManagerState) -> Outcome {
@@ -144,6 +160,8 @@ impl Command {
                 state.keys.insert(key.access_key_id.clone(), key.clone());
                 Ok(())
             }
+            // The state machine answers a repeated proposal without applying it again.
+            Command::Proposal { command, .. } => command.apply(state),
             Command::AdoptClusterId { id } => {
                 if state.cluster_id.is_none() {
                     state.cluster_id = Some(id.clone());

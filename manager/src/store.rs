@@ -689,7 +689,8 @@ pub(crate) fn check_references(state: &ManagerState) -> Result<(), String> {
     Ok(())
 }
 
-fn corrupt(path: &Path, detail: String) -> ManagerError {
+/// A [`ManagerError::Corrupt`] for `path`.
+pub(crate) fn corrupt(path: &Path, detail: String) -> ManagerError {
     ManagerError::Corrupt {
         path: path.to_path_buf(),
         detail,

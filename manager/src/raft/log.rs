@@ -28,6 +28,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::TypeConfig;
 use crate::ManagerError;
 use crate::persist::{SECRET_FILE_MODE, io_error, read_if_exists, write_atomic};
+use crate::store::corrupt;
 
 /// The log file.
 pub const LOG_FILE: &str = "raft.log";
@@ -157,13 +158,6 @@ fn new_node_id() -> Result<u64, ManagerError> {
         if id != 0 {
             return Ok(id);
         }
-    }
-}
-
-fn corrupt(path: &Path, detail: String) -> ManagerError {
-    ManagerError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
     }
 }
 

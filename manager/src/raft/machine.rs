@@ -4,12 +4,15 @@
 //! also the snapshot format that managers send each other:
 //!
 //! `{"format_version": 2, "applied": <log id or null>, "membership": <openraft stored
-//! membership>, "state": {"users": …, "keys": …, "buckets": …}}`
+//! membership>, "state": {"users": …, "keys": …, "buckets": …, "cluster_id": …},
+//! "proposals": [[<id>, <outcome>], …]}` (`proposals`: the last ones applied, so that a retried
+//! proposal is answered without being applied twice; absent in older files).
 //!
 //! Version 1 (a single node's file before the manager ran on Raft: no `applied`, no
 //! `membership`) is read as the state before the first entry, so an existing data dir keeps
 //! its users, keys and buckets.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +25,9 @@ use openraft::{
 };
 
 use super::TypeConfig;
-use crate::command::Outcome;
+use crate::command::{Command, Outcome};
 use crate::persist::{read_if_exists, write_atomic};
+use crate::store::corrupt;
 use crate::{ManagerError, ManagerState};
 
 /// Version of `state.json` (and of snapshots) written by this manager.
@@ -40,6 +44,8 @@ struct StoredMachine {
     #[serde(default)]
     membership: StoredMembership<u64, BasicNode>,
     state: ManagerState,
+    #[serde(default)]
+    proposals: VecDeque<(String, Outcome)>,
 }
 
 /// `state.json` as written (borrows the state).
@@ -49,6 +55,7 @@ struct StoredMachineRef<'a> {
     applied: Option<LogId<u64>>,
     membership: &'a StoredMembership<u64, BasicNode>,
     state: &'a ManagerState,
+    proposals: &'a VecDeque<(String, Outcome)>,
 }
 
 /// The state machine handed to openraft.
@@ -57,9 +64,15 @@ pub struct StateMachine {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     state: ManagerState,
+    /// The last [`PROPOSALS_REMEMBERED_MAX`] proposals applied and their outcomes: a proposal
+    /// applied again (a retry after its answer was lost) gets its first outcome.
+    proposals: VecDeque<(String, Outcome)>,
     /// What the data path reads; replaced after each durable change.
     published: Arc<ArcSwap<ManagerState>>,
 }
+
+/// Proposals the state machine remembers (and answers again without applying them twice).
+pub const PROPOSALS_REMEMBERED_MAX: usize = 4096;
 
 impl StateMachine {
     /// Opens `path`; None when it does not exist.
@@ -77,6 +90,7 @@ impl StateMachine {
             applied: stored.applied,
             membership: stored.membership,
             state: stored.state,
+            proposals: stored.proposals,
             published,
         }))
     }
@@ -92,6 +106,7 @@ impl StateMachine {
             applied: None,
             membership: StoredMembership::default(),
             state,
+            proposals: VecDeque::new(),
             published,
         };
         machine.persist()?;
@@ -138,7 +153,31 @@ impl StateMachine {
     }
 
     fn encode(&self) -> Vec<u8> {
-        encode(self.applied, &self.membership, &self.state)
+        let stored = StoredMachineRef {
+            format_version: STATE_FORMAT_VERSION,
+            applied: self.applied,
+            membership: &self.membership,
+            state: &self.state,
+            proposals: &self.proposals,
+        };
+        // Maps with string keys and plain values always serialize.
+        serde_json::to_vec_pretty(&stored).unwrap_or_default()
+    }
+
+    /// Applies `command`; a proposal seen before gets its first outcome again.
+    fn apply_command(&mut self, command: Command) -> Outcome {
+        let Command::Proposal { id, command } = command else {
+            return command.apply(&mut self.state);
+        };
+        if let Some((_, outcome)) = self.proposals.iter().find(|(seen, _)| *seen == id) {
+            return outcome.clone();
+        }
+        let outcome = command.apply(&mut self.state);
+        if self.proposals.len() == PROPOSALS_REMEMBERED_MAX {
+            self.proposals.pop_front();
+        }
+        self.proposals.push_back((id, outcome.clone()));
+        outcome
     }
 
     fn persist(&self) -> Result<(), ManagerError> {
@@ -164,22 +203,6 @@ impl StateMachine {
     }
 }
 
-/// The stored form of a state machine (see the module docs).
-fn encode(
-    applied: Option<LogId<u64>>,
-    membership: &StoredMembership<u64, BasicNode>,
-    state: &ManagerState,
-) -> Vec<u8> {
-    let stored = StoredMachineRef {
-        format_version: STATE_FORMAT_VERSION,
-        applied,
-        membership,
-        state,
-    };
-    // Maps with string keys and plain values always serialize.
-    serde_json::to_vec_pretty(&stored).unwrap_or_default()
-}
-
 fn decode(bytes: &[u8]) -> Result<StoredMachine, String> {
     let stored: StoredMachine = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     match stored.format_version {
@@ -192,13 +215,6 @@ fn decode(bytes: &[u8]) -> Result<StoredMachine, String> {
     }
     crate::store::check_references(&stored.state)?;
     Ok(stored)
-}
-
-fn corrupt(path: &Path, detail: String) -> ManagerError {
-    ManagerError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    }
 }
 
 fn write_error(e: &ManagerError) -> StorageError<u64> {
@@ -240,7 +256,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied = Some(entry.log_id);
             outcomes.push(match entry.payload {
                 EntryPayload::Blank => Ok(()),
-                EntryPayload::Normal(command) => command.apply(&mut self.state),
+                EntryPayload::Normal(command) => self.apply_command(command),
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Ok(())
@@ -277,6 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.state = stored.state;
+        self.proposals = stored.proposals;
         self.persist().map_err(|e| write_error(&e))?;
         self.remember_cluster_id();
         self.published.store(Arc::new(self.state.clone()));
@@ -288,5 +305,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         // state.json is the state machine at `applied`: always a valid, current snapshot.
         Ok(Some(self.snapshot()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Refusal;
+    use crate::{AccessKey, User};
+
+    fn create_user(id: &str) -> Command {
+        Command::CreateUser {
+            user: User {
+                id: id.into(),
+                is_admin: false,
+                created_unix_ms: 1,
+            },
+            key: AccessKey {
+                access_key_id: format!("KEY{id}"),
+                secret_access_key: "secret".into(),
+                user_id: id.into(),
+            },
+        }
+    }
+
+    fn proposal(id: &str, command: Command) -> Command {
+        Command::Proposal {
+            id: id.into(),
+            command: Box::new(command),
+        }
+    }
+
+    #[test]
+    fn a_retried_proposal_gets_its_first_outcome_and_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let published = Arc::new(ArcSwap::from_pointee(ManagerState::default()));
+        let mut machine =
+            StateMachine::create(&path, ManagerState::default(), published.clone()).unwrap();
+        assert_eq!(
+            machine.apply_command(proposal("p1", create_user("alice"))),
+            Ok(())
+        );
+        // The same proposal again (its answer was lost, the proposer retried): the first
+        // outcome, not UserExists.
+        assert_eq!(
+            machine.apply_command(proposal("p1", create_user("alice"))),
+            Ok(())
+        );
+        // Another proposal of the same change is a change of its own.
+        assert_eq!(
+            machine.apply_command(proposal("p2", create_user("alice"))),
+            Err(Refusal::UserExists("alice".into()))
+        );
+        // What it remembers is durable, and bounded.
+        machine.persist().unwrap();
+        let mut machine = StateMachine::open(&path, published).unwrap().unwrap();
+        assert_eq!(
+            machine.apply_command(proposal("p1", create_user("alice"))),
+            Ok(())
+        );
+        for i in 0..PROPOSALS_REMEMBERED_MAX {
+            let _ = machine.apply_command(proposal(&format!("x{i}"), create_user("bob")));
+        }
+        assert_eq!(machine.proposals.len(), PROPOSALS_REMEMBERED_MAX);
+        assert!(!machine.proposals.iter().any(|(id, _)| id == "p1"));
     }
 }

@@ -297,6 +297,12 @@ impl RaftGroup {
     }
 
     fn propose(&self, command: Command) -> Result<Outcome, ManagerError> {
+        // One id for every attempt at this change: a retry after a lost answer is not applied
+        // twice (the state machine answers it with the first outcome).
+        let command = Command::Proposal {
+            id: crate::command::new_proposal_id()?,
+            command: Box::new(command),
+        };
         let (raft, node_id) = (self.raft(), self.node_id);
         let transport = self.transport.clone();
         self.runtime.block_on(async move {
