@@ -1,5 +1,6 @@
-//! leofs-manager: users, access keys, buckets and node status: the single-node form of the
-//! LeoFS manager, its admin API (HTTP+JSON on loopback) and the `leofs-adm` commands.
+//! leofs-manager: users, access keys and buckets as the state machine of a Raft group of
+//! managers (a group of one on a single node), the ring planner, the admin API (HTTP+JSON on
+//! loopback, and `/metrics`) and the `leofs-adm` commands.
 //!
 //! CONTRACT (fixed; the gateway and the binaries build against it): the public items re-exported
 //! below and their signatures. Implementations may add items, never change these without

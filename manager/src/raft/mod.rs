@@ -152,7 +152,7 @@ impl RaftGroup {
         };
         let raft = handle.block_on(Raft::new(node_id, config.clone(), network, log, machine));
         let raft = raft.map_err(|e| ManagerError::Raft(e.to_string()))?;
-        let mut group = Self {
+        let group = Self {
             raft: ArcSwap::from_pointee(raft),
             reopening: Mutex::new(()),
             config,
@@ -224,7 +224,7 @@ impl RaftGroup {
             self.raft.store(Arc::new(
                 raft.map_err(|e| ManagerError::Raft(e.to_string()))?,
             ));
-            self.begin_with(None, self.addr.clone())
+            self.begin(None, self.addr.clone())
         })();
         match reopened {
             Ok(()) => tracing::info!("the manager's Raft group runs again"),
@@ -237,11 +237,7 @@ impl RaftGroup {
     /// Bootstraps if given a seed; a group whose only voter is this manager is brought to a
     /// leader at once (not after an election timeout) and learns this manager's current
     /// address.
-    fn begin(&mut self, seed: Option<ManagerState>, addr: String) -> Result<(), ManagerError> {
-        self.begin_with(seed, addr)
-    }
-
-    fn begin_with(&self, seed: Option<ManagerState>, addr: String) -> Result<(), ManagerError> {
+    fn begin(&self, seed: Option<ManagerState>, addr: String) -> Result<(), ManagerError> {
         let raft = self.raft();
         let node_id = self.node_id;
         self.runtime.block_on(async move {
