@@ -99,10 +99,12 @@ pub fn operation<B>(request: &Request<B>, domain: Option<&str>) -> &'static str 
     };
     let depth = segments + usize::from(bucket_in_host);
     let query = request.uri().query().unwrap_or("");
+    // Counted on every request: no allocation here.
     let has = |name: &str| {
-        query
-            .split('&')
-            .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
+        query.split('&').any(|pair| {
+            pair.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
     };
     let copy = request.headers().contains_key("x-amz-copy-source");
     let method = request.method();

@@ -112,9 +112,7 @@ pub type Outcome = Result<(), Refusal>;
 
 /// A fresh proposal id: 16 random bytes as 32 hex characters.
 pub fn new_proposal_id() -> Result<String, ManagerError> {
-    let mut bytes = [0u8; 16];
-    crate::persist::random_bytes(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::persist::random_hex(16)
 }
 
 impl Command {

@@ -109,9 +109,26 @@ pub(crate) fn random_string(alphabet: &[u8], len: usize) -> Result<String, Manag
 
 /// A fresh secret (the admin API token, a cluster secret): 32 random bytes, hex-encoded.
 pub(crate) fn new_hex_secret() -> Result<String, ManagerError> {
-    let mut raw = [0u8; ADMIN_TOKEN_RANDOM_BYTES];
+    random_hex(ADMIN_TOKEN_RANDOM_BYTES)
+}
+
+/// `bytes` random bytes as lowercase hex (twice as many characters): secrets and ids.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, ManagerError> {
+    let mut raw = vec![0u8; bytes];
     random_bytes(&mut raw)?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A random u64 other than 0 (which the ids drawn with it reserve for "none").
+pub(crate) fn random_nonzero_u64() -> Result<u64, ManagerError> {
+    loop {
+        let mut bytes = [0u8; 8];
+        random_bytes(&mut bytes)?;
+        let value = u64::from_le_bytes(bytes);
+        if value != 0 {
+            return Ok(value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -303,7 +303,8 @@ impl Manager {
             owner: owner.to_owned(),
             acl,
             created_unix_ms: now_unix_ms(),
-            incarnation: new_incarnation()?,
+            // Random and nonzero: 0 marks buckets older than incarnations.
+            incarnation: crate::persist::random_nonzero_u64()?,
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -419,9 +420,7 @@ pub const CLUSTER_ID_CHARS: usize = 32;
 
 /// A fresh cluster id: 16 random bytes as 32 hex characters.
 pub fn new_cluster_id() -> Result<String, ManagerError> {
-    let mut bytes = [0u8; CLUSTER_ID_CHARS / 2];
-    crate::persist::random_bytes(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::persist::random_hex(CLUSTER_ID_CHARS / 2)
 }
 
 /// The cluster id kept in `<data_dir>/cluster.id`; None when the node has not learned one.
@@ -467,18 +466,6 @@ fn set_log_aside(dir: &Path) -> Result<String, ManagerError> {
     }
     crate::persist::sync_parent_dir(&dir.join(LOG_FILE))?;
     Ok(moved.join(", "))
-}
-
-/// A fresh bucket incarnation: random and nonzero (0 marks buckets older than incarnations).
-fn new_incarnation() -> Result<u64, ManagerError> {
-    loop {
-        let mut bytes = [0u8; 8];
-        crate::persist::random_bytes(&mut bytes)?;
-        let incarnation = u64::from_le_bytes(bytes);
-        if incarnation != 0 {
-            return Ok(incarnation);
-        }
-    }
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).

@@ -101,7 +101,7 @@ impl LogStore {
             None => {
                 let meta = Meta {
                     format_version: META_FORMAT_VERSION,
-                    node_id: new_node_id()?,
+                    node_id: crate::persist::random_nonzero_u64()?,
                     vote: None,
                     last_purged: None,
                 };
@@ -147,17 +147,6 @@ impl Inner {
         write_log_file(&path, self.entries.values())?;
         self.file = open_append(&path)?;
         Ok(())
-    }
-}
-
-fn new_node_id() -> Result<u64, ManagerError> {
-    loop {
-        let mut bytes = [0u8; 8];
-        crate::persist::random_bytes(&mut bytes)?;
-        let id = u64::from_le_bytes(bytes);
-        if id != 0 {
-            return Ok(id);
-        }
     }
 }
 
