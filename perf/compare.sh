@@ -11,7 +11,9 @@
 # FSYNC=1 COMPRESSION=none, i.e. fsync'd data and metadata and no compression, like-for-like with
 # leofs' durable writes). Set PEER=none to measure leofs alone, or PEER_ENDPOINT + PEER_ACCESS_KEY +
 # PEER_SECRET_KEY + PEER_REGION + PEER_BUCKET to use an already running peer. LEOFS_BIN=none
-# measures the peer alone (to validate the tool or record peer figures before leofs runs).
+# measures the peer alone (to validate the tool or record peer figures before leofs runs);
+# LEOFS_ENDPOINT + LEOFS_ACCESS_KEY + LEOFS_SECRET_KEY measure an already running leofs (a
+# cluster: perf/cluster.sh) instead of starting one.
 # Both servers are stopped (and their data dirs removed) at the end.
 #
 # Knobs (environment):
@@ -82,7 +84,7 @@ if [[ -z "${BENCH_BIN:-}" ]]; then
   done
 fi
 [[ -x "${BENCH_BIN:-}" ]] || die "leofs-bench not found: cargo build --release -p leofs-perf, or set BENCH_BIN"
-if [[ "$LEOFS_BIN" != none ]]; then
+if [[ "$LEOFS_BIN" != none && -z "${LEOFS_ENDPOINT:-}" ]]; then
   [[ -x "$LEOFS_BIN" ]] || die "leofs binary $LEOFS_BIN not found: cargo build --release -p leofs, or set LEOFS_BIN"
 fi
 for w in $WORKLOADS; do workload_args "$w" >/dev/null; done
@@ -145,6 +147,8 @@ start_leofs() {
 }
 if [[ "$LEOFS_BIN" == none ]]; then
   log "LEOFS_BIN=none: measuring the peer alone"
+elif [[ -n "${LEOFS_ENDPOINT:-}" ]]; then
+  log "using the running leofs at $LEOFS_ENDPOINT"
 else
   start_leofs
 fi

@@ -37,8 +37,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the node, its S3 endpoint, uptime and per-shard figures.
-    Status,
+    /// Show the cluster (nodes with roles, state, shards, ring epoch and checksum, disk use)
+    /// and the asked node's own figures; with NODE, that node.
+    Status {
+        /// A node id (see `status`).
+        node: Option<u32>,
+    },
+    /// Start the cluster: plan the first ring over the attached storage nodes.
+    Start {
+        /// Partitions P, a power of two [default: chosen from the shards].
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Shards the cluster is expected to grow to (P is chosen for them).
+        #[arg(long)]
+        expected_shards: Option<u32>,
+    },
+    /// Take storage node NODE out of service: requests for its partitions fail at once.
+    Suspend {
+        /// The node id.
+        node: u32,
+    },
+    /// Put suspended storage node NODE back in service.
+    Resume {
+        /// The node id.
+        node: u32,
+    },
+    /// Show where BUCKET/KEY's replicas are, with their HLC, size and checksum.
+    Whereis {
+        /// BUCKET/KEY.
+        path: String,
+    },
+    /// Show storage node NODE's disk use per shard.
+    Du {
+        /// The node id.
+        node: u32,
+    },
+    /// Show the whole ring: each partition's replicas.
+    DumpRing,
     /// Create a user with a fresh key pair (the secret is shown only once).
     CreateUser {
         /// User id.
@@ -91,7 +126,25 @@ enum Command {
 impl From<Command> for AdmCommand {
     fn from(command: Command) -> AdmCommand {
         match command {
-            Command::Status => AdmCommand::Status,
+            Command::Status { node } => AdmCommand::Status { node },
+            Command::Start {
+                partitions,
+                expected_shards,
+            } => AdmCommand::Start {
+                partitions,
+                expected_shards,
+            },
+            Command::Suspend { node } => AdmCommand::Suspend { node },
+            Command::Resume { node } => AdmCommand::Resume { node },
+            Command::Whereis { path } => {
+                let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));
+                AdmCommand::Whereis {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }
+            }
+            Command::Du { node } => AdmCommand::Du { node },
+            Command::DumpRing => AdmCommand::DumpRing,
             Command::CreateUser { name } => AdmCommand::CreateUser { user_id: name },
             Command::GetUsers => AdmCommand::GetUsers,
             Command::DeleteUser { name } => AdmCommand::DeleteUser { user_id: name },

@@ -14,22 +14,30 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use leofs_engine::{EngineConfig, SyncPolicy};
 use leofs_gateway::GatewayConfig;
-use leofs_gateway::cluster::{CatalogCopy, ManagerServices, WireRaftTransport};
+use leofs_gateway::cluster::{
+    CatalogCopy, ManagerPeers, ManagerServices, WireRaftTransport, installed_ring,
+};
+use leofs_manager::admin::wire::{Replica, Whereabouts};
 use leofs_manager::admin::{
     NodeStatus, NodeStatusSource, RequestStatus, ShardStatus, spawn_admin_server,
 };
+use leofs_manager::cluster::{MEMBERSHIP_FORMAT_VERSION, Registration, RingRecord};
 use leofs_manager::raft::network::RaftTransport;
 use leofs_manager::store::{
     ADMIN_USER_ID, CLUSTER_ID_FILE, GroupOptions, load_cluster_id, load_or_create_secret,
     new_cluster_id, store_cluster_id,
 };
 use leofs_manager::{Credentials, Manager};
-use leofs_shard::remote::blocking::BlockingPeer;
 use leofs_shard::ring::NO_VNODE_NODE_ID;
 use leofs_shard::{
     DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, GcConfig, JoinedCluster, NodeConfig,
-    NodeServices, NodeStats, PeersConfig, RpcConfig, ShardError, read_layout, start_node,
+    NodeServices, NodeStats, PartitionMap, PeersConfig, RingView, RpcConfig, ShardError,
+    read_layout, start_node,
 };
+use membership::Registry;
+
+mod demo;
+mod membership;
 use leofs_wire::{ClusterAuth, ClusterId, ClusterSecret};
 use serde::Deserialize;
 
@@ -60,8 +68,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a storage node: S3 API, admin API and one shard per core.
-    Server(ServerArgs),
+    /// Run a node: S3 API, admin API and one shard per core (all three roles by default).
+    Server(Box<ServerArgs>),
+    /// Start a local cluster of separate processes on loopback (managers, storage nodes,
+    /// gateways) and stop it on Ctrl-C.
+    Demo(demo::DemoArgs),
 }
 
 /// Flags of `leofs server`; each also reads its LEOFS_* environment variable.
@@ -117,11 +128,21 @@ struct ServerArgs {
     /// [default: off].
     #[arg(long, value_name = "ADDR", env = "LEOFS_RPC_LISTEN")]
     rpc_listen: Option<SocketAddr>,
-    /// The --rpc-listen address of a node with the manager role, to join. A node without
-    /// storage serves data stored there; a manager joins that node's manager group instead of
-    /// starting one of its own (it is added with `leofs-adm add-manager`).
-    #[arg(long, value_name = "ADDR", env = "LEOFS_JOIN")]
-    join: Option<SocketAddr>,
+    /// The --rpc-listen addresses of the cluster's managers, comma-separated (list every
+    /// manager). A node without the manager role registers there and keeps a copy of the
+    /// catalog and the ring; a manager joins their group instead of starting one of its own (it
+    /// is added with `leofs-adm add-manager`).
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        env = "LEOFS_JOIN",
+        value_delimiter = ','
+    )]
+    join: Vec<SocketAddr>,
+    /// This storage node's zone (rack, room): replicas of a partition go to distinct zones
+    /// [default: none].
+    #[arg(long, value_name = "ZONE", env = "LEOFS_ZONE")]
+    zone: Option<String>,
     /// File holding the cluster secret [default: LEOFS_CLUSTER_SECRET, else
     /// <data dir>/cluster.secret, generated there by a node with the manager role].
     #[arg(long, value_name = "FILE", env = "LEOFS_CLUSTER_SECRET_FILE")]
@@ -150,10 +171,19 @@ struct FileConfig {
     chunk_grace_secs: Option<u64>,
     roles: Option<String>,
     rpc_listen: Option<SocketAddr>,
-    join: Option<SocketAddr>,
+    join: Option<JoinList>,
+    zone: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     engine: EngineFileConfig,
+}
+
+/// `join` in leofs.toml: one address or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JoinList {
+    One(SocketAddr),
+    Many(Vec<SocketAddr>),
 }
 
 /// The `[engine]` table of leofs.toml.
@@ -172,6 +202,9 @@ struct ServerConfig {
     data_dir: PathBuf,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    /// Whether the admin address was configured (a node without the manager role serves
+    /// `/metrics` there only then: by default every node would take the same port).
+    admin_listen_given: bool,
     rest_listen: Option<SocketAddr>,
     /// Explicitly configured core count, if any.
     cores: Option<usize>,
@@ -189,8 +222,10 @@ struct ServerConfig {
     roles: Roles,
     /// Where peers reach this node's storage.
     rpc_listen: Option<SocketAddr>,
-    /// The node to join.
-    join: Option<SocketAddr>,
+    /// The managers to join.
+    join: Vec<SocketAddr>,
+    /// This storage node's zone.
+    zone: String,
     /// The cluster secret's file, if configured.
     cluster_secret_file: Option<PathBuf>,
     /// Start a new manager group of one from this manager's catalog.
@@ -235,7 +270,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Server(args) => resolve(args).and_then(run_server),
+        Command::Server(args) => resolve(*args).and_then(run_server),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,6 +353,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| parse_default(DEFAULT_LISTEN));
+    let admin_listen_given = args.admin_listen.or(file.admin_listen).is_some();
     let admin_listen = args
         .admin_listen
         .or(file.admin_listen)
@@ -372,12 +409,22 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     Ok(ServerConfig {
         roles,
         rpc_listen: args.rpc_listen.or(file.rpc_listen),
-        join: args.join.or(file.join),
+        join: if args.join.is_empty() {
+            match file.join {
+                Some(JoinList::One(addr)) => vec![addr],
+                Some(JoinList::Many(addrs)) => addrs,
+                None => Vec::new(),
+            }
+        } else {
+            args.join
+        },
+        zone: args.zone.or(file.zone).unwrap_or_default(),
         cluster_secret_file: args.cluster_secret_file.or(file.cluster_secret_file),
         recover_group: args.recover_group,
         data_dir,
         listen,
         admin_listen,
+        admin_listen_given,
         rest_listen: args.rest_listen.or(file.rest_listen),
         cores: args.cores.or(file.cores),
         pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(false),
@@ -530,32 +577,29 @@ fn cluster_secret(
     Ok(Some((secret, created.then_some(text))))
 }
 
-/// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
-fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+/// Refuses role combinations and flags that cannot work together, saying what to set.
+fn check_roles(config: &ServerConfig) -> anyhow::Result<()> {
     let roles = config.roles;
-    let manager_only = roles.manager && !roles.storage && !roles.gateway;
-    let supported = roles == Roles::ALL
-        || (roles.manager && roles.storage && !roles.gateway)
-        || (!roles.manager && !roles.storage && roles.gateway)
-        || manager_only;
-    if !supported {
-        bail!(
-            "unsupported roles: run all three, manager,storage (with --rpc-listen), manager \
-             (with --rpc-listen) or gateway (with --join); storage nodes joining a separate \
-             manager come with the cluster"
-        );
+    let joins = !config.join.is_empty();
+    if !roles.manager && !roles.storage && !roles.gateway {
+        bail!("give at least one role: manager, storage or gateway");
     }
-    if manager_only && config.rpc_listen.is_none() {
+    if roles.manager && !roles.storage && !roles.gateway && config.rpc_listen.is_none() {
         bail!("a node with only the manager role serves other nodes: set --rpc-listen");
     }
-    if roles.storage && !roles.gateway && config.rpc_listen.is_none() {
+    if roles.storage && (!roles.gateway || !roles.manager) && config.rpc_listen.is_none() {
+        bail!("a storage node that other nodes use must be reachable by them: set --rpc-listen");
+    }
+    if !roles.manager && !joins {
         bail!(
-            "a node with storage and without the gateway role serves only its peers: set --rpc-listen"
+            "a node without the manager role joins the cluster's managers: set --join to their \
+             --rpc-listen addresses"
         );
     }
-    if !roles.storage && !roles.manager && config.join.is_none() {
+    if roles.manager && roles.storage && joins {
         bail!(
-            "a node without the storage role serves data stored elsewhere: set --join to the --rpc-listen address of a node with the manager and storage roles"
+            "a manager that joins another group cannot have the storage role yet: run the \
+             storage on a node of its own (--roles storage --join …)"
         );
     }
     if let Some(listen) = config.rpc_listen
@@ -566,31 +610,39 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
              them as is; an advertised address apart from the listen address is not built yet)"
         );
     }
-    if config.recover_group && (!roles.manager || config.join.is_some()) {
+    if config.recover_group && (!roles.manager || joins) {
         bail!(
             "--recover-group starts a new manager group from this node's catalog: it needs the \
              manager role and no --join"
         );
     }
-    if roles.manager && config.join.is_some() && config.rpc_listen.is_none() {
+    if roles.manager && joins && config.rpc_listen.is_none() {
         bail!("a manager that joins others (--join) must be reachable by them: set --rpc-listen");
     }
+    Ok(())
+}
+
+/// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
+fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+    check_roles(&config)?;
+    let roles = config.roles;
+    let joins = !config.join.is_empty();
     let root = root_credentials()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _data_dir_lock = lock_data_dir(data_dir)?;
-    let needs_secret = config.rpc_listen.is_some() || config.join.is_some();
+    let needs_secret = config.rpc_listen.is_some() || joins;
     // Only a manager that starts a group of its own may create the group's secret.
     let secret = if needs_secret {
-        cluster_secret(&config, roles.manager && config.join.is_none())?
+        cluster_secret(&config, roles.manager && !joins)?
     } else {
         None
     };
     // The cluster id this node presents: the one it keeps, or a new one for a manager that
     // starts a group of its own, else the joining id (it learns the cluster's when it joins).
     let known_id = load_cluster_id(data_dir).context("cannot read the cluster id")?;
-    let bootstrap_id = match (&known_id, roles.manager && config.join.is_none()) {
+    let bootstrap_id = match (&known_id, roles.manager && !joins) {
         (None, true) => Some(new_cluster_id().context("cannot draw a cluster id")?),
         _ => None,
     };
@@ -609,15 +661,15 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
              LEOFS_CLUSTER_SECRET (the manager node generated it into <its data dir>/{CLUSTER_SECRET_FILE})"
         ),
     };
-    // A node without the manager role holds a copy of the catalog of the node it joined, and
-    // routes by that node's ring.
-    let mut joined = None;
-    let (manager, created) = if roles.manager {
+    // A node without the manager role holds a copy of the catalog (and of the ring in it),
+    // fetched from the managers it joined.
+    let mut copy_source = None;
+    let (manager, created, mut registry) = if roles.manager {
         let group = GroupOptions {
             addr: config
                 .rpc_listen
                 .map_or_else(String::new, |listen| listen.to_string()),
-            join: config.join.is_some(),
+            join: joins,
             recover: config.recover_group,
             cluster_id: bootstrap_id.clone(),
             transport: auth
@@ -628,9 +680,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             Manager::open_with(data_dir, root, group).context("cannot open the manager state")?;
         let mut group_id = manager.snapshot().cluster_id.clone();
         if let (None, Some(id)) = (&group_id, &bootstrap_id)
-            && manager
-                .group_status()
-                .is_some_and(|g| g.leader == Some(g.node_id))
+            && manager.is_leader()
         {
             // A group from before cluster ids: it takes the id this manager drew.
             group_id = manager
@@ -648,29 +698,87 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             }
             store_cluster_id(data_dir, group_id).context("cannot keep the cluster id")?;
         }
-        (Arc::new(manager), created)
+        let manager = Arc::new(manager);
+        (manager.clone(), created, Registry::Local(manager))
     } else {
-        let (Some(join), Some(auth)) = (config.join, auth.clone()) else {
+        let Some(auth) = auth.clone() else {
             unreachable!("checked above: a node without the manager role joins, with a secret");
         };
-        let mut peer = BlockingPeer::new(join, auth, JOIN_TIMEOUT);
-        let node = leofs_gateway::cluster::join(&mut peer)
-            .with_context(|| format!("cannot join {join}"))?;
-        if let Some(id) = &node.catalog.cluster_id {
+        let mut managers = ManagerPeers::new(&config.join, &auth, JOIN_TIMEOUT);
+        let (catalog, version) = fetch_catalog_waiting(&mut managers)?;
+        if let Some(id) = &catalog.cluster_id {
             if known_id.as_ref().is_some_and(|known| known != id) {
-                bail!("{join} belongs to cluster {id}, this node to another");
+                bail!(
+                    "the managers at {:?} belong to cluster {id}, this node to another",
+                    config.join
+                );
             }
             store_cluster_id(data_dir, id).context("cannot keep the cluster id")?;
         }
-        let copy = Arc::new(Manager::read_only_copy(node.catalog));
-        joined = Some((peer, node.ring, node.catalog_version));
-        (copy, None)
+        copy_source = Some(version);
+        let copy = Arc::new(Manager::read_only_copy(catalog));
+        (copy, None, Registry::Remote(managers))
     };
-    let cores = match (config.cores, roles.storage, read_layout(data_dir)?) {
+    let layout = read_layout(data_dir)?;
+    let cores = match (config.cores, roles.storage, layout) {
         (Some(cores), _, _) => cores,
         (None, true, Some(layout)) => layout.cores,
         _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // Every node that stores or serves S3 is a member of the cluster.
+    let registration = if roles.storage || roles.gateway {
+        Some(Registration {
+            format_version: MEMBERSHIP_FORMAT_VERSION,
+            addr: membership::node_name(data_dir, config.rpc_listen)?,
+            storage: roles.storage,
+            gateway: roles.gateway,
+            shards: if roles.storage {
+                u16::try_from(cores).context("too many cores")?
+            } else {
+                0
+            },
+            capacity_bytes: membership::disk_use(data_dir).map_or(0, |(_, size)| size),
+            zone: config.zone.clone(),
+            layout_partitions: layout.filter(|_| roles.storage).map(|l| l.partitions),
+            known_id: membership::known_node_id(data_dir)?,
+        })
+    } else {
+        None
+    };
+    // A manager that joins a group cannot register before its group has taken it in (which
+    // needs it running): it registers once it runs. Every other node registers now.
+    let deferred = roles.manager && joins;
+    let member = match &registration {
+        Some(registration) if !deferred => {
+            let member = registry.register(registration)?;
+            membership::store_node_id(data_dir, member.id)?;
+            Some(member)
+        }
+        _ => None,
+    };
+    // A manager with storage that leads a group of its own routes by its own partition map,
+    // as a single node always has: that is the cluster's first ring.
+    let own_partitions = layout.map_or(DEFAULT_PARTITIONS, |l| l.partitions);
+    if let (Some(member), true, false) = (&member, roles.manager && roles.storage, joins)
+        && manager.snapshot().ring.is_none()
+    {
+        let map = PartitionMap::new(own_partitions, cores)?;
+        let ring = RingView::single_node(member.id, map);
+        manager
+            .start_own_ring(RingRecord {
+                epoch: ring.epoch(),
+                partitions: ring.partitions(),
+                replicas: ring.replicas() as u32,
+                table: ring.table().iter().map(|v| (v.node, v.shard)).collect(),
+            })
+            .context("cannot start the cluster's ring")?;
+    }
+    // A storage node waits for its cluster to be started (`leofs-adm start`).
+    if roles.storage && !roles.manager {
+        wait_for_ring(&mut registry, &manager, member.as_ref().map_or(0, |m| m.id))?;
+    }
+    let state = manager.snapshot();
+    let installed = installed_ring(&state).map_err(|e| anyhow!(e))?;
     check_open_files_limit(cores, config.connections_per_core_max);
     let gateway = Arc::new(config.gateway);
     let (s3_addr, rest_addr) = (config.listen, config.rest_listen);
@@ -699,22 +807,24 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let services: Option<Arc<dyn NodeServices>> = (roles.manager && rpc.is_some()).then(|| {
         Arc::new(ManagerServices::new(manager.clone(), catalog.clone())) as Arc<dyn NodeServices>
     });
-    let (partitions, joined_cluster, catalog_copy) = match (joined, auth.clone()) {
-        (Some((peer, ring, version)), Some(auth)) => {
-            let partitions = ring.ring.partitions();
-            let cluster = JoinedCluster {
-                node_id: NO_VNODE_NODE_ID,
-                ring: ring.ring,
-                peers: PeersConfig {
-                    nodes: ring.nodes,
-                    auth,
-                    request_timeout: leofs_wire::client::REQUEST_TIMEOUT,
-                },
-            };
-            (partitions, Some(cluster), Some((peer, version)))
-        }
-        _ => (DEFAULT_PARTITIONS, None, None),
-    };
+    let node_id = member.as_ref().map_or(NO_VNODE_NODE_ID, |m| m.id);
+    let partitions = installed
+        .as_ref()
+        .map_or(own_partitions, |i| i.ring.partitions());
+    let joined_cluster = auth.clone().map(|auth| JoinedCluster {
+        node_id,
+        ring: installed
+            .as_ref()
+            .map_or_else(RingView::unstarted, |i| RingView::clone(&i.ring)),
+        peers: PeersConfig {
+            nodes: installed
+                .as_ref()
+                .map(|i| i.nodes.clone())
+                .unwrap_or_default(),
+            auth,
+            request_timeout: leofs_wire::client::REQUEST_TIMEOUT,
+        },
+    });
     let node_config = NodeConfig {
         data_dir: data_dir.clone(),
         cores,
@@ -749,12 +859,31 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         ShardError::Init { source, .. } => anyhow!(source),
         other => anyhow!(other),
     })?;
-    // Ends with the last writer (the cores' contexts), when the node has stopped.
-    let _catalog_thread = match catalog_copy {
-        Some((peer, version)) => {
-            catalog_changes.spawn_with(CatalogCopy::new(peer, manager.clone(), version))?
+    let _ring_follower = membership::spawn_ring_follower(manager.clone(), node.ring_installer())?;
+    if let Some(registration) = registration {
+        membership::Beater {
+            registration,
+            member: member.clone(),
+            registry: Registry::Local(manager.clone()),
+            data_dir: data_dir.clone(),
+            stats: node.stats_handle(),
+            installer: node.ring_installer(),
+            local: roles.manager.then(|| manager.clone()),
+            joined: config.join.clone(),
+            own_addr: config.rpc_listen,
+            auth: auth.clone(),
         }
-        None => catalog_changes.spawn(manager.clone())?,
+        .spawn()?;
+    }
+    if roles.manager {
+        leofs_manager::cluster::spawn_watch(&manager)?;
+    }
+    // Ends with the last writer (the cores' contexts), when the node has stopped.
+    let _catalog_thread = match (registry, copy_source) {
+        (Registry::Remote(managers), Some(version)) => {
+            catalog_changes.spawn_with(CatalogCopy::new(managers, manager.clone(), version))?
+        }
+        _ => catalog_changes.spawn(manager.clone())?,
     };
     let bound = node.bound_addrs();
     let mut lines = Vec::new();
@@ -772,18 +901,33 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             rpc.listen.port()
         ));
     }
-    match (config.join, roles.manager, &rpc) {
-        (Some(join), true, Some(rpc)) => lines.push(format!(
-            "Manager group: joining the group of {join}; add this manager from any member: \
+    match (joins, roles.manager, &rpc) {
+        (true, true, Some(rpc)) => lines.push(format!(
+            "Manager group: joining the group of {}; add this manager from any member: \
              leofs-adm add-manager {}",
+            join_text(&config.join),
             rpc.listen
         )),
-        (Some(join), _, _) => lines.push(format!("Joined: {join} (storage and catalog there)")),
-        (None, _, _) => {}
+        (true, _, _) => lines.push(format!("Managers: {}", join_text(&config.join))),
+        (false, _, _) => {}
     }
-    let admin = if roles.manager {
+    if let Some(member) = &member {
+        let state = manager.snapshot();
+        let now = state
+            .nodes
+            .get(&member.id)
+            .map_or(member.state, |m| m.state);
+        lines.push(format!(
+            "Node: {} ({}, {})",
+            member.id,
+            member.addr,
+            now.as_str()
+        ));
+    }
+    let admin = if roles.manager || config.admin_listen_given {
         let status = Arc::new(StatusSource {
             stats: node.stats_handle(),
+            catalog: manager.clone(),
             s3_endpoint: if roles.gateway {
                 format!("http://{s3_endpoint}")
             } else {
@@ -792,7 +936,11 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             started,
         });
         let admin = spawn_admin_server(config.admin_listen, manager, status)?;
-        lines.push(format!("Admin API: http://{}", admin.local_addr()));
+        lines.push(if roles.manager {
+            format!("Admin API: http://{}", admin.local_addr())
+        } else {
+            format!("Metrics: http://{}/metrics", admin.local_addr())
+        });
         Some(admin)
     } else {
         None
@@ -819,9 +967,70 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `a,b,c`.
+fn join_text(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Fetches the catalog from the managers, trying again for [`membership::MANAGER_WAIT`].
+fn fetch_catalog_waiting(
+    managers: &mut ManagerPeers,
+) -> anyhow::Result<(leofs_manager::ManagerState, u64)> {
+    let deadline = Instant::now() + membership::MANAGER_WAIT;
+    loop {
+        let e = match leofs_gateway::cluster::fetch_catalog(managers) {
+            Ok(fetched) => return Ok(fetched),
+            Err(e) => e,
+        };
+        if let leofs_gateway::cluster::JoinError::Node(node) = &e {
+            membership::refuse_if_not_of_the_cluster(node)?;
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(e)).context("cannot reach any manager");
+        }
+        tracing::info!(error = %e, "waiting for a manager");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits until the cluster has a ring (`leofs-adm start`), keeping `copy` current.
+fn wait_for_ring(registry: &mut Registry, copy: &Manager, node: u32) -> anyhow::Result<()> {
+    let Registry::Remote(managers) = registry else {
+        return Ok(());
+    };
+    let mut told = false;
+    loop {
+        match leofs_gateway::cluster::fetch_catalog(managers) {
+            Ok((state, _)) if state.ring.is_some() => {
+                copy.install(state)?;
+                return Ok(());
+            }
+            Ok(_) => {
+                if !told {
+                    announce(&[format!(
+                        "Node {node} is attached; waiting for the cluster to be started \
+                         (leofs-adm start)"
+                    )]);
+                    told = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for the cluster's ring: no manager answers")
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The admin API's view of the running node.
 struct StatusSource {
     stats: NodeStats,
+    /// The catalog (for the nodes' addresses).
+    catalog: Arc<Manager>,
     s3_endpoint: String,
     started: Instant,
 }
@@ -877,6 +1086,54 @@ impl NodeStatusSource for StatusSource {
             shards,
             latency_buckets_us: leofs_shard::metrics::LATENCY_BUCKETS_US.to_vec(),
         }
+    }
+
+    fn whereis(&self, bucket: &leofs_manager::Bucket, key: &str) -> Option<Whereabouts> {
+        let state = self.catalog.snapshot();
+        let storage_bucket = leofs_gateway::layout::bucket_id(bucket);
+        let (partition, replicas) = match self.stats.whereis(storage_bucket.as_str(), key) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "whereis: cannot ask the replicas");
+                return None;
+            }
+        };
+        let replicas = replicas
+            .into_iter()
+            .map(|(vnode, head)| {
+                let addr = state
+                    .nodes
+                    .get(&vnode.node)
+                    .map_or_else(String::new, |m| m.addr.clone());
+                let (head, error) = match head {
+                    Ok(head) => (head, None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                Replica {
+                    node: vnode.node,
+                    addr,
+                    shard: vnode.shard,
+                    found: head.is_some(),
+                    hlc: head.as_ref().map(|h| {
+                        format!("{}.{}.{}", h.hlc.physical_us, h.hlc.logical, h.hlc.node_id)
+                    }),
+                    size: head.as_ref().map(|h| h.summary.size),
+                    checksum: head.as_ref().map(|h| {
+                        leofs_shard::object::etag_string(
+                            &h.summary.digest,
+                            leofs_shard::object::parts_count_of_tag(h.summary.tag),
+                        )
+                    }),
+                    error,
+                }
+            })
+            .collect();
+        Some(Whereabouts {
+            bucket: bucket.name.clone(),
+            key: key.to_owned(),
+            partition,
+            replicas,
+        })
     }
 
     fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {

@@ -121,7 +121,6 @@ impl ManagerAuth {
 #[async_trait::async_trait]
 impl S3Auth for ManagerAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        check_copy_age(&self.manager, &self.catalog).await?;
         let mut state = self.manager.snapshot();
         if state.access_key(access_key).is_none() {
             refresh(&self.catalog).await?;
@@ -152,32 +151,10 @@ impl AclAccess {
     }
 }
 
-/// Longest a copied catalog is used without being found current: past it (the manager has
-/// been unreachable for that long), requests get 503 rather than answers from a catalog that
-/// may have revoked their key or tightened their ACL.
-pub const CATALOG_COPY_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Whether a copied catalog is too old to answer from (see [`CATALOG_COPY_AGE_MAX`]).
-pub fn copy_too_old(manager: &Manager) -> bool {
-    manager
-        .copy_age()
-        .is_some_and(|age| age > CATALOG_COPY_AGE_MAX)
-}
-
-/// Refuses with 503 when a copied catalog is too old and a refresh does not help.
-async fn check_copy_age(manager: &Manager, catalog: &CatalogWriter) -> S3Result<()> {
-    if !copy_too_old(manager) {
-        return Ok(());
-    }
-    refresh(catalog).await?;
-    if copy_too_old(manager) {
-        return Err(S3Error::with_message(
-            S3ErrorCode::ServiceUnavailable,
-            "this node's copy of the catalog is out of date: the manager is unreachable",
-        ));
-    }
-    Ok(())
-}
+// A copied catalog is served from however long the managers are unreachable (DESIGN §8: the
+// data path keeps serving with its cached ring and catalog while every manager is down); what
+// it does not hold (a new bucket or key) is asked for, and is a 503 while no manager answers.
+// The price: a key revoked while this node cannot reach any manager works here until it can.
 
 /// Brings a copied catalog up to date (a no-op for the manager's own).
 async fn refresh(catalog: &CatalogWriter) -> S3Result<()> {
@@ -190,7 +167,6 @@ async fn refresh(catalog: &CatalogWriter) -> S3Result<()> {
 #[async_trait::async_trait]
 impl S3Access for AclAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        check_copy_age(&self.manager, &self.catalog).await?;
         let mut state = self.manager.snapshot();
         let bucket = match cx.s3_path() {
             S3Path::Root => None,

@@ -1,6 +1,7 @@
-//! The catalog between nodes: what a node with the manager role offers its peers
-//! ([`ManagerServices`]), and how a node without it keeps a copy of the catalog and forwards
-//! its changes ([`CatalogCopy`], [`join`]).
+//! The catalog and the membership between nodes: what a node with the manager role offers its
+//! peers ([`ManagerServices`]: the catalog, registrations, heartbeats, Raft), and how a node
+//! without it registers, keeps a copy of the catalog and the ring in it, and forwards its
+//! changes ([`ManagerPeers`], [`CatalogCopy`], [`fetch_catalog`], [`installed_ring`]).
 //!
 //! A copy is refreshed every [`leofs_manager::catalog::CATALOG_IDLE_INTERVAL`] and after each
 //! change it forwards; between refreshes it may be a second late, which storage keys tolerate:
@@ -15,15 +16,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use leofs_manager::cluster::NodeState;
+use leofs_manager::cluster::{
+    HEARTBEAT_CALL, Heartbeat, HeartbeatAnswer, REGISTER_CALL, RegisterAnswer, RegisterRefusal,
+    Registration,
+};
 use leofs_manager::raft::network::{RaftCall, RaftTransport};
 use leofs_manager::{
     Bucket, BucketAcl, CatalogApplier, CatalogWriter, Manager, ManagerError, ManagerState,
 };
 use leofs_shard::remote::blocking::BlockingPeer;
 use leofs_shard::remote::codec::{
-    CatalogChange, CatalogRefusal, CatalogRefusalKind, CatalogSnapshot, ClusterRing,
+    CatalogChange, CatalogRefusal, CatalogRefusalKind, CatalogSnapshot,
 };
-use leofs_shard::{NodeServices, ShardError, hash_bytes};
+use leofs_shard::ring::{RingView, Vnode};
+use leofs_shard::{InstalledRing, NodeServices, ShardError, hash_bytes};
 use leofs_wire::ClusterAuth;
 
 /// Bound on connecting to another manager and on each read and write of a call to it.
@@ -143,6 +150,17 @@ impl NodeServices for ManagerServices {
     }
 
     fn raft(&self, call: u8, body: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+        match call {
+            REGISTER_CALL => return self.register(body),
+            HEARTBEAT_CALL => {
+                let answer = serde_json::from_slice::<Heartbeat>(&body)
+                    .map_err(|e| format!("malformed heartbeat: {e}"))
+                    .map(|beat| self.manager.heartbeat(beat))
+                    .and_then(|answer| encode_json(&answer));
+                return Box::pin(async move { answer });
+            }
+            _ => {}
+        }
         let served = RaftCall::from_u8(call)
             .ok_or_else(|| format!("unknown manager call {call}"))
             .and_then(|call| {
@@ -152,6 +170,49 @@ impl NodeServices for ManagerServices {
             });
         Box::pin(async move { served?.await.map(Bytes::from).map_err(|e| e.to_string()) })
     }
+}
+
+impl ManagerServices {
+    /// Registers a node on a thread of its own (a Raft write blocks; registrations are rare:
+    /// one per node start).
+    fn register(&self, body: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+        let registration = match serde_json::from_slice::<Registration>(&body) {
+            Ok(registration) => registration,
+            Err(e) => {
+                let e = format!("malformed registration: {e}");
+                return Box::pin(async move { Err(e) });
+            }
+        };
+        let manager = self.manager.clone();
+        let (answer, answered) = futures_channel::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("leofs-register".into())
+            .spawn(move || {
+                let made: RegisterAnswer =
+                    manager
+                        .register_node(registration)
+                        .map_err(|e| RegisterRefusal {
+                            conflict: matches!(
+                                e,
+                                ManagerError::NodeConflict(_) | ManagerError::NoSuchNode(_)
+                            ),
+                            message: e.to_string(),
+                        });
+                let _ = answer.send(encode_json(&made));
+            });
+        Box::pin(async move {
+            spawned.map_err(|e| format!("cannot start a registration thread: {e}"))?;
+            answered
+                .await
+                .map_err(|_| "the registration thread ended without an answer".to_owned())?
+        })
+    }
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<Bytes, String> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| format!("cannot encode an answer: {e}"))
 }
 
 /// Managers reach each other through the node wire: one blocking connection per manager
@@ -205,19 +266,102 @@ impl RaftTransport for WireRaftTransport {
     }
 }
 
-/// A node without the manager role: its copy of the catalog, kept fresh from the node it
-/// joined, and its changes forwarded there. Runs on the catalog thread.
+/// The managers a node without the manager role talks to, tried in turn: a call that cannot
+/// reach one goes to the next.
+pub struct ManagerPeers {
+    peers: Vec<BlockingPeer>,
+    current: usize,
+}
+
+impl ManagerPeers {
+    /// The managers at `addrs` (at least one), reached with `auth`, every step bounded by
+    /// `timeout`.
+    pub fn new(addrs: &[SocketAddr], auth: &ClusterAuth, timeout: Duration) -> Self {
+        Self {
+            peers: addrs
+                .iter()
+                .map(|addr| BlockingPeer::new(*addr, auth.clone(), timeout))
+                .collect(),
+            current: 0,
+        }
+    }
+
+    /// The manager calls go to first.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.peers.get(self.current).map(BlockingPeer::addr)
+    }
+
+    /// Runs `call` on the current manager, then on each other one while they cannot be
+    /// reached; the last failure when none could.
+    fn call<T>(
+        &mut self,
+        mut call: impl FnMut(&mut BlockingPeer) -> Result<T, ShardError>,
+    ) -> Result<T, ShardError> {
+        let mut last = ShardError::ManagerUnavailable("no manager address is configured".into());
+        for _ in 0..self.peers.len() {
+            let peer = &mut self.peers[self.current];
+            match call(peer) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    tracing::debug!(manager = %peer.addr(), error = %e, "a manager did not answer; trying the next");
+                    last = e;
+                    self.current = (self.current + 1) % self.peers.len();
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The catalog, unless `known_version` is current.
+    pub fn fetch_catalog(
+        &mut self,
+        known_version: u64,
+    ) -> Result<Result<CatalogSnapshot, CatalogRefusal>, ShardError> {
+        self.call(|peer| peer.fetch_catalog(known_version))
+    }
+
+    /// Registers this node.
+    pub fn register(&mut self, registration: &Registration) -> Result<RegisterAnswer, ShardError> {
+        let body = Bytes::from(serde_json::to_vec(registration).unwrap_or_default());
+        self.call(|peer| {
+            let answer = peer.raft(REGISTER_CALL, body.clone())?;
+            serde_json::from_slice(&answer)
+                .map_err(|e| ShardError::BadAnswer(format!("a registration answer: {e}")))
+        })
+    }
+
+    fn change_catalog(
+        &mut self,
+        change: &CatalogChange,
+    ) -> Result<Result<(), CatalogRefusal>, ShardError> {
+        self.call(|peer| peer.change_catalog(change.clone()))
+    }
+}
+
+/// Sends `beat` to the manager `peer` reaches; its answer.
+pub fn send_heartbeat(
+    peer: &mut BlockingPeer,
+    beat: &Heartbeat,
+) -> Result<HeartbeatAnswer, ShardError> {
+    let body = Bytes::from(serde_json::to_vec(beat).unwrap_or_default());
+    let answer = peer.raft(HEARTBEAT_CALL, body)?;
+    serde_json::from_slice(&answer)
+        .map_err(|e| ShardError::BadAnswer(format!("a heartbeat answer: {e}")))
+}
+
+/// A node without the manager role: its copy of the catalog (and the ring in it), kept fresh
+/// from the managers, and its changes forwarded there. Runs on the catalog thread.
 pub struct CatalogCopy {
-    peer: BlockingPeer,
+    managers: ManagerPeers,
     copy: Arc<Manager>,
     version: u64,
 }
 
 impl CatalogCopy {
-    /// A copy at `version` (from [`join`]), refreshed through `peer`.
-    pub fn new(peer: BlockingPeer, copy: Arc<Manager>, version: u64) -> Self {
+    /// A copy at `version` (from [`fetch_catalog`]), refreshed through `managers`.
+    pub fn new(managers: ManagerPeers, copy: Arc<Manager>, version: u64) -> Self {
         Self {
-            peer,
+            managers,
             copy,
             version,
         }
@@ -226,16 +370,13 @@ impl CatalogCopy {
     /// Fetches the catalog if it changed and installs it.
     fn fetch(&mut self) -> Result<(), ManagerError> {
         let snapshot = self
-            .peer
+            .managers
             .fetch_catalog(self.version)
             .map_err(|e| ManagerError::Unreachable(e.to_string()))?
             .map_err(|refusal| ManagerError::Unreachable(refusal.message))?;
-        match snapshot.bytes {
-            Some(bytes) => {
-                self.copy.install(Manager::decode_snapshot(&bytes)?)?;
-                self.version = snapshot.version;
-            }
-            None => self.copy.confirm_current(),
+        if let Some(bytes) = snapshot.bytes {
+            self.copy.install(Manager::decode_snapshot(&bytes)?)?;
+            self.version = snapshot.version;
         }
         Ok(())
     }
@@ -244,17 +385,16 @@ impl CatalogCopy {
     /// manager made the change it is reported made, even if the refresh fails (the next one
     /// brings it).
     fn forward(&mut self, change: CatalogChange, name: &str) -> Result<(), ManagerError> {
-        self.peer
-            .change_catalog(change)
+        self.managers
+            .change_catalog(&change)
             .map_err(|e| ManagerError::Unreachable(e.to_string()))?
             .map_err(|refusal| manager_error(refusal, name))?;
         if let Err(e) = self.fetch() {
-            tracing::warn!(peer = %self.peer.addr(), error = %e, "a catalog change was made, but the copy could not be refreshed yet");
+            tracing::warn!(error = %e, "a catalog change was made, but the copy could not be refreshed yet");
         }
         Ok(())
     }
 }
-
 impl CatalogApplier for CatalogCopy {
     fn create_bucket(
         &mut self,
@@ -298,49 +438,76 @@ impl CatalogApplier for CatalogCopy {
 
     fn idle(&mut self) {
         if let Err(e) = self.fetch() {
-            tracing::warn!(peer = %self.peer.addr(), error = %e, "cannot refresh the catalog copy; serving the last one");
+            tracing::warn!(error = %e, "no manager answers; serving with the last catalog and ring");
         }
     }
 }
 
-/// What a node without storage learns from the node it joins: the ring, and the catalog with
-/// its version.
-pub struct Joined {
-    /// The ring and the storage nodes' addresses.
-    pub ring: ClusterRing,
-    /// The catalog.
-    pub catalog: ManagerState,
-    /// Its version.
-    pub catalog_version: u64,
-}
-
-/// Fetches the ring and the catalog from `peer` (blocking; at start-up).
-pub fn join(peer: &mut BlockingPeer) -> Result<Joined, JoinError> {
-    let ring = peer.fetch_ring()?;
-    let snapshot = peer
+/// Fetches the catalog (with the ring and the members in it) from the managers (blocking;
+/// at start-up): the catalog and its version.
+pub fn fetch_catalog(managers: &mut ManagerPeers) -> Result<(ManagerState, u64), JoinError> {
+    let snapshot = managers
         .fetch_catalog(0)?
         .map_err(|r| JoinError::Catalog(r.message))?;
     let bytes = snapshot
         .bytes
         .ok_or_else(|| JoinError::Catalog("the manager sent no catalog".into()))?;
-    let catalog = Manager::decode_snapshot(&bytes)?;
-    Ok(Joined {
-        ring,
-        catalog,
-        catalog_version: snapshot.version,
-    })
+    Ok((Manager::decode_snapshot(&bytes)?, snapshot.version))
 }
 
-/// Why joining a node failed.
+/// The ring a node routes by, from the managers' record of it: None before the cluster is
+/// started. Nodes that are not running (suspended, stopped) are sent no requests.
+pub fn installed_ring(state: &ManagerState) -> Result<Option<InstalledRing>, String> {
+    let Some(record) = &state.ring else {
+        return Ok(None);
+    };
+    let table = record
+        .table
+        .iter()
+        .map(|(node, shard)| Vnode {
+            node: *node,
+            shard: *shard,
+        })
+        .collect();
+    let ring = RingView::new(
+        record.epoch,
+        record.partitions,
+        record.replicas as usize,
+        table,
+    )
+    .map_err(|e| {
+        format!(
+            "the managers' ring epoch {} is not valid: {e}",
+            record.epoch
+        )
+    })?;
+    let mut nodes = Vec::new();
+    let mut unavailable = Vec::new();
+    for member in state.nodes.values() {
+        if let Ok(addr) = member.addr.parse::<SocketAddr>() {
+            nodes.push((member.id, addr));
+        }
+        if member.state == NodeState::Suspended {
+            unavailable.push(member.id);
+        }
+    }
+    Ok(Some(InstalledRing {
+        ring: Arc::new(ring),
+        nodes,
+        unavailable,
+    }))
+}
+
+/// Why joining a cluster failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    /// The node could not be reached, or answered badly.
+    /// No manager could be reached, or one answered badly.
     #[error(transparent)]
     Node(#[from] ShardError),
-    /// Its catalog could not be had.
-    #[error("the joined node has no catalog to give: {0}")]
+    /// The catalog could not be had.
+    #[error("the manager has no catalog to give: {0}")]
     Catalog(String),
-    /// Its catalog does not decode.
+    /// The catalog does not decode.
     #[error(transparent)]
     Manager(#[from] ManagerError),
 }

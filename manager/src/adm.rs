@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::admin::NodeStatus;
-use crate::admin::wire::{Deleted, UserInfo};
+use crate::admin::wire::{
+    ClusterStatus, Deleted, NodeInfo, RingDump, RingSummary, StartRequest, UserInfo, Whereabouts,
+};
 use crate::client::{AdminClient, ClientError};
 use crate::raft::GroupStatus;
 use crate::store::{ADMIN_TOKEN_FILE, MANAGER_DIR};
@@ -28,8 +30,43 @@ const BYTE_UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 /// One `leofs-adm` command with its arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdmCommand {
-    /// Node, endpoint, uptime and per-shard figures.
-    Status,
+    /// The cluster (its nodes, states and ring) and the asked node's own figures; with a node
+    /// id, that node.
+    Status {
+        /// A node of the cluster, or None for the whole.
+        node: Option<u32>,
+    },
+    /// Start the cluster: the first ring over the attached storage nodes.
+    Start {
+        /// Partitions P (a power of two); chosen from the shards when absent.
+        partitions: Option<u32>,
+        /// Shards the cluster is expected to grow to (P is chosen for them).
+        expected_shards: Option<u32>,
+    },
+    /// Take a storage node out of service.
+    Suspend {
+        /// The node id.
+        node: u32,
+    },
+    /// Put a suspended storage node back in service.
+    Resume {
+        /// The node id.
+        node: u32,
+    },
+    /// Where an object's replicas are, with their HLC, size and checksum.
+    Whereis {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// A storage node's disk use, per shard.
+    Du {
+        /// The node id.
+        node: u32,
+    },
+    /// The whole ring: each partition's replicas.
+    DumpRing,
     /// Create a user and print its key pair once.
     CreateUser {
         /// The new user's id.
@@ -123,7 +160,60 @@ pub fn resolve_token(explicit: Option<String>, data_dir: &Path) -> Result<String
 /// Runs `command` against `client`; returns what to print on stdout (JSON if `json`).
 pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<String, AdmError> {
     match command {
-        AdmCommand::Status => render(&client.status()?, json, status_text),
+        AdmCommand::Status { node: None } => {
+            let cluster = client.cluster()?;
+            let status = client.status()?;
+            if json {
+                // The node's figures at the top level (as before the cluster), the cluster
+                // beside them.
+                let mut value = serde_json::to_value(&status)?;
+                if let serde_json::Value::Object(fields) = &mut value {
+                    fields.insert("cluster".into(), serde_json::to_value(&cluster)?);
+                }
+                return Ok(serde_json::to_string_pretty(&value)?);
+            }
+            Ok(format!(
+                "{}\n\n{}",
+                cluster_text(&cluster),
+                status_text(&status)
+            ))
+        }
+        AdmCommand::Status { node: Some(id) } => render(&client.node(*id)?, json, node_text),
+        AdmCommand::Start {
+            partitions,
+            expected_shards,
+        } => {
+            let request = StartRequest {
+                partitions: *partitions,
+                expected_shards: *expected_shards,
+            };
+            render(&client.start(&request)?, json, |ring| {
+                format!("OK: the cluster is started\n{}", ring_text(ring))
+            })
+        }
+        AdmCommand::Suspend { node } => {
+            render(&client.set_node_suspended(*node, true)?, json, |info| {
+                format!(
+                    "OK: node {} is {}",
+                    info.member.id,
+                    info.member.state.as_str()
+                )
+            })
+        }
+        AdmCommand::Resume { node } => {
+            render(&client.set_node_suspended(*node, false)?, json, |info| {
+                format!(
+                    "OK: node {} is {}",
+                    info.member.id,
+                    info.member.state.as_str()
+                )
+            })
+        }
+        AdmCommand::Whereis { bucket, key } => {
+            render(&client.whereis(bucket, key)?, json, whereis_text)
+        }
+        AdmCommand::Du { node } => render(&client.node(*node)?, json, du_text),
+        AdmCommand::DumpRing => render(&client.ring()?, json, dump_ring_text),
         AdmCommand::CreateUser { user_id } => {
             render(&client.create_user(user_id)?, json, credentials_text)
         }
@@ -195,6 +285,200 @@ fn managers_table(group: &GroupStatus) -> String {
         group.term,
         group.state,
         table(&["node_id", "address", "role"], &rows)
+    )
+}
+
+fn cluster_text(cluster: &ClusterStatus) -> String {
+    let head = table(
+        &["item", "value"],
+        &[
+            vec![
+                "cluster id".to_owned(),
+                cluster.cluster_id.clone().unwrap_or_else(|| "-".to_owned()),
+            ],
+            vec![
+                "ring epoch".to_owned(),
+                if cluster.ring_epoch == 0 {
+                    "- (not started: leofs-adm start)".to_owned()
+                } else {
+                    cluster.ring_epoch.to_string()
+                },
+            ],
+            vec![
+                "ring checksum".to_owned(),
+                format!("{:016x}", cluster.ring_checksum),
+            ],
+            vec!["partitions".to_owned(), cluster.partitions.to_string()],
+            vec!["replicas".to_owned(), cluster.settings.replicas.to_string()],
+        ],
+    );
+    let rows: Vec<Vec<String>> = cluster.nodes.iter().map(node_row).collect();
+    format!(
+        "[cluster]\n{head}\n\n[nodes]\n{}",
+        table(NODE_HEADERS, &rows)
+    )
+}
+
+const NODE_HEADERS: &[&str] = &[
+    "id",
+    "address",
+    "roles",
+    "state",
+    "shards",
+    "partitions",
+    "ring epoch",
+    "ring checksum",
+    "disk used",
+    "last heartbeat",
+];
+
+fn node_row(info: &NodeInfo) -> Vec<String> {
+    let member = &info.member;
+    let roles: Vec<&str> = [(member.storage, "storage"), (member.gateway, "gateway")]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect();
+    let beat = info.heartbeat.as_ref();
+    vec![
+        member.id.to_string(),
+        member.addr.clone(),
+        roles.join(","),
+        member.state.as_str().to_owned(),
+        member.shards.to_string(),
+        info.partitions.to_string(),
+        beat.map_or_else(|| "-".to_owned(), |b| b.ring_epoch.to_string()),
+        beat.map_or_else(|| "-".to_owned(), |b| format!("{:016x}", b.ring_checksum)),
+        beat.map_or_else(
+            || "-".to_owned(),
+            |b| {
+                format!(
+                    "{} / {}",
+                    format_bytes(b.disk_used_bytes),
+                    format_bytes(b.disk_capacity_bytes)
+                )
+            },
+        ),
+        info.heartbeat_age_ms.map_or_else(
+            || "never".to_owned(),
+            |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
+        ),
+    ]
+}
+
+fn node_text(info: &NodeInfo) -> String {
+    let member = &info.member;
+    let mut text = table(NODE_HEADERS, &[node_row(info)]);
+    text.push_str(&format!(
+        "\nzone: {}\ncapacity: {}\nregistered: {}\n\n",
+        if member.zone.is_empty() {
+            "-"
+        } else {
+            &member.zone
+        },
+        format_bytes(member.capacity_bytes),
+        format_unix_ms(member.registered_unix_ms)
+    ));
+    text.push_str(&du_text(info));
+    text
+}
+
+fn du_text(info: &NodeInfo) -> String {
+    let Some(beat) = &info.heartbeat else {
+        return format!(
+            "node {} has sent no heartbeat to this manager",
+            info.member.id
+        );
+    };
+    let rows: Vec<Vec<String>> = beat
+        .shards
+        .iter()
+        .map(|s| {
+            vec![
+                s.shard.to_string(),
+                s.live_records.to_string(),
+                format_bytes(s.live_bytes),
+                format_bytes(s.dead_bytes),
+                s.segments.to_string(),
+                s.garbage_pending.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["shard", "records", "live", "dead", "segments", "gc queue"],
+        &rows,
+    )
+}
+
+fn ring_text(ring: &RingSummary) -> String {
+    let rows: Vec<Vec<String>> = ring
+        .partitions_by_node
+        .iter()
+        .map(|(node, count)| vec![node.to_string(), count.to_string()])
+        .collect();
+    format!(
+        "ring epoch {}, checksum {:016x}, {} partitions, {} replica(s)\n{}",
+        ring.epoch,
+        ring.checksum,
+        ring.partitions,
+        ring.replicas,
+        table(&["node", "partitions"], &rows)
+    )
+}
+
+fn dump_ring_text(dump: &RingDump) -> String {
+    let replicas = (dump.ring.replicas as usize).max(1);
+    let rows: Vec<Vec<String>> = dump
+        .ring
+        .table
+        .chunks(replicas)
+        .enumerate()
+        .map(|(partition, set)| {
+            let places: Vec<String> = set
+                .iter()
+                .map(|(node, shard)| {
+                    let addr = dump.nodes.get(node).map_or("?", String::as_str);
+                    format!("{node}/{shard} ({addr})")
+                })
+                .collect();
+            vec![partition.to_string(), places.join(", ")]
+        })
+        .collect();
+    format!(
+        "{}\n\n{}",
+        ring_text(&dump.summary),
+        table(&["partition", "replicas (node/shard)"], &rows)
+    )
+}
+
+fn whereis_text(found: &Whereabouts) -> String {
+    let dash = || "-".to_owned();
+    let rows: Vec<Vec<String>> = found
+        .replicas
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}/{}", r.node, r.shard),
+                r.addr.clone(),
+                match (&r.error, r.found) {
+                    (Some(e), _) => format!("error: {e}"),
+                    (None, true) => "found".to_owned(),
+                    (None, false) => "absent".to_owned(),
+                },
+                r.hlc.clone().unwrap_or_else(dash),
+                r.size.map_or_else(dash, format_bytes),
+                r.checksum.clone().unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    format!(
+        "{}/{} is in partition {}\n{}",
+        found.bucket,
+        found.key,
+        found.partition,
+        table(
+            &["replica", "address", "state", "hlc", "size", "checksum"],
+            &rows
+        )
     )
 }
 

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
-    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, CreateUserRequest, Deleted,
-    ManagerAdded, UpdateAclRequest, UserInfo, encode_path_segment,
+    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
+    Deleted, ManagerAdded, NodeInfo, RingDump, RingSummary, StartRequest, UpdateAclRequest,
+    UserInfo, Whereabouts, encode_path_segment,
 };
 use crate::raft::GroupStatus;
 use crate::{Bucket, Credentials};
@@ -168,6 +169,45 @@ impl AdminClient {
             "PUT",
             &format!("/buckets/{}/acl", encode_path_segment(bucket)),
             Some(&body),
+        )
+    }
+
+    /// `GET /v1/cluster`: the nodes, their states and the ring.
+    pub fn cluster(&self) -> Result<ClusterStatus, ClientError> {
+        self.call("GET", "/cluster", None::<&()>)
+    }
+
+    /// `POST /v1/cluster/start`: the first ring over the attached storage nodes.
+    pub fn start(&self, request: &StartRequest) -> Result<RingSummary, ClientError> {
+        self.call("POST", "/cluster/start", Some(request))
+    }
+
+    /// `GET /v1/nodes/<id>`.
+    pub fn node(&self, id: u32) -> Result<NodeInfo, ClientError> {
+        self.call("GET", &format!("/nodes/{id}"), None::<&()>)
+    }
+
+    /// `POST /v1/nodes/<id>/suspend` or `…/resume`.
+    pub fn set_node_suspended(&self, id: u32, suspended: bool) -> Result<NodeInfo, ClientError> {
+        let verb = if suspended { "suspend" } else { "resume" };
+        self.call("POST", &format!("/nodes/{id}/{verb}"), None::<&()>)
+    }
+
+    /// `GET /v1/ring`: the whole ring.
+    pub fn ring(&self) -> Result<RingDump, ClientError> {
+        self.call("GET", "/ring", None::<&()>)
+    }
+
+    /// `GET /v1/whereis/<bucket>/<key>`.
+    pub fn whereis(&self, bucket: &str, key: &str) -> Result<Whereabouts, ClientError> {
+        self.call(
+            "GET",
+            &format!(
+                "/whereis/{}/{}",
+                encode_path_segment(bucket),
+                encode_path_segment(key)
+            ),
+            None::<&()>,
         )
     }
 

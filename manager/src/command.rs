@@ -8,6 +8,7 @@
 //! must apply every command an older one wrote, so variants and fields are only ever added
 //! (new fields with a serde default), never renamed or removed.
 
+use crate::cluster::{Member, NodeState, Registration, RingRecord};
 use crate::{AccessKey, Bucket, BucketAcl, ManagerError, ManagerState, User};
 
 /// One change to the catalog.
@@ -66,6 +67,29 @@ pub enum Command {
         /// 32 hex characters.
         id: String,
     },
+    /// Registers a node (at every start): a new address gets the next id and the state
+    /// attached (running for a node without storage, or once a ring holds it); a known one
+    /// keeps its id, and must keep its shards while the ring holds it.
+    RegisterNode {
+        /// What the node says of itself.
+        registration: Registration,
+        /// When it registered, ms since the Unix epoch.
+        now_unix_ms: u64,
+    },
+    /// Moves a node from state `from` to `to` (refused if it is no longer in `from`).
+    SetNodeState {
+        /// The node.
+        node: u32,
+        /// Its state when the change was decided.
+        from: NodeState,
+        /// The new state.
+        to: NodeState,
+    },
+    /// Starts the cluster with its first ring: every node in it runs.
+    StartRing {
+        /// The ring (epoch 1).
+        ring: RingRecord,
+    },
 }
 
 /// Why a command was not applied: the state it was proposed against changed (or never allowed
@@ -88,6 +112,14 @@ pub enum Refusal {
     NoSuchBucket(String),
     /// The generated access key id is taken (the proposer generates another).
     AccessKeyTaken(String),
+    /// No node of this id.
+    NoSuchNode(u32),
+    /// A node's registration conflicts with the cluster (the string says how).
+    NodeConflict(String),
+    /// The cluster already has its ring.
+    AlreadyStarted(u64),
+    /// The node's state changed since the change was decided (its state now).
+    NodeStateChanged(String),
 }
 
 impl From<Refusal> for ManagerError {
@@ -102,6 +134,12 @@ impl From<Refusal> for ManagerError {
             Refusal::AccessKeyTaken(id) => {
                 ManagerError::Remote(format!("access key id {id} is already taken"))
             }
+            Refusal::NoSuchNode(id) => ManagerError::NoSuchNode(id),
+            Refusal::NodeConflict(why) => ManagerError::NodeConflict(why),
+            Refusal::AlreadyStarted(epoch) => ManagerError::NodeConflict(format!(
+                "the cluster is already started (ring epoch {epoch})"
+            )),
+            Refusal::NodeStateChanged(why) => ManagerError::NodeConflict(why),
         }
     }
 }
@@ -166,6 +204,23 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::RegisterNode {
+                registration,
+                now_unix_ms,
+            } => register_node(state, registration, *now_unix_ms),
+            Command::SetNodeState { node, from, to } => match state.nodes.get_mut(node) {
+                Some(member) if member.state == *from => {
+                    member.state = *to;
+                    Ok(())
+                }
+                Some(member) => Err(Refusal::NodeStateChanged(format!(
+                    "node {node} is {}, not {}",
+                    member.state.as_str(),
+                    from.as_str()
+                ))),
+                None => Err(Refusal::NoSuchNode(*node)),
+            },
+            Command::StartRing { ring } => start_ring(state, ring),
             Command::Seed { state: seed } => {
                 *state = seed.clone();
                 Ok(())
@@ -187,6 +242,109 @@ impl Command {
             }
         }
     }
+}
+
+/// Applies [`Command::RegisterNode`].
+fn register_node(
+    state: &mut ManagerState,
+    registration: &Registration,
+    now_unix_ms: u64,
+) -> Outcome {
+    let r = registration;
+    if let (Some(ring), Some(layout)) = (&state.ring, r.layout_partitions)
+        && r.storage
+        && ring.partitions != layout
+    {
+        return Err(Refusal::NodeConflict(format!(
+            "its data dir was created for {layout} partitions, the cluster has {}: give it an \
+             empty data dir",
+            ring.partitions
+        )));
+    }
+    let in_ring = |id: u32| {
+        state
+            .ring
+            .as_ref()
+            .is_some_and(|ring| ring.table.iter().any(|(node, _)| *node == id))
+    };
+    if let Some(known) = state.nodes.values().find(|m| m.addr == r.addr) {
+        let id = known.id;
+        if r.known_id.is_some_and(|known_id| known_id != id) {
+            return Err(Refusal::NodeConflict(format!(
+                "{} is node {id} in this cluster, but its data dir says node {}",
+                r.addr,
+                r.known_id.unwrap_or_default()
+            )));
+        }
+        if in_ring(id) && (known.shards != r.shards || known.storage != r.storage) {
+            return Err(Refusal::NodeConflict(format!(
+                "node {id} ({}) holds partitions with {} shards; it cannot come back with {} \
+                 (start it with --cores {})",
+                r.addr, known.shards, r.shards, known.shards
+            )));
+        }
+        let member = state.nodes.get_mut(&id).ok_or(Refusal::NoSuchNode(id))?;
+        member.shards = r.shards;
+        member.storage = r.storage;
+        member.gateway = r.gateway;
+        member.capacity_bytes = r.capacity_bytes;
+        member.zone = r.zone.clone();
+        return Ok(());
+    }
+    if let Some(id) = r.known_id {
+        return Err(Refusal::NodeConflict(format!(
+            "its data dir says it is node {id} of this cluster, but no node {id} is registered \
+             at {}: it may have moved (an address change is not supported yet) or belong to \
+             another cluster",
+            r.addr
+        )));
+    }
+    let id = state.nodes.keys().next_back().map_or(0, |last| last + 1);
+    let running = !r.storage;
+    state.nodes.insert(
+        id,
+        Member {
+            id,
+            addr: r.addr.clone(),
+            storage: r.storage,
+            gateway: r.gateway,
+            shards: r.shards,
+            capacity_bytes: r.capacity_bytes,
+            zone: r.zone.clone(),
+            state: if running {
+                NodeState::Running
+            } else {
+                NodeState::Attached
+            },
+            registered_unix_ms: now_unix_ms,
+        },
+    );
+    Ok(())
+}
+
+/// Applies [`Command::StartRing`].
+fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
+    if let Some(current) = &state.ring {
+        return Err(Refusal::AlreadyStarted(current.epoch));
+    }
+    for (node, shard) in &ring.table {
+        match state.nodes.get(node) {
+            Some(member) if member.storage && *shard < member.shards => {}
+            Some(_) => {
+                return Err(Refusal::NodeConflict(format!(
+                    "the ring places shard {shard} on node {node}, which has no such shard"
+                )));
+            }
+            None => return Err(Refusal::NoSuchNode(*node)),
+        }
+    }
+    for member in state.nodes.values_mut() {
+        if member.storage && member.state == NodeState::Attached {
+            member.state = NodeState::Running;
+        }
+    }
+    state.ring = Some(ring.clone());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -82,12 +82,18 @@ pub enum ManagerError {
     /// The manager of the node this one joined failed the change.
     #[error("the manager failed the change: {0}")]
     Remote(String),
-    /// The manager's thread could not be started.
     /// The manager's Raft group failed (storage, or a stopped group).
     #[error("the manager's Raft group failed: {0}")]
     Raft(String),
+    /// The manager's thread could not be started.
     #[error("cannot start the manager's thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// No node of that id.
+    #[error("no such node {0}")]
+    NoSuchNode(u32),
+    /// A node or a cluster change conflicts with the cluster as it is (the string says how).
+    #[error("{0}")]
+    NodeConflict(String),
     /// The state file on disk is unreadable.
     #[error("corrupt manager state in {path}: {detail}")]
     Corrupt {

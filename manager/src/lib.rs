@@ -12,6 +12,8 @@
 //! - [`store`]: the durable [`Manager`] (`<data_dir>/manager/`).
 //! - [`command`]: the catalog changes, as the values the Raft log holds.
 //! - [`raft`]: the manager's state on openraft: its log, state machine and thread.
+//! - [`cluster`]: the cluster's members, their states and heartbeats, the RING and the settings
+//!   every node agrees on.
 //! - [`ring_plan`]: the ring planner, a pure function from membership to ring.
 //! - [`catalog`]: [`CatalogWriter`], the manager's own thread that makes catalog changes asked
 //!   for from core threads (which must never block on the state file's fsync).
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod bucket_name;
 pub mod catalog;
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod model;

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::cluster::{ClusterSettings, Member, RingRecord};
+
 /// A canned bucket ACL (S3 `x-amz-acl`); the only access control leofs offers today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -100,6 +102,16 @@ pub struct ManagerState {
     /// every node keeps it in `<data dir>/cluster.id` and presents it in every handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The nodes of the cluster, by id.
+    #[serde(default)]
+    pub nodes: BTreeMap<u32, Member>,
+    /// The RING; None until `leofs-adm start` (or a node with the manager and storage roles
+    /// that starts a group of one) makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingRecord>,
+    /// Settings every node must agree on.
+    #[serde(default)]
+    pub settings: ClusterSettings,
 }
 
 impl ManagerState {
@@ -116,6 +128,18 @@ impl ManagerState {
     /// A user by id, if it exists.
     pub fn user(&self, user_id: &str) -> Option<&User> {
         self.users.get(user_id)
+    }
+
+    /// The member registered under `addr`, if any.
+    pub fn node_at(&self, addr: &str) -> Option<&Member> {
+        self.nodes.values().find(|m| m.addr == addr)
+    }
+
+    /// The ring's checksum ([`leofs_wire::ring_checksum`]); None before the ring exists.
+    pub fn ring_checksum(&self) -> Option<u64> {
+        self.ring.as_ref().map(|ring| {
+            leofs_wire::ring_checksum(ring.partitions, ring.replicas, ring.table.iter().copied())
+        })
     }
 
     /// The access key ids of a user, sorted (for stable listings).

@@ -35,7 +35,7 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), ManagerError> {
 
 /// Replaces `path` with `bytes` atomically and durably: after a crash the file holds either the
 /// old or the new content, never a mix, and the new content survives once this returns.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ManagerError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ManagerError> {
     let tmp = temporary_path(path);
     let mut file = OpenOptions::new()
         .write(true)
@@ -113,7 +113,7 @@ pub(crate) fn new_hex_secret() -> Result<String, ManagerError> {
 }
 
 /// `bytes` random bytes as lowercase hex (twice as many characters): secrets and ids.
-pub(crate) fn random_hex(bytes: usize) -> Result<String, ManagerError> {
+pub fn random_hex(bytes: usize) -> Result<String, ManagerError> {
     let mut raw = vec![0u8; bytes];
     random_bytes(&mut raw)?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())

@@ -18,11 +18,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::cluster::{
+    Heartbeat, HeartbeatAnswer, Liveness, Member, NodeState, Registration, RingRecord, plan_nodes,
+};
 use crate::command::{Command, Refusal};
 use crate::persist::{
     ensure_private_dir, new_hex_secret, random_string, read_if_exists, write_atomic,
@@ -49,6 +51,10 @@ pub const CREDENTIALS_FILE: &str = "credentials";
 pub const CATALOG_SNAPSHOT_FORMAT_VERSION: u32 = 1;
 /// Attempts at creating a user when its generated access key id turns out to be taken.
 const CREATE_USER_ATTEMPTS: usize = 3;
+/// Longest wait for a change the leader applied to be applied on this manager too.
+const APPLIED_HERE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often that wait looks.
+const APPLIED_HERE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Id of the administrator created at first start.
 pub const ADMIN_USER_ID: &str = "admin";
 /// Length of generated access key ids.
@@ -108,9 +114,8 @@ pub struct Manager {
     raft: Option<RaftGroup>,
     state: Arc<ArcSwap<ManagerState>>,
     admin_token: String,
-    /// A copy: when it was last known current (ms since the Unix epoch); 0 for the manager's
-    /// own state.
-    confirmed_unix_ms: AtomicU64,
+    /// The nodes' last heartbeats (not replicated).
+    liveness: Liveness,
 }
 
 impl Manager {
@@ -218,7 +223,7 @@ impl Manager {
             raft: Some(raft),
             state: published,
             admin_token,
-            confirmed_unix_ms: AtomicU64::new(0),
+            liveness: Liveness::default(),
         };
         Ok((manager, created))
     }
@@ -231,23 +236,13 @@ impl Manager {
             raft: None,
             state: Arc::new(ArcSwap::from_pointee(state)),
             admin_token: String::new(),
-            confirmed_unix_ms: AtomicU64::new(now_unix_ms().max(1)),
+            liveness: Liveness::default(),
         }
     }
 
-    /// Records that a copy was found current just now (a fetch answered "unchanged").
-    pub fn confirm_current(&self) {
-        if self.raft.is_none() {
-            self.confirmed_unix_ms
-                .store(now_unix_ms().max(1), Ordering::Release);
-        }
-    }
-
-    /// How long since a copy was last known current; None for the manager's own state.
-    pub fn copy_age(&self) -> Option<std::time::Duration> {
-        let confirmed = self.confirmed_unix_ms.load(Ordering::Acquire);
-        (confirmed != 0)
-            .then(|| std::time::Duration::from_millis(now_unix_ms().saturating_sub(confirmed)))
+    /// Whether this is a read-only copy of the catalog (a node without the manager role).
+    pub fn is_read_only_copy(&self) -> bool {
+        self.raft.is_none()
     }
 
     /// Replaces a read-only copy's state with a newer snapshot of the catalog.
@@ -259,7 +254,6 @@ impl Manager {
             });
         }
         self.state.store(Arc::new(state));
-        self.confirm_current();
         Ok(())
     }
 
@@ -358,6 +352,149 @@ impl Manager {
         self.propose(Command::DeleteUser {
             user_id: user_id.to_owned(),
         })
+    }
+
+    /// Registers a node (at every start of a node without the manager role, and of this
+    /// node's own storage); its member record as the state machine now has it.
+    pub fn register_node(&self, registration: Registration) -> Result<Member, ManagerError> {
+        let addr = registration.addr.clone();
+        self.propose(Command::RegisterNode {
+            registration,
+            now_unix_ms: now_unix_ms(),
+        })?;
+        // A change forwarded to the leader is applied here a moment later.
+        let deadline = std::time::Instant::now() + APPLIED_HERE_WAIT;
+        loop {
+            if let Some(member) = self.snapshot().node_at(&addr) {
+                return Ok(member.clone());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ManagerError::Unreachable(format!(
+                    "node {addr} was registered, but this manager has not applied it yet"
+                )));
+            }
+            std::thread::sleep(APPLIED_HERE_POLL);
+        }
+    }
+
+    /// Moves node `node` from `from` to `to` (refused if it is no longer in `from`).
+    pub fn set_node_state(
+        &self,
+        node: u32,
+        from: NodeState,
+        to: NodeState,
+    ) -> Result<(), ManagerError> {
+        self.propose(Command::SetNodeState { node, from, to })
+    }
+
+    /// `leofs-adm suspend`: a running node stops being sent requests.
+    pub fn suspend_node(&self, node: u32) -> Result<(), ManagerError> {
+        self.change_operator_state(node, NodeState::Running, NodeState::Suspended)
+    }
+
+    /// `leofs-adm resume`: a suspended node is sent requests again.
+    pub fn resume_node(&self, node: u32) -> Result<(), ManagerError> {
+        self.change_operator_state(node, NodeState::Suspended, NodeState::Running)
+    }
+
+    fn change_operator_state(
+        &self,
+        node: u32,
+        from: NodeState,
+        to: NodeState,
+    ) -> Result<(), ManagerError> {
+        let state = self.snapshot();
+        let member = state
+            .nodes
+            .get(&node)
+            .ok_or(ManagerError::NoSuchNode(node))?;
+        if !member.storage {
+            return Err(ManagerError::NodeConflict(format!(
+                "node {node} has no storage: only storage nodes are suspended and resumed"
+            )));
+        }
+        if member.state != from {
+            return Err(ManagerError::NodeConflict(format!(
+                "node {node} is {}; only a {} node can be made {}",
+                member.state.as_str(),
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+        self.set_node_state(node, from, to)
+    }
+
+    /// `leofs-adm start`: plans the first ring over the attached storage nodes (P chosen from
+    /// their shards, or from `expected_vnodes`, unless `partitions` is given) and starts the
+    /// cluster with it.
+    pub fn start_cluster(
+        &self,
+        partitions: Option<u32>,
+        expected_vnodes: Option<u32>,
+    ) -> Result<RingRecord, ManagerError> {
+        let state = self.snapshot();
+        if let Some(ring) = &state.ring {
+            return Err(ManagerError::NodeConflict(format!(
+                "the cluster is already started (ring epoch {})",
+                ring.epoch
+            )));
+        }
+        let nodes = plan_nodes(
+            state
+                .nodes
+                .values()
+                .filter(|m| m.state == NodeState::Attached),
+        );
+        if nodes.is_empty() {
+            return Err(ManagerError::NodeConflict(
+                "no storage node is attached: start storage nodes with --join first".into(),
+            ));
+        }
+        let vnodes: u32 = nodes.iter().map(|n| u32::from(n.shards)).sum();
+        let partitions = partitions
+            .unwrap_or_else(|| crate::cluster::choose_partitions(vnodes, expected_vnodes));
+        let replicas = state.settings.replicas as usize;
+        let plan = crate::ring_plan::plan(&nodes, partitions, replicas, None)
+            .map_err(|e| ManagerError::NodeConflict(format!("cannot plan the ring: {e}")))?;
+        let ring = RingRecord::from_plan(1, plan);
+        self.propose(Command::StartRing { ring: ring.clone() })?;
+        Ok(ring)
+    }
+
+    /// Starts the ring of a node with the manager and storage roles that leads a group of its
+    /// own: `table` is its own partition map (node `node`), as it has always routed.
+    pub fn start_own_ring(&self, ring: RingRecord) -> Result<(), ManagerError> {
+        match self.propose(Command::StartRing { ring }) {
+            Err(ManagerError::NodeConflict(_)) if self.snapshot().ring.is_some() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Records a node's heartbeat (no Raft write: the leader turns what heartbeats show into
+    /// state changes) and answers what the node should know.
+    pub fn heartbeat(&self, beat: Heartbeat) -> HeartbeatAnswer {
+        let state = self.snapshot();
+        let answer = HeartbeatAnswer {
+            state: state.nodes.get(&beat.node).map(|m| m.state),
+            ring_epoch: state.ring.as_ref().map_or(0, |ring| ring.epoch),
+            managers: self
+                .group_status()
+                .map(|group| group.members.into_iter().map(|m| m.addr).collect())
+                .unwrap_or_default(),
+        };
+        self.liveness.record(beat);
+        answer
+    }
+
+    /// The last heartbeat of every node, as this manager received them.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Whether this manager leads its group now.
+    pub fn is_leader(&self) -> bool {
+        self.group_status()
+            .is_some_and(|group| group.leader == Some(group.node_id))
     }
 
     /// The token that authorizes admin API calls (stored mode 0600 in the data dir).

@@ -123,6 +123,19 @@ pub enum ShardError {
         /// The node holding it.
         node: u32,
     },
+    /// A request named a partition held by a node an operator suspended.
+    #[error(
+        "partition {partition} is held by node {node}, which is suspended (leofs-adm resume {node})"
+    )]
+    NodeSuspended {
+        /// The partition.
+        partition: u32,
+        /// The node holding it.
+        node: u32,
+    },
+    /// This node has no ring yet (the cluster is not started).
+    #[error("the cluster has no ring yet (leofs-adm start)")]
+    NoRing,
     /// A request reached a vnode that does not hold its partition (the sender routed with
     /// another ring).
     #[error("partition {partition} is not held by core {core} at ring epoch {epoch}")]
@@ -232,6 +245,8 @@ impl ShardError {
             | Self::CoreStopped { .. }
             | Self::ShuttingDown
             | Self::RemoteVnode { .. }
+            | Self::NodeSuspended { .. }
+            | Self::NoRing
             | Self::Wire(_)
             | Self::NoStorage
             | Self::ManagerUnavailable(_) => ErrorClass::Unavailable,

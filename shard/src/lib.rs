@@ -55,8 +55,8 @@ pub const MAX_RECORD_BODY_BYTES: u64 = {
     }
 };
 pub use node::{
-    CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, JoinedCluster, NodeConfig, NodeHandle, NodeStats,
-    ShutdownTrigger, start_node,
+    CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, InstalledRing, JoinedCluster, NodeConfig,
+    NodeHandle, NodeStats, RingInstaller, ShutdownTrigger, start_node,
 };
 pub use objects::{
     ChunkLease, EtagCondition, GcConfig, GcStats, PendingWrite, WriteCondition, WriteRegistration,

@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
-use leofs_engine::{Engine, EngineConfig, EngineStats, Hlc, HlcClock, ScanEntry};
+use leofs_engine::{
+    Engine, EngineConfig, EngineStats, Head, Hlc, HlcClock, PartitionId, ScanEntry,
+};
 
 use crate::balance::ConnectionBalancer;
 use crate::cross_core::{self, Forwarder, Mailboxes, Message};
 use crate::http::ConnectionHub;
 use crate::layout::ensure_layout;
 use crate::remote::{NodeServices, PeersConfig, RemotePeers, RpcConfig};
-use crate::ring::{NodeId, RingView, SINGLE_NODE_ID};
+use crate::ring::{NodeId, RingView, SINGLE_NODE_ID, Vnode};
 use crate::shard::Core;
 use crate::{PartitionMap, Shard, ShardError};
 
@@ -109,6 +111,17 @@ pub(crate) enum Control {
         /// Where the entries go.
         reply: mpsc::Sender<Result<Vec<ScanEntry>, ShardError>>,
     },
+    /// Route by `ring` from now on.
+    InstallRing(Arc<InstalledRing>),
+    /// Ask every replica of an object for its record's head (`leofs-adm whereis`).
+    Whereis {
+        /// The bucket's storage name (name and incarnation).
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Where the answer goes.
+        reply: mpsc::Sender<Result<Whereabouts, ShardError>>,
+    },
     /// Stop the core's listeners and report, by `deadline`, `(core, connections still open)`.
     Drain {
         /// When to report even if connections remain.
@@ -145,6 +158,22 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 let _ = reply.send(shard.scan_all(prefix, None, limit).await);
             });
         }
+        Control::Whereis { bucket, key, reply } => {
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                let _ = reply.send(shard.whereis(&bucket, &key).await);
+            });
+        }
+        Control::InstallRing(installed) => {
+            let core = &shard.core;
+            core.remote
+                .set_nodes(&installed.nodes, &installed.unavailable);
+            let newer = installed.ring.epoch() > core.ring.borrow().epoch()
+                || installed.ring.checksum() == core.ring.borrow().checksum();
+            if newer {
+                *core.ring.borrow_mut() = installed.ring.clone();
+            }
+        }
         Control::Drain { deadline, reply } => {
             shard.core.connections.stop_all();
             let shard = shard.clone();
@@ -167,8 +196,8 @@ pub(crate) struct NodeShared {
     map: PartitionMap,
     /// This node's id in the ring.
     node_id: NodeId,
-    /// The ring every core starts with: this node alone, or the one it joined.
-    ring: Arc<RingView>,
+    /// The ring the cores route by (the last installed), with the nodes' addresses.
+    current: Mutex<Arc<InstalledRing>>,
     /// How peers reach this node (None: they do not).
     rpc: Option<RpcConfig>,
     /// How this node reaches its peers.
@@ -183,12 +212,39 @@ pub(crate) struct NodeShared {
 }
 
 impl NodeShared {
-    /// The nodes peers can reach, with their RPC addresses: this one, if it serves peers.
-    pub(crate) fn rpc_nodes(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.rpc
-            .iter()
-            .map(|rpc| (self.node_id, rpc.listen))
-            .collect()
+    /// The ring the cores route by, with the nodes' addresses.
+    pub(crate) fn installed(&self) -> Arc<InstalledRing> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes every core route by `installed` (a ring older than the one installed is ignored;
+    /// the same ring with other node states replaces them).
+    pub(crate) fn install_ring(&self, installed: InstalledRing) {
+        let installed = Arc::new(installed);
+        {
+            let mut current = self
+                .current
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if installed.ring.epoch() < current.ring.epoch() {
+                return;
+            }
+            *current = installed.clone();
+        }
+        for core in 0..self.map.cores() {
+            let message = Message::Control(Control::InstallRing(installed.clone()));
+            if let Err(e) = cross_core::post(&self.mailboxes, core, message) {
+                tracing::debug!(core, error = %e, "a stopped core takes no ring");
+            }
+        }
+    }
+
+    /// The address peers reach this node on, if they do.
+    pub(crate) fn own_rpc_addr(&self) -> Option<SocketAddr> {
+        self.rpc.as_ref().map(|rpc| rpc.listen)
     }
 
     /// What peers may ask besides storage.
@@ -220,6 +276,60 @@ impl NodeShared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         all.push((ordinal, requested, bound));
+    }
+}
+
+/// An object's partition and what each of its replicas holds: its record's head, None if
+/// absent or deleted there, or why the replica could not say.
+pub type Whereabouts = (PartitionId, Vec<(Vnode, Result<Option<Head>, ShardError>)>);
+
+impl Shard {
+    /// Asks every replica of `key` in `bucket` (its storage name) for its record's head.
+    async fn whereis(&self, bucket: &str, key: &str) -> Result<Whereabouts, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let vnodes = self.ring().route(partition)?.to_vec();
+        let storage_key = crate::object::object_key(bucket, key);
+        let asks = vnodes.iter().map(|vnode| {
+            let request = crate::StorageRequest::Head {
+                partition,
+                key: storage_key.clone(),
+            };
+            async move { self.send_to_vnode(*vnode, request).await?.into_head() }
+        });
+        let heads = futures_util::future::join_all(asks).await;
+        Ok((partition, vnodes.into_iter().zip(heads).collect()))
+    }
+}
+
+/// A ring as a node routes by it: the assignment, where each node is, and which nodes are
+/// not to be sent requests now.
+#[derive(Clone, Debug)]
+pub struct InstalledRing {
+    /// The ring.
+    pub ring: Arc<RingView>,
+    /// Each node's `--rpc-listen` address.
+    pub nodes: Vec<(NodeId, SocketAddr)>,
+    /// Nodes an operator suspended.
+    pub unavailable: Vec<NodeId>,
+}
+
+/// Installs rings on a running node from any thread (the thread that follows the managers'
+/// ring). Send + Sync + Clone.
+#[derive(Clone)]
+pub struct RingInstaller {
+    shared: Arc<NodeShared>,
+}
+
+impl RingInstaller {
+    /// Makes every core route by `installed` (see [`InstalledRing`]); an older ring than the
+    /// one installed is ignored.
+    pub fn install(&self, installed: InstalledRing) {
+        self.shared.install_ring(installed);
+    }
+
+    /// The ring the node routes by now.
+    pub fn installed(&self) -> Arc<InstalledRing> {
+        self.shared.installed()
     }
 }
 
@@ -336,6 +446,20 @@ impl NodeStats {
             .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
     }
 
+    /// Asks every replica of `key` in `bucket` (its storage name) for its record's head
+    /// (blocking; core 0 asks).
+    pub fn whereis(&self, bucket: &str, key: &str) -> Result<Whereabouts, ShardError> {
+        let (tx, rx) = mpsc::channel();
+        let message = Message::Control(Control::Whereis {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reply: tx,
+        });
+        cross_core::post(&self.shared.mailboxes, 0, message)?;
+        rx.recv_timeout(STATS_TIMEOUT * 2)
+            .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
+    }
+
     /// Number of cores of the node.
     pub fn cores(&self) -> usize {
         self.shared.map.cores()
@@ -405,13 +529,14 @@ where
     }
     let (node_id, ring, peers) = match config.joined {
         Some(joined) => (joined.node_id, joined.ring, Some(joined.peers)),
+        None if !config.storage => (SINGLE_NODE_ID, RingView::unstarted(), None),
         None => (
             SINGLE_NODE_ID,
             RingView::single_node(SINGLE_NODE_ID, map),
             None,
         ),
     };
-    if ring.partitions() != map.partitions() {
+    if config.storage && ring.partitions() != map.partitions() {
         return Err(ShardError::Config(format!(
             "the ring has {} partitions, the node was configured with {}",
             ring.partitions(),
@@ -424,7 +549,11 @@ where
         mailboxes,
         map,
         node_id,
-        ring: Arc::new(ring),
+        current: Mutex::new(Arc::new(InstalledRing {
+            ring: Arc::new(ring),
+            nodes: peers.as_ref().map(|p| p.nodes.clone()).unwrap_or_default(),
+            unavailable: Vec::new(),
+        })),
         rpc: config.rpc,
         peers,
         services: config.services,
@@ -547,6 +676,13 @@ impl NodeHandle {
     /// Per-shard stats, gathered from the core threads (callable from any thread, blocking).
     pub fn stats(&self) -> Vec<(usize, EngineStats, u32)> {
         self.stats_handle().stats()
+    }
+
+    /// A handle that installs rings on this node from any thread.
+    pub fn ring_installer(&self) -> RingInstaller {
+        RingInstaller {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A cloneable, thread-safe stats source that outlives [`NodeHandle::wait`]'s borrow.
@@ -712,7 +848,7 @@ where
                 id,
                 node_id: shared.node_id,
                 map: shared.map,
-                ring: std::cell::RefCell::new(shared.ring.clone()),
+                ring: std::cell::RefCell::new(shared.installed().ring.clone()),
                 engine: engine.clone(),
                 clock: HlcClock::new(shared.node_id, Hlc::default()),
                 forwarder: Forwarder::new(shared.mailboxes.clone()),

@@ -24,7 +24,7 @@ use crate::{Shard, ShardError};
 pub const SCAN_LIMIT_MAX: usize = 100_000;
 
 /// One request to a vnode's storage.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StorageRequest {
     /// Stores a record; answered [`StorageResponse::Stored`] once durable.
     Put {

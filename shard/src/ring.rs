@@ -27,9 +27,6 @@ pub const NO_VNODE_NODE_ID: NodeId = NodeId::MAX;
 /// Most replicas of one partition.
 pub const MAX_REPLICAS: usize = 8;
 
-/// Format version of the canonical encoding the checksum is taken over.
-const RING_ENCODING_VERSION: u8 = 1;
-
 /// One shard (core) of one node: where a replica of a partition lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Vnode {
@@ -124,7 +121,17 @@ impl RingView {
             .expect("a partition map is a valid ring of one node")
     }
 
-    /// Increments on every change of the assignment.
+    /// The ring of a node that has none yet (the cluster is not started): epoch 0, one
+    /// partition held by no node. Nothing is routed by it ([`ShardError::NoRing`]).
+    pub fn unstarted() -> Self {
+        let nowhere = Vnode {
+            node: NO_VNODE_NODE_ID,
+            shard: 0,
+        };
+        Self::new(0, 1, 1, vec![nowhere]).expect("one partition on one vnode is a valid ring")
+    }
+
+    /// Increments on every change of the assignment (0: [`RingView::unstarted`]).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -152,6 +159,9 @@ impl RingView {
 
     /// The replica vnodes of `partition`, in preference order.
     pub fn route(&self, partition: PartitionId) -> Result<&[Vnode], ShardError> {
+        if self.epoch == 0 {
+            return Err(ShardError::NoRing);
+        }
         if partition >= self.partitions {
             return Err(ShardError::PartitionOutOfRange {
                 partition,
@@ -208,15 +218,11 @@ impl RingView {
     }
 
     fn compute_checksum(&self) -> u64 {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(&[RING_ENCODING_VERSION]);
-        hasher.update(&self.partitions.to_le_bytes());
-        hasher.update(&(self.replicas as u32).to_le_bytes());
-        for vnode in self.table.iter() {
-            hasher.update(&vnode.node.to_le_bytes());
-            hasher.update(&vnode.shard.to_le_bytes());
-        }
-        hasher.digest()
+        leofs_wire::ring_checksum(
+            self.partitions,
+            self.replicas as u32,
+            self.table.iter().map(|v| (v.node, v.shard)),
+        )
     }
 }
 

@@ -278,6 +278,9 @@ impl Shard {
         }
         let limit = limit.min(crate::request::SCAN_LIMIT_MAX);
         let ring = self.ring();
+        if ring.epoch() == 0 {
+            return Err(ShardError::NoRing);
+        }
         let mut scans = Vec::new();
         for (vnode, ranges) in ring.first_replica_ranges() {
             for partitions in ranges {

@@ -46,7 +46,8 @@ def test_storage_process_serves_no_s3_and_its_wire_counters_move(make_server):
     rpc_ports = {srv.rpc_port + i for i in range(srv.cores)}
     assert storage_ports == rpc_ports | {srv.admin_port}, storage_ports
     assert srv.s3_port not in storage_ports and srv.rest_port not in storage_ports
-    assert gateway_ports == {srv.s3_port, srv.rest_port}, gateway_ports
+    # The gateway's admin listener serves /metrics only (it has no manager role).
+    assert gateway_ports == {srv.s3_port, srv.rest_port, srv.gateway.admin_port}, gateway_ports
     served_before, _ = wire_counters(srv)
     s3 = srv.client()
     s3.create_bucket(Bucket="split-counters")

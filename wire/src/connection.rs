@@ -465,7 +465,14 @@ pub async fn server_handshake<R: AsyncReadRent, W: AsyncWriteRent>(
     let exchange = async {
         let hello = read_handshake(reader).await?;
         let (state, challenge) =
-            ServerHandshake::on_hello(auth.secret.clone(), auth.cluster, &hello)?;
+            match ServerHandshake::on_hello(auth.secret.clone(), auth.cluster, &hello) {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Best effort: the client learns why before the connection closes.
+                    let _ = send_handshake(writer, crate::handshake::refusal(&e)).await;
+                    return Err(e.into());
+                }
+            };
         send_handshake(writer, challenge).await?;
         let proof = read_handshake(reader).await?;
         Ok(state.on_proof(&proof)?)

@@ -4,7 +4,11 @@
 //! client → server  Hello      magic, u16 oldest, u16 newest version, cluster id (16), client nonce (32)
 //! server → client  Challenge  magic, u16 chosen version, cluster id, server nonce (32), server proof (32)
 //! client → server  Proof      magic, client proof (32)
+//! server → client  Refusal    refusal magic, u8 reason   (instead of a Challenge)
 //! ```
+//! A server that refuses a Hello (another cluster, no common version, a malformed message)
+//! answers with a Refusal before it closes, so the client can say why instead of seeing the
+//! connection close.
 //! server proof = HMAC-SHA256(secret, "leofs-wire server" ‖ version ‖ cluster id ‖ client nonce ‖
 //! server nonce); client proof = the same with "leofs-wire client" and the nonces swapped. Each
 //! side's proof covers the nonce the other side just drew, so a recorded handshake cannot be
@@ -40,6 +44,10 @@ pub const CLUSTER_ID_BYTES: usize = 16;
 pub const CLUSTER_SECRET_BYTES_MIN: usize = 32;
 /// Marks the handshake messages of this protocol.
 const MAGIC: [u8; 4] = *b"LFSW";
+/// Marks a server's Refusal of a Hello.
+const REFUSAL_MAGIC: [u8; 4] = *b"LFSR";
+/// Bytes of a Refusal.
+const REFUSAL_BYTES: usize = 5;
 /// Bytes of an HMAC-SHA256 proof.
 const PROOF_BYTES: usize = 32;
 const HELLO_BYTES: usize = 4 + 2 + 2 + CLUSTER_ID_BYTES + NONCE_BYTES;
@@ -125,6 +133,9 @@ pub enum HandshakeError {
     /// The peer belongs to another cluster.
     #[error("the peer belongs to another cluster")]
     WrongCluster,
+    /// The server refused our Hello (the reason it gave).
+    #[error("the peer refused the handshake: {0}")]
+    Refused(&'static str),
     /// The two ends share no protocol version.
     #[error(
         "no common protocol version: we speak {ours_oldest}..={ours_newest}, the peer {theirs_oldest}..={theirs_newest}"
@@ -191,6 +202,15 @@ impl ClientHandshake {
 
     /// Checks the server's Challenge; on success, the agreed version and the Proof to send.
     pub fn on_challenge(self, challenge: &[u8]) -> Result<(u16, Bytes), HandshakeError> {
+        if challenge.len() == REFUSAL_BYTES && challenge[..4] == REFUSAL_MAGIC {
+            return Err(HandshakeError::Refused(match challenge[4] {
+                REFUSED_WRONG_CLUSTER => {
+                    "we belong to another cluster, or hold another cluster secret"
+                }
+                REFUSED_NO_COMMON_VERSION => "we share no protocol version",
+                _ => "our hello was malformed",
+            }));
+        }
         check_magic(challenge, CHALLENGE_BYTES, "challenge")?;
         let version = u16_at(challenge, 4);
         let cluster = &challenge[6..6 + CLUSTER_ID_BYTES];
@@ -236,6 +256,27 @@ impl ClientHandshake {
         message.put_slice(&proof);
         Ok((version, message.freeze()))
     }
+}
+
+/// Refusal reason: the Hello's cluster id is neither the server's nor its joining id.
+const REFUSED_WRONG_CLUSTER: u8 = 1;
+/// Refusal reason: no protocol version both speak.
+const REFUSED_NO_COMMON_VERSION: u8 = 2;
+/// Refusal reason: a malformed Hello.
+const REFUSED_MALFORMED: u8 = 3;
+
+/// The Refusal a server sends instead of a Challenge when [`ServerHandshake::on_hello`] fails
+/// with `error`.
+pub fn refusal(error: &HandshakeError) -> Bytes {
+    let reason = match error {
+        HandshakeError::WrongCluster => REFUSED_WRONG_CLUSTER,
+        HandshakeError::NoCommonVersion { .. } => REFUSED_NO_COMMON_VERSION,
+        _ => REFUSED_MALFORMED,
+    };
+    let mut message = BytesMut::with_capacity(REFUSAL_BYTES);
+    message.put_slice(&REFUSAL_MAGIC);
+    message.put_u8(reason);
+    message.freeze()
 }
 
 /// The accepting side of a handshake, between its Challenge and the client's Proof.
@@ -441,5 +482,19 @@ mod tests {
         }
         assert!(ClusterSecret::new(vec![0; 31]).is_err());
         assert_eq!(format!("{:?}", secret(9)), "ClusterSecret(<32 bytes>)");
+    }
+
+    #[test]
+    fn a_refused_client_learns_why() {
+        let stranger = ClusterId::derived_from(&secret(2));
+        let (client, hello) = ClientHandshake::start(secret(2), stranger);
+        let refused = ServerHandshake::on_hello(secret(1), CLUSTER, &hello)
+            .err()
+            .unwrap();
+        let answer = refusal(&refused);
+        assert!(matches!(
+            client.on_challenge(&answer),
+            Err(HandshakeError::Refused(why)) if why.contains("another cluster secret")
+        ));
     }
 }

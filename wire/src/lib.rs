@@ -28,6 +28,7 @@ pub mod client;
 pub mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod ring;
 
 #[allow(clippy::all, unsafe_op_in_unsafe_fn, unused_imports, missing_docs, dead_code)]
 #[rustfmt::skip]
@@ -45,3 +46,4 @@ pub use frame::{Frame, FrameDecoder, FrameError};
 pub use handshake::{
     ClusterId, ClusterSecret, HandshakeError, PROTOCOL_VERSION, PROTOCOL_VERSION_OLDEST,
 };
+pub use ring::ring_checksum;

@@ -53,6 +53,13 @@ pub trait NodeStatusSource: Send + Sync + 'static {
         let _ = bucket;
         None
     }
+
+    /// Where the replicas of `key` in `bucket` are and what each holds (`leofs-adm whereis`);
+    /// None: this node cannot ask the storage nodes.
+    fn whereis(&self, bucket: &crate::Bucket, key: &str) -> Option<wire::Whereabouts> {
+        let _ = (bucket, key);
+        None
+    }
 }
 
 /// The node as `leofs-adm status` shows it.

@@ -11,9 +11,11 @@ use serde::de::DeserializeOwned;
 
 use super::NodeStatusSource;
 use super::wire::{
-    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, CreateUserRequest, Deleted,
-    ManagerAdded, UpdateAclRequest, UserInfo, decode_path_segment,
+    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
+    Deleted, ManagerAdded, NodeInfo, RingDump, RingSummary, StartRequest, UpdateAclRequest,
+    UserInfo, decode_path_segment,
 };
+use crate::cluster::RingRecord;
 use crate::{BucketAcl, Manager, ManagerError, ManagerState};
 
 /// Largest request body accepted (admin requests are tiny JSON documents).
@@ -80,6 +82,8 @@ impl From<ManagerError> for Failure {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
             ManagerError::ReadOnlyCopy => (StatusCode::CONFLICT, "ReadOnlyCopy"),
+            ManagerError::NoSuchNode(_) => (StatusCode::NOT_FOUND, "NoSuchNode"),
+            ManagerError::NodeConflict(_) => (StatusCode::CONFLICT, "NodeConflict"),
             ManagerError::AdminBind { .. }
             | ManagerError::Remote(_)
             | ManagerError::Thread(_)
@@ -129,6 +133,14 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             header::HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
         );
         return Ok(response);
+    }
+    if context.manager.is_read_only_copy() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "NoManagerRole",
+            "this node has no manager role: its admin listener serves /metrics only; use a \
+             manager's admin API",
+        ));
     }
     authorize(context, &request)?;
     let path = request.uri().path().to_owned();
@@ -194,6 +206,54 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
                 deleted: node_id.to_string(),
             })
         }
+        (["cluster"], Method::GET) => json_ok(&cluster_status(&context.manager)),
+        (["cluster", "start"], Method::POST) => {
+            let body: StartRequest = read_json(request).await?;
+            let expected = body.expected_shards;
+            let ring = context.manager.start_cluster(body.partitions, expected)?;
+            Ok(json_response(StatusCode::CREATED, &ring_summary(&ring)))
+        }
+        (["ring"], Method::GET) => {
+            let state = context.manager.snapshot();
+            let ring = state.ring.clone().ok_or_else(not_started)?;
+            json_ok(&RingDump {
+                summary: ring_summary(&ring),
+                nodes: state
+                    .nodes
+                    .values()
+                    .map(|m| (m.id, m.addr.clone()))
+                    .collect(),
+                ring,
+            })
+        }
+        (["nodes", id], Method::GET) => json_ok(&node_info(&context.manager, node_id(id)?)?),
+        (["nodes", id, "suspend"], Method::POST) => {
+            let id = node_id(id)?;
+            context.manager.suspend_node(id)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
+        (["nodes", id, "resume"], Method::POST) => {
+            let id = node_id(id)?;
+            context.manager.resume_node(id)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
+        (["whereis", bucket, key], Method::GET) => {
+            let state = context.manager.snapshot();
+            let bucket = state
+                .bucket(bucket)
+                .ok_or_else(|| ManagerError::NoSuchBucket((*bucket).to_owned()))?;
+            if state.ring.is_none() {
+                return Err(not_started());
+            }
+            let found = context.status.whereis(bucket, key).ok_or_else(|| {
+                Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "this node cannot reach the storage nodes",
+                )
+            })?;
+            json_ok(&found)
+        }
         (["buckets", name, "acl"], Method::PUT) => {
             let name = (*name).to_owned();
             let body: UpdateAclRequest = read_json(request).await?;
@@ -207,7 +267,13 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["buckets", _]
             | ["buckets", _, "acl"]
             | ["managers"]
-            | ["managers", _],
+            | ["managers", _]
+            | ["cluster"]
+            | ["cluster", "start"]
+            | ["ring"]
+            | ["nodes", _]
+            | ["nodes", _, "suspend" | "resume"]
+            | ["whereis", _, _],
             method,
         ) => Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -215,6 +281,81 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             format!("{method} is not allowed on {path}"),
         )),
         _ => Err(not_found(&path)),
+    }
+}
+
+fn not_started() -> Failure {
+    Failure::new(
+        StatusCode::CONFLICT,
+        "NotStarted",
+        "the cluster has no ring yet: run leofs-adm start",
+    )
+}
+
+fn node_id(text: &str) -> Result<u32, Failure> {
+    text.parse().map_err(|_| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidNodeId",
+            format!("{text:?} is not a node id (see leofs-adm status)"),
+        )
+    })
+}
+
+fn ring_summary(ring: &RingRecord) -> RingSummary {
+    RingSummary {
+        epoch: ring.epoch,
+        checksum: leofs_wire::ring_checksum(
+            ring.partitions,
+            ring.replicas,
+            ring.table.iter().copied(),
+        ),
+        partitions: ring.partitions,
+        replicas: ring.replicas,
+        partitions_by_node: ring.partitions_by_node(),
+    }
+}
+
+fn node_infos(manager: &Manager, state: &ManagerState) -> Vec<NodeInfo> {
+    let by_node = state
+        .ring
+        .as_ref()
+        .map(RingRecord::partitions_by_node)
+        .unwrap_or_default();
+    state
+        .nodes
+        .values()
+        .map(|member| {
+            let last = manager.liveness().last(member.id);
+            NodeInfo {
+                member: member.clone(),
+                partitions: by_node.get(&member.id).copied().unwrap_or(0),
+                heartbeat_age_ms: last
+                    .as_ref()
+                    .map(|(age, _)| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                heartbeat: last.map(|(_, beat)| beat),
+            }
+        })
+        .collect()
+}
+
+fn node_info(manager: &Manager, id: u32) -> Result<NodeInfo, Failure> {
+    let state = manager.snapshot();
+    node_infos(manager, &state)
+        .into_iter()
+        .find(|info| info.member.id == id)
+        .ok_or_else(|| ManagerError::NoSuchNode(id).into())
+}
+
+fn cluster_status(manager: &Manager) -> ClusterStatus {
+    let state = manager.snapshot();
+    ClusterStatus {
+        cluster_id: state.cluster_id.clone(),
+        ring_epoch: state.ring.as_ref().map_or(0, |ring| ring.epoch),
+        ring_checksum: state.ring_checksum().unwrap_or(0),
+        partitions: state.ring.as_ref().map_or(0, |ring| ring.partitions),
+        settings: state.settings.clone(),
+        nodes: node_infos(manager, &state),
     }
 }
 

@@ -8,6 +8,12 @@
 //! - `GET /v1/buckets` → `[Bucket]`; `POST /v1/buckets` [`AddBucketRequest`] → 201 [`crate::Bucket`]
 //! - `DELETE /v1/buckets/<name>` → [`Deleted`] (only when the node reports the bucket empty)
 //! - `PUT /v1/buckets/<name>/acl` [`UpdateAclRequest`] → [`crate::Bucket`]
+//! - `GET /v1/cluster` → [`ClusterStatus`]; `POST /v1/cluster/start` [`StartRequest`] →
+//!   [`RingSummary`]
+//! - `GET /v1/nodes/<id>` → [`NodeInfo`]; `POST /v1/nodes/<id>/suspend` and `…/resume` →
+//!   [`NodeInfo`]
+//! - `GET /v1/ring` → [`RingDump`]
+//! - `GET /v1/whereis/<bucket>/<key>` → [`Whereabouts`]
 //!
 //! Failures answer `{"error": code, "message": text}` ([`ApiError`]) with a 4xx/5xx status.
 
@@ -76,6 +82,107 @@ pub struct ManagerAdded {
 pub struct Deleted {
     /// What was deleted (user id or bucket name).
     pub deleted: String,
+}
+
+/// A node as `leofs-adm status` lists it: its record, and what its last heartbeat said.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// The member record.
+    pub member: crate::cluster::Member,
+    /// Partitions it is the first replica of.
+    pub partitions: u32,
+    /// Milliseconds since its last heartbeat reached this manager (None: none yet).
+    pub heartbeat_age_ms: Option<u64>,
+    /// Its last heartbeat.
+    pub heartbeat: Option<crate::cluster::Heartbeat>,
+}
+
+/// The cluster as `leofs-adm status` shows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster id.
+    pub cluster_id: Option<String>,
+    /// The ring's epoch (0: not started).
+    pub ring_epoch: u64,
+    /// The ring's checksum (0: not started).
+    pub ring_checksum: u64,
+    /// Partitions P (0: not started).
+    pub partitions: u32,
+    /// The settings every node agrees on.
+    pub settings: crate::cluster::ClusterSettings,
+    /// Every node, by id.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// Body of `POST /v1/cluster/start`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StartRequest {
+    /// Partitions P (a power of two); chosen from the shards when absent.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Shards the cluster is expected to grow to (P is chosen for them).
+    #[serde(default)]
+    pub expected_shards: Option<u32>,
+}
+
+/// What a ring is, in short.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RingSummary {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its checksum.
+    pub checksum: u64,
+    /// Partitions P.
+    pub partitions: u32,
+    /// Replicas N.
+    pub replicas: u32,
+    /// Partitions each node is the first replica of, by node id.
+    pub partitions_by_node: std::collections::BTreeMap<u32, u32>,
+}
+
+/// Answer of `GET /v1/ring`: the whole assignment.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RingDump {
+    /// Its summary.
+    pub summary: RingSummary,
+    /// Each node's address, by id.
+    pub nodes: std::collections::BTreeMap<u32, String>,
+    /// The ring.
+    pub ring: crate::cluster::RingRecord,
+}
+
+/// One replica of an object, as its node reports it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Replica {
+    /// The node.
+    pub node: u32,
+    /// Its address.
+    pub addr: String,
+    /// The shard.
+    pub shard: u16,
+    /// Whether it holds the object (false: absent or deleted there).
+    pub found: bool,
+    /// Its HLC, as text (`physical_ms.logical.node`).
+    pub hlc: Option<String>,
+    /// Its size in bytes.
+    pub size: Option<u64>,
+    /// Its checksum (the ETag).
+    pub checksum: Option<String>,
+    /// Why the node could not say (unreachable, …).
+    pub error: Option<String>,
+}
+
+/// Answer of `GET /v1/whereis/<bucket>/<key>`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Whereabouts {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its replicas, in preference order.
+    pub replicas: Vec<Replica>,
 }
 
 /// Body of every error answer.

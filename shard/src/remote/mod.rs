@@ -16,12 +16,13 @@ pub mod blocking;
 pub mod codec;
 pub(crate) mod server;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,7 +76,12 @@ pub trait NodeServices: Send + Sync {
 /// The peers one core calls, with its wire counters.
 #[derive(Default)]
 pub(crate) struct RemotePeers {
-    peers: HashMap<NodeId, Rc<Peer>>,
+    /// How peers are reached (None: this node reaches none).
+    config: Option<(ClusterAuth, Duration)>,
+    peers: RefCell<HashMap<NodeId, Rc<Peer>>>,
+    /// Nodes requests must not be sent to now (suspended by an operator): a request for one
+    /// of their partitions fails at once.
+    unavailable: RefCell<Vec<NodeId>>,
     /// Requests this core sent to peers.
     pub(crate) sent: Cell<u64>,
     /// Requests this core served for peers.
@@ -85,24 +91,40 @@ pub(crate) struct RemotePeers {
 impl RemotePeers {
     /// One [`Peer`] per node of `config`.
     pub(crate) fn new(config: Option<&PeersConfig>) -> Self {
-        let peers = config.map_or_else(HashMap::new, |config| {
-            config
-                .nodes
-                .iter()
-                .map(|(node, addr)| {
-                    let peer = Peer::new(*addr, config.auth.clone(), config.request_timeout);
-                    (*node, peer)
-                })
-                .collect()
-        });
-        Self {
-            peers,
+        let peers = Self {
+            config: config.map(|c| (c.auth.clone(), c.request_timeout)),
             ..Self::default()
+        };
+        if let Some(config) = config {
+            peers.set_nodes(&config.nodes, &[]);
+        }
+        peers
+    }
+
+    /// Reaches `nodes` at their addresses from now on (a peer whose address is unchanged keeps
+    /// its connections) and sends nothing to `unavailable`.
+    pub(crate) fn set_nodes(&self, nodes: &[(NodeId, SocketAddr)], unavailable: &[NodeId]) {
+        *self.unavailable.borrow_mut() = unavailable.to_vec();
+        let Some((auth, timeout)) = &self.config else {
+            return;
+        };
+        let mut peers = self.peers.borrow_mut();
+        for (node, addr) in nodes {
+            if peers
+                .get(node)
+                .is_none_or(|peer| peer.shard_addr(0) != *addr)
+            {
+                peers.insert(*node, Peer::new(*addr, auth.clone(), *timeout));
+            }
         }
     }
 
-    fn peer(&self, node: NodeId) -> Option<&Rc<Peer>> {
-        self.peers.get(&node)
+    fn peer(&self, node: NodeId) -> Option<Rc<Peer>> {
+        self.peers.borrow().get(&node).cloned()
+    }
+
+    fn is_unavailable(&self, node: NodeId) -> bool {
+        self.unavailable.borrow().contains(&node)
     }
 }
 
@@ -140,18 +162,82 @@ fn budget_bytes(request: &StorageRequest) -> usize {
 impl Shard {
     /// The peer of `vnode`'s node, or why there is none.
     fn peer_of(&self, vnode: Vnode, request: &StorageRequest) -> Result<Rc<Peer>, ShardError> {
+        let partition = request.partition().unwrap_or(0);
+        if self.core.remote.is_unavailable(vnode.node) {
+            return Err(ShardError::NodeSuspended {
+                partition,
+                node: vnode.node,
+            });
+        }
         self.core
             .remote
             .peer(vnode.node)
-            .cloned()
             .ok_or(ShardError::RemoteVnode {
-                partition: request.partition().unwrap_or(0),
+                partition,
                 node: vnode.node,
             })
     }
 
-    /// Serves `request` on `vnode` of another node and returns its answer.
+    /// Serves `request` on `vnode` of another node; a peer that answers "not held here" may
+    /// route by a newer ring: this node then takes the peer's ring if it is newer and sends
+    /// the request once more, where that ring routes it.
     pub(crate) async fn call_remote(
+        &self,
+        vnode: Vnode,
+        request: StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        match self.call_remote_once(vnode, request.clone()).await {
+            Err(e) if e.class() == crate::error::ErrorClass::NotHeldHere => {
+                let peer = self.peer_of(vnode, &request)?;
+                if !self.take_ring_of(&peer).await? {
+                    return Err(e);
+                }
+                let partition = request.partition().ok_or(e)?;
+                let vnode = self.vnode_of(partition)?;
+                Box::pin(self.send_to_vnode(vnode, request)).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Fetches `peer`'s ring and installs it on every core of this node if it is newer than
+    /// this core's; whether it was.
+    async fn take_ring_of(&self, peer: &Rc<Peer>) -> Result<bool, ShardError> {
+        let message = peer
+            .call(0, Lane::Small, 0, |id| {
+                codec::encode_request(id, self.ring().epoch(), &NodeRequest::FetchRing)
+            })
+            .await?;
+        let NodeAnswer::Ring(ring) = codec::decode_answer(&message, Expect::Ring)? else {
+            return Err(ShardError::BadAnswer(
+                "a ring request answered otherwise".into(),
+            ));
+        };
+        if ring.ring.epoch() <= self.ring().epoch() {
+            return Ok(false);
+        }
+        tracing::info!(
+            epoch = ring.ring.epoch(),
+            from = %peer.shard_addr(0),
+            "a peer routes by a newer ring: taking it"
+        );
+        let installed = crate::node::InstalledRing {
+            ring: Arc::new(ring.ring),
+            nodes: ring.nodes,
+            unavailable: Vec::new(),
+        };
+        // This core routes by it at once (the retry follows); the others when their mailbox
+        // brings it.
+        self.core
+            .remote
+            .set_nodes(&installed.nodes, &installed.unavailable);
+        *self.core.ring.borrow_mut() = installed.ring.clone();
+        self.core.node.install_ring(installed);
+        Ok(true)
+    }
+
+    /// Serves `request` on `vnode` of another node and returns its answer.
+    async fn call_remote_once(
         &self,
         vnode: Vnode,
         request: StorageRequest,

@@ -98,10 +98,19 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
             }
             answer
         }
-        NodeRequest::FetchRing => Ok(NodeAnswer::Ring(ClusterRing {
-            ring: (*shard.ring()).clone(),
-            nodes: core.node.rpc_nodes(),
-        })),
+        NodeRequest::FetchRing => {
+            let installed = core.node.installed();
+            let mut nodes = installed.nodes.clone();
+            if let Some(own) = core.node.own_rpc_addr()
+                && !nodes.iter().any(|(node, _)| *node == core.node_id)
+            {
+                nodes.push((core.node_id, own));
+            }
+            Ok(NodeAnswer::Ring(ClusterRing {
+                ring: (*installed.ring).clone(),
+                nodes,
+            }))
+        }
         NodeRequest::FetchCatalog { known_version } => Ok(match core.node.services() {
             Some(services) => match services.catalog(known_version) {
                 Ok(snapshot) => NodeAnswer::Catalog(snapshot),

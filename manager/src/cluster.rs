@@ -1,0 +1,453 @@
+//! The cluster's membership as the manager keeps it (DESIGN §8): the nodes with their roles,
+//! shards, capacity, zone and state (LeoFS's attached, running, suspended, stopped, restarted),
+//! the RING, and the settings every node must agree on. Members, ring and settings are part
+//! of the replicated [`crate::ManagerState`]; heartbeats are not (a node beats every second):
+//! each manager keeps the last one of every node in memory ([`Liveness`]), and the leader turns
+//! what they show into state changes ([`Transition`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::ring_plan::{PlanNode, RingPlan};
+
+/// How often a node sends its heartbeat to every manager.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A running node whose last heartbeat is older than this is marked stopped.
+pub const NODE_STOPPED_AFTER: Duration = Duration::from_secs(5);
+/// Partitions per vnode `leofs-adm start` aims for when it chooses P (at least this many, so
+/// that the ring can be balanced within a few percent and grow several-fold before P limits it).
+pub const PARTITIONS_PER_VNODE_MIN: u32 = 64;
+/// The smallest P `leofs-adm start` chooses.
+pub const PARTITIONS_CHOSEN_MIN: u32 = 1024;
+/// The largest P `leofs-adm start` chooses by itself (more is possible when asked for).
+pub const PARTITIONS_CHOSEN_MAX: u32 = 1 << 16;
+/// Format version of a node's registration and heartbeat bodies.
+pub const MEMBERSHIP_FORMAT_VERSION: u32 = 1;
+/// The manager call (on the node wire, beside Raft's) that registers a node: a JSON
+/// [`Registration`], answered with a JSON [`RegisterAnswer`].
+pub const REGISTER_CALL: u8 = 16;
+/// The manager call that carries a heartbeat: a JSON [`Heartbeat`], answered with a JSON
+/// [`HeartbeatAnswer`].
+pub const HEARTBEAT_CALL: u8 = 17;
+
+/// The answer to a registration: the node's record, or why it may not join (for good: the
+/// node stops with the message) or not now (it tries again).
+pub type RegisterAnswer = Result<Member, RegisterRefusal>;
+
+/// Why a registration failed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegisterRefusal {
+    /// The node conflicts with the cluster: starting it again as it is will not help.
+    pub conflict: bool,
+    /// What happened, for the operator.
+    pub message: String,
+}
+
+/// A node's state in the cluster, as LeoFS names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Registered, not in the ring yet (a storage node before `leofs-adm start`).
+    Attached,
+    /// Serving.
+    Running,
+    /// Taken out of service by an operator (`leofs-adm suspend`): requests for its partitions
+    /// fail at once instead of waiting on it; `leofs-adm resume` brings it back.
+    Suspended,
+    /// Missed its heartbeats for [`NODE_STOPPED_AFTER`].
+    Stopped,
+    /// Stopped, then heard from again; running once it reports the current ring.
+    Restarted,
+}
+
+impl NodeState {
+    /// The state as `leofs-adm status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Attached => "attached",
+            NodeState::Running => "running",
+            NodeState::Suspended => "suspended",
+            NodeState::Stopped => "stopped",
+            NodeState::Restarted => "restarted",
+        }
+    }
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Its id: the node of a vnode, the HLC issuer.
+    pub id: u32,
+    /// Its address for peers (`--rpc-listen`; shard *i* on its port + *i*); for a node without
+    /// one (a gateway), the name it registered under.
+    pub addr: String,
+    /// Whether it stores data (has vnodes).
+    pub storage: bool,
+    /// Whether it serves S3.
+    pub gateway: bool,
+    /// Its shards (cores); 0 without storage.
+    pub shards: u16,
+    /// Bytes it can hold (its data disk's size; 0 unknown).
+    pub capacity_bytes: u64,
+    /// Its zone (rack, room); empty for none.
+    #[serde(default)]
+    pub zone: String,
+    /// Its state.
+    pub state: NodeState,
+    /// When it first registered, ms since the Unix epoch.
+    pub registered_unix_ms: u64,
+}
+
+/// What a node says about itself when it registers (at every start).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// [`MEMBERSHIP_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Its address for peers, or its name when it has none.
+    pub addr: String,
+    /// Whether it stores data.
+    pub storage: bool,
+    /// Whether it serves S3.
+    pub gateway: bool,
+    /// Its shards (0 without storage).
+    pub shards: u16,
+    /// Bytes it can hold.
+    pub capacity_bytes: u64,
+    /// Its zone.
+    pub zone: String,
+    /// The partition count its data dir was created with, if it has one.
+    pub layout_partitions: Option<u32>,
+    /// The node id its data dir remembers, if it registered before.
+    pub known_id: Option<u32>,
+}
+
+/// The ring as the state machine keeps it: epoch, P, N and the table of (node, shard).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RingRecord {
+    /// Increments with every change of the assignment.
+    pub epoch: u64,
+    /// Partitions P (a power of two).
+    pub partitions: u32,
+    /// Replicas per partition N.
+    pub replicas: u32,
+    /// `partitions × replicas` (node, shard), partition-major.
+    pub table: Vec<(u32, u16)>,
+}
+
+impl RingRecord {
+    /// The ring `plan` describes, at `epoch`.
+    pub fn from_plan(epoch: u64, plan: RingPlan) -> Self {
+        RingRecord {
+            epoch,
+            partitions: plan.partitions,
+            replicas: plan.replicas as u32,
+            table: plan.table,
+        }
+    }
+
+    /// How many partitions each node is the first replica of.
+    pub fn partitions_by_node(&self) -> BTreeMap<u32, u32> {
+        let mut counts = BTreeMap::new();
+        let step = (self.replicas as usize).max(1);
+        for (node, _) in self.table.iter().step_by(step) {
+            *counts.entry(*node).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// Settings every node of the cluster must agree on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterSettings {
+    /// Replicas per partition N (1 until replication).
+    pub replicas: u32,
+    /// How long a tombstone is kept before compaction may drop it (seconds).
+    pub tombstone_grace_secs: u64,
+    /// The largest clock difference between nodes the cluster tolerates (milliseconds).
+    pub max_clock_offset_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            replicas: 1,
+            tombstone_grace_secs: 7 * 24 * 3600,
+            max_clock_offset_ms: 500,
+        }
+    }
+}
+
+/// The P `leofs-adm start` chooses for `vnodes` vnodes (shards over every storage node), or
+/// for `expected_vnodes` when the operator says the cluster will grow to that many:
+/// [`PARTITIONS_PER_VNODE_MIN`] per vnode, rounded up to a power of two, within
+/// [`PARTITIONS_CHOSEN_MIN`]..=[`PARTITIONS_CHOSEN_MAX`].
+pub fn choose_partitions(vnodes: u32, expected_vnodes: Option<u32>) -> u32 {
+    let vnodes = vnodes.max(expected_vnodes.unwrap_or(0));
+    vnodes
+        .saturating_mul(PARTITIONS_PER_VNODE_MIN)
+        .checked_next_power_of_two()
+        .unwrap_or(PARTITIONS_CHOSEN_MAX)
+        .clamp(PARTITIONS_CHOSEN_MIN, PARTITIONS_CHOSEN_MAX)
+}
+
+/// The storage nodes the planner places partitions on: attached or running storage members.
+pub fn plan_nodes<'a>(members: impl Iterator<Item = &'a Member>) -> Vec<PlanNode> {
+    members
+        .filter(|m| m.storage && m.shards > 0)
+        .map(|m| PlanNode {
+            id: m.id,
+            shards: m.shards,
+            capacity_bytes: m.capacity_bytes,
+            zone: m.zone.clone(),
+        })
+        .collect()
+}
+
+/// One shard's figures in a heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardUse {
+    /// The shard.
+    pub shard: u16,
+    /// Live records (objects, chunks, parts).
+    pub live_records: u64,
+    /// Bytes of live records.
+    pub live_bytes: u64,
+    /// Bytes of dead records (compaction reclaims them).
+    pub dead_bytes: u64,
+    /// Log segments.
+    pub segments: u64,
+    /// Garbage entries waiting for collection (a queue depth).
+    pub garbage_pending: u64,
+}
+
+/// What a node tells every manager each [`HEARTBEAT_INTERVAL`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    /// [`MEMBERSHIP_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The node.
+    pub node: u32,
+    /// The epoch of the ring it routes by (0: none yet).
+    pub ring_epoch: u64,
+    /// That ring's checksum, as the manager computes it from the record.
+    pub ring_checksum: u64,
+    /// Bytes used on its data disk.
+    pub disk_used_bytes: u64,
+    /// Its data disk's size.
+    pub disk_capacity_bytes: u64,
+    /// Requests waiting in its cores' queues.
+    pub queue_depth: u64,
+    /// Per shard figures (storage nodes).
+    pub shards: Vec<ShardUse>,
+}
+
+/// The manager's answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatAnswer {
+    /// The node's state as the state machine has it (None: unknown node, register again).
+    pub state: Option<NodeState>,
+    /// The ring epoch the managers hold.
+    pub ring_epoch: u64,
+    /// The managers of the group (their `--rpc-listen` addresses): the node sends its
+    /// heartbeats to each.
+    pub managers: Vec<String>,
+}
+
+/// The last heartbeat of each node, as this manager received them.
+#[derive(Default)]
+pub struct Liveness {
+    beats: Mutex<HashMap<u32, (Instant, Heartbeat)>>,
+}
+
+impl Liveness {
+    /// Records `beat`, received now.
+    pub fn record(&self, beat: Heartbeat) {
+        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        beats.insert(beat.node, (Instant::now(), beat));
+    }
+
+    /// The last heartbeat of `node` and its age.
+    pub fn last(&self, node: u32) -> Option<(Duration, Heartbeat)> {
+        let beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        beats
+            .get(&node)
+            .map(|(at, beat)| (at.elapsed(), beat.clone()))
+    }
+}
+
+/// A change of a node's state the leader proposes from what heartbeats show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The node.
+    pub node: u32,
+    /// Its state now.
+    pub from: NodeState,
+    /// The state it moves to.
+    pub to: NodeState,
+}
+
+/// The transitions heartbeats call for: a running or restarted node silent for
+/// [`NODE_STOPPED_AFTER`] stops (unless this manager has led for less than that: it may not
+/// have heard from everyone yet); a stopped node heard from again is restarted; a restarted node
+/// that reports the current ring runs.
+pub fn transitions(
+    members: &BTreeMap<u32, Member>,
+    ring: Option<&RingRecord>,
+    ring_checksum: Option<u64>,
+    liveness: &Liveness,
+    leading_for: Duration,
+) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for member in members.values() {
+        let last = liveness.last(member.id);
+        let silent = last
+            .as_ref()
+            .is_none_or(|(age, _)| *age > NODE_STOPPED_AFTER);
+        let heard = last
+            .as_ref()
+            .is_some_and(|(age, _)| *age <= HEARTBEAT_INTERVAL * 2);
+        let to = match member.state {
+            NodeState::Running | NodeState::Restarted
+                if silent && leading_for > NODE_STOPPED_AFTER =>
+            {
+                Some(NodeState::Stopped)
+            }
+            NodeState::Stopped if heard => Some(NodeState::Restarted),
+            NodeState::Restarted if heard => {
+                let current = last.as_ref().is_some_and(|(_, beat)| {
+                    ring.is_none_or(|ring| {
+                        beat.ring_epoch == ring.epoch && Some(beat.ring_checksum) == ring_checksum
+                    })
+                });
+                current.then_some(NodeState::Running)
+            }
+            _ => None,
+        };
+        if let Some(to) = to {
+            out.push(Transition {
+                node: member.id,
+                from: member.state,
+                to,
+            });
+        }
+    }
+    out
+}
+
+/// How often the leader looks at the heartbeats.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the thread that, while this manager leads its group, turns what the heartbeats show
+/// into node state changes ([`transitions`]). It ends once the manager is dropped.
+pub fn spawn_watch(
+    manager: &std::sync::Arc<crate::Manager>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let manager = std::sync::Arc::downgrade(manager);
+    std::thread::Builder::new()
+        .name("leofs-members".into())
+        .spawn(move || {
+            let mut leading_since: Option<Instant> = None;
+            loop {
+                std::thread::sleep(WATCH_INTERVAL);
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                if !manager.is_leader() {
+                    leading_since = None;
+                    continue;
+                }
+                let since = *leading_since.get_or_insert_with(Instant::now);
+                let state = manager.snapshot();
+                let moves = transitions(
+                    &state.nodes,
+                    state.ring.as_ref(),
+                    state.ring_checksum(),
+                    manager.liveness(),
+                    since.elapsed(),
+                );
+                for Transition { node, from, to } in moves {
+                    match manager.set_node_state(node, from, to) {
+                        Ok(()) => tracing::info!(
+                            node,
+                            from = from.as_str(),
+                            to = to.as_str(),
+                            "node state changed"
+                        ),
+                        Err(e) => tracing::warn!(node, error = %e, "cannot change a node's state"),
+                    }
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u32, state: NodeState) -> Member {
+        Member {
+            id,
+            addr: format!("127.0.0.1:{}", 4000 + id),
+            storage: true,
+            gateway: false,
+            shards: 2,
+            capacity_bytes: 0,
+            zone: String::new(),
+            state,
+            registered_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn partitions_are_chosen_from_the_size() {
+        assert_eq!(choose_partitions(3, None), 1024);
+        assert_eq!(choose_partitions(6, Some(40)), 4096);
+        assert_eq!(choose_partitions(16_000, None), PARTITIONS_CHOSEN_MAX);
+        assert_eq!(choose_partitions(u32::MAX, None), PARTITIONS_CHOSEN_MAX);
+    }
+
+    #[test]
+    fn heartbeats_move_nodes_between_states() {
+        let members: BTreeMap<u32, Member> = [
+            (0, member(0, NodeState::Running)),
+            (1, member(1, NodeState::Stopped)),
+            (2, member(2, NodeState::Restarted)),
+            (3, member(3, NodeState::Suspended)),
+            (4, member(4, NodeState::Attached)),
+        ]
+        .into_iter()
+        .collect();
+        let ring = RingRecord {
+            epoch: 3,
+            partitions: 1,
+            replicas: 1,
+            table: vec![(0, 0)],
+        };
+        let liveness = Liveness::default();
+        for node in [1, 2, 3, 4] {
+            liveness.record(Heartbeat {
+                node,
+                ring_epoch: 3,
+                ring_checksum: 9,
+                ..Heartbeat::default()
+            });
+        }
+        let long = NODE_STOPPED_AFTER * 2;
+        let moves = transitions(&members, Some(&ring), Some(9), &liveness, long);
+        let got: Vec<(u32, NodeState)> = moves.iter().map(|t| (t.node, t.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, NodeState::Stopped),
+                (1, NodeState::Restarted),
+                (2, NodeState::Running)
+            ]
+        );
+        // A new leader waits before calling anyone stopped; a restarted node on another ring
+        // stays restarted.
+        let moves = transitions(&members, Some(&ring), Some(8), &liveness, Duration::ZERO);
+        let got: Vec<(u32, NodeState)> = moves.iter().map(|t| (t.node, t.to)).collect();
+        assert_eq!(got, vec![(1, NodeState::Restarted)]);
+    }
+}

@@ -1,0 +1,437 @@
+//! `leofs demo`: a cluster of separate `leofs server` processes on loopback, started with one
+//! command: managers, storage nodes (started with `leofs-adm start`'s admin call) and gateways,
+//! each with a fresh data dir under one folder and free ports. It prints the S3 endpoints, the
+//! keys and the `leofs-adm` command line, and stops everything on Ctrl-C. Every process serves
+//! `/metrics` on an admin listener of its own (its log names it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use leofs_manager::admin::wire::StartRequest;
+use leofs_manager::client::AdminClient;
+
+/// Longest wait for one process to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the storage nodes to register.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the processes to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most processes of each kind (ports and memory are the limit on one machine).
+const PROCESSES_MAX: usize = 16;
+
+/// Flags of `leofs demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Storage nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Gateways (S3 endpoints).
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+    /// Managers (1, or 3 for a group that survives one lost manager).
+    #[arg(long, default_value_t = 1)]
+    managers: usize,
+    /// Cores of each storage node.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    /// Cores of each gateway.
+    #[arg(long, default_value_t = 1)]
+    gateway_cores: usize,
+    /// Folder for the data dirs and logs; must not exist or be empty [default: a new folder
+    /// under the temporary directory].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// `engine.sync` of the storage nodes: always, batch:<ms> or none-unsafe [default: always].
+    #[arg(long, value_name = "POLICY")]
+    sync: Option<String>,
+}
+
+/// The running processes; dropping it stops them all.
+struct Processes {
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    /// Asks every process to stop (SIGTERM), waits for them, then kills what is left.
+    fn stop(&mut self) {
+        for (_, child) in &self.children {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill has no memory preconditions; `pid` is our own child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for (name, child) in &mut self.children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        eprintln!("leofs demo: {name} did not stop in time; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.children.clear();
+    }
+
+    /// The first process that exited, if any.
+    fn exited(&mut self) -> Option<String> {
+        self.children
+            .iter_mut()
+            .find_map(|(name, child)| match child.try_wait() {
+                Ok(Some(status)) => Some(format!("{name} exited ({status})")),
+                _ => None,
+            })
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One started process: its stdout lines until it said "leofs ready" come through `lines`.
+struct Started {
+    lines: mpsc::Receiver<String>,
+}
+
+impl Started {
+    /// The lines it printed up to "leofs ready".
+    fn ready(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == "leofs ready" => return Ok(seen),
+                Ok(line) => seen.push(line),
+                Err(_) => bail!("{name} did not become ready (see its log)"),
+            }
+        }
+    }
+}
+
+/// A port `count` consecutive ports from which are free on loopback now.
+fn free_ports(count: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let Some(last) = first.checked_add(count) else {
+            continue;
+        };
+        let all_free = (first..last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return Ok(first);
+        }
+    }
+    bail!("cannot find {count} free consecutive ports on 127.0.0.1")
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts `leofs server ARGS` as `name`, its stderr (and stdout after "leofs ready") in
+/// `<dir>/<name>.log`.
+fn spawn(
+    processes: &mut Processes,
+    dir: &Path,
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<Started> {
+    let exe = std::env::current_exe().context("cannot find the leofs binary")?;
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone()?);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
+    // which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // The demo's processes end with it, even when it is killed.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("{name} has no stdout"))?;
+    processes.children.push((name.to_owned(), child));
+    let (tx, lines) = mpsc::channel();
+    let mut log = log;
+    std::thread::Builder::new()
+        .name(format!("demo-{name}"))
+        .spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                let _ = tx.send(line);
+            }
+        })?;
+    Ok(Started { lines })
+}
+
+/// The value after `label` in `lines` (`Access key: AKIA…`).
+fn value_of(lines: &[String], label: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|line| line.strip_prefix(label).map(|v| v.trim().to_owned()))
+}
+
+/// Runs the demo until SIGINT/SIGTERM.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    for (what, count) in [
+        ("--nodes", args.nodes),
+        ("--gateways", args.gateways),
+        ("--managers", args.managers),
+    ] {
+        if count == 0 || count > PROCESSES_MAX {
+            bail!("{what} must be between 1 and {PROCESSES_MAX}, got {count}");
+        }
+    }
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("leofs-demo-{}", std::process::id())),
+    };
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "{} is not empty: the demo starts from fresh data dirs (give --dir a new folder)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let secret_path = dir.join("cluster.secret");
+    leofs_manager::persist::write_atomic(
+        &secret_path,
+        leofs_manager::persist::random_hex(32)?.as_bytes(),
+    )?;
+    let secret_arg = secret_path.display().to_string();
+    // SIGINT/SIGTERM are taken by sigwait below; blocked before any thread or child starts
+    // (children unblock their own: `leofs server` waits for them the same way).
+    let signals = block_stop_signals()?;
+    let mut processes = Processes {
+        children: Vec::new(),
+    };
+
+    let mut managers = Vec::new();
+    let mut credentials = None;
+    let mut admin_addr = None;
+    for i in 1..=args.managers {
+        let name = format!("manager-{i}");
+        let rpc = loopback(free_ports(1)?);
+        let admin = loopback(free_ports(1)?);
+        let mut server_args = vec![
+            "--roles".into(),
+            "manager".into(),
+            "--rpc-listen".into(),
+            rpc.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--data-dir".into(),
+            dir.join(&name).display().to_string(),
+            "--cluster-secret-file".into(),
+            secret_arg.clone(),
+            "--cores".into(),
+            "1".into(),
+        ];
+        if let Some(first) = managers.first() {
+            server_args.extend(["--join".into(), format!("{first}")]);
+        }
+        let lines = spawn(&mut processes, &dir, &name, &server_args)?.ready(&name)?;
+        if i == 1 {
+            credentials = Some((
+                value_of(&lines, "Access key:").ok_or_else(|| anyhow!("no access key printed"))?,
+                value_of(&lines, "Secret key:").ok_or_else(|| anyhow!("no secret key printed"))?,
+            ));
+            admin_addr = Some(admin);
+        }
+        managers.push(rpc);
+    }
+    let token_path = dir.join("manager-1/manager/admin.token");
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("cannot read {}", token_path.display()))?
+        .trim()
+        .to_owned();
+    let admin = admin_addr.ok_or_else(|| anyhow!("no manager was started"))?;
+    let client = AdminClient::new(admin.to_string(), token.clone());
+    for rpc in managers.iter().skip(1) {
+        client
+            .add_manager(&rpc.to_string())
+            .with_context(|| format!("cannot add the manager at {rpc}"))?;
+    }
+    let join = managers
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let cores = u16::try_from(args.cores).context("--cores")?;
+    let mut storage = Vec::new();
+    for i in 1..=args.nodes {
+        let name = format!("storage-{i}");
+        let rpc = loopback(free_ports(cores)?);
+        let mut server_args = vec![
+            "--roles".into(),
+            "storage".into(),
+            "--join".into(),
+            join.clone(),
+            "--rpc-listen".into(),
+            rpc.to_string(),
+            "--admin-listen".into(),
+            loopback(free_ports(1)?).to_string(),
+            "--data-dir".into(),
+            dir.join(&name).display().to_string(),
+            "--cluster-secret-file".into(),
+            secret_arg.clone(),
+            "--cores".into(),
+            args.cores.to_string(),
+        ];
+        if let Some(sync) = &args.sync {
+            let config = dir.join(format!("{name}.toml"));
+            std::fs::write(&config, format!("[engine]\nsync = {sync:?}\n"))?;
+            server_args.extend(["--config".into(), config.display().to_string()]);
+        }
+        storage.push((
+            name.clone(),
+            spawn(&mut processes, &dir, &name, &server_args)?,
+        ));
+    }
+    wait_attached(&client, args.nodes, &mut processes)?;
+    let ring = client
+        .start(&StartRequest::default())
+        .context("cannot start the cluster")?;
+    for (name, started) in &storage {
+        started.ready(name)?;
+    }
+    let mut endpoints = Vec::new();
+    for i in 1..=args.gateways {
+        let name = format!("gateway-{i}");
+        let listen = loopback(free_ports(1)?);
+        let server_args = vec![
+            "--roles".into(),
+            "gateway".into(),
+            "--join".into(),
+            join.clone(),
+            "--listen".into(),
+            listen.to_string(),
+            "--admin-listen".into(),
+            loopback(free_ports(1)?).to_string(),
+            "--data-dir".into(),
+            dir.join(&name).display().to_string(),
+            "--cluster-secret-file".into(),
+            secret_arg.clone(),
+            "--cores".into(),
+            args.gateway_cores.to_string(),
+        ];
+        spawn(&mut processes, &dir, &name, &server_args)?.ready(&name)?;
+        endpoints.push(format!("http://{listen}"));
+    }
+    let (access_key, secret_key) = credentials.ok_or_else(|| anyhow!("no credentials"))?;
+    let mut out = std::io::stdout().lock();
+    let lines = [
+        format!(
+            "leofs demo: {} manager(s), {} storage node(s) x {} core(s), {} gateway(s); ring epoch {}, {} partitions",
+            args.managers, args.nodes, args.cores, args.gateways, ring.epoch, ring.partitions
+        ),
+        format!("Data and logs: {}", dir.display()),
+        format!("S3 endpoints: {}", endpoints.join(" ")),
+        format!("Access key: {access_key}"),
+        format!("Secret key: {secret_key}"),
+        "Region: us-east-1".to_owned(),
+        format!("Admin: leofs-adm --admin {admin} --token {token} status"),
+        "leofs demo ready (Ctrl-C stops every process)".to_owned(),
+    ];
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    drop(out);
+    wait_for_stop(&signals, &mut processes);
+    eprintln!("leofs demo: stopping");
+    processes.stop();
+    Ok(())
+}
+
+/// Waits until `nodes` storage nodes are attached.
+fn wait_attached(
+    client: &AdminClient,
+    nodes: usize,
+    processes: &mut Processes,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    loop {
+        if let Some(exited) = processes.exited() {
+            bail!("{exited} (see its log)");
+        }
+        let attached = client
+            .cluster()
+            .map(|c| c.nodes.iter().filter(|n| n.member.storage).count())
+            .unwrap_or(0);
+        if attached >= nodes {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("only {attached} of {nodes} storage nodes registered within {ATTACH_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; pthread_sigmask
+    // only changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc).into());
+        }
+        Ok(set)
+    }
+}
+
+/// Returns on SIGINT/SIGTERM, or when a process of the demo exits on its own.
+fn wait_for_stop(signals: &libc::sigset_t, processes: &mut Processes) {
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    loop {
+        // SAFETY: `signals` is an initialised set; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &timeout) };
+        if signal == libc::SIGINT || signal == libc::SIGTERM {
+            return;
+        }
+        if let Some(exited) = processes.exited() {
+            eprintln!("leofs demo: {exited}; stopping the others");
+            return;
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The node's side of the cluster's membership: its name and id in its data dir, its
+//! registration, the heartbeats it sends every manager, and the thread that makes the cores
+//! route by the ring the managers hold.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use leofs_gateway::cluster::{ManagerPeers, installed_ring, send_heartbeat};
+use leofs_manager::cluster::{
+    HEARTBEAT_INTERVAL, Heartbeat, MEMBERSHIP_FORMAT_VERSION, Member, Registration, ShardUse,
+};
+use leofs_manager::{Manager, ManagerError};
+use leofs_shard::remote::blocking::BlockingPeer;
+use leofs_shard::{NodeStats, RingInstaller, ShardError};
+use leofs_wire::{ClusterAuth, WireError};
+
+/// File of a node's name (when it has no `--rpc-listen` address to be known by).
+const NODE_NAME_FILE: &str = "node.name";
+/// File of the node id the cluster gave this node.
+const NODE_ID_FILE: &str = "node.id";
+/// Longest a starting node keeps trying to reach a manager.
+pub const MANAGER_WAIT: Duration = Duration::from_secs(60);
+/// Pause between attempts to reach the managers at start.
+const MANAGER_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How often the ring follower compares the managers' ring with the cores'.
+const RING_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// Bound on each step of a heartbeat to one manager (a dead manager must not hold up the
+/// others' beats for long).
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How a node registers and beats: through its own manager, or to the managers it joined.
+pub enum Registry {
+    /// This node has the manager role.
+    Local(Arc<Manager>),
+    /// This node joined the managers at these addresses.
+    Remote(ManagerPeers),
+}
+
+impl Registry {
+    /// Registers this node, trying the managers until one answers (within [`MANAGER_WAIT`]);
+    /// a conflict with the cluster stops the node with the managers' reason.
+    pub fn register(&mut self, registration: &Registration) -> anyhow::Result<Member> {
+        if let Registry::Local(manager) = self
+            && let Some(known) = manager.snapshot().node_at(&registration.addr)
+            && registration.known_id == Some(known.id)
+            && known.shards == registration.shards
+            && known.storage == registration.storage
+            && known.gateway == registration.gateway
+        {
+            // A restart of a node its own manager knows as it is: nothing to write (the group
+            // may not have heard from this manager yet).
+            return Ok(known.clone());
+        }
+        let deadline = Instant::now() + MANAGER_WAIT;
+        loop {
+            let attempt = match self {
+                Registry::Local(manager) => match manager.register_node(registration.clone()) {
+                    Ok(member) => Ok(member),
+                    Err(e @ (ManagerError::NodeConflict(_) | ManagerError::NoSuchNode(_))) => {
+                        bail!("the cluster refused this node: {e}")
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Registry::Remote(managers) => match managers.register(registration) {
+                    Ok(Ok(member)) => Ok(member),
+                    Ok(Err(refusal)) if refusal.conflict => {
+                        bail!("the cluster refused this node: {}", refusal.message)
+                    }
+                    Ok(Err(refusal)) => Err(refusal.message),
+                    Err(e) => {
+                        refuse_if_not_of_the_cluster(&e)?;
+                        Err(e.to_string())
+                    }
+                },
+            };
+            match attempt {
+                Ok(member) => return Ok(member),
+                Err(why) if Instant::now() >= deadline => {
+                    bail!("no manager registered this node within {MANAGER_WAIT:?}: {why}")
+                }
+                Err(why) => {
+                    tracing::info!(%why, "registering with the managers; trying again");
+                    std::thread::sleep(MANAGER_RETRY_PAUSE);
+                }
+            }
+        }
+    }
+}
+
+/// A failed handshake with a manager does not heal by waiting: this node's cluster secret
+/// (or cluster id) is not the managers'.
+pub fn refuse_if_not_of_the_cluster(e: &ShardError) -> anyhow::Result<()> {
+    if let ShardError::Wire(WireError::Handshake(why)) = e {
+        bail!(
+            "the managers refused this node's handshake ({why}): it has another cluster secret or \
+             belongs to another cluster"
+        );
+    }
+    Ok(())
+}
+
+/// The name a node registers under: its `--rpc-listen` address, else a name drawn once and
+/// kept in its data dir.
+pub fn node_name(data_dir: &Path, rpc_listen: Option<SocketAddr>) -> anyhow::Result<String> {
+    if let Some(listen) = rpc_listen {
+        return Ok(listen.to_string());
+    }
+    let path = data_dir.join(NODE_NAME_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let name = text.trim();
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+    }
+    let name = format!("node-{}", leofs_manager::persist::random_hex(6)?);
+    leofs_manager::persist::write_atomic(&path, name.as_bytes())
+        .with_context(|| format!("cannot keep the node name in {}", path.display()))?;
+    Ok(name)
+}
+
+/// The node id this data dir was given, if it registered before.
+pub fn known_node_id(data_dir: &Path) -> anyhow::Result<Option<u32>> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{} does not hold a node id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Keeps the node id the cluster gave this node.
+pub fn store_node_id(data_dir: &Path, id: u32) -> anyhow::Result<()> {
+    let path = data_dir.join(NODE_ID_FILE);
+    leofs_manager::persist::write_atomic(&path, id.to_string().as_bytes())
+        .with_context(|| format!("cannot keep the node id in {}", path.display()))
+}
+
+/// `(used, size)` of the file system holding `dir`, in bytes.
+pub fn disk_use(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data, valid when zeroed; `path` is a valid NUL-terminated
+    // string and `stat` a valid, writable statvfs for the duration of the call.
+    let stat = unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
+            return None;
+        }
+        stat
+    };
+    let block = stat.f_frsize as u64;
+    let size = stat.f_blocks as u64 * block;
+    let free = stat.f_bfree as u64 * block;
+    Some((size.saturating_sub(free), size))
+}
+
+/// Starts the thread that keeps the cores routing by the ring in `catalog` (the manager's
+/// own state, or this node's copy of it) and its nodes' states.
+pub fn spawn_ring_follower(
+    catalog: Arc<Manager>,
+    installer: RingInstaller,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let catalog = Arc::downgrade(&catalog);
+    std::thread::Builder::new()
+        .name("leofs-ring".into())
+        .spawn(move || {
+            let mut last_error = String::new();
+            loop {
+                std::thread::sleep(RING_FOLLOW_INTERVAL);
+                let Some(catalog) = catalog.upgrade() else {
+                    return;
+                };
+                let wanted = match installed_ring(&catalog.snapshot()) {
+                    Ok(Some(wanted)) => wanted,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        if e != last_error {
+                            tracing::error!(error = %e, "cannot route by the managers' ring");
+                            last_error = e;
+                        }
+                        continue;
+                    }
+                };
+                let current = installer.installed();
+                let same = current.ring.epoch() == wanted.ring.epoch()
+                    && current.ring.checksum() == wanted.ring.checksum()
+                    && current.nodes == wanted.nodes
+                    && current.unavailable == wanted.unavailable;
+                if !same {
+                    tracing::info!(
+                        epoch = wanted.ring.epoch(),
+                        checksum = format!("{:016x}", wanted.ring.checksum()),
+                        "routing by the managers' ring"
+                    );
+                    installer.install(wanted);
+                }
+            }
+        })
+}
+
+/// What the heartbeat thread needs.
+pub struct Beater {
+    /// What this node registers as.
+    pub registration: Registration,
+    /// Its record, when it registered before it started; else the thread registers it first
+    /// (through `registry`).
+    pub member: Option<Member>,
+    /// Where a deferred registration goes.
+    pub registry: Registry,
+    /// Its data dir (for the disk's use).
+    pub data_dir: std::path::PathBuf,
+    /// Its cores' figures.
+    pub stats: NodeStats,
+    /// The ring it routes by.
+    pub installer: RingInstaller,
+    /// Its own manager, if it has the manager role.
+    pub local: Option<Arc<Manager>>,
+    /// The managers it joined (their heartbeat answers name the others).
+    pub joined: Vec<SocketAddr>,
+    /// Its own `--rpc-listen` (never beaten to over the wire).
+    pub own_addr: Option<SocketAddr>,
+    /// How to reach the managers.
+    pub auth: Option<ClusterAuth>,
+}
+
+impl Beater {
+    /// Starts the thread that sends a heartbeat to every manager each [`HEARTBEAT_INTERVAL`].
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("leofs-heartbeat".into())
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let node = match self.member.take() {
+            Some(member) => member.id,
+            None => match self.registry.register(&self.registration) {
+                Ok(member) => {
+                    if let Err(e) = store_node_id(&self.data_dir, member.id) {
+                        tracing::error!(error = %e, "cannot keep the node id");
+                    }
+                    tracing::info!(node = member.id, "registered with the managers");
+                    member.id
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "this node could not register: it serves, but is not a member of the cluster");
+                    return;
+                }
+            },
+        };
+        let mut managers: BTreeMap<SocketAddr, BlockingPeer> = BTreeMap::new();
+        let add = |managers: &mut BTreeMap<SocketAddr, BlockingPeer>, addr: SocketAddr| {
+            if Some(addr) != self.own_addr
+                && let Some(auth) = &self.auth
+            {
+                managers
+                    .entry(addr)
+                    .or_insert_with(|| BlockingPeer::new(addr, auth.clone(), HEARTBEAT_TIMEOUT));
+            }
+        };
+        for addr in &self.joined {
+            add(&mut managers, *addr);
+        }
+        let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+        loop {
+            let started = Instant::now();
+            if self
+                .local
+                .as_ref()
+                .is_some_and(|m| Arc::strong_count(m) <= 1)
+            {
+                return;
+            }
+            let beat = self.beat(node);
+            let mut named = Vec::new();
+            if let Some(local) = &self.local {
+                named.extend(local.heartbeat(beat.clone()).managers);
+            }
+            for (addr, peer) in managers.iter_mut() {
+                match send_heartbeat(peer, &beat) {
+                    Ok(answer) => {
+                        if failing.remove(addr) == Some(true) {
+                            tracing::info!(manager = %addr, "heartbeats reach the manager again");
+                        }
+                        named.extend(answer.managers);
+                    }
+                    Err(e) => {
+                        if !failing.insert(*addr, true).unwrap_or(false) {
+                            tracing::warn!(manager = %addr, error = %e, "a heartbeat did not reach a manager");
+                        }
+                    }
+                }
+            }
+            for addr in named.iter().filter_map(|a| a.parse::<SocketAddr>().ok()) {
+                add(&mut managers, addr);
+            }
+            std::thread::sleep(HEARTBEAT_INTERVAL.saturating_sub(started.elapsed()));
+        }
+    }
+
+    fn beat(&self, node: u32) -> Heartbeat {
+        let installed = self.installer.installed();
+        let (disk_used_bytes, disk_capacity_bytes) = disk_use(&self.data_dir).unwrap_or((0, 0));
+        let shards: Vec<ShardUse> = self
+            .stats
+            .core_stats()
+            .into_iter()
+            .map(|s| ShardUse {
+                shard: u16::try_from(s.core).unwrap_or(u16::MAX),
+                live_records: s.engine.live_records,
+                live_bytes: s.engine.live_bytes,
+                dead_bytes: s.engine.dead_bytes,
+                segments: s.engine.segments,
+                garbage_pending: s.gc.entries_pending,
+            })
+            .collect();
+        Heartbeat {
+            format_version: MEMBERSHIP_FORMAT_VERSION,
+            node,
+            ring_epoch: installed.ring.epoch(),
+            ring_checksum: installed.ring.checksum(),
+            disk_used_bytes,
+            disk_capacity_bytes,
+            queue_depth: shards.iter().map(|s| s.garbage_pending).sum(),
+            shards,
+        }
+    }
+}
