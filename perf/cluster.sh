@@ -2,16 +2,18 @@
 # A leofs cluster against a Garage cluster in one window (issue 12): `leofs demo --nodes 3`
 # (one manager, three storage nodes, one gateway; every process its own) and Garage's 3-node
 # cluster (REPLICATION=1, fsync on, no compression), both on loopback; compare.sh runs the same
-# leofs-bench workloads against each one's first S3 endpoint, alternating runs. Then, unless
-# SINGLE=0, the single-node leofs (compare.sh starts it) against the same running leofs cluster,
-# for the 1-node -> 3-node overhead on this machine; and the CPU each side's processes spend per
-# request (all their processes together, from /proc/PID/stat over a measured run).
+# leofs-bench workloads against each one's first S3 endpoint, alternating runs ("garage"); the
+# CPU each side's processes spend per request (all their processes together, from
+# /proc/PID/stat over a measured run: "cpu"); and the single-node leofs (compare.sh starts it)
+# against the same running leofs cluster, for the 1-node -> 3-node overhead on this machine
+# ("single").
 #
 # Usage: perf/cluster.sh [OUT_DIR]        (default: /work/tmp/leofs-cluster/<timestamp>)
 # Knobs: LEOFS_BIN (default target/release/leofs), WORKLOADS (default "put-4k get-4k put-1m
 # get-1m list-10k"), ROUNDS (default 2), DURATION (default 5s), WARMUP (1s), NODE_CORES (cores
 # of each storage node, default 1), GATEWAY_CORES (default 2), LEOFS_ARGS for the single node
-# (default "--pin-cores false --cores 2"), DATA_ROOT (default /work/tmp), SINGLE (default 1).
+# (default "--pin-cores false --cores 2"), DATA_ROOT (default /work/tmp), PARTS (default
+# "garage cpu single"; 1 MiB PUTs fill about 10 GB per part: run them apart on a small disk).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -22,7 +24,8 @@ BENCH_BIN="${BENCH_BIN:-$ROOT/target/release/leofs-bench}"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
 NODE_CORES="${NODE_CORES:-1}"
 GATEWAY_CORES="${GATEWAY_CORES:-2}"
-SINGLE="${SINGLE:-1}"
+PARTS="${PARTS:-garage cpu single}"
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 export WORKLOADS="${WORKLOADS:-put-4k get-4k put-1m get-1m list-10k}"
 export ROUNDS="${ROUNDS:-2}" DURATION="${DURATION:-5s}" WARMUP="${WARMUP:-1s}"
 export LEOFS_ARGS="${LEOFS_ARGS:---pin-cores false --cores 2}"
@@ -57,6 +60,7 @@ LEOFS_ACCESS_KEY="$(sed -n 's/^Access key: //p' "$OUT/demo.out")"
 LEOFS_SECRET_KEY="$(sed -n 's/^Secret key: //p' "$OUT/demo.out")"
 log "leofs cluster at $LEOFS_ENDPOINT"
 
+if part garage || part cpu; then
 log "starting Garage's 3-node cluster (REPLICATION=1 FSYNC=1 COMPRESSION=none)"
 peer_env="$(REPLICATION=1 FSYNC=1 COMPRESSION=none /work/shared/peers/garage/start-cluster.sh 3 "$DIR/garage")"
 PEER_ENDPOINT="$(sed -n 's/^ENDPOINT=//p' <<<"$peer_env")"
@@ -68,7 +72,10 @@ PEER_REGION="$(sed -n 's/^REGION=//p' <<<"$peer_env")"
 PEER_BUCKET="$(sed -n 's/^BUCKET=//p' <<<"$peer_env")"
 log "Garage cluster at $PEER_ENDPOINT (pids $PEER_PIDS)"
 
-"$HERE/compare.sh" "$OUT/vs-garage" | tee "$OUT/vs-garage.txt"
+fi
+if part garage; then
+  "$HERE/compare.sh" "$OUT/vs-garage" | tee "$OUT/vs-garage.txt"
+fi
 
 # CPU per request of each side (every process of the side), one workload at a time.
 cpu_ticks() { # total utime+stime ticks of the given pids
@@ -79,6 +86,7 @@ cpu_ticks() { # total utime+stime ticks of the given pids
   done
   echo "$total"
 }
+if part cpu; then
 LEOFS_PIDS="$(pgrep -f -- "--data-dir $DIR/leofs/" | tr '\n' ' ')"
 hz="$(getconf CLK_TCK)"
 {
@@ -125,8 +133,9 @@ PY
   done
 done
 cat "$OUT/cpu.md"
+fi
 
-if [[ "$SINGLE" == 1 ]]; then
+if part single; then
   log "single-node leofs (compare.sh's leofs) against the leofs cluster (as its peer)"
   PEER_ENDPOINT="$LEOFS_ENDPOINT" PEER_ACCESS_KEY="$LEOFS_ACCESS_KEY" \
     PEER_SECRET_KEY="$LEOFS_SECRET_KEY" PEER_REGION=us-east-1 PEER_BUCKET=single-vs-cluster \

@@ -195,6 +195,32 @@ fn spawn(
     Ok(Started { lines })
 }
 
+/// The arguments of a node that joins the managers at `join` with `roles`: its data dir under
+/// `dir`, the secret, its cores, and an admin listener of its own for `/metrics`.
+fn joined_args(
+    name: &str,
+    roles: &str,
+    join: &str,
+    dir: &Path,
+    secret: &str,
+    cores: usize,
+) -> anyhow::Result<Vec<String>> {
+    Ok(vec![
+        "--roles".into(),
+        roles.into(),
+        "--join".into(),
+        join.into(),
+        "--admin-listen".into(),
+        loopback(free_ports(1)?).to_string(),
+        "--data-dir".into(),
+        dir.join(name).display().to_string(),
+        "--cluster-secret-file".into(),
+        secret.into(),
+        "--cores".into(),
+        cores.to_string(),
+    ])
+}
+
 /// The value after `label` in `lines` (`Access key: AKIA…`).
 fn value_of(lines: &[String], label: &str) -> Option<String> {
     lines
@@ -233,7 +259,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let secret_arg = secret_path.display().to_string();
     // SIGINT/SIGTERM are taken by sigwait below; blocked before any thread or child starts
     // (children unblock their own: `leofs server` waits for them the same way).
-    let signals = block_stop_signals()?;
+    let signals = leofs_shard::block_shutdown_signals()?;
     let mut processes = Processes {
         children: Vec::new(),
     };
@@ -294,22 +320,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for i in 1..=args.nodes {
         let name = format!("storage-{i}");
         let rpc = loopback(free_ports(cores)?);
-        let mut server_args = vec![
-            "--roles".into(),
-            "storage".into(),
-            "--join".into(),
-            join.clone(),
-            "--rpc-listen".into(),
-            rpc.to_string(),
-            "--admin-listen".into(),
-            loopback(free_ports(1)?).to_string(),
-            "--data-dir".into(),
-            dir.join(&name).display().to_string(),
-            "--cluster-secret-file".into(),
-            secret_arg.clone(),
-            "--cores".into(),
-            args.cores.to_string(),
-        ];
+        let mut server_args = joined_args(&name, "storage", &join, &dir, &secret_arg, args.cores)?;
+        server_args.extend(["--rpc-listen".into(), rpc.to_string()]);
         if let Some(sync) = &args.sync {
             let config = dir.join(format!("{name}.toml"));
             std::fs::write(&config, format!("[engine]\nsync = {sync:?}\n"))?;
@@ -331,22 +343,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for i in 1..=args.gateways {
         let name = format!("gateway-{i}");
         let listen = loopback(free_ports(1)?);
-        let server_args = vec![
-            "--roles".into(),
-            "gateway".into(),
-            "--join".into(),
-            join.clone(),
-            "--listen".into(),
-            listen.to_string(),
-            "--admin-listen".into(),
-            loopback(free_ports(1)?).to_string(),
-            "--data-dir".into(),
-            dir.join(&name).display().to_string(),
-            "--cluster-secret-file".into(),
-            secret_arg.clone(),
-            "--cores".into(),
-            args.gateway_cores.to_string(),
-        ];
+        let mut server_args = joined_args(
+            &name,
+            "gateway",
+            &join,
+            &dir,
+            &secret_arg,
+            args.gateway_cores,
+        )?;
+        server_args.extend(["--listen".into(), listen.to_string()]);
         spawn(&mut processes, &dir, &name, &server_args)?.ready(&name)?;
         endpoints.push(format!("http://{listen}"));
     }
@@ -398,22 +403,6 @@ fn wait_attached(
             bail!("only {attached} of {nodes} storage nodes registered within {ATTACH_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; pthread_sigmask
-    // only changes the calling thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc).into());
-        }
-        Ok(set)
     }
 }
 

@@ -860,6 +860,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         other => anyhow!(other),
     })?;
     let _ring_follower = membership::spawn_ring_follower(manager.clone(), node.ring_installer())?;
+    let (catalog_changed, beat_now) = std::sync::mpsc::sync_channel(1);
     if let Some(registration) = registration {
         membership::Beater {
             registration,
@@ -869,20 +870,27 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             stats: node.stats_handle(),
             installer: node.ring_installer(),
             local: roles.manager.then(|| manager.clone()),
+            catalog: manager.clone(),
             joined: config.join.clone(),
             own_addr: config.rpc_listen,
             auth: auth.clone(),
+            beat_now: Some(beat_now),
         }
         .spawn()?;
     }
     if roles.manager {
         leofs_manager::cluster::spawn_watch(&manager)?;
+        if let Some(member) = &member {
+            manager.set_local_member(member.id);
+        }
+        let stats = node.stats_handle();
+        manager.set_emptiness_check(Box::new(move |bucket| bucket_is_empty(&stats, bucket)));
     }
     // Ends with the last writer (the cores' contexts), when the node has stopped.
     let _catalog_thread = match (registry, copy_source) {
-        (Registry::Remote(managers), Some(version)) => {
-            catalog_changes.spawn_with(CatalogCopy::new(managers, manager.clone(), version))?
-        }
+        (Registry::Remote(managers), Some(version)) => catalog_changes.spawn_with(
+            CatalogCopy::new(managers, manager.clone(), version, Some(catalog_changed)),
+        )?,
         _ => catalog_changes.spawn(manager.clone())?,
     };
     let bound = node.bound_addrs();
@@ -965,6 +973,18 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     result?;
     tracing::info!("leofs stopped");
     Ok(())
+}
+
+/// Whether `bucket` holds no object and no multipart upload, over every node of the ring
+/// (blocking; asked through core 0). None: the storage nodes could not be asked.
+fn bucket_is_empty(stats: &NodeStats, bucket: &leofs_manager::Bucket) -> Option<bool> {
+    let bucket = leofs_gateway::layout::bucket_id(bucket);
+    for prefix in leofs_gateway::layout::bucket_content_prefixes(&bucket) {
+        if !stats.scan_all(prefix, 1).ok()?.is_empty() {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// `a,b,c`.
@@ -1137,12 +1157,6 @@ impl NodeStatusSource for StatusSource {
     }
 
     fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {
-        let bucket = leofs_gateway::layout::bucket_id(bucket);
-        for prefix in leofs_gateway::layout::bucket_content_prefixes(&bucket) {
-            if !self.stats.scan_all(prefix, 1).ok()?.is_empty() {
-                return Some(false);
-            }
-        }
-        Some(true)
+        bucket_is_empty(&self.stats, bucket)
     }
 }

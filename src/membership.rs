@@ -223,12 +223,16 @@ pub struct Beater {
     pub installer: RingInstaller,
     /// Its own manager, if it has the manager role.
     pub local: Option<Arc<Manager>>,
+    /// Its catalog (the manager's own state, or its copy): its revision goes in every beat.
+    pub catalog: Arc<Manager>,
     /// The managers it joined (their heartbeat answers name the others).
     pub joined: Vec<SocketAddr>,
     /// Its own `--rpc-listen` (never beaten to over the wire).
     pub own_addr: Option<SocketAddr>,
     /// How to reach the managers.
     pub auth: Option<ClusterAuth>,
+    /// A beat is sent at once when this is poked (the catalog copy changed).
+    pub beat_now: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Beater {
@@ -246,6 +250,9 @@ impl Beater {
                 Ok(member) => {
                     if let Err(e) = store_node_id(&self.data_dir, member.id) {
                         tracing::error!(error = %e, "cannot keep the node id");
+                    }
+                    if let Some(local) = &self.local {
+                        local.set_local_member(member.id);
                     }
                     tracing::info!(node = member.id, "registered with the managers");
                     member.id
@@ -302,7 +309,13 @@ impl Beater {
             for addr in named.iter().filter_map(|a| a.parse::<SocketAddr>().ok()) {
                 add(&mut managers, addr);
             }
-            std::thread::sleep(HEARTBEAT_INTERVAL.saturating_sub(started.elapsed()));
+            let pause = HEARTBEAT_INTERVAL.saturating_sub(started.elapsed());
+            match &self.beat_now {
+                Some(poked) => {
+                    let _ = poked.recv_timeout(pause);
+                }
+                None => std::thread::sleep(pause),
+            }
         }
     }
 
@@ -330,6 +343,7 @@ impl Beater {
             disk_used_bytes,
             disk_capacity_bytes,
             queue_depth: shards.iter().map(|s| s.garbage_pending).sum(),
+            catalog_revision: self.catalog.snapshot().revision,
             shards,
         }
     }

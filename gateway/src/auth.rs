@@ -83,6 +83,12 @@ pub fn authorize(
             Err(denied())
         };
     };
+    if b.deleting && class == OpClass::Write {
+        return Err(S3Error::with_message(
+            S3ErrorCode::OperationAborted,
+            "The bucket is being deleted; writes into it are refused.",
+        ));
+    }
     if let Some(user) = user
         && (b.owner == user || state.user(user).is_some_and(|u| u.is_admin))
     {
@@ -278,6 +284,7 @@ mod tests {
                 acl,
                 created_unix_ms: 0,
                 incarnation: 1,
+                deleting: false,
             },
         );
         s

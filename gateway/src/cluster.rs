@@ -78,6 +78,7 @@ fn refusal(e: &ManagerError) -> CatalogRefusal {
         ManagerError::BucketAlreadyExists(_) => CatalogRefusalKind::BucketAlreadyExists,
         ManagerError::BucketAlreadyOwnedByYou(_) => CatalogRefusalKind::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => CatalogRefusalKind::NoSuchBucket,
+        ManagerError::BucketNotEmpty(_) => CatalogRefusalKind::BucketNotEmpty,
         ManagerError::Busy { .. } => CatalogRefusalKind::Busy,
         ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
             CatalogRefusalKind::Unavailable
@@ -102,6 +103,7 @@ fn manager_error(refusal: CatalogRefusal, name: &str) -> ManagerError {
             ManagerError::BucketAlreadyOwnedByYou(name.into())
         }
         CatalogRefusalKind::NoSuchBucket => ManagerError::NoSuchBucket(name.into()),
+        CatalogRefusalKind::BucketNotEmpty => ManagerError::BucketNotEmpty(name.into()),
         CatalogRefusalKind::Busy => ManagerError::Busy {
             queued_max: leofs_manager::catalog::CATALOG_CHANGES_QUEUED_MAX,
         },
@@ -136,6 +138,9 @@ impl NodeServices for ManagerServices {
                 CatalogChange::CreateBucket { name, owner, acl } => {
                     let acl = parse_acl(&acl)?;
                     catalog.create_bucket(&name, &owner, acl).await.map(drop)
+                }
+                CatalogChange::MarkBucketDeleting { name, incarnation } => {
+                    catalog.mark_bucket_deleting(&name, incarnation).await
                 }
                 CatalogChange::DeleteBucket { name, incarnation } => {
                     catalog.delete_bucket(&name, incarnation).await
@@ -355,15 +360,25 @@ pub struct CatalogCopy {
     managers: ManagerPeers,
     copy: Arc<Manager>,
     version: u64,
+    /// Poked whenever a newer catalog is installed: the node's heartbeat then reports it at
+    /// once (a bucket deletion waits for every gateway to report its mark).
+    changed: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl CatalogCopy {
-    /// A copy at `version` (from [`fetch_catalog`]), refreshed through `managers`.
-    pub fn new(managers: ManagerPeers, copy: Arc<Manager>, version: u64) -> Self {
+    /// A copy at `version` (from [`fetch_catalog`]), refreshed through `managers`; `changed`
+    /// is poked after each newer catalog installed.
+    pub fn new(
+        managers: ManagerPeers,
+        copy: Arc<Manager>,
+        version: u64,
+        changed: Option<std::sync::mpsc::SyncSender<()>>,
+    ) -> Self {
         Self {
             managers,
             copy,
             version,
+            changed,
         }
     }
 
@@ -377,6 +392,10 @@ impl CatalogCopy {
         if let Some(bytes) = snapshot.bytes {
             self.copy.install(Manager::decode_snapshot(&bytes)?)?;
             self.version = snapshot.version;
+            if let Some(changed) = &self.changed {
+                // Full: a beat is due anyway.
+                let _ = changed.try_send(());
+            }
         }
         Ok(())
     }
@@ -414,6 +433,14 @@ impl CatalogApplier for CatalogCopy {
                 "bucket {name} was created, but this node's copy of the catalog is not refreshed yet"
             ))
         })
+    }
+
+    fn mark_bucket_deleting(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        let change = CatalogChange::MarkBucketDeleting {
+            name: name.to_owned(),
+            incarnation,
+        };
+        self.forward(change, name)
     }
 
     fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {

@@ -86,6 +86,7 @@ fn manager_error(e: ManagerError) -> S3Error {
         ManagerError::BucketAlreadyExists(_) => S3ErrorCode::BucketAlreadyExists,
         ManagerError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         ManagerError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        ManagerError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         ManagerError::Busy { .. } => S3ErrorCode::SlowDown,
         ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
             S3ErrorCode::ServiceUnavailable

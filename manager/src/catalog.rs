@@ -33,6 +33,8 @@ pub trait CatalogApplier: Send + 'static {
         owner: &str,
         acl: BucketAcl,
     ) -> Result<Bucket, ManagerError>;
+    /// See [`Manager::mark_bucket_deleting`].
+    fn mark_bucket_deleting(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError>;
     /// See [`Manager::delete_bucket`].
     fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError>;
     /// See [`Manager::set_bucket_acl`].
@@ -55,6 +57,10 @@ impl CatalogApplier for Arc<Manager> {
         Manager::create_bucket(self, name, owner, acl)
     }
 
+    fn mark_bucket_deleting(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        Manager::mark_bucket_deleting(self, name, incarnation)
+    }
+
     fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
         Manager::delete_bucket(self, name, incarnation)
     }
@@ -71,6 +77,11 @@ enum Change {
         owner: String,
         acl: BucketAcl,
         reply: oneshot::Sender<Result<Bucket, ManagerError>>,
+    },
+    MarkBucketDeleting {
+        name: String,
+        incarnation: u64,
+        reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     DeleteBucket {
         name: String,
@@ -151,7 +162,22 @@ impl CatalogWriter {
         .await
     }
 
-    /// Removes the record of bucket `name` at `incarnation` (see [`Manager::delete_bucket`]).
+    /// Marks bucket `name` at `incarnation` as being deleted (see
+    /// [`Manager::mark_bucket_deleting`]).
+    pub async fn mark_bucket_deleting(
+        &self,
+        name: &str,
+        incarnation: u64,
+    ) -> Result<(), ManagerError> {
+        self.ask(|reply| Change::MarkBucketDeleting {
+            name: name.to_owned(),
+            incarnation,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes bucket `name` at `incarnation` (see [`Manager::delete_bucket`]).
     pub async fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
         self.ask(|reply| Change::DeleteBucket {
             name: name.to_owned(),
@@ -261,6 +287,13 @@ fn apply(manager: &mut impl CatalogApplier, change: Change) {
             reply,
         } => {
             let _ = reply.send(manager.create_bucket(&name, &owner, acl));
+        }
+        Change::MarkBucketDeleting {
+            name,
+            incarnation,
+            reply,
+        } => {
+            let _ = reply.send(manager.mark_bucket_deleting(&name, incarnation));
         }
         Change::DeleteBucket {
             name,

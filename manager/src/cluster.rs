@@ -238,6 +238,10 @@ pub struct Heartbeat {
     pub disk_capacity_bytes: u64,
     /// Requests waiting in its cores' queues.
     pub queue_depth: u64,
+    /// The revision of its catalog ([`crate::ManagerState::revision`]): which changes it
+    /// has seen.
+    #[serde(default)]
+    pub catalog_revision: u64,
     /// Per shard figures (storage nodes).
     pub shards: Vec<ShardUse>,
 }

@@ -27,6 +27,20 @@ pub enum Command {
         /// The incarnation that was checked empty.
         incarnation: u64,
     },
+    /// Marks bucket `name` at `incarnation` as being deleted (writes into it are refused).
+    MarkBucketDeleting {
+        /// Bucket name.
+        name: String,
+        /// The incarnation to delete.
+        incarnation: u64,
+    },
+    /// Takes the mark away (the bucket was found not empty, or the deletion gave up).
+    UnmarkBucketDeleting {
+        /// Bucket name.
+        name: String,
+        /// The incarnation that was marked.
+        incarnation: u64,
+    },
     /// Replaces a bucket's canned ACL.
     SetBucketAcl {
         /// Bucket name.
@@ -178,6 +192,16 @@ impl Command {
                 }
                 _ => Err(Refusal::NoSuchBucket(name.clone())),
             },
+            Command::MarkBucketDeleting { name, incarnation }
+            | Command::UnmarkBucketDeleting { name, incarnation } => {
+                match state.buckets.get_mut(name) {
+                    Some(bucket) if bucket.incarnation == *incarnation => {
+                        bucket.deleting = matches!(self, Command::MarkBucketDeleting { .. });
+                        Ok(())
+                    }
+                    _ => Err(Refusal::NoSuchBucket(name.clone())),
+                }
+            }
             Command::SetBucketAcl { name, acl } => match state.buckets.get_mut(name) {
                 Some(bucket) => {
                     bucket.acl = *acl;
@@ -373,6 +397,7 @@ mod tests {
             acl: BucketAcl::Private,
             created_unix_ms: 2,
             incarnation,
+            deleting: false,
         }
     }
 
@@ -433,6 +458,21 @@ mod tests {
         };
         assert_eq!(acl.apply(&mut state), Ok(()));
         assert_eq!(state.bucket("b1").unwrap().acl, BucketAcl::PublicRead);
+        let mark = Command::MarkBucketDeleting {
+            name: "b1".into(),
+            incarnation: 7,
+        };
+        assert_eq!(mark.apply(&mut state), Ok(()));
+        assert!(state.bucket("b1").unwrap().deleting);
+        let unmark_other = Command::UnmarkBucketDeleting {
+            name: "b1".into(),
+            incarnation: 6,
+        };
+        assert_eq!(
+            unmark_other.apply(&mut state),
+            Err(Refusal::NoSuchBucket("b1".into()))
+        );
+        assert!(state.bucket("b1").unwrap().deleting);
         let delete = Command::DeleteBucket {
             name: "b1".into(),
             incarnation: 7,

@@ -23,6 +23,9 @@ pub enum ManagerError {
     /// No bucket of that name.
     #[error("no such bucket {0}")]
     NoSuchBucket(String),
+    /// The bucket to delete holds objects or multipart uploads.
+    #[error("bucket {0} is not empty")]
+    BucketNotEmpty(String),
     /// A user of that id already exists.
     #[error("user {0} already exists")]
     UserExists(String),

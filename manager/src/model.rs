@@ -54,6 +54,10 @@ pub struct Bucket {
     /// old bucket's objects. 0 for buckets created before incarnations existed.
     #[serde(default)]
     pub incarnation: u64,
+    /// Being deleted (the first phase of DeleteBucket): gateways refuse writes into it, so
+    /// that once every gateway has seen the mark, the bucket checked empty stays empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// A user: owns buckets and access keys.
@@ -112,6 +116,10 @@ pub struct ManagerState {
     /// Settings every node must agree on.
     #[serde(default)]
     pub settings: ClusterSettings,
+    /// The index of the last Raft log entry applied: a node reports its copy's in every
+    /// heartbeat, so the managers know which nodes have seen a change.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl ManagerState {

@@ -17,7 +17,7 @@
 //! log; a Raft log without `state.json` is refused as damage.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -55,6 +55,11 @@ const CREATE_USER_ATTEMPTS: usize = 3;
 const APPLIED_HERE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often that wait looks.
 const APPLIED_HERE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest DeleteBucket waits for every running gateway to report the deletion mark
+/// (heartbeats come every second, and a gateway's catalog copy follows within one).
+pub const MARK_SEEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often that wait looks.
+const MARK_SEEN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Id of the administrator created at first start.
 pub const ADMIN_USER_ID: &str = "admin";
 /// Length of generated access key ids.
@@ -116,7 +121,14 @@ pub struct Manager {
     admin_token: String,
     /// The nodes' last heartbeats (not replicated).
     liveness: Liveness,
+    /// DeleteBucket's check where the data lives (set once the node runs).
+    emptiness: OnceLock<EmptinessCheck>,
+    /// This manager's own node, if it stores or serves S3.
+    local_member: OnceLock<u32>,
 }
+
+/// Whether a bucket holds no object, checked where the data lives (None: cannot tell).
+pub type EmptinessCheck = Box<dyn Fn(&Bucket) -> Option<bool> + Send + Sync>;
 
 impl Manager {
     /// Opens `<data_dir>/manager/`, creating it on first start together with the admin user and
@@ -224,6 +236,8 @@ impl Manager {
             state: published,
             admin_token,
             liveness: Liveness::default(),
+            emptiness: OnceLock::new(),
+            local_member: OnceLock::new(),
         };
         Ok((manager, created))
     }
@@ -237,6 +251,8 @@ impl Manager {
             state: Arc::new(ArcSwap::from_pointee(state)),
             admin_token: String::new(),
             liveness: Liveness::default(),
+            emptiness: OnceLock::new(),
+            local_member: OnceLock::new(),
         }
     }
 
@@ -299,6 +315,7 @@ impl Manager {
             created_unix_ms: now_unix_ms(),
             // Random and nonzero: 0 marks buckets older than incarnations.
             incarnation: crate::persist::random_nonzero_u64()?,
+            deleting: false,
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -306,14 +323,136 @@ impl Manager {
         Ok(bucket)
     }
 
-    /// Removes the record of bucket `name` at `incarnation` (the caller has checked that this
-    /// incarnation is empty). A bucket of that name created again since is left alone: the
-    /// answer is then NoSuchBucket, as the bucket that was checked is gone.
-    pub fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
-        self.propose(Command::DeleteBucket {
+    /// Marks bucket `name` at `incarnation` as being deleted: from then on every gateway
+    /// that has seen the mark refuses writes into it (the first phase of DeleteBucket).
+    pub fn mark_bucket_deleting(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        self.propose(Command::MarkBucketDeleting {
             name: name.to_owned(),
             incarnation,
         })
+    }
+
+    /// Deletes bucket `name` at `incarnation`, in two phases once the node has given its
+    /// emptiness check ([`Manager::set_emptiness_check`]): the bucket is marked (writes into
+    /// it are refused), the manager waits until every running gateway reports a catalog with
+    /// the mark (at most [`MARK_SEEN_TIMEOUT`]), checks the bucket empty where the data lives,
+    /// and only then removes it; if it is not empty, or a gateway does not confirm, or the
+    /// check cannot be made, the mark is taken away and the bucket stays. Without a check (a
+    /// manager used on its own) the caller has checked and the record is removed at once. A
+    /// bucket of that name created again since is left alone (NoSuchBucket).
+    pub fn delete_bucket(&self, name: &str, incarnation: u64) -> Result<(), ManagerError> {
+        let delete = Command::DeleteBucket {
+            name: name.to_owned(),
+            incarnation,
+        };
+        let Some(is_empty) = self.emptiness.get() else {
+            return self.propose(delete);
+        };
+        let at_incarnation = |state: &ManagerState| {
+            state
+                .bucket(name)
+                .filter(|b| b.incarnation == incarnation)
+                .cloned()
+        };
+        let bucket =
+            at_incarnation(&self.snapshot()).ok_or(ManagerError::NoSuchBucket(name.into()))?;
+        if !bucket.deleting {
+            self.mark_bucket_deleting(name, incarnation)?;
+        }
+        let unmark = |why: ManagerError| {
+            let unmarked = self.propose(Command::UnmarkBucketDeleting {
+                name: name.to_owned(),
+                incarnation,
+            });
+            if let Err(e) = unmarked {
+                tracing::warn!(bucket = name, error = %e, "cannot take a deletion mark away; the bucket refuses writes until it is deleted");
+            }
+            Err(why)
+        };
+        let revision = match self
+            .wait_applied_here(|state| at_incarnation(state).is_some_and(|b| b.deleting))
+        {
+            Some(revision) => revision,
+            None => {
+                return unmark(ManagerError::Unreachable(format!(
+                    "bucket {name} was marked for deletion, but this manager has not applied it yet"
+                )));
+            }
+        };
+        if let Err(e) = self.wait_seen_by_gateways(revision) {
+            return unmark(e);
+        }
+        match is_empty(&bucket) {
+            Some(true) => self.propose(delete),
+            Some(false) => unmark(ManagerError::BucketNotEmpty(name.into())),
+            None => unmark(ManagerError::Unreachable(format!(
+                "cannot check that bucket {name} is empty where its data lives; it stays"
+            ))),
+        }
+    }
+
+    /// Gives the check DeleteBucket makes where the data lives (whether a bucket holds no
+    /// object); set once, when the node runs.
+    pub fn set_emptiness_check(&self, check: EmptinessCheck) {
+        if self.emptiness.set(check).is_err() {
+            tracing::warn!("the emptiness check was already set");
+        }
+    }
+
+    /// Names this manager's own node (which reads the manager's state itself, so it has seen
+    /// every change applied here).
+    pub fn set_local_member(&self, node: u32) {
+        if self.local_member.set(node).is_err() {
+            tracing::warn!("the local member was already set");
+        }
+    }
+
+    /// Waits until this manager's state satisfies `applied` (a change the leader applied is
+    /// applied here a moment later); that state's revision, or None after [`APPLIED_HERE_WAIT`].
+    fn wait_applied_here(&self, applied: impl Fn(&ManagerState) -> bool) -> Option<u64> {
+        let deadline = std::time::Instant::now() + APPLIED_HERE_WAIT;
+        loop {
+            let state = self.snapshot();
+            if applied(&state) {
+                return Some(state.revision);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(APPLIED_HERE_POLL);
+        }
+    }
+
+    /// Waits until every running gateway's last heartbeat reports a catalog at `revision` or
+    /// later (bounded by [`MARK_SEEN_TIMEOUT`]). Stopped nodes are not waited for.
+    fn wait_seen_by_gateways(&self, revision: u64) -> Result<(), ManagerError> {
+        let deadline = std::time::Instant::now() + MARK_SEEN_TIMEOUT;
+        let local = self.local_member.get().copied();
+        loop {
+            let state = self.snapshot();
+            let behind: Vec<u32> = state
+                .nodes
+                .values()
+                .filter(|m| m.gateway && Some(m.id) != local)
+                .filter(|m| matches!(m.state, NodeState::Running | NodeState::Restarted))
+                .filter(|m| {
+                    self.liveness
+                        .last(m.id)
+                        .is_none_or(|(_, beat)| beat.catalog_revision < revision)
+                })
+                .map(|m| m.id)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ManagerError::Unreachable(format!(
+                    "gateway node(s) {behind:?} did not confirm within {MARK_SEEN_TIMEOUT:?} that \
+                     they refuse writes into the bucket being deleted; it stays"
+                )));
+            }
+            std::thread::sleep(MARK_SEEN_POLL);
+        }
     }
 
     /// Replaces a bucket's canned ACL.
@@ -362,19 +501,13 @@ impl Manager {
             registration,
             now_unix_ms: now_unix_ms(),
         })?;
-        // A change forwarded to the leader is applied here a moment later.
-        let deadline = std::time::Instant::now() + APPLIED_HERE_WAIT;
-        loop {
-            if let Some(member) = self.snapshot().node_at(&addr) {
-                return Ok(member.clone());
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(ManagerError::Unreachable(format!(
+        self.wait_applied_here(|state| state.node_at(&addr).is_some())
+            .and_then(|_| self.snapshot().node_at(&addr).cloned())
+            .ok_or_else(|| {
+                ManagerError::Unreachable(format!(
                     "node {addr} was registered, but this manager has not applied it yet"
-                )));
-            }
-            std::thread::sleep(APPLIED_HERE_POLL);
-        }
+                ))
+            })
     }
 
     /// Moves node `node` from `from` to `to` (refused if it is no longer in `from`).
@@ -826,6 +959,7 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::Ordering;
 
     fn open(dir: &Path) -> (Manager, Option<Credentials>) {
         Manager::open(dir, None).unwrap()
@@ -991,6 +1125,74 @@ mod tests {
             Err(ManagerError::NoSuchUser(_))
         ));
         assert!(manager.snapshot().bucket("orphan").is_none());
+    }
+
+    #[test]
+    fn delete_bucket_marks_waits_for_gateways_checks_and_unmarks_when_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = open(dir.path());
+        manager.create_user("alice").unwrap();
+        manager
+            .create_bucket("full", "alice", BucketAcl::Private)
+            .unwrap();
+        let empty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = empty.clone();
+        manager.set_emptiness_check(Box::new(move |_| Some(seen.load(Ordering::SeqCst))));
+        // A running gateway that never reports the mark holds the deletion back.
+        let registration = |addr: &str| Registration {
+            format_version: crate::cluster::MEMBERSHIP_FORMAT_VERSION,
+            addr: addr.into(),
+            storage: false,
+            gateway: true,
+            shards: 0,
+            capacity_bytes: 0,
+            zone: String::new(),
+            layout_partitions: None,
+            known_id: None,
+        };
+        let gateway = manager.register_node(registration("gw-1")).unwrap();
+        let incarnation = incarnation_of(&manager, "full");
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            manager.delete_bucket("full", incarnation),
+            Err(ManagerError::Unreachable(why)) if why.contains("did not confirm")
+        ));
+        assert!(started.elapsed() >= MARK_SEEN_TIMEOUT);
+        assert!(!manager.snapshot().bucket("full").unwrap().deleting);
+        // Once it reports a catalog with the mark: checked, found not empty, unmarked.
+        let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let beats = {
+            let (manager, beating) = (&manager, beating.clone());
+            move || {
+                while beating.load(Ordering::SeqCst) {
+                    manager.heartbeat(Heartbeat {
+                        node: gateway.id,
+                        catalog_revision: manager.snapshot().revision,
+                        ..Heartbeat::default()
+                    });
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(beats);
+            assert!(matches!(
+                manager.delete_bucket("full", incarnation),
+                Err(ManagerError::BucketNotEmpty(_))
+            ));
+            assert!(!manager.snapshot().bucket("full").unwrap().deleting);
+            // A deletion cut off after its mark is finished or undone by the next one.
+            manager.mark_bucket_deleting("full", incarnation).unwrap();
+            assert!(matches!(
+                manager.delete_bucket("full", incarnation),
+                Err(ManagerError::BucketNotEmpty(_))
+            ));
+            assert!(!manager.snapshot().bucket("full").unwrap().deleting);
+            empty.store(true, Ordering::SeqCst);
+            manager.delete_bucket("full", incarnation).unwrap();
+            beating.store(false, Ordering::SeqCst);
+        });
+        assert!(manager.snapshot().bucket("full").is_none());
     }
 
     #[test]

@@ -961,8 +961,9 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread (inherited by threads it spawns later) and
-/// returns the set for the watcher.
-fn block_shutdown_signals() -> Result<libc::sigset_t, ShardError> {
+/// returns the set, for a thread that takes them with `sigtimedwait` (the node's watcher, or
+/// `leofs demo`'s main thread).
+pub fn block_shutdown_signals() -> Result<libc::sigset_t, ShardError> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use; pthread_sigmask
     // only changes the calling thread's mask.
     unsafe {

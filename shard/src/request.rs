@@ -22,6 +22,9 @@ use crate::{Shard, ShardError};
 
 /// Most keys one scan request returns.
 pub const SCAN_LIMIT_MAX: usize = 100_000;
+/// Most partition ranges one scan request names (a vnode's share of the largest ring, its
+/// partitions as scattered as they can be).
+pub const SCAN_RANGES_MAX: usize = crate::partition::MAX_PARTITIONS as usize / 2;
 
 /// One request to a vnode's storage.
 #[derive(Clone, Debug)]
@@ -78,8 +81,9 @@ pub enum StorageRequest {
     /// `start_after`, in key order, at most `limit` (≤ [`SCAN_LIMIT_MAX`]);
     /// [`StorageResponse::Entries`].
     Scan {
-        /// The partitions to list (all of them held by the vnode).
-        partitions: Range<PartitionId>,
+        /// The ranges of partitions to list, in order and disjoint (all of them held by the
+        /// vnode): one request covers every partition a vnode is asked for.
+        partitions: Vec<Range<PartitionId>>,
         /// Key prefix.
         prefix: Bytes,
         /// Exclusive lower bound.
@@ -528,11 +532,11 @@ impl Shard {
         }
     }
 
-    /// Live keys of `partitions` with `prefix` after `start_after`, at most `limit`. Every
-    /// partition in the range must be held here.
+    /// Live keys of `partitions` (ranges in order, disjoint) with `prefix` after
+    /// `start_after`, at most `limit`. Every partition in them must be held here.
     fn scan_here(
         &self,
-        partitions: Range<PartitionId>,
+        partitions: Vec<Range<PartitionId>>,
         prefix: &[u8],
         start_after: Option<Bytes>,
         limit: usize,
@@ -544,12 +548,23 @@ impl Shard {
                 got: limit as u64,
             });
         }
-        if limit == 0 || partitions.is_empty() {
+        if limit == 0 || partitions.iter().all(Range::is_empty) {
             return Ok(Vec::new());
         }
-        for partition in partitions.clone() {
+        // The codec refuses any other request from a peer; this node's own are built so.
+        debug_assert!(
+            partitions
+                .windows(2)
+                .all(|pair| pair[0].end <= pair[1].start),
+            "a scan's partition ranges are in order and disjoint"
+        );
+        for partition in partitions.iter().flat_map(Range::clone) {
             self.check_holds(partition)?;
         }
+        let wanted = |partition: PartitionId| {
+            let next = partitions.partition_point(|r| r.end <= partition);
+            partitions.get(next).is_some_and(|r| r.contains(&partition))
+        };
         let engine = self.core.engine()?;
         let mut entries = Vec::new();
         let mut after = start_after;
@@ -559,10 +574,7 @@ impl Shard {
             let page = engine.scan(prefix, after.as_deref(), limit);
             let exhausted = page.len() < limit;
             after = page.last().map(|e| e.key.clone());
-            entries.extend(
-                page.into_iter()
-                    .filter(|e| partitions.contains(&e.partition)),
-            );
+            entries.extend(page.into_iter().filter(|e| wanted(e.partition)));
             if exhausted || entries.len() >= limit {
                 entries.truncate(limit);
                 return Ok(entries);

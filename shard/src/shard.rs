@@ -281,18 +281,16 @@ impl Shard {
         if ring.epoch() == 0 {
             return Err(ShardError::NoRing);
         }
-        let mut scans = Vec::new();
-        for (vnode, ranges) in ring.first_replica_ranges() {
-            for partitions in ranges {
-                let request = StorageRequest::Scan {
-                    partitions: partitions.clone(),
-                    prefix: prefix.clone(),
-                    start_after: start_after.clone(),
-                    limit,
-                };
-                scans.push(self.send_to_vnode(*vnode, request));
-            }
-        }
+        // One request per vnode, for every range of partitions it is first replica of.
+        let scans = ring.first_replica_ranges().iter().map(|(vnode, ranges)| {
+            let request = StorageRequest::Scan {
+                partitions: ranges.clone(),
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit,
+            };
+            self.send_to_vnode(*vnode, request)
+        });
         let pages = futures_util::future::join_all(scans)
             .await
             .into_iter()

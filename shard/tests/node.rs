@@ -204,7 +204,7 @@ fn requests_cross_cores_as_values_and_a_core_refuses_partitions_it_does_not_hold
                 other => format!("{other:?}"),
             });
             let scan = StorageRequest::Scan {
-                partitions: 0..1,
+                partitions: std::iter::once(0..1).collect(),
                 prefix: Bytes::new(),
                 start_after: None,
                 limit: leofs_shard::request::SCAN_LIMIT_MAX + 1,

@@ -232,6 +232,70 @@ def test_listing_of_ten_thousand_keys_is_complete_and_ordered_across_nodes(make_
     assert all(count > 2000 for count in records_by_node(cluster).values()), records_by_node(cluster)
 
 
+def test_delete_bucket_is_two_phase_and_loses_no_acknowledged_write(make_server):
+    """A writer puts and deletes keys through one gateway while another gateway deletes the
+    bucket: no PUT sent after the deletion was acknowledged succeeds (the writer's gateway had
+    seen the mark before the bucket went), and no acknowledged PUT is left behind in the
+    deleted bucket. Gateways refuse writes while a deletion is under way (409)."""
+    cluster = Cluster(make_server, storage=3, gateways=2)
+    writer_gw, deleter_gw = cluster.gateways
+    writes, deletes = writer_gw.client(), deleter_gw.client()
+    deletes.create_bucket(Bucket="racing")
+    writes.head_bucket(Bucket="racing")
+    stop = threading.Event()
+    puts, orphans = [], []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            key = f"k{i}"
+            i += 1
+            sent = time.monotonic()
+            try:
+                writes.put_object(Bucket="racing", Key=key, Body=b"x")
+            except ClientError as e:
+                puts.append((sent, e.response["Error"]["Code"]))
+                continue
+            puts.append((sent, "ok"))
+            while not stop.is_set():
+                try:
+                    writes.delete_object(Bucket="racing", Key=key)
+                    break
+                except ClientError as e:
+                    code = e.response["Error"]["Code"]
+                    if code == "NoSuchBucket":
+                        orphans.append(key)
+                        break
+                    assert code == "OperationAborted", code
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(1)
+    outcomes, deleted_at = [], None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            deletes.delete_bucket(Bucket="racing")
+            deleted_at = time.monotonic()
+            outcomes.append("deleted")
+            break
+        except ClientError as e:
+            outcomes.append(e.response["Error"]["Code"])
+    time.sleep(1.5)  # longer than a gateway's catalog may lag
+    stop.set()
+    thread.join(timeout=30)
+    codes = [code for _, code in puts]
+    print(f"delete attempts: {outcomes}; PUT outcomes: "
+          f"{ {c: codes.count(c) for c in set(codes)} }")
+    assert deleted_at is not None, outcomes
+    assert set(outcomes[:-1]) <= {"BucketNotEmpty"}, outcomes
+    assert set(codes) <= {"ok", "OperationAborted", "NoSuchBucket"}, set(codes)
+    late = [code for sent, code in puts if sent > deleted_at and code == "ok"]
+    assert not late, f"{len(late)} PUTs sent after the bucket was deleted were acknowledged"
+    assert not orphans, f"PUTs acknowledged into the deleted bucket: {orphans}"
+
+
 def test_node_states_follow_heartbeats_and_operators(make_server):
     cluster = Cluster(make_server, storage=3, gateways=1)
     s3 = cluster.gateways[0].client()

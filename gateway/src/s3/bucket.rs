@@ -126,7 +126,12 @@ pub async fn delete_bucket(
     let name = req.input.bucket;
     let record = require_bucket(ctx, &name)?;
     let bucket = bucket_id(&record);
-    for prefix in bucket_content_prefixes(&bucket) {
+    // A quick answer for the usual non-empty bucket; a bucket already marked (a deletion cut
+    // off between its phases) goes to the manager, which finishes it or takes the mark away.
+    let prefixes = bucket_content_prefixes(&bucket)
+        .into_iter()
+        .filter(|_| !record.deleting);
+    for prefix in prefixes {
         let any = ctx.storage.scan(Bytes::from(prefix), None, 1).await?;
         if !any.is_empty() {
             return Err(GatewayError::s3(
@@ -135,7 +140,11 @@ pub async fn delete_bucket(
             ));
         }
     }
-    // Only the incarnation checked above: a bucket created again meanwhile stays.
+    // Two phases (the manager checks again where the data lives once every gateway refuses
+    // writes into the bucket); only the incarnation checked here: one created again stays.
+    ctx.catalog
+        .mark_bucket_deleting(&name, record.incarnation)
+        .await?;
     ctx.catalog.delete_bucket(&name, record.incarnation).await?;
     Ok(S3Response::new(DeleteBucketOutput {}))
 }

@@ -1226,6 +1226,7 @@ mod tests {
             acl,
             created_unix_ms: 0,
             incarnation: 1,
+            deleting: false,
         }
     }
 

@@ -76,6 +76,7 @@ impl From<ManagerError> for Failure {
             ManagerError::UserExists(_) => (StatusCode::CONFLICT, "UserAlreadyExists"),
             ManagerError::UserOwnsBuckets(_) => (StatusCode::CONFLICT, "UserOwnsBuckets"),
             ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
+            ManagerError::BucketNotEmpty(_) => (StatusCode::CONFLICT, "BucketNotEmpty"),
             ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),
             ManagerError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "SlowDown"),
             ManagerError::Stopped | ManagerError::Unreachable(_) | ManagerError::Raft(_) => {
@@ -441,7 +442,14 @@ fn delete_bucket(context: &AdminContext, name: &str) -> Reply {
     let Some(bucket) = context.manager.snapshot().bucket(name).cloned() else {
         return Err(ManagerError::NoSuchBucket(name.to_owned()).into());
     };
-    match context.status.bucket_is_empty(&bucket) {
+    // A bucket already marked (a deletion cut off between its phases) goes straight to the
+    // manager's check, which finishes the deletion or takes the mark away.
+    let checked = if bucket.deleting {
+        Some(true)
+    } else {
+        context.status.bucket_is_empty(&bucket)
+    };
+    match checked {
         Some(true) => {}
         Some(false) => {
             return Err(Failure::new(
@@ -460,7 +468,8 @@ fn delete_bucket(context: &AdminContext, name: &str) -> Reply {
             ));
         }
     }
-    // Only the incarnation checked above: a bucket created again meanwhile stays.
+    // Two phases where the node gave its emptiness check (see Manager::delete_bucket); only the
+    // incarnation checked above: a bucket created again meanwhile stays.
     context.manager.delete_bucket(name, bucket.incarnation)?;
     json_ok(&Deleted {
         deleted: name.to_owned(),

@@ -262,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(())
                 }
             });
+            self.state.revision = entry.log_id.index;
         }
         self.persist().map_err(|e| write_error(&e))?;
         self.remember_cluster_id();

@@ -22,7 +22,7 @@ use crate::object::{VersionChunks, VersionId};
 use crate::objects::{
     EtagCondition, LEASE_PRESENCE_CHECK_CHUNKS_MAX, PendingWrite, WriteCondition,
 };
-use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
+use crate::request::{SCAN_LIMIT_MAX, SCAN_RANGES_MAX, StorageRequest, StorageResponse};
 use crate::ring::{NodeId, RingView, Vnode};
 
 /// Bytes of a scan page's payload beyond which the page is cut (and marked truncated).
@@ -67,11 +67,21 @@ pub enum CatalogChange {
         /// The canned ACL (`private`, `public-read`, `public-read-write`).
         acl: String,
     },
-    /// Delete a bucket at an incarnation.
+    /// Mark a bucket at an incarnation as being deleted: the first phase of a deletion (every
+    /// gateway refuses writes into it once its catalog has the mark).
+    MarkBucketDeleting {
+        /// The bucket name.
+        name: String,
+        /// The incarnation to delete.
+        incarnation: u64,
+    },
+    /// Delete a marked bucket at an incarnation: the manager waits until every gateway has
+    /// seen the mark, checks the bucket empty where the data lives, then deletes it (or takes
+    /// the mark away and answers that it is not empty).
     DeleteBucket {
         /// The bucket name.
         name: String,
-        /// The incarnation checked empty.
+        /// The incarnation to delete.
         incarnation: u64,
     },
     /// Set a bucket's canned ACL.
@@ -94,6 +104,8 @@ pub enum CatalogRefusalKind {
     BucketAlreadyOwnedByYou,
     /// No such bucket (or not at that incarnation).
     NoSuchBucket,
+    /// The bucket to delete holds objects or multipart uploads.
+    BucketNotEmpty,
     /// Too many changes are waiting; retry.
     Busy,
     /// The manager is stopping or unreachable; retry.
@@ -459,11 +471,15 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
             } => {
                 let prefix = e.bytes(prefix);
                 let after = start_after.as_ref().map(|a| e.bytes(a));
+                let pairs: Vec<u32> = partitions.iter().flat_map(|r| [r.start, r.end]).collect();
+                let ranges = e.builder.create_vector(&pairs);
+                let first = partitions.first().cloned().unwrap_or(0..0);
                 let t = fb::Scan::create(
                     &mut e.builder,
                     &fb::ScanArgs {
-                        partitions_start: partitions.start,
-                        partitions_end: partitions.end,
+                        ranges: Some(ranges),
+                        partitions_start: first.start,
+                        partitions_end: first.end,
                         prefix: Some(prefix),
                         start_after: after,
                         has_start_after: start_after.is_some(),
@@ -677,13 +693,16 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 );
                 (fb::Body::CreateBucket, t.as_union_value())
             }
-            CatalogChange::DeleteBucket { name, incarnation } => {
+            CatalogChange::DeleteBucket { name, incarnation }
+            | CatalogChange::MarkBucketDeleting { name, incarnation } => {
+                let mark_only = matches!(change, CatalogChange::MarkBucketDeleting { .. });
                 let name = e.builder.create_string(name);
                 let t = fb::DeleteBucket::create(
                     &mut e.builder,
                     &fb::DeleteBucketArgs {
                         name: Some(name),
                         incarnation: *incarnation,
+                        mark_only,
                     },
                 );
                 (fb::Body::DeleteBucket, t.as_union_value())
@@ -830,8 +849,29 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                     "a scan limit of {limit} keys is over {SCAN_LIMIT_MAX}"
                 )));
             }
+            let partitions = match t.ranges() {
+                Some(pairs) if !pairs.is_empty() => {
+                    if pairs.len() % 2 != 0 || pairs.len() / 2 > SCAN_RANGES_MAX {
+                        return Err(malformed(format!(
+                            "a scan's ranges must be at most {SCAN_RANGES_MAX} (start, end) pairs"
+                        )));
+                    }
+                    let pairs: Vec<u32> = pairs.iter().collect();
+                    let ranges: Vec<std::ops::Range<u32>> =
+                        pairs.chunks_exact(2).map(|p| p[0]..p[1]).collect();
+                    let ordered = ranges.iter().all(|r| r.start <= r.end)
+                        && ranges.windows(2).all(|pair| pair[0].end <= pair[1].start);
+                    if !ordered {
+                        return Err(malformed(
+                            "a scan's partition ranges must be in order and disjoint",
+                        ));
+                    }
+                    ranges
+                }
+                _ => std::iter::once(t.partitions_start()..t.partitions_end()).collect(),
+            };
             storage(StorageRequest::Scan {
-                partitions: t.partitions_start()..t.partitions_end(),
+                partitions,
                 prefix: bytes_of(t.prefix()),
                 start_after: t.has_start_after().then(|| bytes_of(t.start_after())),
                 limit,
@@ -950,9 +990,11 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
         }
         fb::Body::DeleteBucket => {
             let t = envelope.body_as_delete_bucket().ok_or_else(missing)?;
-            Ok(NodeRequest::Catalog(CatalogChange::DeleteBucket {
-                name: string_of(t.name(), "the bucket name")?,
-                incarnation: t.incarnation(),
+            let (name, incarnation) = (string_of(t.name(), "the bucket name")?, t.incarnation());
+            Ok(NodeRequest::Catalog(if t.mark_only() {
+                CatalogChange::MarkBucketDeleting { name, incarnation }
+            } else {
+                CatalogChange::DeleteBucket { name, incarnation }
             }))
         }
         fb::Body::SetBucketAcl => {
@@ -996,6 +1038,7 @@ fn refusal_fb(kind: CatalogRefusalKind) -> fb::ErrorKind {
         CatalogRefusalKind::BucketAlreadyExists => fb::ErrorKind::BucketAlreadyExists,
         CatalogRefusalKind::BucketAlreadyOwnedByYou => fb::ErrorKind::BucketAlreadyOwnedByYou,
         CatalogRefusalKind::NoSuchBucket => fb::ErrorKind::NoSuchBucket,
+        CatalogRefusalKind::BucketNotEmpty => fb::ErrorKind::BucketNotEmpty,
         CatalogRefusalKind::Busy => fb::ErrorKind::ManagerBusy,
         CatalogRefusalKind::Unavailable => fb::ErrorKind::Unavailable,
         CatalogRefusalKind::Internal => fb::ErrorKind::Internal,
@@ -1361,6 +1404,7 @@ fn refusal_of(kind: fb::ErrorKind) -> CatalogRefusalKind {
         fb::ErrorKind::BucketAlreadyExists => CatalogRefusalKind::BucketAlreadyExists,
         fb::ErrorKind::BucketAlreadyOwnedByYou => CatalogRefusalKind::BucketAlreadyOwnedByYou,
         fb::ErrorKind::NoSuchBucket => CatalogRefusalKind::NoSuchBucket,
+        fb::ErrorKind::BucketNotEmpty => CatalogRefusalKind::BucketNotEmpty,
         fb::ErrorKind::ManagerBusy => CatalogRefusalKind::Busy,
         fb::ErrorKind::Unavailable => CatalogRefusalKind::Unavailable,
         _ => CatalogRefusalKind::Internal,
@@ -1562,6 +1606,39 @@ mod tests {
     }
 
     #[test]
+    fn both_phases_of_a_bucket_deletion_and_its_refusal_survive_the_wire() {
+        for change in [
+            CatalogChange::MarkBucketDeleting {
+                name: "b".into(),
+                incarnation: 7,
+            },
+            CatalogChange::DeleteBucket {
+                name: "b".into(),
+                incarnation: 7,
+            },
+        ] {
+            let message = message(encode_request(3, 1, &NodeRequest::Catalog(change.clone())));
+            match decode_request(&message).unwrap() {
+                NodeRequest::Catalog(decoded) => assert_eq!(decoded, change),
+                other => panic!("{other:?}"),
+            }
+        }
+        let refusal = CatalogRefusal {
+            kind: CatalogRefusalKind::BucketNotEmpty,
+            message: "bucket b is not empty".into(),
+        };
+        let answer = message(encode_answer(
+            3,
+            1,
+            Ok(NodeAnswer::CatalogRefused(refusal.clone())),
+        ));
+        match decode_answer(&answer, Expect::CatalogChange).unwrap() {
+            NodeAnswer::CatalogRefused(decoded) => assert_eq!(decoded, refusal),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn every_storage_request_survives_the_wire() {
         let version = VersionId([4; 16]);
         let chunks = vec![VersionChunks { version, chunks: 3 }];
@@ -1594,7 +1671,7 @@ mod tests {
                 hlc: Some(hlc(8)),
             },
             StorageRequest::Scan {
-                partitions: 0..512,
+                partitions: vec![0..3, 7..9, 20..512],
                 prefix: Bytes::from_static(b"p"),
                 start_after: Some(Bytes::new()),
                 limit: 1000,

@@ -20,6 +20,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DeleteBucket<'a> {
 impl<'a> DeleteBucket<'a> {
   pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_INCARNATION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MARK_ONLY: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -33,6 +34,7 @@ impl<'a> DeleteBucket<'a> {
     let mut builder = DeleteBucketBuilder::new(_fbb);
     builder.add_incarnation(args.incarnation);
     if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_mark_only(args.mark_only);
     builder.finish()
   }
 
@@ -51,6 +53,13 @@ impl<'a> DeleteBucket<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(DeleteBucket::VT_INCARNATION, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn mark_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DeleteBucket::VT_MARK_ONLY, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteBucket<'_> {
@@ -61,6 +70,7 @@ impl ::flatbuffers::Verifiable for DeleteBucket<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
+     .visit_field::<bool>("mark_only", Self::VT_MARK_ONLY, false)?
      .finish();
     Ok(())
   }
@@ -68,6 +78,7 @@ impl ::flatbuffers::Verifiable for DeleteBucket<'_> {
 pub struct DeleteBucketArgs<'a> {
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub incarnation: u64,
+    pub mark_only: bool,
 }
 impl<'a> Default for DeleteBucketArgs<'a> {
   #[inline]
@@ -75,6 +86,7 @@ impl<'a> Default for DeleteBucketArgs<'a> {
     DeleteBucketArgs {
       name: None,
       incarnation: 0,
+      mark_only: false,
     }
   }
 }
@@ -91,6 +103,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBucketBuilder<'a, 'b, A
   #[inline]
   pub fn add_incarnation(&mut self, incarnation: u64) {
     self.fbb_.push_slot::<u64>(DeleteBucket::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
+  pub fn add_mark_only(&mut self, mark_only: bool) {
+    self.fbb_.push_slot::<bool>(DeleteBucket::VT_MARK_ONLY, mark_only, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBucketBuilder<'a, 'b, A> {
@@ -112,6 +128,7 @@ impl ::core::fmt::Debug for DeleteBucket<'_> {
     let mut ds = f.debug_struct("DeleteBucket");
       ds.field("name", &self.name());
       ds.field("incarnation", &self.incarnation());
+      ds.field("mark_only", &self.mark_only());
       ds.finish()
   }
 }

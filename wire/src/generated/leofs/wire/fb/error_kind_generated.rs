@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_KIND: u8 = 17;
+pub const ENUM_MAX_ERROR_KIND: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 18] = [
+pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 19] = [
   ErrorKind::Internal,
   ErrorKind::Unavailable,
   ErrorKind::DiskFull,
@@ -27,6 +27,7 @@ pub const ENUM_VALUES_ERROR_KIND: [ErrorKind; 18] = [
   ErrorKind::NoSuchBucket,
   ErrorKind::ManagerBusy,
   ErrorKind::BadRequest,
+  ErrorKind::BucketNotEmpty,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -52,9 +53,10 @@ impl ErrorKind {
   pub const NoSuchBucket: Self = Self(15);
   pub const ManagerBusy: Self = Self(16);
   pub const BadRequest: Self = Self(17);
+  pub const BucketNotEmpty: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Internal,
     Self::Unavailable,
@@ -74,6 +76,7 @@ impl ErrorKind {
     Self::NoSuchBucket,
     Self::ManagerBusy,
     Self::BadRequest,
+    Self::BucketNotEmpty,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -96,6 +99,7 @@ impl ErrorKind {
       Self::NoSuchBucket => Some("NoSuchBucket"),
       Self::ManagerBusy => Some("ManagerBusy"),
       Self::BadRequest => Some("BadRequest"),
+      Self::BucketNotEmpty => Some("BucketNotEmpty"),
       _ => None,
     }
   }

@@ -24,6 +24,7 @@ impl<'a> Scan<'a> {
   pub const VT_START_AFTER: ::flatbuffers::VOffsetT = 10;
   pub const VT_HAS_START_AFTER: ::flatbuffers::VOffsetT = 12;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_RANGES: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -35,6 +36,7 @@ impl<'a> Scan<'a> {
     args: &'args ScanArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Scan<'bldr>> {
     let mut builder = ScanBuilder::new(_fbb);
+    if let Some(x) = args.ranges { builder.add_ranges(x); }
     builder.add_limit(args.limit);
     if let Some(x) = args.start_after { builder.add_start_after(x); }
     if let Some(x) = args.prefix { builder.add_prefix(x); }
@@ -87,6 +89,13 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Scan::VT_LIMIT, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn ranges(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(Scan::VT_RANGES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -101,6 +110,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("start_after", Self::VT_START_AFTER, false)?
      .visit_field::<bool>("has_start_after", Self::VT_HAS_START_AFTER, false)?
      .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("ranges", Self::VT_RANGES, false)?
      .finish();
     Ok(())
   }
@@ -112,6 +122,7 @@ pub struct ScanArgs<'a> {
     pub start_after: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub has_start_after: bool,
     pub limit: u32,
+    pub ranges: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -123,6 +134,7 @@ impl<'a> Default for ScanArgs<'a> {
       start_after: None,
       has_start_after: false,
       limit: 0,
+      ranges: None,
     }
   }
 }
@@ -157,6 +169,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Scan::VT_LIMIT, limit, 0);
   }
   #[inline]
+  pub fn add_ranges(&mut self, ranges: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Scan::VT_RANGES, ranges);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -180,6 +196,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("start_after", &self.start_after());
       ds.field("has_start_after", &self.has_start_after());
       ds.field("limit", &self.limit());
+      ds.field("ranges", &self.ranges());
       ds.finish()
   }
 }
