@@ -15,7 +15,7 @@ use leofs_manager::cluster::{
 };
 use leofs_manager::{Manager, ManagerError};
 use leofs_shard::remote::blocking::BlockingPeer;
-use leofs_shard::{NodeStats, RingInstaller, ShardError};
+use leofs_shard::{InstalledRing, NodeStats, RingInstaller, ShardError};
 use leofs_wire::{ClusterAuth, WireError};
 
 /// File of a node's name (when it has no `--rpc-listen` address to be known by).
@@ -172,22 +172,27 @@ pub fn spawn_ring_follower(
     std::thread::Builder::new()
         .name("leofs-ring".into())
         .spawn(move || {
-            let mut last_error = String::new();
+            // The ring of the last catalog looked at: rebuilt only when the catalog changes.
+            let mut followed: Option<(Arc<leofs_manager::ManagerState>, Option<InstalledRing>)> =
+                None;
             loop {
                 std::thread::sleep(RING_FOLLOW_INTERVAL);
                 let Some(catalog) = catalog.upgrade() else {
                     return;
                 };
-                let wanted = match installed_ring(&catalog.snapshot()) {
-                    Ok(Some(wanted)) => wanted,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        if e != last_error {
-                            tracing::error!(error = %e, "cannot route by the managers' ring");
-                            last_error = e;
-                        }
-                        continue;
-                    }
+                let snapshot = catalog.snapshot();
+                if followed
+                    .as_ref()
+                    .is_none_or(|(seen, _)| !Arc::ptr_eq(seen, &snapshot))
+                {
+                    let wanted = installed_ring(&snapshot).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot route by the managers' ring");
+                        None
+                    });
+                    followed = Some((snapshot, wanted));
+                }
+                let Some((_, Some(wanted))) = &followed else {
+                    continue;
                 };
                 let current = installer.installed();
                 let same = current.ring.epoch() == wanted.ring.epoch()
@@ -200,7 +205,7 @@ pub fn spawn_ring_follower(
                         checksum = format!("{:016x}", wanted.ring.checksum()),
                         "routing by the managers' ring"
                     );
-                    installer.install(wanted);
+                    installer.install(wanted.clone());
                 }
             }
         })

@@ -249,10 +249,6 @@ pub struct Heartbeat {
 /// The manager's answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeartbeatAnswer {
-    /// The node's state as the state machine has it (None: unknown node, register again).
-    pub state: Option<NodeState>,
-    /// The ring epoch the managers hold.
-    pub ring_epoch: u64,
     /// The managers of the group (their `--rpc-listen` addresses): the node sends its
     /// heartbeats to each.
     pub managers: Vec<String>,

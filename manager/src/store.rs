@@ -604,12 +604,9 @@ impl Manager {
     }
 
     /// Records a node's heartbeat (no Raft write: the leader turns what heartbeats show into
-    /// state changes) and answers what the node should know.
+    /// state changes) and answers with the managers the node should beat to.
     pub fn heartbeat(&self, beat: Heartbeat) -> HeartbeatAnswer {
-        let state = self.snapshot();
         let answer = HeartbeatAnswer {
-            state: state.nodes.get(&beat.node).map(|m| m.state),
-            ring_epoch: state.ring.as_ref().map_or(0, |ring| ring.epoch),
             managers: self
                 .group_status()
                 .map(|group| group.members.into_iter().map(|m| m.addr).collect())
