@@ -664,6 +664,10 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     // A node without the manager role holds a copy of the catalog (and of the ring in it),
     // fetched from the managers it joined.
     let mut copy_source = None;
+    // Where a node without the manager role saves its copy of the catalog, and whether it
+    // started from it (no manager answered).
+    let saved_catalog = data_dir.join(leofs_manager::saved_copy::SAVED_CATALOG_FILE);
+    let mut from_saved_catalog = false;
     let (manager, created, mut registry) = if roles.manager {
         let group = GroupOptions {
             addr: config
@@ -705,7 +709,28 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             unreachable!("checked above: a node without the manager role joins, with a secret");
         };
         let mut managers = ManagerPeers::new(&config.join, &auth, JOIN_TIMEOUT);
-        let (catalog, version) = fetch_catalog_waiting(&mut managers)?;
+        let saved = leofs_manager::saved_copy::load(&saved_catalog).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the catalog saved on disk is not usable; a manager must answer");
+            None
+        });
+        let wait = if saved.is_some() {
+            membership::MANAGER_WAIT_WITH_SAVED_CATALOG
+        } else {
+            membership::MANAGER_WAIT
+        };
+        let (catalog, version) = match (fetch_catalog_waiting(&mut managers, wait)?, saved) {
+            (Ok(fetched), _) => fetched,
+            (Err(e), Some((catalog, version))) => {
+                tracing::warn!(
+                    error = %e,
+                    "no manager answers: starting from the catalog and ring this node saved \
+                     (kept current once a manager answers)"
+                );
+                from_saved_catalog = true;
+                (catalog, version)
+            }
+            (Err(e), None) => return Err(anyhow!(e)).context("cannot reach any manager"),
+        };
         if let Some(id) = &catalog.cluster_id {
             if known_id.as_ref().is_some_and(|known| known != id) {
                 bail!(
@@ -750,7 +775,11 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let deferred = roles.manager && joins;
     let member = match &registration {
         Some(registration) if !deferred => {
-            let member = registry.register(registration)?;
+            let member = if from_saved_catalog {
+                membership::member_in_saved_catalog(&manager.snapshot(), registration)?
+            } else {
+                registry.register(registration)?
+            };
             membership::store_node_id(data_dir, member.id)?;
             Some(member)
         }
@@ -773,9 +802,24 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             })
             .context("cannot start the cluster's ring")?;
     }
-    // A storage node waits for its cluster to be started (`leofs-adm start`).
-    if roles.storage && !roles.manager {
-        wait_for_ring(&mut registry, &manager, member.as_ref().map_or(0, |m| m.id))?;
+    // Registered, a node without the manager role saves a catalog that has it in (to start
+    // from while no manager answers), and a storage node waits for its cluster to be started
+    // (`leofs-adm start`).
+    if let (Registry::Remote(managers), false) = (&mut registry, from_saved_catalog) {
+        match refresh_saved_copy(managers, &manager, &saved_catalog) {
+            Ok(version) => copy_source = Some(version),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the catalog after registering"),
+        }
+        if roles.storage
+            && let Some(version) = wait_for_ring(
+                managers,
+                &manager,
+                &saved_catalog,
+                member.as_ref().map_or(0, |m| m.id),
+            )
+        {
+            copy_source = Some(version);
+        }
     }
     let state = manager.snapshot();
     let installed = installed_ring(&state).map_err(|e| anyhow!(e))?;
@@ -839,6 +883,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         services,
     };
     let core_manager = manager.clone();
+    let ring_source = catalog.clone();
     let serves_s3 = roles.gateway;
     let started = Instant::now();
     let node = start_node(node_config, move |shard| {
@@ -859,7 +904,16 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         ShardError::Init { source, .. } => anyhow!(source),
         other => anyhow!(other),
     })?;
-    let _ring_follower = membership::spawn_ring_follower(manager.clone(), node.ring_installer())?;
+    let (poke_follower, follower_poked) = std::sync::mpsc::sync_channel(1);
+    let _ring_follower =
+        membership::spawn_ring_follower(manager.clone(), node.ring_installer(), follower_poked)?;
+    // A peer routing by a newer ring: the copy of the catalog (which carries the ring) is
+    // refreshed now, and the follower looks at it at once.
+    node.ring_installer()
+        .when_ring_wanted(Arc::new(move |_epoch| {
+            ring_source.request_refresh();
+            let _ = poke_follower.try_send(());
+        }));
     let (catalog_changed, beat_now) = std::sync::mpsc::sync_channel(1);
     if let Some(registration) = registration {
         membership::Beater {
@@ -889,7 +943,8 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     // Ends with the last writer (the cores' contexts), when the node has stopped.
     let _catalog_thread = match (registry, copy_source) {
         (Registry::Remote(managers), Some(version)) => catalog_changes.spawn_with(
-            CatalogCopy::new(managers, manager.clone(), version, Some(catalog_changed)),
+            CatalogCopy::new(managers, manager.clone(), version, Some(catalog_changed))
+                .saving_to(saved_catalog),
         )?,
         _ => catalog_changes.spawn(manager.clone())?,
     };
@@ -996,54 +1051,72 @@ fn join_text(addrs: &[SocketAddr]) -> String {
         .join(",")
 }
 
-/// Fetches the catalog from the managers, trying again for [`membership::MANAGER_WAIT`].
+/// Fetches the catalog from the managers, trying again for `wait`: the catalog and its
+/// version, or the last failure once `wait` is over. A refused handshake (another secret or
+/// cluster) is an error at once.
 fn fetch_catalog_waiting(
     managers: &mut ManagerPeers,
-) -> anyhow::Result<(leofs_manager::ManagerState, u64)> {
-    let deadline = Instant::now() + membership::MANAGER_WAIT;
+    wait: Duration,
+) -> anyhow::Result<Result<(leofs_manager::ManagerState, u64), leofs_gateway::cluster::JoinError>> {
+    let deadline = Instant::now() + wait;
     loop {
         let e = match leofs_gateway::cluster::fetch_catalog(managers) {
-            Ok(fetched) => return Ok(fetched),
+            Ok(fetched) => return Ok(Ok(fetched)),
             Err(e) => e,
         };
         if let leofs_gateway::cluster::JoinError::Node(node) = &e {
             membership::refuse_if_not_of_the_cluster(node)?;
         }
         if Instant::now() >= deadline {
-            return Err(anyhow!(e)).context("cannot reach any manager");
+            return Ok(Err(e));
         }
         tracing::info!(error = %e, "waiting for a manager");
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-/// Waits until the cluster has a ring (`leofs-adm start`), keeping `copy` current.
-fn wait_for_ring(registry: &mut Registry, copy: &Manager, node: u32) -> anyhow::Result<()> {
-    let Registry::Remote(managers) = registry else {
-        return Ok(());
-    };
+/// Fetches the catalog into `copy` and saves it in `saved` (see
+/// [`leofs_manager::saved_copy`]); its version.
+fn refresh_saved_copy(
+    managers: &mut ManagerPeers,
+    copy: &Manager,
+    saved: &Path,
+) -> anyhow::Result<u64> {
+    let (state, version) = leofs_gateway::cluster::fetch_catalog(managers)?;
+    let bytes = Manager::encode_snapshot(&state);
+    copy.install(state)?;
+    if let Err(e) = leofs_manager::saved_copy::save(saved, version, &bytes) {
+        tracing::warn!(error = %e, "cannot save the catalog on disk: a restart needs a manager");
+    }
+    Ok(version)
+}
+
+/// Waits until the cluster has a ring (`leofs-adm start`), keeping `copy` (and its saved
+/// form) current; the version of the catalog last fetched, if it fetched one.
+fn wait_for_ring(
+    managers: &mut ManagerPeers,
+    copy: &Manager,
+    saved: &Path,
+    node: u32,
+) -> Option<u64> {
     let mut told = false;
-    loop {
-        match leofs_gateway::cluster::fetch_catalog(managers) {
-            Ok((state, _)) if state.ring.is_some() => {
-                copy.install(state)?;
-                return Ok(());
-            }
-            Ok(_) => {
-                if !told {
-                    announce(&[format!(
-                        "Node {node} is attached; waiting for the cluster to be started \
-                         (leofs-adm start)"
-                    )]);
-                    told = true;
-                }
-            }
+    let mut version = None;
+    while copy.snapshot().ring.is_none() {
+        if !told {
+            announce(&[format!(
+                "Node {node} is attached; waiting for the cluster to be started (leofs-adm start)"
+            )]);
+            told = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        match refresh_saved_copy(managers, copy, saved) {
+            Ok(fetched) => version = Some(fetched),
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for the cluster's ring: no manager answers")
             }
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
+    version
 }
 
 /// The admin API's view of the running node.

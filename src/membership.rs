@@ -24,6 +24,9 @@ const NODE_NAME_FILE: &str = "node.name";
 const NODE_ID_FILE: &str = "node.id";
 /// Longest a starting node keeps trying to reach a manager.
 pub const MANAGER_WAIT: Duration = Duration::from_secs(60);
+/// Longest a starting node that saved a catalog tries to reach a manager before it starts
+/// from that catalog instead.
+pub const MANAGER_WAIT_WITH_SAVED_CATALOG: Duration = Duration::from_secs(10);
 /// Pause between attempts to reach the managers at start.
 const MANAGER_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often the ring follower compares the managers' ring with the cores'.
@@ -88,6 +91,45 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+/// This node's record in a catalog it saved, when it starts from that catalog (no manager
+/// answers): it must be there as it is now (same id, address, roles and shards), since no
+/// manager can register a change.
+pub fn member_in_saved_catalog(
+    catalog: &leofs_manager::ManagerState,
+    registration: &Registration,
+) -> anyhow::Result<Member> {
+    let saved = registration.known_id.and_then(|id| catalog.nodes.get(&id));
+    match saved {
+        Some(member)
+            if member.addr == registration.addr
+                && member.storage == registration.storage
+                && member.gateway == registration.gateway
+                && member.shards == registration.shards =>
+        {
+            Ok(member.clone())
+        }
+        Some(member) => bail!(
+            "no manager answers, and the catalog this node saved has it as {} ({} shards, \
+             storage {}, gateway {}), not as it is now ({}, {} shards, storage {}, gateway {}): \
+             start it as it was, or once a manager answers",
+            member.addr,
+            member.shards,
+            member.storage,
+            member.gateway,
+            registration.addr,
+            registration.shards,
+            registration.storage,
+            registration.gateway
+        ),
+        None => bail!(
+            "no manager answers, and the catalog this node saved does not have node {:?} \
+             ({}): start it once a manager answers",
+            registration.known_id,
+            registration.addr
+        ),
     }
 }
 
@@ -164,9 +206,11 @@ pub fn disk_use(dir: &Path) -> Option<(u64, u64)> {
 
 /// Starts the thread that keeps the cores routing by the ring in `catalog` (the manager's
 /// own state, or this node's copy of it) and its nodes' states.
+/// It looks at once, rather than at its next poll, when `poked`.
 pub fn spawn_ring_follower(
     catalog: Arc<Manager>,
     installer: RingInstaller,
+    poked: std::sync::mpsc::Receiver<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let catalog = Arc::downgrade(&catalog);
     std::thread::Builder::new()
@@ -176,7 +220,11 @@ pub fn spawn_ring_follower(
             let mut followed: Option<(Arc<leofs_manager::ManagerState>, Option<InstalledRing>)> =
                 None;
             loop {
-                std::thread::sleep(RING_FOLLOW_INTERVAL);
+                if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                    poked.recv_timeout(RING_FOLLOW_INTERVAL)
+                {
+                    std::thread::sleep(RING_FOLLOW_INTERVAL);
+                }
                 let Some(catalog) = catalog.upgrade() else {
                     return;
                 };
@@ -282,6 +330,8 @@ impl Beater {
             add(&mut managers, *addr);
         }
         let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+        // The managers' ring last found to differ from this node's (logged once).
+        let mut differing: Option<(u64, u64)> = None;
         loop {
             let started = Instant::now();
             if self
@@ -293,8 +343,12 @@ impl Beater {
             }
             let beat = self.beat(node);
             let mut named = Vec::new();
+            // The newest ring the managers answered with.
+            let mut theirs = (0, 0);
             if let Some(local) = &self.local {
-                named.extend(local.heartbeat(beat.clone()).managers);
+                let answer = local.heartbeat(beat.clone());
+                theirs = theirs.max((answer.ring_epoch, answer.ring_checksum));
+                named.extend(answer.managers);
             }
             for (addr, peer) in managers.iter_mut() {
                 match send_heartbeat(peer, &beat) {
@@ -302,6 +356,7 @@ impl Beater {
                         if failing.remove(addr) == Some(true) {
                             tracing::info!(manager = %addr, "heartbeats reach the manager again");
                         }
+                        theirs = theirs.max((answer.ring_epoch, answer.ring_checksum));
                         named.extend(answer.managers);
                     }
                     Err(e) => {
@@ -314,6 +369,7 @@ impl Beater {
             for addr in named.iter().filter_map(|a| a.parse::<SocketAddr>().ok()) {
                 add(&mut managers, addr);
             }
+            self.follow_managers_ring(theirs, &mut differing);
             let pause = HEARTBEAT_INTERVAL.saturating_sub(started.elapsed());
             match &self.beat_now {
                 Some(poked) => {
@@ -322,6 +378,28 @@ impl Beater {
                 None => std::thread::sleep(pause),
             }
         }
+    }
+
+    /// A node whose ring differs from the managers' (`theirs`: epoch, checksum) asks for
+    /// theirs at once (the ring follower fetches it); said once per differing ring.
+    fn follow_managers_ring(&self, theirs: (u64, u64), differing: &mut Option<(u64, u64)>) {
+        let ours = self.installer.installed();
+        let ours = (ours.ring.epoch(), ours.ring.checksum());
+        if theirs.0 == 0 || theirs == ours || theirs.0 < ours.0 {
+            *differing = None;
+            return;
+        }
+        if *differing != Some(theirs) {
+            tracing::info!(
+                ours_epoch = ours.0,
+                ours_checksum = format!("{:016x}", ours.1),
+                managers_epoch = theirs.0,
+                managers_checksum = format!("{:016x}", theirs.1),
+                "this node routes by another ring than the managers': fetching theirs"
+            );
+            *differing = Some(theirs);
+        }
+        self.installer.want_ring(theirs.0);
     }
 
     fn beat(&self, node: u32) -> Heartbeat {

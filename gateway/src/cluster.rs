@@ -363,6 +363,10 @@ pub struct CatalogCopy {
     /// Poked whenever a newer catalog is installed: the node's heartbeat then reports it at
     /// once (a bucket deletion waits for every gateway to report its mark).
     changed: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Where each newer catalog is saved (see [`leofs_manager::saved_copy`]).
+    saved: Option<std::path::PathBuf>,
+    /// Whether the last refresh failed (said once per outage).
+    unreachable: bool,
 }
 
 impl CatalogCopy {
@@ -379,7 +383,16 @@ impl CatalogCopy {
             copy,
             version,
             changed,
+            saved: None,
+            unreachable: false,
         }
+    }
+
+    /// Saves every newer catalog in `path` from now on, so that the node can start from it
+    /// while no manager answers.
+    pub fn saving_to(mut self, path: std::path::PathBuf) -> Self {
+        self.saved = Some(path);
+        self
     }
 
     /// Fetches the catalog if it changed and installs it.
@@ -392,6 +405,11 @@ impl CatalogCopy {
         if let Some(bytes) = snapshot.bytes {
             self.copy.install(Manager::decode_snapshot(&bytes)?)?;
             self.version = snapshot.version;
+            if let Some(path) = &self.saved
+                && let Err(e) = leofs_manager::saved_copy::save(path, snapshot.version, &bytes)
+            {
+                tracing::warn!(error = %e, "cannot save the catalog on disk: a restart needs a manager");
+            }
             if let Some(changed) = &self.changed {
                 // Full: a beat is due anyway.
                 let _ = changed.try_send(());
@@ -464,8 +482,17 @@ impl CatalogApplier for CatalogCopy {
     }
 
     fn idle(&mut self) {
-        if let Err(e) = self.fetch() {
-            tracing::warn!(error = %e, "no manager answers; serving with the last catalog and ring");
+        match self.fetch() {
+            Ok(()) if self.unreachable => {
+                self.unreachable = false;
+                tracing::info!("the managers answer again; the catalog is current");
+            }
+            Ok(()) => {}
+            Err(e) if !self.unreachable => {
+                self.unreachable = true;
+                tracing::warn!(error = %e, "no manager answers; serving with the last catalog and ring");
+            }
+            Err(e) => tracing::debug!(error = %e, "still no manager answers"),
         }
     }
 }

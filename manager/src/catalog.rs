@@ -146,6 +146,16 @@ impl CatalogWriter {
         self.ask(|reply| Change::Refresh { reply }).await
     }
 
+    /// Asks for a copy of the catalog to be brought up to date soon, without waiting (a peer
+    /// routes by a newer ring than the copy's); nothing where the catalog is the manager's own,
+    /// or when the queue is full (a refresh is then due anyway).
+    pub fn request_refresh(&self) {
+        if self.copy {
+            let (reply, _) = oneshot::channel();
+            let _ = self.send(Change::Refresh { reply });
+        }
+    }
+
     /// Creates a bucket owned by `owner` (see [`Manager::create_bucket`]).
     pub async fn create_bucket(
         &self,

@@ -252,6 +252,13 @@ pub struct HeartbeatAnswer {
     /// The managers of the group (their `--rpc-listen` addresses): the node sends its
     /// heartbeats to each.
     pub managers: Vec<String>,
+    /// The epoch of the ring this manager has (0: none yet): a node routing by another one
+    /// fetches it at once rather than at its next poll.
+    #[serde(default)]
+    pub ring_epoch: u64,
+    /// That ring's checksum (0: none).
+    #[serde(default)]
+    pub ring_checksum: u64,
 }
 
 /// The last heartbeat of each node, as this manager received them.

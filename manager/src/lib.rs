@@ -18,6 +18,8 @@
 //! - [`catalog`]: [`CatalogWriter`], the manager's own thread that makes catalog changes asked
 //!   for from core threads (which must never block on the state file's fsync).
 //! - [`persist`]: atomic, owner-only file writes and secret generation.
+//! - [`saved_copy`]: the catalog a node without the manager role keeps on disk, to start from
+//!   while no manager answers.
 //! - [`admin`]: the token-protected HTTP+JSON admin API server.
 //! - [`client`]: a small blocking client of the admin API.
 //! - [`adm`]: the `leofs-adm` commands and their table/JSON output.
@@ -34,6 +36,7 @@ pub mod model;
 pub mod persist;
 pub mod raft;
 pub mod ring_plan;
+pub mod saved_copy;
 pub mod store;
 
 pub use bucket_name::validate_bucket_name;

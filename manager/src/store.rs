@@ -604,13 +604,17 @@ impl Manager {
     }
 
     /// Records a node's heartbeat (no Raft write: the leader turns what heartbeats show into
-    /// state changes) and answers with the managers the node should beat to.
+    /// state changes) and answers with the managers the node should beat to and the ring this
+    /// manager has (a node whose ring differs fetches it at once).
     pub fn heartbeat(&self, beat: Heartbeat) -> HeartbeatAnswer {
+        let state = self.snapshot();
         let answer = HeartbeatAnswer {
             managers: self
                 .group_status()
                 .map(|group| group.members.into_iter().map(|m| m.addr).collect())
                 .unwrap_or_default(),
+            ring_epoch: state.ring.as_ref().map_or(0, |ring| ring.epoch),
+            ring_checksum: state.ring_checksum().unwrap_or(0),
         };
         self.liveness.record(beat);
         answer
@@ -1122,6 +1126,39 @@ mod tests {
             Err(ManagerError::NoSuchUser(_))
         ));
         assert!(manager.snapshot().bucket("orphan").is_none());
+    }
+
+    #[test]
+    fn heartbeat_answers_name_the_managers_ring_once_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = open(dir.path());
+        let storage = manager
+            .register_node(Registration {
+                format_version: crate::cluster::MEMBERSHIP_FORMAT_VERSION,
+                addr: "127.0.0.1:4100".into(),
+                storage: true,
+                gateway: false,
+                shards: 2,
+                capacity_bytes: 0,
+                zone: String::new(),
+                layout_partitions: None,
+                known_id: None,
+            })
+            .unwrap();
+        let beat = || Heartbeat {
+            node: storage.id,
+            ..Heartbeat::default()
+        };
+        let before = manager.heartbeat(beat());
+        assert_eq!((before.ring_epoch, before.ring_checksum), (0, 0));
+        let ring = manager.start_cluster(None, None).unwrap();
+        let after = manager.heartbeat(beat());
+        assert_eq!(after.ring_epoch, ring.epoch);
+        assert_eq!(
+            Some(after.ring_checksum),
+            manager.snapshot().ring_checksum()
+        );
+        assert_ne!(after.ring_checksum, 0);
     }
 
     #[test]

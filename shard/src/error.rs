@@ -136,6 +136,19 @@ pub enum ShardError {
     /// This node has no ring yet (the cluster is not started).
     #[error("the cluster has no ring yet (leofs-adm start)")]
     NoRing,
+    /// A peer routed a request by a newer ring than this node's, and this node could not
+    /// fetch that ring in time: it serves nothing by an older ring.
+    #[error(
+        "a peer routes by ring epoch {wanted}, this node only has epoch {have} and could not fetch the newer ring within {waited_ms} ms (are the managers reachable?)"
+    )]
+    RingBehind {
+        /// The sender's ring epoch.
+        wanted: u64,
+        /// This node's.
+        have: u64,
+        /// How long it waited for the newer ring.
+        waited_ms: u64,
+    },
     /// A request reached a vnode that does not hold its partition (the sender routed with
     /// another ring).
     #[error("partition {partition} is not held by core {core} at ring epoch {epoch}")]
@@ -247,6 +260,7 @@ impl ShardError {
             | Self::RemoteVnode { .. }
             | Self::NodeSuspended { .. }
             | Self::NoRing
+            | Self::RingBehind { .. }
             | Self::Wire(_)
             | Self::NoStorage
             | Self::ManagerUnavailable(_) => ErrorClass::Unavailable,

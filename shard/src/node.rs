@@ -209,7 +209,14 @@ pub(crate) struct NodeShared {
     bound: Mutex<Vec<(usize, SocketAddr, SocketAddr)>>,
     /// Open connections per core; where a new connection is served.
     pub(crate) balancer: ConnectionBalancer,
+    /// Asked for a ring of at least the given epoch when a peer routes by a newer ring than
+    /// this node's (set once by whoever follows the managers' ring).
+    ring_wanted: std::sync::OnceLock<RingWanted>,
 }
+
+/// Called with an epoch when a peer routes by a newer ring than the node's: whoever follows
+/// the managers' ring fetches it now rather than at its next poll. Must not block.
+pub type RingWanted = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl NodeShared {
     /// The ring the cores route by, with the nodes' addresses.
@@ -239,6 +246,18 @@ impl NodeShared {
             if let Err(e) = cross_core::post(&self.mailboxes, core, message) {
                 tracing::debug!(core, error = %e, "a stopped core takes no ring");
             }
+        }
+    }
+
+    /// Asks for a ring of at least `epoch` (see [`RingWanted`]); whether anyone follows the
+    /// managers' ring to fetch it.
+    pub(crate) fn want_ring(&self, epoch: u64) -> bool {
+        match self.ring_wanted.get() {
+            Some(wanted) => {
+                wanted(epoch);
+                true
+            }
+            None => false,
         }
     }
 
@@ -330,6 +349,18 @@ impl RingInstaller {
     /// The ring the node routes by now.
     pub fn installed(&self) -> Arc<InstalledRing> {
         self.shared.installed()
+    }
+
+    /// Asks whoever follows the managers' ring for a ring of at least `epoch` now (see
+    /// [`RingWanted`]); whether anyone does.
+    pub fn want_ring(&self, epoch: u64) -> bool {
+        self.shared.want_ring(epoch)
+    }
+
+    /// Sets what is called when a peer routes by a newer ring than this node's (once; a
+    /// second call is ignored and says so).
+    pub fn when_ring_wanted(&self, wanted: RingWanted) -> bool {
+        self.shared.ring_wanted.set(wanted).is_ok()
     }
 }
 
@@ -560,6 +591,7 @@ where
         shutdown: Arc::new(ShutdownState::default()),
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
+        ring_wanted: std::sync::OnceLock::new(),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()

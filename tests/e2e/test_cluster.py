@@ -2,7 +2,8 @@
 with `leofs-adm start`, and gateway-only processes, all on loopback. Objects spread over the
 storage nodes in proportion to their shards; S3 clients see one store through any gateway;
 listing is complete and ordered across nodes; node states follow heartbeats and operators;
-the data path goes on while every manager is down; a node with another secret is refused.
+the data path goes on while every manager is down (nodes restarted then start from the catalog
+they saved); a node with another secret is refused.
 These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
 
 from __future__ import annotations
@@ -363,9 +364,31 @@ def test_the_data_path_goes_on_while_every_manager_is_down(make_server):
     with pytest.raises(ClientError) as unknown:
         s3.list_objects_v2(Bucket="never-made")
     assert unknown.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+
+    # A storage node and the gateway crash and restart while no manager answers: each starts
+    # from the catalog and ring it saved on disk, and every object is served again.
+    storage, gateway = cluster.storage[0], cluster.gateways[0]
+    storage.kill9()
+    gateway.kill9()
+    storage.start()
+    gateway.start()
+    for server in (storage, gateway):
+        log = server.stderr_path.read_text()
+        assert "starting from the catalog and ring this node saved" in log, log[-2000:]
+    s3 = gateway.client()
+    listed = list_all(s3, "nomanager")
+    assert len(listed) == i + 1
+    for key in listed:
+        expected = b"1" if key == "before" else key.split("/")[1].encode()
+        assert s3.get_object(Bucket="nomanager", Key=key)["Body"].read() == expected
+    for j in range(30):
+        s3.put_object(Bucket="nomanager", Key=f"restarted/{j}", Body=b"r")
+
     manager.start()
     s3.put_object(Bucket="nomanager", Key="after", Body=b"2")
     assert s3.get_object(Bucket="nomanager", Key="before")["Body"].read() == b"1"
+    eventually("the restarted storage node runs again", STATE_DEADLINE_S,
+               lambda: cluster.state_of(storage) == "running")
 
 
 def test_three_managers_lose_their_leader_under_load_and_nothing_fails(make_server):

@@ -86,6 +86,8 @@ pub(crate) struct RemotePeers {
     pub(crate) sent: Cell<u64>,
     /// Requests this core served for peers.
     pub(crate) served: Cell<u64>,
+    /// When this core last logged a request it refused for want of a newer ring.
+    pub(crate) ring_behind_logged: Cell<Option<std::time::Instant>>,
 }
 
 impl RemotePeers {

@@ -20,6 +20,13 @@ use crate::{Shard, ShardError};
 /// Most peer connections one core serves at once (handshakes included); one more is closed at
 /// once with a log line.
 pub const RPC_CONNECTIONS_PER_CORE_MAX: usize = 256;
+/// Longest a request routed by a newer ring than this node's waits for that ring to arrive
+/// before it is refused ([`ShardError::RingBehind`]).
+pub const RING_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a waiting request looks whether the newer ring arrived.
+const RING_CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Least time between two log lines about a ring this node could not fetch (per core).
+const RING_BEHIND_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The address core `core` serves peers on: the RPC port + `core`.
 pub(crate) fn core_addr(listen: SocketAddr, core: usize) -> Result<SocketAddr, ShardError> {
@@ -89,7 +96,10 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
     let answer = match request {
         NodeRequest::Storage(request) => {
             let kind = request.kind();
-            let answer = shard.execute(request).await.map(NodeAnswer::Storage);
+            let answer = match catch_up_ring(&shard, message.envelope().ring_epoch()).await {
+                Ok(()) => shard.execute(request).await.map(NodeAnswer::Storage),
+                Err(e) => Err(e),
+            };
             if id == 0 {
                 if let Err(e) = answer {
                     tracing::warn!(error = %e, request = kind, "a one-way request from a peer failed; the sweeper will find what it left");
@@ -139,6 +149,8 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
     if id == 0 {
         return None;
     }
+    // The ring may have been caught up while the request waited.
+    let epoch = shard.ring().epoch();
     let frame = codec::encode_answer(id, epoch, answer);
     if let Err(e) = frame.check_bounds() {
         // Too large for one frame (a catalog beyond the payload bound): the asker gets an
@@ -152,6 +164,46 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
         return Some(codec::encode_answer(id, epoch, Err(e)));
     }
     Some(frame)
+}
+
+/// Makes sure this core routes by a ring at least as new as `wanted` (the sender's) before a
+/// request is served by it: a newer ring is asked for at once (from the managers, through
+/// whoever follows their ring) and waited for at most [`RING_CATCH_UP_MAX`]. A node never
+/// serves by an older ring than its sender's: the newer one may have moved the partition.
+async fn catch_up_ring(shard: &Shard, wanted: u64) -> Result<(), ShardError> {
+    if shard.ring().epoch() >= wanted {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let followed = shard.core.node.want_ring(wanted);
+    while followed && started.elapsed() < RING_CATCH_UP_MAX {
+        monoio::time::sleep(RING_CATCH_UP_POLL).await;
+        if shard.ring().epoch() >= wanted {
+            tracing::debug!(
+                epoch = wanted,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "took a newer ring before serving a peer"
+            );
+            return Ok(());
+        }
+    }
+    let e = ShardError::RingBehind {
+        wanted,
+        have: shard.ring().epoch(),
+        waited_ms: started.elapsed().as_millis() as u64,
+    };
+    let remote = &shard.core.remote;
+    if remote
+        .ring_behind_logged
+        .get()
+        .is_none_or(|at| at.elapsed() >= RING_BEHIND_LOG_INTERVAL)
+    {
+        remote
+            .ring_behind_logged
+            .set(Some(std::time::Instant::now()));
+        tracing::warn!(error = %e, "refused a peer's request routed by a ring this node does not have");
+    }
+    Err(e)
 }
 
 fn no_manager() -> NodeAnswer {
