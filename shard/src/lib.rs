@@ -10,6 +10,8 @@
 //! - [`cross_core`]: the only way to reach another core (bounded, counted messages, values only).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
 //! - [`remote`]: the vocabulary over the wire to and from other nodes (`leofs-wire`).
+//! - [`replication`]: replication's decisions, sans-IO (quorum rounds, hints, anti-entropy, the
+//!   repaired-at watermark), run by a seeded simulation in the tests; not yet on the data path.
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
@@ -32,6 +34,7 @@ pub mod object;
 pub mod objects;
 pub mod partition;
 pub mod remote;
+pub mod replication;
 pub mod request;
 pub mod ring;
 pub mod shard;

@@ -615,6 +615,7 @@ where
         let engine = config.storage.then(|| {
             let mut engine = config.engine.clone();
             engine.dir = config.data_dir.join(format!("shard-{id}"));
+            engine.node_id = crate::ring::issuer_id(shared.node_id, id);
             engine
         });
         let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
@@ -882,7 +883,7 @@ where
                 map: shared.map,
                 ring: std::cell::RefCell::new(shared.installed().ring.clone()),
                 engine: engine.clone(),
-                clock: HlcClock::new(shared.node_id, Hlc::default()),
+                clock: HlcClock::new(crate::ring::issuer_id(shared.node_id, id), Hlc::default()),
                 forwarder: Forwarder::new(shared.mailboxes.clone()),
                 connections: ConnectionHub::default(),
                 remote: RemotePeers::new(shared.peers.as_ref()),

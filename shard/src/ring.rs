@@ -24,6 +24,18 @@ pub const SINGLE_NODE_ID: NodeId = 0;
 /// node ids.
 pub const NO_VNODE_NODE_ID: NodeId = NodeId::MAX;
 
+/// Node ids an HLC issuer id can name: 2^22, with [`crate::partition::MAX_CORES`] (1024)
+/// cores each in the 32 bits of an issuer id.
+pub const ISSUER_NODES: u32 = 1 << 22;
+
+/// The HLC issuer id of core `core` of node `node`: unique in the cluster (node ids are handed
+/// out by the manager, cores are below 1024), so no two cores ever stamp the same timestamp.
+/// A node id past [`ISSUER_NODES`] wraps (the manager hands out ids from 0 upwards).
+pub fn issuer_id(node: NodeId, core: usize) -> u32 {
+    debug_assert!(core < crate::partition::MAX_CORES);
+    (node % ISSUER_NODES) * crate::partition::MAX_CORES as u32 + core as u32
+}
+
 /// Most replicas of one partition.
 pub const MAX_REPLICAS: usize = 8;
 
@@ -271,6 +283,19 @@ mod tests {
                 (vnode(0, 2), vec![(683, 1024)])
             ]
         );
+    }
+
+    #[test]
+    fn issuer_ids_differ_for_every_node_and_core() {
+        let mut seen = std::collections::HashSet::new();
+        for node in [0, 1, 2, 1000, ISSUER_NODES - 1] {
+            for core in [0, 1, 511, crate::partition::MAX_CORES - 1] {
+                assert!(
+                    seen.insert(issuer_id(node, core)),
+                    "node {node} core {core}"
+                );
+            }
+        }
     }
 
     #[test]
