@@ -159,6 +159,28 @@ impl<N: Copy + PartialEq> WriteRound<N> {
     }
 }
 
+/// A write's precondition, decided by the partition's serializing replica (the first in the
+/// ring, one per ring epoch) on the newest version a read round found, while it holds the
+/// key: of concurrent conditional writers exactly one can win, and a loser is refused before
+/// any replica stores a byte of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `If-None-Match: *`: no object (nothing, or a tombstone).
+    Absent,
+    /// `If-Match`: the current object is the version stamped so.
+    Current(Hlc),
+}
+
+impl Condition {
+    /// Whether the condition holds on `newest`.
+    pub fn holds<V>(&self, newest: Option<&Version<V>>) -> bool {
+        match self {
+            Self::Absent => newest.is_none_or(Version::is_tombstone),
+            Self::Current(hlc) => newest.is_some_and(|v| !v.is_tombstone() && v.hlc == *hlc),
+        }
+    }
+}
+
 /// What a read asks one replica for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadAsk {
@@ -455,6 +477,20 @@ mod tests {
             round.answer(3, WriteAnswer::Newer(hlc(50))),
             WriteProgress::Acknowledged
         );
+    }
+
+    #[test]
+    fn conditions_hold_on_the_newest_version() {
+        let gone = Version::<u32> {
+            hlc: hlc(3),
+            value: None,
+        };
+        assert!(Condition::Absent.holds::<u32>(None));
+        assert!(Condition::Absent.holds(Some(&gone)));
+        assert!(!Condition::Absent.holds(Some(&version(3, 1))));
+        assert!(Condition::Current(hlc(3)).holds(Some(&version(3, 1))));
+        assert!(!Condition::Current(hlc(3)).holds(Some(&version(4, 1))));
+        assert!(!Condition::Current(hlc(3)).holds(Some(&gone)));
     }
 
     #[test]

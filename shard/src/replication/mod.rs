@@ -8,7 +8,8 @@
 //!
 //! - [`Version`], [`Levels`], [`decide_write`]: last write wins by HLC, and the clock bound.
 //! - [`coordinator`]: a write round (W or D acks, fail fast, who needs a hint, restamp above a
-//!   newer replica) and a read round (a body from one replica, digests from others, read repair).
+//!   newer replica), a read round (a body from one replica, digests from others, read repair)
+//!   and the precondition a serializing replica decides conditional writes by.
 //! - [`hints`]: a replica's queue of hints for one other replica (capped, expiring, in order).
 //! - [`antientropy`]: per-range hashes of a partition, their differences, and the repaired-at
 //!   watermark below which tombstones are dropped.

@@ -1,8 +1,8 @@
 //! The deterministic simulation of replication (DESIGN §7): five storage nodes, four partitions
 //! of N = 3 replicas, W = R = D = 2, in one thread with one seeded random source. The
 //! coordinator, replica, hint and anti-entropy decisions are the production ones
-//! ([`WriteRound`], [`ReadRound`], [`decide_write`], [`client_write_too_old`], [`HintQueue`],
-//! [`RangeHashes`], [`Pass`]); around them the simulator plays the network (delay, drop,
+//! ([`WriteRound`], [`ReadRound`], [`Condition`], [`decide_write`], [`client_write_too_old`],
+//! [`HintQueue`], [`RangeHashes`], [`Pass`]); around them the simulator plays the network (delay, drop,
 //! duplicate, reorder, partitions), the clocks (each node off by up to half the bound), the
 //! disks (a crash loses what was not synced: acks wait for the sync) and crashes with restarts.
 //!
@@ -11,7 +11,9 @@
 //! moves. A run then checks that replicas are identical, that the final version of every key
 //! is one a client issued, as stamped, and no older than any acknowledged write or delete of it
 //! (nothing acknowledged lost, nothing deleted back), and that every read returned a version
-//! no older than every write acknowledged before it began.
+//! no older than every write acknowledged before it began. Conditional creators (`If-None-Match:
+//! *`, through any node, at nearly the same time) go through the partition's serializing
+//! replica ([`Condition`]): at most one wins each key, and the key then holds the winner's value.
 //!
 //! Planted bugs ([`Bug`]) prove the checks bite; a failing seed prints the line that replays it.
 
@@ -21,7 +23,7 @@ use leofs_engine::Hlc;
 
 use super::antientropy::{Pass, PassStep, RangeHashes, range_of};
 use super::coordinator::{
-    ReadAnswer, ReadAsk, ReadProgress, ReadRound, WriteAnswer, WriteProgress, WriteRound,
+    Condition, ReadAnswer, ReadAsk, ReadProgress, ReadRound, WriteAnswer, WriteProgress, WriteRound,
 };
 use super::hints::{Hint, HintQueue};
 use super::{
@@ -48,6 +50,8 @@ const FAULTY_US: u64 = 1_500_000;
 const DRAIN_US: u64 = 1_000_000;
 const SETTLE_US: u64 = 3_000_000;
 const OPS: usize = 220;
+/// Keys only conditional creators write.
+const CREATE_KEYS: std::ops::Range<Key> = 100..103;
 const HINT_CAP_BYTES: u64 = 1 << 20;
 const RESTAMPS_MAX: u32 = 3;
 /// A client write stamped longer ago than this by a replica's clock is refused there: its
@@ -72,6 +76,9 @@ pub(crate) enum Bug {
     TombstoneDroppedEarly,
     /// Read repair and anti-entropy stamp what they copy with a new HLC.
     RepairRestamps,
+    /// A conditional create is decided by whichever replica the coordinator picks, not by the
+    /// partition's serializing replica.
+    UnserializedCreate,
 }
 
 /// splitmix64: small, fast, and the same on every machine.
@@ -151,6 +158,12 @@ enum Msg {
         partition: usize,
         hlc: Hlc,
     },
+    /// A conditional create (`If-None-Match: *`), sent to the partition's serializing replica.
+    Create {
+        op: usize,
+        key: Key,
+        value: Value,
+    },
 }
 
 #[derive(Debug)]
@@ -213,6 +226,8 @@ enum OpKind {
     Put(Value),
     Delete,
     Get,
+    /// A put only if the key holds nothing.
+    Create(Value),
 }
 
 #[derive(Clone, Debug)]
@@ -234,13 +249,25 @@ enum Outcome {
     },
     /// A read's answer (None: nothing or deleted).
     Read(Option<Version<Value>>),
+    /// A conditional write whose condition did not hold.
+    Refused,
     Failed,
+}
+
+/// A client's write or delete as its coordinator runs it.
+#[derive(Clone, Copy, Debug)]
+struct ClientWrite {
+    op: usize,
+    key: Key,
+    /// None: a delete.
+    value: Option<Value>,
+    /// A conditional create this serializing replica runs (the key is locked).
+    conditional: bool,
 }
 
 enum Round {
     Write {
-        op: usize,
-        key: Key,
+        write: ClientWrite,
         version: Version<Value>,
         round: WriteRound<Node>,
         restamps: u32,
@@ -249,6 +276,8 @@ enum Round {
         op: usize,
         key: Key,
         round: ReadRound<Node, Value>,
+        /// The value of the conditional create this read decides (at the serializer).
+        create: Option<Value>,
     },
 }
 
@@ -281,6 +310,9 @@ struct NodeState {
     suspect: HashMap<Node, u64>,
     /// When each tombstone arrived (for the planted early drop).
     tombstone_arrivals: BTreeMap<Key, u64>,
+    /// As a partition's serializing replica: keys with a conditional write running, and the
+    /// ones waiting behind it (lost in a crash).
+    serialized: HashMap<Key, std::collections::VecDeque<(usize, Value)>>,
 }
 
 impl NodeState {
@@ -371,6 +403,7 @@ impl Sim {
                 passes: HashMap::new(),
                 suspect: HashMap::new(),
                 tombstone_arrivals: BTreeMap::new(),
+                serialized: HashMap::new(),
             })
             .collect();
         Self {
@@ -435,7 +468,7 @@ impl Sim {
     }
 
     /// The whole run; the violations found (empty: the run holds).
-    fn run(mut self) -> Vec<String> {
+    fn run(&mut self) -> Vec<String> {
         let start = self.now;
         for node in 0..NODES {
             let (sync, replay) = (
@@ -465,6 +498,23 @@ impl Sim {
             });
             self.outcomes.push(Outcome::Pending);
             self.at(at, Event::Op(i));
+        }
+        // Concurrent conditional creators of keys nobody else writes.
+        for key in CREATE_KEYS {
+            let at = self.rng.below(FAULTY_US);
+            for _ in 0..3 + self.rng.below(4) {
+                let i = self.ops.len();
+                let coordinator = self.rng.below(NODES as u64) as usize;
+                self.ops.push(Op {
+                    key,
+                    kind: OpKind::Create(i as Value),
+                    coordinator,
+                    started_at: 0,
+                });
+                self.outcomes.push(Outcome::Pending);
+                let jitter = self.rng.below(10_000);
+                self.at(at + jitter, Event::Op(i));
+            }
         }
         for _ in 0..4 {
             let node = self.rng.below(NODES as u64) as usize;
@@ -588,9 +638,23 @@ impl Sim {
         state.last_hlc = Hlc::default();
         let rounds: Vec<Round> = state.rounds.drain().map(|(_, r)| r).collect();
         state.passes.clear();
+        let waiting: Vec<usize> = state
+            .serialized
+            .drain()
+            .flat_map(|(_, queue)| queue.into_iter().map(|(op, _)| op))
+            .collect();
+        for op in waiting {
+            if self.outcomes[op] == Outcome::Pending {
+                self.outcomes[op] = Outcome::Failed;
+            }
+        }
         for round in rounds {
             let op = match round {
-                Round::Write { op, .. } | Round::Read { op, .. } => op,
+                Round::Write {
+                    write: ClientWrite { op, .. },
+                    ..
+                }
+                | Round::Read { op, .. } => op,
             };
             if self.outcomes[op] == Outcome::Pending {
                 self.outcomes[op] = Outcome::Failed;
@@ -664,21 +728,72 @@ impl Sim {
         }
         self.ops[i].started_at = self.now;
         match kind {
-            OpKind::Get => self.start_read(coordinator, i, key),
-            OpKind::Put(value) => self.start_write(coordinator, i, key, Some(value), 0, None),
-            OpKind::Delete => self.start_write(coordinator, i, key, None, 0, None),
+            OpKind::Get => self.start_read(coordinator, i, key, None),
+            OpKind::Put(value) => {
+                let write = ClientWrite {
+                    op: i,
+                    key,
+                    value: Some(value),
+                    conditional: false,
+                };
+                self.start_write(coordinator, write, 0, None);
+            }
+            OpKind::Delete => {
+                let write = ClientWrite {
+                    op: i,
+                    key,
+                    value: None,
+                    conditional: false,
+                };
+                self.start_write(coordinator, write, 0, None);
+            }
+            OpKind::Create(value) => {
+                let replicas = replicas_of(partition_of(key));
+                let serializer = if self.bug == Some(Bug::UnserializedCreate) {
+                    replicas[self.rng.below(N as u64) as usize]
+                } else {
+                    replicas[0]
+                };
+                self.send(coordinator, serializer, Msg::Create { op: i, key, value });
+            }
         }
     }
 
-    fn start_write(
-        &mut self,
-        node: Node,
-        op: usize,
-        key: Key,
-        value: Option<Value>,
-        restamps: u32,
-        above: Option<Hlc>,
-    ) {
+    /// The serializing replica takes a conditional create: it runs now, or after the one
+    /// running on its key.
+    fn serialize(&mut self, node: Node, op: usize, key: Key, value: Value) {
+        if let Some(queue) = self.nodes[node].serialized.get_mut(&key) {
+            queue.push_back((op, value));
+            return;
+        }
+        self.nodes[node]
+            .serialized
+            .insert(key, std::collections::VecDeque::new());
+        self.start_read(node, op, key, Some(value));
+    }
+
+    /// The conditional write on `key` is over: the next one waiting runs.
+    fn unlock(&mut self, node: Node, key: Key) {
+        let next = self.nodes[node]
+            .serialized
+            .get_mut(&key)
+            .and_then(|queue| queue.pop_front());
+        match next {
+            Some((op, value)) => self.start_read(node, op, key, Some(value)),
+            None => {
+                self.nodes[node].serialized.remove(&key);
+            }
+        }
+    }
+
+    /// Stamps `write` (above `above`, after `restamps` restamps) and sends it to the replicas.
+    fn start_write(&mut self, node: Node, write: ClientWrite, restamps: u32, above: Option<Hlc>) {
+        let ClientWrite {
+            op,
+            key,
+            value,
+            conditional,
+        } = write;
         let hlc = self.nodes[node].stamp(node, self.now, above);
         let version = Version { hlc, value };
         self.issued.insert((key, hlc, value));
@@ -690,6 +805,9 @@ impl Sim {
         let started = WriteRound::start(&replicas, |r| self.believed_up(node, *r), needed);
         let Ok((round, targets)) = started else {
             self.outcomes[op] = Outcome::Failed;
+            if conditional {
+                self.unlock(node, key);
+            }
             return;
         };
         let id = self.id();
@@ -705,8 +823,7 @@ impl Sim {
         self.nodes[node].rounds.insert(
             id,
             Round::Write {
-                op,
-                key,
+                write,
                 version,
                 round,
                 restamps,
@@ -715,11 +832,15 @@ impl Sim {
         self.at(ROUND_DEADLINE_US, Event::Deadline { node, round: id });
     }
 
-    fn start_read(&mut self, node: Node, op: usize, key: Key) {
+    /// A read round; for a conditional create (`create`), the one that decides it.
+    fn start_read(&mut self, node: Node, op: usize, key: Key, create: Option<Value>) {
         let replicas = replicas_of(partition_of(key));
         let started = ReadRound::start(&replicas, |r| self.believed_up(node, *r), R);
         let Ok((round, asks)) = started else {
             self.outcomes[op] = Outcome::Failed;
+            if create.is_some() {
+                self.unlock(node, key);
+            }
             return;
         };
         let id = self.id();
@@ -734,9 +855,15 @@ impl Sim {
                 },
             );
         }
-        self.nodes[node]
-            .rounds
-            .insert(id, Round::Read { op, key, round });
+        self.nodes[node].rounds.insert(
+            id,
+            Round::Read {
+                op,
+                key,
+                round,
+                create,
+            },
+        );
         self.at(ROUND_DEADLINE_US, Event::Deadline { node, round: id });
     }
 
@@ -813,6 +940,7 @@ impl Sim {
                 self.drive_pass(to, pass, |p| p.entries(from, entries))
             }
             Msg::Watermark { partition, hlc } => self.take_watermark(to, partition, hlc),
+            Msg::Create { op, key, value } => self.serialize(to, op, key, value),
         }
     }
 
@@ -930,8 +1058,7 @@ impl Sim {
 
     fn write_progress(&mut self, node: Node, id: u64, progress: WriteProgress) {
         let Some(Round::Write {
-            op,
-            key,
+            write,
             version,
             restamps,
             ..
@@ -939,23 +1066,31 @@ impl Sim {
         else {
             return;
         };
-        let (op, key, version, restamps) = (*op, *key, version.clone(), *restamps);
+        let (write, hlc, restamps) = (*write, version.hlc, *restamps);
+        let ClientWrite {
+            op,
+            key,
+            conditional,
+            ..
+        } = write;
         match progress {
             WriteProgress::Pending => {}
             WriteProgress::Acknowledged => {
                 if self.outcomes[op] == Outcome::Pending {
-                    self.outcomes[op] = Outcome::Acked {
-                        hlc: version.hlc,
-                        at: self.now,
-                    };
+                    self.outcomes[op] = Outcome::Acked { hlc, at: self.now };
                 }
             }
             WriteProgress::Restamp { above } => {
                 self.nodes[node].rounds.remove(&id);
                 if self.outcomes[op] == Outcome::Pending && restamps < RESTAMPS_MAX {
-                    self.start_write(node, op, key, version.value, restamps + 1, Some(above));
-                } else if self.outcomes[op] == Outcome::Pending {
-                    self.outcomes[op] = Outcome::Failed;
+                    self.start_write(node, write, restamps + 1, Some(above));
+                } else {
+                    if self.outcomes[op] == Outcome::Pending {
+                        self.outcomes[op] = Outcome::Failed;
+                    }
+                    if conditional {
+                        self.unlock(node, key);
+                    }
                 }
             }
             WriteProgress::Failed => {
@@ -970,8 +1105,13 @@ impl Sim {
     /// by a replica that stored it.
     fn finish_write(&mut self, node: Node, id: u64) {
         let Some(Round::Write {
-            op,
-            key,
+            write:
+                ClientWrite {
+                    op,
+                    key,
+                    conditional,
+                    ..
+                },
             version,
             round,
             ..
@@ -979,6 +1119,9 @@ impl Sim {
         else {
             return;
         };
+        if conditional {
+            self.unlock(node, key);
+        }
         if !matches!(self.outcomes[op], Outcome::Acked { .. }) {
             return;
         }
@@ -1004,10 +1147,13 @@ impl Sim {
     }
 
     fn read_progress(&mut self, node: Node, id: u64, progress: ReadProgress<Node, Value>) {
-        let Some(Round::Read { op, key, .. }) = self.nodes[node].rounds.get(&id) else {
+        let Some(Round::Read {
+            op, key, create, ..
+        }) = self.nodes[node].rounds.get(&id)
+        else {
             return;
         };
-        let (op, key) = (*op, *key);
+        let (op, key, create) = (*op, *key, *create);
         match progress {
             ReadProgress::Pending => {}
             ReadProgress::Ask(asks) => {
@@ -1025,8 +1171,26 @@ impl Sim {
             }
             ReadProgress::Done { version, stale } => {
                 self.nodes[node].rounds.remove(&id);
-                if self.outcomes[op] == Outcome::Pending {
-                    self.outcomes[op] = Outcome::Read(version.clone());
+                match create {
+                    // The serializer decides a conditional create on the newest version.
+                    Some(value) if Condition::Absent.holds(version.as_ref()) => {
+                        let above = version.as_ref().map(|v| v.hlc);
+                        let write = ClientWrite {
+                            op,
+                            key,
+                            value: Some(value),
+                            conditional: true,
+                        };
+                        self.start_write(node, write, 0, above);
+                    }
+                    Some(_) => {
+                        self.outcomes[op] = Outcome::Refused;
+                        self.unlock(node, key);
+                    }
+                    None if self.outcomes[op] == Outcome::Pending => {
+                        self.outcomes[op] = Outcome::Read(version.clone());
+                    }
+                    None => {}
                 }
                 if let Some(version) = version {
                     let version = self.repaired(node, version);
@@ -1045,6 +1209,9 @@ impl Sim {
                 self.nodes[node].rounds.remove(&id);
                 if self.outcomes[op] == Outcome::Pending {
                     self.outcomes[op] = Outcome::Failed;
+                }
+                if create.is_some() {
+                    self.unlock(node, key);
                 }
             }
         }
@@ -1239,7 +1406,7 @@ impl Sim {
                 }
             }
         }
-        for key in 0..KEYS {
+        for key in (0..KEYS).chain(CREATE_KEYS) {
             let replica = replicas_of(partition_of(key))[0];
             let last = self.nodes[replica].held(key);
             if let Some(version) = last
@@ -1255,6 +1422,27 @@ impl Sim {
             {
                 out.push(format!(
                     "key {key}: the acknowledged {kind:?} at {hlc:?} is lost (holds {last:?})"
+                ));
+            }
+        }
+        for key in CREATE_KEYS {
+            let winners: Vec<usize> = (0..self.ops.len())
+                .filter(|&i| {
+                    self.ops[i].key == key && matches!(self.outcomes[i], Outcome::Acked { .. })
+                })
+                .collect();
+            if winners.len() > 1 {
+                out.push(format!(
+                    "key {key}: {} conditional creators won ({winners:?})",
+                    winners.len()
+                ));
+            }
+            let held = self.nodes[replicas_of(partition_of(key))[0]].held(key);
+            if let [winner] = winners[..]
+                && held.and_then(|v| v.value) != Some(winner as Value)
+            {
+                out.push(format!(
+                    "key {key}: creator {winner} won, but the key holds {held:?}"
                 ));
             }
         }
@@ -1373,6 +1561,7 @@ fn planted_bugs_are_caught() {
         Bug::DropHint,
         Bug::TombstoneDroppedEarly,
         Bug::RepairRestamps,
+        Bug::UnserializedCreate,
     ] {
         let caught = first_failure(0..400, Some(bug));
         let (seed, violations) =
