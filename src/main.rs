@@ -625,6 +625,7 @@ fn check_roles(config: &ServerConfig) -> anyhow::Result<()> {
 /// Starts everything, prints the endpoints, waits for SIGTERM/SIGINT and stops gracefully.
 fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     check_roles(&config)?;
+    test_clock_offset()?;
     let roles = config.roles;
     let joins = !config.join.is_empty();
     let root = root_credentials()?;
@@ -915,6 +916,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             let _ = poke_follower.try_send(());
         }));
     let (catalog_changed, beat_now) = std::sync::mpsc::sync_channel(1);
+    let clock = Arc::new(membership::ClockOffset::default());
     if let Some(registration) = registration {
         membership::Beater {
             registration,
@@ -929,6 +931,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             own_addr: config.rpc_listen,
             auth: auth.clone(),
             beat_now: Some(beat_now),
+            clock: clock.clone(),
         }
         .spawn()?;
     }
@@ -990,6 +993,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let admin = if roles.manager || config.admin_listen_given {
         let status = Arc::new(StatusSource {
             stats: node.stats_handle(),
+            clock: clock.clone(),
             catalog: manager.clone(),
             s3_endpoint: if roles.gateway {
                 format!("http://{s3_endpoint}")
@@ -1040,6 +1044,24 @@ fn bucket_is_empty(stats: &NodeStats, bucket: &leofs_manager::Bucket) -> Option<
         }
     }
     Some(true)
+}
+
+/// Applies `LEOFS_TEST_CLOCK_OFFSET_MS` (tests of clock skew between nodes on one machine
+/// only): this process's wall clock, as heartbeats read it, is shifted by that many ms.
+fn test_clock_offset() -> anyhow::Result<()> {
+    let Ok(text) = std::env::var("LEOFS_TEST_CLOCK_OFFSET_MS") else {
+        return Ok(());
+    };
+    let offset_ms: i64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("LEOFS_TEST_CLOCK_OFFSET_MS={text:?} is not a number of ms"))?;
+    tracing::warn!(
+        offset_ms,
+        "test only: this node's clock reads {offset_ms} ms off the system's (LEOFS_TEST_CLOCK_OFFSET_MS)"
+    );
+    leofs_manager::cluster::set_test_clock_offset_ms(offset_ms);
+    Ok(())
 }
 
 /// `a,b,c`.
@@ -1122,6 +1144,8 @@ fn wait_for_ring(
 /// The admin API's view of the running node.
 struct StatusSource {
     stats: NodeStats,
+    /// This node's clock offset from the managers', as heartbeats measure it.
+    clock: Arc<membership::ClockOffset>,
     /// The catalog (for the nodes' addresses).
     catalog: Arc<Manager>,
     s3_endpoint: String,
@@ -1178,6 +1202,7 @@ impl NodeStatusSource for StatusSource {
             uptime_secs: self.started.elapsed().as_secs(),
             shards,
             latency_buckets_us: leofs_shard::metrics::LATENCY_BUCKETS_US.to_vec(),
+            clock_offset_us: self.clock.get(),
         }
     }
 

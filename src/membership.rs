@@ -286,6 +286,30 @@ pub struct Beater {
     pub auth: Option<ClusterAuth>,
     /// A beat is sent at once when this is poked (the catalog copy changed).
     pub beat_now: Option<std::sync::mpsc::Receiver<()>>,
+    /// Where the measured clock offset is kept for status and /metrics.
+    pub clock: Arc<ClockOffset>,
+}
+
+/// This node's clock minus the managers' (µs), as its heartbeats last measured it; None until
+/// a manager other than its own has answered. Shared with the node's status and /metrics.
+#[derive(Default)]
+pub struct ClockOffset(std::sync::Mutex<Option<i64>>);
+
+impl ClockOffset {
+    /// The last measure.
+    pub fn get(&self) -> Option<i64> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, offset_us: Option<i64>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = offset_us;
+    }
 }
 
 impl Beater {
@@ -332,6 +356,8 @@ impl Beater {
         let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
         // The managers' ring last found to differ from this node's (logged once).
         let mut differing: Option<(u64, u64)> = None;
+        // Whether the clock was last found beyond the cluster's bound (said once per change).
+        let mut clock_beyond = false;
         loop {
             let started = Instant::now();
             if self
@@ -341,20 +367,31 @@ impl Beater {
             {
                 return;
             }
-            let beat = self.beat(node);
+            let mut beat = self.beat(node);
             let mut named = Vec::new();
-            // The newest ring the managers answered with.
+            // The newest ring the managers answered with, and this clock's offset from each.
             let mut theirs = (0, 0);
+            let mut offsets = Vec::new();
             if let Some(local) = &self.local {
+                beat.sent_unix_us = leofs_manager::cluster::unix_now_us();
                 let answer = local.heartbeat(beat.clone());
                 theirs = theirs.max((answer.ring_epoch, answer.ring_checksum));
                 named.extend(answer.managers);
             }
             for (addr, peer) in managers.iter_mut() {
+                beat.sent_unix_us = leofs_manager::cluster::unix_now_us();
                 match send_heartbeat(peer, &beat) {
                     Ok(answer) => {
                         if failing.remove(addr) == Some(true) {
                             tracing::info!(manager = %addr, "heartbeats reach the manager again");
+                        }
+                        if answer.manager_unix_us != 0 {
+                            let received = leofs_manager::cluster::unix_now_us();
+                            offsets.push(leofs_manager::cluster::clock_offset_us(
+                                beat.sent_unix_us,
+                                received,
+                                answer.manager_unix_us,
+                            ));
                         }
                         theirs = theirs.max((answer.ring_epoch, answer.ring_checksum));
                         named.extend(answer.managers);
@@ -370,6 +407,10 @@ impl Beater {
                 add(&mut managers, addr);
             }
             self.follow_managers_ring(theirs, &mut differing);
+            if let Some(offset) = leofs_manager::cluster::median_offset_us(offsets) {
+                self.clock.set(Some(offset));
+                self.check_clock(offset, &mut clock_beyond);
+            }
             let pause = HEARTBEAT_INTERVAL.saturating_sub(started.elapsed());
             match &self.beat_now {
                 Some(poked) => {
@@ -378,6 +419,28 @@ impl Beater {
                 None => std::thread::sleep(pause),
             }
         }
+    }
+
+    /// Says when this node's clock goes beyond the cluster's bound from the managers', and
+    /// when it is back within.
+    fn check_clock(&self, offset_us: i64, beyond: &mut bool) {
+        let bound_ms = self.catalog.snapshot().settings.max_clock_offset_ms;
+        let now_beyond = !leofs_manager::cluster::clock_within_bound(offset_us, bound_ms);
+        if now_beyond && !*beyond {
+            tracing::warn!(
+                offset_ms = offset_us as f64 / 1000.0,
+                bound_ms,
+                "this node's clock is off the managers' by more than the cluster's bound: fix its \
+                 time source (NTP); writes it stamps may lose to older ones elsewhere"
+            );
+        } else if !now_beyond && *beyond {
+            tracing::info!(
+                offset_ms = offset_us as f64 / 1000.0,
+                bound_ms,
+                "this node's clock is back within the cluster's bound"
+            );
+        }
+        *beyond = now_beyond;
     }
 
     /// A node whose ring differs from the managers' (`theirs`: epoch, checksum) asks for
@@ -428,6 +491,8 @@ impl Beater {
             queue_depth: shards.iter().map(|s| s.garbage_pending).sum(),
             catalog_revision: self.catalog.snapshot().revision,
             shards,
+            sent_unix_us: 0,
+            clock_offset_us: self.clock.get(),
         }
     }
 }

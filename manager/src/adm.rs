@@ -329,6 +329,7 @@ const NODE_HEADERS: &[&str] = &[
     "ring epoch",
     "ring checksum",
     "disk used",
+    "clock offset",
     "last heartbeat",
 ];
 
@@ -358,6 +359,13 @@ fn node_row(info: &NodeInfo) -> Vec<String> {
                 )
             },
         ),
+        match beat.and_then(|b| b.clock_offset_us) {
+            None => "-".to_owned(),
+            Some(us) if info.clock_beyond_bound => {
+                format!("{:+.1} ms (beyond the bound)", us as f64 / 1000.0)
+            }
+            Some(us) => format!("{:+.1} ms", us as f64 / 1000.0),
+        },
         info.heartbeat_age_ms.map_or_else(
             || "never".to_owned(),
             |ms| format!("{:.1} s ago", ms as f64 / 1000.0),

@@ -244,6 +244,14 @@ pub struct Heartbeat {
     pub catalog_revision: u64,
     /// Per shard figures (storage nodes).
     pub shards: Vec<ShardUse>,
+    /// The node's wall clock when it sent this beat (µs since the Unix epoch).
+    #[serde(default)]
+    pub sent_unix_us: u64,
+    /// The node's clock minus the managers' (µs), as the node last measured it: the median
+    /// over the managers that answered, each from a heartbeat's round trip. None until measured
+    /// (or where the only manager is the node's own).
+    #[serde(default)]
+    pub clock_offset_us: Option<i64>,
 }
 
 /// The manager's answer to a heartbeat.
@@ -259,6 +267,49 @@ pub struct HeartbeatAnswer {
     /// That ring's checksum (0: none).
     #[serde(default)]
     pub ring_checksum: u64,
+    /// The manager's wall clock when it answered (µs since the Unix epoch; 0 from a manager
+    /// too old to say): the node measures its clock's offset from it.
+    #[serde(default)]
+    pub manager_unix_us: u64,
+}
+
+/// A test-only offset added to this process's wall clock (see [`unix_now_us`]), in µs.
+static TEST_CLOCK_OFFSET_US: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts this process's wall clock as [`unix_now_us`] reads it by `offset_ms`: only for tests
+/// of clock skew between nodes on one machine (`LEOFS_TEST_CLOCK_OFFSET_MS`).
+pub fn set_test_clock_offset_ms(offset_ms: i64) {
+    TEST_CLOCK_OFFSET_US.store(
+        offset_ms.saturating_mul(1000),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The wall clock in µs since the Unix epoch, as heartbeats and clock checks read it.
+pub fn unix_now_us() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    now.saturating_add_signed(TEST_CLOCK_OFFSET_US.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A node's clock minus a manager's, in µs, from one round trip: the node sent at `sent_us`
+/// and received at `received_us` (its clock) the manager's answer stamped `manager_us`; the
+/// manager's stamp is taken to be halfway through (the error is at most half the round trip).
+pub fn clock_offset_us(sent_us: u64, received_us: u64, manager_us: u64) -> i64 {
+    let halfway = sent_us / 2 + received_us / 2;
+    halfway as i64 - manager_us as i64
+}
+
+/// The median of several offsets (None for none).
+pub fn median_offset_us(mut offsets: Vec<i64>) -> Option<i64> {
+    offsets.sort_unstable();
+    offsets.get(offsets.len() / 2).copied()
+}
+
+/// Whether an offset in µs is within the cluster's bound in ms.
+pub fn clock_within_bound(offset_us: i64, max_clock_offset_ms: u64) -> bool {
+    offset_us.unsigned_abs() <= max_clock_offset_ms.saturating_mul(1000)
 }
 
 /// The last heartbeat of each node, as this manager received them.
@@ -404,6 +455,17 @@ mod tests {
             state,
             registered_unix_ms: 1,
         }
+    }
+
+    #[test]
+    fn clock_offsets_come_from_round_trips_and_their_median() {
+        // Sent at 1,000, answered at 1,400, the manager's clock read 700 halfway: 500 ahead.
+        assert_eq!(clock_offset_us(1_000, 1_400, 700), 500);
+        assert_eq!(clock_offset_us(1_000, 1_400, 1_700), -500);
+        assert_eq!(median_offset_us(vec![30, -10, 5_000]), Some(30));
+        assert_eq!(median_offset_us(Vec::new()), None);
+        assert!(clock_within_bound(-500_000, 500));
+        assert!(!clock_within_bound(500_001, 500));
     }
 
     #[test]

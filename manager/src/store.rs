@@ -615,6 +615,7 @@ impl Manager {
                 .unwrap_or_default(),
             ring_epoch: state.ring.as_ref().map_or(0, |ring| ring.epoch),
             ring_checksum: state.ring_checksum().unwrap_or(0),
+            manager_unix_us: crate::cluster::unix_now_us(),
         };
         self.liveness.record(beat);
         answer

@@ -51,6 +51,7 @@ impl NodeStatusSource for FixedNode {
                 })
                 .collect(),
             latency_buckets_us: Vec::new(),
+            clock_offset_us: None,
         }
     }
 

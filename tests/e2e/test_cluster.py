@@ -88,8 +88,8 @@ class Cluster:
         node.rpc_port = port
         return node
 
-    def new_gateway(self):
-        gateway = self.make_server(deployment="all-in-one", cores=1,
+    def new_gateway(self, extra_env=None):
+        gateway = self.make_server(deployment="all-in-one", cores=1, extra_env=extra_env,
                                    extra_args=["--roles", "gateway", "--join", self.join,
                                                "--cluster-secret-file", str(self.secret)])
         return gateway
@@ -389,6 +389,33 @@ def test_the_data_path_goes_on_while_every_manager_is_down(make_server):
     assert s3.get_object(Bucket="nomanager", Key="before")["Body"].read() == b"1"
     eventually("the restarted storage node runs again", STATE_DEADLINE_S,
                lambda: cluster.state_of(storage) == "running")
+
+
+def test_clock_offsets_are_measured_and_one_beyond_the_bound_is_reported(make_server):
+    cluster = Cluster(make_server, storage=1, gateways=1)
+    # A gateway whose clock reads 3 s ahead (the cluster's bound is 500 ms).
+    skewed = cluster.new_gateway(extra_env={"LEOFS_TEST_CLOCK_OFFSET_MS": "3000"})
+    name = lambda server: server.data_dir.joinpath("node.name").read_text().strip()
+
+    def info(addr):
+        return next((n for n in cluster.nodes() if n["member"]["addr"] == addr), None)
+
+    def offset_ms(addr):
+        node = info(addr)
+        beat = node and node["heartbeat"]
+        return None if not beat or beat.get("clock_offset_us") is None \
+            else beat["clock_offset_us"] / 1000
+    skewed_addr, plain_addr = name(skewed), name(cluster.gateways[0])
+    eventually("both gateways report a clock offset", STATE_DEADLINE_S,
+               lambda: offset_ms(skewed_addr) is not None and offset_ms(plain_addr) is not None)
+    assert 2_500 < offset_ms(skewed_addr) < 3_500, offset_ms(skewed_addr)
+    assert abs(offset_ms(plain_addr)) < 250, offset_ms(plain_addr)
+    assert info(skewed_addr)["clock_beyond_bound"] is True
+    assert info(plain_addr)["clock_beyond_bound"] is False
+    table = cluster.manager.adm("status").stdout
+    assert "(beyond the bound)" in table, table
+    log = skewed.stderr_path.read_text()
+    assert "clock is off the managers' by more than the cluster's bound" in log, log[-2000:]
 
 
 def test_three_managers_lose_their_leader_under_load_and_nothing_fails(make_server):

@@ -176,6 +176,15 @@ pub(super) fn render(
         "Cores (shards) serving",
         status.cores as u64,
     );
+    if let Some(offset_us) = status.clock_offset_us {
+        let offset = Gauge::<f64, AtomicU64>::default();
+        offset.set(offset_us as f64 / 1e6);
+        registry.register(
+            "clock_offset_seconds",
+            "This node's clock minus the managers', as its heartbeats measured it",
+            offset,
+        );
+    }
     let r = &mut registry;
     per_shard_gauge(
         r,
@@ -396,6 +405,7 @@ mod tests {
             uptime_secs: 9,
             shards: vec![shard(0, 4096), shard(1, 8192)],
             latency_buckets_us: vec![250, 1_000],
+            clock_offset_us: Some(-1_500),
         };
         let group = GroupStatus {
             node_id: 1,
@@ -411,6 +421,7 @@ mod tests {
             "leofs_garbage_queue_depth{core=\"0\"} 4",
             "leofs_wire_requests_served_total{core=\"0\"} 7",
             "leofs_raft_term 3",
+            "leofs_clock_offset_seconds -0.0015",
             "leofs_raft_is_leader 1",
             "leofs_raft_applied_index 12",
             "leofs_buckets 0",

@@ -80,6 +80,10 @@ pub struct NodeStatus {
     /// Upper bounds of the request latency buckets, in microseconds.
     #[serde(default)]
     pub latency_buckets_us: Vec<u64>,
+    /// This node's clock minus the managers' (µs), as its heartbeats measured it; None until
+    /// measured.
+    #[serde(default)]
+    pub clock_offset_us: Option<i64>,
 }
 
 /// One shard (core) of the node: its partitions and its engine's figures.

@@ -328,6 +328,11 @@ fn node_infos(manager: &Manager, state: &ManagerState) -> Vec<NodeInfo> {
         .values()
         .map(|member| {
             let last = manager.liveness().last(member.id);
+            let bound_ms = state.settings.max_clock_offset_ms;
+            let clock_beyond_bound = last.as_ref().is_some_and(|(_, beat)| {
+                beat.clock_offset_us
+                    .is_some_and(|o| !crate::cluster::clock_within_bound(o, bound_ms))
+            });
             NodeInfo {
                 member: member.clone(),
                 partitions: by_node.get(&member.id).copied().unwrap_or(0),
@@ -335,6 +340,7 @@ fn node_infos(manager: &Manager, state: &ManagerState) -> Vec<NodeInfo> {
                     .as_ref()
                     .map(|(age, _)| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
                 heartbeat: last.map(|(_, beat)| beat),
+                clock_beyond_bound,
             }
         })
         .collect()

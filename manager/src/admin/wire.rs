@@ -95,6 +95,10 @@ pub struct NodeInfo {
     pub heartbeat_age_ms: Option<u64>,
     /// Its last heartbeat.
     pub heartbeat: Option<crate::cluster::Heartbeat>,
+    /// Whether its clock, as its last heartbeat measured it, is further off the managers'
+    /// than the cluster's bound (`max_clock_offset_ms`).
+    #[serde(default)]
+    pub clock_beyond_bound: bool,
 }
 
 /// The cluster as `leofs-adm status` shows it.
