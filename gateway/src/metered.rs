@@ -1,6 +1,7 @@
-//! Counts every S3 request a core answers (for `/metrics`): its operation, named from the
-//! method, the path's shape and the query as the S3 API names them, its status, the time to
-//! the answer's head, and the bytes declared in and out.
+//! Counts every S3 and REST request a core answers (for `/metrics`): its operation, named from
+//! the method, the path's shape and the query as the S3 API names them (REST ones as
+//! `RestGetObject` and the like), its status, the time to the answer's head, and the bytes
+//! declared in and out.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,15 +19,28 @@ pub struct Metered<S> {
     shard: Shard,
     /// The virtual-host domain: requests to `<bucket>.<domain>` name the bucket in the host.
     domain: Option<String>,
+    /// Names a request's operation.
+    name: fn(&Request<Incoming>, Option<&str>) -> &'static str,
 }
 
 impl<S> Metered<S> {
-    /// Counts the requests `inner` answers on `shard`'s core.
+    /// Counts the S3 requests `inner` answers on `shard`'s core.
     pub fn new(inner: S, shard: Shard, domain: Option<String>) -> Self {
         Self {
             inner,
             shard,
             domain,
+            name: operation,
+        }
+    }
+
+    /// Counts the LeoFS REST requests `inner` answers on `shard`'s core.
+    pub fn rest(inner: S, shard: Shard) -> Self {
+        Self {
+            inner,
+            shard,
+            domain: None,
+            name: |request, _| rest_operation(request),
         }
     }
 }
@@ -42,7 +56,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let operation = operation(&request, self.domain.as_deref());
+        let operation = (self.name)(&request, self.domain.as_deref());
         let bytes_in = declared_length(request.headers());
         let started = Instant::now();
         let answer = self.inner.call(request);
@@ -74,6 +88,18 @@ fn declared_length(headers: &http::HeaderMap) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The REST operation a request asks for (the REST API reads, writes, checks and deletes
+/// objects at `/<bucket>/<key>`).
+pub fn rest_operation<B>(request: &Request<B>) -> &'static str {
+    match *request.method() {
+        Method::GET => "RestGetObject",
+        Method::PUT => "RestPutObject",
+        Method::HEAD => "RestHeadObject",
+        Method::DELETE => "RestDeleteObject",
+        _ => "RestOther",
+    }
 }
 
 /// The S3 operation a request asks for (`Other` when its shape is none of them).

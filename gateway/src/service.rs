@@ -69,7 +69,8 @@ pub fn serve_core(
     );
     leofs_shard::serve_http(&shard, s3_addr, service, S3_OVERLOAD)?;
     if let Some(addr) = rest_addr {
-        leofs_shard::serve_http(&shard, addr, RestService::new(ctx), REST_OVERLOAD)?;
+        let service = Metered::rest(RestService::new(ctx), shard.clone());
+        leofs_shard::serve_http(&shard, addr, service, REST_OVERLOAD)?;
     }
     Ok(())
 }

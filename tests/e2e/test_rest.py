@@ -43,6 +43,13 @@ def test_rest_round_trip_and_acls(make_server):
 
     r = requests.delete(f"{base}/rest-rw/small.txt", timeout=30)
     assert r.status_code == 204
+    # REST requests are counted on /metrics beside S3's (the gateway process's, when split).
+    serving = srv.gateway or srv
+    metrics = requests.get(f"http://{serving.admin_addr}/metrics", timeout=10).text
+    for line in ('leofs_s3_requests_total{operation="RestPutObject",status="200"} 3',
+                 'leofs_s3_requests_total{operation="RestHeadObject",status="200"} 3',
+                 'leofs_s3_requests_total{operation="RestDeleteObject",status="204"} 1'):
+        assert line in metrics.splitlines(), (line, metrics)
     r = requests.get(f"{base}/rest-rw/small.txt", timeout=30)
     assert r.status_code == 404 and "NoSuchKey" in r.text
     assert "small.txt" not in [o["Key"] for o in s3.list_objects_v2(Bucket="rest-rw")["Contents"]]

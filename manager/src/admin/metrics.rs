@@ -88,7 +88,11 @@ fn requests(registry: &mut Registry, status: &NodeStatus) {
             .or_insert_with(|| Latency::new(&status.latency_buckets_us))
             .add(request);
     }
-    registry.register("s3_requests", "S3 requests answered", counts);
+    registry.register(
+        "s3_requests",
+        "S3 and REST requests answered (REST operations are named Rest*)",
+        counts,
+    );
     registry.register("s3_request_bytes", "Request body bytes received", bytes_in);
     registry.register("s3_response_bytes", "Answer body bytes sent", bytes_out);
     registry.register(
