@@ -1083,7 +1083,7 @@ fn fetch_catalog_waiting(
     let deadline = Instant::now() + wait;
     loop {
         let e = match leofs_gateway::cluster::fetch_catalog(managers) {
-            Ok(fetched) => return Ok(Ok(fetched)),
+            Ok(fetched) => return Ok(Ok((fetched.state, fetched.version))),
             Err(e) => e,
         };
         if let leofs_gateway::cluster::JoinError::Node(node) = &e {
@@ -1104,13 +1104,10 @@ fn refresh_saved_copy(
     copy: &Manager,
     saved: &Path,
 ) -> anyhow::Result<u64> {
-    let (state, version) = leofs_gateway::cluster::fetch_catalog(managers)?;
-    let bytes = Manager::encode_snapshot(&state);
-    copy.install(state)?;
-    if let Err(e) = leofs_manager::saved_copy::save(saved, version, &bytes) {
-        tracing::warn!(error = %e, "cannot save the catalog on disk: a restart needs a manager");
-    }
-    Ok(version)
+    let fetched = leofs_gateway::cluster::fetch_catalog(managers)?;
+    copy.install(fetched.state)?;
+    leofs_gateway::cluster::save_catalog(saved, fetched.version, &fetched.bytes);
+    Ok(fetched.version)
 }
 
 /// Waits until the cluster has a ring (`leofs-adm start`), keeping `copy` (and its saved

@@ -405,10 +405,8 @@ impl CatalogCopy {
         if let Some(bytes) = snapshot.bytes {
             self.copy.install(Manager::decode_snapshot(&bytes)?)?;
             self.version = snapshot.version;
-            if let Some(path) = &self.saved
-                && let Err(e) = leofs_manager::saved_copy::save(path, snapshot.version, &bytes)
-            {
-                tracing::warn!(error = %e, "cannot save the catalog on disk: a restart needs a manager");
+            if let Some(path) = &self.saved {
+                save_catalog(path, snapshot.version, &bytes);
             }
             if let Some(changed) = &self.changed {
                 // Full: a beat is due anyway.
@@ -497,16 +495,38 @@ impl CatalogApplier for CatalogCopy {
     }
 }
 
-/// Fetches the catalog (with the ring and the members in it) from the managers (blocking;
-/// at start-up): the catalog and its version.
-pub fn fetch_catalog(managers: &mut ManagerPeers) -> Result<(ManagerState, u64), JoinError> {
+/// A catalog fetched from the managers: decoded, its version, and its bytes as sent (what a
+/// node saves, see [`save_catalog`]).
+pub struct FetchedCatalog {
+    /// The catalog, with the ring and the members in it.
+    pub state: ManagerState,
+    /// Its version.
+    pub version: u64,
+    /// Its encoded snapshot.
+    pub bytes: Bytes,
+}
+
+/// Fetches the catalog from the managers (blocking; at start-up).
+pub fn fetch_catalog(managers: &mut ManagerPeers) -> Result<FetchedCatalog, JoinError> {
     let snapshot = managers
         .fetch_catalog(0)?
         .map_err(|r| JoinError::Catalog(r.message))?;
     let bytes = snapshot
         .bytes
         .ok_or_else(|| JoinError::Catalog("the manager sent no catalog".into()))?;
-    Ok((Manager::decode_snapshot(&bytes)?, snapshot.version))
+    Ok(FetchedCatalog {
+        state: Manager::decode_snapshot(&bytes)?,
+        version: snapshot.version,
+        bytes,
+    })
+}
+
+/// Saves the catalog snapshot `bytes` at `version` in `path` for a restart while no manager
+/// answers (see [`leofs_manager::saved_copy`]); a failure is logged, not fatal.
+pub fn save_catalog(path: &std::path::Path, version: u64, bytes: &[u8]) {
+    if let Err(e) = leofs_manager::saved_copy::save(path, version, bytes) {
+        tracing::warn!(error = %e, "cannot save the catalog on disk: a restart needs a manager");
+    }
 }
 
 /// The ring a node routes by, from the managers' record of it: None before the cluster is

@@ -971,6 +971,21 @@ mod tests {
         manager.snapshot().bucket(bucket).unwrap().incarnation
     }
 
+    /// A node registering at `addr` with `shards` shards of storage (0: a gateway).
+    fn registration(addr: &str, shards: u16) -> Registration {
+        Registration {
+            format_version: crate::cluster::MEMBERSHIP_FORMAT_VERSION,
+            addr: addr.into(),
+            storage: shards > 0,
+            gateway: shards == 0,
+            shards,
+            capacity_bytes: 0,
+            zone: String::new(),
+            layout_partitions: None,
+            known_id: None,
+        }
+    }
+
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o777
     }
@@ -1134,17 +1149,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (manager, _) = open(dir.path());
         let storage = manager
-            .register_node(Registration {
-                format_version: crate::cluster::MEMBERSHIP_FORMAT_VERSION,
-                addr: "127.0.0.1:4100".into(),
-                storage: true,
-                gateway: false,
-                shards: 2,
-                capacity_bytes: 0,
-                zone: String::new(),
-                layout_partitions: None,
-                known_id: None,
-            })
+            .register_node(registration("127.0.0.1:4100", 2))
             .unwrap();
         let beat = || Heartbeat {
             node: storage.id,
@@ -1174,18 +1179,7 @@ mod tests {
         let seen = empty.clone();
         manager.set_emptiness_check(Box::new(move |_| Some(seen.load(Ordering::SeqCst))));
         // A running gateway that never reports the mark holds the deletion back.
-        let registration = |addr: &str| Registration {
-            format_version: crate::cluster::MEMBERSHIP_FORMAT_VERSION,
-            addr: addr.into(),
-            storage: false,
-            gateway: true,
-            shards: 0,
-            capacity_bytes: 0,
-            zone: String::new(),
-            layout_partitions: None,
-            known_id: None,
-        };
-        let gateway = manager.register_node(registration("gw-1")).unwrap();
+        let gateway = manager.register_node(registration("gw-1", 0)).unwrap();
         let incarnation = incarnation_of(&manager, "full");
         let started = std::time::Instant::now();
         assert!(matches!(

@@ -25,6 +25,27 @@ pub struct TooFewUp {
     pub needed: usize,
 }
 
+/// The replicas among `replicas` that are `up`, in order, or [`TooFewUp`] when fewer than
+/// `needed` (a quorum within the replicas).
+fn up_among<N: Copy>(
+    replicas: &[N],
+    up: impl Fn(&N) -> bool,
+    needed: usize,
+) -> Result<Vec<N>, TooFewUp> {
+    assert!(
+        needed >= 1 && needed <= replicas.len(),
+        "a quorum within the replicas"
+    );
+    let up: Vec<N> = replicas.iter().copied().filter(|r| up(r)).collect();
+    if up.len() < needed {
+        return Err(TooFewUp {
+            up: up.len(),
+            needed,
+        });
+    }
+    Ok(up)
+}
+
 /// A replica's answer to a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteAnswer {
@@ -73,17 +94,7 @@ impl<N: Copy + PartialEq> WriteRound<N> {
         up: impl Fn(&N) -> bool,
         needed: usize,
     ) -> Result<(Self, Vec<N>), TooFewUp> {
-        assert!(
-            needed >= 1 && needed <= replicas.len(),
-            "a quorum within the replicas"
-        );
-        let sent: Vec<N> = replicas.iter().copied().filter(|r| up(r)).collect();
-        if sent.len() < needed {
-            return Err(TooFewUp {
-                up: sent.len(),
-                needed,
-            });
-        }
+        let sent = up_among(replicas, up, needed)?;
         let round = Self {
             replicas: replicas.to_vec(),
             needed,
@@ -242,17 +253,7 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
         up: impl Fn(&N) -> bool,
         r: usize,
     ) -> Result<(Self, Vec<(N, ReadAsk)>), TooFewUp> {
-        assert!(
-            r >= 1 && r <= replicas.len(),
-            "a quorum within the replicas"
-        );
-        let up: Vec<N> = replicas.iter().copied().filter(|n| up(n)).collect();
-        if up.len() < r {
-            return Err(TooFewUp {
-                up: up.len(),
-                needed: r,
-            });
-        }
+        let up = up_among(replicas, up, r)?;
         let asks: Vec<(N, ReadAsk)> = up
             .iter()
             .take(r)

@@ -53,6 +53,8 @@ const OPS: usize = 220;
 /// Keys only conditional creators write.
 const CREATE_KEYS: std::ops::Range<Key> = 100..103;
 const HINT_CAP_BYTES: u64 = 1 << 20;
+/// What one hint costs in its queue.
+const HINT_BYTES: u64 = 64;
 const RESTAMPS_MAX: u32 = 3;
 /// A client write stamped longer ago than this by a replica's clock is refused there: its
 /// round is over, whatever the clocks.
@@ -356,11 +358,6 @@ fn replicas_of(partition: usize) -> [Node; N] {
         (partition + 1) % NODES,
         (partition + 2) % NODES,
     ]
-}
-
-/// The hint's size in the queue.
-fn hint_bytes() -> u64 {
-    64
 }
 
 struct Sim {
@@ -844,17 +841,7 @@ impl Sim {
             return;
         };
         let id = self.id();
-        for (target, ask) in asks {
-            self.send(
-                node,
-                target,
-                Msg::Read {
-                    round: id,
-                    key,
-                    ask,
-                },
-            );
-        }
+        self.send_reads(node, id, key, asks);
         self.nodes[node].rounds.insert(
             id,
             Round::Read {
@@ -865,6 +852,18 @@ impl Sim {
             },
         );
         self.at(ROUND_DEADLINE_US, Event::Deadline { node, round: id });
+    }
+
+    /// Sends read round `id`'s asks for `key`.
+    fn send_reads(&mut self, node: Node, id: u64, key: Key, asks: Vec<(Node, ReadAsk)>) {
+        for (target, ask) in asks {
+            let msg = Msg::Read {
+                round: id,
+                key,
+                ask,
+            };
+            self.send(node, target, msg);
+        }
     }
 
     fn deliver(&mut self, from: Node, to: Node, msg: Msg) {
@@ -894,7 +893,7 @@ impl Sim {
                     key,
                     version,
                     made_at_us: self.nodes[to].clock_us(self.now),
-                    bytes: hint_bytes(),
+                    bytes: HINT_BYTES,
                 };
                 self.nodes[to].unsynced_hints.push((target, hint));
             }
@@ -1157,17 +1156,7 @@ impl Sim {
         match progress {
             ReadProgress::Pending => {}
             ReadProgress::Ask(asks) => {
-                for (target, ask) in asks {
-                    self.send(
-                        node,
-                        target,
-                        Msg::Read {
-                            round: id,
-                            key,
-                            ask,
-                        },
-                    );
-                }
+                self.send_reads(node, id, key, asks);
             }
             ReadProgress::Done { version, stale } => {
                 self.nodes[node].rounds.remove(&id);
