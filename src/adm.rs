@@ -51,6 +51,10 @@ enum Command {
         /// Shards the cluster is expected to grow to (P is chosen for them).
         #[arg(long)]
         expected_shards: Option<u32>,
+        /// Replicas per partition N, each on a distinct storage node (and zone, when zones are
+        /// set); fixed for the cluster's life [default: 1].
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// Take storage node NODE out of service: requests for its partitions fail at once.
     Suspend {
@@ -130,9 +134,11 @@ impl From<Command> for AdmCommand {
             Command::Start {
                 partitions,
                 expected_shards,
+                replicas,
             } => AdmCommand::Start {
                 partitions,
                 expected_shards,
+                replicas,
             },
             Command::Suspend { node } => AdmCommand::Suspend { node },
             Command::Resume { node } => AdmCommand::Resume { node },

@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// `engine.sync` of the storage nodes: always, batch:<ms> or none-unsafe [default: always].
     #[arg(long, value_name = "POLICY")]
     sync: Option<String>,
+    /// Replicas per partition N (at most --nodes): each object is stored on N storage nodes,
+    /// writes acknowledged by a majority of them.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
 }
 
 /// The running processes; dropping it stops them all.
@@ -334,7 +338,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     wait_attached(&client, args.nodes, &mut processes)?;
     let ring = client
-        .start(&StartRequest::default())
+        .start(&StartRequest {
+            replicas: Some(args.replicas),
+            ..StartRequest::default()
+        })
         .context("cannot start the cluster")?;
     for (name, started) in &storage {
         started.ready(name)?;
@@ -359,8 +366,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let lines = [
         format!(
-            "leofs demo: {} manager(s), {} storage node(s) x {} core(s), {} gateway(s); ring epoch {}, {} partitions",
-            args.managers, args.nodes, args.cores, args.gateways, ring.epoch, ring.partitions
+            "leofs demo: {} manager(s), {} storage node(s) x {} core(s), {} gateway(s); ring epoch {}, {} partitions, {} replica(s) each",
+            args.managers,
+            args.nodes,
+            args.cores,
+            args.gateways,
+            ring.epoch,
+            ring.partitions,
+            args.replicas
         ),
         format!("Data and logs: {}", dir.display()),
         format!("S3 endpoints: {}", endpoints.join(" ")),

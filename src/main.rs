@@ -1047,7 +1047,7 @@ fn bucket_is_empty(stats: &NodeStats, bucket: &leofs_manager::Bucket) -> Option<
 }
 
 /// Applies `LEOFS_TEST_CLOCK_OFFSET_MS` (tests of clock skew between nodes on one machine
-/// only): this process's wall clock, as heartbeats read it, is shifted by that many ms.
+/// only): this process's wall clock, as heartbeats and HLCs read it, is shifted by that many ms.
 fn test_clock_offset() -> anyhow::Result<()> {
     let Ok(text) = std::env::var("LEOFS_TEST_CLOCK_OFFSET_MS") else {
         return Ok(());
@@ -1061,6 +1061,7 @@ fn test_clock_offset() -> anyhow::Result<()> {
         "test only: this node's clock reads {offset_ms} ms off the system's (LEOFS_TEST_CLOCK_OFFSET_MS)"
     );
     leofs_manager::cluster::set_test_clock_offset_ms(offset_ms);
+    leofs_engine::set_test_clock_offset_us(offset_ms.saturating_mul(1000));
     Ok(())
 }
 
@@ -1176,6 +1177,20 @@ impl NodeStatusSource for StatusSource {
                 cache_misses: s.engine.cache_misses,
                 cross_core_calls: s.forwarded_calls,
                 open_connections: s.open_connections as u64,
+                hints_pending: s
+                    .hints_pending
+                    .iter()
+                    .map(
+                        |(target, count, bytes)| leofs_manager::admin::HintsPending {
+                            node: target.node,
+                            shard: target.shard,
+                            count: *count,
+                            bytes: *bytes,
+                        },
+                    )
+                    .collect(),
+                hints_replayed: s.hints_replayed,
+                hints_dropped: s.hints_dropped,
                 requests: s
                     .requests
                     .tallies()

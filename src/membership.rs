@@ -441,6 +441,7 @@ impl Beater {
             );
         }
         *beyond = now_beyond;
+        self.installer.set_clock_beyond_bound(now_beyond);
     }
 
     /// A node whose ring differs from the managers' (`theirs`: epoch, checksum) asks for

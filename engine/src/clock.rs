@@ -1,6 +1,7 @@
 //! The engine's hybrid logical clock: wall-clock microseconds plus a counter, never going back.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Hlc;
@@ -12,10 +13,21 @@ pub struct HlcClock {
     node_id: u32,
 }
 
-fn wall_us() -> u64 {
-    SystemTime::now()
+/// A test-only offset added to the wall clock every HLC of this process reads, in µs.
+static TEST_OFFSET_US: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts the wall clock this process's HLCs read by `offset_us`: only for tests of clock skew
+/// between nodes on one machine (`LEOFS_TEST_CLOCK_OFFSET_MS`).
+pub fn set_test_clock_offset_us(offset_us: i64) {
+    TEST_OFFSET_US.store(offset_us, Ordering::Relaxed);
+}
+
+/// The wall clock an HLC reads: µs since the Unix epoch (plus the test offset, if set).
+pub fn wall_us() -> u64 {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+        .map_or(0, |d| d.as_micros() as u64);
+    now.saturating_add_signed(TEST_OFFSET_US.load(Ordering::Relaxed))
 }
 
 impl HlcClock {
@@ -57,8 +69,9 @@ impl HlcClock {
         next
     }
 
-    /// Moves the clock past a timestamp received from elsewhere (replication, relocation).
-    pub(crate) fn observe(&self, seen: Hlc) {
+    /// Moves the clock past a timestamp received from elsewhere (replication, relocation, a
+    /// replica's newer version): it never issues one at or below it again.
+    pub fn observe(&self, seen: Hlc) {
         let last = self.last.get();
         if (seen.physical_us, seen.logical) > (last.physical_us, last.logical) {
             self.last.set(Hlc {

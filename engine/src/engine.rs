@@ -393,7 +393,22 @@ impl Engine {
             .state
             .borrow()
             .index
-            .scan(prefix, start_after, limit)
+            .scan(prefix, start_after, limit, false)
+    }
+
+    /// Like [`Engine::scan`], with tombstones too (counted in `limit`): what a replicated
+    /// listing merges by HLC, so that a delete on one replica outvotes an older copy on another.
+    pub fn scan_with_tombstones(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<ScanEntry> {
+        self.inner
+            .state
+            .borrow()
+            .index
+            .scan(prefix, start_after, limit, true)
     }
 
     /// Keys of one partition after `start_after`, in order, at most `limit`, including
@@ -421,6 +436,12 @@ impl Engine {
     /// A fresh timestamp from this engine's hybrid logical clock.
     pub fn now(&self) -> Hlc {
         self.inner.clock.now()
+    }
+
+    /// Moves this engine's clock past `seen` (a newer version held elsewhere): every later
+    /// [`Engine::now`] is above it.
+    pub fn observe(&self, seen: Hlc) {
+        self.inner.clock.observe(seen);
     }
 
     /// Current counters.

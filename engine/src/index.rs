@@ -336,12 +336,14 @@ impl Index {
             .collect()
     }
 
-    /// Live keys of all partitions with `prefix`, after `start_after`, merged in key order.
+    /// Keys of all partitions with `prefix`, after `start_after`, merged in key order: live
+    /// ones, and tombstones too when `include_tombstones`.
     pub(crate) fn scan(
         &self,
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
+        include_tombstones: bool,
     ) -> Vec<ScanEntry> {
         let lower = match start_after {
             Some(s) if s >= prefix => Some(s),
@@ -359,7 +361,7 @@ impl Index {
                 };
                 (
                     p,
-                    it.filter(|(_, e)| !e.tombstone)
+                    it.filter(move |(_, e)| include_tombstones || !e.tombstone)
                         .take_while(|(k, _)| k.starts_with(prefix)),
                 )
             })
@@ -460,11 +462,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            keys(idx.scan(b"a/", None, 10)),
+            keys(idx.scan(b"a/", None, 10, false)),
             ["a/0", "a/1", "a/2", "a/3"]
         );
-        assert_eq!(keys(idx.scan(b"a/", Some(b"a/1"), 2)), ["a/2", "a/3"]);
-        assert_eq!(keys(idx.scan(b"", Some(b"a/3"), 10)), ["b/1"]);
+        assert_eq!(
+            keys(idx.scan(b"a/", Some(b"a/1"), 2, false)),
+            ["a/2", "a/3"]
+        );
+        assert_eq!(keys(idx.scan(b"", Some(b"a/3"), 10, false)), ["b/1"]);
+        assert_eq!(keys(idx.scan(b"", Some(b"a/3"), 10, true)), ["a/4", "b/1"]);
         assert_eq!(keys(idx.scan_partition(3, None, 10, true)), ["a/4", "b/1"]);
         assert_eq!(keys(idx.scan_partition(3, None, 10, false)), ["b/1"]);
         assert_eq!(idx.partitions(), [1, 2, 3]);

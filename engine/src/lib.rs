@@ -26,7 +26,7 @@ mod cache;
 mod checkpoint;
 mod checkpoint_task;
 mod clock;
-pub use clock::HlcClock;
+pub use clock::{HlcClock, set_test_clock_offset_us, wall_us};
 mod compaction;
 mod engine;
 mod error;

@@ -42,6 +42,8 @@ pub enum AdmCommand {
         partitions: Option<u32>,
         /// Shards the cluster is expected to grow to (P is chosen for them).
         expected_shards: Option<u32>,
+        /// Replicas per partition N; the cluster's setting when absent.
+        replicas: Option<u32>,
     },
     /// Take a storage node out of service.
     Suspend {
@@ -182,10 +184,12 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
         AdmCommand::Start {
             partitions,
             expected_shards,
+            replicas,
         } => {
             let request = StartRequest {
                 partitions: *partitions,
                 expected_shards: *expected_shards,
+                replicas: *replicas,
             };
             render(&client.start(&request)?, json, |ring| {
                 format!("OK: the cluster is started\n{}", ring_text(ring))

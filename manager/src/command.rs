@@ -367,6 +367,8 @@ fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
             member.state = NodeState::Running;
         }
     }
+    // N is fixed when the cluster starts: the first ring's.
+    state.settings.replicas = ring.replicas;
     state.ring = Some(ring.clone());
     Ok(())
 }

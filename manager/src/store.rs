@@ -558,12 +558,13 @@ impl Manager {
     }
 
     /// `leofs-adm start`: plans the first ring over the attached storage nodes (P chosen from
-    /// their shards, or from `expected_vnodes`, unless `partitions` is given) and starts the
-    /// cluster with it.
+    /// their shards, or from `expected_vnodes`, unless `partitions` is given; N from
+    /// `replicas`, else the settings) and starts the cluster with it.
     pub fn start_cluster(
         &self,
         partitions: Option<u32>,
         expected_vnodes: Option<u32>,
+        replicas: Option<u32>,
     ) -> Result<RingRecord, ManagerError> {
         let state = self.snapshot();
         if let Some(ring) = &state.ring {
@@ -586,7 +587,7 @@ impl Manager {
         let vnodes: u32 = nodes.iter().map(|n| u32::from(n.shards)).sum();
         let partitions = partitions
             .unwrap_or_else(|| crate::cluster::choose_partitions(vnodes, expected_vnodes));
-        let replicas = state.settings.replicas as usize;
+        let replicas = replicas.unwrap_or(state.settings.replicas) as usize;
         let plan = crate::ring_plan::plan(&nodes, partitions, replicas, None)
             .map_err(|e| ManagerError::NodeConflict(format!("cannot plan the ring: {e}")))?;
         let ring = RingRecord::from_plan(1, plan);
@@ -1157,7 +1158,7 @@ mod tests {
         };
         let before = manager.heartbeat(beat());
         assert_eq!((before.ring_epoch, before.ring_checksum), (0, 0));
-        let ring = manager.start_cluster(None, None).unwrap();
+        let ring = manager.start_cluster(None, None, None).unwrap();
         let after = manager.heartbeat(beat());
         assert_eq!(after.ring_epoch, ring.epoch);
         assert_eq!(

@@ -47,6 +47,9 @@ impl NodeStatusSource for FixedNode {
                     cache_misses: 0,
                     cross_core_calls: 0,
                     open_connections: 0,
+                    hints_pending: Vec::new(),
+                    hints_replayed: 0,
+                    hints_dropped: 0,
                     requests: Vec::new(),
                 })
                 .collect(),

@@ -218,8 +218,11 @@ async fn collect_versions(
     for v in versions {
         for index in 0..v.chunks {
             let ckey = chunk_key(bucket, key, &v.version, index);
-            let vnode = shard.vnode_of(shard.partition_of(hash_bytes(&ckey)))?;
-            by_vnode.entry(vnode).or_default().push(ckey);
+            // Every copy up goes; a copy on a replica that is down now is an orphan there,
+            // which its sweeper finds once every replica of the manifest agrees.
+            for vnode in shard.replicas_up(shard.partition_of(hash_bytes(&ckey)))? {
+                by_vnode.entry(vnode).or_default().push(ckey.clone());
+            }
         }
     }
     let mut deferred = 0;

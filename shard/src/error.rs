@@ -149,6 +149,49 @@ pub enum ShardError {
         /// How long it waited for the newer ring.
         waited_ms: u64,
     },
+    /// A write was stamped further ahead of this replica's clock than the cluster tolerates:
+    /// the coordinator's clock is off (see `leofs-adm status`, column "clock offset").
+    #[error(
+        "a write stamped {ahead_us} µs ahead of this node's clock, more than the cluster's bound of {bound_us} µs: the coordinating node's clock is off"
+    )]
+    ClockAhead {
+        /// By how much the stamp was ahead.
+        ahead_us: u64,
+        /// The bound.
+        bound_us: u64,
+    },
+    /// This node's clock is off the managers' by more than the cluster's bound, so it stamps
+    /// no replicated write: the request can go through another gateway.
+    #[error(
+        "this node's clock is off the cluster's by more than the bound (see leofs-adm status): it coordinates no write until its time source is fixed; send writes through another gateway"
+    )]
+    ClockBeyondBound,
+    /// Fewer replicas of a partition are known up than the request's quorum: it fails at once
+    /// and nothing is written.
+    #[error("{up} replicas of partition {partition} are up, {needed} are needed: try again later")]
+    TooFewReplicas {
+        /// The partition.
+        partition: u32,
+        /// Replicas known up.
+        up: usize,
+        /// The quorum (W, R or D).
+        needed: usize,
+    },
+    /// A replicated request could not reach its quorum: a write is indeterminate where some
+    /// replicas stored it (repair makes them converge to one outcome).
+    #[error(
+        "partition {partition}: {stored} replicas answered, {needed} were needed (last failure: {last})"
+    )]
+    QuorumFailed {
+        /// The partition.
+        partition: u32,
+        /// Replicas that answered.
+        stored: usize,
+        /// The quorum.
+        needed: usize,
+        /// The last replica failure seen.
+        last: String,
+    },
     /// A request reached a vnode that does not hold its partition (the sender routed with
     /// another ring).
     #[error("partition {partition} is not held by core {core} at ring epoch {epoch}")]
@@ -237,7 +280,7 @@ pub enum ErrorClass {
     MissingChunk,
     /// The vnode does not hold the partition (rings differ).
     NotHeldHere,
-    /// A stored record does not decode.
+    /// A stored record does not decode, or fails its checksum.
     Corrupt,
     /// A request asked for more than a named limit.
     LimitExceeded,
@@ -261,6 +304,10 @@ impl ShardError {
             | Self::NodeSuspended { .. }
             | Self::NoRing
             | Self::RingBehind { .. }
+            | Self::TooFewReplicas { .. }
+            | Self::ClockAhead { .. }
+            | Self::ClockBeyondBound
+            | Self::QuorumFailed { .. }
             | Self::Wire(_)
             | Self::NoStorage
             | Self::ManagerUnavailable(_) => ErrorClass::Unavailable,
@@ -268,10 +315,10 @@ impl ShardError {
             Self::NoSuchObject => ErrorClass::NoSuchObject,
             Self::MissingChunk { .. } => ErrorClass::MissingChunk,
             Self::NotHeldHere { .. } => ErrorClass::NotHeldHere,
-            Self::Record(_) => ErrorClass::Corrupt,
+            Self::Record(_) | Self::Engine(E::Corrupt { .. }) => ErrorClass::Corrupt,
             Self::LimitExceeded { .. } => ErrorClass::LimitExceeded,
             Self::Remote { class, .. } => *class,
-            Self::Engine(E::Io { .. } | E::Corrupt { .. } | E::Format { .. })
+            Self::Engine(E::Io { .. } | E::Format { .. })
             | Self::Config(_)
             | Self::LayoutMismatch { .. }
             | Self::Io { .. }

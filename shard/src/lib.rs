@@ -9,9 +9,13 @@
 //!   executor that serves them on the vnode holding the data.
 //! - [`cross_core`]: the only way to reach another core (bounded, counted messages, values only).
 //! - [`shard`]: [`Shard`], the per-core handle the gateway calls.
+//! - `replicated`: with N > 1, the coordinator's side of every request: write rounds with W/D
+//!   acks, serialized object commits copied to the other replicas, read rounds with digests and
+//!   read repair; `hinted`: durable hints for replicas that missed a write, replayed when they
+//!   are back.
 //! - [`remote`]: the vocabulary over the wire to and from other nodes (`leofs-wire`).
 //! - [`replication`]: replication's decisions, sans-IO (quorum rounds, hints, anti-entropy, the
-//!   repaired-at watermark), run by a seeded simulation in the tests; not yet on the data path.
+//!   repaired-at watermark), run by a seeded simulation in the tests and driven by [`replicated`].
 //! - [`http`]: [`serve_http`], listeners and graceful connection shutdown.
 //! - `balance`: moves new connections to the core serving the fewest, up to a cap per core.
 //! - [`node`]: [`start_node`], [`NodeHandle`], signals, shutdown, stats.
@@ -26,6 +30,7 @@ mod balance;
 mod collector;
 pub mod cross_core;
 mod error;
+mod hinted;
 pub mod http;
 pub mod layout;
 pub mod metrics;
@@ -34,6 +39,7 @@ pub mod object;
 pub mod objects;
 pub mod partition;
 pub mod remote;
+mod replicated;
 pub mod replication;
 pub mod request;
 pub mod ring;

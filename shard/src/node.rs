@@ -146,6 +146,9 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 wire_requests_sent: core.remote.sent.get(),
                 wire_requests_served: core.remote.served.get(),
                 requests: core.requests.borrow().clone(),
+                hints_pending: core.hints.by_target(),
+                hints_replayed: core.hints.replayed.get(),
+                hints_dropped: core.hints.dropped.get(),
             });
         }
         Control::ScanAll {
@@ -212,6 +215,9 @@ pub(crate) struct NodeShared {
     /// Asked for a ring of at least the given epoch when a peer routes by a newer ring than
     /// this node's (set once by whoever follows the managers' ring).
     ring_wanted: std::sync::OnceLock<RingWanted>,
+    /// This node's clock is off the managers' by more than the cluster's bound: it stamps
+    /// no replicated write (DESIGN §7) until it is back within.
+    pub(crate) clock_beyond_bound: std::sync::atomic::AtomicBool,
 }
 
 /// Called with an epoch when a peer routes by a newer ring than the node's: whoever follows
@@ -344,6 +350,15 @@ impl RingInstaller {
     /// one installed is ignored.
     pub fn install(&self, installed: InstalledRing) {
         self.shared.install_ring(installed);
+    }
+
+    /// Tells the cores whether this node's clock is off the managers' by more than the
+    /// cluster's bound: while it is, they coordinate no replicated write (each fails with 503
+    /// and says why), since a stamp from a clock that far off could lose to older writes.
+    pub fn set_clock_beyond_bound(&self, beyond: bool) {
+        self.shared
+            .clock_beyond_bound
+            .store(beyond, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ring the node routes by now.
@@ -523,6 +538,12 @@ pub struct CoreStats {
     pub wire_requests_served: u64,
     /// Requests it answered, by operation and status.
     pub requests: crate::metrics::RequestMetrics,
+    /// Hints it holds for replicas that missed writes: (target, count, bytes).
+    pub hints_pending: Vec<(Vnode, u64, u64)>,
+    /// Hints it replayed since start.
+    pub hints_replayed: u64,
+    /// Hints it dropped since start (expired, or over a target's cap).
+    pub hints_dropped: u64,
 }
 
 /// A running node, returned by [`start_node`].
@@ -592,6 +613,7 @@ where
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
         ring_wanted: std::sync::OnceLock::new(),
+        clock_beyond_bound: std::sync::atomic::AtomicBool::new(false),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()
@@ -890,11 +912,13 @@ where
                 node: shared.clone(),
                 objects: Default::default(),
                 requests: Default::default(),
+                hints: Default::default(),
             }),
         };
         shard.core.objects.config.set(gc);
         if engine.is_some() {
             crate::collector::start(&shard);
+            monoio::spawn(crate::hinted::run_replayer(shard.clone()));
         }
         if let Some(rpc) = &shared.rpc
             && let Err(e) = crate::remote::server::start(&shard, rpc)

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use leofs_engine::{Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
+use leofs_engine::{Engine, Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
 
 use crate::object::{
     KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
@@ -451,6 +451,21 @@ impl Drop for ChunkLease {
     }
 }
 
+/// The timestamp a serializing replica writes a coordinator's `stamp` (a replicated write or
+/// delete) at: the stamp itself, or, when the replica holds a newer version of the key, a fresh
+/// one of its own clock above that version, so that a later client write never loses to an
+/// earlier one stamped by a faster clock (DESIGN §7). Unstamped writes (N = 1) are left to the
+/// engine's clock.
+fn above_held(engine: &Engine, held: Option<&Lookup>, stamp: Option<Hlc>) -> Option<Hlc> {
+    match (held, stamp) {
+        (Some(held), Some(stamp)) if held.hlc > stamp => {
+            engine.observe(held.hlc);
+            Some(engine.now())
+        }
+        _ => stamp,
+    }
+}
+
 /// Encodes a garbage-queue entry's value: the versions to collect.
 fn encode_garbage(versions: &[VersionChunks]) -> Bytes {
     debug_assert!(versions.len() <= GARBAGE_VERSIONS_MAX);
@@ -496,6 +511,9 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Lookup>, ShardError> {
+        if self.replicated() {
+            return self.lookup_newest(partition, key).await;
+        }
         self.send(StorageRequest::Lookup { partition, key })
             .await?
             .into_lookup()
@@ -506,6 +524,10 @@ impl Shard {
     /// with a garbage-queue entry for the chunks of the version it replaces. `writing` ends the
     /// registration of the version whose chunks the manifest references; if the commit fails,
     /// those chunks are queued as garbage. Returns the record's timestamp.
+    ///
+    /// With N > 1 the coordinator stamps the record, the partition's serializing replica
+    /// commits it (deciding the precondition), and the record is then stored on the other
+    /// replicas at the same HLC: W stores in all.
     pub async fn commit_object(
         &self,
         bucket: &str,
@@ -514,15 +536,45 @@ impl Shard {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        let request = StorageRequest::CommitObject {
-            partition: self.object_partition(bucket, key),
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            value,
-            condition,
-            writing: writing.map(WriteRegistration::hand_over),
+        let partition = self.object_partition(bucket, key);
+        let writing = writing.map(WriteRegistration::hand_over);
+        if !self.replicated() {
+            let request = StorageRequest::CommitObject {
+                partition,
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                value,
+                condition,
+                writing,
+            };
+            return self.send(request).await?.into_stored();
+        }
+        let conditional = condition.if_match.is_some() || condition.if_none_match.is_some();
+        let at = |hlc: Hlc| PutValue {
+            hlc: Some(hlc),
+            ..value.clone()
         };
-        self.send(request).await?.into_stored()
+        let okey = object_key(bucket, key);
+        self.serialize_then_copy(
+            partition,
+            self.levels().w,
+            conditional,
+            |hlc| StorageRequest::CommitObject {
+                partition,
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                value: at(hlc),
+                condition: condition.clone(),
+                writing,
+            },
+            |hlc| StorageRequest::Put {
+                partition,
+                key: okey.clone(),
+                value: at(hlc),
+            },
+        )
+        .await?
+        .into_stored()
     }
 
     /// The executor's side of [`StorageRequest::CommitObject`].
@@ -578,6 +630,8 @@ impl Shard {
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, okey);
         condition.check(current.as_ref())?;
+        let mut value = value;
+        value.hlc = above_held(engine, current.as_ref(), value.hlc);
         let replaced = self.replaced_versions(partition, okey, current).await;
         if replaced.is_empty() {
             return Ok(engine.put(partition, okey, value).await?);
@@ -653,41 +707,73 @@ impl Shard {
 
     /// Deletes an object (a tombstone) and queues its chunks as garbage, in one group commit,
     /// on the owning core under the key's lock. False when there was no object.
+    ///
+    /// With N > 1 the coordinator stamps the tombstone, the serializing replica deletes and
+    /// queues the chunks, and the tombstone is then stored on the other replicas: D in all.
+    /// True when the serializing replica held the object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
-        let request = StorageRequest::DeleteObject {
-            partition: self.object_partition(bucket, key),
+        let partition = self.object_partition(bucket, key);
+        let request_at = |hlc: Option<Hlc>| StorageRequest::DeleteObject {
+            partition,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
+            hlc,
         };
-        self.send(request).await?.into_removed()
+        if !self.replicated() {
+            return self.send(request_at(None)).await?.into_removed();
+        }
+        let okey = object_key(bucket, key);
+        self.serialize_then_copy(
+            partition,
+            self.levels().d,
+            false,
+            |hlc| request_at(Some(hlc)),
+            |hlc| StorageRequest::Delete {
+                partition,
+                key: okey.clone(),
+                hlc: Some(hlc),
+            },
+        )
+        .await?
+        .into_removed()
     }
 
-    /// The executor's side of [`StorageRequest::DeleteObject`].
+    /// The executor's side of [`StorageRequest::DeleteObject`]. With `hlc` (a coordinator's
+    /// stamp) the tombstone is written even when there is no object here, so that it outvotes
+    /// an older copy another replica may hold.
+    /// Whether there was an object, and the tombstone's timestamp if one was written.
     pub(crate) async fn delete_object_here(
         &self,
         partition: PartitionId,
         bucket: &str,
         key: &str,
-    ) -> Result<bool, ShardError> {
+        hlc: Option<Hlc>,
+    ) -> Result<(bool, Option<Hlc>), ShardError> {
         let okey = object_key(bucket, key);
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, &okey);
+        let hlc = above_held(engine, current.as_ref(), hlc);
         if current.is_none_or(|c| c.tombstone) {
-            return Ok(false);
+            if hlc.is_some() {
+                engine.delete(partition, &okey, hlc).await?;
+            }
+            return Ok((false, hlc));
         }
         let replaced = self.replaced_versions(partition, &okey, current).await;
         if replaced.is_empty() {
-            return Ok(engine.delete(partition, &okey, None).await?.is_some());
+            let deleted = engine.delete(partition, &okey, hlc).await?;
+            return Ok((deleted.is_some(), deleted.or(hlc)));
         }
         let (entry, entry_value) = garbage_entry(bucket, key, &replaced);
         let (queued, deleted) = futures_util::future::join(
             engine.put_reclaiming(partition, &entry, entry_value),
-            engine.delete(partition, &okey, None),
+            engine.delete(partition, &okey, hlc),
         )
         .await;
         let _ = self.queued(queued, entry, bucket, key);
-        Ok(deleted?.is_some())
+        let deleted = deleted?;
+        Ok((deleted.is_some(), deleted.or(hlc)))
     }
 
     /// Registers a new version of (bucket, key) as being written, on the core owning the
@@ -799,15 +885,36 @@ impl Shard {
         value: PutValue,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        let request = StorageRequest::CommitPart {
-            partition: self.partition_of(hash_bytes(&part_key)),
+        let partition = self.partition_of(hash_bytes(&part_key));
+        let writing = writing.map(WriteRegistration::hand_over);
+        let at = |hlc: Option<Hlc>| PutValue {
+            hlc,
+            ..value.clone()
+        };
+        let request_at = |hlc: Option<Hlc>| StorageRequest::CommitPart {
+            partition,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            part_key,
-            value,
-            writing: writing.map(WriteRegistration::hand_over),
+            part_key: part_key.clone(),
+            value: at(hlc),
+            writing,
         };
-        self.send(request).await?.into_stored()
+        if !self.replicated() {
+            return self.send(request_at(None)).await?.into_stored();
+        }
+        self.serialize_then_copy(
+            partition,
+            self.levels().w,
+            false,
+            |hlc| request_at(Some(hlc)),
+            |hlc| StorageRequest::Put {
+                partition,
+                key: part_key.clone(),
+                value: at(Some(hlc)),
+            },
+        )
+        .await?
+        .into_stored()
     }
 
     /// The executor's side of [`StorageRequest::CommitPart`].
@@ -881,9 +988,12 @@ impl Shard {
         versions: &[VersionChunks],
     ) -> Result<ChunkLease, ShardError> {
         let total: u64 = versions.iter().map(|v| u64::from(v.chunks)).sum();
-        let check = total <= LEASE_PRESENCE_CHECK_CHUNKS_MAX;
+        let few = total <= LEASE_PRESENCE_CHECK_CHUNKS_MAX;
+        // With N > 1 a chunk missing on one replica (one that was down when it was written)
+        // is read from another: only a single replica's absence is worth failing early for.
+        let check = few && !self.replicated();
         let mut vnodes = BTreeSet::new();
-        if check {
+        if few {
             for v in versions {
                 for index in 0..v.chunks {
                     let ckey = chunk_key(bucket, key, &v.version, index);
@@ -891,7 +1001,8 @@ impl Shard {
                 }
             }
         } else {
-            vnodes.extend(self.ring().vnodes().iter().copied());
+            let ring = self.ring();
+            vnodes.extend(ring.vnodes().iter().copied().filter(|v| self.is_up(*v)));
         }
         let calls = vnodes.into_iter().map(|vnode| {
             let request = StorageRequest::LeaseChunks {
@@ -916,6 +1027,11 @@ impl Shard {
         for (vnode, got) in futures_util::future::join_all(calls).await {
             match got {
                 Ok(leased) => lease.held.push((vnode, leased)),
+                // A replica that cannot be reached serves none of the read, nor collects
+                // anything until it is back: its lease is not needed.
+                Err(ShardError::Wire(e)) if self.replicated() => {
+                    tracing::debug!(error = %e, node = vnode.node, "a replica to lease chunks on cannot be reached; the read goes on without it");
+                }
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
@@ -1083,13 +1199,31 @@ impl Shard {
         key: &str,
         versions: Vec<VersionChunks>,
     ) -> Result<Vec<VersionChunks>, ShardError> {
+        let partition = self.object_partition(bucket, key);
         let request = StorageRequest::Unreferenced {
-            partition: self.object_partition(bucket, key),
+            partition,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             versions,
         };
-        self.send(request).await?.into_versions()
+        if !self.replicated() {
+            return self.send(request).await?.into_versions();
+        }
+        // A chunk is collected only when every replica of its manifest agrees that nothing
+        // references it (a replica behind the others may not know the newest manifest yet).
+        let mut answers = self
+            .ask_every_replica(partition, request)
+            .await?
+            .into_iter();
+        let mut unreferenced = match answers.next() {
+            Some(first) => first.into_versions()?,
+            None => return Ok(Vec::new()),
+        };
+        for answer in answers {
+            let also = answer.into_versions()?;
+            unreferenced.retain(|v| also.iter().any(|a| a.version == v.version));
+        }
+        Ok(unreferenced)
     }
 
     /// The executor's side of [`StorageRequest::Unreferenced`].

@@ -18,6 +18,7 @@ use leofs_engine::{Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Value};
 
 use crate::object::{VersionChunks, VersionId};
 use crate::objects::{PendingWrite, WriteCondition};
+use crate::replication::WriteDecision;
 use crate::{Shard, ShardError};
 
 /// Most keys one scan request returns.
@@ -77,8 +78,8 @@ pub enum StorageRequest {
         /// The tombstone's timestamp (None: a fresh one).
         hlc: Option<Hlc>,
     },
-    /// Live keys of the partitions in `partitions` that start with `prefix`, after
-    /// `start_after`, in key order, at most `limit` (≤ [`SCAN_LIMIT_MAX`]);
+    /// Live keys (and tombstones, if asked) of the partitions in `partitions` that start with
+    /// `prefix`, after `start_after`, in key order, at most `limit` (≤ [`SCAN_LIMIT_MAX`]);
     /// [`StorageResponse::Entries`].
     Scan {
         /// The ranges of partitions to list, in order and disjoint (all of them held by the
@@ -90,6 +91,8 @@ pub enum StorageRequest {
         start_after: Option<Bytes>,
         /// Most entries.
         limit: usize,
+        /// Tombstones too (counted in `limit`): a replicated listing merges replicas by HLC.
+        tombstones: bool,
     },
     /// Commits an object record (manifest or inline body) under the key's lock, after checking
     /// `condition`, together with a garbage-queue entry for what it replaces; ends `writing`'s
@@ -116,6 +119,10 @@ pub enum StorageRequest {
         bucket: String,
         /// The object key.
         key: String,
+        /// The tombstone's timestamp, stamped by the coordinator (None: a fresh one). With
+        /// one, the tombstone is written even where there is no object, so that a replica
+        /// holding an older copy never outvotes the delete.
+        hlc: Option<Hlc>,
     },
     /// Registers a version of an object as being written; [`StorageResponse::Done`].
     BeginWrite {
@@ -254,12 +261,16 @@ impl StorageRequest {
 }
 
 /// The answer to one [`StorageRequest`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StorageResponse {
     /// A record was stored, at this timestamp.
     Stored(Hlc),
     /// A record's value (None: absent or deleted).
     Value(Option<Value>),
+    /// A read found the record deleted, by a tombstone at this timestamp: what a replicated
+    /// read needs to let a delete outvote an older copy on another replica. Read as "absent"
+    /// by [`StorageResponse::into_value`] and [`StorageResponse::into_head`].
+    Gone(Hlc),
     /// A record's metadata (None: absent or deleted).
     Head(Option<Head>),
     /// What the index knows of a record (None: never written, or forgotten).
@@ -267,7 +278,13 @@ pub enum StorageResponse {
     /// A tombstone's timestamp (None: there was no live value).
     Deleted(Option<Hlc>),
     /// Whether an object existed and was deleted.
-    Removed(bool),
+    Removed {
+        /// Whether there was an object.
+        removed: bool,
+        /// The tombstone's timestamp, when one was written (it may be above the one asked
+        /// for: a serializing replica holding a newer version stamps the delete above it).
+        hlc: Option<Hlc>,
+    },
     /// Scanned entries, in key order.
     Entries(Vec<ScanEntry>),
     /// Done, nothing to return.
@@ -286,10 +303,11 @@ impl StorageResponse {
         match self {
             Self::Stored(_) => "stored",
             Self::Value(_) => "value",
+            Self::Gone(_) => "gone",
             Self::Head(_) => "head",
             Self::Lookup(_) => "lookup",
             Self::Deleted(_) => "deleted",
-            Self::Removed(_) => "removed",
+            Self::Removed { .. } => "removed",
             Self::Entries(_) => "entries",
             Self::Done => "done",
             Self::Leased(_) => "leased",
@@ -317,6 +335,7 @@ impl StorageResponse {
     pub fn into_value(self) -> Result<Option<Value>, ShardError> {
         match self {
             Self::Value(value) => Ok(value),
+            Self::Gone(_) => Ok(None),
             other => Err(other.unexpected("value")),
         }
     }
@@ -325,6 +344,7 @@ impl StorageResponse {
     pub fn into_head(self) -> Result<Option<Head>, ShardError> {
         match self {
             Self::Head(head) => Ok(head),
+            Self::Gone(_) => Ok(None),
             other => Err(other.unexpected("head")),
         }
     }
@@ -345,10 +365,18 @@ impl StorageResponse {
         }
     }
 
+    /// Whether [`StorageResponse::Removed`] found an object, and its tombstone's timestamp.
+    pub fn into_removal(self) -> Result<(bool, Option<Hlc>), ShardError> {
+        match self {
+            Self::Removed { removed, hlc } => Ok((removed, hlc)),
+            other => Err(other.unexpected("removed")),
+        }
+    }
+
     /// The answer of [`StorageResponse::Removed`].
     pub fn into_removed(self) -> Result<bool, ShardError> {
         match self {
-            Self::Removed(removed) => Ok(removed),
+            Self::Removed { removed, .. } => Ok(removed),
             other => Err(other.unexpected("removed")),
         }
     }
@@ -394,6 +422,59 @@ impl StorageResponse {
     }
 }
 
+/// What a replica does with a write or delete a coordinator stamped (`stamp`; None: an
+/// unreplicated one the engine stamps): None to store it, or the HLC to answer without
+/// storing, the version it holds already (the same one, or a newer one: the coordinator then
+/// stamps the client's write above it). A stamp further ahead of this replica's clock than the
+/// cluster's bound is refused.
+fn stamped_write(
+    engine: &leofs_engine::Engine,
+    partition: PartitionId,
+    key: &[u8],
+    stamp: Option<Hlc>,
+) -> Result<Option<Hlc>, ShardError> {
+    let Some(stamp) = stamp else {
+        return Ok(None);
+    };
+    let held = engine.lookup(partition, key).map(|l| l.hlc);
+    let bound = crate::replication::MAX_CLOCK_OFFSET_US;
+    match crate::replication::decide_write(held, stamp, leofs_engine::wall_us(), bound) {
+        WriteDecision::Apply => Ok(None),
+        WriteDecision::AlreadyHeld => Ok(Some(stamp)),
+        WriteDecision::KeepNewer(held) => Ok(Some(held)),
+        WriteDecision::TooFarAhead { ahead_us } => Err(ShardError::ClockAhead {
+            ahead_us,
+            bound_us: bound,
+        }),
+    }
+}
+
+/// Whether this replica's copy of `key` fails its checksum (and so must be written again).
+async fn copy_is_damaged(
+    engine: &leofs_engine::Engine,
+    partition: PartitionId,
+    key: &[u8],
+) -> bool {
+    matches!(
+        engine.get(partition, key).await,
+        Err(leofs_engine::EngineError::Corrupt { .. })
+    )
+}
+
+/// The answer to a read that found nothing live: [`StorageResponse::Gone`] with the tombstone's
+/// timestamp when the key was deleted, else `missing`.
+fn absent(
+    engine: &leofs_engine::Engine,
+    partition: PartitionId,
+    key: &[u8],
+    missing: StorageResponse,
+) -> StorageResponse {
+    match engine.lookup(partition, key) {
+        Some(lookup) if lookup.tombstone => StorageResponse::Gone(lookup.hlc),
+        _ => missing,
+    }
+}
+
 impl Shard {
     /// The executor: serves `request` on this vnode, which must hold the data it names.
     pub(crate) async fn execute(
@@ -409,18 +490,40 @@ impl Shard {
                 partition,
                 key,
                 value,
-            } => StorageResponse::Stored(engine.put(partition, &key, value).await?),
-            StorageRequest::Get { partition, key } => {
-                StorageResponse::Value(engine.get(partition, &key).await?)
-            }
+            } => match stamped_write(engine, partition, &key, value.hlc)? {
+                // The same version again (a retry, a hint replayed after its copy landed, the
+                // repair of a copy that failed its checksum): kept unless it no longer reads.
+                Some(held)
+                    if Some(held) == value.hlc
+                        && copy_is_damaged(engine, partition, &key).await =>
+                {
+                    StorageResponse::Stored(engine.put(partition, &key, value).await?)
+                }
+                Some(held) => StorageResponse::Stored(held),
+                None => {
+                    if crate::hinted::is_hint_key(&key) {
+                        let bytes = (key.len() + value.meta.len() + value.body.len()) as u64;
+                        self.admit_hint(&key, bytes)?;
+                    }
+                    StorageResponse::Stored(engine.put(partition, &key, value).await?)
+                }
+            },
+            StorageRequest::Get { partition, key } => match engine.get(partition, &key).await? {
+                Some(value) => StorageResponse::Value(Some(value)),
+                None => absent(engine, partition, &key, StorageResponse::Value(None)),
+            },
             StorageRequest::GetRange {
                 partition,
                 key,
                 range,
-            } => StorageResponse::Value(engine.get_range(partition, &key, range).await?),
-            StorageRequest::Head { partition, key } => {
-                StorageResponse::Head(engine.head(partition, &key).await?)
-            }
+            } => match engine.get_range(partition, &key, range).await? {
+                Some(value) => StorageResponse::Value(Some(value)),
+                None => absent(engine, partition, &key, StorageResponse::Value(None)),
+            },
+            StorageRequest::Head { partition, key } => match engine.head(partition, &key).await? {
+                Some(head) => StorageResponse::Head(Some(head)),
+                None => absent(engine, partition, &key, StorageResponse::Head(None)),
+            },
             StorageRequest::Lookup { partition, key } => {
                 StorageResponse::Lookup(engine.lookup(partition, &key))
             }
@@ -428,15 +531,23 @@ impl Shard {
                 partition,
                 key,
                 hlc,
-            } => StorageResponse::Deleted(engine.delete(partition, &key, hlc).await?),
+            } => match stamped_write(engine, partition, &key, hlc)? {
+                Some(held) => StorageResponse::Deleted(Some(held)),
+                None => StorageResponse::Deleted(engine.delete(partition, &key, hlc).await?),
+            },
             StorageRequest::Scan {
                 partitions,
                 prefix,
                 start_after,
                 limit,
-            } => {
-                StorageResponse::Entries(self.scan_here(partitions, &prefix, start_after, limit)?)
-            }
+                tombstones,
+            } => StorageResponse::Entries(self.scan_here(
+                partitions,
+                &prefix,
+                start_after,
+                limit,
+                tombstones,
+            )?),
             // The object operations are boxed: they are large futures, and the record
             // operations above are the hot path.
             StorageRequest::CommitObject {
@@ -456,9 +567,12 @@ impl Shard {
                 partition,
                 bucket,
                 key,
-            } => StorageResponse::Removed(
-                Box::pin(self.delete_object_here(partition, &bucket, &key)).await?,
-            ),
+                hlc,
+            } => {
+                let (removed, hlc) =
+                    Box::pin(self.delete_object_here(partition, &bucket, &key, hlc)).await?;
+                StorageResponse::Removed { removed, hlc }
+            }
             StorageRequest::BeginWrite { version, .. } => {
                 self.core.objects.begin_write(version);
                 StorageResponse::Done
@@ -532,7 +646,7 @@ impl Shard {
         }
     }
 
-    /// Live keys of `partitions` (ranges in order, disjoint) with `prefix` after
+    /// Keys of `partitions` (ranges in order, disjoint; tombstones too if asked) with `prefix` after
     /// `start_after`, at most `limit`. Every partition in them must be held here.
     fn scan_here(
         &self,
@@ -540,6 +654,7 @@ impl Shard {
         prefix: &[u8],
         start_after: Option<Bytes>,
         limit: usize,
+        tombstones: bool,
     ) -> Result<Vec<ScanEntry>, ShardError> {
         if limit > SCAN_LIMIT_MAX {
             return Err(ShardError::LimitExceeded {
@@ -571,7 +686,11 @@ impl Shard {
         // The engine lists all of its partitions; the ones outside the range are skipped, and
         // the scan goes on until `limit` entries of the range are found or the keys run out.
         loop {
-            let page = engine.scan(prefix, after.as_deref(), limit);
+            let page = if tombstones {
+                engine.scan_with_tombstones(prefix, after.as_deref(), limit)
+            } else {
+                engine.scan(prefix, after.as_deref(), limit)
+            };
             let exhausted = page.len() < limit;
             after = page.last().map(|e| e.key.clone());
             entries.extend(page.into_iter().filter(|e| wanted(e.partition)));

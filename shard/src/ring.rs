@@ -39,6 +39,9 @@ pub fn issuer_id(node: NodeId, core: usize) -> u32 {
 /// Most replicas of one partition.
 pub const MAX_REPLICAS: usize = 8;
 
+/// What a listing asks of each vnode: the ranges of partitions it is read for.
+pub type ReadPlan = Vec<(Vnode, Vec<Range<PartitionId>>)>;
+
 /// One shard (core) of one node: where a replica of a partition lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Vnode {
@@ -209,24 +212,36 @@ impl RingView {
             .sum()
     }
 
-    fn plan_listing(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
-        let mut plan: Vec<(Vnode, Vec<Range<PartitionId>>)> = Vec::new();
-        let mut start = 0;
-        for partition in 1..=self.partitions {
-            let vnode = self.table[start as usize * self.replicas];
-            let ends = partition == self.partitions
-                || self.table[partition as usize * self.replicas] != vnode;
-            if !ends {
-                continue;
+    /// The plan of a replicated listing: each partition read from its first `r` replicas that
+    /// are `up` (fewer if fewer are up), each vnode with the ranges of partitions it is read
+    /// for, in vnode order; Err with the first partition none of whose replicas is up.
+    pub fn read_plan_among(
+        &self,
+        r: usize,
+        up: impl Fn(Vnode) -> bool,
+    ) -> Result<ReadPlan, PartitionId> {
+        let mut by_vnode: std::collections::BTreeMap<Vnode, Vec<Range<PartitionId>>> =
+            std::collections::BTreeMap::new();
+        for (partition, set) in self.table.chunks_exact(self.replicas).enumerate() {
+            let partition = partition as PartitionId;
+            let mut chosen = set.iter().copied().filter(|v| up(*v)).take(r).peekable();
+            if chosen.peek().is_none() {
+                return Err(partition);
             }
-            let range = start..partition;
-            match plan.iter_mut().find(|(v, _)| *v == vnode) {
-                Some((_, ranges)) => ranges.push(range),
-                None => plan.push((vnode, vec![range])),
+            for vnode in chosen {
+                let ranges = by_vnode.entry(vnode).or_default();
+                match ranges.last_mut() {
+                    Some(last) if last.end == partition => last.end = partition + 1,
+                    _ => ranges.push(partition..partition + 1),
+                }
             }
-            start = partition;
         }
-        plan
+        Ok(by_vnode.into_iter().collect())
+    }
+
+    fn plan_listing(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
+        let firsts: Vec<Vnode> = self.table.iter().step_by(self.replicas).copied().collect();
+        group_runs(&firsts)
     }
 
     fn compute_checksum(&self) -> u64 {
@@ -236,6 +251,28 @@ impl RingView {
             self.table.iter().map(|v| (v.node, v.shard)),
         )
     }
+}
+
+/// Each vnode of `firsts` (the vnode listing partition `p` at `firsts[p]`) with the runs of
+/// partitions it lists, in partition order.
+fn group_runs(firsts: &[Vnode]) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
+    let mut plan: Vec<(Vnode, Vec<Range<PartitionId>>)> = Vec::new();
+    let mut start = 0;
+    let partitions = firsts.len() as PartitionId;
+    for partition in 1..=partitions {
+        let vnode = firsts[start as usize];
+        let ends = partition == partitions || firsts[partition as usize] != vnode;
+        if !ends {
+            continue;
+        }
+        let range = start..partition;
+        match plan.iter_mut().find(|(v, _)| *v == vnode) {
+            Some((_, ranges)) => ranges.push(range),
+            None => plan.push((vnode, vec![range])),
+        }
+        start = partition;
+    }
+    plan
 }
 
 #[cfg(test)]
@@ -328,6 +365,53 @@ mod tests {
                 (vnode(2, 0), vec![(2, 3)])
             ]
         );
+    }
+
+    #[test]
+    fn a_replicated_listing_reads_r_replicas_up_of_each_partition() {
+        let ring = RingView::new(
+            1,
+            4,
+            2,
+            vec![
+                vnode(1, 0),
+                vnode(2, 0),
+                vnode(1, 0),
+                vnode(3, 0),
+                vnode(2, 0),
+                vnode(3, 0),
+                vnode(3, 0),
+                vnode(1, 0),
+            ],
+        )
+        .unwrap();
+        let firsts = ring.read_plan_among(1, |_| true).unwrap();
+        let mut expected = ring.first_replica_ranges().to_vec();
+        expected.sort_by_key(|(v, _)| *v);
+        assert_eq!(firsts, expected);
+        let pairs = |plan: ReadPlan| -> Vec<(Vnode, Vec<(u32, u32)>)> {
+            plan.into_iter()
+                .map(|(v, ranges)| (v, ranges.iter().map(|r| (r.start, r.end)).collect()))
+                .collect()
+        };
+        assert_eq!(
+            pairs(ring.read_plan_among(2, |_| true).unwrap()),
+            vec![
+                (vnode(1, 0), vec![(0, 2), (3, 4)]),
+                (vnode(2, 0), vec![(0, 1), (2, 3)]),
+                (vnode(3, 0), vec![(1, 4)])
+            ]
+        );
+        let without_1 = ring.read_plan_among(2, |v| v.node != 1).unwrap();
+        assert_eq!(
+            pairs(without_1),
+            vec![
+                (vnode(2, 0), vec![(0, 1), (2, 3)]),
+                (vnode(3, 0), vec![(1, 4)])
+            ]
+        );
+        // Nodes 2 and 3 both down: partition 2 has no replica left.
+        assert_eq!(ring.read_plan_among(2, |v| v.node == 1), Err(2));
     }
 
     #[test]

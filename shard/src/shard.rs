@@ -41,6 +41,8 @@ pub(crate) struct Core {
     pub(crate) objects: crate::objects::ObjectState,
     /// Requests this core answered, by operation and status.
     pub(crate) requests: RefCell<crate::metrics::RequestMetrics>,
+    /// The hints this core holds for replicas that missed writes (`hinted`).
+    pub(crate) hints: crate::hinted::HintBook,
 }
 
 impl Core {
@@ -103,9 +105,19 @@ impl Shard {
         self.core.forwarder.forwarded()
     }
 
-    /// The vnode that serves `partition`: its first replica in the ring.
+    /// The vnode that serves `partition`: its first replica in the ring known up (the
+    /// partition's serializing replica), or its first replica when none is.
     pub(crate) fn vnode_of(&self, partition: PartitionId) -> Result<Vnode, ShardError> {
-        Ok(self.core.ring.borrow().route(partition)?[0])
+        let ring = self.core.ring.borrow();
+        let replicas = ring.route(partition)?;
+        if replicas.len() == 1 {
+            return Ok(replicas[0]);
+        }
+        Ok(replicas
+            .iter()
+            .copied()
+            .find(|v| self.is_up(*v))
+            .unwrap_or(replicas[0]))
     }
 
     /// This core as a vnode.
@@ -181,7 +193,8 @@ impl Shard {
         }
     }
 
-    /// Serves a request that names its partition on the core the ring routes it to.
+    /// Serves a request that names its partition on the vnode the ring routes it to (with
+    /// N > 1, the partition's first replica up; if that one cannot be reached, the next).
     pub(crate) async fn send(
         &self,
         request: StorageRequest,
@@ -190,23 +203,54 @@ impl Shard {
             kind: request.kind(),
         })?;
         let vnode = self.vnode_of(partition)?;
-        self.send_to_vnode(vnode, request).await
+        if !self.replicated() {
+            return self.send_to_vnode(vnode, request).await;
+        }
+        match self.send_to_vnode(vnode, request.clone()).await {
+            // The replica failed (it is down from now on): the next one up serves it.
+            Err(ShardError::Wire(e)) => match self.vnode_of(partition)? {
+                next if next != vnode => {
+                    tracing::debug!(error = %e, node = vnode.node, partition, "a replica failed; the next one serves the request");
+                    self.send_to_vnode(next, request).await
+                }
+                _ => Err(ShardError::Wire(e)),
+            },
+            answer => answer,
+        }
     }
 
-    /// Stores `value` under `key` on the owning core; returns the stored timestamp once durable.
+    /// Stores `value` under `key` on the partition's replicas (W of them durably, with N > 1);
+    /// returns the stored timestamp once durable.
     pub async fn put(
         &self,
         partition: PartitionId,
         key: Bytes,
         value: PutValue,
     ) -> Result<Hlc, ShardError> {
-        self.send(StorageRequest::Put {
-            partition,
-            key,
-            value,
-        })
-        .await?
-        .into_stored()
+        if !self.replicated() {
+            return self
+                .send(StorageRequest::Put {
+                    partition,
+                    key,
+                    value,
+                })
+                .await?
+                .into_stored();
+        }
+        let stamp = value.hlc.unwrap_or_else(|| self.now());
+        let (stored, _) = self
+            .write_everywhere(partition, self.levels().w, stamp, |hlc| {
+                StorageRequest::Put {
+                    partition,
+                    key: key.clone(),
+                    value: PutValue {
+                        hlc: Some(hlc),
+                        ..value.clone()
+                    },
+                }
+            })
+            .await?;
+        Ok(stored)
     }
 
     /// Reads the newest value for `key`; None if absent or deleted.
@@ -215,25 +259,30 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Value>, ShardError> {
-        self.send(StorageRequest::Get { partition, key })
+        let body = StorageRequest::Get {
+            partition,
+            key: key.clone(),
+        };
+        self.read(partition, key, body, self.levels().r)
             .await?
             .into_value()
     }
 
     /// Reads `range` of the body of `key` (clamped to the body); None if absent or deleted.
+    /// For records that never change once written (chunks): one replica is read, and a miss is
+    /// checked against the others.
     pub async fn get_range(
         &self,
         partition: PartitionId,
         key: Bytes,
         range: Range<u64>,
     ) -> Result<Option<Value>, ShardError> {
-        self.send(StorageRequest::GetRange {
+        let body = StorageRequest::GetRange {
             partition,
-            key,
+            key: key.clone(),
             range,
-        })
-        .await?
-        .into_value()
+        };
+        self.read(partition, key, body, 1).await?.into_value()
     }
 
     /// Reads metadata and summary of `key` without its body; None if absent or deleted.
@@ -242,32 +291,96 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Head>, ShardError> {
-        self.send(StorageRequest::Head { partition, key })
+        let body = StorageRequest::Head {
+            partition,
+            key: key.clone(),
+        };
+        self.read(partition, key, body, self.levels().r)
             .await?
             .into_head()
     }
 
-    /// Deletes `key` (a durable tombstone); returns the tombstone's timestamp, None if the key
-    /// had no live value.
+    /// Serves a read (`body`: Get, GetRange or Head) on the partition's replica, or with
+    /// N > 1, over `r` of its replicas (the newest answer wins).
+    async fn read(
+        &self,
+        partition: PartitionId,
+        key: Bytes,
+        body: StorageRequest,
+        r: usize,
+    ) -> Result<StorageResponse, ShardError> {
+        if !self.replicated() {
+            return self.send(body).await;
+        }
+        self.read_newest(crate::replicated::ReadOf {
+            partition,
+            key,
+            body,
+            r,
+        })
+        .await
+    }
+
+    /// Deletes `key` (a durable tombstone, on D replicas with N > 1); returns the tombstone's
+    /// timestamp, None if the key had no live value (on any replica that answered).
     pub async fn delete(
         &self,
         partition: PartitionId,
         key: Bytes,
         hlc: Option<Hlc>,
     ) -> Result<Option<Hlc>, ShardError> {
-        self.send(StorageRequest::Delete {
-            partition,
-            key,
-            hlc,
-        })
-        .await?
-        .into_deleted()
+        if !self.replicated() {
+            return self
+                .send(StorageRequest::Delete {
+                    partition,
+                    key,
+                    hlc,
+                })
+                .await?
+                .into_deleted();
+        }
+        let stamp = hlc.unwrap_or_else(|| self.now());
+        let (_, answers) = self
+            .write_everywhere(partition, self.levels().d, stamp, |hlc| {
+                StorageRequest::Delete {
+                    partition,
+                    key: key.clone(),
+                    hlc: Some(hlc),
+                }
+            })
+            .await?;
+        let mut deleted = None;
+        for answer in answers {
+            deleted = deleted.max(answer.into_deleted()?);
+        }
+        Ok(deleted)
     }
 
     /// Live keys starting with `prefix`, after `start_after`, across every partition of the
     /// ring, merged in key order, at most `limit`: one scan request per range of partitions
     /// that a vnode is first replica for, all in parallel, each for its first `limit` keys.
     pub async fn scan_all(
+        &self,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        match self
+            .scan_once(prefix.clone(), start_after.clone(), limit)
+            .await
+        {
+            // A replica failed during the scan: it is in its back-off now, and the listing
+            // is planned again over the replicas up.
+            Err(ShardError::Wire(e)) if self.replicated() => {
+                tracing::debug!(error = %e, "a replica failed during a listing; listing again without it");
+                self.scan_once(prefix, start_after, limit).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One try of [`Shard::scan_all`].
+    async fn scan_once(
         &self,
         prefix: Bytes,
         start_after: Option<Bytes>,
@@ -281,22 +394,92 @@ impl Shard {
         if ring.epoch() == 0 {
             return Err(ShardError::NoRing);
         }
-        // One request per vnode, for every range of partitions it is first replica of.
-        let scans = ring.first_replica_ranges().iter().map(|(vnode, ranges)| {
+        if ring.replicas() > 1 {
+            return self.scan_replicas(&ring, prefix, start_after, limit).await;
+        }
+        // One request per vnode, for every range of partitions it holds.
+        let pages = self
+            .scan_pages(
+                ring.first_replica_ranges(),
+                &prefix,
+                &start_after,
+                limit,
+                false,
+            )
+            .await?;
+        Ok(merge_sorted(pages, limit))
+    }
+
+    /// One scan request per vnode of `plan`, for its ranges of partitions, all in parallel.
+    async fn scan_pages(
+        &self,
+        plan: &[(Vnode, Vec<Range<PartitionId>>)],
+        prefix: &Bytes,
+        start_after: &Option<Bytes>,
+        limit: usize,
+        tombstones: bool,
+    ) -> Result<Vec<Vec<ScanEntry>>, ShardError> {
+        let scans = plan.iter().map(|(vnode, ranges)| {
             let request = StorageRequest::Scan {
                 partitions: ranges.clone(),
                 prefix: prefix.clone(),
                 start_after: start_after.clone(),
                 limit,
+                tombstones,
             };
             self.send_to_vnode(*vnode, request)
         });
-        let pages = futures_util::future::join_all(scans)
+        futures_util::future::join_all(scans)
             .await
             .into_iter()
             .map(|answer| answer?.into_entries())
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(merge_sorted(pages, limit))
+            .collect()
+    }
+
+    /// A listing over R replicas of every partition (those up, if fewer are): their pages,
+    /// tombstones included, merged by key with the newest HLC winning, so that a key written or
+    /// deleted by an acknowledged request is listed as it was left, whichever replica missed
+    /// it. A full page only vouches for keys up to its last one: past the smallest such key
+    /// the replicas are asked again.
+    async fn scan_replicas(
+        &self,
+        ring: &RingView,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        let plan = ring
+            .read_plan_among(self.levels().r, |v| self.is_up(v))
+            .map_err(|partition| ShardError::TooFewReplicas {
+                partition,
+                up: 0,
+                needed: 1,
+            })?;
+        let mut listed = Vec::new();
+        let mut after = start_after;
+        loop {
+            let pages = self.scan_pages(&plan, &prefix, &after, limit, true).await?;
+            let complete_to = pages
+                .iter()
+                .filter(|page| page.len() >= limit)
+                .filter_map(|page| page.last().map(|e| e.key.clone()))
+                .min();
+            for entry in merge_newest(pages) {
+                if complete_to.as_ref().is_some_and(|end| entry.key > *end) {
+                    break;
+                }
+                if !entry.tombstone {
+                    listed.push(entry);
+                    if listed.len() == limit {
+                        return Ok(listed);
+                    }
+                }
+            }
+            match complete_to {
+                None => return Ok(listed),
+                Some(end) => after = Some(end),
+            }
+        }
     }
 
     /// Every live key starting with `prefix`, in key order, read [`SCAN_PAGE_KEYS`] at a
@@ -320,6 +503,14 @@ impl Shard {
         match &self.core.engine {
             Some(engine) => engine.now(),
             None => self.core.clock.now(),
+        }
+    }
+
+    /// Moves this core's clock past `seen`: every later [`Shard::now`] is above it.
+    pub(crate) fn observe(&self, seen: Hlc) {
+        match &self.core.engine {
+            Some(engine) => engine.observe(seen),
+            None => self.core.clock.observe(seen),
         }
     }
 }
@@ -350,6 +541,15 @@ pub(crate) fn merge_sorted(pages: Vec<Vec<ScanEntry>>, limit: usize) -> Vec<Scan
         }
     }
     merged
+}
+
+/// Pages of the replicas of the same partitions (each sorted by key, tombstones included)
+/// merged into one list sorted by key, each key once, at its newest HLC.
+fn merge_newest(pages: Vec<Vec<ScanEntry>>) -> Vec<ScanEntry> {
+    let mut all: Vec<ScanEntry> = pages.into_iter().flatten().collect();
+    all.sort_by(|a, b| a.key.cmp(&b.key).then(b.hlc.cmp(&a.hlc)));
+    all.dedup_by(|later, first| later.key == first.key);
+    all
 }
 
 /// The current first entry of one page in the merge heap, ordered by key.
@@ -394,6 +594,36 @@ mod tests {
             body_len: 0,
             tombstone: false,
         }
+    }
+
+    #[test]
+    fn replicas_merge_to_the_newest_version_of_each_key() {
+        let at = |key: &str, physical_us: u64, tombstone: bool| ScanEntry {
+            hlc: Hlc {
+                physical_us,
+                logical: 0,
+                node_id: 1,
+            },
+            tombstone,
+            ..entry(key)
+        };
+        let merged = merge_newest(vec![
+            vec![at("a", 5, false), at("b", 9, true), at("c", 1, false)],
+            vec![at("a", 7, true), at("b", 3, false), at("d", 2, false)],
+        ]);
+        let got: Vec<(&[u8], u64, bool)> = merged
+            .iter()
+            .map(|e| (&e.key[..], e.hlc.physical_us, e.tombstone))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (&b"a"[..], 7, true),
+                (&b"b"[..], 9, true),
+                (&b"c"[..], 1, false),
+                (&b"d"[..], 2, false)
+            ]
+        );
     }
 
     #[test]

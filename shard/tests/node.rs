@@ -208,6 +208,7 @@ fn requests_cross_cores_as_values_and_a_core_refuses_partitions_it_does_not_hold
                 prefix: Bytes::new(),
                 start_after: None,
                 limit: leofs_shard::request::SCAN_LIMIT_MAX + 1,
+                tombstones: false,
             };
             seen.push(match shard.send_to(0, scan).await {
                 Err(ShardError::LimitExceeded { .. }) => "scan limit refused".to_owned(),

@@ -45,7 +45,7 @@ class Cluster:
     """Managers, storage nodes and gateways, each a `leofs server` process of its own."""
 
     def __init__(self, make_server, *, managers: int = 1, storage: int = 3, gateways: int = 1,
-                 cores: int = 1):
+                 cores: int = 1, replicas: int = 1):
         self.make_server = make_server
         self.cores = cores
         self.managers = []
@@ -71,7 +71,7 @@ class Cluster:
         for thread in starts:
             thread.start()
         eventually("every storage node registered", 60, lambda: len(self.nodes(storage=True)) == storage)
-        started = first.adm("start").stdout
+        started = first.adm("start", "--replicas", str(replicas)).stdout
         assert "the cluster is started" in started, started
         for thread in starts:
             thread.join()

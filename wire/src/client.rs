@@ -56,6 +56,8 @@ struct Health {
     failures_in_a_row: u32,
     down_until: Option<Instant>,
     last_error: String,
+    /// A [`Peer::probe`] is under way.
+    probing: bool,
 }
 
 /// What is known of a peer's health (metrics, logs).
@@ -105,6 +107,41 @@ impl Peer {
             failures_in_a_row: health.failures_in_a_row,
             last_error: health.last_error.clone(),
         }
+    }
+
+    /// Whether the peer failed and has not answered since: a coordinator counts it as down
+    /// (skips it for reads, makes a write's quorum without it, fails a write at once when too
+    /// few are up) until [`Peer::probe`] or a call finds it back. Unlike the back-off, this
+    /// does not lapse by itself: a write sent to a peer merely because its back-off ended
+    /// would be stored by the replicas up and fail for want of this one.
+    pub fn is_down(&self) -> bool {
+        self.health.borrow().failures_in_a_row > 0
+    }
+
+    /// Checks in the background whether a peer that is down is back: once per back-off, one
+    /// call to shard 0 with the frame `build` makes (a small request any node answers). Any
+    /// answer marks the peer up; no answer within the request timeout is one more failure.
+    /// A round trip, not just a connection: a stopped process still has its sockets open.
+    pub fn probe(self: &Rc<Self>, build: impl FnOnce(u64) -> Frame + 'static) {
+        {
+            let mut health = self.health.borrow_mut();
+            if health.probing
+                || health
+                    .down_until
+                    .is_some_and(|until| until > Instant::now())
+            {
+                return;
+            }
+            health.probing = true;
+        }
+        let peer = self.clone();
+        monoio::spawn(async move {
+            let answered = peer.call(0, Lane::Small, 0, build).await;
+            peer.health.borrow_mut().probing = false;
+            if answered.is_ok() {
+                tracing::info!(peer = %peer.base, "a peer that failed answers again");
+            }
+        });
     }
 
     /// Sends the frame `build` makes (given the request id) to `shard` on `lane` and waits for

@@ -62,6 +62,48 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, gauge);
 }
 
+/// Hinted handoff: hints each core holds for each replica that missed writes (what a node down
+/// or slow leaves to replay), and the hints replayed and dropped since start.
+fn hints(registry: &mut Registry, status: &NodeStatus) {
+    let pending = Family::<Labels, GaugeU64>::default();
+    let pending_bytes = Family::<Labels, GaugeU64>::default();
+    for shard in &status.shards {
+        for target in &shard.hints_pending {
+            let labels = vec![
+                ("core", shard.core.to_string()),
+                ("target_node", target.node.to_string()),
+                ("target_shard", target.shard.to_string()),
+            ];
+            pending.get_or_create(&labels).set(target.count);
+            pending_bytes.get_or_create(&labels).set(target.bytes);
+        }
+    }
+    registry.register(
+        "hints_pending",
+        "Hints held for a replica that missed writes, replayed when it answers again",
+        pending,
+    );
+    registry.register(
+        "hints_pending_bytes",
+        "Bytes of the hints held for a replica",
+        pending_bytes,
+    );
+    per_shard_counter(
+        registry,
+        "hints_replayed",
+        "Hints replayed to their replica",
+        status,
+        |s| s.hints_replayed,
+    );
+    per_shard_counter(
+        registry,
+        "hints_dropped",
+        "Hints dropped (expired, or over a replica's cap): left to anti-entropy",
+        status,
+        |s| s.hints_dropped,
+    );
+}
+
 /// The S3 requests of every core: counts by operation and status, bytes by operation, and a
 /// latency histogram by operation.
 fn requests(registry: &mut Registry, status: &NodeStatus) {
@@ -189,6 +231,7 @@ pub(super) fn render(
             offset,
         );
     }
+    hints(&mut registry, status);
     let r = &mut registry;
     per_shard_gauge(
         r,
@@ -391,6 +434,14 @@ mod tests {
             cache_misses: 9,
             cross_core_calls: 10,
             open_connections: 2,
+            hints_pending: vec![crate::admin::HintsPending {
+                node: 4,
+                shard: 1,
+                count: 12,
+                bytes: 4096,
+            }],
+            hints_replayed: 30,
+            hints_dropped: 0,
             requests: vec![crate::admin::RequestStatus {
                 operation: "GetObject".into(),
                 status: 200,
@@ -426,6 +477,8 @@ mod tests {
             "leofs_wire_requests_served_total{core=\"0\"} 7",
             "leofs_raft_term 3",
             "leofs_clock_offset_seconds -0.0015",
+            "leofs_hints_pending{core=\"1\",target_node=\"4\",target_shard=\"1\"} 12",
+            "leofs_hints_replayed_total{core=\"0\"} 30",
             "leofs_raft_is_leader 1",
             "leofs_raft_applied_index 12",
             "leofs_buckets 0",

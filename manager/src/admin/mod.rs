@@ -86,6 +86,19 @@ pub struct NodeStatus {
     pub clock_offset_us: Option<i64>,
 }
 
+/// The hints a core holds for one replica (a vnode of another node) that missed writes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HintsPending {
+    /// The replica's node.
+    pub node: u32,
+    /// The replica's shard.
+    pub shard: u16,
+    /// Hints held for it.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// One shard (core) of the node: its partitions and its engine's figures.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ShardStatus {
@@ -141,6 +154,16 @@ pub struct ShardStatus {
     /// HTTP connections it serves now.
     #[serde(default)]
     pub open_connections: u64,
+    /// Hints it holds for replicas that missed writes, by target.
+    #[serde(default)]
+    pub hints_pending: Vec<HintsPending>,
+    /// Hints it replayed to their replica since start.
+    #[serde(default)]
+    pub hints_replayed: u64,
+    /// Hints it dropped since start (expired, or over a target's cap): those partitions are
+    /// left to anti-entropy.
+    #[serde(default)]
+    pub hints_dropped: u64,
     /// S3 requests it answered since start, by operation and status.
     #[serde(default)]
     pub requests: Vec<RequestStatus>,

@@ -211,7 +211,9 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
         (["cluster", "start"], Method::POST) => {
             let body: StartRequest = read_json(request).await?;
             let expected = body.expected_shards;
-            let ring = context.manager.start_cluster(body.partitions, expected)?;
+            let ring = context
+                .manager
+                .start_cluster(body.partitions, expected, body.replicas)?;
             Ok(json_response(StatusCode::CREATED, &ring_summary(&ring)))
         }
         (["ring"], Method::GET) => {

@@ -127,6 +127,9 @@ pub struct StartRequest {
     /// Shards the cluster is expected to grow to (P is chosen for them).
     #[serde(default)]
     pub expected_shards: Option<u32>,
+    /// Replicas per partition N (cluster-wide, fixed at start); the settings' N when absent.
+    #[serde(default)]
+    pub replicas: Option<u32>,
 }
 
 /// What a ring is, in short.

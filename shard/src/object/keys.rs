@@ -8,6 +8,8 @@
 //! - `p` upload-id 0x00 part-number(u32 BE): one uploaded part.
 //! - `g` bucket 0x00 key 0x00 entry-id(16): a garbage-queue entry (`collector`), placed in the
 //!   object record's partition.
+//! - `h` target HLC key: a hint of a write a replica missed (`hinted`), placed in the written
+//!   record's partition.
 //!
 //! Records other than object records are placed by `hash_bytes(engine key)`.
 

@@ -468,6 +468,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 prefix,
                 start_after,
                 limit,
+                tombstones,
             } => {
                 let prefix = e.bytes(prefix);
                 let after = start_after.as_ref().map(|a| e.bytes(a));
@@ -484,6 +485,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                         start_after: after,
                         has_start_after: start_after.is_some(),
                         limit: u32::try_from(*limit).unwrap_or(u32::MAX),
+                        tombstones: *tombstones,
                     },
                 );
                 (fb::Body::Scan, t.as_union_value())
@@ -520,15 +522,18 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 partition,
                 bucket,
                 key,
+                hlc,
             } => {
                 let bucket = e.builder.create_string(bucket);
                 let key = e.builder.create_string(key);
+                let hlc = hlc.as_ref().map(hlc_fb);
                 let t = fb::DeleteObject::create(
                     &mut e.builder,
                     &fb::DeleteObjectArgs {
                         partition: *partition,
                         bucket: Some(bucket),
                         key: Some(key),
+                        hlc: hlc.as_ref(),
                     },
                 );
                 (fb::Body::DeleteObject, t.as_union_value())
@@ -875,6 +880,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 prefix: bytes_of(t.prefix()),
                 start_after: t.has_start_after().then(|| bytes_of(t.start_after())),
                 limit,
+                tombstones: t.tombstones(),
             })
         }
         fb::Body::CommitObject => {
@@ -901,6 +907,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 partition: t.partition(),
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
+                hlc: t.hlc().map(hlc_of),
             })
         }
         fb::Body::BeginWrite => {
@@ -1130,7 +1137,15 @@ pub fn encode_answer(
             StorageResponse::Value(None)
             | StorageResponse::Head(None)
             | StorageResponse::Lookup(None) => {
-                table!(NotFound, fb::NotFoundArgs {})
+                table!(NotFound, fb::NotFoundArgs { hlc: None })
+            }
+            StorageResponse::Gone(hlc) => {
+                table!(
+                    NotFound,
+                    fb::NotFoundArgs {
+                        hlc: Some(&hlc_fb(&hlc))
+                    }
+                )
             }
             StorageResponse::Value(Some(value)) => {
                 let record = e.record(
@@ -1169,7 +1184,16 @@ pub fn encode_answer(
                 let hlc = hlc.as_ref().map(hlc_fb);
                 table!(Deleted, fb::DeletedArgs { hlc: hlc.as_ref() })
             }
-            StorageResponse::Removed(removed) => table!(Removed, fb::RemovedArgs { removed }),
+            StorageResponse::Removed { removed, hlc } => {
+                let hlc = hlc.as_ref().map(hlc_fb);
+                table!(
+                    Removed,
+                    fb::RemovedArgs {
+                        removed,
+                        hlc: hlc.as_ref()
+                    }
+                )
+            }
             StorageResponse::Entries(entries) => {
                 payload = encode_scan_page(&entries);
                 table!(Entries, fb::EntriesArgs {})
@@ -1470,6 +1494,11 @@ pub fn decode_answer(message: &Message, expect: Expect) -> Result<NodeAnswer, Sh
                 let hlc = t.hlc().ok_or_else(|| bad("stored without a timestamp"))?;
                 storage(StorageResponse::Stored(hlc_of(hlc)))
             }
+            ("get" | "get-range" | "head", fb::Body::NotFound)
+                if let Some(hlc) = envelope.body_as_not_found().and_then(|t| t.hlc()) =>
+            {
+                storage(StorageResponse::Gone(hlc_of(hlc)))
+            }
             ("get" | "get-range", fb::Body::NotFound) => storage(StorageResponse::Value(None)),
             ("head", fb::Body::NotFound) => storage(StorageResponse::Head(None)),
             ("lookup", fb::Body::NotFound) => storage(StorageResponse::Lookup(None)),
@@ -1511,7 +1540,10 @@ pub fn decode_answer(message: &Message, expect: Expect) -> Result<NodeAnswer, Sh
             }
             (_, fb::Body::Removed) => {
                 let t = envelope.body_as_removed().ok_or_else(|| bad("removed"))?;
-                storage(StorageResponse::Removed(t.removed()))
+                storage(StorageResponse::Removed {
+                    removed: t.removed(),
+                    hlc: t.hlc().map(hlc_of),
+                })
             }
             (_, fb::Body::Entries) => Ok(NodeAnswer::Storage(StorageResponse::Entries(
                 decode_scan_page(payload)?.entries,
@@ -1675,6 +1707,7 @@ mod tests {
                 prefix: Bytes::from_static(b"p"),
                 start_after: Some(Bytes::new()),
                 limit: 1000,
+                tombstones: true,
             },
             StorageRequest::CommitObject {
                 partition: 7,
@@ -1691,6 +1724,13 @@ mod tests {
                 partition: 7,
                 bucket: "b".into(),
                 key: "k".into(),
+                hlc: None,
+            },
+            StorageRequest::DeleteObject {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
+                hlc: Some(hlc(9)),
             },
             StorageRequest::BeginWrite {
                 partition: 7,
@@ -1837,6 +1877,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A deleted record's tombstone timestamp reaches a replicated read; a plain miss
+        // stays a miss.
+        for kind in ["get", "get-range", "head"] {
+            let gone = NodeAnswer::Storage(StorageResponse::Gone(hlc(5)));
+            match decode_answer(
+                &message(encode_answer(3, 1, Ok(gone))),
+                Expect::Storage(kind),
+            ) {
+                Ok(NodeAnswer::Storage(StorageResponse::Gone(at))) => assert_eq!(at, hlc(5)),
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        let miss = NodeAnswer::Storage(StorageResponse::Value(None));
+        assert!(matches!(
+            decode_answer(
+                &message(encode_answer(3, 1, Ok(miss))),
+                Expect::Storage("get")
+            ),
+            Ok(NodeAnswer::Storage(StorageResponse::Value(None)))
+        ));
         let missing = ShardError::MissingChunk {
             bucket: "b".into(),
             key: "k".into(),

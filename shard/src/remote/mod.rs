@@ -128,6 +128,23 @@ impl RemotePeers {
     fn is_unavailable(&self, node: NodeId) -> bool {
         self.unavailable.borrow().contains(&node)
     }
+
+    /// Whether requests to `node` may go now: it is known, not suspended, and has not failed
+    /// since it last answered (DESIGN §7: failure detection on the data path is local). A
+    /// peer that is down is probed in the background, at most once per back-off.
+    pub(crate) fn is_reachable(&self, node: NodeId) -> bool {
+        if self.is_unavailable(node) {
+            return false;
+        }
+        match self.peer(node) {
+            Some(peer) if peer.is_down() => {
+                peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
 }
 
 /// The lane a request travels on: bodies (and reads of them, and scans) on the bulk lane.
@@ -251,6 +268,7 @@ impl Shard {
             prefix,
             start_after,
             limit,
+            tombstones,
         } = request
         {
             // A page cut to bound its frame is continued after its last key.
@@ -262,6 +280,7 @@ impl Shard {
                     prefix: prefix.clone(),
                     start_after: after.clone(),
                     limit: limit - entries.len(),
+                    tombstones,
                 });
                 self.core.remote.sent.set(self.core.remote.sent.get() + 1);
                 let message = peer

@@ -51,6 +51,11 @@ pub fn newest<'a, V>(
     }
 }
 
+/// The largest clock difference between nodes the cluster tolerates, in µs: the default of
+/// the manager's `max_clock_offset` setting (500 ms). A replica refuses a write stamped further
+/// ahead of its clock than this.
+pub const MAX_CLOCK_OFFSET_US: u64 = 500_000;
+
 /// Replica counts and quorums: N replicas of every partition, W acks for a write, R answers
 /// for a read, D acks for a delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +98,20 @@ impl Levels {
             return Err(LevelsError::Impossible { n, w, r, d, max });
         }
         Ok(Self { n, w, r, d })
+    }
+
+    /// The cluster's defaults for `n` replicas (DESIGN §7): writes and deletes need a
+    /// majority, reads consult just enough replicas that R + W > N and R + D > N (N = 3: a
+    /// body from one replica and a digest from a second); a single replica is 1/1/1.
+    pub fn defaults(n: usize) -> Self {
+        let n = n.clamp(1, crate::ring::MAX_REPLICAS);
+        let majority = n / 2 + 1;
+        Self {
+            n,
+            w: majority,
+            r: n - majority + 1,
+            d: majority,
+        }
     }
 
     /// Whether a read is sure to see every acknowledged write and delete (R + W > N and
@@ -175,6 +194,17 @@ mod tests {
 
     fn hlc(physical_us: u64, node_id: u32) -> Hlc {
         test_hlc(physical_us, node_id)
+    }
+
+    #[test]
+    fn the_defaults_see_every_acknowledged_write() {
+        for n in 1..=crate::ring::MAX_REPLICAS {
+            let levels = Levels::defaults(n);
+            assert_eq!(Levels::new(n, levels.w, levels.r, levels.d), Ok(levels));
+            assert!(levels.reads_see_acknowledged(), "N={n}");
+        }
+        assert_eq!(Levels::defaults(3), Levels::new(3, 2, 2, 2).unwrap());
+        assert_eq!(Levels::defaults(1), Levels::new(1, 1, 1, 1).unwrap());
     }
 
     #[test]

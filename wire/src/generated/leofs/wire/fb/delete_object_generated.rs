@@ -21,6 +21,7 @@ impl<'a> DeleteObject<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_BUCKET: ::flatbuffers::VOffsetT = 6;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_HLC: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -32,6 +33,7 @@ impl<'a> DeleteObject<'a> {
     args: &'args DeleteObjectArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DeleteObject<'bldr>> {
     let mut builder = DeleteObjectBuilder::new(_fbb);
+    if let Some(x) = args.hlc { builder.add_hlc(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.bucket { builder.add_bucket(x); }
     builder.add_partition(args.partition);
@@ -60,6 +62,13 @@ impl<'a> DeleteObject<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeleteObject::VT_KEY, None)}
   }
+  #[inline]
+  pub fn hlc(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteObject::VT_HLC, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteObject<'_> {
@@ -71,6 +80,7 @@ impl ::flatbuffers::Verifiable for DeleteObject<'_> {
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("bucket", Self::VT_BUCKET, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
+     .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
      .finish();
     Ok(())
   }
@@ -79,6 +89,7 @@ pub struct DeleteObjectArgs<'a> {
     pub partition: u32,
     pub bucket: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub hlc: Option<&'a Hlc>,
 }
 impl<'a> Default for DeleteObjectArgs<'a> {
   #[inline]
@@ -87,6 +98,7 @@ impl<'a> Default for DeleteObjectArgs<'a> {
       partition: 0,
       bucket: None,
       key: None,
+      hlc: None,
     }
   }
 }
@@ -109,6 +121,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteObjectBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeleteObject::VT_KEY, key);
   }
   #[inline]
+  pub fn add_hlc(&mut self, hlc: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteObject::VT_HLC, hlc);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteObjectBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeleteObjectBuilder {
@@ -129,6 +145,7 @@ impl ::core::fmt::Debug for DeleteObject<'_> {
       ds.field("partition", &self.partition());
       ds.field("bucket", &self.bucket());
       ds.field("key", &self.key());
+      ds.field("hlc", &self.hlc());
       ds.finish()
   }
 }

@@ -18,6 +18,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NotFound<'a> {
 }
 
 impl<'a> NotFound<'a> {
+  pub const VT_HLC: ::flatbuffers::VOffsetT = 4;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -26,12 +27,21 @@ impl<'a> NotFound<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    _args: &'args NotFoundArgs
+    args: &'args NotFoundArgs<'args>
   ) -> ::flatbuffers::WIPOffset<NotFound<'bldr>> {
     let mut builder = NotFoundBuilder::new(_fbb);
+    if let Some(x) = args.hlc { builder.add_hlc(x); }
     builder.finish()
   }
 
+
+  #[inline]
+  pub fn hlc(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(NotFound::VT_HLC, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NotFound<'_> {
@@ -40,16 +50,19 @@ impl ::flatbuffers::Verifiable for NotFound<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
+     .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
      .finish();
     Ok(())
   }
 }
-pub struct NotFoundArgs {
+pub struct NotFoundArgs<'a> {
+    pub hlc: Option<&'a Hlc>,
 }
-impl<'a> Default for NotFoundArgs {
+impl<'a> Default for NotFoundArgs<'a> {
   #[inline]
   fn default() -> Self {
     NotFoundArgs {
+      hlc: None,
     }
   }
 }
@@ -59,6 +72,10 @@ pub struct NotFoundBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotFoundBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_hlc(&mut self, hlc: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(NotFound::VT_HLC, hlc);
+  }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotFoundBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
@@ -77,6 +94,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotFoundBuilder<'a, 'b, A> {
 impl ::core::fmt::Debug for NotFound<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("NotFound");
+      ds.field("hlc", &self.hlc());
       ds.finish()
   }
 }

@@ -19,6 +19,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Removed<'a> {
 
 impl<'a> Removed<'a> {
   pub const VT_REMOVED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HLC: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -27,9 +28,10 @@ impl<'a> Removed<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args RemovedArgs
+    args: &'args RemovedArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Removed<'bldr>> {
     let mut builder = RemovedBuilder::new(_fbb);
+    if let Some(x) = args.hlc { builder.add_hlc(x); }
     builder.add_removed(args.removed);
     builder.finish()
   }
@@ -42,6 +44,13 @@ impl<'a> Removed<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(Removed::VT_REMOVED, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn hlc(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Removed::VT_HLC, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Removed<'_> {
@@ -51,18 +60,21 @@ impl ::flatbuffers::Verifiable for Removed<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<bool>("removed", Self::VT_REMOVED, false)?
+     .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
      .finish();
     Ok(())
   }
 }
-pub struct RemovedArgs {
+pub struct RemovedArgs<'a> {
     pub removed: bool,
+    pub hlc: Option<&'a Hlc>,
 }
-impl<'a> Default for RemovedArgs {
+impl<'a> Default for RemovedArgs<'a> {
   #[inline]
   fn default() -> Self {
     RemovedArgs {
       removed: false,
+      hlc: None,
     }
   }
 }
@@ -75,6 +87,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemovedBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_removed(&mut self, removed: bool) {
     self.fbb_.push_slot::<bool>(Removed::VT_REMOVED, removed, false);
+  }
+  #[inline]
+  pub fn add_hlc(&mut self, hlc: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Removed::VT_HLC, hlc);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemovedBuilder<'a, 'b, A> {
@@ -95,6 +111,7 @@ impl ::core::fmt::Debug for Removed<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Removed");
       ds.field("removed", &self.removed());
+      ds.field("hlc", &self.hlc());
       ds.finish()
   }
 }

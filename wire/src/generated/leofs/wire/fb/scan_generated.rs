@@ -25,6 +25,7 @@ impl<'a> Scan<'a> {
   pub const VT_HAS_START_AFTER: ::flatbuffers::VOffsetT = 12;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
   pub const VT_RANGES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_TOMBSTONES: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -42,6 +43,7 @@ impl<'a> Scan<'a> {
     if let Some(x) = args.prefix { builder.add_prefix(x); }
     builder.add_partitions_end(args.partitions_end);
     builder.add_partitions_start(args.partitions_start);
+    builder.add_tombstones(args.tombstones);
     builder.add_has_start_after(args.has_start_after);
     builder.finish()
   }
@@ -96,6 +98,13 @@ impl<'a> Scan<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(Scan::VT_RANGES, None)}
   }
+  #[inline]
+  pub fn tombstones(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Scan::VT_TOMBSTONES, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Scan<'_> {
@@ -111,6 +120,7 @@ impl ::flatbuffers::Verifiable for Scan<'_> {
      .visit_field::<bool>("has_start_after", Self::VT_HAS_START_AFTER, false)?
      .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("ranges", Self::VT_RANGES, false)?
+     .visit_field::<bool>("tombstones", Self::VT_TOMBSTONES, false)?
      .finish();
     Ok(())
   }
@@ -123,6 +133,7 @@ pub struct ScanArgs<'a> {
     pub has_start_after: bool,
     pub limit: u32,
     pub ranges: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub tombstones: bool,
 }
 impl<'a> Default for ScanArgs<'a> {
   #[inline]
@@ -135,6 +146,7 @@ impl<'a> Default for ScanArgs<'a> {
       has_start_after: false,
       limit: 0,
       ranges: None,
+      tombstones: false,
     }
   }
 }
@@ -173,6 +185,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScanBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Scan::VT_RANGES, ranges);
   }
   #[inline]
+  pub fn add_tombstones(&mut self, tombstones: bool) {
+    self.fbb_.push_slot::<bool>(Scan::VT_TOMBSTONES, tombstones, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ScanBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ScanBuilder {
@@ -197,6 +213,7 @@ impl ::core::fmt::Debug for Scan<'_> {
       ds.field("has_start_after", &self.has_start_after());
       ds.field("limit", &self.limit());
       ds.field("ranges", &self.ranges());
+      ds.field("tombstones", &self.tombstones());
       ds.finish()
   }
 }

@@ -1,0 +1,575 @@
+//! The replicated data path (DESIGN §7): with N > 1 replicas per partition, the core that took
+//! a request coordinates it, driving [`crate::replication::coordinator`]'s rounds over the
+//! replica vnodes the ring names:
+//!
+//! - **Writes and deletes** are stamped once by the coordinator (its core's HLC) and sent to
+//!   every replica known up in parallel; acknowledged after W (D) stores, failed at once when
+//!   fewer than W (D) are up. Replicas that answer late finish in the background (each call is
+//!   a task of its own, bounded by the peer's in-flight byte cap and request timeout).
+//! - **Object commits and deletes** (preconditions, garbage queues, write registrations) run on
+//!   the partition's serializing replica, its first replica known up; the record they wrote is
+//!   then stored on the other replicas with the same HLC, and the round needs W stores in all.
+//! - **Reads** take the body from one replica and HLC digests from R − 1 others; a newer digest
+//!   fetches the newer body, a tombstone outvotes an older copy, a miss is checked against every
+//!   replica up before it is a miss, and replicas found stale are repaired in the background.
+//! - **Listings** read each partition from its first replica up.
+//!
+//! A replica is "up" unless its node is suspended or its peer is in the back-off of a recent
+//! failure (local failure detection: one failed call, then none until the back-off ends).
+//! With N = 1 none of this runs: every request goes to the one replica as before.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use leofs_engine::{Hlc, Lookup, PartitionId, PutValue};
+
+use crate::replication::coordinator::{
+    ReadAnswer, ReadAsk, ReadProgress, ReadRound, TooFewUp, WriteAnswer, WriteProgress, WriteRound,
+};
+use crate::replication::{Levels, Version};
+use crate::request::{StorageRequest, StorageResponse};
+use crate::ring::Vnode;
+use crate::{ErrorClass, Shard, ShardError};
+
+/// What a replicated read needs to know of the record it reads.
+pub(crate) struct ReadOf {
+    /// The record's partition.
+    pub(crate) partition: PartitionId,
+    /// The record's key.
+    pub(crate) key: Bytes,
+    /// The request that fetches the body (Get, GetRange or Head).
+    pub(crate) body: StorageRequest,
+    /// Replicas to consult: R, or 1 for records that never change once written (chunks).
+    pub(crate) r: usize,
+}
+
+impl Shard {
+    /// The replication levels of the ring this core routes by.
+    pub(crate) fn levels(&self) -> Levels {
+        Levels::defaults(self.core.ring.borrow().replicas())
+    }
+
+    /// Whether requests may go to `vnode` now: always for this node's cores; for another node,
+    /// unless it is suspended or in the back-off of a recent failure.
+    pub(crate) fn is_up(&self, vnode: Vnode) -> bool {
+        vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node)
+    }
+
+    /// The replica vnodes of `partition`, in ring order.
+    fn replicas_of(&self, partition: PartitionId) -> Result<Vec<Vnode>, ShardError> {
+        Ok(self.core.ring.borrow().route(partition)?.to_vec())
+    }
+
+    /// Whether this core routes by a ring with more than one replica per partition.
+    pub(crate) fn replicated(&self) -> bool {
+        self.core.ring.borrow().replicas() > 1
+    }
+
+    /// Stores `request_at(stamp)` (a Put or Delete) on every replica of `partition` known up,
+    /// `needed` of them durably; a replica holding a newer version makes the write go again,
+    /// stamped above it. The stamp stored and the answers of the replicas that stored it.
+    pub(crate) async fn write_everywhere(
+        &self,
+        partition: PartitionId,
+        needed: usize,
+        mut stamp: Hlc,
+        request_at: impl Fn(Hlc) -> StorageRequest,
+    ) -> Result<(Hlc, Vec<StorageResponse>), ShardError> {
+        self.check_clock()?;
+        let replicas = self.replicas_of(partition)?;
+        for _ in 0..=RESTAMPS_MAX {
+            let request = request_at(stamp);
+            match self
+                .write_round(partition, &replicas, needed, stamp, |_| request.clone())
+                .await?
+            {
+                Written::Acknowledged(answers) => return Ok((stamp, answers)),
+                Written::Restamp(above) => stamp = self.stamp_above(above),
+            }
+        }
+        Err(restamped_too_often(partition, needed))
+    }
+
+    /// Sends a stamped write to `vnode` as a task of its own (it finishes even if the round
+    /// is decided without it); if the replica does not store it, another replica gets a hint
+    /// of it.
+    fn store_or_hint(
+        &self,
+        vnode: Vnode,
+        request: StorageRequest,
+    ) -> monoio::task::JoinHandle<Result<StorageResponse, ShardError>> {
+        let shard = self.clone();
+        monoio::spawn(async move {
+            let answer = shard.send_to_vnode(vnode, request.clone()).await;
+            if answer.is_err() {
+                shard.hint(vnode, &request);
+            }
+            answer
+        })
+    }
+
+    /// Refuses to stamp a replicated write while this node's clock is beyond the cluster's
+    /// bound (see [`crate::RingInstaller::set_clock_beyond_bound`]).
+    fn check_clock(&self) -> Result<(), ShardError> {
+        if self
+            .core
+            .node
+            .clock_beyond_bound
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(ShardError::ClockBeyondBound);
+        }
+        Ok(())
+    }
+
+    /// A fresh stamp of this core's clock above `held` (a newer version a replica holds).
+    pub(crate) fn stamp_above(&self, held: Hlc) -> Hlc {
+        self.observe(held);
+        self.now()
+    }
+
+    /// A write round over `replicas`, each stamped `stamp`: each replica up gets
+    /// `request_for(vnode)`, as a task of its own (it finishes even after the round is
+    /// decided).
+    async fn write_round(
+        &self,
+        partition: PartitionId,
+        replicas: &[Vnode],
+        needed: usize,
+        stamp: Hlc,
+        request_for: impl Fn(Vnode) -> StorageRequest,
+    ) -> Result<Written, ShardError> {
+        let (mut round, targets) = WriteRound::start(replicas, |v| self.is_up(*v), needed)
+            .map_err(|e| too_few(partition, e))?;
+        for down in replicas.iter().filter(|v| !targets.contains(v)) {
+            self.hint(*down, &request_for(*down));
+        }
+        let mut calls: FuturesUnordered<_> = targets
+            .into_iter()
+            .map(|vnode| {
+                let call = self.store_or_hint(vnode, request_for(vnode));
+                async move { (vnode, call.await) }
+            })
+            .collect();
+        let mut stored = Vec::with_capacity(needed);
+        let mut last_failure = String::new();
+        while let Some((vnode, answer)) = calls.next().await {
+            let progress = match answer {
+                Ok(response) => match answered_hlc(&response) {
+                    Some(held) if held > stamp => round.answer(vnode, WriteAnswer::Newer(held)),
+                    _ => {
+                        stored.push(response);
+                        round.answer(vnode, WriteAnswer::Stored)
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, node = vnode.node, partition, "a replica did not store a write");
+                    last_failure = e.to_string();
+                    round.answer(vnode, WriteAnswer::Failed)
+                }
+            };
+            match progress {
+                WriteProgress::Pending => {}
+                WriteProgress::Acknowledged => return Ok(Written::Acknowledged(stored)),
+                WriteProgress::Restamp { above } => return Ok(Written::Restamp(above)),
+                WriteProgress::Failed => break,
+            }
+        }
+        Err(ShardError::QuorumFailed {
+            partition,
+            stored: round.stored().len(),
+            needed,
+            last: last_failure,
+        })
+    }
+
+    /// Serves `request` (an object commit or delete) on the serializing replica of `partition`:
+    /// its first replica known up, or the next one up when a replica cannot be reached. The
+    /// replica that served it and its answer.
+    async fn on_serializer(
+        &self,
+        partition: PartitionId,
+        replicas: &[Vnode],
+        needed: usize,
+        request: StorageRequest,
+    ) -> Result<(Vnode, StorageResponse), ShardError> {
+        let up: Vec<Vnode> = replicas
+            .iter()
+            .copied()
+            .filter(|v| self.is_up(*v))
+            .collect();
+        if up.len() < needed {
+            return Err(ShardError::TooFewReplicas {
+                partition,
+                up: up.len(),
+                needed,
+            });
+        }
+        let mut last = None;
+        for vnode in up {
+            match self.send_to_vnode(vnode, request.clone()).await {
+                Ok(answer) => return Ok((vnode, answer)),
+                // The replica could not be reached (or went away mid-call): the request is
+                // served by the next one, with the same timestamp, so it applies once.
+                Err(e @ ShardError::Wire(_)) => {
+                    tracing::debug!(error = %e, node = vnode.node, partition, "the serializing replica failed; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ShardError::TooFewReplicas {
+            partition,
+            up: 0,
+            needed,
+        }))
+    }
+
+    /// Runs an object commit or delete stamped by this core on the partition's serializing
+    /// replica (which stamps it above a newer version it holds), then stores what it wrote
+    /// (`copy_at(hlc)`: the same record at the same HLC) on the other replicas, W (D) stores
+    /// in all. A replica newer than the serializer knew (one that was behind) makes the whole
+    /// write go again above it, unless `request_at` carries a precondition: that was decided
+    /// once, and the write then fails instead. The serializer's answer.
+    pub(crate) async fn serialize_then_copy(
+        &self,
+        partition: PartitionId,
+        needed: usize,
+        conditional: bool,
+        request_at: impl Fn(Hlc) -> StorageRequest,
+        copy_at: impl Fn(Hlc) -> StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
+        self.check_clock()?;
+        let replicas = self.replicas_of(partition)?;
+        let mut stamp = self.now();
+        for _ in 0..=RESTAMPS_MAX {
+            let (serializer, answer) = self
+                .on_serializer(partition, &replicas, needed, request_at(stamp))
+                .await?;
+            let written = answered_hlc(&answer).unwrap_or(stamp);
+            self.observe(written);
+            let others: Vec<Vnode> = replicas
+                .iter()
+                .copied()
+                .filter(|v| *v != serializer)
+                .collect();
+            let copy = copy_at(written);
+            if needed == 1 {
+                // No other store is needed: the copies go in the background.
+                for vnode in others {
+                    if self.is_up(vnode) {
+                        drop(self.store_or_hint(vnode, copy.clone()));
+                    } else {
+                        self.hint(vnode, &copy);
+                    }
+                }
+                return Ok(answer);
+            }
+            match self
+                .write_round(partition, &others, needed - 1, written, |_| copy.clone())
+                .await?
+            {
+                Written::Acknowledged(_) => return Ok(answer),
+                Written::Restamp(above) if !conditional => stamp = self.stamp_above(above),
+                Written::Restamp(above) => {
+                    return Err(ShardError::QuorumFailed {
+                        partition,
+                        stored: 1,
+                        needed,
+                        last: format!(
+                            "a replica holds a newer version ({above:?}) than the serializing replica decided the precondition on"
+                        ),
+                    });
+                }
+            }
+        }
+        Err(restamped_too_often(partition, needed))
+    }
+
+    /// A read round: the body from the first replica up, digests from `r − 1` others; the
+    /// newest version's answer (a miss answered as `read.body`'s kind of miss). With fewer
+    /// than `r` replicas up the read goes on with those that are (degraded: it may miss a
+    /// write acknowledged by the replicas that are down). Stale replicas, and those whose copy
+    /// failed its checksum, get the newest version in the background when the body read is a
+    /// whole record.
+    pub(crate) async fn read_newest(&self, read: ReadOf) -> Result<StorageResponse, ShardError> {
+        match self.read_round(&read).await {
+            // Replicas failed during the round (they are known down now): once more, over
+            // the replicas up.
+            Err(ShardError::Wire(e)) => {
+                tracing::debug!(error = %e, partition = read.partition, "replicas failed during a read; reading again without them");
+                self.read_round(&read).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One try of [`Shard::read_newest`].
+    async fn read_round(&self, read: &ReadOf) -> Result<StorageResponse, ShardError> {
+        let ReadOf {
+            partition,
+            ref key,
+            ref body,
+            r,
+        } = *read;
+        let replicas = self.replicas_of(partition)?;
+        let up = replicas.iter().filter(|v| self.is_up(**v)).count();
+        let r = r.min(up).max(1);
+        let (mut round, asks) =
+            ReadRound::<Vnode, StorageResponse>::start(&replicas, |v| self.is_up(*v), r)
+                .map_err(|e| too_few(partition, e))?;
+        let ask = |vnode: Vnode, what: ReadAsk| {
+            let request = match what {
+                ReadAsk::Body => body.clone(),
+                ReadAsk::Digest => StorageRequest::Lookup {
+                    partition,
+                    key: key.clone(),
+                },
+            };
+            let shard = self.clone();
+            async move { (vnode, shard.send_to_vnode(vnode, request).await) }
+        };
+        let mut calls: FuturesUnordered<_> = asks
+            .into_iter()
+            .map(|(vnode, what)| ask(vnode, what))
+            .collect();
+        let mut last_failure = None;
+        let mut corrupt = Vec::new();
+        let mut progress = ReadProgress::Pending;
+        while let Some((vnode, answer)) = calls.next().await {
+            let answer = match answer.and_then(read_answer) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if e.class() == ErrorClass::Corrupt {
+                        tracing::warn!(error = %e, node = vnode.node, partition, "a replica's copy is corrupt; reading another and repairing it");
+                        corrupt.push(vnode);
+                    } else {
+                        tracing::debug!(error = %e, node = vnode.node, partition, "a replica did not answer a read");
+                    }
+                    last_failure = Some(e);
+                    ReadAnswer::Failed
+                }
+            };
+            progress = round.answer(vnode, answer);
+            match progress {
+                ReadProgress::Pending => {}
+                ReadProgress::Ask(more) => {
+                    calls.extend(more.into_iter().map(|(vnode, what)| ask(vnode, what)));
+                    progress = ReadProgress::Pending;
+                }
+                ReadProgress::Done { .. } | ReadProgress::Failed => break,
+            }
+        }
+        if matches!(progress, ReadProgress::Pending) {
+            progress = round.timed_out();
+        }
+        match progress {
+            ReadProgress::Done { version, mut stale } => {
+                stale.extend(corrupt);
+                self.repair(partition, key, version.as_ref(), stale);
+                Ok(match version {
+                    Some(Version {
+                        value: Some(found), ..
+                    }) => found,
+                    _ => miss_of(body),
+                })
+            }
+            _ => Err(last_failure.unwrap_or(ShardError::QuorumFailed {
+                partition,
+                stored: 0,
+                needed: r,
+                last: "no replica answered".into(),
+            })),
+        }
+    }
+
+    /// Gives `stale` replicas the newest `version` in the background (read repair): a
+    /// tombstone, or a whole record read with its body; a part of a record (a range, a head)
+    /// repairs nothing.
+    fn repair(
+        &self,
+        partition: PartitionId,
+        key: &Bytes,
+        version: Option<&Version<StorageResponse>>,
+        stale: Vec<Vnode>,
+    ) {
+        let Some(version) = version else {
+            return;
+        };
+        let request = match &version.value {
+            None => StorageRequest::Delete {
+                partition,
+                key: key.clone(),
+                hlc: Some(version.hlc),
+            },
+            Some(StorageResponse::Value(Some(value)))
+                if value.body.len() as u64 == value.body_len =>
+            {
+                StorageRequest::Put {
+                    partition,
+                    key: key.clone(),
+                    value: PutValue {
+                        meta: value.meta.clone(),
+                        body: value.body.clone(),
+                        summary: value.summary,
+                        hlc: Some(value.hlc),
+                    },
+                }
+            }
+            Some(_) => return,
+        };
+        for vnode in stale {
+            let shard = self.clone();
+            let request = request.clone();
+            monoio::spawn(async move {
+                if let Err(e) = shard.send_to_vnode(vnode, request).await {
+                    tracing::debug!(error = %e, node = vnode.node, partition, "read repair failed; anti-entropy will");
+                }
+            });
+        }
+    }
+
+    /// The newest index entry of `key` among `r` replicas (tombstones included), or among
+    /// those up when fewer are (degraded, as [`Shard::read_newest`]).
+    pub(crate) async fn lookup_newest(
+        &self,
+        partition: PartitionId,
+        key: Bytes,
+    ) -> Result<Option<Lookup>, ShardError> {
+        let replicas = self.replicas_of(partition)?;
+        let up: Vec<Vnode> = replicas.into_iter().filter(|v| self.is_up(*v)).collect();
+        let r = self.levels().r.min(up.len()).max(1);
+        let mut calls: FuturesUnordered<_> = up
+            .iter()
+            .map(|vnode| {
+                let request = StorageRequest::Lookup {
+                    partition,
+                    key: key.clone(),
+                };
+                self.send_to_vnode(*vnode, request)
+            })
+            .collect();
+        let (mut answered, mut newest, mut last) = (0, None::<Lookup>, None);
+        while let Some(answer) = calls.next().await {
+            match answer.and_then(StorageResponse::into_lookup) {
+                Ok(found) => {
+                    answered += 1;
+                    if found.is_some_and(|f| newest.is_none_or(|n| f.hlc > n.hlc)) {
+                        newest = found;
+                    }
+                    if answered >= r {
+                        return Ok(newest);
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ShardError::TooFewReplicas {
+            partition,
+            up: answered,
+            needed: r,
+        }))
+    }
+
+    /// Asks `request` (naming `partition`) of every replica of the partition; all must answer.
+    pub(crate) async fn ask_every_replica(
+        &self,
+        partition: PartitionId,
+        request: StorageRequest,
+    ) -> Result<Vec<StorageResponse>, ShardError> {
+        let replicas = self.replicas_of(partition)?;
+        let calls = replicas
+            .into_iter()
+            .map(|vnode| self.send_to_vnode(vnode, request.clone()));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The replicas of `partition` known up (for requests every live copy must get, such as
+    /// the collection of a chunk).
+    pub(crate) fn replicas_up(&self, partition: PartitionId) -> Result<Vec<Vnode>, ShardError> {
+        Ok(self
+            .replicas_of(partition)?
+            .into_iter()
+            .filter(|v| self.is_up(*v))
+            .collect())
+    }
+}
+
+/// Most times one write is stamped again above a newer version a replica holds (each time
+/// above the newest seen, so more means replicas keep taking newer writes of the key).
+const RESTAMPS_MAX: usize = 3;
+
+/// How a write round ended, short of failing.
+enum Written {
+    /// W (D) replicas stored it: their answers.
+    Acknowledged(Vec<StorageResponse>),
+    /// A replica holds a newer version: the write goes again, stamped above this.
+    Restamp(Hlc),
+}
+
+/// The timestamp a replica's answer to a stamped write names: the version it stored, or the
+/// newer one it holds (see [`crate::request`]'s `stamped_write`).
+fn answered_hlc(response: &StorageResponse) -> Option<Hlc> {
+    match response {
+        StorageResponse::Stored(hlc) => Some(*hlc),
+        StorageResponse::Deleted(hlc) | StorageResponse::Removed { hlc, .. } => *hlc,
+        _ => None,
+    }
+}
+
+/// The error of a write that found a newer version at every try.
+fn restamped_too_often(partition: PartitionId, needed: usize) -> ShardError {
+    ShardError::QuorumFailed {
+        partition,
+        stored: 0,
+        needed,
+        last: format!(
+            "replicas held a newer version {} times in a row",
+            RESTAMPS_MAX + 1
+        ),
+    }
+}
+
+/// [`TooFewUp`] as the error a client sees.
+fn too_few(partition: PartitionId, e: TooFewUp) -> ShardError {
+    ShardError::TooFewReplicas {
+        partition,
+        up: e.up,
+        needed: e.needed,
+    }
+}
+
+/// A replica's answer to a read, for the read round: a record's version (a tombstone when the
+/// record was deleted), or only its timestamp (a digest).
+fn read_answer(response: StorageResponse) -> Result<ReadAnswer<StorageResponse>, ShardError> {
+    Ok(match response {
+        StorageResponse::Value(Some(ref value)) => ReadAnswer::Body(Some(Version {
+            hlc: value.hlc,
+            value: Some(response),
+        })),
+        StorageResponse::Head(Some(ref head)) => ReadAnswer::Body(Some(Version {
+            hlc: head.hlc,
+            value: Some(response),
+        })),
+        StorageResponse::Gone(hlc) => ReadAnswer::Body(Some(Version { hlc, value: None })),
+        StorageResponse::Value(None) | StorageResponse::Head(None) => ReadAnswer::Body(None),
+        StorageResponse::Lookup(found) => ReadAnswer::Digest(found.map(|f| f.hlc)),
+        other => {
+            return Err(ShardError::UnexpectedResponse {
+                expected: "a read's answer",
+                got: other.kind(),
+            });
+        }
+    })
+}
+
+/// The answer to `body` (a Get, GetRange or Head) when the record is absent or deleted.
+fn miss_of(body: &StorageRequest) -> StorageResponse {
+    match body {
+        StorageRequest::Head { .. } => StorageResponse::Head(None),
+        _ => StorageResponse::Value(None),
+    }
+}

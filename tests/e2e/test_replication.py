@@ -1,0 +1,383 @@
+"""Replication (issue 13): clusters of `leofs server` processes on loopback, started with
+`leofs-adm start --replicas 3`, every object on three storage nodes, writes acknowledged by two.
+A storage node killed with SIGKILL under mixed load from several gateways fails no request and,
+restarted behind the others, serves nothing stale; every storage node killed right after a burst
+of acknowledged writes loses none of them; with two of three nodes down, writes fail at once with
+503 while reads still serve; of 16 concurrent conditional creators through three gateways exactly
+one wins; a corrupt copy is read from another replica and repaired.
+These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from leofs_harness import DEPLOYMENT
+from test_byte_flips import find_once, flip
+from test_cluster import Cluster, eventually, list_all
+
+pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
+                                reason="starts its own cluster; run in the all-in-one pass")
+
+#: Bodies of every size class: inline records, one chunk, several 4 MiB chunks.
+SIZES = [0, 100, 4096, 100_000, 9 * 1024 * 1024 + 7]
+
+
+def body_of(key: str, version: int, size: int) -> bytes:
+    seed = f"{key}/{version}".encode()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def error_code(e: ClientError) -> str:
+    return e.response.get("Error", {}).get("Code", "")
+
+
+class Worker:
+    """Mixed PUT/GET/DELETE/list on its own keys through one gateway; it knows what each key
+    must hold, so every read is checked, and it records every failed request."""
+
+    def __init__(self, name: str, client, bucket: str, keys: int, seed: int):
+        self.name, self.client, self.bucket = name, client, bucket
+        self.keys = [f"{name}/k{i:03d}" for i in range(keys)]
+        self.expected: dict[str, bytes] = {}
+        self.rng = random.Random(seed)
+        self.failures: list[str] = []
+        self.ops = 0
+        self.version = 0
+        self.slowest_s = 0.0
+
+    def step(self) -> None:
+        started = time.monotonic()
+        self._step()
+        self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+
+    def _step(self) -> None:
+        key = self.rng.choice(self.keys)
+        roll = self.rng.random()
+        try:
+            if roll < 0.45:
+                self.version += 1
+                size = self.rng.choice(SIZES[:4]) if self.rng.random() < 0.97 else SIZES[4]
+                body = body_of(key, self.version, size)
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                self.expected[key] = body
+            elif roll < 0.80:
+                try:
+                    got = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    if key not in self.expected:
+                        self.failures.append(f"GET {key}: deleted, yet {len(got)} bytes came back")
+                    elif got != self.expected[key]:
+                        self.failures.append(f"GET {key}: {len(got)} bytes, not the last written")
+                except ClientError as e:
+                    if error_code(e) != "NoSuchKey" or key in self.expected:
+                        self.failures.append(f"GET {key}: {error_code(e)}")
+            elif roll < 0.93:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+                self.expected.pop(key, None)
+            else:
+                keys = []
+                pages = self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=f"{self.name}/")
+                for page in pages:
+                    keys += [o["Key"] for o in page.get("Contents", [])]
+                if sorted(keys) != sorted(self.expected):
+                    missing = sorted(set(self.expected) - set(keys))[:3]
+                    extra = sorted(set(keys) - set(self.expected))[:3]
+                    self.failures.append(f"LIST {self.name}: missing {missing}, extra {extra}")
+        except Exception as e:  # every failed request is a test failure
+            self.failures.append(f"{key}: {e!r}"[:300])
+        self.ops += 1
+
+    def check_all(self, client) -> list[str]:
+        """Every key read back through `client`: what was last written, or 404 if deleted."""
+        wrong = []
+        for key in self.keys:
+            try:
+                got = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                if self.expected.get(key) != got:
+                    wrong.append(f"{key}: {len(got)} bytes, expected {len(self.expected.get(key) or b'')}")
+            except ClientError as e:
+                if error_code(e) != "NoSuchKey" or key in self.expected:
+                    wrong.append(f"{key}: {error_code(e)}")
+        return wrong
+
+
+def metric_sum(cluster: Cluster, name: str) -> int:
+    """A metric's sum over the /metrics of every storage node running (0 when none shows it)."""
+    total = 0
+    for node in filter(lambda n: n.running(), cluster.storage):
+        text = requests.get(f"http://{node.admin_addr}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def hints_pending(cluster: Cluster) -> int:
+    return metric_sum(cluster, "leofs_hints_pending")
+
+
+def hints_replayed(cluster: Cluster) -> int:
+    return metric_sum(cluster, "leofs_hints_replayed_total")
+
+
+def run_workers(workers: list[Worker], seconds: float, midway=None) -> None:
+    """Runs the workers for `seconds`; `midway` runs once, a third of the way in."""
+    stop = threading.Event()
+
+    def loop(worker):
+        while not stop.is_set():
+            worker.step()
+
+    threads = [threading.Thread(target=loop, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(seconds / 3)
+        if midway is not None:
+            midway()
+        time.sleep(seconds * 2 / 3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_storage_node_killed_under_load_fails_no_request(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+    assert cluster.status()["settings"]["replicas"] == 3
+    clients = [g.client() for g in cluster.gateways]
+    clients[0].create_bucket(Bucket="replicated")
+    workers = [Worker(f"w{i}", clients[i % 2], "replicated", keys=40, seed=i) for i in range(4)]
+    victim = cluster.storage[1]
+    run_workers(workers, 24, midway=victim.kill9)
+    failures = [f for w in workers for f in w.failures]
+    assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
+    assert sum(w.ops for w in workers) > 200
+    for worker in workers:
+        assert not worker.check_all(clients[1])
+    # What the node missed waits as durable hints on the other two.
+    assert hints_pending(cluster) > 0
+    # Restarted, the node is behind the others: reads and listings through either gateway
+    # return the newest state (deleted objects stay deleted) while the hints drain, and once
+    # they have, every replica of every key is identical.
+    victim.start()
+    eventually("the restarted node is running", 30, lambda: cluster.state_of(victim) == "running")
+    for worker in workers:
+        assert not worker.check_all(clients[0])
+    run_workers(workers, 6)
+    failures = [f for w in workers for f in w.failures]
+    assert not failures, failures[:10]
+    listed = list_all(clients[0], "replicated")
+    assert sorted(listed) == sorted(k for w in workers for k in w.expected)
+    eventually("every hint is replayed", 30, lambda: hints_pending(cluster) == 0)
+    assert hints_replayed(cluster) > 0
+    for worker in workers:
+        for key in worker.keys:
+            where = json.loads(cluster.manager.adm(
+                "whereis", f"replicated/{key}", json_output=True).stdout)
+            replicas = [(r["found"], r["hlc"], r["checksum"]) for r in where["replicas"]]
+            assert len(replicas) == 3 and len(set(replicas)) == 1, (key, where["replicas"])
+            assert replicas[0][0] == (key in worker.expected), key
+
+
+def test_a_stopped_node_under_load_fails_no_request_and_catches_up(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+    clients = [g.client() for g in cluster.gateways]
+    clients[0].create_bucket(Bucket="stopped")
+    workers = [Worker(f"s{i}", clients[i % 2], "stopped", keys=30, seed=10 + i) for i in range(4)]
+    victim = cluster.storage[0]
+    rss_before = [g.rss_bytes() for g in cluster.gateways]
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        run_workers(workers, 24)
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    failures = [f for w in workers for f in w.failures]
+    assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
+    assert sum(w.ops for w in workers) > 100
+    # A call to the stopped node waits at most the peer request timeout (10 s) before the
+    # request goes on without it; after that the node is known down and skipped.
+    assert max(w.slowest_s for w in workers) < 15, [w.slowest_s for w in workers]
+    # What waited for the stopped node is bounded (in-flight bytes per peer are capped).
+    for before, gateway in zip(rss_before, cluster.gateways):
+        assert gateway.rss_bytes() < before + 256 * 1024 * 1024
+    # Continued, it answers again, takes its hints and converges.
+    eventually("every hint is replayed", 60, lambda: hints_pending(cluster) == 0)
+    run_workers(workers, 6)
+    failures = [f for w in workers for f in w.failures]
+    assert not failures, failures[:10]
+    for worker in workers:
+        assert not worker.check_all(clients[1])
+
+
+def test_every_storage_node_killed_after_a_burst_loses_no_acknowledged_write(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="burst")
+    keys = [f"b{i:04d}" for i in range(300)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket="burst", Key=k, Body=body_of(k, 1, 4096)), keys))
+    for node in cluster.storage:
+        node.kill9()
+    for node in cluster.storage:
+        node.start()
+    eventually("every storage node is running", 30,
+               lambda: all(cluster.state_of(n) == "running" for n in cluster.storage))
+    for key in keys:
+        assert client.get_object(Bucket="burst", Key=key)["Body"].read() == body_of(key, 1, 4096)
+    assert list_all(client, "burst") == keys
+
+
+def test_two_of_three_nodes_down_writes_fail_fast_and_reads_still_serve(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="degraded")
+    keys = [f"d{i:03d}" for i in range(50)]
+    for key in keys:
+        client.put_object(Bucket="degraded", Key=key, Body=body_of(key, 1, 1000))
+    cluster.storage[0].kill9()
+    cluster.storage[2].kill9()
+    # The first write finds the two nodes gone (its calls to them fail): it fails with 503,
+    # and may have been stored by the one replica up (an indeterminate write, as in any
+    # Dynamo design). From then on the gateway knows they are down: writes fail at once and
+    # store nothing.
+    with pytest.raises(ClientError) as first:
+        client.put_object(Bucket="degraded", Key="indeterminate", Body=b"x")
+    assert first.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    for i in range(10):
+        started = time.monotonic()
+        with pytest.raises(ClientError) as refused:
+            client.put_object(Bucket="degraded", Key=f"new{i}", Body=b"x" * 100)
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert error_code(refused.value) == "ServiceUnavailable"
+        assert time.monotonic() - started < 2.0, "a write with too few replicas up must fail fast"
+    for key in keys:
+        assert client.get_object(Bucket="degraded", Key=key)["Body"].read() == body_of(key, 1, 1000)
+    assert [k for k in list_all(client, "degraded") if k != "indeterminate"] == keys
+    # Nothing of the refused writes was stored.
+    cluster.storage[0].start()
+    eventually("a second node is running", 30, lambda: cluster.state_of(cluster.storage[0]) == "running")
+    eventually("writes succeed with two of three up", 30, lambda: _put_ok(client, "degraded", "after"))
+    assert [k for k in list_all(client, "degraded") if k.startswith("new")] == []
+
+
+def _put_ok(client, bucket: str, key: str) -> bool:
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=b"ok")
+        return True
+    except ClientError:
+        return False
+
+
+def test_one_of_sixteen_concurrent_conditional_creators_wins_through_three_gateways(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=3, replicas=3)
+    clients = [g.client() for g in cluster.gateways]
+    clients[0].create_bucket(Bucket="creators")
+    for round_ in range(5):
+        key = f"contended-{round_}"
+        barrier = threading.Barrier(16)
+
+        def create(i):
+            barrier.wait()
+            try:
+                clients[i % 3].put_object(Bucket="creators", Key=key, Body=f"creator {i}".encode(),
+                                          IfNoneMatch="*")
+                return i
+            except ClientError as e:
+                assert error_code(e) in ("PreconditionFailed", "ConditionalRequestConflict"), e
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            winners = [i for i in pool.map(create, range(16)) if i is not None]
+        assert len(winners) == 1, f"round {round_}: winners {winners}"
+        for client in clients:
+            body = client.get_object(Bucket="creators", Key=key)["Body"].read()
+            assert body == f"creator {winners[0]}".encode()
+
+
+def test_an_overwrite_or_delete_through_the_gateway_with_the_slowest_clock_still_wins(make_server):
+    # Clocks 400 ms apart (within the 500 ms bound): the slow gateway stamps its writes
+    # 800 ms below the fast one's, and the replicas' newer versions make it stamp above them.
+    cluster = Cluster(make_server, storage=3, gateways=0, replicas=3)
+    fast = cluster.new_gateway(extra_env={"LEOFS_TEST_CLOCK_OFFSET_MS": "400"}).client()
+    slow = cluster.new_gateway(extra_env={"LEOFS_TEST_CLOCK_OFFSET_MS": "-400"}).client()
+    fast.create_bucket(Bucket="skewed")
+    for i, size in enumerate([10, 4096, 300_000, 5 * 1024 * 1024]):
+        key = f"k{i}"
+        fast.put_object(Bucket="skewed", Key=key, Body=body_of(key, 1, size))
+        slow.put_object(Bucket="skewed", Key=key, Body=body_of(key, 2, size))
+        for client in (fast, slow):
+            assert client.get_object(Bucket="skewed", Key=key)["Body"].read() == body_of(key, 2, size)
+        fast.put_object(Bucket="skewed", Key=key, Body=body_of(key, 3, size))
+        slow.delete_object(Bucket="skewed", Key=key)
+        for client in (fast, slow):
+            with pytest.raises(ClientError) as gone:
+                client.get_object(Bucket="skewed", Key=key)
+            assert error_code(gone.value) == "NoSuchKey"
+    assert list_all(slow, "skewed") == []
+
+
+def test_a_corrupt_copy_is_read_from_another_replica_and_repaired(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="damaged")
+    marker = f"REPLICATED-{os.urandom(6).hex()}-".encode()
+    body = marker + os.urandom(20_000)
+    client.put_object(Bucket="damaged", Key="precious", Body=body)
+    where = json.loads(cluster.manager.adm("whereis", "damaged/precious", json_output=True).stdout)
+    # The first replica is the one a read takes the body from.
+    first = where["replicas"][0]
+    holder = next(n for n in cluster.storage if f"127.0.0.1:{n.rpc_port}" == first["addr"])
+    assert holder.stop() == 0
+    segment, at, _ = find_once(holder.data_dir, marker)
+    flip(segment, at + len(marker) + 100)
+    holder.start()
+    eventually("the damaged node is running", 30, lambda: cluster.state_of(holder) == "running")
+    assert client.get_object(Bucket="damaged", Key="precious")["Body"].read() == body
+    assert "copy is corrupt" in cluster.gateways[0].stderr_path.read_text(errors="replace")
+    # The damaged copy was written again: with the two other replicas gone, it alone serves
+    # the object, whole.
+    time.sleep(1)
+    for node in cluster.storage:
+        if node is not holder:
+            node.kill9()
+    assert client.get_object(Bucket="damaged", Key="precious")["Body"].read() == body
+
+
+def test_a_gateway_whose_clock_is_beyond_the_bound_coordinates_no_write(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    # Its clock reads 3 s ahead; the cluster's bound is 500 ms.
+    skewed = cluster.new_gateway(extra_env={"LEOFS_TEST_CLOCK_OFFSET_MS": "3000"}).client()
+    good = cluster.gateways[0].client()
+    good.create_bucket(Bucket="clocks")
+    good.put_object(Bucket="clocks", Key="kept", Body=b"written on time")
+
+    def refused() -> bool:
+        try:
+            skewed.put_object(Bucket="clocks", Key="late", Body=b"x")
+            return False
+        except ClientError as e:
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e
+            assert "clock" in str(e), e
+            return True
+
+    # Its heartbeats measure the offset within a few seconds; from then on it refuses writes
+    # (503, saying why) and still serves reads.
+    eventually("the skewed gateway refuses writes", 15, refused)
+    with pytest.raises(ClientError) as deleting:
+        skewed.delete_object(Bucket="clocks", Key="kept")
+    assert deleting.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert skewed.get_object(Bucket="clocks", Key="kept")["Body"].read() == b"written on time"
+    # What it wrote before it knew (stamped 3 s ahead) was refused by the replicas too.
+    with pytest.raises(ClientError):
+        good.get_object(Bucket="clocks", Key="late")
