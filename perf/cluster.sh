@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A leofs cluster against a Garage cluster in one window (issue 12): `leofs demo --nodes 3`
-# (one manager, three storage nodes, one gateway; every process its own) and Garage's 3-node
-# cluster (REPLICATION=1, fsync on, no compression), both on loopback; compare.sh runs the same
+# A leofs cluster against a Garage cluster in one window (issues 12, 13): `leofs demo --nodes 3
+# --replicas R` (one manager, three storage nodes, one gateway; every process its own; writes
+# acknowledged by a majority of the R replicas) and Garage's 3-node cluster (replication_factor
+# R, consistent mode, fsync on, no compression), both on loopback; compare.sh runs the same
 # leofs-bench workloads against each one's first S3 endpoint, alternating runs ("garage"); the
 # CPU each side's processes spend per request (all their processes together, from
 # /proc/PID/stat over a measured run: "cpu"); and the single-node leofs (compare.sh starts it)
@@ -9,7 +10,8 @@
 # ("single").
 #
 # Usage: perf/cluster.sh [OUT_DIR]        (default: /work/tmp/leofs-cluster/<timestamp>)
-# Knobs: LEOFS_BIN (default target/release/leofs), WORKLOADS (default "put-4k get-4k put-1m
+# Knobs: REPLICAS (default 3; 1 is issue 12's unreplicated comparison), LEOFS_BIN (default
+# target/release/leofs), WORKLOADS (default "put-4k get-4k put-1m
 # get-1m list-10k"), ROUNDS (default 2), DURATION (default 5s), WARMUP (1s), NODE_CORES (cores
 # of each storage node, default 1), GATEWAY_CORES (default 2), LEOFS_ARGS for the single node
 # (default "--pin-cores false --cores 2"), DATA_ROOT (default /work/tmp), PARTS (default
@@ -23,6 +25,7 @@ LEOFS_BIN="${LEOFS_BIN:-$ROOT/target/release/leofs}"
 BENCH_BIN="${BENCH_BIN:-$ROOT/target/release/leofs-bench}"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
 NODE_CORES="${NODE_CORES:-1}"
+REPLICAS="${REPLICAS:-3}"
 GATEWAY_CORES="${GATEWAY_CORES:-2}"
 PARTS="${PARTS:-garage cpu single}"
 part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -44,8 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "starting leofs demo --nodes 3 (storage nodes x $NODE_CORES core, gateway x $GATEWAY_CORES cores)"
-"$LEOFS_BIN" demo --nodes 3 --cores "$NODE_CORES" --gateway-cores "$GATEWAY_CORES" \
+log "starting leofs demo --nodes 3 --replicas $REPLICAS (storage nodes x $NODE_CORES core, gateway x $GATEWAY_CORES cores)"
+"$LEOFS_BIN" demo --nodes 3 --replicas "$REPLICAS" --cores "$NODE_CORES" --gateway-cores "$GATEWAY_CORES" \
   --dir "$DIR/leofs" >"$OUT/demo.out" 2>"$OUT/demo.err" &
 DEMO_PID=$!
 for _ in $(seq 1 600); do
@@ -61,8 +64,8 @@ LEOFS_SECRET_KEY="$(sed -n 's/^Secret key: //p' "$OUT/demo.out")"
 log "leofs cluster at $LEOFS_ENDPOINT"
 
 if part garage || part cpu; then
-log "starting Garage's 3-node cluster (REPLICATION=1 FSYNC=1 COMPRESSION=none)"
-peer_env="$(REPLICATION=1 FSYNC=1 COMPRESSION=none /work/shared/peers/garage/start-cluster.sh 3 "$DIR/garage")"
+log "starting Garage's 3-node cluster (REPLICATION=$REPLICAS FSYNC=1 COMPRESSION=none)"
+peer_env="$(REPLICATION=$REPLICAS FSYNC=1 COMPRESSION=none /work/shared/peers/garage/start-cluster.sh 3 "$DIR/garage")"
 PEER_ENDPOINT="$(sed -n 's/^ENDPOINT=//p' <<<"$peer_env")"
 PEER_PIDS="$(sed -n 's/^PIDS=//p' <<<"$peer_env")"
 export PEER_ENDPOINT PEER_ACCESS_KEY PEER_SECRET_KEY PEER_REGION PEER_BUCKET

@@ -192,13 +192,19 @@ async fn process(shard: &Shard, entry: &Bytes) -> Result<bool, ShardError> {
         engine.delete(partition, entry, None).await?;
         return Ok(true);
     };
-    let referenced = shard
-        .referenced_here(partition, bucket, key, &versions)
-        .await?;
-    let doomed: Vec<VersionChunks> = versions
-        .into_iter()
-        .filter(|v| !referenced.contains(&v.version))
-        .collect();
+    let doomed: Vec<VersionChunks> = if shard.replicated() {
+        // Every replica of the object must agree that nothing references them: one whose
+        // copy of the commit that replaced them failed still serves the old manifest.
+        shard.unreferenced(bucket, key, versions).await?
+    } else {
+        let referenced = shard
+            .referenced_here(partition, bucket, key, &versions)
+            .await?;
+        versions
+            .into_iter()
+            .filter(|v| !referenced.contains(&v.version))
+            .collect()
+    };
     if collect_versions(shard, bucket, key, &doomed).await? > 0 {
         return Ok(false);
     }
@@ -218,9 +224,17 @@ async fn collect_versions(
     for v in versions {
         for index in 0..v.chunks {
             let ckey = chunk_key(bucket, key, &v.version, index);
+            let partition = shard.partition_of(hash_bytes(&ckey));
+            if !shard.replicated() {
+                by_vnode
+                    .entry(shard.vnode_of(partition)?)
+                    .or_default()
+                    .push(ckey);
+                continue;
+            }
             // Every copy up goes; a copy on a replica that is down now is an orphan there,
             // which its sweeper finds once every replica of the manifest agrees.
-            for vnode in shard.replicas_up(shard.partition_of(hash_bytes(&ckey)))? {
+            for vnode in shard.replicas_up(partition)? {
                 by_vnode.entry(vnode).or_default().push(ckey.clone());
             }
         }

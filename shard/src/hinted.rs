@@ -256,25 +256,29 @@ impl Shard {
                     engine.delete(entry.partition, &entry.key, None).await?;
                     continue;
                 }
-                let waiting = unreachable.contains(&target) || !self.is_up(target);
-                let delivered = !waiting
-                    && self
-                        .deliver_hint(entry.partition, &entry.key, target, hlc, key)
-                        .await;
-                if delivered {
-                    self.core
-                        .hints
-                        .replayed
-                        .set(self.core.hints.replayed.get() + 1);
-                    engine.delete(entry.partition, &entry.key, None).await?;
+                let delivery = if unreachable.contains(&target) || !self.is_up(target) {
+                    Delivery::Unreachable
                 } else {
-                    if !unreachable.contains(&target) {
+                    self.deliver_hint(entry.partition, &entry.key, target, hlc, key)
+                        .await
+                };
+                match delivery {
+                    Delivery::Done => {
+                        let replayed = &self.core.hints.replayed;
+                        replayed.set(replayed.get() + 1);
+                        engine.delete(entry.partition, &entry.key, None).await?;
+                        continue;
+                    }
+                    // Its later hints wait for the next pass too (they replay in order).
+                    Delivery::Unreachable if !unreachable.contains(&target) => {
                         unreachable.push(target);
                     }
-                    let counted = held.entry(target).or_default();
-                    counted.0 += entry.body_len + entry.key.len() as u64;
-                    counted.1 += 1;
+                    // The target answered but refused this one: only it waits.
+                    Delivery::Unreachable | Delivery::Refused => {}
                 }
+                let counted = held.entry(target).or_default();
+                counted.0 += entry.body_len + entry.key.len() as u64;
+                counted.1 += 1;
             }
             if done {
                 break;
@@ -284,7 +288,8 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends one hint to its target; whether the target stored it (or holds newer).
+    /// Sends one hint to its target: done when the target stored it (or holds newer), or
+    /// when the hint is unreadable (then dropped).
     async fn deliver_hint(
         &self,
         partition: PartitionId,
@@ -292,35 +297,49 @@ impl Shard {
         target: Vnode,
         hlc: Hlc,
         key: Bytes,
-    ) -> bool {
+    ) -> Delivery {
         let stored = match self.core.engine() {
             Ok(engine) => engine.get(partition, hint).await,
-            Err(_) => return false,
+            Err(_) => return Delivery::Refused,
         };
         let request = match stored {
             Ok(Some(stored)) => replay_of(partition, hlc, key, stored),
-            Ok(None) => return true,
+            Ok(None) => return Delivery::Done,
             Err(EngineError::Corrupt { .. }) => {
                 tracing::warn!(
                     partition,
                     "a corrupt hint; dropped (anti-entropy repairs the partition)"
                 );
-                return true;
+                return Delivery::Done;
             }
-            Err(_) => return false,
+            Err(_) => return Delivery::Refused,
         };
         let Some(request) = request else {
             tracing::warn!(partition, "a hint of an unknown format; dropped");
-            return true;
+            return Delivery::Done;
         };
         match self.send_to_vnode(target, request).await {
-            Ok(_) => true,
+            Ok(_) => Delivery::Done,
+            Err(e @ ShardError::Wire(_)) => {
+                tracing::debug!(error = %e, node = target.node, "a hint's replica cannot be reached yet");
+                Delivery::Unreachable
+            }
             Err(e) => {
-                tracing::debug!(error = %e, node = target.node, "a hint's replica does not take it yet");
-                false
+                tracing::debug!(error = %e, node = target.node, "a hint's replica refused it for now");
+                Delivery::Refused
             }
         }
     }
+}
+
+/// How one hint's delivery went.
+enum Delivery {
+    /// Stored by its target (or dropped as unreadable): the hint is deleted.
+    Done,
+    /// Its target cannot be reached: it and the target's later hints wait for the next pass.
+    Unreachable,
+    /// Its target answered but did not store it: it waits for the next pass.
+    Refused,
 }
 
 /// Replays this core's hints every [`HINT_REPLAY_INTERVAL`] until the core stops.

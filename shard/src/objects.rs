@@ -549,16 +549,16 @@ impl Shard {
             };
             return self.send(request).await?.into_stored();
         }
+        let okey = object_key(bucket, key);
         let conditional = condition.if_match.is_some() || condition.if_none_match.is_some();
         let at = |hlc: Hlc| PutValue {
             hlc: Some(hlc),
             ..value.clone()
         };
-        let okey = object_key(bucket, key);
         self.serialize_then_copy(
             partition,
             self.levels().w,
-            conditional,
+            conditional.then_some(&okey),
             |hlc| StorageRequest::CommitObject {
                 partition,
                 bucket: bucket.to_owned(),
@@ -726,7 +726,7 @@ impl Shard {
         self.serialize_then_copy(
             partition,
             self.levels().d,
-            false,
+            None,
             |hlc| request_at(Some(hlc)),
             |hlc| StorageRequest::Delete {
                 partition,
@@ -905,7 +905,7 @@ impl Shard {
         self.serialize_then_copy(
             partition,
             self.levels().w,
-            false,
+            None,
             |hlc| request_at(Some(hlc)),
             |hlc| StorageRequest::Put {
                 partition,
@@ -950,7 +950,10 @@ impl Shard {
     ) -> Result<(Hlc, Option<VersionChunks>), ShardError> {
         let _lock = self.core.objects.locks.lock(&part_key).await;
         let engine = self.core.engine()?;
-        let replaced = match engine.lookup(partition, &part_key) {
+        let current = engine.lookup(partition, &part_key);
+        let mut value = value;
+        value.hlc = above_held(engine, current.as_ref(), value.hlc);
+        let replaced = match current {
             Some(c) if !c.tombstone => match engine.head(partition, &part_key).await {
                 Ok(Some(h)) => PartMeta::decode(&h.meta)
                     .ok()
@@ -1002,7 +1005,13 @@ impl Shard {
             }
         } else {
             let ring = self.ring();
-            vnodes.extend(ring.vnodes().iter().copied().filter(|v| self.is_up(*v)));
+            let replicated = self.replicated();
+            vnodes.extend(
+                ring.vnodes()
+                    .iter()
+                    .copied()
+                    .filter(|v| !replicated || self.is_up(*v)),
+            );
         }
         let calls = vnodes.into_iter().map(|vnode| {
             let request = StorageRequest::LeaseChunks {

@@ -184,27 +184,19 @@ impl Shard {
     }
 
     /// Serves `request` (an object commit or delete) on the serializing replica of `partition`:
-    /// its first replica known up, or the next one up when a replica cannot be reached. The
-    /// replica that served it and its answer.
+    /// the first of `candidates` known up, or the next one up when a replica cannot be
+    /// reached. The replica that served it and its answer.
     async fn on_serializer(
         &self,
         partition: PartitionId,
-        replicas: &[Vnode],
-        needed: usize,
+        candidates: &[Vnode],
         request: StorageRequest,
     ) -> Result<(Vnode, StorageResponse), ShardError> {
-        let up: Vec<Vnode> = replicas
+        let up: Vec<Vnode> = candidates
             .iter()
             .copied()
             .filter(|v| self.is_up(*v))
             .collect();
-        if up.len() < needed {
-            return Err(ShardError::TooFewReplicas {
-                partition,
-                up: up.len(),
-                needed,
-            });
-        }
         let mut last = None;
         for vnode in up {
             match self.send_to_vnode(vnode, request.clone()).await {
@@ -221,7 +213,7 @@ impl Shard {
         Err(last.unwrap_or(ShardError::TooFewReplicas {
             partition,
             up: 0,
-            needed,
+            needed: 1,
         }))
     }
 
@@ -229,22 +221,44 @@ impl Shard {
     /// replica (which stamps it above a newer version it holds), then stores what it wrote
     /// (`copy_at(hlc)`: the same record at the same HLC) on the other replicas, W (D) stores
     /// in all. A replica newer than the serializer knew (one that was behind) makes the whole
-    /// write go again above it, unless `request_at` carries a precondition: that was decided
-    /// once, and the write then fails instead. The serializer's answer.
+    /// write go again above it. The serializer's answer.
+    ///
+    /// A write with a precondition (`condition_on`: the key of the record it is decided on)
+    /// is decided by the partition's first replica in the ring and no other, so that every
+    /// gateway sends concurrent creators to the same one (while it is down such writes fail
+    /// with 503); before it decides, it is brought up to the newest version any replica up
+    /// holds, and a replica found newer afterwards fails the write rather than redoing it.
     pub(crate) async fn serialize_then_copy(
         &self,
         partition: PartitionId,
         needed: usize,
-        conditional: bool,
+        condition_on: Option<&Bytes>,
         request_at: impl Fn(Hlc) -> StorageRequest,
         copy_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
         self.check_clock()?;
         let replicas = self.replicas_of(partition)?;
+        let up = replicas.iter().filter(|v| self.is_up(**v)).count();
+        if up < needed {
+            // Fail fast: nothing is written.
+            return Err(ShardError::TooFewReplicas {
+                partition,
+                up,
+                needed,
+            });
+        }
+        let serializers = match condition_on {
+            Some(key) => {
+                let first = replicas[..1].to_vec();
+                self.catch_up(partition, key, first[0]).await?;
+                first
+            }
+            None => replicas.clone(),
+        };
         let mut stamp = self.now();
         for _ in 0..=RESTAMPS_MAX {
             let (serializer, answer) = self
-                .on_serializer(partition, &replicas, needed, request_at(stamp))
+                .on_serializer(partition, &serializers, request_at(stamp))
                 .await?;
             let written = answered_hlc(&answer).unwrap_or(stamp);
             self.observe(written);
@@ -270,7 +284,9 @@ impl Shard {
                 .await?
             {
                 Written::Acknowledged(_) => return Ok(answer),
-                Written::Restamp(above) if !conditional => stamp = self.stamp_above(above),
+                Written::Restamp(above) if condition_on.is_none() => {
+                    stamp = self.stamp_above(above)
+                }
                 Written::Restamp(above) => {
                     return Err(ShardError::QuorumFailed {
                         partition,
@@ -284,6 +300,83 @@ impl Shard {
             }
         }
         Err(restamped_too_often(partition, needed))
+    }
+
+    /// Brings `serializer`'s copy of `key` up to the newest version any replica up holds
+    /// (waiting for it to be stored), so that a precondition it decides next is decided on
+    /// the newest state: a replica that was down holds an older one until its hints arrive.
+    async fn catch_up(
+        &self,
+        partition: PartitionId,
+        key: &Bytes,
+        serializer: Vnode,
+    ) -> Result<(), ShardError> {
+        if !self.is_up(serializer) {
+            return Err(ShardError::TooFewReplicas {
+                partition,
+                up: 0,
+                needed: 1,
+            });
+        }
+        let lookup = StorageRequest::Lookup {
+            partition,
+            key: key.clone(),
+        };
+        let up = self.replicas_up(partition)?;
+        let answers = futures_util::future::join_all(
+            up.iter()
+                .map(|vnode| self.send_to_vnode(*vnode, lookup.clone())),
+        )
+        .await;
+        let mut held = None;
+        let mut newest: Option<(Vnode, Hlc)> = None;
+        for (vnode, answer) in up.iter().zip(answers) {
+            let Some(found) = answer?.into_lookup()? else {
+                continue;
+            };
+            if *vnode == serializer {
+                held = Some(found.hlc);
+            }
+            if newest.is_none_or(|(_, hlc)| found.hlc > hlc) {
+                newest = Some((*vnode, found.hlc));
+            }
+        }
+        let Some((holder, newest)) = newest else {
+            return Ok(());
+        };
+        if held >= Some(newest) {
+            return Ok(());
+        }
+        let read = StorageRequest::Get {
+            partition,
+            key: key.clone(),
+        };
+        let repair = match self.send_to_vnode(holder, read).await? {
+            StorageResponse::Value(Some(value)) => StorageRequest::Put {
+                partition,
+                key: key.clone(),
+                value: PutValue {
+                    meta: value.meta,
+                    body: value.body,
+                    summary: value.summary,
+                    hlc: Some(value.hlc),
+                },
+            },
+            StorageResponse::Gone(hlc) => StorageRequest::Delete {
+                partition,
+                key: key.clone(),
+                hlc: Some(hlc),
+            },
+            // Changed since the lookup: the serializer decides on what it has.
+            _ => return Ok(()),
+        };
+        tracing::info!(
+            partition,
+            node = serializer.node,
+            "the serializing replica is behind; bringing it up to date before it decides a precondition"
+        );
+        self.send_to_vnode(serializer, repair).await?;
+        Ok(())
     }
 
     /// A read round: the body from the first replica up, digests from `r − 1` others; the

@@ -4,7 +4,9 @@ A storage node killed with SIGKILL under mixed load from several gateways fails 
 restarted behind the others, serves nothing stale; every storage node killed right after a burst
 of acknowledged writes loses none of them; with two of three nodes down, writes fail at once with
 503 while reads still serve; of 16 concurrent conditional creators through three gateways exactly
-one wins; a corrupt copy is read from another replica and repaired.
+one wins, and a conditional create never succeeds on a replica that missed the object's creation;
+a gateway 400 ms slow overwrites and deletes what a fast one wrote; a gateway beyond the clock
+bound coordinates no write; a corrupt copy is read from another replica and repaired.
 These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
 
 from __future__ import annotations
@@ -381,3 +383,34 @@ def test_a_gateway_whose_clock_is_beyond_the_bound_coordinates_no_write(make_ser
     # What it wrote before it knew (stamped 3 s ahead) was refused by the replicas too.
     with pytest.raises(ClientError):
         good.get_object(Bucket="clocks", Key="late")
+
+
+def test_a_conditional_create_is_decided_on_the_newest_state_by_a_replica_that_was_behind(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="behind")
+    where = json.loads(cluster.manager.adm("whereis", "behind/once", json_output=True).stdout)
+    by_addr = {f"127.0.0.1:{n.rpc_port}": n for n in cluster.storage}
+    first, second, _ = (by_addr[r["addr"]] for r in where["replicas"])
+    # The first replica (the one that decides preconditions) misses the object's creation,
+    # and the replica holding its hint goes down before it is back: it comes back behind.
+    first.kill9()
+    client.put_object(Bucket="behind", Key="once", Body=b"created while it was down")
+    second.kill9()
+    first.start()
+
+    def answer() -> int:
+        try:
+            client.put_object(Bucket="behind", Key="once", Body=b"second creator", IfNoneMatch="*")
+            return 200
+        except ClientError as e:
+            return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    # 503 until the gateway finds the first replica up again; then the precondition is decided
+    # on the newest state (the object exists): 412, never a second creation.
+    codes = []
+    eventually("the conditional create is decided", 30,
+               lambda: codes.append(answer()) or codes[-1] != 503)
+    assert codes[-1] == 412, codes
+    assert set(codes) <= {503, 412}, codes
+    assert client.get_object(Bucket="behind", Key="once")["Body"].read() == b"created while it was down"

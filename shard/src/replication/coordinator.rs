@@ -242,6 +242,9 @@ pub struct ReadRound<N, V> {
     held: Vec<(N, Option<Hlc>)>,
     failed: Vec<N>,
     body: Option<(N, Option<Version<V>>)>,
+    /// The newest HLC a replica named and then failed to read out (a copy that fails its
+    /// checksum): the read may not settle for anything older.
+    unreadable: Option<Hlc>,
     done: bool,
 }
 
@@ -276,6 +279,7 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             held: Vec::new(),
             failed: Vec::new(),
             body: None,
+            unreadable: None,
             done: false,
         };
         Ok((round, asks))
@@ -300,6 +304,12 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             }
             ReadAnswer::Digest(hlc) => self.note(from, hlc),
             ReadAnswer::Failed => {
+                // What it named before (a digest) cannot be read from it: it no longer counts
+                // as an answer, and another replica is asked.
+                if let Some(at) = self.held.iter().position(|(n, _)| *n == from) {
+                    let (_, named) = self.held.remove(at);
+                    self.unreadable = self.unreadable.max(named);
+                }
                 if !self.failed.contains(&from) {
                     self.failed.push(from);
                 }
@@ -407,6 +417,19 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             if waiting > 0 {
                 return ReadProgress::Pending;
             }
+        }
+        if self.unreadable > newest {
+            // The newest version a replica named could not be read from it: the others up are
+            // asked for it, and if none has it, nothing older may be answered in its place.
+            let more: Vec<(N, ReadAsk)> = self.unasked().map(|n| (n, ReadAsk::Digest)).collect();
+            if !more.is_empty() {
+                return self.ask(more);
+            }
+            if waiting > 0 {
+                return ReadProgress::Pending;
+            }
+            self.done = true;
+            return ReadProgress::Failed;
         }
         self.done = true;
         let version = self.body.take().and_then(|(_, v)| v);
@@ -551,5 +574,37 @@ mod tests {
         // With the third replica down, one failure leaves too few to ever answer.
         let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |n| *n != 3, 2).unwrap();
         assert_eq!(round.answer(1, ReadAnswer::Failed), ReadProgress::Failed);
+    }
+
+    #[test]
+    fn a_newest_version_that_fails_to_read_is_read_elsewhere_or_nothing_older_is_answered() {
+        // Replica 2 names the newest version, then its copy fails to read (a bad checksum):
+        // replica 3 is asked, has it, and serves it; 1 and 2 are repaired.
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 2).unwrap();
+        round.answer(1, ReadAnswer::Body(Some(version(10, 7))));
+        assert_eq!(
+            round.answer(2, ReadAnswer::Digest(Some(hlc(20)))),
+            ReadProgress::Ask(vec![(2, ReadAsk::Body)])
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Failed),
+            ReadProgress::Ask(vec![(3, ReadAsk::Digest)])
+        );
+        assert_eq!(
+            round.answer(3, ReadAnswer::Digest(Some(hlc(20)))),
+            ReadProgress::Ask(vec![(3, ReadAsk::Body)])
+        );
+        assert_eq!(
+            round.answer(3, ReadAnswer::Body(Some(version(20, 8)))),
+            ReadProgress::Done {
+                version: Some(version(20, 8)),
+                stale: vec![1],
+            }
+        );
+        // With replica 3 down, the older version of replica 1 is not answered instead.
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |n| *n != 3, 2).unwrap();
+        round.answer(1, ReadAnswer::Body(Some(version(10, 7))));
+        round.answer(2, ReadAnswer::Digest(Some(hlc(20))));
+        assert_eq!(round.answer(2, ReadAnswer::Failed), ReadProgress::Failed);
     }
 }
