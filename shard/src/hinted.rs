@@ -342,12 +342,16 @@ enum Delivery {
     Refused,
 }
 
-/// Replays this core's hints every [`HINT_REPLAY_INTERVAL`] until the core stops.
+/// Replays this core's hints every [`HINT_REPLAY_INTERVAL`] until the core stops (on a ring
+/// of one replica there are none, and it only waits).
 pub(crate) async fn run_replayer(shard: Shard) {
     loop {
         monoio::time::sleep(HINT_REPLAY_INTERVAL).await;
         if shard.core.objects.stopping.get() {
             return;
+        }
+        if !shard.replicated() {
+            continue;
         }
         match shard.replay_hints().await {
             Ok(()) => {}
