@@ -56,6 +56,17 @@ enum Command {
         #[arg(long)]
         replicas: Option<u32>,
     },
+    /// Set the cluster's quorums (as LeoFS): acks a write needs, replicas a read consults
+    /// and acks a delete needs, each 1 to N. With R + W ≤ N a read may miss the newest
+    /// acknowledged write.
+    UpdateConsistencyLevel {
+        /// W: acks a write needs.
+        write: u32,
+        /// R: replicas a read consults.
+        read: u32,
+        /// D: acks a delete needs.
+        delete: u32,
+    },
     /// Take storage node NODE out of service: requests for its partitions fail at once.
     Suspend {
         /// The node id.
@@ -139,6 +150,15 @@ impl From<Command> for AdmCommand {
                 partitions,
                 expected_shards,
                 replicas,
+            },
+            Command::UpdateConsistencyLevel {
+                write,
+                read,
+                delete,
+            } => AdmCommand::UpdateConsistencyLevel {
+                write,
+                read,
+                delete,
             },
             Command::Suspend { node } => AdmCommand::Suspend { node },
             Command::Resume { node } => AdmCommand::Resume { node },

@@ -31,8 +31,8 @@ use leofs_manager::{Credentials, Manager};
 use leofs_shard::ring::NO_VNODE_NODE_ID;
 use leofs_shard::{
     DEFAULT_CONNECTIONS_PER_CORE_MAX, DEFAULT_PARTITIONS, GcConfig, JoinedCluster, NodeConfig,
-    NodeServices, NodeStats, PartitionMap, PeersConfig, RingView, RpcConfig, ShardError,
-    read_layout, start_node,
+    NodeServices, NodeStats, PartitionMap, PeersConfig, ReplicationConfig, RingView, RpcConfig,
+    ShardError, read_layout, start_node,
 };
 use membership::Registry;
 
@@ -119,6 +119,14 @@ struct ServerArgs {
     /// delete; orphan chunks are swept within it [default: 3600].
     #[arg(long, value_name = "SECS", env = "LEOFS_CHUNK_GRACE_SECS")]
     chunk_grace_secs: Option<u64>,
+    /// Milliseconds between two anti-entropy passes of each core, each over the next
+    /// partition it drives (a replicated ring only) [default: 1000].
+    #[arg(long, value_name = "MS", env = "LEOFS_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
+    /// Seconds a hint for a replica that missed a write is kept; past it, it is dropped and
+    /// anti-entropy repairs the partition [default: 10800].
+    #[arg(long, value_name = "SECS", env = "LEOFS_HINT_TTL_SECS")]
+    hint_ttl_secs: Option<u64>,
     /// This node's roles, any of `manager,storage,gateway` [default: all three]. Supported
     /// today: all three; `manager,storage` (with --rpc-listen); `manager` (with --rpc-listen);
     /// `gateway` (with --join).
@@ -169,6 +177,8 @@ struct FileConfig {
     body_idle_timeout_secs: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
+    anti_entropy_interval_ms: Option<u64>,
+    hint_ttl_secs: Option<u64>,
     roles: Option<String>,
     rpc_listen: Option<SocketAddr>,
     join: Option<JoinList>,
@@ -214,6 +224,8 @@ struct ServerConfig {
     connections_per_core_max: usize,
     /// Garbage collection of chunks (read-lease grace, orphan sweeps).
     gc: GcConfig,
+    /// Anti-entropy's rate and the hints' lifetime.
+    replication: ReplicationConfig,
     gateway: GatewayConfig,
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
@@ -384,6 +396,20 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         Some(secs) => GcConfig::with_grace(Duration::from_secs(secs)),
         None => GcConfig::default(),
     };
+    let mut replication = ReplicationConfig::default();
+    match args
+        .anti_entropy_interval_ms
+        .or(file.anti_entropy_interval_ms)
+    {
+        Some(0) => bail!("anti_entropy_interval_ms must be at least 1, got 0"),
+        Some(ms) => replication.anti_entropy_interval = Duration::from_millis(ms),
+        None => {}
+    }
+    match args.hint_ttl_secs.or(file.hint_ttl_secs) {
+        Some(0) => bail!("hint_ttl_secs must be at least 1, got 0"),
+        Some(secs) => replication.hint_ttl = Duration::from_secs(secs),
+        None => {}
+    }
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));
     if let Some(segment_size_bytes) = file.engine.segment_size_bytes {
         if segment_size_bytes == 0 || segment_size_bytes % 4096 != 0 {
@@ -430,6 +456,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         pin_cores: args.pin_cores.or(file.pin_cores).unwrap_or(false),
         connections_per_core_max,
         gc,
+        replication,
         gateway,
         engine,
         cache_configured: file.engine.cache_bytes.is_some(),
@@ -878,6 +905,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         pin_cores: config.pin_cores,
         connections_per_core_max: config.connections_per_core_max,
         gc: config.gc,
+        replication: config.replication,
         storage: roles.storage,
         rpc: rpc.clone(),
         joined: joined_cluster,
@@ -1191,6 +1219,10 @@ impl NodeStatusSource for StatusSource {
                     .collect(),
                 hints_replayed: s.hints_replayed,
                 hints_dropped: s.hints_dropped,
+                anti_entropy_passes: s.anti_entropy.passes,
+                anti_entropy_repaired: s.anti_entropy.pushed,
+                partitions_under_replicated: s.anti_entropy.under_replicated,
+                oldest_unrepaired_partition_seconds: s.anti_entropy.oldest_unrepaired_secs,
                 requests: s
                     .requests
                     .tallies()

@@ -48,6 +48,10 @@ impl NodeStatusSource for FixedNode {
                     hints_pending: Vec::new(),
                     hints_replayed: 0,
                     hints_dropped: 0,
+                    anti_entropy_passes: 0,
+                    anti_entropy_repaired: 0,
+                    partitions_under_replicated: 0,
+                    oldest_unrepaired_partition_seconds: 0,
                     requests: Vec::new(),
                 })
                 .collect(),

@@ -193,7 +193,7 @@ async fn move_live(
         }
         SegmentScanner::new(seg, SEGMENT_HEADER_BYTES, 0)
     };
-    let grace_us = inner.config.tombstone_grace.as_micros() as u64;
+    let grace = inner.config.tombstone_grace;
     let mut group = Vec::new();
     let mut group_bytes = 0u64;
     while let Some(found) = scanner.next().await? {
@@ -212,7 +212,10 @@ async fn move_live(
         };
         let Some(entry) = live else { continue };
         if entry.tombstone
-            && now_us().saturating_sub(entry.hlc.physical_us) >= grace_us
+            && inner
+                .tombstones
+                .borrow()
+                .drops(h.partition, entry.hlc, now_us(), grace)
             && replay_skips(inner, entry.lsn)
         {
             if inner

@@ -3,10 +3,11 @@
 //! checkpoint, compaction, recovery).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
@@ -115,6 +116,37 @@ pub(crate) struct Inner {
     pub sync_tasks: Cell<usize>,
     /// Disk room held for the next checkpoint.
     pub reserve: crate::reserve::CheckpointReserve,
+    /// How compaction decides that a tombstone may go (see [`TombstonePolicy`]).
+    pub tombstones: RefCell<TombstonePolicy>,
+}
+
+/// When compaction may drop a tombstone. A single replica drops it once it is older than
+/// the configured grace; a replica of a replicated partition only at or below the partition's
+/// repaired-at watermark (every replica holds it, so no other copy can bring the object back),
+/// never by age alone.
+#[derive(Clone, Debug, Default)]
+pub enum TombstonePolicy {
+    /// Older than [`crate::EngineConfig::tombstone_grace`].
+    #[default]
+    Age,
+    /// At or below the floor of its partition; never in a partition without one.
+    Floors(HashMap<PartitionId, Hlc>),
+}
+
+impl TombstonePolicy {
+    /// Whether a tombstone of `partition` stamped `hlc` may be dropped at `now_us`.
+    pub(crate) fn drops(
+        &self,
+        partition: PartitionId,
+        hlc: Hlc,
+        now_us: u64,
+        grace: Duration,
+    ) -> bool {
+        match self {
+            Self::Age => now_us.saturating_sub(hlc.physical_us) >= grace.as_micros() as u64,
+            Self::Floors(floors) => floors.get(&partition).is_some_and(|floor| hlc <= *floor),
+        }
+    }
 }
 
 impl Inner {
@@ -436,6 +468,24 @@ impl Engine {
     /// A fresh timestamp from this engine's hybrid logical clock.
     pub fn now(&self) -> Hlc {
         self.inner.clock.now()
+    }
+
+    /// From now on, tombstones are dropped only at or below the floor of their partition
+    /// (a replicated partition's repaired-at watermark), never by age alone.
+    pub fn drop_tombstones_at_floors(&self) {
+        let mut policy = self.inner.tombstones.borrow_mut();
+        if matches!(*policy, TombstonePolicy::Age) {
+            *policy = TombstonePolicy::Floors(HashMap::new());
+        }
+    }
+
+    /// Raises `partition`'s tombstone floor to `floor` (never lowers it); see
+    /// [`Engine::drop_tombstones_at_floors`].
+    pub fn raise_tombstone_floor(&self, partition: PartitionId, floor: Hlc) {
+        if let TombstonePolicy::Floors(floors) = &mut *self.inner.tombstones.borrow_mut() {
+            let held = floors.entry(partition).or_default();
+            *held = (*held).max(floor);
+        }
     }
 
     /// Moves this engine's clock past `seen` (a newer version held elsewhere): every later

@@ -657,6 +657,43 @@ fn tombstones_are_kept_for_the_grace_period() {
 }
 
 #[test]
+fn a_replicated_partition_drops_tombstones_only_at_its_floor_never_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let cfg = EngineConfig {
+            tombstone_grace: Duration::ZERO,
+            ..config(dir.path())
+        };
+        let engine = Engine::open(cfg).await.unwrap();
+        engine.drop_tombstones_at_floors();
+        tombstone_in_sealed_segment(&engine).await;
+        let tombstone = engine.lookup(0, b"gone").unwrap().hlc;
+        let report = engine.compact().await.unwrap();
+        assert_eq!(
+            report.tombstones_dropped, 0,
+            "no floor: kept whatever its age"
+        );
+        let below = Hlc {
+            physical_us: tombstone.physical_us - 1,
+            ..tombstone
+        };
+        engine.raise_tombstone_floor(0, below);
+        engine.raise_tombstone_floor(1, tombstone);
+        overwrite_keys_three_times(&engine, "filler", 20).await;
+        let report = engine.compact().await.unwrap();
+        assert_eq!(
+            report.tombstones_dropped, 0,
+            "a floor below it, or another partition's"
+        );
+        engine.raise_tombstone_floor(0, tombstone);
+        overwrite_keys_three_times(&engine, "filler", 20).await;
+        let report = engine.compact().await.unwrap();
+        assert_eq!(report.tombstones_dropped, 1, "at the floor: dropped");
+        assert_eq!(get_body(&engine, 0, "gone").await, None);
+    });
+}
+
+#[test]
 fn put_stream_of_20_mib() {
     let dir = tempfile::tempdir().unwrap();
     run(async {

@@ -46,7 +46,7 @@ mod writer;
 #[cfg(test)]
 mod engine_tests;
 
-pub use engine::Engine;
+pub use engine::{Engine, TombstonePolicy};
 pub use error::EngineError;
 pub use types::{
     CompactionReport, EngineConfig, EngineStats, Head, Hlc, Lookup, MAX_BODY_BYTES, MAX_KEY_BYTES,

@@ -241,6 +241,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     }
     let (tx, rx) = mpsc::unbounded();
     let inner = Rc::new(Inner {
+        tombstones: RefCell::new(crate::engine::TombstonePolicy::Age),
         log_dir,
         index_dir,
         state: RefCell::new(State {

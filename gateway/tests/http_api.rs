@@ -71,6 +71,7 @@ fn start_at(dir: tempfile::TempDir) -> Node {
         pin_cores: true,
         connections_per_core_max: leofs_shard::DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        replication: Default::default(),
         storage: true,
         rpc: None,
         joined: None,

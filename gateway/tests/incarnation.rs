@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> NodeConfig {
         pin_cores: false,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        replication: Default::default(),
         storage: true,
         rpc: None,
         joined: None,

@@ -45,6 +45,15 @@ pub enum AdmCommand {
         /// Replicas per partition N; the cluster's setting when absent.
         replicas: Option<u32>,
     },
+    /// Set the cluster's quorums: W, R and D.
+    UpdateConsistencyLevel {
+        /// Acks a write needs.
+        write: u32,
+        /// Replicas a read consults.
+        read: u32,
+        /// Acks a delete needs.
+        delete: u32,
+    },
     /// Take a storage node out of service.
     Suspend {
         /// The node id.
@@ -195,6 +204,23 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
                 format!("OK: the cluster is started\n{}", ring_text(ring))
             })
         }
+        AdmCommand::UpdateConsistencyLevel {
+            write,
+            read,
+            delete,
+        } => {
+            let consistency = crate::cluster::Consistency {
+                write: *write,
+                read: *read,
+                delete: *delete,
+            };
+            render(&client.set_consistency(&consistency)?, json, |cluster| {
+                format!(
+                    "OK: the consistency level is {}",
+                    levels_text(cluster.settings.replicas, cluster.settings.consistency)
+                )
+            })
+        }
         AdmCommand::Suspend { node } => {
             render(&client.set_node_suspended(*node, true)?, json, |info| {
                 format!(
@@ -292,6 +318,26 @@ fn managers_table(group: &GroupStatus) -> String {
     )
 }
 
+/// N, W, R and D as `status` shows them (the defaults for N when none were set).
+fn levels_text(replicas: u32, consistency: Option<crate::cluster::Consistency>) -> String {
+    let majority = replicas / 2 + 1;
+    let (set, c) = match consistency {
+        Some(c) => ("", c),
+        None => (
+            " (defaults)",
+            crate::cluster::Consistency {
+                write: majority,
+                read: replicas.saturating_sub(majority) + 1,
+                delete: majority,
+            },
+        ),
+    };
+    format!(
+        "N={replicas} W={} R={} D={}{set}",
+        c.write, c.read, c.delete
+    )
+}
+
 fn cluster_text(cluster: &ClusterStatus) -> String {
     let head = table(
         &["item", "value"],
@@ -314,6 +360,10 @@ fn cluster_text(cluster: &ClusterStatus) -> String {
             ],
             vec!["partitions".to_owned(), cluster.partitions.to_string()],
             vec!["replicas".to_owned(), cluster.settings.replicas.to_string()],
+            vec![
+                "consistency".to_owned(),
+                levels_text(cluster.settings.replicas, cluster.settings.consistency),
+            ],
         ],
     );
     let rows: Vec<Vec<String>> = cluster.nodes.iter().map(node_row).collect();

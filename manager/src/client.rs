@@ -182,6 +182,14 @@ impl AdminClient {
         self.call("POST", "/cluster/start", Some(request))
     }
 
+    /// `PUT /v1/cluster/consistency`: the cluster's W, R and D.
+    pub fn set_consistency(
+        &self,
+        consistency: &crate::cluster::Consistency,
+    ) -> Result<ClusterStatus, ClientError> {
+        self.call("PUT", "/cluster/consistency", Some(consistency))
+    }
+
     /// `GET /v1/nodes/<id>`.
     pub fn node(&self, id: u32) -> Result<NodeInfo, ClientError> {
         self.call("GET", &format!("/nodes/{id}"), None::<&()>)

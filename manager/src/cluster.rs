@@ -166,6 +166,35 @@ pub struct ClusterSettings {
     pub tombstone_grace_secs: u64,
     /// The largest clock difference between nodes the cluster tolerates (milliseconds).
     pub max_clock_offset_ms: u64,
+    /// W, R and D as the operator set them (`leofs-adm update-consistency-level`); None: the
+    /// defaults for N (W = D = a majority, R = N − W + 1).
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
+}
+
+/// The cluster's quorums: acks a write needs, replicas a read consults, acks a delete needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Consistency {
+    /// W.
+    pub write: u32,
+    /// R.
+    pub read: u32,
+    /// D.
+    pub delete: u32,
+}
+
+impl Consistency {
+    /// Why these quorums are impossible with `replicas` replicas (each must be 1..=N), if
+    /// they are.
+    pub fn impossible_with(&self, replicas: u32) -> Option<String> {
+        let quorums = [("W", self.write), ("R", self.read), ("D", self.delete)];
+        quorums
+            .iter()
+            .find(|(_, q)| !(1..=replicas).contains(q))
+            .map(|(name, q)| {
+                format!("{name}={q} is impossible with N={replicas} replicas: each of W, R and D must be 1 to N")
+            })
+    }
 }
 
 impl Default for ClusterSettings {
@@ -174,6 +203,7 @@ impl Default for ClusterSettings {
             replicas: 1,
             tombstone_grace_secs: 7 * 24 * 3600,
             max_clock_offset_ms: 500,
+            consistency: None,
         }
     }
 }

@@ -104,6 +104,11 @@ pub enum Command {
         /// The ring (epoch 1).
         ring: RingRecord,
     },
+    /// Sets the cluster's W, R and D (refused unless each is 1 to N).
+    SetConsistency {
+        /// The quorums.
+        consistency: crate::cluster::Consistency,
+    },
 }
 
 /// Why a command was not applied: the state it was proposed against changed (or never allowed
@@ -134,6 +139,8 @@ pub enum Refusal {
     AlreadyStarted(u64),
     /// The node's state changed since the change was decided (its state now).
     NodeStateChanged(String),
+    /// Quorums that cannot be met with the cluster's N (the string says why).
+    ImpossibleConsistency(String),
 }
 
 impl From<Refusal> for ManagerError {
@@ -154,6 +161,7 @@ impl From<Refusal> for ManagerError {
                 "the cluster is already started (ring epoch {epoch})"
             )),
             Refusal::NodeStateChanged(why) => ManagerError::NodeConflict(why),
+            Refusal::ImpossibleConsistency(why) => ManagerError::InvalidConsistency(why),
         }
     }
 }
@@ -245,6 +253,13 @@ impl Command {
                 None => Err(Refusal::NoSuchNode(*node)),
             },
             Command::StartRing { ring } => start_ring(state, ring),
+            Command::SetConsistency { consistency } => {
+                if let Some(why) = consistency.impossible_with(state.settings.replicas) {
+                    return Err(Refusal::ImpossibleConsistency(why));
+                }
+                state.settings.consistency = Some(*consistency);
+                Ok(())
+            }
             Command::Seed { state: seed } => {
                 *state = seed.clone();
                 Ok(())
@@ -367,8 +382,15 @@ fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
             member.state = NodeState::Running;
         }
     }
-    // N is fixed when the cluster starts: the first ring's.
+    // N is fixed when the cluster starts: the first ring's (quorums set for another N go).
     state.settings.replicas = ring.replicas;
+    if state
+        .settings
+        .consistency
+        .is_some_and(|c| c.impossible_with(ring.replicas).is_some())
+    {
+        state.settings.consistency = None;
+    }
     state.ring = Some(ring.clone());
     Ok(())
 }
@@ -482,6 +504,41 @@ mod tests {
         assert_eq!(delete.apply(&mut state), Ok(()));
         assert_eq!(delete_alice.apply(&mut state), Ok(()));
         assert!(state.keys.is_empty() && state.users.is_empty() && state.buckets.is_empty());
+    }
+
+    #[test]
+    fn quorums_are_set_only_when_n_can_meet_them() {
+        use crate::cluster::Consistency;
+        let mut state = ManagerState::default();
+        state.settings.replicas = 3;
+        let set = |write, read, delete| Command::SetConsistency {
+            consistency: Consistency {
+                write,
+                read,
+                delete,
+            },
+        };
+        assert_eq!(set(3, 1, 3).apply(&mut state), Ok(()));
+        for (w, r, d) in [(4, 1, 1), (0, 2, 2), (2, 2, 0), (2, 4, 2)] {
+            assert!(matches!(
+                set(w, r, d).apply(&mut state),
+                Err(Refusal::ImpossibleConsistency(_))
+            ));
+        }
+        assert_eq!(
+            state.settings.consistency,
+            Some(Consistency {
+                write: 3,
+                read: 1,
+                delete: 3
+            })
+        );
+        // Settings from before quorums existed read as "the defaults for N".
+        let old: crate::cluster::ClusterSettings = serde_json::from_str(
+            r#"{"replicas":3,"tombstone_grace_secs":1,"max_clock_offset_ms":500}"#,
+        )
+        .unwrap();
+        assert_eq!(old.consistency, None);
     }
 
     #[test]

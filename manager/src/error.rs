@@ -97,6 +97,9 @@ pub enum ManagerError {
     /// A node or a cluster change conflicts with the cluster as it is (the string says how).
     #[error("{0}")]
     NodeConflict(String),
+    /// Quorums that cannot be met with the cluster's N.
+    #[error("{0}")]
+    InvalidConsistency(String),
     /// The state file on disk is unreadable.
     #[error("corrupt manager state in {path}: {detail}")]
     Corrupt {

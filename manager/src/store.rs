@@ -595,6 +595,19 @@ impl Manager {
         Ok(ring)
     }
 
+    /// `leofs-adm update-consistency-level`: the cluster's W, R and D, refused unless each is
+    /// 1 to N.
+    pub fn set_consistency(
+        &self,
+        consistency: crate::cluster::Consistency,
+    ) -> Result<(), ManagerError> {
+        let replicas = self.snapshot().settings.replicas;
+        if let Some(why) = consistency.impossible_with(replicas) {
+            return Err(ManagerError::InvalidConsistency(why));
+        }
+        self.propose(Command::SetConsistency { consistency })
+    }
+
     /// Starts the ring of a node with the manager and storage roles that leads a group of its
     /// own: `table` is its own partition map (node `node`), as it has always routed.
     pub fn start_own_ring(&self, ring: RingRecord) -> Result<(), ManagerError> {

@@ -160,6 +160,18 @@ pub enum ShardError {
         /// The bound.
         bound_us: u64,
     },
+    /// A client's write arrived after its coordinator's round must have ended (a replica
+    /// stopped or stalled that long): refused, so that it cannot land below a repaired-at
+    /// watermark set meanwhile; the coordinator's hint or anti-entropy brings the replica level.
+    #[error(
+        "a client write stamped {age_ms} ms ago arrived after its round must have ended (at most {max_ms} ms)"
+    )]
+    WriteTooOld {
+        /// How old the stamp was.
+        age_ms: u64,
+        /// The longest a client write may travel.
+        max_ms: u64,
+    },
     /// This node's clock is off the managers' by more than the cluster's bound, so it stamps
     /// no replicated write: the request can go through another gateway.
     #[error(
@@ -306,6 +318,7 @@ impl ShardError {
             | Self::RingBehind { .. }
             | Self::TooFewReplicas { .. }
             | Self::ClockAhead { .. }
+            | Self::WriteTooOld { .. }
             | Self::ClockBeyondBound
             | Self::QuorumFailed { .. }
             | Self::Wire(_)

@@ -110,11 +110,13 @@ fn hint_of(target: Vnode, request: &StorageRequest) -> Option<(PartitionId, Byte
             partition,
             key,
             value,
+            ..
         } => (*partition, key, value.hlc?, 0u8, Some(value)),
         StorageRequest::Delete {
             partition,
             key,
             hlc,
+            ..
         } => (*partition, key, (*hlc)?, 1u8, None),
         _ => return None,
     };
@@ -154,11 +156,13 @@ fn replay_of(
                 summary: stored.summary,
                 hlc: Some(hlc),
             },
+            fresh: false,
         }),
         1 => Some(StorageRequest::Delete {
             partition,
             key,
             hlc: Some(hlc),
+            fresh: false,
         }),
         _ => None,
     }
@@ -194,6 +198,7 @@ impl Shard {
                 partition,
                 key,
                 value,
+                fresh: false,
             };
             if let Err(e) = shard.send_to_vnode(holder, request).await {
                 tracing::warn!(error = %e, partition, node = target.node, holder = holder.node, "a hint could not be stored; anti-entropy will repair the replica");
@@ -232,7 +237,8 @@ impl Shard {
         let mut held: HashMap<Vnode, (u64, u64)> = HashMap::new();
         let mut unreachable: Vec<Vnode> = Vec::new();
         let mut after: Option<Bytes> = None;
-        let expired_before = leofs_engine::wall_us().saturating_sub(HINT_TTL.as_micros() as u64);
+        let ttl = self.core.replication.hint_ttl;
+        let expired_before = leofs_engine::wall_us().saturating_sub(ttl.as_micros() as u64);
         loop {
             let page = engine.scan(&[NS_HINT], after.as_deref(), HINT_PAGE_KEYS);
             let done = page.len() < HINT_PAGE_KEYS;
@@ -382,6 +388,7 @@ mod tests {
                 summary: Default::default(),
                 hlc: Some(hlc),
             },
+            fresh: true,
         };
         let (partition, key, value) = hint_of(target, &put).unwrap();
         assert_eq!(partition, 9);
@@ -418,6 +425,7 @@ mod tests {
             partition: 1,
             key: Bytes::from_static(b"k"),
             hlc: None,
+            fresh: false,
         };
         assert!(hint_of(target, &unstamped).is_none());
         assert!(parse_hint_key(b"h\0\0").is_none());

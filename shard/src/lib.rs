@@ -26,6 +26,7 @@
 //!   flight and read leases, on the owning core; `collector`: the durable garbage queue and the
 //!   orphan sweeper of each core.
 
+pub mod antientropy;
 mod balance;
 mod collector;
 pub mod cross_core;
@@ -45,6 +46,7 @@ pub mod request;
 pub mod ring;
 pub mod shard;
 
+pub use antientropy::{AntiEntropyStatus, ReplicationConfig};
 pub use error::ErrorClass;
 pub use error::ShardError;
 pub use http::{OverloadAnswer, serve_http};

@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub connections_per_core_max: usize,
     /// Garbage collection: the read-lease grace and the orphan sweep interval.
     pub gc: crate::objects::GcConfig,
+    /// Anti-entropy's rate and the hints' lifetime.
+    pub replication: crate::antientropy::ReplicationConfig,
     /// The storage role: each core opens its engine (`<data_dir>/shard-<i>`). A node without
     /// it stores nothing and routes every request to the peers its ring names.
     pub storage: bool,
@@ -149,6 +151,7 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 hints_pending: core.hints.by_target(),
                 hints_replayed: core.hints.replayed.get(),
                 hints_dropped: core.hints.dropped.get(),
+                anti_entropy: shard.anti_entropy_status(),
             });
         }
         Control::ScanAll {
@@ -218,6 +221,16 @@ pub(crate) struct NodeShared {
     /// This node's clock is off the managers' by more than the cluster's bound: it stamps
     /// no replicated write (DESIGN §7) until it is back within.
     pub(crate) clock_beyond_bound: std::sync::atomic::AtomicBool,
+    /// The cluster's W, R and D as the managers set them, packed by [`pack_levels`] (0: the
+    /// defaults for N).
+    levels_set: std::sync::atomic::AtomicU64,
+    /// The cluster's clock bound (`max_clock_offset`), in µs.
+    pub(crate) max_clock_offset_us: std::sync::atomic::AtomicU64,
+}
+
+/// W, R and D in one word (16 bits each; each is at most [`crate::ring::MAX_REPLICAS`]).
+fn pack_levels(write: u16, read: u16, delete: u16) -> u64 {
+    (u64::from(write) << 32) | (u64::from(read) << 16) | u64::from(delete)
 }
 
 /// Called with an epoch when a peer routes by a newer ring than the node's: whoever follows
@@ -225,6 +238,13 @@ pub(crate) struct NodeShared {
 pub type RingWanted = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl NodeShared {
+    /// The W, R and D the managers set, if any: (w, r, d).
+    pub(crate) fn levels_set(&self) -> Option<(usize, usize, usize)> {
+        let packed = self.levels_set.load(std::sync::atomic::Ordering::Relaxed);
+        let field = |shift: u32| usize::from((packed >> shift) as u16);
+        (packed != 0).then(|| (field(32), field(16), field(0)))
+    }
+
     /// The ring the cores route by, with the nodes' addresses.
     pub(crate) fn installed(&self) -> Arc<InstalledRing> {
         self.current
@@ -359,6 +379,24 @@ impl RingInstaller {
         self.shared
             .clock_beyond_bound
             .store(beyond, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the cluster's W, R and D as the managers hold them (None: the defaults for N).
+    /// Quorums impossible with the ring's N are not used: the defaults for N are.
+    pub fn set_levels(&self, levels: Option<(u16, u16, u16)>) {
+        let packed = levels.map_or(0, |(w, r, d)| pack_levels(w, r, d));
+        self.shared
+            .levels_set
+            .store(packed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the cluster's clock bound: a replica refuses a write stamped further ahead of its
+    /// clock than this.
+    pub fn set_max_clock_offset(&self, bound: std::time::Duration) {
+        let bound_us = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .max_clock_offset_us
+            .store(bound_us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ring the node routes by now.
@@ -544,6 +582,8 @@ pub struct CoreStats {
     pub hints_replayed: u64,
     /// Hints it dropped since start (expired, or over a target's cap).
     pub hints_dropped: u64,
+    /// What its anti-entropy did and found.
+    pub anti_entropy: crate::AntiEntropyStatus,
 }
 
 /// A running node, returned by [`start_node`].
@@ -614,6 +654,10 @@ where
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
         ring_wanted: std::sync::OnceLock::new(),
         clock_beyond_bound: std::sync::atomic::AtomicBool::new(false),
+        levels_set: std::sync::atomic::AtomicU64::new(0),
+        max_clock_offset_us: std::sync::atomic::AtomicU64::new(
+            crate::replication::MAX_CLOCK_OFFSET_US,
+        ),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()
@@ -646,6 +690,7 @@ where
             cpu,
             engine,
             gc: config.gc,
+            replication: config.replication,
             shared: shared.clone(),
             receiver,
             go_init: go_init_rx,
@@ -838,6 +883,7 @@ struct CoreThread<F> {
     /// None: the node has no storage role.
     engine: Option<EngineConfig>,
     gc: crate::objects::GcConfig,
+    replication: crate::antientropy::ReplicationConfig,
     shared: Arc<NodeShared>,
     receiver: futures_channel::mpsc::UnboundedReceiver<Message>,
     go_init: oneshot::Receiver<()>,
@@ -879,6 +925,7 @@ where
             id,
             engine,
             gc,
+            replication,
             shared,
             receiver,
             go_init,
@@ -913,13 +960,18 @@ where
                 objects: Default::default(),
                 requests: Default::default(),
                 hints: Default::default(),
+                anti_entropy: Default::default(),
+                replication,
             }),
         };
         shard.core.objects.config.set(gc);
         if engine.is_some() {
+            shard.load_watermarks();
             crate::collector::start(&shard);
             monoio::spawn(crate::hinted::run_replayer(shard.clone()));
+            monoio::spawn(crate::antientropy::run(shard.clone()));
         }
+        monoio::spawn(crate::remote::run_down_peer_prober(shard.clone()));
         if let Some(rpc) = &shared.rpc
             && let Err(e) = crate::remote::server::start(&shard, rpc)
         {

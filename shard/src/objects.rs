@@ -452,17 +452,26 @@ impl Drop for ChunkLease {
 }
 
 /// The timestamp a serializing replica writes a coordinator's `stamp` (a replicated write or
-/// delete) at: the stamp itself, or, when the replica holds a newer version of the key, a fresh
-/// one of its own clock above that version, so that a later client write never loses to an
+/// delete) at: the stamp itself, or, when the replica holds a newer version of the key (or the
+/// stamp is at or below the partition's repaired-at `watermark`, where nothing may land), a
+/// fresh one of its own clock above it, so that a later client write never loses to an
 /// earlier one stamped by a faster clock (DESIGN §7). Unstamped writes (N = 1) are left to the
 /// engine's clock.
-fn above_held(engine: &Engine, held: Option<&Lookup>, stamp: Option<Hlc>) -> Option<Hlc> {
-    match (held, stamp) {
-        (Some(held), Some(stamp)) if held.hlc > stamp => {
-            engine.observe(held.hlc);
+fn above_held(
+    engine: &Engine,
+    held: Option<&Lookup>,
+    watermark: Option<Hlc>,
+    stamp: Option<Hlc>,
+) -> Option<Hlc> {
+    let stamp = stamp?;
+    let newer = held.map(|h| h.hlc).filter(|&h| h > stamp);
+    let floor = watermark.filter(|&w| w >= stamp);
+    match newer.max(floor) {
+        Some(above) => {
+            engine.observe(above);
             Some(engine.now())
         }
-        _ => stamp,
+        None => Some(stamp),
     }
 }
 
@@ -571,6 +580,7 @@ impl Shard {
                 partition,
                 key: okey.clone(),
                 value: at(hlc),
+                fresh: true,
             },
         )
         .await?
@@ -631,7 +641,12 @@ impl Shard {
         let current = engine.lookup(partition, okey);
         condition.check(current.as_ref())?;
         let mut value = value;
-        value.hlc = above_held(engine, current.as_ref(), value.hlc);
+        value.hlc = above_held(
+            engine,
+            current.as_ref(),
+            self.watermark(partition),
+            value.hlc,
+        );
         let replaced = self.replaced_versions(partition, okey, current).await;
         if replaced.is_empty() {
             return Ok(engine.put(partition, okey, value).await?);
@@ -732,6 +747,7 @@ impl Shard {
                 partition,
                 key: okey.clone(),
                 hlc: Some(hlc),
+                fresh: true,
             },
         )
         .await?
@@ -753,7 +769,7 @@ impl Shard {
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, &okey);
-        let hlc = above_held(engine, current.as_ref(), hlc);
+        let hlc = above_held(engine, current.as_ref(), self.watermark(partition), hlc);
         if current.is_none_or(|c| c.tombstone) {
             if hlc.is_some() {
                 engine.delete(partition, &okey, hlc).await?;
@@ -911,6 +927,7 @@ impl Shard {
                 partition,
                 key: part_key.clone(),
                 value: at(Some(hlc)),
+                fresh: true,
             },
         )
         .await?
@@ -952,7 +969,12 @@ impl Shard {
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, &part_key);
         let mut value = value;
-        value.hlc = above_held(engine, current.as_ref(), value.hlc);
+        value.hlc = above_held(
+            engine,
+            current.as_ref(),
+            self.watermark(partition),
+            value.hlc,
+        );
         let replaced = match current {
             Some(c) if !c.tombstone => match engine.head(partition, &part_key).await {
                 Ok(Some(h)) => PartMeta::decode(&h.meta)

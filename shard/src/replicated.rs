@@ -44,9 +44,23 @@ pub(crate) struct ReadOf {
 }
 
 impl Shard {
-    /// The replication levels of the ring this core routes by.
+    /// The replication levels of the ring this core routes by: the W, R and D the managers
+    /// set (`leofs-adm update-consistency-level`) when they fit its N, else the defaults.
     pub(crate) fn levels(&self) -> Levels {
-        Levels::defaults(self.core.ring.borrow().replicas())
+        let n = self.core.ring.borrow().replicas();
+        self.core
+            .node
+            .levels_set()
+            .and_then(|(w, r, d)| Levels::new(n, w, r, d).ok())
+            .unwrap_or_else(|| Levels::defaults(n))
+    }
+
+    /// The cluster's clock bound, in µs.
+    pub(crate) fn max_clock_offset_us(&self) -> u64 {
+        self.core
+            .node
+            .max_clock_offset_us
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether requests may go to `vnode` now: always for this node's cores; for another node,
@@ -361,11 +375,13 @@ impl Shard {
                     summary: value.summary,
                     hlc: Some(value.hlc),
                 },
+                fresh: false,
             },
             StorageResponse::Gone(hlc) => StorageRequest::Delete {
                 partition,
                 key: key.clone(),
                 hlc: Some(hlc),
+                fresh: false,
             },
             // Changed since the lookup: the serializer decides on what it has.
             _ => return Ok(()),
@@ -494,6 +510,7 @@ impl Shard {
                 partition,
                 key: key.clone(),
                 hlc: Some(version.hlc),
+                fresh: false,
             },
             Some(StorageResponse::Value(Some(value)))
                 if value.body.len() as u64 == value.body_len =>
@@ -507,6 +524,7 @@ impl Shard {
                         summary: value.summary,
                         hlc: Some(value.hlc),
                     },
+                    fresh: false,
                 }
             }
             Some(_) => return,
@@ -590,6 +608,17 @@ impl Shard {
             .collect())
     }
 }
+
+/// Longest a client's write or delete may travel, from its stamp to a replica, and still be
+/// stored: a coordinator's call gives up after the peer request timeout (10 s), and a copy
+/// from the serializing replica follows the serializer's own call; with the clock bound and a
+/// margin, 30 s. A replica refuses an older one ([`ShardError::WriteTooOld`]).
+pub(crate) const CLIENT_WRITE_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+const _: () = assert!(
+    CLIENT_WRITE_AGE_MAX.as_secs() * 2 <= crate::antientropy::WATERMARK_LAG.as_secs(),
+    "a repaired-at watermark lies well behind the oldest client write still stored"
+);
 
 /// Most times one write is stamped again above a newer version a replica holds (each time
 /// above the newest seen, so more means replicas keep taking newer writes of the key).

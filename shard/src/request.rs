@@ -38,6 +38,11 @@ pub enum StorageRequest {
         key: Bytes,
         /// What to store.
         value: PutValue,
+        /// A client's write in its coordinator's round (not a hint, repair or copy of an old
+        /// version): refused once older than the round could still be going on (see
+        /// [`crate::replication::client_write_age_max_us`]), so that no client write lands at
+        /// or below a repaired-at watermark set after it was stamped.
+        fresh: bool,
     },
     /// Reads a record's newest value; [`StorageResponse::Value`].
     Get {
@@ -77,6 +82,8 @@ pub enum StorageRequest {
         key: Bytes,
         /// The tombstone's timestamp (None: a fresh one).
         hlc: Option<Hlc>,
+        /// A client's delete in its coordinator's round (see [`StorageRequest::Put`]'s).
+        fresh: bool,
     },
     /// Live keys (and tombstones, if asked) of the partitions in `partitions` that start with
     /// `prefix`, after `start_after`, in key order, at most `limit` (≤ [`SCAN_LIMIT_MAX`]);
@@ -198,6 +205,39 @@ pub enum StorageRequest {
         /// The versions asked about.
         versions: Vec<VersionChunks>,
     },
+    /// Anti-entropy: the hashes of the partition's replicated records in `ranges` key ranges
+    /// (tombstones included, those at or below the repaired-at watermark left out), and the
+    /// watermark; [`StorageResponse::Hashes`].
+    RangeHashes {
+        /// The partition compared.
+        partition: PartitionId,
+        /// How many ranges its keys fall in (≤ [`crate::antientropy::RANGES_MAX`]).
+        ranges: u32,
+    },
+    /// Anti-entropy: the partition's replicated records whose keys fall in the `wanted` ranges
+    /// (of `ranges`), tombstones included, after `start_after`, in key order, at most `limit`
+    /// (≤ [`SCAN_LIMIT_MAX`]); [`StorageResponse::Entries`].
+    RangeEntries {
+        /// The partition compared.
+        partition: PartitionId,
+        /// How many ranges its keys fall in.
+        ranges: u32,
+        /// The ranges that differ.
+        wanted: Vec<u32>,
+        /// Exclusive lower bound.
+        start_after: Option<Bytes>,
+        /// Most entries.
+        limit: usize,
+    },
+    /// Anti-entropy: raises the partition's repaired-at watermark (durably): tombstones at or
+    /// below it may go, and nothing at or below it is stored from then on;
+    /// [`StorageResponse::Done`].
+    SetWatermark {
+        /// The partition.
+        partition: PartitionId,
+        /// Its watermark.
+        hlc: Hlc,
+    },
 }
 
 impl StorageRequest {
@@ -220,6 +260,9 @@ impl StorageRequest {
             Self::ReleaseChunks { .. } => "release-chunks",
             Self::CollectChunks { .. } => "collect-chunks",
             Self::Unreferenced { .. } => "unreferenced",
+            Self::RangeHashes { .. } => "range-hashes",
+            Self::RangeEntries { .. } => "range-entries",
+            Self::SetWatermark { .. } => "set-watermark",
         }
     }
 
@@ -237,7 +280,10 @@ impl StorageRequest {
             | Self::BeginWrite { partition, .. }
             | Self::EndWrite { partition, .. }
             | Self::CommitPart { partition, .. }
-            | Self::Unreferenced { partition, .. } => Some(*partition),
+            | Self::Unreferenced { partition, .. }
+            | Self::RangeHashes { partition, .. }
+            | Self::RangeEntries { partition, .. }
+            | Self::SetWatermark { partition, .. } => Some(*partition),
             Self::Scan { .. }
             | Self::LeaseChunks { .. }
             | Self::ReleaseChunks { .. }
@@ -256,6 +302,7 @@ impl StorageRequest {
                 | Self::EndWrite { .. }
                 | Self::CommitPart { .. }
                 | Self::CollectChunks { .. }
+                | Self::SetWatermark { .. }
         )
     }
 }
@@ -295,6 +342,13 @@ pub enum StorageResponse {
     Deferred(u64),
     /// Versions (of an [`StorageRequest::Unreferenced`] question).
     Versions(Vec<VersionChunks>),
+    /// A partition's range hashes and repaired-at watermark (anti-entropy).
+    Hashes {
+        /// One hash per range.
+        hashes: Vec<u64>,
+        /// The partition's repaired-at watermark, if it has one.
+        watermark: Option<Hlc>,
+    },
 }
 
 impl StorageResponse {
@@ -313,6 +367,7 @@ impl StorageResponse {
             Self::Leased(_) => "leased",
             Self::Deferred(_) => "deferred",
             Self::Versions(_) => "versions",
+            Self::Hashes { .. } => "hashes",
         }
     }
 
@@ -413,6 +468,14 @@ impl StorageResponse {
         }
     }
 
+    /// The hashes and watermark of [`StorageResponse::Hashes`].
+    pub fn into_hashes(self) -> Result<(Vec<u64>, Option<Hlc>), ShardError> {
+        match self {
+            Self::Hashes { hashes, watermark } => Ok((hashes, watermark)),
+            other => Err(other.unexpected("hashes")),
+        }
+    }
+
     /// The versions of [`StorageResponse::Versions`].
     pub fn into_versions(self) -> Result<Vec<VersionChunks>, ShardError> {
         match self {
@@ -426,19 +489,35 @@ impl StorageResponse {
 /// unreplicated one the engine stamps): None to store it, or the HLC to answer without
 /// storing, the version it holds already (the same one, or a newer one: the coordinator then
 /// stamps the client's write above it). A stamp further ahead of this replica's clock than the
-/// cluster's bound is refused.
+/// cluster's bound is refused, and so is a client's write (`fresh`) older than its round can
+/// last.
 fn stamped_write(
+    shard: &Shard,
     engine: &leofs_engine::Engine,
     partition: PartitionId,
     key: &[u8],
     stamp: Option<Hlc>,
+    fresh: bool,
 ) -> Result<Option<Hlc>, ShardError> {
     let Some(stamp) = stamp else {
         return Ok(None);
     };
-    let held = engine.lookup(partition, key).map(|l| l.hlc);
-    let bound = crate::replication::MAX_CLOCK_OFFSET_US;
-    match crate::replication::decide_write(held, stamp, leofs_engine::wall_us(), bound) {
+    let now_us = leofs_engine::wall_us();
+    let age_max_us = crate::replicated::CLIENT_WRITE_AGE_MAX.as_micros() as u64;
+    if fresh && crate::replication::client_write_too_old(stamp, now_us, age_max_us) {
+        return Err(ShardError::WriteTooOld {
+            age_ms: now_us.saturating_sub(stamp.physical_us) / 1000,
+            max_ms: age_max_us / 1000,
+        });
+    }
+    // Nothing lands at or below the partition's repaired-at watermark: a tombstone there may
+    // be gone already, and the older version would come back.
+    let held = engine
+        .lookup(partition, key)
+        .map(|l| l.hlc)
+        .max(shard.watermark(partition));
+    let bound = shard.max_clock_offset_us();
+    match crate::replication::decide_write(held, stamp, now_us, bound) {
         WriteDecision::Apply => Ok(None),
         WriteDecision::AlreadyHeld => Ok(Some(stamp)),
         WriteDecision::KeepNewer(held) => Ok(Some(held)),
@@ -490,7 +569,8 @@ impl Shard {
                 partition,
                 key,
                 value,
-            } => match stamped_write(engine, partition, &key, value.hlc)? {
+                fresh,
+            } => match stamped_write(self, engine, partition, &key, value.hlc, fresh)? {
                 // The same version again (a retry, a hint replayed after its copy landed, the
                 // repair of a copy that failed its checksum): kept unless it no longer reads.
                 Some(held)
@@ -531,7 +611,8 @@ impl Shard {
                 partition,
                 key,
                 hlc,
-            } => match stamped_write(engine, partition, &key, hlc)? {
+                fresh,
+            } => match stamped_write(self, engine, partition, &key, hlc, fresh)? {
                 Some(held) => StorageResponse::Deleted(Some(held)),
                 None => StorageResponse::Deleted(engine.delete(partition, &key, hlc).await?),
             },
@@ -624,6 +705,27 @@ impl Shard {
             } => StorageResponse::Versions(
                 Box::pin(self.unreferenced_here(partition, &bucket, &key, versions)).await?,
             ),
+            StorageRequest::RangeHashes { partition, ranges } => {
+                let (hashes, watermark) = self.range_hashes_here(partition, ranges)?;
+                StorageResponse::Hashes { hashes, watermark }
+            }
+            StorageRequest::RangeEntries {
+                partition,
+                ranges,
+                wanted,
+                start_after,
+                limit,
+            } => StorageResponse::Entries(self.range_entries_here(
+                partition,
+                ranges,
+                &wanted,
+                start_after,
+                limit,
+            )?),
+            StorageRequest::SetWatermark { partition, hlc } => {
+                Box::pin(self.take_watermark(partition, hlc)).await?;
+                StorageResponse::Done
+            }
         })
     }
 

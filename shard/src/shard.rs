@@ -43,6 +43,10 @@ pub(crate) struct Core {
     pub(crate) requests: RefCell<crate::metrics::RequestMetrics>,
     /// The hints this core holds for replicas that missed writes (`hinted`).
     pub(crate) hints: crate::hinted::HintBook,
+    /// Watermarks and passes of anti-entropy (`antientropy`).
+    pub(crate) anti_entropy: crate::antientropy::AntiEntropyBook,
+    /// Anti-entropy and hint settings.
+    pub(crate) replication: crate::antientropy::ReplicationConfig,
 }
 
 impl Core {
@@ -233,6 +237,7 @@ impl Shard {
                     partition,
                     key,
                     value,
+                    fresh: false,
                 })
                 .await?
                 .into_stored();
@@ -247,6 +252,7 @@ impl Shard {
                         hlc: Some(hlc),
                         ..value.clone()
                     },
+                    fresh: true,
                 }
             })
             .await?;
@@ -335,6 +341,7 @@ impl Shard {
                     partition,
                     key,
                     hlc,
+                    fresh: false,
                 })
                 .await?
                 .into_deleted();
@@ -346,6 +353,7 @@ impl Shard {
                     partition,
                     key: key.clone(),
                     hlc: Some(hlc),
+                    fresh: true,
                 }
             })
             .await?;

@@ -35,6 +35,7 @@ fn run_on_core0(scenario: Scenario) {
         pin_cores: false,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: GcConfig::with_grace(Duration::from_secs(20)),
+        replication: Default::default(),
         storage: true,
         rpc: None,
         joined: None,

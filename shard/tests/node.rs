@@ -37,6 +37,7 @@ fn config(dir: &std::path::Path, cores: usize) -> NodeConfig {
         pin_cores: true,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        replication: Default::default(),
         storage: true,
         rpc: None,
         joined: None,
@@ -183,6 +184,7 @@ fn requests_cross_cores_as_values_and_a_core_refuses_partitions_it_does_not_hold
                 partition,
                 key: key.clone(),
                 value: put_value("v"),
+                fresh: false,
             };
             seen.push(match shard.send_to(1, put).await {
                 Ok(StorageResponse::Stored(_)) => "stored on its owner".to_owned(),

@@ -67,6 +67,7 @@ fn node_config(
         pin_cores: false,
         connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
         gc: Default::default(),
+        replication: Default::default(),
         storage: rpc.is_some(),
         rpc: rpc.map(|listen| RpcConfig {
             listen,

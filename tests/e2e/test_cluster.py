@@ -45,9 +45,10 @@ class Cluster:
     """Managers, storage nodes and gateways, each a `leofs server` process of its own."""
 
     def __init__(self, make_server, *, managers: int = 1, storage: int = 3, gateways: int = 1,
-                 cores: int = 1, replicas: int = 1):
+                 cores: int = 1, replicas: int = 1, storage_env: dict | None = None):
         self.make_server = make_server
         self.cores = cores
+        self.storage_env = storage_env
         self.managers = []
         first_port = free_rpc_ports(1)
         first = make_server(deployment="all-in-one", cores=1, extra_args=[
@@ -81,7 +82,7 @@ class Cluster:
     def new_storage(self, secret=None):
         port = free_rpc_ports(self.cores)
         node = self.make_server(start=False, deployment="all-in-one", cores=self.cores,
-                                root_keys=False, listen_flag=False,
+                                root_keys=False, listen_flag=False, extra_env=self.storage_env,
                                 extra_args=["--roles", "storage", "--join", self.join,
                                             "--rpc-listen", f"127.0.0.1:{port}",
                                             "--cluster-secret-file", str(secret or self.secret)])

@@ -6,7 +6,9 @@ of acknowledged writes loses none of them; with two of three nodes down, writes 
 503 while reads still serve; of 16 concurrent conditional creators through three gateways exactly
 one wins, and a conditional create never succeeds on a replica that missed the object's creation;
 a gateway 400 ms slow overwrites and deletes what a fast one wrote; a gateway beyond the clock
-bound coordinates no write; a corrupt copy is read from another replica and repaired.
+bound coordinates no write; a corrupt copy is read from another replica and repaired; replicas
+diverged on purpose (a node down while objects change, its hints expired) converge by
+anti-entropy alone; `update-consistency-level` sets the quorums every node uses.
 These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
 
 from __future__ import annotations
@@ -414,3 +416,126 @@ def test_a_conditional_create_is_decided_on_the_newest_state_by_a_replica_that_w
     assert codes[-1] == 412, codes
     assert set(codes) <= {503, 412}, codes
     assert client.get_object(Bucket="behind", Key="once")["Body"].read() == b"created while it was down"
+
+
+def test_replicas_diverged_with_their_hints_dropped_converge_by_anti_entropy_alone(make_server):
+    # Hints live one second here, and each core runs an anti-entropy pass every 20 ms.
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3,
+                      storage_env={"LEOFS_HINT_TTL_SECS": "1",
+                                   "LEOFS_ANTI_ENTROPY_INTERVAL_MS": "20"})
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="diverged")
+    sizes = [0, 100, 4096, 100_000, 5 * 1024 * 1024 + 3]
+    expected = {}
+    for i in range(60):
+        key = f"k{i:03d}"
+        expected[key] = body_of(key, 1, sizes[i % len(sizes)])
+        client.put_object(Bucket="diverged", Key=key, Body=expected[key])
+    victim = cluster.storage[2]
+    victim.kill9()
+    # While it is down: overwrites, deletes and new objects (chunked ones among them).
+    for i in range(0, 20):
+        key = f"k{i:03d}"
+        expected[key] = body_of(key, 2, sizes[(i + 1) % len(sizes)])
+        client.put_object(Bucket="diverged", Key=key, Body=expected[key])
+    deleted = [f"k{i:03d}" for i in range(20, 40)]
+    for key in deleted:
+        client.delete_object(Bucket="diverged", Key=key)
+        del expected[key]
+    for i in range(60, 80):
+        key = f"k{i:03d}"
+        expected[key] = body_of(key, 1, sizes[i % len(sizes)])
+        client.put_object(Bucket="diverged", Key=key, Body=expected[key])
+    # The hints for it expire before it comes back: only anti-entropy can repair it.
+    eventually("the victim's hints are dropped", 30,
+               lambda: hints_pending(cluster) == 0
+               and metric_sum(cluster, "leofs_hints_dropped_total") > 0)
+    dropped = metric_sum(cluster, "leofs_hints_dropped_total")
+    victim.start()
+    eventually("the restarted node is running", 30, lambda: cluster.state_of(victim) == "running")
+    assert metric_sum(cluster, "leofs_hints_replayed_total") == 0, "a hint was replayed"
+
+    def identical(key):
+        where = json.loads(cluster.manager.adm(
+            "whereis", f"diverged/{key}", json_output=True).stdout)
+        replicas = [(r["found"], r["hlc"], r["checksum"]) for r in where["replicas"]]
+        return len(replicas) == 3 and len(set(replicas)) == 1 and replicas[0][0] == (key in expected)
+
+    keys = [f"k{i:03d}" for i in range(80)]
+    eventually("anti-entropy made every replica identical", 120,
+               lambda: all(identical(key) for key in keys))
+    assert metric_sum(cluster, "leofs_anti_entropy_repaired_total") >= 60
+    assert metric_sum(cluster, "leofs_anti_entropy_passes_total") > 0
+    assert metric_sum(cluster, "leofs_hints_dropped_total") == dropped
+    # The repaired node alone serves every object whole (chunks included), and nothing
+    # deleted comes back. (The gateway probes a peer it knows down every second, within the
+    # peer's back-off of at most 5 s: by then it knows the restarted node is up.)
+    time.sleep(6)
+    for node in cluster.storage:
+        if node is not victim:
+            node.kill9()
+    for key in keys:
+        if key in expected:
+            assert client.get_object(Bucket="diverged", Key=key)["Body"].read() == expected[key], key
+        else:
+            with pytest.raises(ClientError) as e:
+                client.get_object(Bucket="diverged", Key=key)
+            assert error_code(e.value) == "NoSuchKey", key
+    assert sorted(list_all(client, "diverged")) == sorted(expected)
+
+
+def test_update_consistency_level_sets_the_quorums_every_node_uses(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="levels")
+    assert "N=3 W=2 R=2 D=2 (defaults)" in cluster.manager.adm("status").stdout
+    # Impossible quorums are refused and change nothing.
+    refused = cluster.manager.adm("update-consistency-level", "4", "1", "2", check=False)
+    assert refused.returncode != 0
+    assert "W=4 is impossible with N=3" in refused.stdout + refused.stderr
+    # W = 3: every replica must store a write, so with one node down writes fail at once
+    # (503) while reads go on.
+    set_all = cluster.manager.adm("update-consistency-level", "3", "1", "3")
+    assert "N=3 W=3 R=1 D=3" in set_all.stdout, set_all.stdout
+    settings = cluster.status()["settings"]["consistency"]
+    assert settings == {"write": 3, "read": 1, "delete": 3}
+    client.put_object(Bucket="levels", Key="before", Body=b"stored on all three")
+    cluster.storage[1].kill9()
+    # The gateway follows the managers' settings within a few seconds (its catalog copy and
+    # its ring follower look every second); a write may find the node gone (indeterminate,
+    # 503); from then on the gateway knows it is down.
+    eventually("writes are refused with W=3 and a node down", 15,
+               lambda: not _put_ok(client, "levels", "w3-a"))
+    started = time.monotonic()
+    with pytest.raises(ClientError) as refused_write:
+        client.put_object(Bucket="levels", Key="w3-b", Body=b"x")
+    assert error_code(refused_write.value) == "ServiceUnavailable"
+    assert time.monotonic() - started < 2.0
+    assert client.get_object(Bucket="levels", Key="before")["Body"].read() == b"stored on all three"
+    # Back to a majority: writes go on with one node down.
+    cluster.manager.adm("update-consistency-level", "2", "2", "2")
+    eventually("writes succeed again with W=2", 15, lambda: _put_ok(client, "levels", "w2"))
+    assert client.get_object(Bucket="levels", Key="w2")["Body"].read() == b"ok"
+
+
+def test_a_large_get_switches_replica_when_one_dies_mid_stream(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="streams")
+    body = os.urandom(1 << 20) * 48  # 48 MiB: twelve 4 MiB chunks, over every node
+    client.put_object(Bucket="streams", Key="big", Body=body)
+    # Each storage node in turn dies while a GET is a quarter of the way through the body
+    # (the gateway reads a few chunks ahead: most chunks are still to be read).
+    for victim in cluster.storage:
+        stream = client.get_object(Bucket="streams", Key="big")["Body"]
+        got = bytearray()
+        while len(got) < len(body) // 4:
+            got += stream.read(1 << 20)
+            time.sleep(0.02)
+        victim.kill9()
+        while piece := stream.read(1 << 20):
+            got += piece
+        assert len(got) == len(body) and bytes(got) == body, f"killing {victim.rpc_port}"
+        victim.start()
+        eventually("the node is running again", 30, lambda: cluster.state_of(victim) == "running")
+        time.sleep(6)  # the gateway probes it within its back-off (at most 5 s)

@@ -104,6 +104,39 @@ fn hints(registry: &mut Registry, status: &NodeStatus) {
     );
 }
 
+/// Anti-entropy: passes run, entries repaired, and the partitions it has not yet found
+/// identical on all N replicas (how many, and for how long the oldest).
+fn anti_entropy(registry: &mut Registry, status: &NodeStatus) {
+    per_shard_counter(
+        registry,
+        "anti_entropy_passes",
+        "Anti-entropy passes run over a partition's replicas",
+        status,
+        |s| s.anti_entropy_passes,
+    );
+    per_shard_counter(
+        registry,
+        "anti_entropy_repaired",
+        "Entries anti-entropy gave to replicas that lacked them",
+        status,
+        |s| s.anti_entropy_repaired,
+    );
+    per_shard_gauge(
+        registry,
+        "partitions_under_replicated",
+        "Partitions whose last anti-entropy pass did not find all N replicas answering and identical",
+        status,
+        |s| s.partitions_under_replicated,
+    );
+    per_shard_gauge(
+        registry,
+        "oldest_unrepaired_partition_seconds",
+        "Seconds since the longest-unrepaired partition was last found identical on all N replicas",
+        status,
+        |s| s.oldest_unrepaired_partition_seconds,
+    );
+}
+
 /// The S3 requests of every core: counts by operation and status, bytes by operation, and a
 /// latency histogram by operation.
 fn requests(registry: &mut Registry, status: &NodeStatus) {
@@ -232,6 +265,7 @@ pub(super) fn render(
         );
     }
     hints(&mut registry, status);
+    anti_entropy(&mut registry, status);
     let r = &mut registry;
     per_shard_gauge(
         r,
@@ -442,6 +476,10 @@ mod tests {
             }],
             hints_replayed: 30,
             hints_dropped: 0,
+            anti_entropy_passes: 0,
+            anti_entropy_repaired: 0,
+            partitions_under_replicated: 0,
+            oldest_unrepaired_partition_seconds: 0,
             requests: vec![crate::admin::RequestStatus {
                 operation: "GetObject".into(),
                 status: 200,

@@ -164,6 +164,20 @@ pub struct ShardStatus {
     /// left to anti-entropy.
     #[serde(default)]
     pub hints_dropped: u64,
+    /// Anti-entropy passes this core ran since start.
+    #[serde(default)]
+    pub anti_entropy_passes: u64,
+    /// Entries anti-entropy pushed to replicas that lacked them since start.
+    #[serde(default)]
+    pub anti_entropy_repaired: u64,
+    /// Partitions this core drives whose last anti-entropy pass did not find all N replicas
+    /// answering and identical.
+    #[serde(default)]
+    pub partitions_under_replicated: u64,
+    /// Seconds since the longest-unrepaired of those partitions was last found identical on
+    /// all N replicas (0: none is).
+    #[serde(default)]
+    pub oldest_unrepaired_partition_seconds: u64,
     /// S3 requests it answered since start, by operation and status.
     #[serde(default)]
     pub requests: Vec<RequestStatus>,

@@ -85,6 +85,7 @@ impl From<ManagerError> for Failure {
             ManagerError::ReadOnlyCopy => (StatusCode::CONFLICT, "ReadOnlyCopy"),
             ManagerError::NoSuchNode(_) => (StatusCode::NOT_FOUND, "NoSuchNode"),
             ManagerError::NodeConflict(_) => (StatusCode::CONFLICT, "NodeConflict"),
+            ManagerError::InvalidConsistency(_) => (StatusCode::BAD_REQUEST, "InvalidConsistency"),
             ManagerError::AdminBind { .. }
             | ManagerError::Remote(_)
             | ManagerError::Thread(_)
@@ -215,6 +216,11 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
                 .manager
                 .start_cluster(body.partitions, expected, body.replicas)?;
             Ok(json_response(StatusCode::CREATED, &ring_summary(&ring)))
+        }
+        (["cluster", "consistency"], Method::PUT) => {
+            let body: crate::cluster::Consistency = read_json(request).await?;
+            context.manager.set_consistency(body)?;
+            json_ok(&cluster_status(&context.manager))
         }
         (["ring"], Method::GET) => {
             let state = context.manager.snapshot();

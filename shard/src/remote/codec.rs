@@ -381,6 +381,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 partition,
                 key,
                 value,
+                fresh,
             } => {
                 let key = e.bytes(key);
                 let value_offset = e.put_value(value);
@@ -392,6 +393,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                         partition: *partition,
                         key: Some(key),
                         value: Some(value_offset),
+                        fresh: *fresh,
                     },
                 );
                 (fb::Body::Put, t.as_union_value())
@@ -450,6 +452,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 partition,
                 key,
                 hlc,
+                fresh,
             } => {
                 let key = e.bytes(key);
                 let hlc = hlc.as_ref().map(hlc_fb);
@@ -459,6 +462,7 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                         partition: *partition,
                         key: Some(key),
                         hlc: hlc.as_ref(),
+                        fresh: *fresh,
                     },
                 );
                 (fb::Body::Delete, t.as_union_value())
@@ -669,6 +673,48 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
                 );
                 (fb::Body::Unreferenced, t.as_union_value())
             }
+            StorageRequest::RangeHashes { partition, ranges } => {
+                let t = fb::RangeHashes::create(
+                    &mut e.builder,
+                    &fb::RangeHashesArgs {
+                        partition: *partition,
+                        ranges: *ranges,
+                    },
+                );
+                (fb::Body::RangeHashes, t.as_union_value())
+            }
+            StorageRequest::RangeEntries {
+                partition,
+                ranges,
+                wanted,
+                start_after,
+                limit,
+            } => {
+                let wanted = e.builder.create_vector(wanted);
+                let after = start_after.as_ref().map(|a| e.bytes(a));
+                let t = fb::RangeEntries::create(
+                    &mut e.builder,
+                    &fb::RangeEntriesArgs {
+                        partition: *partition,
+                        ranges: *ranges,
+                        wanted: Some(wanted),
+                        start_after: after,
+                        has_start_after: start_after.is_some(),
+                        limit: u32::try_from(*limit).unwrap_or(u32::MAX),
+                    },
+                );
+                (fb::Body::RangeEntries, t.as_union_value())
+            }
+            StorageRequest::SetWatermark { partition, hlc } => {
+                let t = fb::SetWatermark::create(
+                    &mut e.builder,
+                    &fb::SetWatermarkArgs {
+                        partition: *partition,
+                        hlc: Some(&hlc_fb(hlc)),
+                    },
+                );
+                (fb::Body::SetWatermark, t.as_union_value())
+            }
         },
         NodeRequest::FetchRing => {
             let t = fb::FetchRing::create(&mut e.builder, &fb::FetchRingArgs {});
@@ -804,6 +850,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 partition: t.partition(),
                 key: bytes_of(t.key()),
                 value: put_value_of(t.value(), payload, checksum)?,
+                fresh: t.fresh(),
             })
         }
         fb::Body::Get => {
@@ -844,6 +891,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 partition: t.partition(),
                 key: bytes_of(t.key()),
                 hlc: t.hlc().map(hlc_of),
+                fresh: t.fresh(),
             })
         }
         fb::Body::Scan => {
@@ -978,6 +1026,44 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
                 versions: bounded_versions(t.versions())?,
+            })
+        }
+        fb::Body::RangeHashes => {
+            let t = envelope.body_as_range_hashes().ok_or_else(missing)?;
+            storage(StorageRequest::RangeHashes {
+                partition: t.partition(),
+                ranges: t.ranges(),
+            })
+        }
+        fb::Body::RangeEntries => {
+            let t = envelope.body_as_range_entries().ok_or_else(missing)?;
+            let limit = t.limit() as usize;
+            if limit > SCAN_LIMIT_MAX {
+                return Err(malformed(format!(
+                    "an anti-entropy limit of {limit} keys is over {SCAN_LIMIT_MAX}"
+                )));
+            }
+            let wanted: Vec<u32> = t.wanted().map_or_else(Vec::new, |w| w.iter().collect());
+            if wanted.len() > crate::antientropy::RANGES_MAX as usize {
+                return Err(malformed(format!(
+                    "{} anti-entropy ranges wanted (at most {})",
+                    wanted.len(),
+                    crate::antientropy::RANGES_MAX
+                )));
+            }
+            storage(StorageRequest::RangeEntries {
+                partition: t.partition(),
+                ranges: t.ranges(),
+                wanted,
+                start_after: t.has_start_after().then(|| bytes_of(t.start_after())),
+                limit,
+            })
+        }
+        fb::Body::SetWatermark => {
+            let t = envelope.body_as_set_watermark().ok_or_else(missing)?;
+            storage(StorageRequest::SetWatermark {
+                partition: t.partition(),
+                hlc: hlc_of(required(t.hlc(), "the watermark")?),
             })
         }
         fb::Body::FetchRing => Ok(NodeRequest::FetchRing),
@@ -1216,6 +1302,17 @@ pub fn encode_answer(
                     Versions,
                     fb::VersionsArgs {
                         versions: Some(versions)
+                    }
+                )
+            }
+            StorageResponse::Hashes { hashes, watermark } => {
+                let hashes = e.builder.create_vector(&hashes);
+                let watermark = watermark.as_ref().map(hlc_fb);
+                table!(
+                    Hashes,
+                    fb::HashesArgs {
+                        hashes: Some(hashes),
+                        watermark: watermark.as_ref(),
                     }
                 )
             }
@@ -1564,6 +1661,17 @@ pub fn decode_answer(message: &Message, expect: Expect) -> Result<NodeAnswer, Sh
                 let t = envelope.body_as_versions().ok_or_else(|| bad("versions"))?;
                 storage(StorageResponse::Versions(version_chunks_of(t.versions())))
             }
+            (_, fb::Body::Hashes) => {
+                let t = envelope.body_as_hashes().ok_or_else(|| bad("hashes"))?;
+                let hashes: Vec<u64> = t.hashes().map_or_else(Vec::new, |h| h.iter().collect());
+                if hashes.len() > crate::antientropy::RANGES_MAX as usize {
+                    return Err(bad("more range hashes than ranges may be"));
+                }
+                storage(StorageResponse::Hashes {
+                    hashes,
+                    watermark: t.watermark().map(hlc_of),
+                })
+            }
             (_, other) => Err(bad(&format!("body type {}", other.0))),
         },
         (_, other) => Err(bad(&format!("body type {}", other.0))),
@@ -1679,6 +1787,7 @@ mod tests {
                 partition: 5,
                 key: Bytes::from_static(b"key"),
                 value: value(b"body bytes"),
+                fresh: true,
             },
             StorageRequest::Get {
                 partition: 1,
@@ -1701,6 +1810,7 @@ mod tests {
                 partition: 2,
                 key: Bytes::from_static(b"d"),
                 hlc: Some(hlc(8)),
+                fresh: false,
             },
             StorageRequest::Scan {
                 partitions: vec![0..3, 7..9, 20..512],
@@ -1770,9 +1880,49 @@ mod tests {
                 key: "k".into(),
                 versions: chunks,
             },
+            StorageRequest::RangeHashes {
+                partition: 8,
+                ranges: 64,
+            },
+            StorageRequest::RangeEntries {
+                partition: 8,
+                ranges: 64,
+                wanted: vec![3, 17],
+                start_after: Some(Bytes::from_static(b"ob\0k")),
+                limit: 1024,
+            },
+            StorageRequest::RangeEntries {
+                partition: 8,
+                ranges: 64,
+                wanted: vec![0],
+                start_after: None,
+                limit: 1,
+            },
+            StorageRequest::SetWatermark {
+                partition: 8,
+                hlc: hlc(12),
+            },
         ];
         for request in requests {
             round_trip(request);
+        }
+        for watermark in [Some(hlc(4)), None] {
+            let hashes = vec![1, u64::MAX, 0];
+            let answer = encode_answer(
+                3,
+                1,
+                Ok(NodeAnswer::Storage(StorageResponse::Hashes {
+                    hashes: hashes.clone(),
+                    watermark,
+                })),
+            );
+            match decode_answer(&message(answer), Expect::Storage("range-hashes")).unwrap() {
+                NodeAnswer::Storage(StorageResponse::Hashes {
+                    hashes: got,
+                    watermark: mark,
+                }) => assert_eq!((got, mark), (hashes, watermark)),
+                other => panic!("{other:?}"),
+            }
         }
     }
 
@@ -1846,6 +1996,7 @@ mod tests {
             partition: 0,
             key: Bytes::from_static(b"k"),
             value: value(b"original"),
+            fresh: false,
         });
         let mut frame = encode_request(1, 1, &request);
         // Bytes changed before the frame checksum was taken (in the sender's memory): the

@@ -121,6 +121,23 @@ impl RemotePeers {
         }
     }
 
+    /// Probes, in the background, every peer known down (each at most once per back-off), so
+    /// that a node back is seen up before a request needs it: a gateway without traffic to
+    /// a returned node would otherwise learn of it only when the others fail.
+    pub(crate) fn probe_down_peers(&self) {
+        let peers: Vec<(NodeId, Rc<Peer>)> = self
+            .peers
+            .borrow()
+            .iter()
+            .map(|(node, peer)| (*node, peer.clone()))
+            .collect();
+        for (node, peer) in peers {
+            if peer.is_down() && !self.is_unavailable(node) {
+                peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
+            }
+        }
+    }
+
     fn peer(&self, node: NodeId) -> Option<Rc<Peer>> {
         self.peers.borrow().get(&node).cloned()
     }
@@ -147,6 +164,20 @@ impl RemotePeers {
     }
 }
 
+/// How often each core probes the peers it knows down.
+pub(crate) const DOWN_PEER_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Probes this core's down peers every [`DOWN_PEER_PROBE_INTERVAL`] until the core stops.
+pub(crate) async fn run_down_peer_prober(shard: Shard) {
+    loop {
+        monoio::time::sleep(DOWN_PEER_PROBE_INTERVAL).await;
+        if shard.core.objects.stopping.get() {
+            return;
+        }
+        shard.core.remote.probe_down_peers();
+    }
+}
+
 /// The lane a request travels on: bodies (and reads of them, and scans) on the bulk lane.
 fn lane_of(request: &StorageRequest) -> Lane {
     match request {
@@ -159,7 +190,8 @@ fn lane_of(request: &StorageRequest) -> Lane {
         }
         StorageRequest::Get { .. }
         | StorageRequest::GetRange { .. }
-        | StorageRequest::Scan { .. } => Lane::Bulk,
+        | StorageRequest::Scan { .. }
+        | StorageRequest::RangeEntries { .. } => Lane::Bulk,
         _ => Lane::Small,
     }
 }

@@ -57,6 +57,19 @@ impl RangeHashes {
         hashes
     }
 
+    /// Hashes as a replica sent them (one per range; at least one).
+    pub fn from_hashes(hashes: Vec<u64>) -> Self {
+        if hashes.is_empty() {
+            return Self::new(1);
+        }
+        Self { hashes }
+    }
+
+    /// The hashes, one per range (to send to the pass's driver).
+    pub fn into_hashes(self) -> Vec<u64> {
+        self.hashes
+    }
+
     /// Counts one entry in.
     pub fn add(&mut self, key: &[u8], hlc: Hlc, tombstone: bool) {
         let range = range_of(key, self.ranges()) as usize;

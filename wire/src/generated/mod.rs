@@ -62,6 +62,12 @@ pub mod leofs {
       pub use self::collect_chunks_generated::*;
       mod unreferenced_generated;
       pub use self::unreferenced_generated::*;
+      mod range_hashes_generated;
+      pub use self::range_hashes_generated::*;
+      mod range_entries_generated;
+      pub use self::range_entries_generated::*;
+      mod set_watermark_generated;
+      pub use self::set_watermark_generated::*;
       mod fetch_ring_generated;
       pub use self::fetch_ring_generated::*;
       mod fetch_catalog_generated;
@@ -94,6 +100,8 @@ pub mod leofs {
       pub use self::deferred_generated::*;
       mod versions_generated;
       pub use self::versions_generated::*;
+      mod hashes_generated;
+      pub use self::hashes_generated::*;
       mod ring_generated;
       pub use self::ring_generated::*;
       mod catalog_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 37;
+pub const ENUM_MAX_BODY: u8 = 41;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 38] = [
+pub const ENUM_VALUES_BODY: [Body; 42] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -47,6 +47,10 @@ pub const ENUM_VALUES_BODY: [Body; 38] = [
   Body::Error,
   Body::RaftRequest,
   Body::RaftAnswer,
+  Body::RangeHashes,
+  Body::RangeEntries,
+  Body::SetWatermark,
+  Body::Hashes,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -92,9 +96,13 @@ impl Body {
   pub const Error: Self = Self(35);
   pub const RaftRequest: Self = Self(36);
   pub const RaftAnswer: Self = Self(37);
+  pub const RangeHashes: Self = Self(38);
+  pub const RangeEntries: Self = Self(39);
+  pub const SetWatermark: Self = Self(40);
+  pub const Hashes: Self = Self(41);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 37;
+  pub const ENUM_MAX: u8 = 41;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -134,6 +142,10 @@ impl Body {
     Self::Error,
     Self::RaftRequest,
     Self::RaftAnswer,
+    Self::RangeHashes,
+    Self::RangeEntries,
+    Self::SetWatermark,
+    Self::Hashes,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -176,6 +188,10 @@ impl Body {
       Self::Error => Some("Error"),
       Self::RaftRequest => Some("RaftRequest"),
       Self::RaftAnswer => Some("RaftAnswer"),
+      Self::RangeHashes => Some("RangeHashes"),
+      Self::RangeEntries => Some("RangeEntries"),
+      Self::SetWatermark => Some("SetWatermark"),
+      Self::Hashes => Some("Hashes"),
       _ => None,
     }
   }

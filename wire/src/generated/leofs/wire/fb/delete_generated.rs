@@ -21,6 +21,7 @@ impl<'a> Delete<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_HLC: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FRESH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -35,6 +36,7 @@ impl<'a> Delete<'a> {
     if let Some(x) = args.hlc { builder.add_hlc(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.add_partition(args.partition);
+    builder.add_fresh(args.fresh);
     builder.finish()
   }
 
@@ -60,6 +62,13 @@ impl<'a> Delete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Hlc>(Delete::VT_HLC, None)}
   }
+  #[inline]
+  pub fn fresh(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Delete::VT_FRESH, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delete<'_> {
@@ -71,6 +80,7 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
      .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
+     .visit_field::<bool>("fresh", Self::VT_FRESH, false)?
      .finish();
     Ok(())
   }
@@ -79,6 +89,7 @@ pub struct DeleteArgs<'a> {
     pub partition: u32,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub hlc: Option<&'a Hlc>,
+    pub fresh: bool,
 }
 impl<'a> Default for DeleteArgs<'a> {
   #[inline]
@@ -87,6 +98,7 @@ impl<'a> Default for DeleteArgs<'a> {
       partition: 0,
       key: None,
       hlc: None,
+      fresh: false,
     }
   }
 }
@@ -109,6 +121,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<&Hlc>(Delete::VT_HLC, hlc);
   }
   #[inline]
+  pub fn add_fresh(&mut self, fresh: bool) {
+    self.fbb_.push_slot::<bool>(Delete::VT_FRESH, fresh, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeleteBuilder {
@@ -129,6 +145,7 @@ impl ::core::fmt::Debug for Delete<'_> {
       ds.field("partition", &self.partition());
       ds.field("key", &self.key());
       ds.field("hlc", &self.hlc());
+      ds.field("fresh", &self.fresh());
       ds.finish()
   }
 }

@@ -633,6 +633,66 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_range_hashes(&self) -> Option<RangeHashes<'a>> {
+    if self.body_type() == Body::RangeHashes {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RangeHashes::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_range_entries(&self) -> Option<RangeEntries<'a>> {
+    if self.body_type() == Body::RangeEntries {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RangeEntries::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_watermark(&self) -> Option<SetWatermark<'a>> {
+    if self.body_type() == Body::SetWatermark {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetWatermark::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_hashes(&self) -> Option<Hashes<'a>> {
+    if self.body_type() == Body::Hashes {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Hashes::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -682,6 +742,10 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
           Body::RaftRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftRequest>>("Body::RaftRequest", pos),
           Body::RaftAnswer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RaftAnswer>>("Body::RaftAnswer", pos),
+          Body::RangeHashes => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RangeHashes>>("Body::RangeHashes", pos),
+          Body::RangeEntries => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RangeEntries>>("Body::RangeEntries", pos),
+          Body::SetWatermark => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetWatermark>>("Body::SetWatermark", pos),
+          Body::Hashes => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Hashes>>("Body::Hashes", pos),
           _ => Ok(()),
         }
      })?
@@ -1011,6 +1075,34 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::RaftAnswer => {
           if let Some(x) = self.body_as_raft_answer() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RangeHashes => {
+          if let Some(x) = self.body_as_range_hashes() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RangeEntries => {
+          if let Some(x) = self.body_as_range_entries() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetWatermark => {
+          if let Some(x) = self.body_as_set_watermark() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Hashes => {
+          if let Some(x) = self.body_as_hashes() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

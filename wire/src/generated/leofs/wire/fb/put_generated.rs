@@ -21,6 +21,7 @@ impl<'a> Put<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FRESH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -35,6 +36,7 @@ impl<'a> Put<'a> {
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.add_partition(args.partition);
+    builder.add_fresh(args.fresh);
     builder.finish()
   }
 
@@ -60,6 +62,13 @@ impl<'a> Put<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Record>>(Put::VT_VALUE, None)}
   }
+  #[inline]
+  pub fn fresh(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Put::VT_FRESH, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Put<'_> {
@@ -71,6 +80,7 @@ impl ::flatbuffers::Verifiable for Put<'_> {
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Record>>("value", Self::VT_VALUE, false)?
+     .visit_field::<bool>("fresh", Self::VT_FRESH, false)?
      .finish();
     Ok(())
   }
@@ -79,6 +89,7 @@ pub struct PutArgs<'a> {
     pub partition: u32,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub value: Option<::flatbuffers::WIPOffset<Record<'a>>>,
+    pub fresh: bool,
 }
 impl<'a> Default for PutArgs<'a> {
   #[inline]
@@ -87,6 +98,7 @@ impl<'a> Default for PutArgs<'a> {
       partition: 0,
       key: None,
       value: None,
+      fresh: false,
     }
   }
 }
@@ -109,6 +121,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Record>>(Put::VT_VALUE, value);
   }
   #[inline]
+  pub fn add_fresh(&mut self, fresh: bool) {
+    self.fbb_.push_slot::<bool>(Put::VT_FRESH, fresh, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PutBuilder {
@@ -129,6 +145,7 @@ impl ::core::fmt::Debug for Put<'_> {
       ds.field("partition", &self.partition());
       ds.field("key", &self.key());
       ds.field("value", &self.value());
+      ds.field("fresh", &self.fresh());
       ds.finish()
   }
 }

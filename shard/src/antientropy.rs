@@ -1,0 +1,585 @@
+//! Anti-entropy on the data path (DESIGN §7): each storage core, at a configured low rate,
+//! takes the next partition it drives (one whose first replica known up is this core's vnode)
+//! and runs one pass of [`crate::replication::antientropy::Pass`] over its replicas: hashes of
+//! the partition's key ranges from every replica, the entries of the ranges that differ, and
+//! the newest version of each key pushed, as stamped, to every replica that lacks it
+//! (tombstones included). A pass that hears all N replicas identical raises the partition's
+//! repaired-at watermark on each: from then on the tombstones at or below it may be dropped by
+//! compaction ([`leofs_engine::Engine::drop_tombstones_at_floors`]) and nothing at or below it
+//! is stored (a late hint or repair of an older version is discarded, a client write is
+//! stamped above it), so that a dropped tombstone never lets its object back.
+//!
+//! Only replicated records take part: objects, chunks, uploads and parts. A replica's garbage
+//! queue, hints and watermarks are its own.
+//!
+//! Watermark record: key `w` ‖ partition (u32 BE) in the partition itself, no metadata or
+//! body, stamped with the watermark (the index keeps it, so a restart reloads it without a
+//! read).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use leofs_engine::{EngineError, Hlc, PartitionId, PutValue, ScanEntry};
+
+use crate::object::keys::{NS_CHUNK, NS_OBJECT, NS_PART, NS_UPLOAD};
+use crate::replication::Version;
+use crate::replication::antientropy::{Entries, Pass, PassStep, RangeHashes, range_of};
+use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
+use crate::ring::Vnode;
+use crate::{Shard, ShardError};
+
+/// Key ranges a partition's replicas compare (the leaves of the one-level Merkle tree).
+pub const RANGES: u32 = 64;
+/// Most ranges a peer may ask a partition's hashes in.
+pub const RANGES_MAX: u32 = 4096;
+/// Namespace byte of watermark records.
+pub const NS_WATERMARK: u8 = b'w';
+/// How far behind the start of a pass its watermark lies: twice the age past which a replica
+/// refuses a client's write ([`crate::replicated::CLIENT_WRITE_AGE_MAX`]), which leaves room
+/// for a clock bound of up to 15 s, so that every client write at or below the watermark was
+/// stored, or refused, before the pass compared the replicas.
+pub const WATERMARK_LAG: Duration = Duration::from_secs(60);
+/// Index entries read per step of a walk over a partition.
+const INDEX_PAGE_KEYS: usize = 4096;
+/// Entries asked per call when a pass fetches the ranges that differ.
+const ENTRIES_PAGE_KEYS: usize = 1024;
+/// Most entries a pass takes from one replica; past it, the pass repairs what it has and the
+/// next pass over the partition goes on (the ranges still differ).
+pub const PASS_ENTRIES_MAX: usize = 65_536;
+
+/// Anti-entropy settings of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// How often each core runs one anti-entropy pass over the next partition it drives.
+    pub anti_entropy_interval: Duration,
+    /// How long a hint is kept before it is dropped and its partition left to anti-entropy
+    /// (well below the tombstone grace).
+    pub hint_ttl: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            anti_entropy_interval: Duration::from_secs(1),
+            hint_ttl: crate::hinted::HINT_TTL,
+        }
+    }
+}
+
+/// One core's anti-entropy state: the watermarks of the partitions it holds, where its
+/// passes are, and what they found (metrics).
+#[derive(Default)]
+pub(crate) struct AntiEntropyBook {
+    /// Repaired-at watermarks by partition (as stored in `w` records).
+    watermarks: RefCell<HashMap<PartitionId, Hlc>>,
+    /// Whether the engine drops tombstones at the watermarks (a replicated ring).
+    floors: Cell<bool>,
+    /// The partition after the last one passed over.
+    cursor: Cell<PartitionId>,
+    /// Partitions this core drives whose last pass did not find all N replicas answering and
+    /// identical.
+    unrepaired: RefCell<HashSet<PartitionId>>,
+    /// When the watermark of each partition this core drives was last raised (µs, wall
+    /// clock), or when the core started for one never raised.
+    repaired_at_us: RefCell<HashMap<PartitionId, u64>>,
+    /// When this core's anti-entropy started (µs, wall clock).
+    started_us: Cell<u64>,
+    /// Passes run since start.
+    pub(crate) passes: Cell<u64>,
+    /// Entries pushed to replicas that lacked them since start.
+    pub(crate) pushed: Cell<u64>,
+}
+
+/// What one core's anti-entropy reports (`/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AntiEntropyStatus {
+    /// Passes run since start.
+    pub passes: u64,
+    /// Entries pushed to replicas that lacked them since start.
+    pub pushed: u64,
+    /// Partitions this core drives whose last pass did not find all N replicas answering and
+    /// identical.
+    pub under_replicated: u64,
+    /// Seconds since the partition this core drives that was repaired longest ago had its
+    /// watermark raised (since the core started, for one never raised).
+    pub oldest_unrepaired_secs: u64,
+}
+
+/// The engine key of `partition`'s watermark record.
+fn watermark_key(partition: PartitionId) -> Bytes {
+    let mut key = BytesMut::with_capacity(5);
+    key.put_u8(NS_WATERMARK);
+    key.put_u32(partition);
+    key.freeze()
+}
+
+/// Whether `key` names a record every replica of its partition holds alike.
+fn is_replicated_key(key: &[u8]) -> bool {
+    matches!(
+        key.first(),
+        Some(&NS_OBJECT) | Some(&NS_CHUNK) | Some(&NS_UPLOAD) | Some(&NS_PART)
+    )
+}
+
+/// Whether an index entry counts in anti-entropy: a replicated record, and not a tombstone at
+/// or below the watermark (those may be gone already on some replicas).
+fn compared(entry: &ScanEntry, watermark: Option<Hlc>) -> bool {
+    is_replicated_key(&entry.key)
+        && !(entry.tombstone && watermark.is_some_and(|mark| entry.hlc <= mark))
+}
+
+/// How one pass went.
+struct PassReport {
+    /// All N replicas answered with identical hashes.
+    identical: bool,
+    /// Entries pushed.
+    pushed: u64,
+}
+
+impl Shard {
+    /// Loads this core's watermarks from its engine (at start, before it serves anything);
+    /// on a replicated ring the engine then drops tombstones only at them.
+    pub(crate) fn load_watermarks(&self) {
+        let Ok(engine) = self.core.engine() else {
+            return;
+        };
+        let book = &self.core.anti_entropy;
+        book.started_us.set(leofs_engine::wall_us());
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = engine.scan(&[NS_WATERMARK], after.as_deref(), INDEX_PAGE_KEYS);
+            let done = page.len() < INDEX_PAGE_KEYS;
+            after = page.last().map(|e| e.key.clone());
+            let mut marks = book.watermarks.borrow_mut();
+            for entry in page {
+                if entry.key == watermark_key(entry.partition) {
+                    let mark = marks.entry(entry.partition).or_default();
+                    *mark = (*mark).max(entry.hlc);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        self.use_tombstone_floors();
+    }
+
+    /// On a replicated ring, makes the engine drop tombstones only at the watermarks (once).
+    fn use_tombstone_floors(&self) {
+        let book = &self.core.anti_entropy;
+        if book.floors.get() || !self.replicated() {
+            return;
+        }
+        let Ok(engine) = self.core.engine() else {
+            return;
+        };
+        engine.drop_tombstones_at_floors();
+        for (partition, mark) in book.watermarks.borrow().iter() {
+            engine.raise_tombstone_floor(*partition, *mark);
+        }
+        book.floors.set(true);
+    }
+
+    /// The repaired-at watermark of `partition` here, if it has one.
+    pub(crate) fn watermark(&self, partition: PartitionId) -> Option<Hlc> {
+        self.core
+            .anti_entropy
+            .watermarks
+            .borrow()
+            .get(&partition)
+            .copied()
+    }
+
+    /// The executor's [`StorageRequest::SetWatermark`]: stores a higher watermark durably,
+    /// then lets compaction drop the tombstones at or below it.
+    pub(crate) async fn take_watermark(
+        &self,
+        partition: PartitionId,
+        hlc: Hlc,
+    ) -> Result<(), ShardError> {
+        if self.watermark(partition).is_some_and(|held| held >= hlc) {
+            return Ok(());
+        }
+        let engine = self.core.engine()?;
+        let record = PutValue {
+            meta: Bytes::new(),
+            body: Bytes::new(),
+            summary: Default::default(),
+            hlc: Some(hlc),
+        };
+        engine
+            .put(partition, &watermark_key(partition), record)
+            .await?;
+        let book = &self.core.anti_entropy;
+        let mut marks = book.watermarks.borrow_mut();
+        let mark = marks.entry(partition).or_default();
+        *mark = (*mark).max(hlc);
+        engine.raise_tombstone_floor(partition, *mark);
+        Ok(())
+    }
+
+    /// The executor's [`StorageRequest::RangeHashes`]: the hashes of `partition`'s replicated
+    /// records in `ranges` ranges, and its watermark.
+    pub(crate) fn range_hashes_here(
+        &self,
+        partition: PartitionId,
+        ranges: u32,
+    ) -> Result<(Vec<u64>, Option<Hlc>), ShardError> {
+        check_ranges(ranges)?;
+        let engine = self.core.engine()?;
+        let watermark = self.watermark(partition);
+        let mut hashes = RangeHashes::new(ranges);
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = engine.scan_partition(partition, after.as_deref(), INDEX_PAGE_KEYS, true);
+            let done = page.len() < INDEX_PAGE_KEYS;
+            after = page.last().map(|e| e.key.clone());
+            for entry in page.iter().filter(|e| compared(e, watermark)) {
+                hashes.add(&entry.key, entry.hlc, entry.tombstone);
+            }
+            if done {
+                return Ok((hashes.into_hashes(), watermark));
+            }
+        }
+    }
+
+    /// The executor's [`StorageRequest::RangeEntries`].
+    pub(crate) fn range_entries_here(
+        &self,
+        partition: PartitionId,
+        ranges: u32,
+        wanted: &[u32],
+        start_after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        check_ranges(ranges)?;
+        if limit > SCAN_LIMIT_MAX {
+            return Err(ShardError::LimitExceeded {
+                what: "anti-entropy entries asked (keys)",
+                limit: SCAN_LIMIT_MAX as u64,
+                got: limit as u64,
+            });
+        }
+        let engine = self.core.engine()?;
+        let watermark = self.watermark(partition);
+        let mut out = Vec::new();
+        let mut after = start_after;
+        while out.len() < limit {
+            let page = engine.scan_partition(partition, after.as_deref(), INDEX_PAGE_KEYS, true);
+            let done = page.len() < INDEX_PAGE_KEYS;
+            after = page.last().map(|e| e.key.clone());
+            out.extend(
+                page.into_iter().filter(|e| {
+                    compared(e, watermark) && wanted.contains(&range_of(&e.key, ranges))
+                }),
+            );
+            if done {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The next partition this core drives (it holds a replica of it, and is its first
+    /// replica known up), after the last one passed over.
+    fn next_driven_partition(&self) -> Option<PartitionId> {
+        let ring = self.core.ring.borrow().clone();
+        let here = Vnode {
+            node: self.core.node_id,
+            shard: self.core.id as u16,
+        };
+        let partitions = ring.partitions();
+        let book = &self.core.anti_entropy;
+        for step in 0..partitions {
+            let partition = (book.cursor.get() + step) % partitions;
+            let Ok(replicas) = ring.route(partition) else {
+                continue;
+            };
+            if replicas.iter().find(|v| self.is_up(**v)) == Some(&here) {
+                book.cursor.set((partition + 1) % partitions);
+                return Some(partition);
+            }
+        }
+        None
+    }
+
+    /// One anti-entropy pass over `partition`'s replicas.
+    async fn anti_entropy_pass(&self, partition: PartitionId) -> Result<PassReport, ShardError> {
+        let replicas = self.ring().route(partition)?.to_vec();
+        let lag_us = WATERMARK_LAG.as_micros() as u64;
+        let mut pass: Pass<Vnode, Bytes, Vnode> = Pass::start(replicas.len(), self.now(), lag_us);
+        let asks = replicas
+            .iter()
+            .filter(|v| self.is_up(**v))
+            .map(|&vnode| async move {
+                let request = StorageRequest::RangeHashes {
+                    partition,
+                    ranges: RANGES,
+                };
+                let answer = self.send_to_vnode(vnode, request).await;
+                (vnode, answer.and_then(StorageResponse::into_hashes))
+            });
+        let mut heard = Vec::new();
+        let mut step = PassStep::Pending;
+        for (vnode, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok((hashes, watermark)) => {
+                    let hashes = RangeHashes::from_hashes(hashes);
+                    heard.push(hashes.clone());
+                    step = pass.hashes(vnode, hashes, watermark);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, partition, node = vnode.node, "a replica did not answer an anti-entropy pass")
+                }
+            }
+        }
+        if step == PassStep::Pending {
+            step = pass.timed_out();
+        }
+        let identical = heard.len() == replicas.len() && heard.windows(2).all(|w| w[0] == w[1]);
+        let mut pushed = 0;
+        loop {
+            step = match step {
+                PassStep::Pending | PassStep::Done => break,
+                PassStep::Watermark { hlc, to } => {
+                    for vnode in to {
+                        let request = StorageRequest::SetWatermark { partition, hlc };
+                        if let Err(e) = self.send_to_vnode(vnode, request).await {
+                            tracing::debug!(error = %e, partition, node = vnode.node, "a replica did not take a watermark");
+                        }
+                    }
+                    break;
+                }
+                PassStep::AskEntries { ranges, from } => {
+                    let asks = from
+                        .iter()
+                        .map(|&vnode| self.entries_of(vnode, partition, ranges.clone()));
+                    let mut next = PassStep::Pending;
+                    for (vnode, answer) in
+                        from.iter().zip(futures_util::future::join_all(asks).await)
+                    {
+                        match answer {
+                            Ok(entries) => next = pass.entries(*vnode, entries),
+                            Err(e) => {
+                                tracing::debug!(error = %e, partition, node = vnode.node, "a replica did not list its entries for anti-entropy")
+                            }
+                        }
+                    }
+                    if next == PassStep::Pending {
+                        next = pass.timed_out();
+                    }
+                    next
+                }
+                PassStep::Push(pushes) => {
+                    for (target, lacking) in pushes {
+                        for (key, version) in lacking {
+                            match self.push_entry(partition, target, key, version).await {
+                                Ok(()) => pushed += 1,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, partition, node = target.node, "anti-entropy could not repair an entry; the next pass will");
+                                }
+                            }
+                        }
+                    }
+                    break;
+                }
+            };
+        }
+        Ok(PassReport { identical, pushed })
+    }
+
+    /// `vnode`'s entries of `partition` in `ranges`, each with the version it holds (a put's
+    /// value names the vnode holding it), at most [`PASS_ENTRIES_MAX`].
+    async fn entries_of(
+        &self,
+        vnode: Vnode,
+        partition: PartitionId,
+        ranges: Vec<u32>,
+    ) -> Result<Entries<Bytes, Vnode>, ShardError> {
+        let mut entries: Entries<Bytes, Vnode> = Vec::new();
+        let mut after: Option<Bytes> = None;
+        while entries.len() < PASS_ENTRIES_MAX {
+            let request = StorageRequest::RangeEntries {
+                partition,
+                ranges: RANGES,
+                wanted: ranges.clone(),
+                start_after: after.clone(),
+                limit: ENTRIES_PAGE_KEYS,
+            };
+            let page = self.send_to_vnode(vnode, request).await?.into_entries()?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            if after.as_ref().is_some_and(|a| last.key <= *a) {
+                return Err(ShardError::BadAnswer(
+                    "an anti-entropy page that does not move past its start".into(),
+                ));
+            }
+            after = Some(last.key.clone());
+            entries.extend(page.into_iter().map(|e| {
+                let value = (!e.tombstone).then_some(vnode);
+                (e.key, Version { hlc: e.hlc, value })
+            }));
+        }
+        Ok(entries)
+    }
+
+    /// Gives `target` the newest `version` of `key`, as stamped: a tombstone, or the record
+    /// read from the replica holding it.
+    async fn push_entry(
+        &self,
+        partition: PartitionId,
+        target: Vnode,
+        key: Bytes,
+        version: Version<Vnode>,
+    ) -> Result<(), ShardError> {
+        let tombstone = |hlc| StorageRequest::Delete {
+            partition,
+            key: key.clone(),
+            hlc: Some(hlc),
+            fresh: false,
+        };
+        let request = match version.value {
+            None => tombstone(version.hlc),
+            Some(holder) => {
+                let read = StorageRequest::Get {
+                    partition,
+                    key: key.clone(),
+                };
+                match self.send_to_vnode(holder, read).await? {
+                    StorageResponse::Value(Some(value)) => StorageRequest::Put {
+                        partition,
+                        key: key.clone(),
+                        value: PutValue {
+                            meta: value.meta,
+                            body: value.body,
+                            summary: value.summary,
+                            hlc: Some(value.hlc),
+                        },
+                        fresh: false,
+                    },
+                    StorageResponse::Gone(hlc) => tombstone(hlc),
+                    // Gone altogether (its tombstone dropped at a watermark): nothing to give.
+                    _ => return Ok(()),
+                }
+            }
+        };
+        self.send_to_vnode(target, request).await.map(|_| ())
+    }
+
+    /// This core's anti-entropy figures.
+    pub(crate) fn anti_entropy_status(&self) -> AntiEntropyStatus {
+        let book = &self.core.anti_entropy;
+        let now_us = leofs_engine::wall_us();
+        let oldest_us = book
+            .unrepaired
+            .borrow()
+            .iter()
+            .map(|p| {
+                book.repaired_at_us
+                    .borrow()
+                    .get(p)
+                    .copied()
+                    .unwrap_or(book.started_us.get())
+            })
+            .min();
+        AntiEntropyStatus {
+            passes: book.passes.get(),
+            pushed: book.pushed.get(),
+            under_replicated: book.unrepaired.borrow().len() as u64,
+            oldest_unrepaired_secs: oldest_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000),
+        }
+    }
+
+    /// Runs one pass over the next partition this core drives, and books what it found.
+    async fn anti_entropy_step(&self) -> Result<(), ShardError> {
+        self.use_tombstone_floors();
+        let Some(partition) = self.next_driven_partition() else {
+            return Ok(());
+        };
+        let report = self.anti_entropy_pass(partition).await?;
+        let book = &self.core.anti_entropy;
+        book.passes.set(book.passes.get() + 1);
+        book.pushed.set(book.pushed.get() + report.pushed);
+        if report.identical {
+            book.unrepaired.borrow_mut().remove(&partition);
+            book.repaired_at_us
+                .borrow_mut()
+                .insert(partition, leofs_engine::wall_us());
+        } else {
+            book.unrepaired.borrow_mut().insert(partition);
+        }
+        if report.pushed > 0 {
+            tracing::info!(
+                partition,
+                pushed = report.pushed,
+                "anti-entropy repaired replicas"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a range count out of bounds.
+fn check_ranges(ranges: u32) -> Result<(), ShardError> {
+    if (1..=RANGES_MAX).contains(&ranges) {
+        Ok(())
+    } else {
+        Err(ShardError::LimitExceeded {
+            what: "anti-entropy ranges",
+            limit: u64::from(RANGES_MAX),
+            got: u64::from(ranges),
+        })
+    }
+}
+
+/// Runs this core's anti-entropy every `interval` until the core stops (on a ring of one
+/// replica it only waits).
+pub(crate) async fn run(shard: Shard) {
+    let interval = shard.core.replication.anti_entropy_interval;
+    loop {
+        monoio::time::sleep(interval).await;
+        if shard.core.objects.stopping.get() {
+            return;
+        }
+        if !shard.replicated() {
+            continue;
+        }
+        match shard.anti_entropy_step().await {
+            Ok(()) => {}
+            Err(ShardError::Engine(EngineError::Closed)) => return,
+            Err(e) => tracing::warn!(error = %e, "an anti-entropy pass failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_replicated_records_are_compared_and_old_tombstones_are_left_out() {
+        let entry = |key: &'static [u8], physical_us: u64, tombstone: bool| ScanEntry {
+            partition: 3,
+            key: Bytes::from_static(key),
+            hlc: crate::replication::test_hlc(physical_us, 1),
+            summary: Default::default(),
+            body_len: 0,
+            tombstone,
+        };
+        let mark = Some(crate::replication::test_hlc(10, 1));
+        assert!(compared(&entry(b"ob\0k", 5, false), mark));
+        assert!(compared(&entry(b"ob\0k", 11, true), mark));
+        assert!(!compared(&entry(b"ob\0k", 10, true), mark));
+        assert!(compared(&entry(b"ob\0k", 10, true), None));
+        for local in [&b"gb\0k"[..], b"h\0\0\0\x01", b"w\0\0\0\x03"] {
+            let mut e = entry(b"", 5, false);
+            e.key = Bytes::copy_from_slice(local);
+            assert!(!compared(&e, mark), "{local:?}");
+        }
+        assert_eq!(&watermark_key(3)[..], b"w\0\0\0\x03");
+    }
+}
