@@ -15,7 +15,9 @@
 # get-1m list-10k"), ROUNDS (default 2), DURATION (default 5s), WARMUP (1s), NODE_CORES (cores
 # of each storage node, default 1), GATEWAY_CORES (default 2), LEOFS_ARGS for the single node
 # (default "--pin-cores false --cores 2"), DATA_ROOT (default /work/tmp), PARTS (default
-# "garage cpu single"; 1 MiB PUTs fill about 10 GB per part: run them apart on a small disk).
+# "garage cpu single"; also "kill": each workload with one storage node of each side killed
+# mid-run, KILL_DURATION seconds (default 15); 1 MiB PUTs fill about 10 GB per part: run
+# them apart on a small disk).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -42,6 +44,7 @@ cleanup() {
     kill -INT "$DEMO_PID" 2>/dev/null || true
     for _ in $(seq 1 200); do kill -0 "$DEMO_PID" 2>/dev/null || break; sleep 0.1; done
   fi
+  for pid in ${RESTARTED_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
   /work/shared/peers/garage/stop-cluster.sh "$DIR/garage" --wipe >&2 2>/dev/null || true
   rm -rf "$DIR"
 }
@@ -63,7 +66,7 @@ LEOFS_ACCESS_KEY="$(sed -n 's/^Access key: //p' "$OUT/demo.out")"
 LEOFS_SECRET_KEY="$(sed -n 's/^Secret key: //p' "$OUT/demo.out")"
 log "leofs cluster at $LEOFS_ENDPOINT"
 
-if part garage || part cpu; then
+if part garage || part cpu || part kill; then
 log "starting Garage's 3-node cluster (REPLICATION=$REPLICAS FSYNC=1 COMPRESSION=none)"
 peer_env="$(REPLICATION=$REPLICAS FSYNC=1 COMPRESSION=none /work/shared/peers/garage/start-cluster.sh 3 "$DIR/garage")"
 PEER_ENDPOINT="$(sed -n 's/^ENDPOINT=//p' <<<"$peer_env")"
@@ -136,6 +139,74 @@ PY
   done
 done
 cat "$OUT/cpu.md"
+fi
+
+# Each workload with one storage node killed (SIGKILL) a third of the way into its measured
+# phase, on each side in turn: its rate and every failed request. The leofs demo starts its
+# killed node again after 10 s; a killed Garage node is started again here with the command
+# line it ran. Either is given 20 s to rejoin before the next run.
+if part kill; then
+KILL_DURATION="${KILL_DURATION:-15}"
+{
+  echo "| workload | side | ops/s (MB/s) with a node killed | requests | failed | first failure |"
+  echo "|---|---|---|---|---|---|"
+} >"$OUT/kill.md"
+for name in put-4k get-4k put-1m get-1m list-10k; do
+  case "$name" in
+    put-4k) args="--workload put --size 4KiB --concurrency 32" ;;
+    get-4k) args="--workload get --size 4KiB --concurrency 32 --objects 1000" ;;
+    put-1m) args="--workload put --size 1MiB --concurrency 8" ;;
+    get-1m) args="--workload get --size 1MiB --concurrency 8 --objects 256" ;;
+    list-10k) args="--workload list --size 1KiB --concurrency 4 --objects 10000" ;;
+  esac
+  for side in leofs garage; do
+    if [[ $side == leofs ]]; then
+      endpoint=$LEOFS_ENDPOINT key=$LEOFS_ACCESS_KEY secret=$LEOFS_SECRET_KEY region=us-east-1 bucket="kill-$name"
+      victim="$(pgrep -f -- "--data-dir $DIR/leofs/storage-2" | head -1)"
+    else
+      part garage || part cpu || continue
+      endpoint=$PEER_ENDPOINT key=$PEER_ACCESS_KEY secret=$PEER_SECRET_KEY region=$PEER_REGION bucket=$PEER_BUCKET
+      victim="$(pgrep -f -- "$DIR/garage/node1/garage.toml" | head -1)"
+    fi
+    [[ -n "$victim" ]] || { log "no $side node to kill"; exit 1; }
+    mapfile -d '' cmdline <"/proc/$victim/cmdline"
+    # shellcheck disable=SC2086
+    "$BENCH_BIN" --endpoint "$endpoint" --access-key "$key" --secret-key "$secret" \
+      --region "$region" --bucket "$bucket" --duration "${KILL_DURATION}s" --warmup 1s \
+      --json $args >"$OUT/kill.$name.$side.json" 2>"$OUT/kill.$name.$side.err" &
+    bench=$!
+    # The preload (GET and LIST workloads) runs first: kill once the measured phase is on
+    # (its progress lines say "run").
+    for _ in $(seq 1 1200); do
+      grep -q ' run\]' "$OUT/kill.$name.$side.err" 2>/dev/null && break
+      kill -0 "$bench" 2>/dev/null || break
+      sleep 0.1
+    done
+    sleep $((KILL_DURATION / 3))
+    log "$name on $side: killing node pid $victim"
+    kill -9 "$victim"
+    wait "$bench" || true
+    python3 - "$OUT/kill.$name.$side.json" "$name" "$side" >>"$OUT/kill.md" <<'PY'
+import json, sys
+path, name, side = sys.argv[1:4]
+report = json.load(open(path))
+ok = sum(r["ops"] for r in report["results"])
+rate = sum(r["ops_per_s"] for r in report["results"])
+mb = sum(r["mb_per_s"] for r in report["results"])
+errors = report["errors"]
+warmup = report["warmup_errors"]
+failed = sum(errors.values()) + sum(warmup.values())
+first = next(iter(report["error_examples"].values()), "")[:80].replace("|", "/")
+print(f"| {name} | {side} | {rate:,.0f} ({mb:,.1f}) | {ok + failed:,} | {failed} | {first} |")
+PY
+    if [[ $side == garage ]]; then
+      setsid "${cmdline[@]}" >>"$DIR/garage/node1/garage.log" 2>&1 </dev/null &
+      RESTARTED_PIDS="${RESTARTED_PIDS:-} $!"
+    fi
+    sleep 20
+  done
+done
+cat "$OUT/kill.md"
 fi
 
 if part single; then

@@ -61,11 +61,21 @@ enum Command {
     /// acknowledged write.
     UpdateConsistencyLevel {
         /// W: acks a write needs.
-        write: u32,
+        #[arg(required_unless_present = "cluster_default")]
+        write: Option<u32>,
         /// R: replicas a read consults.
-        read: u32,
+        #[arg(required_unless_present = "cluster_default")]
+        read: Option<u32>,
         /// D: acks a delete needs.
-        delete: u32,
+        #[arg(required_unless_present = "cluster_default")]
+        delete: Option<u32>,
+        /// Set the quorums of this bucket's objects only (a bucket may opt into R=1 for
+        /// speed, or W=N for safety).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// With --bucket: the bucket goes back to the cluster's quorums.
+        #[arg(long, requires = "bucket", conflicts_with_all = ["write", "read", "delete"])]
+        cluster_default: bool,
     },
     /// Take storage node NODE out of service: requests for its partitions fail at once.
     Suspend {
@@ -155,10 +165,11 @@ impl From<Command> for AdmCommand {
                 write,
                 read,
                 delete,
+                bucket,
+                cluster_default: _,
             } => AdmCommand::UpdateConsistencyLevel {
-                write,
-                read,
-                delete,
+                levels: write.zip(read).zip(delete).map(|((w, r), d)| (w, r, d)),
+                bucket,
             },
             Command::Suspend { node } => AdmCommand::Suspend { node },
             Command::Resume { node } => AdmCommand::Resume { node },

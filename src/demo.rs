@@ -55,6 +55,11 @@ pub struct DemoArgs {
     /// writes acknowledged by a majority of them.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
+    /// With more than one replica, a storage node that exits (killed, say, to watch the
+    /// cluster go on without it) is started again after this many seconds, and takes its
+    /// hints; with one replica, or 0 here, the demo stops instead.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    restart_storage_after_secs: u64,
 }
 
 /// The running processes; dropping it stops them all.
@@ -93,12 +98,23 @@ impl Processes {
 
     /// The first process that exited, if any.
     fn exited(&mut self) -> Option<String> {
+        self.first_exited()
+            .map(|(name, status)| format!("{name} exited ({status})"))
+    }
+
+    /// The first process that exited, if any: its name and exit status.
+    fn first_exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
         self.children
             .iter_mut()
             .find_map(|(name, child)| match child.try_wait() {
-                Ok(Some(status)) => Some(format!("{name} exited ({status})")),
+                Ok(Some(status)) => Some((name.clone(), status)),
                 _ => None,
             })
+    }
+
+    /// Forgets an exited process (it is started again).
+    fn forget(&mut self, name: &str) {
+        self.children.retain(|(n, _)| n != name);
     }
 }
 
@@ -158,7 +174,11 @@ fn spawn(
 ) -> anyhow::Result<Started> {
     let exe = std::env::current_exe().context("cannot find the leofs binary")?;
     let log_path = dir.join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path)
+    // A node started again writes on after its first life's log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let mut command = Command::new(exe);
     command
@@ -321,6 +341,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .join(",");
     let cores = u16::try_from(args.cores).context("--cores")?;
     let mut storage = Vec::new();
+    let mut storage_args = Vec::new();
     for i in 1..=args.nodes {
         let name = format!("storage-{i}");
         let rpc = loopback(free_ports(cores)?);
@@ -335,6 +356,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             name.clone(),
             spawn(&mut processes, &dir, &name, &server_args)?,
         ));
+        storage_args.push((name, server_args));
     }
     wait_attached(&client, args.nodes, &mut processes)?;
     let ring = client
@@ -388,7 +410,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    wait_for_stop(&signals, &mut processes);
+    let restarts = (args.replicas > 1 && args.restart_storage_after_secs > 0).then(|| Restarts {
+        after: Duration::from_secs(args.restart_storage_after_secs),
+        dir: &dir,
+        storage: &storage_args,
+    });
+    wait_for_stop(&signals, &mut processes, restarts)?;
     eprintln!("leofs demo: stopping");
     processes.stop();
     Ok(())
@@ -419,21 +446,62 @@ fn wait_attached(
     }
 }
 
-/// Returns on SIGINT/SIGTERM, or when a process of the demo exits on its own.
-fn wait_for_stop(signals: &libc::sigset_t, processes: &mut Processes) {
+/// How a replicated demo brings back a storage node that exited.
+struct Restarts<'a> {
+    /// How long after it exited.
+    after: Duration,
+    /// The demo's folder (data dirs and logs).
+    dir: &'a Path,
+    /// Each storage node's name and `leofs server` arguments.
+    storage: &'a [(String, Vec<String>)],
+}
+
+/// Returns on SIGINT/SIGTERM, or when a process of the demo exits on its own, except a
+/// storage node of a replicated cluster: the others go on without it, and it is started
+/// again after `restarts.after`.
+fn wait_for_stop(
+    signals: &libc::sigset_t,
+    processes: &mut Processes,
+    restarts: Option<Restarts<'_>>,
+) -> anyhow::Result<()> {
     let timeout = libc::timespec {
         tv_sec: 0,
         tv_nsec: 200_000_000,
     };
+    let mut pending: Vec<(String, Instant)> = Vec::new();
     loop {
         // SAFETY: `signals` is an initialised set; a null siginfo pointer is allowed.
         let signal = unsafe { libc::sigtimedwait(signals, std::ptr::null_mut(), &timeout) };
         if signal == libc::SIGINT || signal == libc::SIGTERM {
-            return;
+            return Ok(());
         }
-        if let Some(exited) = processes.exited() {
-            eprintln!("leofs demo: {exited}; stopping the others");
-            return;
+        if let Some((name, status)) = processes.first_exited() {
+            let restart = restarts.as_ref().filter(|_| name.starts_with("storage-"));
+            let Some(restart) = restart else {
+                eprintln!("leofs demo: {name} exited ({status}); stopping the others");
+                return Ok(());
+            };
+            eprintln!(
+                "leofs demo: {name} exited ({status}); the cluster goes on without it, and it \
+                 starts again in {} s",
+                restart.after.as_secs()
+            );
+            processes.forget(&name);
+            pending.push((name, Instant::now() + restart.after));
+        }
+        if let Some(restart) = &restarts {
+            let now = Instant::now();
+            for (name, _) in pending.iter().filter(|(_, at)| *at <= now) {
+                let args = restart
+                    .storage
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, args)| args)
+                    .ok_or_else(|| anyhow!("no arguments kept for {name}"))?;
+                spawn(processes, restart.dir, name, args)?;
+                eprintln!("leofs demo: {name} started again");
+            }
+            pending.retain(|(_, at)| *at > now);
         }
     }
 }

@@ -39,7 +39,7 @@ impl Storage {
         key: &str,
     ) -> Result<Option<Value>, ShardError> {
         let partition = self.shard.object_partition(bucket.as_str(), key);
-        self.shard
+        self.of(bucket)
             .get(partition, object_key(bucket.as_str(), key))
             .await
     }
@@ -51,7 +51,7 @@ impl Storage {
         key: &str,
     ) -> Result<Option<Head>, ShardError> {
         let partition = self.shard.object_partition(bucket.as_str(), key);
-        self.shard
+        self.of(bucket)
             .head(partition, object_key(bucket.as_str(), key))
             .await
     }
@@ -63,7 +63,7 @@ impl Storage {
         key: &str,
     ) -> Result<Option<Lookup>, ShardError> {
         let partition = self.shard.object_partition(bucket.as_str(), key);
-        self.shard
+        self.of(bucket)
             .lookup(partition, object_key(bucket.as_str(), key))
             .await
     }
@@ -78,14 +78,14 @@ impl Storage {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        self.shard
+        self.of(bucket)
             .commit_object(bucket.as_str(), key, value, condition, writing)
             .await
     }
 
     /// Deletes an object and queues its chunks; false when there was no object.
     pub async fn delete_object(&self, bucket: &BucketId, key: &str) -> Result<bool, ShardError> {
-        self.shard.delete_object(bucket.as_str(), key).await
+        self.of(bucket).delete_object(bucket.as_str(), key).await
     }
 
     /// Registers a new version of an object as being written.
@@ -94,7 +94,7 @@ impl Storage {
         bucket: &BucketId,
         key: &str,
     ) -> Result<WriteRegistration, ShardError> {
-        self.shard.begin_write(bucket.as_str(), key).await
+        self.of(bucket).begin_write(bucket.as_str(), key).await
     }
 
     /// Leases the chunks of `versions` of an object for a read.
@@ -104,7 +104,7 @@ impl Storage {
         key: &str,
         versions: &[VersionChunks],
     ) -> Result<ChunkLease, ShardError> {
-        self.shard
+        self.of(bucket)
             .lease_chunks(bucket.as_str(), key, versions)
             .await
     }
@@ -118,7 +118,7 @@ impl Storage {
         value: PutValue,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
-        self.shard
+        self.of(bucket)
             .commit_part(bucket.as_str(), key, part_key, value, writing)
             .await
     }
@@ -130,7 +130,7 @@ impl Storage {
         key: &str,
         versions: Vec<VersionChunks>,
     ) -> Result<(), ShardError> {
-        self.shard
+        self.of(bucket)
             .queue_garbage(bucket.as_str(), key, versions)
             .await
     }
@@ -185,6 +185,19 @@ impl Storage {
     /// whose keys are few (an upload's parts).
     pub async fn scan_all_pages(&self, prefix: Bytes) -> Result<Vec<ScanEntry>, ShardError> {
         self.shard.scan_all_pages(prefix).await
+    }
+
+    /// This handle for the records of `bucket` (its chunks, uploads and parts too): with the
+    /// bucket's own quorums, when it has them.
+    pub fn for_bucket(&self, bucket: &BucketId) -> Storage {
+        Storage {
+            shard: self.of(bucket),
+        }
+    }
+
+    /// The shard handle for `bucket`'s records.
+    fn of(&self, bucket: &BucketId) -> Shard {
+        self.shard.with_levels(bucket.levels())
     }
 
     /// A fresh timestamp from this core's clock.

@@ -297,7 +297,7 @@ impl Ctx {
                 hlc: None,
             };
             let (put, filled) = futures_util::future::join(
-                self.storage.put_record(ckey, value),
+                self.storage.for_bucket(bucket).put_record(ckey, value),
                 g.fill(chunk_size),
             )
             .await;
@@ -316,7 +316,7 @@ impl Ctx {
         runs: Rc<[ChunkRun]>,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
-        let storage = self.storage.clone();
+        let storage = self.storage.for_bucket(bucket);
         let bucket = Rc::new(bucket.clone());
         let key: Rc<str> = Rc::from(key);
         let plan = plan_reads(runs.clone(), range);

@@ -45,14 +45,12 @@ pub enum AdmCommand {
         /// Replicas per partition N; the cluster's setting when absent.
         replicas: Option<u32>,
     },
-    /// Set the cluster's quorums: W, R and D.
+    /// Set the quorums (W, R and D) of the cluster, or of one bucket.
     UpdateConsistencyLevel {
-        /// Acks a write needs.
-        write: u32,
-        /// Replicas a read consults.
-        read: u32,
-        /// Acks a delete needs.
-        delete: u32,
+        /// W, R and D; None (a bucket only): the bucket goes back to the cluster's.
+        levels: Option<(u32, u32, u32)>,
+        /// The bucket whose own quorums these are (None: the cluster's).
+        bucket: Option<String>,
     },
     /// Take a storage node out of service.
     Suspend {
@@ -133,6 +131,9 @@ pub enum AdmError {
     /// The admin API call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The command's arguments do not make a request.
+    #[error("{0}")]
+    Usage(String),
     /// No token given and none in the data directory.
     #[error("admin token not found at {}: pass --token or --data-dir", path.display())]
     TokenNotFound {
@@ -204,22 +205,36 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
                 format!("OK: the cluster is started\n{}", ring_text(ring))
             })
         }
-        AdmCommand::UpdateConsistencyLevel {
-            write,
-            read,
-            delete,
-        } => {
-            let consistency = crate::cluster::Consistency {
-                write: *write,
-                read: *read,
-                delete: *delete,
-            };
-            render(&client.set_consistency(&consistency)?, json, |cluster| {
-                format!(
-                    "OK: the consistency level is {}",
-                    levels_text(cluster.settings.replicas, cluster.settings.consistency)
-                )
-            })
+        AdmCommand::UpdateConsistencyLevel { levels, bucket } => {
+            let consistency = levels.map(|(write, read, delete)| crate::cluster::Consistency {
+                write,
+                read,
+                delete,
+            });
+            match (bucket, consistency) {
+                (Some(bucket), consistency) => render(
+                    &client.set_bucket_consistency(bucket, consistency)?,
+                    json,
+                    |b| match b.consistency {
+                        Some(c) => format!(
+                            "OK: bucket {} uses W={} R={} D={}",
+                            b.name, c.write, c.read, c.delete
+                        ),
+                        None => format!("OK: bucket {} uses the cluster's levels", b.name),
+                    },
+                ),
+                (None, Some(consistency)) => {
+                    render(&client.set_consistency(&consistency)?, json, |cluster| {
+                        format!(
+                            "OK: the consistency level is {}",
+                            levels_text(cluster.settings.replicas, cluster.settings.consistency)
+                        )
+                    })
+                }
+                (None, None) => Err(AdmError::Usage(
+                    "update-consistency-level needs W R D (or --bucket B --cluster-default)".into(),
+                )),
+            }
         }
         AdmCommand::Suspend { node } => {
             render(&client.set_node_suspended(*node, true)?, json, |info| {
@@ -600,11 +615,24 @@ fn buckets_table(buckets: &[Bucket]) -> String {
                 bucket.name.clone(),
                 bucket.owner.clone(),
                 bucket.acl.as_str().to_owned(),
+                bucket.consistency.map_or_else(
+                    || "cluster's".to_owned(),
+                    |c| format!("W={} R={} D={}", c.write, c.read, c.delete),
+                ),
                 format_unix_ms(bucket.created_unix_ms),
             ]
         })
         .collect();
-    table(&["bucket", "owner", "permissions", "created_at"], &rows)
+    table(
+        &[
+            "bucket",
+            "owner",
+            "permissions",
+            "consistency",
+            "created_at",
+        ],
+        &rows,
+    )
 }
 
 fn status_text(status: &NodeStatus) -> String {

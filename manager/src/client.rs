@@ -172,6 +172,20 @@ impl AdminClient {
         )
     }
 
+    /// `PUT /v1/buckets/<name>/consistency`: the bucket's own quorums (None: the cluster's).
+    pub fn set_bucket_consistency(
+        &self,
+        bucket: &str,
+        consistency: Option<crate::cluster::Consistency>,
+    ) -> Result<Bucket, ClientError> {
+        let body = crate::admin::wire::BucketConsistencyRequest { consistency };
+        self.call(
+            "PUT",
+            &format!("/buckets/{}/consistency", encode_path_segment(bucket)),
+            Some(&body),
+        )
+    }
+
     /// `GET /v1/cluster`: the nodes, their states and the ring.
     pub fn cluster(&self) -> Result<ClusterStatus, ClientError> {
         self.call("GET", "/cluster", None::<&()>)

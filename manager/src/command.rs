@@ -104,6 +104,14 @@ pub enum Command {
         /// The ring (epoch 1).
         ring: RingRecord,
     },
+    /// Sets a bucket's own W, R and D (refused unless each is 1 to N), or takes them away
+    /// (None: the cluster's).
+    SetBucketConsistency {
+        /// Bucket name.
+        name: String,
+        /// Its quorums.
+        consistency: Option<crate::cluster::Consistency>,
+    },
     /// Sets the cluster's W, R and D (refused unless each is 1 to N).
     SetConsistency {
         /// The quorums.
@@ -253,6 +261,20 @@ impl Command {
                 None => Err(Refusal::NoSuchNode(*node)),
             },
             Command::StartRing { ring } => start_ring(state, ring),
+            Command::SetBucketConsistency { name, consistency } => {
+                if let Some(why) =
+                    consistency.and_then(|c| c.impossible_with(state.settings.replicas))
+                {
+                    return Err(Refusal::ImpossibleConsistency(why));
+                }
+                match state.buckets.get_mut(name) {
+                    Some(bucket) => {
+                        bucket.consistency = *consistency;
+                        Ok(())
+                    }
+                    None => Err(Refusal::NoSuchBucket(name.clone())),
+                }
+            }
             Command::SetConsistency { consistency } => {
                 if let Some(why) = consistency.impossible_with(state.settings.replicas) {
                     return Err(Refusal::ImpossibleConsistency(why));
@@ -422,6 +444,7 @@ mod tests {
             created_unix_ms: 2,
             incarnation,
             deleting: false,
+            consistency: None,
         }
     }
 
@@ -533,6 +556,37 @@ mod tests {
                 delete: 3
             })
         );
+        let (alice, key) = user("alice");
+        Command::CreateUser { user: alice, key }
+            .apply(&mut state)
+            .unwrap();
+        Command::CreateBucket {
+            bucket: bucket("fast", "alice", 1),
+        }
+        .apply(&mut state)
+        .unwrap();
+        let for_bucket = |name: &str, consistency| Command::SetBucketConsistency {
+            name: name.into(),
+            consistency,
+        };
+        let r1 = Consistency {
+            write: 2,
+            read: 1,
+            delete: 2,
+        };
+        assert_eq!(for_bucket("fast", Some(r1)).apply(&mut state), Ok(()));
+        assert_eq!(state.bucket("fast").unwrap().consistency, Some(r1));
+        let impossible = Consistency { read: 4, ..r1 };
+        assert!(matches!(
+            for_bucket("fast", Some(impossible)).apply(&mut state),
+            Err(Refusal::ImpossibleConsistency(_))
+        ));
+        assert_eq!(
+            for_bucket("nope", Some(r1)).apply(&mut state),
+            Err(Refusal::NoSuchBucket("nope".into()))
+        );
+        assert_eq!(for_bucket("fast", None).apply(&mut state), Ok(()));
+        assert_eq!(state.bucket("fast").unwrap().consistency, None);
         // Settings from before quorums existed read as "the defaults for N".
         let old: crate::cluster::ClusterSettings = serde_json::from_str(
             r#"{"replicas":3,"tombstone_grace_secs":1,"max_clock_offset_ms":500}"#,

@@ -58,6 +58,10 @@ pub struct Bucket {
     /// that once every gateway has seen the mark, the bucket checked empty stays empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// The bucket's own quorums, used for its objects instead of the cluster's (`leofs-adm
+    /// update-consistency-level --bucket`); None: the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<crate::cluster::Consistency>,
 }
 
 /// A user: owns buckets and access keys.

@@ -316,6 +316,7 @@ impl Manager {
             // Random and nonzero: 0 marks buckets older than incarnations.
             incarnation: crate::persist::random_nonzero_u64()?,
             deleting: false,
+            consistency: None,
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -606,6 +607,27 @@ impl Manager {
             return Err(ManagerError::InvalidConsistency(why));
         }
         self.propose(Command::SetConsistency { consistency })
+    }
+
+    /// `leofs-adm update-consistency-level --bucket`: a bucket's own W, R and D (None: the
+    /// cluster's), refused unless each is 1 to N.
+    pub fn set_bucket_consistency(
+        &self,
+        name: &str,
+        consistency: Option<crate::cluster::Consistency>,
+    ) -> Result<Bucket, ManagerError> {
+        let replicas = self.snapshot().settings.replicas;
+        if let Some(why) = consistency.and_then(|c| c.impossible_with(replicas)) {
+            return Err(ManagerError::InvalidConsistency(why));
+        }
+        self.propose(Command::SetBucketConsistency {
+            name: name.to_owned(),
+            consistency,
+        })?;
+        self.snapshot()
+            .bucket(name)
+            .cloned()
+            .ok_or_else(|| ManagerError::NoSuchBucket(name.to_owned()))
     }
 
     /// Starts the ring of a node with the manager and storage roles that leads a group of its

@@ -946,6 +946,7 @@ where
             None => None,
         };
         let shard = Shard {
+            bucket_levels: None,
             core: Rc::new(Core {
                 id,
                 node_id: shared.node_id,

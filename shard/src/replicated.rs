@@ -44,14 +44,22 @@ pub(crate) struct ReadOf {
 }
 
 impl Shard {
-    /// The replication levels of the ring this core routes by: the W, R and D the managers
-    /// set (`leofs-adm update-consistency-level`) when they fit its N, else the defaults.
+    /// The replication levels of the ring this core routes by: the bucket's own W, R and D
+    /// (on a handle [`Shard::with_levels`] made), else those the managers set for the cluster
+    /// (`leofs-adm update-consistency-level`), each only when it fits N; else the defaults.
     pub(crate) fn levels(&self) -> Levels {
         let n = self.core.ring.borrow().replicas();
-        self.core
-            .node
-            .levels_set()
+        let bucket = self
+            .bucket_levels
+            .map(|(w, r, d)| (usize::from(w), usize::from(r), usize::from(d)));
+        bucket
             .and_then(|(w, r, d)| Levels::new(n, w, r, d).ok())
+            .or_else(|| {
+                self.core
+                    .node
+                    .levels_set()
+                    .and_then(|(w, r, d)| Levels::new(n, w, r, d).ok())
+            })
             .unwrap_or_else(|| Levels::defaults(n))
     }
 

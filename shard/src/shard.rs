@@ -61,9 +61,21 @@ impl Core {
 #[derive(Clone)]
 pub struct Shard {
     pub(crate) core: Rc<Core>,
+    /// The quorums (W, R, D) of the bucket this handle serves, when it overrides the
+    /// cluster's ([`Shard::with_levels`]).
+    pub(crate) bucket_levels: Option<(u16, u16, u16)>,
 }
 
 impl Shard {
+    /// This handle with a bucket's own quorums (W, R, D), used instead of the cluster's when
+    /// they fit the ring's N (None: the cluster's).
+    pub fn with_levels(&self, levels: Option<(u16, u16, u16)>) -> Shard {
+        Shard {
+            core: self.core.clone(),
+            bucket_levels: levels,
+        }
+    }
+
     /// This core's index (0-based).
     pub fn core_id(&self) -> usize {
         self.core.id

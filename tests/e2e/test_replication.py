@@ -484,7 +484,7 @@ def test_replicas_diverged_with_their_hints_dropped_converge_by_anti_entropy_alo
     assert sorted(list_all(client, "diverged")) == sorted(expected)
 
 
-def test_update_consistency_level_sets_the_quorums_every_node_uses(make_server):
+def test_update_consistency_level_sets_the_quorums_of_the_cluster_and_of_a_bucket(make_server):
     cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
     client = cluster.gateways[0].client()
     client.create_bucket(Bucket="levels")
@@ -516,6 +516,24 @@ def test_update_consistency_level_sets_the_quorums_every_node_uses(make_server):
     cluster.manager.adm("update-consistency-level", "2", "2", "2")
     eventually("writes succeed again with W=2", 15, lambda: _put_ok(client, "levels", "w2"))
     assert client.get_object(Bucket="levels", Key="w2")["Body"].read() == b"ok"
+    # A bucket may override the cluster's quorums: W=3 in "strict" refuses writes with the node
+    # down while other buckets take them; a bucket may opt into R=1.
+    client.create_bucket(Bucket="strict")
+    strict = cluster.manager.adm("update-consistency-level", "--bucket", "strict", "3", "1", "3")
+    assert "bucket strict uses W=3 R=1 D=3" in strict.stdout, strict.stdout
+    eventually("writes into strict are refused", 15, lambda: not _put_ok(client, "strict", "s"))
+    assert _put_ok(client, "levels", "still")
+    cluster.manager.adm("update-consistency-level", "--bucket", "levels", "2", "1", "2")
+    buckets = cluster.manager.adm("get-buckets").stdout
+    assert "W=2 R=1 D=2" in buckets and "W=3 R=1 D=3" in buckets, buckets
+    time.sleep(2)
+    assert client.get_object(Bucket="levels", Key="w2")["Body"].read() == b"ok"
+    refused = cluster.manager.adm("update-consistency-level", "--bucket", "strict", "1", "4", "1",
+                                  check=False)
+    assert refused.returncode != 0 and "R=4 is impossible with N=3" in refused.stderr
+    cluster.manager.adm("update-consistency-level", "--bucket", "strict", "--cluster-default")
+    eventually("writes into strict succeed with the cluster's W=2", 15,
+               lambda: _put_ok(client, "strict", "s"))
 
 
 def test_a_large_get_switches_replica_when_one_dies_mid_stream(make_server):

@@ -132,7 +132,11 @@ pub async fn delete_bucket(
         .into_iter()
         .filter(|_| !record.deleting);
     for prefix in prefixes {
-        let any = ctx.storage.scan(Bytes::from(prefix), None, 1).await?;
+        let any = ctx
+            .storage
+            .for_bucket(&bucket)
+            .scan(Bytes::from(prefix), None, 1)
+            .await?;
         if !any.is_empty() {
             return Err(GatewayError::s3(
                 S3ErrorCode::BucketNotEmpty,

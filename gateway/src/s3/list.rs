@@ -195,7 +195,11 @@ async fn list_bucket(
                 k.extend_from_slice(&a);
                 Bytes::from(k)
             });
-            let entries = ctx.storage.scan(scan_prefix, start_after, limit).await?;
+            let entries = ctx
+                .storage
+                .for_bucket(bucket)
+                .scan(scan_prefix, start_after, limit)
+                .await?;
             Ok(entries
                 .into_iter()
                 .filter_map(|e| {

@@ -72,6 +72,7 @@ pub async fn load_upload(
     let ukey = upload_key(bucket, key, upload_id);
     let head = ctx
         .storage
+        .for_bucket(bucket)
         .head_record(ukey)
         .await?
         .ok_or_else(no_such_upload)?;
@@ -79,9 +80,17 @@ pub async fn load_upload(
 }
 
 /// Every part record of an upload, in part-number order.
-async fn scan_parts(ctx: &Ctx, upload_id: &str) -> Result<Vec<ScanEntry>, GatewayError> {
+async fn scan_parts(
+    ctx: &Ctx,
+    bucket: &BucketId,
+    upload_id: &str,
+) -> Result<Vec<ScanEntry>, GatewayError> {
     let prefix = Bytes::from(part_prefix(upload_id));
-    Ok(ctx.storage.scan_all_pages(prefix).await?)
+    Ok(ctx
+        .storage
+        .for_bucket(bucket)
+        .scan_all_pages(prefix)
+        .await?)
 }
 
 fn part_number_of_key(key: &[u8]) -> Option<u32> {
@@ -89,8 +98,12 @@ fn part_number_of_key(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(tail))
 }
 
-async fn read_part(ctx: &Ctx, key: Bytes) -> Result<Option<PartMeta>, GatewayError> {
-    match ctx.storage.head_record(key).await? {
+async fn read_part(
+    ctx: &Ctx,
+    bucket: &BucketId,
+    key: Bytes,
+) -> Result<Option<PartMeta>, GatewayError> {
+    match ctx.storage.for_bucket(bucket).head_record(key).await? {
         Some(h) => Ok(Some(PartMeta::decode(&h.meta)?)),
         None => Ok(None),
     }
@@ -151,7 +164,7 @@ pub async fn abort_upload(
     upload_id: &str,
 ) -> Result<(), GatewayError> {
     let ukey = upload_key(bucket, key, upload_id);
-    ctx.storage.delete_record(ukey).await?;
+    ctx.storage.for_bucket(bucket).delete_record(ukey).await?;
     drop_parts(ctx, bucket, key, upload_id, &[]).await
 }
 
@@ -164,17 +177,20 @@ async fn drop_parts(
     upload_id: &str,
     kept: &[u32],
 ) -> Result<(), GatewayError> {
-    let parts = scan_parts(ctx, upload_id).await?;
+    let parts = scan_parts(ctx, bucket, upload_id).await?;
     let mut garbage = Vec::new();
     for entry in &parts {
         let used = part_number_of_key(&entry.key).is_some_and(|n| kept.binary_search(&n).is_ok());
-        if !used && let Some(part) = read_part(ctx, entry.key.clone()).await? {
+        if !used && let Some(part) = read_part(ctx, bucket, entry.key.clone()).await? {
             garbage.push(part.run.version_chunks());
         }
     }
     ctx.storage.queue_garbage(bucket, key, garbage).await?;
     for entry in parts {
-        ctx.storage.delete_record(entry.key).await?;
+        ctx.storage
+            .for_bucket(bucket)
+            .delete_record(entry.key)
+            .await?;
     }
     Ok(())
 }
@@ -223,7 +239,10 @@ pub async fn create_multipart_upload(
         summary,
         hlc: None,
     };
-    ctx.storage.put_record(ukey, value).await?;
+    ctx.storage
+        .for_bucket(&bucket_id)
+        .put_record(ukey, value)
+        .await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -332,7 +351,7 @@ pub async fn complete_multipart_upload(
     }
     let mut runs = Vec::with_capacity(requested.len());
     for (i, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
-        let part = read_part(ctx, part_key(&input.upload_id, n))
+        let part = read_part(ctx, &bucket_id, part_key(&input.upload_id, n))
             .await?
             .ok_or_else(|| {
                 invalid_part("One or more of the specified parts could not be found.")
@@ -414,7 +433,10 @@ pub async fn complete_multipart_upload(
     // The manifest now references the listed parts: the upload goes first, then the parts it
     // left out are queued as garbage and every part record is deleted.
     let ukey = upload_key(&bucket_id, &input.key, &input.upload_id);
-    ctx.storage.delete_record(ukey).await?;
+    ctx.storage
+        .for_bucket(&bucket_id)
+        .delete_record(ukey)
+        .await?;
     drop_parts(ctx, &bucket_id, &input.key, &input.upload_id, &numbers).await?;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
@@ -456,6 +478,7 @@ pub async fn list_parts(
         .map(|m| part_key(&input.upload_id, m));
     let entries = ctx
         .storage
+        .for_bucket(&bucket_id)
         .scan(
             Bytes::from(part_prefix(&input.upload_id)),
             start_after,
@@ -526,16 +549,18 @@ pub async fn list_multipart_uploads(
             Some(id) => format!("{k}\0{id}"),
             None => format!("{k}\u{1}"),
         });
+    let storage = ctx.storage.for_bucket(&bucket_id);
     let fetch = |after: Option<Vec<u8>>, limit: usize| {
         let ns = ns.clone();
         let scan_prefix = scan_prefix.clone();
+        let storage = storage.clone();
         async move {
             let start_after = after.map(|a| {
                 let mut k = ns.clone();
                 k.extend_from_slice(&a);
                 Bytes::from(k)
             });
-            let entries = ctx.storage.scan(scan_prefix, start_after, limit).await?;
+            let entries = storage.scan(scan_prefix, start_after, limit).await?;
             Ok(entries
                 .into_iter()
                 .filter_map(|e| {

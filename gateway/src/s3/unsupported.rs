@@ -1227,6 +1227,7 @@ mod tests {
             created_unix_ms: 0,
             incarnation: 1,
             deleting: false,
+            consistency: None,
         }
     }
 

@@ -263,6 +263,14 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             })?;
             json_ok(&found)
         }
+        (["buckets", name, "consistency"], Method::PUT) => {
+            let body: super::wire::BucketConsistencyRequest = read_json(request).await?;
+            json_ok(
+                &context
+                    .manager
+                    .set_bucket_consistency(name, body.consistency)?,
+            )
+        }
         (["buckets", name, "acl"], Method::PUT) => {
             let name = (*name).to_owned();
             let body: UpdateAclRequest = read_json(request).await?;
@@ -275,10 +283,12 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["buckets"]
             | ["buckets", _]
             | ["buckets", _, "acl"]
+            | ["buckets", _, "consistency"]
             | ["managers"]
             | ["managers", _]
             | ["cluster"]
             | ["cluster", "start"]
+            | ["cluster", "consistency"]
             | ["ring"]
             | ["nodes", _]
             | ["nodes", _, "suspend" | "resume"]

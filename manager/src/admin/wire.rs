@@ -252,3 +252,11 @@ mod tests {
         }
     }
 }
+
+/// Body of `PUT /v1/buckets/<name>/consistency`: the bucket's own quorums, or null for the
+/// cluster's.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BucketConsistencyRequest {
+    /// W, R and D; None: the cluster's.
+    pub consistency: Option<crate::cluster::Consistency>,
+}

@@ -72,16 +72,27 @@ pub const INCARNATION_SEP: char = '~';
 /// never shares a key with the old one, even through a gateway whose catalog is late. Buckets
 /// created before incarnations existed have incarnation 0 and are named by their name alone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BucketId(String);
+pub struct BucketId(String, Option<(u16, u16, u16)>);
 
 impl BucketId {
     /// The storage name of bucket `name` at `incarnation`.
     pub fn new(name: &str, incarnation: u64) -> Self {
         if incarnation == 0 {
-            Self(name.to_owned())
+            Self(name.to_owned(), None)
         } else {
-            Self(format!("{name}{INCARNATION_SEP}{incarnation:016x}"))
+            Self(format!("{name}{INCARNATION_SEP}{incarnation:016x}"), None)
         }
+    }
+
+    /// The bucket with its own quorums (W, R, D) for its objects, instead of the cluster's.
+    pub fn with_levels(mut self, levels: Option<(u16, u16, u16)>) -> Self {
+        self.1 = levels;
+        self
+    }
+
+    /// The bucket's own quorums (W, R, D), if it has them.
+    pub fn levels(&self) -> Option<(u16, u16, u16)> {
+        self.1
     }
 
     /// The name in keys (the `bucket` argument of this module's key functions).
