@@ -164,7 +164,6 @@ for name in put-4k get-4k put-1m get-1m list-10k; do
       endpoint=$LEOFS_ENDPOINT key=$LEOFS_ACCESS_KEY secret=$LEOFS_SECRET_KEY region=us-east-1 bucket="kill-$name"
       victim="$(pgrep -f -- "--data-dir $DIR/leofs/storage-2" | head -1)"
     else
-      part garage || part cpu || continue
       endpoint=$PEER_ENDPOINT key=$PEER_ACCESS_KEY secret=$PEER_SECRET_KEY region=$PEER_REGION bucket=$PEER_BUCKET
       victim="$(pgrep -f -- "$DIR/garage/node1/garage.toml" | head -1)"
     fi

@@ -127,6 +127,10 @@ struct ServerArgs {
     /// anti-entropy repairs the partition [default: 10800].
     #[arg(long, value_name = "SECS", env = "LEOFS_HINT_TTL_SECS")]
     hint_ttl_secs: Option<u64>,
+    /// Most entries one anti-entropy pass takes from each replica; a partition with more that
+    /// differ is compared over several passes [default: 65536].
+    #[arg(long, value_name = "N", env = "LEOFS_ANTI_ENTROPY_ENTRIES_PER_PASS")]
+    anti_entropy_entries_per_pass: Option<usize>,
     /// This node's roles, any of `manager,storage,gateway` [default: all three]. Supported
     /// today: all three; `manager,storage` (with --rpc-listen); `manager` (with --rpc-listen);
     /// `gateway` (with --join).
@@ -179,6 +183,7 @@ struct FileConfig {
     chunk_grace_secs: Option<u64>,
     anti_entropy_interval_ms: Option<u64>,
     hint_ttl_secs: Option<u64>,
+    anti_entropy_entries_per_pass: Option<usize>,
     roles: Option<String>,
     rpc_listen: Option<SocketAddr>,
     join: Option<JoinList>,
@@ -408,6 +413,14 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     match args.hint_ttl_secs.or(file.hint_ttl_secs) {
         Some(0) => bail!("hint_ttl_secs must be at least 1, got 0"),
         Some(secs) => replication.hint_ttl = Duration::from_secs(secs),
+        None => {}
+    }
+    match args
+        .anti_entropy_entries_per_pass
+        .or(file.anti_entropy_entries_per_pass)
+    {
+        Some(0) => bail!("anti_entropy_entries_per_pass must be at least 1, got 0"),
+        Some(entries) => replication.anti_entropy_entries_per_pass = entries,
         None => {}
     }
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));

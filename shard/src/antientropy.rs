@@ -45,8 +45,8 @@ pub const WATERMARK_LAG: Duration = Duration::from_secs(60);
 const INDEX_PAGE_KEYS: usize = 4096;
 /// Entries asked per call when a pass fetches the ranges that differ.
 const ENTRIES_PAGE_KEYS: usize = 1024;
-/// Most entries a pass takes from one replica; past it, the pass repairs what it has and the
-/// next pass over the partition goes on (the ranges still differ).
+/// Default of the most entries a pass takes from one replica
+/// ([`ReplicationConfig::anti_entropy_entries_per_pass`]).
 pub const PASS_ENTRIES_MAX: usize = 65_536;
 
 /// Anti-entropy settings of a node.
@@ -57,6 +57,10 @@ pub struct ReplicationConfig {
     /// How long a hint is kept before it is dropped and its partition left to anti-entropy
     /// (well below the tombstone grace).
     pub hint_ttl: Duration,
+    /// Most entries one pass takes from each replica (memory per pass): past it, the pass
+    /// repairs the keys up to where the shortest list was cut, and the next pass over the
+    /// partition goes on from there.
+    pub anti_entropy_entries_per_pass: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -64,6 +68,7 @@ impl Default for ReplicationConfig {
         Self {
             anti_entropy_interval: Duration::from_secs(1),
             hint_ttl: crate::hinted::HINT_TTL,
+            anti_entropy_entries_per_pass: PASS_ENTRIES_MAX,
         }
     }
 }
@@ -78,6 +83,9 @@ pub(crate) struct AntiEntropyBook {
     floors: Cell<bool>,
     /// The partition after the last one passed over.
     cursor: Cell<PartitionId>,
+    /// For a partition whose last pass was cut at the entries per pass: the key its
+    /// next pass lists from.
+    windows: RefCell<HashMap<PartitionId, Bytes>>,
     /// Partitions this core drives whose last pass did not find all N replicas answering and
     /// identical.
     unrepaired: RefCell<HashSet<PartitionId>>,
@@ -115,6 +123,16 @@ fn watermark_key(partition: PartitionId) -> Bytes {
     key.freeze()
 }
 
+/// The stamp of the tombstone that collects a replicated record stamped `put` (a chunk, a
+/// forgotten part): one logical tick above it, the same on every replica that collects it,
+/// so that replicas which collected it at different times still compare identical.
+pub(crate) fn collection_stamp(put: Hlc) -> Hlc {
+    Hlc {
+        logical: put.logical.saturating_add(1),
+        ..put
+    }
+}
+
 /// Whether `key` names a record every replica of its partition holds alike.
 fn is_replicated_key(key: &[u8]) -> bool {
     matches!(
@@ -128,6 +146,14 @@ fn is_replicated_key(key: &[u8]) -> bool {
 fn compared(entry: &ScanEntry, watermark: Option<Hlc>) -> bool {
     is_replicated_key(&entry.key)
         && !(entry.tombstone && watermark.is_some_and(|mark| entry.hlc <= mark))
+}
+
+/// One replica's entries in a pass.
+struct Listed {
+    /// In key order.
+    entries: Entries<Bytes, Vnode>,
+    /// Cut at the entries per pass: more follow the last one.
+    cut: bool,
 }
 
 /// How one pass went.
@@ -167,7 +193,7 @@ impl Shard {
     }
 
     /// On a replicated ring, makes the engine drop tombstones only at the watermarks (once).
-    fn use_tombstone_floors(&self) {
+    pub(crate) fn use_tombstone_floors(&self) {
         let book = &self.core.anti_entropy;
         if book.floors.get() || !self.replicated() {
             return;
@@ -201,6 +227,18 @@ impl Shard {
     ) -> Result<(), ShardError> {
         if self.watermark(partition).is_some_and(|held| held >= hlc) {
             return Ok(());
+        }
+        // A watermark lies WATERMARK_LAG behind its driver's clock: one further ahead of this
+        // replica's clock than the bound comes from a clock that is off, and is refused.
+        let bound_us = self.max_clock_offset_us();
+        let latest_us = leofs_engine::wall_us()
+            .saturating_sub(WATERMARK_LAG.as_micros() as u64)
+            .saturating_add(bound_us);
+        if hlc.physical_us > latest_us {
+            return Err(ShardError::ClockAhead {
+                ahead_us: hlc.physical_us - latest_us + bound_us,
+                bound_us,
+            });
         }
         let engine = self.core.engine()?;
         let record = PutValue {
@@ -262,6 +300,15 @@ impl Shard {
                 got: limit as u64,
             });
         }
+        let mut is_wanted = vec![false; ranges as usize];
+        for &range in wanted {
+            if let Some(slot) = is_wanted.get_mut(range as usize) {
+                *slot = true;
+            }
+        }
+        if !is_wanted.contains(&true) {
+            return Ok(Vec::new());
+        }
         let engine = self.core.engine()?;
         let watermark = self.watermark(partition);
         let mut out = Vec::new();
@@ -270,11 +317,9 @@ impl Shard {
             let page = engine.scan_partition(partition, after.as_deref(), INDEX_PAGE_KEYS, true);
             let done = page.len() < INDEX_PAGE_KEYS;
             after = page.last().map(|e| e.key.clone());
-            out.extend(
-                page.into_iter().filter(|e| {
-                    compared(e, watermark) && wanted.contains(&range_of(&e.key, ranges))
-                }),
-            );
+            out.extend(page.into_iter().filter(|e| {
+                compared(e, watermark) && is_wanted[range_of(&e.key, ranges) as usize]
+            }));
             if done {
                 break;
             }
@@ -354,15 +399,37 @@ impl Shard {
                     break;
                 }
                 PassStep::AskEntries { ranges, from } => {
-                    let asks = from
+                    // A partition too large for one pass is compared window after window:
+                    // each pass lists from where the last one was cut.
+                    let windows = &self.core.anti_entropy.windows;
+                    let start = windows.borrow().get(&partition).cloned();
+                    let asks = from.iter().map(|&vnode| {
+                        self.entries_of(vnode, partition, ranges.clone(), start.clone())
+                    });
+                    let answers = futures_util::future::join_all(asks).await;
+                    // Keys past the shortest cut list are not compared in this pass (one
+                    // replica's list stops before them, which does not mean it lacks them).
+                    let end = answers
                         .iter()
-                        .map(|&vnode| self.entries_of(vnode, partition, ranges.clone()));
+                        .filter_map(|a| a.as_ref().ok())
+                        .filter(|listed| listed.cut)
+                        .filter_map(|listed| listed.entries.last().map(|(k, _)| k.clone()))
+                        .min();
+                    match &end {
+                        Some(end) => windows.borrow_mut().insert(partition, end.clone()),
+                        None => windows.borrow_mut().remove(&partition),
+                    };
                     let mut next = PassStep::Pending;
-                    for (vnode, answer) in
-                        from.iter().zip(futures_util::future::join_all(asks).await)
-                    {
+                    for (vnode, answer) in from.iter().zip(answers) {
                         match answer {
-                            Ok(entries) => next = pass.entries(*vnode, entries),
+                            Ok(listed) => {
+                                let entries = listed
+                                    .entries
+                                    .into_iter()
+                                    .filter(|(k, _)| end.as_ref().is_none_or(|end| k <= end))
+                                    .collect();
+                                next = pass.entries(*vnode, entries);
+                            }
                             Err(e) => {
                                 tracing::debug!(error = %e, partition, node = vnode.node, "a replica did not list its entries for anti-entropy")
                             }
@@ -391,27 +458,35 @@ impl Shard {
         Ok(PassReport { identical, pushed })
     }
 
-    /// `vnode`'s entries of `partition` in `ranges`, each with the version it holds (a put's
-    /// value names the vnode holding it), at most [`PASS_ENTRIES_MAX`].
+    /// `vnode`'s entries of `partition` in `ranges` after `start_after`, each with the version
+    /// it holds (a put's value names the vnode holding it), at most the entries per pass.
     async fn entries_of(
         &self,
         vnode: Vnode,
         partition: PartitionId,
         ranges: Vec<u32>,
-    ) -> Result<Entries<Bytes, Vnode>, ShardError> {
+        start_after: Option<Bytes>,
+    ) -> Result<Listed, ShardError> {
         let mut entries: Entries<Bytes, Vnode> = Vec::new();
-        let mut after: Option<Bytes> = None;
-        while entries.len() < PASS_ENTRIES_MAX {
+        let mut after = start_after;
+        let most = self.core.replication.anti_entropy_entries_per_pass;
+        loop {
+            if entries.len() >= most {
+                return Ok(Listed { entries, cut: true });
+            }
             let request = StorageRequest::RangeEntries {
                 partition,
                 ranges: RANGES,
                 wanted: ranges.clone(),
                 start_after: after.clone(),
-                limit: ENTRIES_PAGE_KEYS,
+                limit: ENTRIES_PAGE_KEYS.min(most - entries.len()),
             };
             let page = self.send_to_vnode(vnode, request).await?.into_entries()?;
             let Some(last) = page.last() else {
-                break;
+                return Ok(Listed {
+                    entries,
+                    cut: false,
+                });
             };
             if after.as_ref().is_some_and(|a| last.key <= *a) {
                 return Err(ShardError::BadAnswer(
@@ -419,12 +494,14 @@ impl Shard {
                 ));
             }
             after = Some(last.key.clone());
-            entries.extend(page.into_iter().map(|e| {
+            // Only what was asked: a replicated record in one of the ranges.
+            let asked =
+                |key: &[u8]| is_replicated_key(key) && ranges.contains(&range_of(key, RANGES));
+            entries.extend(page.into_iter().filter(|e| asked(&e.key)).map(|e| {
                 let value = (!e.tombstone).then_some(vnode);
                 (e.key, Version { hlc: e.hlc, value })
             }));
         }
-        Ok(entries)
     }
 
     /// Gives `target` the newest `version` of `key`, as stamped: a tombstone, or the record
@@ -497,6 +574,16 @@ impl Shard {
     /// Runs one pass over the next partition this core drives, and books what it found.
     async fn anti_entropy_step(&self) -> Result<(), ShardError> {
         self.use_tombstone_floors();
+        // A node whose clock is off by more than the bound drives no pass (its watermarks
+        // would be off too): the partitions it drives wait until it is back within.
+        if self
+            .core
+            .node
+            .clock_beyond_bound
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
         let Some(partition) = self.next_driven_partition() else {
             return Ok(());
         };

@@ -381,7 +381,10 @@ async fn sweep_parts(shard: &Shard) -> Result<u64, ShardError> {
             let upload_id = entry.key.slice(1..1 + UPLOAD_ID_BYTES);
             let old = now_us.saturating_sub(entry.hlc.physical_us) > grace_us;
             if old && !live.contains(&upload_id) {
-                engine.delete(entry.partition, &entry.key, None).await?;
+                let stamp = crate::antientropy::collection_stamp(entry.hlc);
+                engine
+                    .delete(entry.partition, &entry.key, Some(stamp))
+                    .await?;
                 swept += 1;
             }
         }

@@ -178,6 +178,8 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 || installed.ring.checksum() == core.ring.borrow().checksum();
             if newer {
                 *core.ring.borrow_mut() = installed.ring.clone();
+                // On a replicated ring, tombstones go only at the watermarks from now on.
+                shard.use_tombstone_floors();
             }
         }
         Control::Drain { deadline, reply } => {

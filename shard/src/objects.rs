@@ -452,11 +452,11 @@ impl Drop for ChunkLease {
 }
 
 /// The timestamp a serializing replica writes a coordinator's `stamp` (a replicated write or
-/// delete) at: the stamp itself, or, when the replica holds a newer version of the key (or the
-/// stamp is at or below the partition's repaired-at `watermark`, where nothing may land), a
-/// fresh one of its own clock above it, so that a later client write never loses to an
-/// earlier one stamped by a faster clock (DESIGN §7). Unstamped writes (N = 1) are left to the
-/// engine's clock.
+/// delete) at: the stamp itself, or, when the replica holds a newer version of the key (or
+/// holds none and the stamp is at or below the partition's repaired-at `watermark`, where
+/// nothing may land), a fresh one of its own clock above it, so that a later client write
+/// never loses to an earlier one stamped by a faster clock (DESIGN §7). Unstamped writes
+/// (N = 1) are left to the engine's clock.
 fn above_held(
     engine: &Engine,
     held: Option<&Lookup>,
@@ -464,9 +464,11 @@ fn above_held(
     stamp: Option<Hlc>,
 ) -> Option<Hlc> {
     let stamp = stamp?;
-    let newer = held.map(|h| h.hlc).filter(|&h| h > stamp);
-    let floor = watermark.filter(|&w| w >= stamp);
-    match newer.max(floor) {
+    let above = match held {
+        Some(held) => Some(held.hlc).filter(|&h| h > stamp),
+        None => watermark.filter(|&w| w >= stamp),
+    };
+    match above {
         Some(above) => {
             engine.observe(above);
             Some(engine.now())
@@ -1161,7 +1163,11 @@ impl Shard {
         let deletes = futures_util::stream::iter(doomed)
             .map(|ckey| async move {
                 let partition = self.partition_of(hash_bytes(&ckey));
-                engine.delete(partition, &ckey, None).await
+                let Some(live) = engine.lookup(partition, &ckey).filter(|l| !l.tombstone) else {
+                    return Ok(None);
+                };
+                let stamp = crate::antientropy::collection_stamp(live.hlc);
+                engine.delete(partition, &ckey, Some(stamp)).await
             })
             .buffer_unordered(COLLECT_CONCURRENCY_MAX);
         let results: Vec<_> = deletes.collect().await;

@@ -510,12 +510,14 @@ fn stamped_write(
             max_ms: age_max_us / 1000,
         });
     }
-    // Nothing lands at or below the partition's repaired-at watermark: a tombstone there may
-    // be gone already, and the older version would come back.
+    // A key this replica does not hold takes nothing at or below the partition's repaired-at
+    // watermark: its tombstone may be gone already, and the older version would come back. A
+    // key it holds (a tombstone included) goes by HLC order, so that a repair of a damaged or
+    // lost-and-recovered copy is still taken.
     let held = engine
         .lookup(partition, key)
         .map(|l| l.hlc)
-        .max(shard.watermark(partition));
+        .or_else(|| shard.watermark(partition));
     let bound = shard.max_clock_offset_us();
     match crate::replication::decide_write(held, stamp, now_us, bound) {
         WriteDecision::Apply => Ok(None),

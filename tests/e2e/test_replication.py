@@ -419,10 +419,12 @@ def test_a_conditional_create_is_decided_on_the_newest_state_by_a_replica_that_w
 
 
 def test_replicas_diverged_with_their_hints_dropped_converge_by_anti_entropy_alone(make_server):
-    # Hints live one second here, and each core runs an anti-entropy pass every 20 ms.
+    # Hints live one second here, each core runs an anti-entropy pass every 20 ms, and a pass
+    # takes at most 1 entry from a replica (a partition is compared over several passes).
     cluster = Cluster(make_server, storage=3, gateways=1, replicas=3,
                       storage_env={"LEOFS_HINT_TTL_SECS": "1",
-                                   "LEOFS_ANTI_ENTROPY_INTERVAL_MS": "20"})
+                                   "LEOFS_ANTI_ENTROPY_INTERVAL_MS": "20",
+                                   "LEOFS_ANTI_ENTROPY_ENTRIES_PER_PASS": "1"})
     client = cluster.gateways[0].client()
     client.create_bucket(Bucket="diverged")
     sizes = [0, 100, 4096, 100_000, 5 * 1024 * 1024 + 3]
