@@ -147,9 +147,15 @@ impl Started {
 
 /// A port `count` consecutive ports from which are free on loopback now.
 fn free_ports(count: u16) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let Some(last) = first.checked_add(count) else {
+    // Below the kernel's usual ephemeral range (32768–60999), so that no process's outgoing
+    // connection (the nodes call each other all the time) takes a port between the moment it
+    // is chosen here and the moment its node binds it.
+    const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_768;
+    let span = u64::from(LISTEN_PORTS.end - LISTEN_PORTS.start);
+    for _ in 0..1000 {
+        let offset = u64::from_str_radix(&leofs_manager::persist::random_hex(8)?, 16)? % span;
+        let first = LISTEN_PORTS.start + u16::try_from(offset)?;
+        let Some(last) = first.checked_add(count).filter(|&l| l <= LISTEN_PORTS.end) else {
             continue;
         };
         let all_free = (first..last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());

@@ -15,6 +15,7 @@ import hmac
 import http.client
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -62,11 +63,29 @@ def leofs_adm_bin() -> Path:
     return Path(env) if env else leofs_bin().with_name("leofs-adm")
 
 
+#: Ports handed to servers come from below the kernel's ephemeral range (32768-60999 by
+#: default), so that no outgoing connection of another process (nodes call each other all the
+#: time) takes one between the moment it is chosen and the moment its server binds it; and each
+#: is handed out once per session.
+LISTEN_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+_port_rng = random.Random(os.getpid())
+
+
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that was free a moment ago, never handed out before this session."""
+    for _ in range(10_000):
+        port = _port_rng.choice(LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port left below the ephemeral range")
 
 
 def free_rpc_ports(count: int) -> int:
@@ -74,10 +93,13 @@ def free_rpc_ports(count: int) -> int:
     node's shard i listens on its RPC port + i)."""
     for _ in range(200):
         base = free_port()
-        if base + count > 65535:
+        if base + count > LISTEN_PORTS.stop:
             continue
         ok = True
         for port in range(base + 1, base + count):
+            if port in _handed_out:
+                ok = False
+                break
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 try:
                     s.bind(("127.0.0.1", port))
@@ -85,6 +107,7 @@ def free_rpc_ports(count: int) -> int:
                     ok = False
                     break
         if ok:
+            _handed_out.update(range(base, base + count))
             return base
     raise RuntimeError(f"no {count} consecutive free ports")
 

@@ -156,8 +156,9 @@ def run_workers(workers: list[Worker], seconds: float, midway=None) -> None:
             thread.join()
 
 
-def test_a_storage_node_killed_under_load_fails_no_request(make_server):
-    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+@pytest.mark.parametrize("storage_nodes", [3, 5])
+def test_a_storage_node_killed_under_load_fails_no_request(make_server, storage_nodes):
+    cluster = Cluster(make_server, storage=storage_nodes, gateways=2, replicas=3)
     assert cluster.status()["settings"]["replicas"] == 3
     clients = [g.client() for g in cluster.gateways]
     clients[0].create_bucket(Bucket="replicated")
