@@ -494,6 +494,10 @@ impl Beater {
                 dead_bytes: s.engine.dead_bytes,
                 segments: s.engine.segments,
                 garbage_pending: s.gc.entries_pending,
+                hints_held: s.hints_pending.iter().map(|(_, count, _)| count).sum(),
+                anti_entropy_passes: s.anti_entropy.passes,
+                partitions_under_replicated: s.anti_entropy.under_replicated,
+                oldest_unrepaired_partition_seconds: s.anti_entropy.oldest_unrepaired_secs,
             })
             .collect();
         Heartbeat {

@@ -480,10 +480,41 @@ fn du_text(info: &NodeInfo) -> String {
             ]
         })
         .collect();
-    table(
+    let disk = table(
         &["shard", "records", "live", "dead", "segments", "gc queue"],
         &rows,
-    )
+    );
+    if beat
+        .shards
+        .iter()
+        .all(|s| s.anti_entropy_passes == 0 && s.hints_held == 0)
+    {
+        return disk;
+    }
+    let rows: Vec<Vec<String>> = beat
+        .shards
+        .iter()
+        .map(|s| {
+            vec![
+                s.shard.to_string(),
+                s.hints_held.to_string(),
+                s.anti_entropy_passes.to_string(),
+                s.partitions_under_replicated.to_string(),
+                format_duration_secs(s.oldest_unrepaired_partition_seconds),
+            ]
+        })
+        .collect();
+    let replication = table(
+        &[
+            "shard",
+            "hints held",
+            "anti-entropy passes",
+            "under-replicated partitions",
+            "oldest unrepaired",
+        ],
+        &rows,
+    );
+    format!("{disk}\n\n{replication}")
 }
 
 fn ring_text(ring: &RingSummary) -> String {

@@ -249,6 +249,19 @@ pub struct ShardUse {
     pub segments: u64,
     /// Garbage entries waiting for collection (a queue depth).
     pub garbage_pending: u64,
+    /// Hints it holds for replicas that missed writes.
+    #[serde(default)]
+    pub hints_held: u64,
+    /// Anti-entropy passes it ran since start.
+    #[serde(default)]
+    pub anti_entropy_passes: u64,
+    /// Partitions it drives whose last anti-entropy pass did not find all N replicas
+    /// answering and identical.
+    #[serde(default)]
+    pub partitions_under_replicated: u64,
+    /// Seconds since the longest-unrepaired of those was last found identical.
+    #[serde(default)]
+    pub oldest_unrepaired_partition_seconds: u64,
 }
 
 /// What a node tells every manager each [`HEARTBEAT_INTERVAL`].

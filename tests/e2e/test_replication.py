@@ -470,6 +470,8 @@ def test_replicas_diverged_with_their_hints_dropped_converge_by_anti_entropy_alo
     assert metric_sum(cluster, "leofs_anti_entropy_repaired_total") >= 60
     assert metric_sum(cluster, "leofs_anti_entropy_passes_total") > 0
     assert metric_sum(cluster, "leofs_hints_dropped_total") == dropped
+    du = cluster.manager.adm("du", str(cluster.node_of(victim)["member"]["id"])).stdout
+    assert "anti-entropy passes" in du and "under-replicated partitions" in du, du
     # The repaired node alone serves every object whole (chunks included), and nothing
     # deleted comes back. (The gateway probes a peer it knows down every second, within the
     # peer's back-off of at most 5 s: by then it knows the restarted node is up.)
