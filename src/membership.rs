@@ -262,12 +262,7 @@ pub fn spawn_ring_follower(
 
 /// Gives the cores the settings they act on: the quorums and the clock bound.
 fn follow_settings(installer: &RingInstaller, settings: &leofs_manager::cluster::ClusterSettings) {
-    let quorum = |q: u32| u16::try_from(q).unwrap_or(u16::MAX);
-    installer.set_levels(
-        settings
-            .consistency
-            .map(|c| (quorum(c.write), quorum(c.read), quorum(c.delete))),
-    );
+    installer.set_levels(settings.consistency.map(|c| c.quorums()));
     installer.set_max_clock_offset(std::time::Duration::from_millis(
         settings.max_clock_offset_ms,
     ));

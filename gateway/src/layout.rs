@@ -13,12 +13,8 @@ use crate::md5::Md5;
 
 /// The storage identity of a bucket from its catalog record.
 pub fn bucket_id(bucket: &leofs_manager::Bucket) -> BucketId {
-    let quorum = |q: u32| u16::try_from(q).unwrap_or(u16::MAX);
-    BucketId::new(&bucket.name, bucket.incarnation).with_levels(
-        bucket
-            .consistency
-            .map(|c| (quorum(c.write), quorum(c.read), quorum(c.delete))),
-    )
+    BucketId::new(&bucket.name, bucket.incarnation)
+        .with_levels(bucket.consistency.map(|c| c.quorums()))
 }
 
 /// Engine key prefix under which every object record of `bucket` lives.

@@ -335,16 +335,11 @@ fn managers_table(group: &GroupStatus) -> String {
 
 /// N, W, R and D as `status` shows them (the defaults for N when none were set).
 fn levels_text(replicas: u32, consistency: Option<crate::cluster::Consistency>) -> String {
-    let majority = replicas / 2 + 1;
     let (set, c) = match consistency {
         Some(c) => ("", c),
         None => (
             " (defaults)",
-            crate::cluster::Consistency {
-                write: majority,
-                read: replicas.saturating_sub(majority) + 1,
-                delete: majority,
-            },
+            crate::cluster::Consistency::defaults_for(replicas),
         ),
     };
     format!(

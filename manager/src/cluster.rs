@@ -184,6 +184,24 @@ pub struct Consistency {
 }
 
 impl Consistency {
+    /// The quorums a cluster of `replicas` replicas uses when none are set: a majority for W
+    /// and D, and R = N − W + 1 (the same rule as the data path's `Levels::defaults`).
+    pub fn defaults_for(replicas: u32) -> Self {
+        let majority = replicas / 2 + 1;
+        Consistency {
+            write: majority,
+            read: replicas.saturating_sub(majority) + 1,
+            delete: majority,
+        }
+    }
+
+    /// (W, R, D) as the data path takes them (a quorum past `u16` saturates, and is then
+    /// impossible for any N).
+    pub fn quorums(&self) -> (u16, u16, u16) {
+        let quorum = |q: u32| u16::try_from(q).unwrap_or(u16::MAX);
+        (quorum(self.write), quorum(self.read), quorum(self.delete))
+    }
+
     /// Why these quorums are impossible with `replicas` replicas (each must be 1..=N), if
     /// they are.
     pub fn impossible_with(&self, replicas: u32) -> Option<String> {

@@ -5,9 +5,10 @@
 //! the newest version of each key pushed, as stamped, to every replica that lacks it
 //! (tombstones included). A pass that hears all N replicas identical raises the partition's
 //! repaired-at watermark on each: from then on the tombstones at or below it may be dropped by
-//! compaction ([`leofs_engine::Engine::drop_tombstones_at_floors`]) and nothing at or below it
-//! is stored (a late hint or repair of an older version is discarded, a client write is
-//! stamped above it), so that a dropped tombstone never lets its object back.
+//! compaction ([`leofs_engine::Engine::drop_tombstones_at_floors`]) and a key the replica no
+//! longer holds takes nothing at or below it (a late hint or repair of an older version is
+//! discarded, a serialized commit is stamped above it), so that a dropped tombstone never lets
+//! its object back. A key the replica holds goes by HLC order, watermark or not.
 //!
 //! Only replicated records take part: objects, chunks, uploads and parts. A replica's garbage
 //! queue, hints and watermarks are its own.
@@ -178,11 +179,9 @@ impl Shard {
             let page = engine.scan(&[NS_WATERMARK], after.as_deref(), INDEX_PAGE_KEYS);
             let done = page.len() < INDEX_PAGE_KEYS;
             after = page.last().map(|e| e.key.clone());
-            let mut marks = book.watermarks.borrow_mut();
             for entry in page {
                 if entry.key == watermark_key(entry.partition) {
-                    let mark = marks.entry(entry.partition).or_default();
-                    *mark = (*mark).max(entry.hlc);
+                    self.note_watermark(entry.partition, entry.hlc);
                 }
             }
             if done {
@@ -250,12 +249,16 @@ impl Shard {
         engine
             .put(partition, &watermark_key(partition), record)
             .await?;
-        let book = &self.core.anti_entropy;
-        let mut marks = book.watermarks.borrow_mut();
+        engine.raise_tombstone_floor(partition, self.note_watermark(partition, hlc));
+        Ok(())
+    }
+
+    /// Raises `partition`'s watermark in memory to `hlc` (never lowers it); the watermark now.
+    fn note_watermark(&self, partition: PartitionId, hlc: Hlc) -> Hlc {
+        let mut marks = self.core.anti_entropy.watermarks.borrow_mut();
         let mark = marks.entry(partition).or_default();
         *mark = (*mark).max(hlc);
-        engine.raise_tombstone_floor(partition, *mark);
-        Ok(())
+        *mark
     }
 
     /// The executor's [`StorageRequest::RangeHashes`]: the hashes of `partition`'s replicated
@@ -266,21 +269,12 @@ impl Shard {
         ranges: u32,
     ) -> Result<(Vec<u64>, Option<Hlc>), ShardError> {
         check_ranges(ranges)?;
-        let engine = self.core.engine()?;
-        let watermark = self.watermark(partition);
         let mut hashes = RangeHashes::new(ranges);
-        let mut after: Option<Bytes> = None;
-        loop {
-            let page = engine.scan_partition(partition, after.as_deref(), INDEX_PAGE_KEYS, true);
-            let done = page.len() < INDEX_PAGE_KEYS;
-            after = page.last().map(|e| e.key.clone());
-            for entry in page.iter().filter(|e| compared(e, watermark)) {
-                hashes.add(&entry.key, entry.hlc, entry.tombstone);
-            }
-            if done {
-                return Ok((hashes.into_hashes(), watermark));
-            }
-        }
+        self.walk_compared(partition, None, |entry| {
+            hashes.add(&entry.key, entry.hlc, entry.tombstone);
+            true
+        })?;
+        Ok((hashes.into_hashes(), self.watermark(partition)))
     }
 
     /// The executor's [`StorageRequest::RangeEntries`].
@@ -306,32 +300,50 @@ impl Shard {
                 *slot = true;
             }
         }
-        if !is_wanted.contains(&true) {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        if limit == 0 || !is_wanted.contains(&true) {
+            return Ok(out);
         }
+        self.walk_compared(partition, start_after, |entry| {
+            if is_wanted[range_of(&entry.key, ranges) as usize] {
+                out.push(entry);
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the entries of `partition` that anti-entropy compares ([`compared`]) after
+    /// `start_after`, in key order, page by page through the index, until `visit` answers
+    /// false or the keys run out.
+    fn walk_compared(
+        &self,
+        partition: PartitionId,
+        start_after: Option<Bytes>,
+        mut visit: impl FnMut(ScanEntry) -> bool,
+    ) -> Result<(), ShardError> {
         let engine = self.core.engine()?;
         let watermark = self.watermark(partition);
-        let mut out = Vec::new();
         let mut after = start_after;
-        while out.len() < limit {
+        loop {
             let page = engine.scan_partition(partition, after.as_deref(), INDEX_PAGE_KEYS, true);
             let done = page.len() < INDEX_PAGE_KEYS;
             after = page.last().map(|e| e.key.clone());
-            out.extend(page.into_iter().filter(|e| {
-                compared(e, watermark) && is_wanted[range_of(&e.key, ranges) as usize]
-            }));
+            for entry in page.into_iter().filter(|e| compared(e, watermark)) {
+                if !visit(entry) {
+                    return Ok(());
+                }
+            }
             if done {
-                break;
+                return Ok(());
             }
         }
-        out.truncate(limit);
-        Ok(out)
     }
 
     /// The next partition this core drives (it holds a replica of it, and is its first
     /// replica known up), after the last one passed over.
     fn next_driven_partition(&self) -> Option<PartitionId> {
-        let ring = self.core.ring.borrow().clone();
+        let ring = self.ring();
         let here = Vnode {
             node: self.core.node_id,
             shard: self.core.id as u16,
@@ -513,36 +525,18 @@ impl Shard {
         key: Bytes,
         version: Version<Vnode>,
     ) -> Result<(), ShardError> {
-        let tombstone = |hlc| StorageRequest::Delete {
-            partition,
-            key: key.clone(),
-            hlc: Some(hlc),
-            fresh: false,
-        };
         let request = match version.value {
-            None => tombstone(version.hlc),
-            Some(holder) => {
-                let read = StorageRequest::Get {
-                    partition,
-                    key: key.clone(),
-                };
-                match self.send_to_vnode(holder, read).await? {
-                    StorageResponse::Value(Some(value)) => StorageRequest::Put {
-                        partition,
-                        key: key.clone(),
-                        value: PutValue {
-                            meta: value.meta,
-                            body: value.body,
-                            summary: value.summary,
-                            hlc: Some(value.hlc),
-                        },
-                        fresh: false,
-                    },
-                    StorageResponse::Gone(hlc) => tombstone(hlc),
-                    // Gone altogether (its tombstone dropped at a watermark): nothing to give.
-                    _ => return Ok(()),
-                }
-            }
+            None => StorageRequest::Delete {
+                partition,
+                key,
+                hlc: Some(version.hlc),
+                fresh: false,
+            },
+            // Gone altogether (its tombstone dropped at a watermark): nothing to give.
+            Some(holder) => match self.repair_from(partition, &key, holder).await? {
+                Some(request) => request,
+                None => return Ok(()),
+            },
         };
         self.send_to_vnode(target, request).await.map(|_| ())
     }
@@ -576,12 +570,7 @@ impl Shard {
         self.use_tombstone_floors();
         // A node whose clock is off by more than the bound drives no pass (its watermarks
         // would be off too): the partitions it drives wait until it is back within.
-        if self
-            .core
-            .node
-            .clock_beyond_bound
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.check_clock().is_err() {
             return Ok(());
         }
         let Some(partition) = self.next_driven_partition() else {

@@ -49,17 +49,11 @@ impl Shard {
     /// (`leofs-adm update-consistency-level`), each only when it fits N; else the defaults.
     pub(crate) fn levels(&self) -> Levels {
         let n = self.core.ring.borrow().replicas();
-        let bucket = self
-            .bucket_levels
-            .map(|(w, r, d)| (usize::from(w), usize::from(r), usize::from(d)));
-        bucket
-            .and_then(|(w, r, d)| Levels::new(n, w, r, d).ok())
-            .or_else(|| {
-                self.core
-                    .node
-                    .levels_set()
-                    .and_then(|(w, r, d)| Levels::new(n, w, r, d).ok())
-            })
+        let fitting = |(w, r, d): (usize, usize, usize)| Levels::new(n, w, r, d).ok();
+        self.bucket_levels
+            .map(|(w, r, d)| (usize::from(w), usize::from(r), usize::from(d)))
+            .and_then(fitting)
+            .or_else(|| self.core.node.levels_set().and_then(fitting))
             .unwrap_or_else(|| Levels::defaults(n))
     }
 
@@ -132,7 +126,7 @@ impl Shard {
 
     /// Refuses to stamp a replicated write while this node's clock is beyond the cluster's
     /// bound (see [`crate::RingInstaller::set_clock_beyond_bound`]).
-    fn check_clock(&self) -> Result<(), ShardError> {
+    pub(crate) fn check_clock(&self) -> Result<(), ShardError> {
         if self
             .core
             .node
@@ -369,30 +363,9 @@ impl Shard {
         if held >= Some(newest) {
             return Ok(());
         }
-        let read = StorageRequest::Get {
-            partition,
-            key: key.clone(),
-        };
-        let repair = match self.send_to_vnode(holder, read).await? {
-            StorageResponse::Value(Some(value)) => StorageRequest::Put {
-                partition,
-                key: key.clone(),
-                value: PutValue {
-                    meta: value.meta,
-                    body: value.body,
-                    summary: value.summary,
-                    hlc: Some(value.hlc),
-                },
-                fresh: false,
-            },
-            StorageResponse::Gone(hlc) => StorageRequest::Delete {
-                partition,
-                key: key.clone(),
-                hlc: Some(hlc),
-                fresh: false,
-            },
-            // Changed since the lookup: the serializer decides on what it has.
-            _ => return Ok(()),
+        // Changed since the lookup (gone altogether): the serializer decides on what it has.
+        let Some(repair) = self.repair_from(partition, key, holder).await? else {
+            return Ok(());
         };
         tracing::info!(
             partition,
@@ -514,28 +487,11 @@ impl Shard {
             return;
         };
         let request = match &version.value {
-            None => StorageRequest::Delete {
-                partition,
-                key: key.clone(),
-                hlc: Some(version.hlc),
-                fresh: false,
-            },
-            Some(StorageResponse::Value(Some(value)))
-                if value.body.len() as u64 == value.body_len =>
-            {
-                StorageRequest::Put {
-                    partition,
-                    key: key.clone(),
-                    value: PutValue {
-                        meta: value.meta.clone(),
-                        body: value.body.clone(),
-                        summary: value.summary,
-                        hlc: Some(value.hlc),
-                    },
-                    fresh: false,
-                }
-            }
-            Some(_) => return,
+            None => repair_request(partition, key, &StorageResponse::Gone(version.hlc)),
+            Some(answer) => repair_request(partition, key, answer),
+        };
+        let Some(request) = request else {
+            return;
         };
         for vnode in stale {
             let shard = self.clone();
@@ -546,6 +502,22 @@ impl Shard {
                 }
             });
         }
+    }
+
+    /// Reads `key` from `holder` and returns the request that gives another replica that
+    /// version as stamped ([`repair_request`]); None when `holder` no longer has it at all.
+    pub(crate) async fn repair_from(
+        &self,
+        partition: PartitionId,
+        key: &Bytes,
+        holder: Vnode,
+    ) -> Result<Option<StorageRequest>, ShardError> {
+        let read = StorageRequest::Get {
+            partition,
+            key: key.clone(),
+        };
+        let answer = self.send_to_vnode(holder, read).await?;
+        Ok(repair_request(partition, key, &answer))
     }
 
     /// The newest index entry of `key` among `r` replicas (tombstones included), or among
@@ -638,6 +610,38 @@ enum Written {
     Acknowledged(Vec<StorageResponse>),
     /// A replica holds a newer version: the write goes again, stamped above this.
     Restamp(Hlc),
+}
+
+/// The request that gives a replica the version of `key` a read `answer`ed, as stamped (a
+/// repair, never a client's fresh write): a whole record is put at its HLC, a deletion is a
+/// tombstone at its HLC; a miss or a part of a record (a range, a head) repairs nothing.
+fn repair_request(
+    partition: PartitionId,
+    key: &Bytes,
+    answer: &StorageResponse,
+) -> Option<StorageRequest> {
+    match answer {
+        StorageResponse::Value(Some(value)) if value.body.len() as u64 == value.body_len => {
+            Some(StorageRequest::Put {
+                partition,
+                key: key.clone(),
+                value: PutValue {
+                    meta: value.meta.clone(),
+                    body: value.body.clone(),
+                    summary: value.summary,
+                    hlc: Some(value.hlc),
+                },
+                fresh: false,
+            })
+        }
+        StorageResponse::Gone(hlc) => Some(StorageRequest::Delete {
+            partition,
+            key: key.clone(),
+            hlc: Some(*hlc),
+            fresh: false,
+        }),
+        _ => None,
+    }
 }
 
 /// The timestamp a replica's answer to a stamped write names: the version it stored, or the

@@ -230,7 +230,7 @@ pub enum StorageRequest {
         limit: usize,
     },
     /// Anti-entropy: raises the partition's repaired-at watermark (durably): tombstones at or
-    /// below it may go, and nothing at or below it is stored from then on;
+    /// below it may go, and a key the replica does not hold takes nothing at or below it;
     /// [`StorageResponse::Done`].
     SetWatermark {
         /// The partition.

@@ -133,7 +133,7 @@ impl RemotePeers {
             .collect();
         for (node, peer) in peers {
             if peer.is_down() && !self.is_unavailable(node) {
-                peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
+                probe(&peer);
             }
         }
     }
@@ -155,13 +155,19 @@ impl RemotePeers {
         }
         match self.peer(node) {
             Some(peer) if peer.is_down() => {
-                peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
+                probe(&peer);
                 false
             }
             Some(_) => true,
             None => false,
         }
     }
+}
+
+/// Checks in the background whether `peer`, known down, answers again: a ring fetch, a small
+/// request every node answers.
+fn probe(peer: &Rc<Peer>) {
+    peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
 }
 
 /// How often each core probes the peers it knows down.
