@@ -134,6 +134,32 @@ enum Command {
         /// private | public-read | public-read-write
         acl: String,
     },
+    /// Mark storage node NODE to leave the ring: the next `rebalance` moves its partitions to
+    /// the other nodes (refused if fewer than N would be left).
+    Detach {
+        /// The node id.
+        node: u32,
+    },
+    /// Take back the detach of NODE before a rebalance has started.
+    Rollback {
+        /// The node id.
+        node: u32,
+    },
+    /// Plan the next ring (storage nodes started since are attached and join, detached ones
+    /// leave) and move to it online: writes go to old and new replicas until every moved
+    /// partition is filled, then the ring flips. Shows a progress bar until done (the
+    /// rebalance goes on if this command is interrupted).
+    Rebalance {
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show where a rebalance stands: partitions filled, bytes moved, nodes behind.
+    RebalanceStatus,
+    /// Pause the movement of the rebalance under way (writes still go to both rings).
+    RebalanceSuspend,
+    /// Resume a paused rebalance.
+    RebalanceResume,
     /// Show the manager group: members, their roles, the leader and the term.
     Managers,
     /// Add the manager listening at ADDR (its --rpc-listen, started with --join) to the group.
@@ -203,6 +229,12 @@ impl From<Command> for AdmCommand {
                 access_key_id,
                 acl,
             },
+            Command::Detach { node } => AdmCommand::Detach { node },
+            Command::Rollback { node } => AdmCommand::Rollback { node },
+            Command::Rebalance { no_wait } => AdmCommand::Rebalance { wait: !no_wait },
+            Command::RebalanceStatus => AdmCommand::RebalanceStatus,
+            Command::RebalanceSuspend => AdmCommand::RebalanceSuspend,
+            Command::RebalanceResume => AdmCommand::RebalanceResume,
             Command::Managers => AdmCommand::Managers,
             Command::AddManager { addr } => AdmCommand::AddManager { addr },
             Command::RemoveManager { node_id } => AdmCommand::RemoveManager { node_id },

@@ -840,6 +840,8 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
                 partitions: ring.partitions(),
                 replicas: ring.replicas() as u32,
                 table: ring.table().iter().map(|v| (v.node, v.shard)).collect(),
+                known_everywhere: false,
+                rebalance: None,
             })
             .context("cannot start the cluster's ring")?;
     }

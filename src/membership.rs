@@ -230,6 +230,13 @@ pub fn spawn_ring_follower(
                 };
                 let snapshot = catalog.snapshot();
                 follow_settings(&installer, &snapshot.settings);
+                installer.set_rebalance_suspended(
+                    snapshot
+                        .ring
+                        .as_ref()
+                        .and_then(|ring| ring.rebalance.as_ref())
+                        .is_some_and(|r| r.suspended),
+                );
                 if followed
                     .as_ref()
                     .is_none_or(|(seen, _)| !Arc::ptr_eq(seen, &snapshot))
@@ -246,6 +253,7 @@ pub fn spawn_ring_follower(
                 let current = installer.installed();
                 let same = current.ring.epoch() == wanted.ring.epoch()
                     && current.ring.checksum() == wanted.ring.checksum()
+                    && current.ring.is_known_everywhere() == wanted.ring.is_known_everywhere()
                     && current.nodes == wanted.nodes
                     && current.unavailable == wanted.unavailable;
                 if !same {
@@ -478,10 +486,9 @@ impl Beater {
     fn beat(&self, node: u32) -> Heartbeat {
         let installed = self.installer.installed();
         let (disk_used_bytes, disk_capacity_bytes) = disk_use(&self.data_dir).unwrap_or((0, 0));
-        let shards: Vec<ShardUse> = self
-            .stats
-            .core_stats()
-            .into_iter()
+        let cores = self.stats.core_stats();
+        let shards: Vec<ShardUse> = cores
+            .iter()
             .map(|s| ShardUse {
                 shard: u16::try_from(s.core).unwrap_or(u16::MAX),
                 live_records: s.engine.live_records,
@@ -493,8 +500,23 @@ impl Beater {
                 anti_entropy_passes: s.anti_entropy.passes,
                 partitions_under_replicated: s.anti_entropy.under_replicated,
                 oldest_unrepaired_partition_seconds: s.anti_entropy.oldest_unrepaired_secs,
+                foreign_partitions: s.anti_entropy.foreign_partitions,
+                rebalance_moved_bytes: s.anti_entropy.moved_bytes,
             })
             .collect();
+        // The moving partitions the cores found filled that the managers have not recorded.
+        let catalog = self.catalog.snapshot();
+        let ring = catalog.ring.as_ref();
+        let recorded = ring.and_then(|r| r.rebalance.as_ref()).map(|r| &r.filled);
+        let filled_epoch = installed.ring.epoch();
+        let mut filled: Vec<u32> = cores
+            .iter()
+            .filter(|s| s.anti_entropy.filled_epoch == filled_epoch)
+            .flat_map(|s| s.anti_entropy.filled.iter().copied())
+            .filter(|p| recorded.is_none_or(|done| !done.contains(p)))
+            .collect();
+        filled.sort_unstable();
+        filled.dedup();
         Heartbeat {
             format_version: MEMBERSHIP_FORMAT_VERSION,
             node,
@@ -507,6 +529,8 @@ impl Beater {
             shards,
             sent_unix_us: 0,
             clock_offset_us: self.clock.get(),
+            filled_epoch,
+            filled,
         }
     }
 }

@@ -127,4 +127,9 @@ impl ObjectCache {
     pub(crate) fn invalidate(&mut self, partition: PartitionId, key: &[u8]) {
         self.cache.remove(&CacheKeyRef { partition, key });
     }
+
+    /// Removes every cached value of `partition` (the partition was dropped).
+    pub(crate) fn invalidate_partition(&mut self, partition: PartitionId) {
+        self.cache.retain(|k, _| k.partition != partition);
+    }
 }

@@ -3,7 +3,9 @@
 //! `compaction_bytes_per_sec_max`, sleeping between groups so foreground work keeps flowing),
 //! expired tombstones are dropped, a checkpoint is written (so recovery never needs the old
 //! segment), and only then is each segment recycled: a new life in its header, state free.
-//! Relocations may use the spare segment that foreground writes must leave.
+//! Relocations may use the spare segment that foreground writes must leave. Partition-drop
+//! records are never relocated; a segment holding one is recycled only once a checkpoint covers
+//! the drop (FORMAT.md §7).
 //!
 //! On a full disk (creating a segment failed for lack of room) compaction also takes segments up
 //! to [`PRESSURE_LIVE_RATIO_MAX`] live, fewest live bytes first, so that deleting frees nearly
@@ -24,8 +26,8 @@ use crate::record::{HEADER_BYTES, Kind};
 use crate::scan::SegmentScanner;
 use crate::segment::{SEGMENT_HEADER_BYTES, SegState, write_segment_header};
 use crate::segment_pool::SPARE_SEGMENTS;
-use crate::writer::AppendReq;
-use crate::{CompactionReport, EngineError, Hlc, MAX_BODY_BYTES, MAX_KEY_BYTES, MAX_META_BYTES};
+use crate::writer::{AppendReq, Appended};
+use crate::{CompactionReport, EngineError, MAX_BODY_BYTES, MAX_KEY_BYTES, MAX_META_BYTES};
 
 /// Bytes of relocations sent before waiting for them (one group commit's worth).
 const RELOCATION_GROUP_BYTES: u64 = 1024 * 1024;
@@ -108,7 +110,7 @@ fn candidates(inner: &Inner) -> Vec<u64> {
     let mut found: Vec<(u64, u64)> = state
         .log
         .sealed()
-        .filter(|s| !state.has_unapplied_in(s.id))
+        .filter(|s| !state.has_unapplied_in(s.id) && state.checkpoints_cover(s.drop_lsn_max))
         .map(|s| (state.index.live_bytes(s.id as u32), s))
         .filter(|&(live, s)| {
             let room = (s.records_end() - SEGMENT_HEADER_BYTES) as f64;
@@ -198,6 +200,10 @@ async fn move_live(
     let mut group_bytes = 0u64;
     while let Some(found) = scanner.next().await? {
         let h = found.header;
+        if h.kind == Kind::PartitionDrop {
+            // Never live: it goes with its segment, once a checkpoint covers it (see recycle).
+            continue;
+        }
         let rec = scanner.bytes(&found);
         let key = &rec[HEADER_BYTES..HEADER_BYTES + h.key_len as usize];
         let live: Option<Entry> = {
@@ -211,12 +217,15 @@ async fn move_live(
                 .copied()
         };
         let Some(entry) = live else { continue };
+        // Replay after a crash must never re-apply the older puts the tombstone hides: a write
+        // still unapplied with a lower LSN (a long streamed put) holds every checkpoint's covered
+        // LSN and replay start back, so the tombstone is then kept (relocated) this pass.
         if entry.tombstone
             && inner
                 .tombstones
                 .borrow()
                 .drops(h.partition, entry.hlc, now_us(), grace)
-            && replay_skips(inner, entry.lsn)
+            && inner.state.borrow().checkpoints_cover(entry.lsn)
         {
             if inner
                 .state
@@ -240,6 +249,7 @@ async fn move_live(
             hlc: h.hlc,
             summary: h.summary,
             use_spare: true,
+            relocates: Some(entry.lsn),
             reply,
         };
         debug_assert!(h.kind == Kind::Put || h.body_len == 0);
@@ -258,21 +268,8 @@ async fn move_live(
     Ok(())
 }
 
-/// Whether every checkpoint taken from now on covers `lsn`, so that replay after a crash never
-/// re-applies the older puts a tombstone with that LSN hides. A write still unapplied with a
-/// lower LSN (a long streamed put) holds the covered LSN and the replay start back; dropping
-/// the tombstone then would let replay resurrect the put under it, so it is kept this pass.
-fn replay_skips(inner: &Inner, lsn: u64) -> bool {
-    inner
-        .state
-        .borrow()
-        .unapplied
-        .first_key_value()
-        .is_none_or(|(&oldest, _)| oldest > lsn)
-}
-
 async fn wait_group(
-    group: &mut Vec<oneshot::Receiver<Result<Hlc, EngineError>>>,
+    group: &mut Vec<oneshot::Receiver<Result<Appended, EngineError>>>,
 ) -> Result<(), EngineError> {
     let mut first_err = None;
     for rx in group.drain(..) {
@@ -295,6 +292,14 @@ async fn recycle(inner: &Rc<Inner>, segment: u64) -> Result<Option<u64>, EngineE
         let Some(seg) = state.log.segments.get(&segment) else {
             return Ok(None);
         };
+        if seg.drop_lsn_max > state.checkpoint_lsn {
+            // Replay from the newest checkpoint may still apply records this drop removed.
+            tracing::debug!(
+                segment,
+                "segment holds a partition drop no checkpoint covers yet; kept"
+            );
+            return Ok(None);
+        }
         let reclaimed = state.log.used_bytes(seg);
         let (file, path, size_bytes) = (seg.file.clone(), seg.path.clone(), seg.size_bytes);
         let header = state.log.new_life(segment, size_bytes, SegState::Free);

@@ -18,7 +18,7 @@ use crate::clock::HlcClock;
 use crate::index::{Applied, Entry, Index};
 use crate::record::{Kind, record_len};
 use crate::segment::{Log, SegState};
-use crate::writer::{AppendReq, Request};
+use crate::writer::{AppendReq, Appended, Request};
 use crate::{
     CompactionReport, EngineConfig, EngineError, EngineStats, Head, Hlc, Lookup, MAX_BODY_BYTES,
     MAX_KEY_BYTES, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, Value,
@@ -89,9 +89,37 @@ impl State {
         }
     }
 
+    /// Applies a durable partition drop with LSN `lsn`, written in `segment`: forgets the
+    /// partition's entries below it (and the cached values), and notes the drop in its segment
+    /// (recycled only once a checkpoint covers it). Returns how many entries were removed.
+    pub(crate) fn drop_partition(
+        &mut self,
+        cache: &RefCell<Option<ObjectCache>>,
+        partition: PartitionId,
+        lsn: u64,
+        segment: u64,
+    ) -> u64 {
+        let removed = self.index.drop_partition(partition, lsn);
+        if let Some(cache) = cache.borrow_mut().as_mut() {
+            cache.invalidate_partition(partition);
+        }
+        if let Some(seg) = self.log.segments.get_mut(&segment) {
+            seg.drop_lsn_max = seg.drop_lsn_max.max(lsn);
+        }
+        removed
+    }
+
     /// Whether a segment holds a write that is not applied yet (compaction must not touch it).
     pub(crate) fn has_unapplied_in(&self, segment: u64) -> bool {
         self.unapplied.values().any(|&(s, _)| s == segment)
+    }
+
+    /// Whether every checkpoint taken from now on covers `lsn`: no write with a lower LSN is
+    /// still unapplied (such a write holds the covered LSN and the replay start before it).
+    pub(crate) fn checkpoints_cover(&self, lsn: u64) -> bool {
+        self.unapplied
+            .first_key_value()
+            .is_none_or(|(&oldest, _)| oldest > lsn)
     }
 }
 
@@ -147,6 +175,14 @@ impl TombstonePolicy {
             Self::Floors(floors) => floors.get(&partition).is_some_and(|floor| hlc <= *floor),
         }
     }
+
+    /// Forgets `partition`'s floor (the partition was dropped: if it comes back, it comes with
+    /// fresh data and a fresh floor).
+    pub(crate) fn reset_floor(&mut self, partition: PartitionId) {
+        if let Self::Floors(floors) = self {
+            floors.remove(&partition);
+        }
+    }
 }
 
 impl Inner {
@@ -194,8 +230,8 @@ impl Inner {
     pub(crate) async fn append(
         &self,
         req: AppendReq,
-        rx: oneshot::Receiver<Result<Hlc, EngineError>>,
-    ) -> Result<Hlc, EngineError> {
+        rx: oneshot::Receiver<Result<Appended, EngineError>>,
+    ) -> Result<Appended, EngineError> {
         self.send(Request::Append(req))?;
         rx.await.map_err(|_| EngineError::Closed)?
     }
@@ -312,9 +348,10 @@ impl Engine {
             hlc,
             summary: value.summary,
             use_spare,
+            relocates: None,
             reply,
         };
-        self.inner.append(req, rx).await
+        Ok(self.inner.append(req, rx).await?.hlc)
     }
 
     /// What the index knows of `key`'s newest record (tombstones included), without I/O: cheap
@@ -412,10 +449,42 @@ impl Engine {
             hlc,
             summary: Summary::default(),
             use_spare: true,
+            relocates: None,
             reply,
         };
-        let hlc = self.inner.append(req, rx).await?;
+        let hlc = self.inner.append(req, rx).await?.hlc;
         Ok(had_live.then_some(hlc))
+    }
+
+    /// Forgets every entry of `partition` written before this call (puts, tombstones, any key),
+    /// durably: for a shard that stops owning a ring partition (rebalancing), without a
+    /// tombstone per key. Appends one partition-drop record (FORMAT.md §4.1) through group commit
+    /// and returns after its fdatasync (like a delete, it may use the spare segment: it frees
+    /// space), with the number of index entries removed.
+    ///
+    /// Writes are ordered by LSN: every entry of the partition with a lower LSN than the drop's
+    /// is gone, now and after any reopen, including a streamed put that was in flight (begun
+    /// before this call) and completes later: it is acknowledged and never visible. Writes with
+    /// a higher LSN (every write made after this call returns) are kept. The partition's
+    /// tombstone floor ([`Engine::raise_tombstone_floor`]) is reset, [`Engine::partitions`] no
+    /// longer lists it unless it is written again, and the removed records' bytes become dead,
+    /// so compaction reclaims them.
+    pub async fn drop_partition(&self, partition: PartitionId) -> Result<u64, EngineError> {
+        self.inner.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        let req = AppendReq {
+            kind: Kind::PartitionDrop,
+            partition,
+            key: Box::default(),
+            meta: Bytes::new(),
+            body: Bytes::new(),
+            hlc: self.inner.clock.now(),
+            summary: Summary::default(),
+            use_spare: true,
+            relocates: None,
+            reply,
+        };
+        Ok(self.inner.append(req, rx).await?.removed)
     }
 
     /// Live keys across all partitions of this engine that start with `prefix` and sort after

@@ -1117,3 +1117,451 @@ fn zero_fill_ahead_never_overwrites_records() {
         check(&engine).await;
     });
 }
+
+/// Sum of the on-disk lengths of `partition`'s index entries.
+fn partition_bytes(engine: &Engine, partition: u32) -> u64 {
+    engine
+        .inner
+        .state
+        .borrow()
+        .index
+        .iter()
+        .filter(|(p, _, _)| *p == partition)
+        .map(|(_, _, e)| e.len as u64)
+        .sum()
+}
+
+/// Offsets of the partition-drop records in a segment file (every one starts a block).
+fn drop_record_offsets(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    (4096..bytes.len() - 4096)
+        .step_by(4096)
+        .filter(|&at| &bytes[at..at + 4] == b"LEOR" && bytes[at + 6] == 3)
+        .map(|at| at as u64)
+        .collect()
+}
+
+#[test]
+fn drop_partition_forgets_one_partition_and_survives_reopen() {
+    for clean_close in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let engine = Engine::open(config(dir.path())).await.unwrap();
+            for p in 0..3u32 {
+                for i in 0..20 {
+                    let key = format!("k/{p}/{i:02}");
+                    engine
+                        .put(p, key.as_bytes(), value(&body_of(i, 700)))
+                        .await
+                        .unwrap();
+                }
+            }
+            engine.delete(1, b"k/1/03", None).await.unwrap();
+            let t = engine.now();
+            engine.delete(1, b"never-put", Some(t)).await.unwrap();
+            // Some of the partition comes from a checkpoint, some from replay.
+            engine.checkpoint().await.unwrap();
+            for i in 20..30 {
+                let key = format!("k/1/{i:02}");
+                engine
+                    .put(1, key.as_bytes(), value(&body_of(i, 700)))
+                    .await
+                    .unwrap();
+            }
+            let before = engine.stats();
+            let dropped_bytes = partition_bytes(&engine, 1);
+            assert_eq!(engine.drop_partition(1).await.unwrap(), 31);
+            let after = engine.stats();
+            assert_eq!(after.live_records, before.live_records - 29);
+            assert_eq!(after.tombstones, before.tombstones - 2);
+            assert_eq!(after.live_bytes, before.live_bytes - dropped_bytes);
+            assert_eq!(engine.partitions(), [0, 2]);
+            assert!(engine.scan_partition(1, None, 100, true).is_empty());
+            assert!(engine.lookup(1, b"never-put").is_none());
+            assert_eq!(engine.drop_partition(1).await.unwrap(), 0, "nothing left");
+            // A put after the drop survives; the other partitions are untouched.
+            engine.put(1, b"k/1/05", value(b"after")).await.unwrap();
+            assert_eq!(engine.partitions(), [0, 1, 2]);
+            let check = |engine: Engine| async move {
+                for i in 0..30 {
+                    let want = (i == 5).then(|| b"after".to_vec());
+                    assert_eq!(get_body(&engine, 1, &format!("k/1/{i:02}")).await, want);
+                }
+                for p in [0, 2] {
+                    for i in 0..20 {
+                        assert_eq!(
+                            get_body(&engine, p, &format!("k/{p}/{i:02}")).await,
+                            Some(body_of(i, 700))
+                        );
+                    }
+                }
+                assert_eq!(engine.scan_partition(1, None, 100, true).len(), 1);
+                assert_eq!(engine.partitions(), [0, 1, 2]);
+                engine.stats()
+            };
+            let live = check(engine.clone()).await;
+            if clean_close {
+                engine.close().await.unwrap();
+            }
+            drop(engine);
+            let engine = Engine::open(config(dir.path())).await.unwrap();
+            let reopened = check(engine.clone()).await;
+            assert_eq!(
+                (
+                    reopened.live_records,
+                    reopened.tombstones,
+                    reopened.live_bytes
+                ),
+                (live.live_records, live.tombstones, live.live_bytes)
+            );
+            assert_eq!(reopened.corrupt_records, 0);
+            if clean_close {
+                assert_eq!(reopened.replayed_records, 0);
+            }
+        });
+    }
+}
+
+#[test]
+fn dropped_partition_stays_dropped_through_compaction_checkpoint_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..40 {
+            let key = format!("gone-{i}");
+            engine
+                .put(7, key.as_bytes(), value(&body_of(i, 50_000)))
+                .await
+                .unwrap();
+            if i % 4 == 0 {
+                let key = format!("kept-{i}");
+                engine
+                    .put(8, key.as_bytes(), value(&body_of(i, 50_000)))
+                    .await
+                    .unwrap();
+            }
+        }
+        let kept_bytes = partition_bytes(&engine, 8);
+        let before = engine.stats();
+        assert_eq!(engine.drop_partition(7).await.unwrap(), 40);
+        let dropped = engine.stats();
+        assert_eq!(dropped.live_bytes, kept_bytes);
+        assert!(dropped.dead_bytes > before.dead_bytes + 40 * 50_000);
+        engine.put(7, b"fresh", value(b"new owner")).await.unwrap();
+        let report = engine.compact().await.unwrap();
+        assert!(report.segments_compacted >= 1, "{report:?}");
+        assert!(
+            report.bytes_moved <= kept_bytes,
+            "only partition 8 is moved, never a dropped record: {report:?}"
+        );
+        engine.checkpoint().await.unwrap();
+        let compacted = engine.stats();
+        assert!(
+            compacted.dead_bytes < dropped.dead_bytes / 2,
+            "{compacted:?}"
+        );
+        assert!(compacted.free_segments > dropped.free_segments);
+        let check = |engine: Engine| async move {
+            for i in 0..40 {
+                assert_eq!(get_body(&engine, 7, &format!("gone-{i}")).await, None);
+                let want = (i % 4 == 0).then(|| body_of(i, 50_000));
+                assert_eq!(get_body(&engine, 8, &format!("kept-{i}")).await, want);
+            }
+            assert_eq!(get_body(&engine, 7, "fresh").await.unwrap(), b"new owner");
+            assert_eq!(engine.scan_partition(7, None, 100, true).len(), 1);
+            engine.stats()
+        };
+        check(engine.clone()).await;
+        // Recycled segments are written again, then a crash.
+        overwrite_keys_three_times(&engine, "churn", 10).await;
+        let live = check(engine.clone()).await;
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        let reopened = check(engine.clone()).await;
+        assert_eq!(
+            (reopened.live_records, reopened.live_bytes),
+            (live.live_records, live.live_bytes)
+        );
+        assert_eq!(reopened.corrupt_records, 0);
+    });
+}
+
+#[test]
+fn a_stream_begun_before_a_drop_and_finished_after_it_stays_dropped() {
+    for clean_close in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let engine = Engine::open(config(dir.path())).await.unwrap();
+            engine.put(4, b"before", value(b"x")).await.unwrap();
+            let (body_tx, body_rx) = futures_channel::mpsc::unbounded();
+            body_tx
+                .unbounded_send(Ok(Bytes::from(body_of(1, 100_000))))
+                .unwrap();
+            let streamer = engine.clone();
+            let stream = monoio::spawn(async move {
+                streamer
+                    .put_stream(4, b"streamed", value(b""), 200_000, body_rx)
+                    .await
+            });
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(
+                engine.inner.state.borrow().unapplied.len(),
+                1,
+                "the stream holds a reservation"
+            );
+            assert_eq!(engine.drop_partition(4).await.unwrap(), 1);
+            body_tx
+                .unbounded_send(Ok(Bytes::from(body_of(2, 100_000))))
+                .unwrap();
+            drop(body_tx);
+            // Acknowledged (it is durable), but written before the drop: never visible.
+            stream.await.unwrap();
+            assert_eq!(get_body(&engine, 4, "streamed").await, None);
+            assert_eq!(get_body(&engine, 4, "before").await, None);
+            assert!(engine.partitions().is_empty());
+            assert_eq!(
+                (engine.stats().live_records, engine.stats().live_bytes),
+                (0, 0)
+            );
+            engine.put(4, b"after", value(b"y")).await.unwrap();
+            if clean_close {
+                engine.close().await.unwrap();
+            }
+            drop(engine);
+            let engine = Engine::open(config(dir.path())).await.unwrap();
+            assert_eq!(get_body(&engine, 4, "streamed").await, None);
+            assert_eq!(get_body(&engine, 4, "before").await, None);
+            assert_eq!(get_body(&engine, 4, "after").await.unwrap(), b"y");
+            assert_eq!(engine.stats().live_records, 1);
+            assert_eq!(engine.stats().corrupt_records, 0);
+        });
+    }
+}
+
+#[test]
+fn a_drop_behind_an_unapplied_write_is_replayed_and_its_segment_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let drop_segment = Cell::new(0u64);
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        // A streamed put (another partition) that never finishes: it holds every checkpoint's
+        // covered LSN and replay start before the drop.
+        let (body_tx, body_rx) = futures_channel::mpsc::unbounded();
+        body_tx
+            .unbounded_send(Ok(Bytes::from(vec![1u8; 1000])))
+            .unwrap();
+        let streamer = engine.clone();
+        monoio::spawn(async move {
+            let _keep_open = body_tx;
+            streamer
+                .put_stream(9, b"stalled", value(b""), 200_000, body_rx)
+                .await
+        });
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        for i in 0..10 {
+            engine
+                .put(5, format!("p5-{i}").as_bytes(), value(&body_of(i, 1000)))
+                .await
+                .unwrap();
+        }
+        // The drop goes into a later segment than the partition's records.
+        overwrite_keys_three_times(&engine, "fill", 10).await;
+        assert_eq!(engine.drop_partition(5).await.unwrap(), 10);
+        let (segment, life) = {
+            let state = engine.inner.state.borrow();
+            (state.log.head, state.log.head().life_seq)
+        };
+        drop_segment.set(segment);
+        engine.checkpoint().await.unwrap();
+        assert!(engine.inner.state.borrow().checkpoint_lsn < engine.inner.state.borrow().next_lsn);
+        // The drop's segment becomes sealed and dead; compaction must keep it while the stream
+        // holds replay before the drop.
+        overwrite_keys_three_times(&engine, "fill", 10).await;
+        overwrite_keys_three_times(&engine, "more", 10).await;
+        let report = engine.compact().await.unwrap();
+        assert!(report.segments_compacted >= 1, "{report:?}");
+        {
+            let state = engine.inner.state.borrow();
+            let seg = &state.log.segments[&segment];
+            assert_ne!(segment, state.log.head);
+            assert_eq!(state.index.live_bytes(segment as u32), 0);
+            assert_eq!((seg.life_seq, seg.drop_lsn_max > 0), (life, true));
+        }
+        for i in 0..10 {
+            assert_eq!(get_body(&engine, 5, &format!("p5-{i}")).await, None);
+        }
+        // The runtime ends with the stream pending: a crash.
+    });
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..10 {
+            assert_eq!(
+                get_body(&engine, 5, &format!("p5-{i}")).await,
+                None,
+                "a record the drop removed came back"
+            );
+        }
+        assert!(engine.partitions().iter().all(|&p| p != 5));
+        assert_eq!(get_body(&engine, 9, "stalled").await, None);
+        assert_eq!(
+            get_body(&engine, 0, "fill-3").await,
+            Some(body_of(5, 50_000))
+        );
+        // Nothing holds replay back any more: the segment is recycled, and the drop stays.
+        engine.compact().await.unwrap();
+        {
+            let state = engine.inner.state.borrow();
+            let seg = &state.log.segments[&drop_segment.get()];
+            assert_eq!(seg.drop_lsn_max, 0, "recycled: {:?}", seg.state);
+        }
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..10 {
+            assert_eq!(get_body(&engine, 5, &format!("p5-{i}")).await, None);
+        }
+        assert_eq!(engine.stats().corrupt_records, 0);
+    });
+}
+
+#[test]
+fn a_drop_resets_the_partition_tombstone_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let cfg = EngineConfig {
+            tombstone_grace: Duration::ZERO,
+            ..config(dir.path())
+        };
+        let engine = Engine::open(cfg).await.unwrap();
+        engine.drop_tombstones_at_floors();
+        let far = Hlc {
+            physical_us: engine.now().physical_us + 3_600_000_000,
+            logical: 0,
+            node_id: 0,
+        };
+        engine.raise_tombstone_floor(3, far);
+        engine.raise_tombstone_floor(4, far);
+        engine.drop_partition(3).await.unwrap();
+        let floors = |engine: &Engine| match &*engine.inner.tombstones.borrow() {
+            crate::TombstonePolicy::Floors(f) => f.clone(),
+            crate::TombstonePolicy::Age => panic!("policy changed"),
+        };
+        assert!(!floors(&engine).contains_key(&3));
+        assert_eq!(
+            floors(&engine).get(&4),
+            Some(&far),
+            "other partitions keep theirs"
+        );
+        // Data of the partition's next owner: its tombstone is below the old floor, but with
+        // no floor of its own it is kept.
+        engine.put(3, b"gone", value(b"v")).await.unwrap();
+        engine.delete(3, b"gone", None).await.unwrap();
+        overwrite_keys_three_times(&engine, "filler", 20).await;
+        let report = engine.compact().await.unwrap();
+        assert!(report.segments_compacted >= 1, "{report:?}");
+        assert_eq!(report.tombstones_dropped, 0);
+        assert!(engine.lookup(3, b"gone").is_some_and(|l| l.tombstone));
+        // A fresh floor works as before.
+        engine.raise_tombstone_floor(3, far);
+        overwrite_keys_three_times(&engine, "filler", 20).await;
+        let report = engine.compact().await.unwrap();
+        assert_eq!(report.tombstones_dropped, 1);
+    });
+}
+
+#[test]
+fn a_relocation_encoded_after_a_drop_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        engine.put(2, b"k", value(&body_of(1, 5000))).await.unwrap();
+        let source = *engine.inner.state.borrow().index.get(2, b"k").unwrap();
+        assert_eq!(engine.drop_partition(2).await.unwrap(), 1);
+        // What compaction sends for a record it found live just before the drop was applied.
+        let (reply, rx) = futures_channel::oneshot::channel();
+        let req = crate::writer::AppendReq {
+            kind: crate::record::Kind::Put,
+            partition: 2,
+            key: b"k"[..].into(),
+            meta: Bytes::from_static(b"meta"),
+            body: Bytes::from(body_of(1, 5000)),
+            hlc: source.hlc,
+            summary: source.summary,
+            use_spare: true,
+            relocates: Some(source.lsn),
+            reply,
+        };
+        let batches = engine.stats().batches_written;
+        engine.inner.append(req, rx).await.unwrap();
+        assert_eq!(
+            engine.stats().batches_written,
+            batches,
+            "nothing was written"
+        );
+        assert!(engine.lookup(2, b"k").is_none());
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        assert!(engine.lookup(2, b"k").is_none());
+    });
+}
+
+#[test]
+fn a_drop_is_a_batch_of_its_own_so_an_older_binary_loses_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..20 {
+            engine
+                .put(0, format!("a-{i}").as_bytes(), value(&body_of(i, 300)))
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            engine
+                .put(1, format!("b-{i}").as_bytes(), value(&body_of(i, 300)))
+                .await
+                .unwrap();
+        }
+        // Deletes around the drop, all allowed the spare: without the rule they would share
+        // the drop's batch.
+        let deletes = (0..10).map(|i| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .delete(0, format!("a-{i}").as_bytes(), None)
+                    .await
+                    .unwrap();
+            }
+        });
+        let dropper = engine.clone();
+        let drop_it = async move {
+            assert_eq!(dropper.drop_partition(1).await.unwrap(), 5);
+        };
+        futures_util::future::join(join_all(deletes), drop_it).await;
+        engine.put(0, b"last", value(b"z")).await.unwrap();
+        drop(engine);
+    });
+    let seg = segment_file(dir.path(), 0);
+    let offsets = drop_record_offsets(&seg);
+    assert_eq!(offsets.len(), 1);
+    let at = offsets[0];
+    let bytes = std::fs::read(&seg).unwrap();
+    let padding = &bytes[at as usize + 112..at as usize + 4096];
+    assert!(padding.iter().all(|&b| b == 0), "the drop shares its block");
+    // What an older binary sees: a record kind it does not know (it cannot parse kind 3).
+    let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.seek(SeekFrom::Start(at + 6)).unwrap();
+    f.write_all(&[9]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..20 {
+            let want = (i >= 10).then(|| body_of(i, 300));
+            assert_eq!(get_body(&engine, 0, &format!("a-{i}")).await, want, "a-{i}");
+        }
+        assert_eq!(get_body(&engine, 0, "last").await.unwrap(), b"z");
+        // The drop itself is not honoured, and counted as damage.
+        assert_eq!(get_body(&engine, 1, "b-2").await, Some(body_of(2, 300)));
+        assert_eq!(engine.stats().corrupt_records, 1);
+    });
+}

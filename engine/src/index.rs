@@ -1,11 +1,12 @@
 //! The in-memory index: per partition an ordered map key → newest record's location and facts.
 //!
 //! It decides which record wins for a key (newer HLC; equal HLC: higher LSN, which is how a
-//! compaction relocation replaces the old location) and keeps per-segment live byte counts
-//! so compaction knows what is worth moving. It never does I/O.
+//! compaction relocation replaces the old location), forgets whole partitions (a partition
+//! drop: every entry below the drop's LSN, and any such record applied later) and keeps
+//! per-segment live byte counts so compaction knows what is worth moving. It never does I/O.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -73,6 +74,8 @@ pub(crate) enum Applied {
     Won { replaced: Option<Entry> },
     /// An entry at least as new exists; the record is dead on arrival.
     Lost,
+    /// The record's partition was dropped at a higher LSN; the record is dead on arrival.
+    Dropped,
 }
 
 /// What [`Index::bulk_load`] sorts: an item's partition, the first 8 key bytes after the
@@ -112,6 +115,10 @@ fn key_bytes_after(key: &[u8], skip: usize) -> u64 {
 #[derive(Default)]
 pub(crate) struct Index {
     parts: BTreeMap<PartitionId, BTreeMap<Box<[u8]>, Entry>>,
+    /// Per dropped partition, the LSN of its newest drop: records of the partition with a lower
+    /// LSN are never indexed again (a streamed put that completes after the drop). Not kept in
+    /// checkpoints: see FORMAT.md §4.1 for why replay rebuilds what it needs.
+    dropped_below: HashMap<PartitionId, u64>,
     /// Live bytes per segment id (records the index points to); ids are small and dense.
     live_by_segment: Vec<u64>,
     entries: u64,
@@ -125,8 +132,21 @@ impl Index {
         self.parts.get(&partition)?.get(key)
     }
 
-    /// Applies a record; it replaces the current entry only if it wins (see [`Entry::wins_over`]).
+    /// Whether a record of `partition` with this LSN was written before a drop of the partition.
+    fn is_dropped(&self, partition: PartitionId, lsn: u64) -> bool {
+        !self.dropped_below.is_empty()
+            && self
+                .dropped_below
+                .get(&partition)
+                .is_some_and(|&below| lsn < below)
+    }
+
+    /// Applies a record; it replaces the current entry only if it wins (see [`Entry::wins_over`])
+    /// and its partition was not dropped after it was written.
     pub(crate) fn apply(&mut self, partition: PartitionId, key: &[u8], entry: Entry) -> Applied {
+        if self.is_dropped(partition, entry.lsn) {
+            return Applied::Dropped;
+        }
         let part = self.parts.entry(partition).or_default();
         if let Some(old) = part.get_mut(key) {
             if !entry.wins_over(old) {
@@ -157,6 +177,9 @@ impl Index {
     /// only when partition and the 8 key bytes after the batch's common prefix tie: replay
     /// spent most of its time in `memcmp` through boxed keys before.
     pub(crate) fn bulk_load(&mut self, mut items: Vec<(PartitionId, Box<[u8]>, Entry)>) {
+        if !self.dropped_below.is_empty() {
+            items.retain(|(partition, _, e)| !self.is_dropped(*partition, e.lsn));
+        }
         let common = common_prefix_len(items.iter().map(|i| &i.1[..]));
         let mut order: Vec<SortSlot> = items
             .iter()
@@ -235,6 +258,45 @@ impl Index {
         true
     }
 
+    /// Applies a drop of `partition` with LSN `lsn`: removes every entry of the partition with a
+    /// lower LSN and refuses such records from now on; returns how many entries were removed.
+    pub(crate) fn drop_partition(&mut self, partition: PartitionId, lsn: u64) -> u64 {
+        let below = self.dropped_below.entry(partition).or_default();
+        *below = (*below).max(lsn);
+        let Index {
+            parts,
+            live_by_segment,
+            entries,
+            tombstones,
+            key_heap_bytes: heap,
+            ..
+        } = self;
+        let Some(part) = parts.remove(&partition) else {
+            return 0;
+        };
+        let mut removed = 0u64;
+        // Usually nothing is kept: walking the map once beats removing keys one by one, and
+        // what is kept (in order) is bulk-built.
+        let kept: BTreeMap<Box<[u8]>, Entry> = part
+            .into_iter()
+            .filter(|(key, e)| {
+                if e.lsn > lsn {
+                    return true;
+                }
+                removed += 1;
+                *tombstones -= e.tombstone as u64;
+                *heap -= key_heap_bytes(key.len());
+                sub_live(live_by_segment, e.segment, e.len);
+                false
+            })
+            .collect();
+        *entries -= removed;
+        if !kept.is_empty() {
+            parts.insert(partition, kept);
+        }
+        removed
+    }
+
     /// Drops every entry pointing into `segment` (its content is gone); returns how many.
     pub(crate) fn drop_segment(&mut self, segment: u32) -> u64 {
         let mut dropped = Vec::new();
@@ -260,9 +322,7 @@ impl Index {
     }
 
     fn sub_live(&mut self, segment: u32, len: u32) {
-        if let Some(v) = self.live_by_segment.get_mut(segment as usize) {
-            *v = v.saturating_sub(len as u64);
-        }
+        sub_live(&mut self.live_by_segment, segment, len);
     }
 
     /// Live bytes in a segment.
@@ -389,6 +449,13 @@ impl Index {
             }
         }
         out
+    }
+}
+
+/// Takes a record's bytes off its segment's live count.
+fn sub_live(live_by_segment: &mut [u64], segment: u32, len: u32) {
+    if let Some(v) = live_by_segment.get_mut(segment as usize) {
+        *v = v.saturating_sub(len as u64);
     }
 }
 
@@ -539,6 +606,43 @@ mod tests {
             b"shared/prefix/".len()
         );
         assert_eq!(common_prefix_len(std::iter::empty()), 0);
+    }
+
+    #[test]
+    fn drop_partition_forgets_lower_lsns_now_and_later() {
+        let mut idx = Index::default();
+        idx.apply(1, b"a", entry(10, 1, 0, false));
+        idx.apply(1, b"b", entry(10, 2, 1, true));
+        idx.apply(2, b"a", entry(10, 3, 0, false));
+        idx.apply(1, b"c", entry(1, 5, 1, false));
+        assert_eq!(
+            idx.drop_partition(1, 4),
+            2,
+            "a and b are below the drop, c above"
+        );
+        assert!(idx.get(1, b"a").is_none() && idx.get(1, b"b").is_none());
+        assert!(idx.get(1, b"c").is_some() && idx.get(2, b"a").is_some());
+        assert_eq!((idx.len(), idx.tombstones()), (2, 0));
+        assert_eq!((idx.live_bytes(0), idx.live_bytes(1)), (200, 200));
+        // A record written before the drop but applied after it (a streamed put) stays out.
+        assert_eq!(
+            idx.apply(1, b"late", entry(99, 3, 0, false)),
+            Applied::Dropped
+        );
+        assert_eq!(
+            idx.apply(1, b"after", entry(1, 6, 0, false)),
+            Applied::Won { replaced: None }
+        );
+        idx.bulk_load(vec![
+            (1, b"old".to_vec().into_boxed_slice(), entry(5, 2, 0, false)),
+            (1, b"new".to_vec().into_boxed_slice(), entry(5, 7, 0, false)),
+        ]);
+        assert!(idx.get(1, b"old").is_none() && idx.get(1, b"new").is_some());
+        assert_eq!(idx.drop_partition(1, 8), 3);
+        assert_eq!(idx.drop_partition(3, 9), 0, "a partition with no entries");
+        assert_eq!(idx.partitions(), [2]);
+        assert_eq!(idx.live_bytes_total(), 200);
+        assert_eq!(idx.key_heap_bytes_total(), key_heap_bytes(1));
     }
 
     #[test]

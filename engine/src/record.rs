@@ -32,6 +32,9 @@ pub(crate) enum Kind {
     Put = 1,
     /// A deletion marker.
     Tombstone = 2,
+    /// Forgets every entry of its partition with a lower LSN (no key, meta or body; see
+    /// FORMAT.md §4.1).
+    PartitionDrop = 3,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
         match v {
             1 => Some(Kind::Put),
             2 => Some(Kind::Tombstone),
+            3 => Some(Kind::PartitionDrop),
             _ => None,
         }
     }
@@ -131,7 +135,10 @@ impl RecordHeader {
         let sane = header.key_len as usize <= MAX_KEY_BYTES
             && header.meta_len as usize <= MAX_META_BYTES
             && header.body_len <= MAX_BODY_BYTES;
-        sane.then_some(header)
+        // A partition drop names only its partition: lengths there are damage, not a record.
+        let drop_is_empty = header.kind != Kind::PartitionDrop
+            || (header.key_len, header.meta_len, header.body_len) == (0, 0, 0);
+        (sane && drop_is_empty).then_some(header)
     }
 }
 
@@ -335,6 +342,35 @@ mod tests {
         }
         hasher.finish(&mut header, b"key", b"mm");
         assert_eq!(&header[..], &one_shot[..HEADER_BYTES]);
+    }
+
+    #[test]
+    fn partition_drop_round_trip_and_only_empty() {
+        let h = RecordHeader {
+            kind: Kind::PartitionDrop,
+            key_len: 0,
+            meta_len: 0,
+            body_len: 0,
+            summary: Summary::default(),
+            ..sample(0)
+        };
+        let rec = encode(3, &h, b"", b"", b"");
+        assert_eq!(rec.len(), HEADER_BYTES);
+        assert_eq!(rec[6], 3);
+        let parsed = RecordHeader::parse(&rec).unwrap();
+        assert_eq!(parsed.kind, Kind::PartitionDrop);
+        assert_eq!(parsed.partition, 7);
+        assert!(verify_header(3, &rec, &parsed) && verify_record(3, &rec, &parsed));
+        let with_key = RecordHeader { key_len: 1, ..h };
+        let mut buf = vec![0u8; HEADER_BYTES];
+        with_key.write_fields(&mut buf);
+        assert!(RecordHeader::parse(&buf).is_none(), "a drop names no key");
+        let mut unknown = rec.clone();
+        unknown[6] = 4;
+        assert!(
+            RecordHeader::parse(&unknown).is_none(),
+            "unknown kinds stay unparseable"
+        );
     }
 
     #[test]

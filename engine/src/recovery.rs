@@ -2,7 +2,8 @@
 //! of its two copies, a damaged copy rewritten from the other; with both copies damaged, from the
 //! checkpoint's row and the records themselves; else the segment is set aside and the entries
 //! into it are kept, reading as corrupt), replay of the log after the checkpoint in
-//! life-sequence order, torn-tail truncation (the rest of the head is zero-filled before any new
+//! life-sequence order (which is LSN order: a partition drop removes what came before it),
+//! torn-tail truncation (the rest of the head is zero-filled before any new
 //! write), and the start of the writer and background tasks.
 
 use std::cell::RefCell;
@@ -151,6 +152,8 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         ((replay_bytes / REPLAY_RECORD_BYTES_MIN) as usize).min(REPLAY_BATCH_ENTRIES),
     );
     let mut head_offset = SEGMENT_HEADER_BYTES;
+    // Partition drops replayed, per segment: such a segment is kept until a checkpoint covers them.
+    let mut drops: Vec<(u64, u64)> = Vec::new();
     for seg in active
         .iter()
         .filter(|s| s.life_seq >= replay_life || Some(s.id) == head_id)
@@ -166,6 +169,14 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
             let h = found.header;
             hlc_max = hlc_max.max(h.hlc);
             if h.lsn <= covered_lsn {
+                continue;
+            }
+            replayed += 1;
+            if h.kind == Kind::PartitionDrop {
+                // Applied in LSN order: removes the partition's entries so far (the checkpoint's
+                // and those bulk-loaded); the gathered ones below it are filtered at bulk load.
+                index.drop_partition(h.partition, h.lsn);
+                drops.push((seg.id, h.lsn));
                 continue;
             }
             let entry = Entry {
@@ -184,7 +195,6 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
                 rec[HEADER_BYTES..HEADER_BYTES + h.key_len as usize].into(),
                 entry,
             ));
-            replayed += 1;
             if replayed_items.len() >= REPLAY_BATCH_ENTRIES {
                 index.bulk_load(std::mem::take(&mut replayed_items));
             }
@@ -204,6 +214,11 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         }
     }
     index.bulk_load(replayed_items);
+    for (id, lsn) in drops {
+        if let Some(seg) = log.segments.get_mut(&id) {
+            seg.drop_lsn_max = seg.drop_lsn_max.max(lsn);
+        }
+    }
     // Set-aside segments nothing points into need no row any more.
     log.set_aside
         .retain(|a| a.row.is_none() || index.live_bytes(a.id as u32) > 0);

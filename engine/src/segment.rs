@@ -177,6 +177,10 @@ pub(crate) struct Segment {
     /// write there overwrites allocated, written blocks and its fdatasync changes no metadata;
     /// blocks above it may still be unwritten extents (they read as zeros).
     pub zeroed_until: u64,
+    /// LSN of the newest partition-drop record known in this life (0: none). The segment is
+    /// recycled only once a checkpoint covers it (FORMAT.md §7): replay must find the drop
+    /// whenever it can replay records the drop removed.
+    pub drop_lsn_max: u64,
 }
 
 impl Segment {
@@ -210,6 +214,8 @@ impl Segment {
             inferred,
             // Unknown after a restart: assume written (writes beyond are correct, only slower).
             zeroed_until: header.size_bytes,
+            // Replay notes the drops it finds; earlier ones are covered by the checkpoint.
+            drop_lsn_max: 0,
         }
     }
 }
@@ -545,6 +551,7 @@ impl Log {
             seg.state = header.state;
             seg.version = header.version;
             seg.inferred = false;
+            seg.drop_lsn_max = 0;
         }
     }
 }

@@ -80,9 +80,10 @@ where
             hlc,
             summary: header.summary,
             use_spare: false,
+            relocates: None,
             reply,
         };
-        return inner.append(req, rx).await;
+        return Ok(inner.append(req, rx).await?.hlc);
     }
     let (reply, rx) = oneshot::channel();
     inner.send(Request::Reserve {

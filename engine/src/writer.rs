@@ -1,13 +1,16 @@
 //! Group commit: the ONE writer task of an engine, and the write head (rollover, reservations).
 //!
 //! Puts and deletes send their record; the writer takes everything pending (up to
-//! `batch_bytes_max`; a larger record goes alone, and records allowed to use the spare segment
-//! (relocations, tombstones) never share a batch with puts), encodes it into one aligned buffer starting at a block
-//! boundary, issues one write and one fdatasync, then applies the batch to the index and
-//! acknowledges every waiter. Records arriving meanwhile form the next batch. Large records
-//! reserve a region instead ([`Request::Reserve`]) and ask for a shared fdatasync afterwards
-//! ([`Request::Sync`]). It never acknowledges before the data is durable (unless the sync
-//! policy is `NoneUnsafe`), and after a failed fdatasync it refuses every further write.
+//! `batch_bytes_max`; a larger record goes alone, a partition drop goes alone, and records
+//! allowed to use the spare segment (relocations, tombstones, drops) never share a batch with
+//! puts), encodes it into one aligned buffer starting at a block boundary, issues one write and
+//! one fdatasync, then applies the batch to the index and acknowledges every waiter. Records
+//! arriving meanwhile form the next batch. Batches are applied one after the other, so a
+//! relocation encoded after a partition drop was applied finds its source gone and is skipped:
+//! a dropped record is never re-appended. Large records reserve a region instead
+//! ([`Request::Reserve`]) and ask for a shared fdatasync afterwards ([`Request::Sync`]). It
+//! never acknowledges before the data is durable (unless the sync policy is `NoneUnsafe`), and
+//! after a failed fdatasync it refuses every further write.
 
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -40,15 +43,42 @@ pub(crate) struct AppendReq {
     pub hlc: Hlc,
     pub summary: Summary,
     /// May take the spare segment foreground puts must leave: compaction relocations and
-    /// tombstones (deleting is how space is freed on a full disk). Batches never mix the two kinds.
+    /// tombstones and partition drops (deleting is how space is freed on a full disk). Batches
+    /// never mix the two kinds.
     pub use_spare: bool,
-    pub reply: oneshot::Sender<Result<Hlc, EngineError>>,
+    /// For a compaction relocation, the LSN of the record it copies: the relocation is written
+    /// only if the key's index entry is still that record when its batch is encoded (the key was
+    /// not overwritten, its partition not dropped), so it never brings back what a drop removed.
+    pub relocates: Option<u64>,
+    pub reply: oneshot::Sender<Result<Appended, EngineError>>,
 }
 
 impl AppendReq {
     fn len(&self) -> u64 {
         record_len(self.key.len(), self.meta.len(), self.body.len() as u64)
     }
+
+    /// A partition drop is a batch of its own: an older binary, which cannot parse it,
+    /// resynchronises at the next block and so skips nothing but the drop (FORMAT.md §4.1).
+    fn alone(&self) -> bool {
+        self.kind == Kind::PartitionDrop
+    }
+
+    /// A relocation whose source the index no longer points at: nothing to move any more.
+    fn is_stale_relocation(&self, index: &crate::index::Index) -> bool {
+        self.relocates.is_some_and(|source_lsn| {
+            index.get(self.partition, &self.key).map(|e| e.lsn) != Some(source_lsn)
+        })
+    }
+}
+
+/// What the writer answers once an appended record is durable and applied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Appended {
+    /// The record's timestamp.
+    pub hlc: Hlc,
+    /// Index entries a partition drop removed (0 for other records).
+    pub removed: u64,
 }
 
 /// A region of the head segment handed to a large write.
@@ -88,10 +118,13 @@ struct Batch {
 }
 
 impl Batch {
-    /// Whether an append joins this batch (the first always does, alone if large).
+    /// Whether an append joins this batch (the first always does, alone if large or a drop).
     fn fits(&self, req: &AppendReq, bytes_max: u64) -> bool {
         self.appends.is_empty()
-            || (self.bytes + req.len() <= bytes_max && req.use_spare == self.use_spare)
+            || (self.bytes + req.len() <= bytes_max
+                && req.use_spare == self.use_spare
+                && !req.alone()
+                && !self.appends.first().is_some_and(AppendReq::alone))
     }
 
     fn add(&mut self, req: AppendReq) {
@@ -126,6 +159,26 @@ fn copy_err(e: &EngineError) -> EngineError {
         EngineError::Closed => EngineError::Closed,
         EngineError::Body(s) => EngineError::Body(s.clone()),
     }
+}
+
+/// Answers and removes the relocations whose source moved on (see [`AppendReq::relocates`]);
+/// returns the rest and their bytes.
+fn skip_stale_relocations(inner: &Inner, appends: Vec<AppendReq>) -> (Vec<AppendReq>, u64) {
+    let state = inner.state.borrow();
+    let mut kept = Vec::with_capacity(appends.len());
+    let mut bytes = 0;
+    for req in appends {
+        if req.is_stale_relocation(&state.index) {
+            let _ = req.reply.send(Ok(Appended {
+                hlc: req.hlc,
+                removed: 0,
+            }));
+        } else {
+            bytes += req.len();
+            kept.push(req);
+        }
+    }
+    (kept, bytes)
 }
 
 /// The writer task: runs until every handle is gone or the engine is closed.
@@ -192,9 +245,9 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
 async fn commit(inner: &Rc<Inner>, batch: Batch) {
     let Batch {
         appends,
-        bytes,
         use_spare,
         syncs,
+        ..
     } = batch;
     if let Some(reason) = inner.state.borrow().poisoned.clone() {
         tracing::debug!(%reason, "write refused: engine stopped writing after a failed fdatasync");
@@ -207,14 +260,26 @@ async fn commit(inner: &Rc<Inner>, batch: Batch) {
         return;
     }
     let mut synced_head = None;
+    // No drop can be applied between this check and the batch's LSNs: drops are batches, and
+    // this task applies batches one after the other.
+    let (appends, bytes) = skip_stale_relocations(inner, appends);
     if !appends.is_empty() {
         match write_batch(inner, &appends, bytes, use_spare).await {
             Ok((segment, entries)) => {
                 synced_head = Some(segment);
                 let mut state = inner.state.borrow_mut();
                 for (req, entry) in appends.into_iter().zip(entries) {
-                    state.apply(&inner.cache, req.partition, &req.key, entry);
-                    let _ = req.reply.send(Ok(req.hlc));
+                    let removed = if req.kind == Kind::PartitionDrop {
+                        inner.tombstones.borrow_mut().reset_floor(req.partition);
+                        state.drop_partition(&inner.cache, req.partition, entry.lsn, segment)
+                    } else {
+                        state.apply(&inner.cache, req.partition, &req.key, entry);
+                        0
+                    };
+                    let _ = req.reply.send(Ok(Appended {
+                        hlc: req.hlc,
+                        removed,
+                    }));
                 }
             }
             Err(e) => {

@@ -1,4 +1,5 @@
-//! Model-based property test: random sequences of puts (whole and streamed), deletes, reads, scans, compactions,
+//! Model-based property test: random sequences of puts (whole and streamed), deletes, partition
+//! drops, reads, scans, compactions,
 //! checkpoints and reopens (clean, and by dropping the engine and its runtime without `close` so
 //! recovery must replay the log) run against the engine and against a `BTreeMap` model; every
 //! observable answer must match the model. proptest shrinks a failing sequence to a minimal one.
@@ -59,6 +60,10 @@ enum Op {
     Delete {
         key: u8,
     },
+    /// `drop_partition`: the model forgets every key of the partition.
+    DropPartition {
+        partition: PartitionId,
+    },
     Get {
         key: u8,
     },
@@ -104,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (key.clone(), body_len(), any::<u64>(), 1usize..70_000)
             .prop_map(|(key, len, seed, piece)| Op::PutStream { key, len, seed, piece }),
         8 => key.clone().prop_map(|key| Op::Delete { key }),
+        2 => (0..PARTITIONS).prop_map(|partition| Op::DropPartition { partition }),
         10 => key.clone().prop_map(|key| Op::Get { key }),
         4 => (key.clone(), any::<u16>(), any::<u16>())
             .prop_map(|(key, start_frac, len_frac)| Op::GetRange { key, start_frac, len_frac }),
@@ -373,6 +379,20 @@ async fn session(
                         )));
                     }
                 }
+            }
+            Op::DropPartition { partition } => {
+                let removed = engine
+                    .drop_partition(partition)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("drop_partition {partition}: {e}")))?;
+                let before = model.entries.len();
+                model.entries.retain(|_, e| e.partition != partition);
+                prop_assert_eq!(
+                    removed,
+                    (before - model.entries.len()) as u64,
+                    "drop_partition {} count",
+                    partition
+                );
             }
             Op::Get { key } => check_get(&engine, model, key).await?,
             Op::GetRange {

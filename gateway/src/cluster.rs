@@ -543,18 +543,31 @@ pub fn installed_ring(state: &ManagerState) -> Result<Option<InstalledRing>, Str
             shard: *shard,
         })
         .collect();
-    let ring = RingView::new(
+    let invalid = |e: ShardError| {
+        format!(
+            "the managers' ring epoch {} is not valid: {e}",
+            record.epoch
+        )
+    };
+    let mut ring = RingView::new(
         record.epoch,
         record.partitions,
         record.replicas as usize,
         table,
     )
-    .map_err(|e| {
-        format!(
-            "the managers' ring epoch {} is not valid: {e}",
-            record.epoch
-        )
-    })?;
+    .map_err(invalid)?;
+    if let Some(rebalance) = &record.rebalance {
+        let next = rebalance
+            .next
+            .iter()
+            .map(|(node, shard)| Vnode {
+                node: *node,
+                shard: *shard,
+            })
+            .collect();
+        ring = ring.moving_to(next).map_err(invalid)?;
+    }
+    let ring = ring.known_everywhere_if(record.known_everywhere);
     let mut nodes = Vec::new();
     let mut unavailable = Vec::new();
     for member in state.nodes.values() {

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
-    ClusterStatus, Deleted, NodeInfo, RingDump, RingSummary, StartRequest, UserInfo, Whereabouts,
+    ClusterStatus, Deleted, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
+    UserInfo, Whereabouts,
 };
 use crate::client::{AdminClient, ClientError};
 use crate::raft::GroupStatus;
@@ -111,6 +112,27 @@ pub enum AdmCommand {
         /// `private`, `public-read` or `public-read-write`.
         acl: String,
     },
+    /// Mark a storage node to leave the ring at the next rebalance.
+    Detach {
+        /// The node id.
+        node: u32,
+    },
+    /// Take a detach back before a rebalance.
+    Rollback {
+        /// The node id.
+        node: u32,
+    },
+    /// Plan the next ring (attached nodes in, detached ones out) and move to it online.
+    Rebalance {
+        /// Wait until it is done, showing its progress on stderr.
+        wait: bool,
+    },
+    /// Where the ring stands: partitions moving, filled, bytes moved, nodes behind.
+    RebalanceStatus,
+    /// Pause the movement of the rebalance under way.
+    RebalanceSuspend,
+    /// Resume it.
+    RebalanceResume,
     /// The manager group: members, leader, term.
     Managers,
     /// Add the manager at an address (its `--rpc-listen`) to the group.
@@ -287,6 +309,34 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             json,
             |_| "OK".to_owned(),
         ),
+        AdmCommand::Detach { node } => render(&client.detach_node(*node, true)?, json, |info| {
+            format!(
+                "OK: node {} is detached; `leofs-adm rebalance` moves its partitions away",
+                info.member.id
+            )
+        }),
+        AdmCommand::Rollback { node } => render(&client.detach_node(*node, false)?, json, |info| {
+            format!(
+                "OK: node {} is {}",
+                info.member.id,
+                info.member.state.as_str()
+            )
+        }),
+        AdmCommand::Rebalance { wait } => {
+            let started = client.rebalance()?;
+            if !wait || started.phase == "idle" {
+                return render(&started, json, rebalance_text);
+            }
+            let done = follow_rebalance(client, started)?;
+            render(&done, json, rebalance_text)
+        }
+        AdmCommand::RebalanceStatus => render(&client.rebalance_status()?, json, rebalance_text),
+        AdmCommand::RebalanceSuspend => {
+            render(&client.suspend_rebalance(true)?, json, rebalance_text)
+        }
+        AdmCommand::RebalanceResume => {
+            render(&client.suspend_rebalance(false)?, json, rebalance_text)
+        }
         AdmCommand::Managers => render(&client.managers()?, json, managers_table),
         AdmCommand::AddManager { addr } => render(&client.add_manager(addr)?, json, |added| {
             format!(
@@ -298,6 +348,119 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             render(&client.remove_manager(*node_id)?, json, ok_text)
         }
     }
+}
+
+/// How often `rebalance` looks at the progress.
+const REBALANCE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// Cells of the progress bar.
+const PROGRESS_CELLS: usize = 30;
+
+/// Polls the rebalance until the ring is idle again, drawing a progress bar on stderr
+/// (partitions filled, bytes moved, rate, ETA); the last status. Interrupting it leaves the
+/// rebalance going.
+fn follow_rebalance(
+    client: &AdminClient,
+    first: RebalanceStatus,
+) -> Result<RebalanceStatus, AdmError> {
+    use std::io::{IsTerminal, Write};
+    let started = std::time::Instant::now();
+    let bytes_at_start = first.moved_bytes;
+    let terminal = io::stderr().is_terminal();
+    let mut last_line = String::new();
+    let mut status = first;
+    loop {
+        let line = progress_line(
+            &status,
+            status.moved_bytes.saturating_sub(bytes_at_start),
+            started.elapsed(),
+        );
+        if line != last_line {
+            let mut err = io::stderr();
+            // Best effort: progress that cannot be shown does not stop the command.
+            let _ = if terminal {
+                write!(err, "\r{line:<100}")
+            } else {
+                writeln!(err, "{line}")
+            };
+            let _ = err.flush();
+            last_line = line;
+        }
+        if status.phase == "idle" {
+            if terminal {
+                let _ = writeln!(io::stderr());
+            }
+            return Ok(status);
+        }
+        std::thread::sleep(REBALANCE_POLL);
+        status = client.rebalance_status()?;
+    }
+}
+
+/// One line of progress: a bar of partitions filled, bytes moved, the rate and the ETA.
+fn progress_line(status: &RebalanceStatus, moved: u64, elapsed: std::time::Duration) -> String {
+    let total = status.moving_partitions.max(1) as usize;
+    let done = match status.phase.as_str() {
+        "moving" => status.filled_partitions as usize,
+        _ => total,
+    };
+    let cells = done * PROGRESS_CELLS / total;
+    let bar = format!(
+        "{}{}",
+        "#".repeat(cells),
+        ".".repeat(PROGRESS_CELLS - cells)
+    );
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = (moved as f64 / secs) as u64;
+    let eta = if status.phase == "moving" && done > 0 && done < total {
+        let left = secs * (total - done) as f64 / done as f64;
+        format!(", ETA {}", format_duration_secs(left.ceil() as u64))
+    } else {
+        String::new()
+    };
+    format!(
+        "[{bar}] {} {}/{} partitions, {} moved ({}/s){eta}",
+        status.phase,
+        done.min(status.moving_partitions as usize),
+        status.moving_partitions,
+        format_bytes(moved),
+        format_bytes(rate),
+    )
+}
+
+fn rebalance_text(status: &RebalanceStatus) -> String {
+    let mut lines = vec![format!(
+        "ring epoch {}: {}{}",
+        status.ring_epoch,
+        status.phase,
+        if status.suspended { " (suspended)" } else { "" }
+    )];
+    if status.phase == "moving" {
+        lines.push(format!(
+            "partitions filled: {} of {} moving ({} replicas move)",
+            status.filled_partitions, status.moving_partitions, status.moved_replicas
+        ));
+        lines.push(format!(
+            "started: {}",
+            format_unix_ms(status.started_unix_ms)
+        ));
+    }
+    if status.foreign_partitions > 0 {
+        lines.push(format!(
+            "partitions former owners still hold: {}",
+            status.foreign_partitions
+        ));
+    }
+    if !status.nodes_behind.is_empty() {
+        lines.push(format!(
+            "nodes not routing by this ring yet: {:?}",
+            status.nodes_behind
+        ));
+    }
+    lines.push(format!(
+        "bytes moved by the nodes since they started: {}",
+        format_bytes(status.moved_bytes)
+    ));
+    lines.join("\n")
 }
 
 fn managers_table(group: &GroupStatus) -> String {

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
     API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
-    Deleted, ManagerAdded, NodeInfo, RingDump, RingSummary, StartRequest, UpdateAclRequest,
-    UserInfo, Whereabouts, encode_path_segment,
+    Deleted, ManagerAdded, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
+    UpdateAclRequest, UserInfo, Whereabouts, encode_path_segment,
 };
 use crate::raft::GroupStatus;
 use crate::{Bucket, Credentials};
@@ -213,6 +213,28 @@ impl AdminClient {
     pub fn set_node_suspended(&self, id: u32, suspended: bool) -> Result<NodeInfo, ClientError> {
         let verb = if suspended { "suspend" } else { "resume" };
         self.call("POST", &format!("/nodes/{id}/{verb}"), None::<&()>)
+    }
+
+    /// `POST /v1/nodes/<id>/detach` or `…/rollback`.
+    pub fn detach_node(&self, id: u32, detach: bool) -> Result<NodeInfo, ClientError> {
+        let verb = if detach { "detach" } else { "rollback" };
+        self.call("POST", &format!("/nodes/{id}/{verb}"), None::<&()>)
+    }
+
+    /// `POST /v1/rebalance`: starts a rebalance (if the ring is not balanced already).
+    pub fn rebalance(&self) -> Result<RebalanceStatus, ClientError> {
+        self.call("POST", "/rebalance", None::<&()>)
+    }
+
+    /// `GET /v1/rebalance`.
+    pub fn rebalance_status(&self) -> Result<RebalanceStatus, ClientError> {
+        self.call("GET", "/rebalance", None::<&()>)
+    }
+
+    /// `POST /v1/rebalance/suspend` or `…/resume`.
+    pub fn suspend_rebalance(&self, suspended: bool) -> Result<RebalanceStatus, ClientError> {
+        let verb = if suspended { "suspend" } else { "resume" };
+        self.call("POST", &format!("/rebalance/{verb}"), None::<&()>)
     }
 
     /// `GET /v1/ring`: the whole ring.

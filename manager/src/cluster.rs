@@ -5,7 +5,7 @@
 //! each manager keeps the last one of every node in memory ([`Liveness`]), and the leader turns
 //! what they show into state changes ([`Transition`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,10 @@ pub enum NodeState {
     Stopped,
     /// Stopped, then heard from again; running once it reports the current ring.
     Restarted,
+    /// Taken out of the ring by an operator (`leofs-adm detach`): the next rebalance moves
+    /// its partitions to the other nodes; it serves until then (`leofs-adm rollback` takes
+    /// the detach back before that).
+    Detached,
 }
 
 impl NodeState {
@@ -70,6 +74,7 @@ impl NodeState {
             NodeState::Suspended => "suspended",
             NodeState::Stopped => "stopped",
             NodeState::Restarted => "restarted",
+            NodeState::Detached => "detached",
         }
     }
 }
@@ -133,6 +138,33 @@ pub struct RingRecord {
     pub replicas: u32,
     /// `partitions × replicas` (node, shard), partition-major.
     pub table: Vec<(u32, u16)>,
+    /// Whether every node that is not stopped routes by this epoch (the leader saw it in
+    /// their heartbeats): a rebalance's fills count only then, and former owners drop what
+    /// they no longer hold only then.
+    #[serde(default)]
+    pub known_everywhere: bool,
+    /// The rebalance under way, if one is.
+    #[serde(default)]
+    pub rebalance: Option<Rebalance>,
+}
+
+/// A rebalance under way (DESIGN §4): the ring the partitions move to, and how far they are.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rebalance {
+    /// The table partitions move to (same P and N), partition-major.
+    pub next: Vec<(u32, u16)>,
+    /// Moving partitions whose new replicas were filled from the old ones, as the nodes
+    /// driving them reported.
+    pub filled: BTreeSet<u32>,
+    /// Partitions whose replica set differs in `next`.
+    pub moving: u32,
+    /// Replica slots that change (what the move costs).
+    pub moved_replicas: u32,
+    /// When it started, ms since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Whether an operator paused the movement (`leofs-adm rebalance-suspend`).
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 impl RingRecord {
@@ -143,7 +175,36 @@ impl RingRecord {
             partitions: plan.partitions,
             replicas: plan.replicas as u32,
             table: plan.table,
+            known_everywhere: false,
+            rebalance: None,
         }
+    }
+
+    /// The ring's checksum as every node computes it: of its table, and of the table it
+    /// moves to during a rebalance.
+    pub fn checksum(&self) -> u64 {
+        let table = self.table.iter().copied();
+        match &self.rebalance {
+            None => leofs_wire::ring_checksum(self.partitions, self.replicas, table),
+            Some(rebalance) => leofs_wire::moving_ring_checksum(
+                self.partitions,
+                self.replicas,
+                table,
+                rebalance.next.iter().copied(),
+            ),
+        }
+    }
+
+    /// The partitions whose replica set differs between the table and `next`.
+    pub fn moving_partitions(&self, next: &[(u32, u16)]) -> Vec<u32> {
+        let n = (self.replicas as usize).max(1);
+        self.table
+            .chunks_exact(n)
+            .zip(next.chunks_exact(n))
+            .enumerate()
+            .filter(|(_, (now, then))| then.iter().any(|v| !now.contains(v)))
+            .map(|(p, _)| p as u32)
+            .collect()
     }
 
     /// How many partitions each node is the first replica of.
@@ -239,10 +300,11 @@ pub fn choose_partitions(vnodes: u32, expected_vnodes: Option<u32>) -> u32 {
         .clamp(PARTITIONS_CHOSEN_MIN, PARTITIONS_CHOSEN_MAX)
 }
 
-/// The storage nodes the planner places partitions on: attached or running storage members.
+/// The storage nodes the planner places partitions on: the storage members given, but those
+/// an operator detached.
 pub fn plan_nodes<'a>(members: impl Iterator<Item = &'a Member>) -> Vec<PlanNode> {
     members
-        .filter(|m| m.storage && m.shards > 0)
+        .filter(|m| m.storage && m.shards > 0 && m.state != NodeState::Detached)
         .map(|m| PlanNode {
             id: m.id,
             shards: m.shards,
@@ -280,6 +342,13 @@ pub struct ShardUse {
     /// Seconds since the longest-unrepaired of those was last found identical.
     #[serde(default)]
     pub oldest_unrepaired_partition_seconds: u64,
+    /// Partitions it holds records of but no longer owns (a rebalance moved them away): it
+    /// drops them once every node routes by the ring without them.
+    #[serde(default)]
+    pub foreign_partitions: u64,
+    /// Bytes it moved to other replicas for rebalances since start.
+    #[serde(default)]
+    pub rebalance_moved_bytes: u64,
 }
 
 /// What a node tells every manager each [`HEARTBEAT_INTERVAL`].
@@ -313,6 +382,13 @@ pub struct Heartbeat {
     /// (or where the only manager is the node's own).
     #[serde(default)]
     pub clock_offset_us: Option<i64>,
+    /// The ring epoch of `filled` (a rebalance's moving ring).
+    #[serde(default)]
+    pub filled_epoch: u64,
+    /// Moving partitions this node's cores filled (their new replicas hold everything the
+    /// old ones do) at `filled_epoch`, not yet recorded by the managers.
+    #[serde(default)]
+    pub filled: Vec<u32>,
 }
 
 /// The manager's answer to a heartbeat.
@@ -454,6 +530,84 @@ pub fn transitions(
     out
 }
 
+/// The nodes whose last heartbeat does not show `ring` (its epoch and checksum), of those
+/// that must route by it: every node but the stopped ones, and the attached or detached ones
+/// that hold nothing in the ring and are not heard from (registered once and never started
+/// since, or gone after their detach).
+pub fn nodes_behind(
+    members: &BTreeMap<u32, Member>,
+    ring: &RingRecord,
+    liveness: &Liveness,
+) -> Vec<u32> {
+    let checksum = ring.checksum();
+    let holds = |id: u32| {
+        ring.table
+            .iter()
+            .chain(ring.rebalance.iter().flat_map(|r| r.next.iter()))
+            .any(|(node, _)| *node == id)
+    };
+    members
+        .values()
+        .filter(|m| m.state != NodeState::Stopped)
+        .filter_map(|m| {
+            let last = liveness.last(m.id);
+            let heard = last
+                .as_ref()
+                .is_some_and(|(age, _)| *age <= NODE_STOPPED_AFTER);
+            let outside = matches!(m.state, NodeState::Attached | NodeState::Detached);
+            if outside && !heard && !holds(m.id) {
+                return None;
+            }
+            let current = heard
+                && last.as_ref().is_some_and(|(_, beat)| {
+                    beat.ring_epoch == ring.epoch && beat.ring_checksum == checksum
+                });
+            (!current).then_some(m.id)
+        })
+        .collect()
+}
+
+/// What the leader proposes, from the heartbeats, to carry the ring forward: that a ring is
+/// known everywhere; then, during a rebalance, the partitions the nodes report filled; then,
+/// once every moving partition is filled, the flip to the next ring.
+pub fn ring_steps(
+    state: &crate::ManagerState,
+    liveness: &Liveness,
+) -> Vec<crate::command::Command> {
+    let Some(ring) = &state.ring else {
+        return Vec::new();
+    };
+    let epoch = ring.epoch;
+    if !ring.known_everywhere {
+        if nodes_behind(&state.nodes, ring, liveness).is_empty() {
+            return vec![crate::command::Command::RingKnown { epoch }];
+        }
+        return Vec::new();
+    }
+    let Some(rebalance) = &ring.rebalance else {
+        return Vec::new();
+    };
+    let reported: BTreeSet<u32> = state
+        .nodes
+        .keys()
+        .filter_map(|id| liveness.last(*id))
+        .filter(|(_, beat)| beat.filled_epoch == epoch)
+        .flat_map(|(_, beat)| beat.filled)
+        .filter(|p| !rebalance.filled.contains(p))
+        .collect();
+    if !reported.is_empty() {
+        return vec![crate::command::Command::PartitionsFilled {
+            epoch,
+            partitions: reported.into_iter().collect(),
+        }];
+    }
+    let moving = ring.moving_partitions(&rebalance.next);
+    if !rebalance.suspended && moving.iter().all(|p| rebalance.filled.contains(p)) {
+        return vec![crate::command::Command::FlipRing { epoch }];
+    }
+    Vec::new()
+}
+
 /// How often the leader looks at the heartbeats.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -494,6 +648,15 @@ pub fn spawn_watch(
                             "node state changed"
                         ),
                         Err(e) => tracing::warn!(node, error = %e, "cannot change a node's state"),
+                    }
+                }
+                for step in ring_steps(&manager.snapshot(), manager.liveness()) {
+                    let what = step.describe();
+                    match manager.propose_ring_step(step) {
+                        Ok(()) => tracing::info!(step = %what, "ring moved on"),
+                        Err(e) => {
+                            tracing::warn!(step = %what, error = %e, "cannot move the ring on")
+                        }
                     }
                 }
             }
@@ -553,6 +716,8 @@ mod tests {
             partitions: 1,
             replicas: 1,
             table: vec![(0, 0)],
+            known_everywhere: false,
+            rebalance: None,
         };
         let liveness = Liveness::default();
         for node in [1, 2, 3, 4] {
@@ -579,5 +744,78 @@ mod tests {
         let moves = transitions(&members, Some(&ring), Some(8), &liveness, Duration::ZERO);
         let got: Vec<(u32, NodeState)> = moves.iter().map(|t| (t.node, t.to)).collect();
         assert_eq!(got, vec![(1, NodeState::Restarted)]);
+    }
+
+    #[test]
+    fn the_leader_moves_a_rebalance_on_from_what_heartbeats_show() {
+        let mut state = crate::ManagerState::default();
+        for id in 0..3 {
+            state.nodes.insert(id, member(id, NodeState::Running));
+        }
+        // Registered once, never heard from, holding nothing: it does not hold the ring up.
+        state.nodes.insert(7, member(7, NodeState::Attached));
+        let mut ring = RingRecord {
+            epoch: 2,
+            partitions: 2,
+            replicas: 1,
+            table: vec![(0, 0), (1, 0)],
+            known_everywhere: false,
+            rebalance: Some(Rebalance {
+                next: vec![(0, 0), (2, 0)],
+                filled: BTreeSet::new(),
+                moving: 1,
+                moved_replicas: 1,
+                started_unix_ms: 1,
+                suspended: false,
+            }),
+        };
+        state.ring = Some(ring.clone());
+        let liveness = Liveness::default();
+        let beat = |node: u32, checksum: u64, filled: Vec<u32>| Heartbeat {
+            node,
+            ring_epoch: 2,
+            ring_checksum: checksum,
+            filled_epoch: 2,
+            filled,
+            ..Heartbeat::default()
+        };
+        let checksum = ring.checksum();
+        liveness.record(beat(0, checksum, vec![]));
+        liveness.record(beat(1, checksum, vec![]));
+        // Node 2 routes by another ring: nothing moves on.
+        liveness.record(beat(2, checksum ^ 1, vec![]));
+        assert_eq!(nodes_behind(&state.nodes, &ring, &liveness), vec![2]);
+        assert!(ring_steps(&state, &liveness).is_empty());
+        liveness.record(beat(2, checksum, vec![]));
+        assert_eq!(
+            ring_steps(&state, &liveness),
+            vec![crate::command::Command::RingKnown { epoch: 2 }]
+        );
+        ring.known_everywhere = true;
+        state.ring = Some(ring.clone());
+        assert!(ring_steps(&state, &liveness).is_empty());
+        liveness.record(beat(1, checksum, vec![1]));
+        assert_eq!(
+            ring_steps(&state, &liveness),
+            vec![crate::command::Command::PartitionsFilled {
+                epoch: 2,
+                partitions: vec![1]
+            }]
+        );
+        if let Some(rebalance) = ring.rebalance.as_mut() {
+            rebalance.filled.insert(1);
+            rebalance.suspended = true;
+        }
+        state.ring = Some(ring.clone());
+        // Suspended: no flip until resumed.
+        assert!(ring_steps(&state, &liveness).is_empty());
+        if let Some(rebalance) = ring.rebalance.as_mut() {
+            rebalance.suspended = false;
+        }
+        state.ring = Some(ring);
+        assert_eq!(
+            ring_steps(&state, &liveness),
+            vec![crate::command::Command::FlipRing { epoch: 2 }]
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! must apply every command an older one wrote, so variants and fields are only ever added
 //! (new fields with a serde default), never renamed or removed.
 
+use std::collections::BTreeSet;
+
 use crate::cluster::{Member, NodeState, Registration, RingRecord};
 use crate::{AccessKey, Bucket, BucketAcl, ManagerError, ManagerState, User};
 
@@ -117,6 +119,40 @@ pub enum Command {
         /// The quorums.
         consistency: crate::cluster::Consistency,
     },
+    /// Starts a rebalance of the ring at `epoch` towards `next` (refused if the ring moved on
+    /// or another rebalance is under way): the ring's epoch increments, and until the flip
+    /// every node writes to both replica sets of each moving partition.
+    BeginRebalance {
+        /// The epoch the rebalance was planned on (a fence).
+        epoch: u64,
+        /// The table partitions move to.
+        next: Vec<(u32, u16)>,
+        /// When it was decided, ms since the Unix epoch.
+        now_unix_ms: u64,
+    },
+    /// Records that every node that is not stopped routes by the ring at `epoch`.
+    RingKnown {
+        /// The epoch the heartbeats showed.
+        epoch: u64,
+    },
+    /// Records moving partitions of the rebalance at `epoch` whose new replicas were filled.
+    PartitionsFilled {
+        /// The moving ring's epoch.
+        epoch: u64,
+        /// The partitions.
+        partitions: Vec<u32>,
+    },
+    /// Ends the rebalance at `epoch` (refused until every moving partition is filled and the
+    /// ring is known everywhere): the next table becomes the ring, at the next epoch.
+    FlipRing {
+        /// The moving ring's epoch.
+        epoch: u64,
+    },
+    /// Pauses (or resumes) the movement of the rebalance under way.
+    SuspendRebalance {
+        /// Paused or not.
+        suspended: bool,
+    },
 }
 
 /// Why a command was not applied: the state it was proposed against changed (or never allowed
@@ -149,6 +185,8 @@ pub enum Refusal {
     NodeStateChanged(String),
     /// Quorums that cannot be met with the cluster's N (the string says why).
     ImpossibleConsistency(String),
+    /// The ring is not where the change expected it (the string says how).
+    RingChanged(String),
 }
 
 impl From<Refusal> for ManagerError {
@@ -170,6 +208,7 @@ impl From<Refusal> for ManagerError {
             )),
             Refusal::NodeStateChanged(why) => ManagerError::NodeConflict(why),
             Refusal::ImpossibleConsistency(why) => ManagerError::InvalidConsistency(why),
+            Refusal::RingChanged(why) => ManagerError::NodeConflict(why),
         }
     }
 }
@@ -184,6 +223,24 @@ pub fn new_proposal_id() -> Result<String, ManagerError> {
 }
 
 impl Command {
+    /// A one-line account of a ring step for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::RingKnown { epoch } => format!("every node routes by ring epoch {epoch}"),
+            Command::PartitionsFilled { epoch, partitions } => format!(
+                "{} partitions of ring epoch {epoch} filled",
+                partitions.len()
+            ),
+            Command::FlipRing { epoch } => {
+                format!(
+                    "rebalance flipped: ring epoch {} is the next ring",
+                    epoch + 1
+                )
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
     /// Applies the command to `state`, or refuses it and leaves `state` unchanged.
     pub fn apply(&self, state: &mut ManagerState) -> Outcome {
         match self {
@@ -282,6 +339,44 @@ impl Command {
                 state.settings.consistency = Some(*consistency);
                 Ok(())
             }
+            Command::BeginRebalance {
+                epoch,
+                next,
+                now_unix_ms,
+            } => begin_rebalance(state, *epoch, next, *now_unix_ms),
+            Command::RingKnown { epoch } => {
+                let ring = ring_at(state, *epoch)?;
+                ring.known_everywhere = true;
+                Ok(())
+            }
+            Command::PartitionsFilled { epoch, partitions } => {
+                let ring = ring_at(state, *epoch)?;
+                let moving = ring
+                    .rebalance
+                    .as_ref()
+                    .map(|r| ring.moving_partitions(&r.next))
+                    .ok_or_else(|| no_rebalance(*epoch))?;
+                let rebalance = ring
+                    .rebalance
+                    .as_mut()
+                    .ok_or_else(|| no_rebalance(*epoch))?;
+                rebalance.filled.extend(
+                    partitions
+                        .iter()
+                        .filter(|p| moving.binary_search(p).is_ok()),
+                );
+                Ok(())
+            }
+            Command::FlipRing { epoch } => flip_ring(state, *epoch),
+            Command::SuspendRebalance { suspended } => {
+                let rebalance = state
+                    .ring
+                    .as_mut()
+                    .and_then(|ring| ring.rebalance.as_mut())
+                    .ok_or_else(|| Refusal::RingChanged("no rebalance is under way".into()))?;
+                rebalance.suspended = *suspended;
+                Ok(())
+            }
             Command::Seed { state: seed } => {
                 *state = seed.clone();
                 Ok(())
@@ -323,10 +418,12 @@ fn register_node(
         )));
     }
     let in_ring = |id: u32| {
-        state
-            .ring
-            .as_ref()
-            .is_some_and(|ring| ring.table.iter().any(|(node, _)| *node == id))
+        state.ring.as_ref().is_some_and(|ring| {
+            ring.table
+                .iter()
+                .chain(ring.rebalance.iter().flat_map(|r| r.next.iter()))
+                .any(|(node, _)| *node == id)
+        })
     };
     if let Some(known) = state.nodes.values().find(|m| m.addr == r.addr) {
         let id = known.id;
@@ -383,12 +480,106 @@ fn register_node(
     Ok(())
 }
 
-/// Applies [`Command::StartRing`].
-fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
-    if let Some(current) = &state.ring {
-        return Err(Refusal::AlreadyStarted(current.epoch));
+/// The ring, if it is at `epoch`.
+fn ring_at(state: &mut ManagerState, epoch: u64) -> Result<&mut RingRecord, Refusal> {
+    match state.ring.as_mut() {
+        Some(ring) if ring.epoch == epoch => Ok(ring),
+        Some(ring) => Err(Refusal::RingChanged(format!(
+            "the ring is at epoch {}, not {epoch}",
+            ring.epoch
+        ))),
+        None => Err(Refusal::RingChanged("the cluster is not started".into())),
     }
-    for (node, shard) in &ring.table {
+}
+
+fn no_rebalance(epoch: u64) -> Refusal {
+    Refusal::RingChanged(format!("no rebalance is under way at ring epoch {epoch}"))
+}
+
+/// Applies [`Command::BeginRebalance`].
+fn begin_rebalance(
+    state: &mut ManagerState,
+    epoch: u64,
+    next: &[(u32, u16)],
+    now_unix_ms: u64,
+) -> Outcome {
+    let ring = state
+        .ring
+        .as_ref()
+        .ok_or_else(|| Refusal::RingChanged("the cluster is not started".into()))?;
+    if ring.epoch != epoch {
+        return Err(Refusal::RingChanged(format!(
+            "the ring is at epoch {}, the rebalance was planned on {epoch}",
+            ring.epoch
+        )));
+    }
+    if ring.rebalance.is_some() {
+        return Err(Refusal::RingChanged(format!(
+            "a rebalance is already under way (ring epoch {epoch})"
+        )));
+    }
+    if next.len() != ring.table.len() {
+        return Err(Refusal::RingChanged(format!(
+            "the next ring has {} replicas, the ring {}",
+            next.len(),
+            ring.table.len()
+        )));
+    }
+    check_vnodes(state, next)?;
+    let moving = ring.moving_partitions(next);
+    let n = (ring.replicas as usize).max(1);
+    let moved_replicas = ring
+        .table
+        .chunks_exact(n)
+        .zip(next.chunks_exact(n))
+        .map(|(now, then)| then.iter().filter(|v| !now.contains(v)).count() as u32)
+        .sum();
+    let ring = state.ring.as_mut().ok_or(Refusal::NoSuchNode(0))?;
+    ring.epoch += 1;
+    ring.known_everywhere = false;
+    ring.rebalance = Some(crate::cluster::Rebalance {
+        next: next.to_vec(),
+        filled: Default::default(),
+        moving: moving.len() as u32,
+        moved_replicas,
+        started_unix_ms: now_unix_ms,
+        suspended: false,
+    });
+    Ok(())
+}
+
+/// Applies [`Command::FlipRing`].
+fn flip_ring(state: &mut ManagerState, epoch: u64) -> Outcome {
+    let ring = ring_at(state, epoch)?;
+    let rebalance = ring.rebalance.as_ref().ok_or_else(|| no_rebalance(epoch))?;
+    if !ring.known_everywhere {
+        return Err(Refusal::RingChanged(format!(
+            "not every node routes by ring epoch {epoch} yet"
+        )));
+    }
+    let moving = ring.moving_partitions(&rebalance.next);
+    if let Some(unfilled) = moving.iter().find(|p| !rebalance.filled.contains(p)) {
+        return Err(Refusal::RingChanged(format!(
+            "partition {unfilled} of ring epoch {epoch} is not filled yet"
+        )));
+    }
+    let next = rebalance.next.clone();
+    ring.table = next;
+    ring.epoch += 1;
+    ring.known_everywhere = false;
+    ring.rebalance = None;
+    let holders: BTreeSet<u32> = ring.table.iter().map(|(node, _)| *node).collect();
+    for member in state.nodes.values_mut() {
+        if member.state == NodeState::Attached && holders.contains(&member.id) {
+            member.state = NodeState::Running;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a table that places a replica on a shard a node does not have.
+fn check_vnodes(state: &ManagerState, table: &[(u32, u16)]) -> Outcome {
+    for (node, shard) in table {
         match state.nodes.get(node) {
             Some(member) if member.storage && *shard < member.shards => {}
             Some(_) => {
@@ -399,6 +590,15 @@ fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
             None => return Err(Refusal::NoSuchNode(*node)),
         }
     }
+    Ok(())
+}
+
+/// Applies [`Command::StartRing`].
+fn start_ring(state: &mut ManagerState, ring: &RingRecord) -> Outcome {
+    if let Some(current) = &state.ring {
+        return Err(Refusal::AlreadyStarted(current.epoch));
+    }
+    check_vnodes(state, &ring.table)?;
     for member in state.nodes.values_mut() {
         if member.storage && member.state == NodeState::Attached {
             member.state = NodeState::Running;
@@ -593,6 +793,89 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.consistency, None);
+    }
+
+    #[test]
+    fn a_rebalance_begins_on_its_epoch_fills_and_flips_only_when_filled_and_known() {
+        let mut state = ManagerState::default();
+        for id in 0..4u32 {
+            state.nodes.insert(
+                id,
+                Member {
+                    id,
+                    addr: format!("127.0.0.1:{}", 4000 + id),
+                    storage: true,
+                    gateway: false,
+                    shards: 1,
+                    capacity_bytes: 0,
+                    zone: String::new(),
+                    state: if id == 3 {
+                        NodeState::Attached
+                    } else {
+                        NodeState::Running
+                    },
+                    registered_unix_ms: 1,
+                },
+            );
+        }
+        let old = vec![(0, 0), (1, 0), (1, 0), (2, 0)];
+        let next = vec![(0, 0), (1, 0), (3, 0), (2, 0)];
+        state.ring = Some(RingRecord {
+            epoch: 4,
+            partitions: 2,
+            replicas: 2,
+            table: old,
+            known_everywhere: true,
+            rebalance: None,
+        });
+        let settled_checksum = state.ring_checksum();
+        let begin = |epoch| Command::BeginRebalance {
+            epoch,
+            next: next.clone(),
+            now_unix_ms: 9,
+        };
+        assert!(matches!(
+            begin(3).apply(&mut state),
+            Err(Refusal::RingChanged(_))
+        ));
+        assert_eq!(begin(4).apply(&mut state), Ok(()));
+        assert!(matches!(
+            begin(5).apply(&mut state),
+            Err(Refusal::RingChanged(_))
+        ));
+        let ring = state.ring.clone().unwrap();
+        assert_eq!((ring.epoch, ring.known_everywhere), (5, false));
+        assert_ne!(state.ring_checksum(), settled_checksum);
+        let rebalance = ring.rebalance.clone().unwrap();
+        assert_eq!((rebalance.moving, rebalance.moved_replicas), (1, 1));
+        // Not known everywhere yet, and partition 1 not filled: no flip.
+        let flip = Command::FlipRing { epoch: 5 };
+        assert!(flip.apply(&mut state).is_err());
+        Command::RingKnown { epoch: 5 }.apply(&mut state).unwrap();
+        assert!(flip.apply(&mut state).is_err());
+        // A partition that does not move is not recorded as filled.
+        Command::PartitionsFilled {
+            epoch: 5,
+            partitions: vec![0, 1],
+        }
+        .apply(&mut state)
+        .unwrap();
+        let filled = &state
+            .ring
+            .as_ref()
+            .unwrap()
+            .rebalance
+            .as_ref()
+            .unwrap()
+            .filled;
+        assert_eq!(filled.iter().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(flip.apply(&mut state), Ok(()));
+        let ring = state.ring.clone().unwrap();
+        assert_eq!((ring.epoch, ring.table.clone()), (6, next.clone()));
+        assert!(ring.rebalance.is_none() && !ring.known_everywhere);
+        assert_eq!(state.nodes[&3].state, NodeState::Running);
+        // A stale step of the old epoch changes nothing.
+        assert!(Command::RingKnown { epoch: 5 }.apply(&mut state).is_err());
     }
 
     #[test]

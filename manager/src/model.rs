@@ -149,9 +149,7 @@ impl ManagerState {
 
     /// The ring's checksum ([`leofs_wire::ring_checksum`]); None before the ring exists.
     pub fn ring_checksum(&self) -> Option<u64> {
-        self.ring.as_ref().map(|ring| {
-            leofs_wire::ring_checksum(ring.partitions, ring.replicas, ring.table.iter().copied())
-        })
+        self.ring.as_ref().map(RingRecord::checksum)
     }
 
     /// The access key ids of a user, sorted (for stable listings).

@@ -596,6 +596,134 @@ impl Manager {
         Ok(ring)
     }
 
+    /// `leofs-adm rebalance`: plans the next ring over the storage nodes (attached ones in,
+    /// detached ones out) with minimal movement from the current one and starts moving to it
+    /// (DESIGN §4); the ring as it then is. Refused while another rebalance is under way or
+    /// while a node routes by another ring than the managers'; a plan equal to the ring moves
+    /// nothing and starts nothing.
+    pub fn rebalance(&self) -> Result<RingRecord, ManagerError> {
+        let state = self.snapshot();
+        let ring = state
+            .ring
+            .as_ref()
+            .ok_or_else(|| ManagerError::NodeConflict("the cluster is not started".into()))?;
+        if ring.rebalance.is_some() {
+            return Err(ManagerError::NodeConflict(format!(
+                "a rebalance is already under way (ring epoch {}): see `leofs-adm rebalance-status`",
+                ring.epoch
+            )));
+        }
+        let behind = crate::cluster::nodes_behind(&state.nodes, ring, &self.liveness);
+        if !behind.is_empty() {
+            return Err(ManagerError::NodeConflict(format!(
+                "node(s) {behind:?} do not route by the managers' ring (epoch {}) yet: the ring                  changes only once every node agrees on it; try again in a few seconds, or                  check `leofs-adm status`",
+                ring.epoch
+            )));
+        }
+        let nodes = plan_nodes(state.nodes.values());
+        let previous = crate::ring_plan::RingPlan {
+            partitions: ring.partitions,
+            replicas: ring.replicas as usize,
+            table: ring.table.clone(),
+        };
+        let plan = crate::ring_plan::plan(
+            &nodes,
+            ring.partitions,
+            ring.replicas as usize,
+            Some(&previous),
+        )
+        .map_err(|e| ManagerError::NodeConflict(format!("cannot plan the next ring: {e}")))?;
+        if plan.table == ring.table {
+            return Ok(ring.clone());
+        }
+        self.propose(Command::BeginRebalance {
+            epoch: ring.epoch,
+            next: plan.table,
+            now_unix_ms: now_unix_ms(),
+        })?;
+        self.snapshot()
+            .ring
+            .clone()
+            .ok_or_else(|| ManagerError::NodeConflict("the cluster is not started".into()))
+    }
+
+    /// `leofs-adm rebalance-suspend` / `rebalance-resume`: pauses or resumes the movement.
+    pub fn suspend_rebalance(&self, suspended: bool) -> Result<(), ManagerError> {
+        self.propose(Command::SuspendRebalance { suspended })
+    }
+
+    /// `leofs-adm detach NODE`: the next rebalance moves the node's partitions to the others.
+    /// Refused during a rebalance, and when too few storage nodes would be left for N.
+    pub fn detach_node(&self, node: u32) -> Result<(), ManagerError> {
+        let state = self.snapshot();
+        if state.ring.as_ref().is_some_and(|r| r.rebalance.is_some()) {
+            return Err(ManagerError::NodeConflict(
+                "a rebalance is under way: detach once it is done".into(),
+            ));
+        }
+        let member = state
+            .nodes
+            .get(&node)
+            .ok_or(ManagerError::NoSuchNode(node))?;
+        if !member.storage {
+            return Err(ManagerError::NodeConflict(format!(
+                "node {node} has no storage: only storage nodes are detached"
+            )));
+        }
+        let left = plan_nodes(state.nodes.values().filter(|m| m.id != node)).len();
+        if left < state.settings.replicas as usize {
+            return Err(ManagerError::NodeConflict(format!(
+                "detaching node {node} would leave {left} storage node(s) for {} replicas",
+                state.settings.replicas
+            )));
+        }
+        match member.state {
+            NodeState::Detached => Ok(()),
+            NodeState::Attached | NodeState::Running | NodeState::Suspended => {
+                self.set_node_state(node, member.state, NodeState::Detached)
+            }
+            other => Err(ManagerError::NodeConflict(format!(
+                "node {node} is {}: only an attached, running or suspended node is detached",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// `leofs-adm rollback NODE`: takes a detach back before a rebalance has moved anything.
+    pub fn rollback_node(&self, node: u32) -> Result<(), ManagerError> {
+        let state = self.snapshot();
+        if state.ring.as_ref().is_some_and(|r| r.rebalance.is_some()) {
+            return Err(ManagerError::NodeConflict(
+                "a rebalance is under way: it cannot be rolled back; detach or attach again once it is done".into(),
+            ));
+        }
+        let member = state
+            .nodes
+            .get(&node)
+            .ok_or(ManagerError::NoSuchNode(node))?;
+        if member.state != NodeState::Detached {
+            return Err(ManagerError::NodeConflict(format!(
+                "node {node} is {}: only a detached node is rolled back",
+                member.state.as_str()
+            )));
+        }
+        let in_ring = state
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.table.iter().any(|(n, _)| *n == node));
+        let to = if in_ring {
+            NodeState::Running
+        } else {
+            NodeState::Attached
+        };
+        self.set_node_state(node, NodeState::Detached, to)
+    }
+
+    /// Proposes a step [`crate::cluster::ring_steps`] decided (the leader's watch).
+    pub fn propose_ring_step(&self, step: Command) -> Result<(), ManagerError> {
+        self.propose(step)
+    }
+
     /// `leofs-adm update-consistency-level`: the cluster's W, R and D, refused unless each is
     /// 1 to N.
     pub fn set_consistency(

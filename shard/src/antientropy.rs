@@ -18,7 +18,7 @@
 //! read).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -28,7 +28,7 @@ use crate::object::keys::{NS_CHUNK, NS_OBJECT, NS_PART, NS_UPLOAD};
 use crate::replication::Version;
 use crate::replication::antientropy::{Entries, Pass, PassStep, RangeHashes, range_of};
 use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
-use crate::ring::Vnode;
+use crate::ring::{RingView, Vnode};
 use crate::{Shard, ShardError};
 
 /// Key ranges a partition's replicas compare (the leaves of the one-level Merkle tree).
@@ -99,6 +99,18 @@ pub(crate) struct AntiEntropyBook {
     pub(crate) passes: Cell<u64>,
     /// Entries pushed to replicas that lacked them since start.
     pub(crate) pushed: Cell<u64>,
+    /// Partitions this core no longer holds whose records it hands over to their replicas
+    /// before it drops them: it still serves anti-entropy's requests for them meanwhile.
+    pub(crate) handing_over: RefCell<HashSet<PartitionId>>,
+    /// The moving ring's epoch, and the moving partitions this core drives whose new
+    /// replicas its passes found filled at it.
+    filled: RefCell<(u64, BTreeSet<PartitionId>)>,
+    /// The moving partition after the last one this core filled.
+    fill_cursor: Cell<PartitionId>,
+    /// Partitions this core holds records of but no longer owns, as last counted.
+    foreign: Cell<u64>,
+    /// Bytes this core pushed to other replicas during rebalances (fills and hand-overs).
+    moved_bytes: Cell<u64>,
 }
 
 /// What one core's anti-entropy reports (`/metrics`).
@@ -114,6 +126,16 @@ pub struct AntiEntropyStatus {
     /// Seconds since the partition this core drives that was repaired longest ago had its
     /// watermark raised (since the core started, for one never raised).
     pub oldest_unrepaired_secs: u64,
+    /// The ring epoch of `filled`.
+    pub filled_epoch: u64,
+    /// Moving partitions this core drives whose new replicas it found filled (what the
+    /// managers flip the ring on).
+    pub filled: Vec<PartitionId>,
+    /// Partitions this core holds records of but no longer owns (it drops them once every
+    /// node routes by the ring without them).
+    pub foreign_partitions: u64,
+    /// Bytes this core pushed to other replicas during rebalances since start.
+    pub moved_bytes: u64,
 }
 
 /// The engine key of `partition`'s watermark record.
@@ -159,10 +181,17 @@ struct Listed {
 
 /// How one pass went.
 struct PassReport {
-    /// All N replicas answered with identical hashes.
+    /// All the replicas passed over answered with identical hashes.
     identical: bool,
     /// Entries pushed.
     pushed: u64,
+    /// Bytes of the records pushed.
+    pushed_bytes: u64,
+    /// The replicas that answered with their hashes.
+    heard: Vec<Vnode>,
+    /// Whether the pass compared entries and pushed every difference it found: no push
+    /// failed, and no list was cut at the entries per pass.
+    complete: bool,
 }
 
 impl Shard {
@@ -194,7 +223,7 @@ impl Shard {
     /// On a replicated ring, makes the engine drop tombstones only at the watermarks (once).
     pub(crate) fn use_tombstone_floors(&self) {
         let book = &self.core.anti_entropy;
-        if book.floors.get() || !self.replicated() {
+        if book.floors.get() || self.ring().replicas() < 2 {
             return;
         }
         let Ok(engine) = self.core.engine() else {
@@ -340,22 +369,22 @@ impl Shard {
         }
     }
 
-    /// The next partition this core drives (it holds a replica of it, and is its first
-    /// replica known up), after the last one passed over.
+    /// Whether this core drives `partition`'s passes: it is the partition's first replica
+    /// known up.
+    fn drives(&self, ring: &RingView, partition: PartitionId) -> bool {
+        let here = self.here();
+        ring.route(partition)
+            .is_ok_and(|replicas| replicas.iter().find(|v| self.is_up(**v)) == Some(&here))
+    }
+
+    /// The next partition this core drives, after the last one passed over.
     fn next_driven_partition(&self) -> Option<PartitionId> {
         let ring = self.ring();
-        let here = Vnode {
-            node: self.core.node_id,
-            shard: self.core.id as u16,
-        };
         let partitions = ring.partitions();
         let book = &self.core.anti_entropy;
         for step in 0..partitions {
             let partition = (book.cursor.get() + step) % partitions;
-            let Ok(replicas) = ring.route(partition) else {
-                continue;
-            };
-            if replicas.iter().find(|v| self.is_up(**v)) == Some(&here) {
+            if self.drives(&ring, partition) {
                 book.cursor.set((partition + 1) % partitions);
                 return Some(partition);
             }
@@ -363,9 +392,20 @@ impl Shard {
         None
     }
 
-    /// One anti-entropy pass over `partition`'s replicas.
+    /// One anti-entropy pass over every vnode that holds `partition` (its replicas, and
+    /// those it moves to during a rebalance).
     async fn anti_entropy_pass(&self, partition: PartitionId) -> Result<PassReport, ShardError> {
-        let replicas = self.ring().route(partition)?.to_vec();
+        let replicas = self.ring().holders(partition)?;
+        self.anti_entropy_pass_over(partition, replicas).await
+    }
+
+    /// One anti-entropy pass over `replicas` of `partition`: a watermark only when all of
+    /// them answer identical.
+    async fn anti_entropy_pass_over(
+        &self,
+        partition: PartitionId,
+        replicas: Vec<Vnode>,
+    ) -> Result<PassReport, ShardError> {
         let lag_us = WATERMARK_LAG.as_micros() as u64;
         let mut pass: Pass<Vnode, Bytes, Vnode> = Pass::start(replicas.len(), self.now(), lag_us);
         let asks = replicas
@@ -380,12 +420,14 @@ impl Shard {
                 (vnode, answer.and_then(StorageResponse::into_hashes))
             });
         let mut heard = Vec::new();
+        let mut heard_from = Vec::new();
         let mut step = PassStep::Pending;
         for (vnode, answer) in futures_util::future::join_all(asks).await {
             match answer {
                 Ok((hashes, watermark)) => {
                     let hashes = RangeHashes::from_hashes(hashes);
                     heard.push(hashes.clone());
+                    heard_from.push(vnode);
                     step = pass.hashes(vnode, hashes, watermark);
                 }
                 Err(e) => {
@@ -397,10 +439,16 @@ impl Shard {
             step = pass.timed_out();
         }
         let identical = heard.len() == replicas.len() && heard.windows(2).all(|w| w[0] == w[1]);
-        let mut pushed = 0;
+        let (mut pushed, mut pushed_bytes) = (0, 0);
+        let mut compared = false;
+        let mut failed = false;
         loop {
             step = match step {
-                PassStep::Pending | PassStep::Done => break,
+                PassStep::Pending => break,
+                PassStep::Done => {
+                    compared = true;
+                    break;
+                }
                 PassStep::Watermark { hlc, to } => {
                     for vnode in to {
                         let request = StorageRequest::SetWatermark { partition, hlc };
@@ -415,6 +463,8 @@ impl Shard {
                     // each pass lists from where the last one was cut.
                     let windows = &self.core.anti_entropy.windows;
                     let start = windows.borrow().get(&partition).cloned();
+                    // A pass that lists from a window compares only the keys after it.
+                    failed |= start.is_some();
                     let asks = from.iter().map(|&vnode| {
                         self.entries_of(vnode, partition, ranges.clone(), start.clone())
                     });
@@ -427,6 +477,7 @@ impl Shard {
                         .filter(|listed| listed.cut)
                         .filter_map(|listed| listed.entries.last().map(|(k, _)| k.clone()))
                         .min();
+                    failed |= end.is_some() || answers.iter().any(Result::is_err);
                     match &end {
                         Some(end) => windows.borrow_mut().insert(partition, end.clone()),
                         None => windows.borrow_mut().remove(&partition),
@@ -453,11 +504,16 @@ impl Shard {
                     next
                 }
                 PassStep::Push(pushes) => {
+                    compared = true;
                     for (target, lacking) in pushes {
                         for (key, version) in lacking {
                             match self.push_entry(partition, target, key, version).await {
-                                Ok(()) => pushed += 1,
+                                Ok(bytes) => {
+                                    pushed += 1;
+                                    pushed_bytes += bytes;
+                                }
                                 Err(e) => {
+                                    failed = true;
                                     tracing::debug!(error = %e, partition, node = target.node, "anti-entropy could not repair an entry; the next pass will");
                                 }
                             }
@@ -467,7 +523,13 @@ impl Shard {
                 }
             };
         }
-        Ok(PassReport { identical, pushed })
+        Ok(PassReport {
+            identical,
+            pushed,
+            pushed_bytes,
+            heard: heard_from,
+            complete: compared && !failed,
+        })
     }
 
     /// `vnode`'s entries of `partition` in `ranges` after `start_after`, each with the version
@@ -517,14 +579,14 @@ impl Shard {
     }
 
     /// Gives `target` the newest `version` of `key`, as stamped: a tombstone, or the record
-    /// read from the replica holding it.
+    /// read from the replica holding it; the bytes of the record given.
     async fn push_entry(
         &self,
         partition: PartitionId,
         target: Vnode,
         key: Bytes,
         version: Version<Vnode>,
-    ) -> Result<(), ShardError> {
+    ) -> Result<u64, ShardError> {
         let request = match version.value {
             None => StorageRequest::Delete {
                 partition,
@@ -535,10 +597,16 @@ impl Shard {
             // Gone altogether (its tombstone dropped at a watermark): nothing to give.
             Some(holder) => match self.repair_from(partition, &key, holder).await? {
                 Some(request) => request,
-                None => return Ok(()),
+                None => return Ok(0),
             },
         };
-        self.send_to_vnode(target, request).await.map(|_| ())
+        let bytes = match &request {
+            StorageRequest::Put { key, value, .. } => {
+                (key.len() + value.meta.len() + value.body.len()) as u64
+            }
+            _ => 0,
+        };
+        self.send_to_vnode(target, request).await.map(|_| bytes)
     }
 
     /// This core's anti-entropy figures.
@@ -557,12 +625,152 @@ impl Shard {
                     .unwrap_or(book.started_us.get())
             })
             .min();
+        let (filled_epoch, filled) = book.filled.borrow().clone();
         AntiEntropyStatus {
             passes: book.passes.get(),
             pushed: book.pushed.get(),
             under_replicated: book.unrepaired.borrow().len() as u64,
             oldest_unrepaired_secs: oldest_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000),
+            filled_epoch,
+            filled: filled.into_iter().collect(),
+            foreign_partitions: book.foreign.get(),
+            moved_bytes: book.moved_bytes.get(),
         }
+    }
+
+    /// One step of this core's part in a rebalance (DESIGN §4); whether it had one to take:
+    ///
+    /// - while the ring moves, a pass over the next moving partition this core drives whose
+    ///   new replicas it has not found filled: the old replicas and the new ones compare and
+    ///   the new ones get every record they lack. Once every node routes by the moving ring
+    ///   (no write can miss the new replicas any more), a pass that heard every new replica
+    ///   and R of the old ones, and left nothing unpushed, fills the partition: the managers
+    ///   flip the ring once all are;
+    /// - once the ring is settled and known everywhere, a partition this core holds records
+    ///   of but no longer owns is handed over (a last pass pushes what its replicas lack)
+    ///   and dropped.
+    async fn rebalance_step(&self) -> Result<bool, ShardError> {
+        let ring = self.ring();
+        if ring.is_moving() {
+            if self.core.node.rebalance_suspended() {
+                return Ok(false);
+            }
+            let Some(partition) = self.next_unfilled_partition(&ring) else {
+                return Ok(false);
+            };
+            let counts = ring.is_known_everywhere();
+            let replicas = ring.holders(partition)?;
+            let report = self.anti_entropy_pass_over(partition, replicas).await?;
+            self.book_rebalance_pass(&report);
+            let new = ring.next_route(partition).unwrap_or_default();
+            let old = ring.route(partition)?;
+            let old_heard = old.iter().filter(|v| report.heard.contains(v)).count();
+            let filled = new.iter().all(|v| report.heard.contains(v))
+                && old_heard >= self.levels().r.min(old.len())
+                && (report.identical || report.complete);
+            // The pass counts only if the ring it began on is still the one routed by (its
+            // epoch) and was known everywhere when it began.
+            if counts && filled && self.ring().epoch() == ring.epoch() {
+                let mut book = self.core.anti_entropy.filled.borrow_mut();
+                if book.0 != ring.epoch() {
+                    *book = (ring.epoch(), BTreeSet::new());
+                }
+                book.1.insert(partition);
+            }
+            // A pass that moved nothing and filled nothing (a replica down) waits for the
+            // next interval rather than spinning.
+            return Ok(filled || report.pushed > 0);
+        }
+        if !ring.is_known_everywhere() {
+            return Ok(false);
+        }
+        let foreign = self.foreign_partitions(&ring);
+        self.core.anti_entropy.foreign.set(foreign.len() as u64);
+        let Some(&partition) = foreign.first() else {
+            return Ok(false);
+        };
+        self.hand_over(&ring, partition).await
+    }
+
+    /// Books a rebalance pass's pushes.
+    fn book_rebalance_pass(&self, report: &PassReport) {
+        let book = &self.core.anti_entropy;
+        book.pushed.set(book.pushed.get() + report.pushed);
+        book.moved_bytes
+            .set(book.moved_bytes.get() + report.pushed_bytes);
+    }
+
+    /// The next moving partition this core drives that it has not found filled, after the
+    /// last one it passed over.
+    fn next_unfilled_partition(&self, ring: &RingView) -> Option<PartitionId> {
+        let book = &self.core.anti_entropy;
+        let filled = book.filled.borrow();
+        let partitions = ring.partitions();
+        for step in 0..partitions {
+            let partition = (book.fill_cursor.get() + step) % partitions;
+            if ring.next_route(partition).is_none() || !self.drives(ring, partition) {
+                continue;
+            }
+            if filled.0 == ring.epoch() && filled.1.contains(&partition) {
+                continue;
+            }
+            book.fill_cursor.set((partition + 1) % partitions);
+            return Some(partition);
+        }
+        None
+    }
+
+    /// The partitions this core's engine holds records of that `ring` does not place on it.
+    fn foreign_partitions(&self, ring: &RingView) -> Vec<PartitionId> {
+        let Ok(engine) = self.core.engine() else {
+            return Vec::new();
+        };
+        let here = self.here();
+        engine
+            .partitions()
+            .into_iter()
+            .filter(|p| *p < ring.partitions() && !ring.holds(here, *p))
+            .collect()
+    }
+
+    /// Hands `partition` (no longer held here by `ring`) over to its replicas and drops it:
+    /// a pass over this core and them pushes whatever they lack; only when every one of them
+    /// answered and nothing was left unpushed is it dropped, and only if the ring still does
+    /// not place it here (checked with no wait between the check and the drop's append).
+    /// Whether it was dropped.
+    async fn hand_over(&self, ring: &RingView, partition: PartitionId) -> Result<bool, ShardError> {
+        let book = &self.core.anti_entropy;
+        let replicas = ring.route(partition)?.to_vec();
+        let mut over = vec![self.here()];
+        over.extend(replicas.iter().copied());
+        book.handing_over.borrow_mut().insert(partition);
+        let report = self.anti_entropy_pass_over(partition, over).await;
+        book.handing_over.borrow_mut().remove(&partition);
+        let report = report?;
+        self.book_rebalance_pass(&report);
+        let all_heard = replicas.iter().all(|v| report.heard.contains(v));
+        if !(all_heard && (report.identical || report.complete)) {
+            tracing::debug!(
+                partition,
+                "a partition no longer held here is not handed over yet; trying again"
+            );
+            return Ok(false);
+        }
+        if self.ring().holds(self.here(), partition) {
+            return Ok(false);
+        }
+        let engine = self.core.engine()?;
+        let dropped = engine.drop_partition(partition).await?;
+        book.watermarks.borrow_mut().remove(&partition);
+        book.windows.borrow_mut().remove(&partition);
+        book.unrepaired.borrow_mut().remove(&partition);
+        tracing::info!(
+            partition,
+            records = dropped,
+            pushed = report.pushed,
+            "handed a partition over to its new replicas and dropped it here"
+        );
+        Ok(true)
     }
 
     /// Runs one pass over the next partition this core drives, and books what it found.
@@ -612,16 +820,30 @@ fn check_ranges(ranges: u32) -> Result<(), ShardError> {
     }
 }
 
-/// Runs this core's anti-entropy every `interval` until the core stops (on a ring of one
-/// replica it only waits).
+/// Pause between two rebalance steps of a core while it has more to move (the movement's
+/// throttle beside the bulk lane's in-flight byte cap).
+const REBALANCE_STEP_PAUSE: Duration = Duration::from_millis(2);
+
+/// Runs this core's anti-entropy every `interval` until the core stops: its part in a
+/// rebalance first (step after step while there is some), then one pass over the next
+/// partition it drives (on a ring of one replica, only the rebalance part).
 pub(crate) async fn run(shard: Shard) {
     let interval = shard.core.replication.anti_entropy_interval;
+    let mut busy = false;
     loop {
-        monoio::time::sleep(interval).await;
+        monoio::time::sleep(if busy { REBALANCE_STEP_PAUSE } else { interval }).await;
         if shard.core.objects.stopping.get() {
             return;
         }
-        if !shard.replicated() {
+        busy = match shard.rebalance_step().await {
+            Ok(worked) => worked,
+            Err(ShardError::Engine(EngineError::Closed)) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "a rebalance step failed");
+                false
+            }
+        };
+        if busy || shard.ring().replicas() < 2 {
             continue;
         }
         match shard.anti_entropy_step().await {

@@ -326,6 +326,15 @@ impl Shard {
         };
         match self.send_to_vnode(target, request).await {
             Ok(_) => Delivery::Done,
+            // A rebalance moved the partition away from the target: its new replicas have the
+            // write (from the old ones' fill, or written to both rings).
+            Err(e)
+                if e.class() == crate::ErrorClass::NotHeldHere
+                    && !self.ring().holds(target, partition) =>
+            {
+                tracing::debug!(error = %e, node = target.node, partition, "a hint's replica no longer holds its partition; dropped");
+                Delivery::Done
+            }
             Err(e @ ShardError::Wire(_)) => {
                 tracing::debug!(error = %e, node = target.node, "a hint's replica cannot be reached yet");
                 Delivery::Unreachable

@@ -228,6 +228,8 @@ pub(crate) struct NodeShared {
     levels_set: std::sync::atomic::AtomicU64,
     /// The cluster's clock bound (`max_clock_offset`), in µs.
     pub(crate) max_clock_offset_us: std::sync::atomic::AtomicU64,
+    /// An operator paused the rebalance under way: the cores move nothing meanwhile.
+    rebalance_suspended: std::sync::atomic::AtomicBool,
 }
 
 /// W, R and D in one word (16 bits each; each is at most [`crate::ring::MAX_REPLICAS`]).
@@ -240,6 +242,12 @@ fn pack_levels(write: u16, read: u16, delete: u16) -> u64 {
 pub type RingWanted = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl NodeShared {
+    /// Whether an operator paused the rebalance under way.
+    pub(crate) fn rebalance_suspended(&self) -> bool {
+        self.rebalance_suspended
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The W, R and D the managers set, if any: (w, r, d).
     pub(crate) fn levels_set(&self) -> Option<(usize, usize, usize)> {
         let packed = self.levels_set.load(std::sync::atomic::Ordering::Relaxed);
@@ -334,7 +342,7 @@ impl Shard {
     /// Asks every replica of `key` in `bucket` (its storage name) for its record's head.
     async fn whereis(&self, bucket: &str, key: &str) -> Result<Whereabouts, ShardError> {
         let partition = self.object_partition(bucket, key);
-        let vnodes = self.ring().route(partition)?.to_vec();
+        let vnodes = self.ring().holders(partition)?;
         let storage_key = crate::object::object_key(bucket, key);
         let asks = vnodes.iter().map(|vnode| {
             let request = crate::StorageRequest::Head {
@@ -399,6 +407,13 @@ impl RingInstaller {
         self.shared
             .max_clock_offset_us
             .store(bound_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Pauses (or resumes) the cores' part in the rebalance under way, as the managers say.
+    pub fn set_rebalance_suspended(&self, suspended: bool) {
+        self.shared
+            .rebalance_suspended
+            .store(suspended, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ring the node routes by now.
@@ -660,6 +675,7 @@ where
         max_clock_offset_us: std::sync::atomic::AtomicU64::new(
             crate::replication::MAX_CLOCK_OFFSET_US,
         ),
+        rebalance_suspended: std::sync::atomic::AtomicBool::new(false),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()

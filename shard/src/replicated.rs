@@ -71,14 +71,56 @@ impl Shard {
         vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node)
     }
 
-    /// The replica vnodes of `partition`, in ring order.
+    /// Every vnode that holds `partition`: its replicas in ring order, then, while a
+    /// rebalance moves it, the replicas it moves to.
     fn replicas_of(&self, partition: PartitionId) -> Result<Vec<Vnode>, ShardError> {
-        Ok(self.core.ring.borrow().route(partition)?.to_vec())
+        self.core.ring.borrow().holders(partition)
     }
 
-    /// Whether this core routes by a ring with more than one replica per partition.
+    /// The replica sets a write of `partition` needs its quorum in: its replicas, and while
+    /// a rebalance moves it, the replicas it moves to (DESIGN §4).
+    fn write_sets(&self, partition: PartitionId) -> Result<Vec<Vec<Vnode>>, ShardError> {
+        let ring = self.core.ring.borrow();
+        let mut sets = vec![ring.route(partition)?.to_vec()];
+        if let Some(next) = ring.next_route(partition) {
+            sets.push(next.to_vec());
+        }
+        Ok(sets)
+    }
+
+    /// The vnodes a read of `partition` consults, in the order it asks them, and how many it
+    /// needs: `r` of its replicas up; while a rebalance moves it, `r` of the old replicas up
+    /// and `r` of the new ones (a write acknowledged by either ring is then seen).
+    fn read_targets(
+        &self,
+        partition: PartitionId,
+        r: usize,
+    ) -> Result<(Vec<Vnode>, usize), ShardError> {
+        let sets = self.write_sets(partition)?;
+        let mut chosen: Vec<Vnode> = Vec::new();
+        for set in &sets {
+            let up: Vec<Vnode> = set.iter().copied().filter(|v| self.is_up(*v)).collect();
+            let wanted = r.min(up.len()).max(1);
+            for vnode in up.into_iter().take(wanted) {
+                if !chosen.contains(&vnode) {
+                    chosen.push(vnode);
+                }
+            }
+        }
+        let needed = chosen.len().max(1);
+        for vnode in sets.iter().flatten() {
+            if !chosen.contains(vnode) {
+                chosen.push(*vnode);
+            }
+        }
+        Ok((chosen, needed))
+    }
+
+    /// Whether requests take the replicated path: the ring has more than one replica per
+    /// partition, or a rebalance moves partitions (their writes then go to two rings).
     pub(crate) fn replicated(&self) -> bool {
-        self.core.ring.borrow().replicas() > 1
+        let ring = self.core.ring.borrow();
+        ring.replicas() > 1 || ring.is_moving()
     }
 
     /// Stores `request_at(stamp)` (a Put or Delete) on every replica of `partition` known up,
@@ -88,15 +130,41 @@ impl Shard {
         &self,
         partition: PartitionId,
         needed: usize,
-        mut stamp: Hlc,
+        stamp: Hlc,
         request_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<(Hlc, Vec<StorageResponse>), ShardError> {
+        let epoch = self.ring().epoch();
+        match self
+            .write_everywhere_once(partition, needed, stamp, &request_at)
+            .await
+        {
+            // Replicas refused it because a newer ring moves the partition (this core took
+            // that ring meanwhile): once more, over the replica sets it names.
+            Err(e) if self.ring().epoch() != epoch => {
+                tracing::debug!(error = %e, partition, "a write failed while the ring changed; writing again by the new ring");
+                self.write_everywhere_once(partition, needed, stamp, &request_at)
+                    .await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One try of [`Shard::write_everywhere`] by the ring routed by now.
+    async fn write_everywhere_once(
+        &self,
+        partition: PartitionId,
+        needed: usize,
+        mut stamp: Hlc,
+        request_at: &impl Fn(Hlc) -> StorageRequest,
+    ) -> Result<(Hlc, Vec<StorageResponse>), ShardError> {
         self.check_clock()?;
-        let replicas = self.replicas_of(partition)?;
+        let sets = self.write_sets(partition)?;
+        let quorums: Vec<(&[Vnode], usize)> =
+            sets.iter().map(|set| (set.as_slice(), needed)).collect();
         for _ in 0..=RESTAMPS_MAX {
             let request = request_at(stamp);
             match self
-                .write_round(partition, &replicas, needed, stamp, |_| request.clone())
+                .write_round(partition, &quorums, stamp, |_| request.clone())
                 .await?
             {
                 Written::Acknowledged(answers) => return Ok((stamp, answers)),
@@ -144,21 +212,27 @@ impl Shard {
         self.now()
     }
 
-    /// A write round over `replicas`, each stamped `stamp`: each replica up gets
-    /// `request_for(vnode)`, as a task of its own (it finishes even after the round is
-    /// decided).
+    /// A write round over `sets` (each replica set with the stores it needs), each stamped
+    /// `stamp`: each replica up gets `request_for(vnode)`, as a task of its own (it finishes
+    /// even after the round is decided).
     async fn write_round(
         &self,
         partition: PartitionId,
-        replicas: &[Vnode],
-        needed: usize,
+        sets: &[(&[Vnode], usize)],
         stamp: Hlc,
         request_for: impl Fn(Vnode) -> StorageRequest,
     ) -> Result<Written, ShardError> {
-        let (mut round, targets) = WriteRound::start(replicas, |v| self.is_up(*v), needed)
+        let needed = sets.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let (mut round, targets) = WriteRound::start_in_sets(sets, |v| self.is_up(*v))
             .map_err(|e| too_few(partition, e))?;
-        for down in replicas.iter().filter(|v| !targets.contains(v)) {
-            self.hint(*down, &request_for(*down));
+        let mut down: Vec<Vnode> = Vec::new();
+        for vnode in sets.iter().flat_map(|(set, _)| set.iter()) {
+            if !targets.contains(vnode) && !down.contains(vnode) {
+                down.push(*vnode);
+            }
+        }
+        for vnode in down {
+            self.hint(vnode, &request_for(vnode));
         }
         let mut calls: FuturesUnordered<_> = targets
             .into_iter()
@@ -252,16 +326,45 @@ impl Shard {
         request_at: impl Fn(Hlc) -> StorageRequest,
         copy_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
+        let epoch = self.ring().epoch();
+        match self
+            .serialize_then_copy_once(partition, needed, condition_on, &request_at, &copy_at)
+            .await
+        {
+            // Replicas refused the copies because a newer ring moves the partition (taken
+            // meanwhile): an unconditional write goes once more by that ring. A conditional
+            // one may have been decided already, and fails rather than decide twice.
+            Err(e) if condition_on.is_none() && self.ring().epoch() != epoch => {
+                tracing::debug!(error = %e, partition, "a write failed while the ring changed; writing again by the new ring");
+                self.serialize_then_copy_once(partition, needed, None, &request_at, &copy_at)
+                    .await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One try of [`Shard::serialize_then_copy`] by the ring routed by now.
+    async fn serialize_then_copy_once(
+        &self,
+        partition: PartitionId,
+        needed: usize,
+        condition_on: Option<&Bytes>,
+        request_at: &impl Fn(Hlc) -> StorageRequest,
+        copy_at: &impl Fn(Hlc) -> StorageRequest,
+    ) -> Result<StorageResponse, ShardError> {
         self.check_clock()?;
-        let replicas = self.replicas_of(partition)?;
-        let up = replicas.iter().filter(|v| self.is_up(**v)).count();
-        if up < needed {
-            // Fail fast: nothing is written.
-            return Err(ShardError::TooFewReplicas {
-                partition,
-                up,
-                needed,
-            });
+        let sets = self.write_sets(partition)?;
+        let replicas = sets[0].clone();
+        for set in &sets {
+            let up = set.iter().filter(|v| self.is_up(**v)).count();
+            if up < needed {
+                // Fail fast: nothing is written.
+                return Err(ShardError::TooFewReplicas {
+                    partition,
+                    up,
+                    needed,
+                });
+            }
         }
         let serializers = match condition_on {
             Some(key) => {
@@ -278,15 +381,25 @@ impl Shard {
                 .await?;
             let written = answered_hlc(&answer).unwrap_or(stamp);
             self.observe(written);
-            let others: Vec<Vnode> = replicas
+            // Each set needs its quorum less the serializer's store, where it is one of it.
+            let others: Vec<(Vec<Vnode>, usize)> = sets
                 .iter()
-                .copied()
-                .filter(|v| *v != serializer)
+                .map(|set| {
+                    let rest: Vec<Vnode> =
+                        set.iter().copied().filter(|v| *v != serializer).collect();
+                    let counted = usize::from(set.contains(&serializer));
+                    (rest, needed - counted)
+                })
                 .collect();
             let copy = copy_at(written);
-            if needed == 1 {
+            if others.iter().all(|(_, n)| *n == 0) {
                 // No other store is needed: the copies go in the background.
-                for vnode in others {
+                let mut sent: Vec<Vnode> = Vec::new();
+                for vnode in others.iter().flat_map(|(set, _)| set.iter().copied()) {
+                    if sent.contains(&vnode) {
+                        continue;
+                    }
+                    sent.push(vnode);
                     if self.is_up(vnode) {
                         drop(self.store_or_hint(vnode, copy.clone()));
                     } else {
@@ -295,8 +408,10 @@ impl Shard {
                 }
                 return Ok(answer);
             }
+            let quorums: Vec<(&[Vnode], usize)> =
+                others.iter().map(|(set, n)| (set.as_slice(), *n)).collect();
             match self
-                .write_round(partition, &others, needed - 1, written, |_| copy.clone())
+                .write_round(partition, &quorums, written, |_| copy.clone())
                 .await?
             {
                 Written::Acknowledged(_) => return Ok(answer),
@@ -383,11 +498,18 @@ impl Shard {
     /// failed its checksum, get the newest version in the background when the body read is a
     /// whole record.
     pub(crate) async fn read_newest(&self, read: ReadOf) -> Result<StorageResponse, ShardError> {
+        let epoch = self.ring().epoch();
         match self.read_round(&read).await {
             // Replicas failed during the round (they are known down now): once more, over
             // the replicas up.
             Err(ShardError::Wire(e)) => {
                 tracing::debug!(error = %e, partition = read.partition, "replicas failed during a read; reading again without them");
+                self.read_round(&read).await
+            }
+            // Replicas no longer held the partition (a rebalance moved it, and this core
+            // took the new ring meanwhile): once more, by the new ring.
+            Err(e) if self.ring().epoch() != epoch => {
+                tracing::debug!(error = %e, partition = read.partition, "the ring changed during a read; reading again by the new ring");
                 self.read_round(&read).await
             }
             answer => answer,
@@ -402,9 +524,7 @@ impl Shard {
             ref body,
             r,
         } = *read;
-        let replicas = self.replicas_of(partition)?;
-        let up = replicas.iter().filter(|v| self.is_up(**v)).count();
-        let r = r.min(up).max(1);
+        let (replicas, r) = self.read_targets(partition, r)?;
         let (mut round, asks) =
             ReadRound::<Vnode, StorageResponse>::start(&replicas, |v| self.is_up(*v), r)
                 .map_err(|e| too_few(partition, e))?;
@@ -527,9 +647,12 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Lookup>, ShardError> {
-        let replicas = self.replicas_of(partition)?;
-        let up: Vec<Vnode> = replicas.into_iter().filter(|v| self.is_up(*v)).collect();
-        let r = self.levels().r.min(up.len()).max(1);
+        let (targets, r) = self.read_targets(partition, self.levels().r)?;
+        let up: Vec<Vnode> = targets.into_iter().filter(|v| self.is_up(*v)).collect();
+        // While the partition moves, the first answers might all come from one ring: every
+        // replica up is heard instead.
+        let moving = self.ring().next_route(partition).is_some();
+        let r = if moving { up.len().max(1) } else { r };
         let mut calls: FuturesUnordered<_> = up
             .iter()
             .map(|vnode| {

@@ -735,10 +735,14 @@ impl Shard {
     /// another ring).
     fn check_holds(&self, partition: PartitionId) -> Result<(), ShardError> {
         let ring = self.core.ring.borrow();
-        let holds = ring
-            .route(partition)?
-            .iter()
-            .any(|v| v.node == self.core.node_id && usize::from(v.shard) == self.core.id);
+        ring.route(partition)?;
+        let holds = ring.holds(self.here(), partition)
+            || self
+                .core
+                .anti_entropy
+                .handing_over
+                .borrow()
+                .contains(&partition);
         if holds {
             Ok(())
         } else {

@@ -3,9 +3,13 @@
 //! routed through it. A single node is a ring of one node with one replica per partition, the
 //! core its [`PartitionMap`] names: there is one code path, not a local one beside a cluster one.
 //!
+//! During a rebalance (DESIGN §4) the view also holds the table its partitions move to: a
+//! partition whose replica set differs there is *moving*: its writes need their quorum in both
+//! sets, its reads merge both, and anti-entropy fills its new replicas from the old ones.
+//!
 //! Must hold: P is a power of two; every partition has exactly `replicas` vnodes, on distinct
-//! nodes; the checksum is a pure function of the assignment (two views with equal checksums
-//! route every partition alike).
+//! nodes, in both tables; the checksum is a pure function of the assignment (two views with
+//! equal checksums route every partition alike).
 
 use std::ops::Range;
 
@@ -64,8 +68,12 @@ pub struct RingView {
     table: Box<[Vnode]>,
     /// The listing plan, derived from `table` once ([`RingView::first_replica_ranges`]).
     listing_plan: Vec<(Vnode, Vec<Range<PartitionId>>)>,
-    /// Every vnode of the table once, in order.
+    /// Every vnode of the table (and of the next one) once, in order.
     vnodes: Vec<Vnode>,
+    /// During a rebalance: the table partitions move to (same P and N), else None.
+    next: Option<Box<[Vnode]>>,
+    /// Whether every running node routes by this epoch, as the managers saw in heartbeats.
+    known_everywhere: bool,
 }
 
 impl RingView {
@@ -94,16 +102,7 @@ impl RingView {
                 table.len()
             )));
         }
-        for (partition, set) in table.chunks_exact(replicas).enumerate() {
-            for (i, vnode) in set.iter().enumerate() {
-                if set[..i].iter().any(|other| other.node == vnode.node) {
-                    return Err(ShardError::Config(format!(
-                        "ring partition {partition} has two replicas on node {}",
-                        vnode.node
-                    )));
-                }
-            }
-        }
+        check_distinct_nodes(&table, replicas)?;
         let mut ring = Self {
             epoch,
             checksum: 0,
@@ -113,14 +112,97 @@ impl RingView {
             table: table.into_boxed_slice(),
             listing_plan: Vec::new(),
             vnodes: Vec::new(),
+            next: None,
+            known_everywhere: false,
         };
         ring.checksum = ring.compute_checksum();
         ring.listing_plan = ring.plan_listing();
-        let mut vnodes: Vec<Vnode> = ring.table.to_vec();
+        ring.vnodes = ring.collect_vnodes();
+        Ok(ring)
+    }
+
+    /// This ring during a rebalance towards `next` (a table of the same P and N, checked like
+    /// the ring's own); its checksum then covers both tables.
+    pub fn moving_to(mut self, next: Vec<Vnode>) -> Result<Self, ShardError> {
+        if next.len() != self.table.len() {
+            return Err(ShardError::Config(format!(
+                "the next ring's table has {} vnodes, expected {} partitions × {} replicas",
+                next.len(),
+                self.partitions,
+                self.replicas
+            )));
+        }
+        check_distinct_nodes(&next, self.replicas)?;
+        self.next = Some(next.into_boxed_slice());
+        self.checksum = self.compute_checksum();
+        self.vnodes = self.collect_vnodes();
+        Ok(self)
+    }
+
+    /// This ring, marked as routed by every running node (or not).
+    pub fn known_everywhere_if(mut self, known: bool) -> Self {
+        self.known_everywhere = known;
+        self
+    }
+
+    /// Whether every running node routes by this epoch, as the managers saw in heartbeats:
+    /// only then do a rebalance's fills count (no node still writes without the new
+    /// replicas), and only then does a settled ring's former owner drop what it no longer
+    /// holds.
+    pub fn is_known_everywhere(&self) -> bool {
+        self.known_everywhere
+    }
+
+    /// The table partitions move to during a rebalance (partition-major), else None.
+    pub fn next_table(&self) -> Option<&[Vnode]> {
+        self.next.as_deref()
+    }
+
+    /// Whether a rebalance is under way (the ring has a next table).
+    pub fn is_moving(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// The replica set `partition` moves to, when a rebalance moves it (its set differs in
+    /// the next table), else None.
+    pub fn next_route(&self, partition: PartitionId) -> Option<&[Vnode]> {
+        let next = self.next.as_deref()?;
+        let first = partition as usize * self.replicas;
+        let now = self.table.get(first..first + self.replicas)?;
+        let then = next.get(first..first + self.replicas)?;
+        let same = then.iter().all(|v| now.contains(v));
+        (!same).then_some(then)
+    }
+
+    /// Whether `vnode` holds `partition`: a replica of it now, or in the set it moves to.
+    pub fn holds(&self, vnode: Vnode, partition: PartitionId) -> bool {
+        self.route(partition).is_ok_and(|set| set.contains(&vnode))
+            || self
+                .next_route(partition)
+                .is_some_and(|set| set.contains(&vnode))
+    }
+
+    /// Every vnode that holds `partition` now or will once it moves: the replicas in ring
+    /// order, then those it moves to.
+    pub fn holders(&self, partition: PartitionId) -> Result<Vec<Vnode>, ShardError> {
+        let mut all = self.route(partition)?.to_vec();
+        if let Some(next) = self.next_route(partition) {
+            all.extend(
+                next.iter()
+                    .filter(|v| !all.contains(v))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        Ok(all)
+    }
+
+    fn collect_vnodes(&self) -> Vec<Vnode> {
+        let mut vnodes: Vec<Vnode> = self.table.to_vec();
+        vnodes.extend(self.next.iter().flat_map(|next| next.iter().copied()));
         vnodes.sort_unstable();
         vnodes.dedup();
-        ring.vnodes = vnodes;
-        Ok(ring)
+        vnodes
     }
 
     /// The ring of one node: each partition's single replica is the core `map` names.
@@ -245,12 +327,33 @@ impl RingView {
     }
 
     fn compute_checksum(&self) -> u64 {
-        leofs_wire::ring_checksum(
-            self.partitions,
-            self.replicas as u32,
-            self.table.iter().map(|v| (v.node, v.shard)),
-        )
+        let table = self.table.iter().map(|v| (v.node, v.shard));
+        match &self.next {
+            None => leofs_wire::ring_checksum(self.partitions, self.replicas as u32, table),
+            Some(next) => leofs_wire::moving_ring_checksum(
+                self.partitions,
+                self.replicas as u32,
+                table,
+                next.iter().map(|v| (v.node, v.shard)),
+            ),
+        }
     }
+}
+
+/// Refuses a table (partition-major, `replicas` per partition) with two replicas of one
+/// partition on one node.
+fn check_distinct_nodes(table: &[Vnode], replicas: usize) -> Result<(), ShardError> {
+    for (partition, set) in table.chunks_exact(replicas).enumerate() {
+        for (i, vnode) in set.iter().enumerate() {
+            if set[..i].iter().any(|other| other.node == vnode.node) {
+                return Err(ShardError::Config(format!(
+                    "ring partition {partition} has two replicas on node {}",
+                    vnode.node
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Each vnode of `firsts` (the vnode listing partition `p` at `firsts[p]`) with the runs of
@@ -412,6 +515,41 @@ mod tests {
         );
         // Nodes 2 and 3 both down: partition 2 has no replica left.
         assert_eq!(ring.read_plan_among(2, |v| v.node == 1), Err(2));
+    }
+
+    #[test]
+    fn a_moving_ring_routes_by_the_old_table_and_holds_by_both() {
+        let old = vec![vnode(1, 0), vnode(2, 0), vnode(2, 0), vnode(3, 0)];
+        let new = vec![vnode(2, 0), vnode(1, 0), vnode(2, 0), vnode(4, 0)];
+        let settled = RingView::new(5, 2, 2, old.clone()).unwrap();
+        let moving = RingView::new(5, 2, 2, old).unwrap().moving_to(new).unwrap();
+        assert!(moving.is_moving() && !settled.is_moving());
+        assert_ne!(moving.checksum(), settled.checksum());
+        // Partition 0 keeps its set (in another order): it does not move.
+        assert_eq!(moving.next_route(0), None);
+        assert_eq!(moving.next_route(1), Some(&[vnode(2, 0), vnode(4, 0)][..]));
+        assert_eq!(moving.route(1).unwrap(), &[vnode(2, 0), vnode(3, 0)]);
+        assert_eq!(
+            moving.holders(1).unwrap(),
+            vec![vnode(2, 0), vnode(3, 0), vnode(4, 0)]
+        );
+        assert!(moving.holds(vnode(4, 0), 1) && moving.holds(vnode(3, 0), 1));
+        assert!(!moving.holds(vnode(4, 0), 0) && !settled.holds(vnode(4, 0), 1));
+        assert!(moving.vnodes().contains(&vnode(4, 0)));
+        assert!(!moving.is_known_everywhere());
+        assert!(
+            moving
+                .clone()
+                .known_everywhere_if(true)
+                .is_known_everywhere()
+        );
+        // A next table of another size, or with two replicas on a node, is refused.
+        let bad = RingView::new(5, 2, 2, vec![vnode(1, 0); 4]);
+        assert!(bad.is_err());
+        let short = settled.clone().moving_to(vec![vnode(1, 0)]);
+        assert!(short.is_err());
+        let doubled = settled.moving_to(vec![vnode(1, 0), vnode(1, 1), vnode(2, 0), vnode(3, 0)]);
+        assert!(doubled.is_err());
     }
 
     #[test]

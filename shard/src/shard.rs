@@ -385,6 +385,7 @@ impl Shard {
         start_after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<ScanEntry>, ShardError> {
+        let epoch = self.ring().epoch();
         match self
             .scan_once(prefix.clone(), start_after.clone(), limit)
             .await
@@ -393,6 +394,12 @@ impl Shard {
             // is planned again over the replicas up.
             Err(ShardError::Wire(e)) if self.replicated() => {
                 tracing::debug!(error = %e, "a replica failed during a listing; listing again without it");
+                self.scan_once(prefix, start_after, limit).await
+            }
+            // A vnode no longer held a partition (a rebalance flipped the ring, taken from it
+            // meanwhile): the listing is planned again by the new ring.
+            Err(e) if self.ring().epoch() != epoch => {
+                tracing::debug!(error = %e, "the ring changed during a listing; listing again by the new ring");
                 self.scan_once(prefix, start_after, limit).await
             }
             answer => answer,

@@ -96,7 +96,8 @@ def make_server(session_tmp):
     factory = _ServerFactory(session_tmp / f"t-{uuid.uuid4().hex[:8]}")
     yield factory
     problems = factory.finish()
-    shutil.rmtree(factory.root, ignore_errors=True)
+    if os.environ.get("LEOFS_E2E_KEEP") != "1":
+        shutil.rmtree(factory.root, ignore_errors=True)
     if problems:
         pytest.fail("dedicated server: " + "\n".join(problems), pytrace=False)
 

@@ -454,7 +454,7 @@ class LeofsServer:
         )
 
     def adm(self, *args: str, json_output: bool = False, token: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+            check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Runs leofs-adm against this server's admin API."""
         cmd = [str(leofs_adm_bin()), "--admin", self.admin_addr, "--data-dir", str(self.data_dir)]
         if token is not None:
@@ -462,7 +462,7 @@ class LeofsServer:
         if json_output:
             cmd.append("--json")
         cmd += list(args)
-        res = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=60,
+        res = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=timeout,
                              stdin=subprocess.DEVNULL)
         if check and res.returncode != 0:
             raise AssertionError(f"{cmd} exited {res.returncode}\nstdout:{res.stdout}\nstderr:{res.stderr}")

@@ -46,4 +46,4 @@ pub use frame::{Frame, FrameDecoder, FrameError};
 pub use handshake::{
     ClusterId, ClusterSecret, HandshakeError, PROTOCOL_VERSION, PROTOCOL_VERSION_OLDEST,
 };
-pub use ring::ring_checksum;
+pub use ring::{moving_ring_checksum, ring_checksum};

@@ -22,3 +22,22 @@ pub fn ring_checksum(
     }
     hasher.digest()
 }
+
+/// The checksum of a ring during a rebalance: [`ring_checksum`] of its table, then every
+/// (node, shard) of the table its partitions move to, so that two nodes agree on a moving
+/// ring only when they agree on both tables.
+pub fn moving_ring_checksum(
+    partitions: u32,
+    replicas: u32,
+    table: impl IntoIterator<Item = (u32, u16)>,
+    next: impl IntoIterator<Item = (u32, u16)>,
+) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&ring_checksum(partitions, replicas, table).to_le_bytes());
+    hasher.update(b"next");
+    for (node, shard) in next {
+        hasher.update(&node.to_le_bytes());
+        hasher.update(&shard.to_le_bytes());
+    }
+    hasher.digest()
+}

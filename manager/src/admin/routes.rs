@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use super::NodeStatusSource;
 use super::wire::{
     API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
-    Deleted, ManagerAdded, NodeInfo, RingDump, RingSummary, StartRequest, UpdateAclRequest,
-    UserInfo, decode_path_segment,
+    Deleted, ManagerAdded, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
+    UpdateAclRequest, UserInfo, decode_path_segment,
 };
 use crate::cluster::RingRecord;
 use crate::{BucketAcl, Manager, ManagerError, ManagerState};
@@ -241,6 +241,29 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             context.manager.suspend_node(id)?;
             json_ok(&node_info(&context.manager, id)?)
         }
+        (["nodes", id, "detach"], Method::POST) => {
+            let id = node_id(id)?;
+            context.manager.detach_node(id)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
+        (["nodes", id, "rollback"], Method::POST) => {
+            let id = node_id(id)?;
+            context.manager.rollback_node(id)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
+        (["rebalance"], Method::GET) => json_ok(&rebalance_status(&context.manager)?),
+        (["rebalance"], Method::POST) => {
+            context.manager.rebalance()?;
+            json_ok(&rebalance_status(&context.manager)?)
+        }
+        (["rebalance", "suspend"], Method::POST) => {
+            context.manager.suspend_rebalance(true)?;
+            json_ok(&rebalance_status(&context.manager)?)
+        }
+        (["rebalance", "resume"], Method::POST) => {
+            context.manager.suspend_rebalance(false)?;
+            json_ok(&rebalance_status(&context.manager)?)
+        }
         (["nodes", id, "resume"], Method::POST) => {
             let id = node_id(id)?;
             context.manager.resume_node(id)?;
@@ -321,14 +344,51 @@ fn node_id(text: &str) -> Result<u32, Failure> {
     })
 }
 
+fn rebalance_status(manager: &Manager) -> Result<RebalanceStatus, Failure> {
+    let state = manager.snapshot();
+    let ring = state.ring.as_ref().ok_or_else(not_started)?;
+    let beats: Vec<_> = state
+        .nodes
+        .keys()
+        .filter_map(|id| manager.liveness().last(*id))
+        .map(|(_, beat)| beat)
+        .collect();
+    let foreign_partitions = beats
+        .iter()
+        .flat_map(|b| b.shards.iter())
+        .map(|s| s.foreign_partitions)
+        .sum();
+    let moved_bytes = beats
+        .iter()
+        .flat_map(|b| b.shards.iter())
+        .map(|s| s.rebalance_moved_bytes)
+        .sum();
+    let nodes_behind = crate::cluster::nodes_behind(&state.nodes, ring, manager.liveness());
+    let phase = match &ring.rebalance {
+        Some(_) => "moving",
+        None if !ring.known_everywhere || foreign_partitions > 0 => "settling",
+        None => "idle",
+    };
+    let rebalance = ring.rebalance.as_ref();
+    Ok(RebalanceStatus {
+        ring_epoch: ring.epoch,
+        phase: phase.to_owned(),
+        known_everywhere: ring.known_everywhere,
+        moving_partitions: rebalance.map_or(0, |r| r.moving),
+        filled_partitions: rebalance.map_or(0, |r| r.filled.len() as u32),
+        moved_replicas: rebalance.map_or(0, |r| r.moved_replicas),
+        moved_bytes,
+        foreign_partitions,
+        started_unix_ms: rebalance.map_or(0, |r| r.started_unix_ms),
+        suspended: rebalance.is_some_and(|r| r.suspended),
+        nodes_behind,
+    })
+}
+
 fn ring_summary(ring: &RingRecord) -> RingSummary {
     RingSummary {
         epoch: ring.epoch,
-        checksum: leofs_wire::ring_checksum(
-            ring.partitions,
-            ring.replicas,
-            ring.table.iter().copied(),
-        ),
+        checksum: ring.checksum(),
         partitions: ring.partitions,
         replicas: ring.replicas,
         partitions_by_node: ring.partitions_by_node(),

@@ -118,6 +118,37 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// Answer of `GET /v1/rebalance` (and of the calls that change a rebalance): where the ring
+/// stands.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RebalanceStatus {
+    /// The ring's epoch.
+    pub ring_epoch: u64,
+    /// `moving` (partitions are being filled on their new replicas), `settling` (the ring
+    /// flipped; not every node routes by it yet, or former owners still hold partitions they
+    /// drop), or `idle`.
+    pub phase: String,
+    /// Whether every node that is not stopped routes by the ring.
+    pub known_everywhere: bool,
+    /// Partitions the rebalance moves (0 when idle).
+    pub moving_partitions: u32,
+    /// Of those, the ones filled on their new replicas.
+    pub filled_partitions: u32,
+    /// Replica slots that change.
+    pub moved_replicas: u32,
+    /// Bytes the nodes moved for rebalances since they started (a rate is taken between two
+    /// reads).
+    pub moved_bytes: u64,
+    /// Partitions that former owners still hold and will drop.
+    pub foreign_partitions: u64,
+    /// When the rebalance started, ms since the Unix epoch (0 when idle).
+    pub started_unix_ms: u64,
+    /// Whether an operator paused it.
+    pub suspended: bool,
+    /// Nodes that do not route by the ring yet.
+    pub nodes_behind: Vec<u32>,
+}
+
 /// Body of `POST /v1/cluster/start`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StartRequest {

@@ -1427,6 +1427,13 @@ fn encode_ring(ring: &ClusterRing) -> Bytes {
         .map(|v| fb::Vnode::new(v.node, v.shard))
         .collect();
     let vnodes = builder.create_vector(&vnodes);
+    let next_vnodes = ring.ring.next_table().map(|next| {
+        let next: Vec<fb::Vnode> = next
+            .iter()
+            .map(|v| fb::Vnode::new(v.node, v.shard))
+            .collect();
+        builder.create_vector(&next)
+    });
     let nodes: Vec<_> = ring
         .nodes
         .iter()
@@ -1451,6 +1458,8 @@ fn encode_ring(ring: &ClusterRing) -> Bytes {
             vnodes: Some(vnodes),
             nodes: Some(nodes),
             checksum: ring.ring.checksum(),
+            next_vnodes,
+            known_everywhere: ring.ring.is_known_everywhere(),
         },
     );
     builder.finish(table, None);
@@ -1460,20 +1469,25 @@ fn encode_ring(ring: &ClusterRing) -> Bytes {
 fn decode_ring(payload: &[u8]) -> Result<ClusterRing, ShardError> {
     let bad = |what: String| ShardError::BadAnswer(format!("ring: {what}"));
     let table = flatbuffers::root::<fb::RingTable>(payload).map_err(|e| bad(e.to_string()))?;
-    let vnodes = table.vnodes().map_or_else(Vec::new, |vs| {
+    let vnodes_of = |vs: flatbuffers::Vector<'_, fb::Vnode>| -> Vec<Vnode> {
         vs.iter()
             .map(|v| Vnode {
                 node: v.node(),
                 shard: v.shard(),
             })
             .collect()
-    });
-    let ring = RingView::new(
+    };
+    let vnodes = table.vnodes().map_or_else(Vec::new, vnodes_of);
+    let mut ring = RingView::new(
         table.epoch(),
         table.partitions(),
         table.replicas() as usize,
         vnodes,
     )?;
+    if let Some(next) = table.next_vnodes() {
+        ring = ring.moving_to(vnodes_of(next))?;
+    }
+    let ring = ring.known_everywhere_if(table.known_everywhere());
     if ring.checksum() != table.checksum() {
         return Err(bad(format!(
             "checksum {:#x} does not match the table's {:#x}",

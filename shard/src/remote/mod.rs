@@ -236,8 +236,9 @@ impl Shard {
     }
 
     /// Serves `request` on `vnode` of another node; a peer that answers "not held here" may
-    /// route by a newer ring: this node then takes the peer's ring if it is newer and sends
-    /// the request once more, where that ring routes it.
+    /// route by a newer ring: this node then takes the peer's ring if it is newer and, on a
+    /// ring of one replica per partition, sends the request once more, where that ring
+    /// routes it (a replicated round decides for itself where to send it again).
     pub(crate) async fn call_remote(
         &self,
         vnode: Vnode,
@@ -246,7 +247,7 @@ impl Shard {
         match self.call_remote_once(vnode, request.clone()).await {
             Err(e) if e.class() == crate::error::ErrorClass::NotHeldHere => {
                 let peer = self.peer_of(vnode, &request)?;
-                if !self.take_ring_of(&peer).await? {
+                if !self.take_ring_of(&peer).await? || self.replicated() {
                     return Err(e);
                 }
                 let partition = request.partition().ok_or(e)?;

@@ -15,7 +15,7 @@ use super::codec::{
     self, CatalogRefusal, CatalogRefusalKind, ClusterRing, NodeAnswer, NodeRequest,
 };
 use crate::http::{ACCEPT_ERROR_BACKOFF, LISTEN_BACKLOG};
-use crate::{Shard, ShardError};
+use crate::{Shard, ShardError, StorageRequest};
 
 /// Most peer connections one core serves at once (handshakes included); one more is closed at
 /// once with a log line.
@@ -96,8 +96,12 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
     let answer = match request {
         NodeRequest::Storage(request) => {
             let kind = request.kind();
-            let answer = match catch_up_ring(&shard, message.envelope().ring_epoch()).await {
-                Ok(()) => shard.execute(request).await.map(NodeAnswer::Storage),
+            let sender_epoch = message.envelope().ring_epoch();
+            let answer = match catch_up_ring(&shard, sender_epoch).await {
+                Ok(()) => match refuse_write_of_older_ring(&shard, sender_epoch, &request) {
+                    Ok(()) => shard.execute(request).await.map(NodeAnswer::Storage),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             if id == 0 {
@@ -164,6 +168,38 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
         return Some(codec::encode_answer(id, epoch, Err(e)));
     }
     Some(frame)
+}
+
+/// Refuses a client's write to a moving partition from a sender that routes by an older ring
+/// than this core's (DESIGN §4): it may not know the partition moves, and would leave the
+/// new replicas without the write. The sender takes the newer ring and writes again to both.
+fn refuse_write_of_older_ring(
+    shard: &Shard,
+    sender_epoch: u64,
+    request: &StorageRequest,
+) -> Result<(), ShardError> {
+    let ring = shard.ring();
+    if sender_epoch >= ring.epoch() {
+        return Ok(());
+    }
+    let client_write = matches!(
+        request,
+        StorageRequest::Put { fresh: true, .. }
+            | StorageRequest::Delete { fresh: true, .. }
+            | StorageRequest::CommitObject { .. }
+            | StorageRequest::DeleteObject { .. }
+            | StorageRequest::CommitPart { .. }
+    );
+    match request.partition() {
+        Some(partition) if client_write && ring.next_route(partition).is_some() => {
+            Err(ShardError::NotHeldHere {
+                partition,
+                core: shard.core.id,
+                epoch: ring.epoch(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Makes sure this core routes by a ring at least as new as `wanted` (the sender's) before a

@@ -74,11 +74,13 @@ pub enum WriteProgress {
     Failed,
 }
 
-/// One write (or delete) round over a partition's replicas.
+/// One write (or delete) round over a partition's replicas: during a rebalance, over the
+/// replicas of both rings, with its quorum in each.
 #[derive(Clone, Debug)]
 pub struct WriteRound<N> {
     replicas: Vec<N>,
-    needed: usize,
+    /// Each replica set with the stores it needs (one set, or the old and the new one).
+    groups: Vec<(Vec<N>, usize)>,
     sent: Vec<N>,
     stored: Vec<N>,
     failed: Vec<N>,
@@ -94,10 +96,40 @@ impl<N: Copy + PartialEq> WriteRound<N> {
         up: impl Fn(&N) -> bool,
         needed: usize,
     ) -> Result<(Self, Vec<N>), TooFewUp> {
-        let sent = up_among(replicas, up, needed)?;
+        Self::start_in_sets(&[(replicas, needed)], up)
+    }
+
+    /// Starts a round that needs, in each of `sets`, that many of its replicas to store the
+    /// write (DESIGN §4: during a rebalance, W in the old replica set and W in the new): the
+    /// round and the replicas to send it to (every replica of any set that is `up`, once),
+    /// or [`TooFewUp`] when some set has fewer up than it needs. A set that needs none is
+    /// met at once.
+    pub fn start_in_sets(
+        sets: &[(&[N], usize)],
+        up: impl Fn(&N) -> bool,
+    ) -> Result<(Self, Vec<N>), TooFewUp> {
+        let mut replicas: Vec<N> = Vec::new();
+        let mut sent: Vec<N> = Vec::new();
+        for (set, needed) in sets {
+            let up_here = if *needed == 0 {
+                set.iter().copied().filter(|r| up(r)).collect()
+            } else {
+                up_among(set, &up, *needed)?
+            };
+            for replica in set.iter() {
+                if !replicas.contains(replica) {
+                    replicas.push(*replica);
+                }
+            }
+            for replica in up_here {
+                if !sent.contains(&replica) {
+                    sent.push(replica);
+                }
+            }
+        }
         let round = Self {
-            replicas: replicas.to_vec(),
-            needed,
+            replicas,
+            groups: sets.iter().map(|(set, n)| (set.to_vec(), *n)).collect(),
             sent: sent.clone(),
             stored: Vec::new(),
             failed: Vec::new(),
@@ -142,11 +174,20 @@ impl<N: Copy + PartialEq> WriteRound<N> {
             return self.progress;
         }
         let answered = self.stored.len() + self.failed.len();
-        self.progress = if self.stored.len() >= self.needed {
+        let count = |set: &[N], of: &[N]| set.iter().filter(|r| of.contains(r)).count();
+        let met = self
+            .groups
+            .iter()
+            .all(|(set, needed)| count(set, &self.stored) >= *needed);
+        let hopeless = self
+            .groups
+            .iter()
+            .any(|(set, needed)| count(set, &self.sent) - count(set, &self.failed) < *needed);
+        self.progress = if met {
             WriteProgress::Acknowledged
         } else if let Some(above) = self.newest_held {
             WriteProgress::Restamp { above }
-        } else if self.sent.len() - self.failed.len() < self.needed || answered == self.sent.len() {
+        } else if hopeless || answered == self.sent.len() {
             WriteProgress::Failed
         } else {
             WriteProgress::Pending
@@ -483,6 +524,35 @@ mod tests {
         let (mut round, _) = WriteRound::start(&[1, 2, 3], |_| true, 2).unwrap();
         assert_eq!(round.answer(1, WriteAnswer::Stored), WriteProgress::Pending);
         assert_eq!(round.timed_out(), WriteProgress::Failed);
+    }
+
+    #[test]
+    fn during_a_rebalance_a_write_needs_its_quorum_in_both_replica_sets() {
+        // Partition moving from {1, 2, 3} to {1, 2, 4}: W = 2 in each.
+        let old: &[u32] = &[1, 2, 3];
+        let new: &[u32] = &[1, 2, 4];
+        let (mut round, sent) = WriteRound::start_in_sets(&[(old, 2), (new, 2)], |_| true).unwrap();
+        assert_eq!(sent, vec![1, 2, 3, 4]);
+        assert_eq!(round.answer(3, WriteAnswer::Stored), WriteProgress::Pending);
+        assert_eq!(round.answer(1, WriteAnswer::Stored), WriteProgress::Pending);
+        // Two in the old set, one in the new: not yet.
+        assert_eq!(round.answer(4, WriteAnswer::Failed), WriteProgress::Pending);
+        assert_eq!(
+            round.answer(2, WriteAnswer::Stored),
+            WriteProgress::Acknowledged
+        );
+        assert_eq!(round.missing(), vec![4]);
+        // Two in the old set are not enough when the new one cannot reach its quorum.
+        let (mut round, _) = WriteRound::start_in_sets(&[(old, 2), (new, 2)], |_| true).unwrap();
+        round.answer(3, WriteAnswer::Stored);
+        round.answer(1, WriteAnswer::Stored);
+        round.answer(4, WriteAnswer::Failed);
+        assert_eq!(round.answer(2, WriteAnswer::Failed), WriteProgress::Failed);
+        // Fails fast when either set has too few up.
+        assert_eq!(
+            WriteRound::start_in_sets(&[(old, 2), (new, 2)], |n| *n != 2 && *n != 4).unwrap_err(),
+            TooFewUp { up: 1, needed: 2 }
+        );
     }
 
     #[test]

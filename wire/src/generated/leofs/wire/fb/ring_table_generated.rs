@@ -24,6 +24,8 @@ impl<'a> RingTable<'a> {
   pub const VT_VNODES: ::flatbuffers::VOffsetT = 10;
   pub const VT_NODES: ::flatbuffers::VOffsetT = 12;
   pub const VT_CHECKSUM: ::flatbuffers::VOffsetT = 14;
+  pub const VT_NEXT_VNODES: ::flatbuffers::VOffsetT = 16;
+  pub const VT_KNOWN_EVERYWHERE: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -37,10 +39,12 @@ impl<'a> RingTable<'a> {
     let mut builder = RingTableBuilder::new(_fbb);
     builder.add_checksum(args.checksum);
     builder.add_epoch(args.epoch);
+    if let Some(x) = args.next_vnodes { builder.add_next_vnodes(x); }
     if let Some(x) = args.nodes { builder.add_nodes(x); }
     if let Some(x) = args.vnodes { builder.add_vnodes(x); }
     builder.add_replicas(args.replicas);
     builder.add_partitions(args.partitions);
+    builder.add_known_everywhere(args.known_everywhere);
     builder.finish()
   }
 
@@ -87,6 +91,20 @@ impl<'a> RingTable<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(RingTable::VT_CHECKSUM, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn next_vnodes(&self) -> Option<::flatbuffers::Vector<'a, Vnode>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Vnode>>>(RingTable::VT_NEXT_VNODES, None)}
+  }
+  #[inline]
+  pub fn known_everywhere(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RingTable::VT_KNOWN_EVERYWHERE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RingTable<'_> {
@@ -101,6 +119,8 @@ impl ::flatbuffers::Verifiable for RingTable<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Vnode>>>("vnodes", Self::VT_VNODES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NodeAddress>>>>("nodes", Self::VT_NODES, false)?
      .visit_field::<u64>("checksum", Self::VT_CHECKSUM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Vnode>>>("next_vnodes", Self::VT_NEXT_VNODES, false)?
+     .visit_field::<bool>("known_everywhere", Self::VT_KNOWN_EVERYWHERE, false)?
      .finish();
     Ok(())
   }
@@ -112,6 +132,8 @@ pub struct RingTableArgs<'a> {
     pub vnodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Vnode>>>,
     pub nodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeAddress<'a>>>>>,
     pub checksum: u64,
+    pub next_vnodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Vnode>>>,
+    pub known_everywhere: bool,
 }
 impl<'a> Default for RingTableArgs<'a> {
   #[inline]
@@ -123,6 +145,8 @@ impl<'a> Default for RingTableArgs<'a> {
       vnodes: None,
       nodes: None,
       checksum: 0,
+      next_vnodes: None,
+      known_everywhere: false,
     }
   }
 }
@@ -157,6 +181,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RingTableBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(RingTable::VT_CHECKSUM, checksum, 0);
   }
   #[inline]
+  pub fn add_next_vnodes(&mut self, next_vnodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Vnode>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RingTable::VT_NEXT_VNODES, next_vnodes);
+  }
+  #[inline]
+  pub fn add_known_everywhere(&mut self, known_everywhere: bool) {
+    self.fbb_.push_slot::<bool>(RingTable::VT_KNOWN_EVERYWHERE, known_everywhere, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RingTableBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RingTableBuilder {
@@ -180,6 +212,8 @@ impl ::core::fmt::Debug for RingTable<'_> {
       ds.field("vnodes", &self.vnodes());
       ds.field("nodes", &self.nodes());
       ds.field("checksum", &self.checksum());
+      ds.field("next_vnodes", &self.next_vnodes());
+      ds.field("known_everywhere", &self.known_everywhere());
       ds.finish()
   }
 }

@@ -1,0 +1,110 @@
+"""Rebalance (DESIGN §4, issue 14): a storage node attached to a loaded N=3 cluster, or
+detached from it, and `leofs-adm rebalance` moves partitions online: writes go to the old and
+the new replicas until every moved partition is filled, then the ring flips and the former
+owners hand over and drop what they no longer hold. Real processes on loopback, real S3
+clients, continuous mixed load through two gateways; no request may fail, nothing may be
+lost, nothing deleted may come back."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from test_cluster import Cluster, eventually, list_all, records_by_node
+from test_replication import Worker
+
+
+class Load:
+    """Workers running in threads until stopped."""
+
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(w,)) for w in workers]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self, worker: Worker) -> None:
+        while not self.stop.is_set():
+            worker.step()
+
+    def finish(self) -> list[str]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        return [f for w in self.workers for f in w.failures]
+
+
+def rebalance_status(cluster: Cluster) -> dict:
+    return json.loads(cluster.manager.adm("rebalance-status", json_output=True).stdout)
+
+
+def check_replicas_identical(cluster: Cluster, bucket: str, workers: list[Worker]) -> None:
+    """Every key's three replicas identical (HLC and checksum), on the ring's replicas."""
+    ring = json.loads(cluster.manager.adm("dump-ring", json_output=True).stdout)["ring"]
+    assert ring.get("rebalance") is None
+    for worker in workers:
+        for key in worker.keys:
+            where = json.loads(cluster.manager.adm(
+                "whereis", f"{bucket}/{key}", json_output=True).stdout)
+            replicas = [(r["found"], r["hlc"], r["checksum"]) for r in where["replicas"]]
+            assert len(replicas) == 3 and len(set(replicas)) == 1, (key, where["replicas"])
+            assert replicas[0][0] == (key in worker.expected), key
+
+
+def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2)
+    clients = [g.client() for g in cluster.gateways]
+    clients[0].create_bucket(Bucket="moving")
+    # Keys written and deleted before the move, that no worker touches during it.
+    settled = Worker("settled", clients[0], "moving", keys=60, seed=99)
+    for _ in range(300):
+        settled.step()
+    assert not settled.failures, settled.failures[:5]
+    epoch_before = rebalance_status(cluster)["ring_epoch"]
+
+    # Attach: a fourth storage node starts (it registers as attached) and the ring is
+    # rebalanced onto it while four workers keep writing, reading, deleting and listing.
+    workers = [Worker(f"w{i}", clients[i % 2], "moving", keys=40, seed=i) for i in range(4)]
+    load = Load(workers)
+    fourth = cluster.new_storage()
+    fourth.start()
+    cluster.storage.append(fourth)
+    eventually("the fourth node is attached", 30, lambda: cluster.state_of(fourth) == "attached")
+    out = cluster.manager.adm("rebalance", timeout=600)
+    failures = load.finish()
+    assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
+    assert sum(w.ops for w in workers) > 100
+    assert "idle" in out.stdout, out.stdout
+    status = rebalance_status(cluster)
+    assert status["phase"] == "idle" and status["ring_epoch"] >= epoch_before + 2, status
+    assert cluster.state_of(fourth) == "running"
+    by_node = cluster.status()["nodes"]
+    partitions = {n["member"]["id"]: n["partitions"] for n in by_node if n["member"]["storage"]}
+    assert len(partitions) == 4 and min(partitions.values()) > 0, partitions
+    assert max(partitions.values()) - min(partitions.values()) <= max(partitions.values()) // 4 + 1, partitions
+    for worker in [settled, *workers]:
+        assert not worker.check_all(clients[1]), worker.name
+    listed = list_all(clients[0], "moving")
+    assert sorted(listed) == sorted(k for w in [settled, *workers] for k in w.expected)
+    check_replicas_identical(cluster, "moving", [settled, *workers])
+    fourth_id = cluster.node_of(fourth)["member"]["id"]
+    eventually("the fourth node holds records", 10, lambda: records_by_node(cluster)[fourth_id] > 0)
+
+    # Detach it again, under the same load: its partitions move back to the three others,
+    # and once the ring is settled it holds nothing.
+    cluster.manager.adm("detach", str(fourth_id))
+    load = Load(workers)
+    out = cluster.manager.adm("rebalance", timeout=600)
+    failures = load.finish()
+    assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
+    assert "idle" in out.stdout, out.stdout
+    assert cluster.state_of(fourth) == "detached"
+    by_node = cluster.status()["nodes"]
+    partitions = {n["member"]["id"]: n["partitions"] for n in by_node if n["member"]["storage"]}
+    assert partitions[fourth_id] == 0, partitions
+    for worker in [settled, *workers]:
+        assert not worker.check_all(clients[0]), worker.name
+    check_replicas_identical(cluster, "moving", [settled, *workers])
+    eventually("the detached node holds no record", 30,
+               lambda: records_by_node(cluster)[fourth_id] == 0)
