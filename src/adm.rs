@@ -156,6 +156,32 @@ enum Command {
     },
     /// Show where a rebalance stands: partitions filled, bytes moved, nodes behind.
     RebalanceStatus,
+    /// Get back every replica NODE should hold (a wiped or replaced node): every partition it
+    /// holds is compared with its other replicas and what it lacks is pulled, in parallel
+    /// over the cores of the cluster. Shows a progress bar until done.
+    RecoverNode {
+        /// The node id.
+        node: u32,
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make every replica of NODE's partitions consistent now (the same comparison as
+    /// recover-node, for a node that missed writes rather than lost its data).
+    RecoverConsistency {
+        /// The node id.
+        node: u32,
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show where the recovery under way (or the last one) stands.
+    RecoveryStatus,
+    /// Compare BUCKET/KEY (and its chunks) on every replica and repair the copies behind.
+    RecoverFile {
+        /// BUCKET/KEY.
+        path: String,
+    },
     /// Pause the movement of the rebalance under way (writes still go to both rings).
     RebalanceSuspend,
     /// Resume a paused rebalance.
@@ -233,6 +259,19 @@ impl From<Command> for AdmCommand {
             Command::Rollback { node } => AdmCommand::Rollback { node },
             Command::Rebalance { no_wait } => AdmCommand::Rebalance { wait: !no_wait },
             Command::RebalanceStatus => AdmCommand::RebalanceStatus,
+            Command::RecoverNode { node, no_wait }
+            | Command::RecoverConsistency { node, no_wait } => AdmCommand::RecoverNode {
+                node,
+                wait: !no_wait,
+            },
+            Command::RecoveryStatus => AdmCommand::RecoveryStatus,
+            Command::RecoverFile { path } => {
+                let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));
+                AdmCommand::RecoverFile {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                }
+            }
             Command::RebalanceSuspend => AdmCommand::RebalanceSuspend,
             Command::RebalanceResume => AdmCommand::RebalanceResume,
             Command::Managers => AdmCommand::Managers,

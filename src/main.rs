@@ -842,6 +842,8 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
                 table: ring.table().iter().map(|v| (v.node, v.shard)).collect(),
                 known_everywhere: false,
                 rebalance: None,
+                recovery: None,
+                last_recovery: None,
             })
             .context("cannot start the cluster's ring")?;
     }
@@ -1315,5 +1317,18 @@ impl NodeStatusSource for StatusSource {
 
     fn bucket_is_empty(&self, bucket: &leofs_manager::Bucket) -> Option<bool> {
         bucket_is_empty(&self.stats, bucket)
+    }
+
+    fn recover_file(
+        &self,
+        bucket: &leofs_manager::Bucket,
+        key: &str,
+    ) -> Option<Result<u64, String>> {
+        let storage_bucket = leofs_gateway::layout::bucket_id(bucket);
+        Some(
+            self.stats
+                .recover_file(storage_bucket.as_str(), key)
+                .map_err(|e| e.to_string()),
+        )
     }
 }

@@ -254,6 +254,7 @@ pub fn spawn_ring_follower(
                 let same = current.ring.epoch() == wanted.ring.epoch()
                     && current.ring.checksum() == wanted.ring.checksum()
                     && current.ring.is_known_everywhere() == wanted.ring.is_known_everywhere()
+                    && current.ring.recovering() == wanted.ring.recovering()
                     && current.nodes == wanted.nodes
                     && current.unavailable == wanted.unavailable;
                 if !same {
@@ -517,6 +518,17 @@ impl Beater {
             .collect();
         filled.sort_unstable();
         filled.dedup();
+        // Likewise the partitions of the recovery under way they compared and repaired.
+        let recovery = ring.and_then(|r| r.recovery.as_ref());
+        let recovered_id = recovery.map_or(0, |r| r.requested_unix_ms);
+        let mut recovered: Vec<u32> = cores
+            .iter()
+            .filter(|s| recovered_id != 0 && s.anti_entropy.recovered_id == recovered_id)
+            .flat_map(|s| s.anti_entropy.recovered.iter().copied())
+            .filter(|p| recovery.is_none_or(|r| !r.done.contains(p)))
+            .collect();
+        recovered.sort_unstable();
+        recovered.dedup();
         Heartbeat {
             format_version: MEMBERSHIP_FORMAT_VERSION,
             node,
@@ -531,6 +543,8 @@ impl Beater {
             clock_offset_us: self.clock.get(),
             filled_epoch,
             filled,
+            recovered_id,
+            recovered,
         }
     }
 }

@@ -567,7 +567,14 @@ pub fn installed_ring(state: &ManagerState) -> Result<Option<InstalledRing>, Str
             .collect();
         ring = ring.moving_to(next).map_err(invalid)?;
     }
-    let ring = ring.known_everywhere_if(record.known_everywhere);
+    let ring = ring
+        .known_everywhere_if(record.known_everywhere)
+        .recovering_if(
+            record
+                .recovery
+                .as_ref()
+                .map(|r| (r.node, r.requested_unix_ms)),
+        );
     let mut nodes = Vec::new();
     let mut unavailable = Vec::new();
     for member in state.nodes.values() {

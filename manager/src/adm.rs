@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
-    ClusterStatus, Deleted, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
-    UserInfo, Whereabouts,
+    ClusterStatus, Deleted, NodeInfo, RebalanceStatus, RecoveryStatus, RingDump, RingSummary,
+    StartRequest, UserInfo, Whereabouts,
 };
 use crate::client::{AdminClient, ClientError};
 use crate::raft::GroupStatus;
@@ -129,6 +129,22 @@ pub enum AdmCommand {
     },
     /// Where the ring stands: partitions moving, filled, bytes moved, nodes behind.
     RebalanceStatus,
+    /// Compare every partition a node holds with its other replicas and repair it now.
+    RecoverNode {
+        /// The node id.
+        node: u32,
+        /// Wait until it is done, showing its progress on stderr.
+        wait: bool,
+    },
+    /// Where the recovery under way (or the last one) stands.
+    RecoveryStatus,
+    /// Compare one object (and its chunks) on every replica and repair the copies behind.
+    RecoverFile {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
     /// Pause the movement of the rebalance under way.
     RebalanceSuspend,
     /// Resume it.
@@ -331,6 +347,25 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             render(&done, json, rebalance_text)
         }
         AdmCommand::RebalanceStatus => render(&client.rebalance_status()?, json, rebalance_text),
+        AdmCommand::RecoverNode { node, wait } => {
+            let mut status = client.recover_node(*node)?;
+            if *wait {
+                status = follow_recovery(client, status)?;
+            }
+            render(&status, json, recovery_text)
+        }
+        AdmCommand::RecoveryStatus => render(&client.recovery_status()?, json, recovery_text),
+        AdmCommand::RecoverFile { bucket, key } => {
+            render(&client.recover_file(bucket, key)?, json, |found| {
+                format!(
+                    "OK: {}/{}: {} cop{} repaired",
+                    found.bucket,
+                    found.key,
+                    found.repaired,
+                    if found.repaired == 1 { "y" } else { "ies" }
+                )
+            })
+        }
         AdmCommand::RebalanceSuspend => {
             render(&client.suspend_rebalance(true)?, json, rebalance_text)
         }
@@ -424,6 +459,73 @@ fn progress_line(status: &RebalanceStatus, moved: u64, elapsed: std::time::Durat
         status.moving_partitions,
         format_bytes(moved),
         format_bytes(rate),
+    )
+}
+
+/// Polls the recovery until it is over, drawing a progress bar on stderr; the last status.
+fn follow_recovery(
+    client: &AdminClient,
+    first: RecoveryStatus,
+) -> Result<RecoveryStatus, AdmError> {
+    use std::io::{IsTerminal, Write};
+    let started = std::time::Instant::now();
+    let terminal = io::stderr().is_terminal();
+    let bytes_at_start = first.moved_bytes;
+    let mut status = first;
+    let mut last_line = String::new();
+    loop {
+        let total = status.partitions.max(1) as usize;
+        let done = if status.phase == "recovering" {
+            status.done as usize
+        } else {
+            total
+        };
+        let cells = done * PROGRESS_CELLS / total;
+        let moved = status.moved_bytes.saturating_sub(bytes_at_start);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "[{}{}] {} {done}/{} partitions, {} moved ({}/s)",
+            "#".repeat(cells),
+            ".".repeat(PROGRESS_CELLS - cells),
+            status.phase,
+            status.partitions,
+            format_bytes(moved),
+            format_bytes((moved as f64 / secs) as u64)
+        );
+        if line != last_line {
+            let mut err = io::stderr();
+            // Best effort: progress that cannot be shown does not stop the command.
+            let _ = if terminal {
+                write!(err, "\r{line:<100}")
+            } else {
+                writeln!(err, "{line}")
+            };
+            let _ = err.flush();
+            last_line = line;
+        }
+        if status.phase != "recovering" {
+            if terminal {
+                let _ = writeln!(io::stderr());
+            }
+            return Ok(status);
+        }
+        std::thread::sleep(REBALANCE_POLL);
+        status = client.recovery_status()?;
+    }
+}
+
+fn recovery_text(status: &RecoveryStatus) -> String {
+    let Some(node) = status.node else {
+        return "no recovery has run".to_owned();
+    };
+    let when = if status.phase == "recovering" {
+        format!("asked {}", format_unix_ms(status.requested_unix_ms))
+    } else {
+        format!("finished {}", format_unix_ms(status.finished_unix_ms))
+    };
+    format!(
+        "recovery of node {node}: {}, {} of {} partitions compared and repaired ({when})",
+        status.phase, status.done, status.partitions
     )
 }
 

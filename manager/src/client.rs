@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
     API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
-    Deleted, ManagerAdded, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
-    UpdateAclRequest, UserInfo, Whereabouts, encode_path_segment,
+    Deleted, FileRecovered, ManagerAdded, NodeInfo, RebalanceStatus, RecoveryStatus, RingDump,
+    RingSummary, StartRequest, UpdateAclRequest, UserInfo, Whereabouts, encode_path_segment,
 };
 use crate::raft::GroupStatus;
 use crate::{Bucket, Credentials};
@@ -248,6 +248,29 @@ impl AdminClient {
             "GET",
             &format!(
                 "/whereis/{}/{}",
+                encode_path_segment(bucket),
+                encode_path_segment(key)
+            ),
+            None::<&()>,
+        )
+    }
+
+    /// `POST /v1/nodes/<id>/recover`: compares and repairs every partition the node holds.
+    pub fn recover_node(&self, id: u32) -> Result<RecoveryStatus, ClientError> {
+        self.call("POST", &format!("/nodes/{id}/recover"), None::<&()>)
+    }
+
+    /// `GET /v1/recovery`.
+    pub fn recovery_status(&self) -> Result<RecoveryStatus, ClientError> {
+        self.call("GET", "/recovery", None::<&()>)
+    }
+
+    /// `POST /v1/recover-file/<bucket>/<key>`.
+    pub fn recover_file(&self, bucket: &str, key: &str) -> Result<FileRecovered, ClientError> {
+        self.call(
+            "POST",
+            &format!(
+                "/recover-file/{}/{}",
                 encode_path_segment(bucket),
                 encode_path_segment(key)
             ),

@@ -146,6 +146,30 @@ pub struct RingRecord {
     /// The rebalance under way, if one is.
     #[serde(default)]
     pub rebalance: Option<Rebalance>,
+    /// The recovery under way, if one is (`leofs-adm recover-node` / `recover-consistency`).
+    #[serde(default)]
+    pub recovery: Option<Recovery>,
+    /// The last recovery that finished.
+    #[serde(default)]
+    pub last_recovery: Option<Recovery>,
+}
+
+/// An operator's request that every partition one node holds be compared with its other
+/// replicas and repaired now (anti-entropy on demand): what `recover-node` runs for a wiped or
+/// replaced node, and `recover-consistency` for one that missed writes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recovery {
+    /// The node whose partitions are compared.
+    pub node: u32,
+    /// When it was asked, ms since the Unix epoch (its id: nodes report progress against it).
+    pub requested_unix_ms: u64,
+    /// How many partitions the node holds.
+    pub partitions: u32,
+    /// Those compared and repaired so far.
+    pub done: BTreeSet<u32>,
+    /// When the last one was, ms since the Unix epoch (0 while under way).
+    #[serde(default)]
+    pub finished_unix_ms: u64,
 }
 
 /// A rebalance under way (DESIGN §4): the ring the partitions move to, and how far they are.
@@ -177,7 +201,20 @@ impl RingRecord {
             table: plan.table,
             known_everywhere: false,
             rebalance: None,
+            recovery: None,
+            last_recovery: None,
         }
+    }
+
+    /// The partitions `node` holds a replica of.
+    pub fn partitions_of(&self, node: u32) -> Vec<u32> {
+        let n = (self.replicas as usize).max(1);
+        self.table
+            .chunks_exact(n)
+            .enumerate()
+            .filter(|(_, set)| set.iter().any(|(id, _)| *id == node))
+            .map(|(p, _)| p as u32)
+            .collect()
     }
 
     /// The ring's checksum as every node computes it: of its table, and of the table it
@@ -389,6 +426,13 @@ pub struct Heartbeat {
     /// old ones do) at `filled_epoch`, not yet recorded by the managers.
     #[serde(default)]
     pub filled: Vec<u32>,
+    /// The recovery (its `requested_unix_ms`) of `recovered`.
+    #[serde(default)]
+    pub recovered_id: u64,
+    /// Partitions of the recovery under way this node's cores compared and repaired, not yet
+    /// recorded by the managers.
+    #[serde(default)]
+    pub recovered: Vec<u32>,
 }
 
 /// The manager's answer to a heartbeat.
@@ -584,6 +628,23 @@ pub fn ring_steps(
         }
         return Vec::new();
     }
+    if let Some(recovery) = &ring.recovery {
+        let reported: BTreeSet<u32> = state
+            .nodes
+            .keys()
+            .filter_map(|id| liveness.last(*id))
+            .filter(|(_, beat)| beat.recovered_id == recovery.requested_unix_ms)
+            .flat_map(|(_, beat)| beat.recovered)
+            .filter(|p| !recovery.done.contains(p))
+            .collect();
+        if !reported.is_empty() {
+            return vec![crate::command::Command::PartitionsRecovered {
+                requested_unix_ms: recovery.requested_unix_ms,
+                partitions: reported.into_iter().collect(),
+                now_unix_ms: unix_now_us() / 1000,
+            }];
+        }
+    }
     let Some(rebalance) = &ring.rebalance else {
         return Vec::new();
     };
@@ -718,6 +779,8 @@ mod tests {
             table: vec![(0, 0)],
             known_everywhere: false,
             rebalance: None,
+            recovery: None,
+            last_recovery: None,
         };
         let liveness = Liveness::default();
         for node in [1, 2, 3, 4] {
@@ -768,6 +831,8 @@ mod tests {
                 started_unix_ms: 1,
                 suspended: false,
             }),
+            recovery: None,
+            last_recovery: None,
         };
         state.ring = Some(ring.clone());
         let liveness = Liveness::default();

@@ -153,6 +153,24 @@ pub enum Command {
         /// Paused or not.
         suspended: bool,
     },
+    /// Starts comparing and repairing every partition `node` holds (refused during a
+    /// rebalance or another recovery).
+    RecoverNode {
+        /// The node.
+        node: u32,
+        /// When it was asked, ms since the Unix epoch (the recovery's id).
+        now_unix_ms: u64,
+    },
+    /// Records partitions of the recovery asked at `requested_unix_ms` compared and repaired;
+    /// the recovery ends when all are.
+    PartitionsRecovered {
+        /// The recovery's id.
+        requested_unix_ms: u64,
+        /// The partitions.
+        partitions: Vec<u32>,
+        /// When the leader recorded them, ms since the Unix epoch.
+        now_unix_ms: u64,
+    },
 }
 
 /// Why a command was not applied: the state it was proposed against changed (or never allowed
@@ -236,6 +254,9 @@ impl Command {
                     "rebalance flipped: ring epoch {} is the next ring",
                     epoch + 1
                 )
+            }
+            Command::PartitionsRecovered { partitions, .. } => {
+                format!("{} partitions recovered", partitions.len())
             }
             other => format!("{other:?}"),
         }
@@ -368,6 +389,12 @@ impl Command {
                 Ok(())
             }
             Command::FlipRing { epoch } => flip_ring(state, *epoch),
+            Command::RecoverNode { node, now_unix_ms } => recover_node(state, *node, *now_unix_ms),
+            Command::PartitionsRecovered {
+                requested_unix_ms,
+                partitions,
+                now_unix_ms,
+            } => partitions_recovered(state, *requested_unix_ms, partitions, *now_unix_ms),
             Command::SuspendRebalance { suspended } => {
                 let rebalance = state
                     .ring
@@ -513,9 +540,9 @@ fn begin_rebalance(
             ring.epoch
         )));
     }
-    if ring.rebalance.is_some() {
+    if ring.rebalance.is_some() || ring.recovery.is_some() {
         return Err(Refusal::RingChanged(format!(
-            "a rebalance is already under way (ring epoch {epoch})"
+            "a rebalance or a recovery is already under way (ring epoch {epoch})"
         )));
     }
     if next.len() != ring.table.len() {
@@ -545,6 +572,68 @@ fn begin_rebalance(
         started_unix_ms: now_unix_ms,
         suspended: false,
     });
+    Ok(())
+}
+
+/// Applies [`Command::RecoverNode`].
+fn recover_node(state: &mut ManagerState, node: u32, now_unix_ms: u64) -> Outcome {
+    let holds_storage = state.nodes.get(&node).is_some_and(|m| m.storage);
+    let ring = state
+        .ring
+        .as_mut()
+        .ok_or_else(|| Refusal::RingChanged("the cluster is not started".into()))?;
+    if ring.rebalance.is_some() || ring.recovery.is_some() {
+        return Err(Refusal::RingChanged(
+            "a rebalance or another recovery is under way".into(),
+        ));
+    }
+    if !holds_storage {
+        return Err(Refusal::NoSuchNode(node));
+    }
+    let partitions = ring.partitions_of(node).len() as u32;
+    if partitions == 0 {
+        return Err(Refusal::NodeConflict(format!(
+            "node {node} holds no partition of the ring"
+        )));
+    }
+    ring.recovery = Some(crate::cluster::Recovery {
+        node,
+        requested_unix_ms: now_unix_ms,
+        partitions,
+        done: BTreeSet::new(),
+        finished_unix_ms: 0,
+    });
+    Ok(())
+}
+
+/// Applies [`Command::PartitionsRecovered`].
+fn partitions_recovered(
+    state: &mut ManagerState,
+    requested_unix_ms: u64,
+    partitions: &[u32],
+    now_unix_ms: u64,
+) -> Outcome {
+    let ring = state
+        .ring
+        .as_mut()
+        .ok_or_else(|| Refusal::RingChanged("the cluster is not started".into()))?;
+    let held = ring
+        .recovery
+        .as_ref()
+        .filter(|r| r.requested_unix_ms == requested_unix_ms)
+        .map(|r| ring.partitions_of(r.node))
+        .ok_or_else(|| Refusal::RingChanged("that recovery is not under way".into()))?;
+    let recovery = ring
+        .recovery
+        .as_mut()
+        .ok_or_else(|| Refusal::RingChanged("that recovery is not under way".into()))?;
+    recovery
+        .done
+        .extend(partitions.iter().filter(|p| held.binary_search(p).is_ok()));
+    if recovery.done.len() as u32 >= recovery.partitions {
+        recovery.finished_unix_ms = now_unix_ms;
+        ring.last_recovery = ring.recovery.take();
+    }
     Ok(())
 }
 
@@ -827,6 +916,8 @@ mod tests {
             table: old,
             known_everywhere: true,
             rebalance: None,
+            recovery: None,
+            last_recovery: None,
         });
         let settled_checksum = state.ring_checksum();
         let begin = |epoch| Command::BeginRebalance {

@@ -719,6 +719,16 @@ impl Manager {
         self.set_node_state(node, NodeState::Detached, to)
     }
 
+    /// `leofs-adm recover-node NODE` / `recover-consistency NODE`: every partition the node
+    /// holds is compared with its other replicas and repaired now (refused during a
+    /// rebalance or another recovery).
+    pub fn recover_node(&self, node: u32) -> Result<(), ManagerError> {
+        self.propose(Command::RecoverNode {
+            node,
+            now_unix_ms: now_unix_ms(),
+        })
+    }
+
     /// Proposes a step [`crate::cluster::ring_steps`] decided (the leader's watch).
     pub fn propose_ring_step(&self, step: Command) -> Result<(), ManagerError> {
         self.propose(step)

@@ -28,7 +28,7 @@ use crate::object::keys::{NS_CHUNK, NS_OBJECT, NS_PART, NS_UPLOAD};
 use crate::replication::Version;
 use crate::replication::antientropy::{Entries, Pass, PassStep, RangeHashes, range_of};
 use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
-use crate::ring::{RingView, Vnode};
+use crate::ring::{NodeId, RingView, Vnode};
 use crate::{Shard, ShardError};
 
 /// Key ranges a partition's replicas compare (the leaves of the one-level Merkle tree).
@@ -109,6 +109,11 @@ pub(crate) struct AntiEntropyBook {
     fill_cursor: Cell<PartitionId>,
     /// Partitions this core holds records of but no longer owns, as last counted.
     foreign: Cell<u64>,
+    /// The recovery under way (its id), and the partitions this core drives that its passes
+    /// compared and repaired for it.
+    recovered: RefCell<(u64, BTreeSet<PartitionId>)>,
+    /// The partition after the last one this core passed over for a recovery.
+    recover_cursor: Cell<PartitionId>,
     /// Bytes this core pushed to other replicas during rebalances (fills and hand-overs).
     moved_bytes: Cell<u64>,
 }
@@ -136,6 +141,10 @@ pub struct AntiEntropyStatus {
     pub foreign_partitions: u64,
     /// Bytes this core pushed to other replicas during rebalances since start.
     pub moved_bytes: u64,
+    /// The recovery under way (its id) of `recovered`.
+    pub recovered_id: u64,
+    /// Partitions of that recovery this core drives that it compared and repaired.
+    pub recovered: Vec<PartitionId>,
 }
 
 /// The engine key of `partition`'s watermark record.
@@ -626,6 +635,7 @@ impl Shard {
             })
             .min();
         let (filled_epoch, filled) = book.filled.borrow().clone();
+        let (recovered_id, recovered) = book.recovered.borrow().clone();
         AntiEntropyStatus {
             passes: book.passes.get(),
             pushed: book.pushed.get(),
@@ -635,6 +645,8 @@ impl Shard {
             filled: filled.into_iter().collect(),
             foreign_partitions: book.foreign.get(),
             moved_bytes: book.moved_bytes.get(),
+            recovered_id,
+            recovered: recovered.into_iter().collect(),
         }
     }
 
@@ -681,6 +693,9 @@ impl Shard {
             // next interval rather than spinning.
             return Ok(filled || report.pushed > 0);
         }
+        if let Some((node, id)) = ring.recovering() {
+            return self.recovery_step(&ring, node, id).await;
+        }
         if !ring.is_known_everywhere() {
             return Ok(false);
         }
@@ -690,6 +705,52 @@ impl Shard {
             return Ok(false);
         };
         self.hand_over(&ring, partition).await
+    }
+
+    /// One pass of the recovery `id` under way (`leofs-adm recover-node`): over the next
+    /// partition this core drives that `node` holds and that it has not compared for it yet.
+    /// A pass that heard every replica and left nothing unpushed (or found them identical)
+    /// counts. Whether there was one to pass over.
+    async fn recovery_step(
+        &self,
+        ring: &RingView,
+        node: NodeId,
+        id: u64,
+    ) -> Result<bool, ShardError> {
+        let book = &self.core.anti_entropy;
+        let partitions = ring.partitions();
+        let next = (0..partitions)
+            .map(|step| (book.recover_cursor.get() + step) % partitions)
+            .find(|&p| {
+                let done = {
+                    let recovered = book.recovered.borrow();
+                    recovered.0 == id && recovered.1.contains(&p)
+                };
+                !done
+                    && ring
+                        .route(p)
+                        .is_ok_and(|set| set.iter().any(|v| v.node == node))
+                    && self.drives(ring, p)
+            });
+        let Some(partition) = next else {
+            return Ok(false);
+        };
+        book.recover_cursor.set((partition + 1) % partitions);
+        let replicas = ring.route(partition)?.to_vec();
+        let report = self
+            .anti_entropy_pass_over(partition, replicas.clone())
+            .await?;
+        self.book_rebalance_pass(&report);
+        let repaired = replicas.iter().all(|v| report.heard.contains(v))
+            && (report.identical || report.complete);
+        if repaired && self.ring().recovering() == Some((node, id)) {
+            let mut recovered = book.recovered.borrow_mut();
+            if recovered.0 != id {
+                *recovered = (id, BTreeSet::new());
+            }
+            recovered.1.insert(partition);
+        }
+        Ok(repaired || report.pushed > 0)
     }
 
     /// Books a rebalance pass's pushes.

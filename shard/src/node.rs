@@ -33,7 +33,7 @@ use crate::layout::ensure_layout;
 use crate::remote::{NodeServices, PeersConfig, RemotePeers, RpcConfig};
 use crate::ring::{NodeId, RingView, SINGLE_NODE_ID, Vnode};
 use crate::shard::Core;
-use crate::{PartitionMap, Shard, ShardError};
+use crate::{PartitionMap, Shard, ShardError, StorageRequest, StorageResponse};
 
 /// Default most connections one core serves ([`NodeConfig::connections_per_core_max`]). Each
 /// connection costs a file descriptor, a task and hyper's buffers, and an upload in flight holds
@@ -124,6 +124,16 @@ pub(crate) enum Control {
         /// Where the answer goes.
         reply: mpsc::Sender<Result<Whereabouts, ShardError>>,
     },
+    /// Compare an object on every replica and give each the newest version, with every chunk
+    /// it names (`leofs-adm recover-file`).
+    RecoverFile {
+        /// The bucket's storage name (name and incarnation).
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Where the answer goes: the copies repaired.
+        reply: mpsc::Sender<Result<u64, ShardError>>,
+    },
     /// Stop the core's listeners and report, by `deadline`, `(core, connections still open)`.
     Drain {
         /// When to report even if connections remain.
@@ -168,6 +178,12 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
             let shard = shard.clone();
             monoio::spawn(async move {
                 let _ = reply.send(shard.whereis(&bucket, &key).await);
+            });
+        }
+        Control::RecoverFile { bucket, key, reply } => {
+            let shard = shard.clone();
+            monoio::spawn(async move {
+                let _ = reply.send(shard.recover_file(&bucket, &key).await);
             });
         }
         Control::InstallRing(installed) => {
@@ -338,7 +354,91 @@ impl NodeShared {
 /// absent or deleted there, or why the replica could not say.
 pub type Whereabouts = (PartitionId, Vec<(Vnode, Result<Option<Head>, ShardError>)>);
 
+/// Longest `recover-file` waits for its object and chunks to be compared and repaired.
+const RECOVER_FILE_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Shard {
+    /// Compares `key` in `bucket` (its storage name) on every replica that holds it and gives
+    /// each the newest version as stamped; then the same for each chunk of that version's
+    /// manifest. Every replica must answer. The copies repaired.
+    async fn recover_file(&self, bucket: &str, key: &str) -> Result<u64, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let storage_key = crate::object::object_key(bucket, key);
+        let (mut repaired, newest) = self.recover_key(partition, storage_key).await?;
+        let Some(StorageResponse::Value(Some(value))) = newest else {
+            return Ok(repaired);
+        };
+        let meta = crate::object::ObjectMeta::decode(&value.meta).map_err(ShardError::Record)?;
+        for run in meta.versions() {
+            for index in 0..run.chunks {
+                let ckey = crate::object::keys::chunk_key(bucket, key, &run.version, index);
+                let partition = self.partition_of(crate::hash_bytes(&ckey));
+                repaired += self.recover_key(partition, ckey).await?.0;
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Gives every replica of `key` the newest version any of them holds (a record read from
+    /// its holder, or a tombstone); the copies repaired and the newest record, if live.
+    async fn recover_key(
+        &self,
+        partition: PartitionId,
+        key: Bytes,
+    ) -> Result<(u64, Option<StorageResponse>), ShardError> {
+        let holders = self.ring().holders(partition)?;
+        let lookups = holders.iter().map(|vnode| {
+            let request = StorageRequest::Lookup {
+                partition,
+                key: key.clone(),
+            };
+            async move { self.send_to_vnode(*vnode, request).await?.into_lookup() }
+        });
+        let mut held = Vec::with_capacity(holders.len());
+        for (vnode, answer) in holders
+            .iter()
+            .zip(futures_util::future::join_all(lookups).await)
+        {
+            held.push((*vnode, answer?));
+        }
+        let Some((holder, newest)) = held
+            .iter()
+            .filter_map(|(v, found)| found.map(|f| (*v, f)))
+            .max_by_key(|(_, found)| found.hlc)
+        else {
+            return Ok((0, None));
+        };
+        let record = if newest.tombstone {
+            None
+        } else {
+            let read = StorageRequest::Get {
+                partition,
+                key: key.clone(),
+            };
+            Some(self.send_to_vnode(holder, read).await?)
+        };
+        let repair = match &record {
+            Some(answer) => crate::replicated::repair_request(partition, &key, answer),
+            None => crate::replicated::repair_request(
+                partition,
+                &key,
+                &StorageResponse::Gone(newest.hlc),
+            ),
+        };
+        let Some(repair) = repair else {
+            return Ok((0, record));
+        };
+        let mut repaired = 0;
+        for (vnode, found) in &held {
+            if found.is_some_and(|f| f.hlc >= newest.hlc) {
+                continue;
+            }
+            self.send_to_vnode(*vnode, repair.clone()).await?;
+            repaired += 1;
+        }
+        Ok((repaired, record))
+    }
+
     /// Asks every replica of `key` in `bucket` (its storage name) for its record's head.
     async fn whereis(&self, bucket: &str, key: &str) -> Result<Whereabouts, ShardError> {
         let partition = self.object_partition(bucket, key);
@@ -558,6 +658,21 @@ impl NodeStats {
         });
         cross_core::post(&self.shared.mailboxes, 0, message)?;
         rx.recv_timeout(STATS_TIMEOUT * 2)
+            .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
+    }
+
+    /// Compares an object (`key` in `bucket`, its storage name) on every replica and gives
+    /// each the newest version, with every chunk it names (blocking; core 0 asks); the copies
+    /// repaired.
+    pub fn recover_file(&self, bucket: &str, key: &str) -> Result<u64, ShardError> {
+        let (tx, rx) = mpsc::channel();
+        let message = Message::Control(Control::RecoverFile {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reply: tx,
+        });
+        cross_core::post(&self.shared.mailboxes, 0, message)?;
+        rx.recv_timeout(RECOVER_FILE_TIMEOUT)
             .unwrap_or(Err(ShardError::CoreStopped { core: 0 }))
     }
 

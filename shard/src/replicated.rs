@@ -738,7 +738,7 @@ enum Written {
 /// The request that gives a replica the version of `key` a read `answer`ed, as stamped (a
 /// repair, never a client's fresh write): a whole record is put at its HLC, a deletion is a
 /// tombstone at its HLC; a miss or a part of a record (a range, a head) repairs nothing.
-fn repair_request(
+pub(crate) fn repair_request(
     partition: PartitionId,
     key: &Bytes,
     answer: &StorageResponse,

@@ -74,6 +74,9 @@ pub struct RingView {
     next: Option<Box<[Vnode]>>,
     /// Whether every running node routes by this epoch, as the managers saw in heartbeats.
     known_everywhere: bool,
+    /// The recovery under way (`leofs-adm recover-node`): the node whose partitions are
+    /// compared now, and the recovery's id.
+    recovering: Option<(NodeId, u64)>,
 }
 
 impl RingView {
@@ -114,6 +117,7 @@ impl RingView {
             vnodes: Vec::new(),
             next: None,
             known_everywhere: false,
+            recovering: None,
         };
         ring.checksum = ring.compute_checksum();
         ring.listing_plan = ring.plan_listing();
@@ -143,6 +147,19 @@ impl RingView {
     pub fn known_everywhere_if(mut self, known: bool) -> Self {
         self.known_everywhere = known;
         self
+    }
+
+    /// This ring with the recovery under way (the node whose partitions are compared and
+    /// repaired now, and the recovery's id), or none.
+    pub fn recovering_if(mut self, recovering: Option<(NodeId, u64)>) -> Self {
+        self.recovering = recovering;
+        self
+    }
+
+    /// The recovery under way: the node whose partitions are compared and repaired now, and
+    /// the recovery's id.
+    pub fn recovering(&self) -> Option<(NodeId, u64)> {
+        self.recovering
     }
 
     /// Whether every running node routes by this epoch, as the managers saw in heartbeats:

@@ -8,9 +8,13 @@ lost, nothing deleted may come back."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+import time
 
-from test_cluster import Cluster, eventually, list_all, records_by_node
+import pytest
+
+from test_cluster import Cluster, eventually, list_all, put_many, records_by_node
 from test_replication import Worker
 
 
@@ -108,3 +112,81 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     check_replicas_identical(cluster, "moving", [settled, *workers])
     eventually("the detached node holds no record", 30,
                lambda: records_by_node(cluster)[fourth_id] == 0)
+
+
+@pytest.mark.parametrize("victim", ["source", "target", "manager"])
+def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_server, victim):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2)
+    clients = [g.client() for g in cluster.gateways]
+    clients[0].create_bucket(Bucket="moving")
+    # Enough records that the move takes a while.
+    bulk = [f"bulk/{i:05d}" for i in range(2500)]
+    put_many(clients[0], "moving", bulk, body=lambda key: key.encode() * 2000)
+    workers = [Worker(f"w{i}", clients[i % 2], "moving", keys=40, seed=i) for i in range(4)]
+    load = Load(workers)
+    fourth = cluster.new_storage()
+    fourth.start()
+    cluster.storage.append(fourth)
+    eventually("the fourth node is attached", 30, lambda: cluster.state_of(fourth) == "attached")
+    cluster.manager.adm("rebalance", "--no-wait")
+    manager = cluster.manager
+    eventually("the move is under way", 60,
+               lambda: rebalance_status(cluster)["filled_partitions"] > 0)
+    status = rebalance_status(cluster)
+    assert status["phase"] == "moving" and status["filled_partitions"] < status["moving_partitions"], status
+    target = {"source": cluster.storage[0], "target": fourth, "manager": manager}[victim]
+    target.kill9()
+    time.sleep(3)
+    target.start()
+    eventually("the rebalance is done", 300, lambda: rebalance_status(cluster)["phase"] == "idle")
+    failures = load.finish()
+    assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
+    assert cluster.state_of(fourth) == "running"
+    for key in bulk:
+        got = clients[1].get_object(Bucket="moving", Key=key)["Body"].read()
+        assert got == key.encode() * 2000, key
+    for worker in workers:
+        assert not worker.check_all(clients[1]), worker.name
+    listed = list_all(clients[0], "moving")
+    assert sorted(listed) == sorted(bulk + [k for w in workers for k in w.expected])
+    check_replicas_identical(cluster, "moving", workers)
+
+
+def test_a_wiped_node_gets_every_replica_back_with_recover_file_and_recover_node(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3, cores=2)
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="kept")
+    writer = Worker("kept", client, "kept", keys=300, seed=7)
+    for _ in range(1200):
+        writer.step()
+    assert not writer.failures, writer.failures[:5]
+    big = b"chunked" * (3 * 1024 * 1024)
+    client.put_object(Bucket="kept", Key="big", Body=big)
+    victim = cluster.storage[2]
+    victim_id = cluster.node_of(victim)["member"]["id"]
+    victim.kill9()
+    shutil.rmtree(victim.data_dir)
+    victim.start()
+    eventually("the wiped node is running", 60, lambda: cluster.state_of(victim) == "running")
+    assert cluster.node_of(victim)["member"]["id"] == victim_id
+
+    def found_on(key: str) -> list[bool]:
+        where = json.loads(cluster.manager.adm("whereis", f"kept/{key}", json_output=True).stdout)
+        return [r["found"] for r in where["replicas"]]
+
+    # One object (with its chunks) at once.
+    assert found_on("big").count(True) == 2
+    out = cluster.manager.adm("recover-file", "kept/big")
+    assert "repaired" in out.stdout, out.stdout
+    assert found_on("big") == [True, True, True]
+    # Then the whole node; reads are right all along (the other two replicas answer).
+    started = time.monotonic()
+    out = cluster.manager.adm("recover-node", str(victim_id), timeout=600)
+    took = time.monotonic() - started
+    assert "recovery of node" in out.stdout and "idle" in out.stdout, out.stdout
+    status = json.loads(cluster.manager.adm("recovery-status", json_output=True).stdout)
+    assert status["node"] == victim_id and status["done"] == status["partitions"] > 0, status
+    print(f"recover-node: {status['partitions']} partitions in {took:.1f} s")
+    assert not writer.check_all(client)
+    assert client.get_object(Bucket="kept", Key="big")["Body"].read() == big
+    check_replicas_identical(cluster, "kept", [writer])

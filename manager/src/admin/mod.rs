@@ -60,6 +60,14 @@ pub trait NodeStatusSource: Send + Sync + 'static {
         let _ = (bucket, key);
         None
     }
+
+    /// Compares `key` in `bucket` on every replica and gives each the newest version, with
+    /// its chunks (`leofs-adm recover-file`): the copies repaired, or why it failed; None:
+    /// this node cannot ask the storage nodes.
+    fn recover_file(&self, bucket: &crate::Bucket, key: &str) -> Option<Result<u64, String>> {
+        let _ = (bucket, key);
+        None
+    }
 }
 
 /// The node as `leofs-adm status` shows it.

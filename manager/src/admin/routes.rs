@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use super::NodeStatusSource;
 use super::wire::{
     API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
-    Deleted, ManagerAdded, NodeInfo, RebalanceStatus, RingDump, RingSummary, StartRequest,
-    UpdateAclRequest, UserInfo, decode_path_segment,
+    Deleted, FileRecovered, ManagerAdded, NodeInfo, RebalanceStatus, RecoveryStatus, RingDump,
+    RingSummary, StartRequest, UpdateAclRequest, UserInfo, decode_path_segment,
 };
 use crate::cluster::RingRecord;
 use crate::{BucketAcl, Manager, ManagerError, ManagerState};
@@ -252,6 +252,33 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             json_ok(&node_info(&context.manager, id)?)
         }
         (["rebalance"], Method::GET) => json_ok(&rebalance_status(&context.manager)?),
+        (["nodes", id, "recover"], Method::POST) => {
+            context.manager.recover_node(node_id(id)?)?;
+            json_ok(&recovery_status(&context.manager)?)
+        }
+        (["recovery"], Method::GET) => json_ok(&recovery_status(&context.manager)?),
+        (["recover-file", bucket, key], Method::POST) => {
+            let state = context.manager.snapshot();
+            let found = state
+                .bucket(bucket)
+                .ok_or_else(|| ManagerError::NoSuchBucket((*bucket).to_owned()))?;
+            if state.ring.is_none() {
+                return Err(not_started());
+            }
+            let unreachable = |why: String| {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why)
+            };
+            let repaired = context
+                .status
+                .recover_file(found, key)
+                .ok_or_else(|| unreachable("this node cannot reach the storage nodes".into()))?
+                .map_err(unreachable)?;
+            json_ok(&FileRecovered {
+                bucket: (*bucket).to_owned(),
+                key: (*key).to_owned(),
+                repaired,
+            })
+        }
         (["rebalance"], Method::POST) => {
             context.manager.rebalance()?;
             json_ok(&rebalance_status(&context.manager)?)
@@ -314,8 +341,16 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["cluster", "consistency"]
             | ["ring"]
             | ["nodes", _]
-            | ["nodes", _, "suspend" | "resume"]
-            | ["whereis", _, _],
+            | [
+                "nodes",
+                _,
+                "suspend" | "resume" | "detach" | "rollback" | "recover",
+            ]
+            | ["rebalance"]
+            | ["rebalance", "suspend" | "resume"]
+            | ["recovery"]
+            | ["whereis", _, _]
+            | ["recover-file", _, _],
             method,
         ) => Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -382,6 +417,31 @@ fn rebalance_status(manager: &Manager) -> Result<RebalanceStatus, Failure> {
         started_unix_ms: rebalance.map_or(0, |r| r.started_unix_ms),
         suspended: rebalance.is_some_and(|r| r.suspended),
         nodes_behind,
+    })
+}
+
+fn recovery_status(manager: &Manager) -> Result<RecoveryStatus, Failure> {
+    let state = manager.snapshot();
+    let ring = state.ring.as_ref().ok_or_else(not_started)?;
+    let moved_bytes = state
+        .nodes
+        .keys()
+        .filter_map(|id| manager.liveness().last(*id))
+        .flat_map(|(_, beat)| beat.shards)
+        .map(|s| s.rebalance_moved_bytes)
+        .sum();
+    let (phase, recovery) = match (&ring.recovery, &ring.last_recovery) {
+        (Some(under_way), _) => ("recovering", Some(under_way)),
+        (None, last) => ("idle", last.as_ref()),
+    };
+    Ok(RecoveryStatus {
+        phase: phase.to_owned(),
+        node: recovery.map(|r| r.node),
+        partitions: recovery.map_or(0, |r| r.partitions),
+        done: recovery.map_or(0, |r| r.done.len() as u32),
+        requested_unix_ms: recovery.map_or(0, |r| r.requested_unix_ms),
+        finished_unix_ms: recovery.map_or(0, |r| r.finished_unix_ms),
+        moved_bytes,
     })
 }
 

@@ -149,6 +149,36 @@ pub struct RebalanceStatus {
     pub nodes_behind: Vec<u32>,
 }
 
+/// Answer of `GET /v1/recovery` (and of `POST /v1/nodes/<id>/recover`).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryStatus {
+    /// `recovering` or `idle`.
+    pub phase: String,
+    /// The node whose partitions are (or were last) compared and repaired.
+    pub node: Option<u32>,
+    /// Partitions it holds.
+    pub partitions: u32,
+    /// Of those, compared and repaired.
+    pub done: u32,
+    /// When it was asked, ms since the Unix epoch.
+    pub requested_unix_ms: u64,
+    /// When the last recovery finished, ms since the Unix epoch (0 while under way).
+    pub finished_unix_ms: u64,
+    /// Bytes the nodes moved for rebalances and recoveries since they started.
+    pub moved_bytes: u64,
+}
+
+/// Answer of `POST /v1/recover-file/<bucket>/<key>`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct FileRecovered {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// Copies (of the object record and its chunks) that were behind and were repaired.
+    pub repaired: u64,
+}
+
 /// Body of `POST /v1/cluster/start`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StartRequest {
