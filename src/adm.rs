@@ -177,6 +177,13 @@ enum Command {
     },
     /// Show where the recovery under way (or the last one) stands.
     RecoveryStatus,
+    /// Set how long a storage node may stay stopped before its partitions are re-replicated
+    /// onto the other nodes automatically (one node at a time, never a suspended one, only
+    /// onto nodes with room) [default: 1800; 0: never].
+    UpdateAutoRecoverAfter {
+        /// Seconds.
+        secs: u64,
+    },
     /// Compare BUCKET/KEY (and its chunks) on every replica and repair the copies behind.
     RecoverFile {
         /// BUCKET/KEY.
@@ -265,6 +272,7 @@ impl From<Command> for AdmCommand {
                 wait: !no_wait,
             },
             Command::RecoveryStatus => AdmCommand::RecoveryStatus,
+            Command::UpdateAutoRecoverAfter { secs } => AdmCommand::UpdateAutoRecoverAfter { secs },
             Command::RecoverFile { path } => {
                 let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));
                 AdmCommand::RecoverFile {

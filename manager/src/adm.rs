@@ -138,6 +138,11 @@ pub enum AdmCommand {
     },
     /// Where the recovery under way (or the last one) stands.
     RecoveryStatus,
+    /// Set how long a storage node may stay stopped before its partitions are re-replicated.
+    UpdateAutoRecoverAfter {
+        /// Seconds (0: never).
+        secs: u64,
+    },
     /// Compare one object (and its chunks) on every replica and repair the copies behind.
     RecoverFile {
         /// The bucket.
@@ -355,6 +360,18 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             render(&status, json, recovery_text)
         }
         AdmCommand::RecoveryStatus => render(&client.recovery_status()?, json, recovery_text),
+        AdmCommand::UpdateAutoRecoverAfter { secs } => render(
+            &client.set_auto_recover_after(*secs)?,
+            json,
+            |cluster| match cluster.settings.auto_recover_after_secs {
+                0 => "OK: a stopped node's partitions are never re-replicated automatically"
+                    .to_owned(),
+                secs => format!(
+                    "OK: a storage node stopped for {} has its partitions re-replicated onto the others",
+                    format_duration_secs(secs)
+                ),
+            },
+        ),
         AdmCommand::RecoverFile { bucket, key } => {
             render(&client.recover_file(bucket, key)?, json, |found| {
                 format!(
@@ -536,6 +553,11 @@ fn rebalance_text(status: &RebalanceStatus) -> String {
         status.phase,
         if status.suspended { " (suspended)" } else { "" }
     )];
+    if let Some(node) = status.recovering_node {
+        lines.push(format!(
+            "re-replicating the partitions of node {node}, stopped for longer than auto_recover_after"
+        ));
+    }
     if status.phase == "moving" {
         lines.push(format!(
             "partitions filled: {} of {} moving ({} replicas move)",

@@ -255,6 +255,12 @@ impl AdminClient {
         )
     }
 
+    /// `PUT /v1/cluster/auto-recover`.
+    pub fn set_auto_recover_after(&self, secs: u64) -> Result<ClusterStatus, ClientError> {
+        let body = crate::admin::wire::AutoRecoverRequest { after_secs: secs };
+        self.call("PUT", "/cluster/auto-recover", Some(&body))
+    }
+
     /// `POST /v1/nodes/<id>/recover`: compares and repairs every partition the node holds.
     pub fn recover_node(&self, id: u32) -> Result<RecoveryStatus, ClientError> {
         self.call("POST", &format!("/nodes/{id}/recover"), None::<&()>)

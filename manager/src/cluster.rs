@@ -102,6 +102,9 @@ pub struct Member {
     pub state: NodeState,
     /// When it first registered, ms since the Unix epoch.
     pub registered_unix_ms: u64,
+    /// When it entered its state, ms since the Unix epoch (0: not recorded).
+    #[serde(default)]
+    pub state_since_unix_ms: u64,
 }
 
 /// What a node says about itself when it registers (at every start).
@@ -189,6 +192,10 @@ pub struct Rebalance {
     /// Whether an operator paused the movement (`leofs-adm rebalance-suspend`).
     #[serde(default)]
     pub suspended: bool,
+    /// The stopped node whose partitions this rebalance re-replicates (automatic recovery),
+    /// if that is what it is.
+    #[serde(default)]
+    pub recovering_node: Option<u32>,
 }
 
 impl RingRecord {
@@ -268,7 +275,22 @@ pub struct ClusterSettings {
     /// defaults for N (W = D = a majority, R = N − W + 1).
     #[serde(default)]
     pub consistency: Option<Consistency>,
+    /// How long a storage node may stay stopped before its partitions are re-replicated
+    /// onto the others, in seconds (0: never).
+    #[serde(default = "default_auto_recover_after_secs")]
+    pub auto_recover_after_secs: u64,
 }
+
+/// Default of [`ClusterSettings::auto_recover_after_secs`]: 30 minutes.
+pub const AUTO_RECOVER_AFTER_SECS: u64 = 30 * 60;
+
+fn default_auto_recover_after_secs() -> u64 {
+    AUTO_RECOVER_AFTER_SECS
+}
+
+/// Disk use (percent of capacity) above which a node takes no re-replicated partitions: the
+/// automatic recovery waits rather than fill it.
+pub const AUTO_RECOVER_DISK_USE_MAX_PERCENT: u64 = 90;
 
 /// The cluster's quorums: acks a write needs, replicas a read consults, acks a delete needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -320,6 +342,7 @@ impl Default for ClusterSettings {
             tombstone_grace_secs: 7 * 24 * 3600,
             max_clock_offset_ms: 500,
             consistency: None,
+            auto_recover_after_secs: AUTO_RECOVER_AFTER_SECS,
         }
     }
 }
@@ -669,6 +692,80 @@ pub fn ring_steps(
     Vec::new()
 }
 
+/// Automatic re-replication (DESIGN §7): the change the leader proposes when a storage node
+/// holding partitions has been stopped for the cluster's `auto_recover_after` (the one stopped
+/// longest, one at a time, only while no rebalance or recovery is under way and the ring is
+/// known everywhere): a rebalance onto the other nodes, planned without it. Err says why it
+/// must wait (too few nodes, or one without room).
+pub fn auto_recovery(
+    state: &crate::ManagerState,
+    liveness: &Liveness,
+    now_unix_ms: u64,
+) -> Result<Option<crate::command::Command>, String> {
+    let Some(ring) = &state.ring else {
+        return Ok(None);
+    };
+    let after_ms = state.settings.auto_recover_after_secs.saturating_mul(1000);
+    if after_ms == 0
+        || ring.rebalance.is_some()
+        || ring.recovery.is_some()
+        || !ring.known_everywhere
+    {
+        return Ok(None);
+    }
+    let holders: BTreeSet<u32> = ring.table.iter().map(|(node, _)| *node).collect();
+    let Some(stopped) = state
+        .nodes
+        .values()
+        .filter(|m| m.storage && m.state == NodeState::Stopped && holders.contains(&m.id))
+        .filter(|m| {
+            m.state_since_unix_ms > 0
+                && now_unix_ms.saturating_sub(m.state_since_unix_ms) >= after_ms
+        })
+        .min_by_key(|m| m.state_since_unix_ms)
+    else {
+        return Ok(None);
+    };
+    let nodes = plan_nodes(state.nodes.values().filter(|m| m.id != stopped.id));
+    for node in &nodes {
+        let Some((_, beat)) = liveness.last(node.id) else {
+            continue;
+        };
+        if beat.disk_capacity_bytes > 0
+            && beat.disk_used_bytes.saturating_mul(100)
+                > beat
+                    .disk_capacity_bytes
+                    .saturating_mul(AUTO_RECOVER_DISK_USE_MAX_PERCENT)
+        {
+            return Err(format!(
+                "node {} has no room for node {}'s partitions (its disk is over {AUTO_RECOVER_DISK_USE_MAX_PERCENT}% used)",
+                node.id, stopped.id
+            ));
+        }
+    }
+    let previous = RingPlan {
+        partitions: ring.partitions,
+        replicas: ring.replicas as usize,
+        table: ring.table.clone(),
+    };
+    let plan = crate::ring_plan::plan(
+        &nodes,
+        ring.partitions,
+        ring.replicas as usize,
+        Some(&previous),
+    )
+    .map_err(|e| format!("cannot re-replicate node {}'s partitions: {e}", stopped.id))?;
+    Ok(Some(crate::command::Command::AutoRecover {
+        node: stopped.id,
+        epoch: ring.epoch,
+        next: plan.table,
+        now_unix_ms,
+    }))
+}
+
+/// How often the leader logs why an automatic re-replication waits.
+const AUTO_RECOVERY_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How often the leader looks at the heartbeats.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -682,6 +779,7 @@ pub fn spawn_watch(
         .name("leofs-members".into())
         .spawn(move || {
             let mut leading_since: Option<Instant> = None;
+            let mut waiting_logged: Option<Instant> = None;
             loop {
                 std::thread::sleep(WATCH_INTERVAL);
                 let Some(manager) = manager.upgrade() else {
@@ -709,6 +807,24 @@ pub fn spawn_watch(
                             "node state changed"
                         ),
                         Err(e) => tracing::warn!(node, error = %e, "cannot change a node's state"),
+                    }
+                }
+                let now_unix_ms = unix_now_us() / 1000;
+                match auto_recovery(&manager.snapshot(), manager.liveness(), now_unix_ms) {
+                    Ok(None) => {}
+                    Ok(Some(step)) => match manager.propose_ring_step(step) {
+                        Ok(()) => tracing::warn!(
+                            "a storage node stopped for longer than auto_recover_after: re-replicating its partitions onto the others"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot start an automatic re-replication"),
+                    },
+                    Err(why) => {
+                        if waiting_logged.is_none_or(|at: Instant| {
+                            at.elapsed() >= AUTO_RECOVERY_WAIT_LOG_INTERVAL
+                        }) {
+                            tracing::warn!(%why, "an automatic re-replication waits");
+                            waiting_logged = Some(Instant::now());
+                        }
                     }
                 }
                 for step in ring_steps(&manager.snapshot(), manager.liveness()) {
@@ -739,6 +855,7 @@ mod tests {
             zone: String::new(),
             state,
             registered_unix_ms: 1,
+            state_since_unix_ms: 1,
         }
     }
 
@@ -830,6 +947,7 @@ mod tests {
                 moved_replicas: 1,
                 started_unix_ms: 1,
                 suspended: false,
+                recovering_node: None,
             }),
             recovery: None,
             last_recovery: None,

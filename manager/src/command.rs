@@ -100,6 +100,28 @@ pub enum Command {
         from: NodeState,
         /// The new state.
         to: NodeState,
+        /// When it was decided, ms since the Unix epoch (0 in entries from before it was
+        /// recorded).
+        #[serde(default)]
+        at_unix_ms: u64,
+    },
+    /// Sets how long a storage node may stay stopped before its partitions are re-replicated
+    /// onto the others (0: never).
+    SetAutoRecoverAfter {
+        /// Seconds.
+        secs: u64,
+    },
+    /// Re-replicates the partitions of `node`, stopped since long enough, onto the other
+    /// nodes: starts a rebalance of the ring at `epoch` towards `next` (planned without it).
+    AutoRecover {
+        /// The stopped node.
+        node: u32,
+        /// The epoch the rebalance was planned on (a fence).
+        epoch: u64,
+        /// The table partitions move to.
+        next: Vec<(u32, u16)>,
+        /// When it was decided, ms since the Unix epoch.
+        now_unix_ms: u64,
     },
     /// Starts the cluster with its first ring: every node in it runs.
     StartRing {
@@ -326,9 +348,15 @@ impl Command {
                 registration,
                 now_unix_ms,
             } => register_node(state, registration, *now_unix_ms),
-            Command::SetNodeState { node, from, to } => match state.nodes.get_mut(node) {
+            Command::SetNodeState {
+                node,
+                from,
+                to,
+                at_unix_ms,
+            } => match state.nodes.get_mut(node) {
                 Some(member) if member.state == *from => {
                     member.state = *to;
+                    member.state_since_unix_ms = *at_unix_ms;
                     Ok(())
                 }
                 Some(member) => Err(Refusal::NodeStateChanged(format!(
@@ -389,6 +417,37 @@ impl Command {
                 Ok(())
             }
             Command::FlipRing { epoch } => flip_ring(state, *epoch),
+            Command::SetAutoRecoverAfter { secs } => {
+                state.settings.auto_recover_after_secs = *secs;
+                Ok(())
+            }
+            Command::AutoRecover {
+                node,
+                epoch,
+                next,
+                now_unix_ms,
+            } => {
+                match state.nodes.get(node) {
+                    Some(member) if member.state == NodeState::Stopped => {}
+                    Some(member) => {
+                        return Err(Refusal::NodeStateChanged(format!(
+                            "node {node} is {}, not stopped",
+                            member.state.as_str()
+                        )));
+                    }
+                    None => return Err(Refusal::NoSuchNode(*node)),
+                }
+                if next.iter().any(|(id, _)| id == node) {
+                    return Err(Refusal::RingChanged(format!(
+                        "the next ring still places partitions on node {node}"
+                    )));
+                }
+                begin_rebalance(state, *epoch, next, *now_unix_ms)?;
+                if let Some(rebalance) = state.ring.as_mut().and_then(|r| r.rebalance.as_mut()) {
+                    rebalance.recovering_node = Some(*node);
+                }
+                Ok(())
+            }
             Command::RecoverNode { node, now_unix_ms } => recover_node(state, *node, *now_unix_ms),
             Command::PartitionsRecovered {
                 requested_unix_ms,
@@ -502,6 +561,7 @@ fn register_node(
                 NodeState::Attached
             },
             registered_unix_ms: now_unix_ms,
+            state_since_unix_ms: now_unix_ms,
         },
     );
     Ok(())
@@ -571,6 +631,7 @@ fn begin_rebalance(
         moved_replicas,
         started_unix_ms: now_unix_ms,
         suspended: false,
+        recovering_node: None,
     });
     Ok(())
 }
@@ -661,6 +722,12 @@ fn flip_ring(state: &mut ManagerState, epoch: u64) -> Outcome {
     for member in state.nodes.values_mut() {
         if member.state == NodeState::Attached && holders.contains(&member.id) {
             member.state = NodeState::Running;
+        }
+        // A stopped node whose partitions were re-replicated is out of the ring: detached
+        // (it hands over what it holds when it comes back; `rollback` and a rebalance take
+        // it back in).
+        if member.state == NodeState::Stopped && member.storage && !holders.contains(&member.id) {
+            member.state = NodeState::Detached;
         }
     }
     Ok(())
@@ -904,6 +971,7 @@ mod tests {
                         NodeState::Running
                     },
                     registered_unix_ms: 1,
+                    state_since_unix_ms: 1,
                 },
             );
         }

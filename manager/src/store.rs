@@ -518,7 +518,12 @@ impl Manager {
         from: NodeState,
         to: NodeState,
     ) -> Result<(), ManagerError> {
-        self.propose(Command::SetNodeState { node, from, to })
+        self.propose(Command::SetNodeState {
+            node,
+            from,
+            to,
+            at_unix_ms: now_unix_ms(),
+        })
     }
 
     /// `leofs-adm suspend`: a running node stops being sent requests.
@@ -727,6 +732,12 @@ impl Manager {
             node,
             now_unix_ms: now_unix_ms(),
         })
+    }
+
+    /// `leofs-adm update-auto-recover-after SECS`: how long a storage node may stay stopped
+    /// before its partitions are re-replicated onto the others (0: never).
+    pub fn set_auto_recover_after(&self, secs: u64) -> Result<(), ManagerError> {
+        self.propose(Command::SetAutoRecoverAfter { secs })
     }
 
     /// Proposes a step [`crate::cluster::ring_steps`] decided (the leader's watch).

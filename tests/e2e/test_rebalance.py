@@ -190,3 +190,51 @@ def test_a_wiped_node_gets_every_replica_back_with_recover_file_and_recover_node
     assert not writer.check_all(client)
     assert client.get_object(Bucket="kept", Key="big")["Body"].read() == big
     check_replicas_identical(cluster, "kept", [writer])
+
+
+def test_a_node_stopped_past_auto_recover_after_is_re_replicated_and_its_own_writes_survive(make_server):
+    cluster = Cluster(make_server, storage=4, gateways=1, replicas=3, cores=1)
+    client = cluster.gateways[0].client()
+    manager = cluster.manager
+    client.create_bucket(Bucket="kept")
+    client.create_bucket(Bucket="fast")
+    manager.adm("update-consistency-level", "--bucket", "fast", "1", "1", "1")
+    kept = Worker("kept", client, "kept", keys=120, seed=3)
+    for _ in range(400):
+        kept.step()
+    assert not kept.failures, kept.failures[:5]
+    victim, b, c, _ = cluster.storage
+    ids = {s: cluster.node_of(s)["member"]["id"] for s in cluster.storage}
+    # With two of the other three out of service, the victim takes W=1 writes that no other
+    # replica of their partitions gets (their hints are on the victim too).
+    manager.adm("suspend", str(ids[b]))
+    manager.adm("suspend", str(ids[c]))
+    own = {f"own/{i:03d}": f"only-{i}".encode() * 100 for i in range(60)}
+    for key, body in own.items():
+        client.put_object(Bucket="fast", Key=key, Body=body)
+    manager.adm("update-auto-recover-after", "5")
+    victim.kill9()
+    manager.adm("resume", str(ids[b]))
+    manager.adm("resume", str(ids[c]))
+    # Stopped for 5 s, then 5 s more: its partitions are re-replicated onto the other three.
+    eventually("the automatic re-replication starts", 60,
+               lambda: rebalance_status(cluster)["recovering_node"] == ids[victim])
+    eventually("the automatic re-replication is done", 300,
+               lambda: rebalance_status(cluster)["phase"] == "idle")
+    assert cluster.state_of(victim) == "detached"
+    partitions = {n["member"]["id"]: n["partitions"] for n in cluster.nodes(storage=True)}
+    assert partitions[ids[victim]] == 0 and all(
+        count > 0 for node, count in partitions.items() if node != ids[victim]), partitions
+    assert not kept.check_all(client)
+    check_replicas_identical(cluster, "kept", [kept])
+    # Back, it hands over what only it held, then drops it.
+    victim.start()
+    for key, body in own.items():
+        eventually(f"{key} is back", 60,
+                   lambda: client.get_object(Bucket="fast", Key=key)["Body"].read() == body)
+    eventually("the detached node holds no record", 60,
+               lambda: records_by_node(cluster)[ids[victim]] == 0)
+    for key in own:
+        where = json.loads(manager.adm("whereis", f"fast/{key}", json_output=True).stdout)
+        replicas = [(r["found"], r["hlc"]) for r in where["replicas"]]
+        assert len(replicas) == 3 and len(set(replicas)) == 1 and replicas[0][0], (key, replicas)

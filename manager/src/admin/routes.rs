@@ -217,6 +217,11 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
                 .start_cluster(body.partitions, expected, body.replicas)?;
             Ok(json_response(StatusCode::CREATED, &ring_summary(&ring)))
         }
+        (["cluster", "auto-recover"], Method::PUT) => {
+            let body: super::wire::AutoRecoverRequest = read_json(request).await?;
+            context.manager.set_auto_recover_after(body.after_secs)?;
+            json_ok(&cluster_status(&context.manager))
+        }
         (["cluster", "consistency"], Method::PUT) => {
             let body: crate::cluster::Consistency = read_json(request).await?;
             context.manager.set_consistency(body)?;
@@ -338,7 +343,7 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["managers", _]
             | ["cluster"]
             | ["cluster", "start"]
-            | ["cluster", "consistency"]
+            | ["cluster", "consistency" | "auto-recover"]
             | ["ring"]
             | ["nodes", _]
             | [
@@ -417,6 +422,7 @@ fn rebalance_status(manager: &Manager) -> Result<RebalanceStatus, Failure> {
         started_unix_ms: rebalance.map_or(0, |r| r.started_unix_ms),
         suspended: rebalance.is_some_and(|r| r.suspended),
         nodes_behind,
+        recovering_node: rebalance.and_then(|r| r.recovering_node),
     })
 }
 

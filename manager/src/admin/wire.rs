@@ -147,6 +147,9 @@ pub struct RebalanceStatus {
     pub suspended: bool,
     /// Nodes that do not route by the ring yet.
     pub nodes_behind: Vec<u32>,
+    /// The stopped node whose partitions the rebalance re-replicates (automatic recovery).
+    #[serde(default)]
+    pub recovering_node: Option<u32>,
 }
 
 /// Answer of `GET /v1/recovery` (and of `POST /v1/nodes/<id>/recover`).
@@ -166,6 +169,14 @@ pub struct RecoveryStatus {
     pub finished_unix_ms: u64,
     /// Bytes the nodes moved for rebalances and recoveries since they started.
     pub moved_bytes: u64,
+}
+
+/// Body of `PUT /v1/cluster/auto-recover`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct AutoRecoverRequest {
+    /// Seconds a storage node may stay stopped before its partitions are re-replicated onto
+    /// the others (0: never).
+    pub after_secs: u64,
 }
 
 /// Answer of `POST /v1/recover-file/<bucket>/<key>`.
