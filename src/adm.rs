@@ -191,6 +191,9 @@ enum Command {
     },
     /// Pause the movement of the rebalance under way (writes still go to both rings).
     RebalanceSuspend,
+    /// Give up the rebalance under way: the ring stays what it was (writes met their quorum
+    /// in it all along); what the new replicas took is handed over and dropped.
+    RebalanceAbort,
     /// Resume a paused rebalance.
     RebalanceResume,
     /// Show the manager group: members, their roles, the leader and the term.
@@ -281,6 +284,7 @@ impl From<Command> for AdmCommand {
                 }
             }
             Command::RebalanceSuspend => AdmCommand::RebalanceSuspend,
+            Command::RebalanceAbort => AdmCommand::RebalanceAbort,
             Command::RebalanceResume => AdmCommand::RebalanceResume,
             Command::Managers => AdmCommand::Managers,
             Command::AddManager { addr } => AdmCommand::AddManager { addr },

@@ -255,6 +255,7 @@ pub fn spawn_ring_follower(
                     && current.ring.checksum() == wanted.ring.checksum()
                     && current.ring.is_known_everywhere() == wanted.ring.is_known_everywhere()
                     && current.ring.recovering() == wanted.ring.recovering()
+                    && current.ring.fill_quorum(usize::MAX) == wanted.ring.fill_quorum(usize::MAX)
                     && current.nodes == wanted.nodes
                     && current.unavailable == wanted.unavailable;
                 if !same {

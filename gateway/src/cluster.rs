@@ -565,7 +565,10 @@ pub fn installed_ring(state: &ManagerState) -> Result<Option<InstalledRing>, Str
                 shard: *shard,
             })
             .collect();
-        ring = ring.moving_to(next).map_err(invalid)?;
+        ring = ring
+            .moving_to(next)
+            .map_err(invalid)?
+            .fill_quorum_if(rebalance.fill_quorum as usize);
     }
     let ring = ring
         .known_everywhere_if(record.known_everywhere)

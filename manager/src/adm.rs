@@ -152,6 +152,8 @@ pub enum AdmCommand {
     },
     /// Pause the movement of the rebalance under way.
     RebalanceSuspend,
+    /// Give up the rebalance under way (the ring stays what it was).
+    RebalanceAbort,
     /// Resume it.
     RebalanceResume,
     /// The manager group: members, leader, term.
@@ -383,6 +385,7 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
                 )
             })
         }
+        AdmCommand::RebalanceAbort => render(&client.abort_rebalance()?, json, rebalance_text),
         AdmCommand::RebalanceSuspend => {
             render(&client.suspend_rebalance(true)?, json, rebalance_text)
         }

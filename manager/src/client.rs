@@ -231,6 +231,11 @@ impl AdminClient {
         self.call("GET", "/rebalance", None::<&()>)
     }
 
+    /// `POST /v1/rebalance/abort`.
+    pub fn abort_rebalance(&self) -> Result<RebalanceStatus, ClientError> {
+        self.call("POST", "/rebalance/abort", None::<&()>)
+    }
+
     /// `POST /v1/rebalance/suspend` or `…/resume`.
     pub fn suspend_rebalance(&self, suspended: bool) -> Result<RebalanceStatus, ClientError> {
         let verb = if suspended { "suspend" } else { "resume" };

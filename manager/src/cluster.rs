@@ -196,6 +196,12 @@ pub struct Rebalance {
     /// if that is what it is.
     #[serde(default)]
     pub recovering_node: Option<u32>,
+    /// How many old replicas of a moving partition a fill must hear: N − (the smallest W or
+    /// D of the cluster and its buckets) + 1, so that every acknowledged write is on one of
+    /// them; one less for an automatic recovery, whose stopped node cannot answer (what only
+    /// it held comes back when it does). 0: all of them.
+    #[serde(default)]
+    pub fill_quorum: u32,
 }
 
 impl RingRecord {
@@ -598,21 +604,16 @@ pub fn transitions(
 }
 
 /// The nodes whose last heartbeat does not show `ring` (its epoch and checksum), of those
-/// that must route by it: every node but the stopped ones, and the attached or detached ones
-/// that hold nothing in the ring and are not heard from (registered once and never started
-/// since, or gone after their detach).
+/// that must route by it: every node heard from within [`NODE_STOPPED_AFTER`] that is not
+/// stopped. A silent node is left out (a running one is marked stopped then; an attached or
+/// detached one may never start again): when it comes back it takes the ring before it is
+/// running, and replicas refuse its writes until it does.
 pub fn nodes_behind(
     members: &BTreeMap<u32, Member>,
     ring: &RingRecord,
     liveness: &Liveness,
 ) -> Vec<u32> {
     let checksum = ring.checksum();
-    let holds = |id: u32| {
-        ring.table
-            .iter()
-            .chain(ring.rebalance.iter().flat_map(|r| r.next.iter()))
-            .any(|(node, _)| *node == id)
-    };
     members
         .values()
         .filter(|m| m.state != NodeState::Stopped)
@@ -621,8 +622,7 @@ pub fn nodes_behind(
             let heard = last
                 .as_ref()
                 .is_some_and(|(age, _)| *age <= NODE_STOPPED_AFTER);
-            let outside = matches!(m.state, NodeState::Attached | NodeState::Detached);
-            if outside && !heard && !holds(m.id) {
+            if !heard {
                 return None;
             }
             let current = heard
@@ -948,6 +948,7 @@ mod tests {
                 started_unix_ms: 1,
                 suspended: false,
                 recovering_node: None,
+                fill_quorum: 0,
             }),
             recovery: None,
             last_recovery: None,

@@ -170,6 +170,11 @@ pub enum Command {
         /// The moving ring's epoch.
         epoch: u64,
     },
+    /// Gives up the rebalance at `epoch`: the ring stays its table, at the next epoch.
+    AbortRebalance {
+        /// The moving ring's epoch.
+        epoch: u64,
+    },
     /// Pauses (or resumes) the movement of the rebalance under way.
     SuspendRebalance {
         /// Paused or not.
@@ -417,6 +422,15 @@ impl Command {
                 Ok(())
             }
             Command::FlipRing { epoch } => flip_ring(state, *epoch),
+            Command::AbortRebalance { epoch } => {
+                let ring = ring_at(state, *epoch)?;
+                if ring.rebalance.take().is_none() {
+                    return Err(no_rebalance(*epoch));
+                }
+                ring.epoch += 1;
+                ring.known_everywhere = false;
+                Ok(())
+            }
             Command::SetAutoRecoverAfter { secs } => {
                 state.settings.auto_recover_after_secs = *secs;
                 Ok(())
@@ -445,6 +459,7 @@ impl Command {
                 begin_rebalance(state, *epoch, next, *now_unix_ms)?;
                 if let Some(rebalance) = state.ring.as_mut().and_then(|r| r.rebalance.as_mut()) {
                     rebalance.recovering_node = Some(*node);
+                    rebalance.fill_quorum = rebalance.fill_quorum.saturating_sub(1).max(1);
                 }
                 Ok(())
             }
@@ -613,6 +628,32 @@ fn begin_rebalance(
         )));
     }
     check_vnodes(state, next)?;
+    let n = (ring.replicas as usize).max(1);
+    for (partition, set) in next.chunks_exact(n).enumerate() {
+        let distinct: BTreeSet<u32> = set.iter().map(|(node, _)| *node).collect();
+        if distinct.len() != set.len() {
+            return Err(Refusal::RingChanged(format!(
+                "the next ring places two replicas of partition {partition} on one node"
+            )));
+        }
+    }
+    let replicas = ring.replicas;
+    // The smallest W or D any write may have been acknowledged with.
+    let levels = |c: Option<crate::cluster::Consistency>| {
+        let c = c.unwrap_or_else(|| crate::cluster::Consistency::defaults_for(replicas));
+        c.write.min(c.delete)
+    };
+    let smallest = state
+        .buckets
+        .values()
+        .filter_map(|b| b.consistency)
+        .filter(|c| c.impossible_with(replicas).is_none())
+        .map(|c| levels(Some(c)))
+        .chain(std::iter::once(levels(state.settings.consistency)))
+        .min()
+        .unwrap_or(1)
+        .max(1);
+    let fill_quorum = replicas.saturating_sub(smallest) + 1;
     let moving = ring.moving_partitions(next);
     let n = (ring.replicas as usize).max(1);
     let moved_replicas = ring
@@ -632,6 +673,7 @@ fn begin_rebalance(
         started_unix_ms: now_unix_ms,
         suspended: false,
         recovering_node: None,
+        fill_quorum,
     });
     Ok(())
 }
@@ -1035,6 +1077,36 @@ mod tests {
         assert_eq!(state.nodes[&3].state, NodeState::Running);
         // A stale step of the old epoch changes nothing.
         assert!(Command::RingKnown { epoch: 5 }.apply(&mut state).is_err());
+        // A rebalance given up leaves the ring as it was, at a new epoch.
+        let back = vec![(0, 0), (1, 0), (1, 0), (2, 0)];
+        Command::BeginRebalance {
+            epoch: 6,
+            next: back,
+            now_unix_ms: 10,
+        }
+        .apply(&mut state)
+        .unwrap();
+        assert!(
+            Command::AbortRebalance { epoch: 6 }
+                .apply(&mut state)
+                .is_err()
+        );
+        Command::AbortRebalance { epoch: 7 }
+            .apply(&mut state)
+            .unwrap();
+        let ring = state.ring.clone().unwrap();
+        assert_eq!((ring.epoch, ring.table), (8, next));
+        assert!(ring.rebalance.is_none());
+        // A next table with two replicas of a partition on one node is refused.
+        let doubled = Command::BeginRebalance {
+            epoch: 8,
+            next: vec![(0, 0), (0, 0), (1, 0), (2, 0)],
+            now_unix_ms: 11,
+        };
+        assert!(matches!(
+            doubled.apply(&mut state),
+            Err(Refusal::RingChanged(_))
+        ));
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub fn load(path: &Path) -> Result<Option<(ManagerState, u64)>, ManagerError> {
     }
     let mut version = [0u8; 8];
     version.copy_from_slice(&content[8..16]);
-    let state = Manager::decode_snapshot(&content[16..])?;
+    let mut state = Manager::decode_snapshot(&content[16..])?;
+    // Whether every node routes by the saved ring was true when it was saved, not now: a node
+    // that starts from this copy drops no partition until the managers say so again.
+    if let Some(ring) = state.ring.as_mut() {
+        ring.known_everywhere = false;
+    }
     Ok(Some((state, u64::from_le_bytes(version))))
 }
 

@@ -612,20 +612,47 @@ impl Manager {
             .ring
             .as_ref()
             .ok_or_else(|| ManagerError::NodeConflict("the cluster is not started".into()))?;
-        if ring.rebalance.is_some() {
+        if ring.rebalance.is_some() || ring.recovery.is_some() {
             return Err(ManagerError::NodeConflict(format!(
-                "a rebalance is already under way (ring epoch {}): see `leofs-adm rebalance-status`",
+                "a rebalance or a recovery is already under way (ring epoch {}): see `leofs-adm rebalance-status`",
+                ring.epoch
+            )));
+        }
+        // A node that still holds partitions a rebalance moved away hands them over and drops
+        // them first: planned back onto it now, its stale copies would count as filled.
+        let heard = |id: u32| {
+            self.liveness
+                .last(id)
+                .filter(|(age, _)| *age <= crate::cluster::NODE_STOPPED_AFTER)
+                .map(|(_, beat)| beat)
+        };
+        let settling: Vec<u32> = state
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| {
+                heard(*id).is_some_and(|b| b.shards.iter().any(|s| s.foreign_partitions > 0))
+            })
+            .collect();
+        if !ring.known_everywhere || !settling.is_empty() {
+            return Err(ManagerError::NodeConflict(format!(
+                "the last ring change is still settling (node(s) {settling:?} still hold partitions they hand over, or not every node routes by ring epoch {} yet): try again once `leofs-adm rebalance-status` says idle",
                 ring.epoch
             )));
         }
         let behind = crate::cluster::nodes_behind(&state.nodes, ring, &self.liveness);
         if !behind.is_empty() {
             return Err(ManagerError::NodeConflict(format!(
-                "node(s) {behind:?} do not route by the managers' ring (epoch {}) yet: the ring                  changes only once every node agrees on it; try again in a few seconds, or                  check `leofs-adm status`",
+                "node(s) {behind:?} do not route by the managers' ring (epoch {}) yet: the ring changes only once every node agrees on it; try again in a few seconds, or check `leofs-adm status`",
                 ring.epoch
             )));
         }
-        let nodes = plan_nodes(state.nodes.values());
+        // Partitions go only to nodes that can take them: not stopped ones, and not attached
+        // ones that are not heard from.
+        let nodes = plan_nodes(state.nodes.values().filter(|m| {
+            m.state != NodeState::Stopped
+                && (m.state != NodeState::Attached || heard(m.id).is_some())
+        }));
         let previous = crate::ring_plan::RingPlan {
             partitions: ring.partitions,
             replicas: ring.replicas as usize,
@@ -650,6 +677,20 @@ impl Manager {
             .ring
             .clone()
             .ok_or_else(|| ManagerError::NodeConflict("the cluster is not started".into()))
+    }
+
+    /// `leofs-adm rebalance-abort`: gives up the rebalance under way; the ring stays the one
+    /// it was (writes met their quorum in it all along), and what the new replicas took is
+    /// handed over and dropped like any partition a node does not hold.
+    pub fn abort_rebalance(&self) -> Result<(), ManagerError> {
+        let epoch = self
+            .snapshot()
+            .ring
+            .as_ref()
+            .filter(|r| r.rebalance.is_some())
+            .map(|r| r.epoch)
+            .ok_or_else(|| ManagerError::NodeConflict("no rebalance is under way".into()))?;
+        self.propose(Command::AbortRebalance { epoch })
     }
 
     /// `leofs-adm rebalance-suspend` / `rebalance-resume`: pauses or resumes the movement.
@@ -684,11 +725,12 @@ impl Manager {
         }
         match member.state {
             NodeState::Detached => Ok(()),
-            NodeState::Attached | NodeState::Running | NodeState::Suspended => {
-                self.set_node_state(node, member.state, NodeState::Detached)
-            }
+            NodeState::Attached
+            | NodeState::Running
+            | NodeState::Suspended
+            | NodeState::Stopped => self.set_node_state(node, member.state, NodeState::Detached),
             other => Err(ManagerError::NodeConflict(format!(
-                "node {node} is {}: only an attached, running or suspended node is detached",
+                "node {node} is {}: wait until it runs, then detach it",
                 other.as_str()
             ))),
         }

@@ -107,13 +107,13 @@ pub(crate) struct AntiEntropyBook {
     filled: RefCell<(u64, BTreeSet<PartitionId>)>,
     /// The moving partition after the last one this core filled.
     fill_cursor: Cell<PartitionId>,
-    /// Partitions this core holds records of but no longer owns, as last counted.
-    foreign: Cell<u64>,
     /// The recovery under way (its id), and the partitions this core drives that its passes
     /// compared and repaired for it.
     recovered: RefCell<(u64, BTreeSet<PartitionId>)>,
     /// The partition after the last one this core passed over for a recovery.
     recover_cursor: Cell<PartitionId>,
+    /// The partition after the last one this core tried to hand over.
+    hand_over_cursor: Cell<PartitionId>,
     /// Bytes this core pushed to other replicas during rebalances (fills and hand-overs).
     moved_bytes: Cell<u64>,
 }
@@ -404,16 +404,25 @@ impl Shard {
     /// One anti-entropy pass over every vnode that holds `partition` (its replicas, and
     /// those it moves to during a rebalance).
     async fn anti_entropy_pass(&self, partition: PartitionId) -> Result<PassReport, ShardError> {
-        let replicas = self.ring().holders(partition)?;
-        self.anti_entropy_pass_over(partition, replicas).await
+        let ring = self.ring();
+        // While an operator pauses a rebalance, nothing is copied to the new replicas.
+        let replicas = if self.core.node.rebalance_suspended() {
+            ring.route(partition)?.to_vec()
+        } else {
+            ring.holders(partition)?
+        };
+        self.anti_entropy_pass_over(partition, replicas, &[]).await
     }
 
     /// One anti-entropy pass over `replicas` of `partition`: a watermark only when all of
-    /// them answer identical.
+    /// them answer identical. The pass is complete only if each of `filling` took every
+    /// record pushed to it as pushed (one that keeps a newer version, or refuses an older
+    /// one below its watermark, leaves it incomplete).
     async fn anti_entropy_pass_over(
         &self,
         partition: PartitionId,
         replicas: Vec<Vnode>,
+        filling: &[Vnode],
     ) -> Result<PassReport, ShardError> {
         let lag_us = WATERMARK_LAG.as_micros() as u64;
         let mut pass: Pass<Vnode, Bytes, Vnode> = Pass::start(replicas.len(), self.now(), lag_us);
@@ -517,9 +526,13 @@ impl Shard {
                     for (target, lacking) in pushes {
                         for (key, version) in lacking {
                             match self.push_entry(partition, target, key, version).await {
-                                Ok(bytes) => {
-                                    pushed += 1;
-                                    pushed_bytes += bytes;
+                                Ok((applied, bytes)) => {
+                                    if applied {
+                                        pushed += 1;
+                                        pushed_bytes += bytes;
+                                    } else if filling.contains(&target) {
+                                        failed = true;
+                                    }
                                 }
                                 Err(e) => {
                                     failed = true;
@@ -588,14 +601,15 @@ impl Shard {
     }
 
     /// Gives `target` the newest `version` of `key`, as stamped: a tombstone, or the record
-    /// read from the replica holding it; the bytes of the record given.
+    /// read from the replica holding it. Whether the target stored that version (it may
+    /// keep a newer one, or refuse an older one below its watermark), and the bytes given.
     async fn push_entry(
         &self,
         partition: PartitionId,
         target: Vnode,
         key: Bytes,
         version: Version<Vnode>,
-    ) -> Result<u64, ShardError> {
+    ) -> Result<(bool, u64), ShardError> {
         let request = match version.value {
             None => StorageRequest::Delete {
                 partition,
@@ -606,16 +620,24 @@ impl Shard {
             // Gone altogether (its tombstone dropped at a watermark): nothing to give.
             Some(holder) => match self.repair_from(partition, &key, holder).await? {
                 Some(request) => request,
-                None => return Ok(0),
+                None => return Ok((true, 0)),
             },
         };
-        let bytes = match &request {
-            StorageRequest::Put { key, value, .. } => {
-                (key.len() + value.meta.len() + value.body.len()) as u64
-            }
-            _ => 0,
+        let (stamp, bytes) = match &request {
+            StorageRequest::Put { key, value, .. } => (
+                value.hlc,
+                (key.len() + value.meta.len() + value.body.len()) as u64,
+            ),
+            StorageRequest::Delete { hlc, .. } => (*hlc, 0),
+            _ => (None, 0),
         };
-        self.send_to_vnode(target, request).await.map(|_| bytes)
+        let answer = self.send_to_vnode(target, request).await?;
+        let stored = match answer {
+            StorageResponse::Stored(hlc) => Some(hlc),
+            StorageResponse::Deleted(hlc) | StorageResponse::Removed { hlc, .. } => hlc,
+            _ => None,
+        };
+        Ok((stored.is_none() || stored == stamp, bytes))
     }
 
     /// This core's anti-entropy figures.
@@ -643,7 +665,9 @@ impl Shard {
             oldest_unrepaired_secs: oldest_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000),
             filled_epoch,
             filled: filled.into_iter().collect(),
-            foreign_partitions: book.foreign.get(),
+            // Counted now, by the ring this core routes by now: a heartbeat that reports an
+            // epoch reports the partitions still to hand over by that same ring.
+            foreign_partitions: self.foreign_partitions(&self.ring()).len() as u64,
             moved_bytes: book.moved_bytes.get(),
             recovered_id,
             recovered: recovered.into_iter().collect(),
@@ -672,13 +696,23 @@ impl Shard {
             };
             let counts = ring.is_known_everywhere();
             let replicas = ring.holders(partition)?;
-            let report = self.anti_entropy_pass_over(partition, replicas).await?;
+            let old = ring.route(partition)?;
+            let joining: Vec<Vnode> = ring
+                .next_route(partition)
+                .unwrap_or_default()
+                .iter()
+                .copied()
+                .filter(|v| !old.contains(v))
+                .collect();
+            let report = self
+                .anti_entropy_pass_over(partition, replicas, &joining)
+                .await?;
             self.book_rebalance_pass(&report);
             let new = ring.next_route(partition).unwrap_or_default();
             let old = ring.route(partition)?;
             let old_heard = old.iter().filter(|v| report.heard.contains(v)).count();
             let filled = new.iter().all(|v| report.heard.contains(v))
-                && old_heard >= self.levels().r.min(old.len())
+                && old_heard >= ring.fill_quorum(old.len())
                 && (report.identical || report.complete);
             // The pass counts only if the ring it began on is still the one routed by (its
             // epoch) and was known everywhere when it began.
@@ -689,9 +723,9 @@ impl Shard {
                 }
                 book.1.insert(partition);
             }
-            // A pass that moved nothing and filled nothing (a replica down) waits for the
-            // next interval rather than spinning.
-            return Ok(filled || report.pushed > 0);
+            // A pass that moved nothing and recorded nothing (a replica down, or the ring not
+            // known everywhere yet) waits for the next interval rather than spinning.
+            return Ok((counts && filled) || report.pushed > 0);
         }
         if let Some((node, id)) = ring.recovering() {
             return self.recovery_step(&ring, node, id).await;
@@ -700,10 +734,18 @@ impl Shard {
             return Ok(false);
         }
         let foreign = self.foreign_partitions(&ring);
-        self.core.anti_entropy.foreign.set(foreign.len() as u64);
-        let Some(&partition) = foreign.first() else {
+        let book = &self.core.anti_entropy;
+        // One after another, so that one that cannot be handed over yet (a replica down)
+        // does not hold up the others.
+        let cursor = book.hand_over_cursor.get();
+        let Some(&partition) = foreign
+            .iter()
+            .find(|p| **p >= cursor)
+            .or_else(|| foreign.first())
+        else {
             return Ok(false);
         };
+        book.hand_over_cursor.set(partition + 1);
         self.hand_over(&ring, partition).await
     }
 
@@ -737,8 +779,13 @@ impl Shard {
         };
         book.recover_cursor.set((partition + 1) % partitions);
         let replicas = ring.route(partition)?.to_vec();
+        let recovered: Vec<Vnode> = replicas
+            .iter()
+            .copied()
+            .filter(|v| v.node == node)
+            .collect();
         let report = self
-            .anti_entropy_pass_over(partition, replicas.clone())
+            .anti_entropy_pass_over(partition, replicas.clone(), &recovered)
             .await?;
         self.book_rebalance_pass(&report);
         let repaired = replicas.iter().all(|v| report.heard.contains(v))
@@ -805,7 +852,7 @@ impl Shard {
         let mut over = vec![self.here()];
         over.extend(replicas.iter().copied());
         book.handing_over.borrow_mut().insert(partition);
-        let report = self.anti_entropy_pass_over(partition, over).await;
+        let report = self.anti_entropy_pass_over(partition, over, &[]).await;
         book.handing_over.borrow_mut().remove(&partition);
         let report = report?;
         self.book_rebalance_pass(&report);

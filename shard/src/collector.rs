@@ -290,8 +290,18 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
             .scan(&[NS_CHUNK], after.as_deref(), SCAN_PAGE_KEYS);
         let done = page.len() < SCAN_PAGE_KEYS;
         after = page.last().map(|e| e.key.clone());
+        // Once a rebalance has changed the ring, a write's registration (in memory on the
+        // partition's first replica when it began) may be on a core that is no longer asked:
+        // a chunk younger than the grace is left for a later sweep.
+        let young_after_us = (shard.ring().epoch() > 1).then(|| {
+            leofs_engine::wall_us()
+                .saturating_sub(shard.core.objects.config.get().chunk_grace.as_micros() as u64)
+        });
         let mut objects: Vec<(String, String, BTreeMap<VersionId, Vec<Bytes>>)> = Vec::new();
         for entry in page {
+            if young_after_us.is_some_and(|after| entry.hlc.physical_us > after) {
+                continue;
+            }
             let Some((bucket, key, version, _)) = parse_chunk_key(&entry.key) else {
                 continue;
             };

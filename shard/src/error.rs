@@ -136,6 +136,16 @@ pub enum ShardError {
     /// This node has no ring yet (the cluster is not started).
     #[error("the cluster has no ring yet (leofs-adm start)")]
     NoRing,
+    /// A conditional write reached a replica that may not decide it now: it is not the
+    /// partition's first replica in its ring, or the ring changed and not every node routes by
+    /// it yet (two could then decide concurrent creators differently). Retried by the client.
+    #[error(
+        "partition {partition}'s ring is changing: a conditional write cannot be decided now; try again"
+    )]
+    RingChanging {
+        /// The partition.
+        partition: u32,
+    },
     /// A peer routed a request by a newer ring than this node's, and this node could not
     /// fetch that ring in time: it serves nothing by an older ring.
     #[error(
@@ -316,6 +326,7 @@ impl ShardError {
             | Self::NodeSuspended { .. }
             | Self::NoRing
             | Self::RingBehind { .. }
+            | Self::RingChanging { .. }
             | Self::TooFewReplicas { .. }
             | Self::ClockAhead { .. }
             | Self::WriteTooOld { .. }

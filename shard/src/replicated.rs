@@ -97,6 +97,15 @@ impl Shard {
         r: usize,
     ) -> Result<(Vec<Vnode>, usize), ShardError> {
         let sets = self.write_sets(partition)?;
+        // Until the flip the old replicas are the ones known to hold everything: a read
+        // answered by unfilled new replicas alone could miss an acknowledged write.
+        if sets.len() > 1 && !sets[0].iter().any(|v| self.is_up(*v)) {
+            return Err(ShardError::TooFewReplicas {
+                partition,
+                up: 0,
+                needed: 1,
+            });
+        }
         let mut chosen: Vec<Vnode> = Vec::new();
         for set in &sets {
             let up: Vec<Vnode> = set.iter().copied().filter(|v| self.is_up(*v)).collect();

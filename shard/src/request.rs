@@ -563,7 +563,7 @@ impl Shard {
         request: StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
         if let Some(partition) = request.partition() {
-            self.check_holds(partition)?;
+            self.check_holds(partition, &request)?;
         }
         let engine = self.core.engine()?;
         Ok(match request {
@@ -732,17 +732,43 @@ impl Shard {
     }
 
     /// Refuses a request for a partition this vnode does not hold (a sender routing with
-    /// another ring).
-    fn check_holds(&self, partition: PartitionId) -> Result<(), ShardError> {
+    /// another ring); while it hands a partition over, anti-entropy's requests for it only.
+    /// A conditional commit is decided only by the partition's first replica, and not while a
+    /// ring that changed since the first one is not known everywhere (two nodes could then
+    /// each take a different replica for the first).
+    fn check_holds(
+        &self,
+        partition: PartitionId,
+        request: &StorageRequest,
+    ) -> Result<(), ShardError> {
         let ring = self.core.ring.borrow();
-        ring.route(partition)?;
+        let replicas = ring.route(partition)?;
+        let anti_entropy = matches!(
+            request,
+            StorageRequest::RangeHashes { .. }
+                | StorageRequest::RangeEntries { .. }
+                | StorageRequest::SetWatermark { .. }
+                | StorageRequest::Get { .. }
+                | StorageRequest::Lookup { .. }
+                | StorageRequest::Put { fresh: false, .. }
+                | StorageRequest::Delete { fresh: false, .. }
+        );
+        if let StorageRequest::CommitObject { condition, .. } = request
+            && *condition != crate::WriteCondition::none()
+        {
+            let first = replicas.first() == Some(&self.here());
+            if !first || (ring.epoch() > 1 && !ring.is_known_everywhere()) {
+                return Err(ShardError::RingChanging { partition });
+            }
+        }
         let holds = ring.holds(self.here(), partition)
-            || self
-                .core
-                .anti_entropy
-                .handing_over
-                .borrow()
-                .contains(&partition);
+            || (anti_entropy
+                && self
+                    .core
+                    .anti_entropy
+                    .handing_over
+                    .borrow()
+                    .contains(&partition));
         if holds {
             Ok(())
         } else {
@@ -782,7 +808,14 @@ impl Shard {
             "a scan's partition ranges are in order and disjoint"
         );
         for partition in partitions.iter().flat_map(Range::clone) {
-            self.check_holds(partition)?;
+            let ring = self.core.ring.borrow();
+            if !ring.holds(self.here(), partition) {
+                return Err(ShardError::NotHeldHere {
+                    partition,
+                    core: self.core.id,
+                    epoch: ring.epoch(),
+                });
+            }
         }
         let wanted = |partition: PartitionId| {
             let next = partitions.partition_point(|r| r.end <= partition);

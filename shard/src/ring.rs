@@ -77,6 +77,9 @@ pub struct RingView {
     /// The recovery under way (`leofs-adm recover-node`): the node whose partitions are
     /// compared now, and the recovery's id.
     recovering: Option<(NodeId, u64)>,
+    /// During a rebalance: how many old replicas of a moving partition a fill pass must hear
+    /// (0: all of them).
+    fill_quorum: usize,
 }
 
 impl RingView {
@@ -118,6 +121,7 @@ impl RingView {
             next: None,
             known_everywhere: false,
             recovering: None,
+            fill_quorum: 0,
         };
         ring.checksum = ring.compute_checksum();
         ring.listing_plan = ring.plan_listing();
@@ -154,6 +158,23 @@ impl RingView {
     pub fn recovering_if(mut self, recovering: Option<(NodeId, u64)>) -> Self {
         self.recovering = recovering;
         self
+    }
+
+    /// This ring with the number of old replicas a fill pass must hear (0: all of them).
+    pub fn fill_quorum_if(mut self, quorum: usize) -> Self {
+        self.fill_quorum = quorum;
+        self
+    }
+
+    /// How many of a moving partition's `old` replicas a fill pass must hear: enough that
+    /// every write acknowledged before the move (W of them, with the smallest W or D of the
+    /// cluster and its buckets) is on one of those heard, as the managers computed it; all
+    /// of them when not known.
+    pub fn fill_quorum(&self, old: usize) -> usize {
+        match self.fill_quorum {
+            0 => old,
+            quorum => quorum.min(old),
+        }
     }
 
     /// The recovery under way: the node whose partitions are compared and repaired now, and

@@ -288,6 +288,10 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             context.manager.rebalance()?;
             json_ok(&rebalance_status(&context.manager)?)
         }
+        (["rebalance", "abort"], Method::POST) => {
+            context.manager.abort_rebalance()?;
+            json_ok(&rebalance_status(&context.manager)?)
+        }
         (["rebalance", "suspend"], Method::POST) => {
             context.manager.suspend_rebalance(true)?;
             json_ok(&rebalance_status(&context.manager)?)
@@ -352,7 +356,7 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
                 "suspend" | "resume" | "detach" | "rollback" | "recover",
             ]
             | ["rebalance"]
-            | ["rebalance", "suspend" | "resume"]
+            | ["rebalance", "suspend" | "resume" | "abort"]
             | ["recovery"]
             | ["whereis", _, _]
             | ["recover-file", _, _],
@@ -387,10 +391,12 @@ fn node_id(text: &str) -> Result<u32, Failure> {
 fn rebalance_status(manager: &Manager) -> Result<RebalanceStatus, Failure> {
     let state = manager.snapshot();
     let ring = state.ring.as_ref().ok_or_else(not_started)?;
+    // Only nodes heard from lately: a node gone for good does not hold the phase forever.
     let beats: Vec<_> = state
         .nodes
         .keys()
         .filter_map(|id| manager.liveness().last(*id))
+        .filter(|(age, _)| *age <= crate::cluster::NODE_STOPPED_AFTER)
         .map(|(_, beat)| beat)
         .collect();
     let foreign_partitions = beats

@@ -1484,7 +1484,7 @@ fn decode_ring(payload: &[u8]) -> Result<ClusterRing, ShardError> {
         table.replicas() as usize,
         vnodes,
     )?;
-    if let Some(next) = table.next_vnodes() {
+    if let Some(next) = table.next_vnodes().filter(|next| !next.is_empty()) {
         ring = ring.moving_to(vnodes_of(next))?;
     }
     let ring = ring.known_everywhere_if(table.known_everywhere());

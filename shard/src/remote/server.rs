@@ -170,9 +170,11 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
     Some(frame)
 }
 
-/// Refuses a client's write to a moving partition from a sender that routes by an older ring
-/// than this core's (DESIGN §4): it may not know the partition moves, and would leave the
-/// new replicas without the write. The sender takes the newer ring and writes again to both.
+/// Refuses a write from a sender that routes by an older ring than this core's (DESIGN §4:
+/// "stale ring"): it may not know where the partition is now (a rebalance moves it, or moved
+/// it), and could leave the replicas that count without the write, or raise a watermark over
+/// a replica set that is no longer the partition's. The sender takes the newer ring and
+/// writes again by it.
 fn refuse_write_of_older_ring(
     shard: &Shard,
     sender_epoch: u64,
@@ -182,22 +184,21 @@ fn refuse_write_of_older_ring(
     if sender_epoch >= ring.epoch() {
         return Ok(());
     }
-    let client_write = matches!(
+    let write = matches!(
         request,
-        StorageRequest::Put { fresh: true, .. }
-            | StorageRequest::Delete { fresh: true, .. }
+        StorageRequest::Put { .. }
+            | StorageRequest::Delete { .. }
             | StorageRequest::CommitObject { .. }
             | StorageRequest::DeleteObject { .. }
             | StorageRequest::CommitPart { .. }
+            | StorageRequest::SetWatermark { .. }
     );
     match request.partition() {
-        Some(partition) if client_write && ring.next_route(partition).is_some() => {
-            Err(ShardError::NotHeldHere {
-                partition,
-                core: shard.core.id,
-                epoch: ring.epoch(),
-            })
-        }
+        Some(partition) if write => Err(ShardError::NotHeldHere {
+            partition,
+            core: shard.core.id,
+            epoch: ring.epoch(),
+        }),
         _ => Ok(()),
     }
 }

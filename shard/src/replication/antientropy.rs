@@ -221,12 +221,20 @@ impl<N: Copy + PartialEq, K: Ord + Clone, V: Clone> Pass<N, K, V> {
 
     fn compare(&mut self) -> PassStep<N, K, V> {
         let who: Vec<N> = self.hashes.iter().map(|(n, _, _)| *n).collect();
-        let marks: Vec<Option<Hlc>> = self.hashes.iter().map(|(_, _, m)| *m).collect();
-        let newest_mark = marks.iter().copied().max().flatten();
-        if let Some(hlc) = newest_mark
-            && marks.iter().any(|m| *m != newest_mark)
+        // A newer watermark goes to the replicas that hold an older one. A replica that holds
+        // none was never found identical to the others (it joined the partition, or lost its
+        // data): it would refuse every record at or below the watermark that it lacks, so it
+        // takes none until a pass finds it identical, and its records are compared meanwhile.
+        let marked: Vec<(N, Hlc)> = self
+            .hashes
+            .iter()
+            .filter_map(|(n, _, m)| m.map(|m| (*n, m)))
+            .collect();
+        if let Some(hlc) = marked.iter().map(|(_, m)| *m).max()
+            && marked.iter().any(|(_, m)| *m != hlc)
         {
-            return PassStep::Watermark { hlc, to: who };
+            let to = marked.iter().map(|(n, _)| *n).collect();
+            return PassStep::Watermark { hlc, to };
         }
         let answers: Vec<RangeHashes> = self.hashes.iter().map(|(_, h, _)| h.clone()).collect();
         if let Some(hlc) = watermark_after_pass(&answers, self.n, self.watermark) {
@@ -364,16 +372,26 @@ mod tests {
                 to: vec![1, 2, 3]
             }
         );
-        // A replica that missed a watermark gets the newest before anything is compared.
+        // A replica that missed a newer watermark gets the newest before anything is
+        // compared.
         let mut pass = Pass::<u8, &str, u8>::start(3, hlc(1_000), 100);
         pass.hashes(1, hashes(&gone), Some(hlc(5)));
         pass.hashes(2, hashes(&gone), Some(hlc(5)));
         assert_eq!(
-            pass.hashes(3, hashes(&old), None),
+            pass.hashes(3, hashes(&old), Some(hlc(4))),
             PassStep::Watermark {
                 hlc: hlc(5),
                 to: vec![1, 2, 3]
             }
         );
+        // One that holds none (it joined the partition, or lost its data) takes none: it
+        // would refuse what it lacks at or below it. Its records are compared instead.
+        let mut pass = Pass::<u8, &str, u8>::start(3, hlc(1_000), 100);
+        pass.hashes(1, hashes(&gone), Some(hlc(5)));
+        pass.hashes(2, hashes(&gone), Some(hlc(5)));
+        assert!(matches!(
+            pass.hashes(3, hashes(&old), None),
+            PassStep::AskEntries { .. }
+        ));
     }
 }
