@@ -221,7 +221,7 @@ fi
 GARAGE_BIN="${GARAGE_BIN:-$GARAGE_DIR/bin/bin/garage}"
 [[ -x "$GARAGE_BIN" ]] || GARAGE_BIN="$(command -v garage || true)"
 if part garage && [[ -z "$GARAGE_BIN" ]]; then
-  say "garage: skipped (no garage binary: cargo install garage --locked --root $GARAGE_DIR/bin)"
+  say "garage: skipped (no garage binary: cargo install garage --locked --root DIR; GARAGE_BIN=DIR/bin/garage)"
 elif part garage; then
   export GARAGE_BIN REPLICATION=3 FSYNC=1 COMPRESSION=none
   g() { local i=$1; shift; "$GARAGE_BIN" -c "$DIR/garage/node$i/garage.toml" "$@"; }

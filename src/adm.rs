@@ -177,6 +177,27 @@ enum Command {
     },
     /// Show where the recovery under way (or the last one) stands.
     RecoveryStatus,
+    /// Compact every shard of storage node NODE now (segments below the live ratio).
+    CompactStart {
+        /// The node id.
+        node: u32,
+    },
+    /// Pause storage node NODE's background compaction (a full disk still wakes it).
+    CompactSuspend {
+        /// The node id.
+        node: u32,
+    },
+    /// Resume storage node NODE's background compaction.
+    CompactResume {
+        /// The node id.
+        node: u32,
+    },
+    /// Show storage node NODE's compaction per shard: paused or not, last pass, segments
+    /// compacted, live and dead bytes.
+    CompactStatus {
+        /// The node id.
+        node: u32,
+    },
     /// Set how long a storage node may stay stopped before its partitions are re-replicated
     /// onto the other nodes automatically (one node at a time, never a suspended one, only
     /// onto nodes with room) [default: 1800; 0: never].
@@ -275,6 +296,10 @@ impl From<Command> for AdmCommand {
                 wait: !no_wait,
             },
             Command::RecoveryStatus => AdmCommand::RecoveryStatus,
+            Command::CompactStart { node } => AdmCommand::CompactStart { node },
+            Command::CompactSuspend { node } => AdmCommand::CompactSuspend { node },
+            Command::CompactResume { node } => AdmCommand::CompactResume { node },
+            Command::CompactStatus { node } => AdmCommand::CompactStatus { node },
             Command::UpdateAutoRecoverAfter { secs } => AdmCommand::UpdateAutoRecoverAfter { secs },
             Command::RecoverFile { path } => {
                 let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));

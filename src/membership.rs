@@ -230,6 +230,9 @@ pub fn spawn_ring_follower(
                 };
                 let snapshot = catalog.snapshot();
                 follow_settings(&installer, &snapshot.settings);
+                if let Some(order) = snapshot.compaction.get(&installer.node_id()) {
+                    installer.set_compaction(order.start_requested_unix_ms, order.suspended);
+                }
                 installer.set_rebalance_suspended(
                     snapshot
                         .ring
@@ -504,6 +507,9 @@ impl Beater {
                 oldest_unrepaired_partition_seconds: s.anti_entropy.oldest_unrepaired_secs,
                 foreign_partitions: s.anti_entropy.foreign_partitions,
                 rebalance_moved_bytes: s.anti_entropy.moved_bytes,
+                last_compaction_unix_ms: s.engine.last_compaction_unix_us / 1000,
+                compaction_suspended: s.engine.compaction_suspended,
+                segments_compacted: s.engine.segments_compacted,
             })
             .collect();
         // The moving partitions the cores found filled that the managers have not recorded.

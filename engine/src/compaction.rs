@@ -45,6 +45,16 @@ const RECORD_OVERHEAD_MAX_BYTES: u64 = (112 + MAX_KEY_BYTES + MAX_META_BYTES + 8
 
 /// Runs one pass over every sealed segment below the live threshold.
 pub(crate) async fn compact_once(inner: &Rc<Inner>) -> Result<CompactionReport, EngineError> {
+    let report = compact_pass(inner).await;
+    inner
+        .counters
+        .last_compaction_unix_us
+        .set(crate::clock::wall_us());
+    report
+}
+
+/// One pass of [`compact_once`].
+async fn compact_pass(inner: &Rc<Inner>) -> Result<CompactionReport, EngineError> {
     let _guard = inner.compaction_lock.lock().await;
     let mut report = CompactionReport::default();
     let candidates = candidates(inner);
@@ -336,6 +346,10 @@ pub(crate) async fn run_periodic(weak: Weak<Inner>) {
             monoio::time::sleep(COMPACTION_WAKE_INTERVAL_MIN).await;
         }
         let Some(inner) = weak.upgrade() else { return };
+        // Paused by an operator: only a full disk (what wakes it) still compacts.
+        if inner.counters.compaction_suspended.get() && !was_woken {
+            continue;
+        }
         {
             let state = inner.state.borrow();
             if state.closed {

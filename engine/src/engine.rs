@@ -35,6 +35,10 @@ pub(crate) struct Counters {
     pub cache_misses: Cell<u64>,
     pub segments_compacted: Cell<u64>,
     pub segment_headers_repaired: Cell<u64>,
+    /// When the last compaction pass ended (µs since the Unix epoch; 0: none since open).
+    pub last_compaction_unix_us: Cell<u64>,
+    /// An operator paused background compaction (`leofs-adm compact-suspend`).
+    pub compaction_suspended: Cell<bool>,
 }
 
 impl Counters {
@@ -593,7 +597,15 @@ impl Engine {
             cache_hits: c.cache_hits.get(),
             cache_misses: c.cache_misses.get(),
             segments_compacted: c.segments_compacted.get(),
+            last_compaction_unix_us: c.last_compaction_unix_us.get(),
+            compaction_suspended: c.compaction_suspended.get(),
         }
+    }
+
+    /// Pauses (or resumes) background compaction: while paused, only a full disk still wakes
+    /// it (space must come back without an operator) and [`Engine::compact`] still runs.
+    pub fn set_compaction_suspended(&self, suspended: bool) {
+        self.inner.counters.compaction_suspended.set(suspended);
     }
 
     /// Writes an index checkpoint now.

@@ -212,6 +212,10 @@ pub struct EngineStats {
     pub cache_misses: u64,
     /// Segments compacted since open.
     pub segments_compacted: u64,
+    /// When the last compaction pass ended, µs since the Unix epoch (0: none since open).
+    pub last_compaction_unix_us: u64,
+    /// Whether background compaction is paused by an operator.
+    pub compaction_suspended: bool,
 }
 
 /// What one compaction pass did.

@@ -138,6 +138,26 @@ pub enum AdmCommand {
     },
     /// Where the recovery under way (or the last one) stands.
     RecoveryStatus,
+    /// Compact every shard of a storage node now.
+    CompactStart {
+        /// The node id.
+        node: u32,
+    },
+    /// Pause a storage node's background compaction.
+    CompactSuspend {
+        /// The node id.
+        node: u32,
+    },
+    /// Resume it.
+    CompactResume {
+        /// The node id.
+        node: u32,
+    },
+    /// A storage node's compaction per shard: paused or not, last pass, live and dead bytes.
+    CompactStatus {
+        /// The node id.
+        node: u32,
+    },
     /// Set how long a storage node may stay stopped before its partitions are re-replicated.
     UpdateAutoRecoverAfter {
         /// Seconds (0: never).
@@ -362,6 +382,22 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             render(&status, json, recovery_text)
         }
         AdmCommand::RecoveryStatus => render(&client.recovery_status()?, json, recovery_text),
+        AdmCommand::CompactStart { node } => render(&client.compact(*node, "start")?, json, |_| {
+            format!("OK: node {node} compacts every shard now (see compact-status {node})")
+        }),
+        AdmCommand::CompactSuspend { node } => {
+            render(&client.compact(*node, "suspend")?, json, |_| {
+                format!(
+                    "OK: node {node}'s background compaction is paused (a full disk still wakes it)"
+                )
+            })
+        }
+        AdmCommand::CompactResume { node } => {
+            render(&client.compact(*node, "resume")?, json, |_| {
+                format!("OK: node {node}'s background compaction runs again")
+            })
+        }
+        AdmCommand::CompactStatus { node } => render(&client.node(*node)?, json, compact_text),
         AdmCommand::UpdateAutoRecoverAfter { secs } => render(
             &client.set_auto_recover_after(*secs)?,
             json,
@@ -546,6 +582,46 @@ fn recovery_text(status: &RecoveryStatus) -> String {
     format!(
         "recovery of node {node}: {}, {} of {} partitions compared and repaired ({when})",
         status.phase, status.done, status.partitions
+    )
+}
+
+fn compact_text(info: &NodeInfo) -> String {
+    let Some(beat) = &info.heartbeat else {
+        return format!("node {}: no heartbeat yet", info.member.id);
+    };
+    let rows: Vec<Vec<String>> = beat
+        .shards
+        .iter()
+        .map(|s| {
+            vec![
+                s.shard.to_string(),
+                if s.compaction_suspended {
+                    "suspended".to_owned()
+                } else {
+                    "enabled".to_owned()
+                },
+                match s.last_compaction_unix_ms {
+                    0 => "-".to_owned(),
+                    at => format_unix_ms(at),
+                },
+                s.segments_compacted.to_string(),
+                format_bytes(s.live_bytes),
+                format_bytes(s.dead_bytes),
+                s.segments.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "shard",
+            "compaction",
+            "last pass",
+            "segments compacted",
+            "live",
+            "dead",
+            "segments",
+        ],
+        &rows,
     )
 }
 

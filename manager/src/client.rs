@@ -266,6 +266,11 @@ impl AdminClient {
         self.call("PUT", "/cluster/auto-recover", Some(&body))
     }
 
+    /// `POST /v1/nodes/<id>/compact/<start|suspend|resume>`.
+    pub fn compact(&self, id: u32, verb: &str) -> Result<NodeInfo, ClientError> {
+        self.call("POST", &format!("/nodes/{id}/compact/{verb}"), None::<&()>)
+    }
+
     /// `POST /v1/nodes/<id>/recover`: compares and repairs every partition the node holds.
     pub fn recover_node(&self, id: u32) -> Result<RecoveryStatus, ClientError> {
         self.call("POST", &format!("/nodes/{id}/recover"), None::<&()>)

@@ -157,6 +157,28 @@ pub struct RingRecord {
     pub last_recovery: Option<Recovery>,
 }
 
+/// What operators asked of one storage node's compaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompactionOrder {
+    /// When a pass was last asked for (`compact-start`), ms since the Unix epoch (its id:
+    /// each shard runs one pass per id); 0 for none.
+    pub start_requested_unix_ms: u64,
+    /// Whether background compaction is paused (`compact-suspend`; a full disk still wakes
+    /// it).
+    pub suspended: bool,
+}
+
+/// What `leofs-adm compact-*` asks of a node's compaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CompactAction {
+    /// Run a pass on every shard now.
+    Start,
+    /// Pause background compaction.
+    Suspend,
+    /// Resume it.
+    Resume,
+}
+
 /// An operator's request that every partition one node holds be compared with its other
 /// replicas and repaired now (anti-entropy on demand): what `recover-node` runs for a wiped or
 /// replaced node, and `recover-consistency` for one that missed writes.
@@ -415,6 +437,15 @@ pub struct ShardUse {
     /// Bytes it moved to other replicas for rebalances since start.
     #[serde(default)]
     pub rebalance_moved_bytes: u64,
+    /// When its last compaction pass ended, ms since the Unix epoch (0: none since start).
+    #[serde(default)]
+    pub last_compaction_unix_ms: u64,
+    /// Whether its background compaction is paused.
+    #[serde(default)]
+    pub compaction_suspended: bool,
+    /// Segments it compacted since start.
+    #[serde(default)]
+    pub segments_compacted: u64,
 }
 
 /// What a node tells every manager each [`HEARTBEAT_INTERVAL`].

@@ -66,8 +66,9 @@ pub enum Command {
     /// that bootstraps the group (its first start's admin user and key, or the catalog of a
     /// single node from before Raft), so that every manager added later replays it.
     Seed {
-        /// The whole catalog.
-        state: ManagerState,
+        /// The whole catalog (boxed: it is much larger than any other command; the stored
+        /// form is the same).
+        state: Box<ManagerState>,
     },
     /// `command`, proposed under `id` (random, drawn once per change): a proposal applied
     /// again (forwarded anew after its answer was lost) is answered with its first outcome and
@@ -179,6 +180,16 @@ pub enum Command {
     SuspendRebalance {
         /// Paused or not.
         suspended: bool,
+    },
+    /// Asks storage node `node` to compact now, or pauses or resumes its background
+    /// compaction.
+    Compact {
+        /// The node.
+        node: u32,
+        /// What is asked.
+        action: crate::cluster::CompactAction,
+        /// When it was asked, ms since the Unix epoch.
+        now_unix_ms: u64,
     },
     /// Starts comparing and repairing every partition `node` holds (refused during a
     /// rebalance or another recovery).
@@ -431,6 +442,24 @@ impl Command {
                 ring.known_everywhere = false;
                 Ok(())
             }
+            Command::Compact {
+                node,
+                action,
+                now_unix_ms,
+            } => {
+                if !state.nodes.get(node).is_some_and(|m| m.storage) {
+                    return Err(Refusal::NoSuchNode(*node));
+                }
+                let order = state.compaction.entry(*node).or_default();
+                match action {
+                    crate::cluster::CompactAction::Start => {
+                        order.start_requested_unix_ms = *now_unix_ms
+                    }
+                    crate::cluster::CompactAction::Suspend => order.suspended = true,
+                    crate::cluster::CompactAction::Resume => order.suspended = false,
+                }
+                Ok(())
+            }
             Command::SetAutoRecoverAfter { secs } => {
                 state.settings.auto_recover_after_secs = *secs;
                 Ok(())
@@ -479,7 +508,7 @@ impl Command {
                 Ok(())
             }
             Command::Seed { state: seed } => {
-                *state = seed.clone();
+                *state = (**seed).clone();
                 Ok(())
             }
             Command::DeleteUser { user_id } => {

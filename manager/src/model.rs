@@ -124,6 +124,10 @@ pub struct ManagerState {
     /// heartbeat, so the managers know which nodes have seen a change.
     #[serde(default)]
     pub revision: u64,
+    /// What operators asked of each storage node's compaction (`leofs-adm compact-*`), by
+    /// node id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compaction: BTreeMap<u32, crate::cluster::CompactionOrder>,
 }
 
 impl ManagerState {

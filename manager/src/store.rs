@@ -776,6 +776,19 @@ impl Manager {
         })
     }
 
+    /// `leofs-adm compact-start|compact-suspend|compact-resume NODE`.
+    pub fn compact(
+        &self,
+        node: u32,
+        action: crate::cluster::CompactAction,
+    ) -> Result<(), ManagerError> {
+        self.propose(Command::Compact {
+            node,
+            action,
+            now_unix_ms: now_unix_ms(),
+        })
+    }
+
     /// `leofs-adm update-auto-recover-after SECS`: how long a storage node may stay stopped
     /// before its partitions are re-replicated onto the others (0: never).
     pub fn set_auto_recover_after(&self, secs: u64) -> Result<(), ManagerError> {

@@ -246,6 +246,11 @@ pub(crate) struct NodeShared {
     pub(crate) max_clock_offset_us: std::sync::atomic::AtomicU64,
     /// An operator paused the rebalance under way: the cores move nothing meanwhile.
     rebalance_suspended: std::sync::atomic::AtomicBool,
+    /// The last compaction pass an operator asked for (its id, 0: none): each core runs
+    /// one pass per id.
+    pub(crate) compaction_asked: std::sync::atomic::AtomicU64,
+    /// An operator paused background compaction.
+    pub(crate) compaction_suspended: std::sync::atomic::AtomicBool,
 }
 
 /// W, R and D in one word (16 bits each; each is at most [`crate::ring::MAX_REPLICAS`]).
@@ -353,6 +358,45 @@ impl NodeShared {
 /// An object's partition and what each of its replicas holds: its record's head, None if
 /// absent or deleted there, or why the replica could not say.
 pub type Whereabouts = (PartitionId, Vec<(Vnode, Result<Option<Head>, ShardError>)>);
+
+/// How often a core looks at what operators asked of its compaction.
+const COMPACTION_ORDERS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs what operators ask of this core's compaction (`leofs-adm compact-*`): pauses or
+/// resumes its engine's background compaction, and runs one pass for each new request,
+/// until the core stops.
+async fn follow_compaction_orders(shard: Shard) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Ok(engine) = shard.core.engine().cloned() else {
+        return;
+    };
+    // The request the node knew of when this core started is taken as run; one the ring
+    // follower brings in later (after a restart, the last one asked) runs once more, which is
+    // harmless: a pass only compacts segments below the live ratio.
+    let mut done = shard.core.node.compaction_asked.load(Relaxed);
+    loop {
+        monoio::time::sleep(COMPACTION_ORDERS_INTERVAL).await;
+        if shard.core.objects.stopping.get() {
+            return;
+        }
+        engine.set_compaction_suspended(shard.core.node.compaction_suspended.load(Relaxed));
+        let asked = shard.core.node.compaction_asked.load(Relaxed);
+        if asked == done {
+            continue;
+        }
+        done = asked;
+        match engine.compact().await {
+            Ok(report) => tracing::info!(
+                core = shard.core.id,
+                segments = report.segments_compacted,
+                reclaimed = report.bytes_reclaimed,
+                "compacted as an operator asked"
+            ),
+            Err(leofs_engine::EngineError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, "a compaction an operator asked for failed"),
+        }
+    }
+}
 
 /// Longest `recover-file` waits for its object and chunks to be compared and repaired.
 const RECOVER_FILE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -507,6 +551,19 @@ impl RingInstaller {
         self.shared
             .max_clock_offset_us
             .store(bound_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Follows what operators asked of this node's compaction: a pass on every core for each
+    /// new `asked` id (ms since the Unix epoch), and background compaction paused or not.
+    pub fn set_compaction(&self, asked: u64, suspended: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.compaction_asked.store(asked, Relaxed);
+        self.shared.compaction_suspended.store(suspended, Relaxed);
     }
 
     /// Pauses (or resumes) the cores' part in the rebalance under way, as the managers say.
@@ -791,6 +848,8 @@ where
             crate::replication::MAX_CLOCK_OFFSET_US,
         ),
         rebalance_suspended: std::sync::atomic::AtomicBool::new(false),
+        compaction_asked: std::sync::atomic::AtomicU64::new(0),
+        compaction_suspended: std::sync::atomic::AtomicBool::new(false),
     });
     let cpus = if config.pin_cores {
         allowed_cpus()
@@ -1104,6 +1163,7 @@ where
             crate::collector::start(&shard);
             monoio::spawn(crate::hinted::run_replayer(shard.clone()));
             monoio::spawn(crate::antientropy::run(shard.clone()));
+            monoio::spawn(follow_compaction_orders(shard.clone()));
         }
         monoio::spawn(crate::remote::run_down_peer_prober(shard.clone()));
         if let Some(rpc) = &shared.rpc

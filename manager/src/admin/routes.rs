@@ -257,6 +257,17 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             json_ok(&node_info(&context.manager, id)?)
         }
         (["rebalance"], Method::GET) => json_ok(&rebalance_status(&context.manager)?),
+        (["nodes", id, "compact", verb], Method::POST) => {
+            let id = node_id(id)?;
+            let action = match *verb {
+                "start" => crate::cluster::CompactAction::Start,
+                "suspend" => crate::cluster::CompactAction::Suspend,
+                "resume" => crate::cluster::CompactAction::Resume,
+                _ => return Err(not_found(&path)),
+            };
+            context.manager.compact(id, action)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
         (["nodes", id, "recover"], Method::POST) => {
             context.manager.recover_node(node_id(id)?)?;
             json_ok(&recovery_status(&context.manager)?)
@@ -355,6 +366,7 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
                 _,
                 "suspend" | "resume" | "detach" | "rollback" | "recover",
             ]
+            | ["nodes", _, "compact", _]
             | ["rebalance"]
             | ["rebalance", "suspend" | "resume" | "abort"]
             | ["recovery"]

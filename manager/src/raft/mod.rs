@@ -267,9 +267,11 @@ impl RaftGroup {
                 .await
                 .map_err(|e| ManagerError::Raft(e.to_string()))?;
             if let Some(state) = seed {
-                raft.client_write(Command::Seed { state })
-                    .await
-                    .map_err(|e| ManagerError::Raft(format!("cannot seed the group: {e}")))?;
+                raft.client_write(Command::Seed {
+                    state: Box::new(state),
+                })
+                .await
+                .map_err(|e| ManagerError::Raft(format!("cannot seed the group: {e}")))?;
             }
             if known_addr.is_some_and(|known| known != addr) {
                 let nodes = BTreeMap::from([(node_id, BasicNode { addr })]);
