@@ -409,6 +409,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         format!("Secret key: {secret_key}"),
         "Region: us-east-1".to_owned(),
         format!("Admin: leofs-adm --admin {admin} --token {token} status"),
+        format!(
+            "Add a storage node (then leofs-adm … rebalance; the demo does not stop it): leofs server --roles storage --join {join} --rpc-listen {} --admin-listen {} --cluster-secret-file {secret_arg} --cores {} --data-dir {}",
+            loopback(free_ports(1)?),
+            loopback(free_ports(1)?),
+            args.cores,
+            dir.join(format!("storage-{}", args.nodes + 1)).display()
+        ),
         "leofs demo ready (Ctrl-C stops every process)".to_owned(),
     ];
     for line in lines {

@@ -458,10 +458,14 @@ fn follow_rebalance(
     let bytes_at_start = first.moved_bytes;
     let terminal = io::stderr().is_terminal();
     let mut last_line = String::new();
+    // The partitions that move, as the rebalance said while it moved (0 once it flipped).
+    let mut moving = first.moving_partitions;
     let mut status = first;
     loop {
+        moving = moving.max(status.moving_partitions);
         let line = progress_line(
             &status,
+            moving,
             status.moved_bytes.saturating_sub(bytes_at_start),
             started.elapsed(),
         );
@@ -487,9 +491,15 @@ fn follow_rebalance(
     }
 }
 
-/// One line of progress: a bar of partitions filled, bytes moved, the rate and the ETA.
-fn progress_line(status: &RebalanceStatus, moved: u64, elapsed: std::time::Duration) -> String {
-    let total = status.moving_partitions.max(1) as usize;
+/// One line of progress: a bar of the `moving` partitions filled, bytes moved, the rate and
+/// the ETA.
+fn progress_line(
+    status: &RebalanceStatus,
+    moving: u32,
+    moved: u64,
+    elapsed: std::time::Duration,
+) -> String {
+    let total = moving.max(1) as usize;
     let done = match status.phase.as_str() {
         "moving" => status.filled_partitions as usize,
         _ => total,
@@ -511,8 +521,8 @@ fn progress_line(status: &RebalanceStatus, moved: u64, elapsed: std::time::Durat
     format!(
         "[{bar}] {} {}/{} partitions, {} moved ({}/s){eta}",
         status.phase,
-        done.min(status.moving_partitions as usize),
-        status.moving_partitions,
+        done.min(moving as usize),
+        moving,
         format_bytes(moved),
         format_bytes(rate),
     )
