@@ -254,11 +254,7 @@ pub fn spawn_ring_follower(
                     continue;
                 };
                 let current = installer.installed();
-                let same = current.ring.epoch() == wanted.ring.epoch()
-                    && current.ring.checksum() == wanted.ring.checksum()
-                    && current.ring.is_known_everywhere() == wanted.ring.is_known_everywhere()
-                    && current.ring.recovering() == wanted.ring.recovering()
-                    && current.ring.fill_quorum(usize::MAX) == wanted.ring.fill_quorum(usize::MAX)
+                let same = current.ring.same_as(&wanted.ring)
                     && current.nodes == wanted.nodes
                     && current.unavailable == wanted.unavailable;
                 if !same {
@@ -271,6 +267,23 @@ pub fn spawn_ring_follower(
                 }
             }
         })
+}
+
+/// The partitions the cores report (`reported`: a core's, or None when it reports about
+/// another rebalance or recovery) that the managers have not `recorded`, in order, once each.
+fn unrecorded<'a>(
+    cores: &'a [leofs_shard::CoreStats],
+    reported: impl Fn(&'a leofs_shard::AntiEntropyStatus) -> Option<&'a Vec<u32>>,
+    recorded: Option<&std::collections::BTreeSet<u32>>,
+) -> Vec<u32> {
+    let new: std::collections::BTreeSet<u32> = cores
+        .iter()
+        .filter_map(|s| reported(&s.anti_entropy))
+        .flatten()
+        .copied()
+        .filter(|p| recorded.is_none_or(|done| !done.contains(p)))
+        .collect();
+    new.into_iter().collect()
 }
 
 /// Gives the cores the settings they act on: the quorums and the clock bound.
@@ -517,25 +530,19 @@ impl Beater {
         let ring = catalog.ring.as_ref();
         let recorded = ring.and_then(|r| r.rebalance.as_ref()).map(|r| &r.filled);
         let filled_epoch = installed.ring.epoch();
-        let mut filled: Vec<u32> = cores
-            .iter()
-            .filter(|s| s.anti_entropy.filled_epoch == filled_epoch)
-            .flat_map(|s| s.anti_entropy.filled.iter().copied())
-            .filter(|p| recorded.is_none_or(|done| !done.contains(p)))
-            .collect();
-        filled.sort_unstable();
-        filled.dedup();
+        let filled = unrecorded(
+            &cores,
+            |s| (s.filled_epoch == filled_epoch).then_some(&s.filled),
+            recorded,
+        );
         // Likewise the partitions of the recovery under way they compared and repaired.
         let recovery = ring.and_then(|r| r.recovery.as_ref());
         let recovered_id = recovery.map_or(0, |r| r.requested_unix_ms);
-        let mut recovered: Vec<u32> = cores
-            .iter()
-            .filter(|s| recovered_id != 0 && s.anti_entropy.recovered_id == recovered_id)
-            .flat_map(|s| s.anti_entropy.recovered.iter().copied())
-            .filter(|p| recovery.is_none_or(|r| !r.done.contains(p)))
-            .collect();
-        recovered.sort_unstable();
-        recovered.dedup();
+        let recovered = unrecorded(
+            &cores,
+            |s| (recovered_id != 0 && s.recovered_id == recovered_id).then_some(&s.recovered),
+            recovery.map(|r| &r.done),
+        );
         Heartbeat {
             format_version: MEMBERSHIP_FORMAT_VERSION,
             node,

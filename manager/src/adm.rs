@@ -453,78 +453,34 @@ fn follow_rebalance(
     client: &AdminClient,
     first: RebalanceStatus,
 ) -> Result<RebalanceStatus, AdmError> {
-    use std::io::{IsTerminal, Write};
     let started = std::time::Instant::now();
     let bytes_at_start = first.moved_bytes;
-    let terminal = io::stderr().is_terminal();
-    let mut last_line = String::new();
     // The partitions that move, as the rebalance said while it moved (0 once it flipped).
     let mut moving = first.moving_partitions;
-    let mut status = first;
-    loop {
-        moving = moving.max(status.moving_partitions);
-        let line = progress_line(
-            &status,
-            moving,
-            status.moved_bytes.saturating_sub(bytes_at_start),
-            started.elapsed(),
-        );
-        if line != last_line {
-            let mut err = io::stderr();
-            // Best effort: progress that cannot be shown does not stop the command.
-            let _ = if terminal {
-                write!(err, "\r{line:<100}")
-            } else {
-                writeln!(err, "{line}")
+    follow(
+        first,
+        || client.rebalance_status(),
+        |status| status.phase != "idle",
+        |status| {
+            moving = moving.max(status.moving_partitions);
+            let done = match status.phase.as_str() {
+                "moving" => status.filled_partitions,
+                _ => moving,
             };
-            let _ = err.flush();
-            last_line = line;
-        }
-        if status.phase == "idle" {
-            if terminal {
-                let _ = writeln!(io::stderr());
-            }
-            return Ok(status);
-        }
-        std::thread::sleep(REBALANCE_POLL);
-        status = client.rebalance_status()?;
-    }
-}
-
-/// One line of progress: a bar of the `moving` partitions filled, bytes moved, the rate and
-/// the ETA.
-fn progress_line(
-    status: &RebalanceStatus,
-    moving: u32,
-    moved: u64,
-    elapsed: std::time::Duration,
-) -> String {
-    let total = moving.max(1) as usize;
-    let done = match status.phase.as_str() {
-        "moving" => status.filled_partitions as usize,
-        _ => total,
-    };
-    let cells = done * PROGRESS_CELLS / total;
-    let bar = format!(
-        "{}{}",
-        "#".repeat(cells),
-        ".".repeat(PROGRESS_CELLS - cells)
-    );
-    let secs = elapsed.as_secs_f64().max(0.001);
-    let rate = (moved as f64 / secs) as u64;
-    let eta = if status.phase == "moving" && done > 0 && done < total {
-        let left = secs * (total - done) as f64 / done as f64;
-        format!(", ETA {}", format_duration_secs(left.ceil() as u64))
-    } else {
-        String::new()
-    };
-    format!(
-        "[{bar}] {} {}/{} partitions, {} moved ({}/s){eta}",
-        status.phase,
-        done.min(moving as usize),
-        moving,
-        format_bytes(moved),
-        format_bytes(rate),
+            let moved = status.moved_bytes.saturating_sub(bytes_at_start);
+            let elapsed = started.elapsed();
+            let eta = if status.phase == "moving" && done > 0 && done < moving {
+                let secs = elapsed.as_secs_f64();
+                let left = secs * f64::from(moving - done) / f64::from(done);
+                format!(", ETA {}", format_duration_secs(left.ceil() as u64))
+            } else {
+                String::new()
+            };
+            format!(
+                "{}{eta}",
+                progress_line(&status.phase, done, moving, moved, elapsed)
+            )
+        },
     )
 }
 
@@ -533,31 +489,44 @@ fn follow_recovery(
     client: &AdminClient,
     first: RecoveryStatus,
 ) -> Result<RecoveryStatus, AdmError> {
-    use std::io::{IsTerminal, Write};
     let started = std::time::Instant::now();
-    let terminal = io::stderr().is_terminal();
     let bytes_at_start = first.moved_bytes;
-    let mut status = first;
+    follow(
+        first,
+        || client.recovery_status(),
+        |status| status.phase == "recovering",
+        |status| {
+            let done = if status.phase == "recovering" {
+                status.done
+            } else {
+                status.partitions
+            };
+            let moved = status.moved_bytes.saturating_sub(bytes_at_start);
+            progress_line(
+                &status.phase,
+                done,
+                status.partitions,
+                moved,
+                started.elapsed(),
+            )
+        },
+    )
+}
+
+/// Shows `line_of` each status `poll` answers on stderr (in place on a terminal, a line per
+/// change otherwise) every [`REBALANCE_POLL`] while it is `under_way`; the last status.
+fn follow<T>(
+    first: T,
+    mut poll: impl FnMut() -> Result<T, ClientError>,
+    under_way: impl Fn(&T) -> bool,
+    mut line_of: impl FnMut(&T) -> String,
+) -> Result<T, AdmError> {
+    use std::io::{IsTerminal, Write};
+    let terminal = io::stderr().is_terminal();
     let mut last_line = String::new();
+    let mut status = first;
     loop {
-        let total = status.partitions.max(1) as usize;
-        let done = if status.phase == "recovering" {
-            status.done as usize
-        } else {
-            total
-        };
-        let cells = done * PROGRESS_CELLS / total;
-        let moved = status.moved_bytes.saturating_sub(bytes_at_start);
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let line = format!(
-            "[{}{}] {} {done}/{} partitions, {} moved ({}/s)",
-            "#".repeat(cells),
-            ".".repeat(PROGRESS_CELLS - cells),
-            status.phase,
-            status.partitions,
-            format_bytes(moved),
-            format_bytes((moved as f64 / secs) as u64)
-        );
+        let line = line_of(&status);
         if line != last_line {
             let mut err = io::stderr();
             // Best effort: progress that cannot be shown does not stop the command.
@@ -569,15 +538,40 @@ fn follow_recovery(
             let _ = err.flush();
             last_line = line;
         }
-        if status.phase != "recovering" {
+        if !under_way(&status) {
             if terminal {
                 let _ = writeln!(io::stderr());
             }
             return Ok(status);
         }
         std::thread::sleep(REBALANCE_POLL);
-        status = client.recovery_status()?;
+        status = poll()?;
     }
+}
+
+/// One line of progress: a bar of `done` partitions of `total`, the bytes moved and their
+/// rate over `elapsed`.
+fn progress_line(
+    phase: &str,
+    done: u32,
+    total: u32,
+    moved: u64,
+    elapsed: std::time::Duration,
+) -> String {
+    // Nothing to move is done.
+    let cells = match total {
+        0 => PROGRESS_CELLS,
+        _ => done.min(total) as usize * PROGRESS_CELLS / total as usize,
+    };
+    let rate = (moved as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
+    format!(
+        "[{}{}] {phase} {}/{total} partitions, {} moved ({}/s)",
+        "#".repeat(cells),
+        ".".repeat(PROGRESS_CELLS - cells),
+        done.min(total),
+        format_bytes(moved),
+        format_bytes(rate),
+    )
 }
 
 fn recovery_text(status: &RecoveryStatus) -> String {
@@ -1201,6 +1195,22 @@ mod tests {
         assert_eq!(
             format_unix_ms(1_795_545_039_999),
             "2026-11-24 18:30:39 +0000"
+        );
+    }
+
+    #[test]
+    fn progress_lines_show_the_share_done_and_the_rate() {
+        let half = progress_line("moving", 15, 30, 2 << 20, std::time::Duration::from_secs(2));
+        let bar = format!("[{}{}]", "#".repeat(15), ".".repeat(15));
+        assert_eq!(
+            half,
+            format!("{bar} moving 15/30 partitions, 2.0 MiB moved (1.0 MiB/s)")
+        );
+        // Nothing to move is done.
+        let none = progress_line("idle", 0, 0, 0, std::time::Duration::from_secs(1));
+        assert!(
+            none.starts_with(&format!("[{}] idle 0/0", "#".repeat(30))),
+            "{none}"
         );
     }
 

@@ -241,6 +241,25 @@ impl RingRecord {
         }
     }
 
+    /// The ring as the planner takes it (the previous ring of a plan).
+    pub fn as_plan(&self) -> RingPlan {
+        RingPlan {
+            partitions: self.partitions,
+            replicas: self.replicas as usize,
+            table: self.table.clone(),
+        }
+    }
+
+    /// The next ring over `nodes`, moving as little as possible from this one.
+    pub fn plan_next(&self, nodes: &[PlanNode]) -> Result<RingPlan, crate::ring_plan::PlanError> {
+        crate::ring_plan::plan(
+            nodes,
+            self.partitions,
+            self.replicas as usize,
+            Some(&self.as_plan()),
+        )
+    }
+
     /// The partitions `node` holds a replica of.
     pub fn partitions_of(&self, node: u32) -> Vec<u32> {
         let n = (self.replicas as usize).max(1);
@@ -566,6 +585,14 @@ impl Liveness {
         beats.insert(beat.node, (Instant::now(), beat));
     }
 
+    /// The last heartbeat of `node`, if it came within [`NODE_STOPPED_AFTER`] (a node
+    /// silent longer is, or is about to be, stopped).
+    pub fn recent(&self, node: u32) -> Option<Heartbeat> {
+        self.last(node)
+            .filter(|(age, _)| *age <= NODE_STOPPED_AFTER)
+            .map(|(_, beat)| beat)
+    }
+
     /// The last heartbeat of `node` and its age.
     pub fn last(&self, node: u32) -> Option<(Duration, Heartbeat)> {
         let beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
@@ -649,20 +676,30 @@ pub fn nodes_behind(
         .values()
         .filter(|m| m.state != NodeState::Stopped)
         .filter_map(|m| {
-            let last = liveness.last(m.id);
-            let heard = last
-                .as_ref()
-                .is_some_and(|(age, _)| *age <= NODE_STOPPED_AFTER);
-            if !heard {
-                return None;
-            }
-            let current = heard
-                && last.as_ref().is_some_and(|(_, beat)| {
-                    beat.ring_epoch == ring.epoch && beat.ring_checksum == checksum
-                });
+            let beat = liveness.recent(m.id)?;
+            let current = beat.ring_epoch == ring.epoch && beat.ring_checksum == checksum;
             (!current).then_some(m.id)
         })
         .collect()
+}
+
+/// The partitions the nodes' last heartbeats report (`reported`: those of one beat, or None
+/// when the beat is about another ring or recovery) that `recorded` does not hold yet.
+fn newly_reported(
+    state: &crate::ManagerState,
+    liveness: &Liveness,
+    reported: impl Fn(Heartbeat) -> Option<Vec<u32>>,
+    recorded: &BTreeSet<u32>,
+) -> Vec<u32> {
+    let new: BTreeSet<u32> = state
+        .nodes
+        .keys()
+        .filter_map(|id| liveness.last(*id))
+        .filter_map(|(_, beat)| reported(beat))
+        .flatten()
+        .filter(|p| !recorded.contains(p))
+        .collect();
+    new.into_iter().collect()
 }
 
 /// What the leader proposes, from the heartbeats, to carry the ring forward: that a ring is
@@ -683,18 +720,17 @@ pub fn ring_steps(
         return Vec::new();
     }
     if let Some(recovery) = &ring.recovery {
-        let reported: BTreeSet<u32> = state
-            .nodes
-            .keys()
-            .filter_map(|id| liveness.last(*id))
-            .filter(|(_, beat)| beat.recovered_id == recovery.requested_unix_ms)
-            .flat_map(|(_, beat)| beat.recovered)
-            .filter(|p| !recovery.done.contains(p))
-            .collect();
+        let id = recovery.requested_unix_ms;
+        let reported = newly_reported(
+            state,
+            liveness,
+            |beat| (beat.recovered_id == id).then_some(beat.recovered),
+            &recovery.done,
+        );
         if !reported.is_empty() {
             return vec![crate::command::Command::PartitionsRecovered {
-                requested_unix_ms: recovery.requested_unix_ms,
-                partitions: reported.into_iter().collect(),
+                requested_unix_ms: id,
+                partitions: reported,
                 now_unix_ms: unix_now_us() / 1000,
             }];
         }
@@ -702,18 +738,16 @@ pub fn ring_steps(
     let Some(rebalance) = &ring.rebalance else {
         return Vec::new();
     };
-    let reported: BTreeSet<u32> = state
-        .nodes
-        .keys()
-        .filter_map(|id| liveness.last(*id))
-        .filter(|(_, beat)| beat.filled_epoch == epoch)
-        .flat_map(|(_, beat)| beat.filled)
-        .filter(|p| !rebalance.filled.contains(p))
-        .collect();
+    let reported = newly_reported(
+        state,
+        liveness,
+        |beat| (beat.filled_epoch == epoch).then_some(beat.filled),
+        &rebalance.filled,
+    );
     if !reported.is_empty() {
         return vec![crate::command::Command::PartitionsFilled {
             epoch,
-            partitions: reported.into_iter().collect(),
+            partitions: reported,
         }];
     }
     let moving = ring.moving_partitions(&rebalance.next);
@@ -774,18 +808,9 @@ pub fn auto_recovery(
             ));
         }
     }
-    let previous = RingPlan {
-        partitions: ring.partitions,
-        replicas: ring.replicas as usize,
-        table: ring.table.clone(),
-    };
-    let plan = crate::ring_plan::plan(
-        &nodes,
-        ring.partitions,
-        ring.replicas as usize,
-        Some(&previous),
-    )
-    .map_err(|e| format!("cannot re-replicate node {}'s partitions: {e}", stopped.id))?;
+    let plan = ring
+        .plan_next(&nodes)
+        .map_err(|e| format!("cannot re-replicate node {}'s partitions: {e}", stopped.id))?;
     Ok(Some(crate::command::Command::AutoRecover {
         node: stopped.id,
         epoch: ring.epoch,

@@ -684,13 +684,12 @@ fn begin_rebalance(
         .max(1);
     let fill_quorum = replicas.saturating_sub(smallest) + 1;
     let moving = ring.moving_partitions(next);
-    let n = (ring.replicas as usize).max(1);
-    let moved_replicas = ring
-        .table
-        .chunks_exact(n)
-        .zip(next.chunks_exact(n))
-        .map(|(now, then)| then.iter().filter(|v| !now.contains(v)).count() as u32)
-        .sum();
+    let next_plan = crate::ring_plan::RingPlan {
+        partitions: ring.partitions,
+        replicas: ring.replicas as usize,
+        table: next.to_vec(),
+    };
+    let moved_replicas = next_plan.moves_from(&ring.as_plan()) as u32;
     let ring = state.ring.as_mut().ok_or(Refusal::NoSuchNode(0))?;
     ring.epoch += 1;
     ring.known_everywhere = false;

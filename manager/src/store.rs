@@ -620,18 +620,14 @@ impl Manager {
         }
         // A node that still holds partitions a rebalance moved away hands them over and drops
         // them first: planned back onto it now, its stale copies would count as filled.
-        let heard = |id: u32| {
-            self.liveness
-                .last(id)
-                .filter(|(age, _)| *age <= crate::cluster::NODE_STOPPED_AFTER)
-                .map(|(_, beat)| beat)
-        };
         let settling: Vec<u32> = state
             .nodes
             .keys()
             .copied()
             .filter(|id| {
-                heard(*id).is_some_and(|b| b.shards.iter().any(|s| s.foreign_partitions > 0))
+                self.liveness
+                    .recent(*id)
+                    .is_some_and(|b| b.shards.iter().any(|s| s.foreign_partitions > 0))
             })
             .collect();
         if !ring.known_everywhere || !settling.is_empty() {
@@ -651,20 +647,11 @@ impl Manager {
         // ones that are not heard from.
         let nodes = plan_nodes(state.nodes.values().filter(|m| {
             m.state != NodeState::Stopped
-                && (m.state != NodeState::Attached || heard(m.id).is_some())
+                && (m.state != NodeState::Attached || self.liveness.recent(m.id).is_some())
         }));
-        let previous = crate::ring_plan::RingPlan {
-            partitions: ring.partitions,
-            replicas: ring.replicas as usize,
-            table: ring.table.clone(),
-        };
-        let plan = crate::ring_plan::plan(
-            &nodes,
-            ring.partitions,
-            ring.replicas as usize,
-            Some(&previous),
-        )
-        .map_err(|e| ManagerError::NodeConflict(format!("cannot plan the next ring: {e}")))?;
+        let plan = ring
+            .plan_next(&nodes)
+            .map_err(|e| ManagerError::NodeConflict(format!("cannot plan the next ring: {e}")))?;
         if plan.table == ring.table {
             return Ok(ring.clone());
         }

@@ -104,18 +104,58 @@ pub(crate) struct AntiEntropyBook {
     pub(crate) handing_over: RefCell<HashSet<PartitionId>>,
     /// The moving ring's epoch, and the moving partitions this core drives whose new
     /// replicas its passes found filled at it.
-    filled: RefCell<(u64, BTreeSet<PartitionId>)>,
+    filled: RefCell<PartitionsDone>,
     /// The moving partition after the last one this core filled.
     fill_cursor: Cell<PartitionId>,
     /// The recovery under way (its id), and the partitions this core drives that its passes
     /// compared and repaired for it.
-    recovered: RefCell<(u64, BTreeSet<PartitionId>)>,
+    recovered: RefCell<PartitionsDone>,
     /// The partition after the last one this core passed over for a recovery.
     recover_cursor: Cell<PartitionId>,
     /// The partition after the last one this core tried to hand over.
     hand_over_cursor: Cell<PartitionId>,
     /// Bytes this core pushed to other replicas during rebalances (fills and hand-overs).
     moved_bytes: Cell<u64>,
+}
+
+/// The partitions a core has done for one rebalance (its moving ring's epoch) or one
+/// recovery (its id); those of an earlier one are forgotten once a later one has some.
+#[derive(Clone, Default)]
+struct PartitionsDone {
+    id: u64,
+    partitions: BTreeSet<PartitionId>,
+}
+
+impl PartitionsDone {
+    /// Whether `partition` is done for `id`.
+    fn contains(&self, id: u64, partition: PartitionId) -> bool {
+        self.id == id && self.partitions.contains(&partition)
+    }
+
+    /// Books `partition` done for `id`.
+    fn insert(&mut self, id: u64, partition: PartitionId) {
+        if self.id != id {
+            *self = Self {
+                id,
+                partitions: BTreeSet::new(),
+            };
+        }
+        self.partitions.insert(partition);
+    }
+}
+
+/// The first of `partitions` partitions, going round from `cursor`, that `wanted` takes; the
+/// cursor then points past it (each core's passes go round its partitions this way).
+fn next_from(
+    cursor: &Cell<PartitionId>,
+    partitions: u32,
+    mut wanted: impl FnMut(PartitionId) -> bool,
+) -> Option<PartitionId> {
+    let found = (0..partitions)
+        .map(|step| (cursor.get() + step) % partitions)
+        .find(|&partition| wanted(partition))?;
+    cursor.set((found + 1) % partitions);
+    Some(found)
 }
 
 /// What one core's anti-entropy reports (`/metrics`).
@@ -389,16 +429,9 @@ impl Shard {
     /// The next partition this core drives, after the last one passed over.
     fn next_driven_partition(&self) -> Option<PartitionId> {
         let ring = self.ring();
-        let partitions = ring.partitions();
-        let book = &self.core.anti_entropy;
-        for step in 0..partitions {
-            let partition = (book.cursor.get() + step) % partitions;
-            if self.drives(&ring, partition) {
-                book.cursor.set((partition + 1) % partitions);
-                return Some(partition);
-            }
-        }
-        None
+        next_from(&self.core.anti_entropy.cursor, ring.partitions(), |p| {
+            self.drives(&ring, p)
+        })
     }
 
     /// One anti-entropy pass over every vnode that holds `partition` (its replicas, and
@@ -656,21 +689,21 @@ impl Shard {
                     .unwrap_or(book.started_us.get())
             })
             .min();
-        let (filled_epoch, filled) = book.filled.borrow().clone();
-        let (recovered_id, recovered) = book.recovered.borrow().clone();
+        let filled = book.filled.borrow().clone();
+        let recovered = book.recovered.borrow().clone();
         AntiEntropyStatus {
             passes: book.passes.get(),
             pushed: book.pushed.get(),
             under_replicated: book.unrepaired.borrow().len() as u64,
             oldest_unrepaired_secs: oldest_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000),
-            filled_epoch,
-            filled: filled.into_iter().collect(),
+            filled_epoch: filled.id,
+            filled: filled.partitions.into_iter().collect(),
             // Counted now, by the ring this core routes by now: a heartbeat that reports an
             // epoch reports the partitions still to hand over by that same ring.
             foreign_partitions: self.foreign_partitions(&self.ring()).len() as u64,
             moved_bytes: book.moved_bytes.get(),
-            recovered_id,
-            recovered: recovered.into_iter().collect(),
+            recovered_id: recovered.id,
+            recovered: recovered.partitions.into_iter().collect(),
         }
     }
 
@@ -680,8 +713,8 @@ impl Shard {
     ///   new replicas it has not found filled: the old replicas and the new ones compare and
     ///   the new ones get every record they lack. Once every node routes by the moving ring
     ///   (no write can miss the new replicas any more), a pass that heard every new replica
-    ///   and R of the old ones, and left nothing unpushed, fills the partition: the managers
-    ///   flip the ring once all are;
+    ///   and the ring's fill quorum of the old ones, and had every push to a new replica
+    ///   stored, fills the partition: the managers flip the ring once all are;
     /// - once the ring is settled and known everywhere, a partition this core holds records
     ///   of but no longer owns is handed over (a last pass pushes what its replicas lack)
     ///   and dropped.
@@ -707,9 +740,8 @@ impl Shard {
             let report = self
                 .anti_entropy_pass_over(partition, replicas, &joining)
                 .await?;
-            self.book_rebalance_pass(&report);
+            self.book_moved(&report);
             let new = ring.next_route(partition).unwrap_or_default();
-            let old = ring.route(partition)?;
             let old_heard = old.iter().filter(|v| report.heard.contains(v)).count();
             let filled = new.iter().all(|v| report.heard.contains(v))
                 && old_heard >= ring.fill_quorum(old.len())
@@ -718,10 +750,7 @@ impl Shard {
             // epoch) and was known everywhere when it began.
             if counts && filled && self.ring().epoch() == ring.epoch() {
                 let mut book = self.core.anti_entropy.filled.borrow_mut();
-                if book.0 != ring.epoch() {
-                    *book = (ring.epoch(), BTreeSet::new());
-                }
-                book.1.insert(partition);
+                book.insert(ring.epoch(), partition);
             }
             // A pass that moved nothing and recorded nothing (a replica down, or the ring not
             // known everywhere yet) waits for the next interval rather than spinning.
@@ -760,24 +789,16 @@ impl Shard {
         id: u64,
     ) -> Result<bool, ShardError> {
         let book = &self.core.anti_entropy;
-        let partitions = ring.partitions();
-        let next = (0..partitions)
-            .map(|step| (book.recover_cursor.get() + step) % partitions)
-            .find(|&p| {
-                let done = {
-                    let recovered = book.recovered.borrow();
-                    recovered.0 == id && recovered.1.contains(&p)
-                };
-                !done
-                    && ring
-                        .route(p)
-                        .is_ok_and(|set| set.iter().any(|v| v.node == node))
-                    && self.drives(ring, p)
-            });
+        let next = next_from(&book.recover_cursor, ring.partitions(), |p| {
+            !book.recovered.borrow().contains(id, p)
+                && ring
+                    .route(p)
+                    .is_ok_and(|set| set.iter().any(|v| v.node == node))
+                && self.drives(ring, p)
+        });
         let Some(partition) = next else {
             return Ok(false);
         };
-        book.recover_cursor.set((partition + 1) % partitions);
         let replicas = ring.route(partition)?.to_vec();
         let recovered: Vec<Vnode> = replicas
             .iter()
@@ -787,21 +808,17 @@ impl Shard {
         let report = self
             .anti_entropy_pass_over(partition, replicas.clone(), &recovered)
             .await?;
-        self.book_rebalance_pass(&report);
+        self.book_moved(&report);
         let repaired = replicas.iter().all(|v| report.heard.contains(v))
             && (report.identical || report.complete);
         if repaired && self.ring().recovering() == Some((node, id)) {
-            let mut recovered = book.recovered.borrow_mut();
-            if recovered.0 != id {
-                *recovered = (id, BTreeSet::new());
-            }
-            recovered.1.insert(partition);
+            book.recovered.borrow_mut().insert(id, partition);
         }
         Ok(repaired || report.pushed > 0)
     }
 
-    /// Books a rebalance pass's pushes.
-    fn book_rebalance_pass(&self, report: &PassReport) {
+    /// Books what a rebalance, hand-over or recovery pass pushed.
+    fn book_moved(&self, report: &PassReport) {
         let book = &self.core.anti_entropy;
         book.pushed.set(book.pushed.get() + report.pushed);
         book.moved_bytes
@@ -813,19 +830,11 @@ impl Shard {
     fn next_unfilled_partition(&self, ring: &RingView) -> Option<PartitionId> {
         let book = &self.core.anti_entropy;
         let filled = book.filled.borrow();
-        let partitions = ring.partitions();
-        for step in 0..partitions {
-            let partition = (book.fill_cursor.get() + step) % partitions;
-            if ring.next_route(partition).is_none() || !self.drives(ring, partition) {
-                continue;
-            }
-            if filled.0 == ring.epoch() && filled.1.contains(&partition) {
-                continue;
-            }
-            book.fill_cursor.set((partition + 1) % partitions);
-            return Some(partition);
-        }
-        None
+        next_from(&book.fill_cursor, ring.partitions(), |p| {
+            ring.next_route(p).is_some()
+                && self.drives(ring, p)
+                && !filled.contains(ring.epoch(), p)
+        })
     }
 
     /// The partitions this core's engine holds records of that `ring` does not place on it.
@@ -855,7 +864,7 @@ impl Shard {
         let report = self.anti_entropy_pass_over(partition, over, &[]).await;
         book.handing_over.borrow_mut().remove(&partition);
         let report = report?;
-        self.book_rebalance_pass(&report);
+        self.book_moved(&report);
         let all_heard = replicas.iter().all(|v| report.heard.contains(v));
         if !(all_heard && (report.identical || report.complete)) {
             tracing::debug!(

@@ -196,6 +196,17 @@ impl RingView {
         self.next.as_deref()
     }
 
+    /// Whether `other` routes and acts alike: the same epoch and assignment (by checksum),
+    /// and the same managers' marks (known everywhere, recovery, fill quorum). Cheaper than
+    /// `==`, which compares the tables.
+    pub fn same_as(&self, other: &RingView) -> bool {
+        self.epoch == other.epoch
+            && self.checksum == other.checksum
+            && self.known_everywhere == other.known_everywhere
+            && self.recovering == other.recovering
+            && self.fill_quorum == other.fill_quorum
+    }
+
     /// Whether a rebalance is under way (the ring has a next table).
     pub fn is_moving(&self) -> bool {
         self.next.is_some()

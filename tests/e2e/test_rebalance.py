@@ -59,6 +59,11 @@ def rebalance_status(cluster: Cluster) -> dict:
     return json.loads(cluster.manager.adm("rebalance-status", json_output=True).stdout)
 
 
+def partitions_by_node(cluster: Cluster) -> dict[int, int]:
+    """How many partitions each storage node is the first replica of."""
+    return {n["member"]["id"]: n["partitions"] for n in cluster.nodes(storage=True)}
+
+
 def check_replicas_identical(cluster: Cluster, bucket: str, workers: list[Worker]) -> None:
     """Every key's three replicas identical (HLC and checksum), on the ring's replicas."""
     ring = json.loads(cluster.manager.adm("dump-ring", json_output=True).stdout)["ring"]
@@ -105,8 +110,7 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     status = rebalance_status(cluster)
     assert status["phase"] == "idle" and status["ring_epoch"] >= epoch_before + 2, status
     assert cluster.state_of(fourth) == "running"
-    by_node = cluster.status()["nodes"]
-    partitions = {n["member"]["id"]: n["partitions"] for n in by_node if n["member"]["storage"]}
+    partitions = partitions_by_node(cluster)
     assert len(partitions) == 4 and min(partitions.values()) > 0, partitions
     assert max(partitions.values()) - min(partitions.values()) <= max(partitions.values()) // 4 + 1, partitions
     for worker in [settled, *workers]:
@@ -126,8 +130,7 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
     assert "idle" in out.stdout, out.stdout
     assert cluster.state_of(fourth) == "detached"
-    by_node = cluster.status()["nodes"]
-    partitions = {n["member"]["id"]: n["partitions"] for n in by_node if n["member"]["storage"]}
+    partitions = partitions_by_node(cluster)
     assert partitions[fourth_id] == 0, partitions
     for worker in [settled, *workers]:
         assert not worker.check_all(clients[0]), worker.name
@@ -247,7 +250,7 @@ def test_a_node_stopped_past_auto_recover_after_is_re_replicated_and_its_own_wri
     eventually("the automatic re-replication is done", 300,
                lambda: rebalance_status(cluster)["phase"] == "idle")
     assert cluster.state_of(victim) == "detached"
-    partitions = {n["member"]["id"]: n["partitions"] for n in cluster.nodes(storage=True)}
+    partitions = partitions_by_node(cluster)
     assert partitions[ids[victim]] == 0 and all(
         count > 0 for node, count in partitions.items() if node != ids[victim]), partitions
     assert not kept.check_all(client)

@@ -407,9 +407,7 @@ fn rebalance_status(manager: &Manager) -> Result<RebalanceStatus, Failure> {
     let beats: Vec<_> = state
         .nodes
         .keys()
-        .filter_map(|id| manager.liveness().last(*id))
-        .filter(|(age, _)| *age <= crate::cluster::NODE_STOPPED_AFTER)
-        .map(|(_, beat)| beat)
+        .filter_map(|id| manager.liveness().recent(*id))
         .collect();
     let foreign_partitions = beats
         .iter()
