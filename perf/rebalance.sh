@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Online rebalance of a loaded cluster (issue 14), in one run:
 #   1. "disk": the data filesystem's sequential write limit, dd of 1 GiB in 4 MiB O_DIRECT writes
-#      (best of DD_RUNS), the reference the rebalance rate is compared to;
+#      (best of DD_RUNS), the reference the rebalance rate is compared to; and the same writes
+#      while a second dd reads 1 GiB with O_DIRECT beside them (on one machine the sources read
+#      what they move from the disk the new node writes it to);
 #   2. "leofs": `leofs demo --nodes 3 --replicas 3` loaded with LOAD_GB of 1 MiB objects
 #      (leofs-bench's preload), then a 4th storage node joins (attached) and `leofs-adm
 #      rebalance` is timed until the ring is idle again: wall time, bytes moved (the nodes'
 #      moved_bytes, and the 4th node's live bytes), MB/s and that rate against the disk's;
 #   3. "latency": 4 KiB GETs through the gateway for LAT_DURATION while idle, then the same while
 #      a second rebalance runs (the 4th node detached); p50/p99 of each and the ratio (needs 2);
+#   3b. "recover": storage-3 killed, its data dir removed and started again empty (by the demo),
+#      then `leofs-adm recover-node` timed until done: the bytes it holds again over that time;
 #   4. "garage": the peer's figure, Garage's 3-node cluster (replication 3, fsync on, no
 #      compression, its default resync settings) with the same objects, a 4th node assigned and
 #      `garage layout apply` timed until the new node has fetched every block queued for it and
 #      the layout history is back to one version. Skipped when no garage binary is found.
 #
 # Usage: perf/rebalance.sh [OUT_DIR]      (default: /work/tmp/leofs-rebalance/<timestamp>)
-# Knobs: LOAD_GB (default 1; or OBJECTS, the count of 1 MiB objects), PARTS (default "disk leofs
-# latency garage"), LEOFS_BIN, ADM_BIN, BENCH_BIN (default target/release/leofs, leofs-adm,
+# Knobs: LOAD_GB (default 2: the bytes flow for about 2 s, long enough for the 0.1 s samples; or
+# OBJECTS, the count of 1 MiB objects), GARAGE_OBJECTS (Garage's load, default 1024: it moves
+# about 1.2 MB/s, so 1 GiB already takes 10 minutes), PARTS (default "disk leofs
+# latency recover garage"), LEOFS_BIN, ADM_BIN, BENCH_BIN (default target/release/leofs, leofs-adm,
 # leofs-bench), GARAGE_BIN (default /work/shared/peers/garage/bin/bin/garage, then PATH),
 # NODE_CORES (cores of each storage node, default 1), GATEWAY_CORES (default 2), GET_CONCURRENCY
 # (default 8), LAT_DURATION (seconds of each GET run; default the first rebalance's wall time, at
@@ -31,15 +37,16 @@ LEOFS_BIN="${LEOFS_BIN:-$ROOT/target/release/leofs}"
 ADM_BIN="${ADM_BIN:-$ROOT/target/release/leofs-adm}"
 BENCH_BIN="${BENCH_BIN:-$ROOT/target/release/leofs-bench}"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
-LOAD_GB="${LOAD_GB:-1}"
+LOAD_GB="${LOAD_GB:-2}"
 NODE_CORES="${NODE_CORES:-1}"
 GATEWAY_CORES="${GATEWAY_CORES:-2}"
 GET_CONCURRENCY="${GET_CONCURRENCY:-8}"
 DD_RUNS="${DD_RUNS:-3}"
 GARAGE_TIMEOUT="${GARAGE_TIMEOUT:-1800}"
-PARTS="${PARTS:-disk leofs latency garage}"
+PARTS="${PARTS:-disk leofs latency recover garage}"
 GARAGE_DIR=/work/shared/peers/garage
 OBJECTS="${OBJECTS:-$((LOAD_GB * 1024))}"
+GARAGE_OBJECTS="${GARAGE_OBJECTS:-1024}"
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 log() { echo "[rebalance] $(date -u +%H:%M:%S) $*" >&2; }
@@ -49,7 +56,7 @@ calc() { python3 -c "print($1)"; }
 free_port() { local p="$1"; while ss -Htln "sport = :$p" | grep -q .; do p=$((p + 1)); done; echo "$p"; }
 mkdir -p "$OUT" "$DATA_ROOT"
 DIR="$(mktemp -d "$DATA_ROOT/leofs-rebalance.XXXXXX")"
-DEMO_PID="" NODE4_PID=""
+DEMO_PID="" NODE4_PID="" SAMPLER_PID=""
 save_warnings() { # the leofs nodes' warnings and errors, kept in OUT (the logs go with the data)
   local f
   [[ -d "$DIR/leofs" ]] || return 0
@@ -59,6 +66,7 @@ save_warnings() { # the leofs nodes' warnings and errors, kept in OUT (the logs 
   done >"$OUT/leofs-warnings.log"
 }
 cleanup() {
+  if [[ -n "$SAMPLER_PID" ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
   if [[ -n "$NODE4_PID" ]]; then kill "$NODE4_PID" 2>/dev/null || true; fi
   if [[ -n "$DEMO_PID" ]]; then
     kill -INT "$DEMO_PID" 2>/dev/null || true
@@ -69,7 +77,7 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-echo "# Rebalance (issue 14), $(date -u +%Y-%m-%dT%H:%MZ), LOAD_GB=$LOAD_GB" >"$OUT/summary.md"
+echo "# Rebalance (issue 14), $(date -u +%Y-%m-%dT%H:%MZ), LOAD_GB=$LOAD_GB, GARAGE_OBJECTS=$GARAGE_OBJECTS" >"$OUT/summary.md"
 say() { echo "$*" | tee -a "$OUT/summary.md"; }
 
 # ---- 1. the disk's sequential write limit ----
@@ -85,10 +93,32 @@ if part disk; then
     if [[ -z "$DISK_MBS" || $dd_rate -gt $DISK_MBS ]]; then DISK_MBS=$dd_rate; fi
   done
   say "disk: dd 1 GiB bs=4M oflag=direct on $DATA_ROOT, best of $DD_RUNS: $DISK_MBS MB/s"
+  dd if=/dev/urandom of="$DIR/dd-read.bin" bs=4M count=256 status=none
+  sync
+  DISK_RW_MBS=""
+  for i in $(seq 1 "$DD_RUNS"); do
+    dd if="$DIR/dd-read.bin" of=/dev/null bs=4M iflag=direct status=none &
+    reader=$!
+    t0=$(now)
+    dd if=/dev/zero of="$DIR/dd.bin" bs=4M count=256 oflag=direct conv=fdatasync status=none
+    t1=$(now)
+    wait "$reader"
+    rm -f "$DIR/dd.bin"
+    dd_rate=$(calc "round(1073741824 / ($t1 - $t0) / 1e6)")
+    log "dd run $i beside a reader: $dd_rate MB/s"
+    if [[ -z "$DISK_RW_MBS" || $dd_rate -gt $DISK_RW_MBS ]]; then DISK_RW_MBS=$dd_rate; fi
+  done
+  rm -f "$DIR/dd-read.bin"
+  say "disk: the same writes while dd reads 1 GiB (iflag=direct) beside them, best of $DD_RUNS: $DISK_RW_MBS MB/s"
 fi
 
 of_disk() { # MB/s: "= P% of the disk limit"
   if [[ -n "$DISK_MBS" ]]; then echo "= $(calc "round(100 * $1 / $DISK_MBS, 1)")% of the disk limit ($DISK_MBS MB/s)"; fi
+}
+of_disk_rw() { # MB/s: the same, and against the write limit beside a reader
+  if [[ -n "$DISK_MBS" ]]; then
+    echo "$(of_disk "$1"), $(calc "round(100 * $1 / $DISK_RW_MBS, 1)")% of its write limit beside a reader ($DISK_RW_MBS MB/s)"
+  fi
 }
 
 # ---- 2. leofs: a 4th node joins a loaded N=3 cluster ----
@@ -97,9 +127,10 @@ bench() { # endpoint key secret region bucket json_out [leofs-bench args...]
   "$BENCH_BIN" --endpoint "$endpoint" --access-key "$key" --secret-key "$secret" \
     --region "$region" --bucket "$bucket" --json "$@" >"$json" 2>"$json.err"
 }
-load() { # endpoint key secret region bucket: LOAD_GB of 1 MiB objects (the GET preload)
-  log "loading $OBJECTS objects of 1 MiB into $1"
-  bench "$@" "$OUT/load.$5.json" --workload get --size 1MiB --objects "$OBJECTS" \
+load() { # objects endpoint key secret region bucket: that many 1 MiB objects (the GET preload)
+  local objects=$1; shift
+  log "loading $objects objects of 1 MiB into $1"
+  bench "$@" "$OUT/load.$5.json" --workload get --size 1MiB --objects "$objects" \
     --preload-concurrency 8 --concurrency 8 --duration 1s --warmup 0s --prefix load/ --quiet
 }
 if part leofs || part latency; then
@@ -122,7 +153,7 @@ if part leofs || part latency; then
   # The managers' RPC address, as the demo gave it to its storage nodes.
   storage1="$(pgrep -f -- "--data-dir $DIR/leofs/storage-1" | head -1)"
   JOIN="$(tr '\0' '\n' <"/proc/$storage1/cmdline" | sed -n '/^--join$/{n;p;}')"
-  load "$ENDPOINT" "$KEY" "$SECRET" us-east-1 moving
+  load "$OBJECTS" "$ENDPOINT" "$KEY" "$SECRET" us-east-1 moving
   sleep 5 # heartbeats carry the figures below
   adm status >"$OUT/status.before.txt"
   moved_bytes() { adm --json rebalance-status | jq .moved_bytes; }
@@ -149,9 +180,22 @@ if part leofs || part latency; then
   done
   [[ -n "$NODE4" ]] || die "node 4 did not register as attached"
   log "node $NODE4 attached; rebalance"
+  sample_live4() { # every 0.1 s: the wall clock and node 4's live bytes (its own /metrics)
+    while :; do
+      echo "$(now) $(curl -s "http://127.0.0.1:$admin4/metrics" | awk '/^leofs_live_bytes/ {s += $2} END {print s + 0}')"
+      sleep 0.1
+    done
+  }
+  sample_live4 >"$OUT/live4.attach.txt" &
+  SAMPLER_PID=$!
   b0=$(moved_bytes); t0=$(now)
   rebalance "$OUT/rebalance-attach.log"
   t1=$(now)
+  kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true
+  # The flow on the receiving side: from its first 1% to its 99% of what it ends up holding.
+  read -r flow_secs flow_mb <<<"$(awk -v t0="$t0" '{t[NR] = $1; b[NR] = $2; last = $2}
+    END { for (i = 1; i <= NR; i++) { if (a == "" && b[i] >= 0.01 * last) a = i; if (z == "" && b[i] >= 0.99 * last) z = i }
+          printf "%.2f %.0f\n", t[z] - t[a], (b[z] - b[a]) / 1e6 }' "$OUT/live4.attach.txt")"
   sleep 3 # the last heartbeats
   b1=$(moved_bytes)
   live4=$(adm --json du "$NODE4" | jq '[.heartbeat.shards[].live_bytes] | add')
@@ -162,6 +206,9 @@ if part leofs || part latency; then
   say "leofs attach: node $NODE4 joins $OBJECTS x 1 MiB x 3 replicas: rebalance $secs s (moving phase $flip s)," \
     "moved_bytes $mb MB, node $NODE4 live $(calc "round($live4 / 1e6)") MB: $rate MB/s" \
     "$(of_disk "$rate"); over the moving phase $(calc "round($mb / $flip, 1)") MB/s"
+  flow_rate=$(calc "round($flow_mb / max($flow_secs, 0.1), 1)")
+  say "leofs attach, while the bytes flowed (node $NODE4's live bytes sampled every 0.1 s, 1% to 99%):" \
+    "$flow_mb MB in $flow_secs s = $flow_rate MB/s $(of_disk_rw "$flow_rate")"
 fi
 
 # ---- 3. foreground GET latency, idle and while a rebalance runs ----
@@ -210,6 +257,32 @@ if part latency; then
     "during the rebalance p50 $d50 / p99 $d99 ms, $dops ops/s ($errors errors);" \
     "ratio p50 $(calc "round($d50 / $i50, 2)")x, p99 $(calc "round($d99 / $i99, 2)")x"
 fi
+# ---- 3b. recover-node: a wiped storage node gets every replica back ----
+if part recover && [[ -n "$DEMO_PID" ]]; then
+  if [[ -n "$NODE4_PID" ]]; then kill "$NODE4_PID" 2>/dev/null || true; NODE4_PID=""; fi
+  pid3="$(pgrep -f -- "--data-dir $DIR/leofs/storage-3" | head -1)"
+  id3="$(adm --json status | jq -r --arg a "$(tr '\0' '\n' <"/proc/$pid3/cmdline" | sed -n '/^--rpc-listen$/{n;p;}')" \
+    '.cluster.nodes[] | select(.member.addr == $a) | .member.id')"
+  log "wiping storage-3 (node $id3): kill -9, its data dir removed; the demo starts it again"
+  kill -9 "$pid3"
+  sleep 0.5
+  rm -rf "$DIR/leofs/storage-3"
+  for _ in $(seq 1 600); do
+    [[ "$(adm --json status | jq -r --argjson n "$id3" '.cluster.nodes[] | select(.member.id == $n) | .member.state')" == running ]] \
+      && pgrep -f -- "--data-dir $DIR/leofs/storage-3" >/dev/null && break
+    sleep 0.2
+  done
+  sleep 3 # its heartbeats carry its (empty) figures
+  t0=$(now)
+  adm recover-node "$id3" >"$OUT/recover-node.txt" 2>"$OUT/recover-node.progress"
+  t1=$(now)
+  sleep 3
+  live3=$(adm --json du "$id3" | jq '[.heartbeat.shards[].live_bytes] | add')
+  rsecs=$(calc "round($t1 - $t0, 1)") rmb=$(calc "round($live3 / 1e6)")
+  rrate=$(calc "round($live3 / 1e6 / ($t1 - $t0), 1)")
+  say "leofs recover-node: node $id3 wiped, $rmb MB back in $rsecs s (recover-node until idle):" \
+    "$rrate MB/s $(of_disk "$rrate")"
+fi
 if [[ -n "$DEMO_PID" ]]; then # free the disk and the CPUs before the peer
   kill "$NODE4_PID" 2>/dev/null || true; NODE4_PID=""
   kill -INT "$DEMO_PID"; wait "$DEMO_PID" 2>/dev/null || true; DEMO_PID=""
@@ -226,7 +299,7 @@ elif part garage; then
   export GARAGE_BIN REPLICATION=3 FSYNC=1 COMPRESSION=none
   g() { local i=$1; shift; "$GARAGE_BIN" -c "$DIR/garage/node$i/garage.toml" "$@"; }
   env3="$("$GARAGE_DIR/start-cluster.sh" 3 "$DIR/garage")"
-  load "$(sed -n 's/^ENDPOINT=//p' <<<"$env3")" "$(sed -n 's/^ACCESS_KEY=//p' <<<"$env3")" \
+  load "$GARAGE_OBJECTS" "$(sed -n 's/^ENDPOINT=//p' <<<"$env3")" "$(sed -n 's/^ACCESS_KEY=//p' <<<"$env3")" \
     "$(sed -n 's/^SECRET_KEY=//p' <<<"$env3")" "$(sed -n 's/^REGION=//p' <<<"$env3")" \
     "$(sed -n 's/^BUCKET=//p' <<<"$env3")"
   sleep 5

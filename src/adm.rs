@@ -134,6 +134,13 @@ enum Command {
         /// private | public-read | public-read-write
         acl: String,
     },
+    /// Attach storage node NODE again after a detach: the next `rebalance` gives it
+    /// partitions. (A storage node started with --join on a started cluster registers as
+    /// attached by itself; see `status`.)
+    Attach {
+        /// The node id.
+        node: u32,
+    },
     /// Mark storage node NODE to leave the ring: the next `rebalance` moves its partitions to
     /// the other nodes (refused if fewer than N would be left).
     Detach {
@@ -203,6 +210,13 @@ enum Command {
     /// onto nodes with room) [default: 1800; 0: never].
     UpdateAutoRecoverAfter {
         /// Seconds.
+        secs: u64,
+    },
+    /// Set the tombstone grace: a storage node that comes back detached (its partitions moved
+    /// to the others) after longer than this drops what it held without handing it over and
+    /// rejoins wiped [default: 604800, 7 days].
+    UpdateTombstoneGrace {
+        /// Seconds (at least 1).
         secs: u64,
     },
     /// Compare BUCKET/KEY (and its chunks) on every replica and repair the copies behind.
@@ -286,6 +300,7 @@ impl From<Command> for AdmCommand {
                 access_key_id,
                 acl,
             },
+            Command::Attach { node } => AdmCommand::Attach { node },
             Command::Detach { node } => AdmCommand::Detach { node },
             Command::Rollback { node } => AdmCommand::Rollback { node },
             Command::Rebalance { no_wait } => AdmCommand::Rebalance { wait: !no_wait },
@@ -301,6 +316,7 @@ impl From<Command> for AdmCommand {
             Command::CompactResume { node } => AdmCommand::CompactResume { node },
             Command::CompactStatus { node } => AdmCommand::CompactStatus { node },
             Command::UpdateAutoRecoverAfter { secs } => AdmCommand::UpdateAutoRecoverAfter { secs },
+            Command::UpdateTombstoneGrace { secs } => AdmCommand::UpdateTombstoneGrace { secs },
             Command::RecoverFile { path } => {
                 let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));
                 AdmCommand::RecoverFile {

@@ -38,6 +38,7 @@ use membership::Registry;
 
 mod demo;
 mod membership;
+mod peer_clock;
 use leofs_wire::{ClusterAuth, ClusterId, ClusterSecret};
 use serde::Deserialize;
 
@@ -111,6 +112,11 @@ struct ServerArgs {
     /// RequestTimeout [default: 30].
     #[arg(long, value_name = "SECS", env = "LEOFS_BODY_IDLE_TIMEOUT_SECS")]
     body_idle_timeout_secs: Option<u64>,
+    /// Bytes of each gateway core's object cache (0: none) [default: an eighth of physical
+    /// memory split across the cores on a node without the storage role, else 0: its engines
+    /// cache what they store].
+    #[arg(long, value_name = "BYTES", env = "LEOFS_GATEWAY_CACHE_BYTES_PER_CORE")]
+    gateway_cache_bytes_per_core: Option<u64>,
     /// Most connections one core serves; beyond, new connections get 503 SlowDown
     /// [default: 1024].
     #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
@@ -179,6 +185,7 @@ struct FileConfig {
     region: Option<String>,
     pin_cores: Option<bool>,
     body_idle_timeout_secs: Option<u64>,
+    gateway_cache_bytes_per_core: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
     anti_entropy_interval_ms: Option<u64>,
@@ -235,6 +242,8 @@ struct ServerConfig {
     engine: EngineConfig,
     /// Whether `engine.cache_bytes` was configured (else it is sized from the machine's memory).
     cache_configured: bool,
+    /// Bytes of each gateway core's object cache, if configured (else sized by the roles).
+    gateway_cache_bytes_per_core: Option<u64>,
     /// This node's roles.
     roles: Roles,
     /// Where peers reach this node's storage.
@@ -473,6 +482,9 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         gateway,
         engine,
         cache_configured: file.engine.cache_bytes.is_some(),
+        gateway_cache_bytes_per_core: args
+            .gateway_cache_bytes_per_core
+            .or(file.gateway_cache_bytes_per_core),
     })
 }
 
@@ -869,7 +881,19 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let state = manager.snapshot();
     let installed = installed_ring(&state).map_err(|e| anyhow!(e))?;
     check_open_files_limit(cores, config.connections_per_core_max);
-    let gateway = Arc::new(config.gateway);
+    let mut gateway = config.gateway;
+    if roles.gateway {
+        gateway.object_cache_bytes_per_core = match config.gateway_cache_bytes_per_core {
+            Some(bytes) => bytes,
+            None if !roles.storage => default_cache_bytes(cores, 0),
+            None => 0,
+        };
+        tracing::info!(
+            gateway_cache_mib_per_core = gateway.object_cache_bytes_per_core >> 20,
+            "gateway object cache sized"
+        );
+    }
+    let gateway = Arc::new(gateway);
     let (s3_addr, rest_addr) = (config.listen, config.rest_listen);
     let mut engine = config.engine;
     if roles.storage {
@@ -896,6 +920,21 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let services: Option<Arc<dyn NodeServices>> = (roles.manager && rpc.is_some()).then(|| {
         Arc::new(ManagerServices::new(manager.clone(), catalog.clone())) as Arc<dyn NodeServices>
     });
+    // Read before the heartbeat thread stamps it anew.
+    let last_alive_ms = membership::last_alive_unix_ms(data_dir);
+    if let Some(member) = member.as_ref().filter(|_| roles.storage)
+        && let Some(away_secs) = detached_past_tombstone_grace(&state, member, last_alive_ms)
+    {
+        tracing::warn!(
+            node = member.id,
+            away_secs,
+            "this node comes back detached (out of the ring) after longer than the tombstone \
+             grace: it rejoins wiped, its records dropped without handing them over (its \
+             partitions' other replicas hold their watermarks above all of it); `leofs-adm \
+             attach` it to give it partitions again"
+        );
+        wipe_shards(data_dir)?;
+    }
     let node_id = member.as_ref().map_or(NO_VNODE_NODE_ID, |m| m.id);
     let partitions = installed
         .as_ref()
@@ -961,7 +1000,24 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             let _ = poke_follower.try_send(());
         }));
     let (catalog_changed, beat_now) = std::sync::mpsc::sync_channel(1);
+    // A newer ring taken, or a partition filled, recovered or handed over: the heartbeat
+    // reports it at once (the managers move the ring on from heartbeats).
+    let beat_soon = catalog_changed.clone();
+    node.ring_installer().when_progressed(Arc::new(move || {
+        let _ = beat_soon.try_send(());
+    }));
     let clock = Arc::new(membership::ClockOffset::default());
+    let peer_clocks = Arc::new(peer_clock::PeerClocks::default());
+    if let (Some(_), Some(auth)) = (&registration, &auth) {
+        peer_clock::ClockProber {
+            installer: node.ring_installer(),
+            catalog: manager.clone(),
+            own_addr: config.rpc_listen,
+            auth: auth.clone(),
+            clocks: peer_clocks.clone(),
+        }
+        .spawn()?;
+    }
     if let Some(registration) = registration {
         membership::Beater {
             registration,
@@ -977,6 +1033,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             auth: auth.clone(),
             beat_now: Some(beat_now),
             clock: clock.clone(),
+            peer_clocks: peer_clocks.clone(),
         }
         .spawn()?;
     }
@@ -1039,6 +1096,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         let status = Arc::new(StatusSource {
             stats: node.stats_handle(),
             clock: clock.clone(),
+            peer_clocks: peer_clocks.clone(),
             catalog: manager.clone(),
             s3_endpoint: if roles.gateway {
                 format!("http://{s3_endpoint}")
@@ -1189,6 +1247,8 @@ struct StatusSource {
     stats: NodeStats,
     /// This node's clock offset from the managers', as heartbeats measure it.
     clock: Arc<membership::ClockOffset>,
+    /// Its clock's offsets from each peer.
+    peer_clocks: Arc<peer_clock::PeerClocks>,
     /// The catalog (for the nodes' addresses).
     catalog: Arc<Manager>,
     s3_endpoint: String,
@@ -1220,6 +1280,7 @@ impl NodeStatusSource for StatusSource {
                 wire_requests_served: s.wire_requests_served,
                 cache_hits: s.engine.cache_hits,
                 cache_misses: s.engine.cache_misses,
+                gateway_cache: membership::gateway_cache_status(&s.object_cache),
                 cross_core_calls: s.forwarded_calls,
                 open_connections: s.open_connections as u64,
                 hints_pending: s
@@ -1264,6 +1325,7 @@ impl NodeStatusSource for StatusSource {
             shards,
             latency_buckets_us: leofs_shard::metrics::LATENCY_BUCKETS_US.to_vec(),
             clock_offset_us: self.clock.get(),
+            peer_clocks: self.peer_clocks.get(),
         }
     }
 
@@ -1331,4 +1393,39 @@ impl NodeStatusSource for StatusSource {
                 .map_err(|e| e.to_string()),
         )
     }
+}
+
+/// How long this node was away (from its own last stamp alive, `last_alive_ms`, to now), if
+/// `member` comes back detached and out of the ring after longer than the cluster's tombstone
+/// grace (DESIGN §7: such a node rejoins wiped). A node still in the ring is never wiped: no
+/// tombstone of a partition it holds is dropped while it is away (a partition's watermark
+/// needs a pass that heard every replica), so its records resurrect nothing, and they may be
+/// copies the cluster still needs. A node that never stamped itself alive is not wiped.
+fn detached_past_tombstone_grace(
+    state: &leofs_manager::ManagerState,
+    member: &leofs_manager::cluster::Member,
+    last_alive_ms: Option<u64>,
+) -> Option<u64> {
+    let in_ring = state.ring.as_ref()?.places_node(member.id);
+    let away_secs =
+        (leofs_manager::cluster::unix_now_us() / 1000).saturating_sub(last_alive_ms?) / 1000;
+    (member.state == leofs_manager::cluster::NodeState::Detached
+        && !in_ring
+        && away_secs > state.settings.tombstone_grace_secs)
+        .then_some(away_secs)
+}
+
+/// Removes every shard's log and index from `data_dir` (the node's id, layout and catalog
+/// copy stay): the engines start empty.
+fn wipe_shards(data_dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(data_dir)
+        .with_context(|| format!("cannot read {}", data_dir.display()))?
+    {
+        let entry = entry.with_context(|| format!("cannot read {}", data_dir.display()))?;
+        if entry.file_name().to_string_lossy().starts_with("shard-") && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot wipe {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }

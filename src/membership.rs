@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leofs_gateway::cluster::{ManagerPeers, installed_ring, send_heartbeat};
+use leofs_manager::admin::GatewayCacheStatus;
 use leofs_manager::cluster::{
     HEARTBEAT_INTERVAL, Heartbeat, MEMBERSHIP_FORMAT_VERSION, Member, Registration, ShardUse,
 };
@@ -31,6 +32,9 @@ pub const MANAGER_WAIT_WITH_SAVED_CATALOG: Duration = Duration::from_secs(10);
 const MANAGER_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often the ring follower compares the managers' ring with the cores'.
 const RING_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest time between two heartbeats, however often the node has news (a rebalance
+/// fills many partitions a second).
+const BEAT_GAP_MIN: Duration = Duration::from_millis(100);
 /// Bound on each step of a heartbeat to one manager (a dead manager must not hold up the
 /// others' beats for long).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(800);
@@ -185,6 +189,31 @@ pub fn store_node_id(data_dir: &Path, id: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot keep the node id in {}", path.display()))
 }
 
+/// File in the data dir holding when this node was last seen alive by itself (unix ms, its
+/// own clock), kept by the heartbeat thread every [`ALIVE_STAMP_INTERVAL`].
+const ALIVE_STAMP_FILE: &str = "alive.at";
+/// How often the heartbeat thread stamps the node alive: how long it was away is known to
+/// within this.
+pub const ALIVE_STAMP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When this node last stamped itself alive (unix ms), if it ever did and the stamp reads.
+pub fn last_alive_unix_ms(data_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(data_dir.join(ALIVE_STAMP_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Stamps this node alive now.
+fn stamp_alive(data_dir: &Path) {
+    let now_ms = leofs_manager::cluster::unix_now_us() / 1000;
+    let path = data_dir.join(ALIVE_STAMP_FILE);
+    if let Err(e) = leofs_manager::persist::write_atomic(&path, now_ms.to_string().as_bytes()) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot stamp this node alive");
+    }
+}
+
 /// `(used, size)` of the file system holding `dir`, in bytes.
 pub fn disk_use(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -323,6 +352,8 @@ pub struct Beater {
     pub beat_now: Option<std::sync::mpsc::Receiver<()>>,
     /// Where the measured clock offset is kept for status and /metrics.
     pub clock: Arc<ClockOffset>,
+    /// This node's clock offsets from its peers (measured by `peer_clock`), sent in each beat.
+    pub peer_clocks: Arc<crate::peer_clock::PeerClocks>,
 }
 
 /// This node's clock minus the managers' (µs), as its heartbeats last measured it; None until
@@ -393,8 +424,13 @@ impl Beater {
         let mut differing: Option<(u64, u64)> = None;
         // Whether the clock was last found beyond the cluster's bound (said once per change).
         let mut clock_beyond = false;
+        let mut stamped: Option<Instant> = None;
         loop {
             let started = Instant::now();
+            if stamped.is_none_or(|at| at.elapsed() >= ALIVE_STAMP_INTERVAL) {
+                stamp_alive(&self.data_dir);
+                stamped = Some(started);
+            }
             if self
                 .local
                 .as_ref()
@@ -450,6 +486,7 @@ impl Beater {
             match &self.beat_now {
                 Some(poked) => {
                     let _ = poked.recv_timeout(pause);
+                    std::thread::sleep(BEAT_GAP_MIN.saturating_sub(started.elapsed()));
                 }
                 None => std::thread::sleep(pause),
             }
@@ -559,6 +596,23 @@ impl Beater {
             filled,
             recovered_id,
             recovered,
+            peer_clocks: self.peer_clocks.get(),
+            gateway_cache: cores
+                .iter()
+                .map(|s| gateway_cache_status(&s.object_cache))
+                .fold(Default::default(), GatewayCacheStatus::plus),
         }
+    }
+}
+
+/// A core's gateway object cache as status and heartbeats show it.
+pub fn gateway_cache_status(stats: &leofs_shard::metrics::ObjectCacheStats) -> GatewayCacheStatus {
+    GatewayCacheStatus {
+        hits: stats.hits,
+        misses: stats.misses,
+        stale: stats.stale,
+        evictions: stats.evictions,
+        entries: stats.entries,
+        bytes: stats.bytes,
     }
 }

@@ -6,8 +6,9 @@
 #      release binaries (`cargo build --release --bins`),
 #   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it), and
 #      the engine's tests once more with plain `cargo test --release` (one process per binary),
-#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary, twice:
-#      all-in-one, and split (a storage process and a gateway-only process; LEOFS_E2E_DEPLOYMENT).
+#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary, twice and
+#      at the same time: all-in-one, and split (a storage process and a gateway-only process;
+#      LEOFS_E2E_DEPLOYMENT).
 # Exits non-zero if any step fails. pytest's closing line is the last test-runner line printed.
 #
 # Knobs (environment):
@@ -123,22 +124,34 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Twice: against one process with every role, then split (every server a storage process and a
-# gateway-only process joined to it over the wire).
-for deployment in all-in-one split; do
-    step "end-to-end suite ($deployment): pytest tests/e2e (LEOFS_BIN=$LEOFS_BIN)"
-    t0=$(now)
-    if [ "$build_ok" != ok ]; then
-        echo "skipped: the release build failed"
-        record "pytest tests/e2e ($deployment)" "FAIL" 0
-        continue
-    fi
+# gateway-only process joined to it over the wire). The two passes run at the same time (the
+# split pass skips the cluster tests, which start processes of their own and run once, in the
+# all-in-one pass): its output is kept in a file and shown once it is done.
+run_e2e() { # deployment: runs the suite against it
     # shellcheck disable=SC2086
-    LEOFS_E2E_DEPLOYMENT=$deployment python3 -m pytest tests/e2e -q --durations=15 ${PYTEST_ARGS:-}
-    rc=$?
+    LEOFS_E2E_DEPLOYMENT=$1 python3 -m pytest tests/e2e -q --durations=15 ${PYTEST_ARGS:-}
+}
+if [ "$build_ok" != ok ]; then
+    step "end-to-end suite: skipped, the release build failed"
+    record "pytest tests/e2e (all-in-one)" "FAIL" 0
+    record "pytest tests/e2e (split)" "FAIL" 0
+else
+    split_log="$(mktemp "${TMPDIR:-/tmp}/leofs-e2e-split.XXXXXX")"
+    t0=$(now)
+    run_e2e split >"$split_log" 2>&1 &
+    split_pid=$!
+    step "end-to-end suite (all-in-one; split beside it): pytest tests/e2e (LEOFS_BIN=$LEOFS_BIN)"
+    run_e2e all-in-one
     # Exit code 5 (no test collected) is a failure too.
-    [ "$rc" = 0 ] && e2e_ok=ok || e2e_ok=FAIL
-    record "pytest tests/e2e ($deployment)" "$e2e_ok" $(( $(now) - t0 ))
-done
+    [ $? = 0 ] && e2e_ok=ok || e2e_ok=FAIL
+    record "pytest tests/e2e (all-in-one)" "$e2e_ok" $(( $(now) - t0 ))
+    wait "$split_pid"
+    [ $? = 0 ] && e2e_ok=ok || e2e_ok=FAIL
+    step "end-to-end suite (split), run beside the all-in-one pass"
+    cat "$split_log"
+    rm -f "$split_log"
+    record "pytest tests/e2e (split)" "$e2e_ok" $(( $(now) - t0 ))
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "summary (step, status, seconds)"

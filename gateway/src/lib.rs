@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod cluster;
 pub mod error;
 pub mod fast_path;
@@ -54,6 +55,8 @@ pub struct GatewayConfig {
     /// Longest wait for the next byte of a request body (S3, fast path and REST alike); then
     /// the request ends with `RequestTimeout` and its connection closes.
     pub body_idle_timeout: Duration,
+    /// Bytes of each core's object cache ([`cache`]); 0: no cache.
+    pub object_cache_bytes_per_core: u64,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +66,7 @@ impl Default for GatewayConfig {
             virtual_host_domain: None,
             chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            object_cache_bytes_per_core: 0,
         }
     }
 }

@@ -9,13 +9,17 @@
 //! [`BucketId`] (its name and incarnation), never a bare name.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
+use leofs_shard::metrics::ObjectCacheMetrics;
 use leofs_shard::object::{BucketId, VersionChunks, object_key};
 use leofs_shard::{
     ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
     WriteRegistration, hash_bytes,
 };
+
+use crate::cache::ObjectCache;
 
 /// Largest body of one record (bytes): chunks are at most this long.
 pub const RECORD_BODY_BYTES_MAX: u64 = leofs_shard::MAX_RECORD_BODY_BYTES;
@@ -24,24 +28,69 @@ pub const RECORD_BODY_BYTES_MAX: u64 = leofs_shard::MAX_RECORD_BODY_BYTES;
 #[derive(Clone)]
 pub struct Storage {
     shard: Shard,
+    /// The core's object cache (None: off).
+    cache: Option<Rc<ObjectCache>>,
 }
 
 impl Storage {
-    /// The handle of the core `shard` belongs to.
+    /// The handle of the core `shard` belongs to, without an object cache.
     pub fn new(shard: Shard) -> Self {
-        Self { shard }
+        Self { shard, cache: None }
     }
 
-    /// An object record with its inline body; None if absent or deleted.
+    /// The handle of the core `shard` belongs to, with an object cache of `cache_bytes`
+    /// (none when 0).
+    pub fn with_cache(shard: Shard, cache_bytes: u64) -> Self {
+        Self {
+            shard,
+            cache: (cache_bytes > 0).then(|| Rc::new(ObjectCache::new(cache_bytes))),
+        }
+    }
+
+    /// An object record with its inline body; None if absent or deleted. With the object
+    /// cache, a version held is answered once the replicas' digests (at the bucket's read
+    /// level) name it as the newest; otherwise the record is read and offered to the cache.
     pub async fn get_object_record(
         &self,
         bucket: &BucketId,
         key: &str,
     ) -> Result<Option<Value>, ShardError> {
         let partition = self.shard.object_partition(bucket.as_str(), key);
-        self.of(bucket)
-            .get(partition, object_key(bucket.as_str(), key))
-            .await
+        let storage_key = object_key(bucket.as_str(), key);
+        let shard = self.of(bucket);
+        let Some(cache) = &self.cache else {
+            return shard.get(partition, storage_key).await;
+        };
+        let metrics = self.shard.object_cache_metrics();
+        if let Some(held) = cache.get(&storage_key) {
+            // A digest read that fails (a replica slow or gone, the ring changing) is no
+            // answer: the object is read as if it were not held, with that read's retries.
+            let newest = shard.lookup(partition, storage_key.clone()).await;
+            if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
+                ObjectCacheMetrics::count(&metrics.hits);
+                return Ok(Some(held));
+            }
+            ObjectCacheMetrics::count(&metrics.stale);
+            cache.remove(&storage_key, metrics);
+        } else {
+            ObjectCacheMetrics::count(&metrics.misses);
+        }
+        let value = shard.get(partition, storage_key.clone()).await?;
+        if let Some(value) = &value {
+            cache.offer(&storage_key, value, metrics);
+        }
+        Ok(value)
+    }
+
+    /// Drops this core's cached copy of an object it changes (the replicas' digests would
+    /// refuse it anyway; this saves the round trip that finds out).
+    fn forget(&self, bucket: &BucketId, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(
+                &object_key(bucket.as_str(), key),
+                self.shard.object_cache_metrics(),
+            );
+        }
     }
 
     /// An object record's metadata without its body; None if absent or deleted.
@@ -78,6 +127,7 @@ impl Storage {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
+        self.forget(bucket, key);
         self.of(bucket)
             .commit_object(bucket.as_str(), key, value, condition, writing)
             .await
@@ -85,6 +135,7 @@ impl Storage {
 
     /// Deletes an object and queues its chunks; false when there was no object.
     pub async fn delete_object(&self, bucket: &BucketId, key: &str) -> Result<bool, ShardError> {
+        self.forget(bucket, key);
         self.of(bucket).delete_object(bucket.as_str(), key).await
     }
 
@@ -178,12 +229,14 @@ impl Storage {
         start_after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<ScanEntry>, ShardError> {
+        self.shard.note_foreground();
         self.shard.scan_all(prefix, start_after, limit).await
     }
 
     /// Every live key starting with `prefix`, in key order, page after page: only for prefixes
     /// whose keys are few (an upload's parts).
     pub async fn scan_all_pages(&self, prefix: Bytes) -> Result<Vec<ScanEntry>, ShardError> {
+        self.shard.note_foreground();
         self.shard.scan_all_pages(prefix).await
     }
 
@@ -192,11 +245,14 @@ impl Storage {
     pub fn for_bucket(&self, bucket: &BucketId) -> Storage {
         Storage {
             shard: self.of(bucket),
+            cache: self.cache.clone(),
         }
     }
 
-    /// The shard handle for `bucket`'s records.
+    /// The shard handle for `bucket`'s records; books the core's foreground traffic (see
+    /// [`Shard::note_foreground`]).
     fn of(&self, bucket: &BucketId) -> Shard {
+        self.shard.note_foreground();
         self.shard.with_levels(bucket.levels())
     }
 
@@ -206,7 +262,10 @@ impl Storage {
     }
 
     /// The partition of a record other than an object record: its key's hash on the ring.
+    /// Every call for such a record asks it, so it also books the core's foreground traffic
+    /// (as [`Storage::of`] does for object records), which background movement yields to.
     fn record_partition(&self, key: &[u8]) -> leofs_shard::PartitionId {
+        self.shard.note_foreground();
         self.shard.partition_of(hash_bytes(key))
     }
 }

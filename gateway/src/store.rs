@@ -88,7 +88,7 @@ impl Ctx {
         config: Arc<GatewayConfig>,
     ) -> Self {
         Self {
-            storage: Storage::new(shard),
+            storage: Storage::with_cache(shard, config.object_cache_bytes_per_core),
             manager,
             catalog,
             config,

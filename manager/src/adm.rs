@@ -13,6 +13,7 @@ use crate::admin::wire::{
     StartRequest, UserInfo, Whereabouts,
 };
 use crate::client::{AdminClient, ClientError};
+use crate::cluster::PeerClock;
 use crate::raft::GroupStatus;
 use crate::store::{ADMIN_TOKEN_FILE, MANAGER_DIR};
 use crate::{Bucket, Credentials};
@@ -112,6 +113,11 @@ pub enum AdmCommand {
         /// `private`, `public-read` or `public-read-write`.
         acl: String,
     },
+    /// Attach a detached storage node again (it joins the ring at the next rebalance).
+    Attach {
+        /// The node id.
+        node: u32,
+    },
     /// Mark a storage node to leave the ring at the next rebalance.
     Detach {
         /// The node id.
@@ -161,6 +167,12 @@ pub enum AdmCommand {
     /// Set how long a storage node may stay stopped before its partitions are re-replicated.
     UpdateAutoRecoverAfter {
         /// Seconds (0: never).
+        secs: u64,
+    },
+    /// Set the tombstone grace: a storage node that comes back detached after longer rejoins
+    /// wiped.
+    UpdateTombstoneGrace {
+        /// Seconds (at least 1).
         secs: u64,
     },
     /// Compare one object (and its chunks) on every replica and repair the copies behind.
@@ -352,6 +364,13 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             json,
             |_| "OK".to_owned(),
         ),
+        AdmCommand::Attach { node } => render(&client.attach_node(*node)?, json, |info| {
+            format!(
+                "OK: node {} is {}; `leofs-adm rebalance` gives it partitions",
+                info.member.id,
+                info.member.state.as_str()
+            )
+        }),
         AdmCommand::Detach { node } => render(&client.detach_node(*node, true)?, json, |info| {
             format!(
                 "OK: node {} is detached; `leofs-adm rebalance` moves its partitions away",
@@ -410,6 +429,14 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
                 ),
             },
         ),
+        AdmCommand::UpdateTombstoneGrace { secs } => {
+            render(&client.set_tombstone_grace(*secs)?, json, |cluster| {
+                format!(
+                    "OK: a storage node that comes back detached after longer than {} rejoins wiped",
+                    format_duration_secs(cluster.settings.tombstone_grace_secs)
+                )
+            })
+        }
         AdmCommand::RecoverFile { bucket, key } => {
             render(&client.recover_file(bucket, key)?, json, |found| {
                 format!(
@@ -764,6 +791,7 @@ const NODE_HEADERS: &[&str] = &[
     "ring checksum",
     "disk used",
     "clock offset",
+    "peer clocks",
     "last heartbeat",
 ];
 
@@ -800,11 +828,54 @@ fn node_row(info: &NodeInfo) -> Vec<String> {
             }
             Some(us) => format!("{:+.1} ms", us as f64 / 1000.0),
         },
+        beat.map_or_else(|| "-".to_owned(), |b| widest_peer_clock(&b.peer_clocks)),
         info.heartbeat_age_ms.map_or_else(
             || "never".to_owned(),
             |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
         ),
     ]
+}
+
+/// The peer whose clock is farthest from the node's, as "+1.2 ms (node 3)" ("-": none measured).
+fn widest_peer_clock(clocks: &[PeerClock]) -> String {
+    clocks
+        .iter()
+        .max_by_key(|c| c.offset_us.unsigned_abs())
+        .map_or_else(
+            || "-".to_owned(),
+            |c| format!("{:+.1} ms (node {})", c.offset_us as f64 / 1000.0, c.node),
+        )
+}
+
+/// A gateway's object cache, all its cores together.
+fn gateway_cache_text(cache: &crate::admin::GatewayCacheStatus) -> String {
+    format!(
+        "gateway cache: {} objects, {}; hits {}, misses {}, stale {}, evictions {}",
+        cache.entries,
+        format_bytes(cache.bytes),
+        cache.hits,
+        cache.misses,
+        cache.stale,
+        cache.evictions
+    )
+}
+
+/// Every peer's clock as the node measured it.
+fn peer_clocks_text(clocks: &[PeerClock]) -> String {
+    let rows: Vec<Vec<String>> = clocks
+        .iter()
+        .map(|c| {
+            vec![
+                c.node.to_string(),
+                format!("{:+.3} ms", c.offset_us as f64 / 1000.0),
+                format!("{:.3} ms", c.round_trip_us as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    table(
+        &["peer", "this clock minus the peer's", "round trip"],
+        &rows,
+    )
 }
 
 fn node_text(info: &NodeInfo) -> String {
@@ -821,6 +892,17 @@ fn node_text(info: &NodeInfo) -> String {
         format_unix_ms(member.registered_unix_ms)
     ));
     text.push_str(&du_text(info));
+    if let Some(beat) = info
+        .heartbeat
+        .as_ref()
+        .filter(|b| !b.peer_clocks.is_empty())
+    {
+        text.push_str("\n\n[peer clocks]\n");
+        text.push_str(&peer_clocks_text(&beat.peer_clocks));
+    }
+    if let Some(beat) = info.heartbeat.as_ref().filter(|_| member.gateway) {
+        text.push_str(&format!("\n\n{}", gateway_cache_text(&beat.gateway_cache)));
+    }
     text
 }
 
@@ -1212,6 +1294,43 @@ mod tests {
             none.starts_with(&format!("[{}] idle 0/0", "#".repeat(30))),
             "{none}"
         );
+    }
+
+    #[test]
+    fn a_gateway_cache_reads_as_one_line() {
+        let cache = crate::admin::GatewayCacheStatus {
+            hits: 9,
+            misses: 2,
+            stale: 1,
+            evictions: 0,
+            entries: 3,
+            bytes: 3 << 20,
+        };
+        assert_eq!(
+            gateway_cache_text(&cache),
+            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, stale 1, evictions 0"
+        );
+    }
+
+    #[test]
+    fn the_widest_peer_clock_is_shown_with_its_peer() {
+        assert_eq!(widest_peer_clock(&[]), "-");
+        let clocks = [
+            PeerClock {
+                node: 2,
+                offset_us: 1_200,
+                round_trip_us: 90,
+            },
+            PeerClock {
+                node: 3,
+                offset_us: -3_000_400,
+                round_trip_us: 110,
+            },
+        ];
+        assert_eq!(widest_peer_clock(&clocks), "-3000.4 ms (node 3)");
+        let text = peer_clocks_text(&clocks);
+        assert!(text.contains("2    | +1.200 ms"), "{text}");
+        assert!(text.contains("| 0.110 ms"), "{text}");
     }
 
     #[test]

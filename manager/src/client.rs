@@ -215,6 +215,11 @@ impl AdminClient {
         self.call("POST", &format!("/nodes/{id}/{verb}"), None::<&()>)
     }
 
+    /// `POST /v1/nodes/<id>/attach`.
+    pub fn attach_node(&self, id: u32) -> Result<NodeInfo, ClientError> {
+        self.call("POST", &format!("/nodes/{id}/attach"), None::<&()>)
+    }
+
     /// `POST /v1/nodes/<id>/detach` or `…/rollback`.
     pub fn detach_node(&self, id: u32, detach: bool) -> Result<NodeInfo, ClientError> {
         let verb = if detach { "detach" } else { "rollback" };
@@ -264,6 +269,12 @@ impl AdminClient {
     pub fn set_auto_recover_after(&self, secs: u64) -> Result<ClusterStatus, ClientError> {
         let body = crate::admin::wire::AutoRecoverRequest { after_secs: secs };
         self.call("PUT", "/cluster/auto-recover", Some(&body))
+    }
+
+    /// `PUT /v1/cluster/tombstone-grace`.
+    pub fn set_tombstone_grace(&self, secs: u64) -> Result<ClusterStatus, ClientError> {
+        let body = crate::admin::wire::TombstoneGraceRequest { grace_secs: secs };
+        self.call("PUT", "/cluster/tombstone-grace", Some(&body))
     }
 
     /// `POST /v1/nodes/<id>/compact/<start|suspend|resume>`.

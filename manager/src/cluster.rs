@@ -6,7 +6,7 @@
 //! what they show into state changes ([`Transition`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::ring_plan::{PlanNode, RingPlan};
@@ -227,6 +227,14 @@ pub struct Rebalance {
 }
 
 impl RingRecord {
+    /// Whether `node` holds vnodes in this ring or in the next one a rebalance moves to.
+    pub fn places_node(&self, node: u32) -> bool {
+        self.table
+            .iter()
+            .chain(self.rebalance.iter().flat_map(|r| r.next.iter()))
+            .any(|(n, _)| *n == node)
+    }
+
     /// The ring `plan` describes, at `epoch`.
     pub fn from_plan(epoch: u64, plan: RingPlan) -> Self {
         RingRecord {
@@ -512,6 +520,23 @@ pub struct Heartbeat {
     /// recorded by the managers.
     #[serde(default)]
     pub recovered: Vec<u32>,
+    /// The node's clock offset from each storage node it reached, measured directly.
+    #[serde(default)]
+    pub peer_clocks: Vec<PeerClock>,
+    /// Its gateway object cache, all cores together.
+    #[serde(default)]
+    pub gateway_cache: crate::admin::GatewayCacheStatus,
+}
+
+/// One node's clock offset from one peer, measured over a round trip between the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerClock {
+    /// The peer (a storage node of the ring).
+    pub node: u32,
+    /// This node's clock minus the peer's, in µs.
+    pub offset_us: i64,
+    /// The round trip it was measured over, in µs: the measure is within half of it.
+    pub round_trip_us: u64,
 }
 
 /// The manager's answer to a heartbeat.
@@ -567,6 +592,43 @@ pub fn median_offset_us(mut offsets: Vec<i64>) -> Option<i64> {
     offsets.get(offsets.len() / 2).copied()
 }
 
+/// Whether `beat` (after `last`, this node's previous one) may let the ring move on: it
+/// reports partitions filled or recovered, another ring epoch, or its last foreign partition
+/// handed over.
+fn brings_ring_news(last: Option<&Heartbeat>, beat: &Heartbeat) -> bool {
+    let foreign = |b: &Heartbeat| b.shards.iter().map(|s| s.foreign_partitions).sum::<u64>();
+    !beat.filled.is_empty()
+        || !beat.recovered.is_empty()
+        || last.is_none_or(|last| {
+            last.ring_epoch != beat.ring_epoch || (foreign(last) > 0 && foreign(beat) == 0)
+        })
+}
+
+/// Wakes the leader's watch before its interval ends when a heartbeat brings news for the
+/// ring, so that a rebalance or recovery moves on without waiting out the interval.
+#[derive(Default)]
+pub struct RingNews {
+    came: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl RingNews {
+    fn tell(&self) {
+        *self.came.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until news came or `timeout` passed, and takes the news.
+    pub fn wait(&self, timeout: Duration) {
+        let came = self.came.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut came, _) = self
+            .changed
+            .wait_timeout_while(came, timeout, |came| !*came)
+            .unwrap_or_else(PoisonError::into_inner);
+        *came = false;
+    }
+}
+
 /// Whether an offset in µs is within the cluster's bound in ms.
 pub fn clock_within_bound(offset_us: i64, max_clock_offset_ms: u64) -> bool {
     offset_us.unsigned_abs() <= max_clock_offset_ms.saturating_mul(1000)
@@ -576,13 +638,26 @@ pub fn clock_within_bound(offset_us: i64, max_clock_offset_ms: u64) -> bool {
 #[derive(Default)]
 pub struct Liveness {
     beats: Mutex<HashMap<u32, (Instant, Heartbeat)>>,
+    /// Wakes the leader's watch when a beat brings news for the ring.
+    news: Arc<RingNews>,
 }
 
 impl Liveness {
-    /// Records `beat`, received now.
+    /// Records `beat`, received now; wakes the watch when it brings news for the ring
+    /// ([`brings_ring_news`]).
     pub fn record(&self, beat: Heartbeat) {
         let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        let news = brings_ring_news(beats.get(&beat.node).map(|(_, last)| last), &beat);
         beats.insert(beat.node, (Instant::now(), beat));
+        drop(beats);
+        if news {
+            self.news.tell();
+        }
+    }
+
+    /// What the leader's watch waits on between its rounds.
+    pub fn ring_news(&self) -> Arc<RingNews> {
+        self.news.clone()
     }
 
     /// The last heartbeat of `node`, if it came within [`NODE_STOPPED_AFTER`] (a node
@@ -824,6 +899,8 @@ const AUTO_RECOVERY_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the leader looks at the heartbeats.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest time between two rounds of the watch, however much news comes.
+const WATCH_ROUND_GAP_MIN: Duration = Duration::from_millis(100);
 
 /// Starts the thread that, while this manager leads its group, turns what the heartbeats show
 /// into node state changes ([`transitions`]). It ends once the manager is dropped.
@@ -836,8 +913,13 @@ pub fn spawn_watch(
         .spawn(move || {
             let mut leading_since: Option<Instant> = None;
             let mut waiting_logged: Option<Instant> = None;
+            let Some(news) = manager.upgrade().map(|m| m.liveness().ring_news()) else {
+                return;
+            };
             loop {
-                std::thread::sleep(WATCH_INTERVAL);
+                let round = Instant::now();
+                news.wait(WATCH_INTERVAL);
+                std::thread::sleep(WATCH_ROUND_GAP_MIN.saturating_sub(round.elapsed()));
                 let Some(manager) = manager.upgrade() else {
                     return;
                 };
@@ -899,6 +981,46 @@ pub fn spawn_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beats_that_may_move_the_ring_on_wake_the_watch_and_others_do_not() {
+        let beat = |epoch: u64, foreign: u64| Heartbeat {
+            node: 1,
+            ring_epoch: epoch,
+            shards: vec![ShardUse {
+                foreign_partitions: foreign,
+                ..ShardUse::default()
+            }],
+            ..Heartbeat::default()
+        };
+        assert!(brings_ring_news(None, &beat(3, 0)));
+        assert!(!brings_ring_news(Some(&beat(3, 0)), &beat(3, 0)));
+        assert!(brings_ring_news(Some(&beat(3, 0)), &beat(4, 0)));
+        assert!(brings_ring_news(Some(&beat(3, 2)), &beat(3, 0)));
+        assert!(!brings_ring_news(Some(&beat(3, 2)), &beat(3, 1)));
+        let filled = Heartbeat {
+            filled: vec![7],
+            ..beat(3, 0)
+        };
+        assert!(brings_ring_news(Some(&beat(3, 0)), &filled));
+
+        let liveness = Liveness::default();
+        let news = liveness.ring_news();
+        liveness.record(beat(3, 0));
+        let started = Instant::now();
+        news.wait(Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "news wakes the watch"
+        );
+        liveness.record(beat(3, 0));
+        let started = Instant::now();
+        news.wait(Duration::from_millis(50));
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "no news waits the interval"
+        );
+    }
 
     fn member(id: u32, state: NodeState) -> Member {
         Member {

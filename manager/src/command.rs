@@ -112,6 +112,12 @@ pub enum Command {
         /// Seconds.
         secs: u64,
     },
+    /// Sets the tombstone grace: a storage node that comes back detached after longer than
+    /// it rejoins wiped.
+    SetTombstoneGrace {
+        /// Seconds (at least 1).
+        secs: u64,
+    },
     /// Re-replicates the partitions of `node`, stopped since long enough, onto the other
     /// nodes: starts a rebalance of the ring at `epoch` towards `next` (planned without it).
     AutoRecover {
@@ -464,6 +470,10 @@ impl Command {
                 state.settings.auto_recover_after_secs = *secs;
                 Ok(())
             }
+            Command::SetTombstoneGrace { secs } => {
+                state.settings.tombstone_grace_secs = (*secs).max(1);
+                Ok(())
+            }
             Command::AutoRecover {
                 node,
                 epoch,
@@ -547,14 +557,7 @@ fn register_node(
             ring.partitions
         )));
     }
-    let in_ring = |id: u32| {
-        state.ring.as_ref().is_some_and(|ring| {
-            ring.table
-                .iter()
-                .chain(ring.rebalance.iter().flat_map(|r| r.next.iter()))
-                .any(|(node, _)| *node == id)
-        })
-    };
+    let in_ring = |id: u32| state.ring.as_ref().is_some_and(|ring| ring.places_node(id));
     if let Some(known) = state.nodes.values().find(|m| m.addr == r.addr) {
         let id = known.id;
         if r.known_id.is_some_and(|known_id| known_id != id) {

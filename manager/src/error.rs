@@ -100,6 +100,9 @@ pub enum ManagerError {
     /// Quorums that cannot be met with the cluster's N.
     #[error("{0}")]
     InvalidConsistency(String),
+    /// A cluster setting out of its bounds.
+    #[error("{0}")]
+    InvalidSetting(String),
     /// The state file on disk is unreadable.
     #[error("corrupt manager state in {path}: {detail}")]
     Corrupt {

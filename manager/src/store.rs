@@ -723,6 +723,32 @@ impl Manager {
         }
     }
 
+    /// `leofs-adm attach NODE`: a detached storage node is attached again (the next
+    /// rebalance gives it partitions; one detached but still in the ring stays in it). A node
+    /// that registers with a started cluster is attached already.
+    pub fn attach_node(&self, node: u32) -> Result<(), ManagerError> {
+        let member = self
+            .snapshot()
+            .nodes
+            .get(&node)
+            .cloned()
+            .ok_or(ManagerError::NoSuchNode(node))?;
+        if !member.storage {
+            return Err(ManagerError::NodeConflict(format!(
+                "node {node} has no storage: only storage nodes are attached"
+            )));
+        }
+        match member.state {
+            NodeState::Attached => Ok(()),
+            NodeState::Detached => self.rollback_node(node),
+            other => Err(ManagerError::NodeConflict(format!(
+                "node {node} is {}: only a detached node is attached (a storage node that \
+                 registers with a started cluster is attached already)",
+                other.as_str()
+            ))),
+        }
+    }
+
     /// `leofs-adm rollback NODE`: takes a detach back before a rebalance has moved anything.
     pub fn rollback_node(&self, node: u32) -> Result<(), ManagerError> {
         let state = self.snapshot();
@@ -780,6 +806,17 @@ impl Manager {
     /// before its partitions are re-replicated onto the others (0: never).
     pub fn set_auto_recover_after(&self, secs: u64) -> Result<(), ManagerError> {
         self.propose(Command::SetAutoRecoverAfter { secs })
+    }
+
+    /// `leofs-adm update-tombstone-grace SECS`: a storage node that comes back detached after
+    /// longer than this rejoins wiped.
+    pub fn set_tombstone_grace(&self, secs: u64) -> Result<(), ManagerError> {
+        if secs == 0 {
+            return Err(ManagerError::InvalidSetting(
+                "the tombstone grace is at least 1 second".into(),
+            ));
+        }
+        self.propose(Command::SetTombstoneGrace { secs })
     }
 
     /// Proposes a step [`crate::cluster::ring_steps`] decided (the leader's watch).
@@ -1392,6 +1429,46 @@ mod tests {
             manager.snapshot().ring_checksum()
         );
         assert_ne!(after.ring_checksum, 0);
+    }
+
+    #[test]
+    fn attach_takes_a_detached_node_back_and_the_tombstone_grace_is_at_least_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, _) = open(dir.path());
+        let register = |i: u32| {
+            manager
+                .register_node(registration(&format!("127.0.0.1:41{i:02}"), 1))
+                .unwrap()
+                .id
+        };
+        let mut nodes: Vec<u32> = (0..3).map(register).collect();
+        manager.start_cluster(None, None, Some(3)).unwrap();
+        // Registered with a started cluster: attached already.
+        nodes.push(register(3));
+        let state = |node: u32| manager.snapshot().nodes[&node].state;
+        assert_eq!(state(nodes[3]), NodeState::Attached);
+        manager.attach_node(nodes[3]).unwrap();
+        assert_eq!(state(nodes[3]), NodeState::Attached);
+        // Detached while still in the ring: attached again, it simply stays in it.
+        manager.detach_node(nodes[0]).unwrap();
+        assert_eq!(state(nodes[0]), NodeState::Detached);
+        manager.attach_node(nodes[0]).unwrap();
+        assert_ne!(state(nodes[0]), NodeState::Detached);
+        assert!(matches!(
+            manager.attach_node(nodes[0]),
+            Err(ManagerError::NodeConflict(why)) if why.contains("only a detached node")
+        ));
+        assert!(matches!(
+            manager.attach_node(99),
+            Err(ManagerError::NoSuchNode(99))
+        ));
+
+        assert!(matches!(
+            manager.set_tombstone_grace(0),
+            Err(ManagerError::InvalidSetting(_))
+        ));
+        manager.set_tombstone_grace(3).unwrap();
+        assert_eq!(manager.snapshot().settings.tombstone_grace_secs, 3);
     }
 
     #[test]

@@ -55,10 +55,12 @@ impl NodeStatusSource for FixedNode {
                     partitions_under_replicated: 0,
                     oldest_unrepaired_partition_seconds: 0,
                     requests: Vec::new(),
+                    gateway_cache: Default::default(),
                 })
                 .collect(),
             latency_buckets_us: Vec::new(),
             clock_offset_us: None,
+            peer_clocks: Vec::new(),
         }
     }
 

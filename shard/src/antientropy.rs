@@ -19,9 +19,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use leofs_engine::{EngineError, Hlc, PartitionId, PutValue, ScanEntry};
 
 use crate::object::keys::{NS_CHUNK, NS_OBJECT, NS_PART, NS_UPLOAD};
@@ -29,6 +31,7 @@ use crate::replication::Version;
 use crate::replication::antientropy::{Entries, Pass, PassStep, RangeHashes, range_of};
 use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
 use crate::ring::{NodeId, RingView, Vnode};
+use crate::shard::Traffic;
 use crate::{Shard, ShardError};
 
 /// Key ranges a partition's replicas compare (the leaves of the one-level Merkle tree).
@@ -116,6 +119,34 @@ pub(crate) struct AntiEntropyBook {
     hand_over_cursor: Cell<PartitionId>,
     /// Bytes this core pushed to other replicas during rebalances (fills and hand-overs).
     moved_bytes: Cell<u64>,
+    /// The partitions a rebalance, hand-over or recovery step of this core passes over now
+    /// (several run at once): the next step takes another.
+    in_pass: RefCell<HashSet<PartitionId>>,
+    /// When this core last served a client's request (the movement throttle's signal, told
+    /// to peers in answers to their background requests).
+    foreground_at: Cell<Option<Instant>>,
+    /// When a peer core last answered a background request of this one saying it serves
+    /// clients (the throttle's other signal).
+    peer_busy_at: Cell<Option<Instant>>,
+}
+
+/// Marks a partition as passed over by a movement step until dropped.
+struct InPass<'a> {
+    book: &'a AntiEntropyBook,
+    partition: PartitionId,
+}
+
+impl<'a> InPass<'a> {
+    fn new(book: &'a AntiEntropyBook, partition: PartitionId) -> Self {
+        book.in_pass.borrow_mut().insert(partition);
+        Self { book, partition }
+    }
+}
+
+impl Drop for InPass<'_> {
+    fn drop(&mut self) {
+        self.book.in_pass.borrow_mut().remove(&self.partition);
+    }
 }
 
 /// The partitions a core has done for one rebalance (its moving ring's epoch) or one
@@ -450,13 +481,16 @@ impl Shard {
     /// One anti-entropy pass over `replicas` of `partition`: a watermark only when all of
     /// them answer identical. The pass is complete only if each of `filling` took every
     /// record pushed to it as pushed (one that keeps a newer version, or refuses an older
-    /// one below its watermark, leaves it incomplete).
+    /// one below its watermark, leaves it incomplete). Nothing is pushed to a vnode the ring
+    /// no longer places the partition on (a former owner handing it over lacks the writes
+    /// made since: they are not its to take).
     async fn anti_entropy_pass_over(
         &self,
         partition: PartitionId,
         replicas: Vec<Vnode>,
         filling: &[Vnode],
     ) -> Result<PassReport, ShardError> {
+        let holders = self.ring().holders(partition)?;
         let lag_us = WATERMARK_LAG.as_micros() as u64;
         let mut pass: Pass<Vnode, Bytes, Vnode> = Pass::start(replicas.len(), self.now(), lag_us);
         let asks = replicas
@@ -467,7 +501,9 @@ impl Shard {
                     partition,
                     ranges: RANGES,
                 };
-                let answer = self.send_to_vnode(vnode, request).await;
+                let answer = self
+                    .send_to_vnode_as(vnode, request, Traffic::Background)
+                    .await;
                 (vnode, answer.and_then(StorageResponse::into_hashes))
             });
         let mut heard = Vec::new();
@@ -503,7 +539,10 @@ impl Shard {
                 PassStep::Watermark { hlc, to } => {
                     for vnode in to {
                         let request = StorageRequest::SetWatermark { partition, hlc };
-                        if let Err(e) = self.send_to_vnode(vnode, request).await {
+                        if let Err(e) = self
+                            .send_to_vnode_as(vnode, request, Traffic::Background)
+                            .await
+                        {
                             tracing::debug!(error = %e, partition, node = vnode.node, "a replica did not take a watermark");
                         }
                     }
@@ -556,21 +595,45 @@ impl Shard {
                 }
                 PassStep::Push(pushes) => {
                     compared = true;
-                    for (target, lacking) in pushes {
-                        for (key, version) in lacking {
-                            match self.push_entry(partition, target, key, version).await {
-                                Ok((applied, bytes)) => {
-                                    if applied {
-                                        pushed += 1;
-                                        pushed_bytes += bytes;
-                                    } else if filling.contains(&target) {
-                                        failed = true;
-                                    }
-                                }
-                                Err(e) => {
+                    // Several pushes at once (the targets' group commits share one sync
+                    // among them), one at a time while clients are served here.
+                    let mut lacking = pushes
+                        .into_iter()
+                        .filter(|(target, _)| holders.contains(target))
+                        .flat_map(|(target, lacking)| {
+                            lacking
+                                .into_iter()
+                                .map(move |(key, version)| (target, key, version))
+                        });
+                    let mut in_flight = FuturesUnordered::new();
+                    loop {
+                        while in_flight.len() < self.movement_width(PUSHES_IN_FLIGHT_IDLE) {
+                            let Some((target, key, version)) = lacking.next() else {
+                                break;
+                            };
+                            in_flight.push(async move {
+                                (
+                                    target,
+                                    self.push_entry(partition, target, key, version).await,
+                                )
+                            });
+                        }
+                        let Some((target, outcome)) = in_flight.next().await else {
+                            break;
+                        };
+                        match outcome {
+                            Ok((applied, bytes)) => {
+                                if applied {
+                                    pushed += 1;
+                                    pushed_bytes += bytes;
+                                } else if filling.contains(&target) {
                                     failed = true;
-                                    tracing::debug!(error = %e, partition, node = target.node, "anti-entropy could not repair an entry; the next pass will");
                                 }
+                                self.pace_while_clients_served(bytes).await;
+                            }
+                            Err(e) => {
+                                failed = true;
+                                tracing::debug!(error = %e, partition, node = target.node, "anti-entropy could not repair an entry; the next pass will");
                             }
                         }
                     }
@@ -610,7 +673,10 @@ impl Shard {
                 start_after: after.clone(),
                 limit: ENTRIES_PAGE_KEYS.min(most - entries.len()),
             };
-            let page = self.send_to_vnode(vnode, request).await?.into_entries()?;
+            let page = self
+                .send_to_vnode_as(vnode, request, Traffic::Background)
+                .await?
+                .into_entries()?;
             let Some(last) = page.last() else {
                 return Ok(Listed {
                     entries,
@@ -651,7 +717,10 @@ impl Shard {
                 fresh: false,
             },
             // Gone altogether (its tombstone dropped at a watermark): nothing to give.
-            Some(holder) => match self.repair_from(partition, &key, holder).await? {
+            Some(holder) => match self
+                .repair_from(partition, &key, holder, Traffic::Background)
+                .await?
+            {
                 Some(request) => request,
                 None => return Ok((true, 0)),
             },
@@ -664,7 +733,9 @@ impl Shard {
             StorageRequest::Delete { hlc, .. } => (*hlc, 0),
             _ => (None, 0),
         };
-        let answer = self.send_to_vnode(target, request).await?;
+        let answer = self
+            .send_to_vnode_as(target, request, Traffic::Background)
+            .await?;
         let stored = match answer {
             StorageResponse::Stored(hlc) => Some(hlc),
             StorageResponse::Deleted(hlc) | StorageResponse::Removed { hlc, .. } => hlc,
@@ -727,6 +798,7 @@ impl Shard {
             let Some(partition) = self.next_unfilled_partition(&ring) else {
                 return Ok(false);
             };
+            let _in_pass = InPass::new(&self.core.anti_entropy, partition);
             let counts = ring.is_known_everywhere();
             let replicas = ring.holders(partition)?;
             let old = ring.route(partition)?;
@@ -751,6 +823,7 @@ impl Shard {
             if counts && filled && self.ring().epoch() == ring.epoch() {
                 let mut book = self.core.anti_entropy.filled.borrow_mut();
                 book.insert(ring.epoch(), partition);
+                self.core.node.tell_progress();
             }
             // A pass that moved nothing and recorded nothing (a replica down, or the ring not
             // known everywhere yet) waits for the next interval rather than spinning.
@@ -767,14 +840,18 @@ impl Shard {
         // One after another, so that one that cannot be handed over yet (a replica down)
         // does not hold up the others.
         let cursor = book.hand_over_cursor.get();
-        let Some(&partition) = foreign
-            .iter()
-            .find(|p| **p >= cursor)
-            .or_else(|| foreign.first())
-        else {
+        let free: Vec<PartitionId> = {
+            let in_pass = book.in_pass.borrow();
+            foreign
+                .into_iter()
+                .filter(|p| !in_pass.contains(p))
+                .collect()
+        };
+        let Some(&partition) = free.iter().find(|p| **p >= cursor).or_else(|| free.first()) else {
             return Ok(false);
         };
         book.hand_over_cursor.set(partition + 1);
+        let _in_pass = InPass::new(book, partition);
         self.hand_over(&ring, partition).await
     }
 
@@ -791,6 +868,7 @@ impl Shard {
         let book = &self.core.anti_entropy;
         let next = next_from(&book.recover_cursor, ring.partitions(), |p| {
             !book.recovered.borrow().contains(id, p)
+                && !book.in_pass.borrow().contains(&p)
                 && ring
                     .route(p)
                     .is_ok_and(|set| set.iter().any(|v| v.node == node))
@@ -799,6 +877,7 @@ impl Shard {
         let Some(partition) = next else {
             return Ok(false);
         };
+        let _in_pass = InPass::new(book, partition);
         let replicas = ring.route(partition)?.to_vec();
         let recovered: Vec<Vnode> = replicas
             .iter()
@@ -813,6 +892,7 @@ impl Shard {
             && (report.identical || report.complete);
         if repaired && self.ring().recovering() == Some((node, id)) {
             book.recovered.borrow_mut().insert(id, partition);
+            self.core.node.tell_progress();
         }
         Ok(repaired || report.pushed > 0)
     }
@@ -830,8 +910,10 @@ impl Shard {
     fn next_unfilled_partition(&self, ring: &RingView) -> Option<PartitionId> {
         let book = &self.core.anti_entropy;
         let filled = book.filled.borrow();
+        let in_pass = book.in_pass.borrow();
         next_from(&book.fill_cursor, ring.partitions(), |p| {
             ring.next_route(p).is_some()
+                && !in_pass.contains(&p)
                 && self.drives(ring, p)
                 && !filled.contains(ring.epoch(), p)
         })
@@ -873,18 +955,31 @@ impl Shard {
             );
             return Ok(false);
         }
+        self.drop_handed_over(partition, report.pushed).await
+    }
+
+    /// Drops `partition`, handed over (`pushed` records pushed to its replicas), unless the
+    /// ring places it here again (checked with no wait between the check and the drop's
+    /// append); whether it was dropped.
+    async fn drop_handed_over(
+        &self,
+        partition: PartitionId,
+        pushed: u64,
+    ) -> Result<bool, ShardError> {
         if self.ring().holds(self.here(), partition) {
             return Ok(false);
         }
+        let book = &self.core.anti_entropy;
         let engine = self.core.engine()?;
         let dropped = engine.drop_partition(partition).await?;
         book.watermarks.borrow_mut().remove(&partition);
         book.windows.borrow_mut().remove(&partition);
         book.unrepaired.borrow_mut().remove(&partition);
+        self.core.node.tell_progress();
         tracing::info!(
             partition,
             records = dropped,
-            pushed = report.pushed,
+            pushed,
             "handed a partition over to its new replicas and dropped it here"
         );
         Ok(true)
@@ -937,32 +1032,163 @@ fn check_ranges(ranges: u32) -> Result<(), ShardError> {
     }
 }
 
-/// Pause between two rebalance steps of a core while it has more to move (the movement's
-/// throttle beside the bulk lane's in-flight byte cap).
+/// Pause between two rounds of a core's rebalance steps while it has more to move.
 const REBALANCE_STEP_PAUSE: Duration = Duration::from_millis(2);
+/// First pause before the next round of a core's rebalance steps when the last one moved
+/// nothing but there is movement to do (a peer not reachable yet, the ring not known
+/// everywhere); it doubles while that lasts, up to the anti-entropy interval.
+const MOVEMENT_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How recently this core must have served a client for the movement to yield to clients.
+const FOREGROUND_RECENT: Duration = Duration::from_millis(250);
+/// Rebalance, hand-over or recovery passes a core runs at once while it serves no client
+/// (one at a time while it does).
+const MOVEMENT_PASSES_IDLE: usize = 4;
+/// Records one pass pushes at once while its core serves no client (one at a time while it
+/// does). With [`MOVEMENT_PASSES_IDLE`], at most 16 records per core in flight, each at most
+/// a chunk: 64 MiB with the default 4 MiB chunks (the bulk lane's in-flight byte cap per peer
+/// bounds them further).
+const PUSHES_IN_FLIGHT_IDLE: usize = 4;
+/// While clients are served, each record pushed (by a rebalance, hand-over, recovery or
+/// anti-entropy pass) is followed by a pause as long as its bytes take at this rate: each core
+/// pushes at most this many bytes a second (the default throttle that keeps foreground latency
+/// bounded).
+const BUSY_MOVE_BYTES_PER_SEC: u64 = 8 << 20;
+/// Longest pause after one push.
+const BUSY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
-/// Runs this core's anti-entropy every `interval` until the core stops: its part in a
-/// rebalance first (step after step while there is some), then one pass over the next
+impl Shard {
+    /// Books that this core serves a client's request now: the node's background movement
+    /// (rebalance, hand-over, recovery) yields while clients are served.
+    pub fn note_foreground(&self) {
+        self.core
+            .anti_entropy
+            .foreground_at
+            .set(Some(Instant::now()));
+    }
+
+    /// Books that a peer core answered a background request of this one while it serves
+    /// clients: this core's movement yields as if it served them itself.
+    pub(crate) fn note_peer_busy(&self) {
+        self.core
+            .anti_entropy
+            .peer_busy_at
+            .set(Some(Instant::now()));
+    }
+
+    /// Whether this core served a client within [`FOREGROUND_RECENT`].
+    pub(crate) fn clients_served_recently(&self) -> bool {
+        recent(self.core.anti_entropy.foreground_at.get())
+    }
+
+    /// Whether the movement yields now: this core, or a peer core it moved records to or
+    /// from, served a client within [`FOREGROUND_RECENT`].
+    fn movement_yields(&self) -> bool {
+        self.clients_served_recently() || recent(self.core.anti_entropy.peer_busy_at.get())
+    }
+
+    /// How many movement tasks may run at once: `idle` while no client is served here or by
+    /// the peers moved to or from, one while clients are.
+    fn movement_width(&self, idle: usize) -> usize {
+        if self.movement_yields() { 1 } else { idle }
+    }
+
+    /// Rebalance steps ([`Shard::rebalance_step`]), several at once while no client is served
+    /// here, one at a time and paced while clients are, until one finds nothing more to do
+    /// or the core stops; whether any of them worked.
+    async fn movement_round(&self) -> Result<bool, ShardError> {
+        let mut in_flight = FuturesUnordered::new();
+        let (mut worked, mut more) = (false, true);
+        loop {
+            more &= !self.core.objects.stopping.get();
+            while more && in_flight.len() < self.movement_width(MOVEMENT_PASSES_IDLE) {
+                in_flight.push(self.paced_rebalance_step());
+            }
+            match in_flight.next().await {
+                None => return Ok(worked),
+                Some(Ok(true)) => worked = true,
+                Some(Ok(false)) => more = false,
+                Some(Err(ShardError::Engine(EngineError::Closed))) => {
+                    return Err(ShardError::Engine(EngineError::Closed));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "a rebalance step failed");
+                    more = false;
+                }
+            }
+        }
+    }
+
+    /// Whether this core has a part in a rebalance, hand-over or recovery still to do: the
+    /// ring moves or a recovery is under way, or it holds partitions the ring does not place
+    /// on it.
+    fn movement_pending(&self) -> bool {
+        let ring = self.ring();
+        ring.is_moving()
+            || ring.recovering().is_some()
+            || !self.foreign_partitions(&ring).is_empty()
+    }
+
+    /// One rebalance step, followed by [`REBALANCE_STEP_PAUSE`] while clients are served
+    /// (its pushes are paced on their own: [`Shard::pace_while_clients_served`]).
+    async fn paced_rebalance_step(&self) -> Result<bool, ShardError> {
+        let worked = self.rebalance_step().await?;
+        if worked && self.movement_yields() {
+            monoio::time::sleep(REBALANCE_STEP_PAUSE).await;
+        }
+        Ok(worked)
+    }
+
+    /// After a push of `bytes`, while clients are served here or by the peers moved to or
+    /// from: a pause as long as they take at [`BUSY_MOVE_BYTES_PER_SEC`] (pushes then go one
+    /// at a time, so the core's pushes stay under that rate).
+    async fn pace_while_clients_served(&self, bytes: u64) {
+        if bytes > 0 && self.movement_yields() {
+            let pause = Duration::from_secs_f64(bytes as f64 / BUSY_MOVE_BYTES_PER_SEC as f64)
+                .min(BUSY_PAUSE_MAX);
+            monoio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Whether `at` lies within [`FOREGROUND_RECENT`].
+fn recent(at: Option<Instant>) -> bool {
+    at.is_some_and(|at| at.elapsed() < FOREGROUND_RECENT)
+}
+
+/// Runs this core's anti-entropy until the core stops: its part in a rebalance first
+/// (rounds of steps while there are some), then, every `interval`, one pass over the next
 /// partition it drives (on a ring of one replica, only the rebalance part).
 pub(crate) async fn run(shard: Shard) {
     let interval = shard.core.replication.anti_entropy_interval;
-    let mut busy = false;
+    let mut pause = interval;
+    let mut retry = MOVEMENT_RETRY_PAUSE;
+    let mut last_pass = Instant::now();
     loop {
-        monoio::time::sleep(if busy { REBALANCE_STEP_PAUSE } else { interval }).await;
+        monoio::time::sleep(pause).await;
         if shard.core.objects.stopping.get() {
             return;
         }
-        busy = match shard.rebalance_step().await {
-            Ok(worked) => worked,
-            Err(ShardError::Engine(EngineError::Closed)) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "a rebalance step failed");
-                false
-            }
+        // Only a closed engine ends a round with an error.
+        let Ok(worked) = shard.movement_round().await else {
+            return;
         };
-        if busy || shard.ring().replicas() < 2 {
+        pause = if worked {
+            retry = MOVEMENT_RETRY_PAUSE;
+            REBALANCE_STEP_PAUSE
+        } else if shard.movement_pending() {
+            // A movement that cannot go on (a replica down) is retried less and less often,
+            // down to once an interval.
+            let now = retry;
+            retry = (retry * 2).min(interval.max(MOVEMENT_RETRY_PAUSE));
+            now
+        } else {
+            interval
+        };
+        // Passes keep their own pace while a stalled movement is retried more often.
+        if worked || shard.ring().replicas() < 2 || last_pass.elapsed() < interval {
             continue;
         }
+        last_pass = Instant::now();
         match shard.anti_entropy_step().await {
             Ok(()) => {}
             Err(ShardError::Engine(EngineError::Closed)) => return,

@@ -324,7 +324,10 @@ impl Shard {
             tracing::warn!(partition, "a hint of an unknown format; dropped");
             return Delivery::Done;
         };
-        match self.send_to_vnode(target, request).await {
+        match self
+            .send_to_vnode_as(target, request, crate::shard::Traffic::Background)
+            .await
+        {
             Ok(_) => Delivery::Done,
             // A rebalance moved the partition away from the target: its new replicas have the
             // write (from the old ones' fill, or written to both rings).

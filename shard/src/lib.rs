@@ -67,8 +67,8 @@ pub const MAX_RECORD_BODY_BYTES: u64 = {
 };
 pub use node::{
     CoreStats, DEFAULT_CONNECTIONS_PER_CORE_MAX, InstalledRing, JoinedCluster, NodeConfig,
-    NodeHandle, NodeStats, RingInstaller, RingWanted, ShutdownTrigger, block_shutdown_signals,
-    start_node,
+    NodeHandle, NodeStats, Progressed, RingInstaller, RingWanted, ShutdownTrigger,
+    block_shutdown_signals, start_node,
 };
 pub use objects::{
     ChunkLease, EtagCondition, GcConfig, GcStats, PendingWrite, WriteCondition, WriteRegistration,

@@ -86,3 +86,57 @@ mod tests {
         assert_eq!(tallies[1].2.latency_buckets[1], 1);
     }
 }
+
+/// The gateway's object cache on one core (kept by the gateway, read with the core's stats):
+/// what it holds and what it did. Only the core's own thread writes it.
+#[derive(Debug, Default)]
+pub struct ObjectCacheMetrics {
+    /// Reads answered from the cache (its version confirmed current by the replicas).
+    pub hits: std::cell::Cell<u64>,
+    /// Reads of objects it did not hold.
+    pub misses: std::cell::Cell<u64>,
+    /// Reads of objects it held in an older version than the replicas' (dropped, read again).
+    pub stale: std::cell::Cell<u64>,
+    /// Entries dropped to make room.
+    pub evictions: std::cell::Cell<u64>,
+    /// Entries held now.
+    pub entries: std::cell::Cell<u64>,
+    /// Bytes held now (bodies and metadata).
+    pub bytes: std::cell::Cell<u64>,
+}
+
+impl ObjectCacheMetrics {
+    /// Adds one to `counter`.
+    pub fn count(counter: &std::cell::Cell<u64>) {
+        counter.set(counter.get() + 1);
+    }
+
+    /// The figures now.
+    pub fn snapshot(&self) -> ObjectCacheStats {
+        ObjectCacheStats {
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            stale: self.stale.get(),
+            evictions: self.evictions.get(),
+            entries: self.entries.get(),
+            bytes: self.bytes.get(),
+        }
+    }
+}
+
+/// [`ObjectCacheMetrics`] as read from another thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectCacheStats {
+    /// See [`ObjectCacheMetrics::hits`].
+    pub hits: u64,
+    /// See [`ObjectCacheMetrics::misses`].
+    pub misses: u64,
+    /// See [`ObjectCacheMetrics::stale`].
+    pub stale: u64,
+    /// See [`ObjectCacheMetrics::evictions`].
+    pub evictions: u64,
+    /// See [`ObjectCacheMetrics::entries`].
+    pub entries: u64,
+    /// See [`ObjectCacheMetrics::bytes`].
+    pub bytes: u64,
+}

@@ -158,6 +158,7 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 wire_requests_sent: core.remote.sent.get(),
                 wire_requests_served: core.remote.served.get(),
                 requests: core.requests.borrow().clone(),
+                object_cache: core.object_cache.snapshot(),
                 hints_pending: core.hints.by_target(),
                 hints_replayed: core.hints.replayed.get(),
                 hints_dropped: core.hints.dropped.get(),
@@ -236,6 +237,9 @@ pub(crate) struct NodeShared {
     /// Asked for a ring of at least the given epoch when a peer routes by a newer ring than
     /// this node's (set once by whoever follows the managers' ring).
     ring_wanted: std::sync::OnceLock<RingWanted>,
+    /// Told when the node's part in a rebalance or recovery moved on (set once by whoever
+    /// sends its heartbeats, which then report it at once).
+    progressed: std::sync::OnceLock<Progressed>,
     /// This node's clock is off the managers' by more than the cluster's bound: it stamps
     /// no replicated write (DESIGN §7) until it is back within.
     pub(crate) clock_beyond_bound: std::sync::atomic::AtomicBool,
@@ -261,6 +265,10 @@ fn pack_levels(write: u16, read: u16, delete: u16) -> u64 {
 /// Called with an epoch when a peer routes by a newer ring than the node's: whoever follows
 /// the managers' ring fetches it now rather than at its next poll. Must not block.
 pub type RingWanted = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Called when the node took a newer ring or its cores moved a rebalance or recovery on (a
+/// partition filled, recovered or handed over): its heartbeat then reports it at once.
+pub type Progressed = Arc<dyn Fn() + Send + Sync>;
 
 impl NodeShared {
     /// Whether an operator paused the rebalance under way.
@@ -298,11 +306,20 @@ impl NodeShared {
             }
             *current = installed.clone();
         }
+        self.tell_progress();
         for core in 0..self.map.cores() {
             let message = Message::Control(Control::InstallRing(installed.clone()));
             if let Err(e) = cross_core::post(&self.mailboxes, core, message) {
                 tracing::debug!(core, error = %e, "a stopped core takes no ring");
             }
+        }
+    }
+
+    /// Tells whoever sends the heartbeats that the node's part in the ring moved on (see
+    /// [`Progressed`]).
+    pub(crate) fn tell_progress(&self) {
+        if let Some(progressed) = self.progressed.get() {
+            progressed();
         }
     }
 
@@ -589,6 +606,12 @@ impl RingInstaller {
     pub fn when_ring_wanted(&self, wanted: RingWanted) -> bool {
         self.shared.ring_wanted.set(wanted).is_ok()
     }
+
+    /// Sets what is called when the node's part in a rebalance or recovery moves on (once; a
+    /// second call is ignored and says so).
+    pub fn when_progressed(&self, progressed: Progressed) -> bool {
+        self.shared.progressed.set(progressed).is_ok()
+    }
 }
 
 /// Set once when shutdown is requested; wakes whoever waits in [`NodeHandle::wait`].
@@ -765,6 +788,8 @@ pub struct CoreStats {
     pub wire_requests_served: u64,
     /// Requests it answered, by operation and status.
     pub requests: crate::metrics::RequestMetrics,
+    /// The gateway's object cache on it.
+    pub object_cache: crate::metrics::ObjectCacheStats,
     /// Hints it holds for replicas that missed writes: (target, count, bytes).
     pub hints_pending: Vec<(Vnode, u64, u64)>,
     /// Hints it replayed since start.
@@ -842,6 +867,7 @@ where
         bound: Mutex::new(Vec::new()),
         balancer: ConnectionBalancer::new(map.cores(), config.connections_per_core_max),
         ring_wanted: std::sync::OnceLock::new(),
+        progressed: std::sync::OnceLock::new(),
         clock_beyond_bound: std::sync::atomic::AtomicBool::new(false),
         levels_set: std::sync::atomic::AtomicU64::new(0),
         max_clock_offset_us: std::sync::atomic::AtomicU64::new(
@@ -1152,6 +1178,7 @@ where
                 node: shared.clone(),
                 objects: Default::default(),
                 requests: Default::default(),
+                object_cache: Default::default(),
                 hints: Default::default(),
                 anti_entropy: Default::default(),
                 replication,

@@ -1129,7 +1129,8 @@ impl Shard {
         keys: Vec<Bytes>,
         orphans: bool,
     ) -> Result<u64, ShardError> {
-        self.send_to_vnode(vnode, StorageRequest::CollectChunks { keys, orphans })
+        let request = StorageRequest::CollectChunks { keys, orphans };
+        self.send_to_vnode_as(vnode, request, crate::shard::Traffic::Background)
             .await?
             .into_deferred()
     }

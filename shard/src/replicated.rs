@@ -29,6 +29,7 @@ use crate::replication::coordinator::{
 use crate::replication::{Levels, Version};
 use crate::request::{StorageRequest, StorageResponse};
 use crate::ring::Vnode;
+use crate::shard::Traffic;
 use crate::{ErrorClass, Shard, ShardError};
 
 /// What a replicated read needs to know of the record it reads.
@@ -42,6 +43,10 @@ pub(crate) struct ReadOf {
     /// Replicas to consult: R, or 1 for records that never change once written (chunks).
     pub(crate) r: usize,
 }
+
+/// Most tries of a replicated read or write while the ring changes under it (a rebalance
+/// changes it twice: when it begins and when it flips).
+const RING_CHANGE_TRIES_MAX: u32 = 3;
 
 impl Shard {
     /// The replication levels of the ring this core routes by: the bucket's own W, R and D
@@ -116,7 +121,35 @@ impl Shard {
                 }
             }
         }
-        let needed = chosen.len().max(1);
+        // Answers from any `needed` of the replicas up include `r` (or all those up) of each
+        // set: a replica that fails is replaced by whichever is next, which may belong to one
+        // set only.
+        let up_in_all: Vec<Vnode> = sets
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|v| self.is_up(*v))
+            .fold(Vec::new(), |mut all, v| {
+                if !all.contains(&v) {
+                    all.push(v);
+                }
+                all
+            });
+        let needed = sets
+            .iter()
+            .map(|set| {
+                // A set with none up (the new replicas, down) took no write either.
+                let up = set.iter().filter(|v| self.is_up(**v)).count();
+                if up == 0 {
+                    0
+                } else {
+                    up_in_all.len() - up + r.min(up)
+                }
+            })
+            .max()
+            .unwrap_or(1)
+            .max(chosen.len())
+            .max(1);
         for vnode in sets.iter().flatten() {
             if !chosen.contains(vnode) {
                 chosen.push(*vnode);
@@ -142,19 +175,22 @@ impl Shard {
         stamp: Hlc,
         request_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<(Hlc, Vec<StorageResponse>), ShardError> {
-        let epoch = self.ring().epoch();
-        match self
-            .write_everywhere_once(partition, needed, stamp, &request_at)
-            .await
-        {
-            // Replicas refused it because a newer ring moves the partition (this core took
-            // that ring meanwhile): once more, over the replica sets it names.
-            Err(e) if self.ring().epoch() != epoch => {
-                tracing::debug!(error = %e, partition, "a write failed while the ring changed; writing again by the new ring");
-                self.write_everywhere_once(partition, needed, stamp, &request_at)
-                    .await
+        let mut tries = 0;
+        loop {
+            let epoch = self.ring().epoch();
+            tries += 1;
+            match self
+                .write_everywhere_once(partition, needed, stamp, &request_at)
+                .await
+            {
+                // Replicas refused it because a newer ring moves the partition (this core
+                // took that ring meanwhile): again, over the replica sets it names (a
+                // rebalance changes the ring twice, when it begins and when it flips).
+                Err(e) if self.ring().epoch() != epoch && tries < RING_CHANGE_TRIES_MAX => {
+                    tracing::debug!(error = %e, partition, "a write failed while the ring changed; writing again by the new ring");
+                }
+                answer => return answer,
             }
-            answer => answer,
         }
     }
 
@@ -488,7 +524,10 @@ impl Shard {
             return Ok(());
         }
         // Changed since the lookup (gone altogether): the serializer decides on what it has.
-        let Some(repair) = self.repair_from(partition, key, holder).await? else {
+        let Some(repair) = self
+            .repair_from(partition, key, holder, Traffic::Foreground)
+            .await?
+        else {
             return Ok(());
         };
         tracing::info!(
@@ -507,21 +546,23 @@ impl Shard {
     /// failed its checksum, get the newest version in the background when the body read is a
     /// whole record.
     pub(crate) async fn read_newest(&self, read: ReadOf) -> Result<StorageResponse, ShardError> {
-        let epoch = self.ring().epoch();
-        match self.read_round(&read).await {
-            // Replicas failed during the round (they are known down now): once more, over
-            // the replicas up.
-            Err(ShardError::Wire(e)) => {
-                tracing::debug!(error = %e, partition = read.partition, "replicas failed during a read; reading again without them");
-                self.read_round(&read).await
+        let mut tries = 0;
+        loop {
+            let epoch = self.ring().epoch();
+            tries += 1;
+            match self.read_round(&read).await {
+                // Replicas failed during the round (they are known down now): once more, over
+                // the replicas up.
+                Err(ShardError::Wire(e)) if tries == 1 => {
+                    tracing::debug!(error = %e, partition = read.partition, "replicas failed during a read; reading again without them");
+                }
+                // Replicas no longer held the partition (a rebalance moved it, and this core
+                // took the new ring meanwhile): again, by the new ring.
+                Err(e) if self.ring().epoch() != epoch && tries < RING_CHANGE_TRIES_MAX => {
+                    tracing::debug!(error = %e, partition = read.partition, "the ring changed during a read; reading again by the new ring");
+                }
+                answer => return answer,
             }
-            // Replicas no longer held the partition (a rebalance moved it, and this core
-            // took the new ring meanwhile): once more, by the new ring.
-            Err(e) if self.ring().epoch() != epoch => {
-                tracing::debug!(error = %e, partition = read.partition, "the ring changed during a read; reading again by the new ring");
-                self.read_round(&read).await
-            }
-            answer => answer,
         }
     }
 
@@ -635,17 +676,19 @@ impl Shard {
 
     /// Reads `key` from `holder` and returns the request that gives another replica that
     /// version as stamped ([`repair_request`]); None when `holder` no longer has it at all.
+    /// The read is sent as `traffic`.
     pub(crate) async fn repair_from(
         &self,
         partition: PartitionId,
         key: &Bytes,
         holder: Vnode,
+        traffic: Traffic,
     ) -> Result<Option<StorageRequest>, ShardError> {
         let read = StorageRequest::Get {
             partition,
             key: key.clone(),
         };
-        let answer = self.send_to_vnode(holder, read).await?;
+        let answer = self.send_to_vnode_as(holder, read, traffic).await?;
         Ok(repair_request(partition, key, &answer))
     }
 

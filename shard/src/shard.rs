@@ -41,6 +41,8 @@ pub(crate) struct Core {
     pub(crate) objects: crate::objects::ObjectState,
     /// Requests this core answered, by operation and status.
     pub(crate) requests: RefCell<crate::metrics::RequestMetrics>,
+    /// The gateway's object cache on this core.
+    pub(crate) object_cache: crate::metrics::ObjectCacheMetrics,
     /// The hints this core holds for replicas that missed writes (`hinted`).
     pub(crate) hints: crate::hinted::HintBook,
     /// Watermarks and passes of anti-entropy (`antientropy`).
@@ -79,6 +81,12 @@ impl Shard {
     /// This core's index (0-based).
     pub fn core_id(&self) -> usize {
         self.core.id
+    }
+
+    /// The gateway's object cache counters of this core (the gateway keeps them; the core's
+    /// stats report them).
+    pub fn object_cache_metrics(&self) -> &crate::metrics::ObjectCacheMetrics {
+        &self.core.object_cache
     }
 
     /// Counts a request this core answered (see [`crate::metrics`]).
@@ -158,14 +166,26 @@ impl Shard {
         vnode: Vnode,
         request: StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
+        self.send_to_vnode_as(vnode, request, Traffic::Foreground)
+            .await
+    }
+
+    /// Serves `request` on `vnode` as [`Shard::send_to_vnode`] does, sent as `traffic` (a
+    /// request of the node's background work is marked so on the wire).
+    pub(crate) async fn send_to_vnode_as(
+        &self,
+        vnode: Vnode,
+        request: StorageRequest,
+        traffic: Traffic,
+    ) -> Result<StorageResponse, ShardError> {
         if vnode.node == self.core.node_id {
             return self.send_to(usize::from(vnode.shard), request).await;
         }
         if request.runs_detached() {
             let shard = self.clone();
-            monoio::spawn(async move { shard.call_remote(vnode, request).await }).await
+            monoio::spawn(async move { shard.call_remote(vnode, request, traffic).await }).await
         } else {
-            self.call_remote(vnode, request).await
+            self.call_remote(vnode, request, traffic).await
         }
     }
 
@@ -544,6 +564,16 @@ impl Shard {
 
 /// Keys per page of [`Shard::scan_all_pages`].
 pub const SCAN_PAGE_KEYS: usize = 1000;
+
+/// Who a request to a vnode is sent for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Traffic {
+    /// A client's request, or work a client waits on.
+    Foreground,
+    /// The node's background work (anti-entropy, rebalance, recovery): marked so on the wire,
+    /// the receiver does not count it as the foreground traffic background work yields to.
+    Background,
+}
 
 /// K-way merge of pages each sorted by key (keys are disjoint across pages: each partition has
 /// one owner), keeping the first `limit` entries.

@@ -41,6 +41,11 @@ def eventually(what: str, within_s: float, check) -> None:
         time.sleep(0.2)
 
 
+# Segments of 32 MiB instead of 256: each core keeps its head and the next segments allocated
+# ahead, about 0.8 GiB a core at the default, and the suite runs several clusters at once.
+STORAGE_CONFIG = "[engine]\nsegment_size_bytes = 33554432\n"
+
+
 class Cluster:
     """Managers, storage nodes and gateways, each a `leofs server` process of its own."""
 
@@ -83,6 +88,7 @@ class Cluster:
         port = free_rpc_ports(self.cores)
         node = self.make_server(start=False, deployment="all-in-one", cores=self.cores,
                                 root_keys=False, listen_flag=False, extra_env=self.storage_env,
+                                config_toml=STORAGE_CONFIG,
                                 extra_args=["--roles", "storage", "--join", self.join,
                                             "--rpc-listen", f"127.0.0.1:{port}",
                                             "--cluster-secret-file", str(secret or self.secret)])
@@ -393,7 +399,7 @@ def test_the_data_path_goes_on_while_every_manager_is_down(make_server):
 
 
 def test_clock_offsets_are_measured_and_one_beyond_the_bound_is_reported(make_server):
-    cluster = Cluster(make_server, storage=1, gateways=1)
+    cluster = Cluster(make_server, storage=2, gateways=1)
     # A gateway whose clock reads 3 s ahead (the cluster's bound is 500 ms).
     skewed = cluster.new_gateway(extra_env={"LEOFS_TEST_CLOCK_OFFSET_MS": "3000"})
     name = lambda server: server.data_dir.joinpath("node.name").read_text().strip()
@@ -417,6 +423,32 @@ def test_clock_offsets_are_measured_and_one_beyond_the_bound_is_reported(make_se
     assert "(beyond the bound)" in table, table
     log = skewed.stderr_path.read_text()
     assert "clock is off the managers' by more than the cluster's bound" in log, log[-2000:]
+
+    # Each node also measures its clock against every storage node directly (issue 13: the
+    # offset per peer): the skewed gateway finds both 3 s behind it, the others find none.
+    storage_ids = {n["member"]["id"] for n in cluster.nodes(storage=True)}
+
+    def peer_offsets_ms(addr) -> dict[int, float]:
+        beat = info(addr)["heartbeat"] or {}
+        return {c["node"]: c["offset_us"] / 1000 for c in beat.get("peer_clocks", [])}
+    eventually("the skewed gateway measured every storage node's clock", STATE_DEADLINE_S,
+               lambda: set(peer_offsets_ms(skewed_addr)) == storage_ids)
+    assert all(2_500 < ms < 3_500 for ms in peer_offsets_ms(skewed_addr).values()), \
+        peer_offsets_ms(skewed_addr)
+    first_storage = f"127.0.0.1:{cluster.storage[0].rpc_port}"
+    for addr in [plain_addr, first_storage]:
+        eventually(f"{addr} measured its peers' clocks", STATE_DEADLINE_S,
+                   lambda: peer_offsets_ms(addr))
+        assert all(abs(ms) < 250 for ms in peer_offsets_ms(addr).values()), peer_offsets_ms(addr)
+    assert set(peer_offsets_ms(first_storage)) == storage_ids - {info(first_storage)["member"]["id"]}
+    skewed_id = info(skewed_addr)["member"]["id"]
+    table = cluster.manager.adm("status").stdout
+    row = next(line for line in table.splitlines() if line.split()[:1] == [str(skewed_id)])
+    assert "+3" in row and "(node " in row, row
+    detail = cluster.manager.adm("status", str(skewed_id)).stdout
+    assert "[peer clocks]" in detail, detail
+    assert "clock and a peer's differ by more than the cluster's bound" in \
+        skewed.stderr_path.read_text()
 
 
 def test_three_managers_lose_their_leader_under_load_and_nothing_fails(make_server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -26,9 +27,14 @@ pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
                                 reason="clusters of their own; run once, in the all-in-one pass")
 
 
+# Requests a second per worker, at most: the load's disk use grows with the test's length (on
+# a slow machine a rebalance under load takes minutes, and unpaced workers wrote 25 GB there).
+WORKER_STEPS_PER_SEC_MAX = 40
+
+
 class Load:
     """Workers running in threads until stopped (also when the test fails: a context manager
-    whose exit stops them)."""
+    whose exit stops them), each paced to `WORKER_STEPS_PER_SEC_MAX`."""
 
     def __init__(self, workers: list[Worker]):
         self.workers = workers
@@ -45,8 +51,12 @@ class Load:
         self.finish()
 
     def _loop(self, worker: Worker) -> None:
+        step_s = 1 / WORKER_STEPS_PER_SEC_MAX
+        next_at = time.monotonic()
         while not self.stop.is_set():
             worker.step()
+            next_at = max(next_at + step_s, time.monotonic() - step_s)
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
 
     def finish(self) -> list[str]:
         self.stop.set()
@@ -77,6 +87,15 @@ def check_replicas_identical(cluster: Cluster, bucket: str, workers: list[Worker
             assert replicas[0][0] == (key in worker.expected), key
 
 
+def versions_of(cluster: Cluster, bucket: str, keys) -> dict[str, set]:
+    """Each key's replicas as `whereis` shows them: the set of (found, HLC, checksum)."""
+    versions = {}
+    for key in keys:
+        where = json.loads(cluster.manager.adm("whereis", f"{bucket}/{key}", json_output=True).stdout)
+        versions[key] = {(r["found"], r["hlc"], r["checksum"]) for r in where["replicas"]}
+    return versions
+
+
 def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(make_server):
     # Anti-entropy every 20 ms: every partition's repaired-at watermark is raised soon.
     cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2,
@@ -92,11 +111,16 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     assert not settled.failures, settled.failures[:5]
     time.sleep(70)
     epoch_before = rebalance_status(cluster)["ring_epoch"]
+    # What the settled keys' replicas hold before the move: one version each, which every
+    # replica keeps, with the same HLC and checksum, through both moves.
+    settled_before = versions_of(cluster, "moving", settled.keys)
+    assert all(len(v) == 1 for v in settled_before.values()), settled_before
 
     # Attach: a fourth storage node starts (it registers as attached) and the ring is
     # rebalanced onto it while four workers keep writing, reading, deleting and listing.
     workers = [Worker(f"w{i}", clients[i % 2], "moving", keys=40, seed=i) for i in range(4)]
     with Load(workers) as load:
+        eventually("the load runs", 60, lambda: sum(w.ops for w in workers) >= 100)
         fourth = cluster.new_storage()
         fourth.start()
         cluster.storage.append(fourth)
@@ -118,6 +142,7 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     listed = list_all(clients[0], "moving")
     assert sorted(listed) == sorted(k for w in [settled, *workers] for k in w.expected)
     check_replicas_identical(cluster, "moving", [settled, *workers])
+    assert versions_of(cluster, "moving", settled.keys) == settled_before
     fourth_id = cluster.node_of(fourth)["member"]["id"]
     eventually("the fourth node holds records", 10, lambda: records_by_node(cluster)[fourth_id] > 0)
 
@@ -125,6 +150,8 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     # and once the ring is settled it holds nothing.
     cluster.manager.adm("detach", str(fourth_id))
     with Load(workers) as load:
+        ops = sum(w.ops for w in workers)
+        eventually("the load runs", 60, lambda: sum(w.ops for w in workers) >= ops + 100)
         out = cluster.manager.adm("rebalance", timeout=600)
     failures = load.finish()
     assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
@@ -135,8 +162,18 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     for worker in [settled, *workers]:
         assert not worker.check_all(clients[0]), worker.name
     check_replicas_identical(cluster, "moving", [settled, *workers])
+    assert versions_of(cluster, "moving", settled.keys) == settled_before
     eventually("the detached node holds no record", 30,
                lambda: records_by_node(cluster)[fourth_id] == 0)
+
+    # `leofs-adm attach` takes the detached node back as attached (the next rebalance would
+    # give it partitions); a node running in the ring is not attached.
+    out = cluster.manager.adm("attach", str(fourth_id))
+    assert "attached" in out.stdout, out.stdout
+    assert cluster.state_of(fourth) == "attached"
+    first_id = cluster.node_of(cluster.storage[0])["member"]["id"]
+    refused = cluster.manager.adm("attach", str(first_id), check=False)
+    assert refused.returncode != 0 and "only a detached node" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize("victim", ["source", "target", "manager"])
@@ -156,8 +193,22 @@ def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_s
                    lambda: cluster.state_of(fourth) == "attached")
         cluster.manager.adm("rebalance", "--no-wait")
         manager = cluster.manager
-        eventually("the move is under way", 60,
-                   lambda: rebalance_status(cluster)["filled_partitions"] > 0)
+        # (Generous: the whole suite runs two passes at once on two cores.)
+        try:
+            eventually("the move is under way", 180,
+                       lambda: rebalance_status(cluster)["filled_partitions"] > 0)
+        except AssertionError:
+            # What the next reader needs: the ring's state, each node's view, their warnings.
+            def plain(server) -> list[str]:
+                text = re.sub(r"\x1b\[[0-9;]*m", "", server.stderr_path.read_text(errors="replace"))
+                return [line[:300] for line in text.splitlines()
+                        if " WARN " in line or " ERROR " in line][-8:]
+            warnings = {str(s.data_dir): plain(s)
+                        for s in [*cluster.storage, *cluster.gateways, *cluster.managers]}
+            raise AssertionError(json.dumps({
+                "rebalance": rebalance_status(cluster),
+                "status": cluster.manager.adm("status").stdout,
+                "warnings": warnings}, indent=1)[:20000]) from None
         status = rebalance_status(cluster)
         assert status["phase"] == "moving", status
         assert status["filled_partitions"] < status["moving_partitions"], status
@@ -273,6 +324,83 @@ def test_a_node_stopped_past_auto_recover_after_is_re_replicated_and_its_own_wri
         where = json.loads(manager.adm("whereis", f"fast/{key}", json_output=True).stdout)
         replicas = [(r["found"], r["hlc"]) for r in where["replicas"]]
         assert len(replicas) == 3 and len(set(replicas)) == 1 and replicas[0][0], (key, replicas)
+
+
+def test_a_node_back_detached_after_the_tombstone_grace_rejoins_wiped(make_server):
+    # Hints expire well within the grace (as they must): none brings a record back.
+    cluster = Cluster(make_server, storage=4, gateways=1, replicas=3, cores=1,
+                      storage_env={"LEOFS_HINT_TTL_SECS": "1"})
+    client = cluster.gateways[0].client()
+    manager = cluster.manager
+    client.create_bucket(Bucket="fast")
+    manager.adm("update-consistency-level", "--bucket", "fast", "1", "1", "1")
+    victim, b, c, d = cluster.storage
+    ids = {s: cluster.node_of(s)["member"]["id"] for s in cluster.storage}
+    # As above: with b and c out of service, the victim takes W=1 writes; those of the
+    # partitions d does not hold it alone has.
+    manager.adm("suspend", str(ids[b]))
+    manager.adm("suspend", str(ids[c]))
+    time.sleep(3)  # the gateway knows they are suspended (its catalog, within a second)
+    own = {f"own/{i:03d}": f"only-{i}".encode() * 100 for i in range(60)}
+    for key, body in own.items():
+        client.put_object(Bucket="fast", Key=key, Body=body)
+
+    def replicas(key: str) -> set[int]:
+        where = json.loads(manager.adm("whereis", f"fast/{key}", json_output=True).stdout)
+        return {r["node"] for r in where["replicas"]}
+
+    # A key whose replicas are the victim, b and c is on the victim alone; one that d is a
+    # replica of is on d too.
+    alone = {key for key in own if ids[d] not in replicas(key)}
+    shared = set(own) - alone
+    assert alone and shared, (alone, shared)
+    out = manager.adm("update-tombstone-grace", "3").stdout
+    assert "rejoins wiped" in out, out
+    manager.adm("update-auto-recover-after", "3")
+    victim.kill9()
+    manager.adm("resume", str(ids[b]))
+    manager.adm("resume", str(ids[c]))
+    eventually("the automatic re-replication is done", 300,
+               lambda: cluster.state_of(victim) == "detached"
+               and rebalance_status(cluster)["phase"] == "idle")
+    time.sleep(5)  # detached for longer than the 3 s grace
+
+    def read(key: str) -> bytes | str:
+        try:
+            return client.get_object(Bucket="fast", Key=key)["Body"].read()
+        except ClientError as e:
+            return error_code(e)
+
+    # Every key is read all along, before and while the node comes back: what it alone held
+    # is gone (older than every watermark, as the grace assumes), the rest is served (from
+    # replicas that the re-replication may not have reached yet: a miss on one replica is
+    # checked against the others), and no read fails.
+    wrong: list[str] = []
+    stop = threading.Event()
+
+    def keep_reading() -> None:
+        while not stop.is_set():
+            for key, body in own.items():
+                got = read(key)
+                if got != ("NoSuchKey" if key in alone else body):
+                    wrong.append(f"{key}: {got!r}"[:200])
+
+    reader = threading.Thread(target=keep_reading, daemon=True)
+    reader.start()
+    try:
+        time.sleep(1)
+        victim.start()
+        # Back after the grace, it drops everything without handing it over.
+        eventually("the node back after the grace holds no record", 60,
+                   lambda: records_by_node(cluster)[ids[victim]] == 0)
+        time.sleep(1)
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+    assert not wrong, wrong[:10]
+    assert "rejoins wiped" in victim.stderr_path.read_text(errors="replace")
+    assert cluster.state_of(victim) == "detached"
+    assert "attached" in manager.adm("attach", str(ids[victim])).stdout
 
 
 def test_compact_suspend_start_status_and_resume_drive_a_nodes_compaction(make_server):

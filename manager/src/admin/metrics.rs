@@ -62,6 +62,25 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, gauge);
 }
 
+/// This node's clock offset from each storage node it reached (seconds, this clock minus the
+/// peer's).
+fn peer_clocks(registry: &mut Registry, status: &NodeStatus) {
+    if status.peer_clocks.is_empty() {
+        return;
+    }
+    let offsets = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for clock in &status.peer_clocks {
+        offsets
+            .get_or_create(&vec![("peer", clock.node.to_string())])
+            .set(clock.offset_us as f64 / 1e6);
+    }
+    registry.register(
+        "peer_clock_offset_seconds",
+        "This node's clock minus a peer's, measured over a round trip between the two",
+        offsets,
+    );
+}
+
 /// Hinted handoff: hints each core holds for each replica that missed writes (what a node down
 /// or slow leaves to replay), and the hints replayed and dropped since start.
 fn hints(registry: &mut Registry, status: &NodeStatus) {
@@ -264,6 +283,7 @@ pub(super) fn render(
             offset,
         );
     }
+    peer_clocks(&mut registry, status);
     hints(&mut registry, status);
     anti_entropy(&mut registry, status);
     let r = &mut registry;
@@ -373,6 +393,48 @@ pub(super) fn render(
         "Reads that missed the engine's cache",
         status,
         |s| s.cache_misses,
+    );
+    per_shard_counter(
+        r,
+        "gateway_cache_hits",
+        "Reads served from the gateway's object cache, its version confirmed by the replicas",
+        status,
+        |s| s.gateway_cache.hits,
+    );
+    per_shard_counter(
+        r,
+        "gateway_cache_misses",
+        "Reads of objects the gateway's object cache did not hold",
+        status,
+        |s| s.gateway_cache.misses,
+    );
+    per_shard_counter(
+        r,
+        "gateway_cache_stale",
+        "Reads of objects the gateway's object cache held in an older version than the replicas'",
+        status,
+        |s| s.gateway_cache.stale,
+    );
+    per_shard_counter(
+        r,
+        "gateway_cache_evictions",
+        "Entries the gateway's object cache dropped to make room",
+        status,
+        |s| s.gateway_cache.evictions,
+    );
+    per_shard_gauge(
+        r,
+        "gateway_cache_entries",
+        "Objects the gateway's object cache holds",
+        status,
+        |s| s.gateway_cache.entries,
+    );
+    per_shard_gauge(
+        r,
+        "gateway_cache_bytes",
+        "Bytes the gateway's object cache holds",
+        status,
+        |s| s.gateway_cache.bytes,
     );
     per_shard_counter(
         r,
@@ -489,6 +551,11 @@ mod tests {
                 latency_us_sum: 1_500,
                 latency_buckets: vec![2, 1, 0],
             }],
+            gateway_cache: crate::admin::GatewayCacheStatus {
+                hits: 21,
+                entries: 2,
+                ..Default::default()
+            },
         };
         let status = NodeStatus {
             version: "0".into(),
@@ -499,6 +566,11 @@ mod tests {
             shards: vec![shard(0, 4096), shard(1, 8192)],
             latency_buckets_us: vec![250, 1_000],
             clock_offset_us: Some(-1_500),
+            peer_clocks: vec![crate::cluster::PeerClock {
+                node: 3,
+                offset_us: 2_500,
+                round_trip_us: 80,
+            }],
         };
         let group = GroupStatus {
             node_id: 1,
@@ -515,6 +587,9 @@ mod tests {
             "leofs_wire_requests_served_total{core=\"0\"} 7",
             "leofs_raft_term 3",
             "leofs_clock_offset_seconds -0.0015",
+            "leofs_peer_clock_offset_seconds{peer=\"3\"} 0.0025",
+            "leofs_gateway_cache_hits_total{core=\"1\"} 21",
+            "leofs_gateway_cache_entries{core=\"0\"} 2",
             "leofs_hints_pending{core=\"1\",target_node=\"4\",target_shard=\"1\"} 12",
             "leofs_hints_replayed_total{core=\"0\"} 30",
             "leofs_raft_is_leader 1",

@@ -92,6 +92,9 @@ pub struct NodeStatus {
     /// measured.
     #[serde(default)]
     pub clock_offset_us: Option<i64>,
+    /// This node's clock offset from each storage node it reached, measured directly.
+    #[serde(default)]
+    pub peer_clocks: Vec<crate::cluster::PeerClock>,
 }
 
 /// The hints a core holds for one replica (a vnode of another node) that missed writes.
@@ -189,6 +192,40 @@ pub struct ShardStatus {
     /// S3 requests it answered since start, by operation and status.
     #[serde(default)]
     pub requests: Vec<RequestStatus>,
+    /// The gateway's object cache on this core: what it holds and did since start.
+    #[serde(default)]
+    pub gateway_cache: GatewayCacheStatus,
+}
+
+/// One core's gateway object cache (see `leofs_gateway::cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GatewayCacheStatus {
+    /// Reads answered from the cache, the replicas having confirmed the version current.
+    pub hits: u64,
+    /// Reads of objects it did not hold.
+    pub misses: u64,
+    /// Reads of objects it held in an older version than the replicas' (revalidation failed).
+    pub stale: u64,
+    /// Entries dropped to make room.
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now.
+    pub bytes: u64,
+}
+
+impl GatewayCacheStatus {
+    /// The figures of two caches together (a node's cores).
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            hits: self.hits + other.hits,
+            misses: self.misses + other.misses,
+            stale: self.stale + other.stale,
+            evictions: self.evictions + other.evictions,
+            entries: self.entries + other.entries,
+            bytes: self.bytes + other.bytes,
+        }
+    }
 }
 
 /// The S3 requests one core answered with one status for one operation.

@@ -86,6 +86,7 @@ impl From<ManagerError> for Failure {
             ManagerError::NoSuchNode(_) => (StatusCode::NOT_FOUND, "NoSuchNode"),
             ManagerError::NodeConflict(_) => (StatusCode::CONFLICT, "NodeConflict"),
             ManagerError::InvalidConsistency(_) => (StatusCode::BAD_REQUEST, "InvalidConsistency"),
+            ManagerError::InvalidSetting(_) => (StatusCode::BAD_REQUEST, "InvalidSetting"),
             ManagerError::AdminBind { .. }
             | ManagerError::Remote(_)
             | ManagerError::Thread(_)
@@ -222,6 +223,11 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             context.manager.set_auto_recover_after(body.after_secs)?;
             json_ok(&cluster_status(&context.manager))
         }
+        (["cluster", "tombstone-grace"], Method::PUT) => {
+            let body: super::wire::TombstoneGraceRequest = read_json(request).await?;
+            context.manager.set_tombstone_grace(body.grace_secs)?;
+            json_ok(&cluster_status(&context.manager))
+        }
         (["cluster", "consistency"], Method::PUT) => {
             let body: crate::cluster::Consistency = read_json(request).await?;
             context.manager.set_consistency(body)?;
@@ -249,6 +255,11 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
         (["nodes", id, "detach"], Method::POST) => {
             let id = node_id(id)?;
             context.manager.detach_node(id)?;
+            json_ok(&node_info(&context.manager, id)?)
+        }
+        (["nodes", id, "attach"], Method::POST) => {
+            let id = node_id(id)?;
+            context.manager.attach_node(id)?;
             json_ok(&node_info(&context.manager, id)?)
         }
         (["nodes", id, "rollback"], Method::POST) => {
@@ -358,13 +369,16 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             | ["managers", _]
             | ["cluster"]
             | ["cluster", "start"]
-            | ["cluster", "consistency" | "auto-recover"]
+            | [
+                "cluster",
+                "consistency" | "auto-recover" | "tombstone-grace",
+            ]
             | ["ring"]
             | ["nodes", _]
             | [
                 "nodes",
                 _,
-                "suspend" | "resume" | "detach" | "rollback" | "recover",
+                "suspend" | "resume" | "attach" | "detach" | "rollback" | "recover",
             ]
             | ["nodes", _, "compact", _]
             | ["rebalance"]

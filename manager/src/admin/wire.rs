@@ -179,6 +179,13 @@ pub struct AutoRecoverRequest {
     pub after_secs: u64,
 }
 
+/// Body of `PUT /v1/cluster/tombstone-grace`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct TombstoneGraceRequest {
+    /// Seconds after which a storage node that comes back detached rejoins wiped.
+    pub grace_secs: u64,
+}
+
 /// Answer of `POST /v1/recover-file/<bucket>/<key>`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FileRecovered {

@@ -19,6 +19,15 @@ use crate::ShardError;
 /// Bytes a read asks for.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// One measure of a peer's clock (see [`BlockingPeer::clock_sample`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSample {
+    /// This node's clock minus the peer's, in µs.
+    pub offset_us: i64,
+    /// The round trip it was measured over, in µs: the measure is within half of it.
+    pub round_trip_us: u64,
+}
+
 /// One peer, reached over a connection opened on first use and again after a failure.
 pub struct BlockingPeer {
     addr: SocketAddr,
@@ -93,6 +102,28 @@ impl BlockingPeer {
             NodeAnswer::Raft(bytes) => Ok(bytes),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// One measure of this node's clock minus the peer's, from a round trip: the peer's
+    /// clock is taken to be read halfway through (the error is at most half the round trip).
+    pub fn clock_sample(&mut self) -> Result<ClockSample, ShardError> {
+        // Connected first: the round trip timed is the request's alone.
+        if let Err(e) = self.connection() {
+            self.connection = None;
+            return Err(e);
+        }
+        let sent_us = leofs_engine::wall_us();
+        let started = std::time::Instant::now();
+        let peer_us = match self.call(&NodeRequest::ReadClock, Expect::Clock)? {
+            NodeAnswer::Clock(unix_us) => unix_us,
+            other => return Err(unexpected(&other)),
+        };
+        let round_trip_us = started.elapsed().as_micros() as u64;
+        let halfway = sent_us.saturating_add(round_trip_us / 2);
+        Ok(ClockSample {
+            offset_us: halfway as i64 - peer_us as i64,
+            round_trip_us,
+        })
     }
 
     /// Sends one request and reads its answer; a failed connection is dropped (the next call

@@ -53,6 +53,8 @@ pub enum NodeRequest {
         /// Its body.
         body: Bytes,
     },
+    /// The receiver's wall clock, for this node's measure of its clock offset from the peer.
+    ReadClock,
 }
 
 /// A catalog change a gateway-only node forwards to the node with the manager role.
@@ -157,6 +159,8 @@ pub enum NodeAnswer {
     CatalogRefused(CatalogRefusal),
     /// The answer to a call between managers.
     Raft(Bytes),
+    /// The answering node's wall clock when it answered (µs since the Unix epoch).
+    Clock(u64),
 }
 
 /// Why a request from a peer cannot be served as sent.
@@ -258,6 +262,10 @@ fn record_checksum(meta: &[u8], body: &[u8]) -> u64 {
 /// Builds one envelope.
 struct Envelope {
     builder: FlatBufferBuilder<'static>,
+    /// Marks a request sent by the node's background work (see [`encode_background_request`]).
+    background: bool,
+    /// Marks an answer from a core that served a client just now (see [`encode_answer_as`]).
+    busy: bool,
 }
 
 impl Envelope {
@@ -268,6 +276,8 @@ impl Envelope {
     fn new() -> Self {
         Self {
             builder: FlatBufferBuilder::with_capacity(256),
+            background: false,
+            busy: false,
         }
     }
 
@@ -360,6 +370,8 @@ impl Envelope {
                 body_type,
                 body: Some(body),
                 payload_xxh3,
+                background: self.background,
+                busy: self.busy,
             },
         );
         self.builder.finish(envelope, None);
@@ -372,7 +384,23 @@ impl Envelope {
 
 /// Encodes `request` as the frame of request `request_id` (0: one-way) at `ring_epoch`.
 pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -> Frame {
+    encode_request_as(request_id, ring_epoch, request, false)
+}
+
+/// Encodes `request` as [`encode_request`] does, marked as sent by the node's background work
+/// (anti-entropy, rebalance, recovery): the receiver does not count it as foreground traffic.
+pub fn encode_background_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -> Frame {
+    encode_request_as(request_id, ring_epoch, request, true)
+}
+
+fn encode_request_as(
+    request_id: u64,
+    ring_epoch: u64,
+    request: &NodeRequest,
+    background: bool,
+) -> Frame {
     let mut e = Envelope::new();
+    e.background = background;
     let mut payload = Bytes::new();
     let mut checksum = 0;
     let (body_type, body) = match request {
@@ -776,6 +804,10 @@ pub fn encode_request(request_id: u64, ring_epoch: u64, request: &NodeRequest) -
             let t = fb::RaftRequest::create(&mut e.builder, &fb::RaftRequestArgs { call: *call });
             (fb::Body::RaftRequest, t.as_union_value())
         }
+        NodeRequest::ReadClock => {
+            let t = fb::ReadClock::create(&mut e.builder, &fb::ReadClockArgs {});
+            (fb::Body::ReadClock, t.as_union_value())
+        }
     };
     e.finish(request_id, ring_epoch, body_type, body, payload, checksum)
 }
@@ -1104,6 +1136,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 body: payload.clone(),
             })
         }
+        fb::Body::ReadClock => Ok(NodeRequest::ReadClock),
         other => Err(malformed(format!("body type {} is not a request", other.0))),
     }
 }
@@ -1184,6 +1217,18 @@ pub fn encode_answer(
     ring_epoch: u64,
     answer: Result<NodeAnswer, ShardError>,
 ) -> Frame {
+    encode_answer_as(request_id, ring_epoch, answer, false)
+}
+
+/// Encodes `answer` as [`encode_answer`] does; a successful one marked `busy` tells the sender
+/// of a background request that the answering core served a client just now (its background
+/// work then slows down as it does for clients of its own).
+pub fn encode_answer_as(
+    request_id: u64,
+    ring_epoch: u64,
+    answer: Result<NodeAnswer, ShardError>,
+    busy: bool,
+) -> Frame {
     let answer = match answer {
         Ok(answer) => answer,
         Err(e) => {
@@ -1203,6 +1248,7 @@ pub fn encode_answer(
         }
     };
     let mut e = Envelope::new();
+    e.busy = busy;
     let mut payload = Bytes::new();
     macro_rules! table {
         ($ty:ident, $args:expr) => {{
@@ -1337,6 +1383,7 @@ pub fn encode_answer(
             payload = bytes;
             table!(RaftAnswer, fb::RaftAnswerArgs {})
         }
+        NodeAnswer::Clock(unix_us) => table!(Clock, fb::ClockArgs { unix_us }),
         NodeAnswer::CatalogRefused(refusal) => {
             return error_frame(
                 request_id,
@@ -1559,6 +1606,8 @@ pub enum Expect {
     CatalogChange,
     /// The answer to a call between managers.
     Raft,
+    /// A peer's wall clock.
+    Clock,
 }
 
 /// Decodes the answer to a request that expected `expect`. A storage error answer is a
@@ -1599,6 +1648,10 @@ pub fn decode_answer(message: &Message, expect: Expect) -> Result<NodeAnswer, Sh
         }
         (Expect::CatalogChange, fb::Body::Done) => Ok(NodeAnswer::CatalogChanged),
         (Expect::Raft, fb::Body::RaftAnswer) => Ok(NodeAnswer::Raft(payload.clone())),
+        (Expect::Clock, fb::Body::Clock) => {
+            let t = envelope.body_as_clock().ok_or_else(|| bad("clock"))?;
+            Ok(NodeAnswer::Clock(t.unix_us()))
+        }
         (Expect::Storage(kind), body) => match (kind, body) {
             (_, fb::Body::Stored) => {
                 let t = envelope.body_as_stored().ok_or_else(|| bad("stored"))?;
@@ -1757,6 +1810,49 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn background_requests_and_busy_answers_are_marked_and_others_are_not() {
+        let request = NodeRequest::Storage(StorageRequest::Get {
+            partition: 3,
+            key: Bytes::from_static(b"k"),
+        });
+        let plain = message(encode_request(1, 1, &request));
+        assert!(!plain.envelope().background());
+        let background = message(encode_background_request(2, 1, &request));
+        assert!(background.envelope().background() && !background.envelope().busy());
+        assert!(matches!(
+            decode_request(&background).unwrap(),
+            NodeRequest::Storage(StorageRequest::Get { partition: 3, .. })
+        ));
+        let answer = || Ok(NodeAnswer::Storage(StorageResponse::Value(None)));
+        assert!(!message(encode_answer(2, 1, answer())).envelope().busy());
+        let busy = message(encode_answer_as(2, 1, answer(), true));
+        assert!(busy.envelope().busy() && !busy.envelope().background());
+        assert!(matches!(
+            decode_answer(&busy, Expect::Storage("get")).unwrap(),
+            NodeAnswer::Storage(StorageResponse::Value(None))
+        ));
+    }
+
+    #[test]
+    fn a_clock_read_and_its_answer_survive_the_wire() {
+        let request = message(encode_request(5, 1, &NodeRequest::ReadClock));
+        assert!(matches!(
+            decode_request(&request).unwrap(),
+            NodeRequest::ReadClock
+        ));
+        let answer = message(encode_answer(
+            5,
+            1,
+            Ok(NodeAnswer::Clock(1_765_000_000_123_456)),
+        ));
+        assert!(matches!(
+            decode_answer(&answer, Expect::Clock).unwrap(),
+            NodeAnswer::Clock(1_765_000_000_123_456)
+        ));
+        assert!(decode_answer(&answer, Expect::Ring).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use leofs_wire::{ClusterAuth, Lane, Peer};
 
 use crate::request::{StorageRequest, StorageResponse};
 use crate::ring::{NodeId, Vnode};
+use crate::shard::Traffic;
 use crate::{Shard, ShardError};
 use codec::{CatalogChange, CatalogRefusal, CatalogSnapshot, Expect, NodeAnswer, NodeRequest};
 
@@ -243,8 +244,9 @@ impl Shard {
         &self,
         vnode: Vnode,
         request: StorageRequest,
+        traffic: Traffic,
     ) -> Result<StorageResponse, ShardError> {
-        match self.call_remote_once(vnode, request.clone()).await {
+        match self.call_remote_once(vnode, request.clone(), traffic).await {
             Err(e) if e.class() == crate::error::ErrorClass::NotHeldHere => {
                 let peer = self.peer_of(vnode, &request)?;
                 if !self.take_ring_of(&peer).await? || self.replicated() {
@@ -252,7 +254,7 @@ impl Shard {
                 }
                 let partition = request.partition().ok_or(e)?;
                 let vnode = self.vnode_of(partition)?;
-                Box::pin(self.send_to_vnode(vnode, request)).await
+                Box::pin(self.send_to_vnode_as(vnode, request, traffic)).await
             }
             answer => answer,
         }
@@ -299,9 +301,14 @@ impl Shard {
         &self,
         vnode: Vnode,
         request: StorageRequest,
+        traffic: Traffic,
     ) -> Result<StorageResponse, ShardError> {
         let peer = self.peer_of(vnode, &request)?;
         let epoch = self.ring().epoch();
+        let encode = match traffic {
+            Traffic::Foreground => codec::encode_request,
+            Traffic::Background => codec::encode_background_request,
+        };
         if let StorageRequest::Scan {
             partitions,
             prefix,
@@ -323,9 +330,7 @@ impl Shard {
                 });
                 self.core.remote.sent.set(self.core.remote.sent.get() + 1);
                 let message = peer
-                    .call(vnode.shard, Lane::Bulk, 0, |id| {
-                        codec::encode_request(id, epoch, &request)
-                    })
+                    .call(vnode.shard, Lane::Bulk, 0, |id| encode(id, epoch, &request))
                     .await?;
                 let page = codec::decode_scan_answer(&message)?;
                 let progressed = page
@@ -351,10 +356,11 @@ impl Shard {
         let request = NodeRequest::Storage(request);
         self.core.remote.sent.set(self.core.remote.sent.get() + 1);
         let message = peer
-            .call(vnode.shard, lane, bytes, |id| {
-                codec::encode_request(id, epoch, &request)
-            })
+            .call(vnode.shard, lane, bytes, |id| encode(id, epoch, &request))
             .await?;
+        if message.envelope().busy() {
+            self.note_peer_busy();
+        }
         match codec::decode_answer(&message, Expect::Storage(kind))? {
             NodeAnswer::Storage(response) => Ok(response),
             _ => Err(ShardError::BadAnswer(format!(

@@ -97,6 +97,9 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
         NodeRequest::Storage(request) => {
             let kind = request.kind();
             let sender_epoch = message.envelope().ring_epoch();
+            if !message.envelope().background() {
+                shard.note_foreground();
+            }
             let answer = match catch_up_ring(&shard, sender_epoch).await {
                 Ok(()) => match refuse_write_of_older_ring(&shard, sender_epoch, &request) {
                     Ok(()) => shard.execute(request).await.map(NodeAnswer::Storage),
@@ -149,13 +152,15 @@ async fn answer(shard: Shard, message: Message) -> Option<Frame> {
             },
             None => no_manager(),
         }),
+        NodeRequest::ReadClock => Ok(NodeAnswer::Clock(leofs_engine::wall_us())),
     };
     if id == 0 {
         return None;
     }
     // The ring may have been caught up while the request waited.
     let epoch = shard.ring().epoch();
-    let frame = codec::encode_answer(id, epoch, answer);
+    let busy = message.envelope().background() && shard.clients_served_recently();
+    let frame = codec::encode_answer_as(id, epoch, answer, busy);
     if let Err(e) = frame.check_bounds() {
         // Too large for one frame (a catalog beyond the payload bound): the asker gets an
         // error now rather than a timeout.

@@ -281,6 +281,9 @@ pub struct ReadRound<N, V> {
     asked: Vec<(N, ReadAsk)>,
     /// Every answer so far: who, and the HLC it holds.
     held: Vec<(N, Option<Hlc>)>,
+    /// Replicas that answered a body ask (a digest answer does not answer the body asked of
+    /// the same replica afterwards).
+    bodies: Vec<N>,
     failed: Vec<N>,
     body: Option<(N, Option<Version<V>>)>,
     /// The newest HLC a replica named and then failed to read out (a copy that fails its
@@ -318,6 +321,7 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             r,
             asked: asks.clone(),
             held: Vec::new(),
+            bodies: Vec::new(),
             failed: Vec::new(),
             body: None,
             unreadable: None,
@@ -335,6 +339,9 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             ReadAnswer::Body(version) => {
                 let hlc = version.as_ref().map(|v| v.hlc);
                 self.note(from, hlc);
+                if !self.bodies.contains(&from) {
+                    self.bodies.push(from);
+                }
                 let newer = match &self.body {
                     Some((_, Some(best))) => version.as_ref().is_some_and(|v| v.hlc > best.hlc),
                     _ => true,
@@ -361,12 +368,12 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
 
     /// The deadline passed: replicas that have not answered count as failed.
     pub fn timed_out(&mut self) -> ReadProgress<N, V> {
-        let waiting: Vec<N> = self
-            .asked
-            .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| !self.answered(n))
-            .collect();
+        let mut waiting: Vec<N> = Vec::new();
+        for (n, ask) in &self.asked {
+            if !self.answered(n, *ask) && !waiting.contains(n) {
+                waiting.push(*n);
+            }
+        }
         self.failed.extend(waiting);
         let progress = self.decide();
         match progress {
@@ -386,8 +393,13 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
         }
     }
 
-    fn answered(&self, n: &N) -> bool {
-        self.failed.contains(n) || self.held.iter().any(|(m, _)| m == n)
+    /// Whether `ask` of `n` is answered: `n` failed, or gave that kind of answer.
+    fn answered(&self, n: &N, ask: ReadAsk) -> bool {
+        self.failed.contains(n)
+            || match ask {
+                ReadAsk::Digest => self.held.iter().any(|(m, _)| m == n),
+                ReadAsk::Body => self.bodies.contains(n),
+            }
     }
 
     fn unasked(&self) -> impl Iterator<Item = N> + '_ {
@@ -403,7 +415,11 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
     }
 
     fn decide(&mut self) -> ReadProgress<N, V> {
-        let waiting = self.asked.iter().filter(|(n, _)| !self.answered(n)).count();
+        let waiting = self
+            .asked
+            .iter()
+            .filter(|(n, ask)| !self.answered(n, *ask))
+            .count();
         // Too many failed to ever have r answers: ask replicas not asked yet, if any.
         let answers = self.held.len();
         if answers + waiting < self.r {
@@ -625,6 +641,34 @@ mod tests {
             ReadProgress::Done {
                 version: Some(version(5, 1)),
                 stale: vec![1, 2],
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_asked_of_a_replica_that_gave_its_digest_is_awaited() {
+        // R=1: the first replica misses, the others are asked for digests, one names a version
+        // and is asked for its body; the last digest (a miss) comes before that body, and the
+        // round waits for it rather than failing.
+        let (mut round, asks) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 1).unwrap();
+        assert_eq!(asks, vec![(1, ReadAsk::Body)]);
+        assert_eq!(
+            round.answer(1, ReadAnswer::Body(None)),
+            ReadProgress::Ask(vec![(2, ReadAsk::Digest), (3, ReadAsk::Digest)])
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Digest(Some(hlc(5)))),
+            ReadProgress::Ask(vec![(2, ReadAsk::Body)])
+        );
+        assert_eq!(
+            round.answer(3, ReadAnswer::Digest(None)),
+            ReadProgress::Pending
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Body(Some(version(5, 1)))),
+            ReadProgress::Done {
+                version: Some(version(5, 1)),
+                stale: vec![1, 3],
             }
         );
     }

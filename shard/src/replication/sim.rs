@@ -48,6 +48,9 @@ const HINT_REPLAY_EVERY_US: u64 = 5_000;
 const AE_EVERY_US: u64 = 40_000;
 const FAULTY_US: u64 = 1_500_000;
 const DRAIN_US: u64 = 1_000_000;
+/// Once faults stop, the reads that must all answer start after this (twice a suspicion's
+/// length) and within as long again.
+const HEALTHY_READS_AFTER_US: u64 = 100_000;
 const SETTLE_US: u64 = 3_000_000;
 const OPS: usize = 220;
 /// Keys only conditional creators write.
@@ -228,6 +231,9 @@ enum OpKind {
     Put(Value),
     Delete,
     Get,
+    /// A read of one replica's answer (a bucket on plain R=1: it may be older than an
+    /// acknowledged write, and is only checked to answer).
+    GetOne,
     /// A put only if the key holds nothing.
     Create(Value),
 }
@@ -487,30 +493,17 @@ impl Sim {
                 _ => OpKind::Get,
             };
             let at = self.rng.below(FAULTY_US);
-            self.ops.push(Op {
-                key,
-                kind,
-                coordinator: self.rng.below(NODES as u64) as usize,
-                started_at: 0,
-            });
-            self.outcomes.push(Outcome::Pending);
-            self.at(at, Event::Op(i));
+            let coordinator = self.rng.below(NODES as u64) as usize;
+            self.schedule_op(key, kind, coordinator, at);
         }
         // Concurrent conditional creators of keys nobody else writes.
         for key in CREATE_KEYS {
             let at = self.rng.below(FAULTY_US);
             for _ in 0..3 + self.rng.below(4) {
-                let i = self.ops.len();
+                let value = self.ops.len() as Value;
                 let coordinator = self.rng.below(NODES as u64) as usize;
-                self.ops.push(Op {
-                    key,
-                    kind: OpKind::Create(i as Value),
-                    coordinator,
-                    started_at: 0,
-                });
-                self.outcomes.push(Outcome::Pending);
                 let jitter = self.rng.below(10_000);
-                self.at(at + jitter, Event::Op(i));
+                self.schedule_op(key, OpKind::Create(value), coordinator, at + jitter);
             }
         }
         for _ in 0..4 {
@@ -537,8 +530,25 @@ impl Sim {
             }
         }
         self.anti_entropy = false;
+        // Reads of every key once the nodes' suspicions have expired, while the replicas
+        // still differ (anti-entropy is off): with every replica up and the network sound,
+        // each must answer.
+        let healthy_reads = self.ops.len()..self.ops.len() + 2 * usize::from(KEYS);
+        for (key, kind) in (0..KEYS).flat_map(|k| [(k, OpKind::Get), (k, OpKind::GetOne)]) {
+            let coordinator = self.rng.below(NODES as u64) as usize;
+            let at = HEALTHY_READS_AFTER_US + self.rng.below(HEALTHY_READS_AFTER_US);
+            self.schedule_op(key, kind, coordinator, at);
+        }
         self.run_until(start + FAULTY_US + DRAIN_US);
         let mut violations = self.check_hints_delivered();
+        for i in healthy_reads {
+            if !matches!(self.outcomes[i], Outcome::Read(_)) {
+                violations.push(format!(
+                    "read {i} of key {} failed with every replica up and the network sound: {:?}",
+                    self.ops[i].key, self.outcomes[i]
+                ));
+            }
+        }
         self.anti_entropy = true;
         self.run_until(start + FAULTY_US + DRAIN_US + SETTLE_US);
         // No more ticks: what is in flight lands, then the state is compared.
@@ -546,6 +556,19 @@ impl Sim {
         self.run_until(u64::MAX);
         violations.extend(self.check_final());
         violations
+    }
+
+    /// A client operation started by `coordinator` `at` µs from now.
+    fn schedule_op(&mut self, key: Key, kind: OpKind, coordinator: Node, at: u64) {
+        let i = self.ops.len();
+        self.ops.push(Op {
+            key,
+            kind,
+            coordinator,
+            started_at: 0,
+        });
+        self.outcomes.push(Outcome::Pending);
+        self.at(at, Event::Op(i));
     }
 
     fn run_until(&mut self, until: u64) {
@@ -725,7 +748,8 @@ impl Sim {
         }
         self.ops[i].started_at = self.now;
         match kind {
-            OpKind::Get => self.start_read(coordinator, i, key, None),
+            OpKind::Get => self.start_read(coordinator, i, key, None, R),
+            OpKind::GetOne => self.start_read(coordinator, i, key, None, 1),
             OpKind::Put(value) => {
                 let write = ClientWrite {
                     op: i,
@@ -766,7 +790,7 @@ impl Sim {
         self.nodes[node]
             .serialized
             .insert(key, std::collections::VecDeque::new());
-        self.start_read(node, op, key, Some(value));
+        self.start_read(node, op, key, Some(value), R);
     }
 
     /// The conditional write on `key` is over: the next one waiting runs.
@@ -776,7 +800,7 @@ impl Sim {
             .get_mut(&key)
             .and_then(|queue| queue.pop_front());
         match next {
-            Some((op, value)) => self.start_read(node, op, key, Some(value)),
+            Some((op, value)) => self.start_read(node, op, key, Some(value), R),
             None => {
                 self.nodes[node].serialized.remove(&key);
             }
@@ -829,10 +853,11 @@ impl Sim {
         self.at(ROUND_DEADLINE_US, Event::Deadline { node, round: id });
     }
 
-    /// A read round; for a conditional create (`create`), the one that decides it.
-    fn start_read(&mut self, node: Node, op: usize, key: Key, create: Option<Value>) {
+    /// A read round of `r` replicas; for a conditional create (`create`), the one that
+    /// decides it.
+    fn start_read(&mut self, node: Node, op: usize, key: Key, create: Option<Value>, r: usize) {
         let replicas = replicas_of(partition_of(key));
-        let started = ReadRound::start(&replicas, |r| self.believed_up(node, *r), R);
+        let started = ReadRound::start(&replicas, |n| self.believed_up(node, *n), r);
         let Ok((round, asks)) = started else {
             self.outcomes[op] = Outcome::Failed;
             if create.is_some() {
@@ -1439,6 +1464,9 @@ impl Sim {
             let Outcome::Read(got) = &self.outcomes[i] else {
                 continue;
             };
+            if op.kind == OpKind::GetOne {
+                continue;
+            }
             if let Some((hlc, kind)) = self.acked(op.key, op.started_at)
                 && self.effective(op.key, got.as_ref()) < Some(hlc)
             {

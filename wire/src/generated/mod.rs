@@ -110,6 +110,10 @@ pub mod leofs {
       pub use self::raft_request_generated::*;
       mod raft_answer_generated;
       pub use self::raft_answer_generated::*;
+      mod read_clock_generated;
+      pub use self::read_clock_generated::*;
+      mod clock_generated;
+      pub use self::clock_generated::*;
       mod error_generated;
       pub use self::error_generated::*;
       mod envelope_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 41;
+pub const ENUM_MAX_BODY: u8 = 43;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 42] = [
+pub const ENUM_VALUES_BODY: [Body; 44] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -51,6 +51,8 @@ pub const ENUM_VALUES_BODY: [Body; 42] = [
   Body::RangeEntries,
   Body::SetWatermark,
   Body::Hashes,
+  Body::ReadClock,
+  Body::Clock,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -100,9 +102,11 @@ impl Body {
   pub const RangeEntries: Self = Self(39);
   pub const SetWatermark: Self = Self(40);
   pub const Hashes: Self = Self(41);
+  pub const ReadClock: Self = Self(42);
+  pub const Clock: Self = Self(43);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 41;
+  pub const ENUM_MAX: u8 = 43;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -146,6 +150,8 @@ impl Body {
     Self::RangeEntries,
     Self::SetWatermark,
     Self::Hashes,
+    Self::ReadClock,
+    Self::Clock,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -192,6 +198,8 @@ impl Body {
       Self::RangeEntries => Some("RangeEntries"),
       Self::SetWatermark => Some("SetWatermark"),
       Self::Hashes => Some("Hashes"),
+      Self::ReadClock => Some("ReadClock"),
+      Self::Clock => Some("Clock"),
       _ => None,
     }
   }

@@ -23,6 +23,8 @@ impl<'a> Envelope<'a> {
   pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 8;
   pub const VT_BODY: ::flatbuffers::VOffsetT = 10;
   pub const VT_PAYLOAD_XXH3: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BACKGROUND: ::flatbuffers::VOffsetT = 14;
+  pub const VT_BUSY: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -38,6 +40,8 @@ impl<'a> Envelope<'a> {
     builder.add_ring_epoch(args.ring_epoch);
     builder.add_request_id(args.request_id);
     if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_busy(args.busy);
+    builder.add_background(args.background);
     builder.add_body_type(args.body_type);
     builder.finish()
   }
@@ -77,6 +81,20 @@ impl<'a> Envelope<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Envelope::VT_PAYLOAD_XXH3, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn background(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Envelope::VT_BACKGROUND, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn busy(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Envelope::VT_BUSY, Some(false)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -693,6 +711,36 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_read_clock(&self) -> Option<ReadClock<'a>> {
+    if self.body_type() == Body::ReadClock {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ReadClock::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_clock(&self) -> Option<Clock<'a>> {
+    if self.body_type() == Body::Clock {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Clock::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -746,10 +794,14 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::RangeEntries => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RangeEntries>>("Body::RangeEntries", pos),
           Body::SetWatermark => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetWatermark>>("Body::SetWatermark", pos),
           Body::Hashes => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Hashes>>("Body::Hashes", pos),
+          Body::ReadClock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReadClock>>("Body::ReadClock", pos),
+          Body::Clock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Clock>>("Body::Clock", pos),
           _ => Ok(()),
         }
      })?
      .visit_field::<u64>("payload_xxh3", Self::VT_PAYLOAD_XXH3, false)?
+     .visit_field::<bool>("background", Self::VT_BACKGROUND, false)?
+     .visit_field::<bool>("busy", Self::VT_BUSY, false)?
      .finish();
     Ok(())
   }
@@ -760,6 +812,8 @@ pub struct EnvelopeArgs {
     pub body_type: Body,
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub payload_xxh3: u64,
+    pub background: bool,
+    pub busy: bool,
 }
 impl<'a> Default for EnvelopeArgs {
   #[inline]
@@ -770,6 +824,8 @@ impl<'a> Default for EnvelopeArgs {
       body_type: Body::NONE,
       body: None,
       payload_xxh3: 0,
+      background: false,
+      busy: false,
     }
   }
 }
@@ -798,6 +854,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EnvelopeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_payload_xxh3(&mut self, payload_xxh3: u64) {
     self.fbb_.push_slot::<u64>(Envelope::VT_PAYLOAD_XXH3, payload_xxh3, 0);
+  }
+  #[inline]
+  pub fn add_background(&mut self, background: bool) {
+    self.fbb_.push_slot::<bool>(Envelope::VT_BACKGROUND, background, false);
+  }
+  #[inline]
+  pub fn add_busy(&mut self, busy: bool) {
+    self.fbb_.push_slot::<bool>(Envelope::VT_BUSY, busy, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EnvelopeBuilder<'a, 'b, A> {
@@ -1108,12 +1172,28 @@ impl ::core::fmt::Debug for Envelope<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Body::ReadClock => {
+          if let Some(x) = self.body_as_read_clock() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Clock => {
+          if let Some(x) = self.body_as_clock() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
         },
       };
       ds.field("payload_xxh3", &self.payload_xxh3());
+      ds.field("background", &self.background());
+      ds.field("busy", &self.busy());
       ds.finish()
   }
 }
