@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -137,6 +138,11 @@ struct ServerArgs {
     /// differ is compared over several passes [default: 65536].
     #[arg(long, value_name = "N", env = "LEOFS_ANTI_ENTROPY_ENTRIES_PER_PASS")]
     anti_entropy_entries_per_pass: Option<usize>,
+    /// Most bytes per second each core of this storage node pushes to other replicas:
+    /// rebalance fills, hand-overs, recoveries and anti-entropy repairs [default: no cap; they
+    /// go as fast as the disks while no client is served, and are paced while clients are].
+    #[arg(long, value_name = "BYTES", env = "LEOFS_PUSH_BYTES_PER_SEC_PER_CORE")]
+    push_bytes_per_sec_per_core: Option<u64>,
     /// This node's roles, any of `manager,storage,gateway` [default: all three]. Supported
     /// today: all three; `manager,storage` (with --rpc-listen); `manager` (with --rpc-listen);
     /// `gateway` (with --join).
@@ -191,6 +197,7 @@ struct FileConfig {
     anti_entropy_interval_ms: Option<u64>,
     hint_ttl_secs: Option<u64>,
     anti_entropy_entries_per_pass: Option<usize>,
+    push_bytes_per_sec_per_core: Option<u64>,
     roles: Option<String>,
     rpc_listen: Option<SocketAddr>,
     join: Option<JoinList>,
@@ -431,6 +438,15 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         Some(0) => bail!("anti_entropy_entries_per_pass must be at least 1, got 0"),
         Some(entries) => replication.anti_entropy_entries_per_pass = entries,
         None => {}
+    }
+    if let Some(cap) = args
+        .push_bytes_per_sec_per_core
+        .or(file.push_bytes_per_sec_per_core)
+    {
+        replication.push_bytes_per_sec_per_core = Some(
+            NonZeroU64::new(cap)
+                .context("push_bytes_per_sec_per_core must be at least 1, got 0")?,
+        );
     }
     let mut engine = EngineConfig::new(data_dir.join("shard-0"));
     if let Some(segment_size_bytes) = file.engine.segment_size_bytes {

@@ -19,6 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -65,6 +66,10 @@ pub struct ReplicationConfig {
     /// repairs the keys up to where the shortest list was cut, and the next pass over the
     /// partition goes on from there.
     pub anti_entropy_entries_per_pass: usize,
+    /// Most bytes per second each core pushes to other replicas (rebalance fills, hand-overs,
+    /// recoveries and anti-entropy repairs), whether clients are served or not; `None`: as
+    /// fast as the disks go while the node is idle (paced while clients are served).
+    pub push_bytes_per_sec_per_core: Option<NonZeroU64>,
 }
 
 impl Default for ReplicationConfig {
@@ -73,6 +78,7 @@ impl Default for ReplicationConfig {
             anti_entropy_interval: Duration::from_secs(1),
             hint_ttl: crate::hinted::HINT_TTL,
             anti_entropy_entries_per_pass: PASS_ENTRIES_MAX,
+            push_bytes_per_sec_per_core: None,
         }
     }
 }
@@ -128,6 +134,9 @@ pub(crate) struct AntiEntropyBook {
     /// When a peer core last answered a background request of this one saying it serves
     /// clients (the throttle's other signal).
     peer_busy_at: Cell<Option<Instant>>,
+    /// When the pushes made so far are paid for at the operator's push cap
+    /// ([`ReplicationConfig::push_bytes_per_sec_per_core`]): the next push waits until then.
+    push_budget_at: Cell<Option<Instant>>,
 }
 
 /// Marks a partition as passed over by a movement step until dropped.
@@ -630,6 +639,7 @@ impl Shard {
                                     failed = true;
                                 }
                                 self.pace_while_clients_served(bytes).await;
+                                self.pace_to_push_cap(bytes).await;
                             }
                             Err(e) => {
                                 failed = true;
@@ -1146,6 +1156,22 @@ impl Shard {
             let pause = Duration::from_secs_f64(bytes as f64 / BUSY_MOVE_BYTES_PER_SEC as f64)
                 .min(BUSY_PAUSE_MAX);
             monoio::time::sleep(pause).await;
+        }
+    }
+
+    /// After a push of `bytes`, with a push cap set: waits until the core's pushes so far fit
+    /// under it (one budget for every pass of the core, so several at once share it).
+    async fn pace_to_push_cap(&self, bytes: u64) {
+        let Some(cap) = self.core.replication.push_bytes_per_sec_per_core else {
+            return;
+        };
+        let book = &self.core.anti_entropy;
+        let now = Instant::now();
+        let start = book.push_budget_at.get().map_or(now, |at| at.max(now));
+        let paid_at = start + Duration::from_secs_f64(bytes as f64 / cap.get() as f64);
+        book.push_budget_at.set(Some(paid_at));
+        if paid_at > now {
+            monoio::time::sleep(paid_at - now).await;
         }
     }
 }

@@ -178,10 +178,12 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
 
 @pytest.mark.parametrize("victim", ["source", "target", "manager"])
 def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_server, victim):
-    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2)
+    # Pushes capped at 1 MiB/s a core: the move of the 100 MB below takes 10 s or more, so it
+    # is caught in the middle (uncapped, it can be over between two looks at its status).
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2,
+                      storage_env={"LEOFS_PUSH_BYTES_PER_SEC_PER_CORE": str(1 << 20)})
     clients = [g.client() for g in cluster.gateways]
     clients[0].create_bucket(Bucket="moving")
-    # Enough records that the move takes a while.
     bulk = [f"bulk/{i:05d}" for i in range(2500)]
     put_many(clients[0], "moving", bulk, body=lambda key: key.encode() * 2000)
     workers = [Worker(f"w{i}", clients[i % 2], "moving", keys=40, seed=i) for i in range(4)]
