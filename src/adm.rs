@@ -224,6 +224,16 @@ enum Command {
         /// BUCKET/KEY.
         path: String,
     },
+    /// Drop BUCKET/KEY from every gateway's object cache (with --prefix: every object of
+    /// BUCKET whose key starts with KEY). Never needed for correctness: a changed object is
+    /// never served from a cache.
+    PurgeCache {
+        /// BUCKET/KEY (or BUCKET/PREFIX with --prefix; BUCKET/ with --prefix: the whole bucket).
+        path: String,
+        /// KEY is a prefix.
+        #[arg(long)]
+        prefix: bool,
+    },
     /// Pause the movement of the rebalance under way (writes still go to both rings).
     RebalanceSuspend,
     /// Give up the rebalance under way: the ring stays what it was (writes met their quorum
@@ -322,6 +332,14 @@ impl From<Command> for AdmCommand {
                 AdmCommand::RecoverFile {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
+                }
+            }
+            Command::PurgeCache { path, prefix } => {
+                let (bucket, key) = path.split_once('/').unwrap_or((path.as_str(), ""));
+                AdmCommand::PurgeCache {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    prefix,
                 }
             }
             Command::RebalanceSuspend => AdmCommand::RebalanceSuspend,

@@ -118,6 +118,12 @@ struct ServerArgs {
     /// cache what they store].
     #[arg(long, value_name = "BYTES", env = "LEOFS_GATEWAY_CACHE_BYTES_PER_CORE")]
     gateway_cache_bytes_per_core: Option<u64>,
+    /// Milliseconds a gateway serves a cached object of a bucket read at R=1 without asking
+    /// its replica again, after the replica last confirmed it: how stale such a read may be
+    /// after an overwrite or delete through another gateway (0: every hit is confirmed)
+    /// [default: 0].
+    #[arg(long, value_name = "MS", env = "LEOFS_GATEWAY_CACHE_R1_STALENESS_MS")]
+    gateway_cache_r1_staleness_ms: Option<u64>,
     /// Most connections one core serves; beyond, new connections get 503 SlowDown
     /// [default: 1024].
     #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
@@ -192,6 +198,7 @@ struct FileConfig {
     pin_cores: Option<bool>,
     body_idle_timeout_secs: Option<u64>,
     gateway_cache_bytes_per_core: Option<u64>,
+    gateway_cache_r1_staleness_ms: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
     anti_entropy_interval_ms: Option<u64>,
@@ -405,6 +412,12 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         }
         gateway.body_idle_timeout = Duration::from_secs(secs);
     }
+    if let Some(ms) = args
+        .gateway_cache_r1_staleness_ms
+        .or(file.gateway_cache_r1_staleness_ms)
+    {
+        gateway.object_cache_r1_staleness = Duration::from_millis(ms);
+    }
     let connections_per_core_max = args
         .connections_per_core_max
         .or(file.connections_per_core_max)
@@ -417,6 +430,13 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         Some(secs) => GcConfig::with_grace(Duration::from_secs(secs)),
         None => GcConfig::default(),
     };
+    if gateway.body_idle_timeout >= gc.chunk_grace {
+        tracing::warn!(
+            body_idle_timeout_secs = gateway.body_idle_timeout.as_secs(),
+            chunk_grace_secs = gc.chunk_grace.as_secs(),
+            "the body idle timeout is not below the chunk grace: a PUT whose client stalls that long across a rebalance can have its first chunks swept as orphans"
+        );
+    }
     let mut replication = ReplicationConfig::default();
     match args
         .anti_entropy_interval_ms

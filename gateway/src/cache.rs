@@ -5,8 +5,14 @@
 //! is still the newest; so no gateway answers with bytes older than an acknowledged overwrite
 //! or delete made through any gateway.
 //!
-//! The record of a chunked object (its manifest, without a body) is held the same way; its
-//! chunks are read from storage (and leased) on every read.
+//! The record of a chunked object (its manifest, without a body) is held the same way, and its
+//! chunks each on their own, keyed by their chunk key: a chunk never changes (its key names
+//! its version), so a chunk held needs no confirmation, and a read, ranged or whole, of an
+//! object whose chunks are all held reads no body from storage (nor leases them).
+//!
+//! In a bucket read at R=1, a gateway may be configured to serve a hit unconfirmed for a
+//! bounded time after the replicas last confirmed it (`object_cache_r1_staleness`, off by
+//! default).
 //!
 //! Bounded in bytes, the bookkeeping counted. An object enters on its second miss among the
 //! last missed keys (at most [`RECENT_MISSES_MAX`], and one per [`MISS_WINDOW_BYTES_PER_KEY`]
@@ -16,6 +22,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 use leofs_shard::Value;
@@ -58,6 +65,8 @@ struct Entry {
     value: Value,
     used: u64,
     bytes: u64,
+    /// When the replicas last confirmed this version as the newest (or it was read).
+    confirmed_at: Instant,
 }
 
 impl ObjectCache {
@@ -77,17 +86,30 @@ impl ObjectCache {
 
     /// The version held for `key` (its HLC says which), marked as just used.
     pub fn get(&self, key: &[u8]) -> Option<Value> {
+        self.get_confirmed(key).map(|(value, _)| value)
+    }
+
+    /// The version held for `key`, with when the replicas last confirmed it; marked as just
+    /// used.
+    pub fn get_confirmed(&self, key: &[u8]) -> Option<(Value, Instant)> {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         inner.tick += 1;
         let tick = inner.tick;
         let entry = inner.entries.get_mut(key)?;
         let old = std::mem::replace(&mut entry.used, tick);
-        let value = entry.value.clone();
+        let held = (entry.value.clone(), entry.confirmed_at);
         if let Some(k) = inner.order.remove(&old) {
             inner.order.insert(tick, k);
         }
-        Some(value)
+        Some(held)
+    }
+
+    /// Notes that the replicas just confirmed the version held for `key` as the newest.
+    pub fn confirmed(&self, key: &[u8]) {
+        if let Some(entry) = self.inner.borrow_mut().entries.get_mut(key) {
+            entry.confirmed_at = Instant::now();
+        }
     }
 
     /// Drops what is held for `key` (a newer version exists, or this core changed it).
@@ -97,6 +119,43 @@ impl ObjectCache {
             inner.order.remove(&entry.used);
             inner.bytes -= entry.bytes;
         }
+        publish(&inner, metrics);
+    }
+
+    /// Drops every entry whose key is one of `names`, or starts with it when it is marked as
+    /// a prefix (a purge); how many.
+    pub fn remove_named(&self, names: &[(Bytes, bool)], metrics: &ObjectCacheMetrics) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let doomed: Vec<Bytes> = inner
+            .entries
+            .keys()
+            .filter(|k| {
+                names.iter().any(|(name, prefix)| {
+                    if *prefix {
+                        k.starts_with(name)
+                    } else {
+                        *k == name
+                    }
+                })
+            })
+            .cloned()
+            .collect();
+        for key in &doomed {
+            if let Some(entry) = inner.entries.remove(key) {
+                inner.order.remove(&entry.used);
+                inner.bytes -= entry.bytes;
+            }
+        }
+        publish(&inner, metrics);
+        doomed.len()
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self, metrics: &ObjectCacheMetrics) {
+        let mut inner = self.inner.borrow_mut();
+        inner.entries.clear();
+        inner.order.clear();
+        inner.bytes = 0;
         publish(&inner, metrics);
     }
 
@@ -136,7 +195,15 @@ impl ObjectCache {
             ..value.clone()
         };
         inner.order.insert(used, key.clone());
-        inner.entries.insert(key, Entry { value, used, bytes });
+        inner.entries.insert(
+            key,
+            Entry {
+                value,
+                used,
+                bytes,
+                confirmed_at: Instant::now(),
+            },
+        );
         inner.bytes += bytes;
         debug_assert!(inner.bytes <= self.capacity_bytes);
         debug_assert_eq!(inner.entries.len(), inner.order.len());
@@ -205,6 +272,41 @@ mod tests {
         cache.remove(b"k", &metrics);
         assert!(cache.get(b"k").is_none());
         assert_eq!((metrics.entries.get(), metrics.bytes.get()), (0, 0));
+    }
+
+    #[test]
+    fn a_purge_drops_the_names_given_and_the_keys_under_the_prefixes_given() {
+        let metrics = ObjectCacheMetrics::default();
+        let cache = ObjectCache::new(1 << 20);
+        let keys: [&[u8]; 4] = [b"oa", b"oab", b"ob", b"cab"];
+        for key in keys {
+            cache.offer(key, &value(1, 10), &metrics);
+            cache.offer(key, &value(1, 10), &metrics);
+        }
+        let names = [
+            (Bytes::from_static(b"oa"), false),
+            (Bytes::from_static(b"ca"), true),
+        ];
+        assert_eq!(cache.remove_named(&names, &metrics), 2);
+        assert!(cache.get(b"oa").is_none() && cache.get(b"cab").is_none());
+        assert!(cache.get(b"oab").is_some() && cache.get(b"ob").is_some());
+        assert_eq!(metrics.entries.get(), 2);
+        cache.clear(&metrics);
+        assert!(cache.get(b"ob").is_none());
+        assert_eq!((metrics.entries.get(), metrics.bytes.get()), (0, 0));
+    }
+
+    #[test]
+    fn a_confirmation_is_dated_by_the_offer_and_by_each_confirmation() {
+        let metrics = ObjectCacheMetrics::default();
+        let cache = ObjectCache::new(1 << 20);
+        cache.offer(b"k", &value(1, 10), &metrics);
+        cache.offer(b"k", &value(1, 10), &metrics);
+        let (_, offered) = cache.get_confirmed(b"k").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        cache.confirmed(b"k");
+        let (_, confirmed) = cache.get_confirmed(b"k").unwrap();
+        assert!(confirmed > offered);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     pub body_idle_timeout: Duration,
     /// Bytes of each core's object cache ([`cache`]); 0: no cache.
     pub object_cache_bytes_per_core: u64,
+    /// For buckets read at R=1 only: how long after the replicas last confirmed it a cached
+    /// object is served without asking them again (zero: every hit is revalidated). The bound
+    /// on how stale such a read may be after an overwrite or delete through another gateway.
+    pub object_cache_r1_staleness: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +71,7 @@ impl Default for GatewayConfig {
             chunk_size_bytes: DEFAULT_CHUNK_SIZE_BYTES,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             object_cache_bytes_per_core: 0,
+            object_cache_r1_staleness: Duration::ZERO,
         }
     }
 }

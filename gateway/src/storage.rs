@@ -8,18 +8,32 @@
 //! (bucket, key), everything else (chunks, uploads, parts) by its full key. A bucket is always a
 //! [`BucketId`] (its name and incarnation), never a bare name.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use leofs_shard::metrics::ObjectCacheMetrics;
-use leofs_shard::object::{BucketId, VersionChunks, object_key};
+use leofs_shard::object::{BucketId, KEY_SEP, VersionChunks, chunk_key, chunk_prefix, object_key};
 use leofs_shard::{
     ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
     WriteRegistration, hash_bytes,
 };
 
+use leofs_manager::ManagerState;
+
 use crate::cache::ObjectCache;
+
+/// `range` of `body`, if it lies within it.
+pub(crate) fn slice_of(body: &Bytes, range: &Range<u64>) -> Option<Bytes> {
+    let (start, end) = (
+        usize::try_from(range.start).ok()?,
+        usize::try_from(range.end).ok()?,
+    );
+    (start <= end && end <= body.len()).then(|| body.slice(start..end))
+}
 
 /// Largest body of one record (bytes): chunks are at most this long.
 pub const RECORD_BODY_BYTES_MAX: u64 = leofs_shard::MAX_RECORD_BODY_BYTES;
@@ -30,20 +44,33 @@ pub struct Storage {
     shard: Shard,
     /// The core's object cache (None: off).
     cache: Option<Rc<ObjectCache>>,
+    /// How long a hit in a bucket read at R=1 is served unconfirmed (see
+    /// [`crate::GatewayConfig::object_cache_r1_staleness`]).
+    r1_staleness: Duration,
+    /// The last cache purge of the catalog this core's cache applied (None: none seen yet).
+    purges_applied: Rc<Cell<Option<u64>>>,
 }
 
 impl Storage {
     /// The handle of the core `shard` belongs to, without an object cache.
     pub fn new(shard: Shard) -> Self {
-        Self { shard, cache: None }
+        Self {
+            shard,
+            cache: None,
+            r1_staleness: Duration::ZERO,
+            purges_applied: Rc::default(),
+        }
     }
 
     /// The handle of the core `shard` belongs to, with an object cache of `cache_bytes`
-    /// (none when 0).
-    pub fn with_cache(shard: Shard, cache_bytes: u64) -> Self {
+    /// (none when 0) whose hits in buckets read at R=1 are served unconfirmed for up to
+    /// `r1_staleness` after the replicas last confirmed them.
+    pub fn with_cache(shard: Shard, cache_bytes: u64, r1_staleness: Duration) -> Self {
         Self {
             shard,
             cache: (cache_bytes > 0).then(|| Rc::new(ObjectCache::new(cache_bytes))),
+            r1_staleness,
+            purges_applied: Rc::default(),
         }
     }
 
@@ -62,12 +89,20 @@ impl Storage {
             return shard.get(partition, storage_key).await;
         };
         let metrics = self.shard.object_cache_metrics();
-        if let Some(held) = cache.get(&storage_key) {
+        if let Some((held, confirmed_at)) = cache.get_confirmed(&storage_key) {
+            if !self.r1_staleness.is_zero()
+                && shard.read_level() == 1
+                && confirmed_at.elapsed() < self.r1_staleness
+            {
+                ObjectCacheMetrics::count(&metrics.hits);
+                return Ok(Some(held));
+            }
             // A digest read that fails (a replica slow or gone, the ring changing) is no
             // answer: the object is read as if it were not held, with that read's retries.
             let newest = shard.lookup(partition, storage_key.clone()).await;
             if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
                 ObjectCacheMetrics::count(&metrics.hits);
+                cache.confirmed(&storage_key);
                 return Ok(Some(held));
             }
             ObjectCacheMetrics::count(&metrics.stale);
@@ -80,6 +115,113 @@ impl Storage {
             cache.offer(&storage_key, value, metrics);
         }
         Ok(value)
+    }
+
+    /// Reads `range` of the chunk `key` (`chunk_len` bytes long); None if absent. Chunks never
+    /// change (their key names their version), so one held in the cache is served as it is;
+    /// a whole chunk read from storage is offered to it.
+    pub async fn get_chunk(
+        &self,
+        key: Bytes,
+        range: Range<u64>,
+        chunk_len: u64,
+    ) -> Result<Option<Bytes>, ShardError> {
+        let whole = range.start == 0 && range.end == chunk_len;
+        let Some(cache) = &self.cache else {
+            return Ok(if whole {
+                self.get_record(key).await?
+            } else {
+                self.get_record_range(key, range).await?
+            }
+            .map(|v| v.body));
+        };
+        let metrics = self.shard.object_cache_metrics();
+        if let Some(body) = cache
+            .get(&key)
+            .and_then(|held| slice_of(&held.body, &range))
+        {
+            ObjectCacheMetrics::count(&metrics.hits);
+            return Ok(Some(body));
+        }
+        ObjectCacheMetrics::count(&metrics.misses);
+        if !whole {
+            return Ok(self.get_record_range(key, range).await?.map(|v| v.body));
+        }
+        let value = self.get_record(key.clone()).await?;
+        if let Some(value) = &value {
+            cache.offer(&key, value, metrics);
+        }
+        Ok(value.map(|v| v.body))
+    }
+
+    /// Applies the catalog's cache purges this core's cache has not applied yet
+    /// (`leofs-adm purge-cache`): called before every cached read. The first catalog seen
+    /// sets the mark (the cache is empty then); a core behind by more purges than the catalog
+    /// keeps drops everything.
+    pub fn apply_cache_purges(&self, state: &ManagerState) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let newest = state.cache_purges.last().map_or(0, |p| p.seq);
+        let applied = match self.purges_applied.get() {
+            Some(applied) if applied >= newest => return,
+            Some(applied) => applied,
+            None => {
+                self.purges_applied.set(Some(newest));
+                return;
+            }
+        };
+        self.purges_applied.set(Some(newest));
+        let metrics = self.shard.object_cache_metrics();
+        if state
+            .cache_purges
+            .first()
+            .is_none_or(|p| p.seq > applied + 1)
+        {
+            cache.clear(metrics);
+            return;
+        }
+        let mut names = Vec::new();
+        for purge in state.cache_purges.iter().filter(|p| p.seq > applied) {
+            let Some(bucket) = state.bucket(&purge.bucket) else {
+                continue;
+            };
+            let id = crate::layout::bucket_id(bucket);
+            let mut chunks = chunk_prefix(id.as_str(), &purge.key);
+            if !purge.prefix {
+                chunks.push(KEY_SEP);
+            }
+            names.push((object_key(id.as_str(), &purge.key), purge.prefix));
+            names.push((Bytes::from(chunks), true));
+        }
+        let purged = cache.remove_named(&names, metrics);
+        tracing::debug!(purged, "object cache purged");
+    }
+
+    /// Counts a hit of the object cache served from bytes pinned out of it
+    /// ([`Storage::cached_chunks`]).
+    pub fn count_pinned_hit(&self) {
+        ObjectCacheMetrics::count(&self.shard.object_cache_metrics().hits);
+    }
+
+    /// The bodies of every chunk of `versions` of an object, if this core's cache holds them
+    /// all (a read of them then needs no storage, and no lease: the bytes are pinned here).
+    pub fn cached_chunks(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        versions: &[VersionChunks],
+    ) -> Option<HashMap<Bytes, Bytes>> {
+        let cache = self.cache.as_ref()?;
+        let mut held = HashMap::new();
+        for v in versions {
+            for index in 0..v.chunks {
+                let ckey = chunk_key(bucket.as_str(), key, &v.version, index);
+                let value = cache.get(&ckey)?;
+                held.insert(ckey, value.body);
+            }
+        }
+        Some(held)
     }
 
     /// Drops this core's cached copy of an object it changes (the replicas' digests would
@@ -246,6 +388,8 @@ impl Storage {
         Storage {
             shard: self.of(bucket),
             cache: self.cache.clone(),
+            r1_staleness: self.r1_staleness,
+            purges_applied: self.purges_applied.clone(),
         }
     }
 

@@ -8,7 +8,7 @@
 //! it ends. It never buffers a whole object: memory per request is bounded by
 //! ~2 × `chunk_size_bytes` on PUT and `READ_AHEAD_CHUNKS` chunks on GET.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::layout::{
     plan_reads,
 };
 use crate::md5::Md5;
-use crate::storage::{RECORD_BODY_BYTES_MAX, Storage};
+use crate::storage::{RECORD_BODY_BYTES_MAX, Storage, slice_of};
 
 /// Chunks fetched ahead of the one being sent on a GET.
 pub const READ_AHEAD_CHUNKS: usize = 2;
@@ -60,6 +60,9 @@ pub struct StoredObject {
     /// For a chunked object read with [`Ctx::get_object`]: the lease that keeps its chunks
     /// until the read (and every body stream opened from it) ends.
     pub lease: Option<Rc<ChunkLease>>,
+    /// For a chunked object read with [`Ctx::get_object`] whose every chunk the core's cache
+    /// held: their bodies by chunk key (read from here, with no lease and no storage read).
+    pub cached_chunks: Option<Rc<HashMap<Bytes, Bytes>>>,
 }
 
 /// A body written by [`write_body`].
@@ -88,7 +91,11 @@ impl Ctx {
         config: Arc<GatewayConfig>,
     ) -> Self {
         Self {
-            storage: Storage::with_cache(shard, config.object_cache_bytes_per_core),
+            storage: Storage::with_cache(
+                shard,
+                config.object_cache_bytes_per_core,
+                config.object_cache_r1_staleness,
+            ),
             manager,
             catalog,
             config,
@@ -110,6 +117,12 @@ impl Ctx {
             };
             let versions = obj.meta.versions();
             if versions.is_empty() {
+                return Ok(Some(obj));
+            }
+            // The manifest is the newest (the cache revalidated it, or it was just read), so
+            // chunks of its versions held in the cache are its bytes.
+            if let Some(held) = self.storage.cached_chunks(bucket, key, &versions) {
+                obj.cached_chunks = Some(Rc::new(held));
                 return Ok(Some(obj));
             }
             match self.storage.lease_chunks(bucket, key, &versions).await {
@@ -156,6 +169,8 @@ impl Ctx {
         bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
+        self.manager
+            .with_snapshot(|state| self.storage.apply_cache_purges(state));
         let Some(v) = self.storage.get_object_record(bucket, key).await? else {
             return Ok(None);
         };
@@ -164,6 +179,7 @@ impl Ctx {
             hlc: v.hlc,
             inline: v.body,
             lease: None,
+            cached_chunks: None,
         }))
     }
 
@@ -181,6 +197,7 @@ impl Ctx {
             hlc: h.hlc,
             inline: Bytes::new(),
             lease: None,
+            cached_chunks: None,
         }))
     }
 
@@ -303,18 +320,23 @@ impl Ctx {
             .await;
             put?;
             filled?;
+            // A rebalance that moved the object's partition meanwhile: its new replicas learn
+            // of the write before the sweeper there would take this write's chunks as orphans.
+            registration.follow_ring().await?;
             index += 1;
         }
         Ok(())
     }
 
-    /// Streams `range` of a chunked body: chunk after chunk, `READ_AHEAD_CHUNKS` in flight.
+    /// Streams `range` of a chunked body: chunk after chunk, `READ_AHEAD_CHUNKS` in flight;
+    /// the chunks in `cached` are taken from there.
     pub fn read_chunks(
         &self,
         bucket: &BucketId,
         key: &str,
         runs: Rc<[ChunkRun]>,
         range: Range<u64>,
+        cached: Option<Rc<HashMap<Bytes, Bytes>>>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
         let storage = self.storage.for_bucket(bucket);
         let bucket = Rc::new(bucket.clone());
@@ -324,17 +346,22 @@ impl Ctx {
             .map(move |piece| {
                 let storage = storage.clone();
                 let ckey = chunk_key(&bucket, &key, &runs[piece.run].version, piece.chunk);
+                let pinned = cached.as_ref().and_then(|c| c.get(&ckey).cloned());
                 async move {
                     let want = piece.range.end - piece.range.start;
-                    let value = if piece.range.start == 0 && piece.range.end == piece.chunk_len {
-                        storage.get_record(ckey.clone()).await?
-                    } else {
-                        storage
-                            .get_record_range(ckey.clone(), piece.range.clone())
-                            .await?
+                    let body = match pinned {
+                        Some(body) => {
+                            storage.count_pinned_hit();
+                            slice_of(&body, &piece.range)
+                        }
+                        None => {
+                            storage
+                                .get_chunk(ckey.clone(), piece.range.clone(), piece.chunk_len)
+                                .await?
+                        }
                     };
-                    match value {
-                        Some(v) if v.body.len() as u64 == want => Ok(v.body),
+                    match body {
+                        Some(body) if body.len() as u64 == want => Ok(body),
                         _ => Err(GatewayError::MissingChunk(
                             String::from_utf8_lossy(&ckey[1..]).into_owned(),
                         )),
@@ -391,7 +418,13 @@ impl Ctx {
                 stream::once(async move { Ok(body) }).boxed_local()
             }
             BodyLayout::Chunked(runs) => self
-                .read_chunks(bucket, key, Rc::from(runs.as_slice()), range)
+                .read_chunks(
+                    bucket,
+                    key,
+                    Rc::from(runs.as_slice()),
+                    range,
+                    obj.cached_chunks.clone(),
+                )
                 .boxed_local(),
         }
     }

@@ -182,6 +182,15 @@ pub enum AdmCommand {
         /// The key.
         key: String,
     },
+    /// Drop an object (or every object under a prefix) from every gateway's object cache.
+    PurgeCache {
+        /// The bucket.
+        bucket: String,
+        /// The key, or the prefix.
+        key: String,
+        /// Whether `key` is a prefix.
+        prefix: bool,
+    },
     /// Pause the movement of the rebalance under way.
     RebalanceSuspend,
     /// Give up the rebalance under way (the ring stays what it was).
@@ -448,6 +457,11 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
                 )
             })
         }
+        AdmCommand::PurgeCache {
+            bucket,
+            key,
+            prefix,
+        } => render(&client.purge_cache(bucket, key, *prefix)?, json, purge_text),
         AdmCommand::RebalanceAbort => render(&client.abort_rebalance()?, json, rebalance_text),
         AdmCommand::RebalanceSuspend => {
             render(&client.suspend_rebalance(true)?, json, rebalance_text)
@@ -1252,6 +1266,28 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     (year, month, day)
+}
+
+/// `purge-cache`'s answer in words.
+fn purge_text(purged: &crate::admin::wire::CachePurged) -> String {
+    let what = if purged.prefix {
+        format!("every object of {} under '{}'", purged.bucket, purged.key)
+    } else {
+        format!("{}/{}", purged.bucket, purged.key)
+    };
+    let seen = (purged.gateways as usize).saturating_sub(purged.gateways_behind.len());
+    let mut text = format!(
+        "OK: purge {} recorded: every gateway drops {what} from its object cache before its \
+         next cached read ({seen} of {} running gateway(s) have it)",
+        purged.seq, purged.gateways
+    );
+    if !purged.gateways_behind.is_empty() {
+        text.push_str(&format!(
+            "; gateway node(s) {:?} apply it once their catalog catches up",
+            purged.gateways_behind
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

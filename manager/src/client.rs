@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::NodeStatus;
 use crate::admin::wire::{
-    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, ClusterStatus, CreateUserRequest,
-    Deleted, FileRecovered, ManagerAdded, NodeInfo, RebalanceStatus, RecoveryStatus, RingDump,
-    RingSummary, StartRequest, UpdateAclRequest, UserInfo, Whereabouts, encode_path_segment,
+    API_PREFIX, AddBucketRequest, AddManagerRequest, ApiError, CachePurged, ClusterStatus,
+    CreateUserRequest, Deleted, FileRecovered, ManagerAdded, NodeInfo, PurgeCacheRequest,
+    RebalanceStatus, RecoveryStatus, RingDump, RingSummary, StartRequest, UpdateAclRequest,
+    UserInfo, Whereabouts, encode_path_segment,
 };
 use crate::raft::GroupStatus;
 use crate::{Bucket, Credentials};
@@ -280,6 +281,22 @@ impl AdminClient {
     /// `POST /v1/nodes/<id>/compact/<start|suspend|resume>`.
     pub fn compact(&self, id: u32, verb: &str) -> Result<NodeInfo, ClientError> {
         self.call("POST", &format!("/nodes/{id}/compact/{verb}"), None::<&()>)
+    }
+
+    /// `POST /v1/cache/purge`: every gateway drops `bucket`'s `key` (or keys starting with
+    /// it) from its object cache.
+    pub fn purge_cache(
+        &self,
+        bucket: &str,
+        key: &str,
+        prefix: bool,
+    ) -> Result<CachePurged, ClientError> {
+        let body = PurgeCacheRequest {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            prefix,
+        };
+        self.call("POST", "/cache/purge", Some(&body))
     }
 
     /// `POST /v1/nodes/<id>/recover`: compares and repairs every partition the node holds.

@@ -197,6 +197,16 @@ pub enum Command {
         /// When it was asked, ms since the Unix epoch.
         now_unix_ms: u64,
     },
+    /// Records a purge of the gateways' object caches (refused for a bucket that does not
+    /// exist).
+    PurgeCache {
+        /// The bucket's name.
+        bucket: String,
+        /// The key, or the prefix of the keys.
+        key: String,
+        /// Whether `key` is a prefix.
+        prefix: bool,
+    },
     /// Starts comparing and repairing every partition `node` holds (refused during a
     /// rebalance or another recovery).
     RecoverNode {
@@ -464,6 +474,28 @@ impl Command {
                     crate::cluster::CompactAction::Suspend => order.suspended = true,
                     crate::cluster::CompactAction::Resume => order.suspended = false,
                 }
+                Ok(())
+            }
+            Command::PurgeCache {
+                bucket,
+                key,
+                prefix,
+            } => {
+                if state.bucket(bucket).is_none() {
+                    return Err(Refusal::NoSuchBucket(bucket.clone()));
+                }
+                let seq = state.cache_purges.last().map_or(1, |p| p.seq + 1);
+                state.cache_purges.push(crate::model::CachePurge {
+                    seq,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    prefix: *prefix,
+                });
+                let excess = state
+                    .cache_purges
+                    .len()
+                    .saturating_sub(crate::model::CACHE_PURGES_KEPT);
+                state.cache_purges.drain(..excess);
                 Ok(())
             }
             Command::SetAutoRecoverAfter { secs } => {
@@ -956,6 +988,40 @@ mod tests {
         assert_eq!(delete.apply(&mut state), Ok(()));
         assert_eq!(delete_alice.apply(&mut state), Ok(()));
         assert!(state.keys.is_empty() && state.users.is_empty() && state.buckets.is_empty());
+    }
+
+    #[test]
+    fn cache_purges_are_numbered_kept_bounded_and_refused_for_unknown_buckets() {
+        let mut state = ManagerState::default();
+        let (alice, key) = user("alice");
+        Command::CreateUser { user: alice, key }
+            .apply(&mut state)
+            .unwrap();
+        Command::CreateBucket {
+            bucket: bucket("b1", "alice", 7),
+        }
+        .apply(&mut state)
+        .unwrap();
+        let purge = |bucket: &str, key: &str| Command::PurgeCache {
+            bucket: bucket.into(),
+            key: key.into(),
+            prefix: false,
+        };
+        assert_eq!(
+            purge("nosuch", "k").apply(&mut state),
+            Err(Refusal::NoSuchBucket("nosuch".into()))
+        );
+        for i in 0..crate::model::CACHE_PURGES_KEPT + 10 {
+            purge("b1", &format!("k{i}")).apply(&mut state).unwrap();
+        }
+        let purges = &state.cache_purges;
+        assert_eq!(purges.len(), crate::model::CACHE_PURGES_KEPT);
+        assert_eq!(purges[0].seq, 11);
+        assert!(purges.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        assert_eq!(
+            purges.last().map(|p| (p.seq, p.key.as_str())),
+            Some((crate::model::CACHE_PURGES_KEPT as u64 + 10, "k265"))
+        );
     }
 
     #[test]

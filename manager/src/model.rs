@@ -128,6 +128,29 @@ pub struct ManagerState {
     /// node id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub compaction: BTreeMap<u32, crate::cluster::CompactionOrder>,
+    /// The last purges of the gateways' object caches (`leofs-adm purge-cache`), oldest
+    /// first, at most [`CACHE_PURGES_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_purges: Vec<CachePurge>,
+}
+
+/// Purges the catalog keeps: a gateway whose cache last applied one older than all of them
+/// drops everything it holds.
+pub const CACHE_PURGES_KEPT: usize = 256;
+
+/// A purge of every gateway's object cache (`leofs-adm purge-cache`): each gateway core drops
+/// what it holds of the objects of `bucket` named `key` (or, with `prefix`, starting with it)
+/// before its next cached read.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachePurge {
+    /// Its number: one more than the purge before it.
+    pub seq: u64,
+    /// The bucket's name.
+    pub bucket: String,
+    /// The key, or the prefix of the keys.
+    pub key: String,
+    /// Whether `key` is a prefix.
+    pub prefix: bool,
 }
 
 impl ManagerState {

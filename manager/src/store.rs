@@ -427,33 +427,88 @@ impl Manager {
     /// Waits until every running gateway's last heartbeat reports a catalog at `revision` or
     /// later (bounded by [`MARK_SEEN_TIMEOUT`]). Stopped nodes are not waited for.
     fn wait_seen_by_gateways(&self, revision: u64) -> Result<(), ManagerError> {
+        let behind = self.gateways_behind_after_wait(revision);
+        if behind.is_empty() {
+            return Ok(());
+        }
+        Err(ManagerError::Unreachable(format!(
+            "gateway node(s) {behind:?} did not confirm within {MARK_SEEN_TIMEOUT:?} that they \
+             refuse writes into the bucket being deleted; it stays"
+        )))
+    }
+
+    /// The running gateways (but this node) whose last heartbeat reports a catalog older than
+    /// `revision`, once none does or [`MARK_SEEN_TIMEOUT`] has passed.
+    fn gateways_behind_after_wait(&self, revision: u64) -> Vec<u32> {
         let deadline = std::time::Instant::now() + MARK_SEEN_TIMEOUT;
-        let local = self.local_member.get().copied();
         loop {
-            let state = self.snapshot();
-            let behind: Vec<u32> = state
-                .nodes
-                .values()
-                .filter(|m| m.gateway && Some(m.id) != local)
-                .filter(|m| matches!(m.state, NodeState::Running | NodeState::Restarted))
-                .filter(|m| {
-                    self.liveness
-                        .last(m.id)
-                        .is_none_or(|(_, beat)| beat.catalog_revision < revision)
-                })
-                .map(|m| m.id)
-                .collect();
-            if behind.is_empty() {
-                return Ok(());
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(ManagerError::Unreachable(format!(
-                    "gateway node(s) {behind:?} did not confirm within {MARK_SEEN_TIMEOUT:?} that \
-                     they refuse writes into the bucket being deleted; it stays"
-                )));
+            let behind = self.gateways_behind(revision);
+            if behind.is_empty() || std::time::Instant::now() >= deadline {
+                return behind;
             }
             std::thread::sleep(MARK_SEEN_POLL);
         }
+    }
+
+    /// The running gateways (but this node) whose last heartbeat reports a catalog older than
+    /// `revision`.
+    fn gateways_behind(&self, revision: u64) -> Vec<u32> {
+        let local = self.local_member.get().copied();
+        self.running_gateways()
+            .into_iter()
+            .filter(|&id| Some(id) != local)
+            .filter(|&id| {
+                self.liveness
+                    .last(id)
+                    .is_none_or(|(_, beat)| beat.catalog_revision < revision)
+            })
+            .collect()
+    }
+
+    /// The gateway nodes the managers consider running.
+    fn running_gateways(&self) -> Vec<u32> {
+        self.snapshot()
+            .nodes
+            .values()
+            .filter(|m| m.gateway && matches!(m.state, NodeState::Running | NodeState::Restarted))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// `leofs-adm purge-cache BUCKET/KEY [--prefix]`: records the purge, then waits (a few
+    /// seconds at most) until every running gateway's catalog has it.
+    pub fn purge_cache(
+        &self,
+        bucket: &str,
+        key: &str,
+        prefix: bool,
+    ) -> Result<crate::admin::wire::CachePurged, ManagerError> {
+        self.propose(Command::PurgeCache {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            prefix,
+        })?;
+        let purge = |state: &ManagerState| {
+            state
+                .cache_purges
+                .iter()
+                .rev()
+                .find(|p| p.bucket == bucket && p.key == key && p.prefix == prefix)
+                .map(|p| p.seq)
+        };
+        let revision = self.wait_applied_here(|state| purge(state).is_some());
+        let behind = revision.map_or_else(
+            || self.running_gateways(),
+            |revision| self.gateways_behind_after_wait(revision),
+        );
+        Ok(crate::admin::wire::CachePurged {
+            seq: purge(&self.snapshot()).unwrap_or(0),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            prefix,
+            gateways: self.running_gateways().len() as u32,
+            gateways_behind: behind,
+        })
     }
 
     /// Replaces a bucket's canned ACL.

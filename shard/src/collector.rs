@@ -14,9 +14,10 @@
 //!
 //! The sweeper scans this core's chunks every `sweep_interval` (and shortly after start) and
 //! deletes those of versions nothing references (the manifest, a registered write, a part of a
-//! live multipart upload): what a crash in the middle of an upload leaves. It also deletes part
-//! records older than the grace whose upload no longer exists. It skips any object it cannot
-//! read.
+//! live multipart upload): what a crash in the middle of an upload leaves. It sweeps no chunk
+//! for the chunk grace after a ring change (writes follow the ring at their next chunk). It
+//! also deletes part records older than the grace whose upload no longer exists. It skips any
+//! object it cannot read.
 //!
 //! Must never: delete a chunk of a version something references, or block the core.
 
@@ -278,6 +279,9 @@ async fn run_sweeper(shard: Shard) {
 /// sort by (bucket, key, version, index), so a page holds runs of one object's versions, asked
 /// about together (one call to the object's core per object and page).
 async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
+    if ring_changed_within_grace(shard) {
+        return Ok(0);
+    }
     let mut swept = 0;
     let mut after: Option<Bytes> = None;
     loop {
@@ -290,18 +294,8 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
             .scan(&[NS_CHUNK], after.as_deref(), SCAN_PAGE_KEYS);
         let done = page.len() < SCAN_PAGE_KEYS;
         after = page.last().map(|e| e.key.clone());
-        // Once a rebalance has changed the ring, a write's registration (in memory on the
-        // partition's first replica when it began) may be on a core that is no longer asked:
-        // a chunk younger than the grace is left for a later sweep.
-        let young_after_us = (shard.ring().epoch() > 1).then(|| {
-            leofs_engine::wall_us()
-                .saturating_sub(shard.core.objects.config.get().chunk_grace.as_micros() as u64)
-        });
         let mut objects: Vec<(String, String, BTreeMap<VersionId, Vec<Bytes>>)> = Vec::new();
         for entry in page {
-            if young_after_us.is_some_and(|after| entry.hlc.physical_us > after) {
-                continue;
-            }
             let Some((bucket, key, version, _)) = parse_chunk_key(&entry.key) else {
                 continue;
             };
@@ -341,6 +335,30 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
             return Ok(swept);
         }
     }
+}
+
+/// Whether this core's ring changed less than the chunk grace ago (or the core started on a
+/// ring that had changed, less than the grace ago): no chunk is swept then. A write that
+/// began before the change is registered on the replicas of the old ring, and on the new ones
+/// only once it has written its next chunk ([`crate::WriteRegistration::follow_ring`]); one
+/// that writes no chunk for that long has been cut off by the gateway (its body idle timeout
+/// lies below the grace).
+fn ring_changed_within_grace(shard: &Shard) -> bool {
+    let objects = &shard.core.objects;
+    let epoch = shard.ring().epoch();
+    let grace = objects.config.get().chunk_grace;
+    let changed_at = match objects.ring_seen.get() {
+        Some((seen, changed_at)) if seen == epoch => changed_at,
+        seen => {
+            // The first ring of a cluster (after none, or at a start) is no change, unless
+            // the cluster has rebalanced since.
+            let from_a_ring = seen.is_some_and(|(seen, _)| seen > 0);
+            let changed_at = (from_a_ring || epoch > 1).then(Instant::now);
+            objects.ring_seen.set(Some((epoch, changed_at)));
+            changed_at
+        }
+    };
+    changed_at.is_some_and(|at| at.elapsed() < grace)
 }
 
 /// Deletes this core's part records older than the grace whose upload record no longer exists

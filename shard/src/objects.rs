@@ -28,7 +28,7 @@ use crate::object::{
     VersionId, chunk_key, etag_string, garbage_key, object_key, parse_chunk_key,
     parts_count_of_tag, upload_key,
 };
-use crate::request::StorageRequest;
+use crate::request::{StorageRequest, StorageResponse};
 use crate::ring::Vnode;
 use crate::{Shard, ShardError, hash_bytes, object_hash};
 
@@ -205,6 +205,9 @@ pub(crate) struct ObjectState {
     pub(crate) inbox: RefCell<Option<futures_channel::mpsc::UnboundedSender<Bytes>>>,
     /// Set when the core stops: the collector and the sweeper end.
     pub(crate) stopping: Cell<bool>,
+    /// The ring epoch the sweeper last saw, and when it saw it change (it sweeps no chunk for
+    /// the chunk grace after a change).
+    pub(crate) ring_seen: Cell<Option<(u64, Option<std::time::Instant>)>>,
 }
 
 impl ObjectState {
@@ -373,11 +376,19 @@ impl Drop for KeyGuard<'_> {
 /// A version registered as being written. Its chunks are never collected while it is held;
 /// dropped without being handed to a commit (the write failed, or the client went away), it
 /// queues whatever chunks were written as garbage.
+///
+/// The registration is held on every replica up of the object's partition, and follows the
+/// ring ([`WriteRegistration::follow_ring`]): a write that outlasts a rebalance is registered
+/// on the partition's new replicas too, whom the sweeper then asks.
 pub struct WriteRegistration {
     shard: Shard,
     bucket: String,
     key: String,
     pending: PendingWrite,
+    /// The vnodes holding the registration.
+    registered: Vec<Vnode>,
+    /// The ring epoch `registered` was last brought up to date with.
+    epoch: u64,
     armed: bool,
 }
 
@@ -392,16 +403,72 @@ impl WriteRegistration {
         self.pending.chunks += 1;
     }
 
-    /// Ends the registration through a commit (which ends it on the owner).
-    fn hand_over(mut self) -> PendingWrite {
+    /// After a ring change: registers the version on the object partition's replicas up that
+    /// lack it (the writer calls this after every chunk, so the sweeper, holding off for the
+    /// chunk grace after a ring change, finds it on the replicas it asks).
+    pub async fn follow_ring(&mut self) -> Result<(), ShardError> {
+        let epoch = self.shard.ring().epoch();
+        if epoch == self.epoch {
+            return Ok(());
+        }
+        self.register_on_replicas().await?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Registers the version on every replica up of the object's partition not holding it
+    /// yet; Err when none of them holds it then.
+    async fn register_on_replicas(&mut self) -> Result<(), ShardError> {
+        let partition = self.shard.object_partition(&self.bucket, &self.key);
+        let replicas = self.shard.write_registrars(partition)?;
+        let version = self.pending.version;
+        let missing: Vec<Vnode> = replicas
+            .iter()
+            .copied()
+            .filter(|v| !self.registered.contains(v))
+            .collect();
+        let answers = futures_util::future::join_all(missing.iter().map(|&vnode| {
+            self.shard
+                .send_to_vnode(vnode, StorageRequest::BeginWrite { partition, version })
+        }))
+        .await;
+        let mut failure = None;
+        for (vnode, answer) in missing.into_iter().zip(answers) {
+            match answer.and_then(StorageResponse::into_done) {
+                Ok(()) => self.registered.push(vnode),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if replicas.iter().any(|v| self.registered.contains(v)) {
+            return Ok(());
+        }
+        Err(failure.unwrap_or(ShardError::TooFewReplicas {
+            partition,
+            up: 0,
+            needed: 1,
+        }))
+    }
+
+    /// Ends the registration through a commit (which ends it on the core committing it); the
+    /// guard returned ends it on the other vnodes holding it once the commit is over.
+    fn hand_over(mut self) -> (PendingWrite, RegistrationEnd) {
         self.armed = false;
-        self.pending
+        let end = RegistrationEnd {
+            shard: self.shard.clone(),
+            partition: self.shard.object_partition(&self.bucket, &self.key),
+            bucket: std::mem::take(&mut self.bucket),
+            key: std::mem::take(&mut self.key),
+            version: self.pending.version,
+            vnodes: std::mem::take(&mut self.registered),
+        };
+        (self.pending, end)
     }
 }
 
 impl Drop for WriteRegistration {
-    /// Posts the abandonment to the object's core (no task is spawned here: this may run while
-    /// the runtime is being torn down, and then the message is simply never delivered).
+    /// Posts the abandonment to the object's core, and the registration's end to the other
+    /// vnodes holding it (no task is spawned here: this may run while the runtime is being torn
+    /// down, and then the messages are simply never delivered).
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -420,12 +487,47 @@ impl Drop for WriteRegistration {
         };
         let request = StorageRequest::EndWrite {
             partition,
-            bucket,
-            key,
+            bucket: bucket.clone(),
+            key: key.clone(),
             ended: Some(self.pending.version),
             garbage: self.pending.garbage(),
         };
         self.shard.post_to_vnode(owner, request);
+        self.registered.retain(|&v| v != owner);
+        drop(RegistrationEnd {
+            shard: self.shard.clone(),
+            partition,
+            bucket,
+            key,
+            version: self.pending.version,
+            vnodes: std::mem::take(&mut self.registered),
+        });
+    }
+}
+
+/// Ends a write's registration on the vnodes holding it when dropped (after the commit that
+/// took the registration over: a second end where the commit ended it is a no-op).
+struct RegistrationEnd {
+    shard: Shard,
+    partition: PartitionId,
+    bucket: String,
+    key: String,
+    version: VersionId,
+    vnodes: Vec<Vnode>,
+}
+
+impl Drop for RegistrationEnd {
+    fn drop(&mut self) {
+        for &vnode in &self.vnodes {
+            let request = StorageRequest::EndWrite {
+                partition: self.partition,
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                ended: Some(self.version),
+                garbage: Vec::new(),
+            };
+            self.shard.post_to_vnode(vnode, request);
+        }
     }
 }
 
@@ -548,7 +650,7 @@ impl Shard {
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
         let partition = self.object_partition(bucket, key);
-        let writing = writing.map(WriteRegistration::hand_over);
+        let (writing, _ended_after) = writing.map(WriteRegistration::hand_over).unzip();
         if !self.replicated() {
             let request = StorageRequest::CommitObject {
                 partition,
@@ -802,20 +904,31 @@ impl Shard {
         bucket: &str,
         key: &str,
     ) -> Result<WriteRegistration, ShardError> {
-        let version = VersionId::random();
-        let partition = self.object_partition(bucket, key);
-        // Armed before the owner registers it: a caller that goes away ends it either way.
-        let registration = WriteRegistration {
+        // Armed before the replicas register it: a caller that goes away ends it either way.
+        let mut registration = WriteRegistration {
             shard: self.clone(),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            pending: PendingWrite { version, chunks: 0 },
+            pending: PendingWrite {
+                version: VersionId::random(),
+                chunks: 0,
+            },
+            registered: Vec::new(),
+            epoch: self.ring().epoch(),
             armed: true,
         };
-        self.send(StorageRequest::BeginWrite { partition, version })
-            .await?
-            .into_done()?;
+        registration.register_on_replicas().await?;
         Ok(registration)
+    }
+
+    /// The vnodes a write of `partition` is registered on: its replicas up (both sets while a
+    /// rebalance moves it), or its one vnode on a ring of one replica.
+    fn write_registrars(&self, partition: PartitionId) -> Result<Vec<Vnode>, ShardError> {
+        if self.replicated() {
+            self.replicas_up(partition)
+        } else {
+            Ok(vec![self.vnode_of(partition)?])
+        }
     }
 
     /// On the object's core: ends the registration of `ended` (if any), then queues `garbage`.
@@ -904,7 +1017,7 @@ impl Shard {
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
         let partition = self.partition_of(hash_bytes(&part_key));
-        let writing = writing.map(WriteRegistration::hand_over);
+        let (writing, _ended_after) = writing.map(WriteRegistration::hand_over).unzip();
         let at = |hlc: Option<Hlc>| PutValue {
             hlc,
             ..value.clone()

@@ -49,6 +49,11 @@ pub(crate) struct ReadOf {
 const RING_CHANGE_TRIES_MAX: u32 = 3;
 
 impl Shard {
+    /// How many replicas a read of this handle's bucket consults (R).
+    pub fn read_level(&self) -> usize {
+        self.levels().r
+    }
+
     /// The replication levels of the ring this core routes by: the bucket's own W, R and D
     /// (on a handle [`Shard::with_levels`] made), else those the managers set for the cluster
     /// (`leofs-adm update-consistency-level`), each only when it fits N; else the defaults.

@@ -1,11 +1,14 @@
 """The gateway's object cache (issue 15, first step: in memory, per core, whole objects of at
-most one chunk): a gateway-only node serves repeated reads from it, each hit confirmed current
-by the replicas' HLC digests (no body read on any storage node), and never answers with bytes
-older than an overwrite or delete acknowledged through another gateway."""
+most one chunk, and the chunks of larger ones): a gateway-only node serves repeated reads from
+it, each hit confirmed current by the replicas' HLC digests (no body read on any storage node),
+and never answers with bytes older than an overwrite or delete acknowledged through another
+gateway; `leofs-adm purge-cache` empties it of an object or a prefix; buckets read at R=1 may be
+served unconfirmed for a bounded time."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import requests
@@ -81,3 +84,75 @@ def test_a_gateway_serves_repeated_reads_from_its_cache_and_never_older_bytes(ma
         assert client.get_object(Bucket="cached", Key="plain")["Body"].read() == b"x" * 1000
     assert metric([plain], "leofs_gateway_cache_hits_total") == 0
     assert metric([plain], "leofs_gateway_cache_entries") == 0
+
+
+def test_a_chunked_object_held_whole_is_read_ranged_or_whole_without_storage_reads(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+    writer, reader = (g.client() for g in cluster.gateways)
+    cached = [cluster.gateways[1]]
+    writer.create_bucket(Bucket="chunks")
+    body = os.urandom(9 * 1024 * 1024 + 5)  # three chunks
+    writer.put_object(Bucket="chunks", Key="big", Body=body)
+    # Two reads: the manifest and each chunk enter the cache on their second miss.
+    for _ in range(2):
+        assert reader.get_object(Bucket="chunks", Key="big")["Body"].read() == body
+    hits, reads = metric(cached, "leofs_gateway_cache_hits_total"), engine_reads(cluster)
+    for _ in range(3):
+        assert reader.get_object(Bucket="chunks", Key="big")["Body"].read() == body
+    got = reader.get_object(Bucket="chunks", Key="big", Range="bytes=4194000-8388000")
+    assert got["Body"].read() == body[4194000:8388001]
+    # Whole reads: the manifest and three chunks each; the ranged one: the manifest, two chunks.
+    assert metric(cached, "leofs_gateway_cache_hits_total") == hits + 3 * 4 + 3
+    assert engine_reads(cluster) == reads, "a read of an object held whole read storage"
+    # Overwritten through the other gateway: the next read has the new bytes.
+    new = os.urandom(9 * 1024 * 1024 + 5)
+    writer.put_object(Bucket="chunks", Key="big", Body=new)
+    assert reader.get_object(Bucket="chunks", Key="big")["Body"].read() == new
+    assert reader.get_object(Bucket="chunks", Key="big", Range="bytes=5-9")["Body"].read() == new[5:10]
+
+    # purge-cache: the next read of the purged object misses and reads storage again.
+    for _ in range(3):
+        assert reader.get_object(Bucket="chunks", Key="big")["Body"].read() == new
+    writer.put_object(Bucket="chunks", Key="small", Body=b"s" * 100)
+    for _ in range(3):
+        assert reader.get_object(Bucket="chunks", Key="small")["Body"].read() == b"s" * 100
+    entries = metric(cached, "leofs_gateway_cache_entries")
+    assert entries >= 5, entries  # the two records and the three chunks (and the old chunks)
+    out = cluster.manager.adm("purge-cache", "chunks/big").stdout
+    assert "purge 1 recorded" in out and "(2 of 2 running gateway(s) have it)" in out, out
+    hits, reads = metric(cached, "leofs_gateway_cache_hits_total"), engine_reads(cluster)
+    assert reader.get_object(Bucket="chunks", Key="big")["Body"].read() == new
+    assert metric(cached, "leofs_gateway_cache_hits_total") == hits
+    assert engine_reads(cluster) >= reads + 3
+    assert metric(cached, "leofs_gateway_cache_entries") == 1  # "small" stays
+    assert reader.get_object(Bucket="chunks", Key="small")["Body"].read() == b"s" * 100
+    assert metric(cached, "leofs_gateway_cache_hits_total") == hits + 1
+    # A prefix: the whole bucket.
+    cluster.manager.adm("purge-cache", "--prefix", "chunks/")
+    with pytest.raises(ClientError):
+        reader.get_object(Bucket="chunks", Key="absent")
+    assert metric(cached, "leofs_gateway_cache_entries") == 0
+    refused = cluster.manager.adm("purge-cache", "nosuch/key", check=False)
+    assert refused.returncode != 0 and "nosuch" in refused.stderr, refused
+
+
+def test_r1_staleness_is_bounded_and_applies_to_buckets_read_at_r1_only(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3)
+    writer = cluster.gateways[0].client()
+    lenient = cluster.new_gateway(extra_env={"LEOFS_GATEWAY_CACHE_R1_STALENESS_MS": "3000"})
+    reader = lenient.client()
+    for bucket in ("fast", "strict"):
+        writer.create_bucket(Bucket=bucket)
+    cluster.manager.adm("update-consistency-level", "--bucket", "fast", "3", "1", "3")
+    for bucket in ("fast", "strict"):
+        writer.put_object(Bucket=bucket, Key="k", Body=b"old")
+        for _ in range(2):
+            assert reader.get_object(Bucket=bucket, Key="k")["Body"].read() == b"old"
+    for bucket in ("fast", "strict"):
+        writer.put_object(Bucket=bucket, Key="k", Body=b"new")
+    # The default R: the overwrite is seen at once. R=1: the cached bytes may be served until
+    # the window since the last confirmation ends, never after.
+    assert reader.get_object(Bucket="strict", Key="k")["Body"].read() == b"new"
+    assert reader.get_object(Bucket="fast", Key="k")["Body"].read() in (b"old", b"new")
+    time.sleep(3.5)
+    assert reader.get_object(Bucket="fast", Key="k")["Body"].read() == b"new"

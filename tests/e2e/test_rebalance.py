@@ -9,6 +9,7 @@ nothing may be lost, nothing deleted may come back."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from leofs_harness import DEPLOYMENT
+from leofs_harness import DEPLOYMENT, sigv4_headers
 from test_cluster import Cluster, eventually, list_all, put_many, records_by_node
 from test_replication import Worker, error_code
 
@@ -231,6 +232,62 @@ def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_s
     listed = list_all(clients[0], "moving")
     assert sorted(listed) == sorted(bulk + [k for w in workers for k in w.expected])
     check_replicas_identical(cluster, "moving", workers)
+
+
+def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_objects(make_server):
+    # A chunk grace of 6 s (the sweepers run every 5 s) and PUTs streamed over 16 s, a 4 MiB
+    # chunk every 2 s: the ring changes under them, and their first chunks are older than the
+    # grace long before they commit. The objects whose partition moves to the new node must
+    # not have those chunks swept as orphans (their writes were registered on the old node).
+    chunk, chunks, keys = 4 * 1024 * 1024, 8, [f"long/{i}" for i in range(10)]
+    cluster = Cluster(make_server, storage=1, gateways=1, replicas=1, cores=2,
+                      storage_env={"LEOFS_CHUNK_GRACE_SECS": "6"})
+    gateway = cluster.gateways[0]
+    gateway.client().create_bucket(Bucket="long")
+    bodies = {key: os.urandom(chunk) * chunks for key in keys}
+    conns = {}
+    for key in keys:
+        path = f"/long/{key}"
+        headers = sigv4_headers("PUT", f"127.0.0.1:{gateway.s3_port}", path, None,
+                                {"content-length": str(chunk * chunks)}, "UNSIGNED-PAYLOAD",
+                                gateway.access_key, gateway.secret_key)
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.s3_port, timeout=120)
+        conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        conns[key] = conn
+    epoch_before = rebalance_status(cluster)["ring_epoch"]
+    second = cluster.new_storage()
+    rebalanced = threading.Thread(target=lambda: (
+        second.start(),
+        eventually("the second node is attached", 30, lambda: cluster.state_of(second) == "attached"),
+        cluster.manager.adm("rebalance", timeout=120)))
+    for index in range(chunks):
+        started = time.monotonic()
+        for key in keys:
+            conns[key].send(bodies[key][index * chunk:(index + 1) * chunk])
+        if index == 0:
+            cluster.storage.append(second)
+            rebalanced.start()
+        time.sleep(max(0.0, 2 - (time.monotonic() - started)))
+    rebalanced.join()
+    status = rebalance_status(cluster)
+    assert status["phase"] == "idle" and status["ring_epoch"] >= epoch_before + 2, status
+    for key in keys:
+        answer = conns[key].getresponse()
+        assert answer.status == 200, (key, answer.status, answer.read()[:300])
+    second_id = cluster.node_of(second)["member"]["id"]
+    moved = [key for key in keys if any(
+        r["node"] == second_id for r in json.loads(cluster.manager.adm(
+            "whereis", f"long/{key}", json_output=True).stdout)["replicas"])]
+    assert moved, "no object moved to the new node"
+    # Two sweeps past the grace after the last ring change: nothing of them is swept.
+    time.sleep(12)
+    client = gateway.client()
+    for key in keys:
+        got = client.get_object(Bucket="long", Key=key)["Body"].read()
+        assert got == bodies[key], (key, key in moved, len(got))
 
 
 def test_a_wiped_node_gets_every_replica_back_with_recover_file_and_recover_node(make_server):

@@ -223,6 +223,14 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             context.manager.set_auto_recover_after(body.after_secs)?;
             json_ok(&cluster_status(&context.manager))
         }
+        (["cache", "purge"], Method::POST) => {
+            let body: super::wire::PurgeCacheRequest = read_json(request).await?;
+            json_ok(
+                &context
+                    .manager
+                    .purge_cache(&body.bucket, &body.key, body.prefix)?,
+            )
+        }
         (["cluster", "tombstone-grace"], Method::PUT) => {
             let body: super::wire::TombstoneGraceRequest = read_json(request).await?;
             context.manager.set_tombstone_grace(body.grace_secs)?;

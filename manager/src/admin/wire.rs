@@ -339,3 +339,33 @@ pub struct BucketConsistencyRequest {
     /// W, R and D; None: the cluster's.
     pub consistency: Option<crate::cluster::Consistency>,
 }
+
+/// Body of `POST /v1/cache/purge`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PurgeCacheRequest {
+    /// The bucket.
+    pub bucket: String,
+    /// The key, or the prefix of the keys.
+    pub key: String,
+    /// Whether `key` is a prefix.
+    #[serde(default)]
+    pub prefix: bool,
+}
+
+/// Answer of `POST /v1/cache/purge`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CachePurged {
+    /// The purge's number.
+    pub seq: u64,
+    /// The bucket.
+    pub bucket: String,
+    /// The key, or the prefix of the keys.
+    pub key: String,
+    /// Whether `key` is a prefix.
+    pub prefix: bool,
+    /// Gateway nodes running.
+    pub gateways: u32,
+    /// Those that had not confirmed the purge within a few seconds (they apply it once their
+    /// catalog catches up).
+    pub gateways_behind: Vec<u32>,
+}

@@ -124,6 +124,12 @@ pub fn chunk_key(bucket: &str, key: &str, version: &VersionId, index: u32) -> By
     out.freeze()
 }
 
+/// Engine key prefix of the chunks of every object of `bucket` whose key starts with
+/// `key_prefix` (the chunks of one key are under its name followed by [`KEY_SEP`]).
+pub fn chunk_prefix(bucket: &str, key_prefix: &str) -> Vec<u8> {
+    with_bucket_key(NS_CHUNK, bucket, key_prefix, 0).to_vec()
+}
+
 /// The (bucket, key, version, index) a chunk key names; None if `chunk_key` is not one.
 pub fn parse_chunk_key(chunk_key: &[u8]) -> Option<(&str, &str, VersionId, u32)> {
     let tail = VERSION_ID_BYTES + 4;
