@@ -24,7 +24,8 @@
 #   ROUNDS        runs per side and workload (default 2)
 #   DURATION      measured phase per run (default 10s); WARMUP (default 2s)
 #   THREADS       leofs-bench client threads (default 1)
-#   WORKLOADS     space-separated subset of: put-4k get-4k get-1k put-1m get-1m mixed-64k list-10k
+#   WORKLOADS     space-separated subset of: put-4k get-4k get-1k put-1m get-1m get-16m mixed-64k
+#                 list-10k
 #   DATA_ROOT     where data dirs go; must be a real disk for O_DIRECT (default /work/tmp)
 #   LEOFS_PORT    first port tried for leofs' S3 listener (default 38280); the first free ports
 #                 from it are used for S3 and admin, and from 39900 for the Garage peer
@@ -72,6 +73,7 @@ workload_args() {
     get-1k) echo "--workload get --size 1KiB --concurrency 32 --objects 1000" ;;
     put-1m) echo "--workload put --size 1MiB --concurrency 8" ;;
     get-1m) echo "--workload get --size 1MiB --concurrency 8 --objects 256" ;;
+    get-16m) echo "--workload get --size 16MiB --concurrency 4 --objects 16" ;;
     mixed-64k) echo "--workload mixed --size 64KiB --read-ratio 0.9 --concurrency 32 --objects 1000" ;;
     list-10k) echo "--workload list --size 1KiB --concurrency 4 --objects 10000" ;;
     *) die "unknown workload $1" ;;

@@ -225,8 +225,8 @@ enum Command {
         path: String,
     },
     /// Drop BUCKET/KEY from every gateway's object cache (with --prefix: every object of
-    /// BUCKET whose key starts with KEY). Never needed for correctness: a changed object is
-    /// never served from a cache.
+    /// BUCKET whose key starts with KEY). A changed object is never served from a cache, but
+    /// in R=1 buckets served with --gateway-cache-r1-staleness-ms.
     PurgeCache {
         /// BUCKET/KEY (or BUCKET/PREFIX with --prefix; BUCKET/ with --prefix: the whole bucket).
         path: String,

@@ -430,13 +430,6 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         Some(secs) => GcConfig::with_grace(Duration::from_secs(secs)),
         None => GcConfig::default(),
     };
-    if gateway.body_idle_timeout >= gc.chunk_grace {
-        tracing::warn!(
-            body_idle_timeout_secs = gateway.body_idle_timeout.as_secs(),
-            chunk_grace_secs = gc.chunk_grace.as_secs(),
-            "the body idle timeout is not below the chunk grace: a PUT whose client stalls that long across a rebalance can have its first chunks swept as orphans"
-        );
-    }
     let mut replication = ReplicationConfig::default();
     match args
         .anti_entropy_interval_ms

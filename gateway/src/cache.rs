@@ -84,6 +84,12 @@ impl ObjectCache {
         }
     }
 
+    /// Most bytes a read may pin out of the cache (an entry's largest share of it): a larger
+    /// object is read chunk by chunk.
+    pub fn pin_bytes_max(&self) -> u64 {
+        self.capacity_bytes / ENTRY_SHARE_DIVISOR
+    }
+
     /// The version held for `key` (its HLC says which), marked as just used.
     pub fn get(&self, key: &[u8]) -> Option<Value> {
         self.get_confirmed(key).map(|(value, _)| value)

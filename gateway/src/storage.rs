@@ -205,7 +205,8 @@ impl Storage {
     }
 
     /// The bodies of every chunk of `versions` of an object, if this core's cache holds them
-    /// all (a read of them then needs no storage, and no lease: the bytes are pinned here).
+    /// all and they are at most [`ObjectCache::pin_bytes_max`] (a read of them then needs no
+    /// storage, and no lease: the bytes are pinned here while it streams).
     pub fn cached_chunks(
         &self,
         bucket: &BucketId,
@@ -214,19 +215,25 @@ impl Storage {
     ) -> Option<HashMap<Bytes, Bytes>> {
         let cache = self.cache.as_ref()?;
         let mut held = HashMap::new();
+        let mut bytes = 0;
         for v in versions {
             for index in 0..v.chunks {
                 let ckey = chunk_key(bucket.as_str(), key, &v.version, index);
                 let value = cache.get(&ckey)?;
+                bytes += value.body.len() as u64;
+                if bytes > cache.pin_bytes_max() {
+                    return None;
+                }
                 held.insert(ckey, value.body);
             }
         }
         Some(held)
     }
 
-    /// Drops this core's cached copy of an object it changes (the replicas' digests would
-    /// refuse it anyway; this saves the round trip that finds out).
-    fn forget(&self, bucket: &BucketId, key: &str) {
+    /// Drops this core's cached copy of an object: one it changes (the replicas' digests
+    /// would refuse it anyway; this saves the round trip that finds out), or one whose chunks
+    /// went missing under it (an R=1 hit served unconfirmed may be an older version).
+    pub fn forget(&self, bucket: &BucketId, key: &str) {
         if let Some(cache) = &self.cache {
             cache.remove(
                 &object_key(bucket.as_str(), key),

@@ -29,6 +29,9 @@ use crate::layout::{
 use crate::md5::Md5;
 use crate::storage::{RECORD_BODY_BYTES_MAX, Storage, slice_of};
 
+/// How often a large write whose body is still arriving follows the ring with its
+/// registration ([`WriteRegistration::follow_ring`]), besides after every chunk.
+const REGISTRATION_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Chunks fetched ahead of the one being sent on a GET.
 pub const READ_AHEAD_CHUNKS: usize = 2;
 /// Times a read re-reads a manifest whose chunks went missing under it (it was overwritten or
@@ -133,11 +136,14 @@ impl Ctx {
                     obj.lease = Some(Rc::new(lease));
                     return Ok(Some(obj));
                 }
-                Ok(_) => {}
+                // The manifest is no longer the newest (held unconfirmed in the cache, it may
+                // be older still): read it again from the replicas.
+                Ok(_) => self.storage.forget(bucket, key),
                 Err(e) => {
                     let Some(index) = e.missing_chunk() else {
                         return Err(e.into());
                     };
+                    self.storage.forget(bucket, key);
                     if self.is_current(bucket, key, &obj).await? {
                         return Err(GatewayError::MissingChunk(format!(
                             "chunk {index} of {}/{key}",
@@ -315,13 +321,11 @@ impl Ctx {
             };
             let (put, filled) = futures_util::future::join(
                 self.storage.for_bucket(bucket).put_record(ckey, value),
-                g.fill(chunk_size),
+                g.fill_following(chunk_size, registration),
             )
             .await;
             put?;
             filled?;
-            // A rebalance that moved the object's partition meanwhile: its new replicas learn
-            // of the write before the sweeper there would take this write's chunks as orphans.
             registration.follow_ring().await?;
             index += 1;
         }
@@ -486,6 +490,29 @@ where
             }
         }
         Ok(())
+    }
+
+    /// [`Gather::fill`], and every [`REGISTRATION_FOLLOW_INTERVAL`] meanwhile (a slow client's
+    /// chunk can take long) the write's registration follows the ring: after a rebalance
+    /// that moved the object's partition, its new replicas learn of the write well before
+    /// the sweeper there, holding off for the chunk grace, would take its chunks as orphans.
+    async fn fill_following(
+        &mut self,
+        want: u64,
+        registration: &mut WriteRegistration,
+    ) -> Result<(), GatewayError> {
+        loop {
+            let deadline = monoio::time::sleep(REGISTRATION_FOLLOW_INTERVAL);
+            match futures_util::future::select(
+                std::pin::pin!(self.fill(want)),
+                std::pin::pin!(deadline),
+            )
+            .await
+            {
+                futures_util::future::Either::Left((filled, _)) => return filled,
+                futures_util::future::Either::Right(_) => registration.follow_ring().await?,
+            }
+        }
     }
 
     /// Takes `n` pending bytes (n ≤ pending_len), without copying when one piece suffices.

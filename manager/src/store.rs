@@ -483,16 +483,20 @@ impl Manager {
         key: &str,
         prefix: bool,
     ) -> Result<crate::admin::wire::CachePurged, ManagerError> {
+        let before = self.snapshot().cache_purges.last().map_or(0, |p| p.seq);
         self.propose(Command::PurgeCache {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             prefix,
         })?;
+        // This purge: the newest of its name recorded since the proposal (an earlier one of
+        // the same name does not count).
         let purge = |state: &ManagerState| {
             state
                 .cache_purges
                 .iter()
                 .rev()
+                .take_while(|p| p.seq > before)
                 .find(|p| p.bucket == bucket && p.key == key && p.prefix == prefix)
                 .map(|p| p.seq)
         };

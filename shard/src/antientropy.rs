@@ -638,8 +638,7 @@ impl Shard {
                                 } else if filling.contains(&target) {
                                     failed = true;
                                 }
-                                self.pace_while_clients_served(bytes).await;
-                                self.pace_to_push_cap(bytes).await;
+                                self.pace_push(bytes).await;
                             }
                             Err(e) => {
                                 failed = true;
@@ -1139,7 +1138,7 @@ impl Shard {
     }
 
     /// One rebalance step, followed by [`REBALANCE_STEP_PAUSE`] while clients are served
-    /// (its pushes are paced on their own: [`Shard::pace_while_clients_served`]).
+    /// (its pushes are paced on their own: [`Shard::pace_push`]).
     async fn paced_rebalance_step(&self) -> Result<bool, ShardError> {
         let worked = self.rebalance_step().await?;
         if worked && self.movement_yields() {
@@ -1148,30 +1147,27 @@ impl Shard {
         Ok(worked)
     }
 
-    /// After a push of `bytes`, while clients are served here or by the peers moved to or
-    /// from: a pause as long as they take at [`BUSY_MOVE_BYTES_PER_SEC`] (pushes then go one
-    /// at a time, so the core's pushes stay under that rate).
-    async fn pace_while_clients_served(&self, bytes: u64) {
-        if bytes > 0 && self.movement_yields() {
-            let pause = Duration::from_secs_f64(bytes as f64 / BUSY_MOVE_BYTES_PER_SEC as f64)
-                .min(BUSY_PAUSE_MAX);
-            monoio::time::sleep(pause).await;
-        }
-    }
-
-    /// After a push of `bytes`, with a push cap set: waits until the core's pushes so far fit
-    /// under it (one budget for every pass of the core, so several at once share it).
-    async fn pace_to_push_cap(&self, bytes: u64) {
-        let Some(cap) = self.core.replication.push_bytes_per_sec_per_core else {
-            return;
-        };
-        let book = &self.core.anti_entropy;
+    /// After a push of `bytes`: a pause while clients are served here or by the peers moved
+    /// to or from, as long as the bytes take at [`BUSY_MOVE_BYTES_PER_SEC`] (pushes then go
+    /// one at a time, so the core's pushes stay under that rate), or until the core's pushes
+    /// fit under the operator's cap ([`ReplicationConfig::push_bytes_per_sec_per_core`], one
+    /// budget for every pass of the core), whichever ends later.
+    async fn pace_push(&self, bytes: u64) {
         let now = Instant::now();
-        let start = book.push_budget_at.get().map_or(now, |at| at.max(now));
-        let paid_at = start + Duration::from_secs_f64(bytes as f64 / cap.get() as f64);
-        book.push_budget_at.set(Some(paid_at));
-        if paid_at > now {
-            monoio::time::sleep(paid_at - now).await;
+        let mut until = now;
+        if bytes > 0 && self.movement_yields() {
+            until += Duration::from_secs_f64(bytes as f64 / BUSY_MOVE_BYTES_PER_SEC as f64)
+                .min(BUSY_PAUSE_MAX);
+        }
+        if let Some(cap) = self.core.replication.push_bytes_per_sec_per_core {
+            let book = &self.core.anti_entropy;
+            let start = book.push_budget_at.get().map_or(now, |at| at.max(now));
+            let paid_at = start + Duration::from_secs_f64(bytes as f64 / cap.get() as f64);
+            book.push_budget_at.set(Some(paid_at));
+            until = until.max(paid_at);
+        }
+        if until > now {
+            monoio::time::sleep(until - now).await;
         }
     }
 }

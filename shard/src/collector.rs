@@ -15,7 +15,7 @@
 //! The sweeper scans this core's chunks every `sweep_interval` (and shortly after start) and
 //! deletes those of versions nothing references (the manifest, a registered write, a part of a
 //! live multipart upload): what a crash in the middle of an upload leaves. It sweeps no chunk
-//! for the chunk grace after a ring change (writes follow the ring at their next chunk). It
+//! for the chunk grace after a ring change (writes in progress follow the ring meanwhile). It
 //! also deletes part records older than the grace whose upload no longer exists. It skips any
 //! object it cannot read.
 //!
@@ -340,9 +340,8 @@ async fn sweep_chunks(shard: &Shard) -> Result<u64, ShardError> {
 /// Whether this core's ring changed less than the chunk grace ago (or the core started on a
 /// ring that had changed, less than the grace ago): no chunk is swept then. A write that
 /// began before the change is registered on the replicas of the old ring, and on the new ones
-/// only once it has written its next chunk ([`crate::WriteRegistration::follow_ring`]); one
-/// that writes no chunk for that long has been cut off by the gateway (its body idle timeout
-/// lies below the grace).
+/// only once its gateway has learnt the new ring and followed it
+/// ([`crate::WriteRegistration::follow_ring`], every second while the body arrives).
 fn ring_changed_within_grace(shard: &Shard) -> bool {
     let objects = &shard.core.objects;
     let epoch = shard.ring().epoch();

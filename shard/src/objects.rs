@@ -272,7 +272,7 @@ impl ObjectState {
         *self.writes.borrow_mut().entry(version).or_default() += 1;
     }
 
-    fn end_write(&self, version: &VersionId) {
+    pub(crate) fn end_write(&self, version: &VersionId) {
         let mut writes = self.writes.borrow_mut();
         if let Some(n) = writes.get_mut(version) {
             *n -= 1;
@@ -404,8 +404,9 @@ impl WriteRegistration {
     }
 
     /// After a ring change: registers the version on the object partition's replicas up that
-    /// lack it (the writer calls this after every chunk, so the sweeper, holding off for the
-    /// chunk grace after a ring change, finds it on the replicas it asks).
+    /// lack it (the writer calls this after every chunk and every second while a chunk's bytes
+    /// arrive, so the sweeper, holding off for the chunk grace after a ring change, finds it
+    /// on the replicas it asks).
     pub async fn follow_ring(&mut self) -> Result<(), ShardError> {
         let epoch = self.shard.ring().epoch();
         if epoch == self.epoch {
@@ -478,22 +479,22 @@ impl Drop for WriteRegistration {
             std::mem::take(&mut self.key),
         );
         let partition = self.shard.object_partition(&bucket, &key);
-        let owner = match self.shard.vnode_of(partition) {
-            Ok(owner) => owner,
-            Err(e) => {
-                tracing::warn!(error = %e, %bucket, %key, "cannot end an abandoned write; the sweeper will find its chunks");
-                return;
+        match self.shard.vnode_of(partition) {
+            Ok(owner) => {
+                let request = StorageRequest::EndWrite {
+                    partition,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    ended: Some(self.pending.version),
+                    garbage: self.pending.garbage(),
+                };
+                self.shard.post_to_vnode(owner, request);
+                self.registered.retain(|&v| v != owner);
             }
-        };
-        let request = StorageRequest::EndWrite {
-            partition,
-            bucket: bucket.clone(),
-            key: key.clone(),
-            ended: Some(self.pending.version),
-            garbage: self.pending.garbage(),
-        };
-        self.shard.post_to_vnode(owner, request);
-        self.registered.retain(|&v| v != owner);
+            Err(e) => {
+                tracing::warn!(error = %e, %bucket, %key, "cannot queue an abandoned write's chunks; the sweeper will find them");
+            }
+        }
         drop(RegistrationEnd {
             shard: self.shard.clone(),
             partition,
@@ -649,8 +650,35 @@ impl Shard {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
+        let Some(writing) = writing else {
+            return self
+                .commit_object_pending(bucket, key, value, condition, None)
+                .await;
+        };
+        let (pending, ended_after) = writing.hand_over();
+        // Detached: the registration's other holders are told it ended only once the commit
+        // is over, even when the caller goes away meanwhile.
+        let (shard, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        monoio::spawn(async move {
+            let committed = shard
+                .commit_object_pending(&bucket, &key, value, condition, Some(pending))
+                .await;
+            drop(ended_after);
+            committed
+        })
+        .await
+    }
+
+    /// [`Shard::commit_object`] with the registration's pending write taken over.
+    async fn commit_object_pending(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: PutValue,
+        condition: WriteCondition,
+        writing: Option<PendingWrite>,
+    ) -> Result<Hlc, ShardError> {
         let partition = self.object_partition(bucket, key);
-        let (writing, _ended_after) = writing.map(WriteRegistration::hand_over).unzip();
         if !self.replicated() {
             let request = StorageRequest::CommitObject {
                 partition,
@@ -1016,8 +1044,34 @@ impl Shard {
         value: PutValue,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
+        let Some(writing) = writing else {
+            return self
+                .commit_part_pending(bucket, key, part_key, value, None)
+                .await;
+        };
+        let (pending, ended_after) = writing.hand_over();
+        // Detached, as a commit of an object is ([`Shard::commit_object`]).
+        let (shard, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        monoio::spawn(async move {
+            let committed = shard
+                .commit_part_pending(&bucket, &key, part_key, value, Some(pending))
+                .await;
+            drop(ended_after);
+            committed
+        })
+        .await
+    }
+
+    /// [`Shard::commit_part`] with the registration's pending write taken over.
+    async fn commit_part_pending(
+        &self,
+        bucket: &str,
+        key: &str,
+        part_key: Bytes,
+        value: PutValue,
+        writing: Option<PendingWrite>,
+    ) -> Result<Hlc, ShardError> {
         let partition = self.partition_of(hash_bytes(&part_key));
-        let (writing, _ended_after) = writing.map(WriteRegistration::hand_over).unzip();
         let at = |hlc: Option<Hlc>| PutValue {
             hlc,
             ..value.clone()

@@ -562,8 +562,20 @@ impl Shard {
         &self,
         request: StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
-        if let Some(partition) = request.partition() {
-            self.check_holds(partition, &request)?;
+        if let Some(partition) = request.partition()
+            && let Err(e) = self.check_holds(partition, &request)
+        {
+            // A write's registration is this core's, not the partition's: it ends here even
+            // where the partition has moved away (what it would queue is left to the sweeper).
+            if let StorageRequest::EndWrite { ended, garbage, .. } = &request {
+                if let Some(version) = ended {
+                    self.core.objects.end_write(version);
+                }
+                if garbage.is_empty() {
+                    return Ok(StorageResponse::Done);
+                }
+            }
+            return Err(e);
         }
         let engine = self.core.engine()?;
         Ok(match request {

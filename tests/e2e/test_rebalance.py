@@ -179,8 +179,8 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
 
 @pytest.mark.parametrize("victim", ["source", "target", "manager"])
 def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_server, victim):
-    # Pushes capped at 1 MiB/s a core: the move of the 100 MB below takes 10 s or more, so it
-    # is caught in the middle (uncapped, it can be over between two looks at its status).
+    # Pushes capped at 1 MiB/s a core: the move of the 50 MB below takes several seconds, so
+    # it is caught in the middle (uncapped, it can be over between two looks at its status).
     cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2,
                       storage_env={"LEOFS_PUSH_BYTES_PER_SEC_PER_CORE": str(1 << 20)})
     clients = [g.client() for g in cluster.gateways]
@@ -235,13 +235,14 @@ def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_s
 
 
 def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_objects(make_server):
-    # A chunk grace of 6 s (the sweepers run every 5 s) and PUTs streamed over 16 s, a 4 MiB
+    # A chunk grace of 6 s (the sweepers run every 5 s) and PUTs streamed over 24 s, a 4 MiB
     # chunk every 2 s: the ring changes under them, and their first chunks are older than the
-    # grace long before they commit. The objects whose partition moves to the new node must
-    # not have those chunks swept as orphans (their writes were registered on the old node).
-    chunk, chunks, keys = 4 * 1024 * 1024, 8, [f"long/{i}" for i in range(10)]
+    # grace long before they commit (the sweepers' hold-off after the last ring change ends
+    # well before). The objects whose partition moves to the new node must not have those
+    # chunks swept as orphans (their writes were registered on the old node).
+    chunk, chunks, keys = 4 * 1024 * 1024, 12, [f"long/{i}" for i in range(8)]
     cluster = Cluster(make_server, storage=1, gateways=1, replicas=1, cores=2,
-                      storage_env={"LEOFS_CHUNK_GRACE_SECS": "6"})
+                      storage_env={"LEOFS_CHUNK_GRACE_SECS": "2"})
     gateway = cluster.gateways[0]
     gateway.client().create_bucket(Bucket="long")
     bodies = {key: os.urandom(chunk) * chunks for key in keys}
@@ -267,7 +268,9 @@ def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_o
         started = time.monotonic()
         for key in keys:
             conns[key].send(bodies[key][index * chunk:(index + 1) * chunk])
-        if index == 0:
+        if index == 2:
+            # The writes have begun (registered on the first node alone) before the ring
+            # changes.
             cluster.storage.append(second)
             rebalanced.start()
         time.sleep(max(0.0, 2 - (time.monotonic() - started)))
@@ -282,8 +285,6 @@ def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_o
         r["node"] == second_id for r in json.loads(cluster.manager.adm(
             "whereis", f"long/{key}", json_output=True).stdout)["replicas"])]
     assert moved, "no object moved to the new node"
-    # Two sweeps past the grace after the last ring change: nothing of them is swept.
-    time.sleep(12)
     client = gateway.client()
     for key in keys:
         got = client.get_object(Bucket="long", Key=key)["Body"].read()
