@@ -235,7 +235,7 @@ def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_s
 
 
 def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_objects(make_server):
-    # A chunk grace of 6 s (the sweepers run every 5 s) and PUTs streamed over 24 s, a 4 MiB
+    # A chunk grace of 2 s (the sweepers run every 5 s) and PUTs streamed over 24 s, a 4 MiB
     # chunk every 2 s: the ring changes under them, and their first chunks are older than the
     # grace long before they commit (the sweepers' hold-off after the last ring change ends
     # well before). The objects whose partition moves to the new node must not have those
