@@ -126,29 +126,22 @@ impl Storage {
         range: Range<u64>,
         chunk_len: u64,
     ) -> Result<Option<Bytes>, ShardError> {
-        let whole = range.start == 0 && range.end == chunk_len;
-        let Some(cache) = &self.cache else {
-            return Ok(if whole {
-                self.get_record(key).await?
-            } else {
-                self.get_record_range(key, range).await?
-            }
-            .map(|v| v.body));
-        };
         let metrics = self.shard.object_cache_metrics();
-        if let Some(body) = cache
-            .get(&key)
-            .and_then(|held| slice_of(&held.body, &range))
-        {
-            ObjectCacheMetrics::count(&metrics.hits);
-            return Ok(Some(body));
+        if let Some(cache) = &self.cache {
+            if let Some(body) = cache
+                .get(&key)
+                .and_then(|held| slice_of(&held.body, &range))
+            {
+                ObjectCacheMetrics::count(&metrics.hits);
+                return Ok(Some(body));
+            }
+            ObjectCacheMetrics::count(&metrics.misses);
         }
-        ObjectCacheMetrics::count(&metrics.misses);
-        if !whole {
+        if range.start != 0 || range.end != chunk_len {
             return Ok(self.get_record_range(key, range).await?.map(|v| v.body));
         }
         let value = self.get_record(key.clone()).await?;
-        if let Some(value) = &value {
+        if let (Some(cache), Some(value)) = (&self.cache, &value) {
             cache.offer(&key, value, metrics);
         }
         Ok(value.map(|v| v.body))

@@ -454,15 +454,21 @@ impl WriteRegistration {
     /// guard returned ends it on the other vnodes holding it once the commit is over.
     fn hand_over(mut self) -> (PendingWrite, RegistrationEnd) {
         self.armed = false;
-        let end = RegistrationEnd {
+        let end = self.take_end();
+        (self.pending, end)
+    }
+
+    /// The end of the registration on the vnodes holding it, taken out of it (posted when
+    /// dropped).
+    fn take_end(&mut self) -> RegistrationEnd {
+        RegistrationEnd {
             shard: self.shard.clone(),
             partition: self.shard.object_partition(&self.bucket, &self.key),
             bucket: std::mem::take(&mut self.bucket),
             key: std::mem::take(&mut self.key),
             version: self.pending.version,
             vnodes: std::mem::take(&mut self.registered),
-        };
-        (self.pending, end)
+        }
     }
 }
 
@@ -474,11 +480,8 @@ impl Drop for WriteRegistration {
         if !self.armed {
             return;
         }
-        let (bucket, key) = (
-            std::mem::take(&mut self.bucket),
-            std::mem::take(&mut self.key),
-        );
-        let partition = self.shard.object_partition(&bucket, &key);
+        let (bucket, key) = (&self.bucket, &self.key);
+        let partition = self.shard.object_partition(bucket, key);
         match self.shard.vnode_of(partition) {
             Ok(owner) => {
                 let request = StorageRequest::EndWrite {
@@ -495,14 +498,7 @@ impl Drop for WriteRegistration {
                 tracing::warn!(error = %e, %bucket, %key, "cannot queue an abandoned write's chunks; the sweeper will find them");
             }
         }
-        drop(RegistrationEnd {
-            shard: self.shard.clone(),
-            partition,
-            bucket,
-            key,
-            version: self.pending.version,
-            vnodes: std::mem::take(&mut self.registered),
-        });
+        drop(self.take_end());
     }
 }
 
@@ -515,6 +511,23 @@ struct RegistrationEnd {
     key: String,
     version: VersionId,
     vnodes: Vec<Vnode>,
+}
+
+impl RegistrationEnd {
+    /// Runs `commit` (which took the registration over) detached from the caller, and ends
+    /// the registration on its other holders only once the commit is over, even when the
+    /// caller goes away meanwhile.
+    async fn after(
+        self,
+        commit: impl std::future::Future<Output = Result<Hlc, ShardError>> + 'static,
+    ) -> Result<Hlc, ShardError> {
+        monoio::spawn(async move {
+            let committed = commit.await;
+            drop(self);
+            committed
+        })
+        .await
+    }
 }
 
 impl Drop for RegistrationEnd {
@@ -656,17 +669,14 @@ impl Shard {
                 .await;
         };
         let (pending, ended_after) = writing.hand_over();
-        // Detached: the registration's other holders are told it ended only once the commit
-        // is over, even when the caller goes away meanwhile.
         let (shard, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        monoio::spawn(async move {
-            let committed = shard
-                .commit_object_pending(&bucket, &key, value, condition, Some(pending))
-                .await;
-            drop(ended_after);
-            committed
-        })
-        .await
+        ended_after
+            .after(async move {
+                shard
+                    .commit_object_pending(&bucket, &key, value, condition, Some(pending))
+                    .await
+            })
+            .await
     }
 
     /// [`Shard::commit_object`] with the registration's pending write taken over.
@@ -1050,16 +1060,14 @@ impl Shard {
                 .await;
         };
         let (pending, ended_after) = writing.hand_over();
-        // Detached, as a commit of an object is ([`Shard::commit_object`]).
         let (shard, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
-        monoio::spawn(async move {
-            let committed = shard
-                .commit_part_pending(&bucket, &key, part_key, value, Some(pending))
-                .await;
-            drop(ended_after);
-            committed
-        })
-        .await
+        ended_after
+            .after(async move {
+                shard
+                    .commit_part_pending(&bucket, &key, part_key, value, Some(pending))
+                    .await
+            })
+            .await
     }
 
     /// [`Shard::commit_part`] with the registration's pending write taken over.
