@@ -14,11 +14,12 @@
 //! bounded time after the replicas last confirmed it (`object_cache_r1_staleness`, off by
 //! default).
 //!
-//! Bounded in bytes, the bookkeeping counted. An object enters on its second miss among the
-//! last missed keys (at most [`RECENT_MISSES_MAX`], and one per [`MISS_WINDOW_BYTES_PER_KEY`]
-//! of the cache), and never when it would take more than 1/[`ENTRY_SHARE_DIVISOR`] of the
-//! cache: a pass over many objects read once (a scan, a backup) does not push out the ones read
-//! again and again. The least recently used go first.
+//! Bounded in bytes, the bookkeeping counted. While the cache has room for it, an object enters
+//! on its first miss (it pushes nothing out); once the cache is full, only on its second miss
+//! among the last missed keys (at most [`RECENT_MISSES_MAX`], and one per
+//! [`MISS_WINDOW_BYTES_PER_KEY`] of the cache), and never when it would take more than
+//! 1/[`ENTRY_SHARE_DIVISOR`] of the cache: a pass over many objects read once (a scan, a backup)
+//! does not push out the ones read again and again. The least recently used go first.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -176,7 +177,8 @@ impl ObjectCache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        if !inner.second_miss(leofs_shard::hash_bytes(key)) {
+        let has_room = inner.bytes + bytes <= self.capacity_bytes;
+        if !has_room && !inner.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
         if let Some(old) = inner.entries.remove(key) {
@@ -265,19 +267,31 @@ mod tests {
         }
     }
 
+    /// Fills `cache` (16 KiB) to the last byte it can hold with 40 entries of 400 bytes.
+    fn fill(cache: &ObjectCache, metrics: &ObjectCacheMetrics) {
+        for i in 0..40u8 {
+            cache.offer(&[b'f', i], &value(1, 10), metrics);
+        }
+        assert_eq!(metrics.entries.get(), 40);
+    }
+
     #[test]
-    fn an_object_enters_on_its_second_miss_and_is_served_with_its_version() {
+    fn an_object_enters_at_once_while_there_is_room_and_on_its_second_miss_once_full() {
         let metrics = ObjectCacheMetrics::default();
-        let cache = ObjectCache::new(1 << 20);
-        cache.offer(b"k", &value(5, 100), &metrics);
-        assert!(cache.get(b"k").is_none());
-        cache.offer(b"k", &value(5, 100), &metrics);
-        let held = cache.get(b"k").unwrap();
-        assert_eq!((held.hlc.physical_us, held.body.len()), (5, 100));
-        assert_eq!(metrics.entries.get(), 1);
-        cache.remove(b"k", &metrics);
-        assert!(cache.get(b"k").is_none());
-        assert_eq!((metrics.entries.get(), metrics.bytes.get()), (0, 0));
+        let cache = ObjectCache::new(16 << 10);
+        fill(&cache, &metrics);
+        let held = cache.get(&[b'f', 0]).unwrap();
+        assert_eq!((held.hlc.physical_us, held.body.len()), (1, 10));
+        assert_eq!(metrics.evictions.get(), 0);
+        cache.offer(b"kk", &value(5, 10), &metrics);
+        assert!(cache.get(b"kk").is_none());
+        cache.offer(b"kk", &value(5, 10), &metrics);
+        let held = cache.get(b"kk").unwrap();
+        assert_eq!((held.hlc.physical_us, held.body.len()), (5, 10));
+        assert_eq!((metrics.entries.get(), metrics.evictions.get()), (40, 1));
+        cache.remove(b"kk", &metrics);
+        assert!(cache.get(b"kk").is_none());
+        assert_eq!(metrics.entries.get(), 39);
     }
 
     #[test]
@@ -349,30 +363,33 @@ mod tests {
     #[test]
     fn a_small_cache_remembers_few_misses() {
         let metrics = ObjectCacheMetrics::default();
-        // 16 KiB: four keys remembered as missed once.
+        // 16 KiB, full: four keys remembered as missed once.
         let cache = ObjectCache::new(16 << 10);
-        for key in [b"a", b"b", b"c", b"d", b"e"] {
+        fill(&cache, &metrics);
+        for key in [b"ka", b"kb", b"kc", b"kd", b"ke"] {
             cache.offer(key, &value(1, 10), &metrics);
         }
-        // "a" was forgotten: this is a first miss again; "e" enters on its second.
-        cache.offer(b"a", &value(1, 10), &metrics);
-        cache.offer(b"e", &value(1, 10), &metrics);
-        assert!(cache.get(b"a").is_none());
-        assert!(cache.get(b"e").is_some());
-        // Missed, taken, missed again: remembered once more, and enters on the next miss.
-        cache.remove(b"e", &metrics);
-        cache.offer(b"e", &value(1, 10), &metrics);
-        cache.offer(b"e", &value(1, 10), &metrics);
-        assert!(cache.get(b"e").is_some());
+        // "ka" was forgotten: this is a first miss again; "ke" enters on its second.
+        cache.offer(b"ka", &value(1, 10), &metrics);
+        cache.offer(b"ke", &value(1, 10), &metrics);
+        assert!(cache.get(b"ka").is_none());
+        assert!(cache.get(b"ke").is_some());
+        // Missed, taken, missed again (the room it left taken by another): remembered once
+        // more, and enters on the next miss.
+        cache.remove(b"ke", &metrics);
+        cache.offer(b"g0", &value(1, 10), &metrics);
+        cache.offer(b"ke", &value(1, 10), &metrics);
+        assert!(cache.get(b"ke").is_none());
+        cache.offer(b"ke", &value(1, 10), &metrics);
+        assert!(cache.get(b"ke").is_some());
     }
 
     #[test]
     fn a_scan_of_objects_read_once_leaves_the_hot_set_in_place() {
         let metrics = ObjectCacheMetrics::default();
         let cache = ObjectCache::new(64 << 10);
-        for _ in 0..2 {
-            cache.offer(b"hot", &value(1, 4 << 10), &metrics);
-        }
+        cache.offer(b"hot", &value(1, 4 << 10), &metrics);
+        // The scan's first objects take the room left; the rest find the cache full.
         for i in 0..1000u32 {
             cache.offer(&i.to_le_bytes(), &value(1, 4 << 10), &metrics);
         }
