@@ -124,6 +124,16 @@ struct ServerArgs {
     /// [default: 0].
     #[arg(long, value_name = "MS", env = "LEOFS_GATEWAY_CACHE_R1_STALENESS_MS")]
     gateway_cache_r1_staleness_ms: Option<u64>,
+    /// Disk space each gateway core's disk cache may take, in bytes (0: none); it keeps what
+    /// the memory cache takes, survives restarts, and needs the memory cache [default: a
+    /// quarter of the data directory's free space, at most 64 GiB, split across the cores, on a
+    /// node without the storage role; else 0].
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "LEOFS_GATEWAY_DISK_CACHE_BYTES_PER_CORE"
+    )]
+    gateway_disk_cache_bytes_per_core: Option<u64>,
     /// Most connections one core serves; beyond, new connections get 503 SlowDown
     /// [default: 1024].
     #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
@@ -199,6 +209,7 @@ struct FileConfig {
     body_idle_timeout_secs: Option<u64>,
     gateway_cache_bytes_per_core: Option<u64>,
     gateway_cache_r1_staleness_ms: Option<u64>,
+    gateway_disk_cache_bytes_per_core: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
     anti_entropy_interval_ms: Option<u64>,
@@ -258,6 +269,8 @@ struct ServerConfig {
     cache_configured: bool,
     /// Bytes of each gateway core's object cache, if configured (else sized by the roles).
     gateway_cache_bytes_per_core: Option<u64>,
+    /// Disk space of each gateway core's disk cache, if configured (else sized by the roles).
+    gateway_disk_cache_bytes_per_core: Option<u64>,
     /// This node's roles.
     roles: Roles,
     /// Where peers reach this node's storage.
@@ -514,6 +527,9 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         gateway_cache_bytes_per_core: args
             .gateway_cache_bytes_per_core
             .or(file.gateway_cache_bytes_per_core),
+        gateway_disk_cache_bytes_per_core: args
+            .gateway_disk_cache_bytes_per_core
+            .or(file.gateway_disk_cache_bytes_per_core),
     })
 }
 
@@ -533,6 +549,21 @@ fn default_cache_bytes(cores: usize, engine_default: u64) -> u64 {
     };
     let physical = u64::try_from(pages).unwrap_or(0) * u64::try_from(page_bytes).unwrap_or(0);
     (physical / DEFAULT_CACHE_MEMORY_DIVISOR / cores.max(1) as u64).max(engine_default)
+}
+
+/// The gateway disk cache's directory under the data directory.
+const GATEWAY_DISK_CACHE_DIR: &str = "gateway-cache";
+/// Share (1/n) of the data directory's free space the gateway's disk cache takes by default.
+const DEFAULT_DISK_CACHE_FREE_SPACE_DIVISOR: u64 = 4;
+/// Most disk space the gateway's disk cache takes by default, all cores together (bytes).
+const DEFAULT_DISK_CACHE_BYTES_MAX: u64 = 64 << 30;
+
+/// A gateway core's default disk cache: a quarter of the free space where `data_dir` lives,
+/// at most [`DEFAULT_DISK_CACHE_BYTES_MAX`] in all, split across `cores`.
+fn default_disk_cache_bytes(data_dir: &Path, cores: usize) -> u64 {
+    let free = membership::disk_use(data_dir).map_or(0, |(used, size)| size.saturating_sub(used));
+    (free / DEFAULT_DISK_CACHE_FREE_SPACE_DIVISOR).min(DEFAULT_DISK_CACHE_BYTES_MAX)
+        / cores.max(1) as u64
 }
 
 fn parse_default(addr: &str) -> SocketAddr {
@@ -920,6 +951,30 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         tracing::info!(
             gateway_cache_mib_per_core = gateway.object_cache_bytes_per_core >> 20,
             "gateway object cache sized"
+        );
+        let disk_bytes = match config.gateway_disk_cache_bytes_per_core {
+            Some(bytes) => bytes,
+            None if !roles.storage && gateway.object_cache_bytes_per_core > 0 => {
+                default_disk_cache_bytes(data_dir, cores)
+            }
+            None => 0,
+        };
+        if disk_bytes > 0 {
+            if gateway.object_cache_bytes_per_core == 0 {
+                bail!(
+                    "gateway_disk_cache_bytes_per_core needs the memory cache \
+                     (gateway_cache_bytes_per_core is 0): the disk keeps what it takes"
+                );
+            }
+            gateway.disk_cache = Some(leofs_gateway::DiskCacheConfig {
+                dir: data_dir.join(GATEWAY_DISK_CACHE_DIR),
+                bytes_per_core: disk_bytes,
+                writer: leofs_gateway::disk_cache::DiskCacheWriter::new(),
+            });
+        }
+        tracing::info!(
+            gateway_disk_cache_mib_per_core = disk_bytes >> 20,
+            "gateway disk cache sized"
         );
     }
     let gateway = Arc::new(gateway);

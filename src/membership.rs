@@ -614,5 +614,11 @@ pub fn gateway_cache_status(stats: &leofs_shard::metrics::ObjectCacheStats) -> G
         evictions: stats.evictions,
         entries: stats.entries,
         bytes: stats.bytes,
+        disk_hits: stats.disk_hits,
+        disk_dropped: stats.disk_dropped,
+        disk_skipped: stats.disk_skipped,
+        disk_write_failures: stats.disk_write_failures,
+        disk_entries: stats.disk_entries,
+        disk_bytes: stats.disk_bytes,
     }
 }

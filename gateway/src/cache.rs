@@ -136,15 +136,7 @@ impl ObjectCache {
         let doomed: Vec<Bytes> = inner
             .entries
             .keys()
-            .filter(|k| {
-                names.iter().any(|(name, prefix)| {
-                    if *prefix {
-                        k.starts_with(name)
-                    } else {
-                        *k == name
-                    }
-                })
-            })
+            .filter(|k| named(k, names))
             .cloned()
             .collect();
         for key in &doomed {
@@ -167,19 +159,19 @@ impl ObjectCache {
     }
 
     /// Offers a version just read from the replicas: kept if admitted (see the module's
-    /// documentation), pushing out the least recently used as needed. Its bytes are copied,
-    /// so that the entry holds no larger buffer it was received in.
-    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
+    /// documentation), pushing out the least recently used as needed; whether it was. Its
+    /// bytes are copied, so that the entry holds no larger buffer it was received in.
+    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) -> bool {
         let bytes = (key.len() + value.meta.len() + value.body.len()) as u64 + ENTRY_OVERHEAD_BYTES;
         if bytes > self.capacity_bytes / ENTRY_SHARE_DIVISOR
             || value.body.len() as u64 != value.body_len
         {
-            return;
+            return false;
         }
         let mut inner = self.inner.borrow_mut();
         let has_room = inner.bytes + bytes <= self.capacity_bytes;
         if !has_room && !inner.second_miss(leofs_shard::hash_bytes(key)) {
-            return;
+            return false;
         }
         if let Some(old) = inner.entries.remove(key) {
             inner.order.remove(&old.used);
@@ -216,6 +208,7 @@ impl ObjectCache {
         debug_assert!(inner.bytes <= self.capacity_bytes);
         debug_assert_eq!(inner.entries.len(), inner.order.len());
         publish(&inner, metrics);
+        true
     }
 }
 
@@ -241,6 +234,17 @@ impl Inner {
         self.missed_order.push_back((hash, self.misses));
         false
     }
+}
+
+/// Whether `key` is one of `names`, or starts with one marked as a prefix (a purge's names).
+pub(crate) fn named(key: &[u8], names: &[(Bytes, bool)]) -> bool {
+    names.iter().any(|(name, prefix)| {
+        if *prefix {
+            key.starts_with(name)
+        } else {
+            key == &name[..]
+        }
+    })
 }
 
 fn publish(inner: &Inner, metrics: &ObjectCacheMetrics) {

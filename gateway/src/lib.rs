@@ -19,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod cluster;
+pub mod disk_cache;
 pub mod error;
 pub mod fast_path;
 pub mod layout;
@@ -61,6 +62,19 @@ pub struct GatewayConfig {
     /// object is served without asking them again (zero: every hit is revalidated). The bound
     /// on how stale such a read may be after an overwrite or delete through another gateway.
     pub object_cache_r1_staleness: Duration,
+    /// The disk cache of a gateway-only node ([`disk_cache`]); None: none.
+    pub disk_cache: Option<DiskCacheConfig>,
+}
+
+/// Where and how large a gateway's disk cache is, and its writer thread.
+#[derive(Clone, Debug)]
+pub struct DiskCacheConfig {
+    /// The cache's directory; each core keeps its files in `core-<i>` under it.
+    pub dir: std::path::PathBuf,
+    /// Disk space each core's files may take (bytes).
+    pub bytes_per_core: u64,
+    /// The node's writer thread.
+    pub writer: disk_cache::DiskCacheWriter,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +86,7 @@ impl Default for GatewayConfig {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             object_cache_bytes_per_core: 0,
             object_cache_r1_staleness: Duration::ZERO,
+            disk_cache: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use leofs_shard::{
 use leofs_manager::ManagerState;
 
 use crate::cache::ObjectCache;
+use crate::disk_cache::DiskCache;
 
 /// `range` of `body`, if it lies within it.
 pub(crate) fn slice_of(body: &Bytes, range: &Range<u64>) -> Option<Bytes> {
@@ -44,6 +45,8 @@ pub struct Storage {
     shard: Shard,
     /// The core's object cache (None: off).
     cache: Option<Rc<ObjectCache>>,
+    /// The core's disk cache, beneath the object cache (None: off).
+    disk: Option<Rc<DiskCache>>,
     /// How long a hit in a bucket read at R=1 is served unconfirmed (see
     /// [`crate::GatewayConfig::object_cache_r1_staleness`]).
     r1_staleness: Duration,
@@ -57,6 +60,7 @@ impl Storage {
         Self {
             shard,
             cache: None,
+            disk: None,
             r1_staleness: Duration::ZERO,
             purges_applied: Rc::default(),
         }
@@ -64,11 +68,21 @@ impl Storage {
 
     /// The handle of the core `shard` belongs to, with an object cache of `cache_bytes`
     /// (none when 0) whose hits in buckets read at R=1 are served unconfirmed for up to
-    /// `r1_staleness` after the replicas last confirmed them.
-    pub fn with_cache(shard: Shard, cache_bytes: u64, r1_staleness: Duration) -> Self {
+    /// `r1_staleness` after the replicas last confirmed them, and beneath it `disk` (only
+    /// with an object cache: it keeps what the object cache takes).
+    pub fn with_cache(
+        shard: Shard,
+        cache_bytes: u64,
+        r1_staleness: Duration,
+        disk: Option<DiskCache>,
+    ) -> Self {
+        if let Some(disk) = disk.as_ref().filter(|_| cache_bytes > 0) {
+            disk.publish_metrics(shard.object_cache_metrics());
+        }
         Self {
             shard,
             cache: (cache_bytes > 0).then(|| Rc::new(ObjectCache::new(cache_bytes))),
+            disk: disk.filter(|_| cache_bytes > 0).map(Rc::new),
             r1_staleness,
             purges_applied: Rc::default(),
         }
@@ -107,12 +121,26 @@ impl Storage {
             }
             ObjectCacheMetrics::count(&metrics.stale);
             cache.remove(&storage_key, metrics);
+            self.drop_from_disk(&storage_key);
         } else {
             ObjectCacheMetrics::count(&metrics.misses);
+            if let Some(held) = self.read_disk(&storage_key).await {
+                // Confirmed like a hit in memory (after a restart, nothing is known of it).
+                let newest = shard.lookup(partition, storage_key.clone()).await;
+                if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
+                    ObjectCacheMetrics::count(&metrics.disk_hits);
+                    cache.offer(&storage_key, &held, metrics);
+                    return Ok(Some(held));
+                }
+                ObjectCacheMetrics::count(&metrics.stale);
+                self.drop_from_disk(&storage_key);
+            }
         }
         let value = shard.get(partition, storage_key.clone()).await?;
-        if let Some(value) = &value {
-            cache.offer(&storage_key, value, metrics);
+        if let Some(value) = &value
+            && cache.offer(&storage_key, value, metrics)
+        {
+            self.write_disk(&storage_key, value);
         }
         Ok(value)
     }
@@ -136,42 +164,94 @@ impl Storage {
                 return Ok(Some(body));
             }
             ObjectCacheMetrics::count(&metrics.misses);
+            if let Some(held) = self.read_disk(&key).await
+                && let Some(body) = slice_of(&held.body, &range)
+            {
+                ObjectCacheMetrics::count(&metrics.disk_hits);
+                cache.offer(&key, &held, metrics);
+                return Ok(Some(body));
+            }
         }
         if range.start != 0 || range.end != chunk_len {
             return Ok(self.get_record_range(key, range).await?.map(|v| v.body));
         }
         let value = self.get_record(key.clone()).await?;
-        if let (Some(cache), Some(value)) = (&self.cache, &value) {
-            cache.offer(&key, value, metrics);
+        if let (Some(cache), Some(value)) = (&self.cache, &value)
+            && cache.offer(&key, value, metrics)
+        {
+            self.write_disk(&key, value);
         }
         Ok(value.map(|v| v.body))
     }
 
+    /// `key`'s entry in the disk cache, verified (None: none, or it was damaged).
+    async fn read_disk(&self, key: &[u8]) -> Option<Value> {
+        let disk = self.disk.as_ref()?;
+        disk.get(key, self.shard.object_cache_metrics()).await
+    }
+
+    /// Keeps `value` in the disk cache too (written in the background).
+    fn write_disk(&self, key: &[u8], value: &Value) {
+        if let Some(disk) = &self.disk {
+            disk.put(key, value, self.shard.object_cache_metrics());
+        }
+    }
+
+    fn drop_from_disk(&self, key: &[u8]) {
+        if let Some(disk) = &self.disk {
+            disk.remove(key, self.shard.object_cache_metrics());
+        }
+    }
+
     /// Applies the catalog's cache purges this core's cache has not applied yet
     /// (`leofs-adm purge-cache`): called before every cached read. The first catalog seen
-    /// sets the mark (the cache is empty then); a core behind by more purges than the catalog
-    /// keeps drops everything.
+    /// sets the mark (the memory cache is empty then; the disk cache applies the purges made
+    /// since the mark it kept from its last run, or is emptied if it kept none); a core behind
+    /// by more purges than the catalog keeps drops everything.
     pub fn apply_cache_purges(&self, state: &ManagerState) {
         let Some(cache) = &self.cache else {
             return;
         };
         let newest = state.cache_purges.last().map_or(0, |p| p.seq);
+        let metrics = self.shard.object_cache_metrics();
         let applied = match self.purges_applied.get() {
             Some(applied) if applied >= newest => return,
             Some(applied) => applied,
-            None => {
-                self.purges_applied.set(Some(newest));
-                return;
-            }
+            None => match &self.disk {
+                Some(disk) => match disk.purges_applied_at_start() {
+                    Some(kept) if kept < newest => kept,
+                    Some(_) => {
+                        self.purges_applied.set(Some(newest));
+                        return;
+                    }
+                    None => {
+                        if newest > 0 {
+                            disk.clear(metrics);
+                        }
+                        self.purges_applied.set(Some(newest));
+                        disk.save_purges_applied(newest);
+                        return;
+                    }
+                },
+                None => {
+                    self.purges_applied.set(Some(newest));
+                    return;
+                }
+            },
         };
         self.purges_applied.set(Some(newest));
-        let metrics = self.shard.object_cache_metrics();
+        if let Some(disk) = &self.disk {
+            disk.save_purges_applied(newest);
+        }
         if state
             .cache_purges
             .first()
             .is_none_or(|p| p.seq > applied + 1)
         {
             cache.clear(metrics);
+            if let Some(disk) = &self.disk {
+                disk.clear(metrics);
+            }
             return;
         }
         let mut names = Vec::new();
@@ -188,7 +268,11 @@ impl Storage {
             names.push((Bytes::from(chunks), true));
         }
         let purged = cache.remove_named(&names, metrics);
-        tracing::debug!(purged, "object cache purged");
+        let purged_from_disk = self
+            .disk
+            .as_ref()
+            .map_or(0, |disk| disk.remove_named(&names, metrics));
+        tracing::debug!(purged, purged_from_disk, "object cache purged");
     }
 
     /// Counts a hit of the object cache served from bytes pinned out of it
@@ -228,10 +312,9 @@ impl Storage {
     /// went missing under it (an R=1 hit served unconfirmed may be an older version).
     pub fn forget(&self, bucket: &BucketId, key: &str) {
         if let Some(cache) = &self.cache {
-            cache.remove(
-                &object_key(bucket.as_str(), key),
-                self.shard.object_cache_metrics(),
-            );
+            let storage_key = object_key(bucket.as_str(), key);
+            cache.remove(&storage_key, self.shard.object_cache_metrics());
+            self.drop_from_disk(&storage_key);
         }
     }
 
@@ -388,6 +471,7 @@ impl Storage {
         Storage {
             shard: self.of(bucket),
             cache: self.cache.clone(),
+            disk: self.disk.clone(),
             r1_staleness: self.r1_staleness,
             purges_applied: self.purges_applied.clone(),
         }

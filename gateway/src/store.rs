@@ -21,6 +21,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::crypto::Checksum as _;
 
 use crate::GatewayConfig;
+use crate::disk_cache::DiskCache;
 use crate::error::GatewayError;
 use crate::layout::{
     BodyLayout, BucketId, ChecksumKind, ChunkRun, ObjectMeta, StoredChecksum, TAG_CHUNK, chunk_key,
@@ -85,6 +86,20 @@ pub struct Written {
     pub registration: Option<WriteRegistration>,
 }
 
+/// This core's disk cache, if the node has one (a core whose directory cannot be opened goes
+/// without, and says so).
+fn open_disk_cache(shard: &Shard, config: &GatewayConfig) -> Option<DiskCache> {
+    let disk = config.disk_cache.as_ref()?;
+    let dir = disk.dir.join(format!("core-{}", shard.core_id()));
+    match DiskCache::open(dir.clone(), disk.bytes_per_core, disk.writer.clone()) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "disk cache unavailable on this core");
+            None
+        }
+    }
+}
+
 impl Ctx {
     /// Builds the per-core context.
     pub fn new(
@@ -95,9 +110,10 @@ impl Ctx {
     ) -> Self {
         Self {
             storage: Storage::with_cache(
-                shard,
+                shard.clone(),
                 config.object_cache_bytes_per_core,
                 config.object_cache_r1_staleness,
+                open_disk_cache(&shard, &config),
             ),
             manager,
             catalog,

@@ -863,7 +863,7 @@ fn widest_peer_clock(clocks: &[PeerClock]) -> String {
 
 /// A gateway's object cache, all its cores together.
 fn gateway_cache_text(cache: &crate::admin::GatewayCacheStatus) -> String {
-    format!(
+    let memory = format!(
         "gateway cache: {} objects, {}; hits {}, misses {}, stale {}, evictions {}",
         cache.entries,
         format_bytes(cache.bytes),
@@ -871,6 +871,19 @@ fn gateway_cache_text(cache: &crate::admin::GatewayCacheStatus) -> String {
         cache.misses,
         cache.stale,
         cache.evictions
+    );
+    if cache.disk_entries + cache.disk_hits + cache.disk_write_failures == 0 {
+        return memory;
+    }
+    format!(
+        "{memory}; disk: {} objects, {}, hits {}, dropped damaged {}, write failures {}, \
+         skipped {}",
+        cache.disk_entries,
+        format_bytes(cache.disk_bytes),
+        cache.disk_hits,
+        cache.disk_dropped,
+        cache.disk_write_failures,
+        cache.disk_skipped
     )
 }
 
@@ -1341,10 +1354,23 @@ mod tests {
             evictions: 0,
             entries: 3,
             bytes: 3 << 20,
+            ..Default::default()
         };
         assert_eq!(
             gateway_cache_text(&cache),
             "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, stale 1, evictions 0"
+        );
+        let with_disk = crate::admin::GatewayCacheStatus {
+            disk_entries: 5,
+            disk_bytes: 5 << 20,
+            disk_hits: 4,
+            disk_dropped: 1,
+            ..cache
+        };
+        assert_eq!(
+            gateway_cache_text(&with_disk),
+            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, stale 1, evictions 0; disk: 5 \
+             objects, 5.0 MiB, hits 4, dropped damaged 1, write failures 0, skipped 0"
         );
     }
 

@@ -103,6 +103,18 @@ pub struct ObjectCacheMetrics {
     pub entries: std::cell::Cell<u64>,
     /// Bytes held now (bodies and metadata).
     pub bytes: std::cell::Cell<u64>,
+    /// Reads answered from the disk cache (gateway-only nodes), the version confirmed.
+    pub disk_hits: std::cell::Cell<u64>,
+    /// Disk cache entries found damaged on read (checksum, lengths, key) and dropped.
+    pub disk_dropped: std::cell::Cell<u64>,
+    /// Entries not written to the disk cache because its writer's queue was full.
+    pub disk_skipped: std::cell::Cell<u64>,
+    /// Disk cache writes that failed (a full or failing cache disk).
+    pub disk_write_failures: std::cell::Cell<u64>,
+    /// Entries the disk cache holds now.
+    pub disk_entries: std::cell::Cell<u64>,
+    /// Disk space the disk cache's files take now (whole 4 KiB blocks).
+    pub disk_bytes: std::cell::Cell<u64>,
 }
 
 impl ObjectCacheMetrics {
@@ -120,6 +132,12 @@ impl ObjectCacheMetrics {
             evictions: self.evictions.get(),
             entries: self.entries.get(),
             bytes: self.bytes.get(),
+            disk_hits: self.disk_hits.get(),
+            disk_dropped: self.disk_dropped.get(),
+            disk_skipped: self.disk_skipped.get(),
+            disk_write_failures: self.disk_write_failures.get(),
+            disk_entries: self.disk_entries.get(),
+            disk_bytes: self.disk_bytes.get(),
         }
     }
 }
@@ -139,4 +157,16 @@ pub struct ObjectCacheStats {
     pub entries: u64,
     /// See [`ObjectCacheMetrics::bytes`].
     pub bytes: u64,
+    /// See [`ObjectCacheMetrics::disk_hits`].
+    pub disk_hits: u64,
+    /// See [`ObjectCacheMetrics::disk_dropped`].
+    pub disk_dropped: u64,
+    /// See [`ObjectCacheMetrics::disk_skipped`].
+    pub disk_skipped: u64,
+    /// See [`ObjectCacheMetrics::disk_write_failures`].
+    pub disk_write_failures: u64,
+    /// See [`ObjectCacheMetrics::disk_entries`].
+    pub disk_entries: u64,
+    /// See [`ObjectCacheMetrics::disk_bytes`].
+    pub disk_bytes: u64,
 }

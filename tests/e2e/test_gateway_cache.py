@@ -1,21 +1,24 @@
-"""The gateway's object cache (issue 15, first step: in memory, per core, whole objects of at
-most one chunk, and the chunks of larger ones): a gateway-only node serves repeated reads from
-it, each hit confirmed current by the replicas' HLC digests (no body read on any storage node),
-and never answers with bytes older than an overwrite or delete acknowledged through another
-gateway; `leofs-adm purge-cache` empties it of an object or a prefix; buckets read at R=1 may be
-served unconfirmed for a bounded time."""
+"""The gateway's object cache (issue 15: in memory per core, whole objects of at most one chunk
+and the chunks of larger ones, and on disk beneath it): a gateway-only node serves repeated
+reads from it, each hit confirmed current by the replicas' HLC digests (no body read on any
+storage node), and never answers with bytes older than an overwrite or delete acknowledged
+through another gateway; its disk cache serves after a restart, drops a damaged entry, and a
+full cache disk fails no request; `leofs-adm purge-cache` empties it of an object or a prefix;
+buckets read at R=1 may be served unconfirmed for a bounded time."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
 from leofs_harness import DEPLOYMENT
-from test_cluster import Cluster
+from test_cluster import Cluster, eventually
 from test_replication import error_code
 
 pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
@@ -158,3 +161,113 @@ def test_r1_staleness_is_bounded_and_applies_to_buckets_read_at_r1_only(make_ser
     assert metric([lenient], "leofs_gateway_cache_hits_total") == hits + 1
     time.sleep(5.5)
     assert reader.get_object(Bucket="fast", Key="k")["Body"].read() == b"new"
+
+
+def disk_cache_files(gateway) -> list[Path]:
+    """The entry files of a gateway's disk cache (named by a 32-digit hash)."""
+    root = gateway.data_dir / "gateway-cache"
+    return sorted(p for p in root.rglob("*") if p.is_file() and len(p.name) == 32)
+
+
+def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+    writer = cluster.gateways[0].client()
+    cached = cluster.gateways[1]
+    writer.create_bucket(Bucket="disk")
+    small, big, changed = os.urandom(100 * 1024), os.urandom(9 * 1024 * 1024 + 5), os.urandom(1000)
+    writer.put_object(Bucket="disk", Key="small", Body=small)
+    writer.put_object(Bucket="disk", Key="big", Body=big)  # a manifest and three chunks
+    writer.put_object(Bucket="disk", Key="changed", Body=changed)
+    reader = cached.client()
+    for key, body in (("small", small), ("big", big), ("changed", changed)):
+        assert reader.get_object(Bucket="disk", Key=key)["Body"].read() == body
+    eventually("six entries written to disk", 30, lambda: len(disk_cache_files(cached)) == 6)
+    assert metric([cached], "leofs_gateway_disk_cache_entries") == 6
+
+    # Overwritten while the gateway is down: its copy on disk is refused by the replicas.
+    cached.stop()
+    new = os.urandom(1000)
+    writer.put_object(Bucket="disk", Key="changed", Body=new)
+    cached.start()
+    reader = cached.client()
+    assert metric([cached], "leofs_gateway_disk_cache_entries") == 6
+    reads = engine_reads(cluster)
+    assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
+    assert reader.get_object(Bucket="disk", Key="big")["Body"].read() == big
+    got = reader.get_object(Bucket="disk", Key="big", Range="bytes=4194000-8388000")
+    assert got["Body"].read() == big[4194000:8388001]
+    assert engine_reads(cluster) == reads, "the disk cache did not serve after the restart"
+    # From disk: "small", big's record and its three chunks; then the ranged read from memory.
+    assert metric([cached], "leofs_gateway_disk_cache_hits_total") == 5
+    assert metric([cached], "leofs_gateway_cache_hits_total") == 3
+    assert reader.get_object(Bucket="disk", Key="changed")["Body"].read() == new
+    assert metric([cached], "leofs_gateway_cache_stale_total") == 1
+    assert engine_reads(cluster) > reads
+
+    # A flipped byte in an entry's file: detected on read, the entry dropped, storage read.
+    cached.stop()
+    victim = next(p for p in disk_cache_files(cached) if 100 * 1024 < p.stat().st_size < 200 * 1024)
+    with open(victim, "r+b") as f:
+        f.seek(50 * 1024)
+        byte = f.read(1)
+        f.seek(50 * 1024)
+        f.write(bytes([byte[0] ^ 0x01]))
+    cached.start()
+    reader = cached.client()
+    reads = engine_reads(cluster)
+    assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
+    assert metric([cached], "leofs_gateway_disk_cache_dropped_total") == 1
+    assert metric([cached], "leofs_gateway_disk_cache_hits_total") == 0
+    assert engine_reads(cluster) > reads
+    # The damaged file was removed, and the object read from storage written again in its place.
+
+    def repaired() -> bool:
+        with open(victim, "rb") as f:
+            f.seek(50 * 1024)
+            return f.read(1) == byte
+
+    eventually("the entry written again, whole", 30, lambda: victim.exists() and repaired())
+    assert len(disk_cache_files(cached)) == 6
+    assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
+    assert metric([cached], "leofs_gateway_cache_hits_total") == 1
+
+    # A purge made while the gateway is down reaches its disk when it comes back.
+    cached.stop()
+    cluster.manager.adm("purge-cache", "disk/big")
+    cached.start()
+    reader = cached.client()
+    reads = engine_reads(cluster)
+    assert reader.get_object(Bucket="disk", Key="big")["Body"].read() == big
+    assert metric([cached], "leofs_gateway_disk_cache_hits_total") == 0
+    assert engine_reads(cluster) >= reads + 3
+    assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
+    assert metric([cached], "leofs_gateway_disk_cache_hits_total") == 1
+
+
+def test_a_full_cache_disk_fails_no_request(make_server):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system under the cache needs root")
+    cluster = Cluster(make_server, storage=1, gateways=1, replicas=1)
+    gateway = cluster.gateways[0]
+    core_dir = gateway.data_dir / "gateway-cache" / "core-0"
+    assert core_dir.is_dir()
+    # 1 MiB of space under the running gateway's cache: every write past the first fills it.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(core_dir)],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        client = gateway.client()
+        client.create_bucket(Bucket="full")
+        bodies = {f"k{i}": os.urandom(600 * 1024) for i in range(8)}
+        for key, body in bodies.items():
+            client.put_object(Bucket="full", Key=key, Body=body)
+        for _ in range(3):
+            for key, body in bodies.items():
+                assert client.get_object(Bucket="full", Key=key)["Body"].read() == body
+        eventually("writes refused by the full disk are counted", 30,
+                   lambda: metric([gateway], "leofs_gateway_disk_cache_write_failures_total") >= 1)
+        for key, body in bodies.items():
+            assert client.get_object(Bucket="full", Key=key)["Body"].read() == body
+        assert "disk cache: an entry could not be written" in gateway.stderr_path.read_text()
+    finally:
+        if subprocess.run(["umount", str(core_dir)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(core_dir)], capture_output=True)

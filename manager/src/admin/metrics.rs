@@ -438,6 +438,48 @@ pub(super) fn render(
     );
     per_shard_counter(
         r,
+        "gateway_disk_cache_hits",
+        "Reads served from the gateway's disk cache, its version confirmed by the replicas",
+        status,
+        |s| s.gateway_cache.disk_hits,
+    );
+    per_shard_counter(
+        r,
+        "gateway_disk_cache_dropped",
+        "Disk cache entries found damaged on read (checksum, length or key) and dropped",
+        status,
+        |s| s.gateway_cache.disk_dropped,
+    );
+    per_shard_counter(
+        r,
+        "gateway_disk_cache_skipped",
+        "Entries not written to the disk cache because its writer's queue was full",
+        status,
+        |s| s.gateway_cache.disk_skipped,
+    );
+    per_shard_counter(
+        r,
+        "gateway_disk_cache_write_failures",
+        "Disk cache writes that failed (a full or failing cache disk)",
+        status,
+        |s| s.gateway_cache.disk_write_failures,
+    );
+    per_shard_gauge(
+        r,
+        "gateway_disk_cache_entries",
+        "Objects the gateway's disk cache holds",
+        status,
+        |s| s.gateway_cache.disk_entries,
+    );
+    per_shard_gauge(
+        r,
+        "gateway_disk_cache_bytes",
+        "Disk space the gateway's disk cache takes (whole 4 KiB blocks)",
+        status,
+        |s| s.gateway_cache.disk_bytes,
+    );
+    per_shard_counter(
+        r,
         "cross_core_calls",
         "Calls forwarded to another core",
         status,

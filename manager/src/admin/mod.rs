@@ -212,6 +212,24 @@ pub struct GatewayCacheStatus {
     pub entries: u64,
     /// Bytes held now.
     pub bytes: u64,
+    /// Reads answered from the disk cache (gateway-only nodes), the version confirmed.
+    #[serde(default)]
+    pub disk_hits: u64,
+    /// Disk cache entries found damaged on read and dropped.
+    #[serde(default)]
+    pub disk_dropped: u64,
+    /// Entries not written to the disk cache (its writer's queue full).
+    #[serde(default)]
+    pub disk_skipped: u64,
+    /// Disk cache writes that failed (a full or failing cache disk).
+    #[serde(default)]
+    pub disk_write_failures: u64,
+    /// Entries the disk cache holds now.
+    #[serde(default)]
+    pub disk_entries: u64,
+    /// Disk space the disk cache takes now.
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 impl GatewayCacheStatus {
@@ -224,6 +242,12 @@ impl GatewayCacheStatus {
             evictions: self.evictions + other.evictions,
             entries: self.entries + other.entries,
             bytes: self.bytes + other.bytes,
+            disk_hits: self.disk_hits + other.disk_hits,
+            disk_dropped: self.disk_dropped + other.disk_dropped,
+            disk_skipped: self.disk_skipped + other.disk_skipped,
+            disk_write_failures: self.disk_write_failures + other.disk_write_failures,
+            disk_entries: self.disk_entries + other.disk_entries,
+            disk_bytes: self.disk_bytes + other.disk_bytes,
         }
     }
 }

@@ -1,0 +1,775 @@
+//! The gateway's disk cache (issue 15): on a gateway-only node, every entry the memory cache
+//! ([`crate::cache`]) takes is also written to a file of its core's directory, so that a read
+//! the memory no longer holds (pushed out, or the gateway restarted) still moves no body over
+//! the wire. It is the same promise as the memory's: an object read from disk is served only
+//! once the replicas' HLC digests name its version as the newest (a chunk never changes).
+//!
+//! - **Checksummed**: each file is one entry, `magic | xxh3-64 of the rest | lengths, summary,
+//!   HLC | key | meta | body`; a read verifies the checksum, the lengths and the key before it
+//!   serves anything. A flipped byte drops the entry (the file is removed) and the object is
+//!   read from storage.
+//! - **No blocking on a core**: files are written, renamed and removed by one writer thread per
+//!   node, fed by a queue bounded in bytes ([`WRITE_QUEUE_BYTES_MAX`]: past it an entry is not
+//!   written); a core reads through io_uring. A write lands in a temporary file renamed into
+//!   place, so a crash leaves a temporary (removed at start) or a whole file.
+//! - **A full disk never fails a request**: a write that fails is counted and logged (once a
+//!   minute at most) and its entry is simply missing; a read that finds no file is a miss.
+//! - **Bounded**: each core's files take at most its share of the configured bytes, counted in
+//!   whole 4 KiB blocks; the least recently used go first; no entry takes over an eighth.
+//! - **Survives restarts**: at start a core reads each file's header (its key) and takes the
+//!   files back, the least recently written first out. The last cache purge applied is kept
+//!   beside them, so purges made while the gateway was down are applied when it comes back.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use leofs_shard::metrics::ObjectCacheMetrics;
+use leofs_shard::{Hlc, Summary, Value};
+
+/// The first bytes of every cache file (and its format's version).
+pub const FILE_MAGIC: [u8; 8] = *b"LFSGC001";
+/// Bytes of a cache file before its key: magic, checksum, then the lengths, summary and HLC.
+pub const HEADER_BYTES: usize = 8 + 8 + 4 + 4 + 8 + 8 + 8 + 16 + 4 + 8 + 4 + 4;
+/// Most bytes of entries waiting for the writer thread, all cores together; past it an entry
+/// is not written to disk (it stays in memory).
+pub const WRITE_QUEUE_BYTES_MAX: u64 = 64 << 20;
+/// Most operations waiting for the writer thread.
+pub const WRITE_QUEUE_OPS_MAX: usize = 65_536;
+/// Disk space is counted in blocks of this many bytes (a file takes at least one).
+pub const BLOCK_BYTES: u64 = 4096;
+/// An entry takes at most this fraction (1/n) of a core's disk cache.
+pub const ENTRY_SHARE_DIVISOR: u64 = 8;
+/// Longest key a cache file may name (a storage key is far shorter).
+const KEY_BYTES_MAX: usize = 64 << 10;
+/// The file that keeps the sequence number of the last cache purge a core applied.
+const PURGES_FILE: &str = "purges-applied";
+/// The writer thread logs a failed write at most once per this long.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the writer thread does.
+enum Op {
+    /// Writes `parts` (a header without its checksum, then key, meta, body) to `path` through a
+    /// temporary file, the checksum computed here; counts a failure in `failures`.
+    Write {
+        path: PathBuf,
+        parts: [Bytes; 4],
+        bytes: u64,
+        failures: Arc<AtomicU64>,
+    },
+    /// Removes `path` if it is there.
+    Remove { path: PathBuf },
+    /// Records `seq` in `path` (the last purge applied).
+    SavePurges { path: PathBuf, seq: u64 },
+}
+
+/// The handle to a node's cache writer thread, shared by its cores. The thread is started by
+/// the first core that opens its cache (so it inherits a core thread's blocked shutdown
+/// signals: the node's watcher takes them), and ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct DiskCacheWriter {
+    tx: crossbeam::channel::Sender<Op>,
+    pending_bytes: Arc<AtomicU64>,
+    /// The queue's receiving end until the thread is started.
+    unstarted: Arc<std::sync::Mutex<Option<crossbeam::channel::Receiver<Op>>>>,
+}
+
+impl std::fmt::Debug for DiskCacheWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskCacheWriter")
+            .field("pending_bytes", &self.pending_bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for DiskCacheWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DiskCacheWriter {
+    /// A writer whose thread starts with the first cache opened.
+    pub fn new() -> Self {
+        let (tx, rx) = crossbeam::channel::bounded(WRITE_QUEUE_OPS_MAX);
+        Self {
+            tx,
+            pending_bytes: Arc::default(),
+            unstarted: Arc::new(std::sync::Mutex::new(Some(rx))),
+        }
+    }
+
+    /// Starts the thread unless it runs.
+    fn ensure_running(&self) -> std::io::Result<()> {
+        let mut unstarted = self
+            .unstarted
+            .lock()
+            .map_err(|_| std::io::Error::other("the disk cache writer's start panicked"))?;
+        if let Some(rx) = unstarted.take() {
+            let pending = Arc::clone(&self.pending_bytes);
+            std::thread::Builder::new()
+                .name("leofs-cache-writer".into())
+                .spawn(move || write_loop(&rx, &pending))?;
+        }
+        Ok(())
+    }
+
+    /// Queues a write of `bytes`; false (nothing queued) when the queue is full.
+    fn write(
+        &self,
+        path: PathBuf,
+        parts: [Bytes; 4],
+        bytes: u64,
+        failures: &Arc<AtomicU64>,
+    ) -> bool {
+        let before = self.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > WRITE_QUEUE_BYTES_MAX {
+            self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        let op = Op::Write {
+            path,
+            parts,
+            bytes,
+            failures: Arc::clone(failures),
+        };
+        if self.tx.try_send(op).is_err() {
+            self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues the removal of `path`. A removal that does not fit the queue is done by the
+    /// next start's scan (the file's entry is gone from the index; its key is read again then).
+    fn remove(&self, path: PathBuf) {
+        if self.tx.try_send(Op::Remove { path }).is_err() {
+            tracing::debug!("disk cache queue full: a removal waits for the next start");
+        }
+    }
+
+    fn save_purges(&self, path: PathBuf, seq: u64) {
+        let _ = self.tx.try_send(Op::SavePurges { path, seq });
+    }
+}
+
+fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64) {
+    let mut last_logged: Option<Instant> = None;
+    for op in rx {
+        match op {
+            Op::Write {
+                path,
+                parts,
+                bytes,
+                failures,
+            } => {
+                if let Err(e) = write_entry(&path, &parts) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = std::fs::remove_file(temporary(&path));
+                    if last_logged.is_none_or(|at| at.elapsed() >= FAILURE_LOG_INTERVAL) {
+                        last_logged = Some(Instant::now());
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %e,
+                            "disk cache: an entry could not be written (it is served from \
+                             memory and storage instead; logged at most once a minute)"
+                        );
+                    }
+                }
+                pending.fetch_sub(bytes, Ordering::AcqRel);
+            }
+            Op::Remove { path } => {
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "disk cache: cannot remove");
+                }
+            }
+            Op::SavePurges { path, seq } => {
+                let tmp = temporary(&path);
+                let saved = std::fs::write(&tmp, seq.to_string())
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                if let Err(e) = saved {
+                    tracing::warn!(path = %path.display(), error = %e, "disk cache: cannot record purges");
+                }
+            }
+        }
+    }
+}
+
+fn temporary(path: &Path) -> PathBuf {
+    path.with_extension("tmp")
+}
+
+/// Writes one entry: the checksum over everything after it, then the file renamed into place.
+fn write_entry(path: &Path, parts: &[Bytes; 4]) -> std::io::Result<()> {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&parts[0][16..]);
+    for part in &parts[1..] {
+        hasher.update(part);
+    }
+    let mut header = BytesMut::from(&parts[0][..]);
+    header[8..16].copy_from_slice(&hasher.digest().to_le_bytes());
+    let tmp = temporary(path);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&header)?;
+    for part in &parts[1..] {
+        file.write_all(part)?;
+    }
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
+/// Why a cache file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file does not hold a whole, intact entry.
+    #[error("corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// The header and lengths of an entry, as read from the start of its file.
+struct Header {
+    checksum: u64,
+    key_len: usize,
+    meta_len: usize,
+    stored_body_len: u64,
+    body_len: u64,
+    summary: Summary,
+    hlc: Hlc,
+}
+
+impl Header {
+    fn of(key: &[u8], value: &Value) -> Bytes {
+        let mut out = BytesMut::with_capacity(HEADER_BYTES);
+        out.put_slice(&FILE_MAGIC);
+        out.put_u64_le(0);
+        out.put_u32_le(key.len() as u32);
+        out.put_u32_le(value.meta.len() as u32);
+        out.put_u64_le(value.body.len() as u64);
+        out.put_u64_le(value.body_len);
+        out.put_u64_le(value.summary.size);
+        out.put_slice(&value.summary.digest);
+        out.put_u32_le(value.summary.tag);
+        out.put_u64_le(value.hlc.physical_us);
+        out.put_u32_le(value.hlc.logical);
+        out.put_u32_le(value.hlc.node_id);
+        debug_assert_eq!(out.len(), HEADER_BYTES);
+        out.freeze()
+    }
+
+    fn parse(mut bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(EntryError::Corrupt("shorter than a header"));
+        }
+        if bytes[..8] != FILE_MAGIC {
+            return Err(EntryError::Corrupt("not a cache file"));
+        }
+        bytes.advance(8);
+        let checksum = bytes.get_u64_le();
+        let key_len = bytes.get_u32_le() as usize;
+        let meta_len = bytes.get_u32_le() as usize;
+        let stored_body_len = bytes.get_u64_le();
+        let body_len = bytes.get_u64_le();
+        let size = bytes.get_u64_le();
+        let mut digest = [0u8; 16];
+        bytes.copy_to_slice(&mut digest);
+        let tag = bytes.get_u32_le();
+        let hlc = Hlc {
+            physical_us: bytes.get_u64_le(),
+            logical: bytes.get_u32_le(),
+            node_id: bytes.get_u32_le(),
+        };
+        if key_len == 0 || key_len > KEY_BYTES_MAX {
+            return Err(EntryError::Corrupt("key length out of bounds"));
+        }
+        Ok(Self {
+            checksum,
+            key_len,
+            meta_len,
+            stored_body_len,
+            body_len,
+            summary: Summary { size, digest, tag },
+            hlc,
+        })
+    }
+
+    /// The whole file's length this header announces.
+    fn file_len(&self) -> u64 {
+        (HEADER_BYTES + self.key_len + self.meta_len) as u64 + self.stored_body_len
+    }
+}
+
+/// The entry in `file` (a whole cache file) if it is intact and is `key`'s.
+pub fn decode_entry(file: Bytes, key: &[u8]) -> Result<Value, EntryError> {
+    let header = Header::parse(&file)?;
+    if header.file_len() != file.len() as u64 {
+        return Err(EntryError::Corrupt("length differs from the header's"));
+    }
+    if xxhash_rust::xxh3::xxh3_64(&file[16..]) != header.checksum {
+        return Err(EntryError::Corrupt("checksum mismatch"));
+    }
+    let key_end = HEADER_BYTES + header.key_len;
+    if &file[HEADER_BYTES..key_end] != key {
+        return Err(EntryError::Corrupt("another key's entry"));
+    }
+    let meta_end = key_end + header.meta_len;
+    Ok(Value {
+        meta: file.slice(key_end..meta_end),
+        body: file.slice(meta_end..),
+        body_len: header.body_len,
+        summary: header.summary,
+        hlc: header.hlc,
+    })
+}
+
+/// A core's disk cache. `!Send` (it lives on its core).
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity_bytes: u64,
+    writer: DiskCacheWriter,
+    /// Writes the writer thread could not do, for this core's entries.
+    write_failures: Arc<AtomicU64>,
+    /// The last purge applied, as found at start.
+    purges_found: Option<u64>,
+    inner: RefCell<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Bytes, Entry>,
+    /// Recency: use tick → key, the least recently used first.
+    order: BTreeMap<u64, Bytes>,
+    tick: u64,
+    /// Disk space counted (whole blocks).
+    bytes: u64,
+}
+
+struct Entry {
+    /// The file's length.
+    len: u64,
+    /// The version held (it names the file).
+    hlc: Hlc,
+    used: u64,
+}
+
+/// A file's name: the hash of its key and version, so that a newer version of an object is
+/// another file (the older one is removed) and a read never finds a version it did not expect
+/// under a name; the key is checked against the file's own on every read.
+fn file_name(key: &[u8], hlc: Hlc) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(key);
+    hasher.update(&hlc.physical_us.to_le_bytes());
+    hasher.update(&hlc.logical.to_le_bytes());
+    hasher.update(&hlc.node_id.to_le_bytes());
+    format!("{:032x}", hasher.digest128())
+}
+
+fn blocks(len: u64) -> u64 {
+    len.div_ceil(BLOCK_BYTES).max(1) * BLOCK_BYTES
+}
+
+impl DiskCache {
+    /// A core's disk cache of at most `capacity_bytes` in `dir` (created if missing), holding
+    /// again what a previous run left there: each file's header is read (its key) and a file
+    /// that is not a whole entry is removed; temporaries are removed. Blocking: called as the
+    /// core starts, before it serves.
+    pub fn open(
+        dir: PathBuf,
+        capacity_bytes: u64,
+        writer: DiskCacheWriter,
+    ) -> std::io::Result<Self> {
+        writer.ensure_running()?;
+        std::fs::create_dir_all(&dir)?;
+        let purges_found = std::fs::read_to_string(dir.join(PURGES_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        let mut found = Vec::new();
+        let mut refused = 0u64;
+        for item in std::fs::read_dir(&dir)? {
+            let path = item?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name == PURGES_FILE {
+                continue;
+            }
+            if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match read_key(&path) {
+                Ok((key, hlc, len, written)) if file_name(&key, hlc) == name => {
+                    found.push((written, key, hlc, len));
+                }
+                Ok(_) | Err(_) => {
+                    refused += 1;
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort_by_key(|(written, ..)| *written);
+        let cache = Self {
+            dir,
+            capacity_bytes,
+            writer,
+            write_failures: Arc::default(),
+            purges_found,
+            inner: RefCell::default(),
+        };
+        {
+            let mut inner = cache.inner.borrow_mut();
+            for (_, key, hlc, len) in found {
+                inner.tick += 1;
+                let used = inner.tick;
+                inner.order.insert(used, key.clone());
+                if let Some(twin) = inner.entries.insert(key.clone(), Entry { len, hlc, used }) {
+                    // Two versions of one key (a removal lost to a crash): the older goes.
+                    inner.order.remove(&twin.used);
+                    inner.bytes -= blocks(twin.len);
+                    let _ = std::fs::remove_file(cache.path_of(&key, twin.hlc));
+                }
+                inner.bytes += blocks(len);
+            }
+            while inner.bytes > capacity_bytes {
+                let Some((_, oldest)) = inner.order.pop_first() else {
+                    break;
+                };
+                if let Some(gone) = inner.entries.remove(&oldest) {
+                    inner.bytes -= blocks(gone.len);
+                    let _ = std::fs::remove_file(cache.path_of(&oldest, gone.hlc));
+                }
+            }
+        }
+        let inner = cache.inner.borrow();
+        tracing::info!(
+            dir = %cache.dir.display(),
+            entries = inner.entries.len(),
+            mib = inner.bytes >> 20,
+            refused,
+            "disk cache opened"
+        );
+        drop(inner);
+        Ok(cache)
+    }
+
+    fn path_of(&self, key: &[u8], hlc: Hlc) -> PathBuf {
+        self.dir.join(file_name(key, hlc))
+    }
+
+    /// The sequence number of the last cache purge applied before the last stop, if known.
+    pub fn purges_applied_at_start(&self) -> Option<u64> {
+        self.purges_found
+    }
+
+    /// Records that purges up to `seq` are applied (kept for the next start).
+    pub fn save_purges_applied(&self, seq: u64) {
+        self.writer.save_purges(self.dir.join(PURGES_FILE), seq);
+    }
+
+    /// The entry held for `key`, read from its file and verified; None if none is held, or
+    /// its file is missing (not written yet, or the write failed) or damaged: the entry is
+    /// then dropped, and a damaged one counted in `metrics.disk_dropped` and logged.
+    pub async fn get(&self, key: &[u8], metrics: &ObjectCacheMetrics) -> Option<Value> {
+        let len = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            inner.tick += 1;
+            let tick = inner.tick;
+            let entry = inner.entries.get_mut(key)?;
+            let old = std::mem::replace(&mut entry.used, tick);
+            if let Some(k) = inner.order.remove(&old) {
+                inner.order.insert(tick, k);
+            }
+            (entry.len, entry.hlc)
+        };
+        let (len, hlc) = len;
+        let path = self.path_of(key, hlc);
+        let read = read_file(&path, len)
+            .await
+            .and_then(|file| decode_entry(file, key));
+        self.publish_metrics(metrics);
+        match read {
+            Ok(value) if value.hlc == hlc => Some(value),
+            Ok(_) => {
+                ObjectCacheMetrics::count(&metrics.disk_dropped);
+                tracing::warn!(path = %path.display(), "disk cache: a file holds another version");
+                self.remove(key, metrics);
+                None
+            }
+            Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.remove(key, metrics);
+                None
+            }
+            Err(e) => {
+                ObjectCacheMetrics::count(&metrics.disk_dropped);
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "disk cache: a damaged entry was dropped (the object is read from storage)"
+                );
+                self.remove(key, metrics);
+                None
+            }
+        }
+    }
+
+    /// Writes `value` as `key`'s entry (in the background), pushing out the least recently
+    /// used as needed; not when it would take over an eighth of the cache, or the writer's
+    /// queue is full.
+    pub fn put(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
+        let len = (HEADER_BYTES + key.len() + value.meta.len() + value.body.len()) as u64;
+        if blocks(len) > self.capacity_bytes / ENTRY_SHARE_DIVISOR
+            || value.body.len() as u64 != value.body_len
+        {
+            return;
+        }
+        let parts = [
+            Header::of(key, value),
+            Bytes::copy_from_slice(key),
+            value.meta.clone(),
+            value.body.clone(),
+        ];
+        let mut inner = self.inner.borrow_mut();
+        if inner
+            .entries
+            .get(key)
+            .is_some_and(|held| held.hlc == value.hlc)
+        {
+            return;
+        }
+        if !self.writer.write(
+            self.path_of(key, value.hlc),
+            parts,
+            len,
+            &self.write_failures,
+        ) {
+            ObjectCacheMetrics::count(&metrics.disk_skipped);
+            return;
+        }
+        if let Some(old) = inner.entries.remove(key) {
+            inner.order.remove(&old.used);
+            inner.bytes -= blocks(old.len);
+            self.writer.remove(self.path_of(key, old.hlc));
+        }
+        while inner.bytes + blocks(len) > self.capacity_bytes {
+            let Some((_, oldest)) = inner.order.pop_first() else {
+                break;
+            };
+            if let Some(gone) = inner.entries.remove(&oldest) {
+                inner.bytes -= blocks(gone.len);
+                self.writer.remove(self.path_of(&oldest, gone.hlc));
+            }
+        }
+        inner.tick += 1;
+        let used = inner.tick;
+        let key = Bytes::copy_from_slice(key);
+        inner.order.insert(used, key.clone());
+        let hlc = value.hlc;
+        inner.entries.insert(key, Entry { len, hlc, used });
+        inner.bytes += blocks(len);
+        debug_assert!(inner.bytes <= self.capacity_bytes);
+        debug_assert_eq!(inner.entries.len(), inner.order.len());
+        self.publish(&inner, metrics);
+    }
+
+    /// Drops `key`'s entry and its file.
+    pub fn remove(&self, key: &[u8], metrics: &ObjectCacheMetrics) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(entry) = inner.entries.remove(key) {
+            inner.order.remove(&entry.used);
+            inner.bytes -= blocks(entry.len);
+            self.writer.remove(self.path_of(key, entry.hlc));
+        }
+        self.publish(&inner, metrics);
+    }
+
+    /// Drops every entry whose key is one of `names`, or starts with it when it is marked as
+    /// a prefix (a purge); how many.
+    pub fn remove_named(&self, names: &[(Bytes, bool)], metrics: &ObjectCacheMetrics) -> usize {
+        let doomed: Vec<Bytes> = self
+            .inner
+            .borrow()
+            .entries
+            .keys()
+            .filter(|k| crate::cache::named(k, names))
+            .cloned()
+            .collect();
+        for key in &doomed {
+            self.remove(key, metrics);
+        }
+        doomed.len()
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self, metrics: &ObjectCacheMetrics) {
+        let keys: Vec<Bytes> = self.inner.borrow().entries.keys().cloned().collect();
+        for key in &keys {
+            self.remove(key, metrics);
+        }
+    }
+
+    /// Brings this core's disk figures in `metrics` up to date.
+    pub fn publish_metrics(&self, metrics: &ObjectCacheMetrics) {
+        self.publish(&self.inner.borrow(), metrics);
+    }
+
+    fn publish(&self, inner: &Inner, metrics: &ObjectCacheMetrics) {
+        metrics.disk_entries.set(inner.entries.len() as u64);
+        metrics.disk_bytes.set(inner.bytes);
+        metrics
+            .disk_write_failures
+            .set(self.write_failures.load(Ordering::Relaxed));
+    }
+}
+
+/// Reads the key and version of the cache file at `path`, with the file's length and when it
+/// was written.
+fn read_key(path: &Path) -> Result<(Bytes, Hlc, u64, SystemTime), EntryError> {
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut head = vec![0u8; HEADER_BYTES];
+    file.read_exact(&mut head)?;
+    let header = Header::parse(&head)?;
+    if header.file_len() != meta.len() {
+        return Err(EntryError::Corrupt("length differs from the header's"));
+    }
+    let mut key = vec![0u8; header.key_len];
+    file.read_exact(&mut key)?;
+    Ok((Bytes::from(key), header.hlc, meta.len(), meta.modified()?))
+}
+
+/// The whole file at `path`, `len` bytes long, read through io_uring.
+async fn read_file(path: &Path, len: u64) -> Result<Bytes, EntryError> {
+    let len = usize::try_from(len).map_err(|_| EntryError::Corrupt("too long"))?;
+    let file = monoio::fs::File::open(path).await?;
+    let (read, buf) = file.read_exact_at(Vec::with_capacity(len), 0).await;
+    let closed = file.close().await;
+    read?;
+    closed?;
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(at: u64, body: &[u8]) -> Value {
+        Value {
+            meta: Bytes::from_static(b"meta"),
+            body: Bytes::copy_from_slice(body),
+            body_len: body.len() as u64,
+            summary: Summary {
+                size: body.len() as u64,
+                digest: [3; 16],
+                tag: 9,
+            },
+            hlc: Hlc {
+                physical_us: at,
+                logical: 2,
+                node_id: 7,
+            },
+        }
+    }
+
+    fn encoded(key: &[u8], value: &Value) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry");
+        let parts = [
+            Header::of(key, value),
+            Bytes::copy_from_slice(key),
+            value.meta.clone(),
+            value.body.clone(),
+        ];
+        write_entry(&path, &parts).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn an_entry_reads_back_as_written_and_any_flipped_byte_is_refused() {
+        let v = value(42, b"hello body");
+        let file = encoded(b"the-key", &v);
+        let back = decode_entry(Bytes::from(file.clone()), b"the-key").unwrap();
+        assert_eq!(back.meta, v.meta);
+        assert_eq!(back.body, v.body);
+        assert_eq!(back.body_len, v.body_len);
+        assert_eq!(back.summary, v.summary);
+        assert_eq!(back.hlc, v.hlc);
+        assert!(decode_entry(Bytes::from(file.clone()), b"other-key").is_err());
+        for at in 0..file.len() {
+            let mut damaged = file.clone();
+            damaged[at] ^= 0x10;
+            assert!(
+                decode_entry(Bytes::from(damaged), b"the-key").is_err(),
+                "a flip at byte {at} went unseen"
+            );
+        }
+        assert!(decode_entry(Bytes::from(file[..file.len() - 1].to_vec()), b"the-key").is_err());
+    }
+
+    #[test]
+    fn entries_are_found_again_at_start_and_damaged_files_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        {
+            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            cache.put(b"a", &value(1, b"aaaa"), &metrics);
+            cache.put(b"b", &value(2, b"bbbb"), &metrics);
+            cache.save_purges_applied(17);
+        }
+        wait_for_writes(&writer);
+        std::fs::write(dir.path().join("0123456789abcdef0123456789abcdef"), b"junk").unwrap();
+        std::fs::write(dir.path().join("x.tmp"), b"partial").unwrap();
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        assert_eq!(cache.purges_applied_at_start(), Some(17));
+        assert_eq!(cache.inner.borrow().entries.len(), 2);
+        assert_eq!(cache.inner.borrow().bytes, 2 * BLOCK_BYTES);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn the_least_recently_used_make_room_and_the_capacity_holds_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        let cache = DiskCache::open(dir.path().into(), 8 * BLOCK_BYTES, writer.clone()).unwrap();
+        for i in 0..10u8 {
+            cache.put(&[b'k', i], &value(1, &[i; 100]), &metrics);
+        }
+        assert_eq!(metrics.disk_entries.get(), 8);
+        assert!(!cache.inner.borrow().entries.contains_key(&[b'k', 0][..]));
+        wait_for_writes(&writer);
+        drop(cache);
+        let smaller = DiskCache::open(dir.path().into(), 4 * BLOCK_BYTES, writer.clone()).unwrap();
+        assert_eq!(smaller.inner.borrow().entries.len(), 4);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        // Too large for an eighth of the cache: not written.
+        smaller.put(b"big", &value(1, &[0; 5000]), &metrics);
+        assert!(!smaller.inner.borrow().entries.contains_key(&b"big"[..]));
+    }
+
+    fn wait_for_writes(writer: &DiskCacheWriter) {
+        for _ in 0..500 {
+            if writer.pending_bytes.load(Ordering::Acquire) == 0 && writer.tx.is_empty() {
+                // The last op taken may still be running.
+                std::thread::sleep(Duration::from_millis(20));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the writer did not finish");
+    }
+}
