@@ -52,14 +52,57 @@ struct Inner {
     order: BTreeMap<u64, Bytes>,
     tick: u64,
     bytes: u64,
+    /// Keys missed once recently.
+    missed: MissWindow,
+}
+
+/// The keys (their hashes) missed once recently, for the second-miss admission of a full
+/// cache (the memory's and the disk's).
+#[derive(Default)]
+pub(crate) struct MissWindow {
     /// Hashes of keys missed once, with when (a miss count) they were remembered.
     missed: HashMap<u64, u64>,
     /// The same, oldest first; an entry whose hash was taken or remembered again since is
     /// skipped when it comes out.
-    missed_order: VecDeque<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
     misses: u64,
     /// Most hashes in `missed`.
-    missed_max: usize,
+    max: usize,
+}
+
+impl MissWindow {
+    /// A window for a cache of `capacity_bytes`: one key per [`MISS_WINDOW_BYTES_PER_KEY`],
+    /// at most [`RECENT_MISSES_MAX`].
+    pub(crate) fn for_capacity(capacity_bytes: u64) -> Self {
+        let window = (capacity_bytes / MISS_WINDOW_BYTES_PER_KEY).max(1);
+        Self {
+            max: usize::try_from(window)
+                .unwrap_or(usize::MAX)
+                .min(RECENT_MISSES_MAX),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the key (its hash) was missed once recently; if not, it is remembered.
+    pub(crate) fn second_miss(&mut self, hash: u64) -> bool {
+        if self.missed.remove(&hash).is_some() {
+            return true;
+        }
+        // Entries of hashes taken since are dropped as they come out; the queue is kept at
+        // most twice the window.
+        while self.missed.len() >= self.max || self.order.len() >= 2 * self.max {
+            let Some((oldest, at)) = self.order.pop_front() else {
+                break;
+            };
+            if self.missed.get(&oldest) == Some(&at) {
+                self.missed.remove(&oldest);
+            }
+        }
+        self.misses += 1;
+        self.missed.insert(hash, self.misses);
+        self.order.push_back((hash, self.misses));
+        false
+    }
 }
 
 struct Entry {
@@ -73,13 +116,10 @@ struct Entry {
 impl ObjectCache {
     /// A cache of at most `capacity_bytes`.
     pub fn new(capacity_bytes: u64) -> Self {
-        let window = (capacity_bytes / MISS_WINDOW_BYTES_PER_KEY).max(1);
         Self {
             capacity_bytes,
             inner: RefCell::new(Inner {
-                missed_max: usize::try_from(window)
-                    .unwrap_or(usize::MAX)
-                    .min(RECENT_MISSES_MAX),
+                missed: MissWindow::for_capacity(capacity_bytes),
                 ..Inner::default()
             }),
         }
@@ -159,19 +199,19 @@ impl ObjectCache {
     }
 
     /// Offers a version just read from the replicas: kept if admitted (see the module's
-    /// documentation), pushing out the least recently used as needed; whether it was. Its
-    /// bytes are copied, so that the entry holds no larger buffer it was received in.
-    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) -> bool {
+    /// documentation), pushing out the least recently used as needed. Its bytes are copied,
+    /// so that the entry holds no larger buffer it was received in.
+    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
         let bytes = (key.len() + value.meta.len() + value.body.len()) as u64 + ENTRY_OVERHEAD_BYTES;
         if bytes > self.capacity_bytes / ENTRY_SHARE_DIVISOR
             || value.body.len() as u64 != value.body_len
         {
-            return false;
+            return;
         }
         let mut inner = self.inner.borrow_mut();
         let has_room = inner.bytes + bytes <= self.capacity_bytes;
-        if !has_room && !inner.second_miss(leofs_shard::hash_bytes(key)) {
-            return false;
+        if !has_room && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
+            return;
         }
         if let Some(old) = inner.entries.remove(key) {
             inner.order.remove(&old.used);
@@ -208,31 +248,6 @@ impl ObjectCache {
         debug_assert!(inner.bytes <= self.capacity_bytes);
         debug_assert_eq!(inner.entries.len(), inner.order.len());
         publish(&inner, metrics);
-        true
-    }
-}
-
-impl Inner {
-    /// Whether the key (its hash) was missed once recently; if not, it is remembered.
-    fn second_miss(&mut self, hash: u64) -> bool {
-        if self.missed.remove(&hash).is_some() {
-            return true;
-        }
-        // Entries of hashes taken since are dropped as they come out; the queue is kept at
-        // most twice the window.
-        while self.missed.len() >= self.missed_max || self.missed_order.len() >= 2 * self.missed_max
-        {
-            let Some((oldest, at)) = self.missed_order.pop_front() else {
-                break;
-            };
-            if self.missed.get(&oldest) == Some(&at) {
-                self.missed.remove(&oldest);
-            }
-        }
-        self.misses += 1;
-        self.missed.insert(hash, self.misses);
-        self.missed_order.push_back((hash, self.misses));
-        false
     }
 }
 

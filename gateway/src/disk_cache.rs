@@ -1,7 +1,9 @@
-//! The gateway's disk cache (issue 15): on a gateway-only node, every entry the memory cache
-//! ([`crate::cache`]) takes is also written to a file of its core's directory, so that a read
-//! the memory no longer holds (pushed out, or the gateway restarted) still moves no body over
-//! the wire. It is the same promise as the memory's: an object read from disk is served only
+//! The gateway's disk cache (issue 15): on a gateway-only node, beneath the memory cache
+//! ([`crate::cache`]), objects and chunks read from storage are also written to files of the
+//! core's directory, so that a read the memory does not hold (too small for it, pushed out, or
+//! the gateway restarted) still moves no body over the wire. Its admission is the memory's: at
+//! once while there is room, on a second recent miss once full (a scan does not push out the
+//! hot set). It is the same promise as the memory's: an object read from disk is served only
 //! once the replicas' HLC digests name its version as the newest (a chunk never changes).
 //!
 //! - **Checksummed**: each file is one entry, `magic | xxh3-64 of the rest | lengths, summary,
@@ -31,6 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use leofs_shard::metrics::ObjectCacheMetrics;
 use leofs_shard::{Hlc, Summary, Value};
+
+use crate::cache::MissWindow;
 
 /// The first bytes of every cache file (and its format's version).
 pub const FILE_MAGIC: [u8; 8] = *b"LFSGC001";
@@ -351,6 +355,8 @@ struct Inner {
     tick: u64,
     /// Disk space counted (whole blocks).
     bytes: u64,
+    /// Keys missed once recently (admission once full).
+    missed: MissWindow,
 }
 
 struct Entry {
@@ -423,7 +429,10 @@ impl DiskCache {
             writer,
             write_failures: Arc::default(),
             purges_found,
-            inner: RefCell::default(),
+            inner: RefCell::new(Inner {
+                missed: MissWindow::for_capacity(capacity_bytes),
+                ..Inner::default()
+            }),
         };
         {
             let mut inner = cache.inner.borrow_mut();
@@ -522,10 +531,11 @@ impl DiskCache {
         }
     }
 
-    /// Writes `value` as `key`'s entry (in the background), pushing out the least recently
-    /// used as needed; not when it would take over an eighth of the cache, or the writer's
-    /// queue is full.
-    pub fn put(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
+    /// Offers a version just read from the replicas: written as `key`'s entry (in the
+    /// background) if admitted (see the module's documentation), pushing out the least
+    /// recently used as needed; never when it would take over an eighth of the cache, or the
+    /// writer's queue is full.
+    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
         let len = (HEADER_BYTES + key.len() + value.meta.len() + value.body.len()) as u64;
         if blocks(len) > self.capacity_bytes / ENTRY_SHARE_DIVISOR
             || value.body.len() as u64 != value.body_len
@@ -544,6 +554,10 @@ impl DiskCache {
             .get(key)
             .is_some_and(|held| held.hlc == value.hlc)
         {
+            return;
+        }
+        let has_room = inner.bytes + blocks(len) <= self.capacity_bytes;
+        if !has_room && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
         if !self.writer.write(
@@ -722,8 +736,8 @@ mod tests {
         let metrics = ObjectCacheMetrics::default();
         {
             let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            cache.put(b"a", &value(1, b"aaaa"), &metrics);
-            cache.put(b"b", &value(2, b"bbbb"), &metrics);
+            cache.offer(b"a", &value(1, b"aaaa"), &metrics);
+            cache.offer(b"b", &value(2, b"bbbb"), &metrics);
             cache.save_purges_applied(17);
         }
         wait_for_writes(&writer);
@@ -746,18 +760,26 @@ mod tests {
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
         let cache = DiskCache::open(dir.path().into(), 8 * BLOCK_BYTES, writer.clone()).unwrap();
-        for i in 0..10u8 {
-            cache.put(&[b'k', i], &value(1, &[i; 100]), &metrics);
+        for i in 0..8u8 {
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
         }
         assert_eq!(metrics.disk_entries.get(), 8);
-        assert!(!cache.inner.borrow().entries.contains_key(&[b'k', 0][..]));
+        // Full: a key enters on its second miss, pushing out the least recently used.
+        for i in 8..10u8 {
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
+            assert!(!cache.inner.borrow().entries.contains_key(&[b'k', i][..]));
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
+        }
+        assert_eq!(metrics.disk_entries.get(), 8);
+        let held = |k: &[u8]| cache.inner.borrow().entries.contains_key(k);
+        assert!(!held(&[b'k', 0]) && !held(&[b'k', 1]) && held(&[b'k', 9]));
         wait_for_writes(&writer);
         drop(cache);
         let smaller = DiskCache::open(dir.path().into(), 4 * BLOCK_BYTES, writer.clone()).unwrap();
         assert_eq!(smaller.inner.borrow().entries.len(), 4);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
         // Too large for an eighth of the cache: not written.
-        smaller.put(b"big", &value(1, &[0; 5000]), &metrics);
+        smaller.offer(b"big", &value(1, &[0; 5000]), &metrics);
         assert!(!smaller.inner.borrow().entries.contains_key(&b"big"[..]));
     }
 

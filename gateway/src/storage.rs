@@ -69,7 +69,7 @@ impl Storage {
     /// The handle of the core `shard` belongs to, with an object cache of `cache_bytes`
     /// (none when 0) whose hits in buckets read at R=1 are served unconfirmed for up to
     /// `r1_staleness` after the replicas last confirmed them, and beneath it `disk` (only
-    /// with an object cache: it keeps what the object cache takes).
+    /// with an object cache).
     pub fn with_cache(
         shard: Shard,
         cache_bytes: u64,
@@ -137,10 +137,9 @@ impl Storage {
             }
         }
         let value = shard.get(partition, storage_key.clone()).await?;
-        if let Some(value) = &value
-            && cache.offer(&storage_key, value, metrics)
-        {
-            self.write_disk(&storage_key, value);
+        if let Some(value) = &value {
+            cache.offer(&storage_key, value, metrics);
+            self.offer_disk(&storage_key, value);
         }
         Ok(value)
     }
@@ -176,10 +175,9 @@ impl Storage {
             return Ok(self.get_record_range(key, range).await?.map(|v| v.body));
         }
         let value = self.get_record(key.clone()).await?;
-        if let (Some(cache), Some(value)) = (&self.cache, &value)
-            && cache.offer(&key, value, metrics)
-        {
-            self.write_disk(&key, value);
+        if let (Some(cache), Some(value)) = (&self.cache, &value) {
+            cache.offer(&key, value, metrics);
+            self.offer_disk(&key, value);
         }
         Ok(value.map(|v| v.body))
     }
@@ -190,10 +188,10 @@ impl Storage {
         disk.get(key, self.shard.object_cache_metrics()).await
     }
 
-    /// Keeps `value` in the disk cache too (written in the background).
-    fn write_disk(&self, key: &[u8], value: &Value) {
+    /// Offers `value` to the disk cache too (written in the background if it takes it).
+    fn offer_disk(&self, key: &[u8], value: &Value) {
         if let Some(disk) = &self.disk {
-            disk.put(key, value, self.shard.object_cache_metrics());
+            disk.offer(key, value, self.shard.object_cache_metrics());
         }
     }
 

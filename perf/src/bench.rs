@@ -83,6 +83,9 @@ pub struct BenchConfig {
     pub objects: u64,
     /// PUTs in flight during the preload.
     pub preload_concurrency: usize,
+    /// Whether to preload the objects (false: a previous run with the same prefix, count,
+    /// size and seed did).
+    pub preload: bool,
     /// Share of GETs in `mixed`, 0..=1.
     pub read_ratio: f64,
     /// Part size of `multipart`, bytes.
@@ -273,7 +276,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     } else {
         Vec::new()
     };
-    let preload = if objects.is_empty() {
+    let preload = if objects.is_empty() || !config.preload {
         None
     } else {
         Some(preload_objects(&config, &client, &objects).await?)

@@ -76,6 +76,11 @@ struct Args {
     /// Key prefix of this run (default: a fresh `leofs-bench-XXXXXXXX/`).
     #[arg(long)]
     prefix: Option<String>,
+    /// Read the objects a previous run with the same --prefix, --objects, --size and --seed
+    /// preloaded, without writing them again (e.g. to measure a cache warmed by that run:
+    /// a preload would write new versions).
+    #[arg(long, requires = "prefix")]
+    no_preload: bool,
     /// Seed for sizes and key choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -145,6 +150,7 @@ fn run() -> anyhow::Result<ExitCode> {
         warmup: args.warmup,
         objects: args.objects,
         preload_concurrency: args.preload_concurrency,
+        preload: !args.no_preload,
         read_ratio: args.read_ratio,
         part_size_bytes: args.part_size,
         signed_payload: args.signed_payload,

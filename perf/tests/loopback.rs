@@ -248,6 +248,7 @@ fn config(addr: SocketAddr, workload: Workload, size: &str) -> BenchConfig {
         warmup: Duration::from_millis(100),
         objects: 50,
         preload_concurrency: 8,
+        preload: true,
         read_ratio: 0.5,
         part_size_bytes: 100_000,
         signed_payload: false,

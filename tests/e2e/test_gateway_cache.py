@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -161,6 +162,90 @@ def test_r1_staleness_is_bounded_and_applies_to_buckets_read_at_r1_only(make_ser
     assert metric([lenient], "leofs_gateway_cache_hits_total") == hits + 1
     time.sleep(5.5)
     assert reader.get_object(Bucket="fast", Key="k")["Body"].read() == b"new"
+
+
+def versioned(version: int, size: int) -> bytes:
+    """A body that names its version in its first 8 bytes and is checkable whole."""
+    stamp = f"{version:08d}".encode()
+    return (stamp * (size // 8 + 1))[:size]
+
+
+def test_no_read_through_another_gateway_is_older_than_an_acknowledged_write_under_load(make_server):
+    cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
+    writer_gateway, cached = cluster.gateways
+    writer_gateway.client().create_bucket(Bucket="load")
+    sizes = {"small": 2048, "chunked": 5 * 1024 * 1024 + 3}  # the second: two chunks
+    acked = {key: 0 for key in sizes}
+    stop = threading.Event()
+    failures: list[str] = []
+    reads = {key: 0 for key in sizes}
+
+    def write(key: str) -> None:
+        client = writer_gateway.client()
+        version = 0
+        while not stop.is_set():
+            version += 1
+            client.put_object(Bucket="load", Key=key, Body=versioned(version, sizes[key]))
+            acked[key] = version
+
+    def read(key: str) -> None:
+        client = cached.client()
+        while not stop.is_set():
+            floor = acked[key]
+            if floor == 0:
+                time.sleep(0.01)
+                continue
+            body = client.get_object(Bucket="load", Key=key)["Body"].read()
+            got = int(body[:8])
+            if body != versioned(got, sizes[key]):
+                failures.append(f"{key}: a torn body of version {got}")
+            elif got < floor:
+                failures.append(f"{key}: version {got} read after {floor} was acknowledged")
+            reads[key] += 1
+
+    threads = [threading.Thread(target=write, args=(key,)) for key in sizes]
+    threads += [threading.Thread(target=read, args=(key,)) for key in sizes for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(8)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures[:5]
+    assert min(acked.values()) >= 3 and min(reads.values()) >= 20, (acked, reads)
+    # The cache was in use: the reads between two overwrites were hits.
+    assert metric([cached], "leofs_gateway_cache_hits_total") > 0
+    assert metric([cached], "leofs_gateway_cache_stale_total") > 0
+    # Deleted through the writing gateway: never read again through the other.
+    reader = cached.client()
+    for key in sizes:
+        writer_gateway.client().delete_object(Bucket="load", Key=key)
+        for _ in range(3):
+            with pytest.raises(ClientError) as gone:
+                reader.get_object(Bucket="load", Key=key)
+            assert error_code(gone.value) == "NoSuchKey"
+
+
+def test_one_large_read_does_not_push_the_hot_set_out(make_server):
+    cluster = Cluster(make_server, storage=1, gateways=0, replicas=1)
+    gateway = cluster.new_gateway(extra_env={
+        "LEOFS_GATEWAY_CACHE_BYTES_PER_CORE": str(64 << 20),
+        "LEOFS_GATEWAY_DISK_CACHE_BYTES_PER_CORE": "0"})
+    client = gateway.client()
+    client.create_bucket(Bucket="scan")
+    hot = {f"hot-{i}": os.urandom(1 << 20) for i in range(4)}
+    for key, body in hot.items():
+        client.put_object(Bucket="scan", Key=key, Body=body)
+        assert client.get_object(Bucket="scan", Key=key)["Body"].read() == body
+    large = os.urandom(200 << 20)  # fifty chunks: three times the cache
+    client.put_object(Bucket="scan", Key="large", Body=large)
+    assert client.get_object(Bucket="scan", Key="large")["Body"].read() == large
+    assert metric([gateway], "leofs_gateway_cache_evictions_total") == 0
+    hits, reads = metric([gateway], "leofs_gateway_cache_hits_total"), engine_reads(cluster)
+    for key, body in hot.items():
+        assert client.get_object(Bucket="scan", Key=key)["Body"].read() == body
+    assert metric([gateway], "leofs_gateway_cache_hits_total") == hits + 4
+    assert engine_reads(cluster) == reads
 
 
 def disk_cache_files(gateway) -> list[Path]:
