@@ -113,9 +113,9 @@ struct ServerArgs {
     /// RequestTimeout [default: 30].
     #[arg(long, value_name = "SECS", env = "LEOFS_BODY_IDLE_TIMEOUT_SECS")]
     body_idle_timeout_secs: Option<u64>,
-    /// Bytes of each gateway core's object cache (0: none) [default: an eighth of physical
-    /// memory split across the cores on a node without the storage role, else 0: its engines
-    /// cache what they store].
+    /// Bytes of each gateway core's object cache (0: none) [default: an eighth of the memory
+    /// (physical, or the cgroup's limit when lower) split across the cores on a node without
+    /// the storage role, else 0: its engines cache what they store].
     #[arg(long, value_name = "BYTES", env = "LEOFS_GATEWAY_CACHE_BYTES_PER_CORE")]
     gateway_cache_bytes_per_core: Option<u64>,
     /// Milliseconds a gateway serves a cached object of a bucket read at R=1 without asking
@@ -536,9 +536,9 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
 /// Fraction of physical memory the object caches of all shards get by default.
 const DEFAULT_CACHE_MEMORY_DIVISOR: u64 = 8;
 
-/// Default object cache of each shard: an eighth of physical memory split across the cores
-/// (O_DIRECT bypasses the page cache, so this cache is the only one), never below the
-/// engine's own default.
+/// Default object cache of each shard: an eighth of the memory this process may use (the
+/// machine's, or its cgroup's limit when lower) split across the cores (O_DIRECT bypasses the
+/// page cache, so this cache is the only one), never below the engine's own default.
 fn default_cache_bytes(cores: usize, engine_default: u64) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let (pages, page_bytes) = unsafe {
@@ -548,7 +548,39 @@ fn default_cache_bytes(cores: usize, engine_default: u64) -> u64 {
         )
     };
     let physical = u64::try_from(pages).unwrap_or(0) * u64::try_from(page_bytes).unwrap_or(0);
-    (physical / DEFAULT_CACHE_MEMORY_DIVISOR / cores.max(1) as u64).max(engine_default)
+    let usable = cgroup_memory_limit().map_or(physical, |limit| limit.min(physical));
+    (usable / DEFAULT_CACHE_MEMORY_DIVISOR / cores.max(1) as u64).max(engine_default)
+}
+
+/// A cgroup v1 limit at or above this many bytes means none (v1 writes "unlimited" as a page
+/// multiple just under 2^63).
+const CGROUP_UNLIMITED_BYTES: u64 = 1 << 60;
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`), if it has one.
+fn cgroup_memory_limit() -> Option<u64> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let files = groups.lines().filter_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        if controllers.is_empty() {
+            Some(format!("/sys/fs/cgroup{path}/memory.max"))
+        } else if controllers.split(',').any(|c| c == "memory") {
+            Some(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+        } else {
+            None
+        }
+    });
+    files
+        .filter_map(|file| {
+            std::fs::read_to_string(file)
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|&limit| limit < CGROUP_UNLIMITED_BYTES)
+        .min()
 }
 
 /// The gateway disk cache's directory under the data directory.

@@ -611,6 +611,7 @@ pub fn gateway_cache_status(stats: &leofs_shard::metrics::ObjectCacheStats) -> G
         hits: stats.hits,
         misses: stats.misses,
         stale: stats.stale,
+        revalidations: stats.revalidations,
         evictions: stats.evictions,
         entries: stats.entries,
         bytes: stats.bytes,

@@ -113,6 +113,7 @@ impl Storage {
             }
             // A digest read that fails (a replica slow or gone, the ring changing) is no
             // answer: the object is read as if it were not held, with that read's retries.
+            ObjectCacheMetrics::count(&metrics.revalidations);
             let newest = shard.lookup(partition, storage_key.clone()).await;
             if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
                 ObjectCacheMetrics::count(&metrics.hits);
@@ -126,6 +127,7 @@ impl Storage {
             ObjectCacheMetrics::count(&metrics.misses);
             if let Some(held) = self.read_disk(&storage_key).await {
                 // Confirmed like a hit in memory (after a restart, nothing is known of it).
+                ObjectCacheMetrics::count(&metrics.revalidations);
                 let newest = shard.lookup(partition, storage_key.clone()).await;
                 if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
                     ObjectCacheMetrics::count(&metrics.disk_hits);

@@ -864,11 +864,13 @@ fn widest_peer_clock(clocks: &[PeerClock]) -> String {
 /// A gateway's object cache, all its cores together.
 fn gateway_cache_text(cache: &crate::admin::GatewayCacheStatus) -> String {
     let memory = format!(
-        "gateway cache: {} objects, {}; hits {}, misses {}, stale {}, evictions {}",
+        "gateway cache: {} objects, {}; hits {}, misses {}, revalidations {}, stale {}, \
+         evictions {}",
         cache.entries,
         format_bytes(cache.bytes),
         cache.hits,
         cache.misses,
+        cache.revalidations,
         cache.stale,
         cache.evictions
     );
@@ -1358,7 +1360,8 @@ mod tests {
         };
         assert_eq!(
             gateway_cache_text(&cache),
-            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, stale 1, evictions 0"
+            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, revalidations 0, stale 1, \
+             evictions 0"
         );
         let with_disk = crate::admin::GatewayCacheStatus {
             disk_entries: 5,
@@ -1369,8 +1372,9 @@ mod tests {
         };
         assert_eq!(
             gateway_cache_text(&with_disk),
-            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, stale 1, evictions 0; disk: 5 \
-             objects, 5.0 MiB, hits 4, dropped damaged 1, write failures 0, skipped 0"
+            "gateway cache: 3 objects, 3.0 MiB; hits 9, misses 2, revalidations 0, stale 1, \
+             evictions 0; disk: 5 objects, 5.0 MiB, hits 4, dropped damaged 1, write failures 0, \
+             skipped 0"
         );
     }
 

@@ -97,6 +97,8 @@ pub struct ObjectCacheMetrics {
     pub misses: std::cell::Cell<u64>,
     /// Reads of objects it held in an older version than the replicas' (dropped, read again).
     pub stale: std::cell::Cell<u64>,
+    /// Digest reads made to confirm a version held (in memory or on disk) as the newest.
+    pub revalidations: std::cell::Cell<u64>,
     /// Entries dropped to make room.
     pub evictions: std::cell::Cell<u64>,
     /// Entries held now.
@@ -129,6 +131,7 @@ impl ObjectCacheMetrics {
             hits: self.hits.get(),
             misses: self.misses.get(),
             stale: self.stale.get(),
+            revalidations: self.revalidations.get(),
             evictions: self.evictions.get(),
             entries: self.entries.get(),
             bytes: self.bytes.get(),
@@ -151,6 +154,8 @@ pub struct ObjectCacheStats {
     pub misses: u64,
     /// See [`ObjectCacheMetrics::stale`].
     pub stale: u64,
+    /// See [`ObjectCacheMetrics::revalidations`].
+    pub revalidations: u64,
     /// See [`ObjectCacheMetrics::evictions`].
     pub evictions: u64,
     /// See [`ObjectCacheMetrics::entries`].

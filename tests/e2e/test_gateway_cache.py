@@ -58,9 +58,11 @@ def test_a_gateway_serves_repeated_reads_from_its_cache_and_never_older_bytes(ma
         assert reader.get_object(Bucket="cached", Key=key)["Body"].read() == first
         assert engine_reads(cluster) >= reads + 1
         hits, reads = metric(cached, "leofs_gateway_cache_hits_total"), engine_reads(cluster)
+        revalidations = metric(cached, "leofs_gateway_cache_revalidations_total")
         for _ in range(10):
             assert reader.get_object(Bucket="cached", Key=key)["Body"].read() == first
         assert metric(cached, "leofs_gateway_cache_hits_total") == hits + 10
+        assert metric(cached, "leofs_gateway_cache_revalidations_total") == revalidations + 10
         assert engine_reads(cluster) == reads
         assert metric(cached, "leofs_gateway_cache_entries") >= 1
 

@@ -417,6 +417,13 @@ pub(super) fn render(
     );
     per_shard_counter(
         r,
+        "gateway_cache_revalidations",
+        "Digest reads the gateway's cache made to confirm a version it held as the newest",
+        status,
+        |s| s.gateway_cache.revalidations,
+    );
+    per_shard_counter(
+        r,
         "gateway_cache_evictions",
         "Entries the gateway's object cache dropped to make room",
         status,

@@ -206,6 +206,9 @@ pub struct GatewayCacheStatus {
     pub misses: u64,
     /// Reads of objects it held in an older version than the replicas' (revalidation failed).
     pub stale: u64,
+    /// Digest reads made to confirm a version held as the newest.
+    #[serde(default)]
+    pub revalidations: u64,
     /// Entries dropped to make room.
     pub evictions: u64,
     /// Entries held now.
@@ -239,6 +242,7 @@ impl GatewayCacheStatus {
             hits: self.hits + other.hits,
             misses: self.misses + other.misses,
             stale: self.stale + other.stale,
+            revalidations: self.revalidations + other.revalidations,
             evictions: self.evictions + other.evictions,
             entries: self.entries + other.entries,
             bytes: self.bytes + other.bytes,
