@@ -23,7 +23,8 @@
 # Usage: perf/cache.sh [OUT_DIR]     (default: /work/tmp/leofs-cache/<timestamp>)
 # Knobs: LEOFS_BIN, BENCH_BIN (default target/release/…), GARAGE_BIN (for start-cluster.sh),
 # WORKLOADS (default "get-4k get-1m mixed-64k"), DURATION (4s), GATEWAY_CORES (2),
-# DATA_ROOT (/work/tmp).
+# DATA_ROOT (/work/tmp), ON_ARGS (more arguments of the cache-on gateway of the cold and
+# warm-memory runs, e.g. "--gateway-disk-cache-bytes-per-core 0" to see the memory alone).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -34,6 +35,7 @@ BENCH_BIN="${BENCH_BIN:-$ROOT/target/release/leofs-bench}"
 WORKLOADS="${WORKLOADS:-get-4k get-1m mixed-64k}"
 DURATION="${DURATION:-4s}"
 GATEWAY_CORES="${GATEWAY_CORES:-2}"
+ON_ARGS="${ON_ARGS:-}"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
 PEERS="$ROOT/../shared/peers/garage"
 
@@ -154,7 +156,8 @@ for name in $WORKLOADS; do
   run "$name.preload" "${leofs[@]}" "$args --duration 1s"
   run "$name.off" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   stop_gateway
-  start_gateway "$DIR/gw-on-$name"
+  # shellcheck disable=SC2086
+  start_gateway "$DIR/gw-on-$name" $ON_ARGS
   read -r -a SERVER_PIDS <<<"$GATEWAY_PID $(pgrep -P "$DEMO_PID" | tr '\n' ' ')"
   run "$name.cold" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   snapshot "$name.cold"
@@ -173,7 +176,7 @@ peer_env="$(REPLICATION=3 FSYNC=1 COMPRESSION=none "$PEERS/start-cluster.sh" 3 "
 garage=("$(sed -n 's/^ENDPOINT=//p' <<<"$peer_env")" "$(sed -n 's/^ACCESS_KEY=//p' <<<"$peer_env")"
   "$(sed -n 's/^SECRET_KEY=//p' <<<"$peer_env")" "$(sed -n 's/^REGION=//p' <<<"$peer_env")"
   "$(sed -n 's/^BUCKET=//p' <<<"$peer_env")")
-read -r -a SERVER_PIDS <<<"$(sed -n 's/^PIDS=//p' <<<"$peer_env")"
+read -r -a SERVER_PIDS <<<"$(sed -n 's/^PIDS=//p' <<<"$peer_env" | tr -d '"')"
 for name in $WORKLOADS; do
   run "$name.garage-preload" "${garage[@]}" "$(workload_args "$name") --prefix cache-$name/ --duration 1s"
   run "$name.garage" "${garage[@]}" "$(workload_args "$name") --prefix cache-$name/ --duration $DURATION --no-preload"

@@ -10,6 +10,9 @@
 //!   HLC | key | meta | body`; a read verifies the checksum, the lengths and the key before it
 //!   serves anything. A flipped byte drops the entry (the file is removed) and the object is
 //!   read from storage.
+//! - **Written late**: an entry waits [`WRITE_DELAY`] (held in memory, at most
+//!   [`PENDING_BYTES_MAX`] per core) before its file is written, so a version overwritten or
+//!   dropped sooner costs no file at all: objects that change often do not churn the disk.
 //! - **No blocking on a core**: files are written, renamed and removed by one writer thread per
 //!   node, fed by a queue bounded in bytes ([`WRITE_QUEUE_BYTES_MAX`]: past it an entry is not
 //!   written); a core reads through io_uring. A write lands in a temporary file renamed into
@@ -23,7 +26,7 @@
 //!   beside them, so purges made while the gateway was down are applied when it comes back.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +52,12 @@ pub const WRITE_QUEUE_OPS_MAX: usize = 65_536;
 pub const BLOCK_BYTES: u64 = 4096;
 /// An entry takes at most this fraction (1/n) of a core's disk cache.
 pub const ENTRY_SHARE_DIVISOR: u64 = 8;
+/// How long an entry waits before its file is written (a version replaced or dropped sooner
+/// is never written).
+pub const WRITE_DELAY: Duration = Duration::from_secs(2);
+/// Most bytes of one core's entries waiting for their write delay; past it the oldest are
+/// written at once.
+pub const PENDING_BYTES_MAX: u64 = 64 << 20;
 /// Longest key a cache file may name (a storage key is far shorter).
 const KEY_BYTES_MAX: usize = 64 << 10;
 /// The file that keeps the sequence number of the last cache purge a core applied.
@@ -357,6 +366,11 @@ struct Inner {
     bytes: u64,
     /// Keys missed once recently (admission once full).
     missed: MissWindow,
+    /// Entries waiting for their write delay, oldest first: when it ends, the key and the
+    /// version (an entry replaced or dropped since is skipped).
+    pending: VecDeque<(Instant, Bytes, Hlc)>,
+    /// Bytes of the entries waiting.
+    pending_bytes: u64,
 }
 
 struct Entry {
@@ -365,6 +379,8 @@ struct Entry {
     /// The version held (it names the file).
     hlc: Hlc,
     used: u64,
+    /// The version itself until its file is handed to the writer (None: written).
+    pending: Option<Value>,
 }
 
 /// A file's name: the hash of its key and version, so that a newer version of an object is
@@ -440,7 +456,13 @@ impl DiskCache {
                 inner.tick += 1;
                 let used = inner.tick;
                 inner.order.insert(used, key.clone());
-                if let Some(twin) = inner.entries.insert(key.clone(), Entry { len, hlc, used }) {
+                let entry = Entry {
+                    len,
+                    hlc,
+                    used,
+                    pending: None,
+                };
+                if let Some(twin) = inner.entries.insert(key.clone(), entry) {
                     // Two versions of one key (a removal lost to a crash): the older goes.
                     inner.order.remove(&twin.used);
                     inner.bytes -= blocks(twin.len);
@@ -495,10 +517,14 @@ impl DiskCache {
             let tick = inner.tick;
             let entry = inner.entries.get_mut(key)?;
             let old = std::mem::replace(&mut entry.used, tick);
+            let (len, hlc, pending) = (entry.len, entry.hlc, entry.pending.clone());
             if let Some(k) = inner.order.remove(&old) {
                 inner.order.insert(tick, k);
             }
-            (entry.len, entry.hlc)
+            if pending.is_some() {
+                return pending;
+            }
+            (len, hlc)
         };
         let (len, hlc) = len;
         let path = self.path_of(key, hlc);
@@ -542,12 +568,6 @@ impl DiskCache {
         {
             return;
         }
-        let parts = [
-            Header::of(key, value),
-            Bytes::copy_from_slice(key),
-            value.meta.clone(),
-            value.body.clone(),
-        ];
         let mut inner = self.inner.borrow_mut();
         if inner
             .entries
@@ -560,49 +580,97 @@ impl DiskCache {
         if !has_room && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
-        if !self.writer.write(
-            self.path_of(key, value.hlc),
-            parts,
-            len,
-            &self.write_failures,
-        ) {
-            ObjectCacheMetrics::count(&metrics.disk_skipped);
-            return;
-        }
-        if let Some(old) = inner.entries.remove(key) {
-            inner.order.remove(&old.used);
-            inner.bytes -= blocks(old.len);
-            self.writer.remove(self.path_of(key, old.hlc));
-        }
+        self.drop_entry(&mut inner, key);
         while inner.bytes + blocks(len) > self.capacity_bytes {
-            let Some((_, oldest)) = inner.order.pop_first() else {
+            let Some((_, oldest)) = inner.order.first_key_value() else {
                 break;
             };
-            if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= blocks(gone.len);
-                self.writer.remove(self.path_of(&oldest, gone.hlc));
-            }
+            let oldest = oldest.clone();
+            self.drop_entry(&mut inner, &oldest);
         }
         inner.tick += 1;
         let used = inner.tick;
         let key = Bytes::copy_from_slice(key);
         inner.order.insert(used, key.clone());
         let hlc = value.hlc;
-        inner.entries.insert(key, Entry { len, hlc, used });
+        let entry = Entry {
+            len,
+            hlc,
+            used,
+            pending: Some(value.clone()),
+        };
+        inner.entries.insert(key.clone(), entry);
         inner.bytes += blocks(len);
+        inner
+            .pending
+            .push_back((Instant::now() + WRITE_DELAY, key, hlc));
+        inner.pending_bytes += len;
         debug_assert!(inner.bytes <= self.capacity_bytes);
         debug_assert_eq!(inner.entries.len(), inner.order.len());
+        self.write_due(&mut inner, Instant::now(), metrics);
         self.publish(&inner, metrics);
+    }
+
+    /// Hands the entries whose write delay is over (and the oldest, while more than
+    /// [`PENDING_BYTES_MAX`] wait) to the writer. Called on every offer, and by the core's
+    /// timer.
+    pub fn write_due_entries(&self, metrics: &ObjectCacheMetrics) {
+        let mut inner = self.inner.borrow_mut();
+        self.write_due(&mut inner, Instant::now(), metrics);
+        self.publish(&inner, metrics);
+    }
+
+    /// Hands the entries whose delay is over at `now` to the writer (see
+    /// [`DiskCache::write_due_entries`]).
+    fn write_due(&self, inner: &mut Inner, now: Instant, metrics: &ObjectCacheMetrics) {
+        while let Some((due, _, _)) = inner.pending.front() {
+            if *due > now && inner.pending_bytes <= PENDING_BYTES_MAX {
+                break;
+            }
+            let Some((_, key, hlc)) = inner.pending.pop_front() else {
+                break;
+            };
+            let Some(entry) = inner.entries.get_mut(&key).filter(|e| e.hlc == hlc) else {
+                continue;
+            };
+            let Some(value) = entry.pending.take() else {
+                continue;
+            };
+            let len = entry.len;
+            inner.pending_bytes -= len;
+            let parts = [
+                Header::of(&key, &value),
+                key.clone(),
+                value.meta.clone(),
+                value.body.clone(),
+            ];
+            if !self
+                .writer
+                .write(self.path_of(&key, hlc), parts, len, &self.write_failures)
+            {
+                ObjectCacheMetrics::count(&metrics.disk_skipped);
+                self.drop_entry(inner, &key);
+            }
+        }
+    }
+
+    /// Drops `key`'s entry from the index, and its file if it was handed to the writer.
+    fn drop_entry(&self, inner: &mut Inner, key: &[u8]) {
+        if let Some(entry) = inner.entries.remove(key) {
+            inner.order.remove(&entry.used);
+            inner.bytes -= blocks(entry.len);
+            if entry.pending.is_some() {
+                inner.pending_bytes -= entry.len;
+            } else {
+                self.writer.remove(self.path_of(key, entry.hlc));
+            }
+        }
     }
 
     /// Drops `key`'s entry and its file.
     pub fn remove(&self, key: &[u8], metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
-        if let Some(entry) = inner.entries.remove(key) {
-            inner.order.remove(&entry.used);
-            inner.bytes -= blocks(entry.len);
-            self.writer.remove(self.path_of(key, entry.hlc));
-        }
+        self.drop_entry(&mut inner, key);
         self.publish(&inner, metrics);
     }
 
@@ -739,6 +807,7 @@ mod tests {
             cache.offer(b"a", &value(1, b"aaaa"), &metrics);
             cache.offer(b"b", &value(2, b"bbbb"), &metrics);
             cache.save_purges_applied(17);
+            write_all_now(&cache, &metrics);
         }
         wait_for_writes(&writer);
         std::fs::write(dir.path().join("0123456789abcdef0123456789abcdef"), b"junk").unwrap();
@@ -773,7 +842,11 @@ mod tests {
         assert_eq!(metrics.disk_entries.get(), 8);
         let held = |k: &[u8]| cache.inner.borrow().entries.contains_key(k);
         assert!(!held(&[b'k', 0]) && !held(&[b'k', 1]) && held(&[b'k', 9]));
+        // Nothing written yet (the delay), and the two pushed out never will be.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_all_now(&cache, &metrics);
         wait_for_writes(&writer);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 8);
         drop(cache);
         let smaller = DiskCache::open(dir.path().into(), 4 * BLOCK_BYTES, writer.clone()).unwrap();
         assert_eq!(smaller.inner.borrow().entries.len(), 4);
@@ -781,6 +854,12 @@ mod tests {
         // Too large for an eighth of the cache: not written.
         smaller.offer(b"big", &value(1, &[0; 5000]), &metrics);
         assert!(!smaller.inner.borrow().entries.contains_key(&b"big"[..]));
+    }
+
+    /// Hands every entry waiting to the writer as if its delay were over.
+    fn write_all_now(cache: &DiskCache, metrics: &ObjectCacheMetrics) {
+        let mut inner = cache.inner.borrow_mut();
+        cache.write_due(&mut inner, Instant::now() + WRITE_DELAY, metrics);
     }
 
     fn wait_for_writes(writer: &DiskCacheWriter) {

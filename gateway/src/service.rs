@@ -33,6 +33,9 @@ const REST_OVERLOAD: OverloadAnswer = OverloadAnswer {
     body: "SlowDown",
 };
 
+/// How often a core hands its disk cache's entries whose write delay is over to the writer.
+const DISK_CACHE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// On the current core: serve S3 on `s3_addr` and, if given, the LeoFS REST API on `rest_addr`
 /// (both via `leofs_shard::serve_http`). Called from the `init_core` closure of `start_node`,
 /// i.e. on the core's own thread, which the services never leave.
@@ -68,6 +71,15 @@ pub fn serve_core(
         domain,
     );
     leofs_shard::serve_http(&shard, s3_addr, service, S3_OVERLOAD)?;
+    if ctx.storage.has_disk_cache() {
+        let (storage, shard) = (ctx.storage.clone(), shard.clone());
+        monoio::spawn(async move {
+            while !shard.is_stopping() {
+                monoio::time::sleep(DISK_CACHE_TICK).await;
+                storage.write_due_disk_entries();
+            }
+        });
+    }
     if let Some(addr) = rest_addr {
         let service = Metered::rest(RestService::new(ctx), shard.clone());
         leofs_shard::serve_http(&shard, addr, service, REST_OVERLOAD)?;

@@ -184,6 +184,19 @@ impl Storage {
         Ok(value.map(|v| v.body))
     }
 
+    /// Whether this core has a disk cache.
+    pub fn has_disk_cache(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Hands the disk cache's entries whose write delay is over to its writer (the core's
+    /// timer calls it).
+    pub fn write_due_disk_entries(&self) {
+        if let Some(disk) = &self.disk {
+            disk.write_due_entries(self.shard.object_cache_metrics());
+        }
+    }
+
     /// `key`'s entry in the disk cache, verified (None: none, or it was damaged).
     async fn read_disk(&self, key: &[u8]) -> Option<Value> {
         let disk = self.disk.as_ref()?;

@@ -100,6 +100,11 @@ pub(crate) struct ConnectionHub {
 }
 
 impl ConnectionHub {
+    /// Whether the core is stopping (its listeners and connections were told to).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
     /// Registers a listener or connection; None once the core is stopping.
     fn register(&self) -> Option<(u64, oneshot::Receiver<()>)> {
         if self.stopping.get() {

@@ -83,6 +83,12 @@ impl Shard {
         self.core.id
     }
 
+    /// Whether this core is shutting down (its services were told to stop): a periodic task
+    /// of a service ends then.
+    pub fn is_stopping(&self) -> bool {
+        self.core.connections.is_stopping()
+    }
+
     /// The gateway's object cache counters of this core (the gateway keeps them; the core's
     /// stats report them).
     pub fn object_cache_metrics(&self) -> &crate::metrics::ObjectCacheMetrics {

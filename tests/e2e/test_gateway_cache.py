@@ -291,6 +291,9 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
     assert metric([cached], "leofs_gateway_cache_stale_total") == 1
     assert engine_reads(cluster) > reads
 
+    # The new version of "changed" replaces the old one's file once its write delay is over.
+    eventually("six entries on disk again", 30, lambda: len(disk_cache_files(cached)) == 6)
+
     # A flipped byte in an entry's file: detected on read, the entry dropped, storage read.
     cached.stop()
     victim = next(p for p in disk_cache_files(cached) if 100 * 1024 < p.stat().st_size < 200 * 1024)
