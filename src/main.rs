@@ -124,10 +124,10 @@ struct ServerArgs {
     /// [default: 0].
     #[arg(long, value_name = "MS", env = "LEOFS_GATEWAY_CACHE_R1_STALENESS_MS")]
     gateway_cache_r1_staleness_ms: Option<u64>,
-    /// Disk space each gateway core's disk cache may take, in bytes (0: none); it keeps what
-    /// the memory cache takes, survives restarts, and needs the memory cache [default: a
-    /// quarter of the data directory's free space, at most 64 GiB, split across the cores, on a
-    /// node without the storage role; else 0].
+    /// Disk space each gateway core's disk cache may take, in bytes (0: none); beneath the
+    /// memory cache (which it needs), it survives restarts [default: a quarter of the data
+    /// directory's file system, at most 64 GiB, split across the cores, on a node without the
+    /// storage role; else 0, though a value given turns it on there too].
     #[arg(
         long,
         value_name = "BYTES",
@@ -585,17 +585,18 @@ fn cgroup_memory_limit() -> Option<u64> {
 
 /// The gateway disk cache's directory under the data directory.
 const GATEWAY_DISK_CACHE_DIR: &str = "gateway-cache";
-/// Share (1/n) of the data directory's free space the gateway's disk cache takes by default.
-const DEFAULT_DISK_CACHE_FREE_SPACE_DIVISOR: u64 = 4;
+/// Share (1/n) of the data directory's file system the gateway's disk cache takes by default.
+const DEFAULT_DISK_CACHE_FS_DIVISOR: u64 = 4;
 /// Most disk space the gateway's disk cache takes by default, all cores together (bytes).
 const DEFAULT_DISK_CACHE_BYTES_MAX: u64 = 64 << 30;
 
-/// A gateway core's default disk cache: a quarter of the free space where `data_dir` lives,
-/// at most [`DEFAULT_DISK_CACHE_BYTES_MAX`] in all, split across `cores`.
+/// A gateway core's default disk cache: a quarter of the file system `data_dir` lives on
+/// (its size, not its free space: the cache's own files would shrink the next start's
+/// figure), at most [`DEFAULT_DISK_CACHE_BYTES_MAX`] in all, split across `cores`. A disk that
+/// fills first only fails cache writes, never a request.
 fn default_disk_cache_bytes(data_dir: &Path, cores: usize) -> u64 {
-    let free = membership::disk_use(data_dir).map_or(0, |(used, size)| size.saturating_sub(used));
-    (free / DEFAULT_DISK_CACHE_FREE_SPACE_DIVISOR).min(DEFAULT_DISK_CACHE_BYTES_MAX)
-        / cores.max(1) as u64
+    let size = membership::disk_use(data_dir).map_or(0, |(_, size)| size);
+    (size / DEFAULT_DISK_CACHE_FS_DIVISOR).min(DEFAULT_DISK_CACHE_BYTES_MAX) / cores.max(1) as u64
 }
 
 fn parse_default(addr: &str) -> SocketAddr {

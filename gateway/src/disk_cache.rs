@@ -46,8 +46,9 @@ pub const HEADER_BYTES: usize = 8 + 8 + 4 + 4 + 8 + 8 + 8 + 16 + 4 + 8 + 4 + 4;
 /// Most bytes of entries waiting for the writer thread, all cores together; past it an entry
 /// is not written to disk (it stays in memory).
 pub const WRITE_QUEUE_BYTES_MAX: u64 = 64 << 20;
-/// Most operations waiting for the writer thread.
-pub const WRITE_QUEUE_OPS_MAX: usize = 65_536;
+/// Most writes waiting for the writer thread (removals are never refused: a lost removal
+/// would leave a file nothing counts).
+pub const WRITE_QUEUE_OPS_MAX: u64 = 65_536;
 /// Disk space is counted in blocks of this many bytes (a file takes at least one).
 pub const BLOCK_BYTES: u64 = 4096;
 /// An entry takes at most this fraction (1/n) of a core's disk cache.
@@ -77,17 +78,23 @@ enum Op {
     },
     /// Removes `path` if it is there.
     Remove { path: PathBuf },
+    /// Removes every entry file of the directory `dir` (a core's whole cache emptied).
+    RemoveAll { dir: PathBuf },
     /// Records `seq` in `path` (the last purge applied).
     SavePurges { path: PathBuf, seq: u64 },
 }
 
 /// The handle to a node's cache writer thread, shared by its cores. The thread is started by
 /// the first core that opens its cache (so it inherits a core thread's blocked shutdown
-/// signals: the node's watcher takes them), and ends when the last handle is dropped.
+/// signals: the node's watcher takes them; it leaves that core's CPU) and lives as long as the
+/// process: what is still queued at a stop is not done (the next start's scan finds files
+/// whose removal was lost, and trims the cache to its size).
 #[derive(Clone)]
 pub struct DiskCacheWriter {
     tx: crossbeam::channel::Sender<Op>,
     pending_bytes: Arc<AtomicU64>,
+    /// Writes queued, at most [`WRITE_QUEUE_OPS_MAX`].
+    pending_writes: Arc<AtomicU64>,
     /// The queue's receiving end until the thread is started.
     unstarted: Arc<std::sync::Mutex<Option<crossbeam::channel::Receiver<Op>>>>,
 }
@@ -109,10 +116,11 @@ impl Default for DiskCacheWriter {
 impl DiskCacheWriter {
     /// A writer whose thread starts with the first cache opened.
     pub fn new() -> Self {
-        let (tx, rx) = crossbeam::channel::bounded(WRITE_QUEUE_OPS_MAX);
+        let (tx, rx) = crossbeam::channel::unbounded();
         Self {
             tx,
             pending_bytes: Arc::default(),
+            pending_writes: Arc::default(),
             unstarted: Arc::new(std::sync::Mutex::new(Some(rx))),
         }
     }
@@ -124,10 +132,16 @@ impl DiskCacheWriter {
             .lock()
             .map_err(|_| std::io::Error::other("the disk cache writer's start panicked"))?;
         if let Some(rx) = unstarted.take() {
-            let pending = Arc::clone(&self.pending_bytes);
+            let (bytes, writes) = (
+                Arc::clone(&self.pending_bytes),
+                Arc::clone(&self.pending_writes),
+            );
             std::thread::Builder::new()
                 .name("leofs-cache-writer".into())
-                .spawn(move || write_loop(&rx, &pending))?;
+                .spawn(move || {
+                    leave_the_core_cpu();
+                    write_loop(&rx, &bytes, &writes);
+                })?;
         }
         Ok(())
     }
@@ -141,8 +155,10 @@ impl DiskCacheWriter {
         failures: &Arc<AtomicU64>,
     ) -> bool {
         let before = self.pending_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if before + bytes > WRITE_QUEUE_BYTES_MAX {
+        let writes = self.pending_writes.fetch_add(1, Ordering::AcqRel);
+        if before + bytes > WRITE_QUEUE_BYTES_MAX || writes >= WRITE_QUEUE_OPS_MAX {
             self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.pending_writes.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         let op = Op::Write {
@@ -151,27 +167,46 @@ impl DiskCacheWriter {
             bytes,
             failures: Arc::clone(failures),
         };
-        if self.tx.try_send(op).is_err() {
+        if self.tx.send(op).is_err() {
             self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.pending_writes.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         true
     }
 
-    /// Queues the removal of `path`. A removal that does not fit the queue is done by the
-    /// next start's scan (the file's entry is gone from the index; its key is read again then).
+    /// Queues the removal of `path` (after every write queued before it).
     fn remove(&self, path: PathBuf) {
-        if self.tx.try_send(Op::Remove { path }).is_err() {
-            tracing::debug!("disk cache queue full: a removal waits for the next start");
-        }
+        let _ = self.tx.send(Op::Remove { path });
+    }
+
+    /// Queues the removal of every entry file of `dir`.
+    fn remove_all(&self, dir: PathBuf) {
+        let _ = self.tx.send(Op::RemoveAll { dir });
     }
 
     fn save_purges(&self, path: PathBuf, seq: u64) {
-        let _ = self.tx.try_send(Op::SavePurges { path, seq });
+        let _ = self.tx.send(Op::SavePurges { path, seq });
     }
 }
 
-fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64) {
+/// Lets the calling thread run on every CPU of the machine: a thread started from a pinned
+/// core thread inherits its one CPU, and the writer must not take that core's time.
+fn leave_the_core_cpu() {
+    // SAFETY: cpu_set_t is plain data, valid when zeroed; CPU_SET writes within it for
+    // indices below CPU_SETSIZE; sched_setaffinity(0, ..) changes only the calling thread.
+    unsafe {
+        let mut every: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut every);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &every) != 0 {
+            tracing::debug!("disk cache writer: cannot widen its CPU affinity");
+        }
+    }
+}
+
+fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64, writes: &AtomicU64) {
     let mut last_logged: Option<Instant> = None;
     for op in rx {
         match op {
@@ -195,6 +230,16 @@ fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64) {
                     }
                 }
                 pending.fetch_sub(bytes, Ordering::AcqRel);
+                writes.fetch_sub(1, Ordering::AcqRel);
+            }
+            Op::RemoveAll { dir } => {
+                let entries = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+                for entry in entries {
+                    let name = entry.file_name();
+                    if name.to_str().is_some_and(|n| n != PURGES_FILE) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
             }
             Op::Remove { path } => {
                 if let Err(e) = std::fs::remove_file(&path)
@@ -315,16 +360,16 @@ impl Header {
         })
     }
 
-    /// The whole file's length this header announces.
-    fn file_len(&self) -> u64 {
-        (HEADER_BYTES + self.key_len + self.meta_len) as u64 + self.stored_body_len
+    /// The whole file's length this header announces (None: beyond any file).
+    fn file_len(&self) -> Option<u64> {
+        ((HEADER_BYTES + self.key_len + self.meta_len) as u64).checked_add(self.stored_body_len)
     }
 }
 
 /// The entry in `file` (a whole cache file) if it is intact and is `key`'s.
 pub fn decode_entry(file: Bytes, key: &[u8]) -> Result<Value, EntryError> {
     let header = Header::parse(&file)?;
-    if header.file_len() != file.len() as u64 {
+    if header.file_len() != Some(file.len() as u64) {
         return Err(EntryError::Corrupt("length differs from the header's"));
     }
     if xxhash_rust::xxh3::xxh3_64(&file[16..]) != header.checksum {
@@ -432,9 +477,16 @@ impl DiskCache {
                 Ok((key, hlc, len, written)) if file_name(&key, hlc) == name => {
                     found.push((written, key, hlc, len));
                 }
-                Ok(_) | Err(_) => {
+                Ok(_) | Err(EntryError::Corrupt(_)) => {
                     refused += 1;
                     let _ = std::fs::remove_file(&path);
+                }
+                Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    refused += 1;
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(EntryError::Io(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "disk cache: a file left out (cannot read it now)");
                 }
             }
         }
@@ -542,6 +594,11 @@ impl DiskCache {
             }
             Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.remove(key, metrics);
+                None
+            }
+            Err(EntryError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+                // Not the file's fault (descriptors, memory, the device): a miss this time.
+                tracing::debug!(path = %path.display(), error = %e, "disk cache: a read failed");
                 None
             }
             Err(e) => {
@@ -691,12 +748,16 @@ impl DiskCache {
         doomed.len()
     }
 
-    /// Drops every entry.
+    /// Drops every entry and every file.
     pub fn clear(&self, metrics: &ObjectCacheMetrics) {
-        let keys: Vec<Bytes> = self.inner.borrow().entries.keys().cloned().collect();
-        for key in &keys {
-            self.remove(key, metrics);
-        }
+        let mut inner = self.inner.borrow_mut();
+        inner.entries.clear();
+        inner.order.clear();
+        inner.pending.clear();
+        inner.bytes = 0;
+        inner.pending_bytes = 0;
+        self.writer.remove_all(self.dir.clone());
+        self.publish(&inner, metrics);
     }
 
     /// Brings this core's disk figures in `metrics` up to date.
@@ -721,7 +782,7 @@ fn read_key(path: &Path) -> Result<(Bytes, Hlc, u64, SystemTime), EntryError> {
     let mut head = vec![0u8; HEADER_BYTES];
     file.read_exact(&mut head)?;
     let header = Header::parse(&head)?;
-    if header.file_len() != meta.len() {
+    if header.file_len() != Some(meta.len()) {
         return Err(EntryError::Corrupt("length differs from the header's"));
     }
     let mut key = vec![0u8; header.key_len];
@@ -821,6 +882,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
+        // Emptied: every entry file goes, the purge mark stays.
+        cache.clear(&metrics);
+        wait_for_writes(&writer);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec![PURGES_FILE.to_owned()]);
+        assert_eq!(metrics.disk_entries.get(), 0);
     }
 
     #[test]
@@ -864,7 +934,7 @@ mod tests {
 
     fn wait_for_writes(writer: &DiskCacheWriter) {
         for _ in 0..500 {
-            if writer.pending_bytes.load(Ordering::Acquire) == 0 && writer.tx.is_empty() {
+            if writer.pending_writes.load(Ordering::Acquire) == 0 && writer.tx.is_empty() {
                 // The last op taken may still be running.
                 std::thread::sleep(Duration::from_millis(20));
                 return;

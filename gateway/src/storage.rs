@@ -128,14 +128,19 @@ impl Storage {
             if let Some(held) = self.read_disk(&storage_key).await {
                 // Confirmed like a hit in memory (after a restart, nothing is known of it).
                 ObjectCacheMetrics::count(&metrics.revalidations);
-                let newest = shard.lookup(partition, storage_key.clone()).await;
-                if newest.is_ok_and(|n| n.is_some_and(|n| !n.tombstone && n.hlc == held.hlc)) {
-                    ObjectCacheMetrics::count(&metrics.disk_hits);
-                    cache.offer(&storage_key, &held, metrics);
-                    return Ok(Some(held));
+                match shard.lookup(partition, storage_key.clone()).await {
+                    Ok(Some(n)) if !n.tombstone && n.hlc == held.hlc => {
+                        ObjectCacheMetrics::count(&metrics.disk_hits);
+                        cache.offer(&storage_key, &held, metrics);
+                        return Ok(Some(held));
+                    }
+                    Ok(_) => {
+                        ObjectCacheMetrics::count(&metrics.stale);
+                        self.drop_from_disk(&storage_key);
+                    }
+                    // No answer is no verdict: the entry stays, the object is read.
+                    Err(_) => {}
                 }
-                ObjectCacheMetrics::count(&metrics.stale);
-                self.drop_from_disk(&storage_key);
             }
         }
         let value = shard.get(partition, storage_key.clone()).await?;
@@ -253,9 +258,6 @@ impl Storage {
             },
         };
         self.purges_applied.set(Some(newest));
-        if let Some(disk) = &self.disk {
-            disk.save_purges_applied(newest);
-        }
         if state
             .cache_purges
             .first()
@@ -264,6 +266,7 @@ impl Storage {
             cache.clear(metrics);
             if let Some(disk) = &self.disk {
                 disk.clear(metrics);
+                disk.save_purges_applied(newest);
             }
             return;
         }
@@ -281,10 +284,12 @@ impl Storage {
             names.push((Bytes::from(chunks), true));
         }
         let purged = cache.remove_named(&names, metrics);
-        let purged_from_disk = self
-            .disk
-            .as_ref()
-            .map_or(0, |disk| disk.remove_named(&names, metrics));
+        // The mark is kept after the removals it stands for (the writer takes them in order).
+        let purged_from_disk = self.disk.as_ref().map_or(0, |disk| {
+            let purged = disk.remove_named(&names, metrics);
+            disk.save_purges_applied(newest);
+            purged
+        });
         tracing::debug!(purged, purged_from_disk, "object cache purged");
     }
 

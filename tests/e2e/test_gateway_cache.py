@@ -185,25 +185,31 @@ def test_no_read_through_another_gateway_is_older_than_an_acknowledged_write_und
     def write(key: str) -> None:
         client = writer_gateway.client()
         version = 0
-        while not stop.is_set():
-            version += 1
-            client.put_object(Bucket="load", Key=key, Body=versioned(version, sizes[key]))
-            acked[key] = version
+        try:
+            while not stop.is_set():
+                version += 1
+                client.put_object(Bucket="load", Key=key, Body=versioned(version, sizes[key]))
+                acked[key] = version
+        except Exception as e:  # noqa: BLE001 - any failure of the writer fails the test
+            failures.append(f"{key}: a write failed: {e!r}")
 
     def read(key: str) -> None:
         client = cached.client()
-        while not stop.is_set():
-            floor = acked[key]
-            if floor == 0:
-                time.sleep(0.01)
-                continue
-            body = client.get_object(Bucket="load", Key=key)["Body"].read()
-            got = int(body[:8])
-            if body != versioned(got, sizes[key]):
-                failures.append(f"{key}: a torn body of version {got}")
-            elif got < floor:
-                failures.append(f"{key}: version {got} read after {floor} was acknowledged")
-            reads[key] += 1
+        try:
+            while not stop.is_set():
+                floor = acked[key]
+                if floor == 0:
+                    time.sleep(0.01)
+                    continue
+                body = client.get_object(Bucket="load", Key=key)["Body"].read()
+                got = int(body[:8]) if body[:8].isdigit() else -1
+                if body != versioned(got, sizes[key]):
+                    failures.append(f"{key}: a torn body (version {got})")
+                elif got < floor:
+                    failures.append(f"{key}: version {got} read after {floor} was acknowledged")
+                reads[key] += 1
+        except Exception as e:  # noqa: BLE001 - any failure of a reader fails the test
+            failures.append(f"{key}: a read failed: {e!r}")
 
     threads = [threading.Thread(target=write, args=(key,)) for key in sizes]
     threads += [threading.Thread(target=read, args=(key,)) for key in sizes for _ in range(3)]
@@ -213,6 +219,7 @@ def test_no_read_through_another_gateway_is_older_than_an_acknowledged_write_und
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a client thread hung"
     assert not failures, failures[:5]
     assert min(acked.values()) >= 3 and min(reads.values()) >= 20, (acked, reads)
     # The cache was in use: the reads between two overwrites were hits.
@@ -291,7 +298,9 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
     assert metric([cached], "leofs_gateway_cache_stale_total") == 1
     assert engine_reads(cluster) > reads
 
-    # The new version of "changed" replaces the old one's file once its write delay is over.
+    # The new version of "changed" replaces the old one's file once its write delay (2 s) is
+    # over; the old one's removal was queued before it.
+    time.sleep(3)
     eventually("six entries on disk again", 30, lambda: len(disk_cache_files(cached)) == 6)
 
     # A flipped byte in an entry's file: detected on read, the entry dropped, storage read.
@@ -312,11 +321,14 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
     # The damaged file was removed, and the object read from storage written again in its place.
 
     def repaired() -> bool:
-        with open(victim, "rb") as f:
-            f.seek(50 * 1024)
-            return f.read(1) == byte
+        try:
+            with open(victim, "rb") as f:
+                f.seek(50 * 1024)
+                return f.read(1) == byte
+        except FileNotFoundError:
+            return False
 
-    eventually("the entry written again, whole", 30, lambda: victim.exists() and repaired())
+    eventually("the entry written again, whole", 30, repaired)
     assert len(disk_cache_files(cached)) == 6
     assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
     assert metric([cached], "leofs_gateway_cache_hits_total") == 1
