@@ -15,8 +15,9 @@
 //! default).
 //!
 //! Bounded in bytes, the bookkeeping counted. While the cache has room for it, an object enters
-//! on its first miss (it pushes nothing out); once the cache is full, only on its second miss
-//! among the last missed keys (at most [`RECENT_MISSES_MAX`], and one per
+//! on its first miss (it pushes nothing out); once the cache is full, and always for a chunk of
+//! a large object (one large read must not fill the cache), only on its second miss among the
+//! last missed keys (at most [`RECENT_MISSES_MAX`], and one per
 //! [`MISS_WINDOW_BYTES_PER_KEY`] of the cache), and never when it would take more than
 //! 1/[`ENTRY_SHARE_DIVISOR`] of the cache: a pass over many objects read once (a scan, a backup)
 //! does not push out the ones read again and again. The least recently used go first.
@@ -201,7 +202,7 @@ impl ObjectCache {
     /// Offers a version just read from the replicas: kept if admitted (see the module's
     /// documentation), pushing out the least recently used as needed. Its bytes are copied,
     /// so that the entry holds no larger buffer it was received in.
-    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
+    pub fn offer(&self, key: &[u8], value: &Value, is_chunk: bool, metrics: &ObjectCacheMetrics) {
         let bytes = (key.len() + value.meta.len() + value.body.len()) as u64 + ENTRY_OVERHEAD_BYTES;
         if bytes > self.capacity_bytes / ENTRY_SHARE_DIVISOR
             || value.body.len() as u64 != value.body_len
@@ -209,8 +210,8 @@ impl ObjectCache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        let has_room = inner.bytes + bytes <= self.capacity_bytes;
-        if !has_room && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
+        let at_once = !is_chunk && inner.bytes + bytes <= self.capacity_bytes;
+        if !at_once && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
         if let Some(old) = inner.entries.remove(key) {
@@ -289,7 +290,7 @@ mod tests {
     /// Fills `cache` (16 KiB) to the last byte it can hold with 40 entries of 400 bytes.
     fn fill(cache: &ObjectCache, metrics: &ObjectCacheMetrics) {
         for i in 0..40u8 {
-            cache.offer(&[b'f', i], &value(1, 10), metrics);
+            cache.offer(&[b'f', i], &value(1, 10), false, metrics);
         }
         assert_eq!(metrics.entries.get(), 40);
     }
@@ -302,9 +303,9 @@ mod tests {
         let held = cache.get(&[b'f', 0]).unwrap();
         assert_eq!((held.hlc.physical_us, held.body.len()), (1, 10));
         assert_eq!(metrics.evictions.get(), 0);
-        cache.offer(b"kk", &value(5, 10), &metrics);
+        cache.offer(b"kk", &value(5, 10), false, &metrics);
         assert!(cache.get(b"kk").is_none());
-        cache.offer(b"kk", &value(5, 10), &metrics);
+        cache.offer(b"kk", &value(5, 10), false, &metrics);
         let held = cache.get(b"kk").unwrap();
         assert_eq!((held.hlc.physical_us, held.body.len()), (5, 10));
         assert_eq!((metrics.entries.get(), metrics.evictions.get()), (40, 1));
@@ -314,13 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_enters_on_its_second_miss_even_with_room() {
+        let metrics = ObjectCacheMetrics::default();
+        let cache = ObjectCache::new(1 << 20);
+        cache.offer(b"chunk", &value(1, 100), true, &metrics);
+        assert!(cache.get(b"chunk").is_none());
+        cache.offer(b"chunk", &value(1, 100), true, &metrics);
+        assert!(cache.get(b"chunk").is_some());
+    }
+
+    #[test]
     fn a_purge_drops_the_names_given_and_the_keys_under_the_prefixes_given() {
         let metrics = ObjectCacheMetrics::default();
         let cache = ObjectCache::new(1 << 20);
         let keys: [&[u8]; 4] = [b"oa", b"oab", b"ob", b"cab"];
         for key in keys {
-            cache.offer(key, &value(1, 10), &metrics);
-            cache.offer(key, &value(1, 10), &metrics);
+            cache.offer(key, &value(1, 10), false, &metrics);
+            cache.offer(key, &value(1, 10), false, &metrics);
         }
         let names = [
             (Bytes::from_static(b"oa"), false),
@@ -339,8 +350,8 @@ mod tests {
     fn a_confirmation_is_dated_by_the_offer_and_by_each_confirmation() {
         let metrics = ObjectCacheMetrics::default();
         let cache = ObjectCache::new(1 << 20);
-        cache.offer(b"k", &value(1, 10), &metrics);
-        cache.offer(b"k", &value(1, 10), &metrics);
+        cache.offer(b"k", &value(1, 10), false, &metrics);
+        cache.offer(b"k", &value(1, 10), false, &metrics);
         let (_, offered) = cache.get_confirmed(b"k").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         cache.confirmed(b"k");
@@ -355,8 +366,8 @@ mod tests {
         let cache = ObjectCache::new(80 << 10);
         let keys: Vec<Vec<u8>> = (0..9u8).map(|i| vec![b'k', i]).collect();
         for (i, key) in keys.iter().enumerate() {
-            cache.offer(key, &value(1, 9 << 10), &metrics);
-            cache.offer(key, &value(1, 9 << 10), &metrics);
+            cache.offer(key, &value(1, 9 << 10), false, &metrics);
+            cache.offer(key, &value(1, 9 << 10), false, &metrics);
             assert!(cache.get(key).is_some());
             if i == 1 {
                 // The first is used again: the second becomes the least recently used.
@@ -369,13 +380,13 @@ mod tests {
         assert!(cache.get(&keys[0]).is_some() && cache.get(&keys[8]).is_some());
         // Over an eighth of the cache, or a sub-range of a body: never kept.
         let big = value(1, 11 << 10);
-        cache.offer(b"big", &big, &metrics);
-        cache.offer(b"big", &big, &metrics);
+        cache.offer(b"big", &big, false, &metrics);
+        cache.offer(b"big", &big, false, &metrics);
         assert!(cache.get(b"big").is_none());
         let mut part = value(1, 100);
         part.body_len = 1000;
-        cache.offer(b"part", &part, &metrics);
-        cache.offer(b"part", &part, &metrics);
+        cache.offer(b"part", &part, false, &metrics);
+        cache.offer(b"part", &part, false, &metrics);
         assert!(cache.get(b"part").is_none());
     }
 
@@ -386,20 +397,20 @@ mod tests {
         let cache = ObjectCache::new(16 << 10);
         fill(&cache, &metrics);
         for key in [b"ka", b"kb", b"kc", b"kd", b"ke"] {
-            cache.offer(key, &value(1, 10), &metrics);
+            cache.offer(key, &value(1, 10), false, &metrics);
         }
         // "ka" was forgotten: this is a first miss again; "ke" enters on its second.
-        cache.offer(b"ka", &value(1, 10), &metrics);
-        cache.offer(b"ke", &value(1, 10), &metrics);
+        cache.offer(b"ka", &value(1, 10), false, &metrics);
+        cache.offer(b"ke", &value(1, 10), false, &metrics);
         assert!(cache.get(b"ka").is_none());
         assert!(cache.get(b"ke").is_some());
         // Missed, taken, missed again (the room it left taken by another): remembered once
         // more, and enters on the next miss.
         cache.remove(b"ke", &metrics);
-        cache.offer(b"g0", &value(1, 10), &metrics);
-        cache.offer(b"ke", &value(1, 10), &metrics);
+        cache.offer(b"g0", &value(1, 10), false, &metrics);
+        cache.offer(b"ke", &value(1, 10), false, &metrics);
         assert!(cache.get(b"ke").is_none());
-        cache.offer(b"ke", &value(1, 10), &metrics);
+        cache.offer(b"ke", &value(1, 10), false, &metrics);
         assert!(cache.get(b"ke").is_some());
     }
 
@@ -407,10 +418,10 @@ mod tests {
     fn a_scan_of_objects_read_once_leaves_the_hot_set_in_place() {
         let metrics = ObjectCacheMetrics::default();
         let cache = ObjectCache::new(64 << 10);
-        cache.offer(b"hot", &value(1, 4 << 10), &metrics);
+        cache.offer(b"hot", &value(1, 4 << 10), false, &metrics);
         // The scan's first objects take the room left; the rest find the cache full.
         for i in 0..1000u32 {
-            cache.offer(&i.to_le_bytes(), &value(1, 4 << 10), &metrics);
+            cache.offer(&i.to_le_bytes(), &value(1, 4 << 10), false, &metrics);
         }
         assert!(cache.get(b"hot").is_some());
         assert_eq!(metrics.evictions.get(), 0);

@@ -2,8 +2,8 @@
 //! ([`crate::cache`]), objects and chunks read from storage are also written to files of the
 //! core's directory, so that a read the memory does not hold (too small for it, pushed out, or
 //! the gateway restarted) still moves no body over the wire. Its admission is the memory's: at
-//! once while there is room, on a second recent miss once full (a scan does not push out the
-//! hot set). It is the same promise as the memory's: an object read from disk is served only
+//! once while there is room, on a second recent miss once full or for a chunk (a scan does not
+//! push out the hot set, one large read does not fill the disk). It is the same promise as the memory's: an object read from disk is served only
 //! once the replicas' HLC digests name its version as the newest (a chunk never changes).
 //!
 //! - **Checksummed**: each file is one entry, `magic | xxh3-64 of the rest | lengths, summary,
@@ -618,7 +618,7 @@ impl DiskCache {
     /// background) if admitted (see the module's documentation), pushing out the least
     /// recently used as needed; never when it would take over an eighth of the cache, or the
     /// writer's queue is full.
-    pub fn offer(&self, key: &[u8], value: &Value, metrics: &ObjectCacheMetrics) {
+    pub fn offer(&self, key: &[u8], value: &Value, is_chunk: bool, metrics: &ObjectCacheMetrics) {
         let len = (HEADER_BYTES + key.len() + value.meta.len() + value.body.len()) as u64;
         if blocks(len) > self.capacity_bytes / ENTRY_SHARE_DIVISOR
             || value.body.len() as u64 != value.body_len
@@ -633,8 +633,8 @@ impl DiskCache {
         {
             return;
         }
-        let has_room = inner.bytes + blocks(len) <= self.capacity_bytes;
-        if !has_room && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
+        let at_once = !is_chunk && inner.bytes + blocks(len) <= self.capacity_bytes;
+        if !at_once && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
         self.drop_entry(&mut inner, key);
@@ -865,8 +865,8 @@ mod tests {
         let metrics = ObjectCacheMetrics::default();
         {
             let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            cache.offer(b"a", &value(1, b"aaaa"), &metrics);
-            cache.offer(b"b", &value(2, b"bbbb"), &metrics);
+            cache.offer(b"a", &value(1, b"aaaa"), false, &metrics);
+            cache.offer(b"b", &value(2, b"bbbb"), false, &metrics);
             cache.save_purges_applied(17);
             write_all_now(&cache, &metrics);
         }
@@ -900,14 +900,14 @@ mod tests {
         let metrics = ObjectCacheMetrics::default();
         let cache = DiskCache::open(dir.path().into(), 8 * BLOCK_BYTES, writer.clone()).unwrap();
         for i in 0..8u8 {
-            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
         }
         assert_eq!(metrics.disk_entries.get(), 8);
         // Full: a key enters on its second miss, pushing out the least recently used.
         for i in 8..10u8 {
-            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
             assert!(!cache.inner.borrow().entries.contains_key(&[b'k', i][..]));
-            cache.offer(&[b'k', i], &value(1, &[i; 100]), &metrics);
+            cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
         }
         assert_eq!(metrics.disk_entries.get(), 8);
         let held = |k: &[u8]| cache.inner.borrow().entries.contains_key(k);
@@ -922,7 +922,7 @@ mod tests {
         assert_eq!(smaller.inner.borrow().entries.len(), 4);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
         // Too large for an eighth of the cache: not written.
-        smaller.offer(b"big", &value(1, &[0; 5000]), &metrics);
+        smaller.offer(b"big", &value(1, &[0; 5000]), false, &metrics);
         assert!(!smaller.inner.borrow().entries.contains_key(&b"big"[..]));
     }
 

@@ -131,7 +131,7 @@ impl Storage {
                 match shard.lookup(partition, storage_key.clone()).await {
                     Ok(Some(n)) if !n.tombstone && n.hlc == held.hlc => {
                         ObjectCacheMetrics::count(&metrics.disk_hits);
-                        cache.offer(&storage_key, &held, metrics);
+                        cache.offer(&storage_key, &held, false, metrics);
                         return Ok(Some(held));
                     }
                     Ok(_) => {
@@ -145,8 +145,8 @@ impl Storage {
         }
         let value = shard.get(partition, storage_key.clone()).await?;
         if let Some(value) = &value {
-            cache.offer(&storage_key, value, metrics);
-            self.offer_disk(&storage_key, value);
+            cache.offer(&storage_key, value, false, metrics);
+            self.offer_disk(&storage_key, value, false);
         }
         Ok(value)
     }
@@ -174,7 +174,8 @@ impl Storage {
                 && let Some(body) = slice_of(&held.body, &range)
             {
                 ObjectCacheMetrics::count(&metrics.disk_hits);
-                cache.offer(&key, &held, metrics);
+                // On disk, it was read twice already: it enters the memory like an object.
+                cache.offer(&key, &held, false, metrics);
                 return Ok(Some(body));
             }
         }
@@ -183,8 +184,8 @@ impl Storage {
         }
         let value = self.get_record(key.clone()).await?;
         if let (Some(cache), Some(value)) = (&self.cache, &value) {
-            cache.offer(&key, value, metrics);
-            self.offer_disk(&key, value);
+            cache.offer(&key, value, true, metrics);
+            self.offer_disk(&key, value, true);
         }
         Ok(value.map(|v| v.body))
     }
@@ -208,10 +209,11 @@ impl Storage {
         disk.get(key, self.shard.object_cache_metrics()).await
     }
 
-    /// Offers `value` to the disk cache too (written in the background if it takes it).
-    fn offer_disk(&self, key: &[u8], value: &Value) {
+    /// Offers `value` (a chunk's, or an object record's) to the disk cache too (written in the
+    /// background if it takes it).
+    fn offer_disk(&self, key: &[u8], value: &Value, is_chunk: bool) {
         if let Some(disk) = &self.disk {
-            disk.offer(key, value, self.shard.object_cache_metrics());
+            disk.offer(key, value, is_chunk, self.shard.object_cache_metrics());
         }
     }
 
