@@ -23,12 +23,14 @@
 //! does not push out the ones read again and again. The least recently used go first.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
 use leofs_shard::Value;
 use leofs_shard::metrics::ObjectCacheMetrics;
+
+use crate::lru::Lru;
 
 /// Most keys (their hashes) remembered as missed once, for the second-miss admission.
 pub const RECENT_MISSES_MAX: usize = 65_536;
@@ -48,11 +50,7 @@ pub struct ObjectCache {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Bytes, Entry>,
-    /// Recency: use tick → key, the least recently used first.
-    order: BTreeMap<u64, Bytes>,
-    tick: u64,
-    bytes: u64,
+    entries: Lru<Entry>,
     /// Keys missed once recently.
     missed: MissWindow,
 }
@@ -108,8 +106,6 @@ impl MissWindow {
 
 struct Entry {
     value: Value,
-    used: u64,
-    bytes: u64,
     /// When the replicas last confirmed this version as the newest (or it was read).
     confirmed_at: Instant,
 }
@@ -141,21 +137,13 @@ impl ObjectCache {
     /// used.
     pub fn get_confirmed(&self, key: &[u8]) -> Option<(Value, Instant)> {
         let mut inner = self.inner.borrow_mut();
-        let inner = &mut *inner;
-        inner.tick += 1;
-        let tick = inner.tick;
-        let entry = inner.entries.get_mut(key)?;
-        let old = std::mem::replace(&mut entry.used, tick);
-        let held = (entry.value.clone(), entry.confirmed_at);
-        if let Some(k) = inner.order.remove(&old) {
-            inner.order.insert(tick, k);
-        }
-        Some(held)
+        let entry = inner.entries.touch(key)?;
+        Some((entry.value.clone(), entry.confirmed_at))
     }
 
     /// Notes that the replicas just confirmed the version held for `key` as the newest.
     pub fn confirmed(&self, key: &[u8]) {
-        if let Some(entry) = self.inner.borrow_mut().entries.get_mut(key) {
+        if let Some(entry) = self.inner.borrow_mut().entries.peek_mut(key) {
             entry.confirmed_at = Instant::now();
         }
     }
@@ -163,10 +151,7 @@ impl ObjectCache {
     /// Drops what is held for `key` (a newer version exists, or this core changed it).
     pub fn remove(&self, key: &[u8], metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
-        if let Some(entry) = inner.entries.remove(key) {
-            inner.order.remove(&entry.used);
-            inner.bytes -= entry.bytes;
-        }
+        inner.entries.remove(key);
         publish(&inner, metrics);
     }
 
@@ -181,10 +166,7 @@ impl ObjectCache {
             .cloned()
             .collect();
         for key in &doomed {
-            if let Some(entry) = inner.entries.remove(key) {
-                inner.order.remove(&entry.used);
-                inner.bytes -= entry.bytes;
-            }
+            inner.entries.remove(key);
         }
         publish(&inner, metrics);
         doomed.len()
@@ -194,8 +176,6 @@ impl ObjectCache {
     pub fn clear(&self, metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
         inner.entries.clear();
-        inner.order.clear();
-        inner.bytes = 0;
         publish(&inner, metrics);
     }
 
@@ -210,44 +190,31 @@ impl ObjectCache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        let at_once = !is_chunk && inner.bytes + bytes <= self.capacity_bytes;
+        let at_once = !is_chunk && inner.entries.bytes() + bytes <= self.capacity_bytes;
         if !at_once && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
-        if let Some(old) = inner.entries.remove(key) {
-            inner.order.remove(&old.used);
-            inner.bytes -= old.bytes;
-        }
-        while inner.bytes + bytes > self.capacity_bytes {
-            let Some((_, oldest)) = inner.order.pop_first() else {
+        inner.entries.remove(key);
+        while inner.entries.bytes() + bytes > self.capacity_bytes {
+            let Some(oldest) = inner.entries.oldest().cloned() else {
                 break;
             };
-            if let Some(gone) = inner.entries.remove(&oldest) {
-                inner.bytes -= gone.bytes;
-                ObjectCacheMetrics::count(&metrics.evictions);
-            }
+            inner.entries.remove(&oldest);
+            ObjectCacheMetrics::count(&metrics.evictions);
         }
-        inner.tick += 1;
-        let used = inner.tick;
-        let key = Bytes::copy_from_slice(key);
         let value = Value {
             meta: Bytes::copy_from_slice(&value.meta),
             body: Bytes::copy_from_slice(&value.body),
             ..value.clone()
         };
-        inner.order.insert(used, key.clone());
-        inner.entries.insert(
-            key,
-            Entry {
-                value,
-                used,
-                bytes,
-                confirmed_at: Instant::now(),
-            },
-        );
-        inner.bytes += bytes;
-        debug_assert!(inner.bytes <= self.capacity_bytes);
-        debug_assert_eq!(inner.entries.len(), inner.order.len());
+        let entry = Entry {
+            value,
+            confirmed_at: Instant::now(),
+        };
+        inner
+            .entries
+            .insert(Bytes::copy_from_slice(key), entry, bytes);
+        debug_assert!(inner.entries.bytes() <= self.capacity_bytes);
         publish(&inner, metrics);
     }
 }
@@ -265,7 +232,7 @@ pub(crate) fn named(key: &[u8], names: &[(Bytes, bool)]) -> bool {
 
 fn publish(inner: &Inner, metrics: &ObjectCacheMetrics) {
     metrics.entries.set(inner.entries.len() as u64);
-    metrics.bytes.set(inner.bytes);
+    metrics.bytes.set(inner.entries.bytes());
 }
 
 #[cfg(test)]

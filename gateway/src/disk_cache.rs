@@ -26,7 +26,7 @@
 //!   beside them, so purges made while the gateway was down are applied when it comes back.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +38,7 @@ use leofs_shard::metrics::ObjectCacheMetrics;
 use leofs_shard::{Hlc, Summary, Value};
 
 use crate::cache::MissWindow;
+use crate::lru::Lru;
 
 /// The first bytes of every cache file (and its format's version).
 pub const FILE_MAGIC: [u8; 8] = *b"LFSGC001";
@@ -403,12 +404,8 @@ pub struct DiskCache {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Bytes, Entry>,
-    /// Recency: use tick → key, the least recently used first.
-    order: BTreeMap<u64, Bytes>,
-    tick: u64,
-    /// Disk space counted (whole blocks).
-    bytes: u64,
+    /// The entries, each counted for its disk space (whole blocks).
+    entries: Lru<Entry>,
     /// Keys missed once recently (admission once full).
     missed: MissWindow,
     /// Entries waiting for their write delay, oldest first: when it ends, the key and the
@@ -423,7 +420,6 @@ struct Entry {
     len: u64,
     /// The version held (it names the file).
     hlc: Hlc,
-    used: u64,
     /// The version itself until its file is handed to the writer (None: written).
     pending: Option<Value>,
 }
@@ -505,29 +501,21 @@ impl DiskCache {
         {
             let mut inner = cache.inner.borrow_mut();
             for (_, key, hlc, len) in found {
-                inner.tick += 1;
-                let used = inner.tick;
-                inner.order.insert(used, key.clone());
                 let entry = Entry {
                     len,
                     hlc,
-                    used,
                     pending: None,
                 };
-                if let Some(twin) = inner.entries.insert(key.clone(), entry) {
+                if let Some(twin) = inner.entries.insert(key.clone(), entry, blocks(len)) {
                     // Two versions of one key (a removal lost to a crash): the older goes.
-                    inner.order.remove(&twin.used);
-                    inner.bytes -= blocks(twin.len);
                     let _ = std::fs::remove_file(cache.path_of(&key, twin.hlc));
                 }
-                inner.bytes += blocks(len);
             }
-            while inner.bytes > capacity_bytes {
-                let Some((_, oldest)) = inner.order.pop_first() else {
+            while inner.entries.bytes() > capacity_bytes {
+                let Some(oldest) = inner.entries.oldest().cloned() else {
                     break;
                 };
                 if let Some(gone) = inner.entries.remove(&oldest) {
-                    inner.bytes -= blocks(gone.len);
                     let _ = std::fs::remove_file(cache.path_of(&oldest, gone.hlc));
                 }
             }
@@ -536,7 +524,7 @@ impl DiskCache {
         tracing::info!(
             dir = %cache.dir.display(),
             entries = inner.entries.len(),
-            mib = inner.bytes >> 20,
+            mib = inner.entries.bytes() >> 20,
             refused,
             "disk cache opened"
         );
@@ -562,23 +550,14 @@ impl DiskCache {
     /// its file is missing (not written yet, or the write failed) or damaged: the entry is
     /// then dropped, and a damaged one counted in `metrics.disk_dropped` and logged.
     pub async fn get(&self, key: &[u8], metrics: &ObjectCacheMetrics) -> Option<Value> {
-        let len = {
+        let (len, hlc) = {
             let mut inner = self.inner.borrow_mut();
-            let inner = &mut *inner;
-            inner.tick += 1;
-            let tick = inner.tick;
-            let entry = inner.entries.get_mut(key)?;
-            let old = std::mem::replace(&mut entry.used, tick);
-            let (len, hlc, pending) = (entry.len, entry.hlc, entry.pending.clone());
-            if let Some(k) = inner.order.remove(&old) {
-                inner.order.insert(tick, k);
+            let entry = inner.entries.touch(key)?;
+            if entry.pending.is_some() {
+                return entry.pending.clone();
             }
-            if pending.is_some() {
-                return pending;
-            }
-            (len, hlc)
+            (entry.len, entry.hlc)
         };
-        let (len, hlc) = len;
         let path = self.path_of(key, hlc);
         let read = read_file(&path, len)
             .await
@@ -628,42 +607,35 @@ impl DiskCache {
         let mut inner = self.inner.borrow_mut();
         if inner
             .entries
-            .get(key)
+            .peek(key)
             .is_some_and(|held| held.hlc == value.hlc)
         {
             return;
         }
-        let at_once = !is_chunk && inner.bytes + blocks(len) <= self.capacity_bytes;
+        let at_once = !is_chunk && inner.entries.bytes() + blocks(len) <= self.capacity_bytes;
         if !at_once && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
         self.drop_entry(&mut inner, key);
-        while inner.bytes + blocks(len) > self.capacity_bytes {
-            let Some((_, oldest)) = inner.order.first_key_value() else {
+        while inner.entries.bytes() + blocks(len) > self.capacity_bytes {
+            let Some(oldest) = inner.entries.oldest().cloned() else {
                 break;
             };
-            let oldest = oldest.clone();
             self.drop_entry(&mut inner, &oldest);
         }
-        inner.tick += 1;
-        let used = inner.tick;
         let key = Bytes::copy_from_slice(key);
-        inner.order.insert(used, key.clone());
         let hlc = value.hlc;
         let entry = Entry {
             len,
             hlc,
-            used,
             pending: Some(value.clone()),
         };
-        inner.entries.insert(key.clone(), entry);
-        inner.bytes += blocks(len);
+        inner.entries.insert(key.clone(), entry, blocks(len));
         inner
             .pending
             .push_back((Instant::now() + WRITE_DELAY, key, hlc));
         inner.pending_bytes += len;
-        debug_assert!(inner.bytes <= self.capacity_bytes);
-        debug_assert_eq!(inner.entries.len(), inner.order.len());
+        debug_assert!(inner.entries.bytes() <= self.capacity_bytes);
         self.write_due(&mut inner, Instant::now(), metrics);
         self.publish(&inner, metrics);
     }
@@ -687,7 +659,7 @@ impl DiskCache {
             let Some((_, key, hlc)) = inner.pending.pop_front() else {
                 break;
             };
-            let Some(entry) = inner.entries.get_mut(&key).filter(|e| e.hlc == hlc) else {
+            let Some(entry) = inner.entries.peek_mut(&key).filter(|e| e.hlc == hlc) else {
                 continue;
             };
             let Some(value) = entry.pending.take() else {
@@ -714,8 +686,6 @@ impl DiskCache {
     /// Drops `key`'s entry from the index, and its file if it was handed to the writer.
     fn drop_entry(&self, inner: &mut Inner, key: &[u8]) {
         if let Some(entry) = inner.entries.remove(key) {
-            inner.order.remove(&entry.used);
-            inner.bytes -= blocks(entry.len);
             if entry.pending.is_some() {
                 inner.pending_bytes -= entry.len;
             } else {
@@ -752,9 +722,7 @@ impl DiskCache {
     pub fn clear(&self, metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
         inner.entries.clear();
-        inner.order.clear();
         inner.pending.clear();
-        inner.bytes = 0;
         inner.pending_bytes = 0;
         self.writer.remove_all(self.dir.clone());
         self.publish(&inner, metrics);
@@ -767,7 +735,7 @@ impl DiskCache {
 
     fn publish(&self, inner: &Inner, metrics: &ObjectCacheMetrics) {
         metrics.disk_entries.set(inner.entries.len() as u64);
-        metrics.disk_bytes.set(inner.bytes);
+        metrics.disk_bytes.set(inner.entries.bytes());
         metrics
             .disk_write_failures
             .set(self.write_failures.load(Ordering::Relaxed));
@@ -876,7 +844,7 @@ mod tests {
         let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
         assert_eq!(cache.purges_applied_at_start(), Some(17));
         assert_eq!(cache.inner.borrow().entries.len(), 2);
-        assert_eq!(cache.inner.borrow().bytes, 2 * BLOCK_BYTES);
+        assert_eq!(cache.inner.borrow().entries.bytes(), 2 * BLOCK_BYTES);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -906,11 +874,11 @@ mod tests {
         // Full: a key enters on its second miss, pushing out the least recently used.
         for i in 8..10u8 {
             cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
-            assert!(!cache.inner.borrow().entries.contains_key(&[b'k', i][..]));
+            assert!(cache.inner.borrow().entries.peek(&[b'k', i]).is_none());
             cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
         }
         assert_eq!(metrics.disk_entries.get(), 8);
-        let held = |k: &[u8]| cache.inner.borrow().entries.contains_key(k);
+        let held = |k: &[u8]| cache.inner.borrow().entries.peek(k).is_some();
         assert!(!held(&[b'k', 0]) && !held(&[b'k', 1]) && held(&[b'k', 9]));
         // Nothing written yet (the delay), and the two pushed out never will be.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -923,7 +891,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
         // Too large for an eighth of the cache: not written.
         smaller.offer(b"big", &value(1, &[0; 5000]), false, &metrics);
-        assert!(!smaller.inner.borrow().entries.contains_key(&b"big"[..]));
+        assert!(smaller.inner.borrow().entries.peek(b"big").is_none());
     }
 
     /// Hands every entry waiting to the writer as if its delay were over.

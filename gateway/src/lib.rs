@@ -23,6 +23,7 @@ pub mod disk_cache;
 pub mod error;
 pub mod fast_path;
 pub mod layout;
+mod lru;
 pub mod md5;
 pub mod metered;
 pub mod rest;

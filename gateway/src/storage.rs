@@ -76,13 +76,14 @@ impl Storage {
         r1_staleness: Duration,
         disk: Option<DiskCache>,
     ) -> Self {
-        if let Some(disk) = disk.as_ref().filter(|_| cache_bytes > 0) {
+        let disk = disk.filter(|_| cache_bytes > 0);
+        if let Some(disk) = &disk {
             disk.publish_metrics(shard.object_cache_metrics());
         }
         Self {
             shard,
             cache: (cache_bytes > 0).then(|| Rc::new(ObjectCache::new(cache_bytes))),
-            disk: disk.filter(|_| cache_bytes > 0).map(Rc::new),
+            disk: disk.map(Rc::new),
             r1_staleness,
             purges_applied: Rc::default(),
         }
