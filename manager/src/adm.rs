@@ -13,7 +13,7 @@ use crate::admin::wire::{
     StartRequest, UserInfo, Whereabouts,
 };
 use crate::client::{AdminClient, ClientError};
-use crate::cluster::PeerClock;
+use crate::cluster::{PeerClock, re_replicate_after_ms};
 use crate::raft::GroupStatus;
 use crate::store::{ADMIN_TOKEN_FILE, MANAGER_DIR};
 use crate::{Bucket, Credentials};
@@ -164,13 +164,14 @@ pub enum AdmCommand {
         /// The node id.
         node: u32,
     },
-    /// Set how long a storage node may stay stopped before its partitions are re-replicated.
+    /// Set how long a storage node may stay stopped before its partitions are re-replicated
+    /// (never longer than the tombstone grace).
     UpdateAutoRecoverAfter {
-        /// Seconds (0: never).
+        /// Seconds (0: only once the tombstone grace is over).
         secs: u64,
     },
-    /// Set the tombstone grace: a storage node that comes back detached after longer rejoins
-    /// wiped.
+    /// Set the tombstone grace: a storage node stopped for longer has its partitions
+    /// re-replicated onto the others and rejoins wiped.
     UpdateTombstoneGrace {
         /// Seconds (at least 1).
         secs: u64,
@@ -426,22 +427,28 @@ pub fn run(client: &AdminClient, command: &AdmCommand, json: bool) -> Result<Str
             })
         }
         AdmCommand::CompactStatus { node } => render(&client.node(*node)?, json, compact_text),
-        AdmCommand::UpdateAutoRecoverAfter { secs } => render(
-            &client.set_auto_recover_after(*secs)?,
-            json,
-            |cluster| match cluster.settings.auto_recover_after_secs {
-                0 => "OK: a stopped node's partitions are never re-replicated automatically"
-                    .to_owned(),
-                secs => format!(
-                    "OK: a storage node stopped for {} has its partitions re-replicated onto the others",
-                    format_duration_secs(secs)
-                ),
-            },
-        ),
+        AdmCommand::UpdateAutoRecoverAfter { secs } => {
+            render(&client.set_auto_recover_after(*secs)?, json, |cluster| {
+                let settings = &cluster.settings;
+                let after = format_duration_secs(re_replicate_after_ms(settings) / 1000);
+                match settings.auto_recover_after_secs {
+                    0 => format!(
+                        "OK: a stopped storage node's partitions are re-replicated onto the others only once it has been away for the tombstone grace ({after})"
+                    ),
+                    secs if secs > settings.tombstone_grace_secs => format!(
+                        "OK: a storage node stopped for {after} (the tombstone grace, shorter than {}) has its partitions re-replicated onto the others",
+                        format_duration_secs(secs)
+                    ),
+                    _ => format!(
+                        "OK: a storage node stopped for {after} has its partitions re-replicated onto the others"
+                    ),
+                }
+            })
+        }
         AdmCommand::UpdateTombstoneGrace { secs } => {
             render(&client.set_tombstone_grace(*secs)?, json, |cluster| {
                 format!(
-                    "OK: a storage node that comes back detached after longer than {} rejoins wiped",
+                    "OK: a storage node stopped for longer than {} has its partitions re-replicated onto the others (at the latest) and, when it comes back, rejoins wiped",
                     format_duration_secs(cluster.settings.tombstone_grace_secs)
                 )
             })
@@ -679,7 +686,7 @@ fn rebalance_text(status: &RebalanceStatus) -> String {
     )];
     if let Some(node) = status.recovering_node {
         lines.push(format!(
-            "re-replicating the partitions of node {node}, stopped for longer than auto_recover_after"
+            "re-replicating the partitions of node {node}, stopped for longer than auto_recover_after (or the tombstone grace)"
         ));
     }
     if status.phase == "moving" {

@@ -331,7 +331,8 @@ pub struct ClusterSettings {
     #[serde(default)]
     pub consistency: Option<Consistency>,
     /// How long a storage node may stay stopped before its partitions are re-replicated
-    /// onto the others, in seconds (0: never).
+    /// onto the others, in seconds (0: only once the tombstone grace is over; never longer
+    /// than it: [`re_replicate_after_ms`]).
     #[serde(default = "default_auto_recover_after_secs")]
     pub auto_recover_after_secs: u64,
 }
@@ -832,11 +833,24 @@ pub fn ring_steps(
     Vec::new()
 }
 
+/// How long a storage node may stay stopped before its partitions are re-replicated onto the
+/// others, in ms: the cluster's `auto_recover_after` (0 turns that off), and never longer than
+/// its tombstone grace. The grace is how long the cluster waits for a node's records: a node
+/// away longer comes back out of the ring and rejoins wiped (DESIGN §7), so its partitions must
+/// have been given to the others by then, whatever `auto_recover_after` says.
+pub fn re_replicate_after_ms(settings: &ClusterSettings) -> u64 {
+    let grace_ms = settings.tombstone_grace_secs.max(1).saturating_mul(1000);
+    match settings.auto_recover_after_secs {
+        0 => grace_ms,
+        secs => secs.saturating_mul(1000).min(grace_ms),
+    }
+}
+
 /// Automatic re-replication (DESIGN §7): the change the leader proposes when a storage node
-/// holding partitions has been stopped for the cluster's `auto_recover_after` (the one stopped
-/// longest, one at a time, only while no rebalance or recovery is under way and the ring is
-/// known everywhere): a rebalance onto the other nodes, planned without it. Err says why it
-/// must wait (too few nodes, or one without room).
+/// holding partitions has been stopped for [`re_replicate_after_ms`] (the one stopped longest,
+/// one at a time, only while no rebalance or recovery is under way and the ring is known
+/// everywhere): a rebalance onto the other nodes, planned without it. Err says why it must
+/// wait (too few nodes, or one without room).
 pub fn auto_recovery(
     state: &crate::ManagerState,
     liveness: &Liveness,
@@ -845,12 +859,8 @@ pub fn auto_recovery(
     let Some(ring) = &state.ring else {
         return Ok(None);
     };
-    let after_ms = state.settings.auto_recover_after_secs.saturating_mul(1000);
-    if after_ms == 0
-        || ring.rebalance.is_some()
-        || ring.recovery.is_some()
-        || !ring.known_everywhere
-    {
+    let after_ms = re_replicate_after_ms(&state.settings);
+    if ring.rebalance.is_some() || ring.recovery.is_some() || !ring.known_everywhere {
         return Ok(None);
     }
     let holders: BTreeSet<u32> = ring.table.iter().map(|(node, _)| *node).collect();
@@ -952,7 +962,8 @@ pub fn spawn_watch(
                     Ok(None) => {}
                     Ok(Some(step)) => match manager.propose_ring_step(step) {
                         Ok(()) => tracing::warn!(
-                            "a storage node stopped for longer than auto_recover_after: re-replicating its partitions onto the others"
+                            after_secs = re_replicate_after_ms(&manager.snapshot().settings) / 1000,
+                            "a storage node stopped for longer than auto_recover_after (or the tombstone grace, if shorter): re-replicating its partitions onto the others"
                         ),
                         Err(e) => tracing::warn!(error = %e, "cannot start an automatic re-replication"),
                     },
@@ -1179,5 +1190,48 @@ mod tests {
             ring_steps(&state, &liveness),
             vec![crate::command::Command::FlipRing { epoch: 2 }]
         );
+    }
+
+    #[test]
+    fn a_node_stopped_for_the_tombstone_grace_is_re_replicated_whatever_auto_recover_after_says() {
+        let mut state = crate::ManagerState::default();
+        for id in 0..4 {
+            state.nodes.insert(id, member(id, NodeState::Running));
+        }
+        let mut stopped = member(3, NodeState::Stopped);
+        stopped.state_since_unix_ms = 1_000_000;
+        state.nodes.insert(3, stopped);
+        let table: Vec<(u32, u16)> = (0..16).map(|p| (p % 4, 0)).collect();
+        state.ring = Some(RingRecord {
+            epoch: 5,
+            partitions: 16,
+            replicas: 2,
+            table,
+            known_everywhere: true,
+            rebalance: None,
+            recovery: None,
+            last_recovery: None,
+        });
+        state.settings.replicas = 2;
+        state.settings.tombstone_grace_secs = 60;
+        let liveness = Liveness::default();
+        let at = |secs: u64| 1_000_000 + secs * 1000;
+        let recovers = |state: &crate::ManagerState, now| {
+            matches!(
+                auto_recovery(state, &liveness, now),
+                Ok(Some(crate::command::Command::AutoRecover {
+                    node: 3,
+                    epoch: 5,
+                    ..
+                }))
+            )
+        };
+        // auto_recover_after shorter than the grace decides; longer, or off, the grace does.
+        for (after_secs, due_secs) in [(30, 30), (600, 60), (0, 60)] {
+            state.settings.auto_recover_after_secs = after_secs;
+            assert_eq!(re_replicate_after_ms(&state.settings), due_secs * 1000);
+            assert!(!recovers(&state, at(due_secs - 1)), "{after_secs}");
+            assert!(recovers(&state, at(due_secs)), "{after_secs}");
+        }
     }
 }

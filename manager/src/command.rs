@@ -107,13 +107,13 @@ pub enum Command {
         at_unix_ms: u64,
     },
     /// Sets how long a storage node may stay stopped before its partitions are re-replicated
-    /// onto the others (0: never).
+    /// onto the others (0: only once the tombstone grace is over).
     SetAutoRecoverAfter {
         /// Seconds.
         secs: u64,
     },
-    /// Sets the tombstone grace: a storage node that comes back detached after longer than
-    /// it rejoins wiped.
+    /// Sets the tombstone grace: a storage node stopped for longer than it has its partitions
+    /// re-replicated onto the others and rejoins wiped.
     SetTombstoneGrace {
         /// Seconds (at least 1).
         secs: u64,

@@ -862,13 +862,14 @@ impl Manager {
     }
 
     /// `leofs-adm update-auto-recover-after SECS`: how long a storage node may stay stopped
-    /// before its partitions are re-replicated onto the others (0: never).
+    /// before its partitions are re-replicated onto the others (0: only once the tombstone
+    /// grace is over).
     pub fn set_auto_recover_after(&self, secs: u64) -> Result<(), ManagerError> {
         self.propose(Command::SetAutoRecoverAfter { secs })
     }
 
-    /// `leofs-adm update-tombstone-grace SECS`: a storage node that comes back detached after
-    /// longer than this rejoins wiped.
+    /// `leofs-adm update-tombstone-grace SECS`: a storage node stopped for longer than this has
+    /// its partitions re-replicated onto the others and rejoins wiped.
     pub fn set_tombstone_grace(&self, secs: u64) -> Result<(), ManagerError> {
         if secs == 0 {
             return Err(ManagerError::InvalidSetting(

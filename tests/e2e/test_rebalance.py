@@ -386,7 +386,7 @@ def test_a_node_stopped_past_auto_recover_after_is_re_replicated_and_its_own_wri
         assert len(replicas) == 3 and len(set(replicas)) == 1 and replicas[0][0], (key, replicas)
 
 
-def test_a_node_back_detached_after_the_tombstone_grace_rejoins_wiped(make_server):
+def test_a_node_away_longer_than_the_tombstone_grace_is_re_replicated_and_rejoins_wiped(make_server):
     # Hints expire well within the grace (as they must): none brings a record back.
     cluster = Cluster(make_server, storage=4, gateways=1, replicas=3, cores=1,
                       storage_env={"LEOFS_HINT_TTL_SECS": "1"})
@@ -416,7 +416,10 @@ def test_a_node_back_detached_after_the_tombstone_grace_rejoins_wiped(make_serve
     assert alone and shared, (alone, shared)
     out = manager.adm("update-tombstone-grace", "3").stdout
     assert "rejoins wiped" in out, out
-    manager.adm("update-auto-recover-after", "3")
+    # Automatic re-replication turned off: the grace alone gives the node's partitions to the
+    # others (the cluster waits no longer than the grace for a node's records).
+    out = manager.adm("update-auto-recover-after", "0").stdout
+    assert "only once it has been away for the tombstone grace (00:00:03)" in out, out
     victim.kill9()
     manager.adm("resume", str(ids[b]))
     manager.adm("resume", str(ids[c]))

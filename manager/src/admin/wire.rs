@@ -175,14 +175,15 @@ pub struct RecoveryStatus {
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct AutoRecoverRequest {
     /// Seconds a storage node may stay stopped before its partitions are re-replicated onto
-    /// the others (0: never).
+    /// the others (0: only once the tombstone grace is over).
     pub after_secs: u64,
 }
 
 /// Body of `PUT /v1/cluster/tombstone-grace`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TombstoneGraceRequest {
-    /// Seconds after which a storage node that comes back detached rejoins wiped.
+    /// Seconds after which a stopped storage node's partitions are re-replicated onto the
+    /// others and it rejoins wiped.
     pub grace_secs: u64,
 }
 
