@@ -185,6 +185,10 @@ pub fn known_node_id(data_dir: &Path) -> anyhow::Result<Option<u32>> {
 /// Keeps the node id the cluster gave this node.
 pub fn store_node_id(data_dir: &Path, id: u32) -> anyhow::Result<()> {
     let path = data_dir.join(NODE_ID_FILE);
+    // Kept as it is when it says so already: a restart on a full disk must not need a block.
+    if std::fs::read_to_string(&path).is_ok_and(|held| held.trim() == id.to_string()) {
+        return Ok(());
+    }
     leofs_manager::persist::write_atomic(&path, id.to_string().as_bytes())
         .with_context(|| format!("cannot keep the node id in {}", path.display()))
 }

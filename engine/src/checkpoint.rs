@@ -157,6 +157,19 @@ pub(crate) fn encode(
     out
 }
 
+/// Bytes [`encode`] writes for `index` with `segment_rows` segment rows: what a checkpoint of
+/// it needs on disk (its keys counted by their heap bytes, at least their lengths).
+pub(crate) fn encoded_bytes_bound(index: &Index, segment_rows: usize) -> u64 {
+    (CKPT_HEADER_BYTES + segment_rows * CKPT_SEGMENT_BYTES + CKPT_TRAILER_BYTES) as u64
+        + index.len() * CKPT_ENTRY_BYTES as u64
+        + index.key_heap_bytes_total()
+}
+
+/// Bytes one more index entry with a key of `key_len` bytes adds to a checkpoint.
+pub(crate) fn entry_bytes(key_len: usize) -> u64 {
+    (CKPT_ENTRY_BYTES + key_len) as u64
+}
+
 /// Parses and verifies checkpoint bytes.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     if bytes.len() < CKPT_HEADER_BYTES_V1 + CKPT_TRAILER_BYTES || bytes[..8] != CKPT_MAGIC {
@@ -304,14 +317,37 @@ pub(crate) async fn write(
         Ok(())
     };
     fail().map_err(|e| io_err("write checkpoint", &tmp, e))?;
-    let reused = reserve
-        .take_into(&tmp)
-        .map_err(|e| io_err("take checkpoint reserve", &tmp, e))?;
+    // The reserve is taken only when an obsolete checkpoint will take its place; the first
+    // checkpoints of a shard (written at open) get files of their own.
+    let present = present(index_dir).map_err(|e| io_err("read dir", index_dir, e))?;
+    let reused = present.len() >= CHECKPOINTS_KEPT
+        && reserve
+            .take_into(&tmp)
+            .map_err(|e| io_err("take checkpoint reserve", &tmp, e))?;
     if let Err(e) = write_file(&tmp, bytes, reused).await {
-        let _ = std::fs::remove_file(&tmp);
+        // The reserve's blocks stay the reserve's: removed, another shard's segment could
+        // take them, and the next checkpoint would find no room on a full disk.
+        let kept = reused && reserve.adopt(&tmp).is_ok();
+        if !kept {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        reserve.checkpoint_done();
         return Err(io_err("write checkpoint", &tmp, e));
     }
-    std::fs::rename(&tmp, &path).map_err(|e| io_err("rename", &tmp, e))?;
+    let result = rotate(index_dir, &tmp, &path, reserve).await;
+    reserve.checkpoint_done();
+    result
+}
+
+/// Puts the checkpoint written to `tmp` in place at `path` and keeps the newest
+/// [`CHECKPOINTS_KEPT`]: the newest obsolete one becomes the reserve, older ones are removed.
+async fn rotate(
+    index_dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    reserve: &CheckpointReserve,
+) -> Result<(), EngineError> {
+    std::fs::rename(tmp, path).map_err(|e| io_err("rename", tmp, e))?;
     sync_dir(index_dir).await?;
     let mut seqs = list(index_dir)?;
     seqs.sort_unstable();
@@ -332,6 +368,20 @@ pub(crate) async fn write(
 /// Writes `bytes` at the start of `path` and fsyncs it: into the existing blocks of a reserve
 /// (never shortened: the header says where the content ends), or into a new file.
 async fn write_file(path: &Path, bytes: Vec<u8>, existing: bool) -> std::io::Result<()> {
+    // Fail point `engine::disk_full`: a checkpoint that needs blocks beyond its file's fails.
+    #[cfg(feature = "failpoints")]
+    {
+        let allocated = if existing {
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        } else {
+            0
+        };
+        fail::fail_point!(
+            "engine::disk_full",
+            bytes.len() as u64 > allocated,
+            |_| Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+        );
+    }
     let file = if existing {
         monoio::fs::OpenOptions::new()
             .write(true)
@@ -344,6 +394,59 @@ async fn write_file(path: &Path, bytes: Vec<u8>, existing: bool) -> std::io::Res
     res?;
     file.sync_all().await?;
     file.close().await
+}
+
+/// The checkpoint files present with their lengths in bytes, leaving temporary files alone (a
+/// checkpoint may be under way).
+fn present(index_dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    let mut files = Vec::new();
+    for ent in std::fs::read_dir(index_dir)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(CKPT_SUFFIX)) else {
+            continue;
+        };
+        if u64::from_str_radix(stem, 16).is_ok() {
+            files.push((ent.path(), ent.metadata()?.len()));
+        }
+    }
+    Ok(files)
+}
+
+/// Whether the checkpoint file at `path` is of this build's format, whose header says where
+/// its content ends (an older one is its whole file: it is never given slack).
+fn has_content_length(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 12];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head[..8] == CKPT_MAGIC && le_u32(&head, 8) == CKPT_VERSION)
+}
+
+/// Gives every checkpoint file present of this build's format allocated slack up to `bytes`:
+/// each becomes the checkpoint reserve once it is obsolete (see `reserve`).
+pub(crate) fn extend_present(index_dir: &Path, bytes: u64) -> std::io::Result<()> {
+    for (path, len) in present(index_dir)? {
+        if len < bytes && has_content_length(&path) {
+            crate::reserve::allocate_to(&path, len, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Smallest length of the checkpoint files present of this build's format (u64::MAX for
+/// none, or when the directory cannot be read).
+pub(crate) fn present_len_min(index_dir: &Path) -> u64 {
+    present(index_dir)
+        .map(|files| {
+            files
+                .into_iter()
+                .filter(|(path, _)| has_content_length(path))
+                .map(|(_, len)| len)
+                .min()
+                .unwrap_or(u64::MAX)
+        })
+        .unwrap_or(u64::MAX)
 }
 
 /// Sequence numbers of the checkpoint files present (temporary files are removed).

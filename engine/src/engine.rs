@@ -24,6 +24,10 @@ use crate::{
     MAX_KEY_BYTES, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, Value,
 };
 
+/// Segment rows a checkpoint may gain beyond the segments known when a write is admitted
+/// (segments created before the next checkpoint).
+const SEGMENT_ROWS_AHEAD: usize = 4;
+
 /// Counters reported by [`Engine::stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -216,6 +220,31 @@ impl Inner {
             state.log.segments.len() + state.log.set_aside.len(),
             self.config.segment_size_bytes,
         )
+    }
+
+    /// Bytes a checkpoint would need now, with `added_bytes` more bytes of entries in the index:
+    /// the index as it is, a few segment rows to come, and the entries of streamed records
+    /// under way (not in the index until they end; their keys counted at the longest).
+    pub(crate) fn checkpoint_bytes_with(&self, state: &State, added_bytes: u64) -> u64 {
+        let rows = state.log.segments.len() + state.log.set_aside.len() + SEGMENT_ROWS_AHEAD;
+        crate::checkpoint::encoded_bytes_bound(&state.index, rows)
+            + state.unapplied.len() as u64 * crate::checkpoint::entry_bytes(MAX_KEY_BYTES)
+            + added_bytes
+    }
+
+    /// Makes sure a checkpoint fits in the reserve once `added_bytes` more bytes of entries are
+    /// in the index, growing the reserve if it must (geometrically: rarely); DiskFull when the
+    /// disk has no room for that. Every write that adds index entries passes here first, so
+    /// the checkpoint that lets compaction give space back can always be written, however
+    /// small the records that filled the head segment since the reserve was last sized.
+    pub(crate) fn reserve_covers(&self, added_bytes: u64) -> Result<(), EngineError> {
+        let need = self.checkpoint_bytes_with(&self.state.borrow(), added_bytes);
+        if self.reserve.room() >= need {
+            return Ok(());
+        }
+        self.reserve
+            .ensure(need)
+            .map_err(|e| crate::recovery::reserve_error(&self.config, e))
     }
 
     /// Asks background compaction to run a pass now (a write found the disk full).

@@ -311,8 +311,14 @@ fn reopen_after_close_uses_checkpoint() {
             );
         }
         assert_eq!(engine.stats().tombstones, 1);
-        let ckpts = std::fs::read_dir(dir.path().join("index")).unwrap().count();
-        assert!((1..=2).contains(&ckpts));
+        let ckpts = std::fs::read_dir(dir.path().join("index"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+            })
+            .count();
+        assert_eq!(ckpts, 2, "the two newest checkpoints are kept");
     });
 }
 
@@ -1563,5 +1569,58 @@ fn a_drop_is_a_batch_of_its_own_so_an_older_binary_loses_nothing_else() {
         // The drop itself is not honoured, and counted as damage.
         assert_eq!(get_body(&engine, 1, "b-2").await, Some(body_of(2, 300)));
         assert_eq!(engine.stats().corrupt_records, 1);
+    });
+}
+
+#[test]
+fn on_a_full_disk_new_keys_wait_for_checkpoint_room_and_every_checkpoint_is_written() {
+    // Fail points are process-wide: this test holds them alone (see `FailPoints`).
+    let _fail_points = FailPoints::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    // Long keys: each index entry adds ~1.6 KB to a checkpoint, so the reserve sized at open
+    // for small records is outgrown within a few hundred puts of one segment.
+    let key = |i: usize| format!("{i:08}-{}", "k".repeat(1_500));
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        engine.put(0, key(0).as_bytes(), value(b"x")).await.unwrap();
+        // From now on the disk has no block left: not for the reserve, not for a checkpoint
+        // beyond the blocks its file has.
+        fail::cfg("engine::disk_full", "return").unwrap();
+        let mut stored = 1;
+        let refused = 'fill: loop {
+            let puts = (stored..stored + 32).map(|i| {
+                let engine = engine.clone();
+                async move { engine.put(0, key(i).as_bytes(), value(b"x")).await }
+            });
+            for result in join_all(puts).await {
+                match result {
+                    Ok(_) => stored += 1,
+                    Err(e) => break 'fill e,
+                }
+            }
+            assert!(stored < 100_000, "new keys are never refused");
+        };
+        assert!(
+            matches!(refused, EngineError::DiskFull { .. }),
+            "{refused:?}"
+        );
+        assert!(stored > 20, "only {stored} keys went in");
+        // What adds no index entry still goes in: an overwrite and a delete free space.
+        engine.put(0, key(0).as_bytes(), value(b"y")).await.unwrap();
+        engine.delete(0, key(1).as_bytes(), None).await.unwrap();
+        // Checkpoint after checkpoint fits in the blocks held for it (compaction's, then
+        // the one at close).
+        for _ in 0..3 {
+            engine.checkpoint().await.unwrap();
+        }
+        engine.close().await.unwrap();
+        fail::remove("engine::disk_full");
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        assert_eq!(get_body(&engine, 0, &key(0)).await.unwrap(), b"y");
+        assert_eq!(get_body(&engine, 0, &key(1)).await, None);
+        for i in 2..stored {
+            assert_eq!(get_body(&engine, 0, &key(i)).await.unwrap(), b"x", "{i}");
+        }
     });
 }

@@ -291,6 +291,15 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     });
     Counters::add(&inner.counters.corrupt_records, corrupt_records);
     Counters::add(&inner.counters.replayed_records, replayed);
+    // A shard keeps CHECKPOINTS_KEPT checkpoints from its start, so that each later one is
+    // written into the reserve with an obsolete one to take the reserve's place.
+    let present = crate::checkpoint::list(&inner.index_dir)?.len();
+    for _ in present..crate::checkpoint::CHECKPOINTS_KEPT {
+        if let Err(e) = crate::checkpoint_task::checkpoint_now(&inner).await {
+            tracing::warn!(error = %e, "cannot write a shard's first checkpoints at open");
+            break;
+        }
+    }
     let weak = Rc::downgrade(&inner);
     monoio::spawn(crate::writer::run(weak.clone(), rx));
     monoio::spawn(crate::checkpoint_task::run_periodic(weak.clone()));

@@ -7,6 +7,14 @@
 //! becomes the next reserve: no block is ever given back to the filesystem in between, where
 //! another shard's new segment could take it. Compaction can therefore always checkpoint and
 //! recycle, and SIGTERM on a full disk writes its checkpoint (DESIGN §5).
+//!
+//! Three rules keep that true however small the records are and however many checkpoints
+//! follow each other on a full disk: every write that adds an index entry first makes sure the
+//! room covers a checkpoint with it (else it fails as a full disk; overwrites and deletes of
+//! present keys add none and pass); the room counts the checkpoint files too, whose slack grows
+//! with the reserve (each becomes the reserve in turn); and a shard writes its first two
+//! checkpoints at open, into files of their own, so that the reserve is only ever taken with an
+//! obsolete checkpoint to take its place.
 
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
@@ -29,8 +37,14 @@ const GROWTH_SEGMENTS: u64 = 2;
 /// The checkpoint reserve of one shard.
 pub(crate) struct CheckpointReserve {
     path: PathBuf,
+    index_dir: PathBuf,
     /// Bytes allocated to the file now (0 when given back).
     held_bytes: Cell<u64>,
+    /// Bytes the reserve held when a checkpoint under way took it (0: none under way).
+    taken_bytes: Cell<u64>,
+    /// Smallest length of the checkpoint files present (u64::MAX: none): the obsolete one
+    /// becomes the reserve after the next checkpoint, so the room after it is no more than this.
+    files_min_bytes: Cell<u64>,
 }
 
 impl CheckpointReserve {
@@ -40,8 +54,19 @@ impl CheckpointReserve {
         let held_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         Self {
             path,
+            index_dir: index_dir.to_path_buf(),
             held_bytes: Cell::new(held_bytes),
+            taken_bytes: Cell::new(0),
+            files_min_bytes: Cell::new(crate::checkpoint::present_len_min(index_dir)),
         }
+    }
+
+    /// Bytes a checkpoint is sure to find room in, now and after the next checkpoint: the
+    /// reserve (or what a checkpoint under way took of it), and the checkpoint files that
+    /// become the reserve in turn.
+    pub(crate) fn room(&self) -> u64 {
+        let reserve = self.held_bytes.get().max(self.taken_bytes.get());
+        reserve.min(self.files_min_bytes.get())
     }
 
     /// Bytes a checkpoint needs once the index has grown by `GROWTH_SEGMENTS` segments of records
@@ -61,49 +86,36 @@ impl CheckpointReserve {
         (bytes + bytes / 4).max(RESERVE_BYTES_MIN)
     }
 
-    /// Makes the reserve at least `bytes` (allocated blocks); ENOSPC when the disk lacks room.
-    /// It grows geometrically (to twice what it held, when the disk has that room), so the
-    /// blocking `fallocate` on the core thread is rare. Not synced: the reservation matters to
-    /// the running process's use of the disk; after a crash the reserve is taken again from
-    /// what the file then holds.
+    /// Makes [`Self::room`] at least `bytes`: the reserve's allocated blocks (growing
+    /// geometrically, to twice what it held when the disk has that room, so the blocking
+    /// `fallocate` on the core thread is rare), and the checkpoint files' slack to the same
+    /// length (each becomes the reserve when it is obsolete: a checkpoint written right after
+    /// the next one must find room too); ENOSPC when the disk lacks room. Not synced: the
+    /// reservation matters to the running process's use of the disk; after a crash the reserve
+    /// is taken again from what the files then hold.
     pub(crate) fn ensure(&self, bytes: u64) -> std::io::Result<()> {
-        let held = self.held_bytes.get();
-        if held >= bytes {
+        if self.room() >= bytes {
             return Ok(());
         }
-        let ample = bytes.max(held.saturating_mul(2));
-        match self.allocate(ample) {
-            Err(e) if ample > bytes && crate::io::is_no_space(&e) => self.allocate(bytes),
-            other => other,
+        let held = self.held_bytes.get();
+        if held < bytes && self.taken_bytes.get() < bytes {
+            let ample = bytes.max(held.saturating_mul(2));
+            match self.allocate(ample) {
+                Err(e) if ample > bytes && crate::io::is_no_space(&e) => self.allocate(bytes)?,
+                other => other?,
+            }
         }
+        let target = self.held_bytes.get().max(self.taken_bytes.get());
+        let files_min = crate::checkpoint::extend_present(&self.index_dir, target);
+        // Known even when extending a file failed part way: the next call tries again.
+        self.files_min_bytes
+            .set(crate::checkpoint::present_len_min(&self.index_dir));
+        files_min.map(|_| ())
     }
 
-    /// Allocates the file's blocks up to `bytes`.
+    /// Allocates the reserve file's blocks up to `bytes`.
     fn allocate(&self, bytes: u64) -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)?;
-        // SAFETY: fallocate on a file descriptor we own, with no pointers involved.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, bytes as libc::off_t) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                return Err(e);
-            }
-            // No fallocate here: zeros written are allocated just the same.
-            use std::io::{Seek, SeekFrom, Write};
-            let have = self.held_bytes.get();
-            file.seek(SeekFrom::Start(have))?;
-            let zeros = vec![0u8; 64 * 1024];
-            let mut left = bytes - have;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
-        }
+        allocate_to(&self.path, self.held_bytes.get(), bytes)?;
         self.held_bytes.set(bytes);
         Ok(())
     }
@@ -111,12 +123,14 @@ impl CheckpointReserve {
     /// Hands the reserve's blocks to a checkpoint being written: renames the file to `tmp`.
     /// False when there is no reserve (the checkpoint then allocates its own blocks).
     pub(crate) fn take_into(&self, tmp: &Path) -> std::io::Result<bool> {
-        if self.held_bytes.get() == 0 {
+        let held = self.held_bytes.get();
+        if held == 0 {
             return Ok(false);
         }
         match std::fs::rename(&self.path, tmp) {
             Ok(()) => {
                 self.held_bytes.set(0);
+                self.taken_bytes.set(held);
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -127,12 +141,21 @@ impl CheckpointReserve {
         }
     }
 
-    /// Makes an obsolete checkpoint file the reserve (its blocks stay allocated).
+    /// Makes an obsolete checkpoint file (or the file a failed checkpoint was written into) the
+    /// reserve: its blocks stay allocated.
     pub(crate) fn adopt(&self, old_checkpoint: &Path) -> std::io::Result<()> {
         let len = std::fs::metadata(old_checkpoint)?.len();
         std::fs::rename(old_checkpoint, &self.path)?;
         self.held_bytes.set(len);
+        self.taken_bytes.set(0);
         Ok(())
+    }
+
+    /// A checkpoint is over (written or not): the checkpoint files are what they are now.
+    pub(crate) fn checkpoint_done(&self) {
+        self.taken_bytes.set(0);
+        self.files_min_bytes
+            .set(crate::checkpoint::present_len_min(&self.index_dir));
     }
 
     /// Whether a reserve file is held now.
@@ -142,9 +165,43 @@ impl CheckpointReserve {
 
     /// Bytes held now.
     #[cfg(test)]
-    pub(crate) fn held_bytes(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.held_bytes.get()
     }
+}
+
+/// Allocates the blocks of the file at `path` (created if missing) up to `bytes`; `have` bytes
+/// are allocated already (where zeros are written instead, for a file system without
+/// `fallocate`).
+pub(crate) fn allocate_to(path: &Path, have: u64, bytes: u64) -> std::io::Result<()> {
+    // Fail point `engine::disk_full`: no block is left for the reserve or a checkpoint.
+    fail::fail_point!("engine::disk_full", bytes > have, |_| Err(
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: fallocate on a file descriptor we own, with no pointers involved.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, bytes as libc::off_t) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(e);
+        }
+        // No fallocate here: zeros written are allocated just the same.
+        use std::io::{Seek, SeekFrom, Write};
+        file.seek(SeekFrom::Start(have))?;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut left = bytes.saturating_sub(have);
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,15 +216,15 @@ mod tests {
         let path = dir.path().join(RESERVE_FILE);
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 100_000);
         reserve.ensure(50_000).expect("smaller is a no-op");
-        assert_eq!(reserve.held_bytes(), 100_000);
+        assert_eq!(reserve.held(), 100_000);
         reserve.ensure(120_000).expect("grow");
-        assert_eq!(reserve.held_bytes(), 200_000, "grows to twice what it held");
+        assert_eq!(reserve.held(), 200_000, "grows to twice what it held");
         let tmp = dir.path().join("x.tmp");
         assert!(reserve.take_into(&tmp).expect("take"));
         assert!(!reserve.is_held() && !path.exists() && tmp.exists());
         assert!(!reserve.take_into(&tmp).expect("nothing left to take"));
         reserve.adopt(&tmp).expect("adopt");
-        assert_eq!(CheckpointReserve::new(dir.path()).held_bytes(), 200_000);
+        assert_eq!(CheckpointReserve::new(dir.path()).held(), 200_000);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::io::{io_err, sync_data, write_all_at};
 use crate::record::{HEADER_BYTES, Kind, RecordHeader, record_len, seal_record};
 use crate::segment::{SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES, SegState, write_segment_header};
 use crate::segment_pool::SPARE_SEGMENTS;
-use crate::{EngineError, Hlc, PartitionId, Summary, SyncPolicy};
+use crate::{EngineError, Hlc, MAX_KEY_BYTES, PartitionId, Summary, SyncPolicy};
 
 /// fdatasync tasks for caller-written records that may run beside the writer.
 const SYNC_TASKS_MAX: usize = 4;
@@ -181,6 +181,55 @@ fn skip_stale_relocations(inner: &Inner, appends: Vec<AppendReq>) -> (Vec<Append
     (kept, bytes)
 }
 
+/// Refuses the appends that would add index entries a checkpoint could no longer hold (the
+/// reserve cannot grow for them: the disk is full), and keeps the rest with their bytes.
+/// Appends that replace an entry (overwrites, deletes and relocations of present keys) and
+/// partition drops add none and always pass: deleting still frees space on a full disk.
+fn refuse_entries_past_reserve(
+    inner: &Inner,
+    appends: Vec<AppendReq>,
+    bytes: u64,
+) -> (Vec<AppendReq>, u64) {
+    let adds_entry = |state: &crate::engine::State, req: &AppendReq| {
+        req.kind != Kind::PartitionDrop && state.index.get(req.partition, &req.key).is_none()
+    };
+    let added_bytes = {
+        let state = inner.state.borrow();
+        let every_one: u64 = appends
+            .iter()
+            .map(|r| crate::checkpoint::entry_bytes(r.key.len()))
+            .sum();
+        if inner.reserve.room() >= inner.checkpoint_bytes_with(&state, every_one) {
+            return (appends, bytes);
+        }
+        appends
+            .iter()
+            .filter(|r| adds_entry(&state, r))
+            .map(|r| crate::checkpoint::entry_bytes(r.key.len()))
+            .sum::<u64>()
+    };
+    let refusal = match inner.reserve_covers(added_bytes) {
+        Ok(()) => return (appends, bytes),
+        Err(e) => e,
+    };
+    if matches!(refusal, EngineError::DiskFull { .. }) {
+        inner.state.borrow_mut().disk_full = true;
+        inner.wake_compaction();
+    }
+    let state = inner.state.borrow();
+    let mut kept = Vec::with_capacity(appends.len());
+    let mut kept_bytes = 0;
+    for req in appends {
+        if adds_entry(&state, &req) {
+            let _ = req.reply.send(Err(copy_err(&refusal)));
+        } else {
+            kept_bytes += req.len();
+            kept.push(req);
+        }
+    }
+    (kept, kept_bytes)
+}
+
 /// The writer task: runs until every handle is gone or the engine is closed.
 pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut carry: Option<AppendReq> = None;
@@ -263,6 +312,7 @@ async fn commit(inner: &Rc<Inner>, batch: Batch) {
     // No drop can be applied between this check and the batch's LSNs: drops are batches, and
     // this task applies batches one after the other.
     let (appends, bytes) = skip_stale_relocations(inner, appends);
+    let (appends, bytes) = refuse_entries_past_reserve(inner, appends, bytes);
     if !appends.is_empty() {
         match write_batch(inner, &appends, bytes, use_spare).await {
             Ok((segment, entries)) => {
@@ -510,6 +560,14 @@ async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reserva
     }
     let region = align_up(len);
     if !use_spare {
+        // A streamed record of a new key adds an index entry (its key is not known here).
+        if let Err(e) = inner.reserve_covers(crate::checkpoint::entry_bytes(MAX_KEY_BYTES)) {
+            if matches!(e, EngineError::DiskFull { .. }) {
+                inner.state.borrow_mut().disk_full = true;
+                inner.wake_compaction();
+            }
+            return Err(e);
+        }
         ensure_spare(inner).await?;
     }
     ensure_room(inner, region, use_spare).await?;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -84,11 +85,10 @@ class Filler:
     def __init__(self, client):
         self.client = client
         self.objects: dict[str, tuple[int, str]] = {}
-        self.counter = 0
+        self.keys = itertools.count()  # next() is atomic: puts may run on several threads
 
     def put(self, size: int) -> bool:
-        key = f"obj/{self.counter:06d}"
-        self.counter += 1
+        key = f"obj/{next(self.keys):06d}"
         body = os.urandom(size)
         try:
             self.client.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -191,5 +191,52 @@ def test_deleting_on_a_full_disk_makes_room_again_round_after_round(small_disk, 
         newest = max(shard.glob("index/*.ckpt"), key=lambda p: p.stat().st_mtime)
         assert newest.stat().st_mtime >= stop_at - 1, f"{shard.name}: no checkpoint at stop"
     assert "checkpoint failed" not in srv.stderr_tail()
+    srv.start()
+    filler.verify(srv.client())
+
+
+def test_a_full_disk_still_takes_every_checkpoint_after_many_small_objects(small_disk, make_server):
+    # The checkpoint reserve is sized from the records' average size when a segment is taken;
+    # a head segment then filled with small records of new keys grows the index far past that
+    # estimate. With the disk filled from outside meanwhile, the reserve cannot grow later: the
+    # engine must refuse new keys (507) before its next checkpoint could no longer be written,
+    # and every checkpoint (periodic, at SIGTERM) must succeed.
+    srv = make_server(start=False, config_toml=CONFIG, cores=1)
+    srv.data_dir.rmdir()
+    srv.data_dir = small_disk / "data"
+    srv.start()
+    client = srv.client()
+    client.create_bucket(Bucket=BUCKET)
+    filler = Filler(client)
+    for _ in range(8):
+        assert filler.put(1 * MIB)
+    # Everything the file system has left goes to a file of its own.
+    hog = small_disk / "hog"
+    free = shutil.disk_usage(small_disk).free
+    subprocess.run(["fallocate", "-l", str(free), str(hog)], capture_output=True)
+    while shutil.disk_usage(small_disk).free > 64 * KIB:
+        with open(small_disk / f"hog-{uuid.uuid4().hex[:8]}", "wb") as f:
+            try:
+                f.write(b"\0" * shutil.disk_usage(small_disk).free)
+            except OSError:
+                break
+    print(f"free after the hog: {shutil.disk_usage(small_disk).free} bytes")
+    # Tiny objects of new keys, eight at a time, until the engine refuses them: one 16 MiB
+    # head segment holds ~80,000 of them, whose checkpoint entries (~10 MB) need a reserve
+    # ten times the one sized for the first objects.
+    refused = 0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(100):
+            oks = list(pool.map(lambda _: filler.put(16), range(400)))
+            refused += oks.count(False)
+            if refused >= 20:
+                break
+    print(f"{len(filler.objects)} objects acknowledged, then {refused} refused (507)")
+    time.sleep(2)  # a periodic checkpoint or two
+    stop_at = time.time()
+    assert srv.stop() == 0, srv.diagnostics()
+    newest = max((srv.data_dir / "shard-0").glob("index/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert newest.stat().st_mtime >= stop_at - 1, "no checkpoint at stop"
+    assert "checkpoint failed" not in srv.stderr_tail(), srv.stderr_tail()
     srv.start()
     filler.verify(srv.client())
