@@ -300,8 +300,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
 }
 
 /// Writes checkpoint `seq` durably (fail point `engine::checkpoint_write`) into the checkpoint
-/// reserve's blocks when there is a reserve (see `reserve`), then keeps the newest
-/// [`CHECKPOINTS_KEPT`]: the newest obsolete one becomes the next reserve, older ones are removed.
+/// reserve's blocks once [`CHECKPOINTS_KEPT`] checkpoints are present (see `reserve`; the first
+/// ones of a shard, written at open, get files of their own), then keeps the newest
+/// [`CHECKPOINTS_KEPT`]: the newest obsolete one becomes the next reserve, older ones are
+/// removed.
 pub(crate) async fn write(
     index_dir: &Path,
     seq: u64,
@@ -317,17 +319,39 @@ pub(crate) async fn write(
         Ok(())
     };
     fail().map_err(|e| io_err("write checkpoint", &tmp, e))?;
-    // The reserve is taken only when an obsolete checkpoint will take its place; the first
-    // checkpoints of a shard (written at open) get files of their own.
-    let present = present(index_dir).map_err(|e| io_err("read dir", index_dir, e))?;
-    let reused = present.len() >= CHECKPOINTS_KEPT
+    let mut present = present(index_dir).map_err(|e| io_err("read dir", index_dir, e))?;
+    // A reserve lost (an adoption that failed after a checkpoint) is taken back from the
+    // oldest checkpoint beyond the kept ones.
+    if !reserve.is_held() && present.len() > CHECKPOINTS_KEPT {
+        present.sort_unstable();
+        let (oldest, _) = present.remove(0);
+        reserve
+            .adopt(&oldest)
+            .map_err(|e| io_err("keep as checkpoint reserve", &oldest, e))?;
+    }
+    let mut reused = present.len() >= CHECKPOINTS_KEPT
         && reserve
             .take_into(&tmp)
             .map_err(|e| io_err("take checkpoint reserve", &tmp, e))?;
-    if let Err(e) = write_file(&tmp, bytes, reused).await {
+    let (mut written, bytes) = write_file(&tmp, bytes, reused).await;
+    // A shard's first checkpoints find no room of their own on a full disk: the reserve's
+    // blocks are better used than none.
+    if let Err(e) = &written
+        && !reused
+        && crate::io::is_no_space(e)
+        && reserve.is_held()
+    {
+        let _ = std::fs::remove_file(&tmp);
+        reused = reserve
+            .take_into(&tmp)
+            .map_err(|e| io_err("take checkpoint reserve", &tmp, e))?;
+        written = write_file(&tmp, bytes, reused).await.0;
+    }
+    if let Err(e) = written {
         // The reserve's blocks stay the reserve's: removed, another shard's segment could
-        // take them, and the next checkpoint would find no room on a full disk.
-        let kept = reused && reserve.adopt(&tmp).is_ok();
+        // take them, and the next checkpoint would find no room on a full disk. (A reserve
+        // allocated meanwhile was grown to the same length: the cut-off file goes.)
+        let kept = reused && !reserve.is_held() && reserve.adopt(&tmp).is_ok();
         if !kept {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -366,34 +390,38 @@ async fn rotate(
 }
 
 /// Writes `bytes` at the start of `path` and fsyncs it: into the existing blocks of a reserve
-/// (never shortened: the header says where the content ends), or into a new file.
-async fn write_file(path: &Path, bytes: Vec<u8>, existing: bool) -> std::io::Result<()> {
+/// (never shortened: the header says where the content ends), or into a new file. The bytes
+/// come back, for a second attempt.
+async fn write_file(path: &Path, bytes: Vec<u8>, existing: bool) -> (std::io::Result<()>, Vec<u8>) {
     // Fail point `engine::disk_full`: a checkpoint that needs blocks beyond its file's fails.
-    #[cfg(feature = "failpoints")]
-    {
-        let allocated = if existing {
-            std::fs::metadata(path).map_or(0, |m| m.len())
-        } else {
-            0
-        };
+    let injected = || -> std::io::Result<()> {
         fail::fail_point!(
             "engine::disk_full",
-            bytes.len() as u64 > allocated,
+            !existing || bytes.len() as u64 > std::fs::metadata(path).map_or(0, |m| m.len()),
             |_| Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
         );
-    }
-    let file = if existing {
-        monoio::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .await?
-    } else {
-        monoio::fs::File::create(path).await?
+        Ok(())
     };
-    let (res, _) = file.write_all_at(bytes, 0).await;
-    res?;
-    file.sync_all().await?;
-    file.close().await
+    if let Err(e) = injected() {
+        return (Err(e), bytes);
+    }
+    let opened = if existing {
+        monoio::fs::OpenOptions::new().write(true).open(path).await
+    } else {
+        monoio::fs::File::create(path).await
+    };
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => return (Err(e), bytes),
+    };
+    let (res, bytes) = file.write_all_at(bytes, 0).await;
+    if let Err(e) = res {
+        return (Err(e), bytes);
+    }
+    if let Err(e) = file.sync_all().await {
+        return (Err(e), bytes);
+    }
+    (file.close().await, bytes)
 }
 
 /// The checkpoint files present with their lengths in bytes, leaving temporary files alone (a
@@ -434,19 +462,42 @@ pub(crate) fn extend_present(index_dir: &Path, bytes: u64) -> std::io::Result<()
     Ok(())
 }
 
-/// Smallest length of the checkpoint files present of this build's format (u64::MAX for
-/// none, or when the directory cannot be read).
-pub(crate) fn present_len_min(index_dir: &Path) -> u64 {
-    present(index_dir)
-        .map(|files| {
-            files
-                .into_iter()
-                .filter(|(path, _)| has_content_length(path))
-                .map(|(_, len)| len)
-                .min()
-                .unwrap_or(u64::MAX)
-        })
-        .unwrap_or(u64::MAX)
+/// How many checkpoint files of this build's format are present, and the smallest one's
+/// length (u64::MAX for none); (0, u64::MAX) when the directory cannot be read.
+pub(crate) fn present_v2(index_dir: &Path) -> (usize, u64) {
+    present(index_dir).map_or((0, u64::MAX), |files| {
+        files
+            .into_iter()
+            .filter(|(path, _)| has_content_length(path))
+            .fold((0, u64::MAX), |(count, min), (_, len)| {
+                (count + 1, min.min(len))
+            })
+    })
+}
+
+/// At open, before the directory is listed (which removes temporary files): the file of a
+/// checkpoint cut off by a crash holds the reserve's blocks, so it becomes the reserve again
+/// when there is none.
+pub(crate) fn reclaim_cut_off_reserve(index_dir: &Path, reserve_path: &Path) {
+    if reserve_path.exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(index_dir) else {
+        return;
+    };
+    let cut_off = entries.filter_map(Result::ok).find(|e| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(&format!("{CKPT_SUFFIX}.tmp")))
+    });
+    if let Some(entry) = cut_off
+        && std::fs::rename(entry.path(), reserve_path).is_ok()
+    {
+        tracing::info!(
+            path = %entry.path().display(),
+            "a checkpoint cut off by a crash gives its blocks back to the checkpoint reserve"
+        );
+    }
 }
 
 /// Sequence numbers of the checkpoint files present (temporary files are removed).

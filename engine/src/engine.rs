@@ -24,6 +24,11 @@ use crate::{
     MAX_KEY_BYTES, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary, Value,
 };
 
+/// Checkpoint room foreground writes of new keys leave to the writes that free space and may
+/// add index entries too (tombstones of keys a replica never held, garbage-queue entries,
+/// relocations): about 2,000 such entries, so deleting keeps working on a full disk.
+pub(crate) const SPACE_FREEING_HEADROOM_BYTES: u64 = 256 * 1024;
+
 /// Segment rows a checkpoint may gain beyond the segments known when a write is admitted
 /// (segments created before the next checkpoint).
 const SEGMENT_ROWS_AHEAD: usize = 4;
@@ -237,14 +242,33 @@ impl Inner {
     /// disk has no room for that. Every write that adds index entries passes here first, so
     /// the checkpoint that lets compaction give space back can always be written, however
     /// small the records that filled the head segment since the reserve was last sized.
-    pub(crate) fn reserve_covers(&self, added_bytes: u64) -> Result<(), EngineError> {
-        let need = self.checkpoint_bytes_with(&self.state.borrow(), added_bytes);
+    /// Foreground writes (`frees_space` false) leave [`SPACE_FREEING_HEADROOM_BYTES`] of room
+    /// to the writes that free space.
+    pub(crate) fn reserve_covers(
+        &self,
+        added_bytes: u64,
+        frees_space: bool,
+    ) -> Result<(), EngineError> {
+        let headroom = if frees_space {
+            0
+        } else {
+            SPACE_FREEING_HEADROOM_BYTES
+        };
+        let need = self.checkpoint_bytes_with(&self.state.borrow(), added_bytes) + headroom;
         if self.reserve.room() >= need {
             return Ok(());
         }
         self.reserve
             .ensure(need)
-            .map_err(|e| crate::recovery::reserve_error(&self.config, e))
+            .map_err(|e| crate::recovery::reserve_error(&self.config, e))?;
+        if self.reserve.room() < need {
+            // Fewer checkpoint files of this build's format than kept (the first checkpoints
+            // could not be written at open): no room can be relied on.
+            return Err(EngineError::DiskFull {
+                dir: self.config.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Asks background compaction to run a pass now (a write found the disk full).

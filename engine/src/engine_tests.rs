@@ -1605,9 +1605,11 @@ fn on_a_full_disk_new_keys_wait_for_checkpoint_room_and_every_checkpoint_is_writ
             "{refused:?}"
         );
         assert!(stored > 20, "only {stored} keys went in");
-        // What adds no index entry still goes in: an overwrite and a delete free space.
+        // What adds no index entry still goes in: an overwrite and a delete free space; and a
+        // tombstone of a key never held (a replicated delete) takes the headroom left to it.
         engine.put(0, key(0).as_bytes(), value(b"y")).await.unwrap();
         engine.delete(0, key(1).as_bytes(), None).await.unwrap();
+        engine.delete(0, b"never-held", None).await.unwrap();
         // Checkpoint after checkpoint fits in the blocks held for it (compaction's, then
         // the one at close).
         for _ in 0..3 {
@@ -1622,5 +1624,44 @@ fn on_a_full_disk_new_keys_wait_for_checkpoint_room_and_every_checkpoint_is_writ
         for i in 2..stored {
             assert_eq!(get_body(&engine, 0, &key(i)).await.unwrap(), b"x", "{i}");
         }
+    });
+}
+
+#[test]
+fn a_reserve_cut_off_by_a_crash_in_a_checkpoint_is_the_reserve_again_at_open() {
+    // Fail points are process-wide: this test holds them alone (see `FailPoints`).
+    let _fail_points = FailPoints::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    run(async {
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        for i in 0..50 {
+            engine
+                .put(0, format!("key-{i}").as_bytes(), value(b"x"))
+                .await
+                .unwrap();
+        }
+        engine.checkpoint().await.unwrap();
+        engine.close().await.unwrap();
+    });
+    // A crash while the next checkpoint was written into the reserve's blocks: the reserve
+    // file has its temporary name.
+    std::fs::rename(
+        index_dir.join("checkpoint.reserve"),
+        index_dir.join("00000000000000ff.ckpt.tmp"),
+    )
+    .unwrap();
+    run(async {
+        // The disk is full: only the blocks held for them take checkpoints.
+        fail::cfg("engine::disk_full", "return").unwrap();
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        engine.put(0, b"key-1", value(b"y")).await.unwrap();
+        engine.checkpoint().await.unwrap();
+        engine.close().await.unwrap();
+        fail::remove("engine::disk_full");
+        drop(engine);
+        let engine = Engine::open(config(dir.path())).await.unwrap();
+        assert_eq!(get_body(&engine, 0, "key-1").await.unwrap(), b"y");
+        assert_eq!(get_body(&engine, 0, "key-49").await.unwrap(), b"x");
     });
 }

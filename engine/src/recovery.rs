@@ -97,6 +97,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
         std::fs::create_dir_all(dir).map_err(|e| io_err("create dir", dir, e))?;
     }
     let pool = BufPool::new(PIECE_BYTES);
+    checkpoint::reclaim_cut_off_reserve(&index_dir, &index_dir.join(crate::reserve::RESERVE_FILE));
     let (ckpt, checkpoint_seq) = checkpoint::load_newest(&index_dir).await?;
     let counters = Counters::default();
     let mut log = discover(&log_dir, ckpt.as_ref(), &pool, &counters).await?;
@@ -291,9 +292,10 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     });
     Counters::add(&inner.counters.corrupt_records, corrupt_records);
     Counters::add(&inner.counters.replayed_records, replayed);
-    // A shard keeps CHECKPOINTS_KEPT checkpoints from its start, so that each later one is
-    // written into the reserve with an obsolete one to take the reserve's place.
-    let present = crate::checkpoint::list(&inner.index_dir)?.len();
+    // A shard keeps CHECKPOINTS_KEPT checkpoints of this build's format from its start, so
+    // that each later one is written into the reserve with an obsolete one, whose slack grows
+    // with the reserve, to take the reserve's place.
+    let (present, _) = crate::checkpoint::present_v2(&inner.index_dir);
     for _ in present..crate::checkpoint::CHECKPOINTS_KEPT {
         if let Err(e) = crate::checkpoint_task::checkpoint_now(&inner).await {
             tracing::warn!(error = %e, "cannot write a shard's first checkpoints at open");

@@ -8,22 +8,25 @@
 //! another shard's new segment could take it. Compaction can therefore always checkpoint and
 //! recycle, and SIGTERM on a full disk writes its checkpoint (DESIGN §5).
 //!
-//! Three rules keep that true however small the records are and however many checkpoints
+//! These rules keep that true however small the records are and however many checkpoints
 //! follow each other on a full disk: every write that adds an index entry first makes sure the
 //! room covers a checkpoint with it (else it fails as a full disk; overwrites and deletes of
-//! present keys add none and pass); the room counts the checkpoint files too, whose slack grows
-//! with the reserve (each becomes the reserve in turn); and a shard writes its first two
-//! checkpoints at open, into files of their own, so that the reserve is only ever taken with an
-//! obsolete checkpoint to take its place.
+//! present keys add none and pass, and foreground writes leave a headroom to the writes that
+//! free space); the room counts the checkpoint files too, whose slack grows with the reserve
+//! (each becomes the reserve in turn); a shard writes its first two checkpoints at open, into
+//! files of their own, so that the reserve is only ever taken with an obsolete checkpoint to
+//! take its place; and the file of a checkpoint cut off by a crash, or of one that failed,
+//! becomes the reserve again rather than giving its blocks back.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::index::Index;
 
 /// File name of the reserve inside the index directory.
-const RESERVE_FILE: &str = "checkpoint.reserve";
+pub(crate) const RESERVE_FILE: &str = "checkpoint.reserve";
 /// Smallest reserve (bytes): an empty index still needs a checkpoint header and its segment rows.
 const RESERVE_BYTES_MIN: u64 = 64 * 1024;
 /// Checkpoint bytes per index entry before its key (FORMAT.md §5).
@@ -34,17 +37,24 @@ const RECORD_BYTES_ASSUMED: u64 = 4096;
 /// and the segment about to be created.
 const GROWTH_SEGMENTS: u64 = 2;
 
+/// How long a failed attempt to make room stands: writes that need more room meanwhile are
+/// refused without trying again (no `fallocate` per client retry on a full disk).
+const ENSURE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The checkpoint reserve of one shard.
 pub(crate) struct CheckpointReserve {
     path: PathBuf,
     index_dir: PathBuf,
     /// Bytes allocated to the file now (0 when given back).
     held_bytes: Cell<u64>,
-    /// Bytes the reserve held when a checkpoint under way took it (0: none under way).
-    taken_bytes: Cell<u64>,
-    /// Smallest length of the checkpoint files present (u64::MAX: none): the obsolete one
-    /// becomes the reserve after the next checkpoint, so the room after it is no more than this.
-    files_min_bytes: Cell<u64>,
+    /// The file a checkpoint under way took the reserve into, and the bytes it holds.
+    taken: RefCell<Option<(PathBuf, u64)>>,
+    /// The checkpoint files present of this build's format: how many, and the smallest one's
+    /// length (each becomes the reserve in turn, so the room after the next checkpoint is no
+    /// more than that).
+    files: Cell<(usize, u64)>,
+    /// The room asked for by the last attempt that failed, and when.
+    failed: Cell<Option<(u64, Instant)>>,
 }
 
 impl CheckpointReserve {
@@ -56,17 +66,23 @@ impl CheckpointReserve {
             path,
             index_dir: index_dir.to_path_buf(),
             held_bytes: Cell::new(held_bytes),
-            taken_bytes: Cell::new(0),
-            files_min_bytes: Cell::new(crate::checkpoint::present_len_min(index_dir)),
+            taken: RefCell::new(None),
+            files: Cell::new(crate::checkpoint::present_v2(index_dir)),
+            failed: Cell::new(None),
         }
     }
 
-    /// Bytes a checkpoint is sure to find room in, now and after the next checkpoint: the
-    /// reserve (or what a checkpoint under way took of it), and the checkpoint files that
-    /// become the reserve in turn.
+    /// Bytes a checkpoint finds room in, now and after the next checkpoint: the reserve (or
+    /// what a checkpoint under way took of it) and the checkpoint files that become the reserve
+    /// in turn; 0 while fewer than [`crate::checkpoint::CHECKPOINTS_KEPT`] checkpoint files of
+    /// this build's format are present (the reserve is not used then).
     pub(crate) fn room(&self) -> u64 {
-        let reserve = self.held_bytes.get().max(self.taken_bytes.get());
-        reserve.min(self.files_min_bytes.get())
+        let (count, files_min) = self.files.get();
+        if count < crate::checkpoint::CHECKPOINTS_KEPT {
+            return 0;
+        }
+        let taken = self.taken.borrow().as_ref().map_or(0, |(_, bytes)| *bytes);
+        self.held_bytes.get().max(taken).min(files_min)
     }
 
     /// Bytes a checkpoint needs once the index has grown by `GROWTH_SEGMENTS` segments of records
@@ -86,31 +102,63 @@ impl CheckpointReserve {
         (bytes + bytes / 4).max(RESERVE_BYTES_MIN)
     }
 
-    /// Makes [`Self::room`] at least `bytes`: the reserve's allocated blocks (growing
-    /// geometrically, to twice what it held when the disk has that room, so the blocking
-    /// `fallocate` on the core thread is rare), and the checkpoint files' slack to the same
-    /// length (each becomes the reserve when it is obsolete: a checkpoint written right after
-    /// the next one must find room too); ENOSPC when the disk lacks room. Not synced: the
-    /// reservation matters to the running process's use of the disk; after a crash the reserve
-    /// is taken again from what the files then hold.
+    /// Makes [`Self::room`] at least `bytes` (once the kept checkpoint files are present, which
+    /// allocation cannot make so): the reserve's allocated blocks (growing geometrically, to
+    /// twice what it held or half again what is asked when the disk has that room, so the
+    /// blocking `fallocate` on the core thread is rare), and the slack of the checkpoint files
+    /// (and of the one a checkpoint under way writes) to the same length: each becomes the
+    /// reserve when it is obsolete, so a checkpoint written right after the next one finds room
+    /// too. ENOSPC when the disk lacks room (for a second after a failure, without trying
+    /// again). Not synced: the reservation matters to the running process's use of the disk;
+    /// after a crash the reserve is taken again from what the files then hold.
     pub(crate) fn ensure(&self, bytes: u64) -> std::io::Result<()> {
         if self.room() >= bytes {
             return Ok(());
         }
+        if let Some((asked, at)) = self.failed.get()
+            && bytes >= asked
+            && at.elapsed() < ENSURE_RETRY_AFTER
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let result = self.grow(bytes);
+        self.files
+            .set(crate::checkpoint::present_v2(&self.index_dir));
+        self.failed
+            .set(result.is_err().then(|| (bytes, Instant::now())));
+        result
+    }
+
+    /// [`Self::ensure`]'s allocations: the reserve, then every file that becomes it in turn,
+    /// to the reserve's length (or to `bytes` where that length does not fit).
+    fn grow(&self, bytes: u64) -> std::io::Result<()> {
+        let taken = self.taken.borrow().clone();
         let held = self.held_bytes.get();
-        if held < bytes && self.taken_bytes.get() < bytes {
-            let ample = bytes.max(held.saturating_mul(2));
+        if held < bytes && taken.as_ref().is_none_or(|(_, t)| *t < bytes) {
+            let ample = (bytes + bytes / 2).max(held.saturating_mul(2));
             match self.allocate(ample) {
                 Err(e) if ample > bytes && crate::io::is_no_space(&e) => self.allocate(bytes)?,
                 other => other?,
             }
         }
-        let target = self.held_bytes.get().max(self.taken_bytes.get());
-        let files_min = crate::checkpoint::extend_present(&self.index_dir, target);
-        // Known even when extending a file failed part way: the next call tries again.
-        self.files_min_bytes
-            .set(crate::checkpoint::present_len_min(&self.index_dir));
-        files_min.map(|_| ())
+        let target = self
+            .held_bytes
+            .get()
+            .max(taken.as_ref().map_or(0, |(_, t)| *t));
+        let extend = |to: u64| -> std::io::Result<()> {
+            crate::checkpoint::extend_present(&self.index_dir, to)?;
+            if let Some((path, have)) = &taken
+                && *have < to
+            {
+                allocate_to(path, *have, to)?;
+                *self.taken.borrow_mut() = Some((path.clone(), to));
+            }
+            Ok(())
+        };
+        match extend(target) {
+            Err(e) if target > bytes && crate::io::is_no_space(&e) => extend(bytes),
+            other => other,
+        }
     }
 
     /// Allocates the reserve file's blocks up to `bytes`.
@@ -130,7 +178,7 @@ impl CheckpointReserve {
         match std::fs::rename(&self.path, tmp) {
             Ok(()) => {
                 self.held_bytes.set(0);
-                self.taken_bytes.set(held);
+                *self.taken.borrow_mut() = Some((tmp.to_path_buf(), held));
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -147,15 +195,15 @@ impl CheckpointReserve {
         let len = std::fs::metadata(old_checkpoint)?.len();
         std::fs::rename(old_checkpoint, &self.path)?;
         self.held_bytes.set(len);
-        self.taken_bytes.set(0);
         Ok(())
     }
 
     /// A checkpoint is over (written or not): the checkpoint files are what they are now.
     pub(crate) fn checkpoint_done(&self) {
-        self.taken_bytes.set(0);
-        self.files_min_bytes
-            .set(crate::checkpoint::present_len_min(&self.index_dir));
+        *self.taken.borrow_mut() = None;
+        self.files
+            .set(crate::checkpoint::present_v2(&self.index_dir));
+        self.failed.set(None);
     }
 
     /// Whether a reserve file is held now.
@@ -214,17 +262,21 @@ mod tests {
         let reserve = CheckpointReserve::new(dir.path());
         reserve.ensure(100_000).expect("ensure");
         let path = dir.path().join(RESERVE_FILE);
-        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 100_000);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            150_000,
+            "half again what is asked"
+        );
         reserve.ensure(50_000).expect("smaller is a no-op");
-        assert_eq!(reserve.held(), 100_000);
-        reserve.ensure(120_000).expect("grow");
-        assert_eq!(reserve.held(), 200_000, "grows to twice what it held");
+        assert_eq!(reserve.held(), 150_000);
+        reserve.ensure(160_000).expect("grow");
+        assert_eq!(reserve.held(), 300_000, "grows to twice what it held");
         let tmp = dir.path().join("x.tmp");
         assert!(reserve.take_into(&tmp).expect("take"));
         assert!(!reserve.is_held() && !path.exists() && tmp.exists());
         assert!(!reserve.take_into(&tmp).expect("nothing left to take"));
         reserve.adopt(&tmp).expect("adopt");
-        assert_eq!(CheckpointReserve::new(dir.path()).held(), 200_000);
+        assert_eq!(CheckpointReserve::new(dir.path()).held(), 300_000);
     }
 
     #[test]

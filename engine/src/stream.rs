@@ -86,8 +86,14 @@ where
         return Ok(inner.append(req, rx).await?.hlc);
     }
     let (reply, rx) = oneshot::channel();
+    let new_entry_bytes = if inner.state.borrow().index.get(partition, key).is_some() {
+        0
+    } else {
+        crate::checkpoint::entry_bytes(key.len())
+    };
     inner.send(Request::Reserve {
         len,
+        new_entry_bytes,
         use_spare: false,
         reply,
     })?;

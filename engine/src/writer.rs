@@ -28,7 +28,7 @@ use crate::io::{io_err, sync_data, write_all_at};
 use crate::record::{HEADER_BYTES, Kind, RecordHeader, record_len, seal_record};
 use crate::segment::{SEGMENT_HEADER_BYTES, SEGMENT_MIRROR_BYTES, SegState, write_segment_header};
 use crate::segment_pool::SPARE_SEGMENTS;
-use crate::{EngineError, Hlc, MAX_KEY_BYTES, PartitionId, Summary, SyncPolicy};
+use crate::{EngineError, Hlc, PartitionId, Summary, SyncPolicy};
 
 /// fdatasync tasks for caller-written records that may run beside the writer.
 const SYNC_TASKS_MAX: usize = 4;
@@ -99,6 +99,8 @@ pub(crate) enum Request {
     /// Reserve `len` bytes (block aligned) for a record written by the caller.
     Reserve {
         len: u64,
+        /// Checkpoint bytes of the index entry the record adds (0 when its key is present).
+        new_entry_bytes: u64,
         use_spare: bool,
         reply: oneshot::Sender<Result<Reservation, EngineError>>,
     },
@@ -182,16 +184,24 @@ fn skip_stale_relocations(inner: &Inner, appends: Vec<AppendReq>) -> (Vec<Append
 }
 
 /// Refuses the appends that would add index entries a checkpoint could no longer hold (the
-/// reserve cannot grow for them: the disk is full), and keeps the rest with their bytes.
-/// Appends that replace an entry (overwrites, deletes and relocations of present keys) and
-/// partition drops add none and always pass: deleting still frees space on a full disk.
+/// reserve cannot grow for them: the disk is full, or its files cannot be extended), and keeps
+/// the rest with their bytes. Appends that replace an entry (overwrites, deletes and
+/// relocations of present keys) and partition drops add none and always pass; the writes that
+/// free space (`use_spare`) may use the headroom foreground writes leave
+/// ([`crate::engine::SPACE_FREEING_HEADROOM_BYTES`]).
 fn refuse_entries_past_reserve(
     inner: &Inner,
     appends: Vec<AppendReq>,
     bytes: u64,
+    use_spare: bool,
 ) -> (Vec<AppendReq>, u64) {
     let adds_entry = |state: &crate::engine::State, req: &AppendReq| {
         req.kind != Kind::PartitionDrop && state.index.get(req.partition, &req.key).is_none()
+    };
+    let headroom = if use_spare {
+        0
+    } else {
+        crate::engine::SPACE_FREEING_HEADROOM_BYTES
     };
     let added_bytes = {
         let state = inner.state.borrow();
@@ -199,7 +209,7 @@ fn refuse_entries_past_reserve(
             .iter()
             .map(|r| crate::checkpoint::entry_bytes(r.key.len()))
             .sum();
-        if inner.reserve.room() >= inner.checkpoint_bytes_with(&state, every_one) {
+        if inner.reserve.room() >= inner.checkpoint_bytes_with(&state, every_one) + headroom {
             return (appends, bytes);
         }
         appends
@@ -208,14 +218,13 @@ fn refuse_entries_past_reserve(
             .map(|r| crate::checkpoint::entry_bytes(r.key.len()))
             .sum::<u64>()
     };
-    let refusal = match inner.reserve_covers(added_bytes) {
+    if added_bytes == 0 {
+        return (appends, bytes);
+    }
+    let refusal = match inner.reserve_covers(added_bytes, use_spare) {
         Ok(()) => return (appends, bytes),
         Err(e) => e,
     };
-    if matches!(refusal, EngineError::DiskFull { .. }) {
-        inner.state.borrow_mut().disk_full = true;
-        inner.wake_compaction();
-    }
     let state = inner.state.borrow();
     let mut kept = Vec::with_capacity(appends.len());
     let mut kept_bytes = 0;
@@ -260,10 +269,11 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
                 }
                 Some(Request::Reserve {
                     len,
+                    new_entry_bytes,
                     use_spare,
                     reply,
                 }) => {
-                    let _ = reply.send(reserve(&inner, len, use_spare).await);
+                    let _ = reply.send(reserve(&inner, len, new_entry_bytes, use_spare).await);
                 }
                 Some(Request::Sync { segment, reply }) => batch.syncs.push((segment, reply)),
                 None => {}
@@ -312,7 +322,7 @@ async fn commit(inner: &Rc<Inner>, batch: Batch) {
     // No drop can be applied between this check and the batch's LSNs: drops are batches, and
     // this task applies batches one after the other.
     let (appends, bytes) = skip_stale_relocations(inner, appends);
-    let (appends, bytes) = refuse_entries_past_reserve(inner, appends, bytes);
+    let (appends, bytes) = refuse_entries_past_reserve(inner, appends, bytes, use_spare);
     if !appends.is_empty() {
         match write_batch(inner, &appends, bytes, use_spare).await {
             Ok((segment, entries)) => {
@@ -553,20 +563,20 @@ async fn write_and_sync(
 }
 
 /// Reserves a block-aligned region of `len` bytes in the head for a caller-written record.
-async fn reserve(inner: &Rc<Inner>, len: u64, use_spare: bool) -> Result<Reservation, EngineError> {
+async fn reserve(
+    inner: &Rc<Inner>,
+    len: u64,
+    new_entry_bytes: u64,
+    use_spare: bool,
+) -> Result<Reservation, EngineError> {
     if let Some(reason) = inner.state.borrow().poisoned.clone() {
         tracing::debug!(%reason, "reservation refused");
         return Err(EngineError::Closed);
     }
     let region = align_up(len);
     if !use_spare {
-        // A streamed record of a new key adds an index entry (its key is not known here).
-        if let Err(e) = inner.reserve_covers(crate::checkpoint::entry_bytes(MAX_KEY_BYTES)) {
-            if matches!(e, EngineError::DiskFull { .. }) {
-                inner.state.borrow_mut().disk_full = true;
-                inner.wake_compaction();
-            }
-            return Err(e);
+        if new_entry_bytes > 0 {
+            inner.reserve_covers(new_entry_bytes, use_spare)?;
         }
         ensure_spare(inner).await?;
     }
