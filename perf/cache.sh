@@ -24,7 +24,11 @@
 # Knobs: LEOFS_BIN, BENCH_BIN (default target/release/…), GARAGE_BIN (for start-cluster.sh),
 # WORKLOADS (default "get-4k get-1m mixed-64k"), DURATION (4s), GATEWAY_CORES (2),
 # DATA_ROOT (/work/tmp), ON_ARGS (more arguments of the cache-on gateway of the cold and
-# warm-memory runs, e.g. "--gateway-disk-cache-bytes-per-core 0" to see the memory alone).
+# warm-memory runs, e.g. "--gateway-disk-cache-bytes-per-core 0" to see the memory alone),
+# R1_STALENESS_MS (set: the bench bucket reads at R=1 on every side, `update-consistency-level
+# --bucket bench 2 1 2`, and the cache-on gateways serve a hit unconfirmed for that long after
+# its last confirmation, `--gateway-cache-r1-staleness-ms`: what a bucket that opts into
+# LeoFS's plain R=1 gets).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -36,6 +40,10 @@ WORKLOADS="${WORKLOADS:-get-4k get-1m mixed-64k}"
 DURATION="${DURATION:-4s}"
 GATEWAY_CORES="${GATEWAY_CORES:-2}"
 ON_ARGS="${ON_ARGS:-}"
+R1_STALENESS_MS="${R1_STALENESS_MS:-}"
+ADM_BIN="${ADM_BIN:-$ROOT/target/release/leofs-adm}"
+STALE_ARGS=""
+[[ -n "$R1_STALENESS_MS" ]] && STALE_ARGS="--gateway-cache-r1-staleness-ms $R1_STALENESS_MS"
 DATA_ROOT="${DATA_ROOT:-/work/tmp}"
 PEERS="$ROOT/../shared/peers/garage"
 
@@ -86,6 +94,9 @@ ACCESS_KEY="$(sed -n 's/^Access key: //p' "$OUT/demo.out")"
 SECRET_KEY="$(sed -n 's/^Secret key: //p' "$OUT/demo.out")"
 JOIN="$(sed -n 's/.* --join \([^ ]*\) .*/\1/p' "$OUT/demo.out")"
 SECRET_FILE="$DIR/leofs/cluster.secret"
+ADMIN="$(sed -n 's/^Admin: leofs-adm --admin \([^ ]*\) .*/\1/p' "$OUT/demo.out")"
+TOKEN="$(sed -n 's/^Admin: .* --token \([^ ]*\) .*/\1/p' "$OUT/demo.out")"
+adm() { "$ADM_BIN" --admin "$ADMIN" --token "$TOKEN" "$@"; }
 [[ -n "$JOIN" && -f "$SECRET_FILE" ]] || die "cannot find the demo's managers or secret"
 
 GW_PORT="$(free_port 38900)"
@@ -154,17 +165,21 @@ for name in $WORKLOADS; do
   start_gateway "$DIR/gw-off-$name" --gateway-cache-bytes-per-core 0
   read -r -a SERVER_PIDS <<<"$GATEWAY_PID $(pgrep -P "$DEMO_PID" | tr '\n' ' ')"
   run "$name.preload" "${leofs[@]}" "$args --duration 1s"
+  if [[ -n "$R1_STALENESS_MS" ]]; then
+    adm update-consistency-level --bucket bench 2 1 2 >>"$OUT/adm.log"
+    sleep 2 # every gateway knows the bucket's levels (its catalog, within a second)
+  fi
   run "$name.off" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   stop_gateway
   # shellcheck disable=SC2086
-  start_gateway "$DIR/gw-on-$name" $ON_ARGS
+  start_gateway "$DIR/gw-on-$name" $ON_ARGS $STALE_ARGS
   read -r -a SERVER_PIDS <<<"$GATEWAY_PID $(pgrep -P "$DEMO_PID" | tr '\n' ' ')"
   run "$name.cold" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   snapshot "$name.cold"
   run "$name.warm-memory" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   snapshot "$name.warm-memory"
   stop_gateway
-  start_gateway "$DIR/gw-on-$name" --gateway-cache-bytes-per-core 262144
+  start_gateway "$DIR/gw-on-$name" --gateway-cache-bytes-per-core 262144 $STALE_ARGS
   read -r -a SERVER_PIDS <<<"$GATEWAY_PID $(pgrep -P "$DEMO_PID" | tr '\n' ' ')"
   run "$name.warm-disk" "${leofs[@]}" "$args --duration $DURATION --no-preload"
   snapshot "$name.warm-disk"

@@ -735,6 +735,24 @@ impl Manager {
             .ok_or_else(|| ManagerError::NodeConflict("the cluster is not started".into()))
     }
 
+    /// Storage nodes that registered (attached) less than [`NODE_STOPPED_AFTER`] ago and have
+    /// not sent a heartbeat yet: a rebalance planned now would leave them out.
+    pub fn attached_not_heard_yet(&self) -> Vec<u32> {
+        let now_ms = now_unix_ms();
+        let window_ms = crate::cluster::NODE_STOPPED_AFTER.as_millis() as u64;
+        self.snapshot()
+            .nodes
+            .values()
+            .filter(|m| {
+                m.storage
+                    && m.state == NodeState::Attached
+                    && now_ms.saturating_sub(m.state_since_unix_ms) < window_ms
+                    && self.liveness.recent(m.id).is_none()
+            })
+            .map(|m| m.id)
+            .collect()
+    }
+
     /// `leofs-adm rebalance-abort`: gives up the rebalance under way; the ring stays the one
     /// it was (writes met their quorum in it all along), and what the new replicas took is
     /// handed over and dropped like any partition a node does not hold.

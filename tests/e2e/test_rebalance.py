@@ -260,10 +260,18 @@ def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_o
         conns[key] = conn
     epoch_before = rebalance_status(cluster)["ring_epoch"]
     second = cluster.new_storage()
-    rebalanced = threading.Thread(target=lambda: (
-        second.start(),
-        eventually("the second node is attached", 30, lambda: cluster.state_of(second) == "attached"),
-        cluster.manager.adm("rebalance", timeout=120)))
+    thread_errors: list[BaseException] = []
+
+    def attach_and_rebalance() -> None:
+        try:
+            second.start()
+            eventually("the second node is attached", 30,
+                       lambda: cluster.state_of(second) == "attached")
+            cluster.manager.adm("rebalance", timeout=120)
+        except BaseException as e:  # reported by the test's own thread below
+            thread_errors.append(e)
+
+    rebalanced = threading.Thread(target=attach_and_rebalance)
     for index in range(chunks):
         started = time.monotonic()
         for key in keys:
@@ -275,6 +283,7 @@ def test_puts_longer_than_the_chunk_grace_survive_a_rebalance_that_moves_their_o
             rebalanced.start()
         time.sleep(max(0.0, 2 - (time.monotonic() - started)))
     rebalanced.join()
+    assert not thread_errors, thread_errors
     status = rebalance_status(cluster)
     assert status["phase"] == "idle" and status["ring_epoch"] >= epoch_before + 2, status
     for key in keys:

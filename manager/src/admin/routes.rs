@@ -315,6 +315,14 @@ async fn route(context: &AdminContext, request: Request<Incoming>) -> Reply {
             })
         }
         (["rebalance"], Method::POST) => {
+            // A node attached moments ago may not have sent its first heartbeat yet: the plan
+            // waits for it (a short while) rather than leaving it out.
+            let deadline = std::time::Instant::now() + crate::cluster::NODE_STOPPED_AFTER;
+            while !context.manager.attached_not_heard_yet().is_empty()
+                && std::time::Instant::now() < deadline
+            {
+                monoio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             context.manager.rebalance()?;
             json_ok(&rebalance_status(&context.manager)?)
         }
