@@ -519,6 +519,27 @@ pub(crate) fn list(index_dir: &Path) -> Result<Vec<u64>, EngineError> {
     Ok(seqs)
 }
 
+/// The bytes of the checkpoint file at `path` up to the end of its content, when its header
+/// says where that is (a file written into the reserve keeps the reserve's slack after it,
+/// which need not be read); the whole file otherwise, for [`decode`] to judge.
+async fn read_content(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = monoio::fs::File::open(path).await?;
+    let file_len = std::fs::metadata(path)?.len();
+    let (head, header) = file
+        .read_exact_at(Vec::with_capacity(CKPT_HEADER_BYTES), 0)
+        .await;
+    let len = match head {
+        Ok(()) if header[..8] == CKPT_MAGIC && le_u32(&header, 8) == CKPT_VERSION => {
+            le_u64(&header, CKPT_LENGTH_AT).min(file_len)
+        }
+        _ => file_len,
+    };
+    let capacity = usize::try_from(len).map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+    let (read, bytes) = file.read_exact_at(Vec::with_capacity(capacity), 0).await;
+    file.close().await?;
+    read.map(|()| bytes)
+}
+
 /// Loads the newest valid checkpoint (a corrupt one is reported and skipped); also returns the
 /// highest sequence number present.
 pub(crate) async fn load_newest(
@@ -529,7 +550,7 @@ pub(crate) async fn load_newest(
     let max_seq = seqs.first().copied().unwrap_or(0);
     for seq in seqs {
         let path = checkpoint_path(index_dir, seq);
-        let bytes = monoio::fs::read(&path)
+        let bytes = read_content(&path)
             .await
             .map_err(|e| io_err("read", &path, e))?;
         match decode(&bytes) {

@@ -227,34 +227,41 @@ impl Inner {
         )
     }
 
-    /// Bytes a checkpoint would need now, with `added_bytes` more bytes of entries in the index:
-    /// the index as it is, a few segment rows to come, and the entries of streamed records
-    /// under way (not in the index until they end; their keys counted at the longest).
-    pub(crate) fn checkpoint_bytes_with(&self, state: &State, added_bytes: u64) -> u64 {
-        let rows = state.log.segments.len() + state.log.set_aside.len() + SEGMENT_ROWS_AHEAD;
-        crate::checkpoint::encoded_bytes_bound(&state.index, rows)
-            + state.unapplied.len() as u64 * crate::checkpoint::entry_bytes(MAX_KEY_BYTES)
-            + added_bytes
-    }
-
-    /// Makes sure a checkpoint fits in the reserve once `added_bytes` more bytes of entries are
-    /// in the index, growing the reserve if it must (geometrically: rarely); DiskFull when the
-    /// disk has no room for that. Every write that adds index entries passes here first, so
-    /// the checkpoint that lets compaction give space back can always be written, however
-    /// small the records that filled the head segment since the reserve was last sized.
-    /// Foreground writes (`frees_space` false) leave [`SPACE_FREEING_HEADROOM_BYTES`] of room
-    /// to the writes that free space.
-    pub(crate) fn reserve_covers(
+    /// Checkpoint room a write needs before it adds `added_bytes` of index entries: a
+    /// checkpoint of the index as it is, a few segment rows to come, the entries of streamed
+    /// records under way (not in the index until they end; their keys counted at the longest)
+    /// and those bytes; foreground writes (`frees_space` false) also leave
+    /// [`SPACE_FREEING_HEADROOM_BYTES`] to the writes that free space.
+    pub(crate) fn checkpoint_room_needed(
         &self,
+        state: &State,
         added_bytes: u64,
         frees_space: bool,
-    ) -> Result<(), EngineError> {
+    ) -> u64 {
+        let rows = state.log.segments.len() + state.log.set_aside.len() + SEGMENT_ROWS_AHEAD;
         let headroom = if frees_space {
             0
         } else {
             SPACE_FREEING_HEADROOM_BYTES
         };
-        let need = self.checkpoint_bytes_with(&self.state.borrow(), added_bytes) + headroom;
+        crate::checkpoint::encoded_bytes_bound(&state.index, rows)
+            + state.unapplied.len() as u64 * crate::checkpoint::entry_bytes(MAX_KEY_BYTES)
+            + added_bytes
+            + headroom
+    }
+
+    /// Makes sure a checkpoint fits in the reserve once `added_bytes` more bytes of entries are
+    /// in the index ([`Self::checkpoint_room_needed`]), growing the reserve if it must
+    /// (geometrically: rarely); DiskFull when the disk has no room for that. Every write that
+    /// adds index entries passes here first, so the checkpoint that lets compaction give space
+    /// back can always be written, however small the records that filled the head segment
+    /// since the reserve was last sized.
+    pub(crate) fn reserve_covers(
+        &self,
+        added_bytes: u64,
+        frees_space: bool,
+    ) -> Result<(), EngineError> {
+        let need = self.checkpoint_room_needed(&self.state.borrow(), added_bytes, frees_space);
         if self.reserve.room() >= need {
             return Ok(());
         }

@@ -295,8 +295,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     // A shard keeps CHECKPOINTS_KEPT checkpoints of this build's format from its start, so
     // that each later one is written into the reserve with an obsolete one, whose slack grows
     // with the reserve, to take the reserve's place.
-    let (present, _) = crate::checkpoint::present_v2(&inner.index_dir);
-    for _ in present..crate::checkpoint::CHECKPOINTS_KEPT {
+    for _ in inner.reserve.checkpoint_files()..crate::checkpoint::CHECKPOINTS_KEPT {
         if let Err(e) = crate::checkpoint_task::checkpoint_now(&inner).await {
             tracing::warn!(error = %e, "cannot write a shard's first checkpoints at open");
             break;

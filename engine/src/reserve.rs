@@ -206,6 +206,11 @@ impl CheckpointReserve {
         self.failed.set(None);
     }
 
+    /// How many checkpoint files of this build's format are present.
+    pub(crate) fn checkpoint_files(&self) -> usize {
+        self.files.get().0
+    }
+
     /// Whether a reserve file is held now.
     pub(crate) fn is_held(&self) -> bool {
         self.held_bytes.get() > 0

@@ -198,18 +198,13 @@ fn refuse_entries_past_reserve(
     let adds_entry = |state: &crate::engine::State, req: &AppendReq| {
         req.kind != Kind::PartitionDrop && state.index.get(req.partition, &req.key).is_none()
     };
-    let headroom = if use_spare {
-        0
-    } else {
-        crate::engine::SPACE_FREEING_HEADROOM_BYTES
-    };
     let added_bytes = {
         let state = inner.state.borrow();
         let every_one: u64 = appends
             .iter()
             .map(|r| crate::checkpoint::entry_bytes(r.key.len()))
             .sum();
-        if inner.reserve.room() >= inner.checkpoint_bytes_with(&state, every_one) + headroom {
+        if inner.reserve.room() >= inner.checkpoint_room_needed(&state, every_one, use_spare) {
             return (appends, bytes);
         }
         appends
