@@ -286,6 +286,7 @@ mod tests {
                 incarnation: 1,
                 deleting: false,
                 consistency: None,
+                versioning: Default::default(),
             },
         );
         s

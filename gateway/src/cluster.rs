@@ -149,6 +149,9 @@ impl NodeServices for ManagerServices {
                     let acl = parse_acl(&acl)?;
                     catalog.set_bucket_acl(&name, acl).await
                 }
+                CatalogChange::SetBucketVersioning { name, enabled } => {
+                    catalog.set_bucket_versioning(&name, enabled).await
+                }
             };
             made.map_err(|e| refusal(&e))
         })
@@ -471,6 +474,14 @@ impl CatalogApplier for CatalogCopy {
         let change = CatalogChange::SetBucketAcl {
             name: name.to_owned(),
             acl: acl.as_str().to_owned(),
+        };
+        self.forward(change, name)
+    }
+
+    fn set_bucket_versioning(&mut self, name: &str, enabled: bool) -> Result<(), ManagerError> {
+        let change = CatalogChange::SetBucketVersioning {
+            name: name.to_owned(),
+            enabled,
         };
         self.forward(change, name)
     }

@@ -13,8 +13,14 @@ use crate::md5::Md5;
 
 /// The storage identity of a bucket from its catalog record.
 pub fn bucket_id(bucket: &leofs_manager::Bucket) -> BucketId {
+    let versioning = match bucket.versioning {
+        leofs_manager::BucketVersioning::Off => Versioning::Off,
+        leofs_manager::BucketVersioning::Enabled => Versioning::Enabled,
+        leofs_manager::BucketVersioning::Suspended => Versioning::Suspended,
+    };
     BucketId::new(&bucket.name, bucket.incarnation)
         .with_levels(bucket.consistency.map(|c| c.quorums()))
+        .with_versioning(versioning)
 }
 
 /// Engine key prefix under which every object record of `bucket` lives.
@@ -28,12 +34,17 @@ pub fn upload_prefix(bucket: &BucketId) -> Vec<u8> {
 }
 
 /// What makes a bucket non-empty: the one definition that S3's DeleteBucket and the admin API's
-/// `delete-bucket` share. A bucket holds content while an object record or a multipart upload
-/// in progress lives under one of these prefixes: uploads must be completed or aborted before
+/// `delete-bucket` share. A bucket holds content while an object record, a version (a delete
+/// marker included, as in S3) or a multipart upload in progress lives under one of these
+/// prefixes: uploads must be completed or aborted before
 /// their bucket can be deleted (a deliberate choice, as several S3-compatible stores make it;
 /// nothing is discarded that a client did not discard).
-pub fn bucket_content_prefixes(bucket: &BucketId) -> [Vec<u8>; 2] {
-    [object_prefix(bucket), upload_prefix(bucket)]
+pub fn bucket_content_prefixes(bucket: &BucketId) -> [Vec<u8>; 3] {
+    [
+        object_prefix(bucket),
+        stored::bucket_version_prefix(bucket.as_str()),
+        upload_prefix(bucket),
+    ]
 }
 
 /// Engine key of an upload record.

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use leofs_shard::metrics::ObjectCacheMetrics;
-use leofs_shard::object::{BucketId, KEY_SEP, VersionChunks, chunk_key, chunk_prefix, object_key};
+use leofs_shard::object::{
+    BucketId, KEY_SEP, VersionChunks, VersionRef, chunk_key, chunk_prefix, object_key,
+};
 use leofs_shard::{
     ChunkLease, Head, Hlc, Lookup, PutValue, ScanEntry, Shard, ShardError, Value, WriteCondition,
     WriteRegistration, hash_bytes,
@@ -375,14 +377,81 @@ impl Storage {
     ) -> Result<Hlc, ShardError> {
         self.forget(bucket, key);
         self.of(bucket)
-            .commit_object(bucket.as_str(), key, value, condition, writing)
+            .commit_object_in(
+                bucket.as_str(),
+                key,
+                value,
+                condition,
+                writing,
+                bucket.versioning(),
+            )
             .await
     }
 
-    /// Deletes an object and queues its chunks; false when there was no object.
+    /// Deletes an object and queues its chunks; false when there was no object. In a
+    /// versioned bucket: adds a delete marker (see [`Storage::delete_version`]).
     pub async fn delete_object(&self, bucket: &BucketId, key: &str) -> Result<bool, ShardError> {
+        Ok(self.delete_version(bucket, key, None).await?.0)
+    }
+
+    /// Deletes `version` of an object for good, or without one, what a DELETE without a
+    /// version id does in the bucket (unversioned: the object; versioned: a delete marker is
+    /// added). Whether something was deleted, and the stamp of the marker or tombstone.
+    pub async fn delete_version(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        version: Option<VersionRef>,
+    ) -> Result<(bool, Option<Hlc>), ShardError> {
         self.forget(bucket, key);
-        self.of(bucket).delete_object(bucket.as_str(), key).await
+        self.of(bucket)
+            .delete_object_in(bucket.as_str(), key, bucket.versioning(), version)
+            .await
+    }
+
+    /// A versioned key's latest version (a delete marker included): its index entry, from
+    /// the bucket's read quorum.
+    pub async fn latest_version(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+    ) -> Result<Option<ScanEntry>, ShardError> {
+        self.of(bucket).latest_version(bucket.as_str(), key).await
+    }
+
+    /// Reads one version's record of an object (`record`: its object record or a version
+    /// record, both in the object's partition), with its body unless `head`; None if absent
+    /// or deleted.
+    pub async fn get_version_record(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        record: Bytes,
+        head: bool,
+    ) -> Result<Option<Value>, ShardError> {
+        let partition = self.shard.object_partition(bucket.as_str(), key);
+        let shard = self.of(bucket);
+        if !head {
+            return shard.get(partition, record).await;
+        }
+        Ok(shard.head(partition, record).await?.map(|h| Value {
+            meta: h.meta,
+            body: Bytes::new(),
+            summary: h.summary,
+            hlc: h.hlc,
+            body_len: h.body_len,
+        }))
+    }
+
+    /// What the index knows of one version's record of an object (no disk I/O).
+    pub async fn lookup_version_record(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        record: Bytes,
+    ) -> Result<Option<Lookup>, ShardError> {
+        let partition = self.shard.object_partition(bucket.as_str(), key);
+        self.of(bucket).lookup(partition, record).await
     }
 
     /// Registers a new version of an object as being written.

@@ -24,8 +24,8 @@ use crate::GatewayConfig;
 use crate::disk_cache::DiskCache;
 use crate::error::GatewayError;
 use crate::layout::{
-    BodyLayout, BucketId, ChecksumKind, ChunkRun, ObjectMeta, StoredChecksum, TAG_CHUNK, chunk_key,
-    plan_reads,
+    BodyLayout, BucketId, ChecksumKind, ChunkRun, NS_VERSION, ObjectMeta, StoredChecksum,
+    TAG_CHUNK, VersionRef, Versioning, chunk_key, is_delete_marker, object_key, plan_reads,
 };
 use crate::md5::Md5;
 use crate::storage::{RECORD_BODY_BYTES_MAX, Storage, slice_of};
@@ -67,6 +67,29 @@ pub struct StoredObject {
     /// For a chunked object read with [`Ctx::get_object`] whose every chunk the core's cache
     /// held: their bodies by chunk key (read from here, with no lease and no storage read).
     pub cached_chunks: Option<Rc<HashMap<Bytes, Bytes>>>,
+}
+
+/// One version of an object, as [`Ctx::read_version`] finds it.
+pub enum VersionRead {
+    /// An object: its record (boxed: it is large beside a marker) and which version it is.
+    Object(Box<StoredObject>, VersionRef),
+    /// A delete marker.
+    Marker {
+        /// Which version the marker is.
+        version: VersionRef,
+        /// Its timestamp (Last-Modified).
+        hlc: Hlc,
+    },
+}
+
+impl VersionRead {
+    /// The object, unless this is a delete marker (which reads as no object).
+    pub fn into_object(self) -> Option<StoredObject> {
+        match self {
+            VersionRead::Object(obj, _) => Some(*obj),
+            VersionRead::Marker { .. } => None,
+        }
+    }
 }
 
 /// A body written by [`write_body`].
@@ -130,6 +153,12 @@ impl Ctx {
         bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
+        if bucket.versioning() != Versioning::Off {
+            return Ok(self
+                .read_version(bucket, key, None, false)
+                .await?
+                .and_then(VersionRead::into_object));
+        }
         for _ in 0..LEASE_ATTEMPTS_MAX {
             let Some(mut obj) = self.read_object_record(bucket, key).await? else {
                 return Ok(None);
@@ -205,12 +234,109 @@ impl Ctx {
         }))
     }
 
+    /// Reads version `version` of an object (None: its latest version) in a versioned bucket,
+    /// or by id in any bucket, with its body unless `head`. For a chunked version read with
+    /// its body, its chunks are leased (as [`Ctx::get_object`] does). None: no such version
+    /// (or, for the latest, no version at all).
+    pub async fn read_version(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        version: Option<VersionRef>,
+        head: bool,
+    ) -> Result<Option<VersionRead>, GatewayError> {
+        for _ in 0..LEASE_ATTEMPTS_MAX {
+            let (record, named) = match version {
+                Some(VersionRef::Null) => (object_key(bucket.as_str(), key), VersionRef::Null),
+                Some(VersionRef::Stamped(hlc)) => (
+                    crate::layout::version_key(bucket.as_str(), key, hlc),
+                    VersionRef::Stamped(hlc),
+                ),
+                None => match self.storage.latest_version(bucket, key).await? {
+                    None => return Ok(None),
+                    Some(latest) if latest.key.first() == Some(&NS_VERSION) => {
+                        (latest.key, VersionRef::Stamped(latest.hlc))
+                    }
+                    Some(latest) => (latest.key, VersionRef::Null),
+                },
+            };
+            let found = self
+                .storage
+                .get_version_record(bucket, key, record.clone(), head)
+                .await?;
+            let Some(value) = found else {
+                if version.is_none() {
+                    // The latest version was deleted for good meanwhile: find the next one.
+                    continue;
+                }
+                return Ok(None);
+            };
+            if is_delete_marker(value.summary.tag) {
+                return Ok(Some(VersionRead::Marker {
+                    version: named,
+                    hlc: value.hlc,
+                }));
+            }
+            let mut obj = StoredObject {
+                meta: ObjectMeta::decode(&value.meta)?,
+                hlc: value.hlc,
+                inline: value.body,
+                lease: None,
+                cached_chunks: None,
+            };
+            let versions = obj.meta.versions();
+            if head || versions.is_empty() {
+                return Ok(Some(VersionRead::Object(Box::new(obj), named)));
+            }
+            let current = |obj: &StoredObject| {
+                let record = record.clone();
+                let hlc = obj.hlc;
+                async move {
+                    let now = self
+                        .storage
+                        .lookup_version_record(bucket, key, record)
+                        .await?;
+                    Ok::<_, GatewayError>(now.is_some_and(|n| !n.tombstone && n.hlc == hlc))
+                }
+            };
+            match self.storage.lease_chunks(bucket, key, &versions).await {
+                Ok(lease) if current(&obj).await? => {
+                    obj.lease = Some(Rc::new(lease));
+                    return Ok(Some(VersionRead::Object(Box::new(obj), named)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let Some(index) = e.missing_chunk() else {
+                        return Err(e.into());
+                    };
+                    if current(&obj).await? {
+                        return Err(GatewayError::MissingChunk(format!(
+                            "chunk {index} of {}/{key} version {}",
+                            bucket.as_str(),
+                            named.id()
+                        )));
+                    }
+                }
+            }
+        }
+        Err(GatewayError::s3(
+            s3s::S3ErrorCode::SlowDown,
+            "The object changed under every read attempt; please retry.",
+        ))
+    }
+
     /// Reads an object record's manifest without its body.
     pub async fn head_object(
         &self,
         bucket: &BucketId,
         key: &str,
     ) -> Result<Option<StoredObject>, GatewayError> {
+        if bucket.versioning() != Versioning::Off {
+            return Ok(self
+                .read_version(bucket, key, None, true)
+                .await?
+                .and_then(VersionRead::into_object));
+        }
         let Some(h) = self.storage.head_object_record(bucket, key).await? else {
             return Ok(None);
         };

@@ -39,6 +39,8 @@ pub trait CatalogApplier: Send + 'static {
     fn delete_bucket(&mut self, name: &str, incarnation: u64) -> Result<(), ManagerError>;
     /// See [`Manager::set_bucket_acl`].
     fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError>;
+    /// See [`Manager::set_bucket_versioning`].
+    fn set_bucket_versioning(&mut self, name: &str, enabled: bool) -> Result<(), ManagerError>;
     /// Brings a copy of the catalog up to date (nothing to do for the manager itself).
     fn refresh(&mut self) -> Result<(), ManagerError> {
         Ok(())
@@ -68,6 +70,10 @@ impl CatalogApplier for Arc<Manager> {
     fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError> {
         Manager::set_bucket_acl(self, name, acl)
     }
+
+    fn set_bucket_versioning(&mut self, name: &str, enabled: bool) -> Result<(), ManagerError> {
+        Manager::set_bucket_versioning(self, name, enabled)
+    }
 }
 
 /// One change to the catalog.
@@ -91,6 +97,11 @@ enum Change {
     SetBucketAcl {
         name: String,
         acl: BucketAcl,
+        reply: oneshot::Sender<Result<(), ManagerError>>,
+    },
+    SetBucketVersioning {
+        name: String,
+        enabled: bool,
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     Refresh {
@@ -207,6 +218,20 @@ impl CatalogWriter {
         .await
     }
 
+    /// Enables or suspends a bucket's versioning (see [`Manager::set_bucket_versioning`]).
+    pub async fn set_bucket_versioning(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), ManagerError> {
+        self.ask(|reply| Change::SetBucketVersioning {
+            name: name.to_owned(),
+            enabled,
+            reply,
+        })
+        .await
+    }
+
     /// Queues the change `make` builds around its reply channel and awaits the answer.
     async fn ask<T>(
         &self,
@@ -314,6 +339,13 @@ fn apply(manager: &mut impl CatalogApplier, change: Change) {
         }
         Change::SetBucketAcl { name, acl, reply } => {
             let _ = reply.send(manager.set_bucket_acl(&name, acl));
+        }
+        Change::SetBucketVersioning {
+            name,
+            enabled,
+            reply,
+        } => {
+            let _ = reply.send(manager.set_bucket_versioning(&name, enabled));
         }
         Change::Refresh { reply } => {
             let _ = reply.send(manager.refresh());

@@ -42,5 +42,5 @@ pub mod store;
 pub use bucket_name::validate_bucket_name;
 pub use catalog::{CatalogApplier, CatalogWriter};
 pub use error::ManagerError;
-pub use model::{AccessKey, Bucket, BucketAcl, Credentials, ManagerState, User};
+pub use model::{AccessKey, Bucket, BucketAcl, BucketVersioning, Credentials, ManagerState, User};
 pub use store::Manager;

@@ -38,6 +38,27 @@ impl BucketAcl {
     }
 }
 
+/// A bucket's versioning (S3 PutBucketVersioning; shard/VERSIONING.md): never enabled, enabled,
+/// or suspended. Once enabled it never goes back to never enabled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketVersioning {
+    /// Never enabled: an object has one version, `null`.
+    #[default]
+    Off,
+    /// Every write creates a version.
+    Enabled,
+    /// Writes replace the `null` version; the versions made while enabled stay.
+    Suspended,
+}
+
+impl BucketVersioning {
+    /// Whether versioning was never enabled (what an older catalog's bucket has).
+    pub fn is_off(&self) -> bool {
+        *self == BucketVersioning::Off
+    }
+}
+
 /// A bucket as the manager records it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bucket {
@@ -62,6 +83,9 @@ pub struct Bucket {
     /// update-consistency-level --bucket`); None: the cluster's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<crate::cluster::Consistency>,
+    /// The bucket's versioning.
+    #[serde(default, skip_serializing_if = "BucketVersioning::is_off")]
+    pub versioning: BucketVersioning,
 }
 
 /// A user: owns buckets and access keys.

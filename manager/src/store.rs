@@ -317,6 +317,7 @@ impl Manager {
             incarnation: crate::persist::random_nonzero_u64()?,
             deleting: false,
             consistency: None,
+            versioning: Default::default(),
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -520,6 +521,14 @@ impl Manager {
         self.propose(Command::SetBucketAcl {
             name: name.to_owned(),
             acl,
+        })
+    }
+
+    /// Enables a bucket's versioning, or suspends it (S3 PutBucketVersioning).
+    pub fn set_bucket_versioning(&self, name: &str, enabled: bool) -> Result<(), ManagerError> {
+        self.propose(Command::SetBucketVersioning {
+            name: name.to_owned(),
+            enabled,
         })
     }
 

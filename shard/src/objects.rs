@@ -21,12 +21,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use leofs_engine::{Engine, Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, Summary};
+use leofs_engine::{
+    Engine, Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, ScanEntry, Summary,
+};
 
 use crate::object::{
     KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
-    VersionId, chunk_key, etag_string, garbage_key, object_key, parse_chunk_key,
-    parts_count_of_tag, upload_key,
+    VersionId, VersionRef, Versioning, chunk_key, delete_marker, etag_string, garbage_key,
+    is_delete_marker, object_key, parse_chunk_key, parts_count_of_tag, upload_key, version_key,
+    version_prefix,
 };
 use crate::request::{StorageRequest, StorageResponse};
 use crate::ring::Vnode;
@@ -593,6 +596,41 @@ fn above_held(
     }
 }
 
+/// The engine key a commit into a bucket of `versioning` stamped `hlc` writes: its version
+/// record when versioning is enabled, its object record otherwise.
+fn written_key(bucket: &str, key: &str, okey: &Bytes, versioning: Versioning, hlc: Hlc) -> Bytes {
+    match versioning {
+        Versioning::Enabled => version_key(bucket, key, hlc),
+        Versioning::Off | Versioning::Suspended => okey.clone(),
+    }
+}
+
+/// What a precondition is decided on: the latest version, unless it is a delete marker (S3
+/// treats a key whose latest version is a marker as absent).
+fn latest_for_condition(latest: Option<&ScanEntry>) -> Option<Lookup> {
+    latest
+        .filter(|l| !is_delete_marker(l.summary.tag))
+        .map(lookup_of)
+}
+
+/// An index entry as a [`Lookup`].
+fn lookup_of(entry: &ScanEntry) -> Lookup {
+    Lookup {
+        hlc: entry.hlc,
+        summary: entry.summary,
+        body_len: entry.body_len,
+        tombstone: entry.tombstone,
+    }
+}
+
+/// The newer of two index entries.
+fn newer(a: Option<Lookup>, b: Option<Lookup>) -> Option<Lookup> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.hlc >= b.hlc { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Encodes a garbage-queue entry's value: the versions to collect.
 fn encode_garbage(versions: &[VersionChunks]) -> Bytes {
     debug_assert!(versions.len() <= GARBAGE_VERSIONS_MAX);
@@ -663,9 +701,26 @@ impl Shard {
         condition: WriteCondition,
         writing: Option<WriteRegistration>,
     ) -> Result<Hlc, ShardError> {
+        self.commit_object_in(bucket, key, value, condition, writing, Versioning::Off)
+            .await
+    }
+
+    /// [`Shard::commit_object`] into a bucket whose versioning is `versioning`
+    /// (shard/VERSIONING.md §5): enabled, the record is a new version of the key, stamped above
+    /// its latest version (the stamp is its version id); suspended, it replaces the null
+    /// version (the object record). The precondition is decided on the latest version.
+    pub async fn commit_object_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: PutValue,
+        condition: WriteCondition,
+        writing: Option<WriteRegistration>,
+        versioning: Versioning,
+    ) -> Result<Hlc, ShardError> {
         let Some(writing) = writing else {
             return self
-                .commit_object_pending(bucket, key, value, condition, None)
+                .commit_object_pending(bucket, key, value, condition, None, versioning)
                 .await;
         };
         let (pending, ended_after) = writing.hand_over();
@@ -673,13 +728,20 @@ impl Shard {
         ended_after
             .after(async move {
                 shard
-                    .commit_object_pending(&bucket, &key, value, condition, Some(pending))
+                    .commit_object_pending(
+                        &bucket,
+                        &key,
+                        value,
+                        condition,
+                        Some(pending),
+                        versioning,
+                    )
                     .await
             })
             .await
     }
 
-    /// [`Shard::commit_object`] with the registration's pending write taken over.
+    /// [`Shard::commit_object_in`] with the registration's pending write taken over.
     async fn commit_object_pending(
         &self,
         bucket: &str,
@@ -687,6 +749,7 @@ impl Shard {
         value: PutValue,
         condition: WriteCondition,
         writing: Option<PendingWrite>,
+        versioning: Versioning,
     ) -> Result<Hlc, ShardError> {
         let partition = self.object_partition(bucket, key);
         if !self.replicated() {
@@ -695,8 +758,10 @@ impl Shard {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 value,
-                condition,
+                condition: Box::new(condition),
                 writing,
+                versioning,
+                retract: None,
             };
             return self.send(request).await?.into_stored();
         }
@@ -710,17 +775,19 @@ impl Shard {
             partition,
             self.levels().w,
             conditional.then_some(&okey),
-            |hlc| StorageRequest::CommitObject {
+            |hlc, retract| StorageRequest::CommitObject {
                 partition,
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 value: at(hlc),
-                condition: condition.clone(),
+                condition: Box::new(condition.clone()),
                 writing,
+                versioning,
+                retract: retract.filter(|_| versioning == Versioning::Enabled),
             },
             |hlc| StorageRequest::Put {
                 partition,
-                key: okey.clone(),
+                key: written_key(bucket, key, &okey, versioning, hlc),
                 value: at(hlc),
                 fresh: true,
             },
@@ -730,6 +797,7 @@ impl Shard {
     }
 
     /// The executor's side of [`StorageRequest::CommitObject`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit_object_here(
         &self,
         partition: PartitionId,
@@ -738,11 +806,20 @@ impl Shard {
         value: PutValue,
         condition: &WriteCondition,
         pending: Option<PendingWrite>,
+        versioning: Versioning,
+        retract: Option<Hlc>,
     ) -> Result<Hlc, ShardError> {
         let okey = object_key(bucket, key);
-        let result = self
-            .replace_record(partition, bucket, key, &okey, value, condition)
-            .await;
+        let result = match versioning {
+            Versioning::Enabled => {
+                self.add_version(partition, bucket, key, &okey, value, condition, retract)
+                    .await
+            }
+            Versioning::Off | Versioning::Suspended => {
+                self.replace_record(partition, bucket, key, &okey, value, condition, versioning)
+                    .await
+            }
+        };
         let Some(pending) = pending else {
             return result;
         };
@@ -753,7 +830,10 @@ impl Shard {
             Ok(hlc) => self
                 .core
                 .engine()?
-                .lookup(partition, &okey)
+                .lookup(
+                    partition,
+                    &written_key(bucket, key, &okey, versioning, *hlc),
+                )
                 .is_some_and(|now| now.hlc != *hlc),
         };
         let garbage = pending.garbage();
@@ -768,7 +848,10 @@ impl Shard {
         result
     }
 
-    /// Under the key's lock: precondition, then the record and the garbage it replaces.
+    /// Under the key's lock: precondition, then the record and the garbage it replaces. In a
+    /// versioned bucket (suspended) the record is the null version: decided on the key's latest
+    /// version and stamped above it.
+    #[allow(clippy::too_many_arguments)]
     async fn replace_record(
         &self,
         partition: PartitionId,
@@ -777,18 +860,24 @@ impl Shard {
         okey: &Bytes,
         value: PutValue,
         condition: &WriteCondition,
+        versioning: Versioning,
     ) -> Result<Hlc, ShardError> {
         let _lock = self.core.objects.locks.lock(okey).await;
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, okey);
-        condition.check(current.as_ref())?;
+        let held = match versioning {
+            Versioning::Off => {
+                condition.check(current.as_ref())?;
+                current
+            }
+            Versioning::Enabled | Versioning::Suspended => {
+                let latest = self.latest_version_here(partition, bucket, key)?;
+                condition.check(latest_for_condition(latest.as_ref()).as_ref())?;
+                newer(current, latest.map(|l| lookup_of(&l)))
+            }
+        };
         let mut value = value;
-        value.hlc = above_held(
-            engine,
-            current.as_ref(),
-            self.watermark(partition),
-            value.hlc,
-        );
+        value.hlc = above_held(engine, held.as_ref(), self.watermark(partition), value.hlc);
         let replaced = self.replaced_versions(partition, okey, current).await;
         if replaced.is_empty() {
             return Ok(engine.put(partition, okey, value).await?);
@@ -815,7 +904,10 @@ impl Shard {
         current: Option<Lookup>,
     ) -> Result<Vec<VersionChunks>, ShardError> {
         match current {
-            Some(c) if !c.tombstone && c.summary.tag & 0xff != TAG_INLINE => {}
+            Some(c)
+                if !c.tombstone
+                    && c.summary.tag & 0xff != TAG_INLINE
+                    && !is_delete_marker(c.summary.tag) => {}
             _ => return Ok(Vec::new()),
         }
         match self.core.engine()?.head(partition, okey).await? {
@@ -869,31 +961,173 @@ impl Shard {
     /// queues the chunks, and the tombstone is then stored on the other replicas: D in all.
     /// True when the serializing replica held the object.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, ShardError> {
+        Ok(self
+            .delete_object_in(bucket, key, Versioning::Off, None)
+            .await?
+            .0)
+    }
+
+    /// [`Shard::delete_object`] in a bucket whose versioning is `versioning`
+    /// (shard/VERSIONING.md §5): with `version`, that version is deleted for good (its chunks
+    /// queued); without one, a versioned bucket gets a delete marker (enabled: a new version;
+    /// suspended: the null version, whose chunks are queued). Whether something was deleted
+    /// (a marker always is), and the stamp of the marker or tombstone written.
+    pub async fn delete_object_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        versioning: Versioning,
+        version: Option<VersionRef>,
+    ) -> Result<(bool, Option<Hlc>), ShardError> {
         let partition = self.object_partition(bucket, key);
         let request_at = |hlc: Option<Hlc>| StorageRequest::DeleteObject {
             partition,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             hlc,
+            versioning,
+            version,
         };
         if !self.replicated() {
-            return self.send(request_at(None)).await?.into_removed();
+            return self.send(request_at(None)).await?.into_removal();
         }
         let okey = object_key(bucket, key);
         self.serialize_then_copy(
             partition,
             self.levels().d,
             None,
-            |hlc| request_at(Some(hlc)),
-            |hlc| StorageRequest::Delete {
-                partition,
-                key: okey.clone(),
-                hlc: Some(hlc),
-                fresh: true,
+            |hlc, _| request_at(Some(hlc)),
+            |hlc| match (versioning, version) {
+                (Versioning::Enabled | Versioning::Suspended, None) => StorageRequest::Put {
+                    partition,
+                    key: written_key(bucket, key, &okey, versioning, hlc),
+                    value: delete_marker(Some(hlc)),
+                    fresh: true,
+                },
+                (_, Some(VersionRef::Stamped(stamp))) => StorageRequest::Delete {
+                    partition,
+                    key: version_key(bucket, key, stamp),
+                    hlc: Some(hlc),
+                    fresh: true,
+                },
+                (Versioning::Off, None) | (_, Some(VersionRef::Null)) => StorageRequest::Delete {
+                    partition,
+                    key: okey.clone(),
+                    hlc: Some(hlc),
+                    fresh: true,
+                },
             },
         )
         .await?
-        .into_removed()
+        .into_removal()
+    }
+
+    /// A versioned key's latest version, read from `r` replicas (the newest answer wins; a
+    /// delete marker included): the record a GET or HEAD without a version id reads.
+    pub async fn latest_version(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ScanEntry>, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let request = StorageRequest::LatestVersion {
+            partition,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        if !self.replicated() {
+            return Ok(self.send(request).await?.into_entries()?.into_iter().next());
+        }
+        self.newest_of_r(partition, request, |answer| {
+            Ok(answer.into_entries()?.into_iter().next())
+        })
+        .await
+    }
+
+    /// The executor's side of [`StorageRequest::LatestVersion`]: the newer of the key's first
+    /// live version record (one seek in the ordered index: versions sort newest first) and its
+    /// live object record (the null version). Index only, no disk read.
+    pub(crate) fn latest_version_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ScanEntry>, ShardError> {
+        let engine = self.core.engine()?;
+        let okey = object_key(bucket, key);
+        let null = engine
+            .lookup(partition, &okey)
+            .filter(|l| !l.tombstone)
+            .map(|l| ScanEntry {
+                partition,
+                key: okey,
+                hlc: l.hlc,
+                summary: l.summary,
+                body_len: l.body_len,
+                tombstone: false,
+            });
+        let stamped = engine
+            .scan(&version_prefix(bucket, key), None, 1)
+            .into_iter()
+            .next();
+        Ok(match (null, stamped) {
+            (Some(null), Some(stamped)) => Some(if null.hlc > stamped.hlc {
+                null
+            } else {
+                stamped
+            }),
+            (null, stamped) => null.or(stamped),
+        })
+    }
+
+    /// Under the key's lock: a new version of the key (enabled versioning), decided on its
+    /// latest version and stamped above it; `retract`, a version an earlier try of this write
+    /// stored, is tombstoned in the same group commit. Nothing is replaced, so nothing is
+    /// queued: the version made noncurrent keeps its chunks.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_version(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        okey: &Bytes,
+        value: PutValue,
+        condition: &WriteCondition,
+        retract: Option<Hlc>,
+    ) -> Result<Hlc, ShardError> {
+        let _lock = self.core.objects.locks.lock(okey).await;
+        let engine = self.core.engine()?;
+        let latest = self.latest_version_here(partition, bucket, key)?;
+        condition.check(latest_for_condition(latest.as_ref()).as_ref())?;
+        let held = latest.map(|l| lookup_of(&l));
+        // The version's key is its stamp, so it is chosen here rather than by the engine.
+        let hlc = match above_held(engine, held.as_ref(), self.watermark(partition), value.hlc) {
+            Some(hlc) => hlc,
+            None => {
+                if let Some(held) = held {
+                    engine.observe(held.hlc);
+                }
+                engine.now()
+            }
+        };
+        debug_assert!(held.is_none_or(|h| h.hlc < hlc || Some(hlc) == value.hlc));
+        let vkey = version_key(bucket, key, hlc);
+        let value = PutValue {
+            hlc: Some(hlc),
+            ..value
+        };
+        let Some(retract) = retract.filter(|r| *r != hlc) else {
+            return Ok(engine.put(partition, &vkey, value).await?);
+        };
+        let (put, retracted) = futures_util::future::join(
+            engine.put(partition, &vkey, value),
+            engine.delete(partition, &version_key(bucket, key, retract), Some(hlc)),
+        )
+        .await;
+        if let Err(e) = retracted {
+            tracing::warn!(error = %e, %bucket, %key, "could not retract a restamped version; anti-entropy leaves it a noncurrent version");
+        }
+        Ok(put?)
     }
 
     /// The executor's side of [`StorageRequest::DeleteObject`]. With `hlc` (a coordinator's
@@ -906,19 +1140,56 @@ impl Shard {
         bucket: &str,
         key: &str,
         hlc: Option<Hlc>,
+        versioning: Versioning,
+        version: Option<VersionRef>,
     ) -> Result<(bool, Option<Hlc>), ShardError> {
         let okey = object_key(bucket, key);
+        let target = match (versioning, version) {
+            (Versioning::Enabled, None) => {
+                let marker = delete_marker(hlc);
+                let stamp = self
+                    .add_version(
+                        partition,
+                        bucket,
+                        key,
+                        &okey,
+                        marker,
+                        &WriteCondition::none(),
+                        None,
+                    )
+                    .await?;
+                return Ok((true, Some(stamp)));
+            }
+            (Versioning::Suspended, None) => {
+                let marker = delete_marker(hlc);
+                let stamp = self
+                    .replace_record(
+                        partition,
+                        bucket,
+                        key,
+                        &okey,
+                        marker,
+                        &WriteCondition::none(),
+                        versioning,
+                    )
+                    .await?;
+                return Ok((true, Some(stamp)));
+            }
+            (_, Some(VersionRef::Stamped(stamp))) => version_key(bucket, key, stamp),
+            (Versioning::Off, None) | (_, Some(VersionRef::Null)) => okey.clone(),
+        };
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
-        let current = engine.lookup(partition, &okey);
+        let current = engine.lookup(partition, &target);
         let hlc = above_held(engine, current.as_ref(), self.watermark(partition), hlc);
         if current.is_none_or(|c| c.tombstone) {
             if hlc.is_some() {
-                engine.delete(partition, &okey, hlc).await?;
+                engine.delete(partition, &target, hlc).await?;
             }
             return Ok((false, hlc));
         }
-        let replaced = self.replaced_versions(partition, &okey, current).await;
+        let replaced = self.replaced_versions(partition, &target, current).await;
+        let okey = target;
         if replaced.is_empty() {
             let deleted = engine.delete(partition, &okey, hlc).await?;
             return Ok((deleted.is_some(), deleted.or(hlc)));
@@ -1099,7 +1370,7 @@ impl Shard {
             partition,
             self.levels().w,
             None,
-            |hlc| request_at(Some(hlc)),
+            |hlc, _| request_at(Some(hlc)),
             |hlc| StorageRequest::Put {
                 partition,
                 key: part_key.clone(),
@@ -1377,25 +1648,42 @@ impl Shard {
     ) -> Result<Vec<VersionId>, ShardError> {
         let okey = object_key(bucket, key);
         let _lock = self.core.objects.locks.lock(&okey).await;
-        self.referenced_now(partition, &okey, versions).await
+        self.referenced_now(partition, bucket, key, versions).await
     }
 
-    /// The versions among `versions` the current manifest references or a registered write
-    /// holds. Exact only under the key's lock (a commit may land otherwise); without it, the
-    /// answer may only be used to keep versions, never to collect them.
+    /// The versions among `versions` the current manifest or a live version record of the key
+    /// references, or a registered write holds. Exact only under the key's lock (a commit may
+    /// land otherwise); without it, the answer may only be used to keep versions, never to
+    /// collect them.
     async fn referenced_now(
         &self,
         partition: PartitionId,
-        okey: &Bytes,
+        bucket: &str,
+        key: &str,
         versions: &[VersionChunks],
     ) -> Result<Vec<VersionId>, ShardError> {
-        let current = self.core.engine()?.lookup(partition, okey);
-        let manifest: Vec<VersionId> = self
-            .manifest_versions(partition, okey, current)
-            .await?
-            .into_iter()
-            .map(|v| v.version)
-            .collect();
+        let engine = self.core.engine()?;
+        let okey = object_key(bucket, key);
+        let mut records = vec![okey.clone()];
+        // A key of an unversioned bucket has no version record: one seek finds none.
+        let prefix = version_prefix(bucket, key);
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = engine.scan(&prefix, after.as_deref(), crate::request::SCAN_LIMIT_MAX);
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            records.extend(page.into_iter().map(|entry| entry.key));
+        }
+        let mut manifest: Vec<VersionId> = Vec::new();
+        for record in &records {
+            let current = engine.lookup(partition, record);
+            manifest.extend(
+                self.manifest_versions(partition, record, current)
+                    .await?
+                    .into_iter()
+                    .map(|v| v.version),
+            );
+        }
         Ok(versions
             .iter()
             .map(|v| v.version)
@@ -1451,7 +1739,9 @@ impl Shard {
         let okey = object_key(bucket, key);
         // Most chunks belong to the current manifest: those are settled by one read, without
         // the lock (keeping a version is always safe), and without the upload scan below.
-        let referenced = self.referenced_now(partition, &okey, &versions).await?;
+        let referenced = self
+            .referenced_now(partition, bucket, key, &versions)
+            .await?;
         // The order from here is what makes this sound without holding the key's lock across
         // the upload scan: a part's registration ends only after its part record is durable,
         // and a completion commits its manifest before it deletes the upload. So a version not
@@ -1470,7 +1760,7 @@ impl Shard {
             return Ok(left);
         }
         let _lock = objects.locks.lock(&okey).await;
-        let referenced = self.referenced_now(partition, &okey, &left).await?;
+        let referenced = self.referenced_now(partition, bucket, key, &left).await?;
         left.retain(|v| !referenced.contains(&v.version));
         Ok(left)
     }

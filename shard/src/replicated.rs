@@ -361,7 +361,8 @@ impl Shard {
     /// replica (which stamps it above a newer version it holds), then stores what it wrote
     /// (`copy_at(hlc)`: the same record at the same HLC) on the other replicas, W (D) stores
     /// in all. A replica newer than the serializer knew (one that was behind) makes the whole
-    /// write go again above it. The serializer's answer.
+    /// write go again above it: `request_at(stamp, superseded)` names the stamp the previous
+    /// try wrote (a version record keyed by it is then retracted). The serializer's answer.
     ///
     /// A write with a precondition (`condition_on`: the key of the record it is decided on)
     /// is decided by the partition's first replica in the ring and no other, so that every
@@ -373,7 +374,7 @@ impl Shard {
         partition: PartitionId,
         needed: usize,
         condition_on: Option<&Bytes>,
-        request_at: impl Fn(Hlc) -> StorageRequest,
+        request_at: impl Fn(Hlc, Option<Hlc>) -> StorageRequest,
         copy_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
         let epoch = self.ring().epoch();
@@ -399,7 +400,7 @@ impl Shard {
         partition: PartitionId,
         needed: usize,
         condition_on: Option<&Bytes>,
-        request_at: &impl Fn(Hlc) -> StorageRequest,
+        request_at: &impl Fn(Hlc, Option<Hlc>) -> StorageRequest,
         copy_at: &impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
         self.check_clock()?;
@@ -425,9 +426,10 @@ impl Shard {
             None => replicas.clone(),
         };
         let mut stamp = self.now();
+        let mut superseded = None;
         for _ in 0..=RESTAMPS_MAX {
             let (serializer, answer) = self
-                .on_serializer(partition, &serializers, request_at(stamp))
+                .on_serializer(partition, &serializers, request_at(stamp, superseded))
                 .await?;
             let written = answered_hlc(&answer).unwrap_or(stamp);
             self.observe(written);
@@ -466,7 +468,8 @@ impl Shard {
             {
                 Written::Acknowledged(_) => return Ok(answer),
                 Written::Restamp(above) if condition_on.is_none() => {
-                    stamp = self.stamp_above(above)
+                    stamp = self.stamp_above(above);
+                    superseded = Some(written);
                 }
                 Written::Restamp(above) => {
                     return Err(ShardError::QuorumFailed {
@@ -704,6 +707,22 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Lookup>, ShardError> {
+        self.newest_of_r(
+            partition,
+            StorageRequest::Lookup { partition, key },
+            StorageResponse::into_lookup,
+        )
+        .await
+    }
+
+    /// The newest (by HLC) of the answers of `r` replicas to `request`, each read by `found`,
+    /// or of those up when fewer are (degraded, as [`Shard::read_newest`]).
+    pub(crate) async fn newest_of_r<T: Stamped>(
+        &self,
+        partition: PartitionId,
+        request: StorageRequest,
+        found: impl Fn(StorageResponse) -> Result<Option<T>, ShardError>,
+    ) -> Result<Option<T>, ShardError> {
         let (targets, r) = self.read_targets(partition, self.levels().r)?;
         let up: Vec<Vnode> = targets.into_iter().filter(|v| self.is_up(*v)).collect();
         // While the partition moves, the first answers might all come from one ring: every
@@ -712,21 +731,17 @@ impl Shard {
         let r = if moving { up.len().max(1) } else { r };
         let mut calls: FuturesUnordered<_> = up
             .iter()
-            .map(|vnode| {
-                let request = StorageRequest::Lookup {
-                    partition,
-                    key: key.clone(),
-                };
-                self.send_to_vnode(*vnode, request)
-            })
+            .map(|vnode| self.send_to_vnode(*vnode, request.clone()))
             .collect();
-        let (mut answered, mut newest, mut last) = (0, None::<Lookup>, None);
+        let (mut answered, mut newest, mut last) = (0, None::<T>, None);
         while let Some(answer) = calls.next().await {
-            match answer.and_then(StorageResponse::into_lookup) {
+            match answer.and_then(&found) {
                 Ok(found) => {
                     answered += 1;
-                    if found.is_some_and(|f| newest.is_none_or(|n| f.hlc > n.hlc)) {
-                        newest = found;
+                    if let Some(f) = found
+                        && newest.as_ref().is_none_or(|n| f.stamp() > n.stamp())
+                    {
+                        newest = Some(f);
                     }
                     if answered >= r {
                         return Ok(newest);
@@ -766,6 +781,24 @@ impl Shard {
             .into_iter()
             .filter(|v| self.is_up(*v))
             .collect())
+    }
+}
+
+/// An answer that carries the stamp of what it found (the newest of several wins).
+pub(crate) trait Stamped {
+    /// The stamp.
+    fn stamp(&self) -> Hlc;
+}
+
+impl Stamped for Lookup {
+    fn stamp(&self) -> Hlc {
+        self.hlc
+    }
+}
+
+impl Stamped for leofs_engine::ScanEntry {
+    fn stamp(&self) -> Hlc {
+        self.hlc
     }
 }
 

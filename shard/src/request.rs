@@ -16,7 +16,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use leofs_engine::{Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Value};
 
-use crate::object::{VersionChunks, VersionId};
+use crate::object::{VersionChunks, VersionId, VersionRef, Versioning};
 use crate::objects::{PendingWrite, WriteCondition};
 use crate::replication::WriteDecision;
 use crate::{Shard, ShardError};
@@ -113,12 +113,21 @@ pub enum StorageRequest {
         key: String,
         /// The record.
         value: PutValue,
-        /// The precondition, decided at the commit point.
-        condition: WriteCondition,
+        /// The precondition, decided at the commit point (boxed: most commits have none, and
+        /// every request is as large as its largest variant).
+        condition: Box<WriteCondition>,
         /// The registered write whose chunks the record references.
         writing: Option<PendingWrite>,
+        /// The bucket's versioning: off, the record replaces the object record; enabled, it is
+        /// a new version; suspended, it replaces the null version (shard/VERSIONING.md §5).
+        versioning: Versioning,
+        /// Enabled: the version an earlier try of this write stored below a newer version a
+        /// replica held; it is tombstoned with this commit (the write is one version).
+        retract: Option<Hlc>,
     },
-    /// Deletes an object and queues its chunks; [`StorageResponse::Removed`].
+    /// Deletes an object and queues its chunks; [`StorageResponse::Removed`]. In a versioned
+    /// bucket: without `version`, adds a delete marker (enabled: a new version; suspended: the
+    /// null version), answering its stamp; with one, deletes that version for good.
     DeleteObject {
         /// The object record's partition.
         partition: PartitionId,
@@ -130,6 +139,10 @@ pub enum StorageRequest {
         /// one, the tombstone is written even where there is no object, so that a replica
         /// holding an older copy never outvotes the delete.
         hlc: Option<Hlc>,
+        /// The bucket's versioning.
+        versioning: Versioning,
+        /// The version deleted for good, if one is named.
+        version: Option<VersionRef>,
     },
     /// Registers a version of an object as being written; [`StorageResponse::Done`].
     BeginWrite {
@@ -238,6 +251,17 @@ pub enum StorageRequest {
         /// Its watermark.
         hlc: Hlc,
     },
+    /// A versioned key's latest version on this replica: the newer of its first live version
+    /// record and its object record (the null version), found in the index without a scan;
+    /// [`StorageResponse::Entries`] with at most one entry (a delete marker included).
+    LatestVersion {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+    },
 }
 
 impl StorageRequest {
@@ -263,6 +287,7 @@ impl StorageRequest {
             Self::RangeHashes { .. } => "range-hashes",
             Self::RangeEntries { .. } => "range-entries",
             Self::SetWatermark { .. } => "set-watermark",
+            Self::LatestVersion { .. } => "latest-version",
         }
     }
 
@@ -283,7 +308,8 @@ impl StorageRequest {
             | Self::Unreferenced { partition, .. }
             | Self::RangeHashes { partition, .. }
             | Self::RangeEntries { partition, .. }
-            | Self::SetWatermark { partition, .. } => Some(*partition),
+            | Self::SetWatermark { partition, .. }
+            | Self::LatestVersion { partition, .. } => Some(*partition),
             Self::Scan { .. }
             | Self::LeaseChunks { .. }
             | Self::ReleaseChunks { .. }
@@ -599,7 +625,13 @@ impl Shard {
                         let bytes = (key.len() + value.meta.len() + value.body.len()) as u64;
                         self.admit_hint(&key, bytes)?;
                     }
-                    StorageResponse::Stored(engine.put(partition, &key, value).await?)
+                    let stored = engine.put(partition, &key, value).await?;
+                    StorageResponse::Stored(if fresh {
+                        self.newer_version_than(partition, &key, stored)?
+                            .unwrap_or(stored)
+                    } else {
+                        stored
+                    })
                 }
             },
             StorageRequest::Get { partition, key } => match engine.get(partition, &key).await? {
@@ -652,10 +684,12 @@ impl Shard {
                 value,
                 condition,
                 writing,
+                versioning,
+                retract,
             } => StorageResponse::Stored(
-                Box::pin(
-                    self.commit_object_here(partition, &bucket, &key, value, &condition, writing),
-                )
+                Box::pin(self.commit_object_here(
+                    partition, &bucket, &key, value, &condition, writing, versioning, retract,
+                ))
                 .await?,
             ),
             StorageRequest::DeleteObject {
@@ -663,11 +697,24 @@ impl Shard {
                 bucket,
                 key,
                 hlc,
+                versioning,
+                version,
             } => {
-                let (removed, hlc) =
-                    Box::pin(self.delete_object_here(partition, &bucket, &key, hlc)).await?;
+                let (removed, hlc) = Box::pin(
+                    self.delete_object_here(partition, &bucket, &key, hlc, versioning, version),
+                )
+                .await?;
                 StorageResponse::Removed { removed, hlc }
             }
+            StorageRequest::LatestVersion {
+                partition,
+                bucket,
+                key,
+            } => StorageResponse::Entries(
+                self.latest_version_here(partition, &bucket, &key)?
+                    .into_iter()
+                    .collect(),
+            ),
             StorageRequest::BeginWrite { version, .. } => {
                 self.core.objects.begin_write(version);
                 StorageResponse::Done
@@ -743,6 +790,25 @@ impl Shard {
         })
     }
 
+    /// For a client's new version record (its key is new, so the store itself never finds a
+    /// newer one): the stamp of a newer version of the same key this replica holds, which
+    /// makes the coordinator write the version again above it (the serializing replica was
+    /// behind), so that a later write is never ordered before an earlier one.
+    fn newer_version_than(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        stored: Hlc,
+    ) -> Result<Option<Hlc>, ShardError> {
+        let Some((bucket, object, _)) = crate::object::parse_version_key(key) else {
+            return Ok(None);
+        };
+        Ok(self
+            .latest_version_here(partition, bucket, object)?
+            .map(|latest| latest.hlc)
+            .filter(|&latest| latest > stored))
+    }
+
     /// Refuses a request for a partition this vnode does not hold (a sender routing with
     /// another ring); while it hands a partition over, anti-entropy's requests for it only.
     /// A conditional commit is decided only by the partition's first replica, and not while a
@@ -766,7 +832,7 @@ impl Shard {
                 | StorageRequest::Delete { fresh: false, .. }
         );
         if let StorageRequest::CommitObject { condition, .. } = request
-            && *condition != crate::WriteCondition::none()
+            && **condition != crate::WriteCondition::none()
         {
             let first = replicas.first() == Some(&self.here());
             if !first || (ring.epoch() > 1 && !ring.is_known_everywhere()) {

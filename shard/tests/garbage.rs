@@ -3,141 +3,14 @@
 //! an abandoned write's chunks go; orphan chunks (no manifest, no write) are swept; a lease on
 //! collected chunks is refused; concurrent `If-None-Match: *` commits have one winner.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Mutex, mpsc};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leofs_shard::object::{
-    BodyLayout, ChunkRun, Headers, ObjectMeta, VersionChunks, VersionId, chunk_key,
-};
-use leofs_shard::{
-    DEFAULT_CONNECTIONS_PER_CORE_MAX, EngineConfig, EtagCondition, GcConfig, NodeConfig, PutValue,
-    Shard, ShardError, WriteCondition, hash_bytes, start_node,
-};
-
-type Scenario = Box<dyn FnOnce(Shard) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
-
-const CHUNK_BYTES: usize = 64 * 1024;
-const CHUNKS: u32 = 3;
-
-fn run_on_core0(scenario: Scenario) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = EngineConfig::new(dir.path().join("unused"));
-    engine.segment_size_bytes = 4 * 1024 * 1024;
-    engine.background_compaction = false;
-    let config = NodeConfig {
-        data_dir: dir.path().to_path_buf(),
-        cores: 2,
-        partitions: 1024,
-        engine,
-        pin_cores: false,
-        connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
-        gc: GcConfig::with_grace(Duration::from_secs(20)),
-        replication: Default::default(),
-        storage: true,
-        rpc: None,
-        joined: None,
-        services: None,
-    };
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let scenario = Mutex::new(Some((scenario, done_tx)));
-    let node = start_node(config, move |shard| {
-        if shard.core_id() == 0
-            && let Some((scenario, done)) = scenario.lock().unwrap().take()
-        {
-            monoio::spawn(async move {
-                scenario(shard).await;
-                let _ = done.send(());
-            });
-        }
-        Ok(())
-    })
-    .unwrap();
-    done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("scenario finished (a panic in it shows in the log above)");
-    node.shutdown_trigger().trigger();
-    node.wait().unwrap();
-}
-
-/// Writes `CHUNKS` chunks of a new registered version and returns the registration and layout.
-async fn write_chunks(
-    shard: &Shard,
-    bucket: &str,
-    key: &str,
-) -> (leofs_shard::WriteRegistration, ChunkRun) {
-    let mut registration = shard.begin_write(bucket, key).await.unwrap();
-    let version = registration.version();
-    for index in 0..CHUNKS {
-        registration.chunk_written();
-        put_chunk(shard, bucket, key, &version, index).await;
-    }
-    let segment = ChunkRun {
-        version,
-        size_bytes: u64::from(CHUNKS) * CHUNK_BYTES as u64,
-        chunk_size_bytes: CHUNK_BYTES as u64,
-        md5: [1; 16],
-    };
-    (registration, segment)
-}
-
-async fn put_chunk(shard: &Shard, bucket: &str, key: &str, version: &VersionId, index: u32) {
-    let ckey = chunk_key(bucket, key, version, index);
-    let value = PutValue {
-        body: Bytes::from(vec![index as u8; CHUNK_BYTES]),
-        ..Default::default()
-    };
-    shard
-        .put(shard.partition_of(hash_bytes(&ckey)), ckey, value)
-        .await
-        .unwrap();
-}
-
-fn manifest(layout: BodyLayout, size_bytes: u64) -> PutValue {
-    let meta = ObjectMeta {
-        size_bytes,
-        md5: [2; 16],
-        parts_count: 0,
-        headers: Headers::default(),
-        checksums: Vec::new(),
-        layout,
-    };
-    PutValue {
-        meta: meta.encode().unwrap(),
-        summary: meta.summary(),
-        ..Default::default()
-    }
-}
-
-/// How many chunks of `version` exist.
-async fn chunks_left(shard: &Shard, bucket: &str, key: &str, version: &VersionId) -> u32 {
-    let mut left = 0;
-    for index in 0..CHUNKS {
-        let ckey = chunk_key(bucket, key, version, index);
-        if shard
-            .get(shard.partition_of(hash_bytes(&ckey)), ckey)
-            .await
-            .unwrap()
-            .is_some()
-        {
-            left += 1;
-        }
-    }
-    left
-}
-
-async fn wait_for_collection(shard: &Shard, bucket: &str, key: &str, version: &VersionId) {
-    let start = Instant::now();
-    while chunks_left(shard, bucket, key, version).await > 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "chunks of {version:?} still there after 15 s"
-        );
-        monoio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::*;
+use leofs_shard::object::{BodyLayout, VersionChunks, VersionId, chunk_key};
+use leofs_shard::{EtagCondition, PutValue, Shard, ShardError, WriteCondition, hash_bytes};
 
 #[test]
 fn leased_chunks_outlive_an_overwrite_until_the_read_ends() {

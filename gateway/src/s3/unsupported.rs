@@ -1228,6 +1228,7 @@ mod tests {
             incarnation: 1,
             deleting: false,
             consistency: None,
+            versioning: Default::default(),
         }
     }
 

@@ -72,16 +72,31 @@ pub const INCARNATION_SEP: char = '~';
 /// never shares a key with the old one, even through a gateway whose catalog is late. Buckets
 /// created before incarnations existed have incarnation 0 and are named by their name alone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BucketId(String, Option<(u16, u16, u16)>);
+pub struct BucketId(String, Option<(u16, u16, u16)>, super::Versioning);
 
 impl BucketId {
     /// The storage name of bucket `name` at `incarnation`.
     pub fn new(name: &str, incarnation: u64) -> Self {
         if incarnation == 0 {
-            Self(name.to_owned(), None)
+            Self(name.to_owned(), None, super::Versioning::Off)
         } else {
-            Self(format!("{name}{INCARNATION_SEP}{incarnation:016x}"), None)
+            Self(
+                format!("{name}{INCARNATION_SEP}{incarnation:016x}"),
+                None,
+                super::Versioning::Off,
+            )
         }
+    }
+
+    /// The bucket with its versioning state (what its writes and reads do).
+    pub fn with_versioning(mut self, versioning: super::Versioning) -> Self {
+        self.2 = versioning;
+        self
+    }
+
+    /// The bucket's versioning state.
+    pub fn versioning(&self) -> super::Versioning {
+        self.2
     }
 
     /// The bucket with its own quorums (W, R, D) for its objects, instead of the cluster's.

@@ -9,6 +9,7 @@
 //!   headers, checksums, ETags and `Summary` tags;
 //! - [`records`]: multipart upload and part records;
 //! - [`reads`]: planning the chunk reads that cover a byte range;
+//! - [`versions`]: versioned buckets' version keys, version ids and delete markers;
 //! - `codec`: the binary encoding shared by manifests, upload and part records.
 
 mod codec;
@@ -16,12 +17,14 @@ pub mod keys;
 pub mod manifest;
 pub mod reads;
 pub mod records;
+pub mod versions;
 
 pub use codec::{EncodeError, FORMAT_VERSION};
 pub use keys::*;
 pub use manifest::*;
 pub use reads::*;
 pub use records::*;
+pub use versions::*;
 
 /// A stored record of the object layout that does not decode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -18,7 +18,7 @@ use leofs_wire::{Frame, Message, fb, flatbuffers};
 
 use crate::ShardError;
 use crate::error::ErrorClass;
-use crate::object::{VersionChunks, VersionId};
+use crate::object::{VersionChunks, VersionId, VersionRef, Versioning};
 use crate::objects::{
     EtagCondition, LEASE_PRESENCE_CHECK_CHUNKS_MAX, PendingWrite, WriteCondition,
 };
@@ -92,6 +92,13 @@ pub enum CatalogChange {
         name: String,
         /// The canned ACL.
         acl: String,
+    },
+    /// Enable (or suspend) a bucket's versioning.
+    SetBucketVersioning {
+        /// The bucket name.
+        name: String,
+        /// Enabled (true) or suspended (false).
+        enabled: bool,
     },
 }
 
@@ -249,6 +256,17 @@ fn required<T>(field: Option<T>, what: &str) -> Result<T, Malformed> {
 fn string_of(field: Option<&str>, what: &str) -> Result<String, Malformed> {
     required(field, what).map(str::to_owned)
 }
+
+fn versioning_of(value: u8) -> Result<Versioning, Malformed> {
+    Versioning::from_wire(value).ok_or_else(|| malformed(format!("unknown versioning {value}")))
+}
+
+/// `DeleteObject.version_kind`: no version named.
+const VERSION_KIND_NONE: u8 = 0;
+/// `DeleteObject.version_kind`: the null version.
+const VERSION_KIND_NULL: u8 = 1;
+/// `DeleteObject.version_kind`: the version stamped `version`.
+const VERSION_KIND_STAMPED: u8 = 2;
 
 /// xxh3 of a record's metadata and body: the end-to-end check of what storage is asked to keep.
 fn record_checksum(meta: &[u8], body: &[u8]) -> u64 {
@@ -529,12 +547,15 @@ fn encode_request_as(
                 value,
                 condition,
                 writing,
+                versioning,
+                retract,
             } => {
                 let bucket = e.builder.create_string(bucket);
                 let key = e.builder.create_string(key);
                 let value_offset = e.put_value(value);
                 let condition = e.condition(condition);
                 let writing = e.pending(writing.as_ref());
+                let retract = retract.as_ref().map(hlc_fb);
                 payload = value.body.clone();
                 checksum = record_checksum(&value.meta, &value.body);
                 let t = fb::CommitObject::create(
@@ -546,6 +567,8 @@ fn encode_request_as(
                         value: Some(value_offset),
                         condition: Some(condition),
                         writing,
+                        versioning: versioning.to_wire(),
+                        retract: retract.as_ref(),
                     },
                 );
                 (fb::Body::CommitObject, t.as_union_value())
@@ -555,10 +578,17 @@ fn encode_request_as(
                 bucket,
                 key,
                 hlc,
+                versioning,
+                version,
             } => {
                 let bucket = e.builder.create_string(bucket);
                 let key = e.builder.create_string(key);
                 let hlc = hlc.as_ref().map(hlc_fb);
+                let (version_kind, version) = match version {
+                    None => (VERSION_KIND_NONE, None),
+                    Some(VersionRef::Null) => (VERSION_KIND_NULL, None),
+                    Some(VersionRef::Stamped(stamp)) => (VERSION_KIND_STAMPED, Some(hlc_fb(stamp))),
+                };
                 let t = fb::DeleteObject::create(
                     &mut e.builder,
                     &fb::DeleteObjectArgs {
@@ -566,9 +596,29 @@ fn encode_request_as(
                         bucket: Some(bucket),
                         key: Some(key),
                         hlc: hlc.as_ref(),
+                        versioning: versioning.to_wire(),
+                        version_kind,
+                        version: version.as_ref(),
                     },
                 );
                 (fb::Body::DeleteObject, t.as_union_value())
+            }
+            StorageRequest::LatestVersion {
+                partition,
+                bucket,
+                key,
+            } => {
+                let bucket = e.builder.create_string(bucket);
+                let key = e.builder.create_string(key);
+                let t = fb::LatestVersion::create(
+                    &mut e.builder,
+                    &fb::LatestVersionArgs {
+                        partition: *partition,
+                        bucket: Some(bucket),
+                        key: Some(key),
+                    },
+                );
+                (fb::Body::LatestVersion, t.as_union_value())
             }
             StorageRequest::BeginWrite { partition, version } => {
                 let version = version_fb(version);
@@ -798,6 +848,17 @@ fn encode_request_as(
                 );
                 (fb::Body::SetBucketAcl, t.as_union_value())
             }
+            CatalogChange::SetBucketVersioning { name, enabled } => {
+                let name = e.builder.create_string(name);
+                let t = fb::SetBucketVersioning::create(
+                    &mut e.builder,
+                    &fb::SetBucketVersioningArgs {
+                        name: Some(name),
+                        enabled: *enabled,
+                    },
+                );
+                (fb::Body::SetBucketVersioning, t.as_union_value())
+            }
         },
         NodeRequest::Raft { call, body } => {
             payload = body.clone();
@@ -971,23 +1032,44 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
                 value: put_value_of(t.value(), payload, checksum)?,
-                condition: WriteCondition {
+                condition: Box::new(WriteCondition {
                     if_match: etag_of(condition.if_match(), condition.if_match_etag())?,
                     if_none_match: etag_of(
                         condition.if_none_match(),
                         condition.if_none_match_etag(),
                     )?,
-                },
+                }),
                 writing: pending_of(t.writing())?,
+                versioning: versioning_of(t.versioning())?,
+                retract: t.retract().map(hlc_of),
             })
         }
         fb::Body::DeleteObject => {
             let t = envelope.body_as_delete_object().ok_or_else(missing)?;
+            let version = match t.version_kind() {
+                VERSION_KIND_NONE => None,
+                VERSION_KIND_NULL => Some(VersionRef::Null),
+                VERSION_KIND_STAMPED => Some(VersionRef::Stamped(hlc_of(required(
+                    t.version(),
+                    "the version",
+                )?))),
+                other => return Err(malformed(format!("unknown version kind {other}"))),
+            };
             storage(StorageRequest::DeleteObject {
                 partition: t.partition(),
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
                 hlc: t.hlc().map(hlc_of),
+                versioning: versioning_of(t.versioning())?,
+                version,
+            })
+        }
+        fb::Body::LatestVersion => {
+            let t = envelope.body_as_latest_version().ok_or_else(missing)?;
+            storage(StorageRequest::LatestVersion {
+                partition: t.partition(),
+                bucket: string_of(t.bucket(), "the bucket")?,
+                key: string_of(t.key(), "the key")?,
             })
         }
         fb::Body::BeginWrite => {
@@ -1111,6 +1193,15 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 name: string_of(t.name(), "the bucket name")?,
                 owner: string_of(t.owner(), "the owner")?,
                 acl: string_of(t.acl(), "the ACL")?,
+            }))
+        }
+        fb::Body::SetBucketVersioning => {
+            let t = envelope
+                .body_as_set_bucket_versioning()
+                .ok_or_else(missing)?;
+            Ok(NodeRequest::Catalog(CatalogChange::SetBucketVersioning {
+                name: string_of(t.name(), "the bucket name")?,
+                enabled: t.enabled(),
             }))
         }
         fb::Body::DeleteBucket => {
@@ -1866,6 +1957,14 @@ mod tests {
                 name: "b".into(),
                 incarnation: 7,
             },
+            CatalogChange::SetBucketVersioning {
+                name: "b".into(),
+                enabled: true,
+            },
+            CatalogChange::SetBucketVersioning {
+                name: "b".into(),
+                enabled: false,
+            },
         ] {
             let message = message(encode_request(3, 1, &NodeRequest::Catalog(change.clone())));
             match decode_request(&message).unwrap() {
@@ -1934,23 +2033,52 @@ mod tests {
                 bucket: "b~00000000000000ff".into(),
                 key: "a/b".into(),
                 value: value(b""),
-                condition: WriteCondition {
+                condition: Box::new(WriteCondition {
                     if_match: Some(EtagCondition::Etag("abc".into())),
                     if_none_match: Some(EtagCondition::Any),
-                },
+                }),
                 writing: Some(PendingWrite { version, chunks: 2 }),
+                versioning: Versioning::Off,
+                retract: None,
+            },
+            StorageRequest::CommitObject {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
+                value: value(b"v"),
+                condition: Box::default(),
+                writing: None,
+                versioning: Versioning::Enabled,
+                retract: Some(hlc(4)),
             },
             StorageRequest::DeleteObject {
                 partition: 7,
                 bucket: "b".into(),
                 key: "k".into(),
                 hlc: None,
+                versioning: Versioning::Off,
+                version: None,
             },
             StorageRequest::DeleteObject {
                 partition: 7,
                 bucket: "b".into(),
                 key: "k".into(),
                 hlc: Some(hlc(9)),
+                versioning: Versioning::Suspended,
+                version: Some(VersionRef::Null),
+            },
+            StorageRequest::DeleteObject {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
+                hlc: Some(hlc(9)),
+                versioning: Versioning::Enabled,
+                version: Some(VersionRef::Stamped(hlc(3))),
+            },
+            StorageRequest::LatestVersion {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
             },
             StorageRequest::BeginWrite {
                 partition: 7,

@@ -68,6 +68,8 @@ pub mod leofs {
       pub use self::range_entries_generated::*;
       mod set_watermark_generated;
       pub use self::set_watermark_generated::*;
+      mod latest_version_generated;
+      pub use self::latest_version_generated::*;
       mod fetch_ring_generated;
       pub use self::fetch_ring_generated::*;
       mod fetch_catalog_generated;
@@ -78,6 +80,8 @@ pub mod leofs {
       pub use self::delete_bucket_generated::*;
       mod set_bucket_acl_generated;
       pub use self::set_bucket_acl_generated::*;
+      mod set_bucket_versioning_generated;
+      pub use self::set_bucket_versioning_generated::*;
       mod stored_generated;
       pub use self::stored_generated::*;
       mod found_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 43;
+pub const ENUM_MAX_BODY: u8 = 45;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 44] = [
+pub const ENUM_VALUES_BODY: [Body; 46] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -53,6 +53,8 @@ pub const ENUM_VALUES_BODY: [Body; 44] = [
   Body::Hashes,
   Body::ReadClock,
   Body::Clock,
+  Body::LatestVersion,
+  Body::SetBucketVersioning,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -104,9 +106,11 @@ impl Body {
   pub const Hashes: Self = Self(41);
   pub const ReadClock: Self = Self(42);
   pub const Clock: Self = Self(43);
+  pub const LatestVersion: Self = Self(44);
+  pub const SetBucketVersioning: Self = Self(45);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 43;
+  pub const ENUM_MAX: u8 = 45;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -152,6 +156,8 @@ impl Body {
     Self::Hashes,
     Self::ReadClock,
     Self::Clock,
+    Self::LatestVersion,
+    Self::SetBucketVersioning,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -200,6 +206,8 @@ impl Body {
       Self::Hashes => Some("Hashes"),
       Self::ReadClock => Some("ReadClock"),
       Self::Clock => Some("Clock"),
+      Self::LatestVersion => Some("LatestVersion"),
+      Self::SetBucketVersioning => Some("SetBucketVersioning"),
       _ => None,
     }
   }

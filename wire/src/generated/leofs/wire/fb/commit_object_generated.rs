@@ -24,6 +24,8 @@ impl<'a> CommitObject<'a> {
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 10;
   pub const VT_CONDITION: ::flatbuffers::VOffsetT = 12;
   pub const VT_WRITING: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 16;
+  pub const VT_RETRACT: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -35,12 +37,14 @@ impl<'a> CommitObject<'a> {
     args: &'args CommitObjectArgs<'args>
   ) -> ::flatbuffers::WIPOffset<CommitObject<'bldr>> {
     let mut builder = CommitObjectBuilder::new(_fbb);
+    if let Some(x) = args.retract { builder.add_retract(x); }
     if let Some(x) = args.writing { builder.add_writing(x); }
     if let Some(x) = args.condition { builder.add_condition(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.bucket { builder.add_bucket(x); }
     builder.add_partition(args.partition);
+    builder.add_versioning(args.versioning);
     builder.finish()
   }
 
@@ -87,6 +91,20 @@ impl<'a> CommitObject<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PendingWrite>>(CommitObject::VT_WRITING, None)}
   }
+  #[inline]
+  pub fn versioning(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(CommitObject::VT_VERSIONING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn retract(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(CommitObject::VT_RETRACT, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CommitObject<'_> {
@@ -101,6 +119,8 @@ impl ::flatbuffers::Verifiable for CommitObject<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<Record>>("value", Self::VT_VALUE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Condition>>("condition", Self::VT_CONDITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<PendingWrite>>("writing", Self::VT_WRITING, false)?
+     .visit_field::<u8>("versioning", Self::VT_VERSIONING, false)?
+     .visit_field::<Hlc>("retract", Self::VT_RETRACT, false)?
      .finish();
     Ok(())
   }
@@ -112,6 +132,8 @@ pub struct CommitObjectArgs<'a> {
     pub value: Option<::flatbuffers::WIPOffset<Record<'a>>>,
     pub condition: Option<::flatbuffers::WIPOffset<Condition<'a>>>,
     pub writing: Option<::flatbuffers::WIPOffset<PendingWrite<'a>>>,
+    pub versioning: u8,
+    pub retract: Option<&'a Hlc>,
 }
 impl<'a> Default for CommitObjectArgs<'a> {
   #[inline]
@@ -123,6 +145,8 @@ impl<'a> Default for CommitObjectArgs<'a> {
       value: None,
       condition: None,
       writing: None,
+      versioning: 0,
+      retract: None,
     }
   }
 }
@@ -157,6 +181,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitObjectBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PendingWrite>>(CommitObject::VT_WRITING, writing);
   }
   #[inline]
+  pub fn add_versioning(&mut self, versioning: u8) {
+    self.fbb_.push_slot::<u8>(CommitObject::VT_VERSIONING, versioning, 0);
+  }
+  #[inline]
+  pub fn add_retract(&mut self, retract: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(CommitObject::VT_RETRACT, retract);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitObjectBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CommitObjectBuilder {
@@ -180,6 +212,8 @@ impl ::core::fmt::Debug for CommitObject<'_> {
       ds.field("value", &self.value());
       ds.field("condition", &self.condition());
       ds.field("writing", &self.writing());
+      ds.field("versioning", &self.versioning());
+      ds.field("retract", &self.retract());
       ds.finish()
   }
 }

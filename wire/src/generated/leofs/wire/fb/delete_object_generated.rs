@@ -22,6 +22,9 @@ impl<'a> DeleteObject<'a> {
   pub const VT_BUCKET: ::flatbuffers::VOffsetT = 6;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 8;
   pub const VT_HLC: ::flatbuffers::VOffsetT = 10;
+  pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VERSION_KIND: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -33,10 +36,13 @@ impl<'a> DeleteObject<'a> {
     args: &'args DeleteObjectArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DeleteObject<'bldr>> {
     let mut builder = DeleteObjectBuilder::new(_fbb);
+    if let Some(x) = args.version { builder.add_version(x); }
     if let Some(x) = args.hlc { builder.add_hlc(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     if let Some(x) = args.bucket { builder.add_bucket(x); }
     builder.add_partition(args.partition);
+    builder.add_version_kind(args.version_kind);
+    builder.add_versioning(args.versioning);
     builder.finish()
   }
 
@@ -69,6 +75,27 @@ impl<'a> DeleteObject<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Hlc>(DeleteObject::VT_HLC, None)}
   }
+  #[inline]
+  pub fn versioning(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(DeleteObject::VT_VERSIONING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn version_kind(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(DeleteObject::VT_VERSION_KIND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn version(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteObject::VT_VERSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteObject<'_> {
@@ -81,6 +108,9 @@ impl ::flatbuffers::Verifiable for DeleteObject<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("bucket", Self::VT_BUCKET, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<Hlc>("hlc", Self::VT_HLC, false)?
+     .visit_field::<u8>("versioning", Self::VT_VERSIONING, false)?
+     .visit_field::<u8>("version_kind", Self::VT_VERSION_KIND, false)?
+     .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
      .finish();
     Ok(())
   }
@@ -90,6 +120,9 @@ pub struct DeleteObjectArgs<'a> {
     pub bucket: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub hlc: Option<&'a Hlc>,
+    pub versioning: u8,
+    pub version_kind: u8,
+    pub version: Option<&'a Hlc>,
 }
 impl<'a> Default for DeleteObjectArgs<'a> {
   #[inline]
@@ -99,6 +132,9 @@ impl<'a> Default for DeleteObjectArgs<'a> {
       bucket: None,
       key: None,
       hlc: None,
+      versioning: 0,
+      version_kind: 0,
+      version: None,
     }
   }
 }
@@ -125,6 +161,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteObjectBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<&Hlc>(DeleteObject::VT_HLC, hlc);
   }
   #[inline]
+  pub fn add_versioning(&mut self, versioning: u8) {
+    self.fbb_.push_slot::<u8>(DeleteObject::VT_VERSIONING, versioning, 0);
+  }
+  #[inline]
+  pub fn add_version_kind(&mut self, version_kind: u8) {
+    self.fbb_.push_slot::<u8>(DeleteObject::VT_VERSION_KIND, version_kind, 0);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteObject::VT_VERSION, version);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteObjectBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeleteObjectBuilder {
@@ -146,6 +194,9 @@ impl ::core::fmt::Debug for DeleteObject<'_> {
       ds.field("bucket", &self.bucket());
       ds.field("key", &self.key());
       ds.field("hlc", &self.hlc());
+      ds.field("versioning", &self.versioning());
+      ds.field("version_kind", &self.version_kind());
+      ds.field("version", &self.version());
       ds.finish()
   }
 }

@@ -741,6 +741,36 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_latest_version(&self) -> Option<LatestVersion<'a>> {
+    if self.body_type() == Body::LatestVersion {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LatestVersion::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_bucket_versioning(&self) -> Option<SetBucketVersioning<'a>> {
+    if self.body_type() == Body::SetBucketVersioning {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetBucketVersioning::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -796,6 +826,8 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::Hashes => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Hashes>>("Body::Hashes", pos),
           Body::ReadClock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReadClock>>("Body::ReadClock", pos),
           Body::Clock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Clock>>("Body::Clock", pos),
+          Body::LatestVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LatestVersion>>("Body::LatestVersion", pos),
+          Body::SetBucketVersioning => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketVersioning>>("Body::SetBucketVersioning", pos),
           _ => Ok(()),
         }
      })?
@@ -1181,6 +1213,20 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::Clock => {
           if let Some(x) = self.body_as_clock() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LatestVersion => {
+          if let Some(x) = self.body_as_latest_version() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetBucketVersioning => {
+          if let Some(x) = self.body_as_set_bucket_versioning() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
