@@ -593,6 +593,24 @@ impl Engine {
         )
     }
 
+    /// Keys of `partition` that start with `prefix`, in key order, at most `limit` (tombstones
+    /// too when `include_tombstones`): one seek in the partition's index, for a range of keys
+    /// that one partition holds (a versioned object's versions).
+    pub fn scan_partition_prefix(
+        &self,
+        partition: PartitionId,
+        prefix: &[u8],
+        limit: usize,
+        include_tombstones: bool,
+    ) -> Vec<ScanEntry> {
+        self.inner.state.borrow().index.scan_partition_prefix(
+            partition,
+            prefix,
+            limit,
+            include_tombstones,
+        )
+    }
+
     /// Partitions that have at least one key (live or tombstone) in this engine.
     pub fn partitions(&self) -> Vec<PartitionId> {
         self.inner.state.borrow().index.partitions()

@@ -396,6 +396,27 @@ impl Index {
             .collect()
     }
 
+    /// Keys of one partition that start with `prefix`, in key order, at most `limit`: live
+    /// ones, and tombstones too when `include_tombstones`. One seek in the partition's ordered
+    /// index, then a walk that never leaves the prefix.
+    pub(crate) fn scan_partition_prefix(
+        &self,
+        partition: PartitionId,
+        prefix: &[u8],
+        limit: usize,
+        include_tombstones: bool,
+    ) -> Vec<ScanEntry> {
+        let Some(part) = self.parts.get(&partition) else {
+            return Vec::new();
+        };
+        part.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| include_tombstones || !e.tombstone)
+            .take(limit)
+            .map(|(k, e)| e.scan_entry(partition, k))
+            .collect()
+    }
+
     /// Keys of all partitions with `prefix`, after `start_after`, merged in key order: live
     /// ones, and tombstones too when `include_tombstones`.
     pub(crate) fn scan(
@@ -541,6 +562,20 @@ mod tests {
         assert_eq!(keys(idx.scan_partition(3, None, 10, true)), ["a/4", "b/1"]);
         assert_eq!(keys(idx.scan_partition(3, None, 10, false)), ["b/1"]);
         assert_eq!(idx.partitions(), [1, 2, 3]);
+        // One partition's keys under a prefix: the walk stops at the prefix's end.
+        idx.apply(1, b"a/5", entry(1, 1, 0, true));
+        idx.apply(1, b"b/0", entry(1, 1, 0, false));
+        assert_eq!(
+            keys(idx.scan_partition_prefix(1, b"a/", 10, false)),
+            ["a/1", "a/3"]
+        );
+        assert_eq!(
+            keys(idx.scan_partition_prefix(1, b"a/", 10, true)),
+            ["a/1", "a/3", "a/5"]
+        );
+        assert_eq!(keys(idx.scan_partition_prefix(1, b"a/", 1, false)), ["a/1"]);
+        assert!(idx.scan_partition_prefix(1, b"a/9", 10, true).is_empty());
+        assert!(idx.scan_partition_prefix(7, b"a/", 10, true).is_empty());
     }
 
     #[test]

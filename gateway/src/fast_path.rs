@@ -314,8 +314,9 @@ impl FastPath {
             .then(|| (auth.access_key.to_owned(), auth.region.to_owned()))
     }
 
-    /// The bucket's storage identity, if it exists and the ACL lets the caller do what the
-    /// request asks.
+    /// The bucket's storage identity, if it exists, never had versioning (a versioned bucket's
+    /// answers carry version ids and delete markers, which s3s writes), and the ACL lets the
+    /// caller do what the request asks.
     fn allowed(&self, plain: &PlainRequest) -> Option<BucketId> {
         let class = match plain.kind {
             PlainKind::Read { .. } => OpClass::Read,
@@ -323,6 +324,9 @@ impl FastPath {
         };
         self.ctx.manager.with_snapshot(|state| {
             let bucket = state.bucket(&plain.bucket)?;
+            if !bucket.versioning.is_off() {
+                return None;
+            }
             authorize(state, Some(&plain.access_key), Some(&plain.bucket), class).ok()?;
             Some(bucket_id(bucket))
         })

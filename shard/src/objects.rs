@@ -31,6 +31,7 @@ use crate::object::{
     is_delete_marker, object_key, parse_chunk_key, parts_count_of_tag, upload_key, version_key,
     version_prefix,
 };
+use crate::replicated::DecidedOn;
 use crate::request::{StorageRequest, StorageResponse};
 use crate::ring::Vnode;
 use crate::{Shard, ShardError, hash_bytes, object_hash};
@@ -596,6 +597,38 @@ fn above_held(
     }
 }
 
+/// Most deletions of versions newer than its first live version one replica reports for a
+/// key's latest version (each a version deleted for good that another replica may still hold).
+pub const LATEST_DELETIONS_MAX: usize = 64;
+
+/// The latest version among index entries of one key's records (its object record and
+/// version records, tombstones included, one entry per record): the newest live one. A
+/// version record's key is its stamp, so a tombstone of it means that version is gone.
+fn latest_of(entries: &[ScanEntry]) -> Option<ScanEntry> {
+    entries
+        .iter()
+        .filter(|e| !e.tombstone)
+        .max_by_key(|e| e.hlc)
+        .cloned()
+}
+
+/// The latest version among several replicas' views of a key (see
+/// [`Shard::latest_view_here`]): each record's newest entry wins (a deletion outvotes a copy
+/// that missed it), then the newest live version is the latest.
+fn merged_latest(views: Vec<Vec<ScanEntry>>) -> Option<ScanEntry> {
+    let mut merged: HashMap<Bytes, ScanEntry> = HashMap::new();
+    for entry in views.into_iter().flatten() {
+        match merged.get(&entry.key) {
+            Some(held) if held.hlc >= entry.hlc => {}
+            _ => {
+                merged.insert(entry.key.clone(), entry);
+            }
+        }
+    }
+    let merged: Vec<ScanEntry> = merged.into_values().collect();
+    latest_of(&merged)
+}
+
 /// The engine key a commit into a bucket of `versioning` stamped `hlc` writes: its version
 /// record when versioning is enabled, its object record otherwise.
 fn written_key(bucket: &str, key: &str, okey: &Bytes, versioning: Versioning, hlc: Hlc) -> Bytes {
@@ -771,29 +804,57 @@ impl Shard {
             hlc: Some(hlc),
             ..value.clone()
         };
-        self.serialize_then_copy(
-            partition,
-            self.levels().w,
-            conditional.then_some(&okey),
-            |hlc, retract| StorageRequest::CommitObject {
+        let decided_on = match versioning {
+            Versioning::Off => DecidedOn::Record(&okey),
+            Versioning::Enabled | Versioning::Suspended => DecidedOn::LatestVersion { bucket, key },
+        };
+        let retracted = Cell::new(None);
+        let stored = self
+            .serialize_then_copy(
                 partition,
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                value: at(hlc),
-                condition: Box::new(condition.clone()),
-                writing,
-                versioning,
-                retract: retract.filter(|_| versioning == Versioning::Enabled),
-            },
-            |hlc| StorageRequest::Put {
-                partition,
-                key: written_key(bucket, key, &okey, versioning, hlc),
-                value: at(hlc),
-                fresh: true,
-            },
-        )
-        .await?
-        .into_stored()
+                self.levels().w,
+                conditional.then_some(decided_on),
+                |hlc, retract| {
+                    let retract = retract.filter(|_| versioning == Versioning::Enabled);
+                    if retract.is_some() {
+                        retracted.set(retract);
+                    }
+                    StorageRequest::CommitObject {
+                        partition,
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        value: at(hlc),
+                        condition: Box::new(condition.clone()),
+                        writing,
+                        versioning,
+                        retract,
+                    }
+                },
+                |hlc| StorageRequest::Put {
+                    partition,
+                    key: written_key(bucket, key, &okey, versioning, hlc),
+                    value: at(hlc),
+                    fresh: true,
+                },
+            )
+            .await?
+            .into_stored()?;
+        // The serializer retracted the earlier try's version with this commit; the replicas
+        // that stored its copy are told too (a failure leaves it to anti-entropy, which
+        // spreads the serializer's tombstone).
+        if let Some(earlier) = retracted.get() {
+            let retraction = Box::pin(self.delete_object_in(
+                bucket,
+                key,
+                Versioning::Enabled,
+                Some(VersionRef::Stamped(earlier)),
+            ))
+            .await;
+            if let Err(e) = retraction {
+                tracing::warn!(error = %e, %bucket, %key, "could not retract a restamped version on every replica; anti-entropy will");
+            }
+        }
+        Ok(stored)
     }
 
     /// The executor's side of [`StorageRequest::CommitObject`].
@@ -979,6 +1040,21 @@ impl Shard {
         versioning: Versioning,
         version: Option<VersionRef>,
     ) -> Result<(bool, Option<Hlc>), ShardError> {
+        if versioning == Versioning::Enabled && version.is_none() {
+            // A delete marker is a new version: written as every version is.
+            let marker = delete_marker(None);
+            let stamp = self
+                .commit_object_pending(
+                    bucket,
+                    key,
+                    marker,
+                    WriteCondition::none(),
+                    None,
+                    versioning,
+                )
+                .await?;
+            return Ok((true, Some(stamp)));
+        }
         let partition = self.object_partition(bucket, key);
         let request_at = |hlc: Option<Hlc>| StorageRequest::DeleteObject {
             partition,
@@ -1022,8 +1098,11 @@ impl Shard {
         .into_removal()
     }
 
-    /// A versioned key's latest version, read from `r` replicas (the newest answer wins; a
-    /// delete marker included): the record a GET or HEAD without a version id reads.
+    /// A versioned key's latest version (a delete marker included), read from `r` replicas:
+    /// the record a GET or HEAD without a version id reads. Each replica answers what it
+    /// holds of the key's newest versions, deletions included, so that a version deleted for
+    /// good on the replicas that acknowledged the delete is not taken for the latest because
+    /// a replica that missed the delete still holds it.
     pub async fn latest_version(
         &self,
         bucket: &str,
@@ -1036,48 +1115,73 @@ impl Shard {
             key: key.to_owned(),
         };
         if !self.replicated() {
-            return Ok(self.send(request).await?.into_entries()?.into_iter().next());
+            return Ok(latest_of(&self.send(request).await?.into_entries()?));
         }
-        self.newest_of_r(partition, request, |answer| {
-            Ok(answer.into_entries()?.into_iter().next())
-        })
-        .await
+        let views = self
+            .answers_of_r(partition, request)
+            .await?
+            .into_iter()
+            .map(StorageResponse::into_entries)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merged_latest(views))
     }
 
-    /// The executor's side of [`StorageRequest::LatestVersion`]: the newer of the key's first
-    /// live version record (one seek in the ordered index: versions sort newest first) and its
-    /// live object record (the null version). Index only, no disk read.
+    /// The executor's side of [`StorageRequest::LatestVersion`]: what this replica holds of
+    /// the key's newest versions, from its index alone: its object record (the null version,
+    /// or its tombstone), its first live version record, and the deletions of versions newer
+    /// than that one (at most [`LATEST_DELETIONS_MAX`]). [`latest_of`] picks the latest.
+    pub(crate) fn latest_view_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        let engine = self.core.engine()?;
+        let okey = object_key(bucket, key);
+        let prefix = version_prefix(bucket, key);
+        // The prefix also starts the versions of a key that continues with 0x00: skipped.
+        let own = |e: &ScanEntry| {
+            crate::object::parse_version_key(&e.key).is_some_and(|(_, k, _)| k == key)
+        };
+        let mut view: Vec<ScanEntry> = engine
+            .scan_partition_prefix(partition, &prefix, LATEST_DELETIONS_MAX + 1, true)
+            .into_iter()
+            .filter(own)
+            .take_while(|e| e.tombstone)
+            .take(LATEST_DELETIONS_MAX)
+            .collect();
+        let first_live = match engine
+            .scan_partition_prefix(partition, &prefix, 1, false)
+            .pop()
+        {
+            Some(first) if !own(&first) => engine
+                .scan_partition_prefix(partition, &prefix, usize::MAX, false)
+                .into_iter()
+                .find(own),
+            first => first,
+        };
+        view.extend(first_live);
+        if let Some(null) = engine.lookup(partition, &okey) {
+            view.push(ScanEntry {
+                partition,
+                key: okey,
+                hlc: null.hlc,
+                summary: null.summary,
+                body_len: null.body_len,
+                tombstone: null.tombstone,
+            });
+        }
+        Ok(view)
+    }
+
+    /// The key's latest version on this replica (see [`Shard::latest_view_here`]).
     pub(crate) fn latest_version_here(
         &self,
         partition: PartitionId,
         bucket: &str,
         key: &str,
     ) -> Result<Option<ScanEntry>, ShardError> {
-        let engine = self.core.engine()?;
-        let okey = object_key(bucket, key);
-        let null = engine
-            .lookup(partition, &okey)
-            .filter(|l| !l.tombstone)
-            .map(|l| ScanEntry {
-                partition,
-                key: okey,
-                hlc: l.hlc,
-                summary: l.summary,
-                body_len: l.body_len,
-                tombstone: false,
-            });
-        let stamped = engine
-            .scan(&version_prefix(bucket, key), None, 1)
-            .into_iter()
-            .next();
-        Ok(match (null, stamped) {
-            (Some(null), Some(stamped)) => Some(if null.hlc > stamped.hlc {
-                null
-            } else {
-                stamped
-            }),
-            (null, stamped) => null.or(stamped),
-        })
+        Ok(latest_of(&self.latest_view_here(partition, bucket, key)?))
     }
 
     /// Under the key's lock: a new version of the key (enabled versioning), decided on its
@@ -1667,13 +1771,12 @@ impl Shard {
         let mut records = vec![okey.clone()];
         // A key of an unversioned bucket has no version record: one seek finds none.
         let prefix = version_prefix(bucket, key);
-        let mut after: Option<Bytes> = None;
-        loop {
-            let page = engine.scan(&prefix, after.as_deref(), crate::request::SCAN_LIMIT_MAX);
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            records.extend(page.into_iter().map(|entry| entry.key));
-        }
+        records.extend(
+            engine
+                .scan_partition_prefix(partition, &prefix, usize::MAX, false)
+                .into_iter()
+                .map(|entry| entry.key),
+        );
         let mut manifest: Vec<VersionId> = Vec::new();
         for record in &records {
             let current = engine.lookup(partition, record);
@@ -1815,6 +1918,51 @@ fn garbage_entry(bucket: &str, key: &str, versions: &[VersionChunks]) -> (Bytes,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(physical_us: u64) -> Hlc {
+        Hlc {
+            physical_us,
+            logical: 0,
+            node_id: 1,
+        }
+    }
+
+    fn entry(key: Bytes, hlc: Hlc, tombstone: bool) -> ScanEntry {
+        ScanEntry {
+            partition: 0,
+            key,
+            hlc,
+            summary: Summary::default(),
+            body_len: 0,
+            tombstone,
+        }
+    }
+
+    #[test]
+    fn a_version_deleted_on_some_replicas_is_not_the_latest_from_one_that_missed_it() {
+        let v = |t| version_key("b", "k", at(t));
+        let null = object_key("b", "k");
+        // A and B took the delete of version 20 (a tombstone at 30); C missed it.
+        let a = vec![entry(v(20), at(30), true), entry(v(10), at(10), false)];
+        let c = vec![entry(v(20), at(20), false)];
+        let latest = merged_latest(vec![c.clone(), a.clone()]).unwrap();
+        assert_eq!(latest.key, v(10));
+        assert_eq!(merged_latest(vec![c]).unwrap().key, v(20));
+        // The null version: its newest entry wins, a deletion of it included.
+        let with_null = vec![entry(null.clone(), at(25), false)];
+        let null_deleted = vec![entry(null.clone(), at(40), true)];
+        assert_eq!(
+            merged_latest(vec![a.clone(), with_null.clone()])
+                .unwrap()
+                .key,
+            null
+        );
+        assert_eq!(
+            merged_latest(vec![a, with_null, null_deleted]).unwrap().key,
+            v(10)
+        );
+        assert_eq!(merged_latest(vec![vec![entry(v(5), at(6), true)]]), None);
+    }
 
     fn lookup(tag: u32, digest: u8, tombstone: bool) -> Lookup {
         Lookup {

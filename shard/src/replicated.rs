@@ -18,6 +18,8 @@
 //! failure (local failure detection: one failed call, then none until the back-off ends).
 //! With N = 1 none of this runs: every request goes to the one replica as before.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -364,7 +366,7 @@ impl Shard {
     /// write go again above it: `request_at(stamp, superseded)` names the stamp the previous
     /// try wrote (a version record keyed by it is then retracted). The serializer's answer.
     ///
-    /// A write with a precondition (`condition_on`: the key of the record it is decided on)
+    /// A write with a precondition (`condition_on`: what it is decided on)
     /// is decided by the partition's first replica in the ring and no other, so that every
     /// gateway sends concurrent creators to the same one (while it is down such writes fail
     /// with 503); before it decides, it is brought up to the newest version any replica up
@@ -373,7 +375,7 @@ impl Shard {
         &self,
         partition: PartitionId,
         needed: usize,
-        condition_on: Option<&Bytes>,
+        condition_on: Option<DecidedOn<'_>>,
         request_at: impl Fn(Hlc, Option<Hlc>) -> StorageRequest,
         copy_at: impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
@@ -399,7 +401,7 @@ impl Shard {
         &self,
         partition: PartitionId,
         needed: usize,
-        condition_on: Option<&Bytes>,
+        condition_on: Option<DecidedOn<'_>>,
         request_at: &impl Fn(Hlc, Option<Hlc>) -> StorageRequest,
         copy_at: &impl Fn(Hlc) -> StorageRequest,
     ) -> Result<StorageResponse, ShardError> {
@@ -418,9 +420,15 @@ impl Shard {
             }
         }
         let serializers = match condition_on {
-            Some(key) => {
+            Some(DecidedOn::Record(key)) => {
                 let first = replicas[..1].to_vec();
                 self.catch_up(partition, key, first[0]).await?;
+                first
+            }
+            Some(DecidedOn::LatestVersion { bucket, key }) => {
+                let first = replicas[..1].to_vec();
+                self.catch_up_versions(partition, bucket, key, first[0])
+                    .await?;
                 first
             }
             None => replicas.clone(),
@@ -544,6 +552,68 @@ impl Shard {
             "the serializing replica is behind; bringing it up to date before it decides a precondition"
         );
         self.send_to_vnode(serializer, repair).await?;
+        Ok(())
+    }
+
+    /// [`Shard::catch_up`] for a versioned key: brings `serializer` up to what every replica up
+    /// holds of the key's newest versions (the records, or deletions, it lacks or holds older),
+    /// so that the precondition it decides next is decided on the key's latest version.
+    async fn catch_up_versions(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        serializer: Vnode,
+    ) -> Result<(), ShardError> {
+        if !self.is_up(serializer) {
+            return Err(ShardError::TooFewReplicas {
+                partition,
+                up: 0,
+                needed: 1,
+            });
+        }
+        let request = StorageRequest::LatestVersion {
+            partition,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        let up = self.replicas_up(partition)?;
+        let answers = futures_util::future::join_all(
+            up.iter()
+                .map(|vnode| self.send_to_vnode(*vnode, request.clone())),
+        )
+        .await;
+        let mut held: HashMap<Bytes, Hlc> = HashMap::new();
+        let mut newest: HashMap<Bytes, (Vnode, Hlc)> = HashMap::new();
+        for (vnode, answer) in up.iter().zip(answers) {
+            for entry in answer?.into_entries()? {
+                if *vnode == serializer {
+                    held.insert(entry.key.clone(), entry.hlc);
+                }
+                if newest
+                    .get(&entry.key)
+                    .is_none_or(|(_, hlc)| entry.hlc > *hlc)
+                {
+                    newest.insert(entry.key, (*vnode, entry.hlc));
+                }
+            }
+        }
+        for (record, (holder, hlc)) in newest {
+            if held.get(&record).is_some_and(|h| *h >= hlc) {
+                continue;
+            }
+            tracing::info!(
+                partition,
+                node = serializer.node,
+                "the serializing replica is behind on a versioned key; bringing it up to date before it decides a precondition"
+            );
+            if let Some(repair) = self
+                .repair_from(partition, &record, holder, Traffic::Foreground)
+                .await?
+            {
+                self.send_to_vnode(serializer, repair).await?;
+            }
+        }
         Ok(())
     }
 
@@ -717,12 +787,30 @@ impl Shard {
 
     /// The newest (by HLC) of the answers of `r` replicas to `request`, each read by `found`,
     /// or of those up when fewer are (degraded, as [`Shard::read_newest`]).
-    pub(crate) async fn newest_of_r<T: Stamped>(
+    async fn newest_of_r<T: Stamped>(
         &self,
         partition: PartitionId,
         request: StorageRequest,
         found: impl Fn(StorageResponse) -> Result<Option<T>, ShardError>,
     ) -> Result<Option<T>, ShardError> {
+        let mut newest: Option<T> = None;
+        for answer in self.answers_of_r(partition, request).await? {
+            if let Some(f) = found(answer)?
+                && newest.as_ref().is_none_or(|n| f.stamp() > n.stamp())
+            {
+                newest = Some(f);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The answers of `r` replicas to `request` (naming `partition`), or of every replica up
+    /// when fewer are (degraded, as [`Shard::read_newest`]) or while the partition moves.
+    pub(crate) async fn answers_of_r(
+        &self,
+        partition: PartitionId,
+        request: StorageRequest,
+    ) -> Result<Vec<StorageResponse>, ShardError> {
         let (targets, r) = self.read_targets(partition, self.levels().r)?;
         let up: Vec<Vnode> = targets.into_iter().filter(|v| self.is_up(*v)).collect();
         // While the partition moves, the first answers might all come from one ring: every
@@ -733,18 +821,13 @@ impl Shard {
             .iter()
             .map(|vnode| self.send_to_vnode(*vnode, request.clone()))
             .collect();
-        let (mut answered, mut newest, mut last) = (0, None::<T>, None);
+        let (mut answers, mut last) = (Vec::with_capacity(r), None);
         while let Some(answer) = calls.next().await {
-            match answer.and_then(&found) {
-                Ok(found) => {
-                    answered += 1;
-                    if let Some(f) = found
-                        && newest.as_ref().is_none_or(|n| f.stamp() > n.stamp())
-                    {
-                        newest = Some(f);
-                    }
-                    if answered >= r {
-                        return Ok(newest);
+            match answer {
+                Ok(answer) => {
+                    answers.push(answer);
+                    if answers.len() >= r {
+                        return Ok(answers);
                     }
                 }
                 Err(e) => last = Some(e),
@@ -752,7 +835,7 @@ impl Shard {
         }
         Err(last.unwrap_or(ShardError::TooFewReplicas {
             partition,
-            up: answered,
+            up: answers.len(),
             needed: r,
         }))
     }
@@ -784,6 +867,21 @@ impl Shard {
     }
 }
 
+/// What a conditional write is decided on, which its deciding replica is brought up to date
+/// with first.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DecidedOn<'a> {
+    /// One record (an unversioned object's record).
+    Record(&'a Bytes),
+    /// A versioned key's latest version.
+    LatestVersion {
+        /// The bucket's storage name.
+        bucket: &'a str,
+        /// The object key.
+        key: &'a str,
+    },
+}
+
 /// An answer that carries the stamp of what it found (the newest of several wins).
 pub(crate) trait Stamped {
     /// The stamp.
@@ -791,12 +889,6 @@ pub(crate) trait Stamped {
 }
 
 impl Stamped for Lookup {
-    fn stamp(&self) -> Hlc {
-        self.hlc
-    }
-}
-
-impl Stamped for leofs_engine::ScanEntry {
     fn stamp(&self) -> Hlc {
         self.hlc
     }

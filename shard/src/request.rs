@@ -251,9 +251,10 @@ pub enum StorageRequest {
         /// Its watermark.
         hlc: Hlc,
     },
-    /// A versioned key's latest version on this replica: the newer of its first live version
-    /// record and its object record (the null version), found in the index without a scan;
-    /// [`StorageResponse::Entries`] with at most one entry (a delete marker included).
+    /// What this replica holds of a versioned key's newest versions, from its index alone: its
+    /// object record (the null version) and its first live version record, with the deletions
+    /// of versions newer than that one; [`StorageResponse::Entries`]. The coordinator merges
+    /// the answers of R replicas and takes the newest live version (a delete marker included).
     LatestVersion {
         /// The object record's partition.
         partition: PartitionId,
@@ -710,11 +711,7 @@ impl Shard {
                 partition,
                 bucket,
                 key,
-            } => StorageResponse::Entries(
-                self.latest_version_here(partition, &bucket, &key)?
-                    .into_iter()
-                    .collect(),
-            ),
+            } => StorageResponse::Entries(self.latest_view_here(partition, &bucket, &key)?),
             StorageRequest::BeginWrite { version, .. } => {
                 self.core.objects.begin_write(version);
                 StorageResponse::Done
@@ -790,17 +787,21 @@ impl Shard {
         })
     }
 
-    /// For a client's new version record (its key is new, so the store itself never finds a
-    /// newer one): the stamp of a newer version of the same key this replica holds, which
-    /// makes the coordinator write the version again above it (the serializing replica was
-    /// behind), so that a later write is never ordered before an earlier one.
+    /// For a client's new version record or object record (a version record's key is new, so
+    /// the store itself never finds a newer one): the stamp of a newer version of the same
+    /// object this replica holds, which makes the coordinator write it again above it (the
+    /// serializing replica was behind), so that a later write is never ordered before an
+    /// earlier one.
     fn newer_version_than(
         &self,
         partition: PartitionId,
         key: &[u8],
         stored: Hlc,
     ) -> Result<Option<Hlc>, ShardError> {
-        let Some((bucket, object, _)) = crate::object::parse_version_key(key) else {
+        let names = crate::object::parse_version_key(key)
+            .map(|(bucket, object, _)| (bucket, object))
+            .or_else(|| crate::object::parse_object_key(key));
+        let Some((bucket, object)) = names else {
             return Ok(None);
         };
         Ok(self

@@ -769,12 +769,23 @@ def md5_etag(data: bytes) -> str:
 
 
 def empty_bucket(client, bucket: str) -> None:
-    """Deletes every object and open multipart upload of a bucket (best effort for teardown)."""
+    """Deletes every object (every version and delete marker of a versioned bucket) and open
+    multipart upload of a bucket (best effort for teardown)."""
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    if client.get_bucket_versioning(Bucket=bucket).get("Status"):
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            versions = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if versions:
+                client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": versions, "Quiet": True}
+                )
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     for up in uploads:
         client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])

@@ -228,13 +228,3 @@ pub async fn put_bucket_acl(
     ctx.catalog.set_bucket_acl(&input.bucket, acl).await?;
     Ok(S3Response::new(PutBucketAclOutput {}))
 }
-
-/// GetBucketVersioning: versioning is never enabled, so the status is absent (tools such as
-/// rclone ask before purging a bucket).
-pub async fn get_bucket_versioning(
-    ctx: &Ctx,
-    req: S3Request<GetBucketVersioningInput>,
-) -> Result<S3Response<GetBucketVersioningOutput>, GatewayError> {
-    require_bucket(ctx, &req.input.bucket)?;
-    Ok(S3Response::new(GetBucketVersioningOutput::default()))
-}

@@ -7,20 +7,33 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{
     ConditionOutcome, Conditions, access_key, etag, evaluate, headers_from, multipart, no_such_key,
-    precondition_failed, require_bucket_id, timestamp,
+    precondition_failed, require_bucket_id, timestamp, versions,
 };
 use crate::auth::{OpClass, authorize};
 use crate::error::GatewayError;
 use crate::layout::{BodyLayout, BucketId, ObjectMeta};
 use crate::store::{Ctx, StoredObject};
 
-/// Resolves `x-amz-copy-source`, checks the caller may read it and its preconditions.
+/// A copy's source: its bucket, key and object, and its version id to answer
+/// (`x-amz-copy-source-version-id`; None in a bucket that never had versioning, named without
+/// one).
+struct Source {
+    bucket: BucketId,
+    key: String,
+    object: StoredObject,
+    version_id: Option<String>,
+    /// The source named a version by id (copying it onto itself restores it, which S3 allows).
+    by_id: bool,
+}
+
+/// Resolves `x-amz-copy-source` (with its `versionId`), checks the caller may read it and its
+/// preconditions.
 async fn load_source(
     ctx: &Ctx,
     access_key: Option<&str>,
     source: &CopySource,
     conditions: &Conditions<'_>,
-) -> Result<(BucketId, String, StoredObject), GatewayError> {
+) -> Result<Source, GatewayError> {
     let CopySource::Bucket {
         bucket,
         key,
@@ -32,12 +45,6 @@ async fn load_source(
             "access point copy sources are not supported",
         ));
     };
-    if version_id.as_deref().is_some_and(|v| v != "null") {
-        return Err(GatewayError::s3(
-            S3ErrorCode::InvalidArgument,
-            "versioning is not enabled; only versionId=null exists",
-        ));
-    }
     authorize(
         &ctx.manager.snapshot(),
         access_key,
@@ -45,12 +52,32 @@ async fn load_source(
         OpClass::Read,
     )?;
     let bucket = require_bucket_id(ctx, bucket)?;
-    let obj = ctx
-        .get_object(&bucket, key)
-        .await?
-        .ok_or_else(no_such_key)?;
+    let (obj, found_id) = match versions::read_named(
+        ctx,
+        &bucket,
+        key,
+        version_id.as_deref(),
+        false,
+    )
+    .await?
+    {
+        versions::Named::Object(obj, id) => (*obj, id),
+        versions::Named::Marker(_, true) => {
+            return Err(GatewayError::s3(
+                S3ErrorCode::InvalidRequest,
+                "The source of a copy request may not specifically refer to a delete marker by version id.",
+            ));
+        }
+        versions::Named::Marker(_, false) => return Err(no_such_key()),
+    };
     match evaluate(conditions, &obj.meta.etag(), &timestamp(obj.hlc)) {
-        ConditionOutcome::Proceed => Ok((bucket, key.to_string(), obj)),
+        ConditionOutcome::Proceed => Ok(Source {
+            bucket,
+            key: key.to_string(),
+            object: obj,
+            version_id: found_id,
+            by_id: version_id.is_some(),
+        }),
         ConditionOutcome::NotModified | ConditionOutcome::Failed => Err(precondition_failed()),
     }
 }
@@ -70,8 +97,8 @@ pub async fn copy_object(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let (src_bucket, src_key, src) =
-        load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let source = load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let (src_bucket, src_key, src) = (&source.bucket, &source.key, &source.object);
     let replace = input
         .metadata_directive
         .as_ref()
@@ -85,7 +112,7 @@ pub async fn copy_object(
             "Unknown metadata directive.",
         ));
     }
-    if src_bucket == bucket && src_key == input.key && !replace {
+    if *src_bucket == bucket && *src_key == input.key && !replace && !source.by_id {
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -125,7 +152,7 @@ pub async fn copy_object(
         }
         _ => {
             let body = ctx
-                .open_body(&src_bucket, &src_key, &src, 0..src.meta.size_bytes)
+                .open_body(src_bucket, src_key, src, 0..src.meta.size_bytes)
                 .await?;
             let written = ctx
                 .write_body(&bucket, &input.key, body, true, &kinds)
@@ -164,6 +191,8 @@ pub async fn copy_object(
             checksum_sha256: sha256,
             ..Default::default()
         }),
+        copy_source_version_id: source.version_id,
+        version_id: versions::written_version_id(&bucket, hlc),
         ..Default::default()
     }))
 }
@@ -192,8 +221,8 @@ pub async fn upload_part_copy(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let (src_bucket, src_key, src) =
-        load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let source = load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let (src_bucket, src_key, src) = (&source.bucket, &source.key, &source.object);
     let range = match &input.copy_source_range {
         Some(r) => {
             let parsed = Range::parse(r).map_err(|_| {
@@ -222,7 +251,7 @@ pub async fn upload_part_copy(
         None => 0..src.meta.size_bytes,
     };
     let kinds: Vec<_> = upload.checksum_algorithm.into_iter().collect();
-    let body = ctx.open_body(&src_bucket, &src_key, &src, range).await?;
+    let body = ctx.open_body(src_bucket, src_key, src, range).await?;
     let written = ctx
         .write_body(&bucket, &input.key, body, false, &kinds)
         .await?;
@@ -246,6 +275,7 @@ pub async fn upload_part_copy(
             checksum_sha1: sha1,
             checksum_sha256: sha256,
         }),
+        copy_source_version_id: source.version_id,
         ..Default::default()
     }))
 }

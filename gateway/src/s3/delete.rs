@@ -1,11 +1,13 @@
 //! DeleteObject (204 whether or not the key existed, as S3) and DeleteObjects (≤ 1000 keys,
-//! Quiet mode reporting only errors). Deleting an object tombstones its record, then its chunks.
+//! Quiet mode reporting only errors). Deleting an object tombstones its record, then its chunks;
+//! in a versioned bucket it adds a delete marker, and a version id deletes that version.
 
 use futures_util::{StreamExt, stream};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
 
 use super::require_bucket_id;
+use super::versions::delete_named;
 use crate::error::GatewayError;
 use crate::layout::MAX_OBJECT_KEY_BYTES;
 use crate::store::Ctx;
@@ -22,8 +24,12 @@ pub async fn delete_object(
 ) -> Result<S3Response<DeleteObjectOutput>, GatewayError> {
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    ctx.delete_object(&bucket, &input.key).await?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    let deletion = delete_named(ctx, &bucket, &input.key, input.version_id.as_deref()).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: deletion.delete_marker.then_some(true),
+        version_id: deletion.version_id,
+        ..Default::default()
+    }))
 }
 
 /// DeleteObjects.
@@ -52,11 +58,10 @@ pub async fn delete_objects(
                 };
                 return (obj, Err(S3Error::with_message(code, "invalid key")));
             }
-            let result = ctx
-                .delete_object(bucket, &obj.key)
+            let result = delete_named(ctx, bucket, &obj.key, obj.version_id.as_deref())
                 .await
                 .map_err(S3Error::from);
-            (obj, result.map(|_| ()))
+            (obj, result)
         })
         .buffered(DELETE_OBJECTS_CONCURRENCY)
         .collect()
@@ -65,12 +70,24 @@ pub async fn delete_objects(
     let mut errors = Vec::new();
     for (obj, result) in outcomes {
         match result {
-            Ok(()) if quiet => {}
-            Ok(()) => deleted.push(DeletedObject {
-                key: Some(obj.key),
-                version_id: obj.version_id,
-                ..Default::default()
-            }),
+            Ok(_) if quiet => {}
+            Ok(deletion) => {
+                // A marker added answers its id as the marker's; a version deleted for good
+                // answers the id asked for (and whether it was a marker).
+                let (version_id, marker_version_id) = match obj.version_id {
+                    Some(asked) => {
+                        let marker = deletion.delete_marker.then(|| asked.clone());
+                        (Some(asked), marker)
+                    }
+                    None => (None, deletion.version_id),
+                };
+                deleted.push(DeletedObject {
+                    key: Some(obj.key),
+                    version_id,
+                    delete_marker: deletion.delete_marker.then_some(true),
+                    delete_marker_version_id: marker_version_id,
+                })
+            }
             Err(err) => errors.push(Error {
                 code: Some(err.code().as_str().to_owned()),
                 key: Some(obj.key),

@@ -10,8 +10,8 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
 use send_wrapper::SendWrapper;
 
 use super::{
-    Conditions, check_read_conditions, checksum_fields, etag, header_fields, no_such_key,
-    require_bucket_id, timestamp,
+    Conditions, check_read_conditions, checksum_fields, etag, header_fields, require_bucket_id,
+    timestamp,
 };
 use crate::error::GatewayError;
 use crate::layout::{MAX_PART_NUMBER, ObjectMeta};
@@ -119,10 +119,9 @@ pub async fn get_object(
 ) -> Result<S3Response<GetObjectOutput>, GatewayError> {
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    let obj = ctx
-        .get_object(&bucket, &input.key)
-        .await?
-        .ok_or_else(no_such_key)?;
+    let (obj, version_id) =
+        super::versions::read_object(ctx, &bucket, &input.key, input.version_id.as_deref(), false)
+            .await?;
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -166,6 +165,7 @@ pub async fn get_object(
         last_modified: Some(last_modified),
         metadata: h.metadata,
         parts_count: span.parts_count,
+        version_id,
         ..Default::default()
     }))
 }
@@ -177,10 +177,9 @@ pub async fn head_object(
 ) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    let obj = ctx
-        .head_object(&bucket, &input.key)
-        .await?
-        .ok_or_else(no_such_key)?;
+    let (obj, version_id) =
+        super::versions::read_object(ctx, &bucket, &input.key, input.version_id.as_deref(), true)
+            .await?;
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -218,6 +217,7 @@ pub async fn head_object(
         last_modified: Some(last_modified),
         metadata: h.metadata,
         parts_count: span.parts_count,
+        version_id,
         ..Default::default()
     });
     if partial {

@@ -12,13 +12,15 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{etag, owner_of, require_bucket, timestamp};
 use crate::error::GatewayError;
-use crate::layout::{BucketId, bucket_id, etag_string, object_prefix, parts_count_of_tag};
+use crate::layout::{
+    BucketId, Versioning, bucket_id, etag_string, object_prefix, parts_count_of_tag,
+};
 use crate::store::Ctx;
 
 /// Largest and default max-keys (S3's limit).
 pub const MAX_KEYS: usize = 1000;
 /// A byte that never occurs in UTF-8: `prefix ‖ 0xFF` sorts after every key starting with `prefix`.
-const AFTER_PREFIX: u8 = 0xff;
+pub(crate) const AFTER_PREFIX: u8 = 0xff;
 /// Version id of every object while versioning is off.
 const NULL_VERSION: &str = "null";
 
@@ -71,7 +73,12 @@ impl Page {
     }
 }
 
-fn common_prefix<'a>(key: &'a str, prefix: &str, delimiter: Option<&str>) -> Option<&'a str> {
+/// The common prefix `key` rolls up into at `delimiter` after `prefix`, if any.
+pub(crate) fn common_prefix<'a>(
+    key: &'a str,
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Option<&'a str> {
     let d = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.get(prefix.len()..)?;
     let i = rest.find(d)?;
@@ -80,7 +87,7 @@ fn common_prefix<'a>(key: &'a str, prefix: &str, delimiter: Option<&str>) -> Opt
 
 /// Where to resume after `marker`: just after it, or after every key under it when the marker
 /// is itself a common prefix (so a prefix is never listed twice).
-fn resume_after(marker: &str, prefix: &str, delimiter: Option<&str>) -> Vec<u8> {
+pub(crate) fn resume_after(marker: &str, prefix: &str, delimiter: Option<&str>) -> Vec<u8> {
     let mut out = marker.as_bytes().to_vec();
     if marker.starts_with(prefix) && common_prefix(marker, prefix, delimiter) == Some(marker) {
         out.push(AFTER_PREFIX);
@@ -152,7 +159,8 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
-fn max_keys_of(v: Option<i32>) -> Result<usize, GatewayError> {
+/// The `max-keys` of a listing: at most (and by default) [`MAX_KEYS`].
+pub(crate) fn max_keys_of(v: Option<i32>) -> Result<usize, GatewayError> {
     match v {
         None => Ok(MAX_KEYS),
         Some(n) if n < 0 => Err(GatewayError::s3(
@@ -163,7 +171,8 @@ fn max_keys_of(v: Option<i32>) -> Result<usize, GatewayError> {
     }
 }
 
-fn wants_url(encoding: Option<&EncodingType>) -> Result<bool, GatewayError> {
+/// Whether the listing asks for `encoding-type=url` (any other type is `InvalidArgument`).
+pub(crate) fn wants_url(encoding: Option<&EncodingType>) -> Result<bool, GatewayError> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(false),
         Some(e) if e.eq_ignore_ascii_case(EncodingType::URL) => Ok(true),
@@ -182,6 +191,12 @@ async fn list_bucket(
     marker: Option<&str>,
     max_keys: usize,
 ) -> Result<Page, GatewayError> {
+    if bucket.versioning() != Versioning::Off {
+        let fetch = |after: Option<Vec<u8>>, limit: usize| {
+            super::list_versions::fetch_latest(ctx, bucket, prefix, after, limit)
+        };
+        return list_page(fetch, prefix, delimiter, marker, max_keys).await;
+    }
     let ns = object_prefix(bucket);
     let mut scan_prefix = ns.clone();
     scan_prefix.extend_from_slice(prefix.as_bytes());
@@ -344,11 +359,15 @@ pub async fn list_objects_v2(
     }))
 }
 
-/// ListObjectVersions with versioning off: every object is version `null`, latest.
+/// ListObjectVersions; with versioning never enabled, every object is version `null`, latest
+/// (a versioned bucket's listing is `list_versions`).
 pub async fn list_object_versions(
     ctx: &Ctx,
     req: S3Request<ListObjectVersionsInput>,
 ) -> Result<S3Response<ListObjectVersionsOutput>, GatewayError> {
+    if !require_bucket(ctx, &req.input.bucket)?.versioning.is_off() {
+        return super::list_versions::list_object_versions(ctx, req).await;
+    }
     let input = req.input;
     let bucket = require_bucket(ctx, &input.bucket)?;
     let url = wants_url(input.encoding_type.as_ref())?;

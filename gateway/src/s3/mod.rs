@@ -14,9 +14,11 @@ pub mod copy;
 pub mod delete;
 pub mod get;
 pub mod list;
+pub mod list_versions;
 pub mod multipart;
 pub mod put;
 pub mod unsupported;
+pub mod versions;
 
 use std::time::{Duration, SystemTime};
 
@@ -67,7 +69,8 @@ dispatch! {
     get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput => bucket::get_bucket_location;
     get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput => bucket::get_bucket_acl;
     put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => put_bucket_acl_checked;
-    get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => bucket::get_bucket_versioning;
+    get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => versions::get_bucket_versioning;
+    put_bucket_versioning(PutBucketVersioningInput) -> PutBucketVersioningOutput => versions::put_bucket_versioning;
     put_object(PutObjectInput) -> PutObjectOutput => put_or_post_object;
     get_object(GetObjectInput) -> GetObjectOutput => get_object_overridden;
     head_object(HeadObjectInput) -> HeadObjectOutput => head_object_overridden;

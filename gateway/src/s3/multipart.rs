@@ -420,15 +420,16 @@ pub async fn complete_multipart_upload(
             Some(_) => invalid_part("One or more of the specified parts could not be found."),
             None => e.into(),
         })?;
-    ctx.commit_object(
-        &bucket_id,
-        &input.key,
-        &meta,
-        Bytes::new(),
-        write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
-        None,
-    )
-    .await?;
+    let hlc = ctx
+        .commit_object(
+            &bucket_id,
+            &input.key,
+            &meta,
+            Bytes::new(),
+            write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+            None,
+        )
+        .await?;
     drop(lease);
     // The manifest now references the listed parts: the upload goes first, then the parts it
     // left out are queued as garbage and every part record is deleted.
@@ -443,6 +444,7 @@ pub async fn complete_multipart_upload(
         e_tag: Some(etag(meta.etag())),
         key: Some(input.key.clone()),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        version_id: super::versions::written_version_id(&bucket_id, hlc),
         ..Default::default()
     }))
 }

@@ -131,18 +131,20 @@ pub async fn put_object(
             None => BodyLayout::Inline,
         },
     };
-    ctx.commit_object(
-        &bucket,
-        &input.key,
-        &meta,
-        written.inline.unwrap_or_default(),
-        write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
-        written.registration,
-    )
-    .await?;
+    let hlc = ctx
+        .commit_object(
+            &bucket,
+            &input.key,
+            &meta,
+            written.inline.unwrap_or_default(),
+            write_condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+            written.registration,
+        )
+        .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&meta.checksums);
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(etag(meta.etag())),
+        version_id: super::versions::written_version_id(&bucket, hlc),
         checksum_crc32: crc32,
         checksum_crc32c: crc32c,
         checksum_crc64nvme: crc64nvme,

@@ -11,7 +11,7 @@
 //!   Lock (S3's answer for a bucket without it, which every bucket is), storage classes other
 //!   than STANDARD, website redirects, appends, and the checksum type of a multipart upload;
 //! - checksum algorithms the node does not compute (MD5, SHA-512, XXHASH): `NotImplemented`;
-//! - what needs versioning (a version id other than `null`), conditional deletes and aborts,
+//! - a version id this store never issues (`InvalidArgument`, as S3), conditional deletes and aborts,
 //!   the object-level checksum and size of CompleteMultipartUpload, Object Lock and object
 //!   ownership on CreateBucket: `InvalidArgument` as S3, or `NotImplemented`;
 //! - `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner`) naming someone
@@ -265,9 +265,6 @@ const RESPONSE_OVERRIDE_PARAMS: &[&str] = &[
     "response-content-type",
     "response-expires",
 ];
-
-/// The only version id while versioning is never enabled.
-const NULL_VERSION: &str = "null";
 
 /// Most buckets one ListBuckets page may hold (S3's limit and default).
 pub const LIST_BUCKETS_MAX: usize = 10_000;
@@ -672,11 +669,11 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// `InvalidArgument`, with S3's message, for a `versionId` other than `null`: versioning is
-/// never enabled, so `null` names the one version of every object.
+/// `InvalidArgument`, with S3's message, for a `versionId` this store never issues (`null`, or
+/// a version's id: shard/VERSIONING.md §2).
 fn check_version_id(query: Option<&str>) -> S3Result<()> {
     match query_param(query, "versionId") {
-        Some(id) if id != NULL_VERSION => Err(S3Error::with_message(
+        Some(id) if !is_version_id(&id) => Err(S3Error::with_message(
             S3ErrorCode::InvalidArgument,
             "Invalid version id specified",
         )),
@@ -684,7 +681,12 @@ fn check_version_id(query: Option<&str>) -> S3Result<()> {
     }
 }
 
-/// ListObjectVersions: a `version-id-marker` needs a `key-marker` and can only be `null`.
+/// Whether `id` is a version id this store issues.
+fn is_version_id(id: &str) -> bool {
+    crate::layout::VersionRef::parse(id).is_ok()
+}
+
+/// ListObjectVersions: a `version-id-marker` needs a `key-marker` and must be a version id.
 fn check_version_id_marker(query: Option<&str>) -> S3Result<()> {
     let Some(marker) = query_param(query, "version-id-marker").filter(|m| !m.is_empty()) else {
         return Ok(());
@@ -1153,7 +1155,7 @@ pub fn url_encode_uploads(out: &mut ListMultipartUploadsOutput) {
 }
 
 /// Splits DeleteObjects' keys into those the operation deletes and per-key errors for those it
-/// cannot honour: a version other than `null` (`InvalidArgument`, as DeleteObject) and a
+/// cannot honour: a malformed version id (`InvalidArgument`, as DeleteObject) and a
 /// condition on the ETag, modification time or size (`NotImplemented`).
 pub fn split_deletes(
     objects: Vec<ObjectIdentifier>,
@@ -1164,7 +1166,7 @@ pub fn split_deletes(
         let (code, message) = if object
             .version_id
             .as_deref()
-            .is_some_and(|v| v != NULL_VERSION)
+            .is_some_and(|v| !is_version_id(v))
         {
             ("InvalidArgument", "Invalid version id specified".to_owned())
         } else if object.e_tag.is_some()
@@ -1701,10 +1703,17 @@ mod tests {
     }
 
     #[test]
-    fn only_the_null_version_exists() {
+    fn only_version_ids_this_store_issues_are_accepted() {
+        let issued = crate::layout::VersionRef::Stamped(leofs_shard::Hlc {
+            physical_us: 1_765_000_000_000_000,
+            logical: 0,
+            node_id: 1,
+        })
+        .id();
         for op in ["GetObject", "HeadObject", "DeleteObject"] {
             assert_eq!(check_query(op, "versionId=null", true), None);
             assert_eq!(check_query(op, "versionId=%6Eull", true), None);
+            assert_eq!(check_query(op, &format!("versionId={issued}"), true), None);
             assert_eq!(check_query(op, "partNumber=1", true), None);
             for bad in [
                 "versionId=abc",

@@ -121,6 +121,16 @@ pub fn object_key(bucket: &str, key: &str) -> Bytes {
     with_bucket_key(NS_OBJECT, bucket, key, 0).freeze()
 }
 
+/// The (bucket, key) an object record's engine key names; None if `object_key` is not one.
+pub fn parse_object_key(object_key: &[u8]) -> Option<(&str, &str)> {
+    let names = object_key.strip_prefix(&[NS_OBJECT])?;
+    let sep = names.iter().position(|&b| b == KEY_SEP)?;
+    Some((
+        std::str::from_utf8(&names[..sep]).ok()?,
+        std::str::from_utf8(&names[sep + 1..]).ok()?,
+    ))
+}
+
 /// Engine key prefix under which every object record of `bucket` lives.
 pub fn object_prefix(bucket: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bucket.len() + 2);
