@@ -124,6 +124,15 @@ struct ServerArgs {
     /// [default: 0].
     #[arg(long, value_name = "MS", env = "LEOFS_GATEWAY_CACHE_R1_STALENESS_MS")]
     gateway_cache_r1_staleness_ms: Option<u64>,
+    /// Seconds in a lifecycle "day": lifecycle rules count their days in it, and expiries
+    /// round up to a multiple of it (S3's midnight UTC). Only tests shorten it
+    /// [default: 86400].
+    #[arg(long, value_name = "SECS", env = "LEOFS_LIFECYCLE_DAY_SECS")]
+    lifecycle_day_secs: Option<u64>,
+    /// Milliseconds between two passes of a storage core's lifecycle worker over its
+    /// partitions [default: 3600000, an hour].
+    #[arg(long, value_name = "MS", env = "LEOFS_LIFECYCLE_INTERVAL_MS")]
+    lifecycle_interval_ms: Option<u64>,
     /// Disk space each gateway core's disk cache may take, in bytes (0: none); beneath the
     /// memory cache (which it needs), it survives restarts [default: a quarter of the data
     /// directory's file system, at most 64 GiB, split across the cores, on a node without the
@@ -209,6 +218,8 @@ struct FileConfig {
     body_idle_timeout_secs: Option<u64>,
     gateway_cache_bytes_per_core: Option<u64>,
     gateway_cache_r1_staleness_ms: Option<u64>,
+    lifecycle_day_secs: Option<u64>,
+    lifecycle_interval_ms: Option<u64>,
     gateway_disk_cache_bytes_per_core: Option<u64>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
@@ -430,6 +441,18 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         .or(file.gateway_cache_r1_staleness_ms)
     {
         gateway.object_cache_r1_staleness = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args.lifecycle_day_secs.or(file.lifecycle_day_secs) {
+        if secs == 0 {
+            bail!("lifecycle_day_secs must be at least 1");
+        }
+        gateway.lifecycle.day = Duration::from_secs(secs);
+    }
+    if let Some(ms) = args.lifecycle_interval_ms.or(file.lifecycle_interval_ms) {
+        if ms == 0 {
+            bail!("lifecycle_interval_ms must be at least 1");
+        }
+        gateway.lifecycle.pass_interval = Duration::from_millis(ms);
     }
     let connections_per_core_max = args
         .connections_per_core_max
@@ -1087,8 +1110,18 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let core_manager = manager.clone();
     let ring_source = catalog.clone();
     let serves_s3 = roles.gateway;
+    let stores = roles.storage;
     let started = Instant::now();
     let node = start_node(node_config, move |shard| {
+        if stores {
+            let background = leofs_gateway::store::Ctx::without_cache(
+                shard.clone(),
+                core_manager.clone(),
+                catalog.clone(),
+                gateway.clone(),
+            );
+            leofs_gateway::lifecycle::spawn(background, shard.clone(), gateway.lifecycle);
+        }
         if serves_s3 {
             leofs_gateway::serve_core(
                 shard,
@@ -1398,6 +1431,7 @@ impl NodeStatusSource for StatusSource {
                 cache_hits: s.engine.cache_hits,
                 cache_misses: s.engine.cache_misses,
                 gateway_cache: membership::gateway_cache_status(&s.object_cache),
+                lifecycle: membership::lifecycle_status(&s.lifecycle),
                 cross_core_calls: s.forwarded_calls,
                 open_connections: s.open_connections as u64,
                 hints_pending: s

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leofs_gateway::cluster::{ManagerPeers, installed_ring, send_heartbeat};
-use leofs_manager::admin::GatewayCacheStatus;
+use leofs_manager::admin::{GatewayCacheStatus, LifecycleStatus};
 use leofs_manager::cluster::{
     HEARTBEAT_INTERVAL, Heartbeat, MEMBERSHIP_FORMAT_VERSION, Member, Registration, ShardUse,
 };
@@ -605,7 +605,23 @@ impl Beater {
                 .iter()
                 .map(|s| gateway_cache_status(&s.object_cache))
                 .fold(Default::default(), GatewayCacheStatus::plus),
+            lifecycle: cores
+                .iter()
+                .map(|s| lifecycle_status(&s.lifecycle))
+                .fold(Default::default(), LifecycleStatus::plus),
         }
+    }
+}
+
+/// A core's lifecycle worker as status and heartbeats show it.
+pub fn lifecycle_status(stats: &leofs_shard::metrics::LifecycleStats) -> LifecycleStatus {
+    LifecycleStatus {
+        passes: stats.passes,
+        examined: stats.examined,
+        expired: stats.expired,
+        noncurrent_deleted: stats.noncurrent_deleted,
+        markers_removed: stats.markers_removed,
+        uploads_aborted: stats.uploads_aborted,
     }
 }
 

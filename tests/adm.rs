@@ -54,6 +54,7 @@ impl NodeStatusSource for FixedNode {
                     oldest_unrepaired_partition_seconds: 0,
                     requests: Vec::new(),
                     gateway_cache: Default::default(),
+                    lifecycle: Default::default(),
                 })
                 .collect(),
             latency_buckets_us: Vec::new(),

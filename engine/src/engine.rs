@@ -593,19 +593,22 @@ impl Engine {
         )
     }
 
-    /// Keys of `partition` that start with `prefix`, in key order, at most `limit` (tombstones
-    /// too when `include_tombstones`): one seek in the partition's index, for a range of keys
-    /// that one partition holds (a versioned object's versions).
+    /// Keys of `partition` that start with `prefix`, after `start_after`, in key order, at most
+    /// `limit` (tombstones too when `include_tombstones`): one seek in the partition's index,
+    /// for a range of keys that one partition holds (a versioned object's versions), or one
+    /// partition's share of a bucket.
     pub fn scan_partition_prefix(
         &self,
         partition: PartitionId,
         prefix: &[u8],
+        start_after: Option<&[u8]>,
         limit: usize,
         include_tombstones: bool,
     ) -> Vec<ScanEntry> {
         self.inner.state.borrow().index.scan_partition_prefix(
             partition,
             prefix,
+            start_after,
             limit,
             include_tombstones,
         )

@@ -396,20 +396,25 @@ impl Index {
             .collect()
     }
 
-    /// Keys of one partition that start with `prefix`, in key order, at most `limit`: live
-    /// ones, and tombstones too when `include_tombstones`. One seek in the partition's ordered
+    /// Keys of one partition that start with `prefix`, after `start_after`, in key order, at
+    /// most `limit`: live ones, and tombstones too when `include_tombstones`. One seek in the partition's ordered
     /// index, then a walk that never leaves the prefix.
     pub(crate) fn scan_partition_prefix(
         &self,
         partition: PartitionId,
         prefix: &[u8],
+        start_after: Option<&[u8]>,
         limit: usize,
         include_tombstones: bool,
     ) -> Vec<ScanEntry> {
         let Some(part) = self.parts.get(&partition) else {
             return Vec::new();
         };
-        part.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        part.range::<[u8], _>((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, e)| include_tombstones || !e.tombstone)
             .take(limit)
@@ -566,16 +571,33 @@ mod tests {
         idx.apply(1, b"a/5", entry(1, 1, 0, true));
         idx.apply(1, b"b/0", entry(1, 1, 0, false));
         assert_eq!(
-            keys(idx.scan_partition_prefix(1, b"a/", 10, false)),
+            keys(idx.scan_partition_prefix(1, b"a/", None, 10, false)),
             ["a/1", "a/3"]
         );
         assert_eq!(
-            keys(idx.scan_partition_prefix(1, b"a/", 10, true)),
+            keys(idx.scan_partition_prefix(1, b"a/", None, 10, true)),
             ["a/1", "a/3", "a/5"]
         );
-        assert_eq!(keys(idx.scan_partition_prefix(1, b"a/", 1, false)), ["a/1"]);
-        assert!(idx.scan_partition_prefix(1, b"a/9", 10, true).is_empty());
-        assert!(idx.scan_partition_prefix(7, b"a/", 10, true).is_empty());
+        assert_eq!(
+            keys(idx.scan_partition_prefix(1, b"a/", None, 1, false)),
+            ["a/1"]
+        );
+        assert!(
+            idx.scan_partition_prefix(1, b"a/9", None, 10, true)
+                .is_empty()
+        );
+        assert!(
+            idx.scan_partition_prefix(7, b"a/", None, 10, true)
+                .is_empty()
+        );
+        assert_eq!(
+            keys(idx.scan_partition_prefix(1, b"a/", Some(b"a/1"), 10, false)),
+            ["a/3"]
+        );
+        assert_eq!(
+            keys(idx.scan_partition_prefix(1, b"a/", Some(b"0"), 10, false)),
+            ["a/1", "a/3"]
+        );
     }
 
     #[test]

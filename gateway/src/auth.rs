@@ -287,6 +287,7 @@ mod tests {
                 deleting: false,
                 consistency: None,
                 versioning: Default::default(),
+                lifecycle: Vec::new(),
             },
         );
         s

@@ -152,6 +152,13 @@ impl NodeServices for ManagerServices {
                 CatalogChange::SetBucketVersioning { name, enabled } => {
                     catalog.set_bucket_versioning(&name, enabled).await
                 }
+                CatalogChange::SetBucketLifecycle { name, rules_json } => {
+                    let rules = serde_json::from_str(&rules_json).map_err(|e| CatalogRefusal {
+                        kind: CatalogRefusalKind::Internal,
+                        message: format!("lifecycle rules that do not decode: {e}"),
+                    })?;
+                    catalog.set_bucket_lifecycle(&name, rules).await
+                }
             };
             made.map_err(|e| refusal(&e))
         })
@@ -482,6 +489,20 @@ impl CatalogApplier for CatalogCopy {
         let change = CatalogChange::SetBucketVersioning {
             name: name.to_owned(),
             enabled,
+        };
+        self.forward(change, name)
+    }
+
+    fn set_bucket_lifecycle(
+        &mut self,
+        name: &str,
+        rules: Vec<leofs_manager::lifecycle::LifecycleRule>,
+    ) -> Result<(), ManagerError> {
+        let rules_json = serde_json::to_string(&rules)
+            .map_err(|e| ManagerError::Remote(format!("cannot encode lifecycle rules: {e}")))?;
+        let change = CatalogChange::SetBucketLifecycle {
+            name: name.to_owned(),
+            rules_json,
         };
         self.forward(change, name)
     }

@@ -23,6 +23,7 @@ pub mod disk_cache;
 pub mod error;
 pub mod fast_path;
 pub mod layout;
+pub mod lifecycle;
 mod lru;
 pub mod md5;
 pub mod metered;
@@ -65,6 +66,8 @@ pub struct GatewayConfig {
     pub object_cache_r1_staleness: Duration,
     /// The disk cache of a gateway-only node ([`disk_cache`]); None: none.
     pub disk_cache: Option<DiskCacheConfig>,
+    /// How the lifecycle worker of a storage node runs ([`lifecycle`]).
+    pub lifecycle: lifecycle::LifecycleSettings,
 }
 
 /// Where and how large a gateway's disk cache is, and its writer thread.
@@ -88,6 +91,7 @@ impl Default for GatewayConfig {
             object_cache_bytes_per_core: 0,
             object_cache_r1_staleness: Duration::ZERO,
             disk_cache: None,
+            lifecycle: lifecycle::LifecycleSettings::default(),
         }
     }
 }

@@ -144,6 +144,21 @@ impl Ctx {
         }
     }
 
+    /// A context for a core's background work (the lifecycle worker): no object cache.
+    pub fn without_cache(
+        shard: Shard,
+        manager: Arc<Manager>,
+        catalog: CatalogWriter,
+        config: Arc<GatewayConfig>,
+    ) -> Self {
+        Self {
+            storage: Storage::new(shard),
+            manager,
+            catalog,
+            config,
+        }
+    }
+
     /// Reads an object record with its inline body; for a chunked object, also leases its
     /// chunks (checking they exist) so that an overwrite or a delete that commits while the
     /// body streams does not collect them. A chunk found missing because the object changed

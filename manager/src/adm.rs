@@ -939,7 +939,28 @@ fn node_text(info: &NodeInfo) -> String {
     if let Some(beat) = info.heartbeat.as_ref().filter(|_| member.gateway) {
         text.push_str(&format!("\n\n{}", gateway_cache_text(&beat.gateway_cache)));
     }
+    if let Some(beat) = info
+        .heartbeat
+        .as_ref()
+        .filter(|b| member.storage && b.lifecycle.passes > 0)
+    {
+        text.push_str(&format!("\n\n{}", lifecycle_text(&beat.lifecycle)));
+    }
     text
+}
+
+/// A storage node's lifecycle workers, all its cores together.
+fn lifecycle_text(lifecycle: &crate::admin::LifecycleStatus) -> String {
+    format!(
+        "lifecycle: {} passes, {} versions examined; expired {}, noncurrent deleted {}, \
+         delete markers removed {}, uploads aborted {}",
+        lifecycle.passes,
+        lifecycle.examined,
+        lifecycle.expired,
+        lifecycle.noncurrent_deleted,
+        lifecycle.markers_removed,
+        lifecycle.uploads_aborted
+    )
 }
 
 fn du_text(info: &NodeInfo) -> String {

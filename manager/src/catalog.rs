@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use crate::lifecycle::LifecycleRule;
 use crate::{Bucket, BucketAcl, Manager, ManagerError};
 
 /// Most catalog changes waiting for the manager's thread.
@@ -41,6 +42,12 @@ pub trait CatalogApplier: Send + 'static {
     fn set_bucket_acl(&mut self, name: &str, acl: BucketAcl) -> Result<(), ManagerError>;
     /// See [`Manager::set_bucket_versioning`].
     fn set_bucket_versioning(&mut self, name: &str, enabled: bool) -> Result<(), ManagerError>;
+    /// See [`Manager::set_bucket_lifecycle`].
+    fn set_bucket_lifecycle(
+        &mut self,
+        name: &str,
+        rules: Vec<LifecycleRule>,
+    ) -> Result<(), ManagerError>;
     /// Brings a copy of the catalog up to date (nothing to do for the manager itself).
     fn refresh(&mut self) -> Result<(), ManagerError> {
         Ok(())
@@ -74,6 +81,14 @@ impl CatalogApplier for Arc<Manager> {
     fn set_bucket_versioning(&mut self, name: &str, enabled: bool) -> Result<(), ManagerError> {
         Manager::set_bucket_versioning(self, name, enabled)
     }
+
+    fn set_bucket_lifecycle(
+        &mut self,
+        name: &str,
+        rules: Vec<LifecycleRule>,
+    ) -> Result<(), ManagerError> {
+        Manager::set_bucket_lifecycle(self, name, rules)
+    }
 }
 
 /// One change to the catalog.
@@ -102,6 +117,11 @@ enum Change {
     SetBucketVersioning {
         name: String,
         enabled: bool,
+        reply: oneshot::Sender<Result<(), ManagerError>>,
+    },
+    SetBucketLifecycle {
+        name: String,
+        rules: Vec<LifecycleRule>,
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     Refresh {
@@ -232,6 +252,20 @@ impl CatalogWriter {
         .await
     }
 
+    /// Replaces a bucket's lifecycle rules (see [`Manager::set_bucket_lifecycle`]).
+    pub async fn set_bucket_lifecycle(
+        &self,
+        name: &str,
+        rules: Vec<LifecycleRule>,
+    ) -> Result<(), ManagerError> {
+        self.ask(|reply| Change::SetBucketLifecycle {
+            name: name.to_owned(),
+            rules,
+            reply,
+        })
+        .await
+    }
+
     /// Queues the change `make` builds around its reply channel and awaits the answer.
     async fn ask<T>(
         &self,
@@ -346,6 +380,9 @@ fn apply(manager: &mut impl CatalogApplier, change: Change) {
             reply,
         } => {
             let _ = reply.send(manager.set_bucket_versioning(&name, enabled));
+        }
+        Change::SetBucketLifecycle { name, rules, reply } => {
+            let _ = reply.send(manager.set_bucket_lifecycle(&name, rules));
         }
         Change::Refresh { reply } => {
             let _ = reply.send(manager.refresh());

@@ -527,6 +527,9 @@ pub struct Heartbeat {
     /// Its gateway object cache, all cores together.
     #[serde(default)]
     pub gateway_cache: crate::admin::GatewayCacheStatus,
+    /// Its lifecycle workers, all cores together.
+    #[serde(default)]
+    pub lifecycle: crate::admin::LifecycleStatus,
 }
 
 /// One node's clock offset from one peer, measured over a round trip between the two.

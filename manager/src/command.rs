@@ -57,6 +57,13 @@ pub enum Command {
         /// Enabled (true) or suspended (false).
         enabled: bool,
     },
+    /// Replaces a bucket's lifecycle rules (none: its configuration is deleted).
+    SetBucketLifecycle {
+        /// Bucket name.
+        name: String,
+        /// The rules, checked by the gateway that took the configuration.
+        rules: Vec<crate::lifecycle::LifecycleRule>,
+    },
     /// Creates `user` with its first access key.
     CreateUser {
         /// The user record.
@@ -371,6 +378,13 @@ impl Command {
                     } else {
                         crate::BucketVersioning::Suspended
                     };
+                    Ok(())
+                }
+                None => Err(Refusal::NoSuchBucket(name.clone())),
+            },
+            Command::SetBucketLifecycle { name, rules } => match state.buckets.get_mut(name) {
+                Some(bucket) => {
+                    bucket.lifecycle = rules.clone();
                     Ok(())
                 }
                 None => Err(Refusal::NoSuchBucket(name.clone())),
@@ -924,6 +938,7 @@ mod tests {
             incarnation,
             deleting: false,
             versioning: crate::BucketVersioning::Off,
+            lifecycle: Vec::new(),
             consistency: None,
         }
     }

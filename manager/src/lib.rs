@@ -32,6 +32,7 @@ pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod error;
+pub mod lifecycle;
 pub mod model;
 pub mod persist;
 pub mod raft;

@@ -86,6 +86,9 @@ pub struct Bucket {
     /// The bucket's versioning.
     #[serde(default, skip_serializing_if = "BucketVersioning::is_off")]
     pub versioning: BucketVersioning,
+    /// The bucket's lifecycle rules (none: no lifecycle configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle: Vec<crate::lifecycle::LifecycleRule>,
 }
 
 /// A user: owns buckets and access keys.

@@ -318,6 +318,7 @@ impl Manager {
             deleting: false,
             consistency: None,
             versioning: Default::default(),
+            lifecycle: Vec::new(),
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -529,6 +530,19 @@ impl Manager {
         self.propose(Command::SetBucketVersioning {
             name: name.to_owned(),
             enabled,
+        })
+    }
+
+    /// Replaces a bucket's lifecycle rules (S3 PutBucketLifecycleConfiguration; none: its
+    /// configuration is deleted).
+    pub fn set_bucket_lifecycle(
+        &self,
+        name: &str,
+        rules: Vec<crate::lifecycle::LifecycleRule>,
+    ) -> Result<(), ManagerError> {
+        self.propose(Command::SetBucketLifecycle {
+            name: name.to_owned(),
+            rules,
         })
     }
 

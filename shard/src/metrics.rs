@@ -145,6 +145,55 @@ impl ObjectCacheMetrics {
     }
 }
 
+/// What one core's lifecycle worker did (the gateway's `lifecycle` module; only the core's
+/// own thread writes it).
+#[derive(Debug, Default)]
+pub struct LifecycleMetrics {
+    /// Passes over the core's partitions.
+    pub passes: std::cell::Cell<u64>,
+    /// Versions (and delete markers) examined.
+    pub examined: std::cell::Cell<u64>,
+    /// Current versions expired (a delete marker added, or deleted when never versioned).
+    pub expired: std::cell::Cell<u64>,
+    /// Noncurrent versions deleted for good.
+    pub noncurrent_deleted: std::cell::Cell<u64>,
+    /// Delete markers that were their key's only version, deleted.
+    pub markers_removed: std::cell::Cell<u64>,
+    /// Incomplete multipart uploads aborted.
+    pub uploads_aborted: std::cell::Cell<u64>,
+}
+
+impl LifecycleMetrics {
+    /// The figures now.
+    pub fn snapshot(&self) -> LifecycleStats {
+        LifecycleStats {
+            passes: self.passes.get(),
+            examined: self.examined.get(),
+            expired: self.expired.get(),
+            noncurrent_deleted: self.noncurrent_deleted.get(),
+            markers_removed: self.markers_removed.get(),
+            uploads_aborted: self.uploads_aborted.get(),
+        }
+    }
+}
+
+/// [`LifecycleMetrics`] as read from another thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    /// See [`LifecycleMetrics::passes`].
+    pub passes: u64,
+    /// See [`LifecycleMetrics::examined`].
+    pub examined: u64,
+    /// See [`LifecycleMetrics::expired`].
+    pub expired: u64,
+    /// See [`LifecycleMetrics::noncurrent_deleted`].
+    pub noncurrent_deleted: u64,
+    /// See [`LifecycleMetrics::markers_removed`].
+    pub markers_removed: u64,
+    /// See [`LifecycleMetrics::uploads_aborted`].
+    pub uploads_aborted: u64,
+}
+
 /// [`ObjectCacheMetrics`] as read from another thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ObjectCacheStats {

@@ -159,6 +159,7 @@ pub(crate) fn serve_control(shard: &Shard, control: Control) {
                 wire_requests_served: core.remote.served.get(),
                 requests: core.requests.borrow().clone(),
                 object_cache: core.object_cache.snapshot(),
+                lifecycle: core.lifecycle.snapshot(),
                 hints_pending: core.hints.by_target(),
                 hints_replayed: core.hints.replayed.get(),
                 hints_dropped: core.hints.dropped.get(),
@@ -790,6 +791,8 @@ pub struct CoreStats {
     pub requests: crate::metrics::RequestMetrics,
     /// The gateway's object cache on it.
     pub object_cache: crate::metrics::ObjectCacheStats,
+    /// What its lifecycle worker did.
+    pub lifecycle: crate::metrics::LifecycleStats,
     /// Hints it holds for replicas that missed writes: (target, count, bytes).
     pub hints_pending: Vec<(Vnode, u64, u64)>,
     /// Hints it replayed since start.
@@ -1179,6 +1182,7 @@ where
                 objects: Default::default(),
                 requests: Default::default(),
                 object_cache: Default::default(),
+                lifecycle: Default::default(),
                 hints: Default::default(),
                 anti_entropy: Default::default(),
                 replication,

@@ -105,6 +105,9 @@ pub struct WriteCondition {
     pub if_match: Option<EtagCondition>,
     /// `If-None-Match`: no current object (`*`), or not one with this ETag.
     pub if_none_match: Option<EtagCondition>,
+    /// The current object (a versioned key's latest version) must be the one stamped this:
+    /// a lifecycle action decided on that version acts only if nothing changed since.
+    pub if_latest: Option<Hlc>,
 }
 
 impl WriteCondition {
@@ -113,8 +116,18 @@ impl WriteCondition {
         Self::default()
     }
 
+    /// Whether the write is conditional (decided by the partition's first replica).
+    pub fn is_conditional(&self) -> bool {
+        self.if_match.is_some() || self.if_none_match.is_some() || self.if_latest.is_some()
+    }
+
     /// Checks the condition against the key's newest record.
     pub fn check(&self, current: Option<&Lookup>) -> Result<(), ShardError> {
+        if let Some(stamp) = self.if_latest
+            && current.is_none_or(|c| c.tombstone || c.hlc != stamp)
+        {
+            return Err(ShardError::PreconditionFailed);
+        }
         let etag = current
             .filter(|c| !c.tombstone)
             .map(|c| etag_string(&c.summary.digest, parts_count_of_tag(c.summary.tag)));
@@ -597,9 +610,17 @@ fn above_held(
     }
 }
 
-/// Most deletions of versions newer than its first live version one replica reports for a
-/// key's latest version (each a version deleted for good that another replica may still hold).
-pub const LATEST_DELETIONS_MAX: usize = 64;
+/// Most live version records one replica's view of a key holds (see
+/// [`Shard::latest_view_here`]).
+pub const LATEST_VIEW_LIVE_MAX: usize = 8;
+/// Most version records, live or deleted, one replica's view of a key holds.
+pub const LATEST_VIEW_ENTRIES_MAX: usize = 64;
+
+/// Whether a version record's index entry is one of `key`'s (not of a longer key that starts
+/// with `key` and 0x00).
+fn is_version_of(entry: &ScanEntry, key: &str) -> bool {
+    crate::object::parse_version_key(&entry.key).is_some_and(|(_, k, _)| k == key)
+}
 
 /// The latest version among index entries of one key's records (its object record and
 /// version records, tombstones included, one entry per record): the newest live one. A
@@ -612,21 +633,54 @@ fn latest_of(entries: &[ScanEntry]) -> Option<ScanEntry> {
         .cloned()
 }
 
+/// What several replicas' views of a key say its latest version is.
+#[derive(Debug, PartialEq, Eq)]
+enum Merged {
+    /// The latest version (None: the key has none).
+    Latest(Option<ScanEntry>),
+    /// A view stopped above the newest live version left after the merge: an older version
+    /// that view did not show may be the latest, so the views cannot tell.
+    BeyondViews,
+}
+
 /// The latest version among several replicas' views of a key (see
 /// [`Shard::latest_view_here`]): each record's newest entry wins (a deletion outvotes a copy
-/// that missed it), then the newest live version is the latest.
-fn merged_latest(views: Vec<Vec<ScanEntry>>) -> Option<ScanEntry> {
+/// that missed it), then the newest live version is the latest, if every view that stopped
+/// at its limits reached down to it.
+fn merged_latest(views: Vec<Vec<ScanEntry>>) -> Merged {
     let mut merged: HashMap<Bytes, ScanEntry> = HashMap::new();
-    for entry in views.into_iter().flatten() {
-        match merged.get(&entry.key) {
-            Some(held) if held.hlc >= entry.hlc => {}
-            _ => {
-                merged.insert(entry.key.clone(), entry);
+    // The lowest stamp every view reaches: below the last version record of a view that
+    // stopped at its limits, that view says nothing.
+    let mut reached: Option<Hlc> = None;
+    for view in views {
+        let versions: Vec<&ScanEntry> = view
+            .iter()
+            .filter(|e| e.key.first() == Some(&crate::object::NS_VERSION))
+            .collect();
+        let live = versions.iter().filter(|e| !e.tombstone).count();
+        if (live >= LATEST_VIEW_LIVE_MAX || versions.len() >= LATEST_VIEW_ENTRIES_MAX)
+            && let Some((_, _, stamp)) = versions
+                .last()
+                .and_then(|e| crate::object::parse_version_key(&e.key))
+        {
+            reached = reached.max(Some(stamp));
+        }
+        for entry in view {
+            match merged.get(&entry.key) {
+                Some(held) if held.hlc >= entry.hlc => {}
+                _ => {
+                    merged.insert(entry.key.clone(), entry);
+                }
             }
         }
     }
     let merged: Vec<ScanEntry> = merged.into_values().collect();
-    latest_of(&merged)
+    let latest = latest_of(&merged);
+    match (reached, &latest) {
+        (Some(bound), Some(l)) if l.hlc < bound => Merged::BeyondViews,
+        (Some(_), None) => Merged::BeyondViews,
+        _ => Merged::Latest(latest),
+    }
 }
 
 /// The engine key a commit into a bucket of `versioning` stamped `hlc` writes: its version
@@ -799,7 +853,7 @@ impl Shard {
             return self.send(request).await?.into_stored();
         }
         let okey = object_key(bucket, key);
-        let conditional = condition.if_match.is_some() || condition.if_none_match.is_some();
+        let conditional = condition.is_conditional();
         let at = |hlc: Hlc| PutValue {
             hlc: Some(hlc),
             ..value.clone()
@@ -808,7 +862,7 @@ impl Shard {
             Versioning::Off => DecidedOn::Record(&okey),
             Versioning::Enabled | Versioning::Suspended => DecidedOn::LatestVersion { bucket, key },
         };
-        let retracted = Cell::new(None);
+        let retracted = RefCell::new(Vec::new());
         let stored = self
             .serialize_then_copy(
                 partition,
@@ -816,8 +870,8 @@ impl Shard {
                 conditional.then_some(decided_on),
                 |hlc, retract| {
                     let retract = retract.filter(|_| versioning == Versioning::Enabled);
-                    if retract.is_some() {
-                        retracted.set(retract);
+                    if let Some(earlier) = retract {
+                        retracted.borrow_mut().push(earlier);
                     }
                     StorageRequest::CommitObject {
                         partition,
@@ -842,7 +896,7 @@ impl Shard {
         // The serializer retracted the earlier try's version with this commit; the replicas
         // that stored its copy are told too (a failure leaves it to anti-entropy, which
         // spreads the serializer's tombstone).
-        if let Some(earlier) = retracted.get() {
+        for earlier in retracted.into_inner() {
             let retraction = Box::pin(self.delete_object_in(
                 bucket,
                 key,
@@ -1040,6 +1094,39 @@ impl Shard {
         versioning: Versioning,
         version: Option<VersionRef>,
     ) -> Result<(bool, Option<Hlc>), ShardError> {
+        self.delete_object_when(bucket, key, versioning, version, None)
+            .await
+    }
+
+    /// Expires an object of a bucket that never had versioning, as a lifecycle rule decided on
+    /// its record stamped `stamp`: deleted (its chunks queued) only while that record is still
+    /// the object's. False when it changed (or is gone): nothing is written.
+    pub async fn expire_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        stamp: Hlc,
+    ) -> Result<bool, ShardError> {
+        match self
+            .delete_object_when(bucket, key, Versioning::Off, None, Some(stamp))
+            .await
+        {
+            Ok((removed, _)) => Ok(removed),
+            Err(ShardError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Shard::delete_object_in`], only while the record deleted is the one stamped
+    /// `only_if` (when given).
+    async fn delete_object_when(
+        &self,
+        bucket: &str,
+        key: &str,
+        versioning: Versioning,
+        version: Option<VersionRef>,
+        only_if: Option<Hlc>,
+    ) -> Result<(bool, Option<Hlc>), ShardError> {
         if versioning == Versioning::Enabled && version.is_none() {
             // A delete marker is a new version: written as every version is.
             let marker = delete_marker(None);
@@ -1063,6 +1150,7 @@ impl Shard {
             hlc,
             versioning,
             version,
+            only_if,
         };
         if !self.replicated() {
             return self.send(request_at(None)).await?.into_removal();
@@ -1123,13 +1211,59 @@ impl Shard {
             .into_iter()
             .map(StorageResponse::into_entries)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(merged_latest(views))
+        match merged_latest(views) {
+            Merged::Latest(latest) => Ok(latest),
+            // A replica's view stopped above the newest version left: the whole range.
+            Merged::BeyondViews => self.latest_version_listed(partition, bucket, key).await,
+        }
+    }
+
+    /// A versioned key's latest version from a listing of its whole version range (replicas
+    /// merged, deletions outvoting copies that missed them) and its object record: for when
+    /// the replicas' views did not reach the newest version left.
+    async fn latest_version_listed(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ScanEntry>, ShardError> {
+        const PAGE: usize = 64;
+        let prefix = version_prefix(bucket, key);
+        let mut after: Option<Bytes> = None;
+        let stamped = loop {
+            let page = self.scan_all(prefix.clone(), after.clone(), PAGE).await?;
+            if let Some(own) = page.iter().find(|e| is_version_of(e, key)) {
+                break Some(own.clone());
+            }
+            match page.last() {
+                Some(last) if page.len() >= PAGE => after = Some(last.key.clone()),
+                _ => break None,
+            }
+        };
+        let okey = object_key(bucket, key);
+        let null = self
+            .lookup_newest(partition, okey.clone())
+            .await?
+            .filter(|l| !l.tombstone)
+            .map(|l| ScanEntry {
+                partition,
+                key: okey,
+                hlc: l.hlc,
+                summary: l.summary,
+                body_len: l.body_len,
+                tombstone: false,
+            });
+        Ok(match (null, stamped) {
+            (Some(null), Some(stamped)) if null.hlc > stamped.hlc => Some(null),
+            (null, stamped) => stamped.or(null),
+        })
     }
 
     /// The executor's side of [`StorageRequest::LatestVersion`]: what this replica holds of
     /// the key's newest versions, from its index alone: its object record (the null version,
-    /// or its tombstone), its first live version record, and the deletions of versions newer
-    /// than that one (at most [`LATEST_DELETIONS_MAX`]). [`latest_of`] picks the latest.
+    /// or its tombstone) and its newest version records, live or deleted (at most
+    /// [`LATEST_VIEW_LIVE_MAX`] live ones, [`LATEST_VIEW_ENTRIES_MAX`] in all).
+    /// [`latest_of`] picks the latest; the coordinator merges views with `merged_latest`.
     pub(crate) fn latest_view_here(
         &self,
         partition: PartitionId,
@@ -1139,28 +1273,28 @@ impl Shard {
         let engine = self.core.engine()?;
         let okey = object_key(bucket, key);
         let prefix = version_prefix(bucket, key);
-        // The prefix also starts the versions of a key that continues with 0x00: skipped.
-        let own = |e: &ScanEntry| {
-            crate::object::parse_version_key(&e.key).is_some_and(|(_, k, _)| k == key)
-        };
-        let mut view: Vec<ScanEntry> = engine
-            .scan_partition_prefix(partition, &prefix, LATEST_DELETIONS_MAX + 1, true)
-            .into_iter()
-            .filter(own)
-            .take_while(|e| e.tombstone)
-            .take(LATEST_DELETIONS_MAX)
-            .collect();
-        let first_live = match engine
-            .scan_partition_prefix(partition, &prefix, 1, false)
-            .pop()
+        // The newest version records, live or deleted, until LATEST_VIEW_LIVE_MAX live ones
+        // or LATEST_VIEW_ENTRIES_MAX in all (the prefix also starts the versions of a key that
+        // continues with 0x00: those are skipped, and a range they crowd is read whole).
+        let mut scanned =
+            engine.scan_partition_prefix(partition, &prefix, None, LATEST_VIEW_ENTRIES_MAX, true);
+        if scanned.len() == LATEST_VIEW_ENTRIES_MAX
+            && !scanned.iter().all(|e| is_version_of(e, key))
         {
-            Some(first) if !own(&first) => engine
-                .scan_partition_prefix(partition, &prefix, usize::MAX, false)
-                .into_iter()
-                .find(own),
-            first => first,
-        };
-        view.extend(first_live);
+            scanned = engine.scan_partition_prefix(partition, &prefix, None, usize::MAX, true);
+        }
+        let mut view: Vec<ScanEntry> = Vec::new();
+        let mut live = 0;
+        for entry in scanned {
+            if !is_version_of(&entry, key) {
+                continue;
+            }
+            live += usize::from(!entry.tombstone);
+            view.push(entry);
+            if live == LATEST_VIEW_LIVE_MAX || view.len() == LATEST_VIEW_ENTRIES_MAX {
+                break;
+            }
+        }
         if let Some(null) = engine.lookup(partition, &okey) {
             view.push(ScanEntry {
                 partition,
@@ -1238,6 +1372,7 @@ impl Shard {
     /// stamp) the tombstone is written even when there is no object here, so that it outvotes
     /// an older copy another replica may hold.
     /// Whether there was an object, and the tombstone's timestamp if one was written.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn delete_object_here(
         &self,
         partition: PartitionId,
@@ -1246,21 +1381,18 @@ impl Shard {
         hlc: Option<Hlc>,
         versioning: Versioning,
         version: Option<VersionRef>,
+        only_if: Option<Hlc>,
     ) -> Result<(bool, Option<Hlc>), ShardError> {
         let okey = object_key(bucket, key);
+        let condition = WriteCondition {
+            if_latest: only_if,
+            ..WriteCondition::none()
+        };
         let target = match (versioning, version) {
             (Versioning::Enabled, None) => {
                 let marker = delete_marker(hlc);
                 let stamp = self
-                    .add_version(
-                        partition,
-                        bucket,
-                        key,
-                        &okey,
-                        marker,
-                        &WriteCondition::none(),
-                        None,
-                    )
+                    .add_version(partition, bucket, key, &okey, marker, &condition, None)
                     .await?;
                 return Ok((true, Some(stamp)));
             }
@@ -1268,13 +1400,7 @@ impl Shard {
                 let marker = delete_marker(hlc);
                 let stamp = self
                     .replace_record(
-                        partition,
-                        bucket,
-                        key,
-                        &okey,
-                        marker,
-                        &WriteCondition::none(),
-                        versioning,
+                        partition, bucket, key, &okey, marker, &condition, versioning,
                     )
                     .await?;
                 return Ok((true, Some(stamp)));
@@ -1285,6 +1411,7 @@ impl Shard {
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, &target);
+        condition.check(current.as_ref())?;
         let hlc = above_held(engine, current.as_ref(), self.watermark(partition), hlc);
         if current.is_none_or(|c| c.tombstone) {
             if hlc.is_some() {
@@ -1773,7 +1900,7 @@ impl Shard {
         let prefix = version_prefix(bucket, key);
         records.extend(
             engine
-                .scan_partition_prefix(partition, &prefix, usize::MAX, false)
+                .scan_partition_prefix(partition, &prefix, None, usize::MAX, false)
                 .into_iter()
                 .map(|entry| entry.key),
         );
@@ -1945,23 +2072,53 @@ mod tests {
         // A and B took the delete of version 20 (a tombstone at 30); C missed it.
         let a = vec![entry(v(20), at(30), true), entry(v(10), at(10), false)];
         let c = vec![entry(v(20), at(20), false)];
-        let latest = merged_latest(vec![c.clone(), a.clone()]).unwrap();
-        assert_eq!(latest.key, v(10));
-        assert_eq!(merged_latest(vec![c]).unwrap().key, v(20));
+        let key_of = |m: Merged| match m {
+            Merged::Latest(l) => l.map(|l| l.key),
+            Merged::BeyondViews => panic!("the views reach the latest"),
+        };
+        assert_eq!(
+            key_of(merged_latest(vec![c.clone(), a.clone()])),
+            Some(v(10))
+        );
+        assert_eq!(key_of(merged_latest(vec![c])), Some(v(20)));
         // The null version: its newest entry wins, a deletion of it included.
         let with_null = vec![entry(null.clone(), at(25), false)];
         let null_deleted = vec![entry(null.clone(), at(40), true)];
         assert_eq!(
-            merged_latest(vec![a.clone(), with_null.clone()])
-                .unwrap()
-                .key,
-            null
+            key_of(merged_latest(vec![a.clone(), with_null.clone()])),
+            Some(null)
         );
         assert_eq!(
-            merged_latest(vec![a, with_null, null_deleted]).unwrap().key,
-            v(10)
+            key_of(merged_latest(vec![a, with_null, null_deleted])),
+            Some(v(10))
         );
-        assert_eq!(merged_latest(vec![vec![entry(v(5), at(6), true)]]), None);
+        assert_eq!(
+            key_of(merged_latest(vec![vec![entry(v(5), at(6), true)]])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_view_cut_above_the_newest_version_left_sends_the_read_to_the_whole_range() {
+        let v = |t| version_key("b", "k", at(t));
+        // B's view holds LATEST_VIEW_LIVE_MAX live versions, all deleted on A; below them B
+        // also holds an acknowledged older version, which its view does not show.
+        let newest: Vec<u64> = (0..LATEST_VIEW_LIVE_MAX as u64).map(|i| 200 - i).collect();
+        let b: Vec<ScanEntry> = newest.iter().map(|t| entry(v(*t), at(*t), false)).collect();
+        let a: Vec<ScanEntry> = newest
+            .iter()
+            .map(|t| entry(v(*t), at(300), true))
+            .chain([entry(v(10), at(10), false)])
+            .collect();
+        assert_eq!(
+            merged_latest(vec![a.clone(), b.clone()]),
+            Merged::BeyondViews
+        );
+        // A view that ended by itself (below its limits) says all its replica holds.
+        assert_eq!(
+            merged_latest(vec![a, b[..2].to_vec()]),
+            Merged::Latest(Some(entry(v(10), at(10), false)))
+        );
     }
 
     fn lookup(tag: u32, digest: u8, tombstone: bool) -> Lookup {
@@ -1975,6 +2132,32 @@ mod tests {
             body_len: 1,
             tombstone,
         }
+    }
+
+    #[test]
+    fn a_lifecycle_action_holds_only_while_its_version_is_the_latest() {
+        let stamp = Hlc {
+            physical_us: 7,
+            logical: 0,
+            node_id: 1,
+        };
+        let if_latest = WriteCondition {
+            if_latest: Some(stamp),
+            ..WriteCondition::none()
+        };
+        assert!(if_latest.is_conditional());
+        let mut current = lookup(TAG_INLINE, 1, false);
+        current.hlc = stamp;
+        assert!(if_latest.check(Some(&current)).is_ok());
+        current.hlc.physical_us = 8;
+        assert!(matches!(
+            if_latest.check(Some(&current)),
+            Err(ShardError::PreconditionFailed)
+        ));
+        assert!(matches!(
+            if_latest.check(None),
+            Err(ShardError::PreconditionFailed)
+        ));
     }
 
     #[test]

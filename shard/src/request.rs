@@ -143,6 +143,9 @@ pub enum StorageRequest {
         versioning: Versioning,
         /// The version deleted for good, if one is named.
         version: Option<VersionRef>,
+        /// Deletes only while the record deleted is the one stamped this (a lifecycle
+        /// expiration decided on it); otherwise `PreconditionFailed`, nothing written.
+        only_if: Option<Hlc>,
     },
     /// Registers a version of an object as being written; [`StorageResponse::Done`].
     BeginWrite {
@@ -700,10 +703,11 @@ impl Shard {
                 hlc,
                 versioning,
                 version,
+                only_if,
             } => {
-                let (removed, hlc) = Box::pin(
-                    self.delete_object_here(partition, &bucket, &key, hlc, versioning, version),
-                )
+                let (removed, hlc) = Box::pin(self.delete_object_here(
+                    partition, &bucket, &key, hlc, versioning, version, only_if,
+                ))
                 .await?;
                 StorageResponse::Removed { removed, hlc }
             }

@@ -43,6 +43,8 @@ pub(crate) struct Core {
     pub(crate) requests: RefCell<crate::metrics::RequestMetrics>,
     /// The gateway's object cache on this core.
     pub(crate) object_cache: crate::metrics::ObjectCacheMetrics,
+    /// The core's lifecycle worker's counters.
+    pub(crate) lifecycle: crate::metrics::LifecycleMetrics,
     /// The hints this core holds for replicas that missed writes (`hinted`).
     pub(crate) hints: crate::hinted::HintBook,
     /// Watermarks and passes of anti-entropy (`antientropy`).
@@ -93,6 +95,11 @@ impl Shard {
     /// stats report them).
     pub fn object_cache_metrics(&self) -> &crate::metrics::ObjectCacheMetrics {
         &self.core.object_cache
+    }
+
+    /// The counters of this core's lifecycle worker (kept by the gateway's worker).
+    pub fn lifecycle_metrics(&self) -> &crate::metrics::LifecycleMetrics {
+        &self.core.lifecycle
     }
 
     /// Counts a request this core answered (see [`crate::metrics`]).
@@ -157,6 +164,33 @@ impl Shard {
             // PartitionMap caps cores at MAX_CORES (1024), which fits u16.
             shard: self.core.id as u16,
         }
+    }
+
+    /// Partitions whose background decisions this core makes: those it is the first replica
+    /// of in the ring, so that one core decides for each partition (a lifecycle action is
+    /// taken once in the cluster, not once per replica).
+    pub fn partitions_led_here(&self) -> Vec<PartitionId> {
+        let ring = self.ring();
+        let here = self.here();
+        (0..ring.partitions())
+            .filter(|p| ring.route(*p).is_ok_and(|r| r.first() == Some(&here)))
+            .collect()
+    }
+
+    /// This core's own live records of `partition` under `prefix`, after `start_after`, at
+    /// most `limit`, from its index (no I/O): what a background worker deciding for the
+    /// partition reads.
+    pub fn scan_local(
+        &self,
+        partition: PartitionId,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<ScanEntry>, ShardError> {
+        Ok(self
+            .core
+            .engine()?
+            .scan_partition_prefix(partition, prefix, start_after, limit, false))
     }
 
     /// Partitions this core is the first replica of.

@@ -352,3 +352,27 @@ def test_aws_cli_turns_versioning_on_and_lists_versions(aws, s3, bucket):
         ("f", 2, True),
         ("f", 1, False),
     ]
+
+
+def test_a_bucket_never_versioned_knows_only_the_null_version(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"plain")
+    well_formed = "VVVVVVVVVVVVVVVVVVVVVVVVVO"
+    for call in (
+        lambda: s3.get_object(Bucket=bucket, Key="k", VersionId=well_formed),
+        lambda: s3.delete_object(Bucket=bucket, Key="k", VersionId=well_formed),
+    ):
+        status, code, _ = error_of(call)
+        assert (status, code) == (400, "InvalidArgument")
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"plain"
+    # Copying the null version onto itself without changing anything is still refused.
+    status, code, _ = error_of(
+        lambda: s3.copy_object(
+            Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "k", "VersionId": "null"}
+        )
+    )
+    assert (status, code) == (400, "InvalidRequest")
+    # Listing versions of a bucket never versioned: every object is `null` and latest.
+    page = s3.list_object_versions(Bucket=bucket)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in page["Versions"]] == [
+        ("k", "null", True)
+    ]

@@ -70,13 +70,15 @@ async fn load_source(
         }
         versions::Named::Marker(_, false) => return Err(no_such_key()),
     };
+    // Copying a version named by id onto its own key restores it (in a versioned bucket).
+    let by_id = version_id.is_some() && bucket.versioning() != crate::layout::Versioning::Off;
     match evaluate(conditions, &obj.meta.etag(), &timestamp(obj.hlc)) {
         ConditionOutcome::Proceed => Ok(Source {
             bucket,
             key: key.to_string(),
             object: obj,
             version_id: found_id,
-            by_id: version_id.is_some(),
+            by_id,
         }),
         ConditionOutcome::NotModified | ConditionOutcome::Failed => Err(precondition_failed()),
     }

@@ -411,7 +411,11 @@ pub async fn list_object_versions(
         key_marker: Some(enc(input.key_marker.unwrap_or_default())),
         max_keys: i32::try_from(max_keys).ok(),
         name: Some(input.bucket),
-        next_version_id_marker: next_key_marker.as_ref().map(|_| NULL_VERSION.to_owned()),
+        // A page that ends on a common prefix resumes by its key marker alone.
+        next_version_id_marker: next_key_marker
+            .as_ref()
+            .filter(|_| matches!(page.items.last(), Some(Item::Object(_))))
+            .map(|_| NULL_VERSION.to_owned()),
         next_key_marker,
         prefix: Some(enc(prefix)),
         version_id_marker: input.version_id_marker,

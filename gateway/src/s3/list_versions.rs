@@ -97,7 +97,7 @@ async fn fetch_versions(
     let (o_full, v_full) = (o_page.len() >= limit, v_page.len() >= limit);
     let mut items: Vec<VersionItem> = Vec::with_capacity(o_page.len() + v_page.len() + 1);
     // Resuming inside a key: its null version is listed if older than where the page stopped.
-    if let Some((key, hlc)) = &within {
+    if let Some((key, hlc)) = within.as_ref().filter(|(key, _)| key.starts_with(prefix)) {
         let okey = crate::layout::object_key(bucket.as_str(), key);
         if let Some(null) = ctx.storage.lookup_version_record(bucket, key, okey).await?
             && !null.tombstone
@@ -228,7 +228,7 @@ pub async fn list_object_versions(
                 let okey = crate::layout::object_key(id.as_str(), key);
                 match ctx.storage.lookup_version_record(&id, key, okey).await? {
                     Some(null) if !null.tombstone => Cursor::AfterVersion(key.to_owned(), null.hlc),
-                    _ => Cursor::AfterKey(key.as_bytes().to_vec()),
+                    _ => Cursor::AfterKey(resume_after(key, &prefix, delimiter)),
                 }
             }
         },

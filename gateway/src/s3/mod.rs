@@ -13,6 +13,7 @@ pub mod bucket;
 pub mod copy;
 pub mod delete;
 pub mod get;
+pub mod lifecycle;
 pub mod list;
 pub mod list_versions;
 pub mod multipart;
@@ -71,6 +72,9 @@ dispatch! {
     put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => put_bucket_acl_checked;
     get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => versions::get_bucket_versioning;
     put_bucket_versioning(PutBucketVersioningInput) -> PutBucketVersioningOutput => versions::put_bucket_versioning;
+    put_bucket_lifecycle_configuration(PutBucketLifecycleConfigurationInput) -> PutBucketLifecycleConfigurationOutput => lifecycle::put_bucket_lifecycle_configuration;
+    get_bucket_lifecycle_configuration(GetBucketLifecycleConfigurationInput) -> GetBucketLifecycleConfigurationOutput => lifecycle::get_bucket_lifecycle_configuration;
+    delete_bucket_lifecycle(DeleteBucketLifecycleInput) -> DeleteBucketLifecycleOutput => lifecycle::delete_bucket_lifecycle;
     put_object(PutObjectInput) -> PutObjectOutput => put_or_post_object;
     get_object(GetObjectInput) -> GetObjectOutput => get_object_overridden;
     head_object(HeadObjectInput) -> HeadObjectOutput => head_object_overridden;

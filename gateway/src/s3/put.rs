@@ -29,6 +29,7 @@ pub fn write_condition(
     WriteCondition {
         if_match: if_match.map(convert),
         if_none_match: if_none_match.map(convert),
+        if_latest: None,
     }
 }
 

@@ -1231,6 +1231,7 @@ mod tests {
             deleting: false,
             consistency: None,
             versioning: Default::default(),
+            lifecycle: Vec::new(),
         }
     }
 

@@ -30,6 +30,20 @@ pub fn parse_version_id(version_id: Option<&str>) -> Result<Option<VersionRef>, 
         .transpose()
 }
 
+/// In a bucket that never had versioning, `null` is the only version id: any other is
+/// `InvalidArgument`, as S3 answers.
+fn refuse_stamped_in_unversioned(
+    bucket: &BucketId,
+    version: Option<VersionRef>,
+) -> Result<(), GatewayError> {
+    match version {
+        Some(VersionRef::Stamped(_)) if bucket.versioning() == Versioning::Off => Err(
+            GatewayError::s3(S3ErrorCode::InvalidArgument, "Invalid version id specified"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The `x-amz-version-id` of a version written into `bucket` stamped `hlc`: none in a bucket
 /// that never had versioning, `null` while it is suspended.
 pub fn written_version_id(bucket: &BucketId, hlc: Hlc) -> Option<String> {
@@ -91,6 +105,7 @@ pub async fn read_named(
     head: bool,
 ) -> Result<Named, GatewayError> {
     let version = parse_version_id(version_id)?;
+    refuse_stamped_in_unversioned(bucket, version)?;
     if bucket.versioning() == Versioning::Off && version.is_none() {
         let found = if head {
             ctx.head_object(bucket, key).await?
@@ -144,6 +159,7 @@ pub async fn delete_named(
     version_id: Option<&str>,
 ) -> Result<Deletion, GatewayError> {
     let version = parse_version_id(version_id)?;
+    refuse_stamped_in_unversioned(bucket, version)?;
     let Some(version) = version else {
         let (_, stamp) = ctx.storage.delete_version(bucket, key, None).await?;
         return Ok(match bucket.versioning() {

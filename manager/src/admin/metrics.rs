@@ -394,6 +394,40 @@ pub(super) fn render(
         status,
         |s| s.cache_misses,
     );
+    for (name, help, field) in [
+        (
+            "lifecycle_passes",
+            "Passes of the core's lifecycle worker over the partitions it decides for",
+            (|s: &super::ShardStatus| s.lifecycle.passes) as fn(&super::ShardStatus) -> u64,
+        ),
+        (
+            "lifecycle_examined",
+            "Versions and delete markers the lifecycle worker examined",
+            |s| s.lifecycle.examined,
+        ),
+        (
+            "lifecycle_expired",
+            "Current versions the lifecycle worker expired (a delete marker added, or deleted)",
+            |s| s.lifecycle.expired,
+        ),
+        (
+            "lifecycle_noncurrent_deleted",
+            "Noncurrent versions the lifecycle worker deleted for good",
+            |s| s.lifecycle.noncurrent_deleted,
+        ),
+        (
+            "lifecycle_markers_removed",
+            "Delete markers that were their key's only version, deleted by the lifecycle worker",
+            |s| s.lifecycle.markers_removed,
+        ),
+        (
+            "lifecycle_uploads_aborted",
+            "Incomplete multipart uploads the lifecycle worker aborted",
+            |s| s.lifecycle.uploads_aborted,
+        ),
+    ] {
+        per_shard_counter(r, name, help, status, field);
+    }
     per_shard_counter(
         r,
         "gateway_cache_hits",
@@ -605,6 +639,10 @@ mod tests {
                 entries: 2,
                 ..Default::default()
             },
+            lifecycle: crate::admin::LifecycleStatus {
+                expired: 4,
+                ..Default::default()
+            },
         };
         let status = NodeStatus {
             version: "0".into(),
@@ -638,6 +676,7 @@ mod tests {
             "leofs_clock_offset_seconds -0.0015",
             "leofs_peer_clock_offset_seconds{peer=\"3\"} 0.0025",
             "leofs_gateway_cache_hits_total{core=\"1\"} 21",
+            "leofs_lifecycle_expired_total{core=\"1\"} 4",
             "leofs_gateway_cache_entries{core=\"0\"} 2",
             "leofs_hints_pending{core=\"1\",target_node=\"4\",target_shard=\"1\"} 12",
             "leofs_hints_replayed_total{core=\"0\"} 30",

@@ -195,6 +195,40 @@ pub struct ShardStatus {
     /// The gateway's object cache on this core: what it holds and did since start.
     #[serde(default)]
     pub gateway_cache: GatewayCacheStatus,
+    /// What this core's lifecycle worker did since start.
+    #[serde(default)]
+    pub lifecycle: LifecycleStatus,
+}
+
+/// One core's lifecycle worker (see `leofs_gateway::lifecycle`), or a node's cores together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LifecycleStatus {
+    /// Passes over the partitions the core decides for.
+    pub passes: u64,
+    /// Versions (and delete markers) examined.
+    pub examined: u64,
+    /// Current versions expired (a delete marker added, or deleted when never versioned).
+    pub expired: u64,
+    /// Noncurrent versions deleted for good.
+    pub noncurrent_deleted: u64,
+    /// Delete markers that were their key's only version, deleted.
+    pub markers_removed: u64,
+    /// Incomplete multipart uploads aborted.
+    pub uploads_aborted: u64,
+}
+
+impl LifecycleStatus {
+    /// The figures of two workers together (a node's cores).
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            passes: self.passes + other.passes,
+            examined: self.examined + other.examined,
+            expired: self.expired + other.expired,
+            noncurrent_deleted: self.noncurrent_deleted + other.noncurrent_deleted,
+            markers_removed: self.markers_removed + other.markers_removed,
+            uploads_aborted: self.uploads_aborted + other.uploads_aborted,
+        }
+    }
 }
 
 /// One core's gateway object cache (see `leofs_gateway::cache`).

@@ -100,6 +100,13 @@ pub enum CatalogChange {
         /// Enabled (true) or suspended (false).
         enabled: bool,
     },
+    /// Replace a bucket's lifecycle rules.
+    SetBucketLifecycle {
+        /// The bucket name.
+        name: String,
+        /// The rules in the manager's JSON (`[]`: the configuration deleted).
+        rules_json: String,
+    },
 }
 
 /// Why the manager refused a catalog change (the gateway maps it to an S3 error).
@@ -331,6 +338,7 @@ impl Envelope {
     fn condition(&mut self, condition: &WriteCondition) -> WIPOffset<fb::Condition<'static>> {
         let (if_match, if_match_etag) = self.etag(condition.if_match.as_ref());
         let (if_none_match, if_none_match_etag) = self.etag(condition.if_none_match.as_ref());
+        let if_latest = condition.if_latest.as_ref().map(hlc_fb);
         fb::Condition::create(
             &mut self.builder,
             &fb::ConditionArgs {
@@ -338,6 +346,7 @@ impl Envelope {
                 if_match_etag,
                 if_none_match,
                 if_none_match_etag,
+                if_latest: if_latest.as_ref(),
             },
         )
     }
@@ -580,10 +589,12 @@ fn encode_request_as(
                 hlc,
                 versioning,
                 version,
+                only_if,
             } => {
                 let bucket = e.builder.create_string(bucket);
                 let key = e.builder.create_string(key);
                 let hlc = hlc.as_ref().map(hlc_fb);
+                let only_if = only_if.as_ref().map(hlc_fb);
                 let (version_kind, version) = match version {
                     None => (VERSION_KIND_NONE, None),
                     Some(VersionRef::Null) => (VERSION_KIND_NULL, None),
@@ -599,6 +610,7 @@ fn encode_request_as(
                         versioning: versioning.to_wire(),
                         version_kind,
                         version: version.as_ref(),
+                        only_if: only_if.as_ref(),
                     },
                 );
                 (fb::Body::DeleteObject, t.as_union_value())
@@ -859,6 +871,18 @@ fn encode_request_as(
                 );
                 (fb::Body::SetBucketVersioning, t.as_union_value())
             }
+            CatalogChange::SetBucketLifecycle { name, rules_json } => {
+                let name = e.builder.create_string(name);
+                let rules_json = e.builder.create_string(rules_json);
+                let t = fb::SetBucketLifecycle::create(
+                    &mut e.builder,
+                    &fb::SetBucketLifecycleArgs {
+                        name: Some(name),
+                        rules_json: Some(rules_json),
+                    },
+                );
+                (fb::Body::SetBucketLifecycle, t.as_union_value())
+            }
         },
         NodeRequest::Raft { call, body } => {
             payload = body.clone();
@@ -1038,6 +1062,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                         condition.if_none_match(),
                         condition.if_none_match_etag(),
                     )?,
+                    if_latest: condition.if_latest().map(hlc_of),
                 }),
                 writing: pending_of(t.writing())?,
                 versioning: versioning_of(t.versioning())?,
@@ -1062,6 +1087,7 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 hlc: t.hlc().map(hlc_of),
                 versioning: versioning_of(t.versioning())?,
                 version,
+                only_if: t.only_if().map(hlc_of),
             })
         }
         fb::Body::LatestVersion => {
@@ -1202,6 +1228,15 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
             Ok(NodeRequest::Catalog(CatalogChange::SetBucketVersioning {
                 name: string_of(t.name(), "the bucket name")?,
                 enabled: t.enabled(),
+            }))
+        }
+        fb::Body::SetBucketLifecycle => {
+            let t = envelope
+                .body_as_set_bucket_lifecycle()
+                .ok_or_else(missing)?;
+            Ok(NodeRequest::Catalog(CatalogChange::SetBucketLifecycle {
+                name: string_of(t.name(), "the bucket name")?,
+                rules_json: string_of(t.rules_json(), "the rules")?,
             }))
         }
         fb::Body::DeleteBucket => {
@@ -1965,6 +2000,10 @@ mod tests {
                 name: "b".into(),
                 enabled: false,
             },
+            CatalogChange::SetBucketLifecycle {
+                name: "b".into(),
+                rules_json: "[]".into(),
+            },
         ] {
             let message = message(encode_request(3, 1, &NodeRequest::Catalog(change.clone())));
             match decode_request(&message).unwrap() {
@@ -2036,6 +2075,7 @@ mod tests {
                 condition: Box::new(WriteCondition {
                     if_match: Some(EtagCondition::Etag("abc".into())),
                     if_none_match: Some(EtagCondition::Any),
+                    if_latest: Some(hlc(12)),
                 }),
                 writing: Some(PendingWrite { version, chunks: 2 }),
                 versioning: Versioning::Off,
@@ -2058,6 +2098,7 @@ mod tests {
                 hlc: None,
                 versioning: Versioning::Off,
                 version: None,
+                only_if: None,
             },
             StorageRequest::DeleteObject {
                 partition: 7,
@@ -2066,6 +2107,7 @@ mod tests {
                 hlc: Some(hlc(9)),
                 versioning: Versioning::Suspended,
                 version: Some(VersionRef::Null),
+                only_if: None,
             },
             StorageRequest::DeleteObject {
                 partition: 7,
@@ -2074,6 +2116,7 @@ mod tests {
                 hlc: Some(hlc(9)),
                 versioning: Versioning::Enabled,
                 version: Some(VersionRef::Stamped(hlc(3))),
+                only_if: Some(hlc(5)),
             },
             StorageRequest::LatestVersion {
                 partition: 7,

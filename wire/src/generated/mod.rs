@@ -82,6 +82,8 @@ pub mod leofs {
       pub use self::set_bucket_acl_generated::*;
       mod set_bucket_versioning_generated;
       pub use self::set_bucket_versioning_generated::*;
+      mod set_bucket_lifecycle_generated;
+      pub use self::set_bucket_lifecycle_generated::*;
       mod stored_generated;
       pub use self::stored_generated::*;
       mod found_generated;

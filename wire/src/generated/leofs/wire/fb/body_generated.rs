@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 45;
+pub const ENUM_MAX_BODY: u8 = 46;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 46] = [
+pub const ENUM_VALUES_BODY: [Body; 47] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -55,6 +55,7 @@ pub const ENUM_VALUES_BODY: [Body; 46] = [
   Body::Clock,
   Body::LatestVersion,
   Body::SetBucketVersioning,
+  Body::SetBucketLifecycle,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -108,9 +109,10 @@ impl Body {
   pub const Clock: Self = Self(43);
   pub const LatestVersion: Self = Self(44);
   pub const SetBucketVersioning: Self = Self(45);
+  pub const SetBucketLifecycle: Self = Self(46);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 45;
+  pub const ENUM_MAX: u8 = 46;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -158,6 +160,7 @@ impl Body {
     Self::Clock,
     Self::LatestVersion,
     Self::SetBucketVersioning,
+    Self::SetBucketLifecycle,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -208,6 +211,7 @@ impl Body {
       Self::Clock => Some("Clock"),
       Self::LatestVersion => Some("LatestVersion"),
       Self::SetBucketVersioning => Some("SetBucketVersioning"),
+      Self::SetBucketLifecycle => Some("SetBucketLifecycle"),
       _ => None,
     }
   }

@@ -22,6 +22,7 @@ impl<'a> Condition<'a> {
   pub const VT_IF_MATCH_ETAG: ::flatbuffers::VOffsetT = 6;
   pub const VT_IF_NONE_MATCH: ::flatbuffers::VOffsetT = 8;
   pub const VT_IF_NONE_MATCH_ETAG: ::flatbuffers::VOffsetT = 10;
+  pub const VT_IF_LATEST: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -33,6 +34,7 @@ impl<'a> Condition<'a> {
     args: &'args ConditionArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Condition<'bldr>> {
     let mut builder = ConditionBuilder::new(_fbb);
+    if let Some(x) = args.if_latest { builder.add_if_latest(x); }
     if let Some(x) = args.if_none_match_etag { builder.add_if_none_match_etag(x); }
     if let Some(x) = args.if_match_etag { builder.add_if_match_etag(x); }
     builder.add_if_none_match(args.if_none_match);
@@ -69,6 +71,13 @@ impl<'a> Condition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Condition::VT_IF_NONE_MATCH_ETAG, None)}
   }
+  #[inline]
+  pub fn if_latest(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(Condition::VT_IF_LATEST, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Condition<'_> {
@@ -81,6 +90,7 @@ impl ::flatbuffers::Verifiable for Condition<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("if_match_etag", Self::VT_IF_MATCH_ETAG, false)?
      .visit_field::<EtagMatch>("if_none_match", Self::VT_IF_NONE_MATCH, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("if_none_match_etag", Self::VT_IF_NONE_MATCH_ETAG, false)?
+     .visit_field::<Hlc>("if_latest", Self::VT_IF_LATEST, false)?
      .finish();
     Ok(())
   }
@@ -90,6 +100,7 @@ pub struct ConditionArgs<'a> {
     pub if_match_etag: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub if_none_match: EtagMatch,
     pub if_none_match_etag: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub if_latest: Option<&'a Hlc>,
 }
 impl<'a> Default for ConditionArgs<'a> {
   #[inline]
@@ -99,6 +110,7 @@ impl<'a> Default for ConditionArgs<'a> {
       if_match_etag: None,
       if_none_match: EtagMatch::None,
       if_none_match_etag: None,
+      if_latest: None,
     }
   }
 }
@@ -125,6 +137,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConditionBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Condition::VT_IF_NONE_MATCH_ETAG, if_none_match_etag);
   }
   #[inline]
+  pub fn add_if_latest(&mut self, if_latest: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(Condition::VT_IF_LATEST, if_latest);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConditionBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConditionBuilder {
@@ -146,6 +162,7 @@ impl ::core::fmt::Debug for Condition<'_> {
       ds.field("if_match_etag", &self.if_match_etag());
       ds.field("if_none_match", &self.if_none_match());
       ds.field("if_none_match_etag", &self.if_none_match_etag());
+      ds.field("if_latest", &self.if_latest());
       ds.finish()
   }
 }

@@ -25,6 +25,7 @@ impl<'a> DeleteObject<'a> {
   pub const VT_VERSIONING: ::flatbuffers::VOffsetT = 12;
   pub const VT_VERSION_KIND: ::flatbuffers::VOffsetT = 14;
   pub const VT_VERSION: ::flatbuffers::VOffsetT = 16;
+  pub const VT_ONLY_IF: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -36,6 +37,7 @@ impl<'a> DeleteObject<'a> {
     args: &'args DeleteObjectArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DeleteObject<'bldr>> {
     let mut builder = DeleteObjectBuilder::new(_fbb);
+    if let Some(x) = args.only_if { builder.add_only_if(x); }
     if let Some(x) = args.version { builder.add_version(x); }
     if let Some(x) = args.hlc { builder.add_hlc(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -96,6 +98,13 @@ impl<'a> DeleteObject<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Hlc>(DeleteObject::VT_VERSION, None)}
   }
+  #[inline]
+  pub fn only_if(&self) -> Option<&'a Hlc> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hlc>(DeleteObject::VT_ONLY_IF, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeleteObject<'_> {
@@ -111,6 +120,7 @@ impl ::flatbuffers::Verifiable for DeleteObject<'_> {
      .visit_field::<u8>("versioning", Self::VT_VERSIONING, false)?
      .visit_field::<u8>("version_kind", Self::VT_VERSION_KIND, false)?
      .visit_field::<Hlc>("version", Self::VT_VERSION, false)?
+     .visit_field::<Hlc>("only_if", Self::VT_ONLY_IF, false)?
      .finish();
     Ok(())
   }
@@ -123,6 +133,7 @@ pub struct DeleteObjectArgs<'a> {
     pub versioning: u8,
     pub version_kind: u8,
     pub version: Option<&'a Hlc>,
+    pub only_if: Option<&'a Hlc>,
 }
 impl<'a> Default for DeleteObjectArgs<'a> {
   #[inline]
@@ -135,6 +146,7 @@ impl<'a> Default for DeleteObjectArgs<'a> {
       versioning: 0,
       version_kind: 0,
       version: None,
+      only_if: None,
     }
   }
 }
@@ -173,6 +185,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteObjectBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<&Hlc>(DeleteObject::VT_VERSION, version);
   }
   #[inline]
+  pub fn add_only_if(&mut self, only_if: &Hlc) {
+    self.fbb_.push_slot_always::<&Hlc>(DeleteObject::VT_ONLY_IF, only_if);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteObjectBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeleteObjectBuilder {
@@ -197,6 +213,7 @@ impl ::core::fmt::Debug for DeleteObject<'_> {
       ds.field("versioning", &self.versioning());
       ds.field("version_kind", &self.version_kind());
       ds.field("version", &self.version());
+      ds.field("only_if", &self.only_if());
       ds.finish()
   }
 }

@@ -771,6 +771,21 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_bucket_lifecycle(&self) -> Option<SetBucketLifecycle<'a>> {
+    if self.body_type() == Body::SetBucketLifecycle {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetBucketLifecycle::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -828,6 +843,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::Clock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Clock>>("Body::Clock", pos),
           Body::LatestVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LatestVersion>>("Body::LatestVersion", pos),
           Body::SetBucketVersioning => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketVersioning>>("Body::SetBucketVersioning", pos),
+          Body::SetBucketLifecycle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketLifecycle>>("Body::SetBucketLifecycle", pos),
           _ => Ok(()),
         }
      })?
@@ -1227,6 +1243,13 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::SetBucketVersioning => {
           if let Some(x) = self.body_as_set_bucket_versioning() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetBucketLifecycle => {
+          if let Some(x) = self.body_as_set_bucket_lifecycle() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
