@@ -32,6 +32,8 @@ use crate::store::Ctx;
 
 /// Index entries read from a partition at a time.
 const SCAN_PAGE_KEYS: usize = 1000;
+/// Pause between two pages of a partition's index (the core serves its clients meanwhile).
+const PAGE_PAUSE: Duration = Duration::from_millis(1);
 
 /// How the lifecycle worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,18 +77,24 @@ pub fn spawn(ctx: Ctx, shard: Shard, settings: LifecycleSettings) {
     });
 }
 
-/// One pass over the partitions this core decides for, for every bucket with rules.
-async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<(), GatewayError> {
-    let buckets: Vec<Bucket> = ctx.manager.with_snapshot(|state| {
+/// The buckets with lifecycle rules, as the catalog has them now.
+fn buckets_with_rules(ctx: &Ctx) -> Vec<Bucket> {
+    ctx.manager.with_snapshot(|state| {
         state
             .buckets
             .values()
             .filter(|b| !b.lifecycle.is_empty() && !b.deleting)
             .cloned()
             .collect()
-    });
+    })
+}
+
+/// One pass over the partitions this core decides for, for every bucket with rules. A key,
+/// bucket or partition that fails is logged and passed over (the next pass tries it again);
+/// the catalog and the ring are read again for each partition, so a long pass follows them.
+async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<(), GatewayError> {
     let metrics = shard.lifecycle_metrics();
-    if buckets.is_empty() {
+    if buckets_with_rules(ctx).is_empty() {
         return Ok(());
     }
     let worker = Worker {
@@ -97,12 +105,19 @@ async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<
         now_ms: leofs_engine_wall_ms(),
     };
     for partition in shard.partitions_led_here() {
-        for bucket in &buckets {
-            worker.objects(partition, bucket).await?;
-            worker.uploads(partition, bucket).await?;
-        }
         if shard.is_stopping() {
             return Ok(());
+        }
+        if !shard.partitions_led_here().contains(&partition) {
+            continue;
+        }
+        for bucket in &buckets_with_rules(ctx) {
+            if let Err(e) = worker.objects(partition, bucket).await {
+                tracing::warn!(error = %e, partition, bucket = %bucket.name, "lifecycle: the bucket's objects in this partition are left to the next pass");
+            }
+            if let Err(e) = worker.uploads(partition, bucket).await {
+                tracing::warn!(error = %e, partition, bucket = %bucket.name, "lifecycle: the bucket's uploads in this partition are left to the next pass");
+            }
         }
     }
     count(&metrics.passes);
@@ -124,6 +139,92 @@ struct Seen {
     marker: bool,
 }
 
+/// What the rules do to one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Delete this noncurrent version for good.
+    DeleteNoncurrent(VersionRef),
+    /// Delete this delete marker, the key's only version, while it is the latest.
+    RemoveLoneMarker { version: VersionRef, stamp: Hlc },
+    /// Expire the current version stamped this, while it is the latest.
+    ExpireCurrent { stamp: Hlc },
+}
+
+/// The actions `rules` take on a key whose versions are `versions` (newest first) at
+/// `now_ms`, with days of `day_ms`.
+fn plan(
+    versions: &[Seen],
+    rules: &[&LifecycleRule],
+    versioning: Versioning,
+    now_ms: u64,
+    day_ms: u64,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let Some(current) = versions.first() else {
+        return actions;
+    };
+    // Noncurrent versions: noncurrent since the next newer version was written.
+    let mut deleted = vec![false; versions.len()];
+    for rule in rules {
+        let Some(noncurrent) = rule.noncurrent else {
+            continue;
+        };
+        for j in 1..versions.len() {
+            let rank = (j - 1) as u32;
+            let since_ms = versions[j - 1].hlc.physical_us / 1000;
+            if deleted[j]
+                || rank < noncurrent.newer_versions_kept
+                || now_ms < due_after(since_ms, noncurrent.days, day_ms)
+            {
+                continue;
+            }
+            deleted[j] = true;
+            actions.push(Action::DeleteNoncurrent(versions[j].version));
+        }
+    }
+    let created_ms = current.hlc.physical_us / 1000;
+    if current.marker {
+        // A marker that is its key's only version goes with ExpiredObjectDeleteMarker, or,
+        // as in S3, once it is as old as an Expiration in days.
+        let alone = deleted.iter().skip(1).all(|d| *d);
+        let expired = rules.iter().any(|r| {
+            r.expired_object_delete_marker
+                || matches!(r.expiration, Some(Expiration::Days(days))
+                    if now_ms >= due_after(created_ms, days, day_ms))
+        });
+        if alone && expired && versioning != Versioning::Off {
+            actions.push(Action::RemoveLoneMarker {
+                version: current.version,
+                stamp: current.hlc,
+            });
+        }
+        return actions;
+    }
+    let due = rules
+        .iter()
+        .filter_map(|r| match r.expiration? {
+            Expiration::Days(days) => Some(due_after(created_ms, days, day_ms)),
+            Expiration::DateUnixMs(ms) => Some(ms),
+        })
+        .min();
+    if due.is_some_and(|due| now_ms >= due) {
+        actions.push(Action::ExpireCurrent { stamp: current.hlc });
+    }
+    actions
+}
+
+/// An index entry of a key's version as the worker sees it.
+fn seen_of(entry: &ScanEntry) -> Seen {
+    Seen {
+        version: match parse_version_key(&entry.key) {
+            Some((_, _, stamp)) => VersionRef::Stamped(stamp),
+            None => VersionRef::Null,
+        },
+        hlc: entry.hlc,
+        marker: is_delete_marker(entry.summary.tag),
+    }
+}
+
 struct Worker<'a> {
     ctx: &'a Ctx,
     shard: &'a Shard,
@@ -137,8 +238,9 @@ impl Worker<'_> {
         (self.settings.day.as_millis() as u64).max(1)
     }
 
-    /// Every live record of `partition` under `prefix`, page by page.
-    fn scan(&self, partition: u32, prefix: &[u8]) -> Result<Vec<ScanEntry>, ShardError> {
+    /// Every live record of `partition` under `prefix`, page by page (the core serves its
+    /// clients between pages).
+    async fn scan(&self, partition: u32, prefix: &[u8]) -> Result<Vec<ScanEntry>, ShardError> {
         let mut out: Vec<ScanEntry> = Vec::new();
         loop {
             let after = out.last().map(|e| e.key.clone());
@@ -150,6 +252,7 @@ impl Worker<'_> {
             if done {
                 return Ok(out);
             }
+            monoio::time::sleep(PAGE_PAUSE).await;
         }
     }
 
@@ -165,7 +268,7 @@ impl Worker<'_> {
         let o_prefix = object_prefix(&id);
         let v_prefix = bucket_version_prefix(id.as_str());
         let mut keys: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
-        for entry in self.scan(partition, &o_prefix)? {
+        for entry in self.scan(partition, &o_prefix).await? {
             let Some(key) = entry
                 .key
                 .get(o_prefix.len()..)
@@ -179,7 +282,7 @@ impl Worker<'_> {
                 marker: is_delete_marker(entry.summary.tag),
             });
         }
-        for entry in self.scan(partition, &v_prefix)? {
+        for entry in self.scan(partition, &v_prefix).await? {
             let Some((_, key, stamp)) = parse_version_key(&entry.key) else {
                 continue;
             };
@@ -202,12 +305,16 @@ impl Worker<'_> {
             self.metrics
                 .examined
                 .set(self.metrics.examined.get() + versions.len() as u64);
-            self.key(&id, &key, &versions, &rules).await?;
+            if let Err(e) = self.key(&id, &key, &versions, &rules).await {
+                tracing::warn!(error = %e, bucket = %bucket.name, %key, "lifecycle: the key is left to the next pass");
+            }
         }
         Ok(())
     }
 
-    /// The rules for one key, its versions newest first.
+    /// The rules for one key: planned on this core's index (`versions`, newest first); when
+    /// something is due, planned again on the key's versions merged across its replicas (this
+    /// replica may be behind), and only that plan is carried out.
     async fn key(
         &self,
         id: &BucketId,
@@ -216,83 +323,84 @@ impl Worker<'_> {
         rules: &[&LifecycleRule],
     ) -> Result<(), GatewayError> {
         let day_ms = self.day_ms();
+        if plan(versions, rules, id.versioning(), self.now_ms, day_ms).is_empty() {
+            return Ok(());
+        }
         let shard = self.shard.with_levels(id.levels());
-        // Noncurrent versions: noncurrent since the next newer version was written.
-        let mut deleted = vec![false; versions.len()];
-        for rule in rules {
-            let Some(noncurrent) = rule.noncurrent else {
-                continue;
+        let confirmed: Vec<Seen> = shard
+            .versions_of(id.as_str(), key)
+            .await?
+            .iter()
+            .map(seen_of)
+            .collect();
+        for action in plan(&confirmed, rules, id.versioning(), self.now_ms, day_ms) {
+            let acted = match action {
+                Action::DeleteNoncurrent(version) => {
+                    shard
+                        .delete_object_in(id.as_str(), key, id.versioning(), Some(version))
+                        .await?;
+                    count(&self.metrics.noncurrent_deleted);
+                    true
+                }
+                Action::RemoveLoneMarker { version, stamp } => {
+                    let removed = shard
+                        .delete_if_latest(id.as_str(), key, id.versioning(), Some(version), stamp)
+                        .await?;
+                    if removed {
+                        count(&self.metrics.markers_removed);
+                    }
+                    removed
+                }
+                Action::ExpireCurrent { stamp } => {
+                    let expired = self.expire(&shard, id, key, stamp).await?;
+                    if expired {
+                        count(&self.metrics.expired);
+                    }
+                    expired
+                }
             };
-            for j in 1..versions.len() {
-                let rank = (j - 1) as u32;
-                let since_ms = versions[j - 1].hlc.physical_us / 1000;
-                if deleted[j]
-                    || rank < noncurrent.newer_versions_kept
-                    || self.now_ms < due_after(since_ms, noncurrent.days, day_ms)
-                {
-                    continue;
-                }
-                shard
-                    .delete_object_in(id.as_str(), key, id.versioning(), Some(versions[j].version))
-                    .await?;
-                deleted[j] = true;
-                count(&self.metrics.noncurrent_deleted);
+            if acted {
                 self.throttle().await;
             }
-        }
-        let current = versions[0];
-        if current.marker {
-            let alone = deleted.iter().skip(1).all(|d| *d);
-            if alone
-                && id.versioning() != Versioning::Off
-                && rules.iter().any(|r| r.expired_object_delete_marker)
-            {
-                shard
-                    .delete_object_in(id.as_str(), key, id.versioning(), Some(current.version))
-                    .await?;
-                count(&self.metrics.markers_removed);
-                self.throttle().await;
-            }
-            return Ok(());
-        }
-        let created_ms = current.hlc.physical_us / 1000;
-        let due = rules.iter().filter_map(|r| match r.expiration? {
-            Expiration::Days(days) => Some(due_after(created_ms, days, day_ms)),
-            Expiration::DateUnixMs(ms) => Some(ms),
-        });
-        if due.min().is_none_or(|due| self.now_ms < due) {
-            return Ok(());
-        }
-        let expired = match id.versioning() {
-            Versioning::Off => shard.expire_object(id.as_str(), key, current.hlc).await,
-            versioning => {
-                let condition = WriteCondition {
-                    if_latest: Some(current.hlc),
-                    ..WriteCondition::none()
-                };
-                match shard
-                    .commit_object_in(
-                        id.as_str(),
-                        key,
-                        delete_marker(None),
-                        condition,
-                        None,
-                        versioning,
-                    )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    // The key changed since it was examined: the next pass decides again.
-                    Err(ShardError::PreconditionFailed | ShardError::NoSuchObject) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-        }?;
-        if expired {
-            count(&self.metrics.expired);
-            self.throttle().await;
         }
         Ok(())
+    }
+
+    /// Expires a key's current version stamped `stamp`, only while it is still the latest: a
+    /// delete marker (versioning enabled or suspended), or a delete (never versioned).
+    async fn expire(
+        &self,
+        shard: &Shard,
+        id: &BucketId,
+        key: &str,
+        stamp: Hlc,
+    ) -> Result<bool, ShardError> {
+        let versioning = id.versioning();
+        if versioning == Versioning::Off {
+            return shard
+                .delete_if_latest(id.as_str(), key, versioning, None, stamp)
+                .await;
+        }
+        let condition = WriteCondition {
+            if_latest: Some(stamp),
+            ..WriteCondition::none()
+        };
+        match shard
+            .commit_object_in(
+                id.as_str(),
+                key,
+                delete_marker(None),
+                condition,
+                None,
+                versioning,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            // The key changed since it was examined: the next pass decides again.
+            Err(ShardError::PreconditionFailed | ShardError::NoSuchObject) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The rules for the incomplete multipart uploads of `bucket` in `partition`.
@@ -306,7 +414,7 @@ impl Worker<'_> {
         }
         let id = bucket_id(bucket);
         let prefix = upload_prefix(&id);
-        for entry in self.scan(partition, &prefix)? {
+        for entry in self.scan(partition, &prefix).await? {
             let Some((key, upload_id)) =
                 entry.key.get(prefix.len()..).and_then(split_upload_suffix)
             else {
@@ -323,10 +431,119 @@ impl Worker<'_> {
             if due.is_none_or(|due| self.now_ms < due) {
                 continue;
             }
-            crate::s3::multipart::abort_upload(self.ctx, &id, key, upload_id).await?;
+            if let Err(e) = crate::s3::multipart::abort_upload(self.ctx, &id, key, upload_id).await
+            {
+                tracing::warn!(error = %e, bucket = %bucket.name, %key, "lifecycle: the upload is left to the next pass");
+                continue;
+            }
             count(&self.metrics.uploads_aborted);
             self.throttle().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leofs_manager::lifecycle::NoncurrentExpiration;
+
+    const DAY: u64 = 1000;
+
+    fn at(ms: u64) -> Hlc {
+        Hlc {
+            physical_us: ms * 1000,
+            logical: 0,
+            node_id: 1,
+        }
+    }
+
+    fn version(ms: u64, marker: bool) -> Seen {
+        Seen {
+            version: VersionRef::Stamped(at(ms)),
+            hlc: at(ms),
+            marker,
+        }
+    }
+
+    fn rule() -> LifecycleRule {
+        LifecycleRule {
+            id: "r".into(),
+            enabled: true,
+            prefix: String::new(),
+            expiration: None,
+            expired_object_delete_marker: false,
+            noncurrent: None,
+            abort_incomplete_multipart_days: None,
+        }
+    }
+
+    #[test]
+    fn noncurrent_versions_go_once_noncurrent_long_enough_the_newest_kept() {
+        let rule = LifecycleRule {
+            noncurrent: Some(NoncurrentExpiration {
+                days: 1,
+                newer_versions_kept: 1,
+            }),
+            ..rule()
+        };
+        // Written at 10.5 s, 8.5 s, 6.5 s, 1.5 s: newest first.
+        let versions = [
+            version(10_500, false),
+            version(8_500, false),
+            version(6_500, false),
+            version(1_500, false),
+        ];
+        // At 11 s: 6.5 s became noncurrent at 8.5 s, due at 10 s (rounded up); 1.5 s at 6.5 s.
+        let actions = plan(&versions, &[&rule], Versioning::Enabled, 11_000, DAY);
+        assert_eq!(
+            actions,
+            [
+                Action::DeleteNoncurrent(VersionRef::Stamped(at(6_500))),
+                Action::DeleteNoncurrent(VersionRef::Stamped(at(1_500))),
+            ]
+        );
+        // Before 10 s only the oldest is due.
+        let actions = plan(&versions, &[&rule], Versioning::Enabled, 9_000, DAY);
+        assert_eq!(
+            actions,
+            [Action::DeleteNoncurrent(VersionRef::Stamped(at(1_500)))]
+        );
+    }
+
+    #[test]
+    fn the_current_version_expires_and_a_lone_marker_goes() {
+        let days = LifecycleRule {
+            expiration: Some(Expiration::Days(2)),
+            ..rule()
+        };
+        let current = [version(1_500, false)];
+        assert!(plan(&current, &[&days], Versioning::Enabled, 3_500, DAY).is_empty());
+        assert_eq!(
+            plan(&current, &[&days], Versioning::Off, 4_000, DAY),
+            [Action::ExpireCurrent { stamp: at(1_500) }]
+        );
+        // A lone marker: with ExpiredObjectDeleteMarker at once, with Days once as old.
+        let marker = [version(1_500, true)];
+        let eodm = LifecycleRule {
+            expired_object_delete_marker: true,
+            ..rule()
+        };
+        let removed = [Action::RemoveLoneMarker {
+            version: VersionRef::Stamped(at(1_500)),
+            stamp: at(1_500),
+        }];
+        assert_eq!(
+            plan(&marker, &[&eodm], Versioning::Enabled, 1_600, DAY),
+            removed
+        );
+        assert!(plan(&marker, &[&days], Versioning::Enabled, 3_500, DAY).is_empty());
+        assert_eq!(
+            plan(&marker, &[&days], Versioning::Enabled, 4_000, DAY),
+            removed
+        );
+        // A marker over a version is not alone; a marker is never expired itself.
+        let over = [version(2_000, true), version(1_000, false)];
+        assert!(plan(&over, &[&eodm, &days], Versioning::Enabled, 9_000, DAY).is_empty());
     }
 }

@@ -1098,17 +1098,20 @@ impl Shard {
             .await
     }
 
-    /// Expires an object of a bucket that never had versioning, as a lifecycle rule decided on
-    /// its record stamped `stamp`: deleted (its chunks queued) only while that record is still
-    /// the object's. False when it changed (or is gone): nothing is written.
-    pub async fn expire_object(
+    /// Deletes `version` of a key (None: what a DELETE without a version id does in a bucket
+    /// of `versioning`), as a lifecycle rule decided on the key's latest version stamped
+    /// `latest`: only while that is still its latest version. False when the key changed:
+    /// nothing is written.
+    pub async fn delete_if_latest(
         &self,
         bucket: &str,
         key: &str,
-        stamp: Hlc,
+        versioning: Versioning,
+        version: Option<VersionRef>,
+        latest: Hlc,
     ) -> Result<bool, ShardError> {
         match self
-            .delete_object_when(bucket, key, Versioning::Off, None, Some(stamp))
+            .delete_object_when(bucket, key, versioning, version, Some(latest))
             .await
         {
             Ok((removed, _)) => Ok(removed),
@@ -1117,8 +1120,9 @@ impl Shard {
         }
     }
 
-    /// [`Shard::delete_object_in`], only while the record deleted is the one stamped
-    /// `only_if` (when given).
+    /// [`Shard::delete_object_in`], only while the key's latest version (its object record,
+    /// in a bucket never versioned) is the one stamped `only_if` (when given): decided by the
+    /// partition's first replica, brought up to date first, as a conditional write.
     async fn delete_object_when(
         &self,
         bucket: &str,
@@ -1156,10 +1160,13 @@ impl Shard {
             return self.send(request_at(None)).await?.into_removal();
         }
         let okey = object_key(bucket, key);
+        // A delete decided on the key's latest version (a lifecycle action) is decided as a
+        // conditional write: by the first replica, brought up to date first.
+        let decided_on = only_if.map(|_| DecidedOn::LatestVersion { bucket, key });
         self.serialize_then_copy(
             partition,
             self.levels().d,
-            None,
+            decided_on,
             |hlc, _| request_at(Some(hlc)),
             |hlc| match (versioning, version) {
                 (Versioning::Enabled | Versioning::Suspended, None) => StorageRequest::Put {
@@ -1216,6 +1223,36 @@ impl Shard {
             // A replica's view stopped above the newest version left: the whole range.
             Merged::BeyondViews => self.latest_version_listed(partition, bucket, key).await,
         }
+    }
+
+    /// Every live version of a key (its version records and its null version), newest first,
+    /// merged across the replicas (a deletion outvotes a copy that missed it): what a
+    /// background decision taken on one replica's index is confirmed against before it acts.
+    pub async fn versions_of(&self, bucket: &str, key: &str) -> Result<Vec<ScanEntry>, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let mut versions: Vec<ScanEntry> = self
+            .scan_all_pages(version_prefix(bucket, key))
+            .await?
+            .into_iter()
+            .filter(|e| is_version_of(e, key))
+            .collect();
+        let okey = object_key(bucket, key);
+        if let Some(null) = self
+            .lookup(partition, okey.clone())
+            .await?
+            .filter(|l| !l.tombstone)
+        {
+            versions.push(ScanEntry {
+                partition,
+                key: okey,
+                hlc: null.hlc,
+                summary: null.summary,
+                body_len: null.body_len,
+                tombstone: false,
+            });
+        }
+        versions.sort_by_key(|e| std::cmp::Reverse(e.hlc));
+        Ok(versions)
     }
 
     /// A versioned key's latest version from a listing of its whole version range (replicas
@@ -1411,7 +1448,10 @@ impl Shard {
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
         let current = engine.lookup(partition, &target);
-        condition.check(current.as_ref())?;
+        if only_if.is_some() {
+            let latest = self.latest_version_here(partition, bucket, key)?;
+            condition.check(latest.map(|l| lookup_of(&l)).as_ref())?;
+        }
         let hlc = above_held(engine, current.as_ref(), self.watermark(partition), hlc);
         if current.is_none_or(|c| c.tombstone) {
             if hlc.is_some() {

@@ -143,8 +143,8 @@ pub enum StorageRequest {
         versioning: Versioning,
         /// The version deleted for good, if one is named.
         version: Option<VersionRef>,
-        /// Deletes only while the record deleted is the one stamped this (a lifecycle
-        /// expiration decided on it); otherwise `PreconditionFailed`, nothing written.
+        /// Deletes only while the key's latest version is the one stamped this (a lifecycle
+        /// action decided on it); otherwise `PreconditionFailed`, nothing written.
         only_if: Option<Hlc>,
     },
     /// Registers a version of an object as being written; [`StorageResponse::Done`].
@@ -836,9 +836,12 @@ impl Shard {
                 | StorageRequest::Put { fresh: false, .. }
                 | StorageRequest::Delete { fresh: false, .. }
         );
-        if let StorageRequest::CommitObject { condition, .. } = request
-            && **condition != crate::WriteCondition::none()
-        {
+        let conditional = match request {
+            StorageRequest::CommitObject { condition, .. } => condition.is_conditional(),
+            StorageRequest::DeleteObject { only_if, .. } => only_if.is_some(),
+            _ => false,
+        };
+        if conditional {
             let first = replicas.first() == Some(&self.here());
             if !first || (ring.epoch() > 1 && !ring.is_known_everywhere()) {
                 return Err(ShardError::RingChanging { partition });

@@ -69,7 +69,10 @@ fn prefix_of(
     filter: Option<&LifecycleRuleFilter>,
 ) -> Result<String, GatewayError> {
     let Some(filter) = filter else {
-        return Ok(rule.prefix.clone().unwrap_or_default());
+        return rule
+            .prefix
+            .clone()
+            .ok_or_else(|| malformed("A rule needs a Filter or a Prefix"));
     };
     if rule.prefix.is_some() {
         return Err(malformed("A rule names both a Prefix and a Filter"));
@@ -279,11 +282,8 @@ pub async fn put_bucket_lifecycle_configuration(
 ) -> Result<S3Response<PutBucketLifecycleConfigurationOutput>, GatewayError> {
     let input = req.input;
     require_bucket(ctx, &input.bucket)?;
-    if input.transition_default_minimum_object_size.is_some() {
-        return Err(not_implemented(
-            "Lifecycle transitions are not implemented by this node (there is one storage class)",
-        ));
-    }
+    // `x-amz-transition-default-minimum-object-size` only bounds transitions, which no rule
+    // here can have (they are refused): it holds whatever it says.
     let config = input
         .lifecycle_configuration
         .ok_or_else(|| malformed("The lifecycle configuration is missing"))?;
