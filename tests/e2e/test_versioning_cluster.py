@@ -3,20 +3,24 @@ Versions written and deleted through every gateway at once, with a storage node 
 SIGKILL in the middle and restarted: every acknowledged version is listed and readable through
 every gateway, no version deleted for good comes back, each key's latest version is its last
 acknowledged write, and version listings page across the nodes. A conditional create on a
-versioned key is decided on its newest version by a first replica that was behind.
+versioned key is decided on its newest version by a first replica that was behind. Versions and
+lifecycle rules through the two gateways of a `leofs demo` cluster.
 These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
 
 from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
 import threading
 import time
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from leofs_harness import DEPLOYMENT
+from leofs_harness import DEPLOYMENT, clean_env, leofs_bin
 from test_cluster import Cluster, eventually
 
 pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
@@ -184,3 +188,58 @@ def test_a_conditional_create_on_a_versioned_key_is_decided_on_its_newest_versio
     got = client.get_object(Bucket="vbehind", Key="once")
     assert got["Body"].read() == b"created while it was down"
     assert got["VersionId"] == created["VersionId"]
+
+
+def test_versions_and_lifecycle_rules_through_the_gateways_of_a_leofs_demo_cluster(tmp_path):
+    demo_dir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [str(leofs_bin()), "demo", "--nodes", "3", "--gateways", "2", "--replicas", "3",
+         "--dir", str(demo_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    printed = {}
+    try:
+        for line in proc.stdout:
+            if ": " in line:
+                label, value = line.rstrip("\n").split(": ", 1)
+                printed[label] = value
+            if line.startswith("leofs demo ready"):
+                break
+        endpoints = printed["S3 endpoints"].split()
+        assert len(endpoints) >= 2, printed
+        clients = [
+            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=printed["Access key"],
+                         aws_secret_access_key=printed["Secret key"], region_name="us-east-1")
+            for endpoint in endpoints
+        ]
+        clients[0].create_bucket(Bucket="demo")
+        clients[0].put_bucket_versioning(Bucket="demo", VersioningConfiguration={"Status": "Enabled"})
+        eventually("both gateways see versioning enabled", 5, lambda: all(
+            c.get_bucket_versioning(Bucket="demo").get("Status") == "Enabled" for c in clients))
+        written = []
+        for i in range(6):
+            client = clients[i % 2]
+            body = f"version {i}".encode()
+            written.append((client.put_object(Bucket="demo", Key="k", Body=body)["VersionId"], body))
+        marker = clients[1].delete_object(Bucket="demo", Key="k")["VersionId"]
+        for client in clients:
+            page = client.list_object_versions(Bucket="demo")
+            assert [v["VersionId"] for v in page["Versions"]] == [v for v, _ in reversed(written)]
+            assert [(m["VersionId"], m["IsLatest"]) for m in page["DeleteMarkers"]] == [(marker, True)]
+            for version_id, body in written:
+                got = client.get_object(Bucket="demo", Key="k", VersionId=version_id)
+                assert got["Body"].read() == body
+        clients[1].put_bucket_lifecycle_configuration(Bucket="demo", LifecycleConfiguration={
+            "Rules": [{"ID": "tidy", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+                       "NoncurrentVersionExpiration": {"NoncurrentDays": 30}}]})
+        def rules_on(client):
+            try:
+                return [r["ID"] for r in client.get_bucket_lifecycle_configuration(Bucket="demo")["Rules"]]
+            except ClientError:
+                return []
+
+        eventually("the rules are in effect on both gateways", 5,
+                   lambda: all(rules_on(c) == ["tidy"] for c in clients))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
