@@ -102,13 +102,14 @@ async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<
         shard,
         settings,
         metrics,
-        now_ms: leofs_engine_wall_ms(),
+        // The HLC's physical time: the clock every version's stamp was taken from.
+        now_ms: shard.now().physical_us / 1000,
     };
     for partition in shard.partitions_led_here() {
         if shard.is_stopping() {
             return Ok(());
         }
-        if !shard.partitions_led_here().contains(&partition) {
+        if !shard.leads_partition(partition) {
             continue;
         }
         for bucket in &buckets_with_rules(ctx) {
@@ -122,13 +123,6 @@ async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<
     }
     count(&metrics.passes);
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch, by this node's clock.
-fn leofs_engine_wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One version of a key as the worker sees it.
@@ -276,21 +270,17 @@ impl Worker<'_> {
             else {
                 continue;
             };
-            keys.entry(key.to_owned()).or_default().push(Seen {
-                version: VersionRef::Null,
-                hlc: entry.hlc,
-                marker: is_delete_marker(entry.summary.tag),
-            });
+            keys.entry(key.to_owned())
+                .or_default()
+                .push(seen_of(&entry));
         }
         for entry in self.scan(partition, &v_prefix).await? {
-            let Some((_, key, stamp)) = parse_version_key(&entry.key) else {
+            let Some((_, key, _)) = parse_version_key(&entry.key) else {
                 continue;
             };
-            keys.entry(key.to_owned()).or_default().push(Seen {
-                version: VersionRef::Stamped(stamp),
-                hlc: entry.hlc,
-                marker: is_delete_marker(entry.summary.tag),
-            });
+            keys.entry(key.to_owned())
+                .or_default()
+                .push(seen_of(&entry));
         }
         for (key, mut versions) in keys {
             let rules: Vec<&LifecycleRule> = bucket

@@ -700,6 +700,19 @@ fn latest_for_condition(latest: Option<&ScanEntry>) -> Option<Lookup> {
         .map(lookup_of)
 }
 
+/// What the index knows of `key` in `partition` as an index entry (the inverse of
+/// [`lookup_of`]).
+fn entry_of(partition: PartitionId, key: Bytes, lookup: &Lookup) -> ScanEntry {
+    ScanEntry {
+        partition,
+        key,
+        hlc: lookup.hlc,
+        summary: lookup.summary,
+        body_len: lookup.body_len,
+        tombstone: lookup.tombstone,
+    }
+}
+
 /// An index entry as a [`Lookup`].
 fn lookup_of(entry: &ScanEntry) -> Lookup {
     Lookup {
@@ -1221,7 +1234,7 @@ impl Shard {
         match merged_latest(views) {
             Merged::Latest(latest) => Ok(latest),
             // A replica's view stopped above the newest version left: the whole range.
-            Merged::BeyondViews => self.latest_version_listed(partition, bucket, key).await,
+            Merged::BeyondViews => Ok(self.versions_of(bucket, key).await?.into_iter().next()),
         }
     }
 
@@ -1242,58 +1255,10 @@ impl Shard {
             .await?
             .filter(|l| !l.tombstone)
         {
-            versions.push(ScanEntry {
-                partition,
-                key: okey,
-                hlc: null.hlc,
-                summary: null.summary,
-                body_len: null.body_len,
-                tombstone: false,
-            });
+            versions.push(entry_of(partition, okey, &null));
         }
         versions.sort_by_key(|e| std::cmp::Reverse(e.hlc));
         Ok(versions)
-    }
-
-    /// A versioned key's latest version from a listing of its whole version range (replicas
-    /// merged, deletions outvoting copies that missed them) and its object record: for when
-    /// the replicas' views did not reach the newest version left.
-    async fn latest_version_listed(
-        &self,
-        partition: PartitionId,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ScanEntry>, ShardError> {
-        const PAGE: usize = 64;
-        let prefix = version_prefix(bucket, key);
-        let mut after: Option<Bytes> = None;
-        let stamped = loop {
-            let page = self.scan_all(prefix.clone(), after.clone(), PAGE).await?;
-            if let Some(own) = page.iter().find(|e| is_version_of(e, key)) {
-                break Some(own.clone());
-            }
-            match page.last() {
-                Some(last) if page.len() >= PAGE => after = Some(last.key.clone()),
-                _ => break None,
-            }
-        };
-        let okey = object_key(bucket, key);
-        let null = self
-            .lookup_newest(partition, okey.clone())
-            .await?
-            .filter(|l| !l.tombstone)
-            .map(|l| ScanEntry {
-                partition,
-                key: okey,
-                hlc: l.hlc,
-                summary: l.summary,
-                body_len: l.body_len,
-                tombstone: false,
-            });
-        Ok(match (null, stamped) {
-            (Some(null), Some(stamped)) if null.hlc > stamped.hlc => Some(null),
-            (null, stamped) => stamped.or(null),
-        })
     }
 
     /// The executor's side of [`StorageRequest::LatestVersion`]: what this replica holds of
@@ -1333,14 +1298,7 @@ impl Shard {
             }
         }
         if let Some(null) = engine.lookup(partition, &okey) {
-            view.push(ScanEntry {
-                partition,
-                key: okey,
-                hlc: null.hlc,
-                summary: null.summary,
-                body_len: null.body_len,
-                tombstone: null.tombstone,
-            });
+            view.push(entry_of(partition, okey, &null));
         }
         Ok(view)
     }

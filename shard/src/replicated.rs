@@ -777,28 +777,13 @@ impl Shard {
         partition: PartitionId,
         key: Bytes,
     ) -> Result<Option<Lookup>, ShardError> {
-        self.newest_of_r(
-            partition,
-            StorageRequest::Lookup { partition, key },
-            StorageResponse::into_lookup,
-        )
-        .await
-    }
-
-    /// The newest (by HLC) of the answers of `r` replicas to `request`, each read by `found`,
-    /// or of those up when fewer are (degraded, as [`Shard::read_newest`]).
-    async fn newest_of_r<T: Stamped>(
-        &self,
-        partition: PartitionId,
-        request: StorageRequest,
-        found: impl Fn(StorageResponse) -> Result<Option<T>, ShardError>,
-    ) -> Result<Option<T>, ShardError> {
-        let mut newest: Option<T> = None;
+        let mut newest: Option<Lookup> = None;
+        let request = StorageRequest::Lookup { partition, key };
         for answer in self.answers_of_r(partition, request).await? {
-            if let Some(f) = found(answer)?
-                && newest.as_ref().is_none_or(|n| f.stamp() > n.stamp())
+            if let Some(found) = answer.into_lookup()?
+                && newest.is_none_or(|n| found.hlc > n.hlc)
             {
-                newest = Some(f);
+                newest = Some(found);
             }
         }
         Ok(newest)
@@ -880,18 +865,6 @@ pub(crate) enum DecidedOn<'a> {
         /// The object key.
         key: &'a str,
     },
-}
-
-/// An answer that carries the stamp of what it found (the newest of several wins).
-pub(crate) trait Stamped {
-    /// The stamp.
-    fn stamp(&self) -> Hlc;
-}
-
-impl Stamped for Lookup {
-    fn stamp(&self) -> Hlc {
-        self.hlc
-    }
 }
 
 /// Longest a client's write or delete may travel, from its stamp to a replica, and still be

@@ -171,10 +171,20 @@ impl Shard {
     /// taken once in the cluster, not once per replica).
     pub fn partitions_led_here(&self) -> Vec<PartitionId> {
         let ring = self.ring();
-        let here = self.here();
         (0..ring.partitions())
-            .filter(|p| ring.route(*p).is_ok_and(|r| r.first() == Some(&here)))
+            .filter(|p| self.leads(&ring, *p))
             .collect()
+    }
+
+    /// Whether this core is still the first replica of `partition` in the ring it routes by
+    /// now (a worker deciding for a partition checks it before each partition).
+    pub fn leads_partition(&self, partition: PartitionId) -> bool {
+        self.leads(&self.ring(), partition)
+    }
+
+    fn leads(&self, ring: &RingView, partition: PartitionId) -> bool {
+        ring.route(partition)
+            .is_ok_and(|replicas| replicas.first() == Some(&self.here()))
     }
 
     /// This core's own live records of `partition` under `prefix`, after `start_after`, at

@@ -3,7 +3,9 @@ Versions written and deleted through every gateway at once, with a storage node 
 SIGKILL in the middle and restarted: every acknowledged version is listed and readable through
 every gateway, no version deleted for good comes back, each key's latest version is its last
 acknowledged write, and version listings page across the nodes. A conditional create on a
-versioned key is decided on its newest version by a first replica that was behind. Versions and
+versioned key whose first replica was behind is refused (412), never a second creation: the
+gateway's pre-check, reading the latest version at R, answers it before the write reaches
+storage, so this checks the behaviour, not storage's own catch-up of the deciding replica. Versions and
 lifecycle rules through the two gateways of a `leofs demo` cluster.
 These tests start their own processes, whatever LEOFS_E2E_DEPLOYMENT says."""
 

@@ -22,12 +22,13 @@ const VERSION_ID_HEADER: &str = "x-amz-version-id";
 /// never issues is S3's `InvalidArgument`.
 pub fn parse_version_id(version_id: Option<&str>) -> Result<Option<VersionRef>, GatewayError> {
     version_id
-        .map(|id| {
-            VersionRef::parse(id).map_err(|_| {
-                GatewayError::s3(S3ErrorCode::InvalidArgument, "Invalid version id specified")
-            })
-        })
+        .map(|id| VersionRef::parse(id).map_err(|_| invalid_version_id()))
         .transpose()
+}
+
+/// S3's answer to a version id it never issued (`400 InvalidArgument`).
+fn invalid_version_id() -> GatewayError {
+    GatewayError::s3(S3ErrorCode::InvalidArgument, "Invalid version id specified")
 }
 
 /// In a bucket that never had versioning, `null` is the only version id: any other is
@@ -37,9 +38,9 @@ fn refuse_stamped_in_unversioned(
     version: Option<VersionRef>,
 ) -> Result<(), GatewayError> {
     match version {
-        Some(VersionRef::Stamped(_)) if bucket.versioning() == Versioning::Off => Err(
-            GatewayError::s3(S3ErrorCode::InvalidArgument, "Invalid version id specified"),
-        ),
+        Some(VersionRef::Stamped(_)) if bucket.versioning() == Versioning::Off => {
+            Err(invalid_version_id())
+        }
         _ => Ok(()),
     }
 }
