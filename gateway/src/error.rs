@@ -42,6 +42,14 @@ pub enum GatewayError {
     },
 }
 
+impl GatewayError {
+    /// Whether storage refused a conditional write because its precondition did not hold (a
+    /// caller that set the condition itself may read again and retry).
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, GatewayError::Shard(e) if matches!(e.class(), ErrorClass::PreconditionFailed))
+    }
+}
+
 /// The S3 error code clients see when the disk is full (507, like WebDAV's Insufficient Storage).
 const INSUFFICIENT_STORAGE: &str = "InsufficientStorage";
 

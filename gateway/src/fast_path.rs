@@ -493,6 +493,10 @@ fn error_response(error: S3Error) -> Response<Body> {
 /// The headers GetObject and HeadObject answer a whole-object read with, in s3s's order;
 /// `None` if a stored value cannot be written as s3s would write it.
 fn object_headers(out: &mut http::HeaderMap, obj: &StoredObject, checksums: bool) -> Option<()> {
+    // A tagged object's GET answers `x-amz-tagging-count`: s3s writes it.
+    if !obj.meta.headers.tags.is_empty() {
+        return None;
+    }
     let h = header_fields(&obj.meta.headers);
     let value = |text: &str| HeaderValue::from_str(text).ok();
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -126,11 +126,26 @@ async fn pass(ctx: &Ctx, shard: &Shard, settings: &LifecycleSettings) -> Result<
 }
 
 /// One version of a key as the worker sees it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Seen {
     version: VersionRef,
     hlc: Hlc,
     marker: bool,
+    /// The version's size in bytes (0 for a marker).
+    size: u64,
+    /// Its tags, once read (None: not read; the index does not hold them).
+    tags: Option<Vec<(String, String)>>,
+}
+
+/// Whether `rule` (which matches the key) applies to the version `seen`: a marker is matched by
+/// the rules that do not filter on tags or size; a version whose tags are not read yet is taken
+/// to carry the rule's.
+fn applies(rule: &LifecycleRule, seen: &Seen) -> bool {
+    if seen.marker {
+        !rule.filters_objects()
+    } else {
+        rule.applies_to_version(seen.size, seen.tags.as_deref())
+    }
 }
 
 /// What the rules do to one key.
@@ -167,6 +182,7 @@ fn plan(
             let rank = (j - 1) as u32;
             let since_ms = versions[j - 1].hlc.physical_us / 1000;
             if deleted[j]
+                || !applies(rule, &versions[j])
                 || rank < noncurrent.newer_versions_kept
                 || now_ms < due_after(since_ms, noncurrent.days, day_ms)
             {
@@ -181,7 +197,7 @@ fn plan(
         // A marker that is its key's only version goes with ExpiredObjectDeleteMarker, or,
         // as in S3, once it is as old as an Expiration in days.
         let alone = deleted.iter().skip(1).all(|d| *d);
-        let expired = rules.iter().any(|r| {
+        let expired = rules.iter().filter(|r| applies(r, current)).any(|r| {
             r.expired_object_delete_marker
                 || matches!(r.expiration, Some(Expiration::Days(days))
                     if now_ms >= due_after(created_ms, days, day_ms))
@@ -196,6 +212,7 @@ fn plan(
     }
     let due = rules
         .iter()
+        .filter(|r| applies(r, current))
         .filter_map(|r| match r.expiration? {
             Expiration::Days(days) => Some(due_after(created_ms, days, day_ms)),
             Expiration::DateUnixMs(ms) => Some(ms),
@@ -216,6 +233,8 @@ fn seen_of(entry: &ScanEntry) -> Seen {
         },
         hlc: entry.hlc,
         marker: is_delete_marker(entry.summary.tag),
+        size: entry.summary.size,
+        tags: None,
     }
 }
 
@@ -317,12 +336,17 @@ impl Worker<'_> {
             return Ok(());
         }
         let shard = self.shard.with_levels(id.levels());
-        let confirmed: Vec<Seen> = shard
+        let mut confirmed: Vec<Seen> = shard
             .versions_of(id.as_str(), key)
             .await?
             .iter()
             .map(seen_of)
             .collect();
+        if rules.iter().any(|r| !r.tags.is_empty()) {
+            for seen in confirmed.iter_mut().filter(|s| !s.marker) {
+                seen.tags = Some(self.tags_of(id, key, seen.version).await?);
+            }
+        }
         for action in plan(&confirmed, rules, id.versioning(), self.now_ms, day_ms) {
             let acted = match action {
                 Action::DeleteNoncurrent(version) => {
@@ -354,6 +378,24 @@ impl Worker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The tags of one version of a key (none when it is gone meanwhile).
+    async fn tags_of(
+        &self,
+        id: &BucketId,
+        key: &str,
+        version: VersionRef,
+    ) -> Result<Vec<(String, String)>, GatewayError> {
+        let found = if id.versioning() == Versioning::Off {
+            self.ctx.head_object(id, key).await?
+        } else {
+            self.ctx
+                .read_version(id, key, Some(version), true)
+                .await?
+                .and_then(|read| read.into_object())
+        };
+        Ok(found.map(|obj| obj.meta.headers.tags).unwrap_or_default())
     }
 
     /// Expires a key's current version stamped `stamp`, only while it is still the latest: a
@@ -453,6 +495,8 @@ mod tests {
             version: VersionRef::Stamped(at(ms)),
             hlc: at(ms),
             marker,
+            size: if marker { 0 } else { 100 },
+            tags: None,
         }
     }
 
@@ -465,6 +509,9 @@ mod tests {
             expired_object_delete_marker: false,
             noncurrent: None,
             abort_incomplete_multipart_days: None,
+            tags: Vec::new(),
+            size_greater_than: None,
+            size_less_than: None,
         }
     }
 
@@ -535,5 +582,68 @@ mod tests {
         // A marker over a version is not alone; a marker is never expired itself.
         let over = [version(2_000, true), version(1_000, false)];
         assert!(plan(&over, &[&eodm, &days], Versioning::Enabled, 9_000, DAY).is_empty());
+    }
+
+    #[test]
+    fn tag_and_size_filters_choose_the_versions_a_rule_acts_on() {
+        let tagged = LifecycleRule {
+            expiration: Some(Expiration::Days(1)),
+            noncurrent: Some(NoncurrentExpiration {
+                days: 1,
+                newer_versions_kept: 0,
+            }),
+            tags: vec![("tier".into(), "tmp".into())],
+            ..rule()
+        };
+        let with = |ms: u64, tags: &[(&str, &str)]| Seen {
+            tags: Some(
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..version(ms, false)
+        };
+        let versions = [
+            with(5_000, &[("tier", "tmp")]),
+            with(4_000, &[("tier", "keep")]),
+            with(3_000, &[("tier", "tmp"), ("x", "y")]),
+        ];
+        assert_eq!(
+            plan(&versions, &[&tagged], Versioning::Enabled, 9_000, DAY),
+            [
+                Action::DeleteNoncurrent(VersionRef::Stamped(at(3_000))),
+                Action::ExpireCurrent { stamp: at(5_000) },
+            ]
+        );
+        // Tags not read yet: the first plan takes them to match (it is made again with them).
+        let unread = [version(5_000, false)];
+        assert_eq!(
+            plan(&unread, &[&tagged], Versioning::Off, 9_000, DAY).len(),
+            1
+        );
+        let untagged = [with(5_000, &[])];
+        assert!(plan(&untagged, &[&tagged], Versioning::Off, 9_000, DAY).is_empty());
+        // Size: strictly between the bounds (test versions are 100 bytes).
+        let small = LifecycleRule {
+            expiration: Some(Expiration::Days(1)),
+            size_less_than: Some(100),
+            ..rule()
+        };
+        assert!(plan(&untagged, &[&small], Versioning::Off, 9_000, DAY).is_empty());
+        let large = LifecycleRule {
+            size_greater_than: Some(99),
+            ..small.clone()
+        };
+        let large = LifecycleRule {
+            size_less_than: None,
+            ..large
+        };
+        assert_eq!(
+            plan(&untagged, &[&large], Versioning::Off, 9_000, DAY).len(),
+            1
+        );
+        // A rule filtering on tags or size never removes a lone marker.
+        let marker = [version(1_500, true)];
+        assert!(plan(&marker, &[&large], Versioning::Enabled, 9_000, DAY).is_empty());
     }
 }

@@ -1,7 +1,7 @@
 """Requests the node cannot honour are refused in S3's error format, never accepted and ignored
 (gateway/src/s3/unsupported.rs): server-side encryption headers, object ACL headers whose effect
 would differ from the bucket's canned ACL, bucket grant headers, presigned URLs valid for more
-than 7 days or with a negative expiry, object tags, Object Lock, storage classes other than
+than 7 days or with a negative expiry, Object Lock, storage classes other than
 STANDARD, website redirects, appends, version ids other than "null", conditional deletes and
 aborts, object-level checksums of multipart uploads, bucket object ownership and directory-bucket
 settings. What the node honours keeps working, and some settings that used to be ignored are now
@@ -235,26 +235,6 @@ def test_a_refused_upload_leaves_the_connection_usable(server, bucket):
 
 
 # -- object settings the node has no place for --------------------------------------------------
-
-
-def test_object_tags_are_not_implemented(server, s3, bucket):
-    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
-    refused(lambda: s3.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="team=a"), 501, "NotImplemented")
-    refused(lambda: s3.copy_object(Bucket=bucket, Key="t", CopySource=f"{bucket}/src",
-                                   TaggingDirective="REPLACE", Tagging="team=a"), 501, "NotImplemented")
-    refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="t", Tagging="team=a"), 501, "NotImplemented")
-    assert absent(s3, bucket, "t")
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    # No object has tags: copying the source's (COPY) or replacing them with none (REPLACE without
-    # x-amz-tagging) is exactly what happens, so both directives are honoured.
-    s3.copy_object(Bucket=bucket, Key="copied", CopySource=f"{bucket}/src", TaggingDirective="COPY")
-    s3.copy_object(Bucket=bucket, Key="replaced", CopySource=f"{bucket}/src", TaggingDirective="REPLACE")
-    r = raw_request(server, "PUT", f"/{bucket}/empty-tags", body=b"x", headers={"x-amz-tagging": ""})
-    assert r.status == 200, r
-    r = raw_request(server, "PUT", f"/{bucket}/bad-directive",
-                    headers={"x-amz-copy-source": f"/{bucket}/src", "x-amz-tagging-directive": "MERGE"})
-    assert r.status == 400 and r.error_code() == "InvalidArgument", r
-    assert absent(s3, bucket, "bad-directive")
 
 
 def test_object_lock_is_refused_as_on_a_bucket_without_it(s3, bucket):

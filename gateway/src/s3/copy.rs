@@ -120,7 +120,8 @@ pub async fn copy_object(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
-    let headers = if replace {
+    let tags = super::tagging::copied_tags(&input, &src.meta.headers.tags)?;
+    let mut headers = if replace {
         headers_from(
             input.content_type,
             input.cache_control,
@@ -133,6 +134,7 @@ pub async fn copy_object(
     } else {
         src.meta.headers.clone()
     };
+    headers.tags = tags;
     let mut kinds: Vec<_> = src.meta.checksums.iter().map(|c| c.kind).collect();
     if let Some(k) = input
         .checksum_algorithm

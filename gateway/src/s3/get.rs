@@ -165,6 +165,7 @@ pub async fn get_object(
         last_modified: Some(last_modified),
         metadata: h.metadata,
         parts_count: span.parts_count,
+        tag_count: super::tagging::tag_count(&obj.meta.headers.tags),
         version_id,
         ..Default::default()
     }))

@@ -1,8 +1,8 @@
 //! Put/Get/DeleteBucketLifecycleConfiguration (shard/VERSIONING.md §10): a configuration is
 //! checked as S3 checks it, reduced to the rules the lifecycle worker of every storage node
-//! applies (`crate::lifecycle`), and kept with the bucket in the catalog. What the worker
-//! cannot honour is refused: transitions (there is one storage class), filters on tags or
-//! object size.
+//! applies (`crate::lifecycle`), and kept with the bucket in the catalog. Filters select keys
+//! by prefix and versions by tags (all of them) and size. What the worker cannot honour is
+//! refused: transitions (there is one storage class).
 
 use std::time::{Duration, SystemTime};
 
@@ -63,45 +63,88 @@ fn date_of(date: &Timestamp) -> Result<u64, GatewayError> {
     Ok(ms)
 }
 
-/// The prefix a rule's filter names; tags and sizes are refused (nothing here filters by them).
-fn prefix_of(
+/// What a rule's filter selects: keys under a prefix, versions carrying tags, of a size.
+#[derive(Debug, Default)]
+struct Selection {
+    prefix: String,
+    tags: Vec<(String, String)>,
+    size_greater_than: Option<u64>,
+    size_less_than: Option<u64>,
+}
+
+/// A size bound of a filter: not negative (`InvalidArgument`).
+fn size_of(bytes: Option<i64>, what: &str) -> Result<Option<u64>, GatewayError> {
+    bytes
+        .map(|b| u64::try_from(b).map_err(|_| invalid(format!("'{what}' should not be negative"))))
+        .transpose()
+}
+
+/// The tags a filter names, checked as object tags are.
+fn tags_of(tags: &[Tag]) -> Result<Vec<(String, String)>, GatewayError> {
+    let tags: Vec<(String, String)> = tags
+        .iter()
+        .map(|t| {
+            (
+                t.key.clone().unwrap_or_default(),
+                t.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    super::tagging::check_tags(&tags)?;
+    Ok(tags)
+}
+
+/// What a rule selects: its `Filter` (one of Prefix, Tag, ObjectSizeGreaterThan,
+/// ObjectSizeLessThan and And, or none: every key), or its older top-level `Prefix`.
+fn selection_of(
     rule: &LifecycleRule_,
     filter: Option<&LifecycleRuleFilter>,
-) -> Result<String, GatewayError> {
+) -> Result<Selection, GatewayError> {
     let Some(filter) = filter else {
         return rule
             .prefix
             .clone()
+            .map(|prefix| Selection {
+                prefix,
+                ..Selection::default()
+            })
             .ok_or_else(|| malformed("A rule needs a Filter or a Prefix"));
     };
     if rule.prefix.is_some() {
         return Err(malformed("A rule names both a Prefix and a Filter"));
     }
-    if filter.tag.is_some()
-        || filter.object_size_greater_than.is_some()
-        || filter.object_size_less_than.is_some()
-    {
-        return Err(not_implemented(
-            "Lifecycle filters on tags or object size are not implemented by this node (objects carry no tags)",
+    let given = usize::from(filter.prefix.is_some())
+        + usize::from(filter.tag.is_some())
+        + usize::from(filter.object_size_greater_than.is_some())
+        + usize::from(filter.object_size_less_than.is_some())
+        + usize::from(filter.and.is_some());
+    if given > 1 {
+        return Err(malformed(
+            "A Filter names at most one of Prefix, Tag, ObjectSizeGreaterThan, ObjectSizeLessThan and And",
         ));
     }
-    match &filter.and {
-        Some(and) => {
-            if and.tags.as_ref().is_some_and(|t| !t.is_empty())
-                || and.object_size_greater_than.is_some()
-                || and.object_size_less_than.is_some()
-            {
-                return Err(not_implemented(
-                    "Lifecycle filters on tags or object size are not implemented by this node (objects carry no tags)",
-                ));
-            }
-            if filter.prefix.is_some() {
-                return Err(malformed("A Filter names both a Prefix and an And"));
-            }
-            Ok(and.prefix.clone().unwrap_or_default())
-        }
-        None => Ok(filter.prefix.clone().unwrap_or_default()),
+    let selection = match &filter.and {
+        Some(and) => Selection {
+            prefix: and.prefix.clone().unwrap_or_default(),
+            tags: tags_of(and.tags.as_deref().unwrap_or_default())?,
+            size_greater_than: size_of(and.object_size_greater_than, "ObjectSizeGreaterThan")?,
+            size_less_than: size_of(and.object_size_less_than, "ObjectSizeLessThan")?,
+        },
+        None => Selection {
+            prefix: filter.prefix.clone().unwrap_or_default(),
+            tags: tags_of(filter.tag.as_slice())?,
+            size_greater_than: size_of(filter.object_size_greater_than, "ObjectSizeGreaterThan")?,
+            size_less_than: size_of(filter.object_size_less_than, "ObjectSizeLessThan")?,
+        },
+    };
+    if let (Some(min), Some(max)) = (selection.size_greater_than, selection.size_less_than)
+        && min >= max
+    {
+        return Err(invalid(
+            "ObjectSizeGreaterThan must be less than ObjectSizeLessThan",
+        ));
     }
+    Ok(selection)
 }
 
 /// The s3s rule type, named apart from the catalog's.
@@ -128,7 +171,7 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
             "Lifecycle transitions are not implemented by this node (there is one storage class)",
         ));
     }
-    let prefix = prefix_of(rule, rule.filter.as_ref())?;
+    let selection = selection_of(rule, rule.filter.as_ref())?;
     let (mut expiration, mut expired_object_delete_marker) = (None, false);
     if let Some(e) = &rule.expiration {
         let given = usize::from(e.days.is_some())
@@ -146,6 +189,11 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
             expiration = Some(Expiration::DateUnixMs(date_of(date)?));
         }
         expired_object_delete_marker = e.expired_object_delete_marker == Some(true);
+    }
+    if expired_object_delete_marker && !selection.tags.is_empty() {
+        return Err(invalid(
+            "ExpiredObjectDeleteMarker cannot be specified with object tags",
+        ));
     }
     let noncurrent = match &rule.noncurrent_version_expiration {
         None => None,
@@ -192,11 +240,14 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
     Ok(LifecycleRule {
         id,
         enabled,
-        prefix,
+        prefix: selection.prefix,
         expiration,
         expired_object_delete_marker,
         noncurrent,
         abort_incomplete_multipart_days,
+        tags: selection.tags,
+        size_greater_than: selection.size_greater_than,
+        size_less_than: selection.size_less_than,
     })
 }
 
@@ -229,6 +280,47 @@ pub fn rules_of(config: &BucketLifecycleConfiguration) -> Result<Vec<LifecycleRu
     Ok(rules)
 }
 
+/// The S3 form of a rule's selection: its one condition alone, or an And of them.
+fn filter_of(rule: &LifecycleRule) -> LifecycleRuleFilter {
+    let size_greater_than = rule
+        .size_greater_than
+        .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    let size_less_than = rule
+        .size_less_than
+        .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+    let tags = super::tagging::tag_set_of(&rule.tags);
+    let conditions = usize::from(!rule.prefix.is_empty())
+        + tags.len()
+        + usize::from(size_greater_than.is_some())
+        + usize::from(size_less_than.is_some());
+    if conditions > 1 {
+        return LifecycleRuleFilter {
+            and: Some(LifecycleRuleAndOperator {
+                prefix: (!rule.prefix.is_empty()).then(|| rule.prefix.clone()),
+                tags: (!tags.is_empty()).then_some(tags),
+                object_size_greater_than: size_greater_than,
+                object_size_less_than: size_less_than,
+            }),
+            ..Default::default()
+        };
+    }
+    match tags.into_iter().next() {
+        Some(tag) => LifecycleRuleFilter {
+            tag: Some(tag),
+            ..Default::default()
+        },
+        None if size_greater_than.is_some() || size_less_than.is_some() => LifecycleRuleFilter {
+            object_size_greater_than: size_greater_than,
+            object_size_less_than: size_less_than,
+            ..Default::default()
+        },
+        None => LifecycleRuleFilter {
+            prefix: Some(rule.prefix.clone()),
+            ..Default::default()
+        },
+    }
+}
+
 /// The S3 form of a catalog rule.
 fn dto_of(rule: &LifecycleRule) -> LifecycleRule_ {
     LifecycleRule_ {
@@ -238,10 +330,7 @@ fn dto_of(rule: &LifecycleRule) -> LifecycleRule_ {
         } else {
             ExpirationStatus::DISABLED
         }),
-        filter: Some(LifecycleRuleFilter {
-            prefix: Some(rule.prefix.clone()),
-            ..Default::default()
-        }),
+        filter: Some(filter_of(rule)),
         expiration: match (rule.expiration, rule.expired_object_delete_marker) {
             (None, false) => None,
             (expiration, marker) => Some(LifecycleExpiration {

@@ -18,6 +18,7 @@ pub mod list;
 pub mod list_versions;
 pub mod multipart;
 pub mod put;
+pub mod tagging;
 pub mod unsupported;
 pub mod versions;
 
@@ -91,6 +92,9 @@ dispatch! {
     abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput => multipart::abort_multipart_upload;
     list_parts(ListPartsInput) -> ListPartsOutput => multipart::list_parts;
     list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput => list_multipart_uploads_encoded;
+    get_object_tagging(GetObjectTaggingInput) -> GetObjectTaggingOutput => tagging::get_object_tagging;
+    put_object_tagging(PutObjectTaggingInput) -> PutObjectTaggingOutput => tagging::put_object_tagging;
+    delete_object_tagging(DeleteObjectTaggingInput) -> DeleteObjectTaggingOutput => tagging::delete_object_tagging;
 }
 
 // What `unsupported` checks or honours once s3s has parsed the input: the operations never read
@@ -113,6 +117,13 @@ async fn put_or_post_object(
             signed: req.credentials.is_some(),
         };
         unsupported::check_operation(&request, &ctx.manager.snapshot())?;
+        // A form's `tagging` field is a Tagging XML document, not the header's encoding.
+        if req.input.tagging.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(GatewayError::s3(
+                S3ErrorCode::NotImplemented,
+                "The tagging field of a POST form is not implemented by this node; the request is refused rather than accepted and ignored.",
+            ));
+        }
     }
     put::put_object(ctx, req).await
 }
@@ -306,6 +317,7 @@ pub fn headers_from(
         content_language,
         expires,
         user_meta,
+        tags: Vec::new(),
     })
 }
 

@@ -213,16 +213,18 @@ pub async fn create_multipart_upload(
         })?),
         None => None,
     };
+    let mut headers = headers_from(
+        input.content_type,
+        input.cache_control,
+        input.content_disposition,
+        input.content_encoding,
+        input.content_language,
+        input.expires,
+        input.metadata,
+    )?;
+    headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     let meta = UploadMeta {
-        headers: headers_from(
-            input.content_type,
-            input.cache_control,
-            input.content_disposition,
-            input.content_encoding,
-            input.content_language,
-            input.expires,
-            input.metadata,
-        )?,
+        headers,
         checksum_algorithm,
         initiator,
     };

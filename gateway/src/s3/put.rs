@@ -97,7 +97,7 @@ pub async fn put_object(
         ],
         &request_headers,
     )?;
-    let headers = headers_from(
+    let mut headers = headers_from(
         input.content_type,
         input.cache_control,
         input.content_disposition,
@@ -106,6 +106,7 @@ pub async fn put_object(
         input.expires,
         input.metadata,
     )?;
+    headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     let body = input
         .body
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?

@@ -7,7 +7,7 @@
 //! - grant headers on bucket ACL operations (only canned bucket ACLs exist): `NotImplemented`;
 //! - SigV4 presigned URLs valid for more than S3's 7 days, or with a negative or non-numeric
 //!   `X-Amz-Expires`: `AccessDenied` (403), as S3 refuses them;
-//! - object settings the node has no place for (see [`check_object_settings`]): tags, Object
+//! - object settings the node has no place for (see [`check_object_settings`]): Object
 //!   Lock (S3's answer for a bucket without it, which every bucket is), storage classes other
 //!   than STANDARD, website redirects, appends, and the checksum type of a multipart upload;
 //! - checksum algorithms the node does not compute (MD5, SHA-512, XXHASH): `NotImplemented`;
@@ -455,6 +455,12 @@ pub fn put_input_headers(input: &PutObjectInput) -> HeaderMap {
 
 /// The checks of a plain object write (the REST API's PUT) into `bucket`.
 pub fn check_object_write(headers: &HeaderMap, bucket: &Bucket) -> S3Result<()> {
+    // The REST API keeps no tags (they are an S3 feature): refused rather than dropped.
+    if given(headers, TAGGING_HEADER).is_some() {
+        return Err(not_implemented(
+            "Object tags (x-amz-tagging) on the REST API are not implemented by this node",
+        ));
+    }
     check_encryption(headers)?;
     check_object_acl(headers, bucket)?;
     check_object_settings("PutObject", headers)
@@ -488,9 +494,8 @@ fn refuse_given(headers: &HeaderMap, names: &[&str], what: &str) -> S3Result<()>
 
 /// Refuses what an object write (PutObject, CopyObject, CreateMultipartUpload) asks the node to
 /// keep or do and it has no place for:
-/// - tags (`x-amz-tagging`, when not empty): `NotImplemented`; on CopyObject the tagging
-///   directive is honoured either way (no source has tags, so `COPY` copies none and `REPLACE`
-///   without tags sets none), and any other directive is `InvalidArgument`, as in S3;
+/// - a tagging directive other than `COPY` or `REPLACE` on CopyObject: `InvalidArgument`, as in
+///   S3 (tags themselves are kept: `s3::tagging`);
 /// - Object Lock (mode, retain-until date, legal hold, event hold): `InvalidRequest` with S3's
 ///   message for a bucket without Object Lock, which every bucket is;
 /// - a storage class: `STANDARD` is what the node does; S3's other classes (including
@@ -501,11 +506,6 @@ fn refuse_given(headers: &HeaderMap, names: &[&str], what: &str) -> S3Result<()>
 /// - the checksum type of a multipart upload (CreateMultipartUpload): `NotImplemented`, since a
 ///   completed multipart object carries no object-level checksum yet.
 pub fn check_object_settings(op: &str, headers: &HeaderMap) -> S3Result<()> {
-    if given(headers, TAGGING_HEADER).is_some() {
-        return Err(not_implemented(
-            "Object tags (x-amz-tagging) are not implemented by this node",
-        ));
-    }
     if op == "CopyObject"
         && let Some(directive) = given(headers, TAGGING_DIRECTIVE_HEADER)
         && directive != "COPY"
@@ -1474,15 +1474,10 @@ mod tests {
     }
 
     #[test]
-    fn tags_lock_redirects_and_appends_are_refused_on_object_writes() {
+    fn lock_redirects_and_appends_are_refused_on_object_writes() {
         for op in OBJECT_WRITES {
-            assert_eq!(
-                on(op, &[("x-amz-tagging", "team=a")]).as_deref(),
-                Some("NotImplemented"),
-                "{op}"
-            );
-            // An empty tag set is no tags, which is what the object gets.
-            assert_eq!(on(op, &[("x-amz-tagging", "")]), None, "{op}");
+            // Tags are kept (s3::tagging).
+            assert_eq!(on(op, &[("x-amz-tagging", "team=a")]), None, "{op}");
             for name in OBJECT_LOCK_HEADERS {
                 let err =
                     check_op(op, &headers(&[(name, "ON")]), Some(BucketAcl::Private)).unwrap_err();
@@ -1522,7 +1517,12 @@ mod tests {
             assert_eq!(on(op, &[("x-amz-tagging", "team=a")]), None, "{op}");
             assert_eq!(on(op, &[("x-amz-storage-class", "GLACIER")]), None, "{op}");
         }
-        // The REST API's PUT is an object write too.
+        // The REST API's PUT is an object write too, and keeps no tags.
+        let h = headers(&[("x-amz-tagging", "team=a")]);
+        assert_eq!(
+            code(check_object_write(&h, &bucket(BucketAcl::PublicReadWrite))).as_deref(),
+            Some("NotImplemented")
+        );
         let h = headers(&[("x-amz-storage-class", "GLACIER")]);
         assert_eq!(
             code(check_object_write(&h, &bucket(BucketAcl::PublicReadWrite))).as_deref(),
@@ -1870,10 +1870,6 @@ mod tests {
     #[test]
     fn post_object_form_fields_include_the_object_settings() {
         let fields = [
-            PutObjectInput {
-                tagging: Some("a=b".into()),
-                ..PutObjectInput::default()
-            },
             PutObjectInput {
                 storage_class: Some(s3s::dto::StorageClass::from_static(
                     s3s::dto::StorageClass::GLACIER,

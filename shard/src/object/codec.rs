@@ -6,7 +6,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    ChecksumKind, ChunkRun, Headers, LayoutError, StoredChecksum, VERSION_ID_BYTES, VersionId,
+    ChecksumKind, ChunkRun, Headers, LayoutError, MAX_OBJECT_TAGS, StoredChecksum,
+    VERSION_ID_BYTES, VersionId,
 };
 
 /// Current version of the manifest/upload/part encodings.
@@ -124,6 +125,22 @@ impl Writer {
         Ok(())
     }
 
+    /// The tags section that ends a manifest or an upload record: nothing when there are no
+    /// tags (so untagged records are byte for byte what they were before tags existed), else a
+    /// u8 count and each (key string, value string).
+    pub(super) fn tags(&mut self, tags: &[(String, String)]) -> Result<(), EncodeError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let count: u8 = Self::count(tags.len(), "tags", MAX_OBJECT_TAGS)?;
+        self.0.put_u8(count);
+        for (k, v) in tags {
+            self.str("a tag key", k)?;
+            self.str("a tag value", v)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn run(&mut self, s: &ChunkRun) {
         self.0.put_slice(&s.version.0);
         self.0.put_u64_le(s.size_bytes);
@@ -215,6 +232,7 @@ impl<'a> Reader<'a> {
             content_language,
             expires,
             user_meta,
+            tags: Vec::new(),
         })
     }
     pub(super) fn checksums(&mut self) -> Result<Vec<StoredChecksum>, LayoutError> {
@@ -230,6 +248,25 @@ impl<'a> Reader<'a> {
         }
         Ok(out)
     }
+    /// The tags section at the end of a record (none when the record ends here).
+    pub(super) fn tags(&mut self) -> Result<Vec<(String, String)>, LayoutError> {
+        if self.buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = usize::from(self.u8()?);
+        if n == 0 || n > MAX_OBJECT_TAGS {
+            return Err(self.corrupt("bad tag count"));
+        }
+        let mut tags = Vec::with_capacity(n);
+        for _ in 0..n {
+            tags.push((self.str()?, self.str()?));
+        }
+        if !self.buf.is_empty() {
+            return Err(self.corrupt("trailing bytes after the tags"));
+        }
+        Ok(tags)
+    }
+
     pub(super) fn run(&mut self) -> Result<ChunkRun, LayoutError> {
         let mut version = [0u8; VERSION_ID_BYTES];
         version.copy_from_slice(self.take(VERSION_ID_BYTES)?);

@@ -148,7 +148,13 @@ pub struct Headers {
     pub expires: Option<String>,
     /// `x-amz-meta-*` pairs (name without the prefix), sorted by name.
     pub user_meta: Vec<(String, String)>,
+    /// The object's tags (S3 object tagging), in the order they were given; at most
+    /// [`MAX_OBJECT_TAGS`].
+    pub tags: Vec<(String, String)>,
 }
+
+/// Most tags one object carries (S3's limit).
+pub const MAX_OBJECT_TAGS: usize = 10;
 
 /// A chunk run: the bytes of the whole body, or of one multipart part, cut into chunk records
 /// under one version.
@@ -261,7 +267,8 @@ const LAYOUT_INLINE: u8 = 0;
 const LAYOUT_CHUNKED: u8 = 1;
 
 impl ObjectMeta {
-    /// Serializes the manifest (format version, size, md5, parts, headers, checksums, layout).
+    /// Serializes the manifest (format version, size, md5, parts, headers, checksums, layout,
+    /// then the tags when there are any).
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut w = Writer::new();
         w.0.put_u64_le(self.size_bytes);
@@ -280,6 +287,7 @@ impl ObjectMeta {
                 }
             }
         }
+        w.tags(&self.headers.tags)?;
         Ok(w.0.freeze())
     }
 
@@ -289,7 +297,7 @@ impl ObjectMeta {
         let size_bytes = r.u64()?;
         let md5 = r.md5()?;
         let parts_count = r.u32()?;
-        let headers = r.headers()?;
+        let mut headers = r.headers()?;
         let checksums = r.checksums()?;
         let layout = match r.u8()? {
             LAYOUT_INLINE => BodyLayout::Inline,
@@ -311,6 +319,7 @@ impl ObjectMeta {
             }
             _ => return Err(r.corrupt("unknown layout")),
         };
+        headers.tags = r.tags()?;
         Ok(Self {
             size_bytes,
             md5,

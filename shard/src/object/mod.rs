@@ -89,6 +89,48 @@ mod tests {
     }
 
     #[test]
+    fn tags_end_the_record_and_untagged_records_are_unchanged() {
+        let mut meta = ObjectMeta {
+            size_bytes: 3,
+            md5: [2; 16],
+            parts_count: 0,
+            headers: Headers::default(),
+            checksums: vec![],
+            layout: BodyLayout::Inline,
+        };
+        let untagged = meta.encode().unwrap();
+        meta.headers.tags = vec![("team".into(), "a b".into()), ("k".into(), String::new())];
+        let tagged = meta.encode().unwrap();
+        assert_eq!(&tagged[..untagged.len()], &untagged[..]);
+        assert_eq!(ObjectMeta::decode(&tagged).unwrap(), meta);
+        assert!(
+            ObjectMeta::decode(&untagged)
+                .unwrap()
+                .headers
+                .tags
+                .is_empty()
+        );
+        assert!(ObjectMeta::decode(&tagged[..tagged.len() - 1]).is_err());
+        let mut extra = tagged.to_vec();
+        extra.push(0);
+        assert!(ObjectMeta::decode(&extra).is_err());
+        meta.headers.tags = vec![(String::new(), String::new()); MAX_OBJECT_TAGS + 1];
+        assert!(matches!(meta.encode(), Err(EncodeError::TooMany { .. })));
+        let upload = UploadMeta {
+            headers: Headers {
+                tags: vec![("x".into(), "y".into())],
+                ..Headers::default()
+            },
+            checksum_algorithm: None,
+            initiator: "me".into(),
+        };
+        assert_eq!(
+            UploadMeta::decode(&upload.encode().unwrap()).unwrap(),
+            upload
+        );
+    }
+
+    #[test]
     fn truncated_manifest_is_corrupt_not_a_panic() {
         let meta = ObjectMeta {
             size_bytes: 0,

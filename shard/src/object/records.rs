@@ -33,18 +33,20 @@ impl UploadMeta {
         w.headers(&self.headers)?;
         w.0.put_u8(self.checksum_algorithm.map_or(0, |k| k as u8));
         w.str("the initiator", &self.initiator)?;
+        w.tags(&self.headers.tags)?;
         Ok(w.0.freeze())
     }
 
     /// Parses an upload record's metadata.
     pub fn decode(buf: &[u8]) -> Result<Self, LayoutError> {
         let mut r = Reader::new(buf, "upload record")?;
-        let headers = r.headers()?;
+        let mut headers = r.headers()?;
         let checksum_algorithm = match r.u8()? {
             0 => None,
             v => Some(ChecksumKind::from_u8(v).ok_or_else(|| r.corrupt("unknown checksum kind"))?),
         };
         let initiator = r.str()?;
+        headers.tags = r.tags()?;
         Ok(Self {
             headers,
             checksum_algorithm,
