@@ -6,9 +6,9 @@
 #      release binaries (`cargo build --release --bins`),
 #   3. runs the Rust tests of the whole workspace (cargo nextest, or cargo test without it), and
 #      the engine's tests once more with plain `cargo test --release` (one process per binary),
-#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary, twice and
-#      at the same time: all-in-one, and split (a storage process and a gateway-only process;
-#      LEOFS_E2E_DEPLOYMENT).
+#   4. runs the end-to-end suite (pytest, tests/e2e) against the REAL release binary, twice:
+#      all-in-one, and split (a storage process and a gateway-only process;
+#      LEOFS_E2E_DEPLOYMENT). Steps 3 and 4 run as two streams at the same time (below).
 # Exits non-zero if any step fails. pytest's closing line is the last test-runner line printed.
 #
 # Knobs (environment):
@@ -86,72 +86,96 @@ if cargo build --release --bins; then build_ok=ok; else build_ok=FAIL; fi
 record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 
 # ---------------------------------------------------------------------------------------------
-if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" = 1 ]; then
-    step "Rust tests skipped (LEOFS_SKIP_CARGO_TESTS=1)"
-else
-    feature_args=()
-    if [ -n "$CARGO_TEST_FEATURES" ]; then
-        crate="${CARGO_TEST_FEATURES%%/*}"; feature="${CARGO_TEST_FEATURES#*/}"
-        manifest="$(cargo metadata --no-deps --format-version 1 2>/dev/null \
-            | python3 -c "import json,sys; print(next((p['manifest_path'] for p in json.load(sys.stdin)['packages'] if p['name']=='$crate'), ''))")"
-        if [ -n "$manifest" ] && grep -qE "^$feature *=" "$manifest"; then
-            feature_args=(--features "$CARGO_TEST_FEATURES")
-        else
-            echo "note: $CARGO_TEST_FEATURES not defined; running without it"
-        fi
-    fi
-    t0=$(now)
-    if cargo nextest --version >/dev/null 2>&1; then
-        step "cargo nextest run --workspace ${feature_args[*]}"
-        cargo nextest run --workspace "${feature_args[@]}" && rust_ok=ok || rust_ok=FAIL
-        record "cargo nextest (workspace)" "$rust_ok" $(( $(now) - t0 ))
+# Steps 3 and 4 run as two streams at once, so that the machine's two cores are both busy
+# (much of the end-to-end suite waits on processes, heartbeats and timeouts):
+#   stream 1: the Rust tests (nextest, then the engine's tests in release), then the
+#             all-in-one end-to-end pass over the cluster files (which start clusters of
+#             processes of their own, run in this pass only, and are the most sensitive to a
+#             busy machine: they run once the compilers are done);
+#   stream 2: the all-in-one pass over every other file, then the split pass over every file.
+# Each stream's output goes to a file, printed in full once both are done.
+CLUSTER_FILES="test_rebalance.py test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py"
+cluster_args=(); rest_ignores=()
+for f in $CLUSTER_FILES; do
+    cluster_args+=("tests/e2e/$f")
+    rest_ignores+=("--ignore=tests/e2e/$f")
+done
+
+feature_args=()
+if [ -n "$CARGO_TEST_FEATURES" ]; then
+    crate="${CARGO_TEST_FEATURES%%/*}"; feature="${CARGO_TEST_FEATURES#*/}"
+    manifest="$(cargo metadata --no-deps --format-version 1 2>/dev/null \
+        | python3 -c "import json,sys; print(next((p['manifest_path'] for p in json.load(sys.stdin)['packages'] if p['name']=='$crate'), ''))")"
+    if [ -n "$manifest" ] && grep -qE "^$feature *=" "$manifest"; then
+        feature_args=(--features "$CARGO_TEST_FEATURES")
     else
-        step "cargo test --workspace ${feature_args[*]} (cargo-nextest not installed)"
-        cargo test --workspace "${feature_args[@]}" && rust_ok=ok || rust_ok=FAIL
-        record "cargo test (workspace)" "$rust_ok" $(( $(now) - t0 ))
+        echo "note: $CARGO_TEST_FEATURES not defined; running without it"
     fi
 fi
 
-# ---------------------------------------------------------------------------------------------
-# The engine's tests must also pass as plain `cargo test` runs them: every test of a binary in
-# one process, sharing its fail-point registry (nextest runs each test in a process of its own).
-if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" != 1 ]; then
-    step "cargo test -p leofs-engine --release (all tests of a binary in one process)"
-    t0=$(now)
-    cargo test -p leofs-engine --release && engine_ok=ok || engine_ok=FAIL
-    record "cargo test (engine, release)" "$engine_ok" $(( $(now) - t0 ))
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Twice: against one process with every role, then split (every server a storage process and a
-# gateway-only process joined to it over the wire). The two passes run at the same time (the
-# split pass skips the cluster tests, which start processes of their own and run once, in the
-# all-in-one pass): its output is kept in a file and shown once it is done.
-run_e2e() { # deployment: runs the suite against it
-    # shellcheck disable=SC2086
-    LEOFS_E2E_DEPLOYMENT=$1 python3 -m pytest tests/e2e -q --durations=15 ${PYTEST_ARGS:-}
-}
-if [ "$build_ok" != ok ]; then
-    step "end-to-end suite: skipped, the release build failed"
-    record "pytest tests/e2e (all-in-one)" "FAIL" 0
-    record "pytest tests/e2e (split)" "FAIL" 0
-else
-    split_log="$(mktemp "${TMPDIR:-/tmp}/leofs-e2e-split.XXXXXX")"
-    t0=$(now)
-    run_e2e split >"$split_log" 2>&1 &
-    split_pid=$!
-    step "end-to-end suite (all-in-one; split beside it): pytest tests/e2e (LEOFS_BIN=$LEOFS_BIN)"
-    run_e2e all-in-one
+results="$(mktemp -d "${TMPDIR:-/tmp}/leofs-tests.XXXXXX")"
+# timed NAME COMMAND...: runs COMMAND, records "NAME STATUS SECONDS" in $results/NAME.
+timed() {
+    local name=$1; shift
+    local t0; t0=$(now)
+    printf '\n==> %s\n' "$name"
+    "$@"
+    local rc=$?
     # Exit code 5 (no test collected) is a failure too.
-    [ $? = 0 ] && e2e_ok=ok || e2e_ok=FAIL
-    record "pytest tests/e2e (all-in-one)" "$e2e_ok" $(( $(now) - t0 ))
-    wait "$split_pid"
-    [ $? = 0 ] && e2e_ok=ok || e2e_ok=FAIL
-    step "end-to-end suite (split), run beside the all-in-one pass"
-    cat "$split_log"
-    rm -f "$split_log"
-    record "pytest tests/e2e (split)" "$e2e_ok" $(( $(now) - t0 ))
+    local status=ok; [ $rc = 0 ] || status=FAIL
+    echo "$name|$status|$(( $(now) - t0 ))" >"$results/$(echo "$name" | tr ' /()' '____')"
+    return $rc
+}
+run_e2e() { # deployment, then pytest arguments
+    local deployment=$1; shift
+    # shellcheck disable=SC2086
+    LEOFS_E2E_DEPLOYMENT=$deployment python3 -m pytest -q --durations=15 "$@" ${PYTEST_ARGS:-}
+}
+stream1() {
+    if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" = 1 ]; then
+        echo "Rust tests skipped (LEOFS_SKIP_CARGO_TESTS=1)"
+    elif cargo nextest --version >/dev/null 2>&1; then
+        timed "cargo nextest (workspace)" cargo nextest run --workspace "${feature_args[@]}"
+    else
+        timed "cargo test (workspace)" cargo test --workspace "${feature_args[@]}"
+    fi
+    # The engine's tests must also pass as plain `cargo test` runs them: every test of a
+    # binary in one process, sharing its fail-point registry (nextest runs each test in a
+    # process of its own).
+    if [ "${LEOFS_SKIP_CARGO_TESTS:-0}" != 1 ]; then
+        timed "cargo test (engine, release)" cargo test -p leofs-engine --release
+    fi
+    if [ "$build_ok" = ok ]; then
+        timed "pytest e2e all-in-one (clusters)" run_e2e all-in-one "${cluster_args[@]}"
+    fi
+}
+stream2() {
+    [ "$build_ok" = ok ] || return 0
+    timed "pytest e2e all-in-one (rest)" run_e2e all-in-one tests/e2e "${rest_ignores[@]}"
+    timed "pytest e2e split" run_e2e split tests/e2e
+}
+
+step "Rust tests and the end-to-end suite, in two streams (LEOFS_BIN=$LEOFS_BIN)"
+if [ "$build_ok" != ok ]; then
+    echo "end-to-end suite: skipped, the release build failed"
+    record "pytest tests/e2e" "FAIL" 0
 fi
+stream1 >"$results/stream1.log" 2>&1 &
+stream1_pid=$!
+stream2 >"$results/stream2.log" 2>&1 &
+stream2_pid=$!
+wait "$stream1_pid"
+wait "$stream2_pid"
+step "stream 1: Rust tests, then the all-in-one end-to-end pass over the cluster files"
+cat "$results/stream1.log"
+step "stream 2: the all-in-one pass over every other file, then the split pass"
+cat "$results/stream2.log"
+for f in "$results"/*; do
+    case "$f" in *.log) continue ;; esac
+    IFS='|' read -r name status secs <"$f"
+    record "$name" "$status" "$secs"
+done
+rm -rf "$results"
 
 # ---------------------------------------------------------------------------------------------
 step "summary (step, status, seconds)"

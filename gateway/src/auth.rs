@@ -76,11 +76,15 @@ pub fn authorize(
         };
     };
     let Some(b) = state.bucket(bucket) else {
-        // The operation reports NoSuchBucket to authenticated callers; anonymous ones learn nothing.
+        // The operation reports NoSuchBucket to authenticated callers; anonymous ones get it
+        // here, as S3 answers them (the operation never runs for them).
         return if user.is_some() {
             Ok(())
         } else {
-            Err(denied())
+            Err(S3Error::with_message(
+                S3ErrorCode::NoSuchBucket,
+                "The specified bucket does not exist",
+            ))
         };
     };
     if b.deleting && class == OpClass::Write {

@@ -72,8 +72,13 @@ const PLAIN_HEADERS: &[&str] = &[
 const PLAIN_READ_HEADERS: &[&str] = &["x-amz-checksum-mode"];
 
 /// Headers a plain write may carry besides [`PLAIN_HEADERS`] (`expect` only as
-/// `100-continue`, which hyper answers when the body is first read, on either path).
-const PLAIN_WRITE_HEADERS: &[&str] = &["content-type", "expect"];
+/// `100-continue`, which hyper answers when the body is first read, on either path;
+/// `transfer-encoding` only as `chunked`, in place of a Content-Length).
+const PLAIN_WRITE_HEADERS: &[&str] = &["content-type", "expect", "transfer-encoding"];
+
+/// Most bytes a PUT whose length is not given (`Transfer-Encoding: chunked`) may send: S3's
+/// largest single PUT, 5 GiB.
+const CHUNKED_PUT_BYTES_MAX: u64 = 5 << 30;
 
 /// SHA-256 of the empty body, the one signed payload hash a GET without a body may declare.
 const EMPTY_PAYLOAD_SHA256: &str =
@@ -126,7 +131,7 @@ impl Service<Request<Incoming>> for FastPath {
         let this = self.clone();
         Box::pin(async move {
             let answer = this.answer(req).await;
-            if watch.timed_out() {
+            let mut resp = if watch.timed_out() {
                 tracing::debug!(
                     idle_secs = this.ctx.config.body_idle_timeout.as_secs(),
                     "request body made no progress: RequestTimeout"
@@ -137,13 +142,62 @@ impl Service<Request<Incoming>> for FastPath {
                 ));
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return Ok(resp);
-            }
-            let mut resp = answer?;
-            watch.close_if_unread(resp.headers_mut());
+                resp
+            } else {
+                let mut resp = answer?;
+                watch.close_if_unread(resp.headers_mut());
+                resp
+            };
+            stamp_request_id(&mut resp);
             Ok(resp)
         })
     }
+}
+
+/// Gives a response S3's request identification: `x-amz-request-id` (16 upper-case hex digits,
+/// fresh for each request) and `x-amz-id-2` (base64), and, in an error document that lacks
+/// it, `<RequestId>` with the same id (s3s writes none).
+fn stamp_request_id(resp: &mut Response<Body>) {
+    let [id, host]: [u64; 2] = rand::random();
+    let id = format!("{id:016X}");
+    let mut id2 = [0u8; 24];
+    id2[..8].copy_from_slice(&host.to_be_bytes());
+    id2[8..].copy_from_slice(id.as_bytes());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-amz-request-id", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&crate::layout::base64_encode(&id2)) {
+        resp.headers_mut().insert("x-amz-id-2", value);
+    }
+    if resp.status().is_success() {
+        return;
+    }
+    let Some(document) = resp.body().bytes() else {
+        return;
+    };
+    if let Some(with_id) = error_document_with_request_id(&document, &id) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(with_id.len()));
+        *resp.body_mut() = Body::from(with_id);
+    }
+}
+
+/// An S3 error document with `<RequestId>id</RequestId>` added before its end, or None when
+/// `document` is not one or already has one.
+fn error_document_with_request_id(document: &[u8], id: &str) -> Option<bytes::Bytes> {
+    const END: &[u8] = b"</Error>";
+    let text = std::str::from_utf8(document).ok()?;
+    if text.contains("<RequestId>") {
+        return None;
+    }
+    let at = text.trim_end().strip_suffix("</Error>")?.len();
+    let mut out = Vec::with_capacity(document.len() + id.len() + 24);
+    out.extend_from_slice(&document[..at]);
+    out.extend_from_slice(b"<RequestId>");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"</RequestId>");
+    out.extend_from_slice(END);
+    Some(out.into())
 }
 
 impl FastPath {
@@ -169,9 +223,12 @@ impl FastPath {
                     None => self.inner.call(req).await,
                 }
             }
-            PlainKind::Write { content_length } => {
-                Ok(self.serve_write(plain, content_length, req).await)
-            }
+            PlainKind::Write {
+                content_length,
+                body_sha256,
+            } => Ok(self
+                .serve_write(plain, content_length, body_sha256, req)
+                .await),
         }
     }
 }
@@ -180,8 +237,32 @@ impl FastPath {
 enum PlainKind {
     /// GetObject (`head` false) or HeadObject of the whole object.
     Read { head: bool, checksums: bool },
-    /// PutObject with a Content-Length (as s3s parses it).
-    Write { content_length: i64 },
+    /// PutObject with a Content-Length (as s3s parses it), or of a chunked body (None); with
+    /// the body's SHA-256 when the signature covers it (a chunked body only).
+    Write {
+        content_length: Option<i64>,
+        body_sha256: Option<[u8; 32]>,
+    },
+}
+
+/// The payload hashes a plain request may be signed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Payload {
+    /// A read: `UNSIGNED-PAYLOAD` or the empty body's hash.
+    Empty,
+    /// A write with a Content-Length: `UNSIGNED-PAYLOAD` (s3s hashes a signed body).
+    Unsigned,
+    /// A chunked write: `UNSIGNED-PAYLOAD`, or the body's SHA-256, checked as it arrives.
+    UnsignedOrSigned,
+}
+
+/// The 32 bytes of a SHA-256 in 64 lower-case hex digits (as SigV4 writes it).
+fn lower_hex_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let bytes = hex::decode(text).ok()?;
+    <[u8; 32]>::try_from(bytes).ok()
 }
 
 /// A plain request whose signature verified.
@@ -222,19 +303,27 @@ impl FastPath {
             .get(header::CONTENT_LENGTH)
             .map(HeaderValue::as_bytes);
         let kind = if *method == Method::PUT {
-            // Without a Content-Length the body would be chunked, and s3s refuses one that is
-            // not an i64 before reading the body: both are s3s's business.
-            let content_length = std::str::from_utf8(content_length?)
-                .ok()?
-                .parse::<i64>()
-                .ok()?;
+            // A Content-Length that is not an i64 is refused by s3s before it reads the body.
+            // Without one, the body is chunked (s3s refuses that: it must know the length of a
+            // body whose SHA-256 it checks); the length is then learnt as it arrives.
+            let chunked = headers.get(header::TRANSFER_ENCODING);
+            let content_length = match (content_length, chunked) {
+                (Some(length), None) => {
+                    Some(std::str::from_utf8(length).ok()?.parse::<i64>().ok()?)
+                }
+                (None, Some(te)) if te.as_bytes().eq_ignore_ascii_case(b"chunked") => None,
+                _ => return None,
+            };
             if headers
                 .get(header::EXPECT)
                 .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
             {
                 return None;
             }
-            PlainKind::Write { content_length }
+            PlainKind::Write {
+                content_length,
+                body_sha256: None,
+            }
         } else {
             if content_length.is_some_and(|v| v != b"0") {
                 return None;
@@ -256,9 +345,27 @@ impl FastPath {
         // The same split (and key length limit) as s3s and the REST API.
         let (bucket, key) = split_path(req.uri().path())?;
         leofs_manager::validate_bucket_name(&bucket).ok()?;
-        let write = matches!(kind, PlainKind::Write { .. });
+        let payload = match kind {
+            PlainKind::Read { .. } => Payload::Empty,
+            PlainKind::Write {
+                content_length: Some(_),
+                ..
+            } => Payload::Unsigned,
+            PlainKind::Write {
+                content_length: None,
+                ..
+            } => Payload::UnsignedOrSigned,
+        };
         let decoded_path = format!("/{bucket}/{key}");
-        let (access_key, region) = self.verify_signature(req, &decoded_path, write)?;
+        let (access_key, region, body_sha256) =
+            self.verify_signature(req, &decoded_path, payload)?;
+        let kind = match kind {
+            PlainKind::Write { content_length, .. } => PlainKind::Write {
+                content_length,
+                body_sha256,
+            },
+            read => read,
+        };
         Some(PlainRequest {
             kind,
             bucket,
@@ -268,13 +375,15 @@ impl FastPath {
         })
     }
 
-    /// The access key whose signature `req` carries, and its scope's region, if it verifies now.
+    /// The access key whose signature `req` carries, its scope's region and the body's SHA-256
+    /// when the signature covers the body, if it verifies now with a payload hash `payload`
+    /// allows.
     fn verify_signature(
         &self,
         req: &Request<Body>,
         decoded_path: &str,
-        write: bool,
-    ) -> Option<(String, String)> {
+        payload: Payload,
+    ) -> Option<(String, String, Option<[u8; 32]>)> {
         let headers = req.headers();
         let auth = AuthorizationV4::parse(headers.get(header::AUTHORIZATION)?.to_str().ok()?)?;
         if auth.service != "s3" {
@@ -295,9 +404,12 @@ impl FastPath {
             return None;
         }
         let payload_hash = headers.get("x-amz-content-sha256")?.to_str().ok()?;
-        if payload_hash != UNSIGNED_PAYLOAD && (write || payload_hash != EMPTY_PAYLOAD_SHA256) {
-            return None;
-        }
+        let body_sha256 = match payload {
+            _ if payload_hash == UNSIGNED_PAYLOAD => None,
+            Payload::Empty if payload_hash == EMPTY_PAYLOAD_SHA256 => None,
+            Payload::UnsignedOrSigned => Some(lower_hex_sha256(payload_hash)?),
+            _ => return None,
+        };
         let canonical = canonical_request(
             req.method().as_str(),
             &uri_encode_path(decoded_path),
@@ -310,8 +422,13 @@ impl FastPath {
             Some(self.signing_keys.get(&auth, secret))
         })?;
         let to_sign = string_to_sign(amz_date, &auth, &canonical);
-        signature_matches(&signing_key, &to_sign, auth.signature)
-            .then(|| (auth.access_key.to_owned(), auth.region.to_owned()))
+        signature_matches(&signing_key, &to_sign, auth.signature).then(|| {
+            (
+                auth.access_key.to_owned(),
+                auth.region.to_owned(),
+                body_sha256,
+            )
+        })
     }
 
     /// The bucket's storage identity, if it exists, never had versioning (a versioned bucket's
@@ -376,7 +493,8 @@ impl FastPath {
     async fn serve_write(
         &self,
         write: PlainRequest,
-        content_length: i64,
+        content_length: Option<i64>,
+        body_sha256: Option<[u8; 32]>,
         req: Request<Body>,
     ) -> Response<Body> {
         let PlainRequest {
@@ -402,11 +520,15 @@ impl FastPath {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
+        let body = match content_length {
+            Some(_) => StreamingBlob::from(body),
+            None => StreamingBlob::wrap(CheckedBody::new(body, body_sha256)),
+        };
         let input = PutObjectInput {
             bucket: bucket.clone(),
             key: key.clone(),
-            body: Some(StreamingBlob::from(body)),
-            content_length: Some(content_length),
+            body: Some(body),
+            content_length,
             content_type,
             ..PutObjectInput::default()
         };
@@ -430,6 +552,78 @@ impl FastPath {
                 Err(e) => error_response(S3Error::internal_error(e)),
             },
             Err(e) => error_response(S3Error::from(e)),
+        }
+    }
+}
+
+/// A chunked PUT's body: at most [`CHUNKED_PUT_BYTES_MAX`] bytes (then `EntityTooLarge`),
+/// and, when the signature covers it, the SHA-256 it was signed with (checked at its end:
+/// `XAmzContentSHA256Mismatch`, and the PUT commits nothing).
+struct CheckedBody {
+    inner: Body,
+    hasher: Option<sha2::Sha256>,
+    expected: [u8; 32],
+    received: u64,
+}
+
+impl CheckedBody {
+    fn new(inner: Body, sha256: Option<[u8; 32]>) -> Self {
+        use sha2::Digest;
+        Self {
+            inner,
+            hasher: sha256.map(|_| sha2::Sha256::new()),
+            expected: sha256.unwrap_or_default(),
+            received: 0,
+        }
+    }
+}
+
+impl futures_util::Stream for CheckedBody {
+    type Item = Result<bytes::Bytes, S3Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use sha2::Digest;
+        use std::task::Poll;
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(piece))) => {
+                this.received += piece.len() as u64;
+                if this.received > CHUNKED_PUT_BYTES_MAX {
+                    let too_large = S3Error::with_message(
+                        S3ErrorCode::EntityTooLarge,
+                        "Your proposed upload exceeds the maximum allowed object size.",
+                    );
+                    return Poll::Ready(Some(Err(too_large)));
+                }
+                if let Some(hasher) = &mut this.hasher {
+                    hasher.update(&piece);
+                }
+                Poll::Ready(Some(Ok(piece)))
+            }
+            Poll::Ready(None) => {
+                let matches = this
+                    .hasher
+                    .take()
+                    .is_none_or(|hasher| <[u8; 32]>::from(hasher.finalize()) == this.expected);
+                if matches {
+                    return Poll::Ready(None);
+                }
+                let mut mismatch = S3Error::with_message(
+                    S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                );
+                mismatch.set_status_code(StatusCode::BAD_REQUEST);
+                Poll::Ready(Some(Err(mismatch)))
+            }
+            // The body stopped (the client went away, or it was idle too long).
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(S3Error::with_message(
+                S3ErrorCode::IncompleteBody,
+                e.to_string(),
+            )))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -572,6 +766,22 @@ fn uri_encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_documents_get_their_request_id() {
+        let doc = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>m</Message></Error>";
+        let with = error_document_with_request_id(doc, "ABC").unwrap();
+        assert_eq!(
+            &with[..],
+            &b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>m</Message><RequestId>ABC</RequestId></Error>"[..]
+        );
+        assert_eq!(error_document_with_request_id(&with, "DEF"), None);
+        assert_eq!(error_document_with_request_id(b"", "DEF"), None);
+        assert_eq!(
+            error_document_with_request_id(b"<ListBucketResult/>", "DEF"),
+            None
+        );
+    }
 
     #[test]
     fn errors_are_written_as_s3s_writes_them() {

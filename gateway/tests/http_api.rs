@@ -448,6 +448,8 @@ fn multipart_upload_completes_with_md5_of_md5s_etag_and_serves_parts() {
     assert_eq!(part2.status, 206);
     assert_eq!(part2.body, p2);
     assert_eq!(part2.header("x-amz-mp-parts-count"), Some("2"));
+    // A repeated completion with the same parts is answered as the first (S3); with other
+    // parts, the upload is gone.
     let again = request(
         node.s3,
         "POST",
@@ -455,7 +457,16 @@ fn multipart_upload_completes_with_md5_of_md5s_etag_and_serves_parts() {
         &[],
         xml(&[0, 1]).as_bytes(),
     );
-    assert!(again.text().contains("NoSuchUpload"));
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(again.text().contains(&expected_etag), "{}", again.text());
+    let other = request(
+        node.s3,
+        "POST",
+        &format!("/pub/mp?uploadId={upload_id}"),
+        &[],
+        xml(&[0]).as_bytes(),
+    );
+    assert!(other.text().contains("NoSuchUpload"));
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ManagerError> {
     if name.contains("..") {
         return reject("must not contain two adjacent periods");
     }
+    if name.contains(".-") || name.contains("-.") {
+        return reject("must not contain a period next to a hyphen");
+    }
     if looks_like_ipv4(name) {
         return reject("must not be formatted as an IP address");
     }
@@ -128,6 +131,16 @@ mod tests {
             "a+b",
         ] {
             assert!(reason_of(name).contains("only lowercase"), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_period_next_to_a_hyphen_is_refused() {
+        for name in ["a.-b", "a-.b", "ab-.-cd"] {
+            assert!(
+                reason_of(name).contains("period next to a hyphen"),
+                "{name:?}"
+            );
         }
     }
 

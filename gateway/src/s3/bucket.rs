@@ -75,6 +75,9 @@ pub async fn list_buckets(
     }))
 }
 
+/// The region where S3 answers a CreateBucket of a bucket its owner already has with 200.
+const US_EAST_1: &str = "us-east-1";
+
 /// CreateBucket with the manager's naming rules and an optional canned ACL.
 pub async fn create_bucket(
     ctx: &Ctx,
@@ -99,7 +102,17 @@ pub async fn create_bucket(
         ));
     }
     let acl = parse_acl(input.acl.as_ref())?;
-    ctx.catalog.create_bucket(&input.bucket, &user, acl).await?;
+    match ctx.catalog.create_bucket(&input.bucket, &user, acl).await {
+        Ok(_) => {}
+        // S3's legacy answer in us-east-1: the owner's bucket is "created" again, its ACL
+        // reset to the one given; elsewhere BucketAlreadyOwnedByYou.
+        Err(leofs_manager::ManagerError::BucketAlreadyOwnedByYou(_))
+            if ctx.config.region == US_EAST_1 =>
+        {
+            ctx.catalog.set_bucket_acl(&input.bucket, acl).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     }))

@@ -148,6 +148,7 @@ pub async fn copy_object(
         // An inline source with no extra checksum asked for is copied as is (no re-hashing).
         BodyLayout::Inline if kinds.len() == src.meta.checksums.len() => {
             let meta = ObjectMeta {
+                completed_upload: None,
                 headers,
                 parts_count: 0,
                 ..src.meta.clone()
@@ -166,6 +167,7 @@ pub async fn copy_object(
                 None => BodyLayout::Inline,
             };
             let meta = ObjectMeta {
+                completed_upload: None,
                 size_bytes: written.size_bytes,
                 md5: written.md5,
                 parts_count: 0,

@@ -249,6 +249,7 @@ mod tests {
             )
         };
         ObjectMeta {
+            completed_upload: None,
             size_bytes: size,
             md5: [0; 16],
             parts_count: u32::try_from(parts.len()).unwrap(),

@@ -285,14 +285,16 @@ pub async fn list_objects(
     let enc = |s: String| if url { url_encode(&s) } else { s };
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
-        prefix: Some(enc(prefix)),
+        // S3 answers a v1 listing's Prefix as given, even with encoding-type=url (clients do
+        // not decode it: botocore decodes only Delimiter, Marker, NextMarker and the keys).
+        prefix: Some(prefix),
         marker: Some(enc(input.marker.unwrap_or_default())),
         max_keys: i32::try_from(max_keys).ok(),
         is_truncated: Some(page.truncated),
         next_marker: page.next_marker().map(enc),
         contents: Some(contents),
         common_prefixes: Some(common_prefixes),
-        delimiter: input.delimiter.map(enc),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(enc),
         encoding_type: input.encoding_type,
         ..Default::default()
     }))
@@ -352,7 +354,7 @@ pub async fn list_objects_v2(
         next_continuation_token: page.next_marker().map(hex::encode),
         contents: Some(contents),
         common_prefixes: Some(common_prefixes),
-        delimiter: input.delimiter.map(enc),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(enc),
         encoding_type: input.encoding_type,
         start_after: input.start_after.map(enc),
         ..Default::default()
@@ -405,7 +407,7 @@ pub async fn list_object_versions(
     let next_key_marker = page.next_marker().map(enc);
     Ok(S3Response::new(ListObjectVersionsOutput {
         common_prefixes: Some(common_prefixes),
-        delimiter: input.delimiter.map(enc),
+        delimiter: input.delimiter.filter(|d| !d.is_empty()).map(enc),
         encoding_type: input.encoding_type,
         is_truncated: Some(page.truncated),
         key_marker: Some(enc(input.key_marker.unwrap_or_default())),

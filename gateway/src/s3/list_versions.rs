@@ -309,7 +309,11 @@ pub async fn list_object_versions(
     Ok(S3Response::new(ListObjectVersionsOutput {
         common_prefixes: Some(common_prefixes),
         delete_markers: Some(delete_markers),
-        delimiter: input.delimiter.as_deref().map(enc),
+        delimiter: input
+            .delimiter
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map(enc),
         encoding_type: input.encoding_type,
         is_truncated: Some(truncated),
         key_marker: Some(enc(input.key_marker.as_deref().unwrap_or_default())),

@@ -313,12 +313,23 @@ pub fn headers_from(
         content_type,
         cache_control,
         content_disposition,
-        content_encoding,
+        content_encoding: content_encoding.and_then(|e| without_aws_chunked(&e)),
         content_language,
         expires,
         user_meta,
         tags: Vec::new(),
     })
+}
+
+/// A Content-Encoding without `aws-chunked`, which names how the request body was framed, not
+/// how the object is encoded (S3 does not store it); None when nothing else is left.
+fn without_aws_chunked(encoding: &str) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 /// Response fields carrying a stored object's headers.
@@ -599,6 +610,20 @@ pub fn access_key<T>(req: &S3Request<T>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_chunked_is_not_stored_as_a_content_encoding() {
+        assert_eq!(without_aws_chunked("aws-chunked"), None);
+        assert_eq!(
+            without_aws_chunked("aws-chunked,gzip").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            without_aws_chunked("gzip, AWS-CHUNKED").as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(without_aws_chunked("gzip,br").as_deref(), Some("gzip,br"));
+    }
 
     #[test]
     fn content_md5_must_be_24_base64_characters() {

@@ -328,11 +328,25 @@ pub async fn complete_multipart_upload(
 ) -> Result<S3Response<CompleteMultipartUploadOutput>, GatewayError> {
     let input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
-    let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     let requested = input
         .multipart_upload
         .and_then(|m| m.parts)
         .unwrap_or_default();
+    let upload = match load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await {
+        Ok((upload, _)) => upload,
+        Err(gone) => {
+            return completed_before(
+                ctx,
+                &bucket_id,
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                &requested,
+            )
+            .await?
+            .ok_or(gone);
+        }
+    };
     if requested.is_empty() {
         return Err(GatewayError::s3(
             S3ErrorCode::MalformedXML,
@@ -401,6 +415,7 @@ pub async fn complete_multipart_upload(
     let md5 = multipart_md5(runs.iter().map(|s| &s.md5));
     let size_bytes = runs.iter().map(|s| s.size_bytes).sum();
     let meta = ObjectMeta {
+        completed_upload: Some(input.upload_id.clone()),
         size_bytes,
         md5,
         parts_count: u32::try_from(runs.len()).unwrap_or(u32::MAX),
@@ -449,6 +464,55 @@ pub async fn complete_multipart_upload(
         version_id: super::versions::written_version_id(&bucket_id, hlc),
         ..Default::default()
     }))
+}
+
+/// The answer to a CompleteMultipartUpload of an upload that is gone because it was completed:
+/// S3 answers a repeated completion (a client retrying after a lost answer) as the first, when
+/// the key's current object is that completion and the parts named are the ones it assembled
+/// (their ETags make its ETag). None otherwise: the upload is unknown, or was aborted.
+async fn completed_before(
+    ctx: &Ctx,
+    bucket: &BucketId,
+    bucket_name: &str,
+    key: &str,
+    upload_id: &str,
+    requested: &[CompletedPart],
+) -> Result<Option<S3Response<CompleteMultipartUploadOutput>>, GatewayError> {
+    let named = match super::versions::read_named(ctx, bucket, key, None, true).await {
+        Ok(named) => named,
+        Err(_) => return Ok(None),
+    };
+    let super::versions::Named::Object(obj, version_id) = named else {
+        return Ok(None);
+    };
+    if obj.meta.completed_upload.as_deref() != Some(upload_id)
+        || obj.meta.parts_count as usize != requested.len()
+    {
+        return Ok(None);
+    }
+    let mut md5s = Vec::with_capacity(requested.len());
+    for part in requested {
+        let Some(md5) = part
+            .e_tag
+            .as_ref()
+            .and_then(|e| hex::decode(e.value().trim_matches('"')).ok())
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        else {
+            return Ok(None);
+        };
+        md5s.push(md5);
+    }
+    if multipart_md5(md5s.iter()) != obj.meta.md5 {
+        return Ok(None);
+    }
+    Ok(Some(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(bucket_name.to_owned()),
+        e_tag: Some(etag(obj.meta.etag())),
+        key: Some(key.to_owned()),
+        location: Some(format!("/{bucket_name}/{key}")),
+        version_id,
+        ..Default::default()
+    })))
 }
 
 /// AbortMultipartUpload.

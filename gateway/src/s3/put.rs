@@ -123,6 +123,7 @@ pub async fn put_object(
         &written.checksums,
     )?;
     let meta = ObjectMeta {
+        completed_upload: None,
         size_bytes: written.size_bytes,
         md5: written.md5,
         parts_count: 0,

@@ -1094,6 +1094,8 @@ pub struct BucketPage {
     region: Option<String>,
     after: Option<String>,
     max_buckets: usize,
+    /// The prefix asked for, which S3 echoes (the listing applies it).
+    prefix: Option<String>,
 }
 
 impl BucketPage {
@@ -1107,6 +1109,7 @@ impl BucketPage {
             region: input.bucket_region.clone().filter(|r| !r.is_empty()),
             after: input.continuation_token.clone().filter(|t| !t.is_empty()),
             max_buckets,
+            prefix: input.prefix.clone().filter(|p| !p.is_empty()),
         }
     }
 
@@ -1127,6 +1130,7 @@ impl BucketPage {
             out.continuation_token = buckets.last().and_then(|b| b.name.clone());
         }
         out.buckets = Some(buckets);
+        out.prefix = self.prefix;
     }
 }
 

@@ -42,6 +42,20 @@ pub enum EncodeError {
     },
 }
 
+/// Field id of an object's tags in a record's optional fields.
+const FIELD_TAGS: u8 = 1;
+/// Field id of the multipart upload a manifest completed.
+const FIELD_COMPLETED_UPLOAD: u8 = 2;
+
+/// The optional fields at the end of a manifest or an upload record.
+#[derive(Debug, Default)]
+pub(super) struct Extras {
+    /// The object's tags.
+    pub(super) tags: Vec<(String, String)>,
+    /// The id of the multipart upload whose completion wrote the manifest.
+    pub(super) completed_upload: Option<String>,
+}
+
 /// Builds one encoded record, starting with the format version.
 pub(super) struct Writer(pub(super) BytesMut);
 
@@ -125,20 +139,40 @@ impl Writer {
         Ok(())
     }
 
-    /// The tags section that ends a manifest or an upload record: nothing when there are no
-    /// tags (so untagged records are byte for byte what they were before tags existed), else a
-    /// u8 count and each (key string, value string).
-    pub(super) fn tags(&mut self, tags: &[(String, String)]) -> Result<(), EncodeError> {
-        if tags.is_empty() {
-            return Ok(());
+    /// The optional fields that end a manifest or an upload record, each as a u8 field id, a
+    /// u32 length and that many bytes (a reader skips ids it does not know). Nothing is written
+    /// for a field that is empty, so records without them are what they were before they
+    /// existed.
+    pub(super) fn extras(&mut self, extras: &Extras) -> Result<(), EncodeError> {
+        if !extras.tags.is_empty() {
+            let count: u8 = Self::count(extras.tags.len(), "tags", MAX_OBJECT_TAGS)?;
+            let at = self.open_field(FIELD_TAGS);
+            self.0.put_u8(count);
+            for (k, v) in &extras.tags {
+                self.str("a tag key", k)?;
+                self.str("a tag value", v)?;
+            }
+            self.close_field(at);
         }
-        let count: u8 = Self::count(tags.len(), "tags", MAX_OBJECT_TAGS)?;
-        self.0.put_u8(count);
-        for (k, v) in tags {
-            self.str("a tag key", k)?;
-            self.str("a tag value", v)?;
+        if let Some(upload_id) = &extras.completed_upload {
+            let at = self.open_field(FIELD_COMPLETED_UPLOAD);
+            self.str("the completed upload's id", upload_id)?;
+            self.close_field(at);
         }
         Ok(())
+    }
+
+    /// Starts a field: its id and a length filled in by [`Writer::close_field`].
+    fn open_field(&mut self, id: u8) -> usize {
+        self.0.put_u8(id);
+        self.0.put_u32_le(0);
+        self.0.len()
+    }
+
+    fn close_field(&mut self, start: usize) {
+        // A field holds at most a few strings of MAX_FIELD_BYTES: its length fits a u32.
+        let len = (self.0.len() - start) as u32;
+        self.0[start - 4..start].copy_from_slice(&len.to_le_bytes());
     }
 
     pub(super) fn run(&mut self, s: &ChunkRun) {
@@ -248,23 +282,37 @@ impl<'a> Reader<'a> {
         }
         Ok(out)
     }
-    /// The tags section at the end of a record (none when the record ends here).
-    pub(super) fn tags(&mut self) -> Result<Vec<(String, String)>, LayoutError> {
-        if self.buf.is_empty() {
-            return Ok(Vec::new());
+    /// The optional fields at the end of a record ([`Writer::extras`]); fields of an unknown
+    /// id are skipped.
+    pub(super) fn extras(&mut self) -> Result<Extras, LayoutError> {
+        let mut extras = Extras::default();
+        while !self.buf.is_empty() {
+            let id = self.u8()?;
+            let len = usize::try_from(self.u32()?).map_err(|_| self.corrupt("field length"))?;
+            let body = self.take(len)?;
+            let mut field = Reader {
+                buf: body,
+                what: self.what,
+            };
+            match id {
+                FIELD_TAGS => {
+                    let n = usize::from(field.u8()?);
+                    if n == 0 || n > MAX_OBJECT_TAGS {
+                        return Err(self.corrupt("bad tag count"));
+                    }
+                    extras.tags = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        extras.tags.push((field.str()?, field.str()?));
+                    }
+                }
+                FIELD_COMPLETED_UPLOAD => extras.completed_upload = Some(field.str()?),
+                _ => continue,
+            }
+            if !field.buf.is_empty() {
+                return Err(self.corrupt("a field is longer than its content"));
+            }
         }
-        let n = usize::from(self.u8()?);
-        if n == 0 || n > MAX_OBJECT_TAGS {
-            return Err(self.corrupt("bad tag count"));
-        }
-        let mut tags = Vec::with_capacity(n);
-        for _ in 0..n {
-            tags.push((self.str()?, self.str()?));
-        }
-        if !self.buf.is_empty() {
-            return Err(self.corrupt("trailing bytes after the tags"));
-        }
-        Ok(tags)
+        Ok(extras)
     }
 
     pub(super) fn run(&mut self) -> Result<ChunkRun, LayoutError> {

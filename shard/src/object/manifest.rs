@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes};
 
-use super::codec::{Reader, Writer};
+use super::codec::{Extras, Reader, Writer};
 use super::{EncodeError, LayoutError, VERSION_ID_BYTES, VersionChunks, VersionId};
 use crate::Summary;
 
@@ -204,6 +204,9 @@ pub struct ObjectMeta {
     pub checksums: Vec<StoredChecksum>,
     /// Where the body is.
     pub layout: BodyLayout,
+    /// The multipart upload whose completion wrote this manifest (a repeated completion of it
+    /// is answered as the first was).
+    pub completed_upload: Option<String>,
 }
 
 impl ObjectMeta {
@@ -268,7 +271,7 @@ const LAYOUT_CHUNKED: u8 = 1;
 
 impl ObjectMeta {
     /// Serializes the manifest (format version, size, md5, parts, headers, checksums, layout,
-    /// then the tags when there are any).
+    /// then its optional fields: tags, the upload it completed).
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut w = Writer::new();
         w.0.put_u64_le(self.size_bytes);
@@ -287,7 +290,10 @@ impl ObjectMeta {
                 }
             }
         }
-        w.tags(&self.headers.tags)?;
+        w.extras(&Extras {
+            tags: self.headers.tags.clone(),
+            completed_upload: self.completed_upload.clone(),
+        })?;
         Ok(w.0.freeze())
     }
 
@@ -319,7 +325,8 @@ impl ObjectMeta {
             }
             _ => return Err(r.corrupt("unknown layout")),
         };
-        headers.tags = r.tags()?;
+        let extras = r.extras()?;
+        headers.tags = extras.tags;
         Ok(Self {
             size_bytes,
             md5,
@@ -327,6 +334,7 @@ impl ObjectMeta {
             headers,
             checksums,
             layout,
+            completed_upload: extras.completed_upload,
         })
     }
 }

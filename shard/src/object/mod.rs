@@ -67,6 +67,7 @@ mod tests {
     #[test]
     fn manifest_round_trips() {
         let meta = ObjectMeta {
+            completed_upload: None,
             size_bytes: 25,
             md5: [9; 16],
             parts_count: 2,
@@ -89,8 +90,9 @@ mod tests {
     }
 
     #[test]
-    fn tags_end_the_record_and_untagged_records_are_unchanged() {
+    fn optional_fields_end_the_record_and_records_without_them_are_unchanged() {
         let mut meta = ObjectMeta {
+            completed_upload: None,
             size_bytes: 3,
             md5: [2; 16],
             parts_count: 0,
@@ -114,6 +116,13 @@ mod tests {
         let mut extra = tagged.to_vec();
         extra.push(0);
         assert!(ObjectMeta::decode(&extra).is_err());
+        // A field of an id this release does not know is skipped whole.
+        let mut unknown = tagged.to_vec();
+        unknown.extend_from_slice(&[99, 2, 0, 0, 0, 7, 7]);
+        assert_eq!(ObjectMeta::decode(&unknown).unwrap(), meta);
+        meta.completed_upload = Some("upload-1".into());
+        assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        meta.completed_upload = None;
         meta.headers.tags = vec![(String::new(), String::new()); MAX_OBJECT_TAGS + 1];
         assert!(matches!(meta.encode(), Err(EncodeError::TooMany { .. })));
         let upload = UploadMeta {
@@ -133,6 +142,7 @@ mod tests {
     #[test]
     fn truncated_manifest_is_corrupt_not_a_panic() {
         let meta = ObjectMeta {
+            completed_upload: None,
             size_bytes: 0,
             md5: [0; 16],
             parts_count: 0,
@@ -190,6 +200,7 @@ mod tests {
     #[test]
     fn fields_too_long_to_store_are_refused_never_truncated() {
         let meta = |content_type: String, user_meta: Vec<(String, String)>| ObjectMeta {
+            completed_upload: None,
             size_bytes: 0,
             md5: [0; 16],
             parts_count: 0,

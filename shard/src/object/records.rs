@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use super::codec::{Reader, Writer};
+use super::codec::{Extras, Reader, Writer};
 use super::{ChecksumKind, ChunkRun, EncodeError, Headers, LayoutError, StoredChecksum};
 
 /// An upload record's metadata: what CreateMultipartUpload was given.
@@ -33,7 +33,10 @@ impl UploadMeta {
         w.headers(&self.headers)?;
         w.0.put_u8(self.checksum_algorithm.map_or(0, |k| k as u8));
         w.str("the initiator", &self.initiator)?;
-        w.tags(&self.headers.tags)?;
+        w.extras(&Extras {
+            tags: self.headers.tags.clone(),
+            completed_upload: None,
+        })?;
         Ok(w.0.freeze())
     }
 
@@ -46,7 +49,7 @@ impl UploadMeta {
             v => Some(ChecksumKind::from_u8(v).ok_or_else(|| r.corrupt("unknown checksum kind"))?),
         };
         let initiator = r.str()?;
-        headers.tags = r.tags()?;
+        headers.tags = r.extras()?.tags;
         Ok(Self {
             headers,
             checksum_algorithm,

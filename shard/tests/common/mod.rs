@@ -102,6 +102,7 @@ pub async fn put_chunk(shard: &Shard, bucket: &str, key: &str, version: &Version
 /// An object record whose body is laid out as `layout`.
 pub fn manifest(layout: BodyLayout, size_bytes: u64) -> PutValue {
     let meta = ObjectMeta {
+        completed_upload: None,
         size_bytes,
         md5: [2; 16],
         parts_count: 0,
