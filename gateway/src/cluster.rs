@@ -159,6 +159,14 @@ impl NodeServices for ManagerServices {
                     })?;
                     catalog.set_bucket_lifecycle(&name, rules).await
                 }
+                CatalogChange::SetBucketSetting { name, setting_json } => {
+                    let setting =
+                        serde_json::from_str(&setting_json).map_err(|e| CatalogRefusal {
+                            kind: CatalogRefusalKind::Internal,
+                            message: format!("a bucket setting that does not decode: {e}"),
+                        })?;
+                    catalog.set_bucket_setting(&name, setting).await
+                }
             };
             made.map_err(|e| refusal(&e))
         })
@@ -447,7 +455,7 @@ impl CatalogApplier for CatalogCopy {
         owner: &str,
         acl: BucketAcl,
     ) -> Result<Bucket, ManagerError> {
-        leofs_manager::validate_bucket_name(name)?;
+        leofs_manager::validate_new_bucket_name(name)?;
         let change = CatalogChange::CreateBucket {
             name: name.to_owned(),
             owner: owner.to_owned(),
@@ -503,6 +511,20 @@ impl CatalogApplier for CatalogCopy {
         let change = CatalogChange::SetBucketLifecycle {
             name: name.to_owned(),
             rules_json,
+        };
+        self.forward(change, name)
+    }
+
+    fn set_bucket_setting(
+        &mut self,
+        name: &str,
+        setting: leofs_manager::BucketSetting,
+    ) -> Result<(), ManagerError> {
+        let setting_json = serde_json::to_string(&setting)
+            .map_err(|e| ManagerError::Remote(format!("cannot encode a bucket setting: {e}")))?;
+        let change = CatalogChange::SetBucketSetting {
+            name: name.to_owned(),
+            setting_json,
         };
         self.forward(change, name)
     }

@@ -129,6 +129,12 @@ impl Service<Request<Incoming>> for FastPath {
         let (body, watch) = WatchedBody::new(body, self.ctx.config.body_idle_timeout);
         let req = Request::from_parts(parts, body.into_s3s_body());
         let this = self.clone();
+        // A cross-origin request's answer carries what the bucket's CORS rules allow it.
+        let cross_origin = (req.method() != Method::OPTIONS)
+            .then(|| req.headers().get(header::ORIGIN)?.to_str().ok())
+            .flatten()
+            .and_then(|origin| Some((origin.to_owned(), self.bucket_of(&req)?)))
+            .map(|(origin, bucket)| (origin, bucket, req.method().as_str().to_owned()));
         Box::pin(async move {
             let answer = this.answer(req).await;
             let mut resp = if watch.timed_out() {
@@ -148,6 +154,11 @@ impl Service<Request<Incoming>> for FastPath {
                 watch.close_if_unread(resp.headers_mut());
                 resp
             };
+            if let Some((origin, bucket, method)) = cross_origin {
+                this.ctx.manager.with_snapshot(|state| {
+                    crate::cors::decorate(state, &bucket, &method, &origin, resp.headers_mut())
+                });
+            }
             stamp_request_id(&mut resp);
             Ok(resp)
         })
@@ -203,6 +214,14 @@ fn error_document_with_request_id(document: &[u8], id: &str) -> Option<bytes::By
 impl FastPath {
     /// The answer to one request: a refusal, the fast path's, or s3s's.
     async fn answer(&self, req: Request<Body>) -> Result<Response<Body>, HttpError> {
+        // A CORS preflight carries no signature: it is answered from the bucket's rules.
+        if req.method() == Method::OPTIONS {
+            let bucket = self.bucket_of(&req);
+            let answer = self.ctx.manager.with_snapshot(|state| {
+                crate::cors::preflight(state, bucket.as_deref(), req.headers())
+            });
+            return Ok(answer.unwrap_or_else(error_response));
+        }
         // s3s answers a negative expiry with 400 and takes any positive one: S3's 403 comes
         // from here, before s3s parses the URL.
         if let Some(query) = req.uri().query()
@@ -373,6 +392,22 @@ impl FastPath {
             access_key,
             region,
         })
+    }
+
+    /// The bucket a request names: by its host (virtual-host style, with a domain set) or the
+    /// first segment of its path.
+    fn bucket_of(&self, req: &Request<Body>) -> Option<String> {
+        if let (Some(domain), Some(host)) = (&self.domain, req.headers().get(header::HOST))
+            && let Ok(host) = host.to_str()
+            && !is_ip_address(host)
+            && let Ok(parsed) = domain.parse_host_header(host)
+            && let Some(bucket) = parsed.bucket()
+        {
+            return Some(bucket.to_owned());
+        }
+        let path = crate::rest::percent_decode(req.uri().path())?;
+        let bucket = path.trim_start_matches('/').split('/').next()?;
+        (!bucket.is_empty()).then(|| bucket.to_owned())
     }
 
     /// The access key whose signature `req` carries, its scope's region and the body's SHA-256

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod cluster;
+pub mod cors;
 pub mod disk_cache;
 pub mod error;
 pub mod fast_path;

@@ -344,7 +344,11 @@ impl Worker<'_> {
             .collect();
         if rules.iter().any(|r| !r.tags.is_empty()) {
             for seen in confirmed.iter_mut().filter(|s| !s.marker) {
-                seen.tags = Some(self.tags_of(id, key, seen.version).await?);
+                let Some(tags) = self.tags_of(id, key, seen).await? else {
+                    // The version changed since it was listed: the next pass decides.
+                    return Ok(());
+                };
+                seen.tags = Some(tags);
             }
         }
         for action in plan(&confirmed, rules, id.versioning(), self.now_ms, day_ms) {
@@ -380,22 +384,25 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// The tags of one version of a key (none when it is gone meanwhile).
+    /// The tags of the version of a key `seen` names, read from that very record (None when
+    /// the record read is not that one: it changed, or is gone, since it was listed).
     async fn tags_of(
         &self,
         id: &BucketId,
         key: &str,
-        version: VersionRef,
-    ) -> Result<Vec<(String, String)>, GatewayError> {
+        seen: &Seen,
+    ) -> Result<Option<Vec<(String, String)>>, GatewayError> {
         let found = if id.versioning() == Versioning::Off {
             self.ctx.head_object(id, key).await?
         } else {
             self.ctx
-                .read_version(id, key, Some(version), true)
+                .read_version(id, key, Some(seen.version), true)
                 .await?
                 .and_then(|read| read.into_object())
         };
-        Ok(found.map(|obj| obj.meta.headers.tags).unwrap_or_default())
+        Ok(found
+            .filter(|obj| obj.hlc == seen.hlc)
+            .map(|obj| obj.meta.headers.tags))
     }
 
     /// Expires a key's current version stamped `stamp`, only while it is still the latest: a

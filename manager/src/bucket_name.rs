@@ -1,4 +1,6 @@
-//! The S3 bucket naming rules, checked once when a bucket is created (never on the data path).
+//! The S3 bucket naming rules: [`validate_new_bucket_name`] when a bucket is created, and the
+//! rules every existing bucket was created under, [`validate_bucket_name`], when a request names
+//! one (a rule added later must not make a bucket created before it unreachable).
 
 use crate::ManagerError;
 
@@ -40,9 +42,6 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ManagerError> {
     if name.contains("..") {
         return reject("must not contain two adjacent periods");
     }
-    if name.contains(".-") || name.contains("-.") {
-        return reject("must not contain a period next to a hyphen");
-    }
     if looks_like_ipv4(name) {
         return reject("must not be formatted as an IP address");
     }
@@ -57,6 +56,19 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ManagerError> {
         .any(|suffix| name.ends_with(suffix))
     {
         return reject("uses a reserved suffix (-s3alias, --ol-s3, --x-s3)");
+    }
+    Ok(())
+}
+
+/// Checks the name of a bucket about to be created: [`validate_bucket_name`]'s rules, and those
+/// added since (no period next to a hyphen).
+pub fn validate_new_bucket_name(name: &str) -> Result<(), ManagerError> {
+    validate_bucket_name(name)?;
+    if name.contains(".-") || name.contains("-.") {
+        return Err(ManagerError::InvalidBucketName {
+            name: name.to_owned(),
+            reason: "must not contain a period next to a hyphen",
+        });
     }
     Ok(())
 }
@@ -135,13 +147,18 @@ mod tests {
     }
 
     #[test]
-    fn a_period_next_to_a_hyphen_is_refused() {
+    fn a_period_next_to_a_hyphen_is_refused_for_new_buckets_only() {
         for name in ["a.-b", "a-.b", "ab-.-cd"] {
-            assert!(
-                reason_of(name).contains("period next to a hyphen"),
-                "{name:?}"
-            );
+            let Err(ManagerError::InvalidBucketName { reason, .. }) =
+                validate_new_bucket_name(name)
+            else {
+                panic!("{name:?} accepted");
+            };
+            assert!(reason.contains("period next to a hyphen"), "{name:?}");
+            // A bucket created before the rule stays reachable.
+            assert!(validate_bucket_name(name).is_ok(), "{name:?}");
         }
+        assert!(validate_new_bucket_name("a-b.c").is_ok());
     }
 
     #[test]

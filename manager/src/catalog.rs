@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use crate::lifecycle::LifecycleRule;
-use crate::{Bucket, BucketAcl, Manager, ManagerError};
+use crate::{Bucket, BucketAcl, BucketSetting, Manager, ManagerError};
 
 /// Most catalog changes waiting for the manager's thread.
 pub const CATALOG_CHANGES_QUEUED_MAX: usize = 1024;
@@ -47,6 +47,12 @@ pub trait CatalogApplier: Send + 'static {
         &mut self,
         name: &str,
         rules: Vec<LifecycleRule>,
+    ) -> Result<(), ManagerError>;
+    /// See [`Manager::set_bucket_setting`].
+    fn set_bucket_setting(
+        &mut self,
+        name: &str,
+        setting: BucketSetting,
     ) -> Result<(), ManagerError>;
     /// Brings a copy of the catalog up to date (nothing to do for the manager itself).
     fn refresh(&mut self) -> Result<(), ManagerError> {
@@ -89,6 +95,14 @@ impl CatalogApplier for Arc<Manager> {
     ) -> Result<(), ManagerError> {
         Manager::set_bucket_lifecycle(self, name, rules)
     }
+
+    fn set_bucket_setting(
+        &mut self,
+        name: &str,
+        setting: BucketSetting,
+    ) -> Result<(), ManagerError> {
+        Manager::set_bucket_setting(self, name, setting)
+    }
 }
 
 /// One change to the catalog.
@@ -122,6 +136,11 @@ enum Change {
     SetBucketLifecycle {
         name: String,
         rules: Vec<LifecycleRule>,
+        reply: oneshot::Sender<Result<(), ManagerError>>,
+    },
+    SetBucketSetting {
+        name: String,
+        setting: BucketSetting,
         reply: oneshot::Sender<Result<(), ManagerError>>,
     },
     Refresh {
@@ -266,6 +285,20 @@ impl CatalogWriter {
         .await
     }
 
+    /// Replaces one of a bucket's settings (see [`Manager::set_bucket_setting`]).
+    pub async fn set_bucket_setting(
+        &self,
+        name: &str,
+        setting: BucketSetting,
+    ) -> Result<(), ManagerError> {
+        self.ask(|reply| Change::SetBucketSetting {
+            name: name.to_owned(),
+            setting,
+            reply,
+        })
+        .await
+    }
+
     /// Queues the change `make` builds around its reply channel and awaits the answer.
     async fn ask<T>(
         &self,
@@ -383,6 +416,13 @@ fn apply(manager: &mut impl CatalogApplier, change: Change) {
         }
         Change::SetBucketLifecycle { name, rules, reply } => {
             let _ = reply.send(manager.set_bucket_lifecycle(&name, rules));
+        }
+        Change::SetBucketSetting {
+            name,
+            setting,
+            reply,
+        } => {
+            let _ = reply.send(manager.set_bucket_setting(&name, setting));
         }
         Change::Refresh { reply } => {
             let _ = reply.send(manager.refresh());

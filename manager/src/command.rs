@@ -64,6 +64,13 @@ pub enum Command {
         /// The rules, checked by the gateway that took the configuration.
         rules: Vec<crate::lifecycle::LifecycleRule>,
     },
+    /// Replaces one of a bucket's settings (tags, CORS rules).
+    SetBucketSetting {
+        /// Bucket name.
+        name: String,
+        /// The setting, checked by the gateway that took it.
+        setting: crate::BucketSetting,
+    },
     /// Creates `user` with its first access key.
     CreateUser {
         /// The user record.
@@ -385,6 +392,16 @@ impl Command {
             Command::SetBucketLifecycle { name, rules } => match state.buckets.get_mut(name) {
                 Some(bucket) => {
                     bucket.lifecycle = rules.clone();
+                    Ok(())
+                }
+                None => Err(Refusal::NoSuchBucket(name.clone())),
+            },
+            Command::SetBucketSetting { name, setting } => match state.buckets.get_mut(name) {
+                Some(bucket) => {
+                    match setting {
+                        crate::BucketSetting::Tags(tags) => bucket.tags = tags.clone(),
+                        crate::BucketSetting::Cors(rules) => bucket.cors = rules.clone(),
+                    }
                     Ok(())
                 }
                 None => Err(Refusal::NoSuchBucket(name.clone())),
@@ -939,6 +956,8 @@ mod tests {
             deleting: false,
             versioning: crate::BucketVersioning::Off,
             lifecycle: Vec::new(),
+            tags: Vec::new(),
+            cors: Vec::new(),
             consistency: None,
         }
     }

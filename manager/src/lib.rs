@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod client;
 pub mod cluster;
 pub mod command;
+pub mod cors;
 pub mod error;
 pub mod lifecycle;
 pub mod model;
@@ -40,8 +41,10 @@ pub mod ring_plan;
 pub mod saved_copy;
 pub mod store;
 
-pub use bucket_name::validate_bucket_name;
+pub use bucket_name::{validate_bucket_name, validate_new_bucket_name};
 pub use catalog::{CatalogApplier, CatalogWriter};
 pub use error::ManagerError;
-pub use model::{AccessKey, Bucket, BucketAcl, BucketVersioning, Credentials, ManagerState, User};
+pub use model::{
+    AccessKey, Bucket, BucketAcl, BucketSetting, BucketVersioning, Credentials, ManagerState, User,
+};
 pub use store::Manager;

@@ -89,6 +89,23 @@ pub struct Bucket {
     /// The bucket's lifecycle rules (none: no lifecycle configuration).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<crate::lifecycle::LifecycleRule>,
+    /// The bucket's tags (S3 bucket tagging; none: no tag set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
+    /// The bucket's CORS rules (none: no CORS configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors: Vec<crate::cors::CorsRule>,
+}
+
+/// A bucket setting kept whole with the bucket and replaced whole by one command (the S3
+/// bucket configurations that have no effect on storage).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketSetting {
+    /// The bucket's tag set (empty: deleted).
+    Tags(Vec<(String, String)>),
+    /// The bucket's CORS rules (empty: deleted).
+    Cors(Vec<crate::cors::CorsRule>),
 }
 
 /// A user: owns buckets and access keys.

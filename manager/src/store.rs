@@ -35,7 +35,7 @@ use crate::raft::network::{RaftCall, RaftTransport};
 use crate::raft::{GroupStatus, RaftGroup};
 use crate::{
     AccessKey, Bucket, BucketAcl, Credentials, ManagerError, ManagerState, User,
-    validate_bucket_name,
+    validate_new_bucket_name,
 };
 
 /// Directory of the manager's files inside the data directory.
@@ -307,7 +307,7 @@ impl Manager {
         owner: &str,
         acl: BucketAcl,
     ) -> Result<Bucket, ManagerError> {
-        validate_bucket_name(name)?;
+        validate_new_bucket_name(name)?;
         let bucket = Bucket {
             name: name.to_owned(),
             owner: owner.to_owned(),
@@ -319,6 +319,8 @@ impl Manager {
             consistency: None,
             versioning: Default::default(),
             lifecycle: Vec::new(),
+            tags: Vec::new(),
+            cors: Vec::new(),
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),
@@ -543,6 +545,18 @@ impl Manager {
         self.propose(Command::SetBucketLifecycle {
             name: name.to_owned(),
             rules,
+        })
+    }
+
+    /// Replaces one of a bucket's settings (S3 bucket tagging, CORS).
+    pub fn set_bucket_setting(
+        &self,
+        name: &str,
+        setting: crate::BucketSetting,
+    ) -> Result<(), ManagerError> {
+        self.propose(Command::SetBucketSetting {
+            name: name.to_owned(),
+            setting,
         })
     }
 

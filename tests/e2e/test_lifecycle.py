@@ -75,6 +75,16 @@ def test_configurations_round_trip_and_what_cannot_be_honoured_is_refused(s3, bu
              "Expiration": {"ExpiredObjectDeleteMarker": True}},
             (400, "InvalidArgument"),
         ),
+        "AbortIncompleteMultipartUpload with tags": (
+            {"ID": "t", "Status": "Enabled", "Filter": {"Tag": {"Key": "k", "Value": "v"}},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+            (400, "InvalidArgument"),
+        ),
+        "ExpiredObjectDeleteMarker with a size": (
+            {"ID": "t", "Status": "Enabled", "Filter": {"ObjectSizeGreaterThan": 5},
+             "Expiration": {"ExpiredObjectDeleteMarker": True}},
+            (400, "InvalidArgument"),
+        ),
         "a size range that is empty": (
             {"ID": "t", "Status": "Enabled",
              "Filter": {"And": {"ObjectSizeGreaterThan": 10, "ObjectSizeLessThan": 10}},

@@ -204,9 +204,12 @@ def test_create_bucket_of_an_existing_bucket(make_server):
     server = make_server()
     s3 = server.client()
     s3.create_bucket(Bucket="mine", ACL="public-read")
-    # us-east-1: the owner "creates" it again (200), its ACL reset to the one given.
+    # us-east-1: the owner "creates" it again (200); nothing changes (S3 would reset the ACL:
+    # asking for another ACL than the bucket's is BucketAlreadyOwnedByYou here, never ignored).
     s3.create_bucket(Bucket="mine")
-    assert requests.get(f"{server.endpoint}/mine", timeout=10).status_code == 403
+    s3.create_bucket(Bucket="mine", ACL="public-read")
+    assert error_of(lambda: s3.create_bucket(Bucket="mine", ACL="private")) == (409, "BucketAlreadyOwnedByYou")
+    assert requests.get(f"{server.endpoint}/mine", timeout=10).status_code == 200
     creds = json.loads(server.adm("create-user", "other", json_output=True).stdout)
     other = server.client(creds["access_key_id"], creds["secret_access_key"])
     assert error_of(lambda: other.create_bucket(Bucket="mine")) == (409, "BucketAlreadyExists")

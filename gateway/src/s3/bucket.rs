@@ -78,6 +78,16 @@ pub async fn list_buckets(
 /// The region where S3 answers a CreateBucket of a bucket its owner already has with 200.
 const US_EAST_1: &str = "us-east-1";
 
+/// Whether a CreateBucket of its owner's bucket `name` asks for nothing it does not have: the
+/// bucket is not being deleted, and `acl` (None: none asked for) is its ACL.
+fn recreated_as_it_is(ctx: &Ctx, name: &str, acl: Option<leofs_manager::BucketAcl>) -> bool {
+    ctx.manager.with_snapshot(|state| {
+        state
+            .bucket(name)
+            .is_some_and(|b| !b.deleting && acl.is_none_or(|acl| acl == b.acl))
+    })
+}
+
 /// CreateBucket with the manager's naming rules and an optional canned ACL.
 pub async fn create_bucket(
     ctx: &Ctx,
@@ -85,7 +95,7 @@ pub async fn create_bucket(
 ) -> Result<S3Response<CreateBucketOutput>, GatewayError> {
     let user = caller(ctx, access_key(&req))?;
     let input = req.input;
-    leofs_manager::validate_bucket_name(&input.bucket)?;
+    leofs_manager::validate_new_bucket_name(&input.bucket)?;
     if let Some(constraint) = input
         .create_bucket_configuration
         .as_ref()
@@ -104,13 +114,14 @@ pub async fn create_bucket(
     let acl = parse_acl(input.acl.as_ref())?;
     match ctx.catalog.create_bucket(&input.bucket, &user, acl).await {
         Ok(_) => {}
-        // S3's legacy answer in us-east-1: the owner's bucket is "created" again, its ACL
-        // reset to the one given; elsewhere BucketAlreadyOwnedByYou.
+        // S3's legacy answer in us-east-1: the owner's bucket is "created" again (200);
+        // elsewhere BucketAlreadyOwnedByYou. S3 would also reset its ACL; here nothing changes,
+        // so a request asking for another ACL than the bucket's gets BucketAlreadyOwnedByYou
+        // rather than a 200 that ignored it (rclone, for one, creates the bucket it copies into
+        // with `x-amz-acl: private` by default: a reset would close a public bucket).
         Err(leofs_manager::ManagerError::BucketAlreadyOwnedByYou(_))
-            if ctx.config.region == US_EAST_1 =>
-        {
-            ctx.catalog.set_bucket_acl(&input.bucket, acl).await?;
-        }
+            if ctx.config.region == US_EAST_1
+                && recreated_as_it_is(ctx, &input.bucket, input.acl.is_some().then_some(acl)) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(S3Response::new(CreateBucketOutput {

@@ -190,9 +190,13 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
         }
         expired_object_delete_marker = e.expired_object_delete_marker == Some(true);
     }
-    if expired_object_delete_marker && !selection.tags.is_empty() {
+    let filters_objects = !selection.tags.is_empty()
+        || selection.size_greater_than.is_some()
+        || selection.size_less_than.is_some();
+    // A marker and an upload carry no tags and no size: such a rule could never act on them.
+    if expired_object_delete_marker && filters_objects {
         return Err(invalid(
-            "ExpiredObjectDeleteMarker cannot be specified with object tags",
+            "ExpiredObjectDeleteMarker cannot be specified with object tags or object sizes",
         ));
     }
     let noncurrent = match &rule.noncurrent_version_expiration {
@@ -228,6 +232,11 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
             )
         })
         .transpose()?;
+    if abort_incomplete_multipart_days.is_some() && filters_objects {
+        return Err(invalid(
+            "AbortIncompleteMultipartUpload cannot be specified with object tags or object sizes",
+        ));
+    }
     if expiration.is_none()
         && !expired_object_delete_marker
         && noncurrent.is_none()

@@ -10,6 +10,7 @@
 //! (SendWrapper would panic rather than allow anything else).
 
 pub mod bucket;
+pub mod bucket_settings;
 pub mod copy;
 pub mod delete;
 pub mod get;
@@ -95,6 +96,12 @@ dispatch! {
     get_object_tagging(GetObjectTaggingInput) -> GetObjectTaggingOutput => tagging::get_object_tagging;
     put_object_tagging(PutObjectTaggingInput) -> PutObjectTaggingOutput => tagging::put_object_tagging;
     delete_object_tagging(DeleteObjectTaggingInput) -> DeleteObjectTaggingOutput => tagging::delete_object_tagging;
+    put_bucket_tagging(PutBucketTaggingInput) -> PutBucketTaggingOutput => bucket_settings::put_bucket_tagging;
+    get_bucket_tagging(GetBucketTaggingInput) -> GetBucketTaggingOutput => bucket_settings::get_bucket_tagging;
+    delete_bucket_tagging(DeleteBucketTaggingInput) -> DeleteBucketTaggingOutput => bucket_settings::delete_bucket_tagging;
+    put_bucket_cors(PutBucketCorsInput) -> PutBucketCorsOutput => bucket_settings::put_bucket_cors;
+    get_bucket_cors(GetBucketCorsInput) -> GetBucketCorsOutput => bucket_settings::get_bucket_cors;
+    delete_bucket_cors(DeleteBucketCorsInput) -> DeleteBucketCorsOutput => bucket_settings::delete_bucket_cors;
 }
 
 // What `unsupported` checks or honours once s3s has parsed the input: the operations never read

@@ -1236,6 +1236,8 @@ mod tests {
             consistency: None,
             versioning: Default::default(),
             lifecycle: Vec::new(),
+            tags: Vec::new(),
+            cors: Vec::new(),
         }
     }
 

@@ -107,6 +107,13 @@ pub enum CatalogChange {
         /// The rules in the manager's JSON (`[]`: the configuration deleted).
         rules_json: String,
     },
+    /// Replace one of a bucket's settings (tags, CORS rules).
+    SetBucketSetting {
+        /// The bucket name.
+        name: String,
+        /// The setting in the manager's JSON.
+        setting_json: String,
+    },
 }
 
 /// Why the manager refused a catalog change (the gateway maps it to an S3 error).
@@ -883,6 +890,18 @@ fn encode_request_as(
                 );
                 (fb::Body::SetBucketLifecycle, t.as_union_value())
             }
+            CatalogChange::SetBucketSetting { name, setting_json } => {
+                let name = e.builder.create_string(name);
+                let setting_json = e.builder.create_string(setting_json);
+                let t = fb::SetBucketSetting::create(
+                    &mut e.builder,
+                    &fb::SetBucketSettingArgs {
+                        name: Some(name),
+                        setting_json: Some(setting_json),
+                    },
+                );
+                (fb::Body::SetBucketSetting, t.as_union_value())
+            }
         },
         NodeRequest::Raft { call, body } => {
             payload = body.clone();
@@ -1237,6 +1256,13 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
             Ok(NodeRequest::Catalog(CatalogChange::SetBucketLifecycle {
                 name: string_of(t.name(), "the bucket name")?,
                 rules_json: string_of(t.rules_json(), "the rules")?,
+            }))
+        }
+        fb::Body::SetBucketSetting => {
+            let t = envelope.body_as_set_bucket_setting().ok_or_else(missing)?;
+            Ok(NodeRequest::Catalog(CatalogChange::SetBucketSetting {
+                name: string_of(t.name(), "the bucket name")?,
+                setting_json: string_of(t.setting_json(), "the setting")?,
             }))
         }
         fb::Body::DeleteBucket => {
@@ -2003,6 +2029,10 @@ mod tests {
             CatalogChange::SetBucketLifecycle {
                 name: "b".into(),
                 rules_json: "[]".into(),
+            },
+            CatalogChange::SetBucketSetting {
+                name: "b".into(),
+                setting_json: "{\"tags\":[]}".into(),
             },
         ] {
             let message = message(encode_request(3, 1, &NodeRequest::Catalog(change.clone())));

@@ -84,6 +84,8 @@ pub mod leofs {
       pub use self::set_bucket_versioning_generated::*;
       mod set_bucket_lifecycle_generated;
       pub use self::set_bucket_lifecycle_generated::*;
+      mod set_bucket_setting_generated;
+      pub use self::set_bucket_setting_generated::*;
       mod stored_generated;
       pub use self::stored_generated::*;
       mod found_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 46;
+pub const ENUM_MAX_BODY: u8 = 47;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 47] = [
+pub const ENUM_VALUES_BODY: [Body; 48] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -56,6 +56,7 @@ pub const ENUM_VALUES_BODY: [Body; 47] = [
   Body::LatestVersion,
   Body::SetBucketVersioning,
   Body::SetBucketLifecycle,
+  Body::SetBucketSetting,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -110,9 +111,10 @@ impl Body {
   pub const LatestVersion: Self = Self(44);
   pub const SetBucketVersioning: Self = Self(45);
   pub const SetBucketLifecycle: Self = Self(46);
+  pub const SetBucketSetting: Self = Self(47);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 46;
+  pub const ENUM_MAX: u8 = 47;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -161,6 +163,7 @@ impl Body {
     Self::LatestVersion,
     Self::SetBucketVersioning,
     Self::SetBucketLifecycle,
+    Self::SetBucketSetting,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -212,6 +215,7 @@ impl Body {
       Self::LatestVersion => Some("LatestVersion"),
       Self::SetBucketVersioning => Some("SetBucketVersioning"),
       Self::SetBucketLifecycle => Some("SetBucketLifecycle"),
+      Self::SetBucketSetting => Some("SetBucketSetting"),
       _ => None,
     }
   }

@@ -786,6 +786,21 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_bucket_setting(&self) -> Option<SetBucketSetting<'a>> {
+    if self.body_type() == Body::SetBucketSetting {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetBucketSetting::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -844,6 +859,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::LatestVersion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LatestVersion>>("Body::LatestVersion", pos),
           Body::SetBucketVersioning => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketVersioning>>("Body::SetBucketVersioning", pos),
           Body::SetBucketLifecycle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketLifecycle>>("Body::SetBucketLifecycle", pos),
+          Body::SetBucketSetting => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketSetting>>("Body::SetBucketSetting", pos),
           _ => Ok(()),
         }
      })?
@@ -1250,6 +1266,13 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::SetBucketLifecycle => {
           if let Some(x) = self.body_as_set_bucket_lifecycle() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetBucketSetting => {
+          if let Some(x) = self.body_as_set_bucket_setting() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
