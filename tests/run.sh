@@ -89,15 +89,16 @@ record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 # Steps 3 and 4 run as two streams at once, so that the machine's two cores are both busy
 # (much of the end-to-end suite waits on processes, heartbeats and timeouts):
 #   stream 1: the Rust tests (nextest, then the engine's tests in release), then the
-#             all-in-one end-to-end pass over the cluster files (which start clusters of
-#             processes of their own, run in this pass only, and are the most sensitive to a
-#             busy machine: they run once the compilers are done);
+#             all-in-one end-to-end pass over LATE_FILES: the cluster files (which start
+#             clusters of processes of their own, run in this pass only, and are the most
+#             sensitive to a busy machine: they run once the compilers are done), and the
+#             disk-full file, which evens out the two streams (about 1,100 s each);
 #   stream 2: the all-in-one pass over every other file, then the split pass over every file.
 # Each stream's output goes to a file, printed in full once both are done.
-CLUSTER_FILES="test_rebalance.py test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py"
-cluster_args=(); rest_ignores=()
-for f in $CLUSTER_FILES; do
-    cluster_args+=("tests/e2e/$f")
+LATE_FILES="test_rebalance.py test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py"
+late_args=(); rest_ignores=()
+for f in $LATE_FILES; do
+    late_args+=("tests/e2e/$f")
     rest_ignores+=("--ignore=tests/e2e/$f")
 done
 
@@ -150,7 +151,7 @@ stream1() {
         timed "cargo test (engine, release)" cargo test -p leofs-engine --release
     fi
     if [ "$build_ok" = ok ]; then
-        timed "pytest e2e all-in-one (clusters)" run_e2e all-in-one "${cluster_args[@]}"
+        timed "pytest e2e all-in-one (clusters)" run_e2e all-in-one "${late_args[@]}"
     fi
 }
 stream2() {
