@@ -90,15 +90,25 @@ record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 # (much of the end-to-end suite waits on processes, heartbeats and timeouts):
 #   stream 1: the Rust tests (nextest, then the engine's tests in release), then the
 #             all-in-one end-to-end pass over LATE_FILES: the cluster files (which start
-#             clusters of processes of their own, run in this pass only, and are the most
-#             sensitive to a busy machine: they run once the compilers are done), and the
-#             disk-full file, which evens out the two streams (about 1,100 s each);
-#   stream 2: the all-in-one pass over every other file, then the split pass over every file.
+#             clusters of processes of their own, run in the all-in-one pass only, and are the
+#             most sensitive to a busy machine: they run once the compilers are done), and the
+#             disk-full file;
+#   stream 2: the all-in-one pass over every other file, then the split pass over every file,
+#             then the all-in-one pass over LAST_FILES: the rebalance file, whose clusters of
+#             four to six processes move partitions under load, runs when stream 1 is done
+#             (its detach under load has twice run past its 600 s timeout while another pass
+#             ran beside it; alone it takes about 100 s; see the closing notes).
+# On this machine the streams take about 900 s and 1,300 s.
 # Each stream's output goes to a file, printed in full once both are done.
-LATE_FILES="test_rebalance.py test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py"
-late_args=(); rest_ignores=()
+LATE_FILES="test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py"
+LAST_FILES="test_rebalance.py"
+late_args=(); last_args=(); rest_ignores=()
 for f in $LATE_FILES; do
     late_args+=("tests/e2e/$f")
+    rest_ignores+=("--ignore=tests/e2e/$f")
+done
+for f in $LAST_FILES; do
+    last_args+=("tests/e2e/$f")
     rest_ignores+=("--ignore=tests/e2e/$f")
 done
 
@@ -151,13 +161,16 @@ stream1() {
         timed "cargo test (engine, release)" cargo test -p leofs-engine --release
     fi
     if [ "$build_ok" = ok ]; then
-        timed "pytest e2e all-in-one (clusters)" run_e2e all-in-one "${late_args[@]}"
+        timed "pytest e2e all-in-one (late files)" run_e2e all-in-one "${late_args[@]}"
     fi
 }
 stream2() {
     [ "$build_ok" = ok ] || return 0
     timed "pytest e2e all-in-one (rest)" run_e2e all-in-one tests/e2e "${rest_ignores[@]}"
     timed "pytest e2e split" run_e2e split tests/e2e
+    # The last files wait for stream 1 (at most as long as stream 1 may take).
+    while kill -0 "$stream1_pid" 2>/dev/null; do sleep 2; done
+    timed "pytest e2e all-in-one (last files)" run_e2e all-in-one "${last_args[@]}"
 }
 
 step "Rust tests and the end-to-end suite, in two streams (LEOFS_BIN=$LEOFS_BIN)"
@@ -165,18 +178,23 @@ if [ "$build_ok" != ok ]; then
     echo "end-to-end suite: skipped, the release build failed"
     record "pytest tests/e2e" "FAIL" 0
 fi
-# Ctrl-C (or a CI timeout) stops both streams and everything they started.
-trap 'kill -- -$$ 2>/dev/null; exit 130' INT TERM
+# Each stream runs in a process group of its own (job control on), so that Ctrl-C or a CI
+# timeout stops both streams and everything they started.
+stop_streams() { kill -- -"$stream1_pid" -"$stream2_pid" 2>/dev/null; rm -rf "$results"; }
+trap 'stop_streams; exit 130' INT
+trap 'stop_streams; exit 143' TERM
+set -m
 stream1 >"$results/stream1.log" 2>&1 &
 stream1_pid=$!
 stream2 >"$results/stream2.log" 2>&1 &
 stream2_pid=$!
-wait "$stream1_pid"; stream1_rc=$?
-wait "$stream2_pid"; stream2_rc=$?
+set +m
+wait "$stream1_pid"
+wait "$stream2_pid"
 trap - INT TERM
-step "stream 1: Rust tests, then the all-in-one end-to-end pass over the cluster files"
+step "stream 1: Rust tests, then the all-in-one end-to-end pass over LATE_FILES"
 cat "$results/stream1.log"
-step "stream 2: the all-in-one pass over every other file, then the split pass"
+step "stream 2: the all-in-one pass over every other file, then the split pass, then LAST_FILES"
 cat "$results/stream2.log"
 for f in "$results"/*; do
     case "$f" in *.log) continue ;; esac
@@ -186,9 +204,9 @@ done
 # A stream that died before it recorded every step (or exited with an error) fails the run.
 expected=0
 [ "${LEOFS_SKIP_CARGO_TESTS:-0}" = 1 ] || expected=$((expected + 2))
-[ "$build_ok" != ok ] || expected=$((expected + 3))
+[ "$build_ok" != ok ] || expected=$((expected + 4))
 recorded=$(find "$results" -type f ! -name '*.log' | wc -l)
-if [ "$recorded" -ne "$expected" ] || [ "$stream1_rc" -gt 1 ] || [ "$stream2_rc" -gt 1 ]; then
+if [ "$recorded" -ne "$expected" ]; then
     record "test streams ($recorded of $expected steps recorded)" FAIL 0
 fi
 rm -rf "$results"

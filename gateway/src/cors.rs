@@ -90,7 +90,8 @@ pub fn preflight(
 }
 
 /// Adds the CORS headers to the answer (`out`) of a request from `origin` with `method` into
-/// `bucket`, when one of the bucket's rules allows them.
+/// `bucket`, when one of the bucket's rules allows them (and `Vary: Origin` whenever the bucket
+/// has rules).
 pub fn decorate(
     state: &ManagerState,
     bucket: &str,
@@ -101,9 +102,14 @@ pub fn decorate(
     let Some(bucket) = state.bucket(bucket) else {
         return;
     };
+    if bucket.cors.is_empty() {
+        return;
+    }
+    // The answer depends on the origin whether a rule matched it or not (a shared cache must
+    // not hand one origin's answer to another).
+    out.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(rule) = matching_rule(&bucket.cors, origin, method, &[]) {
         allow(out, rule, origin);
-        insert(out, header::VARY.as_str(), "Origin");
     }
 }
 
@@ -125,7 +131,8 @@ fn allow(out: &mut HeaderMap, rule: &CorsRule, origin: &str) {
 }
 
 /// Sets a header whose value came from a rule or a request (one that cannot be a header value
-/// is left out: it came from a header, or was checked when the rule was put).
+/// is left out: origins and requested headers came from header values, methods are checked and
+/// expose headers are header names, checked when the rule was put).
 fn insert(out: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (
         HeaderName::from_bytes(name.as_bytes()),
@@ -239,8 +246,17 @@ mod tests {
         assert_eq!(out[header::VARY], "Origin");
         let mut out = HeaderMap::new();
         decorate(&s, "b", "DELETE", "https://a.example", &mut out);
-        decorate(&s, "b", "GET", "https://b.example", &mut out);
+        assert!(out.get(ALLOW_ORIGIN).is_none());
+        assert_eq!(out[header::VARY], "Origin");
+        let mut out = HeaderMap::new();
         decorate(&s, "missing", "GET", "https://a.example", &mut out);
+        decorate(
+            &state(Vec::new()),
+            "b",
+            "GET",
+            "https://a.example",
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 }

@@ -62,6 +62,9 @@ def test_bucket_cors_configuration(s3, bucket):
         "an unsupported method": [{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}],
         "two wildcards in an origin": [{"AllowedOrigins": ["https://*.*.com"], "AllowedMethods": ["GET"]}],
         "101 rules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}] * 101,
+        "a wildcard ExposeHeader": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"], "ExposeHeaders": ["*"]}],
+        "over 64 KiB": [{"AllowedOrigins": [f"https://{'o' * 700}-{n}.example"], "AllowedMethods": ["GET"]}
+                        for n in range(100)],
     }.items():
         assert error_of(lambda: s3.put_bucket_cors(
             Bucket=bucket, CORSConfiguration={"CORSRules": rules})) == (400, "InvalidRequest"), what

@@ -120,8 +120,22 @@ pub async fn create_bucket(
         // rather than a 200 that ignored it (rclone, for one, creates the bucket it copies into
         // with `x-amz-acl: private` by default: a reset would close a public bucket).
         Err(leofs_manager::ManagerError::BucketAlreadyOwnedByYou(_))
-            if ctx.config.region == US_EAST_1
-                && recreated_as_it_is(ctx, &input.bucket, input.acl.is_some().then_some(acl)) => {}
+            if ctx.config.region == US_EAST_1 =>
+        {
+            // This node's copy of the catalog may not hold the bucket yet (created through
+            // another node a moment ago).
+            if !ctx
+                .manager
+                .with_snapshot(|s| s.bucket(&input.bucket).is_some())
+            {
+                ctx.catalog.refresh().await?;
+            }
+            if !recreated_as_it_is(ctx, &input.bucket, input.acl.is_some().then_some(acl)) {
+                return Err(
+                    leofs_manager::ManagerError::BucketAlreadyOwnedByYou(input.bucket).into(),
+                );
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(S3Response::new(CreateBucketOutput {

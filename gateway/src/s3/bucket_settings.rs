@@ -13,6 +13,10 @@ use crate::store::Ctx;
 
 /// Most tags one bucket carries (S3's limit).
 pub const BUCKET_TAGS_MAX: usize = 50;
+/// Largest CORS configuration, in bytes of the rules as the catalog keeps them (S3's limit on
+/// the document is 64 KB); it bounds the Raft entry, the wire frame that forwards it and the
+/// work of every preflight.
+pub const CORS_CONFIGURATION_BYTES_MAX: usize = 64 * 1024;
 
 /// PutBucketTagging: replaces the bucket's tag set.
 pub async fn put_bucket_tagging(
@@ -116,6 +120,15 @@ fn cors_rule_of(rule: &CORSRule) -> Result<CorsRule, GatewayError> {
             "AllowedOrigin \"{origin}\" can not have more than one wildcard."
         )));
     }
+    let expose_headers = rule.expose_headers.clone().unwrap_or_default();
+    if let Some(header) = expose_headers
+        .iter()
+        .find(|h| *h == "*" || http::HeaderName::from_bytes(h.as_bytes()).is_err())
+    {
+        return Err(invalid_cors(format!(
+            "ExposeHeader \"{header}\" contains wildcard. We currently do not support wildcard for ExposeHeader."
+        )));
+    }
     let allowed_headers = rule.allowed_headers.clone().unwrap_or_default();
     if let Some(header) = allowed_headers.iter().find(|h| h.matches('*').count() > 1) {
         return Err(invalid_cors(format!(
@@ -133,7 +146,7 @@ fn cors_rule_of(rule: &CORSRule) -> Result<CorsRule, GatewayError> {
         allowed_origins: rule.allowed_origins.clone(),
         allowed_methods: rule.allowed_methods.clone(),
         allowed_headers,
-        expose_headers: rule.expose_headers.clone().unwrap_or_default(),
+        expose_headers,
         max_age_seconds: rule.max_age_seconds,
     })
 }
@@ -159,6 +172,12 @@ pub async fn put_bucket_cors(
         .iter()
         .map(cors_rule_of)
         .collect::<Result<Vec<_>, _>>()?;
+    let bytes = serde_json::to_vec(&rules).map_or(usize::MAX, |json| json.len());
+    if bytes > CORS_CONFIGURATION_BYTES_MAX {
+        return Err(invalid_cors(format!(
+            "The CORS configuration is {bytes} bytes long; at most {CORS_CONFIGURATION_BYTES_MAX} are allowed"
+        )));
+    }
     ctx.catalog
         .set_bucket_setting(&input.bucket, BucketSetting::Cors(rules))
         .await?;

@@ -48,7 +48,7 @@ pub fn check_tags(tags: &[(String, String)]) -> Result<(), GatewayError> {
         if value.chars().count() > TAG_VALUE_CHARS_MAX {
             return Err(invalid_tag("The TagValue you have provided is invalid"));
         }
-        if key.starts_with("aws:") {
+        if key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
             return Err(invalid_tag("Your TagKey cannot be prefixed with aws:"));
         }
         if tags[..n].iter().any(|(k, _)| k == key) {
@@ -265,6 +265,7 @@ mod tests {
         assert!(check_tags(&[("k".repeat(129), String::new())]).is_err());
         assert!(check_tags(&[("k".to_owned(), "v".repeat(257))]).is_err());
         assert!(check_tags(&pairs(&[("aws:x", "v")])).is_err());
+        assert!(check_tags(&pairs(&[("AWS:x", "v")])).is_err());
         assert!(check_tags(&pairs(&[("a", "1"), ("a", "2")])).is_err());
         assert!(check_tags(&pairs(&[("ключ", "a b+c-d=e.f_g:h/i@j")])).is_ok());
     }
