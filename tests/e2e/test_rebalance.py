@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 
@@ -97,6 +98,25 @@ def versions_of(cluster: Cluster, bucket: str, keys) -> dict[str, set]:
     return versions
 
 
+def rebalance_or_explain(cluster: Cluster, timeout_s: float):
+    """`leofs-adm rebalance` (which waits until the ring is settled); if it does not finish in
+    `timeout_s` (below pytest's own timeout, so that this runs), fails with what the next
+    reader needs: the rebalance's phase and counts, and every node's last warnings."""
+    try:
+        return cluster.manager.adm("rebalance", timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        def plain(server) -> list[str]:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", server.stderr_path.read_text(errors="replace"))
+            return [line[:300] for line in text.splitlines()
+                    if " WARN " in line or " ERROR " in line or "handed a partition over" in line][-8:]
+        warnings = {str(s.data_dir): plain(s)
+                    for s in [*cluster.storage, *cluster.gateways, *cluster.managers]}
+        raise AssertionError(json.dumps({
+            "rebalance": rebalance_status(cluster),
+            "status": cluster.manager.adm("status").stdout,
+            "warnings": warnings}, indent=1)[:20000]) from None
+
+
 def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(make_server):
     # Anti-entropy every 20 ms: every partition's repaired-at watermark is raised soon.
     cluster = Cluster(make_server, storage=3, gateways=2, replicas=3, cores=2,
@@ -127,7 +147,7 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
         cluster.storage.append(fourth)
         eventually("the fourth node is attached", 30,
                    lambda: cluster.state_of(fourth) == "attached")
-        out = cluster.manager.adm("rebalance", timeout=600)
+        out = rebalance_or_explain(cluster, 200)
     failures = load.finish()
     assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
     assert sum(w.ops for w in workers) > 100
@@ -153,7 +173,7 @@ def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(ma
     with Load(workers) as load:
         ops = sum(w.ops for w in workers)
         eventually("the load runs", 60, lambda: sum(w.ops for w in workers) >= ops + 100)
-        out = cluster.manager.adm("rebalance", timeout=600)
+        out = rebalance_or_explain(cluster, 200)
     failures = load.finish()
     assert not failures, f"{len(failures)} failed of {sum(w.ops for w in workers)}: {failures[:10]}"
     assert "idle" in out.stdout, out.stdout
