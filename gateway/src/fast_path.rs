@@ -22,7 +22,14 @@
 //! configured idle time ends the request with `RequestTimeout`, and an answer sent before the
 //! body was read to its end closes the connection (see [`crate::body`]).
 //!
-//! Must never: answer a request s3s would refuse, or answer differently from s3s.
+//! Three things are done here for every request, whichever path answers it: a CORS preflight
+//! (`OPTIONS`) is answered from the bucket's rules ([`crate::cors`]), an answer to a request
+//! whose `Origin` a rule allows gets the `Access-Control-*` headers, and every answer gets
+//! `x-amz-request-id` and `x-amz-id-2` (and an error document its `<RequestId>`).
+//!
+//! Must never: answer a request s3s would refuse, or answer differently from s3s, with one
+//! deliberate exception: a plain PUT with `Transfer-Encoding: chunked` and no Content-Length,
+//! which s3s refuses (411), is taken here, its signed SHA-256 checked as the body arrives.
 
 use std::future::Future;
 use std::pin::Pin;
