@@ -28,6 +28,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -836,3 +837,17 @@ class PatternReader:
             if not chunk:
                 return h.hexdigest()
             h.update(chunk)
+
+
+def error_of(call) -> tuple[int, str]:
+    """The HTTP status and S3 error code of a boto3 call that must fail."""
+    try:
+        call()
+    except ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
+    raise AssertionError("the request succeeded")
+
+
+def tag_set(pairs: dict[str, str]) -> list[dict]:
+    """An S3 TagSet of `pairs`, in their order."""
+    return [{"Key": k, "Value": v} for k, v in pairs.items()]

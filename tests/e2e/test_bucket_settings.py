@@ -8,22 +8,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from botocore.exceptions import ClientError
 
-from leofs_harness import DEPLOYMENT, raw_request
+from leofs_harness import DEPLOYMENT, error_of, raw_request, tag_set
 from test_cluster import Cluster, eventually
-
-
-def error_of(call) -> tuple[int, str]:
-    try:
-        call()
-    except ClientError as e:
-        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
-    raise AssertionError("the request succeeded")
-
-
-def tag_set(pairs: dict[str, str]) -> list[dict]:
-    return [{"Key": k, "Value": v} for k, v in pairs.items()]
 
 
 def test_bucket_tagging(s3, bucket):

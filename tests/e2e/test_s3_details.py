@@ -18,16 +18,8 @@ import requests
 from botocore.exceptions import ClientError
 
 from conftest import unique_bucket_name
-from leofs_harness import raw_request, sigv4_headers
+from leofs_harness import error_of, raw_request, signed_chunks, sigv4_headers
 from test_errors import put_signed_chunks
-
-
-def error_of(call) -> tuple[int, str]:
-    try:
-        call()
-    except ClientError as e:
-        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
-    raise AssertionError("the request succeeded")
 
 
 def elements(body: bytes, name: str) -> list[str]:
@@ -97,8 +89,6 @@ def test_aws_chunked_is_not_stored_as_the_content_encoding(server, s3, bucket):
     assert r.status == 200, r
     assert "ContentEncoding" not in s3.head_object(Bucket=bucket, Key="framed")
     signer: dict = {}
-    from leofs_harness import signed_chunks
-
     length = len(signed_chunks(body, {"seed": "0" * 64, "amz_date": "", "scope": "", "key": b""}))
     headers = sigv4_headers(
         "PUT", f"127.0.0.1:{server.s3_port}", f"/{bucket}/gz", None,

@@ -13,22 +13,10 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from leofs_harness import DEPLOYMENT
+from leofs_harness import DEPLOYMENT, error_of, tag_set
 from test_cluster import Cluster, eventually
 
 MIB = 1 << 20
-
-
-def error_of(call) -> tuple[int, str]:
-    try:
-        call()
-    except ClientError as e:
-        return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
-    raise AssertionError("the request succeeded")
-
-
-def tag_set(pairs: dict[str, str]) -> list[dict]:
-    return [{"Key": k, "Value": v} for k, v in pairs.items()]
 
 
 def tags_of(s3, bucket, key, **kw) -> dict[str, str]:

@@ -25,36 +25,12 @@ pub async fn put_bucket_tagging(
 ) -> Result<S3Response<PutBucketTaggingOutput>, GatewayError> {
     let input = req.input;
     require_bucket(ctx, &input.bucket)?;
-    let tags: Vec<(String, String)> = input
-        .tagging
-        .tag_set
-        .iter()
-        .map(|t| {
-            (
-                t.key.clone().unwrap_or_default(),
-                t.value.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
-    if tags.len() > BUCKET_TAGS_MAX {
-        return Err(GatewayError::s3(
-            S3ErrorCode::InvalidTag,
-            "Bucket tag count cannot be greater than 50",
-        ));
-    }
-    // Each tag as an object's is checked (their count is bounded above instead).
-    for chunk in tags.chunks(crate::layout::MAX_OBJECT_TAGS) {
-        super::tagging::check_tags(chunk)?;
-    }
-    if let Some(n) = (1..tags.len()).find(|&n| tags[..n].iter().any(|(k, _)| *k == tags[n].0)) {
-        return Err(GatewayError::s3(
-            S3ErrorCode::InvalidTag,
-            format!(
-                "Cannot provide multiple Tags with the same key: {}",
-                tags[n].0
-            ),
-        ));
-    }
+    let tags = super::tagging::pairs_of(&input.tagging.tag_set);
+    super::tagging::check_tag_set(
+        &tags,
+        BUCKET_TAGS_MAX,
+        "Bucket tag count cannot be greater than 50",
+    )?;
     ctx.catalog
         .set_bucket_setting(&input.bucket, BucketSetting::Tags(tags))
         .await?;

@@ -81,15 +81,7 @@ fn size_of(bytes: Option<i64>, what: &str) -> Result<Option<u64>, GatewayError> 
 
 /// The tags a filter names, checked as object tags are.
 fn tags_of(tags: &[Tag]) -> Result<Vec<(String, String)>, GatewayError> {
-    let tags: Vec<(String, String)> = tags
-        .iter()
-        .map(|t| {
-            (
-                t.key.clone().unwrap_or_default(),
-                t.value.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let tags = super::tagging::pairs_of(tags);
     super::tagging::check_tags(&tags)?;
     Ok(tags)
 }
@@ -190,15 +182,6 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
         }
         expired_object_delete_marker = e.expired_object_delete_marker == Some(true);
     }
-    let filters_objects = !selection.tags.is_empty()
-        || selection.size_greater_than.is_some()
-        || selection.size_less_than.is_some();
-    // A marker and an upload carry no tags and no size: such a rule could never act on them.
-    if expired_object_delete_marker && filters_objects {
-        return Err(invalid(
-            "ExpiredObjectDeleteMarker cannot be specified with object tags or object sizes",
-        ));
-    }
     let noncurrent = match &rule.noncurrent_version_expiration {
         None => None,
         Some(n) => {
@@ -232,11 +215,6 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
             )
         })
         .transpose()?;
-    if abort_incomplete_multipart_days.is_some() && filters_objects {
-        return Err(invalid(
-            "AbortIncompleteMultipartUpload cannot be specified with object tags or object sizes",
-        ));
-    }
     if expiration.is_none()
         && !expired_object_delete_marker
         && noncurrent.is_none()
@@ -246,7 +224,7 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
             "At least one action needs to be specified in a rule",
         ));
     }
-    Ok(LifecycleRule {
+    let rule = LifecycleRule {
         id,
         enabled,
         prefix: selection.prefix,
@@ -257,7 +235,21 @@ fn rule_of(rule: &LifecycleRule_) -> Result<LifecycleRule, GatewayError> {
         tags: selection.tags,
         size_greater_than: selection.size_greater_than,
         size_less_than: selection.size_less_than,
-    })
+    };
+    // A marker and an upload carry no tags and no size: such a rule could never act on them.
+    if rule.filters_objects() {
+        if rule.expired_object_delete_marker {
+            return Err(invalid(
+                "ExpiredObjectDeleteMarker cannot be specified with object tags or object sizes",
+            ));
+        }
+        if rule.abort_incomplete_multipart_days.is_some() {
+            return Err(invalid(
+                "AbortIncompleteMultipartUpload cannot be specified with object tags or object sizes",
+            ));
+        }
+    }
+    Ok(rule)
 }
 
 /// Checks a whole configuration (ids unique, at most [`LIFECYCLE_RULES_MAX`] rules).

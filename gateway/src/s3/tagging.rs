@@ -37,8 +37,22 @@ fn invalid_tag(message: impl Into<String>) -> GatewayError {
 /// documented set is letters, digits, spaces and `+ - = . _ : / @`, but refusing more than S3
 /// does would fail writes S3 takes.)
 pub fn check_tags(tags: &[(String, String)]) -> Result<(), GatewayError> {
-    if tags.len() > MAX_OBJECT_TAGS {
-        return Err(invalid_tag("Object tags cannot be greater than 10"));
+    check_tag_set(
+        tags,
+        MAX_OBJECT_TAGS,
+        "Object tags cannot be greater than 10",
+    )
+}
+
+/// Checks a tag set of at most `max` tags (`too_many` otherwise) as [`check_tags`] checks an
+/// object's (a bucket's tag set has a limit of its own).
+pub fn check_tag_set(
+    tags: &[(String, String)],
+    max: usize,
+    too_many: &'static str,
+) -> Result<(), GatewayError> {
+    if tags.len() > max {
+        return Err(invalid_tag(too_many));
     }
     for (n, (key, value)) in tags.iter().enumerate() {
         let key_chars = key.chars().count();
@@ -85,18 +99,21 @@ pub fn tags_of_header(header: Option<&str>) -> Result<Vec<(String, String)>, Gat
     Ok(tags)
 }
 
-/// The tags of a `Tagging` document, checked.
-fn tags_of_document(tagging: &Tagging) -> Result<Vec<(String, String)>, GatewayError> {
-    let tags: Vec<(String, String)> = tagging
-        .tag_set
-        .iter()
+/// The (key, value) pairs of S3 `Tag`s, unchecked (a missing key or value is empty).
+pub fn pairs_of(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
         .map(|t| {
             (
                 t.key.clone().unwrap_or_default(),
                 t.value.clone().unwrap_or_default(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The tags of a `Tagging` document, checked.
+fn tags_of_document(tagging: &Tagging) -> Result<Vec<(String, String)>, GatewayError> {
+    let tags = pairs_of(&tagging.tag_set);
     check_tags(&tags)?;
     Ok(tags)
 }
