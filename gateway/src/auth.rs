@@ -32,8 +32,14 @@ pub enum OpClass {
 /// Classifies an s3s operation name.
 pub fn classify(op: &str) -> OpClass {
     match op {
-        "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions"
-        | "HeadBucket" | "GetBucketLocation" => OpClass::Read,
+        "GetObject"
+        | "HeadObject"
+        | "GetObjectAttributes"
+        | "ListObjects"
+        | "ListObjectsV2"
+        | "ListObjectVersions"
+        | "HeadBucket"
+        | "GetBucketLocation" => OpClass::Read,
         "PutObject"
         | "DeleteObject"
         | "DeleteObjects"

@@ -200,6 +200,25 @@ fn stamp_request_id(resp: &mut Response<Body>) {
     }
 }
 
+/// GetObjectAttributes' ETag is written without quotes by S3 (s3s quotes every ETag).
+fn unquote_attributes_etag(resp: &mut Response<Body>) {
+    if !resp.status().is_success() {
+        return;
+    }
+    let Some(document) = resp.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&document) else {
+        return;
+    };
+    let unquoted = text
+        .replacen("<ETag>\"", "<ETag>", 1)
+        .replacen("\"</ETag>", "</ETag>", 1);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(unquoted.len()));
+    *resp.body_mut() = Body::from(unquoted);
+}
+
 /// An S3 error document with `<RequestId>id</RequestId>` added before its end, or None when
 /// `document` is not one or already has one.
 fn error_document_with_request_id(document: &[u8], id: &str) -> Option<bytes::Bytes> {
@@ -235,6 +254,16 @@ impl FastPath {
             && let Err(refused) = unsupported::check_presigned_expiry(query)
         {
             return Ok(error_response(refused));
+        }
+        if req.method() == Method::GET
+            && req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "attributes" || p.starts_with("attributes="))
+            })
+        {
+            let mut resp = self.inner.call(req).await?;
+            unquote_attributes_etag(&mut resp);
+            return Ok(resp);
         }
         let Some(plain) = self.plain_request(&req) else {
             return self.inner.call(req).await;
@@ -739,11 +768,17 @@ fn object_headers(out: &mut http::HeaderMap, obj: &StoredObject, checksums: bool
     if let Some(v) = &h.cache_control {
         out.insert(header::CACHE_CONTROL, value(v)?);
     }
-    if checksums && obj.meta.parts_count == 0 {
+    if checksums {
         for kind in ChecksumKind::ALL {
             if let Some(sum) = obj.meta.checksums.iter().find(|c| c.kind == kind) {
                 out.insert(HeaderName::from_static(kind.header()), value(&sum.value)?);
             }
+        }
+        if let Some(how) = obj.meta.checksum_type() {
+            out.insert(
+                HeaderName::from_static("x-amz-checksum-type"),
+                HeaderValue::from_static(how.name()),
+            );
         }
     }
     for (name, v) in [

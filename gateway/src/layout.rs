@@ -1,6 +1,6 @@
 //! The object layout as the gateway uses it: engine keys and record encodings belong to storage
 //! (`leofs_shard::object`, re-exported here so the S3 and REST code reads `layout::…`),
-//! plus the two digests only the gateway computes: the multipart ETag and Content-MD5's base64.
+//! plus the digest only the gateway computes: the multipart ETag.
 //! The key functions that name a bucket take a [`BucketId`] here (never a bare bucket name), so
 //! every key the gateway builds carries the bucket's incarnation.
 
@@ -66,28 +66,6 @@ pub fn multipart_md5<'a>(part_md5s: impl IntoIterator<Item = &'a [u8; 16]>) -> [
     hasher.finalize()
 }
 
-/// Standard base64 (with padding) of `input`; used for Content-MD5 comparison.
-pub fn base64_encode(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for group in input.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,14 +82,5 @@ mod tests {
         let md5 = multipart_md5([&p1, &p2]);
         assert_eq!(md5, expected);
         assert_eq!(etag_string(&md5, 2), format!("{}-2", hex::encode(expected)));
-    }
-
-    #[test]
-    fn base64_matches_known_vectors() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
     }
 }

@@ -153,6 +153,7 @@ pub fn operation<B>(request: &Request<B>, domain: Option<&str>) -> &'static str 
         2 => match *method {
             Method::GET if has("acl") => "GetObjectAcl",
             Method::GET if has("uploadId") => "ListParts",
+            Method::GET if has("attributes") => "GetObjectAttributes",
             Method::GET => "GetObject",
             Method::HEAD => "HeadObject",
             Method::PUT if has("partNumber") && copy => "UploadPartCopy",

@@ -219,6 +219,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
             let written = ctx.write_body(&bucket_id, &key, body, true, &[]).await?;
             let meta = ObjectMeta {
                 completed_upload: None,
+                part_checksums: Vec::new(),
                 size_bytes: written.size_bytes,
                 md5: written.md5,
                 parts_count: 0,

@@ -19,14 +19,13 @@ import hmac
 import os
 import urllib.parse
 import xml.etree.ElementTree as ET
-import zlib
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
 from conftest import unique_bucket_name
-from leofs_harness import REGION, b64, empty_bucket, raw_request
+from leofs_harness import REGION, empty_bucket, raw_request
 
 ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
 SSE_C_KEY = os.urandom(32)
@@ -423,23 +422,6 @@ def test_conditional_deletes_and_aborts_are_not_implemented(s3, bucket):
             501, "NotImplemented")
     assert s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]["UploadId"] == uid
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid)
-
-
-def test_object_checksums_of_multipart_uploads_are_not_implemented(s3, bucket):
-    for kind in ("FULL_OBJECT", "COMPOSITE"):
-        refused(lambda: s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="CRC32",
-                                                   ChecksumType=kind), 501, "NotImplemented")
-    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
-    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"part")["ETag"]
-    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
-    crc32 = b64(zlib.crc32(b"part").to_bytes(4, "big"))
-    for extra in ({"ChecksumCRC32": crc32}, {"ChecksumType": "FULL_OBJECT"}, {"MpuObjectSize": 4}):
-        refused(lambda: s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload=parts,
-                                                     **extra), 501, "NotImplemented")
-    assert absent(s3, bucket, "mp")
-    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload=parts)
-    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"part"
 
 
 # -- reads ---------------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ pub async fn copy_object(
         BodyLayout::Inline if kinds.len() == src.meta.checksums.len() => {
             let meta = ObjectMeta {
                 completed_upload: None,
+                part_checksums: Vec::new(),
                 headers,
                 parts_count: 0,
                 ..src.meta.clone()
@@ -168,6 +169,7 @@ pub async fn copy_object(
             };
             let meta = ObjectMeta {
                 completed_upload: None,
+                part_checksums: Vec::new(),
                 size_bytes: written.size_bytes,
                 md5: written.md5,
                 parts_count: 0,

@@ -106,10 +106,34 @@ pub fn resolve_span(
     }
 }
 
-fn wants_checksums(mode: Option<&ChecksumMode>, span: &ReadSpan, meta: &ObjectMeta) -> bool {
-    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
-        && span.content_range.is_none()
-        && meta.parts_count == 0
+/// The checksums a read answers with when asked (`x-amz-checksum-mode: ENABLED`) and their
+/// type: the object's for a whole read; for a part of a multipart object, that part's (the
+/// checksum of exactly the bytes served); none for a byte range.
+pub fn read_checksums(
+    mode: Option<&ChecksumMode>,
+    span: &ReadSpan,
+    part_number: Option<i32>,
+    meta: &ObjectMeta,
+) -> ([Option<String>; 5], Option<ChecksumType>) {
+    if !mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED)) {
+        return Default::default();
+    }
+    let how = meta
+        .checksum_type()
+        .map(|t| ChecksumType::from(t.name().to_owned()));
+    match (span.content_range.is_some(), part_number) {
+        (false, _) => (checksum_fields(&meta.checksums), how),
+        (true, Some(n)) if span.parts_count.is_some() => {
+            let part = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| meta.part_checksums.get(i));
+            match part {
+                Some(sum) => (checksum_fields(std::slice::from_ref(sum)), how),
+                None => Default::default(),
+            }
+        }
+        (true, _) => Default::default(),
+    }
 }
 
 /// GetObject.
@@ -132,12 +156,12 @@ pub async fn get_object(
     };
     check_read_conditions(&conditions, &etag_value, &last_modified)?;
     let span = resolve_span(&obj.meta, input.part_number, input.range.as_ref())?;
-    let [crc32, crc32c, crc64nvme, sha1, sha256] =
-        if wants_checksums(input.checksum_mode.as_ref(), &span, &obj.meta) {
-            checksum_fields(&obj.meta.checksums)
-        } else {
-            Default::default()
-        };
+    let ([crc32, crc32c, crc64nvme, sha1, sha256], checksum_type) = read_checksums(
+        input.checksum_mode.as_ref(),
+        &span,
+        input.part_number,
+        &obj.meta,
+    );
     let h = header_fields(&obj.meta.headers);
     let content_length = i64::try_from(span.range.end - span.range.start).unwrap_or(i64::MAX);
     let body = ctx
@@ -154,6 +178,7 @@ pub async fn get_object(
         checksum_crc64nvme: crc64nvme,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
+        checksum_type,
         content_disposition: h.content_disposition,
         content_encoding: h.content_encoding,
         content_language: h.content_language,
@@ -191,12 +216,12 @@ pub async fn head_object(
     };
     check_read_conditions(&conditions, &etag_value, &last_modified)?;
     let span = resolve_span(&obj.meta, input.part_number, input.range.as_ref())?;
-    let [crc32, crc32c, crc64nvme, sha1, sha256] =
-        if wants_checksums(input.checksum_mode.as_ref(), &span, &obj.meta) {
-            checksum_fields(&obj.meta.checksums)
-        } else {
-            Default::default()
-        };
+    let ([crc32, crc32c, crc64nvme, sha1, sha256], checksum_type) = read_checksums(
+        input.checksum_mode.as_ref(),
+        &span,
+        input.part_number,
+        &obj.meta,
+    );
     let h = header_fields(&obj.meta.headers);
     let partial = span.content_range.is_some();
     let mut resp = S3Response::new(HeadObjectOutput {
@@ -207,6 +232,7 @@ pub async fn head_object(
         checksum_crc64nvme: crc64nvme,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
+        checksum_type,
         content_disposition: h.content_disposition,
         content_encoding: h.content_encoding,
         content_language: h.content_language,
@@ -250,6 +276,7 @@ mod tests {
         };
         ObjectMeta {
             completed_upload: None,
+            part_checksums: Vec::new(),
             size_bytes: size,
             md5: [0; 16],
             parts_count: u32::try_from(parts.len()).unwrap(),

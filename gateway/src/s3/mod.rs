@@ -9,6 +9,7 @@
 //! thread: the wrapped future is created, polled and dropped on the thread that owns the shard
 //! (SendWrapper would panic rather than allow anything else).
 
+pub mod attributes;
 pub mod bucket;
 pub mod bucket_settings;
 pub mod copy;
@@ -18,6 +19,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod list_versions;
 pub mod multipart;
+pub mod multipart_checksum;
 pub mod put;
 pub mod tagging;
 pub mod unsupported;
@@ -93,6 +95,7 @@ dispatch! {
     abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput => multipart::abort_multipart_upload;
     list_parts(ListPartsInput) -> ListPartsOutput => multipart::list_parts;
     list_multipart_uploads(ListMultipartUploadsInput) -> ListMultipartUploadsOutput => list_multipart_uploads_encoded;
+    get_object_attributes(GetObjectAttributesInput) -> GetObjectAttributesOutput => attributes::get_object_attributes;
     get_object_tagging(GetObjectTaggingInput) -> GetObjectTaggingOutput => tagging::get_object_tagging;
     put_object_tagging(PutObjectTaggingInput) -> PutObjectTaggingOutput => tagging::put_object_tagging;
     delete_object_tagging(DeleteObjectTaggingInput) -> DeleteObjectTaggingOutput => tagging::delete_object_tagging;

@@ -23,13 +23,15 @@ use crate::auth::caller_user;
 use crate::error::{GatewayError, body_error};
 use crate::layout::{
     BodyLayout, BucketId, ChecksumKind, ChunkRun, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta,
-    PartMeta, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id, multipart_md5,
-    new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
+    PartMeta, StoredChecksum, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id,
+    multipart_md5, new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
 };
 use crate::store::{Ctx, Written};
 
 /// Default and largest max-parts / max-uploads (S3's limit).
 const MAX_LIST: usize = 1000;
+/// Upload records ListMultipartUploads reads at once.
+const UPLOAD_READS_IN_FLIGHT: usize = 16;
 /// Initiator recorded for anonymous uploads (public-read-write buckets).
 const ANONYMOUS: &str = "anonymous";
 
@@ -204,15 +206,10 @@ pub async fn create_multipart_upload(
         caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
     let input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
-    let checksum_algorithm = match input.checksum_algorithm.as_ref() {
-        Some(a) => Some(ChecksumKind::from_name(a.as_str()).ok_or_else(|| {
-            GatewayError::s3(
-                S3ErrorCode::InvalidArgument,
-                format!("unknown checksum algorithm {}", a.as_str()),
-            )
-        })?),
-        None => None,
-    };
+    let checksum = super::multipart_checksum::upload_checksum(
+        input.checksum_algorithm.as_ref(),
+        input.checksum_type.as_ref(),
+    )?;
     let mut headers = headers_from(
         input.content_type,
         input.cache_control,
@@ -225,7 +222,8 @@ pub async fn create_multipart_upload(
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     let meta = UploadMeta {
         headers,
-        checksum_algorithm,
+        checksum_algorithm: checksum.map(|(kind, _)| kind),
+        checksum_type: checksum.map(|(_, how)| how),
         initiator,
     };
     let upload_id = new_upload_id();
@@ -250,6 +248,7 @@ pub async fn create_multipart_upload(
         key: Some(input.key),
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
+        checksum_type: checksum.map(|(_, how)| ChecksumType::from(how.name().to_owned())),
         ..Default::default()
     }))
 }
@@ -326,10 +325,11 @@ pub async fn complete_multipart_upload(
     ctx: &Ctx,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> Result<S3Response<CompleteMultipartUploadOutput>, GatewayError> {
-    let input = req.input;
+    let mut input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
     let requested = input
         .multipart_upload
+        .take()
         .and_then(|m| m.parts)
         .unwrap_or_default();
     let upload = match load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await {
@@ -365,7 +365,9 @@ pub async fn complete_multipart_upload(
         }
         numbers.push(n);
     }
+    let object_checksum = ObjectChecksumRequest::of(&input, &upload)?;
     let mut runs = Vec::with_capacity(requested.len());
+    let mut part_checksums = Vec::new();
     for (i, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
         let part = read_part(ctx, &bucket_id, part_key(&input.upload_id, n))
             .await?
@@ -386,15 +388,37 @@ pub async fn complete_multipart_upload(
             (ChecksumKind::Sha1, &p.checksum_sha1),
             (ChecksumKind::Sha256, &p.checksum_sha256),
         ];
-        for (kind, value) in given {
+        for (kind, value) in &given {
             if let Some(value) = value
-                && let Some(stored) = part.checksums.iter().find(|c| c.kind == kind)
+                && let Some(stored) = part.checksums.iter().find(|c| c.kind == *kind)
                 && stored.value != *value
             {
                 return Err(invalid_part(
                     "One or more of the specified parts could not be found.",
                 ));
             }
+        }
+        if let (Some(kind), Some(how)) = (upload.checksum_algorithm, upload.checksum_type) {
+            // A composite checksum is made from the parts the client names with their
+            // checksums (S3 requires them); a full-object one from the parts' own.
+            let named = given.iter().any(|(k, v)| *k == kind && v.is_some());
+            if how == crate::layout::ChecksumType::Composite && !named {
+                return Err(GatewayError::s3(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {n} in the request.",
+                        kind.name().to_ascii_lowercase()
+                    ),
+                ));
+            }
+            let stored = part
+                .checksums
+                .iter()
+                .find(|c| c.kind == kind)
+                .ok_or_else(|| {
+                    invalid_part("One or more of the specified parts could not be found.")
+                })?;
+            part_checksums.push(stored.clone());
         }
         if i + 1 < requested.len() && part.run.size_bytes < MIN_PART_BYTES {
             return Err(GatewayError::s3(
@@ -404,6 +428,30 @@ pub async fn complete_multipart_upload(
         }
         runs.push(part.run);
     }
+    let size_bytes = runs.iter().map(|s| s.size_bytes).sum();
+    if let Some(expected) = input.mpu_object_size
+        && u64::try_from(expected) != Ok(size_bytes)
+    {
+        return Err(GatewayError::s3(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "The provided 'x-amz-mp-object-size' header value {expected} does not match what was computed: {size_bytes}"
+            ),
+        ));
+    }
+    let checksums = match (upload.checksum_algorithm, upload.checksum_type) {
+        (Some(kind), Some(how)) => {
+            let parts: Vec<_> = part_checksums
+                .iter()
+                .zip(&runs)
+                .map(|(sum, run)| (sum, run.size_bytes))
+                .collect();
+            let sum = super::multipart_checksum::object_checksum(kind, how, &parts)?;
+            object_checksum.verify(&sum)?;
+            vec![sum]
+        }
+        _ => Vec::new(),
+    };
     check_write_conditions(
         ctx,
         &bucket_id,
@@ -413,14 +461,14 @@ pub async fn complete_multipart_upload(
     )
     .await?;
     let md5 = multipart_md5(runs.iter().map(|s| &s.md5));
-    let size_bytes = runs.iter().map(|s| s.size_bytes).sum();
     let meta = ObjectMeta {
         completed_upload: Some(input.upload_id.clone()),
+        part_checksums,
         size_bytes,
         md5,
         parts_count: u32::try_from(runs.len()).unwrap_or(u32::MAX),
         headers: upload.headers,
-        checksums: Vec::new(),
+        checksums,
         layout: BodyLayout::Chunked(runs),
     };
     // The listed parts' chunks must all be there, and stay there until the manifest that
@@ -456,14 +504,110 @@ pub async fn complete_multipart_upload(
         .delete_record(ukey)
         .await?;
     drop_parts(ctx, &bucket_id, &input.key, &input.upload_id, &numbers).await?;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
+    Ok(S3Response::new(completed_output(
+        &input.bucket,
+        &input.key,
+        &meta,
+        super::versions::written_version_id(&bucket_id, hlc),
+    )))
+}
+
+/// CompleteMultipartUpload's answer for the object `meta` it wrote.
+fn completed_output(
+    bucket: &str,
+    key: &str,
+    meta: &ObjectMeta,
+    version_id: Option<String>,
+) -> CompleteMultipartUploadOutput {
+    let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&meta.checksums);
+    CompleteMultipartUploadOutput {
+        bucket: Some(bucket.to_owned()),
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_crc64nvme: crc64nvme,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        checksum_type: meta
+            .checksum_type()
+            .map(|t| ChecksumType::from(t.name().to_owned())),
         e_tag: Some(etag(meta.etag())),
-        key: Some(input.key.clone()),
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
-        version_id: super::versions::written_version_id(&bucket_id, hlc),
+        key: Some(key.to_owned()),
+        location: Some(format!("/{bucket}/{key}")),
+        version_id,
         ..Default::default()
-    }))
+    }
+}
+
+/// What a CompleteMultipartUpload says the object's checksum is (its `x-amz-checksum-*` and
+/// `x-amz-checksum-type` headers), checked against the upload's settings before anything is
+/// read and against the made checksum before anything is written.
+struct ObjectChecksumRequest {
+    /// The expected checksum, if one was sent.
+    expected: Option<StoredChecksum>,
+}
+
+impl ObjectChecksumRequest {
+    fn of(input: &CompleteMultipartUploadInput, upload: &UploadMeta) -> Result<Self, GatewayError> {
+        let algorithm = upload
+            .checksum_algorithm
+            .map_or_else(|| "no".to_owned(), |k| format!("the {}", k.name()));
+        if let Some(how) = &input.checksum_type {
+            let how = super::multipart_checksum::checksum_type_of(how.as_str())?;
+            if upload.checksum_type != Some(how) {
+                return Err(GatewayError::s3(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "The upload was created with {algorithm} checksum algorithm and the {} checksum type; the complete request must name the same checksum type (x-amz-checksum-type: {}).",
+                        upload.checksum_type.map_or("no", |t| t.name()),
+                        how.name()
+                    ),
+                ));
+            }
+        }
+        let given = [
+            (ChecksumKind::Crc32, &input.checksum_crc32),
+            (ChecksumKind::Crc32c, &input.checksum_crc32c),
+            (ChecksumKind::Crc64Nvme, &input.checksum_crc64nvme),
+            (ChecksumKind::Sha1, &input.checksum_sha1),
+            (ChecksumKind::Sha256, &input.checksum_sha256),
+        ];
+        let mut expected = None;
+        for (kind, value) in given {
+            let Some(value) = value else { continue };
+            if upload.checksum_algorithm != Some(kind) || expected.is_some() {
+                return Err(GatewayError::s3(
+                    S3ErrorCode::InvalidRequest,
+                    format!(
+                        "The upload was created with {algorithm} checksum algorithm; the object's {} checksum ({}) cannot be checked.",
+                        kind.name(),
+                        kind.header()
+                    ),
+                ));
+            }
+            expected = Some(StoredChecksum {
+                kind,
+                value: value.clone(),
+            });
+        }
+        Ok(Self { expected })
+    }
+
+    /// `BadDigest` if the sent checksum is not `made` (a composite one may be sent with or
+    /// without its `-N` suffix).
+    fn verify(&self, made: &StoredChecksum) -> Result<(), GatewayError> {
+        match &self.expected {
+            Some(sent) if sent.value != made.value && sent.value != made.digest() => {
+                Err(GatewayError::s3(
+                    S3ErrorCode::BadDigest,
+                    format!(
+                        "The {} you specified did not match the calculated checksum.",
+                        made.kind.header()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The answer to a CompleteMultipartUpload of an upload that is gone because it was completed:
@@ -505,14 +649,12 @@ async fn completed_before(
     if multipart_md5(md5s.iter()) != obj.meta.md5 {
         return Ok(None);
     }
-    Ok(Some(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(bucket_name.to_owned()),
-        e_tag: Some(etag(obj.meta.etag())),
-        key: Some(key.to_owned()),
-        location: Some(format!("/{bucket_name}/{key}")),
+    Ok(Some(S3Response::new(completed_output(
+        bucket_name,
+        key,
+        &obj.meta,
         version_id,
-        ..Default::default()
-    })))
+    ))))
 }
 
 /// AbortMultipartUpload.
@@ -587,6 +729,9 @@ pub async fn list_parts(
         checksum_algorithm: upload
             .checksum_algorithm
             .map(|k| ChecksumAlgorithm::from(k.name().to_owned())),
+        checksum_type: upload
+            .checksum_type
+            .map(|t| ChecksumType::from(t.name().to_owned())),
         storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
         ..Default::default()
     }))
@@ -644,32 +789,57 @@ pub async fn list_multipart_uploads(
     };
     let page = list_page(fetch, &prefix, delimiter, marker.as_deref(), max_uploads).await?;
     let owner = owner_of(&bucket);
-    let mut uploads = Vec::new();
-    let mut common_prefixes = Vec::new();
-    for item in &page.items {
-        match item {
-            Item::Object(e) => {
-                let Some((key, id)) = e.key.rsplit_once('\0') else {
-                    continue;
-                };
-                uploads.push(MultipartUpload {
-                    initiated: Some(timestamp(e.hlc)),
-                    initiator: Some(Initiator {
-                        display_name: owner.display_name.clone(),
-                        id: owner.id.clone(),
-                    }),
-                    key: Some(key.to_owned()),
-                    owner: Some(owner.clone()),
-                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-                    upload_id: Some(id.to_owned()),
-                    ..Default::default()
-                });
-            }
-            Item::Prefix(p) => common_prefixes.push(CommonPrefix {
+    // Each upload's record says who initiated it and with which checksum settings: read
+    // concurrently, at most UPLOAD_READS_IN_FLIGHT at a time (an upload completed or aborted
+    // since the scan is left out).
+    let listed: Vec<_> = page
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Object(e) => e.key.rsplit_once('\0').map(|(key, id)| (key, id, e.hlc)),
+            Item::Prefix(_) => None,
+        })
+        .collect();
+    let records: Vec<_> = futures_util::stream::iter(&listed)
+        .map(|(key, id, _)| load_upload(ctx, &bucket_id, key, id))
+        .buffered(UPLOAD_READS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut uploads = Vec::with_capacity(listed.len());
+    for ((key, id, hlc), record) in listed.into_iter().zip(records) {
+        let upload = match record {
+            Ok((upload, _)) => upload,
+            Err(GatewayError::S3(e)) if *e.code() == S3ErrorCode::NoSuchUpload => continue,
+            Err(e) => return Err(e),
+        };
+        uploads.push(MultipartUpload {
+            checksum_algorithm: upload
+                .checksum_algorithm
+                .map(|k| ChecksumAlgorithm::from(k.name().to_owned())),
+            checksum_type: upload
+                .checksum_type
+                .map(|t| ChecksumType::from(t.name().to_owned())),
+            initiated: Some(timestamp(hlc)),
+            initiator: Some(Initiator {
+                display_name: Some(upload.initiator.clone()),
+                id: Some(upload.initiator),
+            }),
+            key: Some(key.to_owned()),
+            owner: Some(owner.clone()),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            upload_id: Some(id.to_owned()),
+        });
+    }
+    let common_prefixes: Vec<_> = page
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Prefix(p) => Some(CommonPrefix {
                 prefix: Some(p.clone()),
             }),
-        }
-    }
+            Item::Object(_) => None,
+        })
+        .collect();
     let (next_key_marker, next_upload_id_marker) = match page.next_marker() {
         Some(m) => match m.rsplit_once('\0') {
             Some((k, id)) => (Some(k.to_owned()), Some(id.to_owned())),

@@ -124,6 +124,7 @@ pub async fn put_object(
     )?;
     let meta = ObjectMeta {
         completed_upload: None,
+        part_checksums: Vec::new(),
         size_bytes: written.size_bytes,
         md5: written.md5,
         parts_count: 0,

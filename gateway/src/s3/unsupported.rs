@@ -9,11 +9,11 @@
 //!   `X-Amz-Expires`: `AccessDenied` (403), as S3 refuses them;
 //! - object settings the node has no place for (see [`check_object_settings`]): Object
 //!   Lock (S3's answer for a bucket without it, which every bucket is), storage classes other
-//!   than STANDARD, website redirects, appends, and the checksum type of a multipart upload;
+//!   than STANDARD, website redirects and appends;
 //! - checksum algorithms the node does not compute (MD5, SHA-512, XXHASH): `NotImplemented`;
-//! - a version id this store never issues (`InvalidArgument`, as S3), conditional deletes and aborts,
-//!   the object-level checksum and size of CompleteMultipartUpload, Object Lock and object
-//!   ownership on CreateBucket: `InvalidArgument` as S3, or `NotImplemented`;
+//! - a version id this store never issues (`InvalidArgument`, as S3), conditional deletes and
+//!   aborts, Object Lock and object ownership on CreateBucket: `InvalidArgument` as S3, or
+//!   `NotImplemented`;
 //! - `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner`) naming someone
 //!   other than the bucket's owner: `AccessDenied`, as S3 (this honours the header);
 //! - values S3 refuses that an operation would otherwise ignore (`x-amz-request-payer` other
@@ -52,8 +52,6 @@ use s3s::dto::{
     PutObjectInput, ServerSideEncryption, Timestamp, TimestampFormat,
 };
 use s3s::{S3Error, S3ErrorCode, S3Result};
-
-use crate::layout::ChecksumKind;
 
 /// One request as the checks see it (before s3s has parsed its input).
 #[derive(Clone, Copy, Debug)]
@@ -328,7 +326,6 @@ pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<
     match req.op {
         "CopyObject" | "UploadPartCopy" => check_source_owner(headers, state),
         "CreateBucket" => check_bucket_settings(headers),
-        "CompleteMultipartUpload" => check_complete_settings(headers),
         "AbortMultipartUpload" => refuse_given(
             headers,
             &[IF_MATCH_INITIATED_TIME_HEADER],
@@ -338,6 +335,7 @@ pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<
             refuse_given(headers, CONDITIONAL_DELETE_HEADERS, "Conditional deletes")?;
             check_version_id(req.query)
         }
+        "GetObjectAttributes" => check_version_id(req.query),
         "GetObject" | "HeadObject" => {
             check_version_id(req.query)?;
             check_response_overrides(req.query, req.signed)
@@ -532,13 +530,6 @@ pub fn check_object_settings(op: &str, headers: &HeaderMap) -> S3Result<()> {
     if op == "PutObject" {
         refuse_given(headers, &[WRITE_OFFSET_HEADER], "Appends")?;
     }
-    if op == "CreateMultipartUpload" {
-        refuse_given(
-            headers,
-            &[CHECKSUM_TYPE_HEADER],
-            "Object-level checksums of multipart uploads",
-        )?;
-    }
     Ok(())
 }
 
@@ -634,29 +625,6 @@ fn check_bucket_settings(headers: &HeaderMap) -> S3Result<()> {
         headers,
         &[OBJECT_OWNERSHIP_HEADER],
         "Object ownership settings",
-    )
-}
-
-/// CompleteMultipartUpload: the expected checksum of the whole object, its checksum type and its
-/// expected size would go unchecked (a completed multipart object carries no object-level
-/// checksum yet): `NotImplemented`. The parts' checksums in the request body are checked.
-fn check_complete_settings(headers: &HeaderMap) -> S3Result<()> {
-    for kind in ChecksumKind::ALL {
-        refuse_given(
-            headers,
-            &[kind.header()],
-            "Object-level checksums of multipart uploads",
-        )?;
-    }
-    refuse_given(
-        headers,
-        &[CHECKSUM_TYPE_HEADER],
-        "Object-level checksums of multipart uploads",
-    )?;
-    refuse_given(
-        headers,
-        &[MP_OBJECT_SIZE_HEADER],
-        "Expected sizes of multipart uploads",
     )
 }
 
@@ -1224,6 +1192,7 @@ pub fn check_acl_body(input: &PutBucketAclInput) -> S3Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::ChecksumKind;
 
     fn bucket(acl: BucketAcl) -> Bucket {
         Bucket {
@@ -1510,14 +1479,6 @@ mod tests {
             on("PutObject", &[("x-amz-write-offset-bytes", "0")]).as_deref(),
             Some("NotImplemented")
         );
-        assert_eq!(
-            on(
-                "CreateMultipartUpload",
-                &[("x-amz-checksum-type", "FULL_OBJECT")]
-            )
-            .as_deref(),
-            Some("NotImplemented")
-        );
         // Operations where S3 gives these headers no meaning ignore them, as S3 does.
         for op in ["UploadPart", "GetObject", "DeleteObject"] {
             assert_eq!(on(op, &[("x-amz-tagging", "team=a")]), None, "{op}");
@@ -1690,17 +1651,6 @@ mod tests {
             .as_deref(),
             Some("NotImplemented")
         );
-        for name in ChecksumKind::ALL
-            .map(ChecksumKind::header)
-            .into_iter()
-            .chain([CHECKSUM_TYPE_HEADER, MP_OBJECT_SIZE_HEADER])
-        {
-            assert_eq!(
-                on("CompleteMultipartUpload", &[(name, "1")]).as_deref(),
-                Some("NotImplemented"),
-                "{name}"
-            );
-        }
         // PutObject's and CompleteMultipartUpload's If-Match are honoured by the operations.
         assert_eq!(on("PutObject", &[("if-match", "\"abc\"")]), None);
         assert_eq!(

@@ -6,8 +6,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    ChecksumKind, ChunkRun, Headers, LayoutError, MAX_OBJECT_TAGS, StoredChecksum,
-    VERSION_ID_BYTES, VersionId,
+    ChecksumKind, ChecksumType, ChunkRun, Headers, LayoutError, MAX_OBJECT_TAGS, StoredChecksum,
+    VERSION_ID_BYTES, VersionId, base64_decode, base64_encode,
 };
 
 /// Current version of the manifest/upload/part encodings.
@@ -30,6 +30,10 @@ pub enum EncodeError {
         /// The limit.
         limit: usize,
     },
+    /// A part checksum that is not base64 of its algorithm's digest, or not of the others'
+    /// algorithm.
+    #[error("a part checksum is not a base64 digest of the upload's algorithm")]
+    BadChecksum,
     /// More items than the encoding can count.
     #[error("{count} {what} given; at most {limit} can be stored")]
     TooMany {
@@ -46,6 +50,10 @@ pub enum EncodeError {
 const FIELD_TAGS: u8 = 1;
 /// Field id of the multipart upload a manifest completed.
 const FIELD_COMPLETED_UPLOAD: u8 = 2;
+/// Field id of an upload's checksum type.
+const FIELD_CHECKSUM_TYPE: u8 = 3;
+/// Field id of a multipart object's part checksums.
+const FIELD_PART_CHECKSUMS: u8 = 4;
 
 /// The optional fields at the end of a manifest or an upload record.
 #[derive(Debug, Default)]
@@ -54,6 +62,10 @@ pub(super) struct Extras {
     pub(super) tags: Vec<(String, String)>,
     /// The id of the multipart upload whose completion wrote the manifest.
     pub(super) completed_upload: Option<String>,
+    /// How an upload's object checksum is to be made.
+    pub(super) checksum_type: Option<ChecksumType>,
+    /// A multipart object's part checksums, all of one algorithm, in part order.
+    pub(super) part_checksums: Vec<StoredChecksum>,
 }
 
 /// Builds one encoded record, starting with the format version.
@@ -157,6 +169,22 @@ impl Writer {
         if let Some(upload_id) = &extras.completed_upload {
             let at = self.open_field(FIELD_COMPLETED_UPLOAD);
             self.str("the completed upload's id", upload_id)?;
+            self.close_field(at);
+        }
+        if let Some(how) = extras.checksum_type {
+            let at = self.open_field(FIELD_CHECKSUM_TYPE);
+            self.0.put_u8(how as u8);
+            self.close_field(at);
+        }
+        if let Some(first) = extras.part_checksums.first() {
+            let at = self.open_field(FIELD_PART_CHECKSUMS);
+            self.0.put_u8(first.kind as u8);
+            for sum in &extras.part_checksums {
+                let digest = base64_decode(&sum.value)
+                    .filter(|d| sum.kind == first.kind && d.len() == first.kind.digest_len())
+                    .ok_or(EncodeError::BadChecksum)?;
+                self.0.put_slice(&digest);
+            }
             self.close_field(at);
         }
         Ok(())
@@ -306,6 +334,28 @@ impl<'a> Reader<'a> {
                     }
                 }
                 FIELD_COMPLETED_UPLOAD => extras.completed_upload = Some(field.str()?),
+                FIELD_CHECKSUM_TYPE => {
+                    let v = field.u8()?;
+                    extras.checksum_type = Some(
+                        ChecksumType::from_u8(v)
+                            .ok_or_else(|| self.corrupt("unknown checksum type"))?,
+                    );
+                }
+                FIELD_PART_CHECKSUMS => {
+                    let kind = ChecksumKind::from_u8(field.u8()?)
+                        .ok_or_else(|| self.corrupt("unknown checksum kind"))?;
+                    let digests = std::mem::take(&mut field.buf);
+                    if digests.is_empty() || !digests.len().is_multiple_of(kind.digest_len()) {
+                        return Err(self.corrupt("bad part checksums length"));
+                    }
+                    extras.part_checksums = digests
+                        .chunks(kind.digest_len())
+                        .map(|d| StoredChecksum {
+                            kind,
+                            value: base64_encode(d),
+                        })
+                        .collect();
+                }
                 _ => continue,
             }
             if !field.buf.is_empty() {

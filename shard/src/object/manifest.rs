@@ -58,6 +58,58 @@ pub fn etag_string(md5: &[u8; 16], parts_count: u32) -> String {
     }
 }
 
+/// The standard base64 alphabet (RFC 4648 §4).
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (with padding) of `input`: how S3 writes checksums and Content-MD5.
+pub fn base64_encode(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for group in input.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(
+                    BASE64_ALPHABET[((n >> (18 - 6 * i)) & 63) as usize],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of standard, padded base64 `text`; None if it is not that.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, group) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = group.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &group[..4 - pad] {
+            let v = BASE64_ALPHABET.iter().position(|&a| a == c)?;
+            n = (n << 6) | v as u32;
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    (base64_encode(&out) == text).then_some(out)
+}
+
 /// Number of chunks a body of `size_bytes` is cut into.
 pub fn chunk_count(size_bytes: u64, chunk_size_bytes: u64) -> u64 {
     size_bytes.div_ceil(chunk_size_bytes)
@@ -120,6 +172,69 @@ impl ChecksumKind {
     pub(super) fn from_u8(v: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u8 == v)
     }
+
+    /// Length of this algorithm's digest in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Self::Crc32 | Self::Crc32c => 4,
+            Self::Crc64Nvme => 8,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+
+    /// Whether a multipart object's checksum can be made with this algorithm by `how`: S3
+    /// makes full-object checksums only with the CRCs, and composite ones with all but
+    /// CRC64NVME.
+    pub fn supports(self, how: ChecksumType) -> bool {
+        match how {
+            ChecksumType::FullObject => {
+                matches!(self, Self::Crc32 | Self::Crc32c | Self::Crc64Nvme)
+            }
+            ChecksumType::Composite => self != Self::Crc64Nvme,
+        }
+    }
+
+    /// S3's checksum type when CreateMultipartUpload names this algorithm and no type.
+    pub fn default_multipart_type(self) -> ChecksumType {
+        if self == Self::Crc64Nvme {
+            ChecksumType::FullObject
+        } else {
+            ChecksumType::Composite
+        }
+    }
+}
+
+/// How a multipart object's checksum is made (S3's `x-amz-checksum-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumType {
+    /// The checksum of the concatenated part checksums, written with a `-N` part count suffix.
+    Composite = 1,
+    /// The checksum of the whole object's bytes (a single PUT's checksum is one too).
+    FullObject = 2,
+}
+
+impl ChecksumType {
+    /// The S3 name (`COMPOSITE`, `FULL_OBJECT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Composite => "COMPOSITE",
+            Self::FullObject => "FULL_OBJECT",
+        }
+    }
+
+    /// Parses an S3 name (exact, as S3 does).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Composite, Self::FullObject]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
+    pub(super) fn from_u8(v: u8) -> Option<Self> {
+        [Self::Composite, Self::FullObject]
+            .into_iter()
+            .find(|t| *t as u8 == v)
+    }
 }
 
 /// A checksum value (base64, as S3 transmits it).
@@ -127,8 +242,21 @@ impl ChecksumKind {
 pub struct StoredChecksum {
     /// The algorithm.
     pub kind: ChecksumKind,
-    /// Base64 of the digest.
+    /// Base64 of the digest; a composite checksum of a multipart object is followed by `-N`,
+    /// its part count, as S3 writes it (base64 never holds a `-`).
     pub value: String,
+}
+
+impl StoredChecksum {
+    /// Whether this is a multipart object's composite checksum.
+    pub fn is_composite(&self) -> bool {
+        self.value.contains('-')
+    }
+
+    /// The base64 digest without a composite checksum's `-N` suffix.
+    pub fn digest(&self) -> &str {
+        self.value.split('-').next().unwrap_or_default()
+    }
 }
 
 /// The standard headers and user metadata stored with an object or an upload.
@@ -207,12 +335,25 @@ pub struct ObjectMeta {
     /// The multipart upload whose completion wrote this manifest (a repeated completion of it
     /// is answered as the first was).
     pub completed_upload: Option<String>,
+    /// A multipart object's part checksums of its upload's algorithm, one per run in part
+    /// order (empty: the upload named no algorithm).
+    pub part_checksums: Vec<StoredChecksum>,
 }
 
 impl ObjectMeta {
     /// The S3 ETag without quotes.
     pub fn etag(&self) -> String {
         etag_string(&self.md5, self.parts_count)
+    }
+
+    /// How the object's checksums were made (None: it has none).
+    pub fn checksum_type(&self) -> Option<ChecksumType> {
+        let first = self.checksums.first()?;
+        Some(if first.is_composite() {
+            ChecksumType::Composite
+        } else {
+            ChecksumType::FullObject
+        })
     }
 
     /// The engine summary for this object record.
@@ -271,7 +412,7 @@ const LAYOUT_CHUNKED: u8 = 1;
 
 impl ObjectMeta {
     /// Serializes the manifest (format version, size, md5, parts, headers, checksums, layout,
-    /// then its optional fields: tags, the upload it completed).
+    /// then its optional fields: tags, the upload it completed, part checksums).
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut w = Writer::new();
         w.0.put_u64_le(self.size_bytes);
@@ -293,6 +434,8 @@ impl ObjectMeta {
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
             completed_upload: self.completed_upload.clone(),
+            checksum_type: None,
+            part_checksums: self.part_checksums.clone(),
         })?;
         Ok(w.0.freeze())
     }
@@ -327,6 +470,11 @@ impl ObjectMeta {
         };
         let extras = r.extras()?;
         headers.tags = extras.tags;
+        if !extras.part_checksums.is_empty()
+            && !matches!(&layout, BodyLayout::Chunked(runs) if runs.len() == extras.part_checksums.len())
+        {
+            return Err(r.corrupt("part checksums do not match the parts"));
+        }
         Ok(Self {
             size_bytes,
             md5,
@@ -335,6 +483,7 @@ impl ObjectMeta {
             checksums,
             layout,
             completed_upload: extras.completed_upload,
+            part_checksums: extras.part_checksums,
         })
     }
 }

@@ -68,6 +68,7 @@ mod tests {
     fn manifest_round_trips() {
         let meta = ObjectMeta {
             completed_upload: None,
+            part_checksums: Vec::new(),
             size_bytes: 25,
             md5: [9; 16],
             parts_count: 2,
@@ -93,6 +94,7 @@ mod tests {
     fn optional_fields_end_the_record_and_records_without_them_are_unchanged() {
         let mut meta = ObjectMeta {
             completed_upload: None,
+            part_checksums: Vec::new(),
             size_bytes: 3,
             md5: [2; 16],
             parts_count: 0,
@@ -131,6 +133,7 @@ mod tests {
                 ..Headers::default()
             },
             checksum_algorithm: None,
+            checksum_type: None,
             initiator: "me".into(),
         };
         assert_eq!(
@@ -140,9 +143,73 @@ mod tests {
     }
 
     #[test]
+    fn checksum_types_and_part_checksums_round_trip() {
+        let mut upload = UploadMeta {
+            headers: Headers::default(),
+            checksum_algorithm: Some(ChecksumKind::Crc32),
+            checksum_type: Some(ChecksumType::FullObject),
+            initiator: "me".into(),
+        };
+        assert_eq!(
+            UploadMeta::decode(&upload.encode().unwrap()).unwrap(),
+            upload
+        );
+        // An upload written before checksum types existed takes S3's default for its algorithm.
+        upload.checksum_type = None;
+        let decoded = UploadMeta::decode(&upload.encode().unwrap()).unwrap();
+        assert_eq!(decoded.checksum_type, Some(ChecksumType::Composite));
+
+        let sum = |value: &str| StoredChecksum {
+            kind: ChecksumKind::Crc32,
+            value: value.into(),
+        };
+        let mut meta = ObjectMeta {
+            completed_upload: None,
+            part_checksums: vec![sum("AAAAAQ=="), sum("/////w==")],
+            size_bytes: 25,
+            md5: [9; 16],
+            parts_count: 2,
+            headers: Headers::default(),
+            checksums: vec![sum("q83vEg==-2")],
+            layout: BodyLayout::Chunked(vec![seg(10, 4), seg(15, 4)]),
+        };
+        let decoded = ObjectMeta::decode(&meta.encode().unwrap()).unwrap();
+        assert_eq!(decoded, meta);
+        assert_eq!(decoded.checksum_type(), Some(ChecksumType::Composite));
+        assert_eq!(decoded.checksums[0].digest(), "q83vEg==");
+        // Part checksums are stored as digests: one that is not base64 of the algorithm's
+        // digest is refused, and a record whose count differs from the parts is corrupt.
+        meta.part_checksums[1] = sum("AAAA");
+        assert_eq!(meta.encode(), Err(EncodeError::BadChecksum));
+        meta.part_checksums.pop();
+        assert!(ObjectMeta::decode(&meta.encode().unwrap()).is_err());
+    }
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        for (raw, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xff, 0xfe, 0x00], "//4A"),
+        ] {
+            assert_eq!(base64_encode(raw), text);
+            assert_eq!(base64_decode(text).as_deref(), Some(raw));
+        }
+        for bad in [
+            "Zg=", "Z===", "Zg==Zg==", "Zh==", "Zm9v!A==", "====", "Zm8=Zm8=",
+        ] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn truncated_manifest_is_corrupt_not_a_panic() {
         let meta = ObjectMeta {
             completed_upload: None,
+            part_checksums: Vec::new(),
             size_bytes: 0,
             md5: [0; 16],
             parts_count: 0,
@@ -201,6 +268,7 @@ mod tests {
     fn fields_too_long_to_store_are_refused_never_truncated() {
         let meta = |content_type: String, user_meta: Vec<(String, String)>| ObjectMeta {
             completed_upload: None,
+            part_checksums: Vec::new(),
             size_bytes: 0,
             md5: [0; 16],
             parts_count: 0,

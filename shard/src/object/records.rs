@@ -4,7 +4,9 @@
 use bytes::{BufMut, Bytes};
 
 use super::codec::{Extras, Reader, Writer};
-use super::{ChecksumKind, ChunkRun, EncodeError, Headers, LayoutError, StoredChecksum};
+use super::{
+    ChecksumKind, ChecksumType, ChunkRun, EncodeError, Headers, LayoutError, StoredChecksum,
+};
 
 /// An upload record's metadata: what CreateMultipartUpload was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub struct UploadMeta {
     pub headers: Headers,
     /// Checksum algorithm requested at creation, if any.
     pub checksum_algorithm: Option<ChecksumKind>,
+    /// How the object's checksum is made from the parts (set when an algorithm is).
+    pub checksum_type: Option<ChecksumType>,
     /// User id of the initiator.
     pub initiator: String,
 }
@@ -36,6 +40,8 @@ impl UploadMeta {
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
             completed_upload: None,
+            checksum_type: self.checksum_type,
+            part_checksums: Vec::new(),
         })?;
         Ok(w.0.freeze())
     }
@@ -49,10 +55,18 @@ impl UploadMeta {
             v => Some(ChecksumKind::from_u8(v).ok_or_else(|| r.corrupt("unknown checksum kind"))?),
         };
         let initiator = r.str()?;
-        headers.tags = r.extras()?.tags;
+        let extras = r.extras()?;
+        headers.tags = extras.tags;
+        // An upload recorded before checksum types existed makes S3's default for its algorithm.
+        let checksum_type = checksum_algorithm.map(|kind| {
+            extras
+                .checksum_type
+                .unwrap_or(kind.default_multipart_type())
+        });
         Ok(Self {
             headers,
             checksum_algorithm,
+            checksum_type,
             initiator,
         })
     }

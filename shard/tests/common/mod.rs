@@ -103,6 +103,7 @@ pub async fn put_chunk(shard: &Shard, bucket: &str, key: &str, version: &Version
 pub fn manifest(layout: BodyLayout, size_bytes: u64) -> PutValue {
     let meta = ObjectMeta {
         completed_upload: None,
+        part_checksums: Vec::new(),
         size_bytes,
         md5: [2; 16],
         parts_count: 0,
