@@ -143,6 +143,16 @@ struct ServerArgs {
         env = "LEOFS_GATEWAY_DISK_CACHE_BYTES_PER_CORE"
     )]
     gateway_disk_cache_bytes_per_core: Option<u64>,
+    /// Write every S3 and REST request this node answers to FILE, in S3's server access log
+    /// format [default: no access log].
+    #[arg(long, value_name = "FILE", env = "LEOFS_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
+    /// Size at which the access log is rotated to FILE.1 [default: 67108864, 64 MiB].
+    #[arg(long, value_name = "BYTES", env = "LEOFS_ACCESS_LOG_MAX_BYTES")]
+    access_log_max_bytes: Option<u64>,
+    /// Rotated access log files kept (FILE.1 … FILE.N; 0: none) [default: 5].
+    #[arg(long, value_name = "N", env = "LEOFS_ACCESS_LOG_FILES")]
+    access_log_files: Option<u32>,
     /// Most connections one core serves; beyond, new connections get 503 SlowDown
     /// [default: 1024].
     #[arg(long, value_name = "N", env = "LEOFS_CONNECTIONS_PER_CORE_MAX")]
@@ -221,6 +231,9 @@ struct FileConfig {
     lifecycle_day_secs: Option<u64>,
     lifecycle_interval_ms: Option<u64>,
     gateway_disk_cache_bytes_per_core: Option<u64>,
+    access_log: Option<PathBuf>,
+    access_log_max_bytes: Option<u64>,
+    access_log_files: Option<u32>,
     connections_per_core_max: Option<usize>,
     chunk_grace_secs: Option<u64>,
     anti_entropy_interval_ms: Option<u64>,
@@ -282,6 +295,8 @@ struct ServerConfig {
     gateway_cache_bytes_per_core: Option<u64>,
     /// Disk space of each gateway core's disk cache, if configured (else sized by the roles).
     gateway_disk_cache_bytes_per_core: Option<u64>,
+    /// The access log, if one is configured.
+    access_log: Option<leofs_gateway::access_log::AccessLogConfig>,
     /// This node's roles.
     roles: Roles,
     /// Where peers reach this node's storage.
@@ -454,6 +469,26 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         }
         gateway.lifecycle.pass_interval = Duration::from_millis(ms);
     }
+    let access_log = match args.access_log.or(file.access_log) {
+        Some(path) => {
+            let max_bytes = args
+                .access_log_max_bytes
+                .or(file.access_log_max_bytes)
+                .unwrap_or(leofs_gateway::access_log::DEFAULT_MAX_BYTES);
+            if max_bytes < 4096 {
+                bail!("access_log_max_bytes must be at least 4096, got {max_bytes}");
+            }
+            Some(leofs_gateway::access_log::AccessLogConfig {
+                path,
+                max_bytes,
+                files_kept: args
+                    .access_log_files
+                    .or(file.access_log_files)
+                    .unwrap_or(leofs_gateway::access_log::DEFAULT_FILES_KEPT),
+            })
+        }
+        None => None,
+    };
     let connections_per_core_max = args
         .connections_per_core_max
         .or(file.connections_per_core_max)
@@ -553,6 +588,7 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         gateway_disk_cache_bytes_per_core: args
             .gateway_disk_cache_bytes_per_core
             .or(file.gateway_disk_cache_bytes_per_core),
+        access_log,
     })
 }
 
@@ -1032,6 +1068,17 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
             gateway_disk_cache_mib_per_core = disk_bytes >> 20,
             "gateway disk cache sized"
         );
+    }
+    if let Some(log) = config.access_log {
+        if !roles.gateway {
+            bail!("access_log needs the gateway role: only gateways answer requests");
+        }
+        let path = log.path.display().to_string();
+        gateway.access_log = Some(
+            leofs_gateway::access_log::AccessLog::open(log)
+                .with_context(|| format!("cannot open the access log {path}"))?,
+        );
+        tracing::info!(path, "access log on");
     }
     let gateway = Arc::new(gateway);
     let (s3_addr, rest_addr) = (config.listen, config.rest_listen);

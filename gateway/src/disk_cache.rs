@@ -193,7 +193,7 @@ impl DiskCacheWriter {
 
 /// Lets the calling thread run on every CPU of the machine: a thread started from a pinned
 /// core thread inherits its one CPU, and the writer must not take that core's time.
-fn leave_the_core_cpu() {
+pub(crate) fn leave_the_core_cpu() {
     // SAFETY: cpu_set_t is plain data, valid when zeroed; CPU_SET writes within it for
     // indices below CPU_SETSIZE; sched_setaffinity(0, ..) changes only the calling thread.
     unsafe {

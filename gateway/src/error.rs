@@ -32,6 +32,9 @@ pub enum GatewayError {
     /// A protocol-level S3 error, already carrying its code.
     #[error("{0}")]
     S3(#[from] S3Error),
+    /// The access log's writer could not be started.
+    #[error("cannot start the access log: {0}")]
+    AccessLog(std::io::Error),
     /// A listener could not be started.
     #[error("cannot serve on {addr}: {detail}")]
     Serve {
@@ -130,6 +133,7 @@ impl From<GatewayError> for S3Error {
             GatewayError::Body(msg) => S3Error::with_message(S3ErrorCode::IncompleteBody, msg),
             GatewayError::Corrupt { .. }
             | GatewayError::MissingChunk(_)
+            | GatewayError::AccessLog(_)
             | GatewayError::Serve { .. } => {
                 tracing::error!(error = %e, "internal error");
                 S3Error::with_message(S3ErrorCode::InternalError, e.to_string())

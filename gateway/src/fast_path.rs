@@ -193,6 +193,10 @@ fn stamp_request_id(resp: &mut Response<Body>) {
     let Some(document) = resp.body().bytes() else {
         return;
     };
+    if let Some(code) = error_code_of(&document) {
+        resp.extensions_mut()
+            .insert(crate::access_log::ErrorCode(code.to_owned()));
+    }
     if let Some(with_id) = error_document_with_request_id(&document, &id) {
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(with_id.len()));
@@ -217,6 +221,14 @@ fn unquote_attributes_etag(resp: &mut Response<Body>) {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(unquoted.len()));
     *resp.body_mut() = Body::from(unquoted);
+}
+
+/// The `<Code>` of an S3 error document.
+fn error_code_of(document: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(document).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    Some(&text[start..start + len])
 }
 
 /// An S3 error document with `<RequestId>id</RequestId>` added before its end, or None when

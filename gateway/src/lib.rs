@@ -15,6 +15,7 @@
 //! - [`layout`]: engine keys, chunk arithmetic, ETags and record encodings;
 //! - [`error`]: every internal error mapped to one S3 error code.
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod cache;
@@ -69,6 +70,8 @@ pub struct GatewayConfig {
     pub disk_cache: Option<DiskCacheConfig>,
     /// How the lifecycle worker of a storage node runs ([`lifecycle`]).
     pub lifecycle: lifecycle::LifecycleSettings,
+    /// The node's access log ([`access_log`]); None: none.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// Where and how large a gateway's disk cache is, and its writer thread.
@@ -93,6 +96,7 @@ impl Default for GatewayConfig {
             object_cache_r1_staleness: Duration::ZERO,
             disk_cache: None,
             lifecycle: lifecycle::LifecycleSettings::default(),
+            access_log: None,
         }
     }
 }

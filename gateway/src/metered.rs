@@ -1,16 +1,24 @@
 //! Counts every S3 and REST request a core answers (for `/metrics`): its operation, named from
 //! the method, the path's shape and the query as the S3 API names them (REST ones as
 //! `RestGetObject` and the like), its status, the time to the answer's head, and the bytes
-//! declared in and out.
+//! declared in and out. With an access log ([`crate::access_log`]), it also writes each
+//! request's line once the answer's body is sent.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Buf;
 use http::{Method, Request, Response, header};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
-use leofs_shard::Shard;
+use leofs_manager::Manager;
+use leofs_shard::{PeerAddr, Shard};
+
+use crate::access_log::{AccessLog, Entry, ErrorCode, Started, operation_name};
 
 /// A service that counts what `inner` answers on this core.
 #[derive(Clone)]
@@ -21,6 +29,14 @@ pub struct Metered<S> {
     domain: Option<String>,
     /// Names a request's operation.
     name: fn(&Request<Incoming>, Option<&str>) -> &'static str,
+    /// The node's access log, if it keeps one.
+    access_log: Option<Rc<LogWriter>>,
+}
+
+/// What writing access log lines takes: the log and the catalog (bucket owners, key owners).
+struct LogWriter {
+    log: AccessLog,
+    manager: Arc<Manager>,
 }
 
 impl<S> Metered<S> {
@@ -31,6 +47,7 @@ impl<S> Metered<S> {
             shard,
             domain,
             name: operation,
+            access_log: None,
         }
     }
 
@@ -41,7 +58,15 @@ impl<S> Metered<S> {
             shard,
             domain: None,
             name: |request, _| rest_operation(request),
+            access_log: None,
         }
+    }
+
+    /// Also writes every request's line to `log` (bucket owners and requesters from
+    /// `manager`'s catalog).
+    pub fn with_access_log(mut self, log: Option<AccessLog>, manager: Arc<Manager>) -> Self {
+        self.access_log = log.map(|log| Rc::new(LogWriter { log, manager }));
+        self
     }
 }
 
@@ -51,14 +76,18 @@ where
     S::Future: 'static,
     B: Body,
 {
-    type Response = Response<B>;
+    type Response = Response<LoggedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>>>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<LoggedBody<B>>, S::Error>>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let operation = (self.name)(&request, self.domain.as_deref());
         let bytes_in = declared_length(request.headers());
         let started = Instant::now();
+        let logging = self.access_log.clone().map(|writer| {
+            let entry = request_entry(&request, self.domain.as_deref(), operation, &writer);
+            (writer, entry)
+        });
         let answer = self.inner.call(request);
         let shard = self.shard.clone();
         Box::pin(async move {
@@ -77,8 +106,252 @@ where
                     bytes_out,
                 );
             }
-            answer
+            answer.map(|response| {
+                let line = logging
+                    .map(|(writer, (entry, start))| answered(entry, start, &response, &writer));
+                response.map(|inner| LoggedBody { inner, line })
+            })
         })
+    }
+}
+
+/// The access log's view of a request, taken before it is served.
+fn request_entry(
+    request: &Request<Incoming>,
+    domain: Option<&str>,
+    operation: &str,
+    writer: &LogWriter,
+) -> (Entry, Started) {
+    let start = Started::now();
+    let headers = request.headers();
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = text(header::HOST);
+    let (bucket, key) = bucket_and_key(request.uri().path(), host.as_deref(), domain);
+    let query = request.uri().query().unwrap_or("");
+    let (signature_version, authentication_type, access_key) = credentials_of(headers, query);
+    let (bucket_owner, requester) = writer.manager.with_snapshot(|state| {
+        (
+            bucket
+                .as_deref()
+                .and_then(|b| state.bucket(b))
+                .map(|b| b.owner.clone()),
+            crate::auth::caller_user(state, access_key.as_deref()),
+        )
+    });
+    let object_size = match *request.method() {
+        Method::PUT if key.is_some() && !headers.contains_key("x-amz-copy-source") => headers
+            .get("x-amz-decoded-content-length")
+            .or_else(|| headers.get(header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        _ => None,
+    };
+    let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let entry = Entry {
+        bucket_owner,
+        operation: operation_name(operation, request.method(), query, key.is_some()),
+        bucket,
+        key,
+        received: start.received,
+        remote: request.extensions().get::<PeerAddr>().map(|p| p.0),
+        requester,
+        request_id: None,
+        request_uri: format!(
+            "{} {path_and_query} {:?}",
+            request.method(),
+            request.version()
+        ),
+        status: 0,
+        error_code: None,
+        bytes_sent: 0,
+        object_size,
+        total: std::time::Duration::ZERO,
+        turn_around: std::time::Duration::ZERO,
+        referer: text(header::REFERER),
+        user_agent: text(header::USER_AGENT),
+        version_id: None,
+        host_id: None,
+        signature_version,
+        authentication_type,
+        host,
+    };
+    (entry, start)
+}
+
+/// The rest of a request's entry, from its answer's head.
+fn answered<B>(
+    mut entry: Entry,
+    start: Started,
+    response: &Response<B>,
+    writer: &Rc<LogWriter>,
+) -> PendingLine {
+    let headers = response.headers();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    entry.turn_around = start.at.elapsed();
+    entry.status = response.status().as_u16();
+    entry.request_id = text("x-amz-request-id");
+    entry.host_id = text("x-amz-id-2");
+    entry.version_id = text("x-amz-version-id");
+    entry.error_code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0.clone());
+    if entry.bucket_owner.is_none() {
+        // A bucket this request created has its owner now.
+        entry.bucket_owner = writer.manager.with_snapshot(|state| {
+            entry
+                .bucket
+                .as_deref()
+                .and_then(|b| state.bucket(b))
+                .map(|b| b.owner.clone())
+        });
+    }
+    if matches!(
+        entry.error_code.as_deref(),
+        Some("SignatureDoesNotMatch" | "InvalidAccessKeyId")
+    ) {
+        entry.requester = None;
+    }
+    if entry.object_size.is_none()
+        && entry.key.is_some()
+        && response.status().is_success()
+        && entry.operation.ends_with(".OBJECT")
+    {
+        // A whole read's length, or a partial one's total after the slash of Content-Range.
+        entry.object_size = text("content-range")
+            .and_then(|r| r.rsplit('/').next()?.parse().ok())
+            .or_else(|| text("content-length").and_then(|v| v.parse().ok()));
+    }
+    PendingLine {
+        entry,
+        started: start.at,
+        log: writer.log.clone(),
+    }
+}
+
+/// The signature version, how it was sent, and the access key of a request.
+fn credentials_of(
+    headers: &http::HeaderMap,
+    query: &str,
+) -> (Option<&'static str>, Option<&'static str>, Option<String>) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") {
+            let key = rest
+                .split(',')
+                .find_map(|p| p.trim().strip_prefix("Credential="))
+                .and_then(|c| c.split('/').next())
+                .map(str::to_owned);
+            return (Some("SigV4"), Some("AuthHeader"), key);
+        }
+        if let Some(rest) = auth.strip_prefix("AWS ") {
+            let key = rest.split(':').next().map(str::to_owned);
+            return (Some("SigV2"), Some("AuthHeader"), key);
+        }
+    }
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| crate::rest::percent_decode(v).unwrap_or_else(|| v.to_owned()))
+        })
+    };
+    if let Some(credential) = param("X-Amz-Credential") {
+        let key = credential.split('/').next().map(str::to_owned);
+        return (Some("SigV4"), Some("QueryString"), key);
+    }
+    if let Some(key) = param("AWSAccessKeyId") {
+        return (Some("SigV2"), Some("QueryString"), Some(key));
+    }
+    (None, None, None)
+}
+
+/// The bucket and key a request names (path style, or the bucket in a virtual host).
+fn bucket_and_key(
+    path: &str,
+    host: Option<&str>,
+    domain: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    let decode = |s: &str| crate::rest::percent_decode(s).unwrap_or_else(|| s.to_owned());
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let host_bucket = match (host.map(|h| h.split(':').next().unwrap_or(h)), domain) {
+        (Some(host), Some(domain)) => host
+            .strip_suffix(domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned),
+        _ => None,
+    };
+    if let Some(bucket) = host_bucket {
+        return (Some(bucket), (!path.is_empty()).then(|| decode(path)));
+    }
+    match path.split_once('/') {
+        None if path.is_empty() => (None, None),
+        None => (Some(decode(path)), None),
+        Some((bucket, key)) => (Some(decode(bucket)), (!key.is_empty()).then(|| decode(key))),
+    }
+}
+
+/// An access log line waiting for its answer's body to be sent: written when dropped.
+pub struct PendingLine {
+    entry: Entry,
+    started: Instant,
+    log: AccessLog,
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        self.entry.total = self.started.elapsed();
+        self.log.record(self.entry.line());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, with its access log line (if the node keeps a log): the bytes sent
+    /// are counted, and the line is written when the body is dropped (sent whole, or the
+    /// client went away).
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        line: Option<PendingLine>,
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Some(line), Poll::Ready(Some(Ok(frame)))) = (this.line.as_mut(), &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            line.entry.bytes_sent += data.remaining() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

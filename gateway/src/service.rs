@@ -47,6 +47,9 @@ pub fn serve_core(
     s3_addr: SocketAddr,
     rest_addr: Option<SocketAddr>,
 ) -> Result<(), GatewayError> {
+    if let Some(log) = &config.access_log {
+        log.start().map_err(GatewayError::AccessLog)?;
+    }
     let ctx = Ctx::new(
         shard.clone(),
         manager.clone(),
@@ -55,7 +58,7 @@ pub fn serve_core(
     );
     let mut builder = S3ServiceBuilder::new(S3Gateway::new(ctx.clone()));
     builder.set_auth(ManagerAuth::new(manager.clone(), catalog.clone()));
-    builder.set_access(AclAccess::new(manager, catalog));
+    builder.set_access(AclAccess::new(manager.clone(), catalog));
     builder.set_validation(ManagerNameValidation);
     if let Some(domain) = config
         .virtual_host_domain
@@ -69,7 +72,8 @@ pub fn serve_core(
         FastPath::new(builder.build(), ctx.clone()),
         shard.clone(),
         domain,
-    );
+    )
+    .with_access_log(config.access_log.clone(), manager.clone());
     leofs_shard::serve_http(&shard, s3_addr, service, S3_OVERLOAD)?;
     if ctx.storage.has_disk_cache() {
         let (storage, shard) = (ctx.storage.clone(), shard.clone());
@@ -81,7 +85,8 @@ pub fn serve_core(
         });
     }
     if let Some(addr) = rest_addr {
-        let service = Metered::rest(RestService::new(ctx), shard.clone());
+        let service = Metered::rest(RestService::new(ctx), shard.clone())
+            .with_access_log(config.access_log.clone(), manager);
         leofs_shard::serve_http(&shard, addr, service, REST_OVERLOAD)?;
     }
     Ok(())

@@ -155,6 +155,31 @@ impl Drop for Registration {
     }
 }
 
+/// The address of the client a request came from, in every served request's extensions (for
+/// access logs and source-address conditions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A connection's service: tags each request with the connection's peer, then serves it.
+struct PeerTagged<S> {
+    inner: S,
+    peer: PeerAddr,
+}
+
+impl<S, B> hyper::service::Service<http::Request<B>> for PeerTagged<S>
+where
+    S: hyper::service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
+    }
+}
+
 /// Binds `addr` with SO_REUSEPORT on the current core, sets TCP_NODELAY on accepted connections and
 /// serves each with hyper http1 (keep-alive) until shutdown; in-flight requests finish on shutdown.
 /// A connection accepted while another core serves fewer connections is moved there (see
@@ -394,7 +419,11 @@ where
                 return;
             }
         };
-        let connection = self.builder.serve_connection(io, self.service.clone());
+        let service = PeerTagged {
+            inner: self.service.clone(),
+            peer: PeerAddr(peer),
+        };
+        let connection = self.builder.serve_connection(io, service);
         monoio::spawn(async move {
             let _registration = conn_registration;
             let _slot = slot;

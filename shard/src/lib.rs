@@ -49,10 +49,11 @@ pub mod shard;
 pub use antientropy::{AntiEntropyStatus, ReplicationConfig};
 pub use error::ErrorClass;
 pub use error::ShardError;
-pub use http::{OverloadAnswer, serve_http};
+pub use http::{OverloadAnswer, PeerAddr, serve_http};
 pub use layout::{NodeLayout, read_layout};
 pub use leofs_engine::{
-    EngineConfig, EngineError, Head, Hlc, Lookup, PartitionId, PutValue, ScanEntry, Summary, Value,
+    EngineConfig, EngineError, Head, Hlc, Lookup, MAX_META_BYTES, PartitionId, PutValue, ScanEntry,
+    Summary, Value,
 };
 
 /// Largest body of one record in bytes: what the engine stores, and what one frame carries

@@ -80,6 +80,7 @@ def test_composite_checksums_are_made_checked_and_returned(s3, bucket, algorithm
     uid, _, _ = upload(s3, bucket, "listed", [TAIL], algorithm)
     parts = s3.list_parts(Bucket=bucket, Key="listed", UploadId=uid)
     assert parts["ChecksumAlgorithm"] == algorithm and parts["ChecksumType"] == "COMPOSITE"
+    assert [p[field] for p in parts["Parts"]] == [checksum(algorithm, TAIL)]
     [listed] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
     assert listed["ChecksumAlgorithm"] == algorithm and listed["ChecksumType"] == "COMPOSITE"
     s3.abort_multipart_upload(Bucket=bucket, Key="listed", UploadId=uid)
@@ -96,7 +97,7 @@ def test_a_composite_upload_needs_every_part_checksum_and_the_right_one(s3, buck
     wrong = composite("SHA256", [TAIL, PART])
     assert error_of(lambda: complete(ChecksumSHA256=wrong)) == (400, "BadDigest")
     assert error_of(lambda: complete(ChecksumCRC32=checksum("CRC32", PART))) == (400, "InvalidRequest")
-    assert error_of(lambda: complete(ChecksumType="FULL_OBJECT")) == (400, "InvalidRequest")
+    assert error_of(lambda: complete(ChecksumType="FULL_OBJECT")) == (400, "BadDigest")  # S3's code
     assert error_of(lambda: s3.head_object(Bucket=bucket, Key="mp")) == (404, "404")
     right = composite("SHA256", [PART, TAIL])
     assert complete(ChecksumSHA256=right.split("-")[0], ChecksumType="COMPOSITE")["ChecksumSHA256"] == right
@@ -114,7 +115,7 @@ def test_full_object_checksums_are_the_crc_of_the_whole_body(s3, bucket, algorit
     wrong = base64.b64encode(bytes(len(base64.b64decode(whole)))).decode()
     assert error_of(lambda: complete(**{field: wrong})) == (400, "BadDigest")
     assert error_of(lambda: complete(MpuObjectSize=len(body) + 1)) == (400, "InvalidRequest")
-    assert error_of(lambda: complete(ChecksumType="COMPOSITE")) == (400, "InvalidRequest")
+    assert error_of(lambda: complete(ChecksumType="COMPOSITE")) == (400, "BadDigest")
     done = complete(**{field: whole}, ChecksumType="FULL_OBJECT", MpuObjectSize=len(body))
     assert done[field] == whole and done["ChecksumType"] == "FULL_OBJECT"
     got = s3.get_object(Bucket=bucket, Key="mp", ChecksumMode="ENABLED")

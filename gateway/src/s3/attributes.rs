@@ -137,7 +137,7 @@ fn parts_of(
         })
         .collect();
     let last = parts.last().and_then(|p| p.part_number);
-    let truncated = last.is_some_and(|n| n < total);
+    let truncated = first.saturating_add(parts.len()) < runs.len();
     Ok(Some(GetObjectAttributesParts {
         is_truncated: Some(truncated),
         max_parts: Some(max_parts),

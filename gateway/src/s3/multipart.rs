@@ -471,6 +471,17 @@ pub async fn complete_multipart_upload(
         checksums,
         layout: BodyLayout::Chunked(runs),
     };
+    let manifest_bytes = meta.encode()?.len();
+    if manifest_bytes > leofs_shard::MAX_META_BYTES {
+        return Err(GatewayError::s3(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "A multipart object of {} parts needs a {manifest_bytes}-byte manifest; this node stores at most {} bytes (about 1,300 parts, fewer with part checksums). Complete the upload with fewer, larger parts.",
+                runs_of(&meta).len(),
+                leofs_shard::MAX_META_BYTES
+            ),
+        ));
+    }
     // The listed parts' chunks must all be there, and stay there until the manifest that
     // references them is committed (an abort or a collection racing this completion).
     let versions: Vec<_> = runs_of(&meta)
@@ -554,8 +565,9 @@ impl ObjectChecksumRequest {
         if let Some(how) = &input.checksum_type {
             let how = super::multipart_checksum::checksum_type_of(how.as_str())?;
             if upload.checksum_type != Some(how) {
+                // S3's answer to a checksum type other than the upload's.
                 return Err(GatewayError::s3(
-                    S3ErrorCode::InvalidRequest,
+                    S3ErrorCode::BadDigest,
                     format!(
                         "The upload was created with {algorithm} checksum algorithm and the {} checksum type; the complete request must name the same checksum type (x-amz-checksum-type: {}).",
                         upload.checksum_type.map_or("no", |t| t.name()),
@@ -696,17 +708,39 @@ pub async fn list_parts(
         )
         .await?;
     let truncated = entries.len() > max_parts;
-    let parts: Vec<Part> = entries
+    let listed = &entries[..entries.len().min(max_parts)];
+    // An upload with a checksum algorithm lists each part's checksum, from its part record
+    // (at most UPLOAD_READS_IN_FLIGHT read at once): a client resuming an upload names them
+    // when it completes.
+    let checksums: Vec<Vec<StoredChecksum>> = if upload.checksum_algorithm.is_some() {
+        futures_util::stream::iter(listed)
+            .map(|e| read_part(ctx, &bucket_id, e.key.clone()))
+            .buffered(UPLOAD_READS_IN_FLIGHT)
+            .map(|part| part.map(|p| p.map(|p| p.checksums).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    let parts: Vec<Part> = listed
         .iter()
-        .take(max_parts)
-        .filter_map(|e| {
+        .enumerate()
+        .filter_map(|(i, e)| {
             let n = part_number_of_key(&e.key)?;
+            let [crc32, crc32c, crc64nvme, sha1, sha256] =
+                checksum_fields(checksums.get(i).map_or(&[][..], Vec::as_slice));
             Some(Part {
+                checksum_crc32: crc32,
+                checksum_crc32c: crc32c,
+                checksum_crc64nvme: crc64nvme,
+                checksum_sha1: sha1,
+                checksum_sha256: sha256,
                 e_tag: Some(etag(hex::encode(e.summary.digest))),
                 last_modified: Some(timestamp(e.hlc)),
                 part_number: i32::try_from(n).ok(),
                 size: i64::try_from(e.summary.size).ok(),
-                ..Default::default()
             })
         })
         .collect();
@@ -810,6 +844,16 @@ pub async fn list_multipart_uploads(
         let upload = match record {
             Ok((upload, _)) => upload,
             Err(GatewayError::S3(e)) if *e.code() == S3ErrorCode::NoSuchUpload => continue,
+            // Listed without what it says: the listing of the others is not refused for it.
+            Err(e @ GatewayError::Corrupt { .. }) => {
+                tracing::warn!(bucket = %input.bucket, key, upload_id = id, error = %e, "an upload record does not decode");
+                UploadMeta {
+                    headers: Default::default(),
+                    checksum_algorithm: None,
+                    checksum_type: None,
+                    initiator: owner.id.clone().unwrap_or_default(),
+                }
+            }
             Err(e) => return Err(e),
         };
         uploads.push(MultipartUpload {

@@ -156,12 +156,6 @@ const WEBSITE_REDIRECT_HEADER: &str = "x-amz-website-redirect-location";
 /// An append at this offset (S3 Express One Zone only).
 const WRITE_OFFSET_HEADER: &str = "x-amz-write-offset-bytes";
 
-/// How the object-level checksum of a multipart upload is made (`COMPOSITE`, `FULL_OBJECT`).
-const CHECKSUM_TYPE_HEADER: &str = "x-amz-checksum-type";
-
-/// CompleteMultipartUpload's expected size of the whole object.
-const MP_OBJECT_SIZE_HEADER: &str = "x-amz-mp-object-size";
-
 /// Checksum algorithms S3 knows and the node does not compute, with their value headers (it
 /// computes CRC32, CRC32C, CRC64NVME, SHA-1 and SHA-256).
 const UNCOMPUTED_CHECKSUMS: &[(&str, &str)] = &[
@@ -231,8 +225,6 @@ pub const CHECKED_HEADERS: &[&str] = &[
     STORAGE_CLASS_HEADER,
     WEBSITE_REDIRECT_HEADER,
     WRITE_OFFSET_HEADER,
-    CHECKSUM_TYPE_HEADER,
-    MP_OBJECT_SIZE_HEADER,
     "x-amz-checksum-md5",
     "x-amz-checksum-sha512",
     "x-amz-checksum-xxhash64",

@@ -1,0 +1,525 @@
+//! The access log (LeoFS had one): with `--access-log FILE`, one line per S3 or REST request a
+//! node answers, in S3's server access log format, written to `FILE` and rotated by size
+//! (`FILE.1` the newest of the kept files).
+//!
+//! Cores never wait for it: a core formats its line when the answer's body has been sent (or
+//! the client went away) and hands it to the node's writer thread through a bounded queue
+//! ([`QUEUE_LINES_MAX`]); when the queue is full the line is dropped and counted, and the
+//! writer logs how many were dropped. The writer flushes to the file whenever the queue is
+//! empty, so a line reaches the OS within a moment of its request; lines are not fsynced (a
+//! crash of the machine may lose the last second of them).
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Lines waiting for the writer; beyond, a line is dropped (and counted).
+pub const QUEUE_LINES_MAX: usize = 65_536;
+/// Default size at which the log file is rotated (bytes).
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default number of rotated files kept beside the current one.
+pub const DEFAULT_FILES_KEPT: u32 = 5;
+/// Longest a written line waits in the writer's buffer before it is flushed to the file.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the access log goes and how it rotates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// The current log file.
+    pub path: PathBuf,
+    /// Size at which the file is rotated (bytes, at least one line).
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`); 0 keeps none (the file starts over).
+    pub files_kept: u32,
+}
+
+/// A node's access log: cheap to clone, shared by every core.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: crossbeam::channel::Sender<String>,
+    dropped: Arc<AtomicU64>,
+    /// The writer's state until its thread is started ([`AccessLog::start`]).
+    unstarted: Arc<Mutex<Option<Unstarted>>>,
+}
+
+/// What the writer thread takes when it starts.
+struct Unstarted {
+    rx: crossbeam::channel::Receiver<String>,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("queued", &self.tx.len())
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The S3 error code of an answer, put in its extensions by the S3 front where it is known
+/// (error documents), for the access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub String);
+
+impl AccessLog {
+    /// Opens (appends to) the log file; lines are queued from now on and written once a core
+    /// starts the writer thread ([`AccessLog::start`]).
+    pub fn open(config: AccessLogConfig) -> std::io::Result<Self> {
+        let file = open_append(&config.path)?;
+        let size = file.metadata()?.len();
+        let (tx, rx) = crossbeam::channel::bounded(QUEUE_LINES_MAX);
+        let writer = Writer {
+            config,
+            out: BufWriter::new(file),
+            size,
+        };
+        Ok(Self {
+            tx,
+            dropped: Arc::default(),
+            unstarted: Arc::new(Mutex::new(Some(Unstarted { rx, writer }))),
+        })
+    }
+
+    /// Starts the writer thread unless it runs. Called from a core thread: the writer inherits
+    /// its blocked shutdown signals (the node's watcher takes them) and leaves its CPU.
+    pub fn start(&self) -> std::io::Result<()> {
+        let mut unstarted = self
+            .unstarted
+            .lock()
+            .map_err(|_| std::io::Error::other("the access log's start panicked"))?;
+        if let Some(Unstarted { rx, mut writer }) = unstarted.take() {
+            let dropped = Arc::clone(&self.dropped);
+            std::thread::Builder::new()
+                .name("leofs-access-log".into())
+                .spawn(move || {
+                    crate::disk_cache::leave_the_core_cpu();
+                    writer.run(&rx, &dropped);
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Queues one line (without its newline); dropped and counted when the queue is full.
+    pub fn record(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The writer thread's state.
+struct Writer {
+    config: AccessLogConfig,
+    out: BufWriter<File>,
+    /// Bytes in the current file.
+    size: u64,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &crossbeam::channel::Receiver<String>, dropped: &AtomicU64) {
+        let mut reported = 0;
+        loop {
+            let line = match rx.recv_timeout(FLUSH_INTERVAL) {
+                Ok(line) => Some(line),
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(line) = line
+                && let Err(e) = self.write_line(&line)
+            {
+                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot write the access log");
+            }
+            if rx.is_empty()
+                && let Err(e) = self.out.flush()
+            {
+                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot write the access log");
+            }
+            let now = dropped.load(Ordering::Relaxed);
+            if now > reported {
+                tracing::warn!(
+                    lines = now - reported,
+                    "access log lines dropped: the writer fell behind the requests"
+                );
+                reported = now;
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.config.max_bytes {
+            self.rotate()?;
+        }
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Moves `path` to `path.1` (and each `path.i` to `path.i+1`, dropping the oldest), then
+    /// starts a new `path`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        let path = &self.config.path;
+        let numbered = |i: u32| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{i}"));
+            PathBuf::from(name)
+        };
+        let kept = self.config.files_kept;
+        if kept == 0 {
+            std::fs::remove_file(path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(kept));
+            for i in (1..kept).rev() {
+                match std::fs::rename(numbered(i), numbered(i + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(path, numbered(1))?;
+        }
+        self.out = BufWriter::new(open_append(path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// What the access log says about one request, gathered as it is answered.
+#[derive(Debug)]
+pub struct Entry {
+    /// The bucket's owner (user id), if the bucket exists.
+    pub bucket_owner: Option<String>,
+    /// The bucket named, if any.
+    pub bucket: Option<String>,
+    /// When the request arrived.
+    pub received: SystemTime,
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
+    /// The user whose key signed the request (None: anonymous).
+    pub requester: Option<String>,
+    /// `x-amz-request-id` of the answer.
+    pub request_id: Option<String>,
+    /// S3's operation name (`REST.GET.OBJECT`, …).
+    pub operation: String,
+    /// The object key, if any (written URL-encoded).
+    pub key: Option<String>,
+    /// `METHOD /path?query HTTP/1.1`.
+    pub request_uri: String,
+    /// The answer's status.
+    pub status: u16,
+    /// The S3 error code of an error answer, where known.
+    pub error_code: Option<String>,
+    /// Body bytes sent.
+    pub bytes_sent: u64,
+    /// The object's whole size, for object reads and writes.
+    pub object_size: Option<u64>,
+    /// From arrival to the last byte of the answer.
+    pub total: Duration,
+    /// From arrival to the answer's head.
+    pub turn_around: Duration,
+    /// `Referer`.
+    pub referer: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `x-amz-version-id` of the answer.
+    pub version_id: Option<String>,
+    /// `x-amz-id-2` of the answer.
+    pub host_id: Option<String>,
+    /// `SigV4`, `SigV2` or none (anonymous).
+    pub signature_version: Option<&'static str>,
+    /// `AuthHeader`, `QueryString` or none.
+    pub authentication_type: Option<&'static str>,
+    /// `Host`.
+    pub host: Option<String>,
+}
+
+/// `-` for a missing field.
+fn field(out: &mut String, value: Option<&str>) {
+    out.push(' ');
+    out.push_str(value.filter(|v| !v.is_empty()).unwrap_or("-"));
+}
+
+/// A quoted field: `"value"` with `"` and `\` escaped, `"-"` when missing.
+fn quoted(out: &mut String, value: Option<&str>) {
+    out.push_str(" \"");
+    match value {
+        Some(v) if !v.is_empty() => {
+            for c in v.chars() {
+                match c {
+                    '"' | '\\' => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if c.is_control() => out.push('?'),
+                    c => out.push(c),
+                }
+            }
+        }
+        _ => out.push('-'),
+    }
+    out.push('"');
+}
+
+impl Entry {
+    /// The entry as one line of S3's server access log format.
+    pub fn line(&self) -> String {
+        let mut out = String::with_capacity(320);
+        out.push_str(self.bucket_owner.as_deref().unwrap_or("-"));
+        field(&mut out, self.bucket.as_deref());
+        out.push(' ');
+        out.push_str(&log_time(self.received));
+        field(&mut out, self.remote.map(|r| r.ip().to_string()).as_deref());
+        field(&mut out, self.requester.as_deref());
+        field(&mut out, self.request_id.as_deref());
+        field(&mut out, Some(&self.operation));
+        field(&mut out, self.key.as_deref().map(url_encode).as_deref());
+        quoted(&mut out, Some(&self.request_uri));
+        let _ = write!(out, " {}", self.status);
+        field(&mut out, self.error_code.as_deref());
+        let count = |n: u64| (n > 0).then(|| n.to_string());
+        field(&mut out, count(self.bytes_sent).as_deref());
+        field(&mut out, self.object_size.map(|n| n.to_string()).as_deref());
+        let _ = write!(
+            out,
+            " {} {}",
+            self.total.as_millis(),
+            self.turn_around.as_millis()
+        );
+        quoted(&mut out, self.referer.as_deref());
+        quoted(&mut out, self.user_agent.as_deref());
+        field(&mut out, self.version_id.as_deref());
+        field(&mut out, self.host_id.as_deref());
+        field(&mut out, self.signature_version);
+        field(&mut out, None); // cipher suite: no TLS
+        field(&mut out, self.authentication_type);
+        field(&mut out, self.host.as_deref());
+        field(&mut out, None); // TLS version
+        field(&mut out, None); // access point ARN
+        field(&mut out, None); // ACL required
+        out
+    }
+}
+
+/// A key as S3's log writes it: percent-encoded but for unreserved characters and `/`.
+fn url_encode(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// `[06/Feb/2019:00:00:38 +0000]`.
+fn log_time(at: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "[{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000]",
+        MONTHS[(month - 1) as usize],
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The (year, month 1–12, day 1–31) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// S3's log name of an operation, from the node's name of it (`GetObject`, `RestGetObject`…,
+/// see `metered`), the method and the query: `REST.<METHOD>.<RESOURCE>`.
+pub fn operation_name(operation: &str, method: &http::Method, query: &str, object: bool) -> String {
+    let resource = match operation {
+        "GetObject" | "HeadObject" | "PutObject" | "DeleteObject" | "RestGetObject"
+        | "RestHeadObject" | "RestPutObject" | "RestDeleteObject" => "OBJECT",
+        "CopyObject" => return "REST.COPY.OBJECT".into(),
+        "UploadPartCopy" => return "REST.COPY.PART".into(),
+        "UploadPart" => "PART",
+        "CreateMultipartUpload" | "ListMultipartUploads" => "UPLOADS",
+        "CompleteMultipartUpload" | "AbortMultipartUpload" | "ListParts" => "UPLOAD",
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" | "CreateBucket" | "DeleteBucket" => {
+            "BUCKET"
+        }
+        "ListObjectVersions" => "BUCKETVERSIONS",
+        "ListBuckets" => "SERVICE",
+        "DeleteObjects" => "MULTI_OBJECT_DELETE",
+        _ if *method == http::Method::OPTIONS => "PREFLIGHT",
+        _ => {
+            // A subresource (`?tagging`, `?cors`, `?attributes`…) names what is asked for.
+            let sub = query
+                .split('&')
+                .map(|pair| pair.split('=').next().unwrap_or(pair))
+                .find(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()));
+            return match (sub, object) {
+                (Some(sub), true) => format!("REST.{method}.OBJECT_{}", sub.to_ascii_uppercase()),
+                (Some(sub), false) => format!("REST.{method}.{}", sub.to_ascii_uppercase()),
+                (None, true) => format!("REST.{method}.OBJECT"),
+                (None, false) => format!("REST.{method}.BUCKET"),
+            };
+        }
+    };
+    format!("REST.{method}.{resource}")
+}
+
+/// A request's start, kept until its answer is sent.
+#[derive(Debug)]
+pub struct Started {
+    /// When the request arrived (wall clock, for the line).
+    pub received: SystemTime,
+    /// When the request arrived (for durations).
+    pub at: Instant,
+}
+
+impl Started {
+    /// Now.
+    pub fn now() -> Self {
+        Self {
+            received: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            bucket_owner: Some("root".into()),
+            bucket: Some("photos".into()),
+            received: SystemTime::UNIX_EPOCH + Duration::from_secs(1_549_411_238),
+            remote: Some("192.0.2.3:51000".parse().unwrap()),
+            requester: Some("root".into()),
+            request_id: Some("3E57427F3EXAMPLE".into()),
+            operation: "REST.GET.OBJECT".into(),
+            key: Some("dir/a b.jpg".into()),
+            request_uri: "GET /photos/dir/a%20b.jpg HTTP/1.1".into(),
+            status: 200,
+            error_code: None,
+            bytes_sent: 113,
+            object_size: Some(113),
+            total: Duration::from_millis(7),
+            turn_around: Duration::from_millis(3),
+            referer: None,
+            user_agent: Some("aws-cli/2 \"quoted\"".into()),
+            version_id: None,
+            host_id: Some("s9lzHYrFp76ZVxRcpX9+5cjAnEH2ROuNkd2BHfIa6Uk=".into()),
+            signature_version: Some("SigV4"),
+            authentication_type: Some("AuthHeader"),
+            host: Some("127.0.0.1:8080".into()),
+        }
+    }
+
+    #[test]
+    fn lines_have_s3s_fields_in_s3s_order() {
+        assert_eq!(
+            entry().line(),
+            "root photos [06/Feb/2019:00:00:38 +0000] 192.0.2.3 root 3E57427F3EXAMPLE \
+             REST.GET.OBJECT dir/a%20b.jpg \"GET /photos/dir/a%20b.jpg HTTP/1.1\" 200 - 113 113 \
+             7 3 \"-\" \"aws-cli/2 \\\"quoted\\\"\" - s9lzHYrFp76ZVxRcpX9+5cjAnEH2ROuNkd2BHfIa6Uk= \
+             SigV4 - AuthHeader 127.0.0.1:8080 - - -"
+        );
+    }
+
+    #[test]
+    fn dates_are_civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_794), (2026, 12, 7));
+        assert_eq!(
+            log_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_625_845)),
+            "[07/Dec/2026:06:44:05 +0000]"
+        );
+    }
+
+    #[test]
+    fn operations_are_named_as_s3_names_them() {
+        use http::Method;
+        let name = |op, m: &Method, q, object| operation_name(op, m, q, object);
+        assert_eq!(name("GetObject", &Method::GET, "", true), "REST.GET.OBJECT");
+        assert_eq!(
+            name("CopyObject", &Method::PUT, "", true),
+            "REST.COPY.OBJECT"
+        );
+        assert_eq!(
+            name("UploadPart", &Method::PUT, "partNumber=1&uploadId=x", true),
+            "REST.PUT.PART"
+        );
+        assert_eq!(
+            name("ListObjectsV2", &Method::GET, "list-type=2", false),
+            "REST.GET.BUCKET"
+        );
+        assert_eq!(
+            name("Other", &Method::PUT, "tagging", true),
+            "REST.PUT.OBJECT_TAGGING"
+        );
+        assert_eq!(name("Other", &Method::GET, "cors", false), "REST.GET.CORS");
+        assert_eq!(
+            name("Other", &Method::OPTIONS, "", true),
+            "REST.OPTIONS.PREFLIGHT"
+        );
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let mut writer = Writer {
+            config: AccessLogConfig {
+                path: path.clone(),
+                max_bytes: 30,
+                files_kept: 2,
+            },
+            out: BufWriter::new(open_append(&path).unwrap()),
+            size: 0,
+        };
+        for i in 0..7 {
+            writer.write_line(&format!("line number {i}")).unwrap();
+        }
+        writer.out.flush().unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&path), "line number 6\n");
+        assert_eq!(
+            read(&dir.path().join("access.log.1")),
+            "line number 4\nline number 5\n"
+        );
+        assert_eq!(
+            read(&dir.path().join("access.log.2")),
+            "line number 2\nline number 3\n"
+        );
+        assert!(!dir.path().join("access.log.3").exists());
+    }
+}
