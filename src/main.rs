@@ -469,23 +469,31 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         }
         gateway.lifecycle.pass_interval = Duration::from_millis(ms);
     }
+    let access_log_max_bytes = args.access_log_max_bytes.or(file.access_log_max_bytes);
+    let access_log_files = args.access_log_files.or(file.access_log_files);
     let access_log = match args.access_log.or(file.access_log) {
         Some(path) => {
-            let max_bytes = args
-                .access_log_max_bytes
-                .or(file.access_log_max_bytes)
-                .unwrap_or(leofs_gateway::access_log::DEFAULT_MAX_BYTES);
+            let max_bytes =
+                access_log_max_bytes.unwrap_or(leofs_gateway::access_log::DEFAULT_MAX_BYTES);
             if max_bytes < 4096 {
                 bail!("access_log_max_bytes must be at least 4096, got {max_bytes}");
+            }
+            let files_kept =
+                access_log_files.unwrap_or(leofs_gateway::access_log::DEFAULT_FILES_KEPT);
+            if files_kept > leofs_gateway::access_log::FILES_KEPT_MAX {
+                bail!(
+                    "access_log_files must be at most {}, got {files_kept}",
+                    leofs_gateway::access_log::FILES_KEPT_MAX
+                );
             }
             Some(leofs_gateway::access_log::AccessLogConfig {
                 path,
                 max_bytes,
-                files_kept: args
-                    .access_log_files
-                    .or(file.access_log_files)
-                    .unwrap_or(leofs_gateway::access_log::DEFAULT_FILES_KEPT),
+                files_kept,
             })
+        }
+        None if access_log_max_bytes.is_some() || access_log_files.is_some() => {
+            bail!("access_log_max_bytes and access_log_files need access_log (the log's file)")
         }
         None => None,
     };
@@ -591,6 +599,9 @@ fn resolve(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         access_log,
     })
 }
+
+/// Longest a stopping node waits for the access log's last lines to be written.
+const ACCESS_LOG_FLUSH_TIME_MAX: Duration = Duration::from_secs(5);
 
 /// Fraction of physical memory the object caches of all shards get by default.
 const DEFAULT_CACHE_MEMORY_DIVISOR: u64 = 8;
@@ -1080,6 +1091,7 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         );
         tracing::info!(path, "access log on");
     }
+    let access_log = gateway.access_log.clone();
     let gateway = Arc::new(gateway);
     let (s3_addr, rest_addr) = (config.listen, config.rest_listen);
     let mut engine = config.engine;
@@ -1328,6 +1340,11 @@ fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let result = node.wait();
     if let Some(admin) = admin {
         admin.shutdown();
+    }
+    if let Some(log) = access_log
+        && !log.flush(ACCESS_LOG_FLUSH_TIME_MAX)
+    {
+        tracing::warn!("the access log's last lines could not be written in time");
     }
     result?;
     tracing::info!("leofs stopped");

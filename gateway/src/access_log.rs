@@ -20,6 +20,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Lines waiting for the writer; beyond, a line is dropped (and counted).
 pub const QUEUE_LINES_MAX: usize = 65_536;
+/// Bytes of lines waiting for the writer; beyond, a line is dropped (and counted).
+pub const QUEUE_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Most rotated files kept.
+pub const FILES_KEPT_MAX: u32 = 1000;
 /// Default size at which the log file is rotated (bytes).
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Default number of rotated files kept beside the current one.
@@ -41,16 +45,26 @@ pub struct AccessLogConfig {
 /// A node's access log: cheap to clone, shared by every core.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: crossbeam::channel::Sender<String>,
+    tx: crossbeam::channel::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Bytes of the lines queued, at most [`QUEUE_BYTES_MAX`].
+    queued_bytes: Arc<AtomicU64>,
     /// The writer's state until its thread is started ([`AccessLog::start`]).
     unstarted: Arc<Mutex<Option<Unstarted>>>,
 }
 
 /// What the writer thread takes when it starts.
 struct Unstarted {
-    rx: crossbeam::channel::Receiver<String>,
+    rx: crossbeam::channel::Receiver<Message>,
     writer: Writer,
+}
+
+/// What cores send the writer.
+enum Message {
+    /// One line, without its newline.
+    Line(String),
+    /// Flush what came before, then say so.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -59,6 +73,28 @@ impl std::fmt::Debug for AccessLog {
             .field("queued", &self.tx.len())
             .field("dropped", &self.dropped.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// Who signed a request, once a signature check has verified it: put in the request's
+/// extensions by the access log's front and filled in by what verified it (the fast path, or
+/// the access check after s3s verified the signature), so that the log never names a user
+/// from an unverified key.
+#[derive(Clone, Debug, Default)]
+pub struct VerifiedRequester(pub Arc<std::sync::OnceLock<String>>);
+
+impl VerifiedRequester {
+    /// Records the user of `access_key` (if a request carries the slot).
+    pub fn record(
+        extensions: &http::Extensions,
+        state: &leofs_manager::ManagerState,
+        access_key: &str,
+    ) {
+        if let Some(slot) = extensions.get::<Self>()
+            && let Some(user) = crate::auth::caller_user(state, Some(access_key))
+        {
+            let _ = slot.0.set(user);
+        }
     }
 }
 
@@ -74,14 +110,18 @@ impl AccessLog {
         let file = open_append(&config.path)?;
         let size = file.metadata()?.len();
         let (tx, rx) = crossbeam::channel::bounded(QUEUE_LINES_MAX);
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             config,
             out: BufWriter::new(file),
             size,
+            queued_bytes: Arc::clone(&queued_bytes),
+            failing: false,
         };
         Ok(Self {
             tx,
             dropped: Arc::default(),
+            queued_bytes,
             unstarted: Arc::new(Mutex::new(Some(Unstarted { rx, writer }))),
         })
     }
@@ -107,9 +147,24 @@ impl AccessLog {
 
     /// Queues one line (without its newline); dropped and counted when the queue is full.
     pub fn record(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
+        let len = line.len() as u64;
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES_MAX {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.try_send(Message::Line(line)).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Waits (at most `timeout`) until the lines queued so far are in the file: called once the
+    /// node has stopped serving, so that the last requests' lines are not lost.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.tx.send_timeout(Message::Flush(done), timeout).is_ok()
+            && wait.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -123,26 +178,42 @@ struct Writer {
     out: BufWriter<File>,
     /// Bytes in the current file.
     size: u64,
+    /// Bytes of the lines queued (decreased as they are written).
+    queued_bytes: Arc<AtomicU64>,
+    /// Whether the last write failed (warned once until one succeeds).
+    failing: bool,
 }
 
 impl Writer {
-    fn run(&mut self, rx: &crossbeam::channel::Receiver<String>, dropped: &AtomicU64) {
+    fn run(&mut self, rx: &crossbeam::channel::Receiver<Message>, dropped: &AtomicU64) {
         let mut reported = 0;
         loop {
-            let line = match rx.recv_timeout(FLUSH_INTERVAL) {
-                Ok(line) => Some(line),
-                Err(crossbeam::channel::RecvTimeoutError::Timeout) => None,
+            let written = match rx.recv_timeout(FLUSH_INTERVAL) {
+                Ok(Message::Line(line)) => {
+                    self.queued_bytes
+                        .fetch_sub(line.len() as u64, Ordering::Relaxed);
+                    self.write_line(&line)
+                }
+                Ok(Message::Flush(done)) => {
+                    let flushed = self.out.flush();
+                    let _ = done.send(());
+                    flushed
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => Ok(()),
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
             };
-            if let Some(line) = line
-                && let Err(e) = self.write_line(&line)
-            {
-                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot write the access log");
-            }
-            if rx.is_empty()
-                && let Err(e) = self.out.flush()
-            {
-                tracing::warn!(path = %self.config.path.display(), error = %e, "cannot write the access log");
+            let flushed = if rx.is_empty() {
+                self.out.flush()
+            } else {
+                Ok(())
+            };
+            match written.and(flushed) {
+                Err(e) if !self.failing => {
+                    self.failing = true;
+                    tracing::warn!(path = %self.config.path.display(), error = %e, "cannot write the access log (warned once until it can again)");
+                }
+                Err(_) => {}
+                Ok(()) => self.failing = false,
             }
             let now = dropped.load(Ordering::Relaxed);
             if now > reported {
@@ -178,21 +249,26 @@ impl Writer {
             PathBuf::from(name)
         };
         let kept = self.config.files_kept;
-        if kept == 0 {
-            std::fs::remove_file(path)?;
+        // A file moved or removed by someone else is not an error: the log starts over.
+        let gone_is_fine = |result: std::io::Result<()>| match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        let moved = if kept == 0 {
+            gone_is_fine(std::fs::remove_file(path))
         } else {
             let _ = std::fs::remove_file(numbered(kept));
-            for i in (1..kept).rev() {
-                match std::fs::rename(numbered(i), numbered(i + 1)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-            std::fs::rename(path, numbered(1))?;
-        }
-        self.out = BufWriter::new(open_append(path)?);
+            (1..kept)
+                .rev()
+                .try_for_each(|i| gone_is_fine(std::fs::rename(numbered(i), numbered(i + 1))))
+                .and_then(|()| gone_is_fine(std::fs::rename(path, numbered(1))))
+        };
+        // The current file is reopened (and counted from zero) whatever happened above, so a
+        // failure never makes every later line rotate again.
         self.size = 0;
-        Ok(())
+        self.out = BufWriter::new(open_append(path)?);
+        self.size = self.out.get_ref().metadata().map_or(0, |m| m.len());
+        moved
     }
 }
 
@@ -245,18 +321,35 @@ pub struct Entry {
     pub host: Option<String>,
 }
 
-/// `-` for a missing field.
+/// Longest value one field of a line keeps (bytes; longer ones are cut, so that a line stays
+/// a few KiB whatever a client sends).
+const FIELD_BYTES_MAX: usize = 2048;
+
+/// A field: `-` when missing; a space, `"`, `%`, a control character or a non-ASCII byte is
+/// written `%XX`, so that no client-given value can end a field or a line.
 fn field(out: &mut String, value: Option<&str>) {
     out.push(' ');
-    out.push_str(value.filter(|v| !v.is_empty()).unwrap_or("-"));
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) => {
+            for &b in v.as_bytes().iter().take(FIELD_BYTES_MAX) {
+                if b.is_ascii_graphic() && b != b'"' && b != b'%' {
+                    out.push(char::from(b));
+                } else {
+                    let _ = write!(out, "%{b:02X}");
+                }
+            }
+        }
+        None => out.push('-'),
+    }
 }
 
-/// A quoted field: `"value"` with `"` and `\` escaped, `"-"` when missing.
+/// A quoted field: `"value"` with `"` and `\\` escaped and control characters written `?`,
+/// `"-"` when missing.
 fn quoted(out: &mut String, value: Option<&str>) {
     out.push_str(" \"");
     match value {
         Some(v) if !v.is_empty() => {
-            for c in v.chars() {
+            for c in v.chars().take(FIELD_BYTES_MAX) {
                 match c {
                     '"' | '\\' => {
                         out.push('\\');
@@ -284,7 +377,12 @@ impl Entry {
         field(&mut out, self.requester.as_deref());
         field(&mut out, self.request_id.as_deref());
         field(&mut out, Some(&self.operation));
-        field(&mut out, self.key.as_deref().map(url_encode).as_deref());
+        // URL-encoded: nothing in it needs escaping again.
+        out.push(' ');
+        match self.key.as_deref().filter(|k| !k.is_empty()) {
+            Some(k) => out.push_str(&url_encode(&k[..k.floor_char_boundary(FIELD_BYTES_MAX)])),
+            None => out.push('-'),
+        }
         quoted(&mut out, Some(&self.request_uri));
         let _ = write!(out, " {}", self.status);
         field(&mut out, self.error_code.as_deref());
@@ -308,6 +406,7 @@ impl Entry {
         field(&mut out, None); // TLS version
         field(&mut out, None); // access point ARN
         field(&mut out, None); // ACL required
+        field(&mut out, None); // source region
         out
     }
 }
@@ -375,13 +474,28 @@ pub fn operation_name(operation: &str, method: &http::Method, query: &str, objec
         "ListObjectVersions" => "BUCKETVERSIONS",
         "ListBuckets" => "SERVICE",
         "DeleteObjects" => "MULTI_OBJECT_DELETE",
+        "GetObjectTagging" | "PutObjectTagging" | "DeleteObjectTagging" => "OBJECT_TAGGING",
+        "GetObjectAttributes" => "OBJECT_ATTRIBUTES",
+        "GetBucketTagging" | "PutBucketTagging" | "DeleteBucketTagging" => "TAGGING",
+        "GetBucketCors" | "PutBucketCors" | "DeleteBucketCors" => "CORS",
+        "GetBucketLifecycleConfiguration"
+        | "PutBucketLifecycleConfiguration"
+        | "DeleteBucketLifecycle" => "LIFECYCLE",
+        "GetBucketPolicy" | "PutBucketPolicy" | "DeleteBucketPolicy" => "BUCKETPOLICY",
+        "GetBucketAcl" | "PutBucketAcl" | "GetObjectAcl" | "PutObjectAcl" => "ACL",
+        "GetBucketLocation" => "LOCATION",
+        "GetBucketVersioning" | "PutBucketVersioning" => "VERSIONING",
         _ if *method == http::Method::OPTIONS => "PREFLIGHT",
         _ => {
-            // A subresource (`?tagging`, `?cors`, `?attributes`…) names what is asked for.
+            // Another subresource (`?website`, `?logging`…) names what is asked for.
             let sub = query
                 .split('&')
                 .map(|pair| pair.split('=').next().unwrap_or(pair))
-                .find(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()));
+                .find(|name| {
+                    !name.is_empty()
+                        && name.len() <= 32
+                        && name.bytes().all(|b| b.is_ascii_alphabetic())
+                });
             return match (sub, object) {
                 (Some(sub), true) => format!("REST.{method}.OBJECT_{}", sub.to_ascii_uppercase()),
                 (Some(sub), false) => format!("REST.{method}.{}", sub.to_ascii_uppercase()),
@@ -450,7 +564,7 @@ mod tests {
             "root photos [06/Feb/2019:00:00:38 +0000] 192.0.2.3 root 3E57427F3EXAMPLE \
              REST.GET.OBJECT dir/a%20b.jpg \"GET /photos/dir/a%20b.jpg HTTP/1.1\" 200 - 113 113 \
              7 3 \"-\" \"aws-cli/2 \\\"quoted\\\"\" - s9lzHYrFp76ZVxRcpX9+5cjAnEH2ROuNkd2BHfIa6Uk= \
-             SigV4 - AuthHeader 127.0.0.1:8080 - - -"
+             SigV4 - AuthHeader 127.0.0.1:8080 - - - -"
         );
     }
 
@@ -505,6 +619,8 @@ mod tests {
             },
             out: BufWriter::new(open_append(&path).unwrap()),
             size: 0,
+            queued_bytes: Arc::default(),
+            failing: false,
         };
         for i in 0..7 {
             writer.write_line(&format!("line number {i}")).unwrap();

@@ -184,6 +184,10 @@ async fn refresh(catalog: &CatalogWriter) -> S3Result<()> {
 impl S3Access for AclAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let mut state = self.manager.snapshot();
+        // s3s verified the signature before this check: the log may name its signer.
+        if let Some(key) = cx.credentials().map(|c| c.access_key.clone()) {
+            crate::access_log::VerifiedRequester::record(cx.extensions_mut(), &state, &key);
+        }
         let bucket = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),

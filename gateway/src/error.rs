@@ -120,7 +120,14 @@ impl From<leofs_shard::object::EncodeError> for GatewayError {
     /// A header or metadata value too long (or too many) to store whole: refused, never
     /// truncated.
     fn from(e: leofs_shard::object::EncodeError) -> Self {
-        GatewayError::s3(S3ErrorCode::MetadataTooLarge, e.to_string())
+        match e {
+            // Checked before it is stored: a record that still has one is the node's fault.
+            leofs_shard::object::EncodeError::BadChecksum => {
+                tracing::error!(error = %e, "internal error");
+                GatewayError::s3(S3ErrorCode::InternalError, e.to_string())
+            }
+            _ => GatewayError::s3(S3ErrorCode::MetadataTooLarge, e.to_string()),
+        }
     }
 }
 

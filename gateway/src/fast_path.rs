@@ -204,6 +204,30 @@ fn stamp_request_id(resp: &mut Response<Body>) {
     }
 }
 
+/// A path-style SigV2 request to a bucket (`/bucket`) is answered as `/bucket/`: SigV2 clients
+/// (botocore, s3cmd, the Java SDK) sign a bucket's resource as `/bucket/` whatever path they
+/// send, as S3 takes it, and s3s signs the path as sent.
+fn sigv2_bucket_path<B>(req: &mut Request<B>) {
+    let header_v2 = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    let query = req.uri().query().unwrap_or("");
+    let query_v2 = query.split('&').any(|p| p.starts_with("AWSAccessKeyId="));
+    let path = req.uri().path();
+    let one_segment = path.len() > 1 && !path[1..].contains('/');
+    if !(header_v2 || query_v2) || !one_segment {
+        return;
+    }
+    let rewritten = match req.uri().query() {
+        Some(q) => format!("{path}/?{q}"),
+        None => format!("{path}/"),
+    };
+    if let Ok(uri) = rewritten.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
 /// GetObjectAttributes' ETag is written without quotes by S3 (s3s quotes every ETag).
 fn unquote_attributes_etag(resp: &mut Response<Body>) {
     if !resp.status().is_success() {
@@ -251,7 +275,10 @@ fn error_document_with_request_id(document: &[u8], id: &str) -> Option<bytes::By
 
 impl FastPath {
     /// The answer to one request: a refusal, the fast path's, or s3s's.
-    async fn answer(&self, req: Request<Body>) -> Result<Response<Body>, HttpError> {
+    async fn answer(&self, mut req: Request<Body>) -> Result<Response<Body>, HttpError> {
+        if self.bucket_in_host(&req).is_none() {
+            sigv2_bucket_path(&mut req);
+        }
         // A CORS preflight carries no signature: it is answered from the bucket's rules.
         if req.method() == Method::OPTIONS {
             let bucket = self.bucket_of(&req);
@@ -267,11 +294,8 @@ impl FastPath {
         {
             return Ok(error_response(refused));
         }
-        if req.method() == Method::GET
-            && req.uri().query().is_some_and(|q| {
-                q.split('&')
-                    .any(|p| p == "attributes" || p.starts_with("attributes="))
-            })
+        if crate::metered::operation(&req, self.ctx.config.virtual_host_domain.as_deref())
+            == "GetObjectAttributes"
         {
             let mut resp = self.inner.call(req).await?;
             unquote_attributes_etag(&mut resp);
@@ -283,6 +307,9 @@ impl FastPath {
         let Some(bucket) = self.allowed(&plain) else {
             return self.inner.call(req).await;
         };
+        self.ctx.manager.with_snapshot(|state| {
+            crate::access_log::VerifiedRequester::record(req.extensions(), state, &plain.access_key)
+        });
         match plain.kind {
             PlainKind::Read { head, checksums } => {
                 match self.serve_read(&bucket, &plain, head, checksums).await {
@@ -445,17 +472,20 @@ impl FastPath {
     /// The bucket a request names: by its host (virtual-host style, with a domain set) or the
     /// first segment of its path.
     fn bucket_of(&self, req: &Request<Body>) -> Option<String> {
-        if let (Some(domain), Some(host)) = (&self.domain, req.headers().get(header::HOST))
-            && let Ok(host) = host.to_str()
-            && !is_ip_address(host)
-            && let Ok(parsed) = domain.parse_host_header(host)
-            && let Some(bucket) = parsed.bucket()
-        {
-            return Some(bucket.to_owned());
+        if let Some(bucket) = self.bucket_in_host(req) {
+            return Some(bucket);
         }
         let path = crate::rest::percent_decode(req.uri().path())?;
         let bucket = path.trim_start_matches('/').split('/').next()?;
         (!bucket.is_empty()).then(|| bucket.to_owned())
+    }
+
+    /// The bucket a virtual-host-style request names in its `Host`.
+    fn bucket_in_host<B>(&self, req: &Request<B>) -> Option<String> {
+        let (domain, host) = (self.domain.as_ref()?, req.headers().get(header::HOST)?);
+        let host = host.to_str().ok().filter(|h| !is_ip_address(h))?;
+        let parsed = domain.parse_host_header(host).ok()?;
+        parsed.bucket().map(str::to_owned)
     }
 
     /// The access key whose signature `req` carries, its scope's region and the body's SHA-256

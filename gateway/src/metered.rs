@@ -18,7 +18,7 @@ use hyper::service::Service;
 use leofs_manager::Manager;
 use leofs_shard::{PeerAddr, Shard};
 
-use crate::access_log::{AccessLog, Entry, ErrorCode, Started, operation_name};
+use crate::access_log::{AccessLog, Entry, ErrorCode, Started, VerifiedRequester, operation_name};
 
 /// A service that counts what `inner` answers on this core.
 #[derive(Clone)]
@@ -84,9 +84,12 @@ where
         let operation = (self.name)(&request, self.domain.as_deref());
         let bytes_in = declared_length(request.headers());
         let started = Instant::now();
+        let mut request = request;
         let logging = self.access_log.clone().map(|writer| {
+            let requester = VerifiedRequester::default();
+            request.extensions_mut().insert(requester.clone());
             let entry = request_entry(&request, self.domain.as_deref(), operation, &writer);
-            (writer, entry)
+            (writer, entry, requester)
         });
         let answer = self.inner.call(request);
         let shard = self.shard.clone();
@@ -107,8 +110,10 @@ where
                 );
             }
             answer.map(|response| {
-                let line = logging
-                    .map(|(writer, (entry, start))| answered(entry, start, &response, &writer));
+                let line = logging.map(|(writer, (mut entry, start), requester)| {
+                    entry.requester = requester.0.get().cloned();
+                    answered(entry, start, &response, &writer)
+                });
                 response.map(|inner| LoggedBody { inner, line })
             })
         })
@@ -133,15 +138,12 @@ fn request_entry(
     let host = text(header::HOST);
     let (bucket, key) = bucket_and_key(request.uri().path(), host.as_deref(), domain);
     let query = request.uri().query().unwrap_or("");
-    let (signature_version, authentication_type, access_key) = credentials_of(headers, query);
-    let (bucket_owner, requester) = writer.manager.with_snapshot(|state| {
-        (
-            bucket
-                .as_deref()
-                .and_then(|b| state.bucket(b))
-                .map(|b| b.owner.clone()),
-            crate::auth::caller_user(state, access_key.as_deref()),
-        )
+    let (signature_version, authentication_type) = credentials_of(headers, query);
+    let bucket_owner = writer.manager.with_snapshot(|state| {
+        bucket
+            .as_deref()
+            .and_then(|b| state.bucket(b))
+            .map(|b| b.owner.clone())
     });
     let object_size = match *request.method() {
         Method::PUT if key.is_some() && !headers.contains_key("x-amz-copy-source") => headers
@@ -159,7 +161,7 @@ fn request_entry(
         key,
         received: start.received,
         remote: request.extensions().get::<PeerAddr>().map(|p| p.0),
-        requester,
+        requester: None,
         request_id: None,
         request_uri: format!(
             "{} {path_and_query} {:?}",
@@ -216,16 +218,10 @@ fn answered<B>(
                 .map(|b| b.owner.clone())
         });
     }
-    if matches!(
-        entry.error_code.as_deref(),
-        Some("SignatureDoesNotMatch" | "InvalidAccessKeyId")
-    ) {
-        entry.requester = None;
-    }
     if entry.object_size.is_none()
         && entry.key.is_some()
         && response.status().is_success()
-        && entry.operation.ends_with(".OBJECT")
+        && (entry.operation == "REST.GET.OBJECT" || entry.operation == "REST.HEAD.OBJECT")
     {
         // A whole read's length, or a partial one's total after the slash of Content-Range.
         entry.object_size = text("content-range")
@@ -239,42 +235,32 @@ fn answered<B>(
     }
 }
 
-/// The signature version, how it was sent, and the access key of a request.
+/// The signature version a request claims and how it was sent (`AuthHeader`, `QueryString`).
 fn credentials_of(
     headers: &http::HeaderMap,
     query: &str,
-) -> (Option<&'static str>, Option<&'static str>, Option<String>) {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") {
-            let key = rest
-                .split(',')
-                .find_map(|p| p.trim().strip_prefix("Credential="))
-                .and_then(|c| c.split('/').next())
-                .map(str::to_owned);
-            return (Some("SigV4"), Some("AuthHeader"), key);
+) -> (Option<&'static str>, Option<&'static str>) {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let auth = auth.as_bytes();
+        if auth.starts_with(b"AWS4-HMAC-SHA256 ") {
+            return (Some("SigV4"), Some("AuthHeader"));
         }
-        if let Some(rest) = auth.strip_prefix("AWS ") {
-            let key = rest.split(':').next().map(str::to_owned);
-            return (Some("SigV2"), Some("AuthHeader"), key);
+        if auth.starts_with(b"AWS ") {
+            return (Some("SigV2"), Some("AuthHeader"));
         }
     }
-    let param = |name: &str| {
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| crate::rest::percent_decode(v).unwrap_or_else(|| v.to_owned()))
-        })
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(name))
     };
-    if let Some(credential) = param("X-Amz-Credential") {
-        let key = credential.split('/').next().map(str::to_owned);
-        return (Some("SigV4"), Some("QueryString"), key);
+    if has("X-Amz-Credential") {
+        return (Some("SigV4"), Some("QueryString"));
     }
-    if let Some(key) = param("AWSAccessKeyId") {
-        return (Some("SigV2"), Some("QueryString"), Some(key));
+    if has("AWSAccessKeyId") {
+        return (Some("SigV2"), Some("QueryString"));
     }
-    (None, None, None)
+    (None, None)
 }
 
 /// The bucket and key a request names (path style, or the bucket in a virtual host).
@@ -414,11 +400,25 @@ pub fn operation<B>(request: &Request<B>, domain: Option<&str>) -> &'static str 
             Method::GET if has("location") => "GetBucketLocation",
             Method::GET if has("uploads") => "ListMultipartUploads",
             Method::GET if has("versioning") => "GetBucketVersioning",
+            Method::GET if has("versions") => "ListObjectVersions",
+            Method::GET if has("tagging") => "GetBucketTagging",
+            Method::GET if has("cors") => "GetBucketCors",
+            Method::GET if has("lifecycle") => "GetBucketLifecycleConfiguration",
+            Method::GET if has("policy") => "GetBucketPolicy",
             Method::GET if query.contains("list-type=2") => "ListObjectsV2",
             Method::GET => "ListObjects",
             Method::HEAD => "HeadBucket",
             Method::PUT if has("acl") => "PutBucketAcl",
+            Method::PUT if has("versioning") => "PutBucketVersioning",
+            Method::PUT if has("tagging") => "PutBucketTagging",
+            Method::PUT if has("cors") => "PutBucketCors",
+            Method::PUT if has("lifecycle") => "PutBucketLifecycleConfiguration",
+            Method::PUT if has("policy") => "PutBucketPolicy",
             Method::PUT => "CreateBucket",
+            Method::DELETE if has("tagging") => "DeleteBucketTagging",
+            Method::DELETE if has("cors") => "DeleteBucketCors",
+            Method::DELETE if has("lifecycle") => "DeleteBucketLifecycle",
+            Method::DELETE if has("policy") => "DeleteBucketPolicy",
             Method::DELETE => "DeleteBucket",
             Method::POST if has("delete") => "DeleteObjects",
             _ => "Other",
@@ -427,14 +427,17 @@ pub fn operation<B>(request: &Request<B>, domain: Option<&str>) -> &'static str 
             Method::GET if has("acl") => "GetObjectAcl",
             Method::GET if has("uploadId") => "ListParts",
             Method::GET if has("attributes") => "GetObjectAttributes",
+            Method::GET if has("tagging") => "GetObjectTagging",
             Method::GET => "GetObject",
             Method::HEAD => "HeadObject",
             Method::PUT if has("partNumber") && copy => "UploadPartCopy",
             Method::PUT if has("partNumber") => "UploadPart",
             Method::PUT if has("acl") => "PutObjectAcl",
+            Method::PUT if has("tagging") => "PutObjectTagging",
             Method::PUT if copy => "CopyObject",
             Method::PUT => "PutObject",
             Method::DELETE if has("uploadId") => "AbortMultipartUpload",
+            Method::DELETE if has("tagging") => "DeleteObjectTagging",
             Method::DELETE => "DeleteObject",
             Method::POST if has("uploads") => "CreateMultipartUpload",
             Method::POST if has("uploadId") => "CompleteMultipartUpload",

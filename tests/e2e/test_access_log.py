@@ -21,7 +21,7 @@ LINE = re.compile(
     r'(?P<ip>\S+) (?P<requester>\S+) (?P<request_id>[0-9A-F]{16}|-) (?P<operation>REST\.[A-Z]+\.[A-Z_]+) '
     r'(?P<key>\S+) "(?P<uri>[^"]*)" (?P<status>\d{3}) (?P<error>\S+) (?P<sent>\S+) (?P<size>\S+) '
     r'(?P<total>\d+) (?P<turn>\d+) "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" '
-    r'(?P<version>\S+) (?P<host_id>\S+) (?P<sig>\S+) - (?P<auth>\S+) (?P<host>\S+) - - -$'
+    r'(?P<version>\S+) (?P<host_id>\S+) (?P<sig>\S+) - (?P<auth>\S+) (?P<host>\S+) - - - -$'
 )
 
 
@@ -59,9 +59,17 @@ def test_every_request_is_logged_in_s3s_format(make_server, tmp_path):
     assert r.status_code == 403
     r = requests.get(f"http://127.0.0.1:{srv.rest_port}/logged/dir/a%20b.txt", timeout=10)
     assert r.status_code == 200
-    lines = lines_of(log, 7)
+    # A signature that does not verify never names the key's user; a client-given newline or
+    # space never ends a field or a line.
+    bad = srv.client(srv.access_key, "not-the-secret")
+    assert error_of(lambda: bad.get_object(Bucket="logged", Key="x")) == (403, "SignatureDoesNotMatch")
+    r2 = requests.get(f"{srv.endpoint}/logged/a%0Aforged%20line", headers={"Host": "h o s t"}, timeout=10)
+    assert r2.status_code in (400, 403, 404)
+    lines = lines_of(log, 9)
     owner = s3.list_buckets()["Owner"]["ID"]
-    create, put, ranged, head, anonymous, refused, rest = lines[:7]
+    create, put, ranged, head, anonymous, refused, rest, forged, injected = lines[:9]
+    assert (forged["requester"], forged["status"], forged["error"]) == ("-", "403", "SignatureDoesNotMatch")
+    assert injected["key"] == "a%0Aforged%20line" and injected["host"] == "h%20o%20s%20t"
     assert (create["operation"], create["bucket"], create["owner"], create["status"]) == (
         "REST.PUT.BUCKET", "logged", owner, "200")
     assert put["operation"] == "REST.PUT.OBJECT" and put["key"] == "dir/a%20b.txt"

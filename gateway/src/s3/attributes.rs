@@ -141,7 +141,11 @@ fn parts_of(
     Ok(Some(GetObjectAttributesParts {
         is_truncated: Some(truncated),
         max_parts: Some(max_parts),
-        next_part_number_marker: if truncated { last } else { None },
+        next_part_number_marker: if truncated {
+            last.or(Some(marker))
+        } else {
+            None
+        },
         part_number_marker: Some(marker),
         parts: Some(parts),
         total_parts_count: Some(total),

@@ -30,6 +30,9 @@ use crate::store::{Ctx, Written};
 
 /// Default and largest max-parts / max-uploads (S3's limit).
 const MAX_LIST: usize = 1000;
+/// Largest manifest a completion writes (bytes): the engine's metadata limit less room for
+/// what may be added to the record later (a hint's bytes, tags set by PutObjectTagging).
+const MANIFEST_BYTES_MAX: usize = leofs_shard::MAX_META_BYTES - 8 * 1024;
 /// Upload records ListMultipartUploads reads at once.
 const UPLOAD_READS_IN_FLIGHT: usize = 16;
 /// Initiator recorded for anonymous uploads (public-read-write buckets).
@@ -472,13 +475,13 @@ pub async fn complete_multipart_upload(
         layout: BodyLayout::Chunked(runs),
     };
     let manifest_bytes = meta.encode()?.len();
-    if manifest_bytes > leofs_shard::MAX_META_BYTES {
+    if manifest_bytes > MANIFEST_BYTES_MAX {
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidRequest,
             format!(
                 "A multipart object of {} parts needs a {manifest_bytes}-byte manifest; this node stores at most {} bytes (about 1,300 parts, fewer with part checksums). Complete the upload with fewer, larger parts.",
                 runs_of(&meta).len(),
-                leofs_shard::MAX_META_BYTES
+                MANIFEST_BYTES_MAX
             ),
         ));
     }
@@ -716,7 +719,15 @@ pub async fn list_parts(
         futures_util::stream::iter(listed)
             .map(|e| read_part(ctx, &bucket_id, e.key.clone()))
             .buffered(UPLOAD_READS_IN_FLIGHT)
-            .map(|part| part.map(|p| p.map(|p| p.checksums).unwrap_or_default()))
+            .map(|part| {
+                part.map(|p| {
+                    p.map(|p| p.checksums)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|c| Some(c.kind) == upload.checksum_algorithm)
+                        .collect()
+                })
+            })
             .collect::<Vec<_>>()
             .await
             .into_iter()
