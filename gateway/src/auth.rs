@@ -41,6 +41,7 @@ pub fn classify(op: &str) -> OpClass {
         | "HeadBucket"
         | "GetBucketLocation" => OpClass::Read,
         "PutObject"
+        | "PostObject"
         | "DeleteObject"
         | "DeleteObjects"
         | "CopyObject"

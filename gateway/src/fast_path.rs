@@ -294,8 +294,23 @@ impl FastPath {
         {
             return Ok(error_response(refused));
         }
-        if crate::metered::operation(&req, self.ctx.config.virtual_host_domain.as_deref())
-            == "GetObjectAttributes"
+        if crate::post_form::is_form_upload(&req) {
+            let req = match crate::post_form::with_filename(req).await {
+                Ok(req) => req,
+                Err(e) => {
+                    return Ok(error_response(S3Error::with_message(
+                        S3ErrorCode::IncompleteBody,
+                        format!("the form could not be read: {e}"),
+                    )));
+                }
+            };
+            let mut resp = self.inner.call(req).await?;
+            crate::post_form::answer_as_s3(&mut resp);
+            return Ok(resp);
+        }
+        if req.uri().query().is_some_and(|q| q.contains("attributes"))
+            && crate::metered::operation(&req, self.ctx.config.virtual_host_domain.as_deref())
+                == "GetObjectAttributes"
         {
             let mut resp = self.inner.call(req).await?;
             unquote_attributes_etag(&mut resp);
@@ -771,7 +786,7 @@ fn put_response(
 
 /// An S3 error as s3s writes it: its status, the XML `<Error>` document, and the error's own
 /// headers instead of the defaults when it carries some.
-fn error_response(error: S3Error) -> Response<Body> {
+pub(crate) fn error_response(error: S3Error) -> Response<Body> {
     let mut xml = Vec::with_capacity(256);
     let written = {
         let mut ser = s3s::xml::Serializer::new(&mut xml);

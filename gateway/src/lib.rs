@@ -29,6 +29,7 @@ pub mod lifecycle;
 mod lru;
 pub mod md5;
 pub mod metered;
+pub mod post_form;
 pub mod rest;
 pub mod s3;
 pub mod service;

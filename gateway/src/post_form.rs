@@ -1,0 +1,310 @@
+//! Browser form uploads (POST object), where s3s differs from S3: S3 replaces `${filename}` in
+//! the form's `key` field with the name of the uploaded file, and writes the ETag of its
+//! `201` document and of its `success_action_redirect` quoted. The front reads a form's fields
+//! (they come before the file, at most [`FORM_FIELDS_BYTES_MAX`]), puts the file's name in the
+//! key, and hands s3s the same form; it quotes the ETag of the answer.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use s3s::Body;
+
+/// Most bytes of a form read ahead of its file (S3 allows 20 KB of fields).
+pub const FORM_FIELDS_BYTES_MAX: usize = 64 * 1024;
+
+/// The variable S3 replaces in a form's key.
+const FILENAME_VARIABLE: &str = "${filename}";
+
+/// The boundary of a `multipart/form-data` request, if it is one.
+fn boundary_of<B>(req: &Request<B>) -> Option<String> {
+    let content_type = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (name, value) = p.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("boundary")
+            .then(|| value.trim_matches('"').to_owned())
+    })
+}
+
+/// Whether `req` is a form upload (POST of `multipart/form-data`).
+pub fn is_form_upload<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST && boundary_of(req).is_some()
+}
+
+/// `req` with `${filename}` in its form's `key` replaced by the uploaded file's name (the form
+/// is unchanged when it has no such key, or its fields do not come within
+/// [`FORM_FIELDS_BYTES_MAX`]: s3s then answers it as it is).
+pub async fn with_filename(
+    req: Request<Body>,
+) -> Result<Request<Body>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(boundary) = boundary_of(&req) else {
+        return Ok(req);
+    };
+    let (mut parts, mut body) = req.into_parts();
+    let mut head = BytesMut::new();
+    let mut ended = false;
+    let file_part = loop {
+        if let Some(found) = file_part_header(&head, &boundary) {
+            break Some(found);
+        }
+        if head.len() >= FORM_FIELDS_BYTES_MAX {
+            break None;
+        }
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    head.extend_from_slice(&data);
+                }
+            }
+            None => {
+                ended = true;
+                break None;
+            }
+        }
+    };
+    let mut head = head.freeze();
+    if let Some((filename, _)) = file_part
+        && let Some(rewritten) = substitute_key(&head, &boundary, &filename)
+    {
+        let grown = rewritten.len() as i64 - head.len() as i64;
+        if let Some(length) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length + grown));
+        }
+        head = rewritten;
+    }
+    let body = Prefixed {
+        prefix: (!head.is_empty()).then_some(head),
+        rest: (!ended).then_some(body),
+    };
+    Ok(Request::from_parts(parts, Body::http_body_unsync(body)))
+}
+
+/// The file part's name (its `filename`) and where its content starts, once its headers are
+/// in `head`.
+fn file_part_header(head: &[u8], boundary: &str) -> Option<(String, usize)> {
+    let delimiter = format!("--{boundary}");
+    let text = String::from_utf8_lossy(head);
+    let mut at = 0;
+    while let Some(found) = text[at..].find(&delimiter) {
+        let start = at + found + delimiter.len();
+        let headers_end = text[start..].find("\r\n\r\n")? + start;
+        let headers = &text[start..headers_end];
+        let disposition = headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        if param(disposition, "name").as_deref() == Some("file") {
+            let filename = param(disposition, "filename")?;
+            return Some((filename, headers_end + 4));
+        }
+        at = headers_end;
+    }
+    None
+}
+
+/// A `name="value"` parameter of a Content-Disposition line.
+fn param(line: &str, name: &str) -> Option<String> {
+    line.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// `head` with `${filename}` in the `key` field's value replaced by `filename`; None when the
+/// key has no such variable.
+fn substitute_key(head: &[u8], boundary: &str, filename: &str) -> Option<Bytes> {
+    let delimiter = format!("\r\n--{boundary}");
+    let text = std::str::from_utf8(head).ok()?;
+    let mut at = 0;
+    while let Some(found) = text[at..]
+        .find("Content-Disposition:")
+        .or_else(|| text[at..].find("content-disposition:"))
+    {
+        let line_start = at + found;
+        let line_end = text[line_start..].find("\r\n")? + line_start;
+        let headers_end = text[line_start..].find("\r\n\r\n")? + line_start;
+        let value_start = headers_end + 4;
+        if param(&text[line_start..line_end], "name").as_deref() == Some("key") {
+            let value_end = text[value_start..].find(&delimiter)? + value_start;
+            let value = &text[value_start..value_end];
+            if !value.contains(FILENAME_VARIABLE) {
+                return None;
+            }
+            let mut out = String::with_capacity(text.len() + filename.len());
+            out.push_str(&text[..value_start]);
+            out.push_str(&value.replace(FILENAME_VARIABLE, filename));
+            out.push_str(&text[value_end..]);
+            return Some(Bytes::from(out));
+        }
+        at = value_start;
+    }
+    None
+}
+
+/// A body whose first bytes were read ahead.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Option<Body>,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx).map_err(Into::into),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), |r| r.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + prefix);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
+/// A form upload's answer as S3 gives it: a policy condition that fails is `403 AccessDenied`
+/// (s3s answers `400 InvalidPolicyDocument`, which S3 keeps for a policy it cannot read), and
+/// the ETag is quoted.
+pub fn answer_as_s3(resp: &mut Response<Body>) {
+    if let Some(condition) = failed_condition(resp) {
+        *resp = crate::fast_path::error_response(s3s::S3Error::with_message(
+            s3s::S3ErrorCode::AccessDenied,
+            format!("Invalid according to Policy: {condition}"),
+        ));
+        return;
+    }
+    quote_etag(resp);
+}
+
+/// The message of s3s's answer to a policy condition that failed.
+fn failed_condition(resp: &Response<Body>) -> Option<String> {
+    if resp.status() != http::StatusCode::BAD_REQUEST {
+        return None;
+    }
+    let document = resp.body().bytes()?;
+    let text = std::str::from_utf8(&document).ok()?;
+    if !text.contains("<Code>InvalidPolicyDocument</Code>") {
+        return None;
+    }
+    let start = text.find("<Message>")? + "<Message>".len();
+    let message = &text[start..start + text[start..].find("</Message>")?];
+    let message = message
+        .replace("&apos;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    message.starts_with("Policy condition").then_some(message)
+}
+
+/// Writes the ETag of a form upload's answer quoted, as S3 does: in the `201` document and in
+/// the `etag` parameter of a `success_action_redirect` location.
+fn quote_etag(resp: &mut Response<Body>) {
+    if resp.status() == http::StatusCode::SEE_OTHER {
+        let Some(location) = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let quoted = location
+            .split_once("etag=")
+            .filter(|(_, etag)| !etag.starts_with("%22"))
+            .map(|(before, etag)| {
+                let (value, after) = etag.split_once('&').map_or((etag, ""), |(v, a)| (v, a));
+                let after = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!("&{after}")
+                };
+                format!("{before}etag=%22{value}%22{after}")
+            });
+        if let Some(value) = quoted.and_then(|q| HeaderValue::from_str(&q).ok()) {
+            resp.headers_mut().insert(header::LOCATION, value);
+        }
+        return;
+    }
+    if resp.status() != http::StatusCode::CREATED {
+        return;
+    }
+    let Some(document) = resp.body().bytes() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&document) else {
+        return;
+    };
+    if text.contains("<ETag>\"") {
+        return;
+    }
+    let quoted = text
+        .replacen("<ETag>", "<ETag>\"", 1)
+        .replacen("</ETag>", "\"</ETag>", 1);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(quoted.len()));
+    *resp.body_mut() = Body::from(quoted);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: &str = "--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nuploads/${filename}\r\n\
+        --XyZ\r\nContent-Disposition: form-data; name=\"policy\"\r\n\r\neyJ9\r\n\
+        --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cat photo.jpg\"\r\n\
+        Content-Type: image/jpeg\r\n\r\nJPEGDATA\r\n--XyZ--\r\n";
+
+    #[test]
+    fn the_file_name_goes_into_the_key() {
+        let (filename, content) = file_part_header(FORM.as_bytes(), "XyZ").unwrap();
+        assert_eq!(filename, "cat photo.jpg");
+        assert!(FORM[content..].starts_with("JPEGDATA"));
+        let rewritten = substitute_key(FORM.as_bytes(), "XyZ", &filename).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&rewritten).unwrap(),
+            FORM.replace("uploads/${filename}", "uploads/cat photo.jpg")
+        );
+        let plain = FORM.replace("${filename}", "fixed");
+        assert_eq!(substitute_key(plain.as_bytes(), "XyZ", &filename), None);
+    }
+
+    #[test]
+    fn a_form_whose_file_headers_are_not_in_yet_is_not_rewritten() {
+        let cut = &FORM[..FORM.find("Content-Type: image").unwrap()];
+        assert_eq!(file_part_header(cut.as_bytes(), "XyZ"), None);
+    }
+}
