@@ -162,9 +162,12 @@ impl AccessLog {
     /// Waits (at most `timeout`) until the lines queued so far are in the file: called once the
     /// node has stopped serving, so that the last requests' lines are not lost.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.tx.send_timeout(Message::Flush(done), timeout).is_ok()
-            && wait.recv_timeout(timeout).is_ok()
+            && wait
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_ok()
     }
 }
 
@@ -229,8 +232,14 @@ impl Writer {
 
     fn write_line(&mut self, line: &str) -> std::io::Result<()> {
         let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.config.max_bytes {
-            self.rotate()?;
+        if self.size > 0
+            && self.size + len > self.config.max_bytes
+            && let Err(e) = self.rotate()
+        {
+            // The line is still written; rotation is tried again once another
+            // `max_bytes` have been written (the size counts from here).
+            self.size = 0;
+            tracing::warn!(path = %self.config.path.display(), error = %e, "cannot rotate the access log");
         }
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
@@ -349,7 +358,7 @@ fn quoted(out: &mut String, value: Option<&str>) {
     out.push_str(" \"");
     match value {
         Some(v) if !v.is_empty() => {
-            for c in v.chars().take(FIELD_BYTES_MAX) {
+            for c in v[..v.floor_char_boundary(FIELD_BYTES_MAX)].chars() {
                 match c {
                     '"' | '\\' => {
                         out.push('\\');

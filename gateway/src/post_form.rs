@@ -50,8 +50,15 @@ pub async fn with_filename(
     let (mut parts, mut body) = req.into_parts();
     let mut head = BytesMut::new();
     let mut ended = false;
+    // Each frame's bytes are searched once for the end of a part's headers; the form is parsed
+    // only when one has come.
+    let mut searched: usize = 0;
     let file_part = loop {
-        if let Some(found) = file_part_header(&head, &boundary) {
+        let from = searched.saturating_sub(HEADERS_END.len() - 1);
+        searched = head.len();
+        if find(&head, HEADERS_END, from).is_some()
+            && let Some(found) = file_part_header(&head, &boundary)
+        {
             break Some(found);
         }
         if head.len() >= FORM_FIELDS_BYTES_MAX {
@@ -70,8 +77,8 @@ pub async fn with_filename(
         }
     };
     let mut head = head.freeze();
-    if let Some((filename, _)) = file_part
-        && let Some(rewritten) = substitute_key(&head, &boundary, &filename)
+    if let Some((filename, content_start)) = file_part
+        && let Some(rewritten) = substitute_key(&head, content_start, &boundary, &filename)
     {
         let grown = rewritten.len() as i64 - head.len() as i64;
         if let Some(length) = parts
@@ -93,65 +100,116 @@ pub async fn with_filename(
     Ok(Request::from_parts(parts, Body::http_body_unsync(body)))
 }
 
-/// The file part's name (its `filename`) and where its content starts, once its headers are
-/// in `head`.
-fn file_part_header(head: &[u8], boundary: &str) -> Option<(String, usize)> {
+/// The end of a part's headers.
+const HEADERS_END: &[u8] = b"\r\n\r\n";
+
+/// Where `needle` first is in `hay` at or after `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| at + from)
+}
+
+/// The parts of a form's read-ahead, each as its headers (text) and where its content starts.
+fn part_headers<'a>(head: &'a [u8], boundary: &str) -> impl Iterator<Item = (&'a str, usize)> {
     let delimiter = format!("--{boundary}");
-    let text = String::from_utf8_lossy(head);
     let mut at = 0;
-    while let Some(found) = text[at..].find(&delimiter) {
-        let start = at + found + delimiter.len();
-        let headers_end = text[start..].find("\r\n\r\n")? + start;
-        let headers = &text[start..headers_end];
-        let disposition = headers
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-        if param(disposition, "name").as_deref() == Some("file") {
-            let filename = param(disposition, "filename")?;
-            return Some((filename, headers_end + 4));
+    std::iter::from_fn(move || {
+        let start = find(head, delimiter.as_bytes(), at)? + delimiter.len();
+        let end = find(head, HEADERS_END, start)?;
+        at = end + HEADERS_END.len();
+        Some((std::str::from_utf8(&head[start..end]).unwrap_or(""), at))
+    })
+}
+
+/// A part's form field name (its Content-Disposition's `name`) and `filename`.
+fn disposition(headers: &str) -> Option<(String, Option<String>)> {
+    let line = headers.split("\r\n").find(|l| {
+        l.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("content-disposition"))
+    })?;
+    Some((param(line, "name")?, param(line, "filename")))
+}
+
+/// The file part's name (the last segment of its `filename`, as S3 takes it) and where its
+/// content starts, once its headers are in `head`.
+fn file_part_header(head: &[u8], boundary: &str) -> Option<(String, usize)> {
+    part_headers(head, boundary).find_map(|(headers, content_start)| {
+        let (name, filename) = disposition(headers)?;
+        if !name.eq_ignore_ascii_case("file") {
+            return None;
         }
-        at = headers_end;
+        let filename = filename?;
+        let base = filename.rsplit(['/', '\\']).next().unwrap_or_default();
+        Some((base.to_owned(), content_start))
+    })
+}
+
+/// A redirect location with its `etag` parameter (the last one, which s3s appends) quoted.
+fn quote_redirect_etag(location: &str) -> Option<String> {
+    let (url, fragment) = match location.split_once('#') {
+        Some((url, fragment)) => (url, Some(fragment)),
+        None => (location, None),
+    };
+    let at = url.rfind("&etag=").or_else(|| url.rfind("?etag="))? + "&etag=".len();
+    let (value, rest) = url[at..]
+        .split_once('&')
+        .map_or((&url[at..], ""), |(v, r)| (v, r));
+    if value.starts_with("%22") {
+        return None;
     }
-    None
+    let mut out = format!("{}%22{value}%22", &url[..at]);
+    if !rest.is_empty() {
+        out.push('&');
+        out.push_str(rest);
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Some(out)
 }
 
 /// A `name="value"` parameter of a Content-Disposition line.
 fn param(line: &str, name: &str) -> Option<String> {
     line.split(';').skip(1).find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_owned())
     })
 }
 
-/// `head` with `${filename}` in the `key` field's value replaced by `filename`; None when the
-/// key has no such variable.
-fn substitute_key(head: &[u8], boundary: &str, filename: &str) -> Option<Bytes> {
+/// `head` with `${filename}` in the `key` field's value replaced by `filename`; only the
+/// fields before the file's content (`content_start`) are read or changed. None when the key
+/// has no such variable.
+fn substitute_key(
+    head: &[u8],
+    content_start: usize,
+    boundary: &str,
+    filename: &str,
+) -> Option<Bytes> {
+    let fields = &head[..content_start];
     let delimiter = format!("\r\n--{boundary}");
-    let text = std::str::from_utf8(head).ok()?;
-    let mut at = 0;
-    while let Some(found) = text[at..]
-        .find("Content-Disposition:")
-        .or_else(|| text[at..].find("content-disposition:"))
-    {
-        let line_start = at + found;
-        let line_end = text[line_start..].find("\r\n")? + line_start;
-        let headers_end = text[line_start..].find("\r\n\r\n")? + line_start;
-        let value_start = headers_end + 4;
-        if param(&text[line_start..line_end], "name").as_deref() == Some("key") {
-            let value_end = text[value_start..].find(&delimiter)? + value_start;
-            let value = &text[value_start..value_end];
-            if !value.contains(FILENAME_VARIABLE) {
+    let (value_start, value_end) =
+        part_headers(fields, boundary).find_map(|(headers, start)| {
+            let (name, _) = disposition(headers)?;
+            if !name.eq_ignore_ascii_case("key") {
                 return None;
             }
-            let mut out = String::with_capacity(text.len() + filename.len());
-            out.push_str(&text[..value_start]);
-            out.push_str(&value.replace(FILENAME_VARIABLE, filename));
-            out.push_str(&text[value_end..]);
-            return Some(Bytes::from(out));
-        }
-        at = value_start;
+            Some((start, find(fields, delimiter.as_bytes(), start)?))
+        })?;
+    let value = std::str::from_utf8(&fields[value_start..value_end]).ok()?;
+    if !value.contains(FILENAME_VARIABLE) {
+        return None;
     }
-    None
+    let value = value.replace(FILENAME_VARIABLE, filename);
+    let mut out = BytesMut::with_capacity(head.len() + filename.len());
+    out.extend_from_slice(&head[..value_start]);
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(&head[value_end..]);
+    Some(out.freeze())
 }
 
 /// A body whose first bytes were read ahead.
@@ -228,7 +286,8 @@ fn failed_condition(resp: &Response<Body>) -> Option<String> {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&");
-    message.starts_with("Policy condition").then_some(message)
+    (message.starts_with("Policy condition") || message.starts_with("Bucket in form field"))
+        .then_some(message)
 }
 
 /// Writes the ETag of a form upload's answer quoted, as S3 does: in the `201` document and in
@@ -242,18 +301,7 @@ fn quote_etag(resp: &mut Response<Body>) {
         else {
             return;
         };
-        let quoted = location
-            .split_once("etag=")
-            .filter(|(_, etag)| !etag.starts_with("%22"))
-            .map(|(before, etag)| {
-                let (value, after) = etag.split_once('&').map_or((etag, ""), |(v, a)| (v, a));
-                let after = if after.is_empty() {
-                    String::new()
-                } else {
-                    format!("&{after}")
-                };
-                format!("{before}etag=%22{value}%22{after}")
-            });
+        let quoted = quote_redirect_etag(location);
         if let Some(value) = quoted.and_then(|q| HeaderValue::from_str(&q).ok()) {
             resp.headers_mut().insert(header::LOCATION, value);
         }
@@ -293,13 +341,48 @@ mod tests {
         let (filename, content) = file_part_header(FORM.as_bytes(), "XyZ").unwrap();
         assert_eq!(filename, "cat photo.jpg");
         assert!(FORM[content..].starts_with("JPEGDATA"));
-        let rewritten = substitute_key(FORM.as_bytes(), "XyZ", &filename).unwrap();
+        let rewritten = substitute_key(FORM.as_bytes(), content, "XyZ", &filename).unwrap();
         assert_eq!(
             std::str::from_utf8(&rewritten).unwrap(),
             FORM.replace("uploads/${filename}", "uploads/cat photo.jpg")
         );
         let plain = FORM.replace("${filename}", "fixed");
-        assert_eq!(substitute_key(plain.as_bytes(), "XyZ", &filename), None);
+        assert_eq!(
+            substitute_key(plain.as_bytes(), content, "XyZ", &filename),
+            None
+        );
+    }
+
+    #[test]
+    fn binary_files_case_and_paths_in_file_names() {
+        // The file's bytes are not text, field names in any case, a path in the file name.
+        let mut form = FORM
+            .replace("name=\"key\"", "name=\"Key\"")
+            .replace(
+                "name=\"file\"; filename=\"cat photo.jpg\"",
+                "name=\"File\"; filename=\"C:\\pics/../cat.jpg\"",
+            )
+            .into_bytes();
+        let at = form.windows(8).position(|w| w == b"JPEGDATA").unwrap();
+        form.splice(at..at + 8, [0xff, 0xd8, 0xff, 0xe0, 0x00, 0x80, 0xfe, 0xc3]);
+        let (filename, content) = file_part_header(&form, "XyZ").unwrap();
+        assert_eq!(filename, "cat.jpg");
+        let rewritten = substitute_key(&form, content, "XyZ", &filename).unwrap();
+        assert!(rewritten.windows(12).any(|w| w == b"uploads/cat."));
+        assert!(rewritten.ends_with(&form[at..]));
+    }
+
+    #[test]
+    fn redirect_etags_are_quoted_where_s3s_put_them() {
+        assert_eq!(
+            quote_redirect_etag("http://e.com/done?retag=1&bucket=b&key=k&etag=abc").as_deref(),
+            Some("http://e.com/done?retag=1&bucket=b&key=k&etag=%22abc%22")
+        );
+        assert_eq!(
+            quote_redirect_etag("http://e.com/?etag=x&bucket=b&key=k&etag=abc#top").as_deref(),
+            Some("http://e.com/?etag=x&bucket=b&key=k&etag=%22abc%22#top")
+        );
+        assert_eq!(quote_redirect_etag("http://e.com/?etag=%22abc%22"), None);
     }
 
     #[test]

@@ -51,6 +51,12 @@ def test_signed_form_uploads(server, s3, bucket):
     assert f"<Key>uploads/cat photo.txt</Key>" in r.text and f"<ETag>{etag}</ETag>" in r.text
     got = s3.get_object(Bucket=bucket, Key="uploads/cat photo.txt")
     assert got["Body"].read() == b"hello post" and got["ETag"] == etag
+    # A binary file (its bytes in the read-ahead are no text) named with a path: its last
+    # segment goes into the key.
+    jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(range(256)) * 4
+    r = post(form["url"], form["fields"], name="C:\\photos\\cat.jpg", body=jpeg[:100])
+    assert r.status_code == 201 and "<Key>uploads/cat.jpg</Key>" in r.text, r.text
+    assert s3.get_object(Bucket=bucket, Key="uploads/cat.jpg")["Body"].read() == jpeg[:100]
     # The policy's conditions hold or the upload is refused, and nothing is stored.
     assert post(form["url"], form["fields"], body=b"x" * 200).status_code == 400
     wrong_key = dict(form["fields"], key="elsewhere/${filename}")
