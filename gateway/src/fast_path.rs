@@ -208,17 +208,24 @@ fn stamp_request_id(resp: &mut Response<Body>) {
 /// (botocore, s3cmd, the Java SDK) sign a bucket's resource as `/bucket/` whatever path they
 /// send, as S3 takes it, and s3s signs the path as sent.
 fn sigv2_bucket_path<B>(req: &mut Request<B>) {
-    let header_v2 = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let header_v2 = authorization.is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
     let query = req.uri().query().unwrap_or("");
-    let query_v2 = query.split('&').any(|p| p.starts_with("AWSAccessKeyId="));
-    let path = req.uri().path();
-    let one_segment = path.len() > 1 && !path[1..].contains('/');
-    if !(header_v2 || query_v2) || !one_segment {
+    let param = |name: &str| query.split('&').any(|p| p.split('=').next() == Some(name));
+    let query_v2 = authorization.is_none()
+        && param("AWSAccessKeyId")
+        && !param("X-Amz-Signature")
+        && !param("X-Amz-Credential");
+    if !(header_v2 || query_v2) {
         return;
     }
+    // Decoded as s3s decodes it: `/bucket%2Fkey` names an object.
+    let one_segment = crate::rest::percent_decode(req.uri().path())
+        .is_some_and(|path| path.len() > 1 && !path[1..].contains('/'));
+    if !one_segment {
+        return;
+    }
+    let path = req.uri().path();
     let rewritten = match req.uri().query() {
         Some(q) => format!("{path}/?{q}"),
         None => format!("{path}/"),
@@ -322,9 +329,19 @@ impl FastPath {
         let Some(bucket) = self.allowed(&plain) else {
             return self.inner.call(req).await;
         };
-        self.ctx.manager.with_snapshot(|state| {
-            crate::access_log::VerifiedRequester::record(req.extensions(), state, &plain.access_key)
-        });
+        if req
+            .extensions()
+            .get::<crate::access_log::VerifiedRequester>()
+            .is_some()
+        {
+            self.ctx.manager.with_snapshot(|state| {
+                crate::access_log::VerifiedRequester::record(
+                    req.extensions(),
+                    state,
+                    &plain.access_key,
+                )
+            });
+        }
         match plain.kind {
             PlainKind::Read { head, checksums } => {
                 match self.serve_read(&bucket, &plain, head, checksums).await {
@@ -900,6 +917,40 @@ fn uri_encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigv2_bucket_requests_are_answered_as_their_signers_name_them() {
+        let rewritten = |uri: &str, auth: Option<&str>| {
+            let mut builder = Request::builder().uri(uri);
+            if let Some(auth) = auth {
+                builder = builder.header(header::AUTHORIZATION, auth);
+            }
+            let mut req = builder.body(()).unwrap();
+            sigv2_bucket_path(&mut req);
+            req.uri().to_string()
+        };
+        let v2 = Some("AWS AKID:c2lnbmF0dXJl");
+        assert_eq!(rewritten("/photos", v2), "/photos/");
+        assert_eq!(rewritten("/photos?acl", v2), "/photos/?acl");
+        assert_eq!(rewritten("/photos/", v2), "/photos/");
+        assert_eq!(rewritten("/photos/a.jpg", v2), "/photos/a.jpg");
+        assert_eq!(rewritten("/photos%2Fa.jpg", v2), "/photos%2Fa.jpg");
+        assert_eq!(rewritten("/", v2), "/");
+        assert_eq!(
+            rewritten("/photos?AWSAccessKeyId=AKID&Expires=1&Signature=x", None),
+            "/photos/?AWSAccessKeyId=AKID&Expires=1&Signature=x"
+        );
+        let v4 = Some("AWS4-HMAC-SHA256 Credential=AKID/20261207/us-east-1/s3/aws4_request");
+        assert_eq!(rewritten("/photos", v4), "/photos");
+        assert_eq!(
+            rewritten(
+                "/photos?X-Amz-Credential=a&X-Amz-Signature=b&AWSAccessKeyId=c",
+                None
+            ),
+            "/photos?X-Amz-Credential=a&X-Amz-Signature=b&AWSAccessKeyId=c"
+        );
+        assert_eq!(rewritten("/photos", None), "/photos");
+    }
 
     #[test]
     fn error_documents_get_their_request_id() {
