@@ -67,7 +67,22 @@ def test_every_request_is_logged_in_s3s_format(make_server, tmp_path):
     assert r2.status_code in (400, 403, 404)
     lines = lines_of(log, 9)
     owner = s3.list_buckets()["Owner"]["ID"]
-    create, put, ranged, head, anonymous, refused, rest, forged, injected = lines[:9]
+    # Lines are written as answers finish, on whichever core served them: each is found by
+    # what it is, not by its place.
+    def one(**fields):
+        found = [line for line in lines if all(line[k] == v for k, v in fields.items())]
+        assert len(found) == 1, (fields, lines)
+        return found[0]
+
+    create = one(operation="REST.PUT.BUCKET")
+    put = one(operation="REST.PUT.OBJECT", status="200")
+    ranged = one(operation="REST.GET.OBJECT", status="206")
+    head = one(operation="REST.HEAD.OBJECT")
+    anonymous = one(operation="REST.GET.OBJECT", status="200", sig="-", request_id=got.headers["x-amz-request-id"])
+    refused = one(operation="REST.PUT.OBJECT", status="403")
+    rest = one(request_id="-")
+    forged = one(error="SignatureDoesNotMatch")
+    injected = one(host="h%20o%20s%20t")
     assert (forged["requester"], forged["status"], forged["error"]) == ("-", "403", "SignatureDoesNotMatch")
     assert injected["key"] == "a%0Aforged%20line" and injected["host"] == "h%20o%20s%20t"
     assert (create["operation"], create["bucket"], create["owner"], create["status"]) == (
@@ -82,8 +97,8 @@ def test_every_request_is_logged_in_s3s_format(make_server, tmp_path):
     assert (refused["status"], refused["error"], refused["operation"]) == ("403", "AccessDenied", "REST.PUT.OBJECT")
     assert rest["operation"] == "REST.GET.OBJECT" and rest["status"] == "200" and rest["sent"] == "3000"
     # S3 answers' request ids and host ids are the answer's own (the REST API's carry none).
-    ids = {line["request_id"] for line in lines[:6]}
-    assert len(ids) == 6 and rest["request_id"] == "-"
+    ids = [line["request_id"] for line in lines if line["request_id"] != "-"]
+    assert len(ids) == len(set(ids)) == len(lines) - 1
     assert (got.headers["x-amz-request-id"], got.headers["x-amz-id-2"]) == (
         anonymous["request_id"], anonymous["host_id"])
 
@@ -106,8 +121,9 @@ def test_the_log_rotates_by_size(make_server, tmp_path):
         assert p.stat().st_size <= 4096
         for line in p.read_text().splitlines():
             assert LINE.match(line), line
-    # The newest lines are in the current file, the older ones in .1 then .2.
+    # The newest lines are kept, none twice (lines of different cores need not be in request
+    # order).
     time.sleep(1.5)
     keys = [LINE.match(line)["key"] for p in [rotated[1], rotated[0], log] for line in p.read_text().splitlines()]
     numbers = [int(k[1:]) for k in keys if k.startswith("k")]
-    assert numbers == sorted(numbers) and numbers[-1] == 59
+    assert len(numbers) == len(set(numbers)) >= 20 and 59 in numbers
