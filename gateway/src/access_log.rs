@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use leofs_manager::adm::civil_from_days;
+
 /// Lines waiting for the writer; beyond, a line is dropped (and counted).
 pub const QUEUE_LINES_MAX: usize = 65_536;
 /// Bytes of lines waiting for the writer; beyond, a line is dropped (and counted).
@@ -450,20 +452,6 @@ fn log_time(at: SystemTime) -> String {
         rest / 60 % 60,
         rest % 60
     )
-}
-
-/// The (year, month 1–12, day 1–31) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// S3's log name of an operation, from the node's name of it (`GetObject`, `RestGetObject`…,

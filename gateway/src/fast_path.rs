@@ -240,26 +240,43 @@ fn unquote_attributes_etag(resp: &mut Response<Body>) {
     if !resp.status().is_success() {
         return;
     }
-    let Some(document) = resp.body().bytes() else {
-        return;
-    };
-    let Ok(text) = std::str::from_utf8(&document) else {
-        return;
-    };
-    let unquoted = text
-        .replacen("<ETag>\"", "<ETag>", 1)
-        .replacen("\"</ETag>", "</ETag>", 1);
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(unquoted.len()));
-    *resp.body_mut() = Body::from(unquoted);
+    rewrite_document(resp, |text| {
+        Some(
+            text.replacen("<ETag>\"", "<ETag>", 1)
+                .replacen("\"</ETag>", "</ETag>", 1),
+        )
+    });
 }
 
 /// The `<Code>` of an S3 error document.
 fn error_code_of(document: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(document).ok()?;
-    let start = text.find("<Code>")? + "<Code>".len();
-    let len = text[start..].find("</Code>")?;
-    Some(&text[start..start + len])
+    xml_element(std::str::from_utf8(document).ok()?, "Code")
+}
+
+/// The text of the first `<name>` element of an XML document s3s wrote (as written: entities
+/// are not decoded).
+pub(crate) fn xml_element<'a>(document: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = document.find(&open)? + open.len();
+    let len = document[start..].find(&format!("</{name}>"))?;
+    Some(&document[start..start + len])
+}
+
+/// Replaces an answer's document (a body s3s built whole) with what `edit` makes of it; an
+/// answer with a streamed body, or an `edit` giving None, is left as it is.
+pub(crate) fn rewrite_document(
+    resp: &mut Response<Body>,
+    edit: impl FnOnce(&str) -> Option<String>,
+) {
+    let Some(document) = resp.body().bytes() else {
+        return;
+    };
+    let Some(rewritten) = std::str::from_utf8(&document).ok().and_then(edit) else {
+        return;
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    *resp.body_mut() = Body::from(rewritten);
 }
 
 /// An S3 error document with `<RequestId>id</RequestId>` added before its end, or None when

@@ -13,6 +13,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use s3s::Body;
 
+use crate::fast_path::{rewrite_document, xml_element};
+
 /// Most bytes of a form read ahead of its file (S3 allows 20 KB of fields).
 pub const FORM_FIELDS_BYTES_MAX: usize = 64 * 1024;
 
@@ -22,15 +24,11 @@ const FILENAME_VARIABLE: &str = "${filename}";
 /// The boundary of a `multipart/form-data` request, if it is one.
 fn boundary_of<B>(req: &Request<B>) -> Option<String> {
     let content_type = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let (kind, params) = content_type.split_once(';')?;
+    let (kind, _) = content_type.split_once(';')?;
     if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    params.split(';').find_map(|p| {
-        let (name, value) = p.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("boundary")
-            .then(|| value.trim_matches('"').to_owned())
-    })
+    param(content_type, "boundary")
 }
 
 /// Whether `req` is a form upload (POST of `multipart/form-data`).
@@ -171,7 +169,7 @@ fn quote_redirect_etag(location: &str) -> Option<String> {
     Some(out)
 }
 
-/// A `name="value"` parameter of a Content-Disposition line.
+/// A `name="value"` parameter of a header value (Content-Disposition, Content-Type).
 fn param(line: &str, name: &str) -> Option<String> {
     line.split(';').skip(1).find_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
@@ -275,12 +273,10 @@ fn failed_condition(resp: &Response<Body>) -> Option<String> {
     }
     let document = resp.body().bytes()?;
     let text = std::str::from_utf8(&document).ok()?;
-    if !text.contains("<Code>InvalidPolicyDocument</Code>") {
+    if xml_element(text, "Code")? != "InvalidPolicyDocument" {
         return None;
     }
-    let start = text.find("<Message>")? + "<Message>".len();
-    let message = &text[start..start + text[start..].find("</Message>")?];
-    let message = message
+    let message = xml_element(text, "Message")?
         .replace("&apos;", "'")
         .replace("&quot;", "\"")
         .replace("&lt;", "<")
@@ -310,21 +306,12 @@ fn quote_etag(resp: &mut Response<Body>) {
     if resp.status() != http::StatusCode::CREATED {
         return;
     }
-    let Some(document) = resp.body().bytes() else {
-        return;
-    };
-    let Ok(text) = std::str::from_utf8(&document) else {
-        return;
-    };
-    if text.contains("<ETag>\"") {
-        return;
-    }
-    let quoted = text
-        .replacen("<ETag>", "<ETag>\"", 1)
-        .replacen("</ETag>", "\"</ETag>", 1);
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(quoted.len()));
-    *resp.body_mut() = Body::from(quoted);
+    rewrite_document(resp, |text| {
+        (!text.contains("<ETag>\"")).then(|| {
+            text.replacen("<ETag>", "<ETag>\"", 1)
+                .replacen("</ETag>", "\"</ETag>", 1)
+        })
+    });
 }
 
 #[cfg(test)]

@@ -1292,8 +1292,9 @@ pub fn format_unix_ms(unix_ms: u64) -> String {
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// (H. Hinnant's `civil_from_days`, for non-negative day counts); also the gateway's access
+/// log dates.
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z - era * 146_097;

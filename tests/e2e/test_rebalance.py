@@ -98,23 +98,30 @@ def versions_of(cluster: Cluster, bucket: str, keys) -> dict[str, set]:
     return versions
 
 
+def cluster_state(cluster: Cluster, also: tuple[str, ...] = ()) -> AssertionError:
+    """What the next reader of a stalled rebalance needs, as the error to raise: the rebalance's
+    phase and counts, `leofs-adm status`, and every node's last warnings and errors (and lines
+    containing any of `also`)."""
+    def plain(server) -> list[str]:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", server.stderr_path.read_text(errors="replace"))
+        return [line[:300] for line in text.splitlines()
+                if any(mark in line for mark in (" WARN ", " ERROR ", *also))][-8:]
+    warnings = {str(s.data_dir): plain(s)
+                for s in [*cluster.storage, *cluster.gateways, *cluster.managers]}
+    return AssertionError(json.dumps({
+        "rebalance": rebalance_status(cluster),
+        "status": cluster.manager.adm("status").stdout,
+        "warnings": warnings}, indent=1)[:20000])
+
+
 def rebalance_or_explain(cluster: Cluster, timeout_s: float):
     """`leofs-adm rebalance` (which waits until the ring is settled); if it does not finish in
-    `timeout_s` (below pytest's own timeout, so that this runs), fails with what the next
-    reader needs: the rebalance's phase and counts, and every node's last warnings."""
+    `timeout_s` (below pytest's own timeout, so that this runs), fails with the cluster's state
+    and its nodes' hand-over lines."""
     try:
         return cluster.manager.adm("rebalance", timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        def plain(server) -> list[str]:
-            text = re.sub(r"\x1b\[[0-9;]*m", "", server.stderr_path.read_text(errors="replace"))
-            return [line[:300] for line in text.splitlines()
-                    if " WARN " in line or " ERROR " in line or "handed a partition over" in line][-8:]
-        warnings = {str(s.data_dir): plain(s)
-                    for s in [*cluster.storage, *cluster.gateways, *cluster.managers]}
-        raise AssertionError(json.dumps({
-            "rebalance": rebalance_status(cluster),
-            "status": cluster.manager.adm("status").stdout,
-            "warnings": warnings}, indent=1)[:20000]) from None
+        raise cluster_state(cluster, also=("handed a partition over",)) from None
 
 
 def test_a_node_attached_to_a_loaded_cluster_and_detached_again_loses_nothing(make_server):
@@ -221,17 +228,7 @@ def test_a_rebalance_resumes_after_a_kill_in_the_middle_and_loses_nothing(make_s
             eventually("the move is under way", 180,
                        lambda: rebalance_status(cluster)["filled_partitions"] > 0)
         except AssertionError:
-            # What the next reader needs: the ring's state, each node's view, their warnings.
-            def plain(server) -> list[str]:
-                text = re.sub(r"\x1b\[[0-9;]*m", "", server.stderr_path.read_text(errors="replace"))
-                return [line[:300] for line in text.splitlines()
-                        if " WARN " in line or " ERROR " in line][-8:]
-            warnings = {str(s.data_dir): plain(s)
-                        for s in [*cluster.storage, *cluster.gateways, *cluster.managers]}
-            raise AssertionError(json.dumps({
-                "rebalance": rebalance_status(cluster),
-                "status": cluster.manager.adm("status").stdout,
-                "warnings": warnings}, indent=1)[:20000]) from None
+            raise cluster_state(cluster) from None
         status = rebalance_status(cluster)
         assert status["phase"] == "moving", status
         assert status["filled_partitions"] < status["moving_partitions"], status

@@ -9,6 +9,35 @@
 //! thread: the wrapped future is created, polled and dropped on the thread that owns the shard
 //! (SendWrapper would panic rather than allow anything else).
 
+/// The `x-amz-checksum-*` values an S3 input or a completed part carries, by algorithm (s3s
+/// gives each its own field); defined before the modules that use it.
+macro_rules! checksum_values {
+    ($x:expr) => {
+        [
+            (
+                $crate::layout::ChecksumKind::Crc32,
+                $x.checksum_crc32.as_ref(),
+            ),
+            (
+                $crate::layout::ChecksumKind::Crc32c,
+                $x.checksum_crc32c.as_ref(),
+            ),
+            (
+                $crate::layout::ChecksumKind::Crc64Nvme,
+                $x.checksum_crc64nvme.as_ref(),
+            ),
+            (
+                $crate::layout::ChecksumKind::Sha1,
+                $x.checksum_sha1.as_ref(),
+            ),
+            (
+                $crate::layout::ChecksumKind::Sha256,
+                $x.checksum_sha256.as_ref(),
+            ),
+        ]
+    };
+}
+
 pub mod attributes;
 pub mod bucket;
 pub mod bucket_settings;

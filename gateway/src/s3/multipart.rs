@@ -22,9 +22,9 @@ use super::{
 use crate::auth::caller_user;
 use crate::error::{GatewayError, body_error};
 use crate::layout::{
-    BodyLayout, BucketId, ChecksumKind, ChunkRun, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta,
-    PartMeta, StoredChecksum, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id,
-    multipart_md5, new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
+    BodyLayout, BucketId, ChunkRun, MAX_PART_NUMBER, MIN_PART_BYTES, ObjectMeta, PartMeta,
+    StoredChecksum, TAG_PART, TAG_UPLOAD, UploadMeta, bucket_id, is_valid_upload_id, multipart_md5,
+    new_upload_id, part_key, part_prefix, upload_key, upload_prefix,
 };
 use crate::store::{Ctx, Written};
 
@@ -269,13 +269,7 @@ pub async fn upload_part(
     let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
     let mut sums = checksum_request(
         input.checksum_algorithm.as_ref(),
-        [
-            (ChecksumKind::Crc32, input.checksum_crc32.as_ref()),
-            (ChecksumKind::Crc32c, input.checksum_crc32c.as_ref()),
-            (ChecksumKind::Crc64Nvme, input.checksum_crc64nvme.as_ref()),
-            (ChecksumKind::Sha1, input.checksum_sha1.as_ref()),
-            (ChecksumKind::Sha256, input.checksum_sha256.as_ref()),
-        ],
+        checksum_values!(input),
         &headers,
     )?;
     if let Some(kind) = upload.checksum_algorithm
@@ -384,16 +378,10 @@ pub async fn complete_multipart_upload(
                 "One or more of the specified parts could not be found.",
             ));
         }
-        let given = [
-            (ChecksumKind::Crc32, &p.checksum_crc32),
-            (ChecksumKind::Crc32c, &p.checksum_crc32c),
-            (ChecksumKind::Crc64Nvme, &p.checksum_crc64nvme),
-            (ChecksumKind::Sha1, &p.checksum_sha1),
-            (ChecksumKind::Sha256, &p.checksum_sha256),
-        ];
-        for (kind, value) in &given {
+        let given = checksum_values!(p);
+        for (kind, value) in given {
             if let Some(value) = value
-                && let Some(stored) = part.checksums.iter().find(|c| c.kind == *kind)
+                && let Some(stored) = part.checksums.iter().find(|c| c.kind == kind)
                 && stored.value != *value
             {
                 return Err(invalid_part(
@@ -479,7 +467,7 @@ pub async fn complete_multipart_upload(
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidRequest,
             format!(
-                "A multipart object of {} parts needs a {manifest_bytes}-byte manifest; this node stores at most {} bytes (about 1,300 parts, fewer with part checksums). Complete the upload with fewer, larger parts.",
+                "A multipart object of {} parts needs a {manifest_bytes}-byte manifest; this node stores at most {} bytes (about 1,190 parts, fewer with part checksums). Complete the upload with fewer, larger parts.",
                 runs_of(&meta).len(),
                 MANIFEST_BYTES_MAX
             ),
@@ -579,15 +567,8 @@ impl ObjectChecksumRequest {
                 ));
             }
         }
-        let given = [
-            (ChecksumKind::Crc32, &input.checksum_crc32),
-            (ChecksumKind::Crc32c, &input.checksum_crc32c),
-            (ChecksumKind::Crc64Nvme, &input.checksum_crc64nvme),
-            (ChecksumKind::Sha1, &input.checksum_sha1),
-            (ChecksumKind::Sha256, &input.checksum_sha256),
-        ];
         let mut expected = None;
-        for (kind, value) in given {
+        for (kind, value) in checksum_values!(input) {
             let Some(value) = value else { continue };
             if upload.checksum_algorithm != Some(kind) || expected.is_some() {
                 return Err(GatewayError::s3(

@@ -14,7 +14,7 @@ use super::{
 use leofs_shard::{EtagCondition, WriteCondition};
 
 use crate::error::{GatewayError, body_error};
-use crate::layout::{BodyLayout, BucketId, ChecksumKind, ObjectMeta};
+use crate::layout::{BodyLayout, BucketId, ObjectMeta};
 use crate::store::Ctx;
 
 /// The precondition storage evaluates at a write's commit point.
@@ -88,13 +88,7 @@ pub async fn put_object(
     .await?;
     let sums = checksum_request(
         input.checksum_algorithm.as_ref(),
-        [
-            (ChecksumKind::Crc32, input.checksum_crc32.as_ref()),
-            (ChecksumKind::Crc32c, input.checksum_crc32c.as_ref()),
-            (ChecksumKind::Crc64Nvme, input.checksum_crc64nvme.as_ref()),
-            (ChecksumKind::Sha1, input.checksum_sha1.as_ref()),
-            (ChecksumKind::Sha256, input.checksum_sha256.as_ref()),
-        ],
+        checksum_values!(input),
         &request_headers,
     )?;
     let mut headers = headers_from(

@@ -186,6 +186,45 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_takes_48_bytes_a_part_and_its_digest_with_part_checksums() {
+        let manifest = |parts: usize, kind: Option<ChecksumKind>| {
+            let part_checksums = kind.map_or_else(Vec::new, |kind| {
+                vec![
+                    StoredChecksum {
+                        kind,
+                        value: base64_encode(&vec![7; kind.digest_len()]),
+                    };
+                    parts
+                ]
+            });
+            ObjectMeta {
+                completed_upload: Some(new_upload_id()),
+                part_checksums,
+                size_bytes: 10 * parts as u64,
+                md5: [1; 16],
+                parts_count: parts as u32,
+                headers: Headers::default(),
+                checksums: vec![],
+                layout: BodyLayout::Chunked(vec![seg(10, 4); parts]),
+            }
+            .encode()
+            .unwrap()
+            .len()
+        };
+        let base = manifest(1, None) - 48;
+        assert!(base < 200, "{base}");
+        assert_eq!(manifest(1000, None), base + 48 * 1000);
+        for kind in ChecksumKind::ALL {
+            // The field's id, length and kind once, then each part's digest.
+            assert_eq!(
+                manifest(1000, Some(kind)),
+                base + 48 * 1000 + 6 + kind.digest_len() * 1000,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn base64_matches_known_vectors() {
         for (raw, text) in [
             (&b""[..], ""),
