@@ -6,13 +6,18 @@
 
 use std::sync::Arc;
 
-use leofs_manager::{BucketAcl, CatalogWriter, Manager, ManagerState};
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use leofs_manager::policy::{ActionLevel, Decision, PolicyRequest};
+use leofs_manager::{Bucket, BucketAcl, CatalogWriter, Manager, ManagerState};
+use leofs_shard::PeerAddr;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
 use s3s::path::S3Path;
 use s3s::validation::NameValidation;
-use s3s::{S3Error, S3ErrorCode, S3Result};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Result};
 
 use crate::s3::unsupported;
 
@@ -61,18 +66,179 @@ fn denied() -> S3Error {
     S3Error::with_message(S3ErrorCode::AccessDenied, "Access Denied")
 }
 
-/// Decides whether the holder of `access_key` (None: anonymous) may perform an operation of
-/// class `class` on `bucket` (None: no bucket in the request).
-pub fn authorize(
-    state: &ManagerState,
-    access_key: Option<&str>,
-    bucket: Option<&str>,
-    class: OpClass,
-) -> S3Result<()> {
-    let user = access_key
+/// Who sent a request and from where: what ACLs and bucket policies judge besides the
+/// operation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Requester<'a> {
+    /// The access key whose signature was verified; None for an anonymous request.
+    pub access_key: Option<&'a str>,
+    /// The address the request came from (`aws:SourceIp`).
+    pub source_ip: Option<IpAddr>,
+    /// The request's headers (`aws:Referer`, `aws:UserAgent`).
+    pub headers: Option<&'a HeaderMap>,
+}
+
+impl<'a> Requester<'a> {
+    /// The requester of an operation's request.
+    pub fn of<T>(req: &'a S3Request<T>) -> Self {
+        Requester {
+            access_key: req.credentials.as_ref().map(|c| c.access_key.as_str()),
+            source_ip: req.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
+            headers: Some(&req.headers),
+        }
+    }
+
+    /// A requester known only by its access key.
+    pub fn with_key(access_key: Option<&'a str>) -> Self {
+        Requester {
+            access_key,
+            ..Requester::default()
+        }
+    }
+}
+
+/// One request as the access decision sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    /// s3s's operation name (`GetObject`, …): its ACL class and policy action follow from it.
+    pub op: &'a str,
+    /// Who asks.
+    pub requester: Requester<'a>,
+    /// The bucket the request names, if any.
+    pub bucket: Option<&'a str>,
+    /// The key the request names, if any.
+    pub key: Option<&'a str>,
+    /// Whether the request names a version (`s3:GetObjectVersion` rather than `s3:GetObject`).
+    pub versioned: bool,
+    /// The raw query string (a listing's `prefix` and `delimiter` for policy conditions).
+    pub query: Option<&'a str>,
+}
+
+impl<'a> Access<'a> {
+    /// `op` by `requester` on `bucket` (and `key`), with no version and no query.
+    pub fn new(
+        op: &'a str,
+        requester: Requester<'a>,
+        bucket: Option<&'a str>,
+        key: Option<&'a str>,
+    ) -> Self {
+        Access {
+            op,
+            requester,
+            bucket,
+            key,
+            versioned: false,
+            query: None,
+        }
+    }
+}
+
+/// The S3 action (as bucket policies name it) an operation is; None for operations no bucket
+/// policy governs (ListBuckets, CreateBucket) or that the node refuses anyway.
+pub fn policy_action(op: &str, versioned: bool) -> Option<&'static str> {
+    let pick = |plain: &'static str, version: &'static str| if versioned { version } else { plain };
+    Some(match op {
+        "GetObject" | "HeadObject" => pick("s3:GetObject", "s3:GetObjectVersion"),
+        "GetObjectAttributes" => pick("s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"),
+        "PutObject"
+        | "PostObject"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload" => "s3:PutObject",
+        "DeleteObject" => pick("s3:DeleteObject", "s3:DeleteObjectVersion"),
+        "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+        "ListParts" => "s3:ListMultipartUploadParts",
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket",
+        "ListObjectVersions" => "s3:ListBucketVersions",
+        "GetBucketLocation" => "s3:GetBucketLocation",
+        "GetObjectTagging" => pick("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),
+        "PutObjectTagging" => pick("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),
+        "DeleteObjectTagging" => pick("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),
+        "GetObjectAcl" => pick("s3:GetObjectAcl", "s3:GetObjectVersionAcl"),
+        "PutObjectAcl" => pick("s3:PutObjectAcl", "s3:PutObjectVersionAcl"),
+        "GetBucketAcl" => "s3:GetBucketAcl",
+        "PutBucketAcl" => "s3:PutBucketAcl",
+        "GetBucketPolicy" => "s3:GetBucketPolicy",
+        "PutBucketPolicy" => "s3:PutBucketPolicy",
+        "DeleteBucketPolicy" => "s3:DeleteBucketPolicy",
+        "GetBucketPolicyStatus" => "s3:GetBucketPolicyStatus",
+        "GetBucketTagging" => "s3:GetBucketTagging",
+        "PutBucketTagging" | "DeleteBucketTagging" => "s3:PutBucketTagging",
+        "GetBucketCors" => "s3:GetBucketCORS",
+        "PutBucketCors" | "DeleteBucketCors" => "s3:PutBucketCORS",
+        "GetBucketVersioning" => "s3:GetBucketVersioning",
+        "PutBucketVersioning" => "s3:PutBucketVersioning",
+        "GetBucketLifecycleConfiguration" => "s3:GetLifecycleConfiguration",
+        "PutBucketLifecycleConfiguration" | "DeleteBucketLifecycle" => {
+            "s3:PutLifecycleConfiguration"
+        }
+        "DeleteBucket" => "s3:DeleteBucket",
+        _ => return None,
+    })
+}
+
+/// Operations the bucket owner (and the admins) may always perform, whatever the bucket's
+/// policy denies: S3's way out of a policy that locks everyone out.
+const POLICY_OPERATIONS: &[&str] = &[
+    "GetBucketPolicy",
+    "PutBucketPolicy",
+    "DeleteBucketPolicy",
+    "GetBucketPolicyStatus",
+];
+
+/// Operations whose keys are in the body, not the path: under a bucket policy, which judges
+/// keys, the operation authorizes each key itself (DeleteObjects as a DeleteObject of each,
+/// a form upload as a PutObject of its key).
+const JUDGED_PER_KEY: &[&str] = &["DeleteObjects", "PostObject"];
+
+/// What the bucket's policy says about `access` (`NotApplicable` without a policy).
+fn policy_decision(bucket: &Bucket, user: Option<&str>, access: &Access<'_>) -> Decision {
+    let (Some(policy), Some(action)) = (&bucket.policy, policy_action(access.op, access.versioned))
+    else {
+        return Decision::NotApplicable;
+    };
+    let key = match leofs_manager::policy::action_level(action) {
+        Some(ActionLevel::Object) => access.key,
+        _ => None,
+    };
+    let header = |name: &str| {
+        access
+            .requester
+            .headers
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.to_str().ok())
+    };
+    let prefix = unsupported::query_param(access.query, "prefix");
+    let delimiter = unsupported::query_param(access.query, "delimiter");
+    policy.evaluate(&PolicyRequest {
+        user,
+        action,
+        bucket: &bucket.name,
+        key,
+        source_ip: access.requester.source_ip,
+        // The node serves plain HTTP (a TLS proxy in front is not seen).
+        secure_transport: false,
+        prefix: prefix.as_deref(),
+        delimiter: delimiter.as_deref(),
+        referer: header("referer"),
+        user_agent: header("user-agent"),
+    })
+}
+
+/// Decides whether `access` may proceed: the bucket's policy first (an explicit deny refuses
+/// anyone, the bucket owner too, except for the policy operations; an allow admits anyone),
+/// then the owner and the admins, then the bucket's canned ACL.
+pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<()> {
+    let class = classify(access.op);
+    let user = access
+        .requester
+        .access_key
         .and_then(|ak| state.access_key(ak))
         .map(|k| k.user_id.as_str());
-    let (Some(bucket), false) = (bucket, class == OpClass::Service) else {
+    let (Some(bucket), false) = (access.bucket, class == OpClass::Service) else {
         return if user.is_some() {
             Ok(())
         } else {
@@ -100,9 +266,20 @@ pub fn authorize(
             "The bucket is being deleted; writes into it are refused.",
         ));
     }
-    if let Some(user) = user
-        && (b.owner == user || state.user(user).is_some_and(|u| u.is_admin))
-    {
+    if b.policy.is_some() && JUDGED_PER_KEY.contains(&access.op) {
+        // The keys are in the body: the operation asks for each (as DeleteObject, PutObject).
+        return Ok(());
+    }
+    let privileged =
+        user.is_some_and(|u| b.owner == u || state.user(u).is_some_and(|u| u.is_admin));
+    match policy_decision(b, user, access) {
+        Decision::Deny if !(privileged && POLICY_OPERATIONS.contains(&access.op)) => {
+            return Err(denied());
+        }
+        Decision::Allow => return Ok(()),
+        _ => {}
+    }
+    if privileged {
         return Ok(());
     }
     let allowed = matches!(
@@ -189,14 +366,29 @@ impl S3Access for AclAccess {
         if let Some(key) = cx.credentials().map(|c| c.access_key.clone()) {
             crate::access_log::VerifiedRequester::record(cx.extensions_mut(), &state, &key);
         }
-        let bucket = match cx.s3_path() {
-            S3Path::Root => None,
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
+        let source_ip = cx.extensions_mut().get::<PeerAddr>().map(|p| p.0.ip());
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(&**bucket), None),
+            S3Path::Object { bucket, key } => (Some(&**bucket), Some(&**key)),
         };
         let access_key = cx.credentials().map(|c| c.access_key.as_str());
         let op = cx.s3_op().name();
+        let query = cx.uri().query();
+        let access = Access {
+            op,
+            requester: Requester {
+                access_key,
+                source_ip,
+                headers: Some(cx.headers()),
+            },
+            bucket,
+            key,
+            versioned: unsupported::query_param(query, "versionId").is_some(),
+            query,
+        };
         let missing = bucket.is_some_and(|name| state.bucket(name).is_none());
-        if missing || authorize(&state, access_key, bucket, classify(op)).is_err() {
+        if missing || authorize(&state, &access).is_err() {
             // A copied catalog may be a moment late (a bucket, key or ACL changed through
             // another node): look again once it is up to date.
             refresh(&self.catalog).await?;
@@ -211,7 +403,7 @@ impl S3Access for AclAccess {
                 ));
             }
         }
-        authorize(&state, access_key, bucket, classify(op))?;
+        authorize(&state, &access)?;
         let request = unsupported::RequestView {
             op,
             headers: cx.headers(),
@@ -305,35 +497,97 @@ mod tests {
                 lifecycle: Vec::new(),
                 tags: Vec::new(),
                 cors: Vec::new(),
+                policy: None,
             },
         );
         s
     }
 
+    /// Whether `key`'s holder (None: anonymous) may perform `op` on key `k` of bucket `b`.
+    fn allows(s: &ManagerState, key: Option<&str>, op: &str) -> bool {
+        authorize(
+            s,
+            &Access::new(op, Requester::with_key(key), Some("b"), Some("k")),
+        )
+        .is_ok()
+    }
+
     #[test]
     fn private_bucket_is_owner_and_admin_only() {
         let s = state(BucketAcl::Private);
-        assert!(authorize(&s, Some("AKowner"), Some("b"), OpClass::Write).is_ok());
-        assert!(authorize(&s, Some("AKroot"), Some("b"), OpClass::Owner).is_ok());
-        assert!(authorize(&s, Some("AKother"), Some("b"), OpClass::Read).is_err());
-        assert!(authorize(&s, None, Some("b"), OpClass::Read).is_err());
+        assert!(allows(&s, Some("AKowner"), "PutObject"));
+        assert!(allows(&s, Some("AKroot"), "PutBucketAcl"));
+        assert!(!allows(&s, Some("AKother"), "GetObject"));
+        assert!(!allows(&s, None, "GetObject"));
     }
 
     #[test]
     fn public_acls_open_reads_then_writes_to_anyone() {
         let s = state(BucketAcl::PublicRead);
-        assert!(authorize(&s, None, Some("b"), OpClass::Read).is_ok());
-        assert!(authorize(&s, None, Some("b"), OpClass::Write).is_err());
+        assert!(allows(&s, None, "GetObject"));
+        assert!(!allows(&s, None, "PutObject"));
         let s = state(BucketAcl::PublicReadWrite);
-        assert!(authorize(&s, None, Some("b"), OpClass::Write).is_ok());
-        assert!(authorize(&s, Some("AKother"), Some("b"), OpClass::Owner).is_err());
+        assert!(allows(&s, None, "PutObject"));
+        assert!(!allows(&s, Some("AKother"), "PutBucketAcl"));
     }
 
     #[test]
     fn listing_buckets_needs_a_signature() {
         let s = state(BucketAcl::PublicReadWrite);
-        assert!(authorize(&s, None, None, OpClass::Service).is_err());
-        assert!(authorize(&s, Some("AKother"), None, OpClass::Service).is_ok());
+        assert!(
+            authorize(
+                &s,
+                &Access::new("ListBuckets", Requester::default(), None, None)
+            )
+            .is_err()
+        );
+        assert!(
+            authorize(
+                &s,
+                &Access::new(
+                    "ListBuckets",
+                    Requester::with_key(Some("AKother")),
+                    None,
+                    None
+                )
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_policy_denies_even_the_owner_but_never_the_way_back_and_allows_anyone() {
+        let mut s = state(BucketAcl::Private);
+        let policy = leofs_manager::policy::BucketPolicy::parse(
+            r#"{"Statement":[
+                {"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/k"},
+                {"Effect":"Deny","Principal":"*","Action":["s3:PutObject","s3:*Policy"],"Resource":["arn:aws:s3:::b/*","arn:aws:s3:::b"]}]}"#,
+        )
+        .unwrap();
+        s.buckets.get_mut("b").unwrap().policy = Some(policy);
+        assert!(
+            allows(&s, None, "GetObject"),
+            "allowed to anyone by the policy"
+        );
+        assert!(allows(&s, Some("AKother"), "HeadObject"));
+        assert!(
+            !allows(&s, Some("AKowner"), "PutObject"),
+            "denied to the owner too"
+        );
+        assert!(
+            !allows(&s, Some("AKroot"), "PutObject"),
+            "and to the admins"
+        );
+        assert!(
+            allows(&s, Some("AKowner"), "DeleteBucketPolicy"),
+            "the way back"
+        );
+        assert!(!allows(&s, Some("AKother"), "DeleteBucketPolicy"));
+        assert!(!allows(&s, None, "ListObjects"), "left to the ACL");
+        assert!(
+            allows(&s, None, "DeleteObjects"),
+            "judged per key by the operation"
+        );
     }
 
     #[test]

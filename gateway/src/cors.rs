@@ -163,6 +163,7 @@ mod tests {
                 lifecycle: Vec::new(),
                 tags: Vec::new(),
                 cors,
+                policy: None,
             },
         );
         state

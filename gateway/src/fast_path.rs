@@ -46,7 +46,7 @@ use s3s::service::S3Service;
 use s3s::{Body, HttpError, S3Error, S3ErrorCode, S3Request};
 use send_wrapper::SendWrapper;
 
-use crate::auth::{DomainHost, OpClass, authorize};
+use crate::auth::{Access, DomainHost, Requester, authorize};
 use crate::body::WatchedBody;
 use crate::layout::{BodyLayout, BucketId, ChecksumKind, bucket_id};
 use crate::rest::split_path;
@@ -56,6 +56,7 @@ use crate::sigv4::{
     signature_matches, string_to_sign,
 };
 use crate::store::{Ctx, StoredObject};
+use leofs_shard::PeerAddr;
 
 /// Request headers any plain request may carry. Any other header (a range, a precondition, a
 /// security token, SSE-C keys, checksums, metadata, Content-MD5) sends the request to s3s.
@@ -343,7 +344,7 @@ impl FastPath {
         let Some(plain) = self.plain_request(&req) else {
             return self.inner.call(req).await;
         };
-        let Some(bucket) = self.allowed(&plain) else {
+        let Some(bucket) = self.allowed(&plain, &req) else {
             return self.inner.call(req).await;
         };
         if req
@@ -596,17 +597,24 @@ impl FastPath {
     /// The bucket's storage identity, if it exists, never had versioning (a versioned bucket's
     /// answers carry version ids and delete markers, which s3s writes), and the ACL lets the
     /// caller do what the request asks.
-    fn allowed(&self, plain: &PlainRequest) -> Option<BucketId> {
-        let class = match plain.kind {
-            PlainKind::Read { .. } => OpClass::Read,
-            PlainKind::Write { .. } => OpClass::Write,
+    fn allowed(&self, plain: &PlainRequest, req: &Request<Body>) -> Option<BucketId> {
+        let op = match plain.kind {
+            PlainKind::Read { head: true, .. } => "HeadObject",
+            PlainKind::Read { head: false, .. } => "GetObject",
+            PlainKind::Write { .. } => "PutObject",
         };
+        let requester = Requester {
+            access_key: Some(&plain.access_key),
+            source_ip: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+            headers: Some(req.headers()),
+        };
+        let access = Access::new(op, requester, Some(&plain.bucket), Some(&plain.key));
         self.ctx.manager.with_snapshot(|state| {
             let bucket = state.bucket(&plain.bucket)?;
             if !bucket.versioning.is_off() {
                 return None;
             }
-            authorize(state, Some(&plain.access_key), Some(&plain.bucket), class).ok()?;
+            authorize(state, &access).ok()?;
             Some(bucket_id(bucket))
         })
     }

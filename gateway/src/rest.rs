@@ -19,12 +19,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use crate::auth::{OpClass, authorize};
+use crate::auth::{Access, Requester, authorize};
 use crate::body::WatchedBody;
 use crate::error::GatewayError;
 use crate::layout::{BodyLayout, Headers, MAX_OBJECT_KEY_BYTES, ObjectMeta};
 use crate::s3::{timestamp, unsupported};
 use crate::store::Ctx;
+use leofs_shard::PeerAddr;
 
 /// Response body of the REST API: a chunk stream (core-local, hence not `Send`).
 pub type RestBody = StreamBody<LocalBoxStream<'static, Result<Frame<Bytes>, GatewayError>>>;
@@ -136,9 +137,11 @@ pub fn split_path(path: &str) -> Option<(String, String)> {
 async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBody>, GatewayError> {
     let (bucket, key) =
         split_path(req.uri().path()).ok_or_else(|| bad_request("expected /<bucket>/<key>"))?;
-    let class = match *req.method() {
-        Method::GET | Method::HEAD => OpClass::Read,
-        Method::PUT | Method::DELETE => OpClass::Write,
+    let op = match *req.method() {
+        Method::GET => "GetObject",
+        Method::HEAD => "HeadObject",
+        Method::PUT => "PutObject",
+        Method::DELETE => "DeleteObject",
         _ => {
             return Ok(text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -151,7 +154,15 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
         // catalog is up to date.
         ctx.catalog.refresh().await?;
     }
-    authorize(&ctx.manager.snapshot(), None, Some(&bucket), class)?;
+    let requester = Requester {
+        access_key: None,
+        source_ip: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+        headers: Some(req.headers()),
+    };
+    authorize(
+        &ctx.manager.snapshot(),
+        &Access::new(op, requester, Some(&bucket), Some(&key)),
+    )?;
     let bucket_record = crate::s3::require_bucket(ctx, &bucket)?;
     let bucket_id = crate::layout::bucket_id(&bucket_record);
     if req.method() == Method::PUT {

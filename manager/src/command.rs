@@ -401,6 +401,7 @@ impl Command {
                     match setting {
                         crate::BucketSetting::Tags(tags) => bucket.tags = tags.clone(),
                         crate::BucketSetting::Cors(rules) => bucket.cors = rules.clone(),
+                        crate::BucketSetting::Policy(policy) => bucket.policy = policy.clone(),
                     }
                     Ok(())
                 }
@@ -958,6 +959,7 @@ mod tests {
             lifecycle: Vec::new(),
             tags: Vec::new(),
             cors: Vec::new(),
+            policy: None,
             consistency: None,
         }
     }

@@ -36,6 +36,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod model;
 pub mod persist;
+pub mod policy;
 pub mod raft;
 pub mod ring_plan;
 pub mod saved_copy;

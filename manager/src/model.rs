@@ -95,6 +95,9 @@ pub struct Bucket {
     /// The bucket's CORS rules (none: no CORS configuration).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cors: Vec<crate::cors::CorsRule>,
+    /// The bucket's policy (S3 PutBucketPolicy; none: no policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::BucketPolicy>,
 }
 
 /// A bucket setting kept whole with the bucket and replaced whole by one command (the S3
@@ -106,6 +109,8 @@ pub enum BucketSetting {
     Tags(Vec<(String, String)>),
     /// The bucket's CORS rules (empty: deleted).
     Cors(Vec<crate::cors::CorsRule>),
+    /// The bucket's policy (none: deleted).
+    Policy(Option<crate::policy::BucketPolicy>),
 }
 
 /// A user: owns buckets and access keys.

@@ -321,6 +321,7 @@ impl Manager {
             lifecycle: Vec::new(),
             tags: Vec::new(),
             cors: Vec::new(),
+            policy: None,
         };
         self.propose(Command::CreateBucket {
             bucket: bucket.clone(),

@@ -1,9 +1,12 @@
 //! Bucket settings kept with the bucket in the catalog (Raft; in effect on every gateway within
-//! a second): Put/Get/DeleteBucketTagging and Put/Get/DeleteBucketCors, with S3's checks. The
-//! CORS rules are applied by [`crate::cors`] in front of every S3 request.
+//! a second): Put/Get/DeleteBucketTagging, Put/Get/DeleteBucketCors and Put/Get/
+//! DeleteBucketPolicy (with GetBucketPolicyStatus), with S3's checks. The CORS rules are applied
+//! by [`crate::cors`] in front of every S3 request, the policy by [`crate::auth::authorize`]
+//! before every operation.
 
 use leofs_manager::BucketSetting;
 use leofs_manager::cors::{CORS_METHODS, CORS_RULES_MAX, CorsRule};
+use leofs_manager::policy::{BucketPolicy, PolicyError};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
@@ -200,4 +203,81 @@ pub async fn delete_bucket_cors(
         .set_bucket_setting(&req.input.bucket, BucketSetting::Cors(Vec::new()))
         .await?;
     Ok(S3Response::new(DeleteBucketCorsOutput::default()))
+}
+
+fn no_such_policy() -> GatewayError {
+    GatewayError::s3(
+        S3ErrorCode::NoSuchBucketPolicy,
+        "The bucket policy does not exist",
+    )
+}
+
+/// PutBucketPolicy: the policy is parsed and checked whole (`MalformedPolicy`, or
+/// `NotImplemented` for what leofs does not evaluate) before the catalog takes it.
+pub async fn put_bucket_policy(
+    ctx: &Ctx,
+    req: S3Request<PutBucketPolicyInput>,
+) -> Result<S3Response<PutBucketPolicyOutput>, GatewayError> {
+    let input = req.input;
+    require_bucket(ctx, &input.bucket)?;
+    if input.confirm_remove_self_bucket_access == Some(true) {
+        // The owner can always change the policy here; the confirmation would mean nothing.
+        return Err(GatewayError::s3(
+            S3ErrorCode::NotImplemented,
+            "x-amz-confirm-remove-self-bucket-access is not supported: the bucket owner can \
+             always change the bucket's policy",
+        ));
+    }
+    let refused = |e: PolicyError| match e {
+        PolicyError::Malformed(m) => GatewayError::s3(S3ErrorCode::MalformedPolicy, m),
+        PolicyError::Unsupported(m) => GatewayError::s3(S3ErrorCode::NotImplemented, m),
+    };
+    let policy = BucketPolicy::parse(&input.policy).map_err(refused)?;
+    let state = ctx.manager.snapshot();
+    policy
+        .check_for(&input.bucket, |user| state.user(user).is_some())
+        .map_err(refused)?;
+    ctx.catalog
+        .set_bucket_setting(&input.bucket, BucketSetting::Policy(Some(policy)))
+        .await?;
+    Ok(S3Response::new(PutBucketPolicyOutput::default()))
+}
+
+/// GetBucketPolicy: the document as it was put; `NoSuchBucketPolicy` (404) without one.
+pub async fn get_bucket_policy(
+    ctx: &Ctx,
+    req: S3Request<GetBucketPolicyInput>,
+) -> Result<S3Response<GetBucketPolicyOutput>, GatewayError> {
+    let bucket = require_bucket(ctx, &req.input.bucket)?;
+    let policy = bucket.policy.as_ref().ok_or_else(no_such_policy)?;
+    Ok(S3Response::new(GetBucketPolicyOutput {
+        policy: Some(policy.document().to_owned()),
+    }))
+}
+
+/// DeleteBucketPolicy (204 whether or not there was one, as S3).
+pub async fn delete_bucket_policy(
+    ctx: &Ctx,
+    req: S3Request<DeleteBucketPolicyInput>,
+) -> Result<S3Response<DeleteBucketPolicyOutput>, GatewayError> {
+    require_bucket(ctx, &req.input.bucket)?;
+    ctx.catalog
+        .set_bucket_setting(&req.input.bucket, BucketSetting::Policy(None))
+        .await?;
+    Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+}
+
+/// GetBucketPolicyStatus: whether the policy grants anything to everyone;
+/// `NoSuchBucketPolicy` without one.
+pub async fn get_bucket_policy_status(
+    ctx: &Ctx,
+    req: S3Request<GetBucketPolicyStatusInput>,
+) -> Result<S3Response<GetBucketPolicyStatusOutput>, GatewayError> {
+    let bucket = require_bucket(ctx, &req.input.bucket)?;
+    let policy = bucket.policy.as_ref().ok_or_else(no_such_policy)?;
+    Ok(S3Response::new(GetBucketPolicyStatusOutput {
+        policy_status: Some(PolicyStatus {
+            is_public: Some(policy.is_public()),
+        }),
+    }))
 }

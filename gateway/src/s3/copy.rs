@@ -9,7 +9,7 @@ use super::{
     ConditionOutcome, Conditions, access_key, etag, evaluate, headers_from, multipart, no_such_key,
     precondition_failed, require_bucket_id, timestamp, versions,
 };
-use crate::auth::{OpClass, authorize};
+use crate::auth::{Access, Requester, authorize};
 use crate::error::GatewayError;
 use crate::layout::{BodyLayout, BucketId, ObjectMeta};
 use crate::store::{Ctx, StoredObject};
@@ -30,7 +30,7 @@ struct Source {
 /// preconditions.
 async fn load_source(
     ctx: &Ctx,
-    access_key: Option<&str>,
+    requester: Requester<'_>,
     source: &CopySource,
     conditions: &Conditions<'_>,
 ) -> Result<Source, GatewayError> {
@@ -45,11 +45,13 @@ async fn load_source(
             "access point copy sources are not supported",
         ));
     };
+    // Reading the source is a GetObject of it, by the copy's requester.
     authorize(
         &ctx.manager.snapshot(),
-        access_key,
-        Some(bucket),
-        OpClass::Read,
+        &Access {
+            versioned: version_id.is_some(),
+            ..Access::new("GetObject", requester, Some(bucket), Some(key))
+        },
     )?;
     let bucket = require_bucket_id(ctx, bucket)?;
     let (obj, found_id) = match versions::read_named(
@@ -91,6 +93,8 @@ pub async fn copy_object(
     condition: leofs_shard::WriteCondition,
 ) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
+    let source_ip = Requester::of(&req).source_ip;
+    let headers = req.headers.clone();
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let conditions = Conditions {
@@ -99,7 +103,12 @@ pub async fn copy_object(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let source = load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let requester = Requester {
+        access_key: ak.as_deref(),
+        source_ip,
+        headers: Some(&headers),
+    };
+    let source = load_source(ctx, requester, &input.copy_source, &conditions).await?;
     let (src_bucket, src_key, src) = (&source.bucket, &source.key, &source.object);
     let replace = input
         .metadata_directive
@@ -211,6 +220,8 @@ pub async fn upload_part_copy(
     req: S3Request<UploadPartCopyInput>,
 ) -> Result<S3Response<UploadPartCopyOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
+    let source_ip = Requester::of(&req).source_ip;
+    let headers = req.headers.clone();
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let part_number = u32::try_from(input.part_number)
@@ -229,7 +240,12 @@ pub async fn upload_part_copy(
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let source = load_source(ctx, ak.as_deref(), &input.copy_source, &conditions).await?;
+    let requester = Requester {
+        access_key: ak.as_deref(),
+        source_ip,
+        headers: Some(&headers),
+    };
+    let source = load_source(ctx, requester, &input.copy_source, &conditions).await?;
     let (src_bucket, src_key, src) = (&source.bucket, &source.key, &source.object);
     let range = match &input.copy_source_range {
         Some(r) => {

@@ -8,6 +8,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
 
 use super::require_bucket_id;
 use super::versions::delete_named;
+use crate::auth::{Access, Requester, authorize};
 use crate::error::GatewayError;
 use crate::layout::MAX_OBJECT_KEY_BYTES;
 use crate::store::Ctx;
@@ -37,9 +38,21 @@ pub async fn delete_objects(
     ctx: &Ctx,
     req: S3Request<DeleteObjectsInput>,
 ) -> Result<S3Response<DeleteObjectsOutput>, GatewayError> {
+    let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+    let source_ip = Requester::of(&req).source_ip;
+    let headers = req.headers.clone();
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let objects = input.delete.objects;
+    // Each key is a DeleteObject of its own for the bucket's policy (the access check let the
+    // request through for this when the bucket has one).
+    let state = ctx.manager.snapshot();
+    let requester = Requester {
+        access_key: access_key.as_deref(),
+        source_ip,
+        headers: Some(&headers),
+    };
+    let (state, name) = (&state, input.bucket.as_str());
     if objects.len() > MAX_DELETE_KEYS {
         return Err(GatewayError::s3(
             S3ErrorCode::MalformedXML,
@@ -57,6 +70,13 @@ pub async fn delete_objects(
                     S3ErrorCode::KeyTooLongError
                 };
                 return (obj, Err(S3Error::with_message(code, "invalid key")));
+            }
+            let access = Access {
+                versioned: obj.version_id.is_some(),
+                ..Access::new("DeleteObject", requester, Some(name), Some(&obj.key))
+            };
+            if let Err(denied) = authorize(state, &access) {
+                return (obj, Err(denied));
             }
             let result = delete_named(ctx, bucket, &obj.key, obj.version_id.as_deref())
                 .await

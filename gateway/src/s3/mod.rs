@@ -134,6 +134,10 @@ dispatch! {
     put_bucket_cors(PutBucketCorsInput) -> PutBucketCorsOutput => bucket_settings::put_bucket_cors;
     get_bucket_cors(GetBucketCorsInput) -> GetBucketCorsOutput => bucket_settings::get_bucket_cors;
     delete_bucket_cors(DeleteBucketCorsInput) -> DeleteBucketCorsOutput => bucket_settings::delete_bucket_cors;
+    put_bucket_policy(PutBucketPolicyInput) -> PutBucketPolicyOutput => bucket_settings::put_bucket_policy;
+    get_bucket_policy(GetBucketPolicyInput) -> GetBucketPolicyOutput => bucket_settings::get_bucket_policy;
+    delete_bucket_policy(DeleteBucketPolicyInput) -> DeleteBucketPolicyOutput => bucket_settings::delete_bucket_policy;
+    get_bucket_policy_status(GetBucketPolicyStatusInput) -> GetBucketPolicyStatusOutput => bucket_settings::get_bucket_policy_status;
 }
 
 // What `unsupported` checks or honours once s3s has parsed the input: the operations never read
@@ -156,6 +160,16 @@ async fn put_or_post_object(
             signed: req.credentials.is_some(),
         };
         unsupported::check_operation(&request, &ctx.manager.snapshot())?;
+        // The access check saw no key (it is a form field): the upload is a PutObject of it.
+        crate::auth::authorize(
+            &ctx.manager.snapshot(),
+            &crate::auth::Access::new(
+                "PutObject",
+                crate::auth::Requester::of(&req),
+                Some(&req.input.bucket),
+                Some(&req.input.key),
+            ),
+        )?;
         // A form's `tagging` field is a Tagging XML document, not the header's encoding.
         if req.input.tagging.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(GatewayError::s3(

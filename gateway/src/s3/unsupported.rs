@@ -621,7 +621,7 @@ fn check_bucket_settings(headers: &HeaderMap) -> S3Result<()> {
 }
 
 /// The decoded value of the first query parameter `name`, if present.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (crate::rest::percent_decode(key).as_deref() == Some(name))
@@ -1199,6 +1199,7 @@ mod tests {
             lifecycle: Vec::new(),
             tags: Vec::new(),
             cors: Vec::new(),
+            policy: None,
         }
     }
 
