@@ -12,6 +12,7 @@ use http::HeaderMap;
 use leofs_manager::policy::{ActionLevel, Decision, PolicyRequest};
 use leofs_manager::{Bucket, BucketAcl, CatalogWriter, Manager, ManagerState};
 use leofs_shard::PeerAddr;
+use leofs_shard::object::{ObjectAcl, Permission};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::host::{S3Host, VirtualHost};
@@ -19,6 +20,7 @@ use s3s::path::S3Path;
 use s3s::validation::NameValidation;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result};
 
+use crate::error::GatewayError;
 use crate::s3::unsupported;
 
 /// What an operation needs from the bucket's ACL.
@@ -180,8 +182,8 @@ pub fn policy_action(op: &str, versioned: bool) -> Option<&'static str> {
     })
 }
 
-/// Operations the bucket owner (and the admins) may always perform, whatever the bucket's
-/// policy denies: S3's way out of a policy that locks everyone out.
+/// Operations only the bucket owner (and the admins) may perform, whatever the bucket's policy
+/// allows or denies: a policy never locks its owner out, nor lets anyone else change it.
 const POLICY_OPERATIONS: &[&str] = &[
     "GetBucketPolicy",
     "PutBucketPolicy",
@@ -193,6 +195,18 @@ const POLICY_OPERATIONS: &[&str] = &[
 /// keys, the operation authorizes each key itself (DeleteObjects as a DeleteObject of each,
 /// a form upload as a PutObject of its key).
 const JUDGED_PER_KEY: &[&str] = &["DeleteObjects", "PostObject"];
+
+/// Whether `access` is a write that gives the object tags (`x-amz-tagging`).
+fn sets_tags(access: &Access<'_>) -> bool {
+    matches!(
+        access.op,
+        "PutObject" | "CopyObject" | "CreateMultipartUpload"
+    ) && access
+        .requester
+        .headers
+        .and_then(|h| h.get("x-amz-tagging"))
+        .is_some_and(|v| !v.is_empty())
+}
 
 /// What the bucket's policy says about `access` (`NotApplicable` without a policy).
 fn policy_decision(bucket: &Bucket, user: Option<&str>, access: &Access<'_>) -> Decision {
@@ -211,8 +225,10 @@ fn policy_decision(bucket: &Bucket, user: Option<&str>, access: &Access<'_>) -> 
             .and_then(|h| h.get(name))
             .and_then(|v| v.to_str().ok())
     };
-    let prefix = unsupported::query_param(access.query, "prefix");
-    let delimiter = unsupported::query_param(access.query, "delimiter");
+    // Decoded as s3s decodes the listing's own parameters (`+` is a space).
+    let query = access.query.map(|q| q.replace('+', "%20"));
+    let prefix = unsupported::query_param(query.as_deref(), "prefix");
+    let delimiter = unsupported::query_param(query.as_deref(), "delimiter");
     policy.evaluate(&PolicyRequest {
         user,
         action,
@@ -228,19 +244,105 @@ fn policy_decision(bucket: &Bucket, user: Option<&str>, access: &Access<'_>) -> 
     })
 }
 
-/// Decides whether `access` may proceed: the bucket's policy first (an explicit deny refuses
-/// anyone, the bucket owner too, except for the policy operations; an allow admits anyone),
-/// then the owner and the admins, then the bucket's canned ACL.
-pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<()> {
-    let class = classify(access.op);
-    let user = access
+/// What [`authorize`] leaves to the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The request may proceed.
+    Allowed,
+    /// The object's own ACL decides, once the operation has read it ([`authorize_object`]).
+    ObjectAclDecides,
+}
+
+/// Object operations whose permission comes from the object's ACL, with the permission.
+const OBJECT_ACL_OPERATIONS: &[(&str, Permission)] = &[
+    ("GetObject", Permission::Read),
+    ("HeadObject", Permission::Read),
+    ("GetObjectAttributes", Permission::Read),
+    ("GetObjectAcl", Permission::ReadAcp),
+    ("PutObjectAcl", Permission::WriteAcp),
+];
+
+fn object_acl_permission(op: &str) -> Option<Permission> {
+    OBJECT_ACL_OPERATIONS
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map(|(_, p)| *p)
+}
+
+/// The user a request's verified key belongs to.
+fn user_of<'s>(state: &'s ManagerState, access: &Access<'_>) -> Option<&'s str> {
+    access
         .requester
         .access_key
         .and_then(|ak| state.access_key(ak))
-        .map(|k| k.user_id.as_str());
+        .map(|k| k.user_id.as_str())
+}
+
+/// Whether `user` owns `bucket` or is an admin.
+fn privileged(state: &ManagerState, bucket: &Bucket, user: Option<&str>) -> bool {
+    user.is_some_and(|u| bucket.owner == u || state.user(u).is_some_and(|u| u.is_admin))
+}
+
+/// Decides, after an object-ACL operation ([`Verdict::ObjectAclDecides`]) has read the object,
+/// whether `access` may have it: the bucket policy, then the bucket owner and the admins, then
+/// the object's ACL (`stored`, or its bucket's for an object without one: [`crate::acl`]).
+pub fn authorize_object(
+    state: &ManagerState,
+    access: &Access<'_>,
+    stored: Option<&ObjectAcl>,
+) -> S3Result<()> {
+    let Some(b) = access.bucket.and_then(|name| state.bucket(name)) else {
+        return Err(denied());
+    };
+    let user = user_of(state, access);
+    match policy_decision(b, user, access) {
+        Decision::Deny => return Err(denied()),
+        Decision::Allow => return Ok(()),
+        Decision::NotApplicable => {}
+    }
+    if privileged(state, b, user) {
+        return Ok(());
+    }
+    let wanted = object_acl_permission(access.op).unwrap_or(Permission::FullControl);
+    if crate::acl::acl_permits(&crate::acl::effective_acl(stored, b), user, wanted) {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+/// The answer to an object-ACL operation whose object is not there: its `NoSuchKey` (or
+/// `NoSuchVersion`) only for a requester who may list the bucket, `AccessDenied` otherwise, as
+/// S3 answers (a requester must not learn which keys exist from a bucket it cannot list).
+pub fn hide_missing(
+    state: &ManagerState,
+    access: &Access<'_>,
+    error: GatewayError,
+) -> GatewayError {
+    let missing = matches!(&error, GatewayError::S3(e)
+        if matches!(e.code(), S3ErrorCode::NoSuchKey | S3ErrorCode::NoSuchVersion));
+    let list = Access {
+        versioned: false,
+        query: None,
+        ..Access::new("ListObjects", access.requester, access.bucket, None)
+    };
+    if missing && !matches!(authorize(state, &list), Ok(Verdict::Allowed)) {
+        GatewayError::S3(denied())
+    } else {
+        error
+    }
+}
+
+/// Decides whether `access` may proceed: the bucket's policy first (an explicit deny refuses
+/// anyone, the bucket owner too, except for the policy operations; an allow admits anyone),
+/// then the owner and the admins, then, for reading an object or its ACL, the object's ACL
+/// (left to the operation), and for everything else the bucket's canned ACL.
+pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<Verdict> {
+    let class = classify(access.op);
+    let user = user_of(state, access);
     let (Some(bucket), false) = (access.bucket, class == OpClass::Service) else {
         return if user.is_some() {
-            Ok(())
+            Ok(Verdict::Allowed)
         } else {
             Err(S3Error::with_message(
                 S3ErrorCode::AccessDenied,
@@ -252,7 +354,7 @@ pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<()> {
         // The operation reports NoSuchBucket to authenticated callers; anonymous ones get it
         // here, as S3 answers them (the operation never runs for them).
         return if user.is_some() {
-            Ok(())
+            Ok(Verdict::Allowed)
         } else {
             Err(S3Error::with_message(
                 S3ErrorCode::NoSuchBucket,
@@ -268,26 +370,53 @@ pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<()> {
     }
     if b.policy.is_some() && JUDGED_PER_KEY.contains(&access.op) {
         // The keys are in the body: the operation asks for each (as DeleteObject, PutObject).
-        return Ok(());
+        return Ok(Verdict::Allowed);
     }
-    let privileged =
-        user.is_some_and(|u| b.owner == u || state.user(u).is_some_and(|u| u.is_admin));
-    match policy_decision(b, user, access) {
-        Decision::Deny if !(privileged && POLICY_OPERATIONS.contains(&access.op)) => {
-            return Err(denied());
-        }
-        Decision::Allow => return Ok(()),
-        _ => {}
+    let privileged = privileged(state, b, user);
+    if POLICY_OPERATIONS.contains(&access.op) {
+        // Only the bucket owner (and the admins) read or change a bucket's policy, whatever the
+        // policy says (as S3 keeps them to the owner's account).
+        return if privileged {
+            Ok(Verdict::Allowed)
+        } else {
+            Err(denied())
+        };
+    }
+    let mut decision = policy_decision(b, user, access);
+    if sets_tags(access) {
+        // Tags given with a write are a PutObjectTagging too (as S3 judges them).
+        let tagging = Access {
+            op: "PutObjectTagging",
+            ..*access
+        };
+        decision = match (decision, policy_decision(b, user, &tagging)) {
+            (Decision::Deny, _) | (_, Decision::Deny) => Decision::Deny,
+            (Decision::Allow, Decision::Allow) => Decision::Allow,
+            _ => Decision::NotApplicable,
+        };
+    }
+    match decision {
+        Decision::Deny => return Err(denied()),
+        Decision::Allow => return Ok(Verdict::Allowed),
+        Decision::NotApplicable => {}
     }
     if privileged {
-        return Ok(());
+        return Ok(Verdict::Allowed);
     }
+    if access.key.is_some() && object_acl_permission(access.op).is_some() {
+        return Ok(Verdict::ObjectAclDecides);
+    }
+    // A bucket's READ lists it; its objects are read by their own ACLs (above).
     let allowed = matches!(
         (b.acl, class),
         (BucketAcl::PublicRead, OpClass::Read)
             | (BucketAcl::PublicReadWrite, OpClass::Read | OpClass::Write)
     );
-    if allowed { Ok(()) } else { Err(denied()) }
+    if allowed {
+        Ok(Verdict::Allowed)
+    } else {
+        Err(denied())
+    }
 }
 
 /// The caller's user id, if the request was signed with a known key.
@@ -505,11 +634,24 @@ mod tests {
 
     /// Whether `key`'s holder (None: anonymous) may perform `op` on key `k` of bucket `b`.
     fn allows(s: &ManagerState, key: Option<&str>, op: &str) -> bool {
-        authorize(
-            s,
-            &Access::new(op, Requester::with_key(key), Some("b"), Some("k")),
+        matches!(
+            authorize(
+                s,
+                &Access::new(op, Requester::with_key(key), Some("b"), Some("k"))
+            ),
+            Ok(Verdict::Allowed)
         )
-        .is_ok()
+    }
+
+    /// Whether the check leaves `op` by `key`'s holder to the object's ACL.
+    fn left_to_object(s: &ManagerState, key: Option<&str>, op: &str) -> bool {
+        matches!(
+            authorize(
+                s,
+                &Access::new(op, Requester::with_key(key), Some("b"), Some("k"))
+            ),
+            Ok(Verdict::ObjectAclDecides)
+        )
     }
 
     #[test]
@@ -517,14 +659,22 @@ mod tests {
         let s = state(BucketAcl::Private);
         assert!(allows(&s, Some("AKowner"), "PutObject"));
         assert!(allows(&s, Some("AKroot"), "PutBucketAcl"));
-        assert!(!allows(&s, Some("AKother"), "GetObject"));
-        assert!(!allows(&s, None, "GetObject"));
+        assert!(!allows(&s, Some("AKother"), "ListObjects"));
+        assert!(!allows(&s, None, "PutObject"));
+        // An object may be readable by others: its ACL decides, once read.
+        assert!(left_to_object(&s, Some("AKother"), "GetObject"));
+        assert!(left_to_object(&s, None, "HeadObject"));
+        assert!(!left_to_object(&s, None, "GetObjectTagging"));
     }
 
     #[test]
     fn public_acls_open_reads_then_writes_to_anyone() {
         let s = state(BucketAcl::PublicRead);
-        assert!(allows(&s, None, "GetObject"));
+        assert!(allows(&s, None, "ListObjects"));
+        assert!(
+            left_to_object(&s, None, "GetObject"),
+            "a bucket's READ lists it only"
+        );
         assert!(!allows(&s, None, "PutObject"));
         let s = state(BucketAcl::PublicReadWrite);
         assert!(allows(&s, None, "PutObject"));
@@ -583,6 +733,10 @@ mod tests {
             "the way back"
         );
         assert!(!allows(&s, Some("AKother"), "DeleteBucketPolicy"));
+        assert!(
+            !allows(&s, None, "GetBucketPolicy"),
+            "never opened by an allow"
+        );
         assert!(!allows(&s, None, "ListObjects"), "left to the ACL");
         assert!(
             allows(&s, None, "DeleteObjects"),

@@ -46,7 +46,7 @@ use s3s::service::S3Service;
 use s3s::{Body, HttpError, S3Error, S3ErrorCode, S3Request};
 use send_wrapper::SendWrapper;
 
-use crate::auth::{Access, DomainHost, Requester, authorize};
+use crate::auth::{Access, DomainHost, Requester, Verdict, authorize};
 use crate::body::WatchedBody;
 use crate::layout::{BodyLayout, BucketId, ChecksumKind, bucket_id};
 use crate::rest::split_path;
@@ -614,7 +614,11 @@ impl FastPath {
             if !bucket.versioning.is_off() {
                 return None;
             }
-            authorize(state, &access).ok()?;
+            // An object read by someone else than the bucket owner is judged by the object's ACL:
+            // s3s's operations read it.
+            if authorize(state, &access).ok()? != Verdict::Allowed {
+                return None;
+            }
             Some(bucket_id(bucket))
         })
     }

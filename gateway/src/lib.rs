@@ -16,6 +16,7 @@
 //! - [`error`]: every internal error mapped to one S3 error code.
 
 pub mod access_log;
+pub mod acl;
 pub mod auth;
 pub mod body;
 pub mod cache;

@@ -159,15 +159,20 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
         source_ip: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
         headers: Some(req.headers()),
     };
-    authorize(
-        &ctx.manager.snapshot(),
-        &Access::new(op, requester, Some(&bucket), Some(&key)),
-    )?;
+    let access = Access::new(op, requester, Some(&bucket), Some(&key));
+    authorize(&ctx.manager.snapshot(), &access)?;
     let bucket_record = crate::s3::require_bucket(ctx, &bucket)?;
     let bucket_id = crate::layout::bucket_id(&bucket_record);
-    if req.method() == Method::PUT {
-        unsupported::check_object_write(req.headers(), &bucket_record)?;
-    }
+    // Objects written here without ACL headers have their bucket's ACL (LeoFS's meaning).
+    let acl = if req.method() == Method::PUT {
+        let state = ctx.manager.snapshot();
+        unsupported::check_object_write(req.headers(), &bucket_record, &state)?;
+        crate::acl::has_acl_headers(req.headers())
+            .then(|| crate::acl::acl_for_write(req.headers(), None, &bucket_record, &state))
+            .transpose()?
+    } else {
+        None
+    };
     match *req.method() {
         Method::GET | Method::HEAD => {
             let head_only = req.method() == Method::HEAD;
@@ -176,7 +181,11 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
             } else {
                 ctx.get_object(&bucket_id, &key).await?
             };
-            let obj = obj.ok_or_else(crate::s3::no_such_key)?;
+            let state = ctx.manager.snapshot();
+            let obj = obj.ok_or_else(|| {
+                crate::auth::hide_missing(&state, &access, crate::s3::no_such_key())
+            })?;
+            crate::auth::authorize_object(&state, &access, obj.meta.headers.acl.as_ref())?;
             let body: RestBody = if head_only {
                 full(Bytes::new())
             } else {
@@ -236,6 +245,7 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                 parts_count: 0,
                 headers: Headers {
                     content_type,
+                    acl,
                     ..Headers::default()
                 },
                 checksums: written.checksums,

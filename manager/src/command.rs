@@ -78,7 +78,7 @@ pub enum Command {
         /// Its key pair.
         key: AccessKey,
     },
-    /// Deletes a user and its keys (refused while it owns buckets).
+    /// Deletes a user and its keys (refused while it owns buckets or a bucket policy names it).
     DeleteUser {
         /// User id.
         user_id: String,
@@ -260,6 +260,8 @@ pub enum Refusal {
     UserExists(String),
     /// The user still owns buckets.
     UserOwnsBuckets(String),
+    /// A bucket policy names the user (the user and the bucket).
+    UserNamedInPolicy(String),
     /// Another owner has a bucket of this name.
     BucketAlreadyExists(String),
     /// The proposer's user already has a bucket of this name.
@@ -288,6 +290,7 @@ impl From<Refusal> for ManagerError {
             Refusal::NoSuchUser(id) => ManagerError::NoSuchUser(id),
             Refusal::UserExists(id) => ManagerError::UserExists(id),
             Refusal::UserOwnsBuckets(id) => ManagerError::UserOwnsBuckets(id),
+            Refusal::UserNamedInPolicy(what) => ManagerError::UserNamedInPolicy(what),
             Refusal::BucketAlreadyExists(name) => ManagerError::BucketAlreadyExists(name),
             Refusal::BucketAlreadyOwnedByYou(name) => ManagerError::BucketAlreadyOwnedByYou(name),
             Refusal::NoSuchBucket(name) => ManagerError::NoSuchBucket(name),
@@ -613,6 +616,18 @@ impl Command {
                     .any(|bucket| &bucket.owner == user_id)
                 {
                     return Err(Refusal::UserOwnsBuckets(user_id.clone()));
+                }
+                // A user created later under the same id must not inherit a policy's grants.
+                if let Some(bucket) = state.buckets.values().find(|bucket| {
+                    bucket
+                        .policy
+                        .as_ref()
+                        .is_some_and(|policy| policy.names_user(user_id))
+                }) {
+                    return Err(Refusal::UserNamedInPolicy(format!(
+                        "{user_id} (in the policy of bucket {})",
+                        bucket.name
+                    )));
                 }
                 state.users.remove(user_id);
                 state.keys.retain(|_, key| &key.user_id != user_id);

@@ -35,6 +35,9 @@ pub enum ManagerError {
     /// The user still owns buckets.
     #[error("user {0} still owns buckets")]
     UserOwnsBuckets(String),
+    /// A bucket policy names the user: the policy is to be changed first.
+    #[error("user {0} is named as a principal; change or delete that policy first")]
+    UserNamedInPolicy(String),
     /// The user id breaks the naming rules (the string says which rule).
     #[error("invalid user id {user_id:?}: {reason}")]
     InvalidUserId {

@@ -625,6 +625,11 @@ impl BucketPolicy {
                 "Policy exceeds the maximum allowed document size (20 KB)",
             ));
         }
+        if document.contains("${") {
+            return Err(unsupported(
+                "Policy variables (${...}) are not supported; write the values out",
+            ));
+        }
         let value: serde_json::Value = serde_json::from_str(document)
             .map_err(|e| malformed(format!("This policy contains invalid Json: {e}")))?;
         let serde_json::Value::Object(top) = &value else {
@@ -652,6 +657,13 @@ impl BucketPolicy {
             document: document.to_owned(),
             statements,
         })
+    }
+
+    /// Whether a statement names user `id` as a principal.
+    pub fn names_user(&self, id: &str) -> bool {
+        self.statements.iter().any(
+            |s| matches!(&s.principals, Principals::Users(users) if users.iter().any(|u| u == id)),
+        )
     }
 
     /// The document as it was put.
@@ -731,10 +743,7 @@ impl BucketPolicy {
         self.statements.iter().any(|s| {
             s.effect == Effect::Allow
                 && s.principals == Principals::Anyone
-                && !s
-                    .conditions
-                    .iter()
-                    .any(|c| c.operator == Operator::IpAddress)
+                && !s.conditions.iter().any(Condition::confines_addresses)
         })
     }
 }
@@ -761,6 +770,17 @@ impl Statement {
 }
 
 impl Condition {
+    /// Whether the condition keeps the statement to a few source addresses (S3 calls a policy
+    /// confined to ranges of /8 or narrower, /32 for IPv6, not public).
+    fn confines_addresses(&self) -> bool {
+        match (&self.values, self.operator) {
+            (Values::Ranges(ranges), Operator::IpAddress) => ranges
+                .iter()
+                .all(|r| r.prefix_bits >= if r.network.is_ipv4() { 8 } else { 32 }),
+            _ => false,
+        }
+    }
+
     fn holds(&self, request: &PolicyRequest<'_>) -> bool {
         let negated = self.operator.negated();
         let any_match = match (&self.values, self.key) {
@@ -973,5 +993,20 @@ mod tests {
         assert_eq!(back, p);
         assert_eq!(back.document(), doc);
         assert!(p.is_public());
+        assert!(!p.names_user("nobody"));
+        let wide = policy(
+            r#"{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*",
+                "Condition":{"IpAddress":{"aws:SourceIp":"0.0.0.0/0"}}}"#,
+        );
+        assert!(
+            wide.is_public(),
+            "a range of every address confines nothing"
+        );
+        assert!(matches!(
+            BucketPolicy::parse(
+                r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/${aws:username}/*"}}"#
+            ),
+            Err(PolicyError::Unsupported(_))
+        ));
     }
 }

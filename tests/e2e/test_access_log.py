@@ -49,7 +49,7 @@ def test_every_request_is_logged_in_s3s_format(make_server, tmp_path):
     s3 = srv.client()
     s3.create_bucket(Bucket="logged", ACL="public-read")
     body = b"x" * 3000
-    s3.put_object(Bucket="logged", Key="dir/a b.txt", Body=body)
+    s3.put_object(Bucket="logged", Key="dir/a b.txt", Body=body, ACL="public-read")
     assert s3.get_object(Bucket="logged", Key="dir/a b.txt", Range="bytes=0-9")["Body"].read() == body[:10]
     assert error_of(lambda: s3.head_object(Bucket="logged", Key="missing")) == (404, "404")
     got = requests.get(f"{srv.endpoint}/logged/dir/a%20b.txt", headers={"Referer": "http://example.com/"},

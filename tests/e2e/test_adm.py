@@ -85,12 +85,14 @@ def test_users_buckets_acl_lifecycle(make_server):
     assert by_name["alice-second"]["owner"] == "alice"
     assert "alice-second" in srv.adm("get-buckets").stdout
 
-    # update-acl: public-read lets anonymous clients read.
-    r = requests.get(f"{srv.endpoint}/alice-bucket/a.txt", timeout=30)
+    # update-acl: public-read lets anonymous clients list the bucket; its objects keep their own
+    # ACLs (S3's meaning).
+    r = requests.get(f"{srv.endpoint}/alice-bucket", timeout=30)
     assert r.status_code == 403
     srv.adm("update-acl", "alice-bucket", ak, "public-read")
-    r = requests.get(f"{srv.endpoint}/alice-bucket/a.txt", timeout=30)
-    assert r.status_code == 200 and r.content == b"alice data"
+    r = requests.get(f"{srv.endpoint}/alice-bucket", timeout=30)
+    assert r.status_code == 200 and b"<Key>a.txt</Key>" in r.content
+    assert requests.get(f"{srv.endpoint}/alice-bucket/a.txt", timeout=30).status_code == 403
     buckets = records(json.loads(srv.adm("get-buckets", json_output=True).stdout), "buckets")
     assert {b["name"]: b for b in buckets}["alice-bucket"]["acl"] == "public-read"
 

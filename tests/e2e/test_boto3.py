@@ -652,7 +652,7 @@ def test_canned_acls_anonymous_access(s3, server):
     s3.create_bucket(Bucket=pub, ACL="public-read")
     s3.create_bucket(Bucket=priv)
     try:
-        s3.put_object(Bucket=pub, Key="hello.txt", Body=b"public hello")
+        s3.put_object(Bucket=pub, Key="hello.txt", Body=b"public hello", ACL="public-read")
         s3.put_object(Bucket=priv, Key="hello.txt", Body=b"private hello")
         r = requests.get(f"{server.endpoint}/{pub}/hello.txt", timeout=30)
         assert r.status_code == 200 and r.content == b"public hello"
@@ -671,12 +671,14 @@ def test_canned_acls_anonymous_access(s3, server):
         r = requests.get(f"{server.endpoint}/{priv}", timeout=30)
         assert r.status_code == 403
 
-        # Switching the ACL takes effect.
+        # Switching the ACL takes effect: a bucket's public-read lets anyone list it, not read
+        # the objects (each has its own ACL, private here), as in S3.
         s3.put_bucket_acl(Bucket=priv, ACL="public-read")
-        r = requests.get(f"{server.endpoint}/{priv}/hello.txt", timeout=30)
-        assert r.status_code == 200 and r.content == b"private hello"
+        r = requests.get(f"{server.endpoint}/{priv}", timeout=30)
+        assert r.status_code == 200 and b"<Key>hello.txt</Key>" in r.content
+        assert requests.get(f"{server.endpoint}/{priv}/hello.txt", timeout=30).status_code == 403
         s3.put_bucket_acl(Bucket=priv, ACL="private")
-        r = requests.get(f"{server.endpoint}/{priv}/hello.txt", timeout=30)
+        r = requests.get(f"{server.endpoint}/{priv}", timeout=30)
         assert r.status_code == 403
     finally:
         for b in (pub, priv):

@@ -57,7 +57,7 @@ def test_policy_documents_and_errors(owned):
     alice.put_bucket_policy(Bucket=bucket, Policy=doc)
     assert alice.get_bucket_policy(Bucket=bucket)["Policy"] == doc
     assert alice.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
-    # Only the owner (or a grant of the policy's own actions) reads or changes the policy.
+    # Only the owner reads or changes the policy (no policy can grant that to anyone else).
     assert error_of(lambda: bob.get_bucket_policy(Bucket=bucket)) == (403, "AccessDenied")
     assert error_of(lambda: bob.put_bucket_policy(Bucket=bucket, Policy=doc)) == (403, "AccessDenied")
     assert error_of(lambda: bob.delete_bucket_policy(Bucket=bucket)) == (403, "AccessDenied")
@@ -73,6 +73,8 @@ def test_policy_documents_and_errors(owned):
         ("a bad address range", policy({**stmt, "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/33"}}}),
          "MalformedPolicy"),
         ("over 20 KB", policy(*[stmt] * 200), "MalformedPolicy"),
+        ("a policy variable", policy({**stmt, "Resource": f"arn:aws:s3:::{bucket}/${{aws:username}}/*"}),
+         "NotImplemented"),
         ("NotPrincipal", policy({**{k: v for k, v in stmt.items() if k != "Principal"},
                                  "NotPrincipal": {"AWS": bob_name}}), "NotImplemented"),
         ("a condition key it cannot evaluate",
@@ -154,6 +156,12 @@ def test_user_grants_wildcards_and_the_prefix_condition(owned):
     bob.complete_multipart_upload(Bucket=bucket, Key="home/bob/big", UploadId=up["UploadId"],
                                   MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     assert error_of(lambda: bob.create_multipart_upload(Bucket=bucket, Key="elsewhere")) == (403, "AccessDenied")
+    # Tags given with a write are a PutObjectTagging too, which the policy does not grant bob.
+    assert error_of(lambda: bob.put_object(Bucket=bucket, Key="home/bob/tagged", Body=b"t",
+                                           Tagging="a=b")) == (403, "AccessDenied")
+    # A user named in a policy is not deleted (a new user of that id would inherit the grants).
+    refused = server.adm("delete-user", bob_name, check=False)
+    assert refused.returncode != 0 and "policy" in refused.stderr, refused.stderr
 
 
 def test_an_explicit_deny_wins_even_over_the_owner(owned):
@@ -164,7 +172,10 @@ def test_an_explicit_deny_wins_even_over_the_owner(owned):
          "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]},
         {"Effect": "Deny", "Principal": "*", "Action": ["s3:DeleteObject", "s3:PutObject"],
          "Resource": f"arn:aws:s3:::{bucket}/keep/*"}))
-    # Allowed to anyone: bob lists and writes elsewhere, anonymous reads.
+    # Allowed to anyone: bob lists and writes elsewhere, anonymous reads; the policy itself stays
+    # the owner's.
+    assert error_of(lambda: bob.delete_bucket_policy(Bucket=bucket)) == (403, "AccessDenied")
+    assert anonymous(server, "DELETE", f"/{bucket}?policy").status_code == 403
     bob.put_object(Bucket=bucket, Key="drop/box", Body=b"d")
     assert anonymous(server, "GET", f"/{bucket}/drop/box").content == b"d"
     assert {o["Key"] for o in bob.list_objects_v2(Bucket=bucket)["Contents"]} == {"keep/me", "drop/box"}

@@ -1,7 +1,9 @@
 """LeoFS's plain REST API (`--rest-listen`): GET/HEAD/PUT/DELETE /<bucket>/<key>.
 
 The REST API carries no signatures (gateway/src/rest.rs): every request is anonymous and gets what
-the bucket's canned ACL grants anyone (read on public-read, read+write on public-read-write).
+the bucket's canned ACL grants anyone (write on public-read-write) and, for reads, what the object's
+ACL grants anyone (an object written here without ACL headers has its bucket's: read on
+public-read and public-read-write, LeoFS's meaning).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def test_rest_round_trip_and_acls(make_server):
         # Same storage as S3.
         assert s3.get_object(Bucket="rest-rw", Key=key)["Body"].read() == body
 
-    s3.put_object(Bucket="rest-rw", Key="from-s3", Body=b"written by s3")
+    s3.put_object(Bucket="rest-rw", Key="from-s3", Body=b"written by s3", ACL="public-read")
     assert requests.get(f"{base}/rest-rw/from-s3", timeout=30).content == b"written by s3"
 
     r = requests.delete(f"{base}/rest-rw/small.txt", timeout=30)
@@ -54,7 +56,7 @@ def test_rest_round_trip_and_acls(make_server):
     assert r.status_code == 404 and "NoSuchKey" in r.text
     assert "small.txt" not in [o["Key"] for o in s3.list_objects_v2(Bucket="rest-rw")["Contents"]]
 
-    s3.put_object(Bucket="rest-ro", Key="k", Body=b"read only")
+    s3.put_object(Bucket="rest-ro", Key="k", Body=b"read only", ACL="public-read")
     assert requests.get(f"{base}/rest-ro/k", timeout=30).content == b"read only"
     r = requests.put(f"{base}/rest-ro/k", data=b"overwrite", timeout=30)
     assert r.status_code == 403 and "AccessDenied" in r.text

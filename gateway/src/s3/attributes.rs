@@ -157,12 +157,21 @@ pub async fn get_object_attributes(
     ctx: &Ctx,
     req: S3Request<GetObjectAttributesInput>,
 ) -> Result<S3Response<GetObjectAttributesOutput>, GatewayError> {
+    let who = super::object_acl::RequesterOf::of(&req);
     let input = req.input;
     let wanted = wanted(&input.object_attributes)?;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    let (obj, version_id) =
-        super::versions::read_object(ctx, &bucket, &input.key, input.version_id.as_deref(), true)
-            .await?;
+    let (obj, version_id) = super::object_acl::read_object_as(
+        ctx,
+        &who,
+        "GetObjectAttributes",
+        &input.bucket,
+        &bucket,
+        &input.key,
+        input.version_id.as_deref(),
+        true,
+    )
+    .await?;
     let meta = &obj.meta;
     let object_parts = if wanted.parts {
         parts_of(meta, input.max_parts, input.part_number_marker)?

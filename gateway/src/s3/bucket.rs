@@ -15,8 +15,7 @@ use crate::error::GatewayError;
 use crate::layout::{bucket_content_prefixes, bucket_id};
 use crate::store::Ctx;
 
-/// The URI of S3's "all users" group in ACL grants.
-const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+use crate::acl::ALL_USERS_URI;
 
 fn parse_acl(acl: Option<&BucketCannedACL>) -> Result<BucketAcl, GatewayError> {
     match acl.map(BucketCannedACL::as_str) {

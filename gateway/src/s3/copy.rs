@@ -9,7 +9,7 @@ use super::{
     ConditionOutcome, Conditions, access_key, etag, evaluate, headers_from, multipart, no_such_key,
     precondition_failed, require_bucket_id, timestamp, versions,
 };
-use crate::auth::{Access, Requester, authorize};
+use crate::auth::{Access, Requester, authorize, authorize_object, hide_missing};
 use crate::error::GatewayError;
 use crate::layout::{BodyLayout, BucketId, ObjectMeta};
 use crate::store::{Ctx, StoredObject};
@@ -45,7 +45,8 @@ async fn load_source(
             "access point copy sources are not supported",
         ));
     };
-    // Reading the source is a GetObject of it, by the copy's requester.
+    // Reading the source is a GetObject of it, by the copy's requester: the bucket policy, then
+    // the source object's ACL once it is read.
     authorize(
         &ctx.manager.snapshot(),
         &Access {
@@ -53,16 +54,23 @@ async fn load_source(
             ..Access::new("GetObject", requester, Some(bucket), Some(key))
         },
     )?;
+    let bucket_name: &str = bucket;
     let bucket = require_bucket_id(ctx, bucket)?;
-    let (obj, found_id) = match versions::read_named(
-        ctx,
-        &bucket,
-        key,
-        version_id.as_deref(),
-        false,
-    )
-    .await?
-    {
+    let access = Access {
+        versioned: version_id.is_some(),
+        ..Access::new("GetObject", requester, Some(bucket_name), Some(key))
+    };
+    let named = versions::read_named(ctx, &bucket, key, version_id.as_deref(), false)
+        .await
+        .map_err(|e| hide_missing(&ctx.manager.snapshot(), &access, e))?;
+    if let versions::Named::Object(obj, _) = &named {
+        authorize_object(
+            &ctx.manager.snapshot(),
+            &access,
+            obj.meta.headers.acl.as_ref(),
+        )?;
+    }
+    let (obj, found_id) = match named {
         versions::Named::Object(obj, id) => (*obj, id),
         versions::Named::Marker(_, true) => {
             return Err(GatewayError::s3(
@@ -95,6 +103,7 @@ pub async fn copy_object(
     let ak = access_key(&req).map(str::to_owned);
     let source_ip = Requester::of(&req).source_ip;
     let headers = req.headers.clone();
+    let request_acl = super::put::acl_headers(&req.headers);
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let conditions = Conditions {
@@ -144,6 +153,13 @@ pub async fn copy_object(
         src.meta.headers.clone()
     };
     headers.tags = tags;
+    // A copy has the ACL its request asks for (private without one), never the source's.
+    headers.acl = Some(crate::acl::acl_of_request(
+        &ctx.manager.snapshot(),
+        &input.bucket,
+        ak.as_deref(),
+        &request_acl,
+    )?);
     let mut kinds: Vec<_> = src.meta.checksums.iter().map(|c| c.kind).collect();
     if let Some(k) = input
         .checksum_algorithm

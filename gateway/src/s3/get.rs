@@ -141,11 +141,20 @@ pub async fn get_object(
     ctx: &Ctx,
     req: S3Request<GetObjectInput>,
 ) -> Result<S3Response<GetObjectOutput>, GatewayError> {
+    let who = super::object_acl::RequesterOf::of(&req);
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    let (obj, version_id) =
-        super::versions::read_object(ctx, &bucket, &input.key, input.version_id.as_deref(), false)
-            .await?;
+    let (obj, version_id) = super::object_acl::read_object_as(
+        ctx,
+        &who,
+        "GetObject",
+        &input.bucket,
+        &bucket,
+        &input.key,
+        input.version_id.as_deref(),
+        false,
+    )
+    .await?;
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -201,11 +210,20 @@ pub async fn head_object(
     ctx: &Ctx,
     req: S3Request<HeadObjectInput>,
 ) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
+    let who = super::object_acl::RequesterOf::of(&req);
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    let (obj, version_id) =
-        super::versions::read_object(ctx, &bucket, &input.key, input.version_id.as_deref(), true)
-            .await?;
+    let (obj, version_id) = super::object_acl::read_object_as(
+        ctx,
+        &who,
+        "HeadObject",
+        &input.bucket,
+        &bucket,
+        &input.key,
+        input.version_id.as_deref(),
+        true,
+    )
+    .await?;
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {

@@ -49,6 +49,7 @@ pub mod list;
 pub mod list_versions;
 pub mod multipart;
 pub mod multipart_checksum;
+pub mod object_acl;
 pub mod put;
 pub mod tagging;
 pub mod unsupported;
@@ -134,6 +135,8 @@ dispatch! {
     put_bucket_cors(PutBucketCorsInput) -> PutBucketCorsOutput => bucket_settings::put_bucket_cors;
     get_bucket_cors(GetBucketCorsInput) -> GetBucketCorsOutput => bucket_settings::get_bucket_cors;
     delete_bucket_cors(DeleteBucketCorsInput) -> DeleteBucketCorsOutput => bucket_settings::delete_bucket_cors;
+    get_object_acl(GetObjectAclInput) -> GetObjectAclOutput => object_acl::get_object_acl;
+    put_object_acl(PutObjectAclInput) -> PutObjectAclOutput => object_acl::put_object_acl;
     put_bucket_policy(PutBucketPolicyInput) -> PutBucketPolicyOutput => bucket_settings::put_bucket_policy;
     get_bucket_policy(GetBucketPolicyInput) -> GetBucketPolicyOutput => bucket_settings::get_bucket_policy;
     delete_bucket_policy(DeleteBucketPolicyInput) -> DeleteBucketPolicyOutput => bucket_settings::delete_bucket_policy;
@@ -325,7 +328,8 @@ pub fn etag(value: String) -> ETag {
     ETag::Strong(value)
 }
 
-/// The owner element of listings: the bucket owner (leofs keeps no per-object owner).
+/// The owner element of listings: the bucket owner (a key's own owner is in its manifest's ACL,
+/// which listings do not read).
 pub fn owner_of(bucket: &leofs_manager::Bucket) -> Owner {
     Owner {
         display_name: Some(bucket.owner.clone()),
@@ -371,6 +375,7 @@ pub fn headers_from(
         expires,
         user_meta,
         tags: Vec::new(),
+        acl: None,
     })
 }
 

@@ -207,8 +207,17 @@ pub async fn create_multipart_upload(
 ) -> Result<S3Response<CreateMultipartUploadOutput>, GatewayError> {
     let initiator =
         caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
+    let acl_headers = super::put::acl_headers(&req.headers);
+    let ak = access_key(&req).map(str::to_owned);
     let input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
+    // The object the upload completes gets the ACL asked for here.
+    let acl = crate::acl::acl_of_request(
+        &ctx.manager.snapshot(),
+        &input.bucket,
+        ak.as_deref(),
+        &acl_headers,
+    )?;
     let checksum = super::multipart_checksum::upload_checksum(
         input.checksum_algorithm.as_ref(),
         input.checksum_type.as_ref(),
@@ -223,6 +232,7 @@ pub async fn create_multipart_upload(
         input.metadata,
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
+    headers.acl = Some(acl);
     let meta = UploadMeta {
         headers,
         checksum_algorithm: checksum.map(|(kind, _)| kind),

@@ -69,15 +69,41 @@ pub async fn check_write_conditions(
     Ok(())
 }
 
+/// The ACL headers of a request (the rest is not needed to read its ACL).
+pub fn acl_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for name in std::iter::once(crate::acl::CANNED_ACL_HEADER)
+        .chain(crate::acl::GRANT_HEADERS.iter().map(|(name, _)| *name))
+    {
+        if let Some(value) = headers.get(name) {
+            out.insert(name, value.clone());
+        }
+    }
+    out
+}
+
 /// PutObject.
 pub async fn put_object(
     ctx: &Ctx,
     req: S3Request<PutObjectInput>,
 ) -> Result<S3Response<PutObjectOutput>, GatewayError> {
     let trailers = req.trailing_headers.clone();
+    let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+    let form_upload = req.method == http::Method::POST;
     let request_headers = req.headers;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
+    // A form upload's ACL is in its fields, a PUT's in its headers.
+    let acl = crate::acl::acl_of_request(
+        &ctx.manager.snapshot(),
+        &input.bucket,
+        access_key.as_deref(),
+        &if form_upload {
+            super::unsupported::put_input_headers(&input)
+        } else {
+            acl_headers(&request_headers)
+        },
+    )?;
     check_write_conditions(
         ctx,
         &bucket,
@@ -101,6 +127,7 @@ pub async fn put_object(
         input.metadata,
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
+    headers.acl = Some(acl);
     let body = input
         .body
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?

@@ -24,7 +24,8 @@ use crate::store::Ctx;
 pub const TAG_KEY_CHARS_MAX: usize = 128;
 /// Longest tag value, in Unicode characters (S3's limit).
 pub const TAG_VALUE_CHARS_MAX: usize = 256;
-/// Times a tag change is tried when writes to the object keep replacing it under the change.
+/// Times a change of an object's tags or ACL is tried when writes to the object keep replacing
+/// it under the change.
 const TAG_CHANGE_ATTEMPTS_MAX: usize = 5;
 
 fn invalid_tag(message: impl Into<String>) -> GatewayError {
@@ -196,8 +197,8 @@ pub async fn delete_object_tagging(
     Ok(S3Response::new(DeleteObjectTaggingOutput { version_id }))
 }
 
-/// Rewrites the object record of `key` with `tags` and its body as it is, while it is still the
-/// record read (tried again when a write replaces it meanwhile). Returns the version id to answer.
+/// Rewrites the object record of `key` with `tags` and its body as it is (see
+/// [`rewrite_headers`]). Returns the version id to answer.
 async fn change_tags(
     ctx: &Ctx,
     bucket: &BucketId,
@@ -205,22 +206,43 @@ async fn change_tags(
     version_id: Option<&str>,
     tags: Vec<(String, String)>,
 ) -> Result<Option<String>, GatewayError> {
+    rewrite_headers(ctx, bucket, key, version_id, "tags", |headers| {
+        let changed = headers.tags != tags;
+        headers.tags = tags.clone();
+        changed
+    })
+    .await
+}
+
+/// Rewrites the object record of `key` with its headers changed by `change` (which says
+/// whether it changed anything) and its body as it is, while it is still the record read
+/// (tried again when a write replaces it meanwhile). `what` names the change in the refusal
+/// for a bucket that has had versioning. Returns the version id to answer.
+pub async fn rewrite_headers(
+    ctx: &Ctx,
+    bucket: &BucketId,
+    key: &str,
+    version_id: Option<&str>,
+    what: &str,
+    change: impl Fn(&mut crate::layout::Headers) -> bool,
+) -> Result<Option<String>, GatewayError> {
     if bucket.versioning() != Versioning::Off {
         // The version must exist (and not be a marker) whatever the answer.
         versions::read_object(ctx, bucket, key, version_id, true).await?;
         return Err(GatewayError::s3(
             S3ErrorCode::NotImplemented,
-            "Changing the tags of a version in a bucket that has had versioning is not implemented by this node (a version is never rewritten); give them with x-amz-tagging when the version is written. The request is refused rather than accepted and ignored.",
+            format!(
+                "Changing the {what} of a version in a bucket that has had versioning is not implemented by this node (a version is never rewritten); give them when the version is written. The request is refused rather than accepted and ignored."
+            ),
         ));
     }
     for _ in 0..TAG_CHANGE_ATTEMPTS_MAX {
         // Read with its body: an inline body is rewritten with the record.
         let (mut obj, answered_id) =
             versions::read_object(ctx, bucket, key, version_id, false).await?;
-        if obj.meta.headers.tags == tags {
+        if !change(&mut obj.meta.headers) {
             return Ok(answered_id);
         }
-        obj.meta.headers.tags = tags.clone();
         let condition = leofs_shard::WriteCondition {
             if_latest: Some(obj.hlc),
             ..leofs_shard::WriteCondition::none()
@@ -236,7 +258,7 @@ async fn change_tags(
     }
     Err(GatewayError::s3(
         S3ErrorCode::SlowDown,
-        "The object was replaced under every attempt to change its tags; please retry.",
+        format!("The object was replaced under every attempt to change its {what}; please retry."),
     ))
 }
 

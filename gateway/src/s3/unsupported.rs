@@ -2,8 +2,8 @@
 //! what it asks or fails with an S3 error. Most are refused here, before any operation runs:
 //! - server-side encryption of any kind (SSE-S3, SSE-KMS, SSE-C, and SSE-C copy sources):
 //!   objects are stored in plain text, so an encryption header is `NotImplemented`;
-//! - object ACL headers (`x-amz-acl`, `x-amz-grant-*`) whose effect would differ from what the
-//!   bucket's canned ACL already grants (see [`check_object_acl`]): `NotImplemented`;
+//! - object ACL headers (`x-amz-acl`, `x-amz-grant-*`) that cannot be honoured (an unknown
+//!   canned ACL or grantee, a canned ACL of an AWS service group; see [`check_object_acl`]);
 //! - grant headers on bucket ACL operations (only canned bucket ACLs exist): `NotImplemented`;
 //! - SigV4 presigned URLs valid for more than S3's 7 days, or with a negative or non-numeric
 //!   `X-Amz-Expires`: `AccessDenied` (403), as S3 refuses them;
@@ -44,7 +44,7 @@
 //! node does anyway), nor honour a header S3 itself ignores on that operation.
 
 use http::{HeaderMap, HeaderValue};
-use leofs_manager::{Bucket, BucketAcl, ManagerState};
+use leofs_manager::{Bucket, ManagerState};
 use s3s::dto::{
     CopySource, CreateBucketConfiguration, ETagCondition, GetObjectInput, GetObjectOutput,
     HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
@@ -52,6 +52,8 @@ use s3s::dto::{
     PutObjectInput, ServerSideEncryption, Timestamp, TimestampFormat,
 };
 use s3s::{S3Error, S3ErrorCode, S3Result};
+
+use crate::acl::{CANNED_ACL_HEADER, GRANT_HEADERS};
 
 /// One request as the checks see it (before s3s has parsed its input).
 #[derive(Clone, Copy, Debug)]
@@ -81,18 +83,6 @@ pub const SSE_HEADERS: &[&str] = &[
     "x-amz-copy-source-server-side-encryption-customer-algorithm",
     "x-amz-copy-source-server-side-encryption-customer-key",
     "x-amz-copy-source-server-side-encryption-customer-key-md5",
-];
-
-/// The canned ACL header.
-const CANNED_ACL_HEADER: &str = "x-amz-acl";
-
-/// The grant headers, each with the permission it grants.
-const GRANT_HEADERS: &[(&str, Permission)] = &[
-    ("x-amz-grant-read", Permission::Read),
-    ("x-amz-grant-write", Permission::Write),
-    ("x-amz-grant-read-acp", Permission::ReadAcp),
-    ("x-amz-grant-write-acp", Permission::WriteAcp),
-    ("x-amz-grant-full-control", Permission::FullControl),
 ];
 
 /// Every ACL request header (canned and grants).
@@ -259,40 +249,8 @@ const RESPONSE_OVERRIDE_PARAMS: &[&str] = &[
 /// Most buckets one ListBuckets page may hold (S3's limit and default).
 pub const LIST_BUCKETS_MAX: usize = 10_000;
 
-/// The grantee URI of S3's "all users" group (anyone, signed or not).
-const ALL_USERS_URI: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-
 /// Longest validity of a SigV4 presigned URL in seconds (7 days; S3's limit).
 pub const PRESIGNED_EXPIRES_SECS_MAX: u64 = 7 * 24 * 60 * 60;
-
-/// What a grant header grants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Permission {
-    Read,
-    Write,
-    ReadAcp,
-    WriteAcp,
-    FullControl,
-}
-
-/// Who may read a bucket's objects besides its owner and the admins: what leofs enforces (the
-/// bucket's canned ACL), or what an object ACL would grant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Readers {
-    /// Nobody else.
-    OwnerOnly,
-    /// Anyone, signed or anonymous.
-    Everyone,
-}
-
-impl Readers {
-    fn of_bucket(acl: BucketAcl) -> Self {
-        match acl {
-            BucketAcl::Private => Readers::OwnerOnly,
-            BucketAcl::PublicRead | BucketAcl::PublicReadWrite => Readers::Everyone,
-        }
-    }
-}
 
 /// All checks of one S3 operation, run before it reads its body; `state` is the manager's
 /// snapshot (the request's bucket and a copy source's bucket are looked up in it; a missing
@@ -308,7 +266,7 @@ pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<
     }
     if OBJECT_ACL_OPERATIONS.contains(&req.op) {
         if let Some(bucket) = bucket {
-            check_object_acl(headers, bucket)?;
+            check_object_acl(headers, bucket, state)?;
         }
         check_object_settings(req.op, headers)?;
     }
@@ -444,7 +402,11 @@ pub fn put_input_headers(input: &PutObjectInput) -> HeaderMap {
 }
 
 /// The checks of a plain object write (the REST API's PUT) into `bucket`.
-pub fn check_object_write(headers: &HeaderMap, bucket: &Bucket) -> S3Result<()> {
+pub fn check_object_write(
+    headers: &HeaderMap,
+    bucket: &Bucket,
+    state: &ManagerState,
+) -> S3Result<()> {
     // The REST API keeps no tags (they are an S3 feature): refused rather than dropped.
     if given(headers, TAGGING_HEADER).is_some() {
         return Err(not_implemented(
@@ -452,7 +414,7 @@ pub fn check_object_write(headers: &HeaderMap, bucket: &Bucket) -> S3Result<()> 
         ));
     }
     check_encryption(headers)?;
-    check_object_acl(headers, bucket)?;
+    check_object_acl(headers, bucket, state)?;
     check_object_settings("PutObject", headers)
 }
 
@@ -737,131 +699,15 @@ pub fn check_encryption(headers: &HeaderMap) -> S3Result<()> {
     }
 }
 
-/// Refuses object ACL headers whose effect would differ from the bucket's canned ACL.
-///
-/// leofs applies the bucket's canned ACL to every object in it (LeoFS's meaning: `public-read`
-/// lets anyone read the objects) and keeps no per-object ACL; every object belongs to the bucket
-/// owner, who (like the admins) may do anything with it. An object ACL header is therefore
-/// honoured exactly when the readers it grants are the readers the bucket already has:
-/// - `private`, `bucket-owner-read` and `bucket-owner-full-control` grant nobody but the owner
-///   (who is the bucket owner): equal to a `private` bucket;
-/// - `public-read` and `public-read-write` let anyone read the object (S3 gives object WRITE no
-///   meaning; writing keys is the bucket's permission): equal to a `public-read` or
-///   `public-read-write` bucket;
-/// - `x-amz-grant-read` to the AllUsers group is `public-read`; any grant to the bucket owner's
-///   id adds nothing;
-/// - `authenticated-read`, `aws-exec-read`, and grants to other users, to authenticated users or
-///   of ACL permissions (`-read-acp`, `-write-acp`, full control) to the public, differ always.
-///
-/// A canned ACL and grant headers together are `InvalidRequest`, as in S3; an unknown canned ACL
-/// is `InvalidArgument`.
-pub fn check_object_acl(headers: &HeaderMap, bucket: &Bucket) -> S3Result<()> {
-    let canned = headers.get(CANNED_ACL_HEADER);
-    let grants: Vec<_> = GRANT_HEADERS
-        .iter()
-        .filter_map(|(name, permission)| headers.get(*name).map(|v| (*name, *permission, v)))
-        .collect();
-    let bucket_readers = Readers::of_bucket(bucket.acl);
-    let differs = |what: &str| {
-        S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            format!(
-                "Object ACLs are not implemented yet: every object has the ACL of its bucket, and \
-                 {what} would grant something other than bucket {}'s canned ACL ({}).",
-                bucket.name,
-                bucket.acl.as_str()
-            ),
-        )
-    };
-    if let Some(canned) = canned {
-        if !grants.is_empty() {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "Specifying both Canned ACLs and Header Grants is not allowed",
-            ));
-        }
-        let name = canned.to_str().map(str::trim).unwrap_or("");
-        let readers = match name {
-            "private" | "bucket-owner-read" | "bucket-owner-full-control" => Readers::OwnerOnly,
-            "public-read" | "public-read-write" => Readers::Everyone,
-            "authenticated-read" | "aws-exec-read" => {
-                return Err(differs(&format!("x-amz-acl: {name}")));
-            }
-            _ => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::InvalidArgument,
-                    format!("Unknown canned ACL in x-amz-acl: {name:?}"),
-                ));
-            }
-        };
-        return if readers == bucket_readers {
-            Ok(())
-        } else {
-            Err(differs(&format!("x-amz-acl: {name}")))
-        };
-    }
-    if grants.is_empty() {
-        return Ok(());
-    }
-    let mut readers = Readers::OwnerOnly;
-    for (name, permission, value) in grants {
-        let text = value.to_str().unwrap_or("");
-        let Some(grantees) = parse_grantees(text) else {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidArgument,
-                format!("Invalid grantee list in {name}: {text:?}"),
-            ));
-        };
-        for grantee in grantees {
-            match grantee {
-                Grantee::Id(id) if id == bucket.owner => {}
-                Grantee::AllUsers if permission == Permission::Read => {
-                    readers = Readers::Everyone;
-                }
-                _ => return Err(differs(&format!("{name}: {text}"))),
-            }
-        }
-    }
-    if readers == bucket_readers {
-        Ok(())
-    } else {
-        Err(differs("the grant headers"))
-    }
-}
-
-/// One grantee of a grant header.
-#[derive(Debug, PartialEq, Eq)]
-enum Grantee<'a> {
-    /// `id="…"`: a canonical user id (a leofs user id).
-    Id(&'a str),
-    /// `uri="http://acs.amazonaws.com/groups/global/AllUsers"`.
-    AllUsers,
-    /// Any other grantee (another group, an e-mail address).
-    Other,
-}
-
-/// Parses a grant header's value, `type="value"[, type="value"]…` (quotes optional); `None` if
-/// it is empty or malformed.
-fn parse_grantees(text: &str) -> Option<Vec<Grantee<'_>>> {
-    let mut out = Vec::new();
-    for item in text.split(',') {
-        let (kind, value) = item.trim().split_once('=')?;
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        if value.is_empty() {
-            return None;
-        }
-        out.push(match kind.trim() {
-            "id" => Grantee::Id(value),
-            "uri" if value == ALL_USERS_URI => Grantee::AllUsers,
-            "uri" | "emailAddress" => Grantee::Other,
-            _ => return None,
-        });
-    }
-    (!out.is_empty()).then_some(out)
+/// Checks an object write's ACL headers (canned ACL or grants) as the write will read them:
+/// an unknown canned ACL, a malformed grant or an unknown grantee is refused before the body is
+/// read ([`crate::acl`]).
+pub fn check_object_acl(
+    headers: &HeaderMap,
+    bucket: &Bucket,
+    state: &ManagerState,
+) -> S3Result<()> {
+    crate::acl::grants_of_headers(headers, &bucket.owner, bucket, state).map(drop)
 }
 
 /// `NotImplemented` for grant headers on a bucket ACL operation: buckets have canned ACLs only,
@@ -1185,6 +1031,7 @@ pub fn check_acl_body(input: &PutBucketAclInput) -> S3Result<()> {
 mod tests {
     use super::*;
     use crate::layout::ChecksumKind;
+    use leofs_manager::BucketAcl;
 
     fn bucket(acl: BucketAcl) -> Bucket {
         Bucket {
@@ -1273,109 +1120,29 @@ mod tests {
     }
 
     #[test]
-    fn canned_object_acls_pass_only_when_they_match_the_bucket() {
-        let private = bucket(BucketAcl::Private);
-        let public = bucket(BucketAcl::PublicRead);
-        let open = bucket(BucketAcl::PublicReadWrite);
-        for acl in ["private", "bucket-owner-read", "bucket-owner-full-control"] {
-            let h = headers(&[("x-amz-acl", acl)]);
-            assert_eq!(code(check_object_acl(&h, &private)), None, "{acl}");
-            assert_eq!(
-                code(check_object_acl(&h, &public)).as_deref(),
-                Some("NotImplemented")
-            );
-            assert_eq!(
-                code(check_object_acl(&h, &open)).as_deref(),
-                Some("NotImplemented")
-            );
-        }
-        for acl in ["public-read", "public-read-write"] {
-            let h = headers(&[("x-amz-acl", acl)]);
-            assert_eq!(
-                code(check_object_acl(&h, &private)).as_deref(),
-                Some("NotImplemented")
-            );
-            assert_eq!(code(check_object_acl(&h, &public)), None, "{acl}");
-            assert_eq!(code(check_object_acl(&h, &open)), None, "{acl}");
-        }
-        for acl in ["authenticated-read", "aws-exec-read"] {
-            let h = headers(&[("x-amz-acl", acl)]);
-            for b in [&private, &public, &open] {
+    fn acl_headers_are_checked_on_object_writes_and_bucket_grants_refused() {
+        for op in OBJECT_ACL_OPERATIONS {
+            for (acl, refused) in [
+                ("private", None),
+                ("public-read", None),
+                ("authenticated-read", None),
+                ("aws-exec-read", Some("NotImplemented")),
+                ("shared", Some("InvalidArgument")),
+            ] {
+                let h = headers(&[("x-amz-acl", acl)]);
                 assert_eq!(
-                    code(check_object_acl(&h, b)).as_deref(),
-                    Some("NotImplemented")
+                    code(check_op(op, &h, Some(BucketAcl::PublicRead))).as_deref(),
+                    refused,
+                    "{op} {acl}"
                 );
             }
-        }
-        let h = headers(&[("x-amz-acl", "log-delivery-write")]);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("InvalidArgument")
-        );
-        assert_eq!(code(check_object_acl(&HeaderMap::new(), &public)), None);
-    }
-
-    #[test]
-    fn grant_headers_are_compared_by_what_they_grant() {
-        let private = bucket(BucketAcl::Private);
-        let public = bucket(BucketAcl::PublicRead);
-        let all_users = format!("uri=\"{ALL_USERS_URI}\"");
-        let h = headers(&[("x-amz-grant-read", &all_users)]);
-        assert_eq!(code(check_object_acl(&h, &public)), None);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[("x-amz-grant-full-control", "id=\"alice\"")]);
-        assert_eq!(code(check_object_acl(&h, &private)), None);
-        assert_eq!(
-            code(check_object_acl(&h, &public)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[("x-amz-grant-full-control", "id=alice, id=\"bob\"")]);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[("x-amz-grant-read-acp", &all_users)]);
-        assert_eq!(
-            code(check_object_acl(&h, &public)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[(
-            "x-amz-grant-read",
-            "uri=\"http://acs.amazonaws.com/groups/global/AuthenticatedUsers\"",
-        )]);
-        assert_eq!(
-            code(check_object_acl(&h, &public)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[("x-amz-grant-read", "emailAddress=\"a@example.com\"")]);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("NotImplemented")
-        );
-        let h = headers(&[("x-amz-grant-read", "nonsense")]);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("InvalidArgument")
-        );
-        let h = headers(&[("x-amz-acl", "private"), ("x-amz-grant-read", "id=alice")]);
-        assert_eq!(
-            code(check_object_acl(&h, &private)).as_deref(),
-            Some("InvalidRequest")
-        );
-    }
-
-    #[test]
-    fn acl_headers_are_checked_on_object_writes_and_bucket_grants_refused() {
-        let h = headers(&[("x-amz-acl", "private")]);
-        for op in OBJECT_ACL_OPERATIONS {
+            let h = headers(&[("x-amz-grant-read", "id=nobody")]);
             assert_eq!(
-                code(check_op(op, &h, Some(BucketAcl::PublicRead))).as_deref(),
-                Some("NotImplemented")
+                code(check_op(op, &h, Some(BucketAcl::Private))).as_deref(),
+                Some("InvalidArgument")
             );
         }
+        let h = headers(&[("x-amz-acl", "private")]);
         // No bucket: the operation itself answers NoSuchBucket.
         assert_eq!(code(check_op("PutObject", &h, None)), None);
         // A canned bucket ACL is the bucket operations' own business.
@@ -1402,7 +1169,7 @@ mod tests {
             )),
             None
         );
-        input.acl = Some(ObjectCannedACL::from_static(ObjectCannedACL::PUBLIC_READ));
+        input.acl = Some(ObjectCannedACL::from_static(ObjectCannedACL::AWS_EXEC_READ));
         assert_eq!(
             code(check_op(
                 "PutObject",
@@ -1480,12 +1247,22 @@ mod tests {
         // The REST API's PUT is an object write too, and keeps no tags.
         let h = headers(&[("x-amz-tagging", "team=a")]);
         assert_eq!(
-            code(check_object_write(&h, &bucket(BucketAcl::PublicReadWrite))).as_deref(),
+            code(check_object_write(
+                &h,
+                &bucket(BucketAcl::PublicReadWrite),
+                &state(BucketAcl::PublicReadWrite)
+            ))
+            .as_deref(),
             Some("NotImplemented")
         );
         let h = headers(&[("x-amz-storage-class", "GLACIER")]);
         assert_eq!(
-            code(check_object_write(&h, &bucket(BucketAcl::PublicReadWrite))).as_deref(),
+            code(check_object_write(
+                &h,
+                &bucket(BucketAcl::PublicReadWrite),
+                &state(BucketAcl::PublicReadWrite)
+            ))
+            .as_deref(),
             Some("NotImplemented")
         );
     }

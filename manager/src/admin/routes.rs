@@ -75,6 +75,7 @@ impl From<ManagerError> for Failure {
             }
             ManagerError::UserExists(_) => (StatusCode::CONFLICT, "UserAlreadyExists"),
             ManagerError::UserOwnsBuckets(_) => (StatusCode::CONFLICT, "UserOwnsBuckets"),
+            ManagerError::UserNamedInPolicy(_) => (StatusCode::CONFLICT, "UserNamedInPolicy"),
             ManagerError::NoSuchBucket(_) => (StatusCode::NOT_FOUND, "NoSuchBucket"),
             ManagerError::BucketNotEmpty(_) => (StatusCode::CONFLICT, "BucketNotEmpty"),
             ManagerError::NoSuchUser(_) => (StatusCode::NOT_FOUND, "NoSuchUser"),

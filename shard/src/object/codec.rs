@@ -6,8 +6,9 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    ChecksumKind, ChecksumType, ChunkRun, Headers, LayoutError, MAX_OBJECT_TAGS, StoredChecksum,
-    VERSION_ID_BYTES, VersionId, base64_decode, base64_encode,
+    ChecksumKind, ChecksumType, ChunkRun, Grant, Grantee, Headers, LayoutError, MAX_ACL_GRANTS,
+    MAX_OBJECT_TAGS, ObjectAcl, Permission, StoredChecksum, VERSION_ID_BYTES, VersionId,
+    base64_decode, base64_encode,
 };
 
 /// Current version of the manifest/upload/part encodings.
@@ -54,12 +55,21 @@ const FIELD_COMPLETED_UPLOAD: u8 = 2;
 const FIELD_CHECKSUM_TYPE: u8 = 3;
 /// Field id of a multipart object's part checksums.
 const FIELD_PART_CHECKSUMS: u8 = 4;
+/// Field id of an object's (or an upload's object's) ACL.
+const FIELD_ACL: u8 = 5;
+
+/// Grantee kinds in an ACL field.
+const GRANTEE_USER: u8 = 0;
+const GRANTEE_ALL_USERS: u8 = 1;
+const GRANTEE_AUTHENTICATED_USERS: u8 = 2;
 
 /// The optional fields at the end of a manifest or an upload record.
 #[derive(Debug, Default)]
 pub(super) struct Extras {
     /// The object's tags.
     pub(super) tags: Vec<(String, String)>,
+    /// The object's ACL.
+    pub(super) acl: Option<ObjectAcl>,
     /// The id of the multipart upload whose completion wrote the manifest.
     pub(super) completed_upload: Option<String>,
     /// How an upload's object checksum is to be made.
@@ -163,6 +173,24 @@ impl Writer {
             for (k, v) in &extras.tags {
                 self.str("a tag key", k)?;
                 self.str("a tag value", v)?;
+            }
+            self.close_field(at);
+        }
+        if let Some(acl) = &extras.acl {
+            let count: u8 = Self::count(acl.grants.len(), "ACL grants", MAX_ACL_GRANTS)?;
+            let at = self.open_field(FIELD_ACL);
+            self.str("the object owner", &acl.owner)?;
+            self.0.put_u8(count);
+            for grant in &acl.grants {
+                match &grant.grantee {
+                    Grantee::User(id) => {
+                        self.0.put_u8(GRANTEE_USER);
+                        self.str("a grantee", id)?;
+                    }
+                    Grantee::AllUsers => self.0.put_u8(GRANTEE_ALL_USERS),
+                    Grantee::AuthenticatedUsers => self.0.put_u8(GRANTEE_AUTHENTICATED_USERS),
+                }
+                self.0.put_u8(grant.permission as u8);
             }
             self.close_field(at);
         }
@@ -295,6 +323,7 @@ impl<'a> Reader<'a> {
             expires,
             user_meta,
             tags: Vec::new(),
+            acl: None,
         })
     }
     pub(super) fn checksums(&mut self) -> Result<Vec<StoredChecksum>, LayoutError> {
@@ -332,6 +361,29 @@ impl<'a> Reader<'a> {
                     for _ in 0..n {
                         extras.tags.push((field.str()?, field.str()?));
                     }
+                }
+                FIELD_ACL => {
+                    let owner = field.str()?;
+                    let n = usize::from(field.u8()?);
+                    if n > MAX_ACL_GRANTS {
+                        return Err(self.corrupt("bad grant count"));
+                    }
+                    let mut grants = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let grantee = match field.u8()? {
+                            GRANTEE_USER => Grantee::User(field.str()?),
+                            GRANTEE_ALL_USERS => Grantee::AllUsers,
+                            GRANTEE_AUTHENTICATED_USERS => Grantee::AuthenticatedUsers,
+                            _ => return Err(self.corrupt("unknown grantee kind")),
+                        };
+                        let permission = Permission::from_u8(field.u8()?)
+                            .ok_or_else(|| self.corrupt("unknown permission"))?;
+                        grants.push(Grant {
+                            grantee,
+                            permission,
+                        });
+                    }
+                    extras.acl = Some(ObjectAcl { owner, grants });
                 }
                 FIELD_COMPLETED_UPLOAD => extras.completed_upload = Some(field.str()?),
                 FIELD_CHECKSUM_TYPE => {

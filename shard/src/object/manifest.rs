@@ -279,6 +279,76 @@ pub struct Headers {
     /// The object's tags (S3 object tagging), in the order they were given; at most
     /// [`MAX_OBJECT_TAGS`].
     pub tags: Vec<(String, String)>,
+    /// The object's ACL (S3 object ACLs). None for an object written before object ACLs
+    /// existed, or through the REST API: it has its bucket's canned ACL (LeoFS's meaning).
+    pub acl: Option<ObjectAcl>,
+}
+
+/// Most grants one ACL holds besides its owner's (S3's limit).
+pub const MAX_ACL_GRANTS: usize = 100;
+
+/// Whom an ACL grant is to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Grantee {
+    /// A user, by id (S3's canonical user id).
+    User(String),
+    /// Everyone, anonymous requests included (S3's AllUsers group).
+    AllUsers,
+    /// Every signed request of a known user (S3's AuthenticatedUsers group).
+    AuthenticatedUsers,
+}
+
+/// What an ACL grant permits (S3's permissions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Read the object (a bucket: list it).
+    Read = 0,
+    /// Write (a bucket: write and delete its objects; on an object it means nothing).
+    Write = 1,
+    /// Read the ACL.
+    ReadAcp = 2,
+    /// Write the ACL.
+    WriteAcp = 3,
+    /// All of the above.
+    FullControl = 4,
+}
+
+impl Permission {
+    /// The stored numbering.
+    pub fn from_u8(v: u8) -> Option<Permission> {
+        Some(match v {
+            0 => Permission::Read,
+            1 => Permission::Write,
+            2 => Permission::ReadAcp,
+            3 => Permission::WriteAcp,
+            4 => Permission::FullControl,
+            _ => return None,
+        })
+    }
+
+    /// Whether holding `self` permits `wanted`.
+    pub fn covers(self, wanted: Permission) -> bool {
+        self == wanted || self == Permission::FullControl
+    }
+}
+
+/// One grant of an ACL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Grant {
+    /// To whom.
+    pub grantee: Grantee,
+    /// What.
+    pub permission: Permission,
+}
+
+/// An object's ACL: its owner (who has full control) and the grants to others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectAcl {
+    /// The owner's user id (who wrote the object).
+    pub owner: String,
+    /// The grants besides the owner's full control, in the order given; at most
+    /// [`MAX_ACL_GRANTS`].
+    pub grants: Vec<Grant>,
 }
 
 /// Most tags one object carries (S3's limit).
@@ -433,6 +503,7 @@ impl ObjectMeta {
         }
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
+            acl: self.headers.acl.clone(),
             completed_upload: self.completed_upload.clone(),
             checksum_type: None,
             part_checksums: self.part_checksums.clone(),
@@ -470,6 +541,7 @@ impl ObjectMeta {
         };
         let extras = r.extras()?;
         headers.tags = extras.tags;
+        headers.acl = extras.acl;
         if !extras.part_checksums.is_empty()
             && !matches!(&layout, BodyLayout::Chunked(runs) if runs.len() == extras.part_checksums.len())
         {

@@ -125,6 +125,27 @@ mod tests {
         meta.completed_upload = Some("upload-1".into());
         assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
         meta.completed_upload = None;
+        // An ACL: absent in older records (decoded as None), kept whole when given.
+        assert_eq!(ObjectMeta::decode(&untagged).unwrap().headers.acl, None);
+        meta.headers.acl = Some(ObjectAcl {
+            owner: "alice".into(),
+            grants: vec![
+                Grant {
+                    grantee: Grantee::User("bob".into()),
+                    permission: Permission::ReadAcp,
+                },
+                Grant {
+                    grantee: Grantee::AllUsers,
+                    permission: Permission::Read,
+                },
+                Grant {
+                    grantee: Grantee::AuthenticatedUsers,
+                    permission: Permission::FullControl,
+                },
+            ],
+        });
+        assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        meta.headers.acl = None;
         meta.headers.tags = vec![(String::new(), String::new()); MAX_OBJECT_TAGS + 1];
         assert!(matches!(meta.encode(), Err(EncodeError::TooMany { .. })));
         let upload = UploadMeta {

@@ -39,6 +39,7 @@ impl UploadMeta {
         w.str("the initiator", &self.initiator)?;
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
+            acl: self.headers.acl.clone(),
             completed_upload: None,
             checksum_type: self.checksum_type,
             part_checksums: Vec::new(),
@@ -57,6 +58,7 @@ impl UploadMeta {
         let initiator = r.str()?;
         let extras = r.extras()?;
         headers.tags = extras.tags;
+        headers.acl = extras.acl;
         // An upload recorded before checksum types existed makes S3's default for its algorithm.
         let checksum_type = checksum_algorithm.map(|kind| {
             extras
