@@ -311,16 +311,18 @@ pub fn authorize_object(
     }
 }
 
-/// The answer to an object-ACL operation whose object is not there: its `NoSuchKey` (or
-/// `NoSuchVersion`) only for a requester who may list the bucket, `AccessDenied` otherwise, as
-/// S3 answers (a requester must not learn which keys exist from a bucket it cannot list).
+/// The answer to an object-ACL operation whose object is not there (or is a delete marker):
+/// its `NoSuchKey`, `NoSuchVersion`, or a marker's answer only for a requester who may list the
+/// bucket, `AccessDenied` otherwise, as S3 answers (a requester must not learn which keys exist
+/// from a bucket it cannot list).
 pub fn hide_missing(
     state: &ManagerState,
     access: &Access<'_>,
     error: GatewayError,
 ) -> GatewayError {
     let missing = matches!(&error, GatewayError::S3(e)
-        if matches!(e.code(), S3ErrorCode::NoSuchKey | S3ErrorCode::NoSuchVersion));
+        if matches!(e.code(), S3ErrorCode::NoSuchKey | S3ErrorCode::NoSuchVersion
+            | S3ErrorCode::MethodNotAllowed | S3ErrorCode::InvalidRequest));
     let list = Access {
         versioned: false,
         query: None,

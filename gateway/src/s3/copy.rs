@@ -72,13 +72,24 @@ async fn load_source(
     }
     let (obj, found_id) = match named {
         versions::Named::Object(obj, id) => (*obj, id),
+        // A marker is told only to whoever may list the source's bucket.
         versions::Named::Marker(_, true) => {
-            return Err(GatewayError::s3(
-                S3ErrorCode::InvalidRequest,
-                "The source of a copy request may not specifically refer to a delete marker by version id.",
+            return Err(hide_missing(
+                &ctx.manager.snapshot(),
+                &access,
+                GatewayError::s3(
+                    S3ErrorCode::InvalidRequest,
+                    "The source of a copy request may not specifically refer to a delete marker by version id.",
+                ),
             ));
         }
-        versions::Named::Marker(_, false) => return Err(no_such_key()),
+        versions::Named::Marker(_, false) => {
+            return Err(hide_missing(
+                &ctx.manager.snapshot(),
+                &access,
+                no_such_key(),
+            ));
+        }
     };
     // Copying a version named by id onto its own key restores it (in a versioned bucket).
     let by_id = version_id.is_some() && bucket.versioning() != crate::layout::Versioning::Off;

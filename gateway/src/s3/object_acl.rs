@@ -264,6 +264,7 @@ pub async fn put_object_acl(
         &id,
         &input.key,
         input.version_id.as_deref(),
+        Some(obj.hlc),
         "ACL",
         |h| {
             let changed = h.acl.as_ref() != Some(&acl);

@@ -206,7 +206,7 @@ async fn change_tags(
     version_id: Option<&str>,
     tags: Vec<(String, String)>,
 ) -> Result<Option<String>, GatewayError> {
-    rewrite_headers(ctx, bucket, key, version_id, "tags", |headers| {
+    rewrite_headers(ctx, bucket, key, version_id, None, "tags", |headers| {
         let changed = headers.tags != tags;
         headers.tags = tags.clone();
         changed
@@ -216,13 +216,16 @@ async fn change_tags(
 
 /// Rewrites the object record of `key` with its headers changed by `change` (which says
 /// whether it changed anything) and its body as it is, while it is still the record read
-/// (tried again when a write replaces it meanwhile). `what` names the change in the refusal
+/// (tried again when a write replaces it meanwhile). With `checked`, only the record of that
+/// stamp is changed (the one its requester's right to change was checked on): a record written
+/// since is refused with `OperationAborted` (to retry). `what` names the change in the refusal
 /// for a bucket that has had versioning. Returns the version id to answer.
 pub async fn rewrite_headers(
     ctx: &Ctx,
     bucket: &BucketId,
     key: &str,
     version_id: Option<&str>,
+    checked: Option<leofs_shard::Hlc>,
     what: &str,
     change: impl Fn(&mut crate::layout::Headers) -> bool,
 ) -> Result<Option<String>, GatewayError> {
@@ -240,6 +243,14 @@ pub async fn rewrite_headers(
         // Read with its body: an inline body is rewritten with the record.
         let (mut obj, answered_id) =
             versions::read_object(ctx, bucket, key, version_id, false).await?;
+        if checked.is_some_and(|hlc| hlc != obj.hlc) {
+            return Err(GatewayError::s3(
+                S3ErrorCode::OperationAborted,
+                format!(
+                    "The object was replaced while its {what} was being changed; please retry."
+                ),
+            ));
+        }
         if !change(&mut obj.meta.headers) {
             return Ok(answered_id);
         }
