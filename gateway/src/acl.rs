@@ -15,7 +15,9 @@
 //! is judged before both ([`crate::auth`]).
 
 use http::HeaderMap;
-use leofs_manager::{Bucket, BucketAcl, ManagerState};
+use leofs_manager::{
+    Bucket, BucketAcl, BucketGrant, BucketGrantee, BucketPermission, ManagerState,
+};
 use leofs_shard::object::{Grant, Grantee, MAX_ACL_GRANTS, ObjectAcl, Permission};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
@@ -167,6 +169,15 @@ pub fn grants_of_headers(
         let name = canned.to_str().map(str::trim).unwrap_or("");
         return canned_grants(name, owner, bucket);
     }
+    grants_of_grant_headers(headers, state)
+}
+
+/// The grants of a request's `x-amz-grant-*` headers, at most [`MAX_ACL_GRANTS`].
+fn grants_of_grant_headers(headers: &HeaderMap, state: &ManagerState) -> S3Result<Vec<Grant>> {
+    let grant_headers: Vec<_> = GRANT_HEADERS
+        .iter()
+        .filter_map(|(name, permission)| headers.get(*name).map(|v| (*name, *permission, v)))
+        .collect();
     let mut grants = Vec::new();
     for (name, permission, value) in grant_headers {
         let text = value.to_str().unwrap_or("");
@@ -230,21 +241,143 @@ pub fn acl_of_request(
 }
 
 /// The ACL that applies to an object with `stored` (its own) in `bucket`: its own, or, for an
-/// object without one, the bucket owner's with the bucket's canned ACL's reads.
+/// object without one, the bucket owner's with a read for whoever may list the bucket (the
+/// bucket's canned ACL and its READ grants, as LeoFS applied a bucket's ACL to its objects).
 pub fn effective_acl(stored: Option<&ObjectAcl>, bucket: &Bucket) -> ObjectAcl {
     match stored {
         Some(acl) => acl.clone(),
         None => ObjectAcl {
             owner: bucket.owner.clone(),
-            grants: match bucket.acl {
-                BucketAcl::Private => Vec::new(),
-                BucketAcl::PublicRead | BucketAcl::PublicReadWrite => vec![Grant {
-                    grantee: Grantee::AllUsers,
+            grants: bucket_grants(bucket)
+                .iter()
+                .filter(|g| g.permission.covers(BucketPermission::Read))
+                .map(|g| Grant {
+                    grantee: object_grantee(&g.grantee),
                     permission: Permission::Read,
-                }],
-            },
+                })
+                .collect(),
         },
     }
+}
+
+/// Every grant of a bucket's ACL: its canned ACL's, then its own.
+pub fn bucket_grants(bucket: &Bucket) -> Vec<BucketGrant> {
+    let all_users = |permission| BucketGrant {
+        grantee: BucketGrantee::AllUsers,
+        permission,
+    };
+    let mut out = match bucket.acl {
+        BucketAcl::Private => Vec::new(),
+        BucketAcl::PublicRead => vec![all_users(BucketPermission::Read)],
+        BucketAcl::PublicReadWrite => vec![
+            all_users(BucketPermission::Read),
+            all_users(BucketPermission::Write),
+        ],
+    };
+    out.extend(bucket.grants.iter().cloned());
+    out
+}
+
+/// Whether `bucket`'s ACL gives `user` (None: anonymous) `wanted` (its owner has everything).
+pub fn bucket_permits(bucket: &Bucket, user: Option<&str>, wanted: BucketPermission) -> bool {
+    user == Some(bucket.owner.as_str())
+        || bucket_grants(bucket).iter().any(|g| {
+            let to_caller = match &g.grantee {
+                BucketGrantee::AllUsers => true,
+                BucketGrantee::AuthenticatedUsers => user.is_some(),
+                BucketGrantee::User(id) => user == Some(id.as_str()),
+            };
+            to_caller && g.permission.covers(wanted)
+        })
+}
+
+fn object_grantee(g: &BucketGrantee) -> Grantee {
+    match g {
+        BucketGrantee::User(id) => Grantee::User(id.clone()),
+        BucketGrantee::AllUsers => Grantee::AllUsers,
+        BucketGrantee::AuthenticatedUsers => Grantee::AuthenticatedUsers,
+    }
+}
+
+/// A grant as a bucket's ACL keeps it.
+pub fn bucket_grant(g: &Grant) -> BucketGrant {
+    BucketGrant {
+        grantee: match &g.grantee {
+            Grantee::User(id) => BucketGrantee::User(id.clone()),
+            Grantee::AllUsers => BucketGrantee::AllUsers,
+            Grantee::AuthenticatedUsers => BucketGrantee::AuthenticatedUsers,
+        },
+        permission: match g.permission {
+            Permission::Read => BucketPermission::Read,
+            Permission::Write => BucketPermission::Write,
+            Permission::ReadAcp => BucketPermission::ReadAcp,
+            Permission::WriteAcp => BucketPermission::WriteAcp,
+            Permission::FullControl => BucketPermission::FullControl,
+        },
+    }
+}
+
+/// A bucket grant as S3's grant of an ACL document takes it.
+pub fn object_grant(g: &BucketGrant) -> Grant {
+    Grant {
+        grantee: object_grantee(&g.grantee),
+        permission: match g.permission {
+            BucketPermission::Read => Permission::Read,
+            BucketPermission::Write => Permission::Write,
+            BucketPermission::ReadAcp => Permission::ReadAcp,
+            BucketPermission::WriteAcp => Permission::WriteAcp,
+            BucketPermission::FullControl => Permission::FullControl,
+        },
+    }
+}
+
+/// The bucket ACL a request's ACL headers ask for (its canned ACL and its grants); None without
+/// ACL headers. S3's bucket canned ACLs: `private`, `public-read`, `public-read-write`,
+/// `authenticated-read` (`log-delivery-write`, for S3's log delivery group, is
+/// `NotImplemented`).
+pub fn bucket_acl_of_headers(
+    headers: &HeaderMap,
+    state: &ManagerState,
+) -> S3Result<Option<(BucketAcl, Vec<BucketGrant>)>> {
+    if !has_acl_headers(headers) {
+        return Ok(None);
+    }
+    if let Some(canned) = headers.get(CANNED_ACL_HEADER) {
+        if GRANT_HEADERS
+            .iter()
+            .any(|(name, _)| headers.contains_key(*name))
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "Specifying both Canned ACLs and Header Grants is not allowed",
+            ));
+        }
+        let name = canned.to_str().map(str::trim).unwrap_or("");
+        return Ok(Some(match BucketAcl::parse(name) {
+            Some(acl) => (acl, Vec::new()),
+            None if name == "authenticated-read" => (
+                BucketAcl::Private,
+                vec![BucketGrant {
+                    grantee: BucketGrantee::AuthenticatedUsers,
+                    permission: BucketPermission::Read,
+                }],
+            ),
+            None if name == "log-delivery-write" => {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::NotImplemented,
+                    "The canned ACL log-delivery-write grants to S3's log delivery group, which \
+                     leofs does not have; the request is refused rather than accepted and ignored.",
+                ));
+            }
+            None => return Err(invalid_argument(format!("Unknown canned ACL: {name:?}"))),
+        }));
+    }
+    // Grants alone: the bucket owner keeps full control, nobody else has anything but them.
+    let grants = grants_of_grant_headers(headers, state)?;
+    Ok(Some((
+        BucketAcl::Private,
+        grants.iter().map(bucket_grant).collect(),
+    )))
 }
 
 /// Whether `acl` lets `user` (None: anonymous) have `wanted` (the owner has everything).
@@ -291,6 +424,7 @@ mod tests {
             name: "b".into(),
             owner: "owner".into(),
             acl: BucketAcl::PublicRead,
+            grants: Vec::new(),
             created_unix_ms: 0,
             incarnation: 1,
             deleting: false,

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 use leofs_manager::policy::{ActionLevel, Decision, PolicyRequest};
-use leofs_manager::{Bucket, BucketAcl, CatalogWriter, Manager, ManagerState};
+use leofs_manager::{Bucket, BucketPermission, CatalogWriter, Manager, ManagerState};
 use leofs_shard::PeerAddr;
 use leofs_shard::object::{ObjectAcl, Permission};
 use s3s::access::{S3Access, S3AccessContext};
@@ -408,13 +408,16 @@ pub fn authorize(state: &ManagerState, access: &Access<'_>) -> S3Result<Verdict>
     if access.key.is_some() && object_acl_permission(access.op).is_some() {
         return Ok(Verdict::ObjectAclDecides);
     }
-    // A bucket's READ lists it; its objects are read by their own ACLs (above).
-    let allowed = matches!(
-        (b.acl, class),
-        (BucketAcl::PublicRead, OpClass::Read)
-            | (BucketAcl::PublicReadWrite, OpClass::Read | OpClass::Write)
-    );
-    if allowed {
+    // A bucket's READ lists it (its objects are read by their own ACLs, above), its WRITE
+    // writes and deletes objects, its READ_ACP and WRITE_ACP read and change its ACL.
+    let wanted = match (access.op, class) {
+        ("GetBucketAcl", _) => Some(BucketPermission::ReadAcp),
+        ("PutBucketAcl", _) => Some(BucketPermission::WriteAcp),
+        (_, OpClass::Read) => Some(BucketPermission::Read),
+        (_, OpClass::Write) => Some(BucketPermission::Write),
+        _ => None,
+    };
+    if wanted.is_some_and(|wanted| crate::acl::bucket_permits(b, user, wanted)) {
         Ok(Verdict::Allowed)
     } else {
         Err(denied())
@@ -592,6 +595,7 @@ impl NameValidation for ManagerNameValidation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leofs_manager::BucketAcl;
     use leofs_manager::{AccessKey, Bucket, User};
 
     fn state(acl: BucketAcl) -> ManagerState {
@@ -620,6 +624,7 @@ mod tests {
                 name: "b".into(),
                 owner: "owner".into(),
                 acl,
+                grants: Vec::new(),
                 created_unix_ms: 0,
                 incarnation: 1,
                 deleting: false,

@@ -155,6 +155,7 @@ mod tests {
                 name: "b".into(),
                 owner: "o".into(),
                 acl: BucketAcl::Private,
+                grants: Vec::new(),
                 created_unix_ms: 0,
                 incarnation: 1,
                 deleting: false,

@@ -35,6 +35,7 @@ pub mod rest;
 pub mod s3;
 pub mod service;
 pub mod sigv4;
+pub mod sse;
 pub mod storage;
 pub mod store;
 

@@ -186,11 +186,14 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                 crate::auth::hide_missing(&state, &access, crate::s3::no_such_key())
             })?;
             crate::auth::authorize_object(&state, &access, obj.meta.headers.acl.as_ref())?;
+            // The REST API carries no SSE-C key: an encrypted object is refused as S3 refuses
+            // a read without its key.
+            crate::sse::reader(req.headers(), false, obj.meta.headers.sse_c.as_ref())?;
             let body: RestBody = if head_only {
                 full(Bytes::new())
             } else {
                 let chunks = ctx
-                    .open_body(&bucket_id, &key, &obj, 0..obj.meta.size_bytes)
+                    .open_body(&bucket_id, &key, &obj, 0..obj.meta.size_bytes, None)
                     .await?;
                 StreamBody::new(chunks.map_ok(Frame::data).boxed_local())
             };
@@ -236,7 +239,9 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                     }
                 })
                 .boxed_local();
-            let written = ctx.write_body(&bucket_id, &key, body, true, &[]).await?;
+            let written = ctx
+                .write_body(&bucket_id, &key, body, true, &[], None)
+                .await?;
             let meta = ObjectMeta {
                 completed_upload: None,
                 part_checksums: Vec::new(),

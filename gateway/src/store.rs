@@ -25,9 +25,11 @@ use crate::disk_cache::DiskCache;
 use crate::error::GatewayError;
 use crate::layout::{
     BodyLayout, BucketId, ChecksumKind, ChunkRun, NS_VERSION, ObjectMeta, StoredChecksum,
-    TAG_CHUNK, VersionRef, Versioning, chunk_key, is_delete_marker, object_key, plan_reads,
+    TAG_CHUNK, VersionId, VersionRef, Versioning, chunk_key, is_delete_marker, object_key,
+    plan_reads,
 };
 use crate::md5::Md5;
+use crate::sse::BodyCipher;
 use crate::storage::{RECORD_BODY_BYTES_MAX, Storage, slice_of};
 
 /// How often a large write whose body is still arriving follows the ring with its
@@ -107,6 +109,17 @@ pub struct Written {
     /// The registration of the run's version: hand it to the commit that references the
     /// run; dropped instead, storage queues the chunks as garbage.
     pub registration: Option<WriteRegistration>,
+}
+
+impl Written {
+    /// Replaces the body's MD5 (and its run's) with the keyed one of an SSE-C body
+    /// ([`BodyCipher::etag_md5`]), once the plaintext's has been checked.
+    pub fn key_md5(&mut self, cipher: &BodyCipher) {
+        self.md5 = cipher.etag_md5(&self.md5);
+        if let Some(run) = &mut self.run {
+            run.md5 = self.md5;
+        }
+    }
 }
 
 /// This core's disk cache, if the node has one (a core whose directory cannot be opened goes
@@ -406,6 +419,7 @@ impl Ctx {
         body: S,
         allow_inline: bool,
         checksum_kinds: &[ChecksumKind],
+        cipher: Option<&BodyCipher>,
     ) -> Result<Written, GatewayError>
     where
         S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
@@ -415,7 +429,7 @@ impl Ctx {
         g.fill(chunk_size + 1).await?;
         if allow_inline && g.ended && g.pending_len <= chunk_size {
             let len = g.pending_len;
-            let inline = g.take(len);
+            let inline = encrypted(g.take(len), cipher, None, 0);
             let (md5, checksums, size_bytes) = g.finish();
             return Ok(Written {
                 size_bytes,
@@ -427,7 +441,7 @@ impl Ctx {
             });
         }
         let mut registration = self.storage.begin_write(bucket, key).await?;
-        self.write_chunks(bucket, key, &mut registration, &mut g, chunk_size)
+        self.write_chunks(bucket, key, &mut registration, &mut g, chunk_size, cipher)
             .await?;
         let (md5, checksums, size_bytes) = g.finish();
         let run = ChunkRun {
@@ -453,6 +467,7 @@ impl Ctx {
         registration: &mut WriteRegistration,
         g: &mut Gather<S>,
         chunk_size: u64,
+        cipher: Option<&BodyCipher>,
     ) -> Result<(), GatewayError>
     where
         S: Stream<Item = Result<Bytes, GatewayError>> + Unpin,
@@ -460,7 +475,12 @@ impl Ctx {
         let version = registration.version();
         let mut index = 0u32;
         while g.pending_len > 0 {
-            let chunk = g.take(g.pending_len.min(chunk_size));
+            let chunk = encrypted(
+                g.take(g.pending_len.min(chunk_size)),
+                cipher,
+                Some(&version),
+                u64::from(index) * chunk_size,
+            );
             let ckey = chunk_key(bucket, key, &version, index);
             // Counted before it is written: if the write is abandoned, a chunk that landed
             // anyway is collected with the others (deleting one that did not is a no-op).
@@ -498,6 +518,7 @@ impl Ctx {
         runs: Rc<[ChunkRun]>,
         range: Range<u64>,
         cached: Option<Rc<HashMap<Bytes, Bytes>>>,
+        cipher: Option<Rc<BodyCipher>>,
     ) -> impl Stream<Item = Result<Bytes, GatewayError>> + 'static {
         let storage = self.storage.for_bucket(bucket);
         let bucket = Rc::new(bucket.clone());
@@ -506,8 +527,13 @@ impl Ctx {
         stream::iter(plan)
             .map(move |piece| {
                 let storage = storage.clone();
-                let ckey = chunk_key(&bucket, &key, &runs[piece.run].version, piece.chunk);
+                let run = &runs[piece.run];
+                let ckey = chunk_key(&bucket, &key, &run.version, piece.chunk);
                 let pinned = cached.as_ref().and_then(|c| c.get(&ckey).cloned());
+                let decrypt = cipher.clone().map(|c| {
+                    let offset = u64::from(piece.chunk) * run.chunk_size_bytes + piece.range.start;
+                    (c, run.version, offset)
+                });
                 async move {
                     let want = piece.range.end - piece.range.start;
                     let body = match pinned {
@@ -522,7 +548,12 @@ impl Ctx {
                         }
                     };
                     match body {
-                        Some(body) if body.len() as u64 == want => Ok(body),
+                        Some(body) if body.len() as u64 == want => Ok(match decrypt {
+                            Some((c, version, offset)) => {
+                                encrypted(body, Some(&c), Some(&version), offset)
+                            }
+                            None => body,
+                        }),
                         _ => Err(GatewayError::MissingChunk(
                             String::from_utf8_lossy(&ckey[1..]).into_owned(),
                         )),
@@ -541,11 +572,12 @@ impl Ctx {
         key: &str,
         obj: &StoredObject,
         range: Range<u64>,
+        cipher: Option<Rc<BodyCipher>>,
     ) -> Result<
         futures_util::stream::LocalBoxStream<'static, Result<Bytes, GatewayError>>,
         GatewayError,
     > {
-        let mut body = self.read_object(bucket, key, obj, range);
+        let mut body = self.read_object(bucket, key, obj, range, cipher);
         let first = match body.next().await {
             None => return Ok(stream::empty().boxed_local()),
             Some(Err(e)) => return Err(e),
@@ -569,13 +601,16 @@ impl Ctx {
         key: &str,
         obj: &StoredObject,
         range: Range<u64>,
+        cipher: Option<Rc<BodyCipher>>,
     ) -> futures_util::stream::LocalBoxStream<'static, Result<Bytes, GatewayError>> {
         match &obj.meta.layout {
             BodyLayout::Inline => {
                 let len = obj.inline.len() as u64;
+                let start = range.start.min(len);
                 let body = obj
                     .inline
-                    .slice(range.start.min(len) as usize..range.end.min(len) as usize);
+                    .slice(start as usize..range.end.min(len) as usize);
+                let body = encrypted(body, cipher.as_deref(), None, start);
                 stream::once(async move { Ok(body) }).boxed_local()
             }
             BodyLayout::Chunked(runs) => self
@@ -585,8 +620,27 @@ impl Ctx {
                     Rc::from(runs.as_slice()),
                     range,
                     obj.cached_chunks.clone(),
+                    cipher,
                 )
                 .boxed_local(),
+        }
+    }
+}
+
+/// `data` run through `cipher`'s key stream at `offset` of run `run` (None: of an inline body);
+/// `data` itself without a cipher.
+fn encrypted(
+    data: Bytes,
+    cipher: Option<&BodyCipher>,
+    run: Option<&VersionId>,
+    offset: u64,
+) -> Bytes {
+    match cipher {
+        None => data,
+        Some(c) => {
+            let mut out = data.to_vec();
+            c.apply(run, offset, &mut out);
+            Bytes::from(out)
         }
     }
 }

@@ -376,7 +376,9 @@ impl Command {
             }
             Command::SetBucketAcl { name, acl } => match state.buckets.get_mut(name) {
                 Some(bucket) => {
+                    // A canned ACL replaces the whole ACL, grants included (as in S3).
                     bucket.acl = *acl;
+                    bucket.grants.clear();
                     Ok(())
                 }
                 None => Err(Refusal::NoSuchBucket(name.clone())),
@@ -405,6 +407,10 @@ impl Command {
                         crate::BucketSetting::Tags(tags) => bucket.tags = tags.clone(),
                         crate::BucketSetting::Cors(rules) => bucket.cors = rules.clone(),
                         crate::BucketSetting::Policy(policy) => bucket.policy = policy.clone(),
+                        crate::BucketSetting::Acl { canned, grants } => {
+                            bucket.acl = *canned;
+                            bucket.grants = grants.clone();
+                        }
                     }
                     Ok(())
                 }
@@ -967,6 +973,7 @@ mod tests {
             name: name.into(),
             owner: owner.into(),
             acl: BucketAcl::Private,
+            grants: Vec::new(),
             created_unix_ms: 2,
             incarnation,
             deleting: false,

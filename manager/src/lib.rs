@@ -46,6 +46,7 @@ pub use bucket_name::{validate_bucket_name, validate_new_bucket_name};
 pub use catalog::{CatalogApplier, CatalogWriter};
 pub use error::ManagerError;
 pub use model::{
-    AccessKey, Bucket, BucketAcl, BucketSetting, BucketVersioning, Credentials, ManagerState, User,
+    AccessKey, Bucket, BucketAcl, BucketGrant, BucketGrantee, BucketPermission, BucketSetting,
+    BucketVersioning, Credentials, ManagerState, User,
 };
 pub use store::Manager;

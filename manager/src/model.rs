@@ -38,6 +38,50 @@ impl BucketAcl {
     }
 }
 
+/// Whom a bucket grant is to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketGrantee {
+    /// A user, by id.
+    User(String),
+    /// Everyone, anonymous requests included (S3's AllUsers group).
+    AllUsers,
+    /// Every signed request of a known user (S3's AuthenticatedUsers group).
+    AuthenticatedUsers,
+}
+
+/// What a bucket grant permits (S3's permissions on a bucket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketPermission {
+    /// List the bucket.
+    Read,
+    /// Write and delete objects in it.
+    Write,
+    /// Read the bucket's ACL.
+    ReadAcp,
+    /// Change the bucket's ACL.
+    WriteAcp,
+    /// All of the above.
+    FullControl,
+}
+
+impl BucketPermission {
+    /// Whether holding `self` permits `wanted`.
+    pub fn covers(self, wanted: BucketPermission) -> bool {
+        self == wanted || self == BucketPermission::FullControl
+    }
+}
+
+/// One grant of a bucket's ACL beyond its canned ACL (S3 PutBucketAcl grants).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct BucketGrant {
+    /// To whom.
+    pub grantee: BucketGrantee,
+    /// What.
+    pub permission: BucketPermission,
+}
+
 /// A bucket's versioning (S3 PutBucketVersioning; shard/VERSIONING.md): never enabled, enabled,
 /// or suspended. Once enabled it never goes back to never enabled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +112,9 @@ pub struct Bucket {
     pub owner: String,
     /// Canned ACL.
     pub acl: BucketAcl,
+    /// Grants beyond the canned ACL (S3 PutBucketAcl grants; `authenticated-read`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<BucketGrant>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
     /// Random and nonzero, set when the bucket is created; part of the storage key of each of
@@ -111,6 +158,13 @@ pub enum BucketSetting {
     Cors(Vec<crate::cors::CorsRule>),
     /// The bucket's policy (none: deleted).
     Policy(Option<crate::policy::BucketPolicy>),
+    /// The bucket's whole ACL: its canned ACL and its grants, replaced together.
+    Acl {
+        /// The canned ACL.
+        canned: BucketAcl,
+        /// The grants beyond it.
+        grants: Vec<BucketGrant>,
+    },
 }
 
 /// A user: owns buckets and access keys.

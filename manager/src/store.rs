@@ -312,6 +312,7 @@ impl Manager {
             name: name.to_owned(),
             owner: owner.to_owned(),
             acl,
+            grants: Vec::new(),
             created_unix_ms: now_unix_ms(),
             // Random and nonzero: 0 marks buckets older than incarnations.
             incarnation: crate::persist::random_nonzero_u64()?,

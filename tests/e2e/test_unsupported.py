@@ -1,6 +1,6 @@
 """Requests the node cannot honour are refused in S3's error format, never accepted and ignored
-(gateway/src/s3/unsupported.rs): server-side encryption headers, object ACLs granting to AWS service
-groups, bucket grant headers, presigned URLs valid for more
+(gateway/src/s3/unsupported.rs): server-side encryption headers, ACLs granting to AWS service
+groups, presigned URLs valid for more
 than 7 days or with a negative expiry, Object Lock, storage classes other than
 STANDARD, website redirects, appends, version ids other than "null", conditional deletes and
 aborts, object-level checksums of multipart uploads, bucket object ownership and directory-bucket
@@ -27,7 +27,6 @@ from botocore.exceptions import ClientError
 from conftest import unique_bucket_name
 from leofs_harness import REGION, empty_bucket, raw_request
 
-ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
 SSE_C_KEY = os.urandom(32)
 
 
@@ -47,13 +46,12 @@ def sse_c() -> dict:
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": SSE_C_KEY}
 
 
-def test_server_side_encryption_is_not_implemented(server, s3, bucket):
+def test_sse_s3_and_kms_are_not_implemented(server, s3, bucket):
     for key, extra in (
         ("sse-s3", {"ServerSideEncryption": "AES256"}),
         ("sse-kms", {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "key-1"}),
         ("sse-kms-ctx", {"ServerSideEncryption": "aws:kms", "SSEKMSEncryptionContext": base64.b64encode(b"{}").decode()}),
         ("sse-bucket-key", {"ServerSideEncryption": "aws:kms", "BucketKeyEnabled": True}),
-        ("sse-c", sse_c()),
     ):
         refused(lambda: s3.put_object(Bucket=bucket, Key=key, Body=b"secret", **extra), 501, "NotImplemented")
         assert absent(s3, bucket, key), key
@@ -61,18 +59,19 @@ def test_server_side_encryption_is_not_implemented(server, s3, bucket):
         assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), key
 
     s3.put_object(Bucket=bucket, Key="plain", Body=b"plain text")
-    # Reading with an SSE-C key would claim a decryption that never happens.
-    refused(lambda: s3.get_object(Bucket=bucket, Key="plain", **sse_c()), 501, "NotImplemented")
-    refused(lambda: s3.head_object(Bucket=bucket, Key="plain", **sse_c()), 501, "501")
+    # An SSE-C key for an object stored as sent would claim a decryption that never happens
+    # (SSE-C itself: test_sse_c.py).
+    refused(lambda: s3.get_object(Bucket=bucket, Key="plain", **sse_c()), 400, "InvalidRequest")
+    refused(lambda: s3.head_object(Bucket=bucket, Key="plain", **sse_c()), 400, "400")
     refused(lambda: s3.copy_object(Bucket=bucket, Key="copy", CopySource=f"{bucket}/plain",
                                    CopySourceSSECustomerAlgorithm="AES256",
-                                   CopySourceSSECustomerKey=SSE_C_KEY), 501, "NotImplemented")
+                                   CopySourceSSECustomerKey=SSE_C_KEY), 400, "InvalidRequest")
     refused(lambda: s3.copy_object(Bucket=bucket, Key="copy", CopySource=f"{bucket}/plain",
                                    ServerSideEncryption="AES256"), 501, "NotImplemented")
     assert absent(s3, bucket, "copy")
     uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     refused(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"p", **sse_c()),
-            501, "NotImplemented")
+            400, "InvalidRequest")
     assert not s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid).get("Parts")
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid)
 
@@ -84,19 +83,6 @@ def test_server_side_encryption_is_not_implemented(server, s3, bucket):
     assert absent(s3, bucket, "raw")
     # Without the headers everything still works.
     assert s3.get_object(Bucket=bucket, Key="plain")["Body"].read() == b"plain text"
-
-
-def test_bucket_grant_headers_are_refused(s3):
-    name = unique_bucket_name("grants")
-    refused(lambda: s3.create_bucket(Bucket=name, GrantRead=ALL_USERS), 501, "NotImplemented")
-    assert name not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    s3.create_bucket(Bucket=name)
-    try:
-        refused(lambda: s3.put_bucket_acl(Bucket=name, GrantRead=ALL_USERS), 501, "NotImplemented")
-        grants = s3.get_bucket_acl(Bucket=name)["Grants"]
-        assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
-    finally:
-        s3.delete_bucket(Bucket=name)
 
 
 def presign_v4(server, method: str, path: str, expires: str, query: dict | None = None) -> str:
@@ -462,7 +448,7 @@ def test_bucket_settings_the_node_lacks_are_not_implemented(server, s3):
                   f'</AccessControlList></AccessControlPolicy>').encode()
         r = raw_request(server, "PUT", f"/{name}", query={"acl": ""}, headers={"x-amz-acl": "public-read"},
                         body=policy)
-        assert r.status == 501 and r.error_code() == "NotImplemented", r
+        assert r.status == 400 and r.error_code() == "UnexpectedContent", r
         assert [g["Permission"] for g in s3.get_bucket_acl(Bucket=name)["Grants"]] == ["FULL_CONTROL"]
     finally:
         s3.delete_bucket(Bucket=name)

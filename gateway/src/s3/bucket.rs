@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use leofs_manager::BucketAcl;
+use leofs_manager::{BucketAcl, BucketGrant, BucketSetting};
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
@@ -16,18 +16,6 @@ use crate::layout::{bucket_content_prefixes, bucket_id};
 use crate::store::Ctx;
 
 use crate::acl::ALL_USERS_URI;
-
-fn parse_acl(acl: Option<&BucketCannedACL>) -> Result<BucketAcl, GatewayError> {
-    match acl.map(BucketCannedACL::as_str) {
-        None | Some(BucketCannedACL::PRIVATE) => Ok(BucketAcl::Private),
-        Some(BucketCannedACL::PUBLIC_READ) => Ok(BucketAcl::PublicRead),
-        Some(BucketCannedACL::PUBLIC_READ_WRITE) => Ok(BucketAcl::PublicReadWrite),
-        Some(other) => Err(GatewayError::s3(
-            S3ErrorCode::NotImplemented,
-            format!("canned ACL {other} is not supported"),
-        )),
-    }
-}
 
 fn caller(ctx: &Ctx, key: Option<&str>) -> Result<String, GatewayError> {
     caller_user(&ctx.manager.snapshot(), key).ok_or_else(|| match key {
@@ -77,13 +65,17 @@ pub async fn list_buckets(
 /// The region where S3 answers a CreateBucket of a bucket its owner already has with 200.
 const US_EAST_1: &str = "us-east-1";
 
+/// A bucket's whole ACL: its canned ACL and its grants.
+type WholeAcl = (BucketAcl, Vec<BucketGrant>);
+
 /// Whether a CreateBucket of its owner's bucket `name` asks for nothing it does not have: the
 /// bucket is not being deleted, and `acl` (None: none asked for) is its ACL.
-fn recreated_as_it_is(ctx: &Ctx, name: &str, acl: Option<leofs_manager::BucketAcl>) -> bool {
+fn recreated_as_it_is(ctx: &Ctx, name: &str, acl: Option<&WholeAcl>) -> bool {
     ctx.manager.with_snapshot(|state| {
-        state
-            .bucket(name)
-            .is_some_and(|b| !b.deleting && acl.is_none_or(|acl| acl == b.acl))
+        state.bucket(name).is_some_and(|b| {
+            !b.deleting
+                && acl.is_none_or(|(canned, grants)| *canned == b.acl && *grants == b.grants)
+        })
     })
 }
 
@@ -93,6 +85,7 @@ pub async fn create_bucket(
     req: S3Request<CreateBucketInput>,
 ) -> Result<S3Response<CreateBucketOutput>, GatewayError> {
     let user = caller(ctx, access_key(&req))?;
+    let asked = crate::acl::bucket_acl_of_headers(&req.headers, &ctx.manager.snapshot())?;
     let input = req.input;
     leofs_manager::validate_new_bucket_name(&input.bucket)?;
     if let Some(constraint) = input
@@ -110,9 +103,23 @@ pub async fn create_bucket(
             ),
         ));
     }
-    let acl = parse_acl(input.acl.as_ref())?;
-    match ctx.catalog.create_bucket(&input.bucket, &user, acl).await {
-        Ok(_) => {}
+    let canned = asked
+        .as_ref()
+        .map_or(BucketAcl::Private, |(canned, _)| *canned);
+    match ctx
+        .catalog
+        .create_bucket(&input.bucket, &user, canned)
+        .await
+    {
+        Ok(_) => {
+            // Grants are set once the bucket exists (until then it has only its canned ACL,
+            // which grants no more than the grants asked for).
+            if let Some((canned, grants)) = asked.clone().filter(|(_, g)| !g.is_empty()) {
+                ctx.catalog
+                    .set_bucket_setting(&input.bucket, BucketSetting::Acl { canned, grants })
+                    .await?;
+            }
+        }
         // S3's legacy answer in us-east-1: the owner's bucket is "created" again (200);
         // elsewhere BucketAlreadyOwnedByYou. S3 would also reset its ACL; here nothing changes,
         // so a request asking for another ACL than the bucket's gets BucketAlreadyOwnedByYou
@@ -129,7 +136,7 @@ pub async fn create_bucket(
             {
                 ctx.catalog.refresh().await?;
             }
-            if !recreated_as_it_is(ctx, &input.bucket, input.acl.is_some().then_some(acl)) {
+            if !recreated_as_it_is(ctx, &input.bucket, asked.as_ref()) {
                 return Err(
                     leofs_manager::ManagerError::BucketAlreadyOwnedByYou(input.bucket).into(),
                 );
@@ -242,26 +249,51 @@ pub async fn get_bucket_acl(
             grants.push(all_users(Permission::WRITE));
         }
     }
+    let own = leofs_shard::object::ObjectAcl {
+        owner: bucket.owner.clone(),
+        grants: bucket.grants.iter().map(crate::acl::object_grant).collect(),
+    };
+    grants.extend(super::object_acl::grants_of(&own).1.into_iter().skip(1));
     Ok(S3Response::new(GetBucketAclOutput {
         grants: Some(grants),
         owner: Some(owner),
     }))
 }
 
-/// PutBucketAcl with a canned `x-amz-acl` (grant documents are not supported).
+/// PutBucketAcl: a canned ACL, grant headers or an AccessControlPolicy document (exactly one of
+/// them), replacing the bucket's whole ACL at once.
 pub async fn put_bucket_acl(
     ctx: &Ctx,
     req: S3Request<PutBucketAclInput>,
 ) -> Result<S3Response<PutBucketAclOutput>, GatewayError> {
+    let state = ctx.manager.snapshot();
+    let by_headers = crate::acl::bucket_acl_of_headers(&req.headers, &state)?;
     let input = req.input;
-    require_bucket(ctx, &input.bucket)?;
-    if input.acl.is_none() {
-        return Err(GatewayError::s3(
-            S3ErrorCode::NotImplemented,
-            "only canned ACLs (x-amz-acl: private, public-read, public-read-write) are supported",
-        ));
-    }
-    let acl = parse_acl(input.acl.as_ref())?;
-    ctx.catalog.set_bucket_acl(&input.bucket, acl).await?;
+    let bucket = require_bucket(ctx, &input.bucket)?;
+    let (canned, grants) = match (by_headers, &input.access_control_policy) {
+        (Some(_), Some(_)) => {
+            return Err(GatewayError::s3(
+                S3ErrorCode::UnexpectedContent,
+                "This request does not support content beside ACL headers",
+            ));
+        }
+        (None, None) => {
+            return Err(GatewayError::s3(
+                S3ErrorCode::MissingSecurityHeader,
+                "Your request was missing a required header: x-amz-acl, x-amz-grant-* or an AccessControlPolicy document",
+            ));
+        }
+        (Some(asked), None) => asked,
+        (None, Some(document)) => {
+            let grants = super::object_acl::grants_of_document(document, &bucket.owner, &state)?;
+            (
+                BucketAcl::Private,
+                grants.iter().map(crate::acl::bucket_grant).collect(),
+            )
+        }
+    };
+    ctx.catalog
+        .set_bucket_setting(&input.bucket, BucketSetting::Acl { canned, grants })
+        .await?;
     Ok(S3Response::new(PutBucketAclOutput {}))
 }

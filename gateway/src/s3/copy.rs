@@ -2,6 +2,8 @@
 //! UploadPartCopy (with x-amz-copy-source-range). The source is streamed chunk by chunk into new
 //! chunks of the destination, so a copy is bounded in memory like a PUT.
 
+use std::rc::Rc;
+
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
@@ -113,8 +115,9 @@ pub async fn copy_object(
 ) -> Result<S3Response<CopyObjectOutput>, GatewayError> {
     let ak = access_key(&req).map(str::to_owned);
     let source_ip = Requester::of(&req).source_ip;
-    let headers = req.headers.clone();
+    let request_headers = req.headers.clone();
     let request_acl = super::put::acl_headers(&req.headers);
+    let sealed = crate::sse::sealed_for_write(&req.headers)?;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let conditions = Conditions {
@@ -126,10 +129,12 @@ pub async fn copy_object(
     let requester = Requester {
         access_key: ak.as_deref(),
         source_ip,
-        headers: Some(&headers),
+        headers: Some(&request_headers),
     };
     let source = load_source(ctx, requester, &input.copy_source, &conditions).await?;
     let (src_bucket, src_key, src) = (&source.bucket, &source.key, &source.object);
+    let source_cipher =
+        crate::sse::reader(&request_headers, true, src.meta.headers.sse_c.as_ref())?.map(Rc::new);
     let replace = input
         .metadata_directive
         .as_ref()
@@ -143,7 +148,13 @@ pub async fn copy_object(
             "Unknown metadata directive.",
         ));
     }
-    if *src_bucket == bucket && *src_key == input.key && !replace && !source.by_id {
+    if *src_bucket == bucket
+        && *src_key == input.key
+        && !replace
+        && !source.by_id
+        && sealed.is_none()
+        && source_cipher.is_none()
+    {
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -171,6 +182,17 @@ pub async fn copy_object(
         ak.as_deref(),
         &request_acl,
     )?);
+    // The copy is encrypted with the request's key, if it gives one, never with the source's.
+    let (dest_cipher, key_md5) = match sealed {
+        Some((sse, cipher, key_md5)) => {
+            headers.sse_c = Some(sse);
+            (Some(cipher), Some(key_md5))
+        }
+        None => {
+            headers.sse_c = None;
+            (None, None)
+        }
+    };
     let mut kinds: Vec<_> = src.meta.checksums.iter().map(|c| c.kind).collect();
     if let Some(k) = input
         .checksum_algorithm
@@ -182,7 +204,11 @@ pub async fn copy_object(
     }
     let (meta, inline, registration) = match &src.meta.layout {
         // An inline source with no extra checksum asked for is copied as is (no re-hashing).
-        BodyLayout::Inline if kinds.len() == src.meta.checksums.len() => {
+        BodyLayout::Inline
+            if kinds.len() == src.meta.checksums.len()
+                && source_cipher.is_none()
+                && dest_cipher.is_none() =>
+        {
             let meta = ObjectMeta {
                 completed_upload: None,
                 part_checksums: Vec::new(),
@@ -194,11 +220,27 @@ pub async fn copy_object(
         }
         _ => {
             let body = ctx
-                .open_body(src_bucket, src_key, src, 0..src.meta.size_bytes)
+                .open_body(
+                    src_bucket,
+                    src_key,
+                    src,
+                    0..src.meta.size_bytes,
+                    source_cipher.clone(),
+                )
                 .await?;
-            let written = ctx
-                .write_body(&bucket, &input.key, body, true, &kinds)
+            let mut written = ctx
+                .write_body(
+                    &bucket,
+                    &input.key,
+                    body,
+                    true,
+                    &kinds,
+                    dest_cipher.as_ref(),
+                )
                 .await?;
+            if let Some(cipher) = &dest_cipher {
+                written.key_md5(cipher);
+            }
             let layout = match written.run {
                 Some(seg) => BodyLayout::Chunked(vec![seg]),
                 None => BodyLayout::Inline,
@@ -237,6 +279,10 @@ pub async fn copy_object(
         }),
         copy_source_version_id: source.version_id,
         version_id: versions::written_version_id(&bucket, hlc),
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         ..Default::default()
     }))
 }
@@ -302,10 +348,25 @@ pub async fn upload_part_copy(
         None => 0..src.meta.size_bytes,
     };
     let kinds: Vec<_> = upload.checksum_algorithm.into_iter().collect();
-    let body = ctx.open_body(src_bucket, src_key, src, range).await?;
-    let written = ctx
-        .write_body(&bucket, &input.key, body, false, &kinds)
+    let source_cipher =
+        crate::sse::reader(&headers, true, src.meta.headers.sse_c.as_ref())?.map(Rc::new);
+    let part_cipher = crate::sse::part_cipher(&headers, upload.headers.sse_c.as_ref())?;
+    let body = ctx
+        .open_body(src_bucket, src_key, src, range, source_cipher)
         .await?;
+    let mut written = ctx
+        .write_body(
+            &bucket,
+            &input.key,
+            body,
+            false,
+            &kinds,
+            part_cipher.as_ref(),
+        )
+        .await?;
+    if let Some(cipher) = &part_cipher {
+        written.key_md5(cipher);
+    }
     let part = multipart::store_part(
         ctx,
         &bucket,

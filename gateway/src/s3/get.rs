@@ -142,6 +142,7 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> Result<S3Response<GetObjectOutput>, GatewayError> {
     let who = super::object_acl::RequesterOf::of(&req);
+    let request_headers = req.headers;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let (obj, version_id) = super::object_acl::read_object_as(
@@ -155,6 +156,14 @@ pub async fn get_object(
         false,
     )
     .await?;
+    let cipher = crate::sse::reader(&request_headers, false, obj.meta.headers.sse_c.as_ref())?
+        .map(std::rc::Rc::new);
+    let key_md5 = obj.meta.headers.sse_c.as_ref().and_then(|_| {
+        crate::sse::CustomerKey::from_headers(&request_headers, false)
+            .ok()
+            .flatten()
+            .map(|k| k.key_md5().to_owned())
+    });
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -174,7 +183,7 @@ pub async fn get_object(
     let h = header_fields(&obj.meta.headers);
     let content_length = i64::try_from(span.range.end - span.range.start).unwrap_or(i64::MAX);
     let body = ctx
-        .open_body(&bucket, &input.key, &obj, span.range.clone())
+        .open_body(&bucket, &input.key, &obj, span.range.clone(), cipher)
         .await?;
     // Sound: the stream is polled and dropped by this core's hyper connection task (module docs).
     let body = StreamingBlob::wrap(SendWrapper::new(body));
@@ -200,6 +209,10 @@ pub async fn get_object(
         metadata: h.metadata,
         parts_count: span.parts_count,
         tag_count: super::tagging::tag_count(&obj.meta.headers.tags),
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         version_id,
         ..Default::default()
     }))
@@ -211,6 +224,7 @@ pub async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
     let who = super::object_acl::RequesterOf::of(&req);
+    let request_headers = req.headers;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let (obj, version_id) = super::object_acl::read_object_as(
@@ -224,6 +238,13 @@ pub async fn head_object(
         true,
     )
     .await?;
+    crate::sse::reader(&request_headers, false, obj.meta.headers.sse_c.as_ref())?;
+    let key_md5 = obj.meta.headers.sse_c.as_ref().and_then(|_| {
+        crate::sse::CustomerKey::from_headers(&request_headers, false)
+            .ok()
+            .flatten()
+            .map(|k| k.key_md5().to_owned())
+    });
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -263,6 +284,10 @@ pub async fn head_object(
         metadata: h.metadata,
         parts_count: span.parts_count,
         version_id,
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         ..Default::default()
     });
     if partial {

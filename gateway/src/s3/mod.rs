@@ -103,7 +103,7 @@ dispatch! {
     delete_bucket(DeleteBucketInput) -> DeleteBucketOutput => bucket::delete_bucket;
     get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput => bucket::get_bucket_location;
     get_bucket_acl(GetBucketAclInput) -> GetBucketAclOutput => bucket::get_bucket_acl;
-    put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => put_bucket_acl_checked;
+    put_bucket_acl(PutBucketAclInput) -> PutBucketAclOutput => bucket::put_bucket_acl;
     get_bucket_versioning(GetBucketVersioningInput) -> GetBucketVersioningOutput => versions::get_bucket_versioning;
     put_bucket_versioning(PutBucketVersioningInput) -> PutBucketVersioningOutput => versions::put_bucket_versioning;
     put_bucket_lifecycle_configuration(PutBucketLifecycleConfigurationInput) -> PutBucketLifecycleConfigurationOutput => lifecycle::put_bucket_lifecycle_configuration;
@@ -260,15 +260,6 @@ async fn create_bucket_checked(
     bucket::create_bucket(ctx, req).await
 }
 
-/// PutBucketAcl without a grant document beside its canned ACL.
-async fn put_bucket_acl_checked(
-    ctx: &Ctx,
-    req: S3Request<PutBucketAclInput>,
-) -> Result<S3Response<PutBucketAclOutput>, GatewayError> {
-    unsupported::check_acl_body(&req.input)?;
-    bucket::put_bucket_acl(ctx, req).await
-}
-
 /// ListBuckets with its region filter and paging applied.
 async fn list_buckets_page(
     ctx: &Ctx,
@@ -376,6 +367,7 @@ pub fn headers_from(
         user_meta,
         tags: Vec::new(),
         acl: None,
+        sse_c: None,
     })
 }
 

@@ -208,6 +208,7 @@ pub async fn create_multipart_upload(
     let initiator =
         caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
     let acl_headers = super::put::acl_headers(&req.headers);
+    let sealed = crate::sse::sealed_for_write(&req.headers)?;
     let ak = access_key(&req).map(str::to_owned);
     let input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
@@ -233,6 +234,10 @@ pub async fn create_multipart_upload(
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     headers.acl = Some(acl);
+    let key_md5 = sealed.map(|(sse, _, key_md5)| {
+        headers.sse_c = Some(sse);
+        key_md5
+    });
     let meta = UploadMeta {
         headers,
         checksum_algorithm: checksum.map(|(kind, _)| kind),
@@ -262,6 +267,10 @@ pub async fn create_multipart_upload(
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
         checksum_type: checksum.map(|(_, how)| ChecksumType::from(how.name().to_owned())),
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         ..Default::default()
     }))
 }
@@ -291,8 +300,16 @@ pub async fn upload_part(
         .body
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
         .map(|r| r.map_err(body_error));
-    let written = ctx
-        .write_body(&bucket_id, &input.key, body, false, &sums.kinds)
+    let cipher = crate::sse::part_cipher(&headers, upload.headers.sse_c.as_ref())?;
+    let mut written = ctx
+        .write_body(
+            &bucket_id,
+            &input.key,
+            body,
+            false,
+            &sums.kinds,
+            cipher.as_ref(),
+        )
         .await?;
     // On failure the written chunks' registration is dropped: storage collects them.
     verify_integrity(
@@ -302,6 +319,9 @@ pub async fn upload_part(
         trailers.as_ref(),
         &written.checksums,
     )?;
+    if let Some(cipher) = &cipher {
+        written.key_md5(cipher);
+    }
     let part = store_part(
         ctx,
         &bucket_id,
@@ -332,6 +352,8 @@ pub async fn complete_multipart_upload(
     ctx: &Ctx,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> Result<S3Response<CompleteMultipartUploadOutput>, GatewayError> {
+    let key_given = crate::sse::CustomerKey::from_headers(&req.headers, false)?.is_some();
+    let request_headers = req.headers;
     let mut input = req.input;
     let bucket_id = require_bucket_id(ctx, &input.bucket)?;
     let requested = input
@@ -340,6 +362,11 @@ pub async fn complete_multipart_upload(
         .and_then(|m| m.parts)
         .unwrap_or_default();
     let upload = match load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await {
+        // A key given here must be the upload's (it is not needed: the parts are written).
+        Ok((upload, _)) if key_given => {
+            crate::sse::part_cipher(&request_headers, upload.headers.sse_c.as_ref())?;
+            upload
+        }
         Ok((upload, _)) => upload,
         Err(gone) => {
             return completed_before(

@@ -134,9 +134,9 @@ fn malformed_acl(message: impl Into<String>) -> GatewayError {
     GatewayError::s3(S3ErrorCode::MalformedACLError, message)
 }
 
-/// The grants of a PutObjectAcl document for an object owned by `owner` (the owner's own
+/// The grants of a Put{Object,Bucket}Acl document for what `owner` owns (the owner's own
 /// FULL_CONTROL is implied and not kept).
-fn grants_of_document(
+pub fn grants_of_document(
     policy: &AccessControlPolicy,
     owner: &str,
     state: &ManagerState,
@@ -146,7 +146,7 @@ fn grants_of_document(
     {
         return Err(GatewayError::s3(
             S3ErrorCode::InvalidArgument,
-            "The owner of an object cannot be changed: the document's Owner must be the object's",
+            "The owner cannot be changed: the document's Owner must be the current owner",
         ));
     }
     let mut out = Vec::new();

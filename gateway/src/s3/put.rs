@@ -93,17 +93,16 @@ pub async fn put_object(
     let request_headers = req.headers;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
-    // A form upload's ACL is in its fields, a PUT's in its headers.
+    // A form upload's ACL and key are in its fields, a PUT's in its headers.
+    let fields = form_upload.then(|| super::unsupported::put_input_headers(&input));
+    let asked = fields.as_ref().unwrap_or(&request_headers);
     let acl = crate::acl::acl_of_request(
         &ctx.manager.snapshot(),
         &input.bucket,
         access_key.as_deref(),
-        &if form_upload {
-            super::unsupported::put_input_headers(&input)
-        } else {
-            acl_headers(&request_headers)
-        },
+        &acl_headers(asked),
     )?;
+    let sealed = crate::sse::sealed_for_write(asked)?;
     check_write_conditions(
         ctx,
         &bucket,
@@ -128,12 +127,26 @@ pub async fn put_object(
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     headers.acl = Some(acl);
+    let (cipher, key_md5) = match sealed {
+        Some((sse, cipher, key_md5)) => {
+            headers.sse_c = Some(sse);
+            (Some(cipher), Some(key_md5))
+        }
+        None => (None, None),
+    };
     let body = input
         .body
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
         .map(|r| r.map_err(body_error));
-    let written = ctx
-        .write_body(&bucket, &input.key, body, true, &sums.kinds)
+    let mut written = ctx
+        .write_body(
+            &bucket,
+            &input.key,
+            body,
+            true,
+            &sums.kinds,
+            cipher.as_ref(),
+        )
         .await?;
     // On failure the written chunks' registration is dropped: storage collects them.
     verify_integrity(
@@ -143,6 +156,9 @@ pub async fn put_object(
         trailers.as_ref(),
         &written.checksums,
     )?;
+    if let Some(cipher) = &cipher {
+        written.key_md5(cipher);
+    }
     let meta = ObjectMeta {
         completed_upload: None,
         part_checksums: Vec::new(),
@@ -175,6 +191,10 @@ pub async fn put_object(
         checksum_crc64nvme: crc64nvme,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         ..Default::default()
     }))
 }

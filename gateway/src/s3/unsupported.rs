@@ -1,10 +1,12 @@
 //! Requests the node would accept on the wire but would not honour, so that a request either does
 //! what it asks or fails with an S3 error. Most are refused here, before any operation runs:
-//! - server-side encryption of any kind (SSE-S3, SSE-KMS, SSE-C, and SSE-C copy sources):
-//!   objects are stored in plain text, so an encryption header is `NotImplemented`;
+//! - server-side encryption with a key held by the cluster (SSE-S3, SSE-KMS), and SSE-C keys
+//!   given to an operation that would not use them: `NotImplemented` (SSE-C itself is
+//!   [`crate::sse`]'s);
 //! - object ACL headers (`x-amz-acl`, `x-amz-grant-*`) that cannot be honoured (an unknown
 //!   canned ACL or grantee, a canned ACL of an AWS service group; see [`check_object_acl`]);
-//! - grant headers on bucket ACL operations (only canned bucket ACLs exist): `NotImplemented`;
+//! - bucket ACL headers that cannot be honoured (a canned ACL of S3's log delivery group, an
+//!   unknown canned ACL or grantee: [`crate::acl::bucket_acl_of_headers`]);
 //! - SigV4 presigned URLs valid for more than S3's 7 days, or with a negative or non-numeric
 //!   `X-Amz-Expires`: `AccessDenied` (403), as S3 refuses them;
 //! - object settings the node has no place for (see [`check_object_settings`]): Object
@@ -27,8 +29,7 @@
 //! `max-buckets` ([`BucketPage`]), ListMultipartUploads' `encoding-type=url`
 //! ([`url_encode_uploads`]). What needs the parsed body is checked there too: DeleteObjects'
 //! per-key versions and conditions ([`split_deletes`]), CreateBucket's directory-bucket
-//! configuration and PutBucketAcl's grant document ([`check_bucket_configuration`],
-//! [`check_acl_body`]).
+//! configuration ([`check_bucket_configuration`]).
 //!
 //! Callers, which between them see every request: [`crate::auth::AclAccess`] runs
 //! [`check_operation`] for every S3 operation on the s3s path once the signature is verified;
@@ -48,12 +49,12 @@ use leofs_manager::{Bucket, ManagerState};
 use s3s::dto::{
     CopySource, CreateBucketConfiguration, ETagCondition, GetObjectInput, GetObjectOutput,
     HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
-    ListMultipartUploadsOutput, ObjectCannedACL, ObjectIdentifier, PutBucketAclInput,
-    PutObjectInput, ServerSideEncryption, Timestamp, TimestampFormat,
+    ListMultipartUploadsOutput, ObjectCannedACL, ObjectIdentifier, PutObjectInput,
+    ServerSideEncryption, Timestamp, TimestampFormat,
 };
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
-use crate::acl::{CANNED_ACL_HEADER, GRANT_HEADERS};
+use crate::acl::CANNED_ACL_HEADER;
 
 /// One request as the checks see it (before s3s has parsed its input).
 #[derive(Clone, Copy, Debug)]
@@ -70,20 +71,49 @@ pub struct RequestView<'a> {
     pub signed: bool,
 }
 
-/// Request headers that ask for server-side encryption (or name the key of an encrypted copy
-/// source); any of them on any request is `NotImplemented`.
-pub const SSE_HEADERS: &[&str] = &[
+/// Request headers that ask for SSE-S3 or SSE-KMS (a key held by the cluster, which leofs does
+/// not keep): `NotImplemented` on any request.
+pub const SSE_S3_KMS_HEADERS: &[&str] = &[
     "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-aws-kms-key-id",
     "x-amz-server-side-encryption-context",
     "x-amz-server-side-encryption-bucket-key-enabled",
+];
+
+/// A request's own SSE-C key ([`crate::sse`]), taken by [`SSE_C_OPERATIONS`].
+pub const SSE_C_HEADERS: &[&str] = &[
     "x-amz-server-side-encryption-customer-algorithm",
     "x-amz-server-side-encryption-customer-key",
     "x-amz-server-side-encryption-customer-key-md5",
+];
+
+/// A copy source's SSE-C key, taken by CopyObject and UploadPartCopy.
+pub const SSE_C_SOURCE_HEADERS: &[&str] = &[
     "x-amz-copy-source-server-side-encryption-customer-algorithm",
     "x-amz-copy-source-server-side-encryption-customer-key",
     "x-amz-copy-source-server-side-encryption-customer-key-md5",
 ];
+
+/// Operations that read or write an object's body or its encryption, and so take an SSE-C key.
+const SSE_C_OPERATIONS: &[&str] = &[
+    "PutObject",
+    "GetObject",
+    "HeadObject",
+    "GetObjectAttributes",
+    "CopyObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+];
+
+/// Every encryption request header.
+pub fn sse_headers() -> impl Iterator<Item = &'static &'static str> {
+    SSE_S3_KMS_HEADERS
+        .iter()
+        .chain(SSE_C_HEADERS)
+        .chain(SSE_C_SOURCE_HEADERS)
+}
 
 /// Every ACL request header (canned and grants).
 pub const ACL_HEADERS: &[&str] = &[
@@ -98,7 +128,7 @@ pub const ACL_HEADERS: &[&str] = &[
 /// Operations that take object ACL headers and write an object.
 const OBJECT_ACL_OPERATIONS: &[&str] = &["PutObject", "CopyObject", "CreateMultipartUpload"];
 
-/// Operations that set a bucket's ACL (canned only; see `s3::bucket`).
+/// Operations that set a bucket's ACL (see `s3::bucket`).
 const BUCKET_ACL_OPERATIONS: &[&str] = &["CreateBucket", "PutBucketAcl"];
 
 /// Object tags (PutObject, CopyObject, CreateMultipartUpload): the node keeps none.
@@ -201,7 +231,7 @@ const OPTIONAL_ATTRIBUTES_HEADER: &str = "x-amz-optional-object-attributes";
 /// report and asking for it is answered.
 const RESTORE_STATUS: &str = "RestoreStatus";
 
-/// Every request header the checks here read (besides [`SSE_HEADERS`] and [`ACL_HEADERS`]): the
+/// Every request header the checks here read (besides [`sse_headers`] and [`ACL_HEADERS`]): the
 /// fast path must send any request carrying one to s3s.
 pub const CHECKED_HEADERS: &[&str] = &[
     TAGGING_HEADER,
@@ -258,7 +288,7 @@ pub const PRESIGNED_EXPIRES_SECS_MAX: u64 = 7 * 24 * 60 * 60;
 pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<()> {
     let headers = req.headers;
     let bucket = req.bucket.and_then(|name| state.bucket(name));
-    check_encryption(headers)?;
+    check_encryption(req.op, headers)?;
     check_checksum_algorithms(headers)?;
     check_request_payer(headers)?;
     if let Some(bucket) = bucket {
@@ -271,7 +301,7 @@ pub fn check_operation(req: &RequestView<'_>, state: &ManagerState) -> S3Result<
         check_object_settings(req.op, headers)?;
     }
     if BUCKET_ACL_OPERATIONS.contains(&req.op) {
-        check_bucket_grants(headers)?;
+        crate::acl::bucket_acl_of_headers(headers, state)?;
     }
     match req.op {
         "CopyObject" | "UploadPartCopy" => check_source_owner(headers, state),
@@ -413,7 +443,8 @@ pub fn check_object_write(
             "Object tags (x-amz-tagging) on the REST API are not implemented by this node",
         ));
     }
-    check_encryption(headers)?;
+    // The REST API takes no SSE-C key (its reads of encrypted objects are refused too).
+    check_encryption("RestPutObject", headers)?;
     check_object_acl(headers, bucket, state)?;
     check_object_settings("PutObject", headers)
 }
@@ -685,15 +716,39 @@ fn check_max_buckets(query: Option<&str>) -> S3Result<()> {
     }
 }
 
-/// `NotImplemented` if the request asks for server-side encryption of any kind.
-pub fn check_encryption(headers: &HeaderMap) -> S3Result<()> {
-    match SSE_HEADERS.iter().find(|name| headers.contains_key(**name)) {
+/// `NotImplemented` if the request asks for SSE-S3 or SSE-KMS, or gives an SSE-C key to an
+/// operation that would not use it (a source key to one without a copy source); the keys the
+/// operation takes are checked by it ([`crate::sse`]).
+pub fn check_encryption(op: &str, headers: &HeaderMap) -> S3Result<()> {
+    let unused = |names: &'static [&'static str], takers: &[&str]| -> Option<&'static str> {
+        names
+            .iter()
+            .copied()
+            .find(|name| headers.contains_key(*name))
+            .filter(|_| !takers.contains(&op))
+    };
+    if let Some(name) = SSE_S3_KMS_HEADERS
+        .iter()
+        .find(|name| headers.contains_key(**name))
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::NotImplemented,
+            format!(
+                "Server-side encryption with a key held by the cluster ({name}: SSE-S3, SSE-KMS) \
+                 is not implemented by this node; SSE-C (a key given with each request) is. The \
+                 request is refused rather than stored unencrypted."
+            ),
+        ));
+    }
+    let misplaced = unused(SSE_C_HEADERS, SSE_C_OPERATIONS)
+        .or_else(|| unused(SSE_C_SOURCE_HEADERS, &["CopyObject", "UploadPartCopy"]));
+    match misplaced {
         None => Ok(()),
         Some(name) => Err(S3Error::with_message(
             S3ErrorCode::NotImplemented,
             format!(
-                "Server-side encryption ({name}) is not implemented by this node yet; objects \
-                 are stored unencrypted, so the request is refused rather than ignored."
+                "{name} is not taken by {op} on this node; the request is refused rather than \
+                 its key ignored."
             ),
         )),
     }
@@ -708,24 +763,6 @@ pub fn check_object_acl(
     state: &ManagerState,
 ) -> S3Result<()> {
     crate::acl::grants_of_headers(headers, &bucket.owner, bucket, state).map(drop)
-}
-
-/// `NotImplemented` for grant headers on a bucket ACL operation: buckets have canned ACLs only,
-/// so a grant would otherwise be ignored.
-pub fn check_bucket_grants(headers: &HeaderMap) -> S3Result<()> {
-    match GRANT_HEADERS
-        .iter()
-        .find(|(name, _)| headers.contains_key(*name))
-    {
-        None => Ok(()),
-        Some((name, _)) => Err(S3Error::with_message(
-            S3ErrorCode::NotImplemented,
-            format!(
-                "Bucket ACL grants ({name}) are not implemented yet; use a canned ACL \
-                 (x-amz-acl: private, public-read or public-read-write)."
-            ),
-        )),
-    }
 }
 
 /// `AccessDenied` (403) for a SigV4 presigned URL (a query with `X-Amz-Signature`) whose
@@ -1015,18 +1052,6 @@ pub fn check_bucket_configuration(config: Option<&CreateBucketConfiguration>) ->
     }
 }
 
-/// PutBucketAcl: a grant document beside a canned ACL would be ignored (buckets have canned
-/// ACLs only): `NotImplemented`. A grant document alone is refused by the operation.
-pub fn check_acl_body(input: &PutBucketAclInput) -> S3Result<()> {
-    if input.acl.is_some() && input.access_control_policy.is_some() {
-        return Err(not_implemented(
-            "Bucket ACL grant documents (AccessControlPolicy) are not implemented by this node; \
-             send the canned ACL alone",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1038,6 +1063,7 @@ mod tests {
             name: "b".into(),
             owner: "alice".into(),
             acl,
+            grants: Vec::new(),
             created_unix_ms: 0,
             incarnation: 1,
             deleting: false,
@@ -1101,8 +1127,8 @@ mod tests {
     }
 
     #[test]
-    fn every_encryption_header_is_not_implemented_on_every_operation() {
-        for name in SSE_HEADERS {
+    fn sse_s3_and_kms_are_not_implemented_and_sse_c_keys_go_where_they_are_used() {
+        for name in SSE_S3_KMS_HEADERS {
             for op in [
                 "PutObject",
                 "GetObject",
@@ -1116,7 +1142,23 @@ mod tests {
                 assert!(err.message().unwrap().contains(name));
             }
         }
-        assert!(check_encryption(&headers(&[("x-amz-meta-sse", "x")])).is_ok());
+        let own = headers(&[("x-amz-server-side-encryption-customer-algorithm", "AES256")]);
+        for op in SSE_C_OPERATIONS {
+            assert_eq!(code(check_encryption(op, &own)), None, "{op}");
+        }
+        for op in ["DeleteObject", "PutObjectTagging", "RestPutObject"] {
+            assert_eq!(
+                code(check_encryption(op, &own)).as_deref(),
+                Some("NotImplemented")
+            );
+        }
+        let source = headers(&[("x-amz-copy-source-server-side-encryption-customer-key", "k")]);
+        assert_eq!(code(check_encryption("CopyObject", &source)), None);
+        assert_eq!(
+            code(check_encryption("PutObject", &source)).as_deref(),
+            Some("NotImplemented")
+        );
+        assert!(check_encryption("PutObject", &headers(&[("x-amz-meta-sse", "x")])).is_ok());
     }
 
     #[test]
@@ -1147,12 +1189,35 @@ mod tests {
         assert_eq!(code(check_op("PutObject", &h, None)), None);
         // A canned bucket ACL is the bucket operations' own business.
         assert_eq!(code(check_op("CreateBucket", &h, None)), None);
-        let grant = headers(&[("x-amz-grant-write", "id=alice")]);
         for op in BUCKET_ACL_OPERATIONS {
-            assert_eq!(
-                code(check_op(op, &grant, Some(BucketAcl::PublicRead))).as_deref(),
-                Some("NotImplemented")
-            );
+            for (pairs, refused) in [
+                (
+                    &[(
+                        "x-amz-grant-write",
+                        "uri=\"http://acs.amazonaws.com/groups/global/AllUsers\"",
+                    )][..],
+                    None,
+                ),
+                (&[("x-amz-acl", "authenticated-read")][..], None),
+                (
+                    &[("x-amz-grant-write", "id=nobody")][..],
+                    Some("InvalidArgument"),
+                ),
+                (
+                    &[("x-amz-acl", "log-delivery-write")][..],
+                    Some("NotImplemented"),
+                ),
+                (
+                    &[("x-amz-acl", "bucket-owner-read")][..],
+                    Some("InvalidArgument"),
+                ),
+            ] {
+                assert_eq!(
+                    code(check_op(op, &headers(pairs), Some(BucketAcl::PublicRead))).as_deref(),
+                    refused,
+                    "{op} {pairs:?}"
+                );
+            }
         }
     }
 
@@ -1180,7 +1245,7 @@ mod tests {
             Some("NotImplemented")
         );
         let input = PutObjectInput {
-            sse_customer_key: Some("key".into()),
+            ssekms_key_id: Some("key".into()),
             ..PutObjectInput::default()
         };
         assert_eq!(
@@ -1191,6 +1256,14 @@ mod tests {
             ))
             .as_deref(),
             Some("NotImplemented")
+        );
+        // An SSE-C key in a form is the upload's to use.
+        let input = PutObjectInput {
+            sse_customer_key: Some("key".into()),
+            ..PutObjectInput::default()
+        };
+        assert!(
+            put_input_headers(&input).contains_key("x-amz-server-side-encryption-customer-key")
         );
         let input = PutObjectInput {
             bucket_key_enabled: Some(false),
@@ -1578,19 +1651,6 @@ mod tests {
             code(check_bucket_configuration(Some(&directory))).as_deref(),
             Some("NotImplemented")
         );
-
-        let mut input = PutBucketAclInput {
-            acl: Some(s3s::dto::BucketCannedACL::from_static(
-                s3s::dto::BucketCannedACL::PRIVATE,
-            )),
-            ..PutBucketAclInput::default()
-        };
-        assert!(check_acl_body(&input).is_ok());
-        input.access_control_policy = Some(s3s::dto::AccessControlPolicy::default());
-        assert_eq!(
-            code(check_acl_body(&input)).as_deref(),
-            Some("NotImplemented")
-        );
     }
 
     #[test]
@@ -1804,7 +1864,7 @@ mod tests {
     fn every_checked_header_is_lowercase_and_listed_once() {
         let mut all: Vec<_> = CHECKED_HEADERS
             .iter()
-            .chain(SSE_HEADERS)
+            .chain(sse_headers())
             .chain(ACL_HEADERS)
             .collect();
         assert!(

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::{
     ChecksumKind, ChecksumType, ChunkRun, Grant, Grantee, Headers, LayoutError, MAX_ACL_GRANTS,
-    MAX_OBJECT_TAGS, ObjectAcl, Permission, StoredChecksum, VERSION_ID_BYTES, VersionId,
+    MAX_OBJECT_TAGS, ObjectAcl, Permission, SseC, StoredChecksum, VERSION_ID_BYTES, VersionId,
     base64_decode, base64_encode,
 };
 
@@ -57,6 +57,8 @@ const FIELD_CHECKSUM_TYPE: u8 = 3;
 const FIELD_PART_CHECKSUMS: u8 = 4;
 /// Field id of an object's (or an upload's object's) ACL.
 const FIELD_ACL: u8 = 5;
+/// Field id of an object's (or an upload's) SSE-C salt and key hash.
+const FIELD_SSE_C: u8 = 6;
 
 /// Grantee kinds in an ACL field.
 const GRANTEE_USER: u8 = 0;
@@ -70,6 +72,8 @@ pub(super) struct Extras {
     pub(super) tags: Vec<(String, String)>,
     /// The object's ACL.
     pub(super) acl: Option<ObjectAcl>,
+    /// The object's SSE-C salt and key hash.
+    pub(super) sse_c: Option<SseC>,
     /// The id of the multipart upload whose completion wrote the manifest.
     pub(super) completed_upload: Option<String>,
     /// How an upload's object checksum is to be made.
@@ -192,6 +196,12 @@ impl Writer {
                 }
                 self.0.put_u8(grant.permission as u8);
             }
+            self.close_field(at);
+        }
+        if let Some(sse) = &extras.sse_c {
+            let at = self.open_field(FIELD_SSE_C);
+            self.0.put_slice(&sse.salt);
+            self.0.put_slice(&sse.key_hmac);
             self.close_field(at);
         }
         if let Some(upload_id) = &extras.completed_upload {
@@ -324,6 +334,7 @@ impl<'a> Reader<'a> {
             user_meta,
             tags: Vec::new(),
             acl: None,
+            sse_c: None,
         })
     }
     pub(super) fn checksums(&mut self) -> Result<Vec<StoredChecksum>, LayoutError> {
@@ -384,6 +395,13 @@ impl<'a> Reader<'a> {
                         });
                     }
                     extras.acl = Some(ObjectAcl { owner, grants });
+                }
+                FIELD_SSE_C => {
+                    let mut salt = [0u8; 16];
+                    salt.copy_from_slice(field.take(16)?);
+                    let mut key_hmac = [0u8; 32];
+                    key_hmac.copy_from_slice(field.take(32)?);
+                    extras.sse_c = Some(SseC { salt, key_hmac });
                 }
                 FIELD_COMPLETED_UPLOAD => extras.completed_upload = Some(field.str()?),
                 FIELD_CHECKSUM_TYPE => {

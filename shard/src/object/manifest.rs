@@ -282,6 +282,18 @@ pub struct Headers {
     /// The object's ACL (S3 object ACLs). None for an object written before object ACLs
     /// existed, or through the REST API: it has its bucket's canned ACL (LeoFS's meaning).
     pub acl: Option<ObjectAcl>,
+    /// How the body is encrypted with a customer's key (S3 SSE-C); None: stored as sent.
+    pub sse_c: Option<SseC>,
+}
+
+/// What an object encrypted with a customer-provided key keeps of the key (S3 SSE-C): a random
+/// salt and a keyed hash of the salt, which tells the right key from a wrong one; never the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseC {
+    /// Random, drawn when the object (or upload) is written; it also seeds the body's IVs.
+    pub salt: [u8; 16],
+    /// HMAC-SHA256 of the salt under the customer's key.
+    pub key_hmac: [u8; 32],
 }
 
 /// Most grants one ACL holds besides its owner's (S3's limit).
@@ -504,6 +516,7 @@ impl ObjectMeta {
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
             acl: self.headers.acl.clone(),
+            sse_c: self.headers.sse_c.clone(),
             completed_upload: self.completed_upload.clone(),
             checksum_type: None,
             part_checksums: self.part_checksums.clone(),
@@ -542,6 +555,7 @@ impl ObjectMeta {
         let extras = r.extras()?;
         headers.tags = extras.tags;
         headers.acl = extras.acl;
+        headers.sse_c = extras.sse_c;
         if !extras.part_checksums.is_empty()
             && !matches!(&layout, BodyLayout::Chunked(runs) if runs.len() == extras.part_checksums.len())
         {

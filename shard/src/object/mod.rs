@@ -145,6 +145,12 @@ mod tests {
             ],
         });
         assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        meta.headers.sse_c = Some(SseC {
+            salt: [7; 16],
+            key_hmac: [9; 32],
+        });
+        assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        meta.headers.sse_c = None;
         meta.headers.acl = None;
         meta.headers.tags = vec![(String::new(), String::new()); MAX_OBJECT_TAGS + 1];
         assert!(matches!(meta.encode(), Err(EncodeError::TooMany { .. })));

@@ -40,6 +40,7 @@ impl UploadMeta {
         w.extras(&Extras {
             tags: self.headers.tags.clone(),
             acl: self.headers.acl.clone(),
+            sse_c: self.headers.sse_c.clone(),
             completed_upload: None,
             checksum_type: self.checksum_type,
             part_checksums: Vec::new(),
@@ -59,6 +60,7 @@ impl UploadMeta {
         let extras = r.extras()?;
         headers.tags = extras.tags;
         headers.acl = extras.acl;
+        headers.sse_c = extras.sse_c;
         // An upload recorded before checksum types existed makes S3's default for its algorithm.
         let checksum_type = checksum_algorithm.map(|kind| {
             extras
