@@ -120,6 +120,30 @@ pub fn grantee_of(kind: &str, value: &str, state: &ManagerState) -> S3Result<Gra
     }
 }
 
+/// Whether `error` names a grantee this node's catalog does not know (which a copied catalog may
+/// learn when brought up to date).
+pub fn unknown_grantee(error: &S3Error) -> bool {
+    matches!(
+        error.code(),
+        S3ErrorCode::InvalidArgument | S3ErrorCode::UnresolvableGrantByEmailAddress
+    )
+}
+
+/// Runs `f` on the catalog, and once more after bringing a copied catalog up to date if it
+/// named a grantee the catalog did not know (created a moment ago through another node).
+pub async fn with_fresh_grantees<T>(
+    ctx: &crate::store::Ctx,
+    f: impl Fn(&ManagerState) -> Result<T, crate::error::GatewayError>,
+) -> Result<T, crate::error::GatewayError> {
+    match f(&ctx.manager.snapshot()) {
+        Err(crate::error::GatewayError::S3(e)) if unknown_grantee(&e) => {
+            ctx.catalog.refresh().await?;
+            f(&ctx.manager.snapshot())
+        }
+        other => other,
+    }
+}
+
 /// Parses one grant header's value, `type="value"[, type="value"]…` (quotes optional).
 fn grantees_of_header(name: &str, text: &str, state: &ManagerState) -> S3Result<Vec<Grantee>> {
     let malformed = || invalid_argument(format!("Invalid grantee list in {name}: {text:?}"));

@@ -46,7 +46,9 @@ pub fn classify(op: &str) -> OpClass {
         | "ListObjectsV2"
         | "ListObjectVersions"
         | "HeadBucket"
-        | "GetBucketLocation" => OpClass::Read,
+        | "GetBucketLocation"
+        | "ListParts"
+        | "ListMultipartUploads" => OpClass::Read,
         "PutObject"
         | "PostObject"
         | "DeleteObject"
@@ -56,9 +58,7 @@ pub fn classify(op: &str) -> OpClass {
         | "UploadPart"
         | "UploadPartCopy"
         | "CompleteMultipartUpload"
-        | "AbortMultipartUpload"
-        | "ListParts"
-        | "ListMultipartUploads" => OpClass::Write,
+        | "AbortMultipartUpload" => OpClass::Write,
         "ListBuckets" | "CreateBucket" => OpClass::Service,
         _ => OpClass::Owner,
     }
@@ -545,7 +545,15 @@ impl S3Access for AclAccess {
             bucket,
             signed: access_key.is_some(),
         };
-        unsupported::check_operation(&request, &state)
+        match unsupported::check_operation(&request, &state) {
+            // A grantee created a moment ago through another node: look again once the copied
+            // catalog is up to date.
+            Err(e) if crate::acl::unknown_grantee(&e) => {
+                refresh(&self.catalog).await?;
+                unsupported::check_operation(&request, &self.manager.snapshot())
+            }
+            checked => checked,
+        }
     }
 }
 

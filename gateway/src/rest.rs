@@ -186,9 +186,13 @@ async fn handle(ctx: &Ctx, req: Request<WatchedBody>) -> Result<Response<RestBod
                 crate::auth::hide_missing(&state, &access, crate::s3::no_such_key())
             })?;
             crate::auth::authorize_object(&state, &access, obj.meta.headers.acl.as_ref())?;
-            // The REST API carries no SSE-C key: an encrypted object is refused as S3 refuses
-            // a read without its key.
-            crate::sse::reader(req.headers(), false, obj.meta.headers.sse_c.as_ref())?;
+            // The REST API reads no object encrypted with a customer key (with or without one).
+            if obj.meta.headers.sse_c.is_some() {
+                return Err(GatewayError::s3(
+                    s3s::S3ErrorCode::InvalidRequest,
+                    "The object was stored using a form of Server Side Encryption; the REST API does not read such objects (use S3 with the key).",
+                ));
+            }
             let body: RestBody = if head_only {
                 full(Bytes::new())
             } else {

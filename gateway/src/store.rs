@@ -504,7 +504,14 @@ impl Ctx {
             put?;
             filled?;
             registration.follow_ring().await?;
-            index += 1;
+            // A chunk index names a chunk and, encrypted, its place in the key stream: never
+            // wrapped.
+            index = index.checked_add(1).ok_or_else(|| {
+                GatewayError::s3(
+                    s3s::S3ErrorCode::EntityTooLarge,
+                    "The body has more chunks than one object can hold at this chunk size.",
+                )
+            })?;
         }
         Ok(())
     }

@@ -15,7 +15,8 @@ import pytest
 import requests
 from botocore import UNSIGNED
 
-from leofs_harness import error_of
+from leofs_harness import DEPLOYMENT, error_of
+from test_cluster import Cluster, eventually
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -208,3 +209,31 @@ def test_acls_of_versions_are_read_and_not_rewritten(server, people):
     assert error_of(lambda: alice.put_object_acl(Bucket=read, Key="v", ACL="public-read")) == (501, "NotImplemented")
     for v in alice.list_object_versions(Bucket=read).get("Versions", []):
         alice.delete_object(Bucket=read, Key=v["Key"], VersionId=v["VersionId"])
+
+
+@pytest.mark.skipif(DEPLOYMENT == "split", reason="starts its own cluster; run in the all-in-one pass")
+def test_acls_and_encryption_hold_across_gateways(make_server):
+    """Object ACLs travel with the object, bucket grants with the catalog, SSE-C with the object:
+    what is set through one gateway holds on the other."""
+    cluster = Cluster(make_server, storage=2, gateways=2, replicas=2)
+    ga, gb = cluster.gateways
+    a, b = ga.client(), gb.client()
+    a.create_bucket(Bucket="acls")
+    a.put_object(Bucket="acls", Key="open", Body=b"o", ACL="public-read")
+    a.put_object(Bucket="acls", Key="closed", Body=b"c")
+    assert requests.get(f"{gb.endpoint}/acls/open", timeout=10).content == b"o"
+    assert requests.get(f"{gb.endpoint}/acls/closed", timeout=10).status_code == 403
+    b.put_object_acl(Bucket="acls", Key="closed", ACL="public-read")
+    assert requests.get(f"{ga.endpoint}/acls/closed", timeout=10).content == b"c"
+    # A bucket grant made through b lets a user list through a.
+    name = f"carol-{uuid.uuid4().hex[:8]}"
+    creds = json.loads(cluster.manager.adm("create-user", name, json_output=True).stdout)
+    carol = ga.client(creds["access_key_id"], creds["secret_access_key"])
+    b.put_bucket_acl(Bucket="acls", GrantRead=f'id="{name}"')
+    eventually("the grant is seen through a", 10,
+               lambda: carol.list_objects_v2(Bucket="acls")["KeyCount"] == 2)
+    # SSE-C written through a is read through b with the key, and only with it.
+    key = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": b"c" * 32}
+    a.put_object(Bucket="acls", Key="secret", Body=b"s" * 3_000_000, **key)
+    assert b.get_object(Bucket="acls", Key="secret", **key)["Body"].read() == b"s" * 3_000_000
+    assert error_of(lambda: b.get_object(Bucket="acls", Key="secret"))[0] == 400

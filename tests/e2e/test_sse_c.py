@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from leofs_harness import error_of, raw_request
 
@@ -23,6 +24,12 @@ MIB = 1 << 20
 
 def sse(key: bytes = KEY) -> dict:
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+
+
+def sse_encoded(key: bytes = KEY) -> dict:
+    """The key as the headers carry it (botocore encodes it itself for some operations only)."""
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": base64.b64encode(key).decode(),
+            "SSECustomerKeyMD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
 
 
 def source_sse(key: bytes = KEY) -> dict:
@@ -91,17 +98,26 @@ def test_malformed_keys_and_cluster_keys_are_refused(server, s3, bucket):
 
 
 def test_multipart_uploads_and_copies(s3, bucket):
-    up = s3.create_multipart_upload(Bucket=bucket, Key="mp", **sse())
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm="SHA256", **sse())
     assert up["SSECustomerAlgorithm"] == "AES256"
     parts = [os.urandom(5 * MIB), os.urandom(1 * MIB + 7)]
     assert error_of(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId=up["UploadId"], PartNumber=1,
                                            Body=parts[0])) == (400, "InvalidRequest")
     assert error_of(lambda: s3.upload_part(Bucket=bucket, Key="mp", UploadId=up["UploadId"], PartNumber=1,
                                            Body=parts[0], **sse(OTHER))) == (403, "AccessDenied")
-    etags = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=up["UploadId"], PartNumber=n + 1, Body=p,
-                            **sse())["ETag"] for n, p in enumerate(parts)]
+    done = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=up["UploadId"], PartNumber=n + 1, Body=p,
+                           ChecksumAlgorithm="SHA256", **sse()) for n, p in enumerate(parts)]
+    assert done[0]["SSECustomerAlgorithm"] == "AES256"
+    # The parts' checksums are of the plaintext: listed only with the key.
+    listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=up["UploadId"])["Parts"]
+    assert [p["PartNumber"] for p in listed] == [1, 2] and not any("ChecksumSHA256" in p for p in listed)
+    listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=up["UploadId"], **sse_encoded())["Parts"]
+    assert [p["ChecksumSHA256"] for p in listed] == [d["ChecksumSHA256"] for d in done]
+    assert error_of(lambda: s3.list_parts(Bucket=bucket, Key="mp", UploadId=up["UploadId"],
+                                          **sse_encoded(OTHER)))[0] == 403
     s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up["UploadId"], MultipartUpload={
-        "Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]})
+        "Parts": [{"PartNumber": n + 1, "ETag": d["ETag"], "ChecksumSHA256": d["ChecksumSHA256"]}
+                  for n, d in enumerate(done)]})
     whole = b"".join(parts)
     assert s3.get_object(Bucket=bucket, Key="mp", **sse())["Body"].read() == whole
     across = s3.get_object(Bucket=bucket, Key="mp", Range=f"bytes={5 * MIB - 10}-{5 * MIB + 10}", **sse())
@@ -132,7 +148,7 @@ def test_multipart_uploads_and_copies(s3, bucket):
 
 
 def test_the_plaintext_is_nowhere_on_disk(make_server):
-    srv = make_server(deployment="all-in-one")
+    srv = make_server(deployment="all-in-one", rest=True)
     s3 = srv.client()
     s3.create_bucket(Bucket="secrets")
     marker = f"PLAINTEXT-MARKER-{uuid.uuid4().hex}".encode()
@@ -146,3 +162,12 @@ def test_the_plaintext_is_nowhere_on_disk(make_server):
     srv.start()
     s3 = srv.client()
     assert s3.get_object(Bucket="secrets", Key="small", **sse())["Body"].read() == marker
+    # The REST API reads no encrypted object, with or without the key.
+    s3.put_object_acl(Bucket="secrets", Key="small", ACL="public-read")
+    key_headers = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+                   "x-amz-server-side-encryption-customer-key": base64.b64encode(KEY).decode(),
+                   "x-amz-server-side-encryption-customer-key-md5":
+                       base64.b64encode(hashlib.md5(KEY).digest()).decode()}
+    for headers in ({}, key_headers):
+        r = requests.get(f"{srv.rest_endpoint}/secrets/small", headers=headers, timeout=10)
+        assert r.status_code == 400 and marker not in r.content, r.text

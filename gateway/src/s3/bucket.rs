@@ -266,11 +266,27 @@ pub async fn put_bucket_acl(
     ctx: &Ctx,
     req: S3Request<PutBucketAclInput>,
 ) -> Result<S3Response<PutBucketAclOutput>, GatewayError> {
-    let state = ctx.manager.snapshot();
-    let by_headers = crate::acl::bucket_acl_of_headers(&req.headers, &state)?;
-    let input = req.input;
+    let input = &req.input;
     let bucket = require_bucket(ctx, &input.bucket)?;
-    let (canned, grants) = match (by_headers, &input.access_control_policy) {
+    let (canned, grants) = crate::acl::with_fresh_grantees(ctx, |state| {
+        whole_acl_asked(&req.headers, input, &bucket.owner, state)
+    })
+    .await?;
+    ctx.catalog
+        .set_bucket_setting(&input.bucket, BucketSetting::Acl { canned, grants })
+        .await?;
+    Ok(S3Response::new(PutBucketAclOutput {}))
+}
+
+/// The whole ACL a PutBucketAcl asks for, by its headers or its document.
+fn whole_acl_asked(
+    headers: &http::HeaderMap,
+    input: &PutBucketAclInput,
+    owner: &str,
+    state: &leofs_manager::ManagerState,
+) -> Result<WholeAcl, GatewayError> {
+    let by_headers = crate::acl::bucket_acl_of_headers(headers, state)?;
+    Ok(match (by_headers, &input.access_control_policy) {
         (Some(_), Some(_)) => {
             return Err(GatewayError::s3(
                 S3ErrorCode::UnexpectedContent,
@@ -285,15 +301,11 @@ pub async fn put_bucket_acl(
         }
         (Some(asked), None) => asked,
         (None, Some(document)) => {
-            let grants = super::object_acl::grants_of_document(document, &bucket.owner, &state)?;
+            let grants = super::object_acl::grants_of_document(document, owner, state)?;
             (
                 BucketAcl::Private,
                 grants.iter().map(crate::acl::bucket_grant).collect(),
             )
         }
-    };
-    ctx.catalog
-        .set_bucket_setting(&input.bucket, BucketSetting::Acl { canned, grants })
-        .await?;
-    Ok(S3Response::new(PutBucketAclOutput {}))
+    })
 }

@@ -233,10 +233,16 @@ pub async fn put_bucket_policy(
         PolicyError::Unsupported(m) => GatewayError::s3(S3ErrorCode::NotImplemented, m),
     };
     let policy = BucketPolicy::parse(&input.policy).map_err(refused)?;
-    let state = ctx.manager.snapshot();
-    policy
-        .check_for(&input.bucket, |user| state.user(user).is_some())
-        .map_err(refused)?;
+    let named_users_exist = || {
+        let state = ctx.manager.snapshot();
+        policy.check_for(&input.bucket, |user| state.user(user).is_some())
+    };
+    if named_users_exist().is_err() {
+        // A user created a moment ago through another node: look again once the copied
+        // catalog is up to date.
+        ctx.catalog.refresh().await?;
+    }
+    named_users_exist().map_err(refused)?;
     ctx.catalog
         .set_bucket_setting(&input.bucket, BucketSetting::Policy(Some(policy)))
         .await?;

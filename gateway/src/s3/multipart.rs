@@ -332,7 +332,20 @@ pub async fn upload_part(
     )
     .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&part.checksums);
+    let key_md5 = cipher
+        .is_some()
+        .then(|| {
+            crate::sse::CustomerKey::from_headers(&headers, false)
+                .ok()
+                .flatten()
+        })
+        .flatten()
+        .map(|k| k.key_md5().to_owned());
     Ok(S3Response::new(UploadPartOutput {
+        sse_customer_algorithm: key_md5
+            .as_ref()
+            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
+        sse_customer_key_md5: key_md5,
         e_tag: Some(etag(hex::encode(part.run.md5))),
         checksum_crc32: crc32,
         checksum_crc32c: crc32c,
@@ -707,10 +720,24 @@ pub async fn list_parts(
     ctx: &Ctx,
     req: S3Request<ListPartsInput>,
 ) -> Result<S3Response<ListPartsOutput>, GatewayError> {
+    let key = crate::sse::CustomerKey::from_headers(&req.headers, false)?;
     let input = req.input;
     let bucket = require_bucket(ctx, &input.bucket)?;
     let bucket_id = bucket_id(&bucket);
     let (upload, _) = load_upload(ctx, &bucket_id, &input.key, &input.upload_id).await?;
+    // The parts' checksums are of the plaintext: of an upload encrypted with a customer key,
+    // they are listed only to whoever gives that key.
+    let plaintext_sums = match (&upload.headers.sse_c, key) {
+        (None, None) => true,
+        (Some(sse), Some(key)) => key.open(sse).map(|_| true)?,
+        (Some(_), None) => false,
+        (None, Some(_)) => {
+            return Err(GatewayError::s3(
+                S3ErrorCode::InvalidRequest,
+                "The encryption parameters are not applicable to this upload.",
+            ));
+        }
+    };
     let max_parts = input
         .max_parts
         .map_or(MAX_LIST, |n| usize::try_from(n).unwrap_or(0).min(MAX_LIST));
@@ -733,26 +760,27 @@ pub async fn list_parts(
     // An upload with a checksum algorithm lists each part's checksum, from its part record
     // (at most UPLOAD_READS_IN_FLIGHT read at once): a client resuming an upload names them
     // when it completes.
-    let checksums: Vec<Vec<StoredChecksum>> = if upload.checksum_algorithm.is_some() {
-        futures_util::stream::iter(listed)
-            .map(|e| read_part(ctx, &bucket_id, e.key.clone()))
-            .buffered(UPLOAD_READS_IN_FLIGHT)
-            .map(|part| {
-                part.map(|p| {
-                    p.map(|p| p.checksums)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|c| Some(c.kind) == upload.checksum_algorithm)
-                        .collect()
+    let checksums: Vec<Vec<StoredChecksum>> =
+        if upload.checksum_algorithm.is_some() && plaintext_sums {
+            futures_util::stream::iter(listed)
+                .map(|e| read_part(ctx, &bucket_id, e.key.clone()))
+                .buffered(UPLOAD_READS_IN_FLIGHT)
+                .map(|part| {
+                    part.map(|p| {
+                        p.map(|p| p.checksums)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|c| Some(c.kind) == upload.checksum_algorithm)
+                            .collect()
+                    })
                 })
-            })
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
-    };
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
     let parts: Vec<Part> = listed
         .iter()
         .enumerate()

@@ -253,11 +253,13 @@ pub async fn put_object_acl(
     )
     .await?;
     let owner = crate::acl::effective_acl(obj.meta.headers.acl.as_ref(), &bucket).owner;
-    let state = ctx.manager.snapshot();
-    let grants = match &input.access_control_policy {
-        Some(document) => grants_of_document(document, &owner, &state)?,
-        None => crate::acl::grants_of_headers(&headers, &owner, &bucket, &state)?,
-    };
+    let grants = crate::acl::with_fresh_grantees(ctx, |state| {
+        Ok(match &input.access_control_policy {
+            Some(document) => grants_of_document(document, &owner, state)?,
+            None => crate::acl::grants_of_headers(&headers, &owner, &bucket, state)?,
+        })
+    })
+    .await?;
     let acl = layout::ObjectAcl { owner, grants };
     super::tagging::rewrite_headers(
         ctx,

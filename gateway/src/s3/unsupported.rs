@@ -105,6 +105,7 @@ const SSE_C_OPERATIONS: &[&str] = &[
     "UploadPart",
     "UploadPartCopy",
     "CompleteMultipartUpload",
+    "ListParts",
 ];
 
 /// Every encryption request header.

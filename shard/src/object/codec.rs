@@ -13,6 +13,10 @@ use super::{
 
 /// Current version of the manifest/upload/part encodings.
 pub const FORMAT_VERSION: u8 = 1;
+/// The version of a manifest or upload record that carries SSE-C (field 6): the same encoding,
+/// numbered so that a release that would skip the field (and serve ciphertext, or rewrite the
+/// record without its salt) refuses the record instead.
+pub const FORMAT_VERSION_SSE_C: u8 = 2;
 /// Longest string field the codec stores (bytes).
 pub const MAX_FIELD_BYTES: usize = 8 * 1024;
 /// Most user metadata pairs stored with an object.
@@ -87,9 +91,24 @@ pub(super) struct Writer(pub(super) BytesMut);
 
 impl Writer {
     pub(super) fn new() -> Self {
+        Self::with_version(FORMAT_VERSION)
+    }
+
+    /// A record of format `version` ([`FORMAT_VERSION`], or [`FORMAT_VERSION_SSE_C`] for one a
+    /// release without SSE-C must not read).
+    pub(super) fn with_version(version: u8) -> Self {
         let mut out = BytesMut::with_capacity(128);
-        out.put_u8(FORMAT_VERSION);
+        out.put_u8(version);
         Self(out)
+    }
+
+    /// A record carrying `headers`: of [`FORMAT_VERSION_SSE_C`] when they hold SSE-C.
+    pub(super) fn for_headers(headers: &Headers) -> Self {
+        Self::with_version(if headers.sse_c.is_some() {
+            FORMAT_VERSION_SSE_C
+        } else {
+            FORMAT_VERSION
+        })
     }
 
     /// A count of `count` items in the integer type `T`, or the error naming `what`.
@@ -259,7 +278,7 @@ impl<'a> Reader<'a> {
     pub(super) fn new(buf: &'a [u8], what: &'static str) -> Result<Self, LayoutError> {
         let mut r = Self { buf, what };
         let version = r.u8()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_SSE_C {
             return Err(r.corrupt("unknown format version"));
         }
         Ok(r)

@@ -496,7 +496,7 @@ impl ObjectMeta {
     /// Serializes the manifest (format version, size, md5, parts, headers, checksums, layout,
     /// then its optional fields: tags, the upload it completed, part checksums).
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
-        let mut w = Writer::new();
+        let mut w = Writer::for_headers(&self.headers);
         w.0.put_u64_le(self.size_bytes);
         w.0.put_slice(&self.md5);
         w.0.put_u32_le(self.parts_count);

@@ -19,7 +19,7 @@ pub mod reads;
 pub mod records;
 pub mod versions;
 
-pub use codec::{EncodeError, FORMAT_VERSION};
+pub use codec::{EncodeError, FORMAT_VERSION, FORMAT_VERSION_SSE_C};
 pub use keys::*;
 pub use manifest::*;
 pub use reads::*;
@@ -149,7 +149,13 @@ mod tests {
             salt: [7; 16],
             key_hmac: [9; 32],
         });
-        assert_eq!(ObjectMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        let sealed = meta.encode().unwrap();
+        assert_eq!(
+            sealed[0],
+            codec::FORMAT_VERSION_SSE_C,
+            "older releases refuse it"
+        );
+        assert_eq!(ObjectMeta::decode(&sealed).unwrap(), meta);
         meta.headers.sse_c = None;
         meta.headers.acl = None;
         meta.headers.tags = vec![(String::new(), String::new()); MAX_OBJECT_TAGS + 1];

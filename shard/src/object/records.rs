@@ -33,7 +33,7 @@ pub struct PartMeta {
 impl UploadMeta {
     /// Serializes an upload record's metadata.
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
-        let mut w = Writer::new();
+        let mut w = Writer::for_headers(&self.headers);
         w.headers(&self.headers)?;
         w.0.put_u8(self.checksum_algorithm.map_or(0, |k| k as u8));
         w.str("the initiator", &self.initiator)?;
