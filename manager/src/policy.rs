@@ -360,6 +360,77 @@ pub enum Decision {
     NotApplicable,
 }
 
+/// A JSON value in which no object repeats a key (serde_json would keep the last of them, and a
+/// policy whose `Effect` or condition is written twice would be half ignored).
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((key, UniqueKeys(value))) = map.next_entry::<String, UniqueKeys>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// Longest `Referer` or `User-Agent` a condition compares, in bytes: a request with a longer
+/// one, to a bucket whose policy has a condition on it, is denied (matching cost is bounded).
+pub const CONDITION_VALUE_BYTES_MAX: usize = 8 * 1024;
+
 /// Takes a JSON value that may be one string or an array of strings.
 fn strings(value: &serde_json::Value, field: &str) -> Result<Vec<String>, PolicyError> {
     let list = match value {
@@ -630,8 +701,9 @@ impl BucketPolicy {
                 "Policy variables (${...}) are not supported; write the values out",
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(document)
-            .map_err(|e| malformed(format!("This policy contains invalid Json: {e}")))?;
+        let value = serde_json::from_str::<UniqueKeys>(document)
+            .map_err(|e| malformed(format!("This policy contains invalid Json: {e}")))?
+            .0;
         let serde_json::Value::Object(top) = &value else {
             return Err(malformed("A policy must be a JSON object"));
         };
@@ -717,6 +789,18 @@ impl BucketPolicy {
 
     /// What the policy says about `request`: an explicit deny wins, then an allow.
     pub fn evaluate(&self, request: &PolicyRequest<'_>) -> Decision {
+        let too_long =
+            |value: Option<&str>| value.is_some_and(|v| v.len() > CONDITION_VALUE_BYTES_MAX);
+        let compared = |key: ConditionKey| {
+            self.statements
+                .iter()
+                .any(|s| s.conditions.iter().any(|c| c.key == key))
+        };
+        if (too_long(request.referer) && compared(ConditionKey::Referer))
+            || (too_long(request.user_agent) && compared(ConditionKey::UserAgent))
+        {
+            return Decision::Deny;
+        }
         let resource_owned;
         let resource = match request.key {
             Some(key) => {
@@ -906,6 +990,20 @@ mod tests {
         let mut inside = request(None, "s3:GetObject", Some("k"));
         inside.source_ip = Some("2001:db8::1".parse().unwrap());
         assert_eq!(deny.evaluate(&inside), Decision::NotApplicable);
+        let agent = policy(
+            r#"{"Effect":"Deny","Principal":"*","Action":"s3:*","Resource":"arn:aws:s3:::b/*",
+                "Condition":{"StringLike":{"aws:UserAgent":"*curl*"}}}"#,
+        );
+        let mut long = request(None, "s3:GetObject", Some("k"));
+        let huge = "a".repeat(CONDITION_VALUE_BYTES_MAX + 1);
+        long.user_agent = Some(&huge);
+        assert_eq!(
+            agent.evaluate(&long),
+            Decision::Deny,
+            "too long to compare: denied"
+        );
+        long.user_agent = Some("aws-cli");
+        assert_eq!(agent.evaluate(&long), Decision::NotApplicable);
         let tls = policy(
             r#"{"Effect":"Deny","Principal":"*","Action":"s3:*","Resource":"arn:aws:s3:::b/*",
                 "Condition":{"Bool":{"aws:SecureTransport":"false"}}}"#,
@@ -966,6 +1064,11 @@ mod tests {
             refused(&" ".repeat(POLICY_BYTES_MAX + 1)),
             PolicyError::Malformed(_)
         ));
+        let twice = r#"{"Statement":{"Effect":"Deny","Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}}"#;
+        assert!(
+            matches!(refused(twice), PolicyError::Malformed(_)),
+            "a repeated key is refused"
+        );
     }
 
     #[test]
