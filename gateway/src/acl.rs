@@ -179,21 +179,28 @@ pub fn grants_of_headers(
     bucket: &Bucket,
     state: &ManagerState,
 ) -> S3Result<Vec<Grant>> {
-    let grant_headers: Vec<_> = GRANT_HEADERS
-        .iter()
-        .filter_map(|(name, permission)| headers.get(*name).map(|v| (*name, *permission, v)))
-        .collect();
-    if let Some(canned) = headers.get(CANNED_ACL_HEADER) {
-        if !grant_headers.is_empty() {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "Specifying both Canned ACLs and Header Grants is not allowed",
-            ));
-        }
-        let name = canned.to_str().map(str::trim).unwrap_or("");
-        return canned_grants(name, owner, bucket);
+    match canned_of(headers)? {
+        Some(name) => canned_grants(name, owner, bucket),
+        None => grants_of_grant_headers(headers, state),
     }
-    grants_of_grant_headers(headers, state)
+}
+
+/// The canned ACL a request names, if any; with grant headers beside it, `InvalidRequest`, as
+/// in S3.
+fn canned_of(headers: &HeaderMap) -> S3Result<Option<&str>> {
+    let Some(canned) = headers.get(CANNED_ACL_HEADER) else {
+        return Ok(None);
+    };
+    if GRANT_HEADERS
+        .iter()
+        .any(|(name, _)| headers.contains_key(*name))
+    {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "Specifying both Canned ACLs and Header Grants is not allowed",
+        ));
+    }
+    Ok(Some(canned.to_str().map(str::trim).unwrap_or("")))
 }
 
 /// The grants of a request's `x-amz-grant-*` headers, at most [`MAX_ACL_GRANTS`].
@@ -366,17 +373,7 @@ pub fn bucket_acl_of_headers(
     if !has_acl_headers(headers) {
         return Ok(None);
     }
-    if let Some(canned) = headers.get(CANNED_ACL_HEADER) {
-        if GRANT_HEADERS
-            .iter()
-            .any(|(name, _)| headers.contains_key(*name))
-        {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "Specifying both Canned ACLs and Header Grants is not allowed",
-            ));
-        }
-        let name = canned.to_str().map(str::trim).unwrap_or("");
+    if let Some(name) = canned_of(headers)? {
         return Ok(Some(match BucketAcl::parse(name) {
             Some(acl) => (acl, Vec::new()),
             None if name == "authenticated-read" => (

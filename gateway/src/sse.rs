@@ -38,6 +38,7 @@ fn invalid_argument(message: &str) -> S3Error {
 /// A customer key given with a request, checked against its MD5.
 pub struct CustomerKey {
     key: [u8; 32],
+    /// The key's MD5, base64 (what S3 answers in `...-customer-key-MD5`).
     key_md5: String,
 }
 
@@ -87,11 +88,6 @@ impl CustomerKey {
         }
     }
 
-    /// The key's MD5, base64 (what S3 answers in `...-customer-key-MD5`).
-    pub fn key_md5(&self) -> &str {
-        &self.key_md5
-    }
-
     fn salt_hmac(&self, salt: &[u8; 16]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
@@ -128,6 +124,7 @@ impl CustomerKey {
         Ok(BodyCipher {
             key: self.key,
             salt: sse.salt,
+            key_md5: self.key_md5.clone(),
         })
     }
 }
@@ -136,6 +133,16 @@ impl CustomerKey {
 pub struct BodyCipher {
     key: [u8; 32],
     salt: [u8; 16],
+    key_md5: String,
+}
+
+/// What S3 answers about the encryption of an object written or read with `cipher`: the
+/// algorithm and the key's MD5 (`x-amz-server-side-encryption-customer-{algorithm,key-MD5}`).
+pub fn answered(cipher: Option<&BodyCipher>) -> (Option<String>, Option<String>) {
+    match cipher {
+        Some(c) => (Some(SSE_C_ALGORITHM.to_owned()), Some(c.key_md5.clone())),
+        None => (None, None),
+    }
 }
 
 impl BodyCipher {
@@ -221,13 +228,13 @@ pub fn part_cipher(headers: &HeaderMap, stored: Option<&SseC>) -> S3Result<Optio
 
 /// A new object's (or upload's) encryption from the request's key headers: what it keeps and
 /// its cipher; none without a key.
-pub fn sealed_for_write(headers: &HeaderMap) -> S3Result<Option<(SseC, BodyCipher, String)>> {
+pub fn sealed_for_write(headers: &HeaderMap) -> S3Result<Option<(SseC, BodyCipher)>> {
     let Some(key) = CustomerKey::from_headers(headers, false)? else {
         return Ok(None);
     };
     let sealed = key.seal();
     let cipher = key.open(&sealed)?;
-    Ok(Some((sealed, cipher, key.key_md5().to_owned())))
+    Ok(Some((sealed, cipher)))
 }
 
 #[cfg(test)]

@@ -13,10 +13,12 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import queue
 import random
 import shutil
+import uuid
 import signal
 import socket
 import subprocess
@@ -837,6 +839,13 @@ class PatternReader:
             if not chunk:
                 return h.hexdigest()
             h.update(chunk)
+
+
+def make_user(server, prefix: str):
+    """A new user of `server` (a unique name from `prefix`) and a boto3 client signing with its key."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    creds = json.loads(server.adm("create-user", name, json_output=True).stdout)
+    return name, server.client(creds["access_key_id"], creds["secret_access_key"])
 
 
 def error_of(call) -> tuple[int, str]:

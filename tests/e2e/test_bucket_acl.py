@@ -6,22 +6,15 @@ READ_ACP reads the ACL, WRITE_ACP changes it); a canned ACL replaces every grant
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 import requests
 
-from leofs_harness import error_of
+from leofs_harness import error_of, make_user
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
-
-
-def make_user(server, prefix: str):
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    creds = json.loads(server.adm("create-user", name, json_output=True).stdout)
-    return name, server.client(creds["access_key_id"], creds["secret_access_key"])
 
 
 @pytest.fixture

@@ -15,15 +15,8 @@ import pytest
 import requests
 from botocore import UNSIGNED
 
-from leofs_harness import DEPLOYMENT, error_of, raw_request
+from leofs_harness import DEPLOYMENT, error_of, raw_request, make_user
 from test_cluster import Cluster, eventually
-
-
-def make_user(server, prefix: str):
-    """A new user of `server` (unique name) and a boto3 client signing with its key."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    creds = json.loads(server.adm("create-user", name, json_output=True).stdout)
-    return name, server.client(creds["access_key_id"], creds["secret_access_key"])
 
 
 def policy(*statements: dict) -> str:

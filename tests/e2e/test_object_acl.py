@@ -15,17 +15,11 @@ import pytest
 import requests
 from botocore import UNSIGNED
 
-from leofs_harness import DEPLOYMENT, error_of
+from leofs_harness import DEPLOYMENT, error_of, make_user
 from test_cluster import Cluster, eventually
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
-
-
-def make_user(server, prefix: str):
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    creds = json.loads(server.adm("create-user", name, json_output=True).stdout)
-    return name, server.client(creds["access_key_id"], creds["secret_access_key"])
 
 
 @pytest.fixture

@@ -157,9 +157,7 @@ pub async fn get_object_attributes(
     ctx: &Ctx,
     req: S3Request<GetObjectAttributesInput>,
 ) -> Result<S3Response<GetObjectAttributesOutput>, GatewayError> {
-    let who = super::object_acl::RequesterOf::of(&req);
-    let request_headers = req.headers;
-    let input = req.input;
+    let (who, input) = super::object_acl::RequesterOf::split(req);
     let wanted = wanted(&input.object_attributes)?;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let (obj, version_id) = super::object_acl::read_object_as(
@@ -173,7 +171,7 @@ pub async fn get_object_attributes(
         true,
     )
     .await?;
-    crate::sse::reader(&request_headers, false, obj.meta.headers.sse_c.as_ref())?;
+    crate::sse::reader(who.headers(), false, obj.meta.headers.sse_c.as_ref())?;
     let meta = &obj.meta;
     let object_parts = if wanted.parts {
         parts_of(meta, input.max_parts, input.part_number_marker)?

@@ -116,7 +116,6 @@ pub async fn copy_object(
     let ak = access_key(&req).map(str::to_owned);
     let source_ip = Requester::of(&req).source_ip;
     let request_headers = req.headers.clone();
-    let request_acl = super::put::acl_headers(&req.headers);
     let sealed = crate::sse::sealed_for_write(&req.headers)?;
     let input = req.input;
     let bucket = require_bucket_id(ctx, &input.bucket)?;
@@ -180,19 +179,14 @@ pub async fn copy_object(
         &ctx.manager.snapshot(),
         &input.bucket,
         ak.as_deref(),
-        &request_acl,
+        &request_headers,
     )?);
     // The copy is encrypted with the request's key, if it gives one, never with the source's.
-    let (dest_cipher, key_md5) = match sealed {
-        Some((sse, cipher, key_md5)) => {
-            headers.sse_c = Some(sse);
-            (Some(cipher), Some(key_md5))
-        }
-        None => {
-            headers.sse_c = None;
-            (None, None)
-        }
-    };
+    headers.sse_c = None;
+    let dest_cipher = sealed.map(|(sse, cipher)| {
+        headers.sse_c = Some(sse);
+        cipher
+    });
     let mut kinds: Vec<_> = src.meta.checksums.iter().map(|c| c.kind).collect();
     if let Some(k) = input
         .checksum_algorithm
@@ -266,6 +260,7 @@ pub async fn copy_object(
         .commit_object(&bucket, &input.key, &meta, inline, condition, registration)
         .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = super::checksum_fields(&meta.checksums);
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(dest_cipher.as_ref());
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(meta.etag())),
@@ -279,10 +274,8 @@ pub async fn copy_object(
         }),
         copy_source_version_id: source.version_id,
         version_id: versions::written_version_id(&bucket, hlc),
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         ..Default::default()
     }))
 }

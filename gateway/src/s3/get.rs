@@ -141,9 +141,7 @@ pub async fn get_object(
     ctx: &Ctx,
     req: S3Request<GetObjectInput>,
 ) -> Result<S3Response<GetObjectOutput>, GatewayError> {
-    let who = super::object_acl::RequesterOf::of(&req);
-    let request_headers = req.headers;
-    let input = req.input;
+    let (who, input) = super::object_acl::RequesterOf::split(req);
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let (obj, version_id) = super::object_acl::read_object_as(
         ctx,
@@ -156,14 +154,10 @@ pub async fn get_object(
         false,
     )
     .await?;
-    let cipher = crate::sse::reader(&request_headers, false, obj.meta.headers.sse_c.as_ref())?
-        .map(std::rc::Rc::new);
-    let key_md5 = obj.meta.headers.sse_c.as_ref().and_then(|_| {
-        crate::sse::CustomerKey::from_headers(&request_headers, false)
-            .ok()
-            .flatten()
-            .map(|k| k.key_md5().to_owned())
-    });
+    let cipher = crate::sse::reader(who.headers(), false, obj.meta.headers.sse_c.as_ref())?;
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(cipher.as_ref());
+    let cipher = cipher.map(std::rc::Rc::new);
+
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -209,10 +203,8 @@ pub async fn get_object(
         metadata: h.metadata,
         parts_count: span.parts_count,
         tag_count: super::tagging::tag_count(&obj.meta.headers.tags),
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         version_id,
         ..Default::default()
     }))
@@ -223,9 +215,7 @@ pub async fn head_object(
     ctx: &Ctx,
     req: S3Request<HeadObjectInput>,
 ) -> Result<S3Response<HeadObjectOutput>, GatewayError> {
-    let who = super::object_acl::RequesterOf::of(&req);
-    let request_headers = req.headers;
-    let input = req.input;
+    let (who, input) = super::object_acl::RequesterOf::split(req);
     let bucket = require_bucket_id(ctx, &input.bucket)?;
     let (obj, version_id) = super::object_acl::read_object_as(
         ctx,
@@ -238,13 +228,9 @@ pub async fn head_object(
         true,
     )
     .await?;
-    crate::sse::reader(&request_headers, false, obj.meta.headers.sse_c.as_ref())?;
-    let key_md5 = obj.meta.headers.sse_c.as_ref().and_then(|_| {
-        crate::sse::CustomerKey::from_headers(&request_headers, false)
-            .ok()
-            .flatten()
-            .map(|k| k.key_md5().to_owned())
-    });
+    let cipher = crate::sse::reader(who.headers(), false, obj.meta.headers.sse_c.as_ref())?;
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(cipher.as_ref());
+
     let last_modified = timestamp(obj.hlc);
     let etag_value = obj.meta.etag();
     let conditions = Conditions {
@@ -284,10 +270,8 @@ pub async fn head_object(
         metadata: h.metadata,
         parts_count: span.parts_count,
         version_id,
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         ..Default::default()
     });
     if partial {

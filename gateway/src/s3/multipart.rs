@@ -207,18 +207,16 @@ pub async fn create_multipart_upload(
 ) -> Result<S3Response<CreateMultipartUploadOutput>, GatewayError> {
     let initiator =
         caller_user(&ctx.manager.snapshot(), access_key(&req)).unwrap_or_else(|| ANONYMOUS.into());
-    let acl_headers = super::put::acl_headers(&req.headers);
     let sealed = crate::sse::sealed_for_write(&req.headers)?;
-    let ak = access_key(&req).map(str::to_owned);
-    let input = req.input;
-    let bucket_id = require_bucket_id(ctx, &input.bucket)?;
+    let bucket_id = require_bucket_id(ctx, &req.input.bucket)?;
     // The object the upload completes gets the ACL asked for here.
     let acl = crate::acl::acl_of_request(
         &ctx.manager.snapshot(),
-        &input.bucket,
-        ak.as_deref(),
-        &acl_headers,
+        &req.input.bucket,
+        access_key(&req),
+        &req.headers,
     )?;
+    let input = req.input;
     let checksum = super::multipart_checksum::upload_checksum(
         input.checksum_algorithm.as_ref(),
         input.checksum_type.as_ref(),
@@ -234,10 +232,11 @@ pub async fn create_multipart_upload(
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     headers.acl = Some(acl);
-    let key_md5 = sealed.map(|(sse, _, key_md5)| {
+    let cipher = sealed.map(|(sse, cipher)| {
         headers.sse_c = Some(sse);
-        key_md5
+        cipher
     });
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(cipher.as_ref());
     let meta = UploadMeta {
         headers,
         checksum_algorithm: checksum.map(|(kind, _)| kind),
@@ -267,10 +266,8 @@ pub async fn create_multipart_upload(
         upload_id: Some(upload_id),
         checksum_algorithm: input.checksum_algorithm,
         checksum_type: checksum.map(|(_, how)| ChecksumType::from(how.name().to_owned())),
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         ..Default::default()
     }))
 }
@@ -332,20 +329,10 @@ pub async fn upload_part(
     )
     .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&part.checksums);
-    let key_md5 = cipher
-        .is_some()
-        .then(|| {
-            crate::sse::CustomerKey::from_headers(&headers, false)
-                .ok()
-                .flatten()
-        })
-        .flatten()
-        .map(|k| k.key_md5().to_owned());
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(cipher.as_ref());
     Ok(S3Response::new(UploadPartOutput {
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         e_tag: Some(etag(hex::encode(part.run.md5))),
         checksum_crc32: crc32,
         checksum_crc32c: crc32c,

@@ -23,14 +23,21 @@ pub struct RequesterOf {
 }
 
 impl RequesterOf {
-    /// The requester of `req`.
-    pub fn of<T>(req: &S3Request<T>) -> Self {
-        let r = Requester::of(req);
-        RequesterOf {
-            access_key: r.access_key.map(str::to_owned),
-            source_ip: r.source_ip,
-            headers: req.headers.clone(),
-        }
+    /// The requester of `req`, and its input (the headers are moved here, not copied).
+    pub fn split<T>(req: S3Request<T>) -> (Self, T) {
+        let r = Requester::of(&req);
+        let (access_key, source_ip) = (r.access_key.map(str::to_owned), r.source_ip);
+        let who = RequesterOf {
+            access_key,
+            source_ip,
+            headers: req.headers,
+        };
+        (who, req.input)
+    }
+
+    /// The request's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// As the access checks take it.
@@ -191,8 +198,7 @@ pub async fn get_object_acl(
     ctx: &Ctx,
     req: S3Request<GetObjectAclInput>,
 ) -> Result<S3Response<GetObjectAclOutput>, GatewayError> {
-    let who = RequesterOf::of(&req);
-    let input = req.input;
+    let (who, input) = RequesterOf::split(req);
     let bucket = require_bucket(ctx, &input.bucket)?;
     let (obj, _) = read_object_as(
         ctx,
@@ -220,12 +226,11 @@ pub async fn put_object_acl(
     ctx: &Ctx,
     req: S3Request<PutObjectAclInput>,
 ) -> Result<S3Response<PutObjectAclOutput>, GatewayError> {
-    let who = RequesterOf::of(&req);
-    let headers = super::put::acl_headers(&req.headers);
-    let input = req.input;
+    let (who, input) = RequesterOf::split(req);
+    let headers = who.headers();
     let bucket = require_bucket(ctx, &input.bucket)?;
     let id = bucket_id(&bucket);
-    let by_headers = crate::acl::has_acl_headers(&headers);
+    let by_headers = crate::acl::has_acl_headers(headers);
     match (by_headers, &input.access_control_policy) {
         (true, Some(_)) => {
             return Err(GatewayError::s3(
@@ -256,7 +261,7 @@ pub async fn put_object_acl(
     let grants = crate::acl::with_fresh_grantees(ctx, |state| {
         Ok(match &input.access_control_policy {
             Some(document) => grants_of_document(document, &owner, state)?,
-            None => crate::acl::grants_of_headers(&headers, &owner, &bucket, state)?,
+            None => crate::acl::grants_of_headers(headers, &owner, &bucket, state)?,
         })
     })
     .await?;

@@ -69,19 +69,6 @@ pub async fn check_write_conditions(
     Ok(())
 }
 
-/// The ACL headers of a request (the rest is not needed to read its ACL).
-pub fn acl_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::new();
-    for name in std::iter::once(crate::acl::CANNED_ACL_HEADER)
-        .chain(crate::acl::GRANT_HEADERS.iter().map(|(name, _)| *name))
-    {
-        if let Some(value) = headers.get(name) {
-            out.insert(name, value.clone());
-        }
-    }
-    out
-}
-
 /// PutObject.
 pub async fn put_object(
     ctx: &Ctx,
@@ -100,7 +87,7 @@ pub async fn put_object(
         &ctx.manager.snapshot(),
         &input.bucket,
         access_key.as_deref(),
-        &acl_headers(asked),
+        asked,
     )?;
     let sealed = crate::sse::sealed_for_write(asked)?;
     check_write_conditions(
@@ -127,13 +114,10 @@ pub async fn put_object(
     )?;
     headers.tags = super::tagging::tags_of_header(input.tagging.as_deref())?;
     headers.acl = Some(acl);
-    let (cipher, key_md5) = match sealed {
-        Some((sse, cipher, key_md5)) => {
-            headers.sse_c = Some(sse);
-            (Some(cipher), Some(key_md5))
-        }
-        None => (None, None),
-    };
+    let cipher = sealed.map(|(sse, cipher)| {
+        headers.sse_c = Some(sse);
+        cipher
+    });
     let body = input
         .body
         .ok_or_else(|| GatewayError::s3(S3ErrorCode::MissingContentLength, "missing body"))?
@@ -183,6 +167,7 @@ pub async fn put_object(
         )
         .await?;
     let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_fields(&meta.checksums);
+    let (sse_customer_algorithm, sse_customer_key_md5) = crate::sse::answered(cipher.as_ref());
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(etag(meta.etag())),
         version_id: super::versions::written_version_id(&bucket, hlc),
@@ -191,10 +176,8 @@ pub async fn put_object(
         checksum_crc64nvme: crc64nvme,
         checksum_sha1: sha1,
         checksum_sha256: sha256,
-        sse_customer_algorithm: key_md5
-            .as_ref()
-            .map(|_| crate::sse::SSE_C_ALGORITHM.to_owned()),
-        sse_customer_key_md5: key_md5,
+        sse_customer_algorithm,
+        sse_customer_key_md5,
         ..Default::default()
     }))
 }
