@@ -409,6 +409,22 @@ impl Storage {
             .await
     }
 
+    /// Stores the attributes of one version of an object (see
+    /// [`leofs_shard::Shard::set_attributes`]).
+    pub async fn set_attributes(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        null_version: bool,
+        stamp: Hlc,
+        value: PutValue,
+        expected: Option<Hlc>,
+    ) -> Result<Hlc, ShardError> {
+        self.of(bucket)
+            .set_attributes(bucket.as_str(), key, null_version, stamp, value, expected)
+            .await
+    }
+
     /// A versioned key's latest version (a delete marker included): its index entry, from
     /// the bucket's read quorum.
     pub async fn latest_version(

@@ -69,6 +69,29 @@ pub struct StoredObject {
     /// For a chunked object read with [`Ctx::get_object`] whose every chunk the core's cache
     /// held: their bodies by chunk key (read from here, with no lease and no storage read).
     pub cached_chunks: Option<Rc<HashMap<Bytes, Bytes>>>,
+    /// In a bucket that has had versioning: the stamp of the attribute record whose tags and
+    /// ACL are the version's now, in place of those it was written with (None: its own).
+    pub attributes: Option<Hlc>,
+}
+
+/// What identifies an object as read, for a change that must apply to that very state: its
+/// record's stamp and, in a bucket that has had versioning, its attribute record's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordStamps {
+    /// The object (version) record's stamp.
+    pub record: Hlc,
+    /// Its attribute record's stamp (None: it has none).
+    pub attributes: Option<Hlc>,
+}
+
+impl StoredObject {
+    /// The stamps that identify it as read.
+    pub fn stamps(&self) -> RecordStamps {
+        RecordStamps {
+            record: self.hlc,
+            attributes: self.attributes,
+        }
+    }
 }
 
 /// One version of an object, as [`Ctx::read_version`] finds it.
@@ -259,6 +282,7 @@ impl Ctx {
             inline: v.body,
             lease: None,
             cached_chunks: None,
+            attributes: None,
         }))
     }
 
@@ -274,25 +298,36 @@ impl Ctx {
         head: bool,
     ) -> Result<Option<VersionRead>, GatewayError> {
         for _ in 0..LEASE_ATTEMPTS_MAX {
-            let (record, named) = match version {
-                Some(VersionRef::Null) => (object_key(bucket.as_str(), key), VersionRef::Null),
+            // The record, which version it is, and its stamp when known before it is read.
+            let (record, named, stamp) = match version {
+                Some(VersionRef::Null) => {
+                    (object_key(bucket.as_str(), key), VersionRef::Null, None)
+                }
                 Some(VersionRef::Stamped(hlc)) => (
                     crate::layout::version_key(bucket.as_str(), key, hlc),
                     VersionRef::Stamped(hlc),
+                    Some(hlc),
                 ),
                 None => match self.storage.latest_version(bucket, key).await? {
                     None => return Ok(None),
-                    Some(latest) if latest.key.first() == Some(&NS_VERSION) => {
-                        (latest.key, VersionRef::Stamped(latest.hlc))
-                    }
-                    Some(latest) => (latest.key, VersionRef::Null),
+                    Some(latest) if latest.key.first() == Some(&NS_VERSION) => (
+                        latest.key,
+                        VersionRef::Stamped(latest.hlc),
+                        Some(latest.hlc),
+                    ),
+                    Some(latest) => (latest.key, VersionRef::Null, Some(latest.hlc)),
                 },
             };
-            let found = self
-                .storage
-                .get_version_record(bucket, key, record.clone(), head)
-                .await?;
-            let Some(value) = found else {
+            // In a bucket that has had versioning, the version's attribute record is read
+            // beside it (shard/VERSIONING.md §10a).
+            let versioned = bucket.versioning() != Versioning::Off;
+            let (found, attributes) = futures_util::future::join(
+                self.storage
+                    .get_version_record(bucket, key, record.clone(), head),
+                self.read_attributes(bucket, key, stamp.filter(|_| versioned)),
+            )
+            .await;
+            let Some(value) = found? else {
                 if version.is_none() {
                     // The latest version was deleted for good meanwhile: find the next one.
                     continue;
@@ -311,7 +346,21 @@ impl Ctx {
                 inline: value.body,
                 lease: None,
                 cached_chunks: None,
+                attributes: None,
             };
+            if versioned {
+                // A null version replaced since its stamp was learnt: its own attributes.
+                let attributes = if stamp == Some(obj.hlc) {
+                    attributes?
+                } else {
+                    self.read_attributes(bucket, key, Some(obj.hlc)).await?
+                };
+                if let Some((hlc, attributes)) = attributes {
+                    obj.meta.headers.tags = attributes.tags;
+                    obj.meta.headers.acl = attributes.acl;
+                    obj.attributes = Some(hlc);
+                }
+            }
             let versions = obj.meta.versions();
             if head || versions.is_empty() {
                 return Ok(Some(VersionRead::Object(Box::new(obj), named)));
@@ -353,6 +402,59 @@ impl Ctx {
         ))
     }
 
+    /// The attribute record of the version of an object stamped `stamp` (its stamp and what it
+    /// holds), if it has one (shard/VERSIONING.md §10a); None without a stamp.
+    async fn read_attributes(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        stamp: Option<Hlc>,
+    ) -> Result<Option<(Hlc, crate::layout::VersionAttributes)>, GatewayError> {
+        let Some(stamp) = stamp else {
+            return Ok(None);
+        };
+        let record = crate::layout::attributes_key(bucket.as_str(), key, stamp);
+        let Some(found) = self
+            .storage
+            .get_version_record(bucket, key, record, true)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let attributes = crate::layout::VersionAttributes::decode(&found.meta)?;
+        Ok(Some((found.hlc, attributes)))
+    }
+
+    /// Stores the tags and ACL of `version` of an object (read as `obj`, whose attributes
+    /// they replace) in its attribute record, while the version is live and its attribute
+    /// record is still the one `obj` was read with. False when either changed meanwhile
+    /// (nothing is written): the caller reads it again.
+    pub async fn set_version_attributes(
+        &self,
+        bucket: &BucketId,
+        key: &str,
+        version: VersionRef,
+        obj: &StoredObject,
+        attributes: &crate::layout::VersionAttributes,
+    ) -> Result<bool, GatewayError> {
+        let value = attributes.to_record()?;
+        let null_version = version == VersionRef::Null;
+        let stamp = match version {
+            VersionRef::Stamped(stamp) => stamp,
+            VersionRef::Null => obj.hlc,
+        };
+        match self
+            .storage
+            .set_attributes(bucket, key, null_version, stamp, value, obj.attributes)
+            .await
+            .map_err(GatewayError::from)
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_precondition_failed() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads an object record's manifest without its body.
     pub async fn head_object(
         &self,
@@ -374,6 +476,7 @@ impl Ctx {
             inline: Bytes::new(),
             lease: None,
             cached_chunks: None,
+            attributes: None,
         }))
     }
 

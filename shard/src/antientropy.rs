@@ -28,7 +28,7 @@ use futures_util::stream::FuturesUnordered;
 use leofs_engine::{EngineError, Hlc, PartitionId, PutValue, ScanEntry};
 
 use crate::object::keys::{NS_CHUNK, NS_OBJECT, NS_PART, NS_UPLOAD};
-use crate::object::versions::NS_VERSION;
+use crate::object::versions::{NS_ATTRIBUTES, NS_VERSION};
 use crate::replication::Version;
 use crate::replication::antientropy::{Entries, Pass, PassStep, RangeHashes, range_of};
 use crate::request::{SCAN_LIMIT_MAX, StorageRequest, StorageResponse};
@@ -250,7 +250,12 @@ pub(crate) fn collection_stamp(put: Hlc) -> Hlc {
 fn is_replicated_key(key: &[u8]) -> bool {
     matches!(
         key.first(),
-        Some(&NS_OBJECT) | Some(&NS_VERSION) | Some(&NS_CHUNK) | Some(&NS_UPLOAD) | Some(&NS_PART)
+        Some(&NS_OBJECT)
+            | Some(&NS_VERSION)
+            | Some(&NS_ATTRIBUTES)
+            | Some(&NS_CHUNK)
+            | Some(&NS_UPLOAD)
+            | Some(&NS_PART)
     )
 }
 

@@ -27,9 +27,9 @@ use leofs_engine::{
 
 use crate::object::{
     KEY_SEP, ObjectMeta, PartMeta, TAG_GARBAGE, TAG_INLINE, VERSION_ID_BYTES, VersionChunks,
-    VersionId, VersionRef, Versioning, chunk_key, delete_marker, etag_string, garbage_key,
-    is_delete_marker, object_key, parse_chunk_key, parts_count_of_tag, upload_key, version_key,
-    version_prefix,
+    VersionId, VersionRef, Versioning, attributes_key, chunk_key, delete_marker, etag_string,
+    garbage_key, is_delete_marker, object_key, parse_chunk_key, parts_count_of_tag, upload_key,
+    version_key, version_prefix,
 };
 use crate::replicated::DecidedOn;
 use crate::request::{StorageRequest, StorageResponse};
@@ -1006,16 +1006,20 @@ impl Shard {
         };
         let mut value = value;
         value.hlc = above_held(engine, held.as_ref(), self.watermark(partition), value.hlc);
+        let dropped = self.drop_attributes(partition, bucket, key, versioning, current, value.hlc);
         let replaced = self.replaced_versions(partition, okey, current).await;
         if replaced.is_empty() {
-            return Ok(engine.put(partition, okey, value).await?);
+            let (_, put) =
+                futures_util::future::join(dropped, engine.put(partition, okey, value)).await;
+            return Ok(put?);
         }
         let (entry, entry_value) = garbage_entry(bucket, key, &replaced);
-        // One group commit for both: a crash leaves both, neither, or an entry whose versions
+        // One group commit for all: a crash leaves both, neither, or an entry whose versions
         // the (unchanged) manifest still references, which the collector then leaves alone.
-        let (queued, put) = futures_util::future::join(
+        let (queued, put, _) = futures_util::future::join3(
             engine.put(partition, &entry, entry_value),
             engine.put(partition, okey, value),
+            dropped,
         )
         .await;
         let _ = self.queued(queued, entry, bucket, key);
@@ -1417,21 +1421,153 @@ impl Shard {
             }
             return Ok((false, hlc));
         }
+        let dropped = self.drop_attributes(partition, bucket, key, versioning, current, hlc);
         let replaced = self.replaced_versions(partition, &target, current).await;
         let okey = target;
         if replaced.is_empty() {
-            let deleted = engine.delete(partition, &okey, hlc).await?;
+            let (_, deleted) =
+                futures_util::future::join(dropped, engine.delete(partition, &okey, hlc)).await;
+            let deleted = deleted?;
             return Ok((deleted.is_some(), deleted.or(hlc)));
         }
         let (entry, entry_value) = garbage_entry(bucket, key, &replaced);
-        let (queued, deleted) = futures_util::future::join(
+        let (queued, deleted, _) = futures_util::future::join3(
             engine.put_reclaiming(partition, &entry, entry_value),
             engine.delete(partition, &okey, hlc),
+            dropped,
         )
         .await;
         let _ = self.queued(queued, entry, bucket, key);
         let deleted = deleted?;
         Ok((deleted.is_some(), deleted.or(hlc)))
+    }
+
+    /// The tombstone of the attribute record of `version` (a live version record, or null
+    /// version, that a delete or a suspended write is removing), written with the removal
+    /// (the caller joins it into the same group commit), when this replica holds one; stamped
+    /// above it. Nothing in a bucket never versioned, which has no attribute records. The
+    /// other replicas get the tombstone from anti-entropy; until then the record they hold
+    /// names a version that is gone, which no read asks for.
+    fn drop_attributes(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        versioning: Versioning,
+        version: Option<Lookup>,
+        at: Option<Hlc>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let found = self.core.engine().ok().and_then(|engine| {
+            let version = version.filter(|v| !v.tombstone && versioning != Versioning::Off)?;
+            let akey = attributes_key(bucket, key, version.hlc);
+            let held = engine.lookup(partition, &akey).filter(|h| !h.tombstone)?;
+            let hlc = above_held(engine, Some(&held), self.watermark(partition), at);
+            Some((engine.clone(), akey, hlc))
+        });
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        async move {
+            let Some((engine, akey, hlc)) = found else {
+                return;
+            };
+            if let Err(e) = engine.delete(partition, &akey, hlc).await {
+                tracing::warn!(error = %e, %bucket, %key, "could not delete the attributes of a removed version; they name a version that is gone");
+            }
+        }
+    }
+
+    /// Stores the attributes (tags, ACL) of one version of a key as a record of their own
+    /// (shard/VERSIONING.md §10a), only while that version (the null version when
+    /// `null_version`, else the version record stamped `stamp`) is live and the attribute
+    /// record held is the one stamped `expected` (None: none): `PreconditionFailed` otherwise,
+    /// nothing written. Decided by the partition's first replica, brought up to date with
+    /// both records first, as a conditional write; then stored on the other replicas at the
+    /// same HLC, W in all. Returns the attribute record's stamp.
+    pub async fn set_attributes(
+        &self,
+        bucket: &str,
+        key: &str,
+        null_version: bool,
+        stamp: Hlc,
+        value: PutValue,
+        expected: Option<Hlc>,
+    ) -> Result<Hlc, ShardError> {
+        let partition = self.object_partition(bucket, key);
+        let request_at = |hlc: Option<Hlc>| StorageRequest::SetAttributes {
+            partition,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            null_version,
+            stamp,
+            value: PutValue {
+                hlc,
+                ..value.clone()
+            },
+            expected,
+        };
+        if !self.replicated() {
+            return self.send(request_at(None)).await?.into_stored();
+        }
+        let record = if null_version {
+            object_key(bucket, key)
+        } else {
+            version_key(bucket, key, stamp)
+        };
+        let akey = attributes_key(bucket, key, stamp);
+        self.serialize_then_copy(
+            partition,
+            self.levels().w,
+            Some(DecidedOn::Attributes {
+                record: &record,
+                attributes: &akey,
+            }),
+            |hlc, _| request_at(Some(hlc)),
+            |hlc| StorageRequest::Put {
+                partition,
+                key: akey.clone(),
+                value: PutValue {
+                    hlc: Some(hlc),
+                    ..value.clone()
+                },
+                fresh: true,
+            },
+        )
+        .await?
+        .into_stored()
+    }
+
+    /// The executor's side of [`StorageRequest::SetAttributes`], under the key's lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set_attributes_here(
+        &self,
+        partition: PartitionId,
+        bucket: &str,
+        key: &str,
+        null_version: bool,
+        stamp: Hlc,
+        value: PutValue,
+        expected: Option<Hlc>,
+    ) -> Result<Hlc, ShardError> {
+        let okey = object_key(bucket, key);
+        let _lock = self.core.objects.locks.lock(&okey).await;
+        let engine = self.core.engine()?;
+        let record = if null_version {
+            okey.clone()
+        } else {
+            version_key(bucket, key, stamp)
+        };
+        let live = engine
+            .lookup(partition, &record)
+            .is_some_and(|v| !v.tombstone && v.hlc == stamp && !is_delete_marker(v.summary.tag));
+        let akey = attributes_key(bucket, key, stamp);
+        let held = engine.lookup(partition, &akey);
+        if !live || held.filter(|h| !h.tombstone).map(|h| h.hlc) != expected {
+            return Err(ShardError::PreconditionFailed);
+        }
+        let value = PutValue {
+            hlc: above_held(engine, held.as_ref(), self.watermark(partition), value.hlc),
+            ..value
+        };
+        Ok(engine.put(partition, &akey, value).await?)
     }
 
     /// Registers a new version of (bucket, key) as being written, on the core owning the

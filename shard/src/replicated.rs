@@ -431,6 +431,12 @@ impl Shard {
                     .await?;
                 first
             }
+            Some(DecidedOn::Attributes { record, attributes }) => {
+                let first = replicas[..1].to_vec();
+                self.catch_up(partition, record, first[0]).await?;
+                self.catch_up(partition, attributes, first[0]).await?;
+                first
+            }
             None => replicas.clone(),
         };
         let mut stamp = self.now();
@@ -864,6 +870,13 @@ pub(crate) enum DecidedOn<'a> {
         bucket: &'a str,
         /// The object key.
         key: &'a str,
+    },
+    /// A version's record and its attribute record.
+    Attributes {
+        /// The version's record.
+        record: &'a Bytes,
+        /// Its attribute record.
+        attributes: &'a Bytes,
     },
 }
 

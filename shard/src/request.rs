@@ -266,6 +266,27 @@ pub enum StorageRequest {
         /// The object key.
         key: String,
     },
+    /// Stores the attributes (tags, ACL) a version of an object has now, as a record of their
+    /// own beside it (shard/VERSIONING.md §10a), under the key's lock: only while the version
+    /// is live here and the attribute record held is the one stamped `expected` (None: none is
+    /// held); otherwise `PreconditionFailed`, nothing written. [`StorageResponse::Stored`].
+    SetAttributes {
+        /// The object record's partition.
+        partition: PartitionId,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The version is the null version (the object record) stamped `stamp`, rather than
+        /// the version record stamped `stamp`.
+        null_version: bool,
+        /// The version's stamp.
+        stamp: Hlc,
+        /// The attribute record (its HLC stamped by the coordinator, or None: a fresh one).
+        value: PutValue,
+        /// The stamp of the attribute record the change was decided on.
+        expected: Option<Hlc>,
+    },
 }
 
 impl StorageRequest {
@@ -292,6 +313,7 @@ impl StorageRequest {
             Self::RangeEntries { .. } => "range-entries",
             Self::SetWatermark { .. } => "set-watermark",
             Self::LatestVersion { .. } => "latest-version",
+            Self::SetAttributes { .. } => "set-attributes",
         }
     }
 
@@ -313,7 +335,8 @@ impl StorageRequest {
             | Self::RangeHashes { partition, .. }
             | Self::RangeEntries { partition, .. }
             | Self::SetWatermark { partition, .. }
-            | Self::LatestVersion { partition, .. } => Some(*partition),
+            | Self::LatestVersion { partition, .. }
+            | Self::SetAttributes { partition, .. } => Some(*partition),
             Self::Scan { .. }
             | Self::LeaseChunks { .. }
             | Self::ReleaseChunks { .. }
@@ -333,6 +356,7 @@ impl StorageRequest {
                 | Self::CommitPart { .. }
                 | Self::CollectChunks { .. }
                 | Self::SetWatermark { .. }
+                | Self::SetAttributes { .. }
         )
     }
 }
@@ -716,6 +740,26 @@ impl Shard {
                 bucket,
                 key,
             } => StorageResponse::Entries(self.latest_view_here(partition, &bucket, &key)?),
+            StorageRequest::SetAttributes {
+                partition,
+                bucket,
+                key,
+                null_version,
+                stamp,
+                value,
+                expected,
+            } => StorageResponse::Stored(
+                Box::pin(self.set_attributes_here(
+                    partition,
+                    &bucket,
+                    &key,
+                    null_version,
+                    stamp,
+                    value,
+                    expected,
+                ))
+                .await?,
+            ),
             StorageRequest::BeginWrite { version, .. } => {
                 self.core.objects.begin_write(version);
                 StorageResponse::Done
@@ -839,6 +883,7 @@ impl Shard {
         let conditional = match request {
             StorageRequest::CommitObject { condition, .. } => condition.is_conditional(),
             StorageRequest::DeleteObject { only_if, .. } => only_if.is_some(),
+            StorageRequest::SetAttributes { .. } => true,
             _ => false,
         };
         if conditional {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use leofs_shard::object::{
-    BodyLayout, VersionRef, Versioning, is_delete_marker, object_key, version_key, version_prefix,
+    BodyLayout, VersionAttributes, VersionRef, Versioning, attributes_key, is_delete_marker,
+    object_key, version_key, version_prefix,
 };
 use leofs_shard::{EtagCondition, Hlc, PutValue, Shard, ShardError, WriteCondition};
 
@@ -317,6 +318,109 @@ fn noncurrent_versions_keep_their_chunks_until_deleted_for_good() {
                 chunks_left(&shard, BUCKET, key, &runs[1].1.version).await,
                 CHUNKS
             );
+        })
+    }));
+}
+
+/// The attribute record of the version of "photo" stamped `stamp`, as the engine holds it:
+/// its tags, or None when it is absent or deleted.
+async fn attributes_of(shard: &Shard, stamp: Hlc) -> Option<Vec<(String, String)>> {
+    let partition = shard.object_partition(BUCKET, "photo");
+    let record = attributes_key(BUCKET, "photo", stamp);
+    let head = shard.head(partition, record).await.unwrap()?;
+    Some(VersionAttributes::decode(&head.meta).unwrap().tags)
+}
+
+fn tagged(value: &str) -> PutValue {
+    VersionAttributes {
+        tags: vec![("k".to_owned(), value.to_owned())],
+        acl: None,
+    }
+    .to_record()
+    .unwrap()
+}
+
+#[test]
+fn version_attributes_are_a_record_of_their_own_that_goes_with_the_version() {
+    run_on_core0(Box::new(|shard: Shard| {
+        Box::pin(async move {
+            let key = "photo";
+            let null = commit(&shard, key, b"null", Versioning::Off).await;
+            let v1 = commit(&shard, key, b"one", Versioning::Enabled).await;
+            let set = |null_version, stamp, value, expected| {
+                let shard = shard.clone();
+                async move {
+                    shard
+                        .set_attributes(BUCKET, key, null_version, stamp, value, expected)
+                        .await
+                }
+            };
+
+            // Set on a version, then changed only by who read the record now held.
+            let first = set(false, v1, tagged("a"), None).await.unwrap();
+            assert_eq!(
+                attributes_of(&shard, v1).await,
+                Some(vec![("k".into(), "a".into())])
+            );
+            assert!(matches!(
+                set(false, v1, tagged("b"), None).await,
+                Err(ShardError::PreconditionFailed)
+            ));
+            let second = set(false, v1, tagged("b"), Some(first)).await.unwrap();
+            assert!(second > first);
+            assert_eq!(
+                attributes_of(&shard, v1).await,
+                Some(vec![("k".into(), "b".into())])
+            );
+            // The version record itself is untouched.
+            assert_eq!(
+                body_of(&shard, version_key(BUCKET, key, v1))
+                    .await
+                    .as_deref(),
+                Some(&b"one"[..])
+            );
+
+            // The null version: named by the object record's stamp, and only that one.
+            assert!(matches!(
+                set(true, v1, tagged("x"), None).await,
+                Err(ShardError::PreconditionFailed)
+            ));
+            set(true, null, tagged("n"), None).await.unwrap();
+            assert_eq!(
+                attributes_of(&shard, null).await,
+                Some(vec![("k".into(), "n".into())])
+            );
+
+            // A version deleted for good takes its attributes with it, and none can be set on
+            // it (nor on a delete marker).
+            shard
+                .delete_object_in(
+                    BUCKET,
+                    key,
+                    Versioning::Enabled,
+                    Some(VersionRef::Stamped(v1)),
+                )
+                .await
+                .unwrap();
+            assert_eq!(attributes_of(&shard, v1).await, None);
+            assert!(matches!(
+                set(false, v1, tagged("c"), None).await,
+                Err(ShardError::PreconditionFailed)
+            ));
+            let (_, marker) = shard
+                .delete_object_in(BUCKET, key, Versioning::Enabled, None)
+                .await
+                .unwrap();
+            assert!(matches!(
+                set(false, marker.unwrap(), tagged("m"), None).await,
+                Err(ShardError::PreconditionFailed)
+            ));
+
+            // A suspended write replaces the null version: its attributes go with it, and the
+            // new null version starts with none.
+            let replaced = commit(&shard, key, b"null 2", Versioning::Suspended).await;
+            assert_eq!(attributes_of(&shard, null).await, None);
+            assert_eq!(attributes_of(&shard, replaced).await, None);
         })
     }));
 }

@@ -166,6 +166,15 @@ def test_tag_and_size_filters_choose_the_versions_that_expire(make_server):
     old_tmp = s3.put_object(Bucket="tagver", Key="v", Body=b"1", Tagging="tier=tmp")["VersionId"]
     old_keep = s3.put_object(Bucket="tagver", Key="v", Body=b"2", Tagging="tier=keep")["VersionId"]
     latest = s3.put_object(Bucket="tagver", Key="v", Body=b"3")["VersionId"]
+    # Tags changed on a version after it was written are the ones the rules see.
+    now_tmp = s3.put_object(Bucket="tagver", Key="w", Body=b"1", Tagging="tier=keep")["VersionId"]
+    s3.put_object_tagging(Bucket="tagver", Key="w", VersionId=now_tmp,
+                          Tagging={"TagSet": [{"Key": "tier", "Value": "tmp"}]})
+    now_keep = s3.put_object(Bucket="tagver", Key="x", Body=b"1", Tagging="tier=tmp")["VersionId"]
+    s3.put_object_tagging(Bucket="tagver", Key="x", VersionId=now_keep,
+                          Tagging={"TagSet": [{"Key": "tier", "Value": "keep"}]})
+    w_latest = s3.put_object(Bucket="tagver", Key="w", Body=b"2")["VersionId"]
+    x_latest = s3.put_object(Bucket="tagver", Key="x", Body=b"2")["VersionId"]
     put_rules(
         s3, "tagexp",
         {"ID": "tags", "Status": "Enabled", "Filter": {"Tag": {"Key": "tier", "Value": "tmp"}},
@@ -188,13 +197,14 @@ def test_tag_and_size_filters_choose_the_versions_that_expire(make_server):
 
     eventually("the tagged and the large objects expired", 20,
                lambda: keys() == ["s/small", "t/keep", "t/untagged"])
-    eventually("the noncurrent version tagged tmp deleted", 20, lambda: versions() == [latest, old_keep])
-    assert old_tmp not in versions()
+    eventually("the noncurrent versions tagged tmp deleted", 20,
+               lambda: versions() == [latest, old_keep, w_latest, x_latest, now_keep])
+    assert old_tmp not in versions() and now_tmp not in versions()
     import time
 
     time.sleep(2)  # more passes change nothing more
     assert keys() == ["s/small", "t/keep", "t/untagged"]
-    assert versions() == [latest, old_keep]
+    assert versions() == [latest, old_keep, w_latest, x_latest, now_keep]
 
 
 def test_versioned_expiration_noncurrent_versions_lone_markers_and_uploads(make_server):

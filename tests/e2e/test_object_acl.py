@@ -192,15 +192,37 @@ def test_objects_without_an_acl_keep_their_buckets(make_server):
     assert requests.get(f"{srv.rest_endpoint}/legacy/new", timeout=10).status_code == 403
 
 
-def test_acls_of_versions_are_read_and_not_rewritten(server, people):
-    (_, alice), (bob_name, bob), _ = people[0]
+def test_acls_of_versions_change_version_by_version(server, people):
+    (alice_name, alice), (bob_name, bob), _ = people[0]
     _, read, _ = people
     alice.put_bucket_versioning(Bucket=read, VersioningConfiguration={"Status": "Enabled"})
     v1 = alice.put_object(Bucket=read, Key="v", Body=b"1", GrantRead=f'id="{bob_name}"')["VersionId"]
-    alice.put_object(Bucket=read, Key="v", Body=b"2")
+    v2 = alice.put_object(Bucket=read, Key="v", Body=b"2")["VersionId"]
     assert bob.get_object(Bucket=read, Key="v", VersionId=v1)["Body"].read() == b"1"
     assert error_of(lambda: bob.get_object(Bucket=read, Key="v")) == (403, "AccessDenied")
-    assert error_of(lambda: alice.put_object_acl(Bucket=read, Key="v", ACL="public-read")) == (501, "NotImplemented")
+    before = alice.head_object(Bucket=read, Key="v")["LastModified"]
+
+    # The latest version made public: anyone reads it; the other version keeps its own ACL.
+    alice.put_object_acl(Bucket=read, Key="v", ACL="public-read")
+    assert anon_get(server, read, "v").content == b"2"
+    assert (ALL_USERS, "READ") in grants(alice.get_object_acl(Bucket=read, Key="v"))
+    assert alice.head_object(Bucket=read, Key="v")["LastModified"] == before
+    assert grants(alice.get_object_acl(Bucket=read, Key="v", VersionId=v1)) == {
+        (alice_name, "FULL_CONTROL"), (bob_name, "READ")}
+
+    # The noncurrent version named by id made private: bob no longer reads it.
+    alice.put_object_acl(Bucket=read, Key="v", VersionId=v1, ACL="private")
+    assert error_of(lambda: bob.get_object(Bucket=read, Key="v", VersionId=v1)) == (403, "AccessDenied")
+    assert anon_get(server, read, "v").content == b"2"
+    # Bob may not change it (no WRITE_ACP); given WRITE_ACP on v2, he may change v2 only.
+    assert error_of(lambda: bob.put_object_acl(Bucket=read, Key="v", VersionId=v1, ACL="public-read")) == (
+        403, "AccessDenied")
+    alice.put_object_acl(Bucket=read, Key="v", VersionId=v2, GrantWriteACP=f'id="{bob_name}"')
+    assert anon_get(server, read, "v").status_code == 403
+    bob.put_object_acl(Bucket=read, Key="v", VersionId=v2, GrantRead=f'id="{bob_name}"')
+    assert bob.get_object(Bucket=read, Key="v")["Body"].read() == b"2"
+    assert error_of(lambda: bob.put_object_acl(Bucket=read, Key="v", VersionId=v2, ACL="public-read")) == (
+        403, "AccessDenied")
     for v in alice.list_object_versions(Bucket=read).get("Versions", []):
         alice.delete_object(Bucket=read, Key=v["Key"], VersionId=v["VersionId"])
 

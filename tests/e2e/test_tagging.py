@@ -107,19 +107,76 @@ def test_copy_tagging_directive_and_multipart_tags(s3, bucket):
         Bucket=bucket, Key="mp2", Tagging="&".join(f"k{i}=v" for i in range(11)))) == (400, "InvalidTag")
 
 
-def test_versions_keep_their_own_tags_and_are_not_rewritten(s3, bucket):
+def test_tags_of_versions_change_version_by_version_and_versions_are_not_rewritten(s3, bucket):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one", Tagging="v=1")["VersionId"]
+    big = os.urandom(6 * MIB)
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=big, Tagging="v=1")["VersionId"]
     v2 = s3.put_object(Bucket=bucket, Key="k", Body=b"two", Tagging="v=2")["VersionId"]
     assert tags_of(s3, bucket, "k") == {"v": "2"}
     assert tags_of(s3, bucket, "k", VersionId=v1) == {"v": "1"}
-    answer = s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)
+    assert s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)["VersionId"] == v1
+    before = s3.head_object(Bucket=bucket, Key="k", VersionId=v1)
+
+    # A noncurrent version named by id: its tags change, and nothing else does.
+    answer = s3.put_object_tagging(Bucket=bucket, Key="k", VersionId=v1,
+                                   Tagging={"TagSet": tag_set({"v": "x", "extra": "y"})})
     assert answer["VersionId"] == v1
-    # A version is never rewritten: changing its tags is refused, not ignored.
-    assert error_of(lambda: s3.put_object_tagging(
-        Bucket=bucket, Key="k", VersionId=v2, Tagging={"TagSet": tag_set({"v": "x"})})) == (501, "NotImplemented")
-    assert error_of(lambda: s3.delete_object_tagging(Bucket=bucket, Key="k")) == (501, "NotImplemented")
+    assert tags_of(s3, bucket, "k", VersionId=v1) == {"v": "x", "extra": "y"}
     assert tags_of(s3, bucket, "k") == {"v": "2"}
+    got = s3.get_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert got["Body"].read() == big and got["TagCount"] == 2
+    after = s3.head_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert (after["ETag"], after["LastModified"]) == (before["ETag"], before["LastModified"])
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [v["VersionId"] for v in versions] == [v2, v1]
+
+    # Without an id: the latest version's, answered with its id; changed again, and removed.
+    assert s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set({"v": "z"})})[
+        "VersionId"] == v2
+    assert s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set({"v": "w"})})[
+        "VersionId"] == v2
+    assert tags_of(s3, bucket, "k") == {"v": "w"}
+    assert s3.delete_object_tagging(Bucket=bucket, Key="k")["VersionId"] == v2
+    assert tags_of(s3, bucket, "k") == {}
+    assert "TagCount" not in s3.get_object(Bucket=bucket, Key="k")
+    assert tags_of(s3, bucket, "k", VersionId=v1) == {"v": "x", "extra": "y"}
+
+    # A copy of a version takes the tags it has now.
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k", "VersionId": v1})
+    assert tags_of(s3, bucket, "copy") == {"v": "x", "extra": "y"}
+
+    # A version deleted for good has no tags to change; neither has a delete marker.
+    s3.delete_object(Bucket=bucket, Key="k", VersionId=v1)
+    assert error_of(lambda: s3.put_object_tagging(
+        Bucket=bucket, Key="k", VersionId=v1, Tagging={"TagSet": tag_set({"a": "b"})}))[:2] == (404, "NoSuchVersion")
+    assert error_of(lambda: s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1))[:2] == (404, "NoSuchVersion")
+    marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
+    assert error_of(lambda: s3.put_object_tagging(
+        Bucket=bucket, Key="k", Tagging={"TagSet": tag_set({"a": "b"})}))[:2] == (404, "NoSuchKey")
+    assert error_of(lambda: s3.put_object_tagging(
+        Bucket=bucket, Key="k", VersionId=marker, Tagging={"TagSet": tag_set({"a": "b"})}))[:2] == (405, "MethodNotAllowed")
+    assert tags_of(s3, bucket, "k", VersionId=v2) == {}
+
+
+def test_the_null_version_s_tags_change_until_a_write_replaces_it(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="n", Body=b"before versioning", Tagging="era=old")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key="n", Body=b"a version")
+    answer = s3.put_object_tagging(Bucket=bucket, Key="n", VersionId="null",
+                                   Tagging={"TagSet": tag_set({"era": "changed"})})
+    assert answer["VersionId"] == "null"
+    assert tags_of(s3, bucket, "n", VersionId="null") == {"era": "changed"}
+    assert tags_of(s3, bucket, "n") == {}
+    # Suspended: writes replace the null version, which starts with the tags it is written with.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    s3.put_object(Bucket=bucket, Key="n", Body=b"replaced", Tagging="era=new")
+    assert tags_of(s3, bucket, "n") == {"era": "new"}
+    assert s3.put_object_tagging(Bucket=bucket, Key="n", Tagging={"TagSet": tag_set({"era": "newer"})})[
+        "VersionId"] == "null"
+    assert tags_of(s3, bucket, "n", VersionId="null") == {"era": "newer"}
+    s3.put_object(Bucket=bucket, Key="n", Body=b"replaced again")
+    assert tags_of(s3, bucket, "n") == {}
+    assert s3.get_object(Bucket=bucket, Key="n")["Body"].read() == b"replaced again"
 
 
 def test_a_tag_change_racing_overwrites_never_reverts_one(s3, bucket):
@@ -184,3 +241,16 @@ def test_tags_set_through_one_gateway_are_read_through_another(make_server):
         assert tags_of(a, "tags", key) == {"by": "b"}
         got = a.get_object(Bucket="tags", Key=key)
         assert got["Body"].read() == key.encode() and got["TagCount"] == 1
+    # Versions: the tags set on one version through one gateway are that version's through the
+    # other, on every key's replicas.
+    a.create_bucket(Bucket="vtags")
+    a.put_bucket_versioning(Bucket="vtags", VersioningConfiguration={"Status": "Enabled"})
+    first = {key: a.put_object(Bucket="vtags", Key=key, Body=b"1")["VersionId"] for key in keys}
+    for key in keys:
+        a.put_object(Bucket="vtags", Key=key, Body=b"2", Tagging="n=2")
+    for key in keys:
+        b.put_object_tagging(Bucket="vtags", Key=key, VersionId=first[key],
+                             Tagging={"TagSet": tag_set({"n": "1"})})
+    for key in keys:
+        assert tags_of(a, "vtags", key, VersionId=first[key]) == {"n": "1"}
+        assert tags_of(a, "vtags", key) == {"n": "2"}

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from leofs_harness import DEPLOYMENT, clean_env, leofs_bin
 from test_cluster import Cluster, eventually
+from test_replication import metric_sum
 
 pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
                                 reason="starts its own cluster; run in the all-in-one pass")
@@ -190,6 +191,66 @@ def test_a_conditional_create_on_a_versioned_key_is_decided_on_its_newest_versio
     got = client.get_object(Bucket="vbehind", Key="once")
     assert got["Body"].read() == b"created while it was down"
     assert got["VersionId"] == created["VersionId"]
+
+
+def test_tags_changed_on_versions_while_a_replica_is_down_reach_it_by_anti_entropy(make_server):
+    # Hints live one second here and each core runs an anti-entropy pass every 20 ms: a
+    # replica that missed a version's new tags (or its deletion) gets them from anti-entropy.
+    cluster = Cluster(make_server, storage=3, gateways=1, replicas=3,
+                      storage_env={"LEOFS_HINT_TTL_SECS": "1",
+                                   "LEOFS_ANTI_ENTROPY_INTERVAL_MS": "20"})
+    client = cluster.gateways[0].client()
+    client.create_bucket(Bucket="vattrs")
+    client.put_bucket_versioning(Bucket="vattrs", VersioningConfiguration={"Status": "Enabled"})
+    victim = cluster.storage[2]
+    by_addr = {f"127.0.0.1:{n.rpc_port}": n for n in cluster.storage}
+    # Keys whose deciding replica (the first) stays up: a tag change is decided there.
+    keys = []
+    for i in range(100):
+        where = json.loads(cluster.manager.adm("whereis", f"vattrs/k{i:02d}", json_output=True).stdout)
+        if by_addr[where["replicas"][0]["addr"]] is not victim:
+            keys.append(f"k{i:02d}")
+    keys = keys[:12]
+    first = {}
+    for key in keys:
+        first[key] = client.put_object(Bucket="vattrs", Key=key, Body=b"1", Tagging="n=1")["VersionId"]
+        client.put_object(Bucket="vattrs", Key=key, Body=b"2", Tagging="n=2")
+    victim.kill9()
+    changed, dropped = keys[:8], keys[8:]
+    for key in changed:
+        client.put_object_tagging(Bucket="vattrs", Key=key, VersionId=first[key],
+                                  Tagging={"TagSet": [{"Key": "n", "Value": "changed"}]})
+    for key in dropped:
+        client.put_object_tagging(Bucket="vattrs", Key=key, VersionId=first[key],
+                                  Tagging={"TagSet": [{"Key": "n", "Value": "doomed"}]})
+        client.delete_object(Bucket="vattrs", Key=key, VersionId=first[key])
+    eventually("the victim's hints are dropped", 30,
+               lambda: metric_sum(cluster, "leofs_hints_pending") == 0
+               and metric_sum(cluster, "leofs_hints_dropped_total") > 0)
+    repaired = metric_sum(cluster, "leofs_anti_entropy_repaired_total")
+    victim.start()
+    eventually("the restarted node is running", 30, lambda: cluster.state_of(victim) == "running")
+    eventually("anti-entropy repaired the victim", 60,
+               lambda: metric_sum(cluster, "leofs_anti_entropy_repaired_total") - repaired
+               >= len(changed) + 2 * len(dropped))
+    # More passes, and the gateway learns the restarted node is up (within its 5 s back-off);
+    # then the restarted node alone answers.
+    time.sleep(6)
+    for node in cluster.storage:
+        if node is not victim:
+            node.kill9()
+
+    def tags(key, **kw):
+        answer = client.get_object_tagging(Bucket="vattrs", Key=key, **kw)
+        return {t["Key"]: t["Value"] for t in answer["TagSet"]}
+
+    for key in changed:
+        assert tags(key, VersionId=first[key]) == {"n": "changed"}, key
+        assert tags(key) == {"n": "2"}, key
+    for key in dropped:
+        with pytest.raises(ClientError) as gone:
+            client.get_object_tagging(Bucket="vattrs", Key=key, VersionId=first[key])
+        assert gone.value.response["Error"]["Code"] == "NoSuchVersion", key
 
 
 def test_versions_and_lifecycle_rules_through_the_gateways_of_a_leofs_demo_cluster(tmp_path):

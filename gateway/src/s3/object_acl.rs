@@ -1,7 +1,7 @@
 //! Get/PutObjectAcl, and the reads that an object's ACL judges (GetObject, HeadObject,
 //! GetObjectAttributes and the ACL operations themselves, by anyone but the bucket owner and the
-//! admins; see [`crate::acl`]). A PutObjectAcl rewrites the object record with the new ACL and
-//! the same body, as a tag change does ([`super::tagging::rewrite_headers`]).
+//! admins; see [`crate::acl`]). A PutObjectAcl changes the object's ACL as a tag change changes
+//! its tags ([`super::tagging::rewrite_headers`]).
 
 use http::HeaderMap;
 use leofs_manager::ManagerState;
@@ -271,7 +271,7 @@ pub async fn put_object_acl(
         &id,
         &input.key,
         input.version_id.as_deref(),
-        Some(obj.hlc),
+        Some(obj.stamps()),
         "ACL",
         |h| {
             let changed = h.acl.as_ref() != Some(&acl);

@@ -8,17 +8,18 @@
 //! precondition that the record is still the one read (`WriteCondition::if_latest`): a write
 //! racing the change makes it read and try again, never revert the write. The rewrite is a new
 //! record, so the object's Last-Modified becomes the time of the change (S3 keeps it). In a
-//! bucket that has had versioning, a version is never rewritten (shard/VERSIONING.md §5): a
-//! change of a version's tags is refused with `NotImplemented` there; tags given when a version
-//! is written are kept and read as everywhere else.
+//! bucket that has had versioning, a version is never rewritten (shard/VERSIONING.md §5): its
+//! changed tags (and ACL) go to an attribute record of its own (§10a), under the precondition
+//! that the version is live and its attribute record is still the one read, and every read of
+//! the version takes them from there; its Last-Modified stays.
 
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{require_bucket_id, versions};
 use crate::error::GatewayError;
-use crate::layout::{BucketId, MAX_OBJECT_TAGS, Versioning};
-use crate::store::Ctx;
+use crate::layout::{BucketId, MAX_OBJECT_TAGS, VersionAttributes, VersionRef, Versioning};
+use crate::store::{Ctx, RecordStamps};
 
 /// Longest tag key, in Unicode characters (S3's limit).
 pub const TAG_KEY_CHARS_MAX: usize = 128;
@@ -214,36 +215,29 @@ async fn change_tags(
     .await
 }
 
-/// Rewrites the object record of `key` with its headers changed by `change` (which says
-/// whether it changed anything) and its body as it is, while it is still the record read
-/// (tried again when a write replaces it meanwhile). With `checked`, only the record of that
-/// stamp is changed (the one its requester's right to change was checked on): a record written
-/// since is refused with `OperationAborted` (to retry). `what` names the change in the refusal
-/// for a bucket that has had versioning. Returns the version id to answer.
+/// Changes the headers of `key` (of `version_id`) with `change` (which says whether it changed
+/// anything), while the object is still the one read (tried again when a write replaces it
+/// meanwhile). In a bucket never versioned the object record is rewritten with its body as it
+/// is; in one that has had versioning the version's tags and ACL go to its attribute record
+/// (the version itself is never rewritten). With `checked`, only the object as stamped then is
+/// changed (the one its requester's right to change was checked on): one written or changed
+/// since is refused with `OperationAborted` (to retry). `what` names the change in refusals.
+/// Returns the version id to answer.
 pub async fn rewrite_headers(
     ctx: &Ctx,
     bucket: &BucketId,
     key: &str,
     version_id: Option<&str>,
-    checked: Option<leofs_shard::Hlc>,
+    checked: Option<RecordStamps>,
     what: &str,
     change: impl Fn(&mut crate::layout::Headers) -> bool,
 ) -> Result<Option<String>, GatewayError> {
-    if bucket.versioning() != Versioning::Off {
-        // The version must exist (and not be a marker) whatever the answer.
-        versions::read_object(ctx, bucket, key, version_id, true).await?;
-        return Err(GatewayError::s3(
-            S3ErrorCode::NotImplemented,
-            format!(
-                "Changing the {what} of a version in a bucket that has had versioning is not implemented by this node (a version is never rewritten); give them when the version is written. The request is refused rather than accepted and ignored."
-            ),
-        ));
-    }
+    let versioned = bucket.versioning() != Versioning::Off;
     for _ in 0..TAG_CHANGE_ATTEMPTS_MAX {
-        // Read with its body: an inline body is rewritten with the record.
+        // Unversioned, read with its body: an inline body is rewritten with the record.
         let (mut obj, answered_id) =
-            versions::read_object(ctx, bucket, key, version_id, false).await?;
-        if checked.is_some_and(|hlc| hlc != obj.hlc) {
+            versions::read_object(ctx, bucket, key, version_id, versioned).await?;
+        if checked.is_some_and(|stamps| stamps != obj.stamps()) {
             return Err(GatewayError::s3(
                 S3ErrorCode::OperationAborted,
                 format!(
@@ -253,6 +247,23 @@ pub async fn rewrite_headers(
         }
         if !change(&mut obj.meta.headers) {
             return Ok(answered_id);
+        }
+        if versioned {
+            // A version read without an id in such a bucket always has one; none would be the
+            // object record, which is the null version.
+            let version =
+                versions::parse_version_id(answered_id.as_deref())?.unwrap_or(VersionRef::Null);
+            let attributes = VersionAttributes {
+                tags: obj.meta.headers.tags.clone(),
+                acl: obj.meta.headers.acl.clone(),
+            };
+            if ctx
+                .set_version_attributes(bucket, key, version, &obj, &attributes)
+                .await?
+            {
+                return Ok(answered_id);
+            }
+            continue;
         }
         let condition = leofs_shard::WriteCondition {
             if_latest: Some(obj.hlc),

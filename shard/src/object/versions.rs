@@ -8,8 +8,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use leofs_engine::{Hlc, PutValue, Summary};
 
-use super::KEY_SEP;
-use super::codec::FORMAT_VERSION;
+use super::codec::{Extras, FORMAT_VERSION, Reader, Writer};
+use super::{EncodeError, KEY_SEP, LayoutError, ObjectAcl};
 
 /// Namespace byte of version records.
 pub const NS_VERSION: u8 = b'v';
@@ -180,6 +180,69 @@ pub fn bucket_version_prefix(bucket: &str) -> Vec<u8> {
     out
 }
 
+/// Namespace byte of version attribute records: the tags and ACL a version has been given since
+/// it was written (a version record is never rewritten; shard/VERSIONING.md §10a).
+pub const NS_ATTRIBUTES: u8 = b'a';
+/// `Summary::tag` kind of a version attribute record.
+pub const TAG_ATTRIBUTES: u32 = 9;
+
+/// Engine key of the attribute record of the version of (bucket, key) stamped `hlc` (a version
+/// record's stamp, or the object record's HLC for the null version): `a` bucket 0x00 key 0x00
+/// inverted-HLC(16), placed in the partition of the key's object record. A stamp names one
+/// record for ever, so an attribute record never applies to another version.
+pub fn attributes_key(bucket: &str, key: &str, hlc: Hlc) -> Bytes {
+    let mut out = BytesMut::with_capacity(3 + bucket.len() + key.len() + VERSION_STAMP_BYTES);
+    out.put_u8(NS_ATTRIBUTES);
+    out.put_slice(bucket.as_bytes());
+    out.put_u8(KEY_SEP);
+    out.put_slice(key.as_bytes());
+    out.put_u8(KEY_SEP);
+    out.put_slice(&inverted(hlc));
+    out.freeze()
+}
+
+/// What a version attribute record holds: the version's tags and ACL as they now are, in place
+/// of those its own record was written with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionAttributes {
+    /// The version's tags (S3 object tagging).
+    pub tags: Vec<(String, String)>,
+    /// The version's ACL (None: its bucket's canned ACL, as for a record written without one).
+    pub acl: Option<ObjectAcl>,
+}
+
+impl VersionAttributes {
+    /// The record that stores them: the format version, then the manifest's optional fields 1
+    /// (tags) and 5 (ACL); summary kind [`TAG_ATTRIBUTES`].
+    pub fn to_record(&self) -> Result<PutValue, EncodeError> {
+        let mut w = Writer::new();
+        w.extras(&Extras {
+            tags: self.tags.clone(),
+            acl: self.acl.clone(),
+            ..Extras::default()
+        })?;
+        Ok(PutValue {
+            meta: w.0.freeze(),
+            body: Bytes::new(),
+            summary: Summary {
+                size: 0,
+                digest: [0; 16],
+                tag: TAG_ATTRIBUTES,
+            },
+            hlc: None,
+        })
+    }
+
+    /// Parses the meta of a record written by [`VersionAttributes::to_record`].
+    pub fn decode(meta: &[u8]) -> Result<Self, LayoutError> {
+        let extras = Reader::new(meta, "version attributes")?.extras()?;
+        Ok(Self {
+            tags: extras.tags,
+            acl: extras.acl,
+        })
+    }
+}
+
 /// The (bucket, key, stamp) a version key names; None if `version_key` is not one.
 pub fn parse_version_key(version_key: &[u8]) -> Option<(&str, &str, Hlc)> {
     if version_key.first() != Some(&NS_VERSION) || version_key.len() < 3 + VERSION_STAMP_BYTES {
@@ -253,6 +316,40 @@ mod tests {
         assert_eq!(by_id, by_stamp);
         assert_eq!(VersionRef::parse("null"), Ok(VersionRef::Null));
         assert_eq!(VersionRef::Null.id(), "null");
+    }
+
+    #[test]
+    fn version_attributes_round_trip_and_sort_beside_nothing_else() {
+        use crate::object::{Grant, Grantee, Permission};
+        let attributes = VersionAttributes {
+            tags: vec![("team".into(), "web".into())],
+            acl: Some(ObjectAcl {
+                owner: "alice".into(),
+                grants: vec![Grant {
+                    grantee: Grantee::AllUsers,
+                    permission: Permission::Read,
+                }],
+            }),
+        };
+        let record = attributes.to_record().unwrap();
+        assert_eq!(record.summary.tag, TAG_ATTRIBUTES);
+        assert_eq!(VersionAttributes::decode(&record.meta).unwrap(), attributes);
+        let none = VersionAttributes::default().to_record().unwrap();
+        assert_eq!(&none.meta[..], &[FORMAT_VERSION]);
+        assert_eq!(
+            VersionAttributes::decode(&none.meta).unwrap(),
+            VersionAttributes::default()
+        );
+        assert!(VersionAttributes::decode(&[FORMAT_VERSION, 1, 9]).is_err());
+        // Its key is the version key's but for the namespace: it is in no version range.
+        let stamp = hlc(5, 1, 2);
+        let (akey, vkey) = (
+            attributes_key("b", "k", stamp),
+            version_key("b", "k", stamp),
+        );
+        assert_eq!(akey[0], NS_ATTRIBUTES);
+        assert_eq!(akey[1..], vkey[1..]);
+        assert!(!akey.starts_with(&version_prefix("b", "k")));
     }
 
     #[test]

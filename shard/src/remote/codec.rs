@@ -639,6 +639,36 @@ fn encode_request_as(
                 );
                 (fb::Body::LatestVersion, t.as_union_value())
             }
+            StorageRequest::SetAttributes {
+                partition,
+                bucket,
+                key,
+                null_version,
+                stamp,
+                value,
+                expected,
+            } => {
+                let bucket = e.builder.create_string(bucket);
+                let key = e.builder.create_string(key);
+                let value_offset = e.put_value(value);
+                let stamp = hlc_fb(stamp);
+                let expected = expected.as_ref().map(hlc_fb);
+                payload = value.body.clone();
+                checksum = record_checksum(&value.meta, &value.body);
+                let t = fb::SetAttributes::create(
+                    &mut e.builder,
+                    &fb::SetAttributesArgs {
+                        partition: *partition,
+                        bucket: Some(bucket),
+                        key: Some(key),
+                        null_version: *null_version,
+                        stamp: Some(&stamp),
+                        value: Some(value_offset),
+                        expected: expected.as_ref(),
+                    },
+                );
+                (fb::Body::SetAttributes, t.as_union_value())
+            }
             StorageRequest::BeginWrite { partition, version } => {
                 let version = version_fb(version);
                 let t = fb::BeginWrite::create(
@@ -1115,6 +1145,18 @@ pub fn decode_request(message: &Message) -> Result<NodeRequest, Malformed> {
                 partition: t.partition(),
                 bucket: string_of(t.bucket(), "the bucket")?,
                 key: string_of(t.key(), "the key")?,
+            })
+        }
+        fb::Body::SetAttributes => {
+            let t = envelope.body_as_set_attributes().ok_or_else(missing)?;
+            storage(StorageRequest::SetAttributes {
+                partition: t.partition(),
+                bucket: string_of(t.bucket(), "the bucket")?,
+                key: string_of(t.key(), "the key")?,
+                null_version: t.null_version(),
+                stamp: hlc_of(required(t.stamp(), "the version's stamp")?),
+                value: put_value_of(t.value(), payload, checksum)?,
+                expected: t.expected().map(hlc_of),
             })
         }
         fb::Body::BeginWrite => {
@@ -2152,6 +2194,24 @@ mod tests {
                 partition: 7,
                 bucket: "b".into(),
                 key: "k".into(),
+            },
+            StorageRequest::SetAttributes {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
+                null_version: false,
+                stamp: hlc(3),
+                value: value(b""),
+                expected: Some(hlc(4)),
+            },
+            StorageRequest::SetAttributes {
+                partition: 7,
+                bucket: "b".into(),
+                key: "k".into(),
+                null_version: true,
+                stamp: hlc(3),
+                value: value(b""),
+                expected: None,
             },
             StorageRequest::BeginWrite {
                 partition: 7,

@@ -197,6 +197,7 @@ fn refuse_write_of_older_ring(
             | StorageRequest::DeleteObject { .. }
             | StorageRequest::CommitPart { .. }
             | StorageRequest::SetWatermark { .. }
+            | StorageRequest::SetAttributes { .. }
     );
     match request.partition() {
         Some(partition) if write => Err(ShardError::NotHeldHere {

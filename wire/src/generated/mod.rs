@@ -70,6 +70,8 @@ pub mod leofs {
       pub use self::set_watermark_generated::*;
       mod latest_version_generated;
       pub use self::latest_version_generated::*;
+      mod set_attributes_generated;
+      pub use self::set_attributes_generated::*;
       mod fetch_ring_generated;
       pub use self::fetch_ring_generated::*;
       mod fetch_catalog_generated;

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 47;
+pub const ENUM_MAX_BODY: u8 = 48;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 48] = [
+pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::NONE,
   Body::Put,
   Body::Get,
@@ -57,6 +57,7 @@ pub const ENUM_VALUES_BODY: [Body; 48] = [
   Body::SetBucketVersioning,
   Body::SetBucketLifecycle,
   Body::SetBucketSetting,
+  Body::SetAttributes,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -112,9 +113,10 @@ impl Body {
   pub const SetBucketVersioning: Self = Self(45);
   pub const SetBucketLifecycle: Self = Self(46);
   pub const SetBucketSetting: Self = Self(47);
+  pub const SetAttributes: Self = Self(48);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 47;
+  pub const ENUM_MAX: u8 = 48;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -164,6 +166,7 @@ impl Body {
     Self::SetBucketVersioning,
     Self::SetBucketLifecycle,
     Self::SetBucketSetting,
+    Self::SetAttributes,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -216,6 +219,7 @@ impl Body {
       Self::SetBucketVersioning => Some("SetBucketVersioning"),
       Self::SetBucketLifecycle => Some("SetBucketLifecycle"),
       Self::SetBucketSetting => Some("SetBucketSetting"),
+      Self::SetAttributes => Some("SetAttributes"),
       _ => None,
     }
   }

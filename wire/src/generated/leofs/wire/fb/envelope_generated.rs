@@ -801,6 +801,21 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_attributes(&self) -> Option<SetAttributes<'a>> {
+    if self.body_type() == Body::SetAttributes {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetAttributes::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -860,6 +875,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::SetBucketVersioning => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketVersioning>>("Body::SetBucketVersioning", pos),
           Body::SetBucketLifecycle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketLifecycle>>("Body::SetBucketLifecycle", pos),
           Body::SetBucketSetting => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetBucketSetting>>("Body::SetBucketSetting", pos),
+          Body::SetAttributes => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAttributes>>("Body::SetAttributes", pos),
           _ => Ok(()),
         }
      })?
@@ -1273,6 +1289,13 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::SetBucketSetting => {
           if let Some(x) = self.body_as_set_bucket_setting() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetAttributes => {
+          if let Some(x) = self.body_as_set_attributes() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
