@@ -135,6 +135,9 @@ struct Seen {
     size: u64,
     /// Its tags, once read (None: not read; the index does not hold them).
     tags: Option<Vec<(String, String)>>,
+    /// With its tags, in a bucket that has had versioning: the stamp of the attribute record
+    /// they were read from (None: the version's own).
+    attributes: Option<Hlc>,
 }
 
 /// Whether `rule` (which matches the key) applies to the version `seen`: a marker is matched by
@@ -235,6 +238,7 @@ fn seen_of(entry: &ScanEntry) -> Seen {
         marker: is_delete_marker(entry.summary.tag),
         size: entry.summary.size,
         tags: None,
+        attributes: None,
     }
 }
 
@@ -344,14 +348,20 @@ impl Worker<'_> {
             .collect();
         if rules.iter().any(|r| !r.tags.is_empty()) {
             for seen in confirmed.iter_mut().filter(|s| !s.marker) {
-                let Some(tags) = self.tags_of(id, key, seen).await? else {
+                let Some((tags, attributes)) = self.tags_of(id, key, seen).await? else {
                     // The version changed since it was listed: the next pass decides.
                     return Ok(());
                 };
                 seen.tags = Some(tags);
+                seen.attributes = attributes;
             }
         }
         for action in plan(&confirmed, rules, id.versioning(), self.now_ms, day_ms) {
+            if !self.tags_unchanged(id, key, &confirmed, action).await? {
+                // A version's tags changed since the plan (no rewrite of the version tells
+                // storage so): the next pass decides on the new ones.
+                continue;
+            }
             let acted = match action {
                 Action::DeleteNoncurrent(version) => {
                     shard
@@ -384,14 +394,40 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// Whether the tags an `action` was planned on (in a bucket that has had versioning, where
+    /// a tag change leaves the version's stamp as it is) are still the version's, read again
+    /// right before it is carried out. Always true for an action planned without tags.
+    async fn tags_unchanged(
+        &self,
+        id: &BucketId,
+        key: &str,
+        confirmed: &[Seen],
+        action: Action,
+    ) -> Result<bool, GatewayError> {
+        let seen = confirmed.iter().find(|s| match action {
+            Action::DeleteNoncurrent(version) => s.version == version,
+            Action::ExpireCurrent { stamp } => s.hlc == stamp,
+            Action::RemoveLoneMarker { .. } => false,
+        });
+        let Some(seen) = seen.filter(|s| s.tags.is_some() && id.versioning() != Versioning::Off)
+        else {
+            return Ok(true);
+        };
+        Ok(self
+            .tags_of(id, key, seen)
+            .await?
+            .is_some_and(|(_, attributes)| attributes == seen.attributes))
+    }
+
     /// The tags of the version of a key `seen` names, read from that very record (None when
-    /// the record read is not that one: it changed, or is gone, since it was listed).
+    /// the record read is not that one: it changed, or is gone, since it was listed), with the
+    /// stamp of the attribute record they come from (None: the version's own).
     async fn tags_of(
         &self,
         id: &BucketId,
         key: &str,
         seen: &Seen,
-    ) -> Result<Option<Vec<(String, String)>>, GatewayError> {
+    ) -> Result<Option<(Vec<(String, String)>, Option<Hlc>)>, GatewayError> {
         let found = if id.versioning() == Versioning::Off {
             self.ctx.head_object(id, key).await?
         } else {
@@ -402,7 +438,7 @@ impl Worker<'_> {
         };
         Ok(found
             .filter(|obj| obj.hlc == seen.hlc)
-            .map(|obj| obj.meta.headers.tags))
+            .map(|obj| (obj.meta.headers.tags, obj.attributes)))
     }
 
     /// Expires a key's current version stamped `stamp`, only while it is still the latest: a
@@ -504,6 +540,7 @@ mod tests {
             marker,
             size: if marker { 0 } else { 100 },
             tags: None,
+            attributes: None,
         }
     }
 

@@ -610,6 +610,19 @@ fn above_held(
     }
 }
 
+/// The stamp of the tombstone that removes an attribute record stamped `held` with the
+/// removal of its version stamped `at`: the removal's own stamp (every replica stores the
+/// removal at the same one), or one tick above the record when that is newer (a change that
+/// raced the removal); None (a single node) lets the engine stamp it.
+fn attributes_tombstone_stamp(held: Hlc, at: Option<Hlc>) -> Option<Hlc> {
+    let at = at?;
+    Some(if at > held {
+        at
+    } else {
+        crate::antientropy::collection_stamp(held)
+    })
+}
+
 /// Most live version records one replica's view of a key holds (see
 /// [`Shard::latest_view_here`]).
 pub const LATEST_VIEW_LIVE_MAX: usize = 8;
@@ -1457,22 +1470,52 @@ impl Shard {
         version: Option<Lookup>,
         at: Option<Hlc>,
     ) -> impl std::future::Future<Output = ()> + use<> {
+        let version = version.filter(|v| !v.tombstone && versioning != Versioning::Off);
+        let akey = version.map(|v| attributes_key(bucket, key, v.hlc));
+        self.drop_attributes_record(partition, akey, at)
+    }
+
+    /// The tombstone of the attribute record `akey` (if given, and live here), stamped
+    /// [`attributes_tombstone_stamp`]: the same on every replica that drops the same record
+    /// for the same removal, so that anti-entropy finds them identical.
+    fn drop_attributes_record(
+        &self,
+        partition: PartitionId,
+        akey: Option<Bytes>,
+        at: Option<Hlc>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
         let found = self.core.engine().ok().and_then(|engine| {
-            let version = version.filter(|v| !v.tombstone && versioning != Versioning::Off)?;
-            let akey = attributes_key(bucket, key, version.hlc);
+            let akey = akey?;
             let held = engine.lookup(partition, &akey).filter(|h| !h.tombstone)?;
-            let hlc = above_held(engine, Some(&held), self.watermark(partition), at);
-            Some((engine.clone(), akey, hlc))
+            Some((
+                engine.clone(),
+                akey,
+                attributes_tombstone_stamp(held.hlc, at),
+            ))
         });
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
         async move {
             let Some((engine, akey, hlc)) = found else {
                 return;
             };
             if let Err(e) = engine.delete(partition, &akey, hlc).await {
-                tracing::warn!(error = %e, %bucket, %key, "could not delete the attributes of a removed version; they name a version that is gone");
+                tracing::warn!(error = %e, "could not delete the attributes of a removed version; they name a version that is gone");
             }
         }
+    }
+
+    /// For a replica storing the tombstone of a version record (a copy of a delete, a hint,
+    /// a repair): the tombstone of that version's attribute record, written with it, when
+    /// this replica holds one (the replica that decided the delete drops its own in
+    /// [`Shard::delete_object_here`]).
+    pub(crate) fn drop_attributes_of_deleted(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        at: Option<Hlc>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let akey = crate::object::parse_version_key(key)
+            .map(|(bucket, key, stamp)| attributes_key(bucket, key, stamp));
+        self.drop_attributes_record(partition, akey, at)
     }
 
     /// Stores the attributes (tags, ACL) of one version of a key as a record of their own

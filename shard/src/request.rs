@@ -688,7 +688,16 @@ impl Shard {
                 fresh,
             } => match stamped_write(self, engine, partition, &key, hlc, fresh)? {
                 Some(held) => StorageResponse::Deleted(Some(held)),
-                None => StorageResponse::Deleted(engine.delete(partition, &key, hlc).await?),
+                None => {
+                    // A version's tombstone takes its attribute record with it (one group
+                    // commit).
+                    let (deleted, _) = futures_util::future::join(
+                        engine.delete(partition, &key, hlc),
+                        self.drop_attributes_of_deleted(partition, &key, hlc),
+                    )
+                    .await;
+                    StorageResponse::Deleted(deleted?)
+                }
             },
             StorageRequest::Scan {
                 partitions,

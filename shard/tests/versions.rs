@@ -416,6 +416,27 @@ fn version_attributes_are_a_record_of_their_own_that_goes_with_the_version() {
                 Err(ShardError::PreconditionFailed)
             ));
 
+            // A version's tombstone stored as a plain record delete (a replica's copy of a
+            // delete, a hint, a repair) takes the attribute record with it, at its own stamp.
+            let v2 = commit(&shard, key, b"two", Versioning::Enabled).await;
+            let attributes = set(false, v2, tagged("t"), None).await.unwrap();
+            let partition = shard.object_partition(BUCKET, key);
+            let removal = Hlc {
+                logical: attributes.logical + 100,
+                ..attributes
+            };
+            shard
+                .delete(partition, version_key(BUCKET, key, v2), Some(removal))
+                .await
+                .unwrap();
+            assert_eq!(attributes_of(&shard, v2).await, None);
+            let tombstone = shard
+                .lookup(partition, attributes_key(BUCKET, key, v2))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(tombstone.tombstone && tombstone.hlc == removal);
+
             // A suspended write replaces the null version: its attributes go with it, and the
             // new null version starts with none.
             let replaced = commit(&shard, key, b"null 2", Versioning::Suspended).await;

@@ -224,6 +224,17 @@ def test_aws_cli_s3api_tagging(aws, s3, bucket):
     aws("s3api", "delete-object-tagging", "--bucket", bucket, "--key", "cli")
     got = json.loads(aws("s3api", "get-object-tagging", "--bucket", bucket, "--key", "cli").stdout)
     assert got["TagSet"] == []
+    # A version named by id, in a versioned bucket.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="cli", Body=b"1")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="cli", Body=b"2")
+    answer = json.loads(aws("s3api", "put-object-tagging", "--bucket", bucket, "--key", "cli",
+                            "--version-id", first, "--tagging", "TagSet=[{Key=gen,Value=first}]").stdout)
+    assert answer["VersionId"] == first
+    got = json.loads(aws("s3api", "get-object-tagging", "--bucket", bucket, "--key", "cli",
+                         "--version-id", first).stdout)
+    assert got == {"VersionId": first, "TagSet": [{"Key": "gen", "Value": "first"}]}
+    assert tags_of(s3, bucket, "cli") == {}
 
 
 @pytest.mark.skipif(DEPLOYMENT == "split", reason="starts its own cluster; run in the all-in-one pass")

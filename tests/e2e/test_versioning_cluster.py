@@ -291,6 +291,12 @@ def test_versions_and_lifecycle_rules_through_the_gateways_of_a_leofs_demo_clust
             for version_id, body in written:
                 got = client.get_object(Bucket="demo", Key="k", VersionId=version_id)
                 assert got["Body"].read() == body
+        # A version's tags changed through one gateway are read through the other.
+        clients[0].put_object_tagging(Bucket="demo", Key="k", VersionId=written[2][0],
+                                      Tagging={"TagSet": [{"Key": "pinned", "Value": "yes"}]})
+        answer = clients[1].get_object_tagging(Bucket="demo", Key="k", VersionId=written[2][0])
+        assert answer["TagSet"] == [{"Key": "pinned", "Value": "yes"}]
+        assert clients[1].get_object_tagging(Bucket="demo", Key="k", VersionId=written[3][0])["TagSet"] == []
         clients[1].put_bucket_lifecycle_configuration(Bucket="demo", LifecycleConfiguration={
             "Rules": [{"ID": "tidy", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
                        "NoncurrentVersionExpiration": {"NoncurrentDays": 30}}]})
