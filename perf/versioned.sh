@@ -32,24 +32,30 @@ free_port() {
   echo "$port"
 }
 
-# start NAME BIN: prints the S3 port once the server is ready.
+# start NAME BIN: starts a server and waits until it is ready; its S3 port is left in PORT.
+# (Called directly, not in $(...): the pid must reach PIDS in this shell for cleanup.)
+PORT=""
 start() {
-  local name=$1 bin=$2 s3 admin
+  local name=$1 bin=$2 s3 admin pid
   s3="$(free_port $((38700 + RANDOM % 500)))"
   admin="$(free_port $((s3 + 1)))"
   LEOFS_ROOT_ACCESS_KEY="VERSIONED${name^^}000001" LEOFS_ROOT_SECRET_KEY="${name}0versioned0secret0key0abcdefghij" \
     "$bin" server --data-dir "$DIR/$name" --listen "127.0.0.1:$s3" --admin-listen "127.0.0.1:$admin" \
     >"$OUT/$name.log" 2>&1 &
-  PIDS+=($!)
+  pid=$!
+  PIDS+=("$pid")
   for _ in $(seq 1 600); do
     grep -q '^leofs ready' "$OUT/$name.log" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   grep -q '^leofs ready' "$OUT/$name.log" || { tail -n 20 "$OUT/$name.log" >&2; exit 1; }
-  echo "$s3"
+  PORT="$s3"
 }
-BEFORE_PORT="$(start before "$BEFORE")"
-AFTER_PORT="$(start after "$AFTER")"
+start before "$BEFORE"
+BEFORE_PORT="$PORT"
+start after "$AFTER"
+AFTER_PORT="$PORT"
 python3 - "$BEFORE_PORT" "$AFTER_PORT" <<'PY'
 import sys
 import boto3

@@ -359,8 +359,10 @@ impl Worker<'_> {
         for action in plan(&confirmed, rules, id.versioning(), self.now_ms, day_ms) {
             if !self.tags_unchanged(id, key, &confirmed, action).await? {
                 // A version's tags changed since the plan (no rewrite of the version tells
-                // storage so): the next pass decides on the new ones.
-                continue;
+                // storage so): the next pass decides the whole key on the new ones (a later
+                // action of this plan, such as removing a marker once every noncurrent version
+                // is gone, may rest on this one).
+                return Ok(());
             }
             let acted = match action {
                 Action::DeleteNoncurrent(version) => {

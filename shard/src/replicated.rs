@@ -433,8 +433,13 @@ impl Shard {
             }
             Some(DecidedOn::Attributes { record, attributes }) => {
                 let first = replicas[..1].to_vec();
-                self.catch_up(partition, record, first[0]).await?;
-                self.catch_up(partition, attributes, first[0]).await?;
+                let (record, attributes) = futures_util::future::join(
+                    self.catch_up(partition, record, first[0]),
+                    self.catch_up(partition, attributes, first[0]),
+                )
+                .await;
+                record?;
+                attributes?;
                 first
             }
             None => replicas.clone(),

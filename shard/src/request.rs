@@ -689,14 +689,12 @@ impl Shard {
             } => match stamped_write(self, engine, partition, &key, hlc, fresh)? {
                 Some(held) => StorageResponse::Deleted(Some(held)),
                 None => {
-                    // A version's tombstone takes its attribute record with it (one group
-                    // commit).
-                    let (deleted, _) = futures_util::future::join(
-                        engine.delete(partition, &key, hlc),
-                        self.drop_attributes_of_deleted(partition, &key, hlc),
-                    )
-                    .await;
-                    StorageResponse::Deleted(deleted?)
+                    let deleted = engine.delete(partition, &key, hlc).await?;
+                    // A version's tombstone takes its attribute record with it, once it is
+                    // stored (a failed delete leaves the version and its attributes as they
+                    // were).
+                    self.drop_attributes_of_deleted(partition, &key, hlc).await;
+                    StorageResponse::Deleted(deleted)
                 }
             },
             StorageRequest::Scan {
