@@ -438,14 +438,11 @@ impl Ctx {
         attributes: &crate::layout::VersionAttributes,
     ) -> Result<bool, GatewayError> {
         let value = attributes.to_record()?;
+        // A version's stamp is its record's HLC (a version record's too).
         let null_version = version == VersionRef::Null;
-        let stamp = match version {
-            VersionRef::Stamped(stamp) => stamp,
-            VersionRef::Null => obj.hlc,
-        };
         match self
             .storage
-            .set_attributes(bucket, key, null_version, stamp, value, obj.attributes)
+            .set_attributes(bucket, key, null_version, obj.hlc, value, obj.attributes)
             .await
             .map_err(GatewayError::from)
         {

@@ -623,6 +623,16 @@ fn attributes_tombstone_stamp(held: Hlc, at: Option<Hlc>) -> Option<Hlc> {
     })
 }
 
+/// The record of the version of (bucket, key) stamped `stamp`: the object record when it is the
+/// null version, else its version record.
+fn version_record_key(bucket: &str, key: &str, null_version: bool, stamp: Hlc) -> Bytes {
+    if null_version {
+        object_key(bucket, key)
+    } else {
+        version_key(bucket, key, stamp)
+    }
+}
+
 /// Most live version records one replica's view of a key holds (see
 /// [`Shard::latest_view_here`]).
 pub const LATEST_VIEW_LIVE_MAX: usize = 8;
@@ -1455,12 +1465,12 @@ impl Shard {
         Ok((deleted.is_some(), deleted.or(hlc)))
     }
 
-    /// The tombstone of the attribute record of `version` (a live version record, or null
-    /// version, that a delete or a suspended write is removing), written with the removal
-    /// (the caller joins it into the same group commit), when this replica holds one; stamped
-    /// above it. Nothing in a bucket never versioned, which has no attribute records. The
-    /// other replicas get the tombstone from anti-entropy; until then the record they hold
-    /// names a version that is gone, which no read asks for.
+    /// On the replica deciding a removal: the tombstone of the attribute record of `version` (a
+    /// live version record, or null version, that a delete or a suspended write is removing),
+    /// written with the removal (the caller joins it into the same group commit), when this
+    /// replica holds one. Nothing in a bucket never versioned, which has no attribute records.
+    /// The other replicas drop theirs when they store a version's tombstone
+    /// ([`Shard::drop_attributes_of_deleted`]); a replaced null version's, by anti-entropy.
     fn drop_attributes(
         &self,
         partition: PartitionId,
@@ -1550,11 +1560,7 @@ impl Shard {
         if !self.replicated() {
             return self.send(request_at(None)).await?.into_stored();
         }
-        let record = if null_version {
-            object_key(bucket, key)
-        } else {
-            version_key(bucket, key, stamp)
-        };
+        let record = version_record_key(bucket, key, null_version, stamp);
         let akey = attributes_key(bucket, key, stamp);
         self.serialize_then_copy(
             partition,
@@ -1593,11 +1599,7 @@ impl Shard {
         let okey = object_key(bucket, key);
         let _lock = self.core.objects.locks.lock(&okey).await;
         let engine = self.core.engine()?;
-        let record = if null_version {
-            okey.clone()
-        } else {
-            version_key(bucket, key, stamp)
-        };
+        let record = version_record_key(bucket, key, null_version, stamp);
         let live = engine
             .lookup(partition, &record)
             .is_some_and(|v| !v.tombstone && v.hlc == stamp && !is_delete_marker(v.summary.tag));

@@ -73,7 +73,7 @@ async fn load_source(
         )?;
     }
     let (obj, found_id) = match named {
-        versions::Named::Object(obj, id) => (*obj, id),
+        versions::Named::Object(obj, version) => (*obj, version.map(|v| v.id())),
         // A marker is told only to whoever may list the source's bucket.
         versions::Named::Marker(_, true) => {
             return Err(hide_missing(

@@ -659,7 +659,7 @@ async fn completed_before(
         Ok(named) => named,
         Err(_) => return Ok(None),
     };
-    let super::versions::Named::Object(obj, version_id) = named else {
+    let super::versions::Named::Object(obj, version) = named else {
         return Ok(None);
     };
     if obj.meta.completed_upload.as_deref() != Some(upload_id)
@@ -686,7 +686,7 @@ async fn completed_before(
         bucket_name,
         key,
         &obj.meta,
-        version_id,
+        version.map(|v| v.id()),
     ))))
 }
 

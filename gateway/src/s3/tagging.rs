@@ -18,7 +18,7 @@ use s3s::{S3ErrorCode, S3Request, S3Response};
 
 use super::{require_bucket_id, versions};
 use crate::error::GatewayError;
-use crate::layout::{BucketId, MAX_OBJECT_TAGS, VersionAttributes, VersionRef, Versioning};
+use crate::layout::{BucketId, MAX_OBJECT_TAGS, VersionAttributes, Versioning};
 use crate::store::{Ctx, RecordStamps};
 
 /// Longest tag key, in Unicode characters (S3's limit).
@@ -235,8 +235,9 @@ pub async fn rewrite_headers(
     let versioned = bucket.versioning() != Versioning::Off;
     for _ in 0..TAG_CHANGE_ATTEMPTS_MAX {
         // Unversioned, read with its body: an inline body is rewritten with the record.
-        let (mut obj, answered_id) =
-            versions::read_object(ctx, bucket, key, version_id, versioned).await?;
+        let (mut obj, version) =
+            versions::read_object_version(ctx, bucket, key, version_id, versioned).await?;
+        let answered_id = version.map(|v| v.id());
         if checked.is_some_and(|stamps| stamps != obj.stamps()) {
             return Err(GatewayError::s3(
                 S3ErrorCode::OperationAborted,
@@ -248,11 +249,7 @@ pub async fn rewrite_headers(
         if !change(&mut obj.meta.headers) {
             return Ok(answered_id);
         }
-        if versioned {
-            // A version read without an id in such a bucket always has one; none would be the
-            // object record, which is the null version.
-            let version =
-                versions::parse_version_id(answered_id.as_deref())?.unwrap_or(VersionRef::Null);
+        if let Some(version) = version.filter(|_| versioned) {
             let attributes = VersionAttributes {
                 tags: obj.meta.headers.tags.clone(),
                 acl: obj.meta.headers.acl.clone(),

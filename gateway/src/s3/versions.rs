@@ -88,9 +88,9 @@ pub fn delete_marker_found(by_id: bool, marker: &VersionRef) -> GatewayError {
 
 /// What a read by version found: the object, or a delete marker.
 pub enum Named {
-    /// The object and the version id to answer (None: a bucket that never had versioning,
-    /// read without one).
-    Object(Box<StoredObject>, Option<String>),
+    /// The object and which version it is (None: a bucket that never had versioning, read
+    /// without a version id).
+    Object(Box<StoredObject>, Option<VersionRef>),
     /// A delete marker: which version, and whether the request named it by id.
     Marker(VersionRef, bool),
 }
@@ -122,11 +122,12 @@ pub async fn read_named(
         Some(VersionRead::Marker { version: found, .. }) => {
             Ok(Named::Marker(found, version.is_some()))
         }
-        Some(VersionRead::Object(obj, found)) => Ok(Named::Object(obj, Some(found.id()))),
+        Some(VersionRead::Object(obj, found)) => Ok(Named::Object(obj, Some(found))),
     }
 }
 
-/// [`read_named`] for a GET or HEAD: a delete marker is the error S3 answers.
+/// [`read_named`] for a GET or HEAD: a delete marker is the error S3 answers. The object and
+/// the version id to answer.
 pub async fn read_object(
     ctx: &Ctx,
     bucket: &BucketId,
@@ -134,8 +135,20 @@ pub async fn read_object(
     version_id: Option<&str>,
     head: bool,
 ) -> Result<(StoredObject, Option<String>), GatewayError> {
+    let (obj, version) = read_object_version(ctx, bucket, key, version_id, head).await?;
+    Ok((obj, version.map(|v| v.id())))
+}
+
+/// [`read_object`], with which version the object is rather than its id.
+pub async fn read_object_version(
+    ctx: &Ctx,
+    bucket: &BucketId,
+    key: &str,
+    version_id: Option<&str>,
+    head: bool,
+) -> Result<(StoredObject, Option<VersionRef>), GatewayError> {
     match read_named(ctx, bucket, key, version_id, head).await? {
-        Named::Object(obj, id) => Ok((*obj, id)),
+        Named::Object(obj, version) => Ok((*obj, version)),
         Named::Marker(marker, by_id) => Err(delete_marker_found(by_id, &marker)),
     }
 }

@@ -166,7 +166,18 @@ pub fn version_prefix(bucket: &str, key: &str) -> Bytes {
 
 /// Engine key of the version of (bucket, key) stamped `hlc`.
 pub fn version_key(bucket: &str, key: &str, hlc: Hlc) -> Bytes {
-    let mut out = BytesMut::from(&version_prefix(bucket, key)[..]);
+    stamped_key(NS_VERSION, bucket, key, hlc)
+}
+
+/// `namespace` bucket 0x00 key 0x00 inverted-HLC(16): the key of a record of the version of
+/// (bucket, key) stamped `hlc`.
+fn stamped_key(namespace: u8, bucket: &str, key: &str, hlc: Hlc) -> Bytes {
+    let mut out = BytesMut::with_capacity(3 + bucket.len() + key.len() + VERSION_STAMP_BYTES);
+    out.put_u8(namespace);
+    out.put_slice(bucket.as_bytes());
+    out.put_u8(KEY_SEP);
+    out.put_slice(key.as_bytes());
+    out.put_u8(KEY_SEP);
     out.put_slice(&inverted(hlc));
     out.freeze()
 }
@@ -191,14 +202,7 @@ pub const TAG_ATTRIBUTES: u32 = 9;
 /// inverted-HLC(16), placed in the partition of the key's object record. A stamp names one
 /// record for ever, so an attribute record never applies to another version.
 pub fn attributes_key(bucket: &str, key: &str, hlc: Hlc) -> Bytes {
-    let mut out = BytesMut::with_capacity(3 + bucket.len() + key.len() + VERSION_STAMP_BYTES);
-    out.put_u8(NS_ATTRIBUTES);
-    out.put_slice(bucket.as_bytes());
-    out.put_u8(KEY_SEP);
-    out.put_slice(key.as_bytes());
-    out.put_u8(KEY_SEP);
-    out.put_slice(&inverted(hlc));
-    out.freeze()
+    stamped_key(NS_ATTRIBUTES, bucket, key, hlc)
 }
 
 /// What a version attribute record holds: the version's tags and ACL as they now are, in place
