@@ -20,10 +20,18 @@
 //! - **A full disk never fails a request**: a write that fails is counted and logged (once a
 //!   minute at most) and its entry is simply missing; a read that finds no file is a miss.
 //! - **Bounded**: each core's files take at most its share of the configured bytes, counted in
-//!   whole 4 KiB blocks; the least recently used go first; no entry takes over an eighth.
-//! - **Survives restarts**: at start a core reads each file's header (its key) and takes the
-//!   files back, the least recently written first out. The last cache purge applied is kept
-//!   beside them, so purges made while the gateway was down are applied when it comes back.
+//!   whole 4 KiB blocks; the least recently used go first; no entry takes over an eighth. (While
+//!   a previous run's files are read back, what this run writes comes on top of them: their
+//!   room is not known yet; once they are all read back, those beyond the share are removed.)
+//! - **Survives restarts**: at start a core serves at once, and a loader thread of its own
+//!   reads back each file's header (its key) and hands the entries to the core, which takes
+//!   them below everything it has cached since (the most recently written first, so the least
+//!   recently written go first when the cache is full). A directory of millions of small files
+//!   takes minutes to read from a cold disk; the gateway does not wait for it, its reads of
+//!   entries not yet read back go to storage meanwhile, and what they read enters on a second
+//!   miss only, as in a full cache. The last cache purge applied is kept beside the files, so
+//!   purges made while the gateway was down are applied when it comes back (to entries read
+//!   back later too: the mark is kept only once they all are).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -66,6 +74,13 @@ const KEY_BYTES_MAX: usize = 64 << 10;
 const PURGES_FILE: &str = "purges-applied";
 /// The writer thread logs a failed write at most once per this long.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Entries the loader hands its core in one batch.
+const LOAD_BATCH_ENTRIES: usize = 1024;
+/// Batches the loader may have waiting for its core (it waits beyond).
+const LOAD_BATCHES_QUEUED_MAX: usize = 16;
+/// Most batches a core takes at once (a tick of its timer): a large cache comes back a little
+/// at a time, never in one long pause of the core.
+const LOAD_BATCHES_PER_TICK_MAX: usize = 16;
 
 /// What the writer thread does.
 enum Op {
@@ -98,6 +113,9 @@ pub struct DiskCacheWriter {
     pending_writes: Arc<AtomicU64>,
     /// The queue's receiving end until the thread is started.
     unstarted: Arc<std::sync::Mutex<Option<crossbeam::channel::Receiver<Op>>>>,
+    /// This process's mark in the names of its temporary files: any other temporary is a
+    /// previous run's, left by a crash.
+    run: Arc<str>,
 }
 
 impl std::fmt::Debug for DiskCacheWriter {
@@ -123,6 +141,7 @@ impl DiskCacheWriter {
             pending_bytes: Arc::default(),
             pending_writes: Arc::default(),
             unstarted: Arc::new(std::sync::Mutex::new(Some(rx))),
+            run: run_mark().into(),
         }
     }
 
@@ -133,15 +152,16 @@ impl DiskCacheWriter {
             .lock()
             .map_err(|_| std::io::Error::other("the disk cache writer's start panicked"))?;
         if let Some(rx) = unstarted.take() {
-            let (bytes, writes) = (
+            let (bytes, writes, run) = (
                 Arc::clone(&self.pending_bytes),
                 Arc::clone(&self.pending_writes),
+                Arc::clone(&self.run),
             );
             std::thread::Builder::new()
                 .name("leofs-cache-writer".into())
                 .spawn(move || {
                     leave_the_core_cpu();
-                    write_loop(&rx, &bytes, &writes);
+                    write_loop(&rx, &bytes, &writes, &run);
                 })?;
         }
         Ok(())
@@ -207,7 +227,21 @@ pub(crate) fn leave_the_core_cpu() {
     }
 }
 
-fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64, writes: &AtomicU64) {
+/// A mark of this process for the names of its temporary files: its id and start time, so
+/// that no other run (before a crash, or a reboot reusing the id) had it.
+fn run_mark() -> String {
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}", std::process::id(), started)
+}
+
+fn write_loop(
+    rx: &crossbeam::channel::Receiver<Op>,
+    pending: &AtomicU64,
+    writes: &AtomicU64,
+    run: &str,
+) {
     let mut last_logged: Option<Instant> = None;
     for op in rx {
         match op {
@@ -217,9 +251,9 @@ fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64, writes
                 bytes,
                 failures,
             } => {
-                if let Err(e) = write_entry(&path, &parts) {
+                if let Err(e) = write_entry(&path, &parts, run) {
                     failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = std::fs::remove_file(temporary(&path));
+                    let _ = std::fs::remove_file(temporary(&path, run));
                     if last_logged.is_none_or(|at| at.elapsed() >= FAILURE_LOG_INTERVAL) {
                         last_logged = Some(Instant::now());
                         tracing::warn!(
@@ -250,7 +284,7 @@ fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64, writes
                 }
             }
             Op::SavePurges { path, seq } => {
-                let tmp = temporary(&path);
+                let tmp = temporary(&path, run);
                 let saved = std::fs::write(&tmp, seq.to_string())
                     .and_then(|()| std::fs::rename(&tmp, &path));
                 if let Err(e) = saved {
@@ -261,12 +295,13 @@ fn write_loop(rx: &crossbeam::channel::Receiver<Op>, pending: &AtomicU64, writes
     }
 }
 
-fn temporary(path: &Path) -> PathBuf {
-    path.with_extension("tmp")
+/// The temporary a file of this run (`run`'s mark) is written to before it is renamed.
+fn temporary(path: &Path, run: &str) -> PathBuf {
+    path.with_extension(format!("{run}.tmp"))
 }
 
 /// Writes one entry: the checksum over everything after it, then the file renamed into place.
-fn write_entry(path: &Path, parts: &[Bytes; 4]) -> std::io::Result<()> {
+fn write_entry(path: &Path, parts: &[Bytes; 4], run: &str) -> std::io::Result<()> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&parts[0][16..]);
     for part in &parts[1..] {
@@ -274,7 +309,7 @@ fn write_entry(path: &Path, parts: &[Bytes; 4]) -> std::io::Result<()> {
     }
     let mut header = BytesMut::from(&parts[0][..]);
     header[8..16].copy_from_slice(&hasher.digest().to_le_bytes());
-    let tmp = temporary(path);
+    let tmp = temporary(path, run);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&header)?;
     for part in &parts[1..] {
@@ -413,6 +448,32 @@ struct Inner {
     pending: VecDeque<(Instant, Bytes, Hlc)>,
     /// Bytes of the entries waiting.
     pending_bytes: u64,
+    /// The previous run's entries being read back (None once they all are).
+    loading: Option<Loading>,
+}
+
+/// A core's cache being read back from its directory after a start.
+struct Loading {
+    /// What the loader thread found.
+    found: crossbeam::channel::Receiver<Loaded>,
+    /// Purges applied since the start: a file read back for a key they name is removed.
+    purged: Vec<(Bytes, bool)>,
+    /// The last purge applied since the start, recorded only once every file read back is
+    /// taken (the files a purge names are removed as they are found: a mark recorded sooner
+    /// would, after a stop, leave the rest to come back).
+    purges_applied: Option<u64>,
+    /// Entries taken back so far.
+    taken: u64,
+    started: Instant,
+}
+
+/// What the loader thread sends its core.
+enum Loaded {
+    /// Files found, each a key, its version and the file's length; the most recently written
+    /// first.
+    Entries(Vec<(Bytes, Hlc, u64)>),
+    /// Every file was read; `refused` of them were removed (not a whole entry).
+    Done { refused: u64 },
 }
 
 struct Entry {
@@ -441,10 +502,11 @@ fn blocks(len: u64) -> u64 {
 }
 
 impl DiskCache {
-    /// A core's disk cache of at most `capacity_bytes` in `dir` (created if missing), holding
-    /// again what a previous run left there: each file's header is read (its key) and a file
-    /// that is not a whole entry is removed; temporaries are removed. Blocking: called as the
-    /// core starts, before it serves.
+    /// A core's disk cache of at most `capacity_bytes` in `dir` (created if missing). What a
+    /// previous run left there is read back by a loader thread started here and taken by the
+    /// core as its timer calls [`DiskCache::write_due_entries`], and before each read or offer
+    /// while it lasts; the cache serves meanwhile.
+    /// Called as the core starts, before it serves.
     pub fn open(
         dir: PathBuf,
         capacity_bytes: u64,
@@ -455,39 +517,16 @@ impl DiskCache {
         let purges_found = std::fs::read_to_string(dir.join(PURGES_FILE))
             .ok()
             .and_then(|text| text.trim().parse().ok());
-        let mut found = Vec::new();
-        let mut refused = 0u64;
-        for item in std::fs::read_dir(&dir)? {
-            let path = item?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if name == PURGES_FILE {
-                continue;
-            }
-            if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            match read_key(&path) {
-                Ok((key, hlc, len, written)) if file_name(&key, hlc) == name => {
-                    found.push((written, key, hlc, len));
-                }
-                Ok(_) | Err(EntryError::Corrupt(_)) => {
-                    refused += 1;
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    refused += 1;
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(EntryError::Io(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "disk cache: a file left out (cannot read it now)");
-                }
-            }
-        }
-        found.sort_by_key(|(written, ..)| *written);
-        let cache = Self {
+        let (sender, found) = crossbeam::channel::bounded(LOAD_BATCHES_QUEUED_MAX);
+        let (scanned, run) = (dir.clone(), Arc::clone(&writer.run));
+        std::thread::Builder::new()
+            .name("leofs-cache-load".into())
+            .spawn(move || {
+                leave_the_core_cpu();
+                load(&scanned, &run, &sender);
+            })?;
+        tracing::info!(dir = %dir.display(), "disk cache opened; its entries are read back in the background");
+        Ok(Self {
             dir,
             capacity_bytes,
             writer,
@@ -495,41 +534,83 @@ impl DiskCache {
             purges_found,
             inner: RefCell::new(Inner {
                 missed: MissWindow::for_capacity(capacity_bytes),
+                loading: Some(Loading {
+                    found,
+                    purged: Vec::new(),
+                    purges_applied: None,
+                    taken: 0,
+                    started: Instant::now(),
+                }),
                 ..Inner::default()
             }),
+        })
+    }
+
+    /// Whether the previous run's entries are still being read back.
+    pub fn is_loading(&self) -> bool {
+        self.inner.borrow().loading.is_some()
+    }
+
+    /// Takes what the loader has found since the last call (at most
+    /// [`LOAD_BATCHES_PER_TICK_MAX`] batches), below every entry held: a file of a key held
+    /// in another version, or named by a purge since the start, or beyond the capacity (what
+    /// is found is older than what is held) is removed instead. (A file of a key whose entry
+    /// was dropped meanwhile, its object overwritten, is taken: like any entry, it is served
+    /// only once the replicas' digests name its version, so its first read drops it.)
+    fn take_loaded(&self, inner: &mut Inner) {
+        let Inner {
+            entries, loading, ..
+        } = inner;
+        let Some(load) = loading.as_mut() else {
+            return;
         };
-        {
-            let mut inner = cache.inner.borrow_mut();
-            for (_, key, hlc, len) in found {
+        for _ in 0..LOAD_BATCHES_PER_TICK_MAX {
+            let batch = match load.found.try_recv() {
+                Ok(Loaded::Entries(batch)) => batch,
+                Err(crossbeam::channel::TryRecvError::Empty) => return,
+                Ok(Loaded::Done { refused }) => {
+                    if let Some(seq) = load.purges_applied {
+                        self.writer.save_purges(self.dir.join(PURGES_FILE), seq);
+                    }
+                    tracing::info!(
+                        dir = %self.dir.display(),
+                        entries = entries.len(),
+                        mib = entries.bytes() >> 20,
+                        read_back = load.taken,
+                        refused,
+                        secs = load.started.elapsed().as_secs_f64(),
+                        "disk cache: the previous run's entries are read back"
+                    );
+                    *loading = None;
+                    return;
+                }
+                Err(crossbeam::channel::TryRecvError::Disconnected) => {
+                    tracing::warn!(dir = %self.dir.display(), "disk cache: reading back its entries stopped early");
+                    *loading = None;
+                    return;
+                }
+            };
+            for (key, hlc, len) in batch {
+                let held = entries.peek(&key).map(|e| e.hlc);
+                if held == Some(hlc) {
+                    continue;
+                }
+                if held.is_some()
+                    || crate::cache::named(&key, &load.purged)
+                    || entries.bytes() + blocks(len) > self.capacity_bytes
+                {
+                    self.writer.remove(self.path_of(&key, hlc));
+                    continue;
+                }
                 let entry = Entry {
                     len,
                     hlc,
                     pending: None,
                 };
-                if let Some(twin) = inner.entries.insert(key.clone(), entry, blocks(len)) {
-                    // Two versions of one key (a removal lost to a crash): the older goes.
-                    let _ = std::fs::remove_file(cache.path_of(&key, twin.hlc));
-                }
-            }
-            while inner.entries.bytes() > capacity_bytes {
-                let Some(oldest) = inner.entries.oldest().cloned() else {
-                    break;
-                };
-                if let Some(gone) = inner.entries.remove(&oldest) {
-                    let _ = std::fs::remove_file(cache.path_of(&oldest, gone.hlc));
-                }
+                entries.insert_coldest(key, entry, blocks(len));
+                load.taken += 1;
             }
         }
-        let inner = cache.inner.borrow();
-        tracing::info!(
-            dir = %cache.dir.display(),
-            entries = inner.entries.len(),
-            mib = inner.entries.bytes() >> 20,
-            refused,
-            "disk cache opened"
-        );
-        drop(inner);
-        Ok(cache)
     }
 
     fn path_of(&self, key: &[u8], hlc: Hlc) -> PathBuf {
@@ -541,8 +622,13 @@ impl DiskCache {
         self.purges_found
     }
 
-    /// Records that purges up to `seq` are applied (kept for the next start).
+    /// Records that purges up to `seq` are applied (kept for the next start, after the
+    /// removals they made; while the previous run's entries are read back, once they all are).
     pub fn save_purges_applied(&self, seq: u64) {
+        if let Some(loading) = self.inner.borrow_mut().loading.as_mut() {
+            loading.purges_applied = Some(seq);
+            return;
+        }
         self.writer.save_purges(self.dir.join(PURGES_FILE), seq);
     }
 
@@ -552,6 +638,9 @@ impl DiskCache {
     pub async fn get(&self, key: &[u8], metrics: &ObjectCacheMetrics) -> Option<Value> {
         let (len, hlc) = {
             let mut inner = self.inner.borrow_mut();
+            if inner.loading.is_some() {
+                self.take_loaded(&mut inner);
+            }
             let entry = inner.entries.touch(key)?;
             if entry.pending.is_some() {
                 return entry.pending.clone();
@@ -605,6 +694,9 @@ impl DiskCache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
+        if inner.loading.is_some() {
+            self.take_loaded(&mut inner);
+        }
         if inner
             .entries
             .peek(key)
@@ -612,7 +704,11 @@ impl DiskCache {
         {
             return;
         }
-        let at_once = !is_chunk && inner.entries.bytes() + blocks(len) <= self.capacity_bytes;
+        // While the previous run's entries are read back, the room they take is not known
+        // yet: an entry enters only on its second miss, as in a full cache.
+        let at_once = !is_chunk
+            && inner.loading.is_none()
+            && inner.entries.bytes() + blocks(len) <= self.capacity_bytes;
         if !at_once && !inner.missed.second_miss(leofs_shard::hash_bytes(key)) {
             return;
         }
@@ -641,10 +737,11 @@ impl DiskCache {
     }
 
     /// Hands the entries whose write delay is over (and the oldest, while more than
-    /// [`PENDING_BYTES_MAX`] wait) to the writer. Called on every offer, and by the core's
-    /// timer.
+    /// [`PENDING_BYTES_MAX`] wait) to the writer, and takes what the loader has read back
+    /// since the last call. Called by the core's timer (and writing, on every offer).
     pub fn write_due_entries(&self, metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
+        self.take_loaded(&mut inner);
         self.write_due(&mut inner, Instant::now(), metrics);
         self.publish(&inner, metrics);
     }
@@ -704,6 +801,9 @@ impl DiskCache {
     /// Drops every entry whose key is one of `names`, or starts with it when it is marked as
     /// a prefix (a purge); how many.
     pub fn remove_named(&self, names: &[(Bytes, bool)], metrics: &ObjectCacheMetrics) -> usize {
+        if let Some(loading) = self.inner.borrow_mut().loading.as_mut() {
+            loading.purged.extend_from_slice(names);
+        }
         let doomed: Vec<Bytes> = self
             .inner
             .borrow()
@@ -724,6 +824,8 @@ impl DiskCache {
         inner.entries.clear();
         inner.pending.clear();
         inner.pending_bytes = 0;
+        // Nothing the loader finds is wanted any more (its receiver dropped, it stops).
+        inner.loading = None;
         self.writer.remove_all(self.dir.clone());
         self.publish(&inner, metrics);
     }
@@ -740,6 +842,87 @@ impl DiskCache {
             .disk_write_failures
             .set(self.write_failures.load(Ordering::Relaxed));
     }
+}
+
+/// The loader thread of a core's cache: reads back the files a previous run left in `dir`
+/// (each one's header and key), removes those that are not whole entries, temporaries a crash
+/// left (any without this run's mark `run`), and the older version of a key found twice (a
+/// removal lost to a crash), and sends the rest to the core in batches, the most recently
+/// written first. Stops when the core is gone.
+fn load(dir: &Path, run: &str, sender: &crossbeam::channel::Sender<Loaded>) {
+    let mut found: std::collections::HashMap<Bytes, (SystemTime, Hlc, u64)> =
+        std::collections::HashMap::new();
+    let mut refused = 0u64;
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "disk cache: cannot list the previous run's entries");
+            let _ = sender.send(Loaded::Done { refused });
+            return;
+        }
+    };
+    let ours = format!(".{run}.tmp");
+    for item in listing.flatten() {
+        let path = item.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name == PURGES_FILE {
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            if !name.ends_with(&ours) {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match read_key(&path) {
+            Ok((key, hlc, len, written)) if file_name(&key, hlc) == name => match found.get(&key) {
+                Some((_, twin, _)) if *twin > hlc => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Some((_, twin, _)) => {
+                    let _ = std::fs::remove_file(dir.join(file_name(&key, *twin)));
+                    found.insert(key, (written, hlc, len));
+                }
+                None => {
+                    found.insert(key, (written, hlc, len));
+                }
+            },
+            Ok(_) | Err(EntryError::Corrupt(_)) => {
+                refused += 1;
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                refused += 1;
+                let _ = std::fs::remove_file(&path);
+            }
+            // Gone since it was listed (this run's cache dropped it), or not readable now.
+            Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(EntryError::Io(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "disk cache: a file left out (cannot read it now)");
+            }
+        }
+    }
+    let mut found: Vec<_> = found.into_iter().collect();
+    found.sort_by_key(|(_, (written, _, _))| std::cmp::Reverse(*written));
+    let mut found = found
+        .into_iter()
+        .map(|(key, (_, hlc, len))| (key, hlc, len));
+    loop {
+        let batch: Vec<_> = found.by_ref().take(LOAD_BATCH_ENTRIES).collect();
+        if batch.is_empty() {
+            break;
+        }
+        if sender.send(Loaded::Entries(batch)).is_err() {
+            return;
+        }
+    }
+    let _ = sender.send(Loaded::Done { refused });
 }
 
 /// Reads the key and version of the cache file at `path`, with the file's length and when it
@@ -800,7 +983,7 @@ mod tests {
             value.meta.clone(),
             value.body.clone(),
         ];
-        write_entry(&path, &parts).unwrap();
+        write_entry(&path, &parts, "test").unwrap();
         std::fs::read(&path).unwrap()
     }
 
@@ -833,6 +1016,7 @@ mod tests {
         let metrics = ObjectCacheMetrics::default();
         {
             let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            wait_until_loaded(&cache, &metrics);
             cache.offer(b"a", &value(1, b"aaaa"), false, &metrics);
             cache.offer(b"b", &value(2, b"bbbb"), false, &metrics);
             cache.save_purges_applied(17);
@@ -840,8 +1024,13 @@ mod tests {
         }
         wait_for_writes(&writer);
         std::fs::write(dir.path().join("0123456789abcdef0123456789abcdef"), b"junk").unwrap();
-        std::fs::write(dir.path().join("x.tmp"), b"partial").unwrap();
+        // A crash's temporary, and one this run is writing: only the first goes.
+        std::fs::write(dir.path().join("x.1-2.tmp"), b"partial").unwrap();
+        let ours = format!("y.{}.tmp", writer.run);
+        std::fs::write(dir.path().join(&ours), b"partial").unwrap();
         let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        assert!(cache.is_loading());
+        wait_until_loaded(&cache, &metrics);
         assert_eq!(cache.purges_applied_at_start(), Some(17));
         assert_eq!(cache.inner.borrow().entries.len(), 2);
         assert_eq!(cache.inner.borrow().entries.bytes(), 2 * BLOCK_BYTES);
@@ -849,7 +1038,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.contains(&ours), "{names:?}");
+        std::fs::remove_file(dir.path().join(&ours)).unwrap();
         // Emptied: every entry file goes, the purge mark stays.
         cache.clear(&metrics);
         wait_for_writes(&writer);
@@ -867,6 +1058,7 @@ mod tests {
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
         let cache = DiskCache::open(dir.path().into(), 8 * BLOCK_BYTES, writer.clone()).unwrap();
+        wait_until_loaded(&cache, &metrics);
         for i in 0..8u8 {
             cache.offer(&[b'k', i], &value(1, &[i; 100]), false, &metrics);
         }
@@ -885,13 +1077,176 @@ mod tests {
         write_all_now(&cache, &metrics);
         wait_for_writes(&writer);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 8);
+        // Written one after the other, k2 first (k0 and k1 were pushed out).
+        let first = SystemTime::now() - Duration::from_secs(100);
+        for i in 2..10u8 {
+            std::fs::File::options()
+                .write(true)
+                .open(cache.path_of(&[b'k', i], value(1, &[]).hlc))
+                .unwrap()
+                .set_modified(first + Duration::from_secs(u64::from(i)))
+                .unwrap();
+        }
         drop(cache);
         let smaller = DiskCache::open(dir.path().into(), 4 * BLOCK_BYTES, writer.clone()).unwrap();
+        wait_until_loaded(&smaller, &metrics);
+        wait_for_writes(&writer);
         assert_eq!(smaller.inner.borrow().entries.len(), 4);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        for i in 2..10u8 {
+            let held = smaller.inner.borrow().entries.peek(&[b'k', i]).is_some();
+            assert_eq!(held, i >= 6, "k{i}: the most recently written are kept");
+        }
+        // The least recently written of those read back goes first.
+        assert_eq!(
+            smaller.inner.borrow().entries.oldest().map(|k| k.to_vec()),
+            Some(vec![b'k', 6])
+        );
         // Too large for an eighth of the cache: not written.
         smaller.offer(b"big", &value(1, &[0; 5000]), false, &metrics);
         assert!(smaller.inner.borrow().entries.peek(b"big").is_none());
+    }
+
+    #[test]
+    fn what_the_core_does_while_its_entries_are_read_back_wins_over_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        {
+            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            wait_until_loaded(&cache, &metrics);
+            for key in [&b"kept"[..], b"newer", b"purged", b"other"] {
+                cache.offer(key, &value(1, key), false, &metrics);
+            }
+            write_all_now(&cache, &metrics);
+        }
+        wait_for_writes(&writer);
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        // While the core takes its entries back: a newer version read (offered twice: while
+        // the room the files take is not known, an entry enters on its second miss, as in a
+        // full cache), and a purge.
+        cache.offer(b"newer", &value(2, b"newer"), false, &metrics);
+        cache.offer(b"newer", &value(2, b"newer"), false, &metrics);
+        cache.remove_named(&[(Bytes::from_static(b"purged"), false)], &metrics);
+        wait_until_loaded(&cache, &metrics);
+        write_all_now(&cache, &metrics);
+        wait_for_writes(&writer);
+        let held = |k: &[u8]| {
+            cache
+                .inner
+                .borrow()
+                .entries
+                .peek(k)
+                .map(|e| e.hlc.physical_us)
+        };
+        assert_eq!(held(b"kept"), Some(1));
+        assert_eq!(
+            held(b"newer"),
+            Some(2),
+            "a version read back never replaces a newer one"
+        );
+        assert_eq!(
+            held(b"purged"),
+            None,
+            "a purge applies to entries read back later"
+        );
+        assert_eq!(held(b"other"), Some(1));
+        // One file each for kept, newer (its new version) and other.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        let got = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .build()
+            .expect("runtime")
+            .block_on(cache.get(b"newer", &metrics))
+            .unwrap();
+        assert_eq!(got.body, Bytes::from_static(b"newer"));
+        // Emptied while reading back: nothing found comes back.
+        drop(cache);
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        cache.clear(&metrics);
+        wait_until_loaded(&cache, &metrics);
+        wait_for_writes(&writer);
+        assert_eq!(cache.inner.borrow().entries.len(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_purge_mark_is_kept_only_once_the_files_it_names_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        {
+            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            wait_until_loaded(&cache, &metrics);
+            cache.offer(b"purged", &value(1, b"p"), false, &metrics);
+            cache.offer(b"kept", &value(1, b"k"), false, &metrics);
+            cache.save_purges_applied(3);
+            write_all_now(&cache, &metrics);
+        }
+        wait_for_writes(&writer);
+        let purge = [(Bytes::from_static(b"purged"), false)];
+        // Purge 4 applied while reading back, then a stop before the files came back: the
+        // mark stays at 3, so the next start applies purge 4 again.
+        {
+            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            assert_eq!(cache.purges_applied_at_start(), Some(3));
+            cache.remove_named(&purge, &metrics);
+            cache.save_purges_applied(4);
+        }
+        wait_for_writes(&writer);
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        assert_eq!(cache.purges_applied_at_start(), Some(3));
+        cache.remove_named(&purge, &metrics);
+        cache.save_purges_applied(4);
+        wait_until_loaded(&cache, &metrics);
+        wait_for_writes(&writer);
+        assert!(cache.inner.borrow().entries.peek(b"purged").is_none());
+        assert!(cache.inner.borrow().entries.peek(b"kept").is_some());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "kept's file and the mark"
+        );
+        drop(cache);
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        assert_eq!(cache.purges_applied_at_start(), Some(4));
+    }
+
+    #[test]
+    fn of_two_versions_of_a_key_found_the_older_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        for (at, body) in [(5, &b"newer"[..]), (4, b"older")] {
+            let v = value(at, body);
+            let parts = [
+                Header::of(b"twice", &v),
+                Bytes::from_static(b"twice"),
+                v.meta.clone(),
+                v.body.clone(),
+            ];
+            write_entry(&dir.path().join(file_name(b"twice", v.hlc)), &parts, "test").unwrap();
+        }
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        wait_until_loaded(&cache, &metrics);
+        let held = cache.inner.borrow().entries.peek(b"twice").map(|e| e.hlc);
+        assert_eq!(held, Some(value(5, b"").hlc));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![file_name(b"twice", value(5, b"").hlc)]);
+    }
+
+    /// Takes what the loader reads back until it is done.
+    fn wait_until_loaded(cache: &DiskCache, metrics: &ObjectCacheMetrics) {
+        for _ in 0..500 {
+            cache.write_due_entries(metrics);
+            if !cache.is_loading() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the loader did not finish");
     }
 
     /// Hands every entry waiting to the writer as if its delay were over.

@@ -11,7 +11,11 @@ pub(crate) struct Lru<E> {
     entries: HashMap<Bytes, Slot<E>>,
     /// Recency: use tick → key, the least recently used first.
     order: BTreeMap<u64, Bytes>,
+    /// The last tick given to an entry used (they count up from [`FIRST_TICK`]).
     tick: u64,
+    /// The last tick given to an entry put below every other (they count down from
+    /// [`FIRST_TICK`]).
+    coldest: u64,
     /// The bytes every entry is counted for, together.
     bytes: u64,
 }
@@ -22,12 +26,17 @@ struct Slot<E> {
     bytes: u64,
 }
 
+/// Where the ticks start: entries used count up from it, entries put below every other
+/// ([`Lru::insert_coldest`]) count down, and neither end is ever reached (2^62 each way).
+const FIRST_TICK: u64 = 1 << 62;
+
 impl<E> Default for Lru<E> {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
             order: BTreeMap::new(),
-            tick: 0,
+            tick: FIRST_TICK,
+            coldest: FIRST_TICK,
             bytes: 0,
         }
     }
@@ -80,6 +89,25 @@ impl<E> Lru<E> {
         self.bytes += bytes;
         debug_assert_eq!(self.entries.len(), self.order.len());
         replaced
+    }
+
+    /// Holds `entry` for `key`, counted for `bytes`, as the least recently used of all (the
+    /// first to go): what a cache finds again at start goes below what it has taken since.
+    /// Does nothing if `key` is held.
+    pub(crate) fn insert_coldest(&mut self, key: Bytes, entry: E, bytes: u64) {
+        if self.entries.contains_key(&key) {
+            return;
+        }
+        self.coldest -= 1;
+        self.order.insert(self.coldest, key.clone());
+        let slot = Slot {
+            entry,
+            used: self.coldest,
+            bytes,
+        };
+        self.entries.insert(key, slot);
+        self.bytes += bytes;
+        debug_assert_eq!(self.entries.len(), self.order.len());
     }
 
     /// Drops `key`'s entry; it, if there was one.
@@ -138,5 +166,22 @@ mod tests {
         assert_eq!((lru.len(), lru.bytes()), (2, 15));
         lru.clear();
         assert_eq!((lru.len(), lru.bytes(), lru.oldest()), (0, 0, None));
+    }
+
+    #[test]
+    fn entries_put_coldest_go_below_every_other_in_the_order_they_come() {
+        let mut lru = Lru::default();
+        lru.insert(Bytes::from_static(b"new"), 1, 10);
+        lru.insert_coldest(Bytes::from_static(b"found-newest"), 2, 10);
+        lru.insert_coldest(Bytes::from_static(b"found-older"), 3, 10);
+        lru.insert_coldest(Bytes::from_static(b"new"), 9, 99);
+        assert_eq!(lru.peek(b"new"), Some(&1), "a key held is left as it is");
+        assert_eq!((lru.len(), lru.bytes()), (3, 30));
+        let mut order = Vec::new();
+        while let Some(oldest) = lru.oldest().cloned() {
+            lru.remove(&oldest);
+            order.push(oldest);
+        }
+        assert_eq!(order, ["found-older", "found-newest", "new"]);
     }
 }

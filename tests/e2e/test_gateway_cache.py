@@ -265,6 +265,13 @@ def disk_cache_files(gateway) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and len(p.name) == 32)
 
 
+def read_back(gateway, entries: int = 6) -> None:
+    """Waits until a restarted gateway's disk cache has read its files back (it serves from
+    the start; entries not read back yet are misses) and checks how many it holds."""
+    eventually("the disk cache's files read back", 30,
+               lambda: metric([gateway], "leofs_gateway_disk_cache_entries") == entries)
+
+
 def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_server):
     cluster = Cluster(make_server, storage=3, gateways=2, replicas=3)
     writer = cluster.gateways[0].client()
@@ -287,7 +294,8 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
     writer.put_object(Bucket="disk", Key="changed", Body=new)
     cached.start()
     reader = cached.client()
-    assert metric([cached], "leofs_gateway_disk_cache_entries") == 6
+    # The gateway serves at once; its entries come back from disk in the background.
+    read_back(cached)
     reads = engine_reads(cluster)
     assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
     assert reader.get_object(Bucket="disk", Key="big")["Body"].read() == big
@@ -316,6 +324,7 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
         f.write(bytes([byte[0] ^ 0x01]))
     cached.start()
     reader = cached.client()
+    read_back(cached)
     reads = engine_reads(cluster)
     assert reader.get_object(Bucket="disk", Key="small")["Body"].read() == small
     assert metric([cached], "leofs_gateway_disk_cache_dropped_total") == 1
@@ -341,6 +350,7 @@ def test_the_disk_cache_serves_after_a_restart_and_drops_a_damaged_entry(make_se
     cluster.manager.adm("purge-cache", "disk/big")
     cached.start()
     reader = cached.client()
+    read_back(cached)
     reads = engine_reads(cluster)
     assert reader.get_object(Bucket="disk", Key="big")["Body"].read() == big
     assert metric([cached], "leofs_gateway_disk_cache_hits_total") == 0
