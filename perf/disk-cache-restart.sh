@@ -33,6 +33,8 @@ cleanup() {
   if [[ -n "$DEMO_PID" ]]; then
     kill -INT "$DEMO_PID" 2>/dev/null || true
     for _ in $(seq 1 200); do kill -0 "$DEMO_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$DEMO_PID" 2>/dev/null || true
+    wait "$DEMO_PID" 2>/dev/null || true
   fi
   rm -rf "$DIR"
 }
@@ -73,10 +75,11 @@ start_gateway() { # start_gateway BIN: starts it; READY_SECS: the seconds to `le
     sleep 0.01
   done
   ended=$(date +%s.%N)
+  grep -q '^leofs ready' "$DIR/gateway.log" || die "the gateway did not become ready"
   READY_SECS=$(echo "$ended - $started" | bc)
 }
 stop_gateway() {
-  kill -TERM "$GATEWAY_PID"
+  kill -TERM "$GATEWAY_PID" 2>/dev/null || log "the gateway had exited already"
   wait "$GATEWAY_PID" || true
   GATEWAY_PID=""
 }
@@ -106,7 +109,8 @@ for round in $(seq 1 "$ROUNDS"); do
       [[ -n "$(entries_line)" ]] && break
       sleep 0.1
     done
-    echo "round $round, $bin: ready after $READY_SECS s; $(entries_line)"
+    echo "round $round, $bin: ready after $READY_SECS s; $(entries_line || true)"
+    [[ -n "$(entries_line || true)" ]] || log "round $round, $bin: no line with the disk cache's entries within 600 s"
     stop_gateway
   done
 done

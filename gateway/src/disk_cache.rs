@@ -21,13 +21,15 @@
 //!   minute at most) and its entry is simply missing; a read that finds no file is a miss.
 //! - **Bounded**: each core's files take at most its share of the configured bytes, counted in
 //!   whole 4 KiB blocks; the least recently used go first; no entry takes over an eighth. (While
-//!   a previous run's files are read back, what this run writes comes on top of them: their
-//!   room is not known yet; once they are all read back, those beyond the share are removed.)
+//!   a previous run's files are read back, what this run writes comes on top of them, their
+//!   room not known yet; as they are taken back, those that do not fit beside what this run
+//!   holds are removed.)
 //! - **Survives restarts**: at start a core serves at once, and a loader thread of its own
 //!   reads back each file's header (its key) and hands the entries to the core, which takes
 //!   them below everything it has cached since (the most recently written first, so the least
-//!   recently written go first when the cache is full). A directory of millions of small files
-//!   takes minutes to read from a cold disk; the gateway does not wait for it, its reads of
+//!   recently written go first when the cache is full). The loader reads the whole directory
+//!   and sorts it before the first entry comes back: millions of small files take minutes from
+//!   a cold disk; the gateway does not wait for it, its reads of
 //!   entries not yet read back go to storage meanwhile, and what they read enters on a second
 //!   miss only, as in a full cache. The last cache purge applied is kept beside the files, so
 //!   purges made while the gateway was down are applied when it comes back (to entries read
@@ -98,6 +100,9 @@ enum Op {
     RemoveAll { dir: PathBuf },
     /// Records `seq` in `path` (the last purge applied).
     SavePurges { path: PathBuf, seq: u64 },
+    /// Answers once every op queued before it is done (tests wait on it).
+    #[cfg(test)]
+    Flush(crossbeam::channel::Sender<()>),
 }
 
 /// The handle to a node's cache writer thread, shared by its cores. The thread is started by
@@ -283,6 +288,10 @@ fn write_loop(
                     tracing::warn!(path = %path.display(), error = %e, "disk cache: cannot remove");
                 }
             }
+            #[cfg(test)]
+            Op::Flush(done) => {
+                let _ = done.send(());
+            }
             Op::SavePurges { path, seq } => {
                 let tmp = temporary(&path, run);
                 let saved = std::fs::write(&tmp, seq.to_string())
@@ -465,6 +474,14 @@ struct Loading {
     /// Entries taken back so far.
     taken: u64,
     started: Instant,
+    /// Set when this is dropped (the cache emptied or gone, or all taken): the loader stops.
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
 }
 
 /// What the loader thread sends its core.
@@ -472,8 +489,9 @@ enum Loaded {
     /// Files found, each a key, its version and the file's length; the most recently written
     /// first.
     Entries(Vec<(Bytes, Hlc, u64)>),
-    /// Every file was read; `refused` of them were removed (not a whole entry).
-    Done { refused: u64 },
+    /// Every file was read; `refused` of them were removed (not a whole entry), `skipped` could
+    /// not be read now and were left as they are.
+    Done { refused: u64, skipped: u64 },
 }
 
 struct Entry {
@@ -519,11 +537,13 @@ impl DiskCache {
             .and_then(|text| text.trim().parse().ok());
         let (sender, found) = crossbeam::channel::bounded(LOAD_BATCHES_QUEUED_MAX);
         let (scanned, run) = (dir.clone(), Arc::clone(&writer.run));
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::clone(&abandoned);
         std::thread::Builder::new()
             .name("leofs-cache-load".into())
             .spawn(move || {
                 leave_the_core_cpu();
-                load(&scanned, &run, &sender);
+                load(&scanned, &run, &sender, &stop);
             })?;
         tracing::info!(dir = %dir.display(), "disk cache opened; its entries are read back in the background");
         Ok(Self {
@@ -540,6 +560,7 @@ impl DiskCache {
                     purges_applied: None,
                     taken: 0,
                     started: Instant::now(),
+                    abandoned,
                 }),
                 ..Inner::default()
             }),
@@ -568,8 +589,10 @@ impl DiskCache {
             let batch = match load.found.try_recv() {
                 Ok(Loaded::Entries(batch)) => batch,
                 Err(crossbeam::channel::TryRecvError::Empty) => return,
-                Ok(Loaded::Done { refused }) => {
-                    if let Some(seq) = load.purges_applied {
+                Ok(Loaded::Done { refused, skipped }) => {
+                    // A file left unread may be one a purge names: the mark then stays where it
+                    // was, and the next start applies those purges again.
+                    if let Some(seq) = load.purges_applied.filter(|_| skipped == 0) {
                         self.writer.save_purges(self.dir.join(PURGES_FILE), seq);
                     }
                     tracing::info!(
@@ -578,6 +601,7 @@ impl DiskCache {
                         mib = entries.bytes() >> 20,
                         read_back = load.taken,
                         refused,
+                        skipped,
                         secs = load.started.elapsed().as_secs_f64(),
                         "disk cache: the previous run's entries are read back"
                     );
@@ -591,10 +615,14 @@ impl DiskCache {
                 }
             };
             for (key, hlc, len) in batch {
-                let held = entries.peek(&key).map(|e| e.hlc);
-                if held == Some(hlc) {
+                let held = entries.peek(&key).map(|e| (e.hlc, e.pending.is_some()));
+                if held == Some((hlc, false)) {
+                    // This version's file, written by this run: the entry's own.
                     continue;
                 }
+                // Held in another version, or in this one still waiting for its write delay
+                // (the removal goes before that write; the entry, if dropped first, would
+                // leave the file to nobody).
                 if held.is_some()
                     || crate::cache::named(&key, &load.purged)
                     || entries.bytes() + blocks(len) > self.capacity_bytes
@@ -848,21 +876,32 @@ impl DiskCache {
 /// (each one's header and key), removes those that are not whole entries, temporaries a crash
 /// left (any without this run's mark `run`), and the older version of a key found twice (a
 /// removal lost to a crash), and sends the rest to the core in batches, the most recently
-/// written first. Stops when the core is gone.
-fn load(dir: &Path, run: &str, sender: &crossbeam::channel::Sender<Loaded>) {
+/// written first. Stops when the core no longer wants them (`abandoned`).
+fn load(
+    dir: &Path,
+    run: &str,
+    sender: &crossbeam::channel::Sender<Loaded>,
+    abandoned: &std::sync::atomic::AtomicBool,
+) {
     let mut found: std::collections::HashMap<Bytes, (SystemTime, Hlc, u64)> =
         std::collections::HashMap::new();
-    let mut refused = 0u64;
+    let (mut refused, mut skipped) = (0u64, 0u64);
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "disk cache: cannot list the previous run's entries");
-            let _ = sender.send(Loaded::Done { refused });
+            let _ = sender.send(Loaded::Done {
+                refused,
+                skipped: 1,
+            });
             return;
         }
     };
     let ours = format!(".{run}.tmp");
     for item in listing.flatten() {
+        if abandoned.load(Ordering::Acquire) {
+            return;
+        }
         let path = item.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
@@ -882,6 +921,8 @@ fn load(dir: &Path, run: &str, sender: &crossbeam::channel::Sender<Loaded>) {
         }
         match read_key(&path) {
             Ok((key, hlc, len, written)) if file_name(&key, hlc) == name => match found.get(&key) {
+                // The same file listed twice (a rename into the directory during the listing).
+                Some((_, twin, _)) if *twin == hlc => {}
                 Some((_, twin, _)) if *twin > hlc => {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -904,6 +945,7 @@ fn load(dir: &Path, run: &str, sender: &crossbeam::channel::Sender<Loaded>) {
             // Gone since it was listed (this run's cache dropped it), or not readable now.
             Err(EntryError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(EntryError::Io(e)) => {
+                skipped += 1;
                 tracing::warn!(path = %path.display(), error = %e, "disk cache: a file left out (cannot read it now)");
             }
         }
@@ -922,7 +964,7 @@ fn load(dir: &Path, run: &str, sender: &crossbeam::channel::Sender<Loaded>) {
             return;
         }
     }
-    let _ = sender.send(Loaded::Done { refused });
+    let _ = sender.send(Loaded::Done { refused, skipped });
 }
 
 /// Reads the key and version of the cache file at `path`, with the file's length and when it
@@ -1170,6 +1212,29 @@ mod tests {
     }
 
     #[test]
+    fn a_file_found_for_a_version_still_waiting_to_be_written_is_left_to_no_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskCacheWriter::new();
+        let metrics = ObjectCacheMetrics::default();
+        {
+            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+            wait_until_loaded(&cache, &metrics);
+            cache.offer(b"k", &value(1, b"k"), false, &metrics);
+            write_all_now(&cache, &metrics);
+        }
+        wait_for_writes(&writer);
+        let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
+        // The same version read again before its file is taken back: it waits for its delay.
+        cache.offer(b"k", &value(1, b"k"), false, &metrics);
+        cache.offer(b"k", &value(1, b"k"), false, &metrics);
+        wait_until_loaded(&cache, &metrics);
+        // Dropped before its delay is over (an overwrite through this gateway, say).
+        cache.remove(b"k", &metrics);
+        wait_for_writes(&writer);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_purge_mark_is_kept_only_once_the_files_it_names_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskCacheWriter::new();
@@ -1255,15 +1320,12 @@ mod tests {
         cache.write_due(&mut inner, Instant::now() + WRITE_DELAY, metrics);
     }
 
+    /// Waits until the writer has done every op queued so far.
     fn wait_for_writes(writer: &DiskCacheWriter) {
-        for _ in 0..500 {
-            if writer.pending_writes.load(Ordering::Acquire) == 0 && writer.tx.is_empty() {
-                // The last op taken may still be running.
-                std::thread::sleep(Duration::from_millis(20));
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the writer did not finish");
+        let (done, flushed) = crossbeam::channel::bounded(1);
+        writer.tx.send(Op::Flush(done)).unwrap();
+        flushed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the writer did not finish");
     }
 }
