@@ -1056,15 +1056,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
-        {
-            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            wait_until_loaded(&cache, &metrics);
-            cache.offer(b"a", &value(1, b"aaaa"), false, &metrics);
-            cache.offer(b"b", &value(2, b"bbbb"), false, &metrics);
-            cache.save_purges_applied(17);
-            write_all_now(&cache, &metrics);
-        }
-        wait_for_writes(&writer);
+        previous_run(dir.path(), &writer, &[b"a", b"b"], Some(17));
         std::fs::write(dir.path().join("0123456789abcdef0123456789abcdef"), b"junk").unwrap();
         // A crash's temporary, and one this run is writing: only the first goes.
         std::fs::write(dir.path().join("x.1-2.tmp"), b"partial").unwrap();
@@ -1154,15 +1146,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
-        {
-            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            wait_until_loaded(&cache, &metrics);
-            for key in [&b"kept"[..], b"newer", b"purged", b"other"] {
-                cache.offer(key, &value(1, key), false, &metrics);
-            }
-            write_all_now(&cache, &metrics);
-        }
-        wait_for_writes(&writer);
+        previous_run(
+            dir.path(),
+            &writer,
+            &[b"kept", b"newer", b"purged", b"other"],
+            None,
+        );
         let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
         // While the core takes its entries back: a newer version read (offered twice: while
         // the room the files take is not known, an entry enters on its second miss, as in a
@@ -1216,13 +1205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
-        {
-            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            wait_until_loaded(&cache, &metrics);
-            cache.offer(b"k", &value(1, b"k"), false, &metrics);
-            write_all_now(&cache, &metrics);
-        }
-        wait_for_writes(&writer);
+        previous_run(dir.path(), &writer, &[b"k"], None);
         let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
         // The same version read again before its file is taken back: it waits for its delay.
         cache.offer(b"k", &value(1, b"k"), false, &metrics);
@@ -1239,15 +1222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskCacheWriter::new();
         let metrics = ObjectCacheMetrics::default();
-        {
-            let cache = DiskCache::open(dir.path().into(), 1 << 20, writer.clone()).unwrap();
-            wait_until_loaded(&cache, &metrics);
-            cache.offer(b"purged", &value(1, b"p"), false, &metrics);
-            cache.offer(b"kept", &value(1, b"k"), false, &metrics);
-            cache.save_purges_applied(3);
-            write_all_now(&cache, &metrics);
-        }
-        wait_for_writes(&writer);
+        previous_run(dir.path(), &writer, &[b"purged", b"kept"], Some(3));
         let purge = [(Bytes::from_static(b"purged"), false)];
         // Purge 4 applied while reading back, then a stop before the files came back: the
         // mark stays at 3, so the next start applies purge 4 again.
@@ -1300,6 +1275,24 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![file_name(b"twice", value(5, b"").hlc)]);
+    }
+
+    /// Runs a cache on `dir` that writes an entry for each of `keys` (its body the key, at
+    /// HLC 1) and, if given, the purge mark `mark`, then stops; every file written.
+    fn previous_run(dir: &Path, writer: &DiskCacheWriter, keys: &[&[u8]], mark: Option<u64>) {
+        let metrics = ObjectCacheMetrics::default();
+        {
+            let cache = DiskCache::open(dir.into(), 1 << 20, writer.clone()).unwrap();
+            wait_until_loaded(&cache, &metrics);
+            for key in keys {
+                cache.offer(key, &value(1, key), false, &metrics);
+            }
+            if let Some(mark) = mark {
+                cache.save_purges_applied(mark);
+            }
+            write_all_now(&cache, &metrics);
+        }
+        wait_for_writes(writer);
     }
 
     /// Takes what the loader reads back until it is done.

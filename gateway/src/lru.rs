@@ -79,15 +79,7 @@ impl<E> Lru<E> {
     pub(crate) fn insert(&mut self, key: Bytes, entry: E, bytes: u64) -> Option<E> {
         let replaced = self.remove(&key);
         self.tick += 1;
-        self.order.insert(self.tick, key.clone());
-        let slot = Slot {
-            entry,
-            used: self.tick,
-            bytes,
-        };
-        self.entries.insert(key, slot);
-        self.bytes += bytes;
-        debug_assert_eq!(self.entries.len(), self.order.len());
+        self.put(key, entry, bytes, self.tick);
         replaced
     }
 
@@ -99,13 +91,13 @@ impl<E> Lru<E> {
             return;
         }
         self.coldest -= 1;
-        self.order.insert(self.coldest, key.clone());
-        let slot = Slot {
-            entry,
-            used: self.coldest,
-            bytes,
-        };
-        self.entries.insert(key, slot);
+        self.put(key, entry, bytes, self.coldest);
+    }
+
+    /// Holds `entry` for `key` (not held), counted for `bytes`, at tick `used` (not taken).
+    fn put(&mut self, key: Bytes, entry: E, bytes: u64, used: u64) {
+        self.order.insert(used, key.clone());
+        self.entries.insert(key, Slot { entry, used, bytes });
         self.bytes += bytes;
         debug_assert_eq!(self.entries.len(), self.order.len());
     }
