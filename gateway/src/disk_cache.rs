@@ -80,9 +80,12 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 const LOAD_BATCH_ENTRIES: usize = 1024;
 /// Batches the loader may have waiting for its core (it waits beyond).
 const LOAD_BATCHES_QUEUED_MAX: usize = 16;
-/// Most batches a core takes at once (a tick of its timer): a large cache comes back a little
-/// at a time, never in one long pause of the core.
+/// Most batches a core takes at a tick of its timer: a large cache comes back a little at a
+/// time, never in one long pause of the core.
 const LOAD_BATCHES_PER_TICK_MAX: usize = 16;
+/// Most batches a core takes before a read or an offer while loading: a request waits for
+/// one batch at most (and sees the loader's end at once).
+const LOAD_BATCHES_PER_REQUEST_MAX: usize = 1;
 
 /// What the writer thread does.
 enum Op {
@@ -523,8 +526,7 @@ impl DiskCache {
     /// A core's disk cache of at most `capacity_bytes` in `dir` (created if missing). What a
     /// previous run left there is read back by a loader thread started here and taken by the
     /// core as its timer calls [`DiskCache::write_due_entries`], and before each read or offer
-    /// while it lasts; the cache serves meanwhile.
-    /// Called as the core starts, before it serves.
+    /// while it lasts; the cache serves meanwhile. Called as the core starts, before it serves.
     pub fn open(
         dir: PathBuf,
         capacity_bytes: u64,
@@ -568,24 +570,25 @@ impl DiskCache {
     }
 
     /// Whether the previous run's entries are still being read back.
-    pub fn is_loading(&self) -> bool {
+    #[cfg(test)]
+    fn is_loading(&self) -> bool {
         self.inner.borrow().loading.is_some()
     }
 
-    /// Takes what the loader has found since the last call (at most
-    /// [`LOAD_BATCHES_PER_TICK_MAX`] batches), below every entry held: a file of a key held
+    /// Takes what the loader has found since the last call (at most `batches_max` batches),
+    /// below every entry held: a file of a key held
     /// in another version, or named by a purge since the start, or beyond the capacity (what
     /// is found is older than what is held) is removed instead. (A file of a key whose entry
     /// was dropped meanwhile, its object overwritten, is taken: like any entry, it is served
     /// only once the replicas' digests name its version, so its first read drops it.)
-    fn take_loaded(&self, inner: &mut Inner) {
+    fn take_loaded(&self, inner: &mut Inner, batches_max: usize) {
         let Inner {
             entries, loading, ..
         } = inner;
         let Some(load) = loading.as_mut() else {
             return;
         };
-        for _ in 0..LOAD_BATCHES_PER_TICK_MAX {
+        for _ in 0..batches_max {
             let batch = match load.found.try_recv() {
                 Ok(Loaded::Entries(batch)) => batch,
                 Err(crossbeam::channel::TryRecvError::Empty) => return,
@@ -666,9 +669,7 @@ impl DiskCache {
     pub async fn get(&self, key: &[u8], metrics: &ObjectCacheMetrics) -> Option<Value> {
         let (len, hlc) = {
             let mut inner = self.inner.borrow_mut();
-            if inner.loading.is_some() {
-                self.take_loaded(&mut inner);
-            }
+            self.take_loaded(&mut inner, LOAD_BATCHES_PER_REQUEST_MAX);
             let entry = inner.entries.touch(key)?;
             if entry.pending.is_some() {
                 return entry.pending.clone();
@@ -722,9 +723,7 @@ impl DiskCache {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        if inner.loading.is_some() {
-            self.take_loaded(&mut inner);
-        }
+        self.take_loaded(&mut inner, LOAD_BATCHES_PER_REQUEST_MAX);
         if inner
             .entries
             .peek(key)
@@ -766,10 +765,10 @@ impl DiskCache {
 
     /// Hands the entries whose write delay is over (and the oldest, while more than
     /// [`PENDING_BYTES_MAX`] wait) to the writer, and takes what the loader has read back
-    /// since the last call. Called by the core's timer (and writing, on every offer).
+    /// since the last call. Called by the core's timer (an offer hands the due entries itself).
     pub fn write_due_entries(&self, metrics: &ObjectCacheMetrics) {
         let mut inner = self.inner.borrow_mut();
-        self.take_loaded(&mut inner);
+        self.take_loaded(&mut inner, LOAD_BATCHES_PER_TICK_MAX);
         self.write_due(&mut inner, Instant::now(), metrics);
         self.publish(&inner, metrics);
     }
@@ -898,10 +897,15 @@ fn load(
         }
     };
     let ours = format!(".{run}.tmp");
-    for item in listing.flatten() {
+    for item in listing {
         if abandoned.load(Ordering::Acquire) {
             return;
         }
+        // An entry the listing could not give is a file left unread, like one not readable.
+        let Ok(item) = item else {
+            skipped += 1;
+            continue;
+        };
         let path = item.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
