@@ -11,6 +11,9 @@
 //! to [`PRESSURE_LIVE_RATIO_MAX`] live, fewest live bytes first, so that deleting frees nearly
 //! all it deletes; it starts moving a segment only when the room left (the head's rest and the
 //! free segments) holds its live bytes with a margin, so it never strands a half-moved segment.
+//! When no sealed segment qualifies but the head does (records deleted since they were written
+//! there, which no write can reach while there is no room for a new segment), it seals the head
+//! into the spare first and then moves the old head like any other segment.
 //! A write that finds the disk full wakes it at once instead of waiting for the next interval.
 
 use std::rc::{Rc, Weak};
@@ -57,6 +60,12 @@ pub(crate) async fn compact_once(inner: &Rc<Inner>) -> Result<CompactionReport, 
 async fn compact_pass(inner: &Rc<Inner>) -> Result<CompactionReport, EngineError> {
     let _guard = inner.compaction_lock.lock().await;
     let mut report = CompactionReport::default();
+    if head_worth_sealing(inner) {
+        let (reply, sealed) = oneshot::channel();
+        inner.send(crate::writer::Request::SealHead { reply })?;
+        sealed.await.unwrap_or(Err(EngineError::Closed))?;
+        report.heads_sealed += 1;
+    }
     let candidates = candidates(inner);
     let mut moved = Vec::new();
     let mut throttle = Throttle {
@@ -111,8 +120,12 @@ fn under_pressure(state: &crate::engine::State) -> bool {
 /// Sealed segments worth compacting, fewest live bytes first: below the live threshold, or
 /// below [`PRESSURE_LIVE_RATIO_MAX`] on a full disk.
 fn candidates(inner: &Inner) -> Vec<u64> {
-    let state = inner.state.borrow();
-    let ratio_max = if under_pressure(&state) {
+    candidates_of(inner, &inner.state.borrow())
+}
+
+/// [`candidates`] with the state borrowed.
+fn candidates_of(inner: &Inner, state: &crate::engine::State) -> Vec<u64> {
+    let ratio_max = if under_pressure(state) {
         PRESSURE_LIVE_RATIO_MAX.max(inner.config.compaction_live_ratio_min)
     } else {
         inner.config.compaction_live_ratio_min
@@ -130,6 +143,28 @@ fn candidates(inner: &Inner) -> Vec<u64> {
         .collect();
     found.sort_unstable();
     found.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Whether, on a full disk, the head must be sealed for compaction to free anything: no sealed
+/// segment is worth moving, while more than `1 - PRESSURE_LIVE_RATIO_MAX` of the head's room
+/// is records deleted or overwritten since it was written (space no write can reach: new
+/// records need a segment the disk has no room for, and only sealed segments are compacted).
+/// The spare becomes the head, the old head is moved into it and recycled as the new spare.
+fn head_worth_sealing(inner: &Inner) -> bool {
+    let state = inner.state.borrow();
+    if !under_pressure(&state) || state.log.free.is_empty() {
+        return false;
+    }
+    let head = state.log.head();
+    let room = head.records_end() - SEGMENT_HEADER_BYTES;
+    let dead = state
+        .log
+        .used_bytes(head)
+        .saturating_sub(state.index.live_bytes(head.id as u32));
+    let reachable = !state.has_unapplied_in(head.id) && state.checkpoints_cover(head.drop_lsn_max);
+    reachable
+        && dead as f64 > (1.0 - PRESSURE_LIVE_RATIO_MAX) * room as f64
+        && candidates_of(inner, &state).is_empty()
 }
 
 /// Whether the live records of `segment` fit in the room left for relocations: all in the head's

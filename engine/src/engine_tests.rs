@@ -1665,3 +1665,83 @@ fn a_reserve_cut_off_by_a_crash_in_a_checkpoint_is_the_reserve_again_at_open() {
         assert_eq!(get_body(&engine, 0, "key-49").await.unwrap(), b"x");
     });
 }
+
+#[test]
+fn on_a_full_disk_records_deleted_in_the_head_are_reclaimed() {
+    // The newest records sit in the head, which compaction never took: on a full disk, deleting
+    // them freed nothing a write could use (a rollover needs a segment, and compaction had no
+    // sealed segment worth moving), for ever. Compaction now seals the head into the spare.
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let cfg = EngineConfig {
+            disk_bytes_max: Some(6 * 1024 * 1024),
+            tombstone_grace: Duration::ZERO,
+            ..config(dir.path())
+        };
+        let engine = Engine::open(cfg.clone()).await.unwrap();
+        let mut kept = Vec::new();
+        for i in 0..400 {
+            match engine
+                .put(
+                    0,
+                    format!("key-{i}").as_bytes(),
+                    value(&body_of(i, 100_000)),
+                )
+                .await
+            {
+                Ok(_) => kept.push(i),
+                Err(EngineError::DiskFull { .. }) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        let mut deleted = 0;
+        for _ in 0..4 {
+            let i = kept.pop().unwrap();
+            engine
+                .delete(0, format!("key-{i}").as_bytes(), None)
+                .await
+                .unwrap();
+            deleted += 100_000;
+        }
+        // Write until nothing more fits, compacting after each refusal as the background would.
+        let (mut written, mut refusals, mut heads_sealed) = (0, 0, 0);
+        let mut next = 1000;
+        while refusals < 3 {
+            match engine
+                .put(
+                    0,
+                    format!("key-{next}").as_bytes(),
+                    value(&body_of(next, 100_000)),
+                )
+                .await
+            {
+                Ok(_) => {
+                    kept.push(next);
+                    written += 100_000;
+                    next += 1;
+                    refusals = 0;
+                }
+                Err(EngineError::DiskFull { .. }) => {
+                    heads_sealed += engine.compact().await.unwrap().heads_sealed;
+                    refusals += 1;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(
+            written >= deleted,
+            "deleted {deleted}, written again {written}"
+        );
+        assert!(heads_sealed >= 1);
+        engine.close().await.unwrap();
+        drop(engine);
+        let engine = Engine::open(cfg).await.unwrap();
+        for &i in &kept {
+            assert_eq!(
+                get_body(&engine, 0, &format!("key-{i}")).await,
+                Some(body_of(i, 100_000)),
+                "key-{i} after reopening"
+            );
+        }
+    });
+}

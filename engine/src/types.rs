@@ -227,6 +227,9 @@ pub struct CompactionReport {
     pub bytes_moved: u64,
     /// Bytes of space reclaimed.
     pub bytes_reclaimed: u64,
+    /// Times the head was sealed early so that its dead records could be reclaimed (a full
+    /// disk with nothing else to compact).
+    pub heads_sealed: u64,
     /// Tombstones dropped because their grace period had passed.
     pub tombstones_dropped: u64,
 }

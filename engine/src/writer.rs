@@ -109,6 +109,10 @@ pub(crate) enum Request {
         segment: u64,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// Seal the head now, taking a free segment (the spare included) as the next head.
+    SealHead {
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
 }
 
 #[derive(Default)]
@@ -271,6 +275,9 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
                     let _ = reply.send(reserve(&inner, len, new_entry_bytes, use_spare).await);
                 }
                 Some(Request::Sync { segment, reply }) => batch.syncs.push((segment, reply)),
+                Some(Request::SealHead { reply }) => {
+                    let _ = reply.send(seal_head(&inner).await);
+                }
                 None => {}
             }
             next = match rx.try_recv() {
@@ -633,6 +640,21 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
             max: room_max,
         });
     }
+    roll_over(inner, use_spare).await
+}
+
+/// Seals the head (when it holds any record) and makes a free segment the head. Compaction
+/// asks for it on a full disk ([`Request::SealHead`]): the head's dead records are out of its
+/// reach until the head is sealed.
+async fn seal_head(inner: &Rc<Inner>) -> Result<(), EngineError> {
+    if inner.state.borrow().log.head_offset == SEGMENT_HEADER_BYTES {
+        return Ok(());
+    }
+    roll_over(inner, true).await
+}
+
+/// Makes a free segment the head; the old head is sealed where it stands.
+async fn roll_over(inner: &Rc<Inner>, use_spare: bool) -> Result<(), EngineError> {
     let rollover = || -> Result<(), std::io::Error> {
         fail::fail_point!("engine::segment_rollover", |arg| Err(crate::io::injected(
             arg
