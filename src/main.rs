@@ -1486,6 +1486,8 @@ impl NodeStatusSource for StatusSource {
                 index_bytes: s.engine.index_bytes,
                 corrupt_records: s.engine.corrupt_records,
                 free_segments: s.engine.free_segments,
+                disk_full: s.engine.disk_full,
+                writes_refused_disk_full: s.engine.writes_refused_disk_full,
                 segments_set_aside: s.engine.segments_set_aside,
                 garbage_pending: s.gc.entries_pending,
                 chunks_collected: s.gc.chunks_collected,

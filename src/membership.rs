@@ -564,6 +564,7 @@ impl Beater {
                 last_compaction_unix_ms: s.engine.last_compaction_unix_us / 1000,
                 compaction_suspended: s.engine.compaction_suspended,
                 segments_compacted: s.engine.segments_compacted,
+                disk_full: s.engine.disk_full,
             })
             .collect();
         // The moving partitions the cores found filled that the managers have not recorded.

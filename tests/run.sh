@@ -92,7 +92,7 @@ record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 #             all-in-one end-to-end pass over LATE_FILES: the cluster files (which start
 #             clusters of processes of their own, run in the all-in-one pass only, and are the
 #             most sensitive to a busy machine: they run once the compilers are done), and the
-#             disk-full file;
+#             disk-full files;
 #   stream 2: the all-in-one pass over every other file, then the split pass over every file,
 #             then the all-in-one pass over LAST_FILES: the rebalance file, whose clusters of
 #             four to six processes move partitions under load, runs when stream 1 is done
@@ -101,7 +101,7 @@ record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 # In a CI check on this machine (incremental build): stream 1 took 615 s, stream 2 1,194 s
 # (437 s, 480 s and 277 s for its three passes).
 # Each stream's output goes to a file, printed in full once both are done.
-LATE_FILES="test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py"
+LATE_FILES="test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py test_cluster_disk_full.py"
 LAST_FILES="test_rebalance.py"
 late_args=(); last_args=(); rest_ignores=()
 for f in $LATE_FILES; do

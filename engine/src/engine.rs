@@ -159,6 +159,8 @@ pub(crate) struct Inner {
     pub reserve: crate::reserve::CheckpointReserve,
     /// How compaction decides that a tombstone may go (see [`TombstonePolicy`]).
     pub tombstones: RefCell<TombstonePolicy>,
+    /// Writes refused for lack of room, for the log and the stats.
+    pub disk_full_log: crate::disk_full::DiskFullLog,
 }
 
 /// When compaction may drop a tombstone. A single replica drops it once it is older than
@@ -366,7 +368,8 @@ impl Engine {
             let body = futures_util::stream::iter([Ok(value.body.clone())]);
             return self.put_stream(partition, key, value, body_len, body).await;
         }
-        self.append_put(partition, key, value, false).await
+        let result = self.append_put(partition, key, value, false).await;
+        self.inner.note_put(result)
     }
 
     /// Stores a small record whose purpose is to free space (the durable note that a deleted
@@ -451,7 +454,10 @@ impl Engine {
         check_limits(key, header.meta.len(), body_len)?;
         self.inner.check_writable()?;
         let hlc = self.stamp(header.hlc);
-        crate::stream::put_stream(&self.inner, partition, key, header, hlc, body_len, body).await
+        let result =
+            crate::stream::put_stream(&self.inner, partition, key, header, hlc, body_len, body)
+                .await;
+        self.inner.note_put(result)
     }
 
     /// Reads the newest value for `key`, verified by checksum; None if absent or deleted.
@@ -669,6 +675,8 @@ impl Engine {
             segments_set_aside: state.log.set_aside.len() as u64,
             segment_headers_repaired: c.segment_headers_repaired.get(),
             free_segments: state.log.free.len() as u64,
+            disk_full: self.inner.disk_full_log.full_now(std::time::Instant::now()),
+            writes_refused_disk_full: self.inner.disk_full_log.refused_total(),
             index_bytes_per_entry: state.index.bytes_per_entry(),
             index_bytes: state.index.bytes_total(),
             corrupt_records: c.corrupt_records.get(),

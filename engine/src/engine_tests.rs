@@ -848,6 +848,9 @@ fn disk_full_then_recovers_after_deletes_and_compaction() {
         }
         assert!(full, "the configured bound must be reached");
         assert!(stored.len() >= 30);
+        let stats = engine.stats();
+        assert!(stats.disk_full, "a refused put marks the shard full");
+        assert_eq!(stats.writes_refused_disk_full, 1);
         for &i in &stored {
             assert_eq!(
                 get_body(&engine, 0, &format!("key-{i}")).await,

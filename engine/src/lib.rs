@@ -28,6 +28,7 @@ mod checkpoint_task;
 mod clock;
 pub use clock::{HlcClock, set_test_clock_offset_us, wall_us};
 mod compaction;
+mod disk_full;
 mod engine;
 mod error;
 mod index;

@@ -258,6 +258,7 @@ pub(crate) async fn open(mut config: EngineConfig) -> Result<Engine, EngineError
     let (tx, rx) = mpsc::unbounded();
     let inner = Rc::new(Inner {
         tombstones: RefCell::new(crate::engine::TombstonePolicy::Age),
+        disk_full_log: Default::default(),
         log_dir,
         index_dir,
         state: RefCell::new(State {

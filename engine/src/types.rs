@@ -194,6 +194,10 @@ pub struct EngineStats {
     pub segment_headers_repaired: u64,
     /// Segments free for reuse (recycled or pre-written, not yet written).
     pub free_segments: u64,
+    /// Whether a put was refused for lack of room in the last 10 s: the shard's disk is full.
+    pub disk_full: bool,
+    /// Puts refused for lack of room since open.
+    pub writes_refused_disk_full: u64,
     /// Estimated bytes of memory per index entry (documented in FORMAT.md).
     pub index_bytes_per_entry: u64,
     /// Estimated total bytes of memory used by the index.

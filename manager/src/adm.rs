@@ -835,11 +835,21 @@ fn node_row(info: &NodeInfo) -> Vec<String> {
         beat.map_or_else(
             || "-".to_owned(),
             |b| {
-                format!(
+                let full: Vec<String> = b
+                    .shards
+                    .iter()
+                    .filter(|s| s.disk_full)
+                    .map(|s| s.shard.to_string())
+                    .collect();
+                let used = format!(
                     "{} / {}",
                     format_bytes(b.disk_used_bytes),
                     format_bytes(b.disk_capacity_bytes)
-                )
+                );
+                match full.len() {
+                    0 => used,
+                    _ => format!("{used} FULL (shard {} refuses writes)", full.join(", ")),
+                }
             },
         ),
         match beat.and_then(|b| b.clock_offset_us) {

@@ -474,6 +474,9 @@ pub struct ShardUse {
     /// Segments it compacted since start.
     #[serde(default)]
     pub segments_compacted: u64,
+    /// Whether it refused a write for lack of room in the last 10 s (its disk is full).
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// What a node tells every manager each [`HEARTBEAT_INTERVAL`].

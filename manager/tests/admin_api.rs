@@ -37,6 +37,8 @@ impl NodeStatusSource for FixedNode {
                     index_bytes: 2048,
                     corrupt_records: 0,
                     free_segments: 1,
+                    disk_full: false,
+                    writes_refused_disk_full: 0,
                     segments_set_aside: 0,
                     garbage_pending: 0,
                     chunks_collected: 5,

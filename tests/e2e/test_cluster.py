@@ -50,10 +50,14 @@ class Cluster:
     """Managers, storage nodes and gateways, each a `leofs server` process of its own."""
 
     def __init__(self, make_server, *, managers: int = 1, storage: int = 3, gateways: int = 1,
-                 cores: int = 1, replicas: int = 1, storage_env: dict | None = None):
+                 cores: int = 1, replicas: int = 1, storage_env: dict | None = None,
+                 storage_config: str | None = None, storage_dirs: dict | None = None):
+        """`storage_dirs` maps a storage node's index to a data directory of its own (e.g. on
+        a small file system); `storage_config` replaces STORAGE_CONFIG."""
         self.make_server = make_server
         self.cores = cores
         self.storage_env = storage_env
+        self.storage_config = storage_config or STORAGE_CONFIG
         self.managers = []
         first_port = free_rpc_ports(1)
         first = make_server(deployment="all-in-one", cores=1, extra_args=[
@@ -72,7 +76,8 @@ class Cluster:
             first.adm("add-manager", f"127.0.0.1:{port}")
             self.managers.append(manager)
         self.join = ",".join(f"127.0.0.1:{m.rpc_port}" for m in self.managers)
-        self.storage = [self.new_storage() for _ in range(storage)]
+        self.storage = [self.new_storage(data_dir=(storage_dirs or {}).get(i))
+                        for i in range(storage)]
         starts = [threading.Thread(target=node.start) for node in self.storage]
         for thread in starts:
             thread.start()
@@ -84,14 +89,17 @@ class Cluster:
         assert all(node.running() for node in self.storage), "a storage node did not start"
         self.gateways = [self.new_gateway() for _ in range(gateways)]
 
-    def new_storage(self, secret=None):
+    def new_storage(self, secret=None, data_dir=None):
         port = free_rpc_ports(self.cores)
         node = self.make_server(start=False, deployment="all-in-one", cores=self.cores,
                                 root_keys=False, listen_flag=False, extra_env=self.storage_env,
-                                config_toml=STORAGE_CONFIG,
+                                config_toml=self.storage_config,
                                 extra_args=["--roles", "storage", "--join", self.join,
                                             "--rpc-listen", f"127.0.0.1:{port}",
                                             "--cluster-secret-file", str(secret or self.secret)])
+        if data_dir is not None:
+            node.data_dir.rmdir()
+            node.data_dir = data_dir
         node.rpc_port = port
         return node
 

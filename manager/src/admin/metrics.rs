@@ -330,6 +330,20 @@ pub(super) fn render(
     );
     per_shard_gauge(
         r,
+        "disk_full",
+        "1 while the shard refuses writes for lack of room (a refusal in the last 10 s)",
+        status,
+        |s| u64::from(s.disk_full),
+    );
+    per_shard_counter(
+        r,
+        "writes_refused_disk_full",
+        "Writes the shard refused for lack of room",
+        status,
+        |s| s.writes_refused_disk_full,
+    );
+    per_shard_gauge(
+        r,
         "segments_set_aside",
         "Segments set aside as damaged",
         status,
@@ -603,6 +617,8 @@ mod tests {
             index_bytes: 100,
             corrupt_records: 0,
             free_segments: 1,
+            disk_full: false,
+            writes_refused_disk_full: 0,
             segments_set_aside: 0,
             garbage_pending: 4,
             chunks_collected: 5,

@@ -134,6 +134,12 @@ pub struct ShardStatus {
     /// Free segments (recycled or pre-allocated, the compaction spare among them).
     #[serde(default)]
     pub free_segments: u64,
+    /// Whether a write was refused for lack of room in the last 10 s (its disk is full).
+    #[serde(default)]
+    pub disk_full: bool,
+    /// Writes refused for lack of room since start.
+    #[serde(default)]
+    pub writes_refused_disk_full: u64,
     /// Segments set aside because their header could not be established (entries into them
     /// read as corrupt until they are repaired).
     #[serde(default)]

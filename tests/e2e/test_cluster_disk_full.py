@@ -1,0 +1,119 @@
+"""A replica's disk fills up in a 3-node cluster with three replicas (W=2, R=2).
+
+One storage node keeps its data on a 256 MiB ext4 file system (loop-mounted; needs root and
+mkfs.ext4, skipped otherwise), the other two on the work disk. Writes go on past the point where
+that node is full: every PUT is acknowledged (the two others make a write quorum) and every
+acknowledged object reads back through the gateway. No client sees an error, so the operator is
+told: the full node logs it, `leofs-adm status` marks it FULL and /metrics has it. Then most
+objects are deleted, the full node makes room, and the writes it missed reach it (hints,
+anti-entropy): every object kept has its three replicas, every deleted one none, and the node
+says when it takes writes again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from leofs_harness import DEPLOYMENT
+from test_cluster import Cluster, eventually
+from test_disk_full import small_disk  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
+                                reason="starts its own cluster; run in the all-in-one pass")
+
+MIB = 1 << 20
+#: Segments small enough for the 256 MiB file system (on every node, for the same geometry).
+CONFIG = "[engine]\nsegment_size_bytes = 16777216\n"
+#: 1 MiB objects, well past what the small disk holds (about 200 MiB of segments).
+OBJECTS = 320
+BUCKET = "fills"
+
+
+def replicas_found(cluster, key: str) -> list[bool]:
+    out = cluster.manager.adm("whereis", f"{BUCKET}/{key}", json_output=True).stdout
+    return [r["found"] for r in json.loads(out)["replicas"]]
+
+
+def full_shards(cluster, node) -> list[int]:
+    beat = cluster.node_of(node).get("heartbeat") or {"shards": []}
+    return [s["shard"] for s in beat["shards"] if s.get("disk_full")]
+
+
+def test_a_full_replica_loses_no_acknowledged_write_is_reported_and_catches_up(
+        small_disk, make_server):  # noqa: F811 (small_disk first: it must outlive the servers)
+    cluster = Cluster(make_server, storage=3, replicas=3, storage_config=CONFIG,
+                      storage_dirs={2: small_disk / "data"})
+    full_node = cluster.storage[2]
+    s3 = cluster.gateways[0].client(max_pool_connections=8)
+    s3.create_bucket(Bucket=BUCKET)
+
+    digests: dict[str, str] = {}
+
+    def put(key: str) -> None:
+        body = os.urandom(MIB)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        digests[key] = hashlib.md5(body).hexdigest()
+
+    def check(key: str) -> None:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert hashlib.md5(body).hexdigest() == digests[key], key
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, [f"obj/{i:05d}" for i in range(OBJECTS)]))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, sorted(digests)))
+
+    # The operator is told, though every write was acknowledged.
+    eventually("status marks the node's shard full", 10, lambda: full_shards(cluster, full_node))
+    status_text = cluster.manager.adm("status").stdout
+    assert "FULL (shard 0 refuses writes)" in status_text, status_text
+    metrics = requests.get(f"http://{full_node.admin_addr}/metrics", timeout=10).text
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("leofs_writes_refused_disk_full")]
+    assert refused and float(refused[0].split()[-1]) > 0, refused
+    log = full_node.stderr_path.read_text()
+    assert "disk full: writes to this shard are refused" in log, full_node.stderr_tail()
+
+    kept = [key for i, key in enumerate(sorted(digests)) if i % 4 == 0]
+    missing = [key for key in kept if not all(replicas_found(cluster, key))]
+    print(f"objects to keep that lack a replica while the disk is full: {len(missing)} "
+          f"of {len(kept)}")
+    assert missing, "the small disk never filled up: the test proves nothing"
+
+    doomed = [key for key in sorted(digests) if key not in kept]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: s3.delete_object(Bucket=BUCKET, Key=key), doomed))
+    for key in doomed:
+        del digests[key]
+
+    def converged() -> bool:
+        missing[:] = [key for key in missing if not all(replicas_found(cluster, key))]
+        return not missing
+
+    started = time.monotonic()
+    eventually("every object kept on its three replicas", 180, converged)
+    print(f"converged {time.monotonic() - started:.1f} s after the deletes")
+    for key in doomed[::8]:
+        assert not any(replicas_found(cluster, key)), key
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, sorted(digests)))
+
+    # Once nothing was refused for 10 s the node no longer counts as full, and the next writes
+    # it takes end the episode in its log.
+    eventually("status no longer marks the node full", 30,
+               lambda: not full_shards(cluster, full_node))
+    for i in range(8):
+        put(f"after/{i}")
+    eventually("the node logs that it takes writes again", 10,
+               lambda: "disk has room again" in full_node.stderr_path.read_text())
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, sorted(digests)))
+    print("\n".join(line for line in full_node.stderr_path.read_text().splitlines()
+                    if "disk" in line))
