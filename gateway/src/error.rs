@@ -63,7 +63,8 @@ fn shard_error(e: &ShardError) -> S3Error {
         ErrorClass::DiskFull => {
             let mut err = S3Error::with_message(
                 S3ErrorCode::Custom(INSUFFICIENT_STORAGE.into()),
-                "The node has no free space for new data; reads still work.",
+                "There is no free space for new data (on this node, or on too many replicas of \
+                 the object's partition); reads still work.",
             );
             err.set_status_code(StatusCode::INSUFFICIENT_STORAGE);
             err
@@ -224,10 +225,24 @@ mod tests {
             message: "disk full".into(),
             index: 0,
         }));
-        for err in [local, remote] {
+        let quorum = |disk_full| {
+            S3Error::from(GatewayError::Shard(ShardError::QuorumFailed {
+                partition: 7,
+                stored: 1,
+                needed: 2,
+                last: "storage node answered: disk full".into(),
+                disk_full,
+            }))
+        };
+        for err in [local, remote, quorum(true)] {
             assert_eq!(err.status_code(), Some(StatusCode::INSUFFICIENT_STORAGE));
             assert_eq!(err.code().as_str(), INSUFFICIENT_STORAGE);
         }
+        // A replica down or unreachable among the failures: retrying may help.
+        assert_eq!(
+            quorum(false).status_code(),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
     }
 
     #[test]

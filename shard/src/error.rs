@@ -213,6 +213,10 @@ pub enum ShardError {
         needed: usize,
         /// The last replica failure seen.
         last: String,
+        /// Every replica that failed the round refused for lack of room (none was down or
+        /// unreachable): retrying will not help until room is made, so it is a full disk
+        /// (507), not an unavailable service (503).
+        disk_full: bool,
     },
     /// A request reached a vnode that does not hold its partition (the sender routed with
     /// another ring).
@@ -313,7 +317,10 @@ impl ShardError {
     pub fn class(&self) -> ErrorClass {
         use leofs_engine::EngineError as E;
         match self {
-            Self::Engine(E::DiskFull { .. }) => ErrorClass::DiskFull,
+            Self::Engine(E::DiskFull { .. })
+            | Self::QuorumFailed {
+                disk_full: true, ..
+            } => ErrorClass::DiskFull,
             Self::Engine(E::TooLarge { what, .. }) if what.contains("key") => {
                 ErrorClass::KeyTooLarge
             }

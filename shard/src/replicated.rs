@@ -283,6 +283,7 @@ impl Shard {
                 down.push(*vnode);
             }
         }
+        let mut only_full_disks_failed = down.is_empty();
         for vnode in down {
             self.hint(vnode, &request_for(vnode));
         }
@@ -306,6 +307,7 @@ impl Shard {
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, node = vnode.node, partition, "a replica did not store a write");
+                    only_full_disks_failed &= e.class() == ErrorClass::DiskFull;
                     last_failure = e.to_string();
                     round.answer(vnode, WriteAnswer::Failed)
                 }
@@ -321,6 +323,7 @@ impl Shard {
             partition,
             stored: round.stored().len(),
             needed,
+            disk_full: only_full_disks_failed && !last_failure.is_empty(),
             last: last_failure,
         })
     }
@@ -498,6 +501,7 @@ impl Shard {
                         last: format!(
                             "a replica holds a newer version ({above:?}) than the serializing replica decided the precondition on"
                         ),
+                        disk_full: false,
                     });
                 }
             }
@@ -728,6 +732,7 @@ impl Shard {
                 stored: 0,
                 needed: r,
                 last: "no replica answered".into(),
+                disk_full: false,
             })),
         }
     }
@@ -960,6 +965,7 @@ fn restamped_too_often(partition: PartitionId, needed: usize) -> ShardError {
             "replicas held a newer version {} times in a row",
             RESTAMPS_MAX + 1
         ),
+        disk_full: false,
     }
 }
 

@@ -1,4 +1,4 @@
-"""A replica's disk fills up in a 3-node cluster with three replicas (W=2, R=2).
+"""A replica's disk fills up in a 3-node cluster with three replicas (W=2, R=2); then two do.
 
 One storage node keeps its data on a 256 MiB ext4 file system (loop-mounted; needs root and
 mkfs.ext4, skipped otherwise), the other two on the work disk. Writes go on past the point where
@@ -7,12 +7,14 @@ acknowledged object reads back through the gateway. No client sees an error, so 
 told: the full node logs it, `leofs-adm status` marks it FULL and /metrics has it. Then most
 objects are deleted, the full node makes room, and the writes it missed reach it (hints,
 anti-entropy): every object kept has its three replicas, every deleted one none, and the node
-says when it takes writes again.
+says when it takes writes again. With two of the three replicas full, a write that cannot make
+its quorum gets 507 InsufficientStorage (retrying will not help until room is made), not 503.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -20,10 +22,11 @@ import time
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 from leofs_harness import DEPLOYMENT
 from test_cluster import Cluster, eventually
-from test_disk_full import small_disk  # noqa: F401 (a fixture)
+from test_disk_full import mounted_small_disk, small_disk  # noqa: F401 (small_disk: a fixture)
 
 pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
                                 reason="starts its own cluster; run in the all-in-one pass")
@@ -117,3 +120,34 @@ def test_a_full_replica_loses_no_acknowledged_write_is_reported_and_catches_up(
         list(pool.map(check, sorted(digests)))
     print("\n".join(line for line in full_node.stderr_path.read_text().splitlines()
                     if "disk" in line))
+
+
+@pytest.fixture
+def two_small_disks():
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(mounted_small_disk()) for _ in range(2)]
+
+
+def test_writes_that_two_full_replicas_cannot_take_get_507_and_acknowledged_ones_read_back(
+        two_small_disks, make_server):
+    cluster = Cluster(make_server, storage=3, replicas=3, storage_config=CONFIG,
+                      storage_dirs={1: two_small_disks[0] / "data",
+                                    2: two_small_disks[1] / "data"})
+    s3 = cluster.gateways[0].client()
+    s3.create_bucket(Bucket=BUCKET)
+    acknowledged: dict[str, str] = {}
+    refused: dict[tuple[int, str], int] = {}
+    for i in range(OBJECTS):
+        key, body = f"obj/{i:05d}", os.urandom(MIB)
+        try:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+            acknowledged[key] = hashlib.md5(body).hexdigest()
+        except ClientError as e:
+            status = (e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"])
+            refused[status] = refused.get(status, 0) + 1
+    print(f"{len(acknowledged)} acknowledged, refused: {refused}")
+    assert refused, "the small disks never filled up: the test proves nothing"
+    assert set(refused) == {(507, "InsufficientStorage")}, refused
+    for key, body in acknowledged.items():
+        got = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert hashlib.md5(got).hexdigest() == body, key

@@ -14,6 +14,7 @@ server serves everything.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import itertools
 import json
@@ -53,8 +54,9 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def small_disk():
+@contextlib.contextmanager
+def mounted_small_disk():
+    """A 256 MiB ext4 file system, loop-mounted for the test; skips the test where it cannot."""
     if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
         pytest.skip("the full-disk test needs root and mkfs.ext4 to loop-mount a 256 MiB ext4")
     root = tmp_root_dir() / f"disk-{uuid.uuid4().hex[:8]}"
@@ -69,10 +71,18 @@ def small_disk():
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"cannot loop-mount an ext4 image here: {e}")
-    yield mount
-    if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def small_disk():
+    with mounted_small_disk() as mount:
+        yield mount
 
 
 def insufficient_storage(e: ClientError) -> bool:
