@@ -60,11 +60,12 @@ pub(crate) async fn compact_once(inner: &Rc<Inner>) -> Result<CompactionReport, 
 async fn compact_pass(inner: &Rc<Inner>) -> Result<CompactionReport, EngineError> {
     let _guard = inner.compaction_lock.lock().await;
     let mut report = CompactionReport::default();
-    if head_worth_sealing(inner) {
+    if let Some(head) = head_to_seal(inner) {
         let (reply, sealed) = oneshot::channel();
-        inner.send(crate::writer::Request::SealHead { reply })?;
-        sealed.await.unwrap_or(Err(EngineError::Closed))?;
-        report.heads_sealed += 1;
+        inner.send(crate::writer::Request::SealHead { head, reply })?;
+        if sealed.await.unwrap_or(Err(EngineError::Closed))? {
+            report.heads_sealed += 1;
+        }
     }
     let candidates = candidates(inner);
     let mut moved = Vec::new();
@@ -145,15 +146,20 @@ fn candidates_of(inner: &Inner, state: &crate::engine::State) -> Vec<u64> {
     found.into_iter().map(|(_, id)| id).collect()
 }
 
-/// Whether, on a full disk, the head must be sealed for compaction to free anything: no sealed
-/// segment is worth moving, while more than `1 - PRESSURE_LIVE_RATIO_MAX` of the head's room
-/// is records deleted or overwritten since it was written (space no write can reach: new
-/// records need a segment the disk has no room for, and only sealed segments are compacted).
-/// The spare becomes the head, the old head is moved into it and recycled as the new spare.
-fn head_worth_sealing(inner: &Inner) -> bool {
+/// The head, when on a full disk it must be sealed for compaction to free anything: puts are
+/// being refused (the head's rest did not take them, and there is no room for a segment), no
+/// sealed segment is worth moving, and more than `1 - PRESSURE_LIVE_RATIO_MAX` of the head's
+/// room, and more than its rest (which smaller puts may still use), is records deleted or
+/// overwritten since they were written there (only sealed segments are compacted). The spare becomes the head, the old head is moved into it and recycled as
+/// the new spare; puts wait for that (507) as they would for any move on a full disk. The
+/// writer checks again when it seals ([`crate::writer`]'s `seal_head`).
+fn head_to_seal(inner: &Inner) -> Option<u64> {
     let state = inner.state.borrow();
-    if !under_pressure(&state) || state.log.free.is_empty() {
-        return false;
+    if !under_pressure(&state)
+        || state.log.free.is_empty()
+        || !inner.disk_full_log.full_now(Instant::now())
+    {
+        return None;
     }
     let head = state.log.head();
     let room = head.records_end() - SEGMENT_HEADER_BYTES;
@@ -161,10 +167,13 @@ fn head_worth_sealing(inner: &Inner) -> bool {
         .log
         .used_bytes(head)
         .saturating_sub(state.index.live_bytes(head.id as u32));
+    let rest = head.records_end().saturating_sub(state.log.head_offset);
     let reachable = !state.has_unapplied_in(head.id) && state.checkpoints_cover(head.drop_lsn_max);
-    reachable
+    (reachable
         && dead as f64 > (1.0 - PRESSURE_LIVE_RATIO_MAX) * room as f64
-        && candidates_of(inner, &state).is_empty()
+        && rest < dead
+        && candidates_of(inner, &state).is_empty())
+    .then_some(head.id)
 }
 
 /// Whether the live records of `segment` fit in the room left for relocations: all in the head's

@@ -1669,6 +1669,119 @@ fn a_reserve_cut_off_by_a_crash_in_a_checkpoint_is_the_reserve_again_at_open() {
     });
 }
 
+/// Puts of 100,000 bytes under new keys until one is refused for lack of room; the keys kept.
+async fn fill_until_refused(engine: &Engine) -> Vec<usize> {
+    let mut kept = Vec::new();
+    for i in 0..400 {
+        match engine
+            .put(
+                0,
+                format!("key-{i}").as_bytes(),
+                value(&body_of(i, 100_000)),
+            )
+            .await
+        {
+            Ok(_) => kept.push(i),
+            Err(EngineError::DiskFull { .. }) => return kept,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    panic!("the disk never filled up");
+}
+
+/// Deletes the `count` newest of `kept` (they sit in the head).
+async fn delete_newest(engine: &Engine, kept: &mut Vec<usize>, count: usize) {
+    for _ in 0..count {
+        let i = kept.pop().unwrap();
+        engine
+            .delete(0, format!("key-{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+}
+
+/// A full engine of 1 MiB segments, 6 MiB in all, whose head has room again and dead records:
+/// filled until a put is refused, the 4 newest deleted and compacted (the head is sealed and
+/// moved), then the 2 newest deleted.
+async fn full_with_roomy_dead_head(dir: &Path) -> Engine {
+    let cfg = EngineConfig {
+        disk_bytes_max: Some(6 * 1024 * 1024),
+        tombstone_grace: Duration::ZERO,
+        ..config(dir)
+    };
+    let engine = Engine::open(cfg).await.unwrap();
+    let mut kept = fill_until_refused(&engine).await;
+    delete_newest(&engine, &mut kept, 4).await;
+    engine.compact().await.unwrap();
+    delete_newest(&engine, &mut kept, 2).await;
+    engine
+}
+
+#[test]
+fn a_put_that_fits_the_head_is_not_refused_by_a_seal() {
+    // Sealing a head that still had room spent the spare, and a put that fitted the old head
+    // got 507 while the old head was moved; so did any put waiting in the batch being gathered.
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let engine = full_with_roomy_dead_head(dir.path()).await;
+        let (put, report) = futures_util::future::join(
+            engine.put(0, b"fits-the-head", value(&body_of(5, 10_000))),
+            engine.compact(),
+        )
+        .await;
+        put.unwrap();
+        report.unwrap();
+        let (report, put) = futures_util::future::join(
+            engine.compact(),
+            engine.put(0, b"fits-too", value(&body_of(6, 10_000))),
+        )
+        .await;
+        report.unwrap();
+        put.unwrap();
+    });
+}
+
+#[test]
+fn a_seal_never_strands_a_streamed_write_nor_fails_the_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        // A streamed put's region in the head, reserved just before compaction asked for the
+        // seal: the head holds a write still unapplied, so it is not sealed (the spare would be
+        // spent on a head compaction cannot move yet, refusing every put until the stream ends).
+        let engine = full_with_roomy_dead_head(dir.path()).await;
+        let (tx, rx) = futures_channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+        let body = body_of(7, 80_000);
+        let stream = engine.put_stream(0, b"streamed", value(b""), body.len() as u64, rx);
+        let racer = async {
+            let report = engine.compact().await;
+            let put = engine.put(0, b"probe", value(&body_of(2, 10_000))).await;
+            tx.unbounded_send(Ok(Bytes::from(body.clone()))).unwrap();
+            drop(tx);
+            (report, put)
+        };
+        let (streamed, (report, put)) = futures_util::future::join(stream, racer).await;
+        streamed.unwrap();
+        report.unwrap();
+        put.unwrap();
+        assert_eq!(get_body(&engine, 0, "streamed").await, Some(body));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        // Space-freeing writes roll the head over into the spare before the seal: the writer
+        // finds another head and no free segment, and leaves it; the pass does not fail.
+        let engine = full_with_roomy_dead_head(dir.path()).await;
+        let (a, b, report) = futures_util::future::join3(
+            engine.put_reclaiming(0, b"note-1", value(&body_of(3, 250_000))),
+            engine.put_reclaiming(0, b"note-2", value(&body_of(4, 250_000))),
+            engine.compact(),
+        )
+        .await;
+        a.unwrap();
+        b.unwrap();
+        report.unwrap();
+    });
+}
+
 #[test]
 fn on_a_full_disk_records_deleted_in_the_head_are_reclaimed() {
     // The newest records sit in the head, which compaction never took: on a full disk, deleting
@@ -1682,30 +1795,9 @@ fn on_a_full_disk_records_deleted_in_the_head_are_reclaimed() {
             ..config(dir.path())
         };
         let engine = Engine::open(cfg.clone()).await.unwrap();
-        let mut kept = Vec::new();
-        for i in 0..400 {
-            match engine
-                .put(
-                    0,
-                    format!("key-{i}").as_bytes(),
-                    value(&body_of(i, 100_000)),
-                )
-                .await
-            {
-                Ok(_) => kept.push(i),
-                Err(EngineError::DiskFull { .. }) => break,
-                Err(e) => panic!("unexpected {e}"),
-            }
-        }
-        let mut deleted = 0;
-        for _ in 0..4 {
-            let i = kept.pop().unwrap();
-            engine
-                .delete(0, format!("key-{i}").as_bytes(), None)
-                .await
-                .unwrap();
-            deleted += 100_000;
-        }
+        let mut kept = fill_until_refused(&engine).await;
+        delete_newest(&engine, &mut kept, 4).await;
+        let deleted = 4 * 100_000;
         // Write until nothing more fits, compacting after each refusal as the background would.
         let (mut written, mut refusals, mut heads_sealed) = (0, 0, 0);
         let mut next = 1000;

@@ -109,9 +109,11 @@ pub(crate) enum Request {
         segment: u64,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
-    /// Seal the head now, taking a free segment (the spare included) as the next head.
+    /// Seal `head` (once what was gathered before is committed), taking a free segment (the
+    /// spare included) as the next head; answers whether it did (see [`seal_head`]).
     SealHead {
-        reply: oneshot::Sender<Result<(), EngineError>>,
+        head: u64,
+        reply: oneshot::Sender<Result<bool, EngineError>>,
     },
 }
 
@@ -257,6 +259,7 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
             _ => None,
         };
         let mut next = Some(first);
+        let mut seal = None;
         loop {
             match next.take() {
                 Some(Request::Append(req)) => {
@@ -275,8 +278,10 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
                     let _ = reply.send(reserve(&inner, len, new_entry_bytes, use_spare).await);
                 }
                 Some(Request::Sync { segment, reply }) => batch.syncs.push((segment, reply)),
-                Some(Request::SealHead { reply }) => {
-                    let _ = reply.send(seal_head(&inner).await);
+                Some(Request::SealHead { head, reply }) => {
+                    // What was gathered goes first, into the head it was gathered for.
+                    seal = Some((head, reply));
+                    break;
                 }
                 None => {}
             }
@@ -299,6 +304,9 @@ pub(crate) async fn run(weak: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Reque
             };
         }
         commit(&inner, batch).await;
+        if let Some((head, reply)) = seal {
+            let _ = reply.send(seal_head(&inner, head).await);
+        }
     }
 }
 
@@ -643,14 +651,24 @@ async fn ensure_room(inner: &Rc<Inner>, region: u64, use_spare: bool) -> Result<
     roll_over(inner, use_spare).await
 }
 
-/// Seals the head (when it holds any record) and makes a free segment the head. Compaction
-/// asks for it on a full disk ([`Request::SealHead`]): the head's dead records are out of its
-/// reach until the head is sealed.
-async fn seal_head(inner: &Rc<Inner>) -> Result<(), EngineError> {
-    if inner.state.borrow().log.head_offset == SEGMENT_HEADER_BYTES {
-        return Ok(());
+/// Seals `head` and makes a free segment (the spare included) the head; compaction asks for it
+/// on a full disk ([`Request::SealHead`]): the head's dead records are out of its reach until
+/// the head is sealed. Decided here, where reservations are made, and not done (false) when
+/// the head is no longer `head`, holds no record, holds a write still unapplied (compaction
+/// could not move it yet), or no segment is free (it never creates one).
+async fn seal_head(inner: &Rc<Inner>, head: u64) -> Result<bool, EngineError> {
+    {
+        let state = inner.state.borrow();
+        if state.log.head != head
+            || state.log.head_offset == SEGMENT_HEADER_BYTES
+            || state.has_unapplied_in(head)
+            || state.log.free.is_empty()
+        {
+            return Ok(false);
+        }
     }
-    roll_over(inner, true).await
+    roll_over(inner, true).await?;
+    Ok(true)
 }
 
 /// Makes a free segment the head; the old head is sealed where it stands.
@@ -691,7 +709,8 @@ async fn roll_over(inner: &Rc<Inner>, use_spare: bool) -> Result<(), EngineError
 }
 
 /// Foreground writes never use the spare segment, not even its room as the head: while it is
-/// not free (deletes or compaction took it when the head filled up), a foreground write first
+/// not free (deletes or compaction took it when the head filled up, or compaction sealed the
+/// head early to reclaim its dead records), a foreground write first
 /// creates a segment, and fails with [`EngineError::DiskFull`] when there is no room for one
 /// (compaction is woken to make some). Compaction can then always finish what it starts.
 async fn ensure_spare(inner: &Rc<Inner>) -> Result<(), EngineError> {
