@@ -30,7 +30,8 @@ pub(crate) struct DiskFullLog {
     episode_began: Cell<Option<Instant>>,
     /// The last refusal.
     last_refusal: Cell<Option<Instant>>,
-    /// The last warning of the current episode.
+    /// The last warning (kept across episodes: a disk at the edge, refusing now and then, is
+    /// warned of once a minute at most).
     warned: Cell<Option<Instant>>,
 }
 
@@ -111,7 +112,6 @@ impl Inner {
                     log.refused_in_episode.set(0);
                     log.refused_since_warning.set(0);
                     log.episode_began.set(None);
-                    log.warned.set(None);
                 }
             }
             _ => {}

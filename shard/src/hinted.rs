@@ -41,6 +41,9 @@ pub const HINT_TTL: Duration = Duration::from_secs(3 * 3600);
 pub const HINT_REPLAY_INTERVAL: Duration = Duration::from_millis(500);
 /// Hints read per page of a replay pass.
 const HINT_PAGE_KEYS: usize = 256;
+/// How long a target that refused a hint for lack of room gets no further hint from this
+/// core: each try ships a whole body to a disk that must first be freed by deletes.
+pub const HINT_FULL_TARGET_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The hints one core holds, by target (metrics, and the cap).
 #[derive(Default)]
@@ -51,6 +54,8 @@ pub(crate) struct HintBook {
     pub(crate) replayed: std::cell::Cell<u64>,
     /// Hints dropped since start (expired, or refused over the cap).
     pub(crate) dropped: std::cell::Cell<u64>,
+    /// Targets that refused a hint for lack of room, and until when they get none.
+    full_until: RefCell<HashMap<Vnode, std::time::Instant>>,
 }
 
 impl HintBook {
@@ -175,23 +180,24 @@ pub(crate) fn is_hint_key(key: &[u8]) -> bool {
 
 impl Shard {
     /// Stores, in the background, a hint of `request` (a stamped Put or Delete that `target`
-    /// missed) on another replica of its partition that is up: the first in ring order.
+    /// missed) on another replica of its partition that is up: the first in ring order, or the
+    /// next when one has no room for it.
     pub(crate) fn hint(&self, target: Vnode, request: &StorageRequest) {
         let Some((partition, key, value)) = hint_of(target, request) else {
             return;
         };
-        let holder = match self.replicas_up(partition) {
-            Ok(up) => up.into_iter().find(|v| *v != target),
-            Err(_) => None,
+        let holders: Vec<Vnode> = match self.replicas_up(partition) {
+            Ok(up) => up.into_iter().filter(|v| *v != target).collect(),
+            Err(_) => Vec::new(),
         };
-        let Some(holder) = holder else {
+        if holders.is_empty() {
             tracing::warn!(
                 partition,
                 node = target.node,
                 "a replica missed a write and no other replica is up to hold its hint; anti-entropy will repair it"
             );
             return;
-        };
+        }
         let shard = self.clone();
         monoio::spawn(async move {
             let request = StorageRequest::Put {
@@ -200,9 +206,21 @@ impl Shard {
                 value,
                 fresh: false,
             };
-            if let Err(e) = shard.send_to_vnode(holder, request).await {
-                tracing::warn!(error = %e, partition, node = target.node, holder = holder.node, "a hint could not be stored; anti-entropy will repair the replica");
+            for holder in holders {
+                match shard.send_to_vnode(holder, request.clone()).await {
+                    Ok(_) => return,
+                    Err(e) if e.class() == crate::ErrorClass::DiskFull => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, partition, node = target.node, holder = holder.node, "a hint could not be stored; anti-entropy will repair the replica");
+                        return;
+                    }
+                }
             }
+            tracing::debug!(
+                partition,
+                node = target.node,
+                "no replica has room for a hint; anti-entropy will repair the replica"
+            );
         });
     }
 
@@ -239,6 +257,21 @@ impl Shard {
         let mut after: Option<Bytes> = None;
         let ttl = self.core.replication.hint_ttl;
         let expired_before = leofs_engine::wall_us().saturating_sub(ttl.as_micros() as u64);
+        let now = std::time::Instant::now();
+        self.core
+            .hints
+            .full_until
+            .borrow_mut()
+            .retain(|_, until| *until > now);
+        let full: Vec<Vnode> = self
+            .core
+            .hints
+            .full_until
+            .borrow()
+            .keys()
+            .copied()
+            .collect();
+        unreachable.extend(full);
         loop {
             let page = engine.scan(&[NS_HINT], after.as_deref(), HINT_PAGE_KEYS);
             let done = page.len() < HINT_PAGE_KEYS;
@@ -277,6 +310,16 @@ impl Shard {
                     }
                     // Its later hints wait for the next pass too (they replay in order).
                     Delivery::Unreachable if !unreachable.contains(&target) => {
+                        unreachable.push(target);
+                    }
+                    // No room on the target: nothing more for it until deletes may have made
+                    // some (its refusals are in its own log and stats).
+                    Delivery::Full => {
+                        self.core
+                            .hints
+                            .full_until
+                            .borrow_mut()
+                            .insert(target, std::time::Instant::now() + HINT_FULL_TARGET_BACKOFF);
                         unreachable.push(target);
                     }
                     // The target answered but refused this one: only it waits.
@@ -342,6 +385,10 @@ impl Shard {
                 tracing::debug!(error = %e, node = target.node, "a hint's replica cannot be reached yet");
                 Delivery::Unreachable
             }
+            Err(e) if e.class() == crate::ErrorClass::DiskFull => {
+                tracing::debug!(error = %e, node = target.node, "a hint's replica has no room for it");
+                Delivery::Full
+            }
             Err(e) => {
                 tracing::debug!(error = %e, node = target.node, "a hint's replica refused it for now");
                 Delivery::Refused
@@ -358,6 +405,9 @@ enum Delivery {
     Unreachable,
     /// Its target answered but did not store it: it waits for the next pass.
     Refused,
+    /// Its target has no room: it and the target's later hints wait for
+    /// [`HINT_FULL_TARGET_BACKOFF`].
+    Full,
 }
 
 /// Replays this core's hints every [`HINT_REPLAY_INTERVAL`] until the core stops (on a ring

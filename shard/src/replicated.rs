@@ -330,7 +330,7 @@ impl Shard {
 
     /// Serves `request` (an object commit or delete) on the serializing replica of `partition`:
     /// the first of `candidates` known up, or the next one up when a replica cannot be
-    /// reached. The replica that served it and its answer.
+    /// reached or has no room for it. The replica that served it and its answer.
     async fn on_serializer(
         &self,
         partition: PartitionId,
@@ -348,7 +348,10 @@ impl Shard {
                 Ok(answer) => return Ok((vnode, answer)),
                 // The replica could not be reached (or went away mid-call): the request is
                 // served by the next one, with the same timestamp, so it applies once.
-                Err(e @ ShardError::Wire(_)) => {
+                // A replica whose disk is full stored nothing either: the next one with room
+                // serves it (the full one gets a hint of the copy like any replica that missed
+                // it); only when every candidate is full is the write refused (507).
+                Err(e) if matches!(e, ShardError::Wire(_)) || e.class() == ErrorClass::DiskFull => {
                     tracing::debug!(error = %e, node = vnode.node, partition, "the serializing replica failed; trying the next");
                     last = Some(e);
                 }

@@ -1,9 +1,11 @@
 """A replica's disk fills up in a 3-node cluster with three replicas (W=2, R=2); then two do.
 
-One storage node keeps its data on a 256 MiB ext4 file system (loop-mounted; needs root and
-mkfs.ext4, skipped otherwise), the other two on the work disk. Writes go on past the point where
-that node is full: every PUT is acknowledged (the two others make a write quorum) and every
-acknowledged object reads back through the gateway. No client sees an error, so the operator is
+Each storage node keeps its data on a 256 MiB ext4 file system of its own (loop-mounted; needs
+root and mkfs.ext4, skipped otherwise), one of them mostly taken by another file: equal disks, so
+that the ring makes that node the first replica (the one that serializes a write) of a third of
+the partitions. Writes go on past the point where that node is full: every PUT is acknowledged
+(the next replica serializes where the full one refuses, and the two others make a write
+quorum) and every acknowledged object reads back through the gateway. No client sees an error, so the operator is
 told: the full node logs it, `leofs-adm status` marks it FULL and /metrics has it. Then most
 objects are deleted, the full node makes room, and the writes it missed reach it (hints,
 anti-entropy): every object kept has its three replicas, every deleted one none, and the node
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -26,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from leofs_harness import DEPLOYMENT
 from test_cluster import Cluster, eventually
-from test_disk_full import mounted_small_disk, small_disk  # noqa: F401 (small_disk: a fixture)
+from test_disk_full import mounted_small_disk
 
 pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
                                 reason="starts its own cluster; run in the all-in-one pass")
@@ -34,14 +37,28 @@ pytestmark = pytest.mark.skipif(DEPLOYMENT == "split",
 MIB = 1 << 20
 #: Segments small enough for the 256 MiB file system (on every node, for the same geometry).
 CONFIG = "[engine]\nsegment_size_bytes = 16777216\n"
-#: 1 MiB objects, well past what the small disk holds (about 200 MiB of segments).
+#: 1 MiB objects: well past what a small disk holds when another file takes 150 MiB of it (about
+#: 50), well within what it holds with nothing else on it (about 140); past that too.
+OTHER_FILE_BYTES = 150 * MIB
+OBJECTS_ONE_FULL = 100
 OBJECTS = 320
 BUCKET = "fills"
 
 
-def replicas_found(cluster, key: str) -> list[bool]:
+def replicas(cluster, key: str) -> list[dict]:
+    """The key's replicas in ring order (the first serializes its writes)."""
     out = cluster.manager.adm("whereis", f"{BUCKET}/{key}", json_output=True).stdout
-    return [r["found"] for r in json.loads(out)["replicas"]]
+    return json.loads(out)["replicas"]
+
+
+def replicas_found(cluster, key: str) -> list[bool]:
+    return [r["found"] for r in replicas(cluster, key)]
+
+
+@pytest.fixture
+def three_small_disks():
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(mounted_small_disk()) for _ in range(3)]
 
 
 def full_shards(cluster, node) -> list[int]:
@@ -50,10 +67,13 @@ def full_shards(cluster, node) -> list[int]:
 
 
 def test_a_full_replica_loses_no_acknowledged_write_is_reported_and_catches_up(
-        small_disk, make_server):  # noqa: F811 (small_disk first: it must outlive the servers)
+        three_small_disks, make_server):  # the disks first: they must outlive the servers
+    subprocess.run(["fallocate", "-l", str(OTHER_FILE_BYTES), str(three_small_disks[2] / "other")],
+                   check=True)
     cluster = Cluster(make_server, storage=3, replicas=3, storage_config=CONFIG,
-                      storage_dirs={2: small_disk / "data"})
+                      storage_dirs={i: disk / "data" for i, disk in enumerate(three_small_disks)})
     full_node = cluster.storage[2]
+    full_id = cluster.node_of(full_node)["member"]["id"]
     s3 = cluster.gateways[0].client(max_pool_connections=8)
     s3.create_bucket(Bucket=BUCKET)
 
@@ -69,7 +89,7 @@ def test_a_full_replica_loses_no_acknowledged_write_is_reported_and_catches_up(
         assert hashlib.md5(body).hexdigest() == digests[key], key
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(put, [f"obj/{i:05d}" for i in range(OBJECTS)]))
+        list(pool.map(put, [f"obj/{i:05d}" for i in range(OBJECTS_ONE_FULL)]))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(check, sorted(digests)))
 
@@ -85,10 +105,14 @@ def test_a_full_replica_loses_no_acknowledged_write_is_reported_and_catches_up(
     assert "disk full: writes to this shard are refused" in log, full_node.stderr_tail()
 
     kept = [key for i, key in enumerate(sorted(digests)) if i % 4 == 0]
-    missing = [key for key in kept if not all(replicas_found(cluster, key))]
+    where = {key: replicas(cluster, key) for key in kept}
+    missing = [key for key in kept if not all(r["found"] for r in where[key])]
+    refused_first = [key for key in missing
+                     if where[key][0]["node"] == full_id and not where[key][0]["found"]]
     print(f"objects to keep that lack a replica while the disk is full: {len(missing)} "
-          f"of {len(kept)}")
+          f"of {len(kept)}; {len(refused_first)} of them had the full node first")
     assert missing, "the small disk never filled up: the test proves nothing"
+    assert refused_first, "the full node never had to serialize a write: the test proves less"
 
     doomed = [key for key in sorted(digests) if key not in kept]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
