@@ -11,9 +11,10 @@
 //! to [`PRESSURE_LIVE_RATIO_MAX`] live, fewest live bytes first, so that deleting frees nearly
 //! all it deletes; it starts moving a segment only when the room left (the head's rest and the
 //! free segments) holds its live bytes with a margin, so it never strands a half-moved segment.
-//! When no sealed segment qualifies but the head does (records deleted since they were written
-//! there, which no write can reach while there is no room for a new segment), it seals the head
-//! into the spare first and then moves the old head like any other segment.
+//! When puts are being refused, no sealed segment qualifies, and the head holds more dead
+//! records (deleted or overwritten since they were written there) than both a tenth of its
+//! room and its rest, it has the writer seal the head into the spare first, then moves the old
+//! head like any other segment.
 //! A write that finds the disk full wakes it at once instead of waiting for the next interval.
 
 use std::rc::{Rc, Weak};
@@ -150,9 +151,10 @@ fn candidates_of(inner: &Inner, state: &crate::engine::State) -> Vec<u64> {
 /// being refused (the head's rest did not take them, and there is no room for a segment), no
 /// sealed segment is worth moving, and more than `1 - PRESSURE_LIVE_RATIO_MAX` of the head's
 /// room, and more than its rest (which smaller puts may still use), is records deleted or
-/// overwritten since they were written there (only sealed segments are compacted). The spare becomes the head, the old head is moved into it and recycled as
-/// the new spare; puts wait for that (507) as they would for any move on a full disk. The
-/// writer checks again when it seals ([`crate::writer`]'s `seal_head`).
+/// overwritten since they were written there (only sealed segments are compacted). The spare
+/// becomes the head, the old head is moved into it and recycled as the new spare; puts wait
+/// for that (507) as they would for any move on a full disk. The writer checks again when it
+/// seals ([`crate::writer`]'s `seal_head`).
 fn head_to_seal(inner: &Inner) -> Option<u64> {
     let state = inner.state.borrow();
     if !under_pressure(&state)
