@@ -111,11 +111,26 @@ def test_the_log_rotates_by_size(make_server, tmp_path):
     s3.create_bucket(Bucket="many")
     for i in range(60):
         s3.put_object(Bucket="many", Key=f"k{i}", Body=b"v")
-    deadline = time.monotonic() + 10
     rotated = [Path(f"{log}.1"), Path(f"{log}.2")]
-    while not all(p.exists() for p in rotated) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(p.exists() for p in rotated)
+
+    def sizes():
+        try:
+            return tuple(p.stat().st_size for p in [log, *rotated])
+        except FileNotFoundError:
+            return None  # not rotated twice yet, or a rotation is under way
+
+    # A request's line is written after its answer went out, so the last lines (and a rotation,
+    # which renames the files one after the other) may still come: wait until the files exist
+    # and stay the same for half a second.
+    deadline = time.monotonic() + 10
+    last = None
+    while time.monotonic() < deadline:
+        now = sizes()
+        if now is not None and now == last:
+            break
+        last = now
+        time.sleep(0.5)
+    assert sizes() is not None, "the log was not rotated twice"
     assert not Path(f"{log}.3").exists()
     for p in [log, *rotated]:
         assert p.stat().st_size <= 4096
