@@ -22,12 +22,10 @@ pub(crate) const FULL_FOR: Duration = Duration::from_secs(10);
 pub(crate) struct DiskFullLog {
     /// Writes refused since the engine opened.
     refused_total: Cell<u64>,
-    /// Writes refused in the current episode (0: none going on).
-    refused_in_episode: Cell<u64>,
+    /// The episode going on, if any: when it began and the writes refused in it.
+    episode: Cell<Option<(Instant, u64)>>,
     /// Writes refused since the last warning.
     refused_since_warning: Cell<u64>,
-    /// When the current episode began.
-    episode_began: Cell<Option<Instant>>,
     /// The last refusal.
     last_refusal: Cell<Option<Instant>>,
     /// The last warning (kept across episodes: a disk at the edge, refusing now and then, is
@@ -54,17 +52,15 @@ impl Inner {
     /// (which may end an episode). Other errors say nothing about room.
     pub(crate) fn note_put<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
         let log = &self.disk_full_log;
-        let now = Instant::now();
-        match &result {
-            Err(EngineError::DiskFull { dir }) => {
+        match (&result, log.episode.get()) {
+            (Err(EngineError::DiskFull { dir }), episode) => {
+                let now = Instant::now();
+                let (began, refused) = episode.unwrap_or((now, 0));
+                log.episode.set(Some((began, refused + 1)));
                 log.refused_total.set(log.refused_total.get() + 1);
-                log.refused_in_episode.set(log.refused_in_episode.get() + 1);
                 log.refused_since_warning
                     .set(log.refused_since_warning.get() + 1);
                 log.last_refusal.set(Some(now));
-                if log.episode_began.get().is_none() {
-                    log.episode_began.set(Some(now));
-                }
                 let due = log
                     .warned
                     .get()
@@ -72,14 +68,7 @@ impl Inner {
                 if due {
                     let (free_segments, dead_bytes) = {
                         let state = self.state.borrow();
-                        let live = state.index.live_bytes_total();
-                        let used: u64 = state
-                            .log
-                            .segments
-                            .values()
-                            .map(|s| state.log.used_bytes(s))
-                            .sum();
-                        (state.log.free.len(), used.saturating_sub(live))
+                        (state.log.free.len(), state.dead_bytes())
                     };
                     tracing::warn!(
                         dir = %dir.display(),
@@ -93,25 +82,21 @@ impl Inner {
                     log.warned.set(Some(now));
                 }
             }
-            Ok(_) if log.refused_in_episode.get() > 0 => {
+            (Ok(_), Some((began, refused))) => {
+                let now = Instant::now();
                 let quiet = log
                     .last_refusal
                     .get()
                     .is_none_or(|at| now.duration_since(at) >= FULL_FOR);
                 if quiet {
-                    let lasted = log
-                        .episode_began
-                        .get()
-                        .map_or(Duration::ZERO, |at| now.duration_since(at));
                     tracing::info!(
                         dir = %self.config.dir.display(),
-                        refused = log.refused_in_episode.get(),
-                        lasted_s = lasted.as_secs(),
+                        refused,
+                        lasted_s = now.duration_since(began).as_secs(),
                         "disk has room again: writes to this shard go in"
                     );
-                    log.refused_in_episode.set(0);
+                    log.episode.set(None);
                     log.refused_since_warning.set(0);
-                    log.episode_began.set(None);
                 }
             }
             _ => {}

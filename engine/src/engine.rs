@@ -87,6 +87,19 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Bytes of the log's active segments that no live record holds (superseded or deleted
+    /// records, padding, unused tails of sealed segments): what compaction can reclaim.
+    pub(crate) fn dead_bytes(&self) -> u64 {
+        let used: u64 = self
+            .log
+            .segments
+            .values()
+            .filter(|s| s.state == SegState::Active)
+            .map(|s| self.log.used_bytes(s))
+            .sum();
+        used.saturating_sub(self.index.live_bytes_total())
+    }
+
     /// Applies a durable record to the index (and invalidates the cached value on change).
     pub(crate) fn apply(
         &mut self,
@@ -658,17 +671,9 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let state = self.inner.state.borrow();
         let c = &self.inner.counters;
-        let live_bytes = state.index.live_bytes_total();
-        let used_bytes: u64 = state
-            .log
-            .segments
-            .values()
-            .filter(|s| s.state == SegState::Active)
-            .map(|s| state.log.used_bytes(s))
-            .sum();
         EngineStats {
-            live_bytes,
-            dead_bytes: used_bytes.saturating_sub(live_bytes),
+            live_bytes: state.index.live_bytes_total(),
+            dead_bytes: state.dead_bytes(),
             live_records: state.index.len() - state.index.tombstones(),
             tombstones: state.index.tombstones(),
             segments: state.log.segments.len() as u64,

@@ -1700,16 +1700,20 @@ async fn delete_newest(engine: &Engine, kept: &mut Vec<usize>, count: usize) {
     }
 }
 
+/// 1 MiB segments, 6 MiB in all, tombstones droppable at once: a disk that fills quickly.
+fn full_disk_config(dir: &Path) -> EngineConfig {
+    EngineConfig {
+        disk_bytes_max: Some(6 * 1024 * 1024),
+        tombstone_grace: Duration::ZERO,
+        ..config(dir)
+    }
+}
+
 /// A full engine of 1 MiB segments, 6 MiB in all, whose head has room again and dead records:
 /// filled until a put is refused, the 4 newest deleted and compacted (the head is sealed and
 /// moved), then the 2 newest deleted.
 async fn full_with_roomy_dead_head(dir: &Path) -> Engine {
-    let cfg = EngineConfig {
-        disk_bytes_max: Some(6 * 1024 * 1024),
-        tombstone_grace: Duration::ZERO,
-        ..config(dir)
-    };
-    let engine = Engine::open(cfg).await.unwrap();
+    let engine = Engine::open(full_disk_config(dir)).await.unwrap();
     let mut kept = fill_until_refused(&engine).await;
     delete_newest(&engine, &mut kept, 4).await;
     engine.compact().await.unwrap();
@@ -1789,11 +1793,7 @@ fn on_a_full_disk_records_deleted_in_the_head_are_reclaimed() {
     // sealed segment worth moving), for ever. Compaction now seals the head into the spare.
     let dir = tempfile::tempdir().unwrap();
     run(async {
-        let cfg = EngineConfig {
-            disk_bytes_max: Some(6 * 1024 * 1024),
-            tombstone_grace: Duration::ZERO,
-            ..config(dir.path())
-        };
+        let cfg = full_disk_config(dir.path());
         let engine = Engine::open(cfg.clone()).await.unwrap();
         let mut kept = fill_until_refused(&engine).await;
         delete_newest(&engine, &mut kept, 4).await;
