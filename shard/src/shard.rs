@@ -455,24 +455,27 @@ impl Shard {
         start_after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<ScanEntry>, ShardError> {
-        let epoch = self.ring().epoch();
-        match self
-            .scan_once(prefix.clone(), start_after.clone(), limit)
-            .await
-        {
-            // A replica failed during the scan: it is in its back-off now, and the listing
-            // is planned again over the replicas up.
-            Err(ShardError::Wire(e)) if self.replicated() => {
-                tracing::debug!(error = %e, "a replica failed during a listing; listing again without it");
-                self.scan_once(prefix, start_after, limit).await
+        let mut tries = 0;
+        loop {
+            let epoch = self.ring().epoch();
+            tries += 1;
+            match self
+                .scan_once(prefix.clone(), start_after.clone(), limit)
+                .await
+            {
+                // A replica failed during the scan: it is in its back-off now, and the listing
+                // is planned again over the replicas up (a node restarting may fail one try
+                // after another as its cores come up).
+                Err(ShardError::Wire(e)) if self.replicated() && tries < SCAN_TRIES_MAX => {
+                    tracing::debug!(error = %e, "a replica failed during a listing; listing again without it");
+                }
+                // A vnode no longer held a partition (a rebalance flipped the ring, taken from
+                // it meanwhile): the listing is planned again by the new ring.
+                Err(e) if self.ring().epoch() != epoch && tries < SCAN_TRIES_MAX => {
+                    tracing::debug!(error = %e, "the ring changed during a listing; listing again by the new ring");
+                }
+                answer => return answer,
             }
-            // A vnode no longer held a partition (a rebalance flipped the ring, taken from it
-            // meanwhile): the listing is planned again by the new ring.
-            Err(e) if self.ring().epoch() != epoch => {
-                tracing::debug!(error = %e, "the ring changed during a listing; listing again by the new ring");
-                self.scan_once(prefix, start_after, limit).await
-            }
-            answer => answer,
         }
     }
 
@@ -611,6 +614,9 @@ impl Shard {
         }
     }
 }
+
+/// Most tries of one listing page while replicas fail or the ring changes under it.
+const SCAN_TRIES_MAX: u32 = 3;
 
 /// Keys per page of [`Shard::scan_all_pages`].
 pub const SCAN_PAGE_KEYS: usize = 1000;
