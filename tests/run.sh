@@ -98,8 +98,10 @@ record "cargo build --release" "$build_ok" $(( $(now) - t0 ))
 #             four to six processes move partitions under load, runs when stream 1 is done
 #             (its detach under load has twice run past its 600 s timeout while another pass
 #             ran beside it; alone it takes about 100 s; see the closing notes).
-# In a CI check on this machine (incremental build): stream 1 took 615 s, stream 2 1,194 s
-# (437 s, 480 s and 277 s for its three passes).
+# In a CI check on this machine (incremental build, session 26): stream 1 took 911 s (nextest
+# 255 s, engine 173 s, late files 483 s), stream 2 1,394 s (rest 554 s, split 544 s, last
+# files 296 s); the full-disk rounds (about 140 s) then left the split pass, which now ends
+# about when stream 1 does.
 # Each stream's output goes to a file, printed in full once both are done.
 LATE_FILES="test_cluster.py test_versioning_cluster.py test_managers.py test_split.py test_gateway_cache.py test_lifecycle.py test_disk_full.py test_cluster_disk_full.py"
 LAST_FILES="test_rebalance.py"
