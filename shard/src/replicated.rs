@@ -78,9 +78,9 @@ impl Shard {
     }
 
     /// Whether requests may go to `vnode` now: always for this node's cores; for another node,
-    /// unless it is suspended or in the back-off of a recent failure.
+    /// unless it is suspended or that shard of it failed and has not answered since.
     pub(crate) fn is_up(&self, vnode: Vnode) -> bool {
-        vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node)
+        vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node, vnode.shard)
     }
 
     /// Every vnode that holds `partition`: its replicas in ring order, then, while a

@@ -1,7 +1,8 @@
 //! The calling side towards one peer node ([`Peer`]), on one core: one connection per (shard,
-//! lane) of the peer, opened on first use and again after a failure; a record of the peer's
-//! recent failures, so that a dead peer costs one timeout and then fails calls at once until
-//! its back-off ends; a cap on the bytes in flight towards the peer.
+//! lane) of the peer, opened on first use and again after a failure; a record of each of the
+//! peer's shards' recent failures, so that a dead shard costs one timeout and then fails calls
+//! at once until its back-off ends (kept per shard: one core of a node can hang while the
+//! others serve); a cap on the bytes in flight towards the peer.
 //!
 //! Lanes: [`Lane::Bulk`] carries calls with large payloads (chunk bodies) on a connection of
 //! their own, so a 4 MiB transfer never sits between a small request and its answer.
@@ -50,7 +51,7 @@ enum Channel {
     Connecting(Connecting),
 }
 
-/// A peer's recent failures.
+/// A peer shard's recent failures.
 #[derive(Default)]
 struct Health {
     failures_in_a_row: u32,
@@ -60,22 +61,14 @@ struct Health {
     probing: bool,
 }
 
-/// What is known of a peer's health (metrics, logs).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerHealth {
-    /// Failures since the last success.
-    pub failures_in_a_row: u32,
-    /// The last failure.
-    pub last_error: String,
-}
-
 /// One peer node as seen from one core. `!Send`.
 pub struct Peer {
     /// Shard 0's address; shard *i* listens on its port + *i*.
     base: SocketAddr,
     auth: ClusterAuth,
     request_timeout: Duration,
-    health: RefCell<Health>,
+    /// By shard; a shard without an entry has not failed since it last answered.
+    health: RefCell<HashMap<u16, Health>>,
     bytes: Rc<Budget>,
     channels: RefCell<HashMap<(u16, Lane), Channel>>,
 }
@@ -87,7 +80,7 @@ impl Peer {
             base,
             auth,
             request_timeout,
-            health: RefCell::new(Health::default()),
+            health: RefCell::new(HashMap::new()),
             bytes: Budget::new(IN_FLIGHT_BYTES_PER_PEER_MAX),
             channels: RefCell::new(HashMap::new()),
         })
@@ -100,31 +93,39 @@ impl Peer {
         addr
     }
 
-    /// The peer's recent failures.
-    pub fn health(&self) -> PeerHealth {
-        let health = self.health.borrow();
-        PeerHealth {
-            failures_in_a_row: health.failures_in_a_row,
-            last_error: health.last_error.clone(),
-        }
+    /// Whether shard `shard` of the peer failed and has not answered since: a coordinator
+    /// counts it as down (skips it for reads, makes a write's quorum without it, fails a write
+    /// at once when too few are up) until [`Peer::probe`] or a call finds it back. Unlike the
+    /// back-off, this does not lapse by itself: a write sent to a peer merely because its
+    /// back-off ended would be stored by the replicas up and fail for want of this one. Only
+    /// that shard's own answers count: another shard of the node answering says nothing of a
+    /// core that hangs.
+    pub fn is_down(&self, shard: u16) -> bool {
+        self.health
+            .borrow()
+            .get(&shard)
+            .is_some_and(|health| health.failures_in_a_row > 0)
     }
 
-    /// Whether the peer failed and has not answered since: a coordinator counts it as down
-    /// (skips it for reads, makes a write's quorum without it, fails a write at once when too
-    /// few are up) until [`Peer::probe`] or a call finds it back. Unlike the back-off, this
-    /// does not lapse by itself: a write sent to a peer merely because its back-off ended
-    /// would be stored by the replicas up and fail for want of this one.
-    pub fn is_down(&self) -> bool {
-        self.health.borrow().failures_in_a_row > 0
+    /// The shards of the peer that are down ([`Peer::is_down`]).
+    pub fn down_shards(&self) -> Vec<u16> {
+        self.health
+            .borrow()
+            .iter()
+            .filter(|(_, health)| health.failures_in_a_row > 0)
+            .map(|(shard, _)| *shard)
+            .collect()
     }
 
-    /// Checks in the background whether a peer that is down is back: once per back-off, one
-    /// call to shard 0 with the frame `build` makes (a small request any node answers). Any
-    /// answer marks the peer up; no answer within the request timeout is one more failure.
-    /// A round trip, not just a connection: a stopped process still has its sockets open.
-    pub fn probe(self: &Rc<Self>, build: impl FnOnce(u64) -> Frame + 'static) {
+    /// Checks in the background whether shard `shard` of the peer, down, is back: once per
+    /// back-off, one call to it with the frame `build` makes (a small request any shard
+    /// answers). Any answer marks it up; no answer within the request timeout is one more
+    /// failure. A round trip, not just a connection: a stopped process still has its sockets
+    /// open.
+    pub fn probe(self: &Rc<Self>, shard: u16, build: impl FnOnce(u64) -> Frame + 'static) {
         {
-            let mut health = self.health.borrow_mut();
+            let mut all = self.health.borrow_mut();
+            let health = all.entry(shard).or_default();
             if health.probing
                 || health
                     .down_until
@@ -136,10 +137,13 @@ impl Peer {
         }
         let peer = self.clone();
         monoio::spawn(async move {
-            let answered = peer.call(0, Lane::Small, 0, build).await;
-            peer.health.borrow_mut().probing = false;
-            if answered.is_ok() {
-                tracing::info!(peer = %peer.base, "a peer that failed answers again");
+            let answered = peer.call(shard, Lane::Small, 0, build).await;
+            if let Some(health) = peer.health.borrow_mut().get_mut(&shard) {
+                health.probing = false;
+            }
+            // Logged once the last of its shards that were down answers.
+            if answered.is_ok() && peer.down_shards().is_empty() {
+                tracing::info!(peer = %peer.shard_addr(shard), "a peer that failed answers again");
             }
         });
     }
@@ -169,13 +173,13 @@ impl Peer {
         let left = self.request_timeout.saturating_sub(started.elapsed());
         match connection.call(build, left).await {
             Ok(message) => {
-                self.succeeded();
+                self.succeeded(shard);
                 Ok(message)
             }
             // A frame too large to send is this node's mistake, not the peer's.
             Err(e @ WireError::Frame(FrameError::TooLarge { .. })) => Err(e),
             Err(e) => {
-                self.failed(&e);
+                self.failed(shard, &e);
                 Err(e)
             }
         }
@@ -238,7 +242,7 @@ impl Peer {
                 Err(e) => {
                     channels.remove(&key);
                     drop(channels);
-                    peer.failed(e);
+                    peer.failed(shard, e);
                 }
             }
             opened
@@ -251,9 +255,12 @@ impl Peer {
         attempt.await
     }
 
-    /// Refuses a call while the peer is in its back-off.
+    /// Refuses a call while the shard is in its back-off.
     fn check_up(&self, shard: u16) -> Result<(), WireError> {
-        let health = self.health.borrow();
+        let all = self.health.borrow();
+        let Some(health) = all.get(&shard) else {
+            return Ok(());
+        };
         match health.down_until {
             Some(until) if until > Instant::now() => Err(WireError::PeerDown {
                 peer: self.shard_addr(shard),
@@ -264,16 +271,22 @@ impl Peer {
         }
     }
 
-    fn succeeded(&self) {
-        let mut health = self.health.borrow_mut();
-        health.failures_in_a_row = 0;
-        health.down_until = None;
+    fn succeeded(&self, shard: u16) {
+        if let Some(health) = self.health.borrow_mut().get_mut(&shard) {
+            health.failures_in_a_row = 0;
+            health.down_until = None;
+        }
     }
 
-    /// Records a failure: the peer is down for a back-off that doubles with each failure in a
-    /// row. Failures of the request itself (the peer answered) never reach here.
-    fn failed(&self, error: &WireError) {
-        let mut health = self.health.borrow_mut();
+    /// Records a failure of `shard`: it is down for a back-off that doubles with each failure
+    /// in a row. Failures of the request itself (the peer answered) never reach here. Logged
+    /// when the first shard of the peer goes down (a dead node: one line, not one a shard).
+    fn failed(&self, shard: u16, error: &WireError) {
+        let mut all = self.health.borrow_mut();
+        let others_down = all
+            .iter()
+            .any(|(other, health)| *other != shard && health.failures_in_a_row > 0);
+        let health = all.entry(shard).or_default();
         if health
             .down_until
             .is_some_and(|until| until > Instant::now())
@@ -286,8 +299,8 @@ impl Peer {
         let doublings = health.failures_in_a_row.saturating_sub(1).min(16);
         let backoff = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);
         health.down_until = Some(Instant::now() + backoff);
-        if health.failures_in_a_row == 1 {
-            tracing::warn!(peer = %self.base, error = %error, "a peer failed; backing off");
+        if health.failures_in_a_row == 1 && !others_down {
+            tracing::warn!(peer = %self.shard_addr(shard), error = %error, "a peer failed; backing off");
         }
         health.last_error = error.to_string();
     }

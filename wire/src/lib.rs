@@ -39,7 +39,7 @@ pub mod fb {
     pub use crate::generated::leofs::wire::fb::*;
 }
 
-pub use client::{Lane, Peer, PeerHealth};
+pub use client::{Lane, Peer};
 pub use connection::{ClusterAuth, Message, WireError};
 pub use flatbuffers;
 pub use frame::{Frame, FrameDecoder, FrameError};

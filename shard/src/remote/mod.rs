@@ -133,8 +133,11 @@ impl RemotePeers {
             .map(|(node, peer)| (*node, peer.clone()))
             .collect();
         for (node, peer) in peers {
-            if peer.is_down() && !self.is_unavailable(node) {
-                probe(&peer);
+            if self.is_unavailable(node) {
+                continue;
+            }
+            for shard in peer.down_shards() {
+                probe(&peer, shard);
             }
         }
     }
@@ -147,16 +150,18 @@ impl RemotePeers {
         self.unavailable.borrow().contains(&node)
     }
 
-    /// Whether requests to `node` may go now: it is known, not suspended, and has not failed
-    /// since it last answered (DESIGN §7: failure detection on the data path is local). A
-    /// peer that is down is probed in the background, at most once per back-off.
-    pub(crate) fn is_reachable(&self, node: NodeId) -> bool {
+    /// Whether requests to shard `shard` of `node` may go now: the node is known and not
+    /// suspended, and the shard has not failed since it last answered (DESIGN §7: failure
+    /// detection on the data path is local; per shard, as one core of a node can hang while
+    /// the others serve). A shard that is down is probed in the background, at most once per
+    /// back-off.
+    pub(crate) fn is_reachable(&self, node: NodeId, shard: u16) -> bool {
         if self.is_unavailable(node) {
             return false;
         }
         match self.peer(node) {
-            Some(peer) if peer.is_down() => {
-                probe(&peer);
+            Some(peer) if peer.is_down(shard) => {
+                probe(&peer, shard);
                 false
             }
             Some(_) => true,
@@ -165,10 +170,12 @@ impl RemotePeers {
     }
 }
 
-/// Checks in the background whether `peer`, known down, answers again: a ring fetch, a small
-/// request every node answers.
-fn probe(peer: &Rc<Peer>) {
-    peer.probe(|id| codec::encode_request(id, 0, &NodeRequest::FetchRing));
+/// Checks in the background whether shard `shard` of `peer`, known down, answers again: a
+/// ring fetch, a small request every shard answers.
+fn probe(peer: &Rc<Peer>, shard: u16) {
+    peer.probe(shard, |id| {
+        codec::encode_request(id, 0, &NodeRequest::FetchRing)
+    });
 }
 
 /// How often each core probes the peers it knows down.
