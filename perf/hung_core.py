@@ -7,8 +7,9 @@ the gateway, then stops core thread 1 of one storage node with ptrace (the proce
 threads, its core 0 among them, run on) for HANG seconds (default 30), lets it go on, and runs
 10 s more. Prints, per operation, the count, p50, p99, max and failures before, in the first
 15 s of the hang, in the rest of it, and after. Needs root (ptrace of another process).
+MODE=process stops the whole storage process instead (SIGSTOP, then SIGCONT).
 
-Usage: perf/hung_core.py [DIR]   (default /work/tmp/hung-core; LEOFS_BIN, HANG)
+Usage: perf/hung_core.py [DIR]   (default /work/tmp/hung-core; LEOFS_BIN, HANG, MODE)
 """
 import ctypes, os, re, signal, subprocess, sys, threading, time
 import boto3
@@ -19,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LEOFS = os.environ.get("LEOFS_BIN", os.path.join(HERE, "..", "target", "release", "leofs"))
 DIR = sys.argv[1] if len(sys.argv) > 1 else "/work/tmp/hung-core"
 HANG = float(os.environ.get("HANG", "30"))
+MODE = os.environ.get("MODE", "core")
 subprocess.run(["rm", "-rf", DIR, DIR + ".err"])
 demo = subprocess.Popen([LEOFS, "demo", "--nodes", "3", "--replicas", "3", "--cores", "2",
                          "--dir", DIR], stdout=subprocess.PIPE, stderr=open(DIR + ".err", "w"), text=True)
@@ -88,13 +90,20 @@ threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
 for t in threads: t.start()
 time.sleep(5)
 t_hang = time.monotonic()
-assert libc.ptrace(PTRACE_SEIZE, tid, None, None) == 0, ctypes.get_errno()
-assert libc.ptrace(PTRACE_INTERRUPT, tid, None, None) == 0, ctypes.get_errno()
-print(f"thread {tid} stopped", flush=True)
+if MODE == "process":
+    os.kill(victim, signal.SIGSTOP)
+    print(f"process {victim} stopped", flush=True)
+else:
+    assert libc.ptrace(PTRACE_SEIZE, tid, None, None) == 0, ctypes.get_errno()
+    assert libc.ptrace(PTRACE_INTERRUPT, tid, None, None) == 0, ctypes.get_errno()
+    print(f"thread {tid} stopped", flush=True)
 time.sleep(HANG)
 t_release = time.monotonic()
-libc.ptrace(PTRACE_DETACH, tid, None, None)
-print(f"thread {tid} released", flush=True)
+if MODE == "process":
+    os.kill(victim, signal.SIGCONT)
+else:
+    libc.ptrace(PTRACE_DETACH, tid, None, None)
+print("released", flush=True)
 time.sleep(10)
 stop.set()
 for t in threads: t.join()

@@ -894,11 +894,8 @@ where
         watcher: None,
     };
     let mut go_inits = Vec::new();
-    let mut go_serves = Vec::new();
     for (id, receiver) in receivers.into_iter().enumerate() {
         let (go_init, go_init_rx) = oneshot::channel();
-        let (go_serve, go_serve_rx) = oneshot::channel();
-        go_serves.push(go_serve);
         let (exit, exit_rx) = oneshot::channel();
         go_inits.push(go_init);
         handle.exits.push(exit);
@@ -917,7 +914,6 @@ where
             replication: config.replication,
             shared: shared.clone(),
             receiver,
-            go_serve: go_serve_rx,
             go_init: go_init_rx,
             exit: exit_rx,
             events: events_tx.clone(),
@@ -936,15 +932,11 @@ where
         }
     }
     drop(events_tx);
-    // Every engine opens in parallel; then every core serves peers, and cores initialise one
-    // after another.
+    // Every engine opens in parallel; then cores initialise one after another.
     if let Err(e) = wait_opened(&events, map.cores()) {
         drop(go_inits);
         handle.abort();
         return Err(e);
-    }
-    for go_serve in go_serves {
-        let _ = go_serve.send(());
     }
     let mut pending = go_inits.into_iter().enumerate();
     while let Some((id, go_init)) = pending.next() {
@@ -1115,8 +1107,6 @@ struct CoreThread<F> {
     replication: crate::antientropy::ReplicationConfig,
     shared: Arc<NodeShared>,
     receiver: futures_channel::mpsc::UnboundedReceiver<Message>,
-    /// Every core's engine is open: peers may be served (see [`crate::remote::server::start`]).
-    go_serve: oneshot::Receiver<()>,
     go_init: oneshot::Receiver<()>,
     exit: oneshot::Receiver<()>,
     events: mpsc::Sender<CoreEvent>,
@@ -1159,7 +1149,6 @@ where
             replication,
             shared,
             receiver,
-            go_serve,
             go_init,
             exit,
             events,
@@ -1209,7 +1198,7 @@ where
         }
         monoio::spawn(crate::remote::run_down_peer_prober(shard.clone()));
         if let Some(rpc) = &shared.rpc
-            && let Err(e) = crate::remote::server::start(&shard, rpc, go_serve)
+            && let Err(e) = crate::remote::server::start(&shard, rpc)
         {
             reporter.opened(Err(e));
             return Ok(());

@@ -2,12 +2,14 @@
 //! lane) of the peer, opened on first use and again after a failure; a record of each of the
 //! peer's shards' recent failures, so that a dead shard costs one timeout and then fails calls
 //! at once until its back-off ends (kept per shard: one core of a node can hang while the
-//! others serve); a cap on the bytes in flight towards the peer.
+//! others serve; but a timeout while no shard answered at all takes the whole node for
+//! silent, so that a stopped or cut-off node costs one timeout, not one a shard); a cap on
+//! the bytes in flight towards the peer.
 //!
 //! Lanes: [`Lane::Bulk`] carries calls with large payloads (chunk bodies) on a connection of
 //! their own, so a 4 MiB transfer never sits between a small request and its answer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +34,8 @@ pub const IN_FLIGHT_BYTES_PER_PEER_MAX: usize = 64 * 1024 * 1024;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest back-off.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Least time between two warnings about one peer's failures.
+pub const PEER_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Which connection to a shard a call travels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +73,13 @@ pub struct Peer {
     request_timeout: Duration,
     /// By shard; a shard without an entry has not failed since it last answered.
     health: RefCell<HashMap<u16, Health>>,
+    /// When any shard of the peer last answered a call.
+    last_answer: Cell<Option<Instant>>,
+    /// A call timed out and no shard answered anything while it waited: the node is taken for
+    /// stopped or cut off, and every shard counts as down until one of them answers.
+    silent: Cell<bool>,
+    /// When a failure of the peer was last logged (one line for the failures of one event).
+    last_warned: Cell<Option<Instant>>,
     bytes: Rc<Budget>,
     channels: RefCell<HashMap<(u16, Lane), Channel>>,
 }
@@ -81,6 +92,9 @@ impl Peer {
             auth,
             request_timeout,
             health: RefCell::new(HashMap::new()),
+            last_answer: Cell::new(None),
+            silent: Cell::new(false),
+            last_warned: Cell::new(None),
             bytes: Budget::new(IN_FLIGHT_BYTES_PER_PEER_MAX),
             channels: RefCell::new(HashMap::new()),
         })
@@ -98,23 +112,40 @@ impl Peer {
     /// at once when too few are up) until [`Peer::probe`] or a call finds it back. Unlike the
     /// back-off, this does not lapse by itself: a write sent to a peer merely because its
     /// back-off ended would be stored by the replicas up and fail for want of this one. Only
-    /// that shard's own answers count: another shard of the node answering says nothing of a
-    /// core that hangs.
+    /// that shard's own answers count (another shard of the node answering says nothing of a
+    /// core that hangs), except while the whole node is silent: then every shard is down
+    /// until one answers.
     pub fn is_down(&self, shard: u16) -> bool {
-        self.health
-            .borrow()
-            .get(&shard)
-            .is_some_and(|health| health.failures_in_a_row > 0)
+        self.silent.get()
+            || self
+                .health
+                .borrow()
+                .get(&shard)
+                .is_some_and(|health| health.failures_in_a_row > 0)
     }
 
-    /// The shards of the peer that are down ([`Peer::is_down`]).
+    /// The shards of the peer that are down ([`Peer::is_down`]): while the node is silent,
+    /// every shard this core has called (and shard 0), so that probes find any that answers.
     pub fn down_shards(&self) -> Vec<u16> {
-        self.health
-            .borrow()
-            .iter()
-            .filter(|(_, health)| health.failures_in_a_row > 0)
-            .map(|(shard, _)| *shard)
-            .collect()
+        let health = self.health.borrow();
+        let mut down: Vec<u16> = if self.silent.get() {
+            let called = self.channels.borrow();
+            health
+                .keys()
+                .copied()
+                .chain(called.keys().map(|(shard, _)| *shard))
+                .chain([0])
+                .collect()
+        } else {
+            health
+                .iter()
+                .filter(|(_, health)| health.failures_in_a_row > 0)
+                .map(|(shard, _)| *shard)
+                .collect()
+        };
+        down.sort_unstable();
+        down.dedup();
+        down
     }
 
     /// Checks in the background whether shard `shard` of the peer, down, is back: once per
@@ -179,7 +210,7 @@ impl Peer {
             // A frame too large to send is this node's mistake, not the peer's.
             Err(e @ WireError::Frame(FrameError::TooLarge { .. })) => Err(e),
             Err(e) => {
-                self.failed(shard, &e);
+                self.failed(shard, &e, started);
                 Err(e)
             }
         }
@@ -230,6 +261,7 @@ impl Peer {
         // A task of its own: the attempt finishes (bounded by the connect and handshake
         // timeouts) even if every caller waiting for it goes away.
         let attempt = monoio::spawn(async move {
+            let started = Instant::now();
             let opened =
                 ClientConnection::connect(addr, &peer.auth, crate::client::CONNECT_TIMEOUT)
                     .await
@@ -242,7 +274,7 @@ impl Peer {
                 Err(e) => {
                     channels.remove(&key);
                     drop(channels);
-                    peer.failed(shard, e);
+                    peer.failed(shard, e, started);
                 }
             }
             opened
@@ -272,20 +304,26 @@ impl Peer {
     }
 
     fn succeeded(&self, shard: u16) {
+        self.last_answer.set(Some(Instant::now()));
+        self.silent.set(false);
         if let Some(health) = self.health.borrow_mut().get_mut(&shard) {
             health.failures_in_a_row = 0;
             health.down_until = None;
         }
     }
 
-    /// Records a failure of `shard`: it is down for a back-off that doubles with each failure
-    /// in a row. Failures of the request itself (the peer answered) never reach here. Logged
-    /// when the first shard of the peer goes down (a dead node: one line, not one a shard).
-    fn failed(&self, shard: u16, error: &WireError) {
+    /// Records a failure of `shard`, in a call or connection attempt begun at `started`: it is
+    /// down for a back-off that doubles with each failure in a row, and if it timed out while
+    /// no shard of the peer answered anything, the whole node is silent ([`Peer::is_down`]).
+    /// Failures of the request itself (the peer answered) never reach here. Logged at most
+    /// once per [`PEER_WARNING_INTERVAL`] (a dead node: one line, not one a shard).
+    fn failed(&self, shard: u16, error: &WireError, started: Instant) {
+        if matches!(error, WireError::TimedOut { .. })
+            && self.last_answer.get().is_none_or(|at| at < started)
+        {
+            self.silent.set(true);
+        }
         let mut all = self.health.borrow_mut();
-        let others_down = all
-            .iter()
-            .any(|(other, health)| *other != shard && health.failures_in_a_row > 0);
         let health = all.entry(shard).or_default();
         if health
             .down_until
@@ -299,8 +337,18 @@ impl Peer {
         let doublings = health.failures_in_a_row.saturating_sub(1).min(16);
         let backoff = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);
         health.down_until = Some(Instant::now() + backoff);
-        if health.failures_in_a_row == 1 && !others_down {
-            tracing::warn!(peer = %self.shard_addr(shard), error = %error, "a peer failed; backing off");
+        let quiet = self
+            .last_warned
+            .get()
+            .is_some_and(|at| at.elapsed() < PEER_WARNING_INTERVAL);
+        if health.failures_in_a_row == 1 && !quiet {
+            self.last_warned.set(Some(Instant::now()));
+            tracing::warn!(
+                peer = %self.shard_addr(shard),
+                error = %error,
+                whole_node = self.silent.get(),
+                "a peer failed; backing off"
+            );
         }
         health.last_error = error.to_string();
     }

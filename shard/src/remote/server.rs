@@ -45,16 +45,8 @@ pub(crate) fn core_addr(listen: SocketAddr, core: usize) -> Result<SocketAddr, S
     Ok(addr)
 }
 
-/// Binds this core's RPC port and serves peers on it until the core stops, from when
-/// `go_serve` fires (every core of the node bound its port): a peer that reaches one shard of
-/// a starting node never finds another shard's port closed, so it never counts the node up on
-/// one shard's answer and then fails on another's refused connection (a peer's health is kept
-/// per node). Connections made before wait in the listen backlog.
-pub(crate) fn start(
-    shard: &Shard,
-    rpc: &RpcConfig,
-    go_serve: futures_channel::oneshot::Receiver<()>,
-) -> Result<(), ShardError> {
+/// Binds this core's RPC port and serves peers on it until the core stops.
+pub(crate) fn start(shard: &Shard, rpc: &RpcConfig) -> Result<(), ShardError> {
     let addr = core_addr(rpc.listen, shard.core_id())?;
     let opts = ListenerOpts::new().backlog(LISTEN_BACKLOG);
     let listener = TcpListener::bind_with_config(addr, &opts)
@@ -62,10 +54,6 @@ pub(crate) fn start(
     let (shard, auth) = (shard.clone(), rpc.auth.clone());
     let open = Rc::new(Cell::new(0usize));
     monoio::spawn(async move {
-        if go_serve.await.is_err() {
-            // The node failed to start.
-            return;
-        }
         loop {
             match listener.accept().await {
                 Ok((_, peer)) if open.get() >= RPC_CONNECTIONS_PER_CORE_MAX => {
