@@ -78,7 +78,8 @@ impl Shard {
     }
 
     /// Whether requests may go to `vnode` now: always for this node's cores; for another node,
-    /// unless it is suspended or that shard of it failed and has not answered since.
+    /// unless it is suspended, or that shard of it failed and has not answered since, or the
+    /// whole node has been silent ([`leofs_wire::Peer::is_down`]).
     pub(crate) fn is_up(&self, vnode: Vnode) -> bool {
         vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node, vnode.shard)
     }

@@ -75,8 +75,9 @@ pub struct Peer {
     health: RefCell<HashMap<u16, Health>>,
     /// When any shard of the peer last answered a call.
     last_answer: Cell<Option<Instant>>,
-    /// A call timed out and no shard answered anything while it waited: the node is taken for
-    /// stopped or cut off, and every shard counts as down until one of them answers.
+    /// A shard that was up timed out and no shard answered anything for a whole request
+    /// timeout: the node is taken for stopped or cut off, and every shard counts as down until
+    /// one of them answers (a probe or any call).
     silent: Cell<bool>,
     /// When a failure of the peer was last logged (one line for the failures of one event).
     last_warned: Cell<Option<Instant>>,
@@ -210,7 +211,7 @@ impl Peer {
             // A frame too large to send is this node's mistake, not the peer's.
             Err(e @ WireError::Frame(FrameError::TooLarge { .. })) => Err(e),
             Err(e) => {
-                self.failed(shard, &e, started);
+                self.failed(shard, &e);
                 Err(e)
             }
         }
@@ -261,7 +262,6 @@ impl Peer {
         // A task of its own: the attempt finishes (bounded by the connect and handshake
         // timeouts) even if every caller waiting for it goes away.
         let attempt = monoio::spawn(async move {
-            let started = Instant::now();
             let opened =
                 ClientConnection::connect(addr, &peer.auth, crate::client::CONNECT_TIMEOUT)
                     .await
@@ -274,7 +274,7 @@ impl Peer {
                 Err(e) => {
                     channels.remove(&key);
                     drop(channels);
-                    peer.failed(shard, e, started);
+                    peer.failed(shard, e);
                 }
             }
             opened
@@ -305,26 +305,33 @@ impl Peer {
 
     fn succeeded(&self, shard: u16) {
         self.last_answer.set(Some(Instant::now()));
-        self.silent.set(false);
+        if self.silent.replace(false) {
+            tracing::info!(peer = %self.shard_addr(shard), "a peer that was silent answers again");
+        }
         if let Some(health) = self.health.borrow_mut().get_mut(&shard) {
             health.failures_in_a_row = 0;
             health.down_until = None;
         }
     }
 
-    /// Records a failure of `shard`, in a call or connection attempt begun at `started`: it is
-    /// down for a back-off that doubles with each failure in a row, and if it timed out while
-    /// no shard of the peer answered anything, the whole node is silent ([`Peer::is_down`]).
-    /// Failures of the request itself (the peer answered) never reach here. Logged at most
-    /// once per [`PEER_WARNING_INTERVAL`] (a dead node: one line, not one a shard).
-    fn failed(&self, shard: u16, error: &WireError, started: Instant) {
-        if matches!(error, WireError::TimedOut { .. })
-            && self.last_answer.get().is_none_or(|at| at < started)
-        {
-            self.silent.set(true);
-        }
+    /// Records a failure of `shard`: it is down for a back-off that doubles with each failure
+    /// in a row. If it was up, timed out, and no shard of the peer answered anything for a
+    /// whole request timeout, the node is silent ([`Peer::is_down`]): judged over that long a
+    /// span (not over the failed call's own wait, which a call queued behind a timed-out one on
+    /// its connection inherits at once), and never on a shard already down (the probes of a
+    /// hung core while the node's other cores get no traffic from here). Failures of the
+    /// request itself (the peer answered) never reach here. Logged at most once per
+    /// [`PEER_WARNING_INTERVAL`] (a dead node: one line, not one a shard).
+    fn failed(&self, shard: u16, error: &WireError) {
         let mut all = self.health.borrow_mut();
         let health = all.entry(shard).or_default();
+        let fell_silent = health.failures_in_a_row == 0
+            && matches!(error, WireError::TimedOut { .. })
+            && self
+                .last_answer
+                .get()
+                .is_none_or(|at| at.elapsed() >= self.request_timeout)
+            && !self.silent.replace(true);
         if health
             .down_until
             .is_some_and(|until| until > Instant::now())
@@ -341,7 +348,7 @@ impl Peer {
             .last_warned
             .get()
             .is_some_and(|at| at.elapsed() < PEER_WARNING_INTERVAL);
-        if health.failures_in_a_row == 1 && !quiet {
+        if (health.failures_in_a_row == 1 || fell_silent) && !quiet {
             self.last_warned.set(Some(Instant::now()));
             tracing::warn!(
                 peer = %self.shard_addr(shard),

@@ -151,10 +151,10 @@ impl RemotePeers {
     }
 
     /// Whether requests to shard `shard` of `node` may go now: the node is known and not
-    /// suspended, and the shard has not failed since it last answered (DESIGN §7: failure
-    /// detection on the data path is local; per shard, as one core of a node can hang while
-    /// the others serve). A shard that is down is probed in the background, at most once per
-    /// back-off.
+    /// suspended, and the shard has not failed since it last answered, nor is the whole node
+    /// silent ([`Peer::is_down`]; DESIGN §7: failure detection on the data path is local; per
+    /// shard, as one core of a node can hang while the others serve). A shard that is down is
+    /// probed in the background, at most once per back-off.
     pub(crate) fn is_reachable(&self, node: NodeId, shard: u16) -> bool {
         if self.is_unavailable(node) {
             return false;
