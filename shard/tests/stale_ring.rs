@@ -7,6 +7,8 @@
 //! - A node routing by a newer ring sends a write to a node whose ring is older: the receiver
 //!   asks for the newer ring and serves only once it has it; when it cannot get it, the write
 //!   is refused ("ring behind") and applied nowhere.
+//! - A second node given the port a node serves its peers on fails to start (it never shares
+//!   the port's connections).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
@@ -269,4 +271,27 @@ fn a_receiver_that_cannot_get_the_newer_ring_serves_nothing() {
     let (put, on_a, on_c) = write_to_a_receiver_behind(false);
     assert_eq!(put, Err(ErrorClass::Unavailable), "refused: ring behind");
     assert_eq!((on_a, on_c), (0, 0), "applied nowhere");
+}
+
+#[test]
+fn a_second_node_given_a_port_a_node_serves_peers_on_fails_to_start() {
+    let auth = ClusterAuth {
+        secret: ClusterSecret::generate(),
+        cluster: ClusterId([5; 16]),
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let peers = vec![(NODE_A, addr)];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &std::path::Path, node| {
+        node_config(dir, node, ring(1, NODE_A), Some(addr), peers.clone(), &auth)
+    };
+    let node_a = start_node(config(dir_a.path(), NODE_A), |_| Ok(())).unwrap();
+    match start_node(config(dir_b.path(), NODE_C), |_| Ok(())) {
+        Err(e) => assert!(
+            e.to_string().contains(&addr.to_string()),
+            "the error names the port: {e}"
+        ),
+        Ok(_) => panic!("a second node started on {addr}, where node A serves its peers"),
+    }
+    drop(node_a);
 }

@@ -2,9 +2,9 @@
 //! lane) of the peer, opened on first use and again after a failure; a record of each of the
 //! peer's shards' recent failures, so that a dead shard costs one timeout and then fails calls
 //! at once until its back-off ends (kept per shard: one core of a node can hang while the
-//! others serve; but a timeout while no shard answered at all takes the whole node for
-//! silent, so that a stopped or cut-off node costs one timeout, not one a shard); a cap on
-//! the bytes in flight towards the peer.
+//! others serve; but a shard that was up timing out when no shard answered anything for a
+//! whole request timeout takes the whole node for silent, so that a stopped or cut-off node
+//! costs one timeout, not one a shard); a cap on the bytes in flight towards the peer.
 //!
 //! Lanes: [`Lane::Bulk`] carries calls with large payloads (chunk bodies) on a connection of
 //! their own, so a 4 MiB transfer never sits between a small request and its answer.

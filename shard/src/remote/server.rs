@@ -48,7 +48,12 @@ pub(crate) fn core_addr(listen: SocketAddr, core: usize) -> Result<SocketAddr, S
 /// Binds this core's RPC port and serves peers on it until the core stops.
 pub(crate) fn start(shard: &Shard, rpc: &RpcConfig) -> Result<(), ShardError> {
     let addr = core_addr(rpc.listen, shard.core_id())?;
-    let opts = ListenerOpts::new().backlog(LISTEN_BACKLOG);
+    // One listener a port (each core has its own): without SO_REUSEPORT (monoio's default
+    // sets it), a second process given the same port fails to start instead of sharing the
+    // node's peer connections.
+    let opts = ListenerOpts::new()
+        .reuse_port(false)
+        .backlog(LISTEN_BACKLOG);
     let listener = TcpListener::bind_with_config(addr, &opts)
         .map_err(|error| ShardError::Bind { addr, error })?;
     let (shard, auth) = (shard.clone(), rpc.auth.clone());
