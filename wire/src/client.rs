@@ -169,13 +169,10 @@ impl Peer {
         }
         let peer = self.clone();
         monoio::spawn(async move {
-            let answered = peer.call(shard, Lane::Small, 0, build).await;
+            // An answer or a failure is recorded (and logged) by the call, as any call's.
+            let _ = peer.call(shard, Lane::Small, 0, build).await;
             if let Some(health) = peer.health.borrow_mut().get_mut(&shard) {
                 health.probing = false;
-            }
-            // Logged once the last of its shards that were down answers.
-            if answered.is_ok() && peer.down_shards().is_empty() {
-                tracing::info!(peer = %peer.shard_addr(shard), "a peer that failed answers again");
             }
         });
     }
@@ -303,14 +300,23 @@ impl Peer {
         }
     }
 
+    /// Records an answer of `shard` (a probe's or any call's); one line when the peer is whole
+    /// again: it was silent or this shard down, and no shard is down any more.
     fn succeeded(&self, shard: u16) {
         self.last_answer.set(Some(Instant::now()));
-        if self.silent.replace(false) {
-            tracing::info!(peer = %self.shard_addr(shard), "a peer that was silent answers again");
-        }
-        if let Some(health) = self.health.borrow_mut().get_mut(&shard) {
-            health.failures_in_a_row = 0;
-            health.down_until = None;
+        let was_silent = self.silent.replace(false);
+        let was_down = self
+            .health
+            .borrow_mut()
+            .get_mut(&shard)
+            .is_some_and(|health| {
+                let was_down = health.failures_in_a_row > 0;
+                health.failures_in_a_row = 0;
+                health.down_until = None;
+                was_down
+            });
+        if (was_silent || was_down) && self.down_shards().is_empty() {
+            tracing::info!(peer = %self.shard_addr(shard), "a peer that failed answers again");
         }
     }
 
@@ -325,13 +331,13 @@ impl Peer {
     fn failed(&self, shard: u16, error: &WireError) {
         let mut all = self.health.borrow_mut();
         let health = all.entry(shard).or_default();
-        let fell_silent = health.failures_in_a_row == 0
+        let timed_out_in_silence = health.failures_in_a_row == 0
             && matches!(error, WireError::TimedOut { .. })
             && self
                 .last_answer
                 .get()
-                .is_none_or(|at| at.elapsed() >= self.request_timeout)
-            && !self.silent.replace(true);
+                .is_none_or(|at| at.elapsed() >= self.request_timeout);
+        let fell_silent = timed_out_in_silence && !self.silent.replace(true);
         if health
             .down_until
             .is_some_and(|until| until > Instant::now())
