@@ -12,16 +12,23 @@
 //! - **Reads** take the body from one replica and HLC digests from R − 1 others; a newer digest
 //!   fetches the newer body, a tombstone outvotes an older copy, a miss is checked against every
 //!   replica up before it is a miss, and replicas found stale are repaired in the background.
-//! - **Listings** read each partition from its first replica up.
+//!   A replica that has answered nothing at all for [`READ_HEDGE_AFTER`] has its ask sent to
+//!   another replica as well (a hedge), so a hung core or a stopped node not yet known down
+//!   costs a read that long, not the request timeout.
+//! - **Listings** read each partition from R replicas up (from its first replica up with
+//!   N = 1); a listing whose replicas include one that answered nothing for
+//!   [`READ_HEDGE_AFTER`] is planned again without it, and the first complete plan answers.
 //!
 //! A replica is "up" unless its node is suspended or its peer is in the back-off of a recent
 //! failure (local failure detection: one failed call, then none until the back-off ends).
 //! With N = 1 none of this runs: every request goes to the one replica as before.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 use leofs_engine::{Hlc, Lookup, PartitionId, PutValue};
 
@@ -45,6 +52,12 @@ pub(crate) struct ReadOf {
     /// Replicas to consult: R, or 1 for records that never change once written (chunks).
     pub(crate) r: usize,
 }
+
+/// How long a read waits for its replicas before it asks others as well, in place of those
+/// that have answered nothing at all since it began (a hung core, a stopped node, not yet
+/// known down: their calls would wait for the request timeout). A replica that answers other
+/// calls meanwhile is busy, not stalled, and is not hedged: a loaded cluster sends no more.
+pub(crate) const READ_HEDGE_AFTER: Duration = Duration::from_millis(50);
 
 /// Most tries of a replicated read or write while the ring changes under it (a rebalance
 /// changes it twice: when it begins and when it flips).
@@ -82,6 +95,13 @@ impl Shard {
     /// whole node has been silent ([`leofs_wire::Peer::is_down`]).
     pub(crate) fn is_up(&self, vnode: Vnode) -> bool {
         vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node, vnode.shard)
+    }
+
+    /// Whether `vnode` answered any call from this core at or after `at`: always for this
+    /// node's own cores (they share its fate), for another node's shard as its peer recorded.
+    pub(crate) fn answered_since(&self, vnode: Vnode, at: Instant) -> bool {
+        vnode.node == self.core.node_id
+            || self.core.remote.answered_since(vnode.node, vnode.shard, at)
     }
 
     /// Every vnode that holds `partition`: its replicas in ring order, then, while a
@@ -693,7 +713,36 @@ impl Shard {
         let mut last_failure = None;
         let mut corrupt = Vec::new();
         let mut progress = ReadProgress::Pending;
-        while let Some((vnode, answer)) = calls.next().await {
+        let started = Instant::now();
+        let mut hedge = std::pin::pin!(monoio::time::sleep(READ_HEDGE_AFTER));
+        let mut hedged = false;
+        loop {
+            let next = if hedged {
+                calls.next().await
+            } else {
+                match futures_util::future::select(calls.next(), hedge.as_mut()).await {
+                    Either::Left((next, _)) => next,
+                    Either::Right(_) => {
+                        hedged = true;
+                        let stalled: Vec<Vnode> = round
+                            .waiting_on()
+                            .into_iter()
+                            .filter(|v| !self.answered_since(*v, started))
+                            .collect();
+                        for vnode in &stalled {
+                            self.core.remote.suspect(vnode.node, vnode.shard);
+                        }
+                        if let ReadProgress::Ask(more) = round.hedge(|v| stalled.contains(v)) {
+                            tracing::debug!(partition, asks = ?more, "replicas answer nothing; asking others as well");
+                            calls.extend(more.into_iter().map(|(vnode, what)| ask(vnode, what)));
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some((vnode, answer)) = next else {
+                break;
+            };
             let answer = match answer.and_then(read_answer) {
                 Ok(answer) => answer,
                 Err(e) => {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use leofs_engine::{Engine, Head, Hlc, HlcClock, PartitionId, PutValue, ScanEntry, Value};
 
 use crate::cross_core::Forwarder;
@@ -17,7 +18,7 @@ use crate::http::ConnectionHub;
 use crate::node::NodeShared;
 use crate::remote::RemotePeers;
 use crate::request::{StorageRequest, StorageResponse};
-use crate::ring::{NodeId, RingView, Vnode};
+use crate::ring::{NodeId, ReadPlan, RingView, Vnode};
 use crate::{PartitionMap, ShardError};
 
 /// Everything one core owns; reachable only from its own thread.
@@ -548,7 +549,7 @@ impl Shard {
         start_after: Option<Bytes>,
         limit: usize,
     ) -> Result<Vec<ScanEntry>, ShardError> {
-        let plan = ring
+        let mut plan = ring
             .read_plan_among(self.levels().r, |v| self.is_up(v))
             .map_err(|partition| ShardError::TooFewReplicas {
                 partition,
@@ -558,7 +559,12 @@ impl Shard {
         let mut listed = Vec::new();
         let mut after = start_after;
         loop {
-            let pages = self.scan_pages(&plan, &prefix, &after, limit, true).await?;
+            let (pages, replan) = self
+                .scan_pages_hedged(ring, &plan, &prefix, &after, limit)
+                .await?;
+            if let Some(replan) = replan {
+                plan = replan;
+            }
             let complete_to = pages
                 .iter()
                 .filter(|page| page.len() >= limit)
@@ -580,6 +586,55 @@ impl Shard {
                 Some(end) => after = Some(end),
             }
         }
+    }
+
+    /// [`Shard::scan_pages`] over `plan` (tombstones included), hedged: if some vnode of the
+    /// plan has answered nothing at all after [`crate::replicated::READ_HEDGE_AFTER`] (a hung
+    /// core, a stopped node not yet known down), the listing is planned again without the
+    /// vnodes that have not, and sent again; the first plan to answer whole is the answer.
+    /// Returns the pages, and the new plan if it answered (for the listing's next pages).
+    async fn scan_pages_hedged(
+        &self,
+        ring: &RingView,
+        plan: &ReadPlan,
+        prefix: &Bytes,
+        after: &Option<Bytes>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<ScanEntry>>, Option<ReadPlan>), ShardError> {
+        let started = std::time::Instant::now();
+        let mut first = std::pin::pin!(self.scan_pages(plan, prefix, after, limit, true));
+        let hedge_after = crate::replicated::READ_HEDGE_AFTER;
+        if let Ok(pages) = monoio::time::timeout(hedge_after, first.as_mut()).await {
+            return Ok((pages?, None));
+        }
+        let stalled: Vec<Vnode> = plan
+            .iter()
+            .map(|(vnode, _)| *vnode)
+            .filter(|vnode| !self.answered_since(*vnode, started))
+            .collect();
+        if stalled.is_empty() {
+            return Ok((first.await?, None));
+        }
+        let Ok(replan) =
+            ring.read_plan_among(self.levels().r, |v| self.is_up(v) && !stalled.contains(&v))
+        else {
+            return Ok((first.await?, None));
+        };
+        for vnode in &stalled {
+            self.core.remote.suspect(vnode.node, vnode.shard);
+        }
+        tracing::debug!(stalled = ?stalled, "replicas answer nothing; listing again without them");
+        let answered = {
+            let second = std::pin::pin!(self.scan_pages(&replan, prefix, after, limit, true));
+            match futures_util::future::select(first, second).await {
+                Either::Left((Ok(pages), _)) => Ok((pages, false)),
+                Either::Right((Ok(pages), _)) => Ok((pages, true)),
+                Either::Left((Err(_), second)) => second.await.map(|pages| (pages, true)),
+                Either::Right((Err(_), first)) => first.await.map(|pages| (pages, false)),
+            }
+        };
+        let (pages, replanned) = answered?;
+        Ok((pages, replanned.then_some(replan)))
     }
 
     /// Every live key starting with `prefix`, in key order, read [`SCAN_PAGE_KEYS`] at a

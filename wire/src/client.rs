@@ -75,6 +75,8 @@ pub struct Peer {
     health: RefCell<HashMap<u16, Health>>,
     /// When any shard of the peer last answered a call.
     last_answer: Cell<Option<Instant>>,
+    /// When each shard last answered a call, by shard (None, or beyond the end: never).
+    shard_answers: RefCell<Vec<Option<Instant>>>,
     /// A shard that was up timed out and no shard answered anything for a whole request
     /// timeout: the node is taken for stopped or cut off, and every shard counts as down until
     /// one of them answers (a probe or any call).
@@ -94,6 +96,7 @@ impl Peer {
             request_timeout,
             health: RefCell::new(HashMap::new()),
             last_answer: Cell::new(None),
+            shard_answers: RefCell::new(Vec::new()),
             silent: Cell::new(false),
             last_warned: Cell::new(None),
             bytes: Budget::new(IN_FLIGHT_BYTES_PER_PEER_MAX),
@@ -125,6 +128,17 @@ impl Peer {
                 .is_some_and(|health| health.failures_in_a_row > 0)
     }
 
+    /// Whether shard `shard` of the peer answered any call from this core at or after `at`.
+    /// A call waiting longer than usual on a shard that answers nothing else either (a hung
+    /// core, a stopped node) is worth asking another replica for; one waiting on a shard that
+    /// keeps answering is only queued behind other work there.
+    pub fn answered_since(&self, shard: u16, at: Instant) -> bool {
+        self.shard_answers
+            .borrow()
+            .get(usize::from(shard))
+            .is_some_and(|answered| answered.is_some_and(|answered| answered >= at))
+    }
+
     /// The shards of the peer that are down ([`Peer::is_down`]): while the node is silent,
     /// every shard this core has called (and shard 0), so that probes find any that answers.
     pub fn down_shards(&self) -> Vec<u16> {
@@ -149,11 +163,12 @@ impl Peer {
         down
     }
 
-    /// Checks in the background whether shard `shard` of the peer, down, is back: once per
-    /// back-off, one call to it with the frame `build` makes (a small request any shard
-    /// answers). Any answer marks it up; no answer within the request timeout is one more
-    /// failure. A round trip, not just a connection: a stopped process still has its sockets
-    /// open.
+    /// Checks in the background whether shard `shard` of the peer answers: one down, whether
+    /// it is back; one up that a caller found stalled (and stopped waiting for), whether it is
+    /// still alive. At most one probe at a time and once per back-off: one call to it with the
+    /// frame `build` makes (a small request any shard answers). Any answer marks it up; no
+    /// answer within the request timeout is one more failure. A round trip, not just a
+    /// connection: a stopped process still has its sockets open.
     pub fn probe(self: &Rc<Self>, shard: u16, build: impl FnOnce(u64) -> Frame + 'static) {
         {
             let mut all = self.health.borrow_mut();
@@ -303,7 +318,15 @@ impl Peer {
     /// Records an answer of `shard` (a probe's or any call's); one line when the peer is whole
     /// again: it was silent or this shard down, and no shard is down any more.
     fn succeeded(&self, shard: u16) {
-        self.last_answer.set(Some(Instant::now()));
+        let now = Instant::now();
+        self.last_answer.set(Some(now));
+        let mut answers = self.shard_answers.borrow_mut();
+        let index = usize::from(shard);
+        if answers.len() <= index {
+            answers.resize(index + 1, None);
+        }
+        answers[index] = Some(now);
+        drop(answers);
         let was_silent = self.silent.replace(false);
         let was_down = self
             .health

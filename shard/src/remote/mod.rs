@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use leofs_wire::{ClusterAuth, Lane, Peer};
@@ -167,6 +167,25 @@ impl RemotePeers {
             Some(_) => true,
             None => false,
         }
+    }
+
+    /// Shard `shard` of `node` has answered nothing for a while and a caller asked another
+    /// replica instead of waiting: one small call to it goes on in the background, so that if
+    /// it is hung it is known down after one request timeout, as if the caller had waited
+    /// (its own call is dropped with the caller's round).
+    pub(crate) fn suspect(&self, node: NodeId, shard: u16) {
+        if let Some(peer) = self.peer(node) {
+            peer.probe(shard, |id| {
+                codec::encode_request(id, 0, &NodeRequest::ReadClock)
+            });
+        }
+    }
+
+    /// Whether shard `shard` of `node` answered any call from this core at or after `at`
+    /// ([`Peer::answered_since`]; false for a node this core has no peer for).
+    pub(crate) fn answered_since(&self, node: NodeId, shard: u16, at: Instant) -> bool {
+        self.peer(node)
+            .is_some_and(|peer| peer.answered_since(shard, at))
     }
 }
 

@@ -9,7 +9,8 @@
 //!   store it get hints.
 //! - [`ReadRound`]: the body from one replica and HLC digests from `r - 1` others; a newer
 //!   digest fetches the newer body; a miss is checked against every replica up before it is a
-//!   404; replicas found stale are repaired.
+//!   404; replicas found stale are repaired; an ask of a replica that has stalled is asked of
+//!   another as well ([`ReadRound::hedge`]).
 
 use leofs_engine::Hlc;
 
@@ -368,12 +369,7 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
 
     /// The deadline passed: replicas that have not answered count as failed.
     pub fn timed_out(&mut self) -> ReadProgress<N, V> {
-        let mut waiting: Vec<N> = Vec::new();
-        for (n, ask) in &self.asked {
-            if !self.answered(n, *ask) && !waiting.contains(n) {
-                waiting.push(*n);
-            }
-        }
+        let waiting = self.waiting_on();
         self.failed.extend(waiting);
         let progress = self.decide();
         match progress {
@@ -382,6 +378,39 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
                 ReadProgress::Failed
             }
             other => other,
+        }
+    }
+
+    /// The replicas with an ask not answered yet, each once.
+    pub fn waiting_on(&self) -> Vec<N> {
+        let mut waiting: Vec<N> = Vec::new();
+        for (n, ask) in &self.asked {
+            if !self.answered(n, *ask) && !waiting.contains(n) {
+                waiting.push(*n);
+            }
+        }
+        waiting
+    }
+
+    /// Answers are slow: for each ask still unanswered of a replica that `stalled` names (one
+    /// that answers nothing else either: a hung core, a stopped node), the same ask of a
+    /// replica not asked yet, while there is one. The stalled asks stay open and whichever
+    /// answer comes counts, so the round needs no more answers than before, only more asks.
+    pub fn hedge(&mut self, stalled: impl Fn(&N) -> bool) -> ReadProgress<N, V> {
+        if self.done {
+            return ReadProgress::Pending;
+        }
+        let slow: Vec<ReadAsk> = self
+            .asked
+            .iter()
+            .filter(|(n, ask)| !self.answered(n, *ask) && stalled(n))
+            .map(|(_, ask)| *ask)
+            .collect();
+        let asks: Vec<(N, ReadAsk)> = self.unasked().zip(slow).collect();
+        if asks.is_empty() {
+            ReadProgress::Pending
+        } else {
+            self.ask(asks)
         }
     }
 
@@ -620,6 +649,65 @@ mod tests {
             ReadProgress::Done {
                 version: Some(version(20, 8)),
                 stale: vec![1],
+            }
+        );
+    }
+
+    #[test]
+    fn a_stalled_replica_s_ask_is_hedged_on_one_not_asked_and_the_first_answers_count() {
+        let (mut round, asks) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 2).unwrap();
+        assert_eq!(asks, vec![(1, ReadAsk::Body), (2, ReadAsk::Digest)]);
+        assert_eq!(
+            round.answer(2, ReadAnswer::Digest(Some(hlc(10)))),
+            ReadProgress::Pending
+        );
+        // Replica 1 (the body) is stalled; replica 2 has answered and is not hedged.
+        assert_eq!(
+            round.hedge(|n| *n != 3),
+            ReadProgress::Ask(vec![(3, ReadAsk::Body)])
+        );
+        // Nobody is left to ask.
+        assert_eq!(round.hedge(|_| true), ReadProgress::Pending);
+        assert_eq!(
+            round.answer(3, ReadAnswer::Body(Some(version(10, 7)))),
+            ReadProgress::Done {
+                version: Some(version(10, 7)),
+                stale: vec![],
+            }
+        );
+        // The stalled replica's late answer changes nothing.
+        assert_eq!(
+            round.answer(1, ReadAnswer::Body(Some(version(5, 1)))),
+            ReadProgress::Pending
+        );
+    }
+
+    #[test]
+    fn a_hedged_read_still_takes_the_newest_of_r_answers() {
+        // The stalled replica answers after the hedge was asked: its newer digest still wins
+        // over the hedge's older body, as without the hedge.
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 2).unwrap();
+        assert_eq!(
+            round.hedge(|n| *n == 2),
+            ReadProgress::Ask(vec![(3, ReadAsk::Digest)])
+        );
+        assert_eq!(
+            round.answer(1, ReadAnswer::Body(Some(version(5, 1)))),
+            ReadProgress::Pending
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Digest(Some(hlc(9)))),
+            ReadProgress::Ask(vec![(2, ReadAsk::Body)])
+        );
+        assert_eq!(
+            round.answer(3, ReadAnswer::Digest(Some(hlc(5)))),
+            ReadProgress::Pending
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Body(Some(version(9, 2)))),
+            ReadProgress::Done {
+                version: Some(version(9, 2)),
+                stale: vec![1, 3],
             }
         );
     }

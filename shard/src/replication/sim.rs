@@ -42,6 +42,9 @@ const RANGES: u32 = 4;
 /// The cluster's clock bound; every node is off by at most half of it.
 const MAX_CLOCK_OFFSET_US: u64 = 20_000;
 const ROUND_DEADLINE_US: u64 = 30_000;
+/// When a read round still waiting hedges (under two network delays: some rounds hedge
+/// while their answers are on the way).
+const HEDGE_AFTER_US: u64 = 5_000;
 const NET_DELAY_MAX_US: u64 = 4_000;
 const SYNC_EVERY_US: u64 = 1_500;
 const HINT_REPLAY_EVERY_US: u64 = 5_000;
@@ -180,6 +183,12 @@ enum Event {
     },
     Op(usize),
     Deadline {
+        node: Node,
+        round: u64,
+    },
+    /// A read round still waiting asks other replicas as well (as a core does for replicas
+    /// that answer nothing; here for every ask still unanswered).
+    Hedge {
         node: Node,
         round: u64,
     },
@@ -597,6 +606,14 @@ impl Sim {
             }
             Event::Op(i) => self.start_op(i),
             Event::Deadline { node, round } => self.deadline(node, round),
+            Event::Hedge { node, round } => {
+                if let Some(Round::Read { round: read, .. }) =
+                    self.nodes[node].rounds.get_mut(&round)
+                {
+                    let progress = read.hedge(|_| true);
+                    self.read_progress(node, round, progress);
+                }
+            }
             Event::PassDeadline { node, pass } => self.drive_pass(node, pass, Pass::timed_out),
             Event::HintTimeout {
                 node,
@@ -876,6 +893,7 @@ impl Sim {
                 create,
             },
         );
+        self.at(HEDGE_AFTER_US, Event::Hedge { node, round: id });
         self.at(ROUND_DEADLINE_US, Event::Deadline { node, round: id });
     }
 
