@@ -14,10 +14,12 @@
 //!   replica up before it is a miss, and replicas found stale are repaired in the background.
 //!   A replica that has answered nothing at all for [`READ_HEDGE_AFTER`] has its ask sent to
 //!   another replica as well (a hedge), so a hung core or a stopped node not yet known down
-//!   costs a read that long, not the request timeout.
+//!   costs a read that long, not the request timeout (a miss still waits for it: every
+//!   replica up must answer one).
 //! - **Listings** read each partition from R replicas up (from its first replica up with
-//!   N = 1); a listing whose replicas include one that answered nothing for
-//!   [`READ_HEDGE_AFTER`] is planned again without it, and the first complete plan answers.
+//!   N = 1); a listing page whose replicas include some that answered nothing for 500 ms is
+//!   planned again without them when every partition is still read from as many replicas,
+//!   and the first complete plan answers.
 //!
 //! A replica is "up" unless its node is suspended or its peer is in the back-off of a recent
 //! failure (local failure detection: one failed call, then none until the back-off ends).
@@ -54,9 +56,10 @@ pub(crate) struct ReadOf {
 }
 
 /// How long a read waits for its replicas before it asks others as well, in place of those
-/// that have answered nothing at all since it began (a hung core, a stopped node, not yet
-/// known down: their calls would wait for the request timeout). A replica that answers other
-/// calls meanwhile is busy, not stalled, and is not hedged: a loaded cluster sends no more.
+/// that have answered nothing at all meanwhile (a hung core, a stopped node, not yet known
+/// down: their calls would wait for the request timeout); again every as long while it waits.
+/// A replica that answers this core's other calls meanwhile is busy, not stalled, and is not
+/// hedged.
 pub(crate) const READ_HEDGE_AFTER: Duration = Duration::from_millis(50);
 
 /// Most tries of a replicated read or write while the ring changes under it (a rebalance
@@ -97,8 +100,9 @@ impl Shard {
         vnode.node == self.core.node_id || self.core.remote.is_reachable(vnode.node, vnode.shard)
     }
 
-    /// Whether `vnode` answered any call from this core at or after `at`: always for this
-    /// node's own cores (they share its fate), for another node's shard as its peer recorded.
+    /// Whether `vnode` answered any call from this core at or after `at`: as its peer recorded
+    /// for another node's shard; always for this node's own cores (a cross-core call keeps no
+    /// such record, so a read never hedges around a core of its own node).
     pub(crate) fn answered_since(&self, vnode: Vnode, at: Instant) -> bool {
         vnode.node == self.core.node_id
             || self.core.remote.answered_since(vnode.node, vnode.shard, at)
@@ -713,31 +717,31 @@ impl Shard {
         let mut last_failure = None;
         let mut corrupt = Vec::new();
         let mut progress = ReadProgress::Pending;
-        let started = Instant::now();
+        // Each time the hedge's timer goes off, the replicas still waiting that answered
+        // nothing since the last time (the round's start, first) are stalled.
+        let mut quiet_since = Instant::now();
         let mut hedge = std::pin::pin!(monoio::time::sleep(READ_HEDGE_AFTER));
-        let mut hedged = false;
         loop {
-            let next = if hedged {
-                calls.next().await
-            } else {
-                match futures_util::future::select(calls.next(), hedge.as_mut()).await {
-                    Either::Left((next, _)) => next,
-                    Either::Right(_) => {
-                        hedged = true;
-                        let stalled: Vec<Vnode> = round
-                            .waiting_on()
-                            .into_iter()
-                            .filter(|v| !self.answered_since(*v, started))
-                            .collect();
-                        for vnode in &stalled {
-                            self.core.remote.suspect(vnode.node, vnode.shard);
-                        }
-                        if let ReadProgress::Ask(more) = round.hedge(|v| stalled.contains(v)) {
-                            tracing::debug!(partition, asks = ?more, "replicas answer nothing; asking others as well");
-                            calls.extend(more.into_iter().map(|(vnode, what)| ask(vnode, what)));
-                        }
-                        continue;
+            let next = match futures_util::future::select(calls.next(), hedge.as_mut()).await {
+                Either::Left((next, _)) => next,
+                Either::Right(_) => {
+                    let stalled: Vec<Vnode> = round
+                        .waiting_on()
+                        .into_iter()
+                        .filter(|v| !self.answered_since(*v, quiet_since))
+                        .collect();
+                    for vnode in &stalled {
+                        self.core.remote.suspect(vnode.node, vnode.shard);
                     }
+                    if let ReadProgress::Ask(more) = round.hedge(|v| stalled.contains(v)) {
+                        tracing::debug!(partition, asks = ?more, "replicas answer nothing; asking others as well");
+                        calls.extend(more.into_iter().map(|(vnode, what)| ask(vnode, what)));
+                    }
+                    quiet_since = Instant::now();
+                    hedge
+                        .as_mut()
+                        .reset(monoio::time::Instant::now() + READ_HEDGE_AFTER);
+                    continue;
                 }
             };
             let Some((vnode, answer)) = next else {

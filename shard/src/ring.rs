@@ -370,6 +370,31 @@ impl RingView {
         Ok(by_vnode.into_iter().collect())
     }
 
+    /// The plan of [`RingView::read_plan_among`] without the vnodes `without`, only if it
+    /// reads every partition from as many replicas as the plan with them does (so a listing
+    /// planned again around vnodes that answer nothing is no less complete); None otherwise.
+    pub fn read_plan_without(
+        &self,
+        r: usize,
+        up: impl Fn(Vnode) -> bool,
+        without: &[Vnode],
+    ) -> Option<ReadPlan> {
+        let keeps_r = self.table.chunks_exact(self.replicas).all(|set| {
+            let with = set.iter().filter(|v| up(**v)).take(r).count();
+            let rest = set
+                .iter()
+                .filter(|v| up(**v) && !without.contains(v))
+                .take(r)
+                .count();
+            rest == with
+        });
+        if !keeps_r {
+            return None;
+        }
+        self.read_plan_among(r, |v| up(v) && !without.contains(&v))
+            .ok()
+    }
+
     fn plan_listing(&self) -> Vec<(Vnode, Vec<Range<PartitionId>>)> {
         let firsts: Vec<Vnode> = self.table.iter().step_by(self.replicas).copied().collect();
         group_runs(&firsts)
@@ -564,6 +589,21 @@ mod tests {
         );
         // Nodes 2 and 3 both down: partition 2 has no replica left.
         assert_eq!(ring.read_plan_among(2, |v| v.node == 1), Err(2));
+        // Around a vnode that answers nothing, only if every partition is still read from R:
+        // with two replicas a partition and R=2 it never is; with R=1 it is, by the other.
+        assert_eq!(ring.read_plan_without(2, |_| true, &[vnode(1, 0)]), None);
+        assert_eq!(
+            pairs(ring.read_plan_without(1, |_| true, &[vnode(1, 0)]).unwrap()),
+            vec![
+                (vnode(2, 0), vec![(0, 1), (2, 3)]),
+                (vnode(3, 0), vec![(1, 2), (3, 4)])
+            ]
+        );
+        // Node 1 already down: the plan without it reads what the plan with it reads.
+        assert_eq!(
+            ring.read_plan_without(2, |v| v.node != 1, &[vnode(1, 0)]),
+            ring.read_plan_among(2, |v| v.node != 1).ok()
+        );
     }
 
     #[test]

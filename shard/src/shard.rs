@@ -588,11 +588,12 @@ impl Shard {
         }
     }
 
-    /// [`Shard::scan_pages`] over `plan` (tombstones included), hedged: if some vnode of the
-    /// plan has answered nothing at all after [`crate::replicated::READ_HEDGE_AFTER`] (a hung
-    /// core, a stopped node not yet known down), the listing is planned again without the
-    /// vnodes that have not, and sent again; the first plan to answer whole is the answer.
-    /// Returns the pages, and the new plan if it answered (for the listing's next pages).
+    /// [`Shard::scan_pages`] over `plan` (tombstones included), hedged: if some vnodes of the
+    /// plan have answered nothing at all (to any call from this core) after
+    /// [`SCAN_HEDGE_AFTER`] (a hung core, a stopped node not yet known down), the listing is
+    /// planned again without them, if every partition is still read from as many replicas,
+    /// and sent again; the first plan to answer whole is the answer. Returns the pages, and
+    /// the new plan if it answered (for the listing's next pages).
     async fn scan_pages_hedged(
         &self,
         ring: &RingView,
@@ -603,8 +604,7 @@ impl Shard {
     ) -> Result<(Vec<Vec<ScanEntry>>, Option<ReadPlan>), ShardError> {
         let started = std::time::Instant::now();
         let mut first = std::pin::pin!(self.scan_pages(plan, prefix, after, limit, true));
-        let hedge_after = crate::replicated::READ_HEDGE_AFTER;
-        if let Ok(pages) = monoio::time::timeout(hedge_after, first.as_mut()).await {
+        if let Ok(pages) = monoio::time::timeout(SCAN_HEDGE_AFTER, first.as_mut()).await {
             return Ok((pages?, None));
         }
         let stalled: Vec<Vnode> = plan
@@ -615,8 +615,9 @@ impl Shard {
         if stalled.is_empty() {
             return Ok((first.await?, None));
         }
-        let Ok(replan) =
-            ring.read_plan_among(self.levels().r, |v| self.is_up(v) && !stalled.contains(&v))
+        // Only a plan as complete as the first: every partition still read from as many
+        // replicas (a listing from fewer than R could miss an acknowledged write or delete).
+        let Some(replan) = ring.read_plan_without(self.levels().r, |v| self.is_up(v), &stalled)
         else {
             return Ok((first.await?, None));
         };
@@ -672,6 +673,11 @@ impl Shard {
 
 /// Most tries of one listing page while replicas fail or the ring changes under it.
 const SCAN_TRIES_MAX: u32 = 3;
+
+/// How long a listing page waits for its replicas before it is planned again without those
+/// that answered nothing at all meanwhile: longer than a read's hedge, as a page of a big
+/// partition's scan takes longer and a listing sent again costs every replica another scan.
+const SCAN_HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Keys per page of [`Shard::scan_all_pages`].
 pub const SCAN_PAGE_KEYS: usize = 1000;

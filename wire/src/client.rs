@@ -165,8 +165,9 @@ impl Peer {
 
     /// Checks in the background whether shard `shard` of the peer answers: one down, whether
     /// it is back; one up that a caller found stalled (and stopped waiting for), whether it is
-    /// still alive. At most one probe at a time and once per back-off: one call to it with the
-    /// frame `build` makes (a small request any shard answers). Any answer marks it up; no
+    /// still alive. At most one probe at a time per shard (and, for a shard down, once per
+    /// back-off): one call to it with the frame `build` makes (a small request any shard
+    /// answers). Any answer marks it up; no
     /// answer within the request timeout is one more failure. A round trip, not just a
     /// connection: a stopped process still has its sockets open.
     pub fn probe(self: &Rc<Self>, shard: u16, build: impl FnOnce(u64) -> Frame + 'static) {

@@ -683,6 +683,43 @@ mod tests {
     }
 
     #[test]
+    fn a_hedge_asks_only_replicas_not_asked_yet_the_first_stalled_ask_first() {
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 2).unwrap();
+        // Both asks stalled, one replica left: it is asked for the body.
+        assert_eq!(
+            round.hedge(|_| true),
+            ReadProgress::Ask(vec![(3, ReadAsk::Body)])
+        );
+        assert_eq!(round.waiting_on(), vec![1, 2, 3]);
+        assert_eq!(round.hedge(|_| true), ReadProgress::Pending);
+    }
+
+    #[test]
+    fn a_hedged_miss_still_waits_for_the_stalled_replica() {
+        // Every replica up answers before a 404, the stalled one too (or it fails).
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3], |_| true, 2).unwrap();
+        assert_eq!(
+            round.hedge(|n| *n == 1),
+            ReadProgress::Ask(vec![(3, ReadAsk::Body)])
+        );
+        assert_eq!(
+            round.answer(2, ReadAnswer::Digest(None)),
+            ReadProgress::Pending
+        );
+        assert_eq!(
+            round.answer(3, ReadAnswer::Body(None)),
+            ReadProgress::Pending
+        );
+        assert_eq!(
+            round.answer(1, ReadAnswer::Failed),
+            ReadProgress::Done {
+                version: None,
+                stale: vec![],
+            }
+        );
+    }
+
+    #[test]
     fn a_hedged_read_still_takes_the_newest_of_r_answers() {
         // The stalled replica answers after the hedge was asked: its newer digest still wins
         // over the hedge's older body, as without the hedge.
