@@ -48,6 +48,7 @@ measure() {
     kill -0 "$DEMO_PID" 2>/dev/null || { log "the $side demo exited"; exit 1; }
     sleep 0.1
   done
+  grep -q '^leofs demo ready' "$DIR/out" || { log "the $side demo did not become ready"; exit 1; }
   local endpoint key secret
   endpoint="$(sed -n 's/^S3 endpoints: \([^ ]*\).*/\1/p' "$DIR/out")"
   key="$(sed -n 's/^Access key: //p' "$DIR/out")"

@@ -25,6 +25,7 @@
 //! failure (local failure detection: one failed call, then none until the back-off ends).
 //! With N = 1 none of this runs: every request goes to the one replica as before.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -55,12 +56,17 @@ pub(crate) struct ReadOf {
     pub(crate) r: usize,
 }
 
-/// How long a read waits for its replicas before it asks others as well, in place of those
-/// that have answered nothing at all meanwhile (a hung core, a stopped node, not yet known
-/// down: their calls would wait for the request timeout); again every as long while it waits.
-/// A replica that answers this core's other calls meanwhile is busy, not stalled, and is not
-/// hedged.
+/// How long an ask of a replica waits before the same ask goes to another replica as well,
+/// if that replica answered no call at all from this core meanwhile (a hung core, a stopped
+/// node, not yet known down: its calls would wait for the request timeout); checked every as
+/// long while the read waits, each ask hedged once. A replica that answers this core's other
+/// calls meanwhile is busy, not stalled, and is not hedged.
 pub(crate) const READ_HEDGE_AFTER: Duration = Duration::from_millis(50);
+
+/// How much sooner than [`READ_HEDGE_AFTER`] an ask may have been sent and still be judged
+/// when the hedge's timer goes off (the timer wheel ticks in milliseconds and may fire a tick
+/// early: an ask sent with the round's first asks is judged at the first firing, not the next).
+const HEDGE_TIMER_SLACK: Duration = Duration::from_millis(5);
 
 /// Most tries of a replicated read or write while the ring changes under it (a rebalance
 /// changes it twice: when it begins and when it flips).
@@ -699,7 +705,11 @@ impl Shard {
         let (mut round, asks) =
             ReadRound::<Vnode, StorageResponse>::start(&replicas, |v| self.is_up(*v), r)
                 .map_err(|e| too_few(partition, e))?;
+        // When each replica was last asked something: a replica is stalled once an ask of it
+        // has waited READ_HEDGE_AFTER and it answered no call from this core since.
+        let sent: RefCell<Vec<(Vnode, Instant)>> = RefCell::new(Vec::new());
         let ask = |vnode: Vnode, what: ReadAsk| {
+            sent.borrow_mut().push((vnode, Instant::now()));
             let request = match what {
                 ReadAsk::Body => body.clone(),
                 ReadAsk::Digest => StorageRequest::Lookup {
@@ -717,9 +727,6 @@ impl Shard {
         let mut last_failure = None;
         let mut corrupt = Vec::new();
         let mut progress = ReadProgress::Pending;
-        // Each time the hedge's timer goes off, the replicas still waiting that answered
-        // nothing since the last time (the round's start, first) are stalled.
-        let mut quiet_since = Instant::now();
         let mut hedge = std::pin::pin!(monoio::time::sleep(READ_HEDGE_AFTER));
         loop {
             let next = match futures_util::future::select(calls.next(), hedge.as_mut()).await {
@@ -728,7 +735,18 @@ impl Shard {
                     let stalled: Vec<Vnode> = round
                         .waiting_on()
                         .into_iter()
-                        .filter(|v| !self.answered_since(*v, quiet_since))
+                        .filter(|v| {
+                            let asked_at = sent
+                                .borrow()
+                                .iter()
+                                .rev()
+                                .find(|(n, _)| n == v)
+                                .map(|(_, at)| *at);
+                            asked_at.is_some_and(|at| {
+                                at.elapsed() + HEDGE_TIMER_SLACK >= READ_HEDGE_AFTER
+                                    && !self.answered_since(*v, at)
+                            })
+                        })
                         .collect();
                     for vnode in &stalled {
                         self.core.remote.suspect(vnode.node, vnode.shard);
@@ -737,7 +755,6 @@ impl Shard {
                         tracing::debug!(partition, asks = ?more, "replicas answer nothing; asking others as well");
                         calls.extend(more.into_iter().map(|(vnode, what)| ask(vnode, what)));
                     }
-                    quiet_since = Instant::now();
                     hedge
                         .as_mut()
                         .reset(monoio::time::Instant::now() + READ_HEDGE_AFTER);

@@ -630,8 +630,16 @@ impl Shard {
             match futures_util::future::select(first, second).await {
                 Either::Left((Ok(pages), _)) => Ok((pages, false)),
                 Either::Right((Ok(pages), _)) => Ok((pages, true)),
-                Either::Left((Err(_), second)) => second.await.map(|pages| (pages, true)),
-                Either::Right((Err(_), first)) => first.await.map(|pages| (pages, false)),
+                // Both failed: a replica's failure (a Wire error, which the listing retries
+                // without it) rather than the other plan's error.
+                Either::Left((Err(failed), second)) => match second.await {
+                    Ok(pages) => Ok((pages, true)),
+                    Err(e) => Err(wire_first(failed, e)),
+                },
+                Either::Right((Err(failed), first)) => match first.await {
+                    Ok(pages) => Ok((pages, false)),
+                    Err(e) => Err(wire_first(failed, e)),
+                },
             }
         };
         let (pages, replanned) = answered?;
@@ -668,6 +676,15 @@ impl Shard {
             Some(engine) => engine.observe(seen),
             None => self.core.clock.observe(seen),
         }
+    }
+}
+
+/// Of two errors, the first that is a replica's failure ([`ShardError::Wire`]), else `b`.
+fn wire_first(a: ShardError, b: ShardError) -> ShardError {
+    if matches!(a, ShardError::Wire(_)) {
+        a
+    } else {
+        b
     }
 }
 

@@ -280,6 +280,8 @@ pub struct ReadRound<N, V> {
     up: Vec<N>,
     r: usize,
     asked: Vec<(N, ReadAsk)>,
+    /// Asks already sent to another replica as well ([`ReadRound::hedge`]): once each.
+    hedged: Vec<(N, ReadAsk)>,
     /// Every answer so far: who, and the HLC it holds.
     held: Vec<(N, Option<Hlc>)>,
     /// Replicas that answered a body ask (a digest answer does not answer the body asked of
@@ -321,6 +323,7 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
             up,
             r,
             asked: asks.clone(),
+            hedged: Vec::new(),
             held: Vec::new(),
             bodies: Vec::new(),
             failed: Vec::new(),
@@ -393,20 +396,29 @@ impl<N: Copy + PartialEq, V: Clone> ReadRound<N, V> {
     }
 
     /// Answers are slow: for each ask still unanswered of a replica that `stalled` names (one
-    /// that answers nothing else either: a hung core, a stopped node), the same ask of a
-    /// replica not asked yet, while there is one. The stalled asks stay open and whichever
-    /// answer comes counts, so the round needs no more answers than before, only more asks.
+    /// that answers nothing else either: a hung core, a stopped node), and not hedged before,
+    /// the same ask of a replica not asked yet, while there is one. The stalled asks stay open
+    /// and whichever answer comes counts, so the round needs no more answers than before,
+    /// only more asks.
     pub fn hedge(&mut self, stalled: impl Fn(&N) -> bool) -> ReadProgress<N, V> {
         if self.done {
             return ReadProgress::Pending;
         }
-        let slow: Vec<ReadAsk> = self
+        let slow: Vec<(N, ReadAsk)> = self
             .asked
             .iter()
-            .filter(|(n, ask)| !self.answered(n, *ask) && stalled(n))
-            .map(|(_, ask)| *ask)
+            .copied()
+            .filter(|(n, ask)| {
+                !self.answered(n, *ask) && !self.hedged.contains(&(*n, *ask)) && stalled(n)
+            })
             .collect();
-        let asks: Vec<(N, ReadAsk)> = self.unasked().zip(slow).collect();
+        let spare: Vec<N> = self.unasked().collect();
+        let pairs: Vec<((N, ReadAsk), N)> = slow.into_iter().zip(spare).collect();
+        self.hedged.extend(pairs.iter().map(|(slow, _)| *slow));
+        let asks: Vec<(N, ReadAsk)> = pairs
+            .into_iter()
+            .map(|((_, ask), spare)| (spare, ask))
+            .collect();
         if asks.is_empty() {
             ReadProgress::Pending
         } else {
@@ -692,6 +704,17 @@ mod tests {
         );
         assert_eq!(round.waiting_on(), vec![1, 2, 3]);
         assert_eq!(round.hedge(|_| true), ReadProgress::Pending);
+        // With five replicas, an ask hedged once is not hedged again; its substitute's is.
+        let (mut round, _) = ReadRound::<u8, u32>::start(&[1, 2, 3, 4, 5], |_| true, 2).unwrap();
+        assert_eq!(
+            round.hedge(|n| *n == 1),
+            ReadProgress::Ask(vec![(3, ReadAsk::Body)])
+        );
+        assert_eq!(round.hedge(|n| *n == 1), ReadProgress::Pending);
+        assert_eq!(
+            round.hedge(|n| *n == 1 || *n == 3),
+            ReadProgress::Ask(vec![(4, ReadAsk::Body)])
+        );
     }
 
     #[test]
