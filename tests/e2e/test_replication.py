@@ -94,11 +94,7 @@ class Worker:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
                 self.expected.pop(key, None)
             else:
-                keys = []
-                pages = self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=f"{self.name}/")
-                for page in pages:
-                    keys += [o["Key"] for o in page.get("Contents", [])]
+                keys = self.listed(self.client)
                 if sorted(keys) != sorted(self.expected):
                     missing = sorted(set(self.expected) - set(keys))[:3]
                     extra = sorted(set(keys) - set(self.expected))[:3]
@@ -106,6 +102,15 @@ class Worker:
         except Exception as e:  # every failed request is a test failure
             self.failures.append(f"{key}: {e!r}"[:300])
         self.ops += 1
+
+    def listed(self, client) -> list[str]:
+        """The worker's keys as ListObjectsV2 lists them, every page."""
+        keys = []
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.name}/")
+        for page in pages:
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
 
     def check_all(self, client) -> list[str]:
         """Every key read back through `client`: what was last written, or 404 if deleted."""
@@ -166,7 +171,7 @@ def read_for(client, bucket: str, objects: list[tuple[Worker, str]], seconds: fl
     return results
 
 
-def list_for(client, bucket: str, workers: list[Worker], seconds: float):
+def list_for(client, workers: list[Worker], seconds: float):
     """ListObjectsV2 of each worker's keys in turn for `seconds` (the workers idle): (seconds
     taken, listed exactly the keys the worker holds) of each."""
     stop = time.monotonic() + seconds
@@ -177,12 +182,7 @@ def list_for(client, bucket: str, workers: list[Worker], seconds: float):
         i += 1
         started = time.monotonic()
         try:
-            keys = []
-            pages = client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=f"{worker.name}/")
-            for page in pages:
-                keys += [o["Key"] for o in page.get("Contents", [])]
-            complete = sorted(keys) == sorted(worker.expected)
+            complete = sorted(worker.listed(client)) == sorted(worker.expected)
         except Exception:  # a failed listing is an incomplete one here
             complete = False
         results.append((time.monotonic() - started, complete))
@@ -329,7 +329,7 @@ def test_a_hung_core_of_a_storage_node_costs_one_request_timeout_then_is_routed_
         # Listings beside them: a listing plans R replicas of every partition and so asks
         # the hung core whatever it lists, and is planned again without it.
         lists: list[tuple[float, bool]] = []
-        lister = threading.Thread(target=lambda: lists.extend(list_for(client, "hung", workers, 6)))
+        lister = threading.Thread(target=lambda: lists.extend(list_for(client, workers, 6)))
         lister.start()
         gets = read_for(client, "hung", small, 6)
         lister.join()

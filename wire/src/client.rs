@@ -167,9 +167,9 @@ impl Peer {
     /// it is back; one up that a caller found stalled (and stopped waiting for), whether it is
     /// still alive. At most one probe at a time per shard (and, for a shard down, once per
     /// back-off): one call to it with the frame `build` makes (a small request any shard
-    /// answers). Any answer marks it up; no
-    /// answer within the request timeout is one more failure. A round trip, not just a
-    /// connection: a stopped process still has its sockets open.
+    /// answers). Any answer marks it up; no answer within the request timeout is one more
+    /// failure. A round trip, not just a connection: a stopped process still has its sockets
+    /// open.
     pub fn probe(self: &Rc<Self>, shard: u16, build: impl FnOnce(u64) -> Frame + 'static) {
         {
             let mut all = self.health.borrow_mut();
@@ -321,13 +321,14 @@ impl Peer {
     fn succeeded(&self, shard: u16) {
         let now = Instant::now();
         self.last_answer.set(Some(now));
-        let mut answers = self.shard_answers.borrow_mut();
-        let index = usize::from(shard);
-        if answers.len() <= index {
-            answers.resize(index + 1, None);
+        {
+            let mut answers = self.shard_answers.borrow_mut();
+            let index = usize::from(shard);
+            if answers.len() <= index {
+                answers.resize(index + 1, None);
+            }
+            answers[index] = Some(now);
         }
-        answers[index] = Some(now);
-        drop(answers);
         let was_silent = self.silent.replace(false);
         let was_down = self
             .health

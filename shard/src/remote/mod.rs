@@ -175,9 +175,7 @@ impl RemotePeers {
     /// (its own call is dropped with the caller's round).
     pub(crate) fn suspect(&self, node: NodeId, shard: u16) {
         if let Some(peer) = self.peer(node) {
-            peer.probe(shard, |id| {
-                codec::encode_request(id, 0, &NodeRequest::ReadClock)
-            });
+            probe(&peer, shard);
         }
     }
 
@@ -189,8 +187,8 @@ impl RemotePeers {
     }
 }
 
-/// Checks in the background whether shard `shard` of `peer`, known down, answers again: a
-/// ring fetch, a small request every shard answers.
+/// Checks in the background whether shard `shard` of `peer` answers (known down: again;
+/// suspected: still): a ring fetch, a small request every shard answers.
 fn probe(peer: &Rc<Peer>, shard: u16) {
     peer.probe(shard, |id| {
         codec::encode_request(id, 0, &NodeRequest::FetchRing)
